@@ -1,0 +1,40 @@
+"""Settings, read once at the entry points (CLI, service) and passed down as plain values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """quotacast settings: environment variables with prefix ``QUOTACAST_`` or a ``.env`` file.
+
+    Attributes:
+        mlflow_tracking_uri: MLflow tracking store; a ``sqlite:///`` file or a server URL.
+        database_url: SQLAlchemy URL of the alert and API-key store.
+        data: default data directory (or SQL URL) for commands that read data.
+        seed: seed for everything random (generators, simulations, model training).
+        n_jobs: worker processes for work that runs in parallel.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="QUOTACAST_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    mlflow_tracking_uri: str = "sqlite:///mlflow.db"
+    database_url: str = "sqlite:///quotacast.db"
+    data: str = "demo-data"
+    seed: int = 42
+    n_jobs: int = 2
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data)
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment (call only at an entry point)."""
+    return Settings()

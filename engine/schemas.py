@@ -1,0 +1,309 @@
+"""The one vocabulary of quotacast: table names, column names and the table schemas.
+
+Every other module takes column names from here instead of retyping strings. The schemas
+follow CONTRACTS.md section 1; each table is described once as a :class:`TableSpec` (what the
+loader needs to parse raw text) and turned into a pandera ``DataFrameSchema`` (what the
+validator checks on the parsed frame).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pandera.pandas as pa
+
+__all__ = [
+    "ACCOUNT_MANAGER",
+    "AMOUNT",
+    "AS_OF",
+    "CHANNEL",
+    "CLOSE_DATE",
+    "CREATED_AT",
+    "CUSTOMER_ID",
+    "DS",
+    "DUE_DATE",
+    "ENTERED_AT",
+    "HIERARCHY_LEVELS",
+    "INVOICE_ID",
+    "ISSUED_AT",
+    "KEY",
+    "KIND",
+    "LEVEL",
+    "MANAGER",
+    "OCCURRED_AT",
+    "OPPORTUNITY_ID",
+    "OPPORTUNITY_STATUSES",
+    "ORDER_DATE",
+    "ORDER_ID",
+    "OWNER",
+    "PAID_AT",
+    "PERIOD",
+    "PRODUCT",
+    "REGION",
+    "REP",
+    "SEGMENT",
+    "SEVERITY",
+    "SEVERITY_WORDS",
+    "STAGE",
+    "STATUS",
+    "TABLES",
+    "TEAM",
+    "Y",
+    "ColumnSpec",
+    "TableSpec",
+    "pandera_schema",
+]
+
+# --- table names -------------------------------------------------------------------------
+ORDERS = "orders"
+CUSTOMERS = "customers"
+OPPORTUNITIES = "opportunities"
+STAGE_HISTORY = "stage_history"
+INTERACTIONS = "interactions"
+ORG = "org"
+TARGETS = "targets"
+RECEIVABLES = "receivables"
+
+# --- column names ------------------------------------------------------------------------
+CUSTOMER_ID = "customer_id"
+ORDER_ID = "order_id"
+ORDER_DATE = "order_date"
+AMOUNT = "amount"
+PRODUCT = "product"
+CHANNEL = "channel"
+OPPORTUNITY_ID = "opportunity_id"
+ACCOUNT_MANAGER = "account_manager"
+REGION = "region"
+SEGMENT = "segment"
+CREATED_AT = "created_at"
+OWNER = "owner"
+CLOSE_DATE = "close_date"
+STAGE = "stage"
+STATUS = "status"
+ENTERED_AT = "entered_at"
+OCCURRED_AT = "occurred_at"
+KIND = "kind"
+SEVERITY = "severity"
+REP = "rep"
+TEAM = "team"
+MANAGER = "manager"
+PERIOD = "period"
+LEVEL = "level"
+KEY = "key"
+INVOICE_ID = "invoice_id"
+ISSUED_AT = "issued_at"
+DUE_DATE = "due_date"
+PAID_AT = "paid_at"
+
+# Columns of derived frames (features, series, forecasts).
+AS_OF = "as_of"
+DS = "ds"
+Y = "y"
+
+# --- value vocabularies ------------------------------------------------------------------
+STATUS_OPEN, STATUS_WON, STATUS_LOST = "open", "won", "lost"
+OPPORTUNITY_STATUSES = (STATUS_OPEN, STATUS_WON, STATUS_LOST)
+LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM, LEVEL_REP = "company", "region", "team", "rep"
+HIERARCHY_LEVELS = (LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM, LEVEL_REP)
+COMPANY_KEY = "all"
+# Interaction severity may be given as a number or as one of these words.
+SEVERITY_WORDS = {"low": 1.0, "medium": 2.0, "high": 3.0, "critical": 4.0}
+# `2017`, `2017Q3`, `2017-08`.
+PERIOD_PATTERN = r"^\d{4}(Q[1-4]|-(0[1-9]|1[0-2]))?$"
+
+ColumnKind = Literal["id", "text", "date", "number"]
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """How one column is parsed and checked.
+
+    Attributes:
+        kind: ``id`` and ``text`` stay strings, ``date`` is parsed as ISO 8601, ``number`` as float.
+        required: the column must be present in the table.
+        nullable: empty cells are allowed.
+    """
+
+    kind: ColumnKind
+    required: bool = True
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table of the data directory (CONTRACTS.md section 1)."""
+
+    name: str
+    required: bool
+    columns: dict[str, ColumnSpec]
+    unique: tuple[tuple[str, ...], ...] = ()
+    checks: dict[str, tuple[pa.Check, ...]] = field(default_factory=dict)
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [c for c, spec in self.columns.items() if spec.required]
+
+    def columns_of_kind(self, kind: ColumnKind) -> list[str]:
+        return [c for c, spec in self.columns.items() if spec.kind == kind]
+
+
+def _opt(kind: ColumnKind) -> ColumnSpec:
+    return ColumnSpec(kind, required=False, nullable=True)
+
+
+_NON_NEGATIVE = pa.Check.ge(0, error="must not be negative")
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            ORDERS,
+            required=True,
+            columns={
+                CUSTOMER_ID: ColumnSpec("id"),
+                ORDER_DATE: ColumnSpec("date"),
+                AMOUNT: ColumnSpec("number"),
+                ORDER_ID: _opt("id"),
+                PRODUCT: _opt("text"),
+                CHANNEL: _opt("text"),
+                OPPORTUNITY_ID: _opt("id"),
+            },
+            unique=((ORDER_ID,),),
+        ),
+        TableSpec(
+            CUSTOMERS,
+            required=False,
+            columns={
+                CUSTOMER_ID: ColumnSpec("id"),
+                ACCOUNT_MANAGER: _opt("text"),
+                REGION: _opt("text"),
+                SEGMENT: _opt("text"),
+                CREATED_AT: _opt("date"),
+            },
+            unique=((CUSTOMER_ID,),),
+        ),
+        TableSpec(
+            OPPORTUNITIES,
+            required=False,
+            columns={
+                OPPORTUNITY_ID: ColumnSpec("id"),
+                OWNER: ColumnSpec("text"),
+                CREATED_AT: ColumnSpec("date"),
+                CLOSE_DATE: ColumnSpec("date"),
+                STAGE: ColumnSpec("text"),
+                STATUS: ColumnSpec("text"),
+                AMOUNT: ColumnSpec("number"),
+                CUSTOMER_ID: _opt("id"),
+                PRODUCT: _opt("text"),
+            },
+            unique=((OPPORTUNITY_ID,),),
+            checks={
+                STATUS: (
+                    pa.Check.isin(
+                        list(OPPORTUNITY_STATUSES),
+                        error=f"unknown status, expected one of {', '.join(OPPORTUNITY_STATUSES)}",
+                    ),
+                ),
+                AMOUNT: (_NON_NEGATIVE,),
+            },
+        ),
+        TableSpec(
+            STAGE_HISTORY,
+            required=False,
+            columns={
+                OPPORTUNITY_ID: ColumnSpec("id"),
+                STAGE: ColumnSpec("text"),
+                ENTERED_AT: ColumnSpec("date"),
+            },
+        ),
+        TableSpec(
+            INTERACTIONS,
+            required=False,
+            columns={
+                CUSTOMER_ID: ColumnSpec("id"),
+                OCCURRED_AT: ColumnSpec("date"),
+                KIND: ColumnSpec("text"),
+                SEVERITY: _opt("number"),
+            },
+            checks={SEVERITY: (_NON_NEGATIVE,)},
+        ),
+        TableSpec(
+            ORG,
+            required=False,
+            columns={
+                REP: ColumnSpec("text"),
+                TEAM: ColumnSpec("text"),
+                REGION: ColumnSpec("text"),
+                MANAGER: _opt("text"),
+            },
+            unique=((REP,),),
+        ),
+        TableSpec(
+            TARGETS,
+            required=False,
+            columns={
+                PERIOD: ColumnSpec("text"),
+                LEVEL: ColumnSpec("text"),
+                KEY: ColumnSpec("text"),
+                AMOUNT: ColumnSpec("number"),
+            },
+            unique=((PERIOD, LEVEL, KEY),),
+            checks={
+                PERIOD: (
+                    pa.Check.str_matches(
+                        PERIOD_PATTERN, error="period must look like 2017, 2017Q3 or 2017-08"
+                    ),
+                ),
+                AMOUNT: (_NON_NEGATIVE,),
+            },
+        ),
+        TableSpec(
+            RECEIVABLES,
+            required=False,
+            columns={
+                INVOICE_ID: ColumnSpec("id"),
+                CUSTOMER_ID: ColumnSpec("id"),
+                ISSUED_AT: ColumnSpec("date"),
+                DUE_DATE: ColumnSpec("date"),
+                AMOUNT: ColumnSpec("number"),
+                PAID_AT: _opt("date"),
+            },
+            unique=((INVOICE_ID,),),
+        ),
+    )
+}
+
+_DTYPES: dict[ColumnKind, str] = {
+    "id": "object",
+    "text": "object",
+    "date": "datetime64[ns]",
+    "number": "float64",
+}
+
+
+def pandera_schema(spec: TableSpec, present: list[str]) -> pa.DataFrameSchema:
+    """The pandera schema of a parsed table, restricted to the columns that are present.
+
+    Parsing (dates, numbers) happens before, in ``engine.io``, so that a bad cell is reported
+    once in plain words; this schema checks what the parsed values must satisfy. Columns beyond
+    the contract are kept (``strict=False``).
+    """
+    columns = {
+        name: pa.Column(
+            _DTYPES[col.kind],
+            checks=list(spec.checks.get(name, ())),
+            nullable=col.nullable,
+            unique=(name,) in spec.unique,
+            required=True,
+        )
+        for name, col in spec.columns.items()
+        if name in present
+    }
+    compound = [u for u in spec.unique if len(u) > 1 and all(c in present for c in u)]
+    return pa.DataFrameSchema(
+        columns,
+        strict=False,
+        unique=list(compound[0]) if compound else None,
+        name=spec.name,
+    )

@@ -1,0 +1,1 @@
+"""Point-in-time feature pipelines over customer history, the funnel and revenue."""

@@ -1,0 +1,1 @@
+"""Models: churn, revenue forecast, win/slip; scikit-learn style estimators."""

@@ -1,0 +1,18 @@
+"""Shared pytest fixtures. Module-specific fixtures live beside their tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The public datasets shipped beside the repository (../shared/data)."""
+    if not SHARED_DATA.is_dir():
+        raise FileNotFoundError(f"the shared datasets are expected at {SHARED_DATA}")
+    return SHARED_DATA

@@ -138,8 +138,13 @@ def find_table_files(directory: Path) -> tuple[dict[str, Path], list[Problem]]:
             continue
         if suffix not in SUFFIXES:
             problems.append(
-                Problem(table, 0, "-", "unknown file extension, expected .csv, .csv.gz or "
-                        ".parquet", path.name)
+                Problem(
+                    table,
+                    0,
+                    "-",
+                    "unknown file extension, expected .csv, .csv.gz or .parquet",
+                    path.name,
+                )
             )
             continue
         found.setdefault(table, []).append(path)
@@ -171,13 +176,24 @@ def read_raw_file(table: str, path: Path) -> tuple[pd.DataFrame | None, list[Pro
         return frame, []
     try:
         frame = pd.read_csv(
-            path, dtype=str, encoding="utf-8-sig", keep_default_na=False, na_values=[""],
+            path,
+            dtype=str,
+            encoding="utf-8-sig",
+            keep_default_na=False,
+            na_values=[""],
             skipinitialspace=False,
         )
     except UnicodeDecodeError as exc:
         line = _offending_line(path, exc.start) if exc.start else 0
-        return None, [Problem(table, line, "-", f"file is not {EXPECTED_ENCODING}; save it as "
-                              f"{EXPECTED_ENCODING}", f"byte {exc.object[exc.start:exc.start + 1]!r}")]
+        return None, [
+            Problem(
+                table,
+                line,
+                "-",
+                f"file is not {EXPECTED_ENCODING}; save it as {EXPECTED_ENCODING}",
+                f"byte {exc.object[exc.start : exc.start + 1]!r}",
+            )
+        ]
     except pd.errors.EmptyDataError:
         return None, [Problem(table, 0, "-", "empty file", path.name)]
     except (pd.errors.ParserError, gzip.BadGzipFile, OSError, EOFError) as exc:
@@ -197,8 +213,9 @@ def _read_sql_table(engine: object, inspector: object, table: str) -> pd.DataFra
     return frame
 
 
-def _read_sql(url: str, on_table: Callable[[str], None] | None) -> tuple[dict[str, pd.DataFrame],
-                                                                           list[Problem]]:
+def _read_sql(
+    url: str, on_table: Callable[[str], None] | None
+) -> tuple[dict[str, pd.DataFrame], list[Problem]]:
     import sqlalchemy as sa
 
     try:
@@ -219,8 +236,9 @@ def _read_sql(url: str, on_table: Callable[[str], None] | None) -> tuple[dict[st
     return raw, []
 
 
-def _read_directory(directory: Path, on_table: Callable[[str], None] | None
-                    ) -> tuple[dict[str, pd.DataFrame], list[Problem]]:
+def _read_directory(
+    directory: Path, on_table: Callable[[str], None] | None
+) -> tuple[dict[str, pd.DataFrame], list[Problem]]:
     if not directory.is_dir():
         return {}, [Problem("-", 0, "-", "data directory not found", str(directory))]
     files, problems = find_table_files(directory)
@@ -235,8 +253,9 @@ def _read_directory(directory: Path, on_table: Callable[[str], None] | None
     return raw, problems
 
 
-def read_source(source: str | Path, on_table: Callable[[str], None] | None = None
-                ) -> tuple[dict[str, pd.DataFrame], list[Problem]]:
+def read_source(
+    source: str | Path, on_table: Callable[[str], None] | None = None
+) -> tuple[dict[str, pd.DataFrame], list[Problem]]:
     """Read every known table of a directory or SQL URL without parsing cells."""
     if is_sql_url(source):
         return _read_sql(str(source), on_table)
@@ -254,7 +273,9 @@ def _as_text(values: pd.Series) -> pd.Series:
             values = values.astype("Int64")
     out = values.astype("string").str.strip()
     out = out.mask(out == "")
-    return out.astype(object).where(out.notna(), None)
+    text = out.astype(object)
+    text[out.isna()] = None
+    return text
 
 
 def _parse_dates(values: pd.Series) -> pd.Series:
@@ -302,7 +323,8 @@ def parse_table(spec: S.TableSpec, raw: pd.DataFrame) -> tuple[pd.DataFrame, lis
             continue
         bad = values.notna() & (values.astype("string").str.strip() != "") & parsed.isna()
         problems.extend(
-            Problem(spec.name, _line(idx), name, check, str(val)) for idx, val in values[bad].items()
+            Problem(spec.name, _line(idx), name, check, str(val))
+            for idx, val in values[bad].items()
         )
         frame[name] = parsed
     return frame, problems
@@ -310,7 +332,7 @@ def parse_table(spec: S.TableSpec, raw: pd.DataFrame) -> tuple[pd.DataFrame, lis
 
 def _line(index_value: object) -> int:
     try:
-        return int(index_value)  # type: ignore[call-overload, no-any-return]
+        return int(index_value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return 0
 
@@ -318,8 +340,9 @@ def _line(index_value: object) -> int:
 # --- checking parsed tables ------------------------------------------------------------------
 
 
-def check_table(spec: S.TableSpec, frame: pd.DataFrame, skip_cells: set[tuple[int, str]]
-                ) -> list[Problem]:
+def check_table(
+    spec: S.TableSpec, frame: pd.DataFrame, skip_cells: set[tuple[int, str]]
+) -> list[Problem]:
     """Run the table's pandera schema lazily and turn its failure cases into problems.
 
     ``skip_cells`` are (line, column) cells that already failed parsing: their emptiness is not
@@ -333,8 +356,9 @@ def check_table(spec: S.TableSpec, frame: pd.DataFrame, skip_cells: set[tuple[in
     return []
 
 
-def _failure_problems(spec: S.TableSpec, cases: pd.DataFrame, skip: set[tuple[int, str]]
-                      ) -> list[Problem]:
+def _failure_problems(
+    spec: S.TableSpec, cases: pd.DataFrame, skip: set[tuple[int, str]]
+) -> list[Problem]:
     problems: list[Problem] = []
     compound: dict[int, list[str]] = {}
     for case in cases.itertuples(index=False):
@@ -350,13 +374,17 @@ def _failure_problems(spec: S.TableSpec, cases: pd.DataFrame, skip: set[tuple[in
         problems.append(Problem(spec.name, line, column, _PANDERA_CHECKS.get(check, check), value))
     unique_cols = next((u for u in spec.unique if len(u) > 1), ())
     for line, values in compound.items():
-        problems.append(Problem(spec.name, line, ", ".join(unique_cols),
-                                "duplicate combination", "/".join(values)))
+        problems.append(
+            Problem(
+                spec.name, line, ", ".join(unique_cols), "duplicate combination", "/".join(values)
+            )
+        )
     return problems
 
 
-def _reference_problems(child: str, frame: pd.DataFrame, column: str, parent: str,
-                        known: pd.Series, what: str) -> list[Problem]:
+def _reference_problems(
+    child: str, frame: pd.DataFrame, column: str, parent: str, known: pd.Series, what: str
+) -> list[Problem]:
     if column not in frame.columns:
         return []
     values = frame[column]
@@ -374,8 +402,13 @@ def _target_problems(frames: dict[str, pd.DataFrame]) -> list[Problem]:
         if table in frames:
             allowed |= set(frames[table].columns)
     problems = [
-        Problem(S.TARGETS, _line(idx), S.LEVEL, "unknown level, expected company, region, team, "
-                "rep or a column of customers/orders", str(val))
+        Problem(
+            S.TARGETS,
+            _line(idx),
+            S.LEVEL,
+            "unknown level, expected company, region, team, rep or a column of customers/orders",
+            str(val),
+        )
         for idx, val in targets[S.LEVEL].items()
         if val is not None and val not in allowed
     ]
@@ -388,8 +421,9 @@ def _target_problems(frames: dict[str, pd.DataFrame]) -> list[Problem]:
     if S.ORG in frames:
         for level in (S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP):
             rows = targets[targets[S.LEVEL] == level]
-            problems += _reference_problems(S.TARGETS, rows, S.KEY, S.ORG, frames[S.ORG][level],
-                                            level)
+            problems += _reference_problems(
+                S.TARGETS, rows, S.KEY, S.ORG, frames[S.ORG][level], level
+            )
     return problems
 
 
@@ -400,22 +434,26 @@ def cross_table_problems(frames: dict[str, pd.DataFrame], derived: frozenset[str
         known = frames[S.CUSTOMERS][S.CUSTOMER_ID]
         for child in (S.ORDERS, S.OPPORTUNITIES, S.INTERACTIONS, S.RECEIVABLES):
             if child in frames:
-                problems += _reference_problems(child, frames[child], S.CUSTOMER_ID, S.CUSTOMERS,
-                                                known, "customer")
+                problems += _reference_problems(
+                    child, frames[child], S.CUSTOMER_ID, S.CUSTOMERS, known, "customer"
+                )
     if S.OPPORTUNITIES in frames:
         known = frames[S.OPPORTUNITIES][S.OPPORTUNITY_ID]
         for child in (S.ORDERS, S.STAGE_HISTORY):
             if child in frames:
-                problems += _reference_problems(child, frames[child], S.OPPORTUNITY_ID,
-                                                S.OPPORTUNITIES, known, "opportunity")
+                problems += _reference_problems(
+                    child, frames[child], S.OPPORTUNITY_ID, S.OPPORTUNITIES, known, "opportunity"
+                )
     if S.ORG in frames:
         reps = frames[S.ORG][S.REP]
         if S.OPPORTUNITIES in frames:
-            problems += _reference_problems(S.OPPORTUNITIES, frames[S.OPPORTUNITIES], S.OWNER,
-                                            S.ORG, reps, "rep")
+            problems += _reference_problems(
+                S.OPPORTUNITIES, frames[S.OPPORTUNITIES], S.OWNER, S.ORG, reps, "rep"
+            )
         if S.CUSTOMERS in frames and S.CUSTOMERS not in derived:
-            problems += _reference_problems(S.CUSTOMERS, frames[S.CUSTOMERS], S.ACCOUNT_MANAGER,
-                                            S.ORG, reps, "rep")
+            problems += _reference_problems(
+                S.CUSTOMERS, frames[S.CUSTOMERS], S.ACCOUNT_MANAGER, S.ORG, reps, "rep"
+            )
     if S.TARGETS in frames:
         problems += _target_problems(frames)
     return problems
@@ -435,8 +473,13 @@ def derive_customers(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def validate_tables(raw: dict[str, pd.DataFrame]) -> tuple[Tables, list[Problem]]:
     """Parse and check raw tables; returns the typed tables and every problem found."""
     problems = [
-        Problem(name, 0, "-", "required table is missing",
-                f"expected {name}.csv, {name}.csv.gz or {name}.parquet")
+        Problem(
+            name,
+            0,
+            "-",
+            "required table is missing",
+            f"expected {name}.csv, {name}.csv.gz or {name}.parquet",
+        )
         for name, spec in S.TABLES.items()
         if spec.required and name not in raw
     ]
@@ -519,8 +562,7 @@ def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
     return Path(path)
 
 
-def write_data_dir(frames: dict[str, pd.DataFrame], out_dir: str | Path, fmt: str = "csv"
-                   ) -> Path:
+def write_data_dir(frames: dict[str, pd.DataFrame], out_dir: str | Path, fmt: str = "csv") -> Path:
     """Write tables as a data directory, all or nothing.
 
     The tables are written into a temporary sibling directory which then replaces ``out_dir``;

@@ -49,9 +49,9 @@ __all__ = [
     "STATUS",
     "TABLES",
     "TEAM",
-    "Y",
     "ColumnSpec",
     "TableSpec",
+    "Y",
     "pandera_schema",
 ]
 

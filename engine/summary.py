@@ -1,0 +1,71 @@
+"""Plain summaries of loaded tables, for people (the CLI's stderr) and scripts (``--json``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from engine import schemas as S
+from engine.io import Tables
+
+__all__ = ["data_end", "table_summary"]
+
+
+# Expected close dates and due dates lie in the future by design: they do not say how far the
+# data reaches.
+_FORWARD_LOOKING = frozenset({S.CLOSE_DATE, S.DUE_DATE})
+
+
+def _date_range(spec: S.TableSpec, frame: pd.DataFrame) -> tuple[object, object]:
+    dates = [frame[c] for c in spec.columns_of_kind("date") if c in frame.columns]
+    if not dates or frame.empty:
+        return None, None
+    stacked = pd.concat(dates, ignore_index=True).dropna()
+    if stacked.empty:
+        return None, None
+    return stacked.min().date(), stacked.max().date()
+
+
+def table_summary(tables: Tables) -> pd.DataFrame:
+    """One row per table: rows, columns, first and last date, and whether it was derived."""
+    rows = []
+    for name, spec in S.TABLES.items():
+        frame = tables.get(name)
+        if frame is None:
+            rows.append(
+                {
+                    "table": name,
+                    "rows": 0,
+                    "columns": 0,
+                    "first_date": None,
+                    "last_date": None,
+                    "status": "absent",
+                }
+            )
+            continue
+        first, last = _date_range(spec, frame)
+        status = "derived" if name in tables.derived else "ok"
+        rows.append(
+            {
+                "table": name,
+                "rows": len(frame),
+                "columns": frame.shape[1],
+                "first_date": first,
+                "last_date": last,
+                "status": status,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def data_end(tables: Tables) -> pd.Timestamp:
+    """The last date in the data: the default ``--as-of`` of every command."""
+    ends = [
+        frame[c].max()
+        for name, frame in tables.frames.items()
+        for c in S.TABLES[name].columns_of_kind("date")
+        if c in frame.columns and not frame.empty and c not in _FORWARD_LOOKING
+    ]
+    ends = [e for e in ends if pd.notna(e)]
+    if not ends:
+        raise ValueError("the data holds no dates")
+    return pd.Timestamp(max(ends)).normalize()

@@ -1,0 +1,319 @@
+"""Bad input (CONTRACTS.md section 2): every problem at once, named, exit 2, nothing written.
+
+Each case starts from a small valid data directory, breaks one thing, and runs the real
+command line (`quotacast validate --data D --out F`) through typer's runner.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from engine import schemas as S
+from engine.cli import app
+from engine.io import BadInput, load_tables, write_data_dir, write_frame
+
+VALID: dict[str, str] = {
+    "org": "rep,team,region,manager\nana,north-1,north,maria\nben,south-1,south,sam\n",
+    "customers": "customer_id,account_manager,region,segment,created_at\n"
+    "c1,ana,north,smb,2023-01-05\nc2,ben,south,enterprise,2023-02-01\n",
+    "orders": "order_id,customer_id,order_date,amount,product,opportunity_id\n"
+    "o1,c1,2023-03-01,120.50,widget,\n"
+    "o2,c2,2023-03-04,900,gadget,p1\n"
+    "o3,c1,2023-04-02,-20,widget,\n",
+    "opportunities": "opportunity_id,owner,created_at,close_date,stage,status,amount,customer_id\n"
+    "p1,ben,2023-01-10,2023-03-04,closed,won,900,c2\n"
+    "p2,ana,2023-02-10,2023-06-30,proposal,open,400,c1\n",
+    "stage_history": "opportunity_id,stage,entered_at\n"
+    "p1,prospecting,2023-01-10\np1,closed,2023-03-04\np2,prospecting,2023-02-10\n",
+    "interactions": "customer_id,occurred_at,kind,severity\nc1,2023-03-10,complaint,high\n"
+    "c2,2023-03-11,visit,\n",
+    "targets": "period,level,key,amount\n2023Q2,company,all,2000\n2023Q2,region,north,800\n"
+    "2023Q2,rep,ben,1200\n",
+    "receivables": "invoice_id,customer_id,issued_at,due_date,amount,paid_at\n"
+    "i1,c1,2023-03-01,2023-03-31,120.5,2023-04-10\ni2,c2,2023-03-04,2023-04-03,900,\n",
+}
+
+runner = CliRunner()
+BAD_DATE = "unparseable date, expected ISO 8601 like 2017-08-31"
+
+
+def write_dir(root: Path, tables: dict[str, str] | None = None) -> Path:
+    """A data directory of CSV files, one per table."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in (tables if tables is not None else VALID).items():
+        (root / f"{name}.csv").write_text(text, encoding="utf-8")
+    return root
+
+
+def with_table(name: str, text: str) -> dict[str, str]:
+    return {**VALID, name: text}
+
+
+def run_validate(data: Path, out: Path) -> tuple[int, list[str]]:
+    result = runner.invoke(app, ["validate", "--data", str(data), "--out", str(out)])
+    lines = [line for line in result.stderr.splitlines() if re.match(r"^\w+:\d+: ", line)]
+    return result.exit_code, lines
+
+
+def test_valid_directory_loads_typed_tables(tmp_path: Path) -> None:
+    tables = load_tables(write_dir(tmp_path / "d"))
+    orders = tables.orders
+    assert orders[S.ORDER_DATE].dtype == "datetime64[ns]"
+    assert orders[S.AMOUNT].tolist() == [120.5, 900.0, -20.0]
+    assert tables["interactions"][S.SEVERITY].tolist()[0] == 3.0  # "high" -> 3
+    assert tables.derived == frozenset()
+
+
+def test_validate_command_accepts_valid_data_and_writes_summary(tmp_path: Path) -> None:
+    out = tmp_path / "summary.csv"
+    code, lines = run_validate(write_dir(tmp_path / "d"), out)
+    assert code == 0 and lines == []
+    summary = pd.read_csv(out).set_index("table")
+    assert summary.loc["orders", "rows"] == 3
+    assert summary.loc["orders", "first_date"] == "2023-03-01"
+
+
+# (table name, file text, expected problem lines)
+CASES: dict[str, tuple[str, str, list[str]]] = {
+    "missing required column": (
+        "orders",
+        "customer_id,amount\nc1,10\n",
+        ["orders:1: order_date: missing required column (customer_id, amount)"],
+    ),
+    "unparseable date": (
+        "orders",
+        "customer_id,order_date,amount\nc1,2023-03-01,1\nc1,31/03/2023,2\nc2,2023-02-30,3\n",
+        [
+            f"orders:3: order_date: {BAD_DATE} (31/03/2023)",
+            f"orders:4: order_date: {BAD_DATE} (2023-02-30)",
+        ],
+    ),
+    "duplicate id": (
+        "customers",
+        "customer_id,segment\nc1,smb\nc2,smb\nc1,enterprise\n",
+        [
+            "customers:2: customer_id: duplicate value (c1)",
+            "customers:4: customer_id: duplicate value (c1)",
+        ],
+    ),
+    "negative opportunity amount": (
+        "opportunities",
+        "opportunity_id,owner,created_at,close_date,stage,status,amount\n"
+        "p1,ben,2023-01-10,2023-03-04,closed,won,-900\np2,ana,2023-02-10,2023-06-30,proposal,open,1\n",
+        ["opportunities:2: amount: must not be negative (-900.0)"],
+    ),
+    "unknown status": (
+        "opportunities",
+        "opportunity_id,owner,created_at,close_date,stage,status,amount\n"
+        "p1,ben,2023-01-10,2023-03-04,closed,won,900\np2,ana,2023-02-10,2023-06-30,proposal,pending,1\n",
+        ["opportunities:3: status: unknown status, expected one of open, won, lost (pending)"],
+    ),
+    "order for unknown customer": (
+        "orders",
+        "customer_id,order_date,amount\nc1,2023-03-01,1\nc9,2023-03-02,2\n",
+        ["orders:3: customer_id: unknown customer (not in customers) (c9)"],
+    ),
+    "opportunity for unknown customer": (
+        "opportunities",
+        "opportunity_id,owner,created_at,close_date,stage,status,amount,customer_id\n"
+        "p1,ben,2023-01-10,2023-03-04,closed,won,900,c2\np2,ana,2023-02-10,2023-06-30,x,open,1,zz\n",
+        ["opportunities:3: customer_id: unknown customer (not in customers) (zz)"],
+    ),
+    "empty table": (
+        "interactions",
+        "customer_id,occurred_at,kind\n",
+        ["interactions:0: -: empty table (no rows)"],
+    ),
+    "empty file": ("interactions", "", ["interactions:0: -: empty file (interactions.csv)"]),
+    "missing value": (
+        "org",
+        "rep,team,region\nana,north-1,north\nben,,south\n",
+        ["org:3: team: missing value (empty)"],
+    ),
+    "unknown target level": (
+        "targets",
+        "period,level,key,amount\n2023Q2,company,all,2000\n2023Q5,galaxy,x,1\n",
+        [
+            "targets:3: level: unknown level, expected company, region, team, rep or a column of "
+            "customers/orders (galaxy)",
+            "targets:3: period: period must look like 2017, 2017Q3 or 2017-08 (2023Q5)",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_names_table_line_column_and_writes_nothing(case: str, tmp_path: Path) -> None:
+    table, text, expected = CASES[case]
+    data = write_dir(tmp_path / "d", with_table(table, text))
+    out = tmp_path / "out.csv"
+    code, lines = run_validate(data, out)
+    assert code == 2
+    assert sorted(lines) == sorted(expected)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [data]  # no temp files either
+
+
+def test_missing_required_table(tmp_path: Path) -> None:
+    tables = {k: v for k, v in VALID.items() if k != "orders"}
+    code, lines = run_validate(write_dir(tmp_path / "d", tables), tmp_path / "o.csv")
+    assert code == 2
+    assert lines == [
+        "orders:0: -: required table is missing (expected orders.csv, orders.csv.gz or "
+        "orders.parquet)"
+    ]
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    broken = {
+        **VALID,
+        "orders": "customer_id,order_date,amount\nc1,yesterday,1\nc9,2023-01-01,x\n",
+        "opportunities": "opportunity_id,owner,created_at,close_date,stage,status,amount\n"
+        "p1,ben,2023-01-10,2023-03-04,closed,maybe,-1\n",
+    }
+    del broken["stage_history"]
+    code, lines = run_validate(write_dir(tmp_path / "d", broken), tmp_path / "o.csv")
+    assert code == 2
+    assert {line.split(": ")[0] + ": " + line.split(": ")[1] for line in lines} == {
+        "orders:2: order_date",
+        "orders:3: amount",
+        "orders:3: customer_id",
+        "opportunities:2: status",
+        "opportunities:2: amount",
+    }
+
+
+def test_non_utf8_file_says_which_encoding_was_expected(tmp_path: Path) -> None:
+    data = write_dir(tmp_path / "d")
+    (data / "customers.csv").write_bytes("customer_id,segment\nc1,smb\nc2,café\n".encode("latin-1"))
+    code, lines = run_validate(data, tmp_path / "o.csv")
+    assert code == 2
+    assert len(lines) == 1
+    assert lines[0].startswith("customers:3: -: file is not UTF-8; save it as UTF-8")
+
+
+def test_utf8_bom_is_fine(tmp_path: Path) -> None:
+    data = write_dir(tmp_path / "d")
+    (data / "customers.csv").write_bytes(b"\xef\xbb\xbf" + VALID["customers"].encode())
+    tables = load_tables(data)
+    assert S.CUSTOMER_ID in tables.customers.columns
+
+
+def test_unknown_extension_and_two_files_for_one_table(tmp_path: Path) -> None:
+    data = write_dir(tmp_path / "d")
+    (data / "targets.xlsx").write_bytes(b"PK")
+    pd.read_csv(data / "org.csv").to_parquet(data / "org.parquet")
+    code, lines = run_validate(data, tmp_path / "o.csv")
+    assert code == 2
+    assert sorted(lines) == [
+        "org:0: -: two files for one table (org.csv, org.parquet)",
+        "targets:0: -: unknown file extension, expected .csv, .csv.gz or .parquet (targets.xlsx)",
+    ]
+
+
+def test_csv_gz_and_parquet_read_like_csv(tmp_path: Path) -> None:
+    data = write_dir(tmp_path / "d")
+    orders = (data / "orders.csv").read_text()
+    (data / "orders.csv").unlink()
+    (data / "orders.csv.gz").write_bytes(gzip.compress(orders.encode()))
+    customers = pd.read_csv(data / "customers.csv")
+    (data / "customers.csv").unlink()
+    customers.to_parquet(data / "customers.parquet")
+    tables = load_tables(data)
+    assert tables.orders[S.AMOUNT].sum() == pytest.approx(1000.5)
+    assert tables.customers[S.CREATED_AT].dtype == "datetime64[ns]"
+
+
+def test_customers_derived_when_absent(tmp_path: Path) -> None:
+    tables = load_tables(write_dir(tmp_path / "d", {"orders": VALID["orders"]}))
+    assert sorted(tables.customers[S.CUSTOMER_ID]) == ["c1", "c2"]
+    assert tables.derived == frozenset({S.CUSTOMERS})
+
+
+def _sqlite(tmp_path: Path, tables: dict[str, str]) -> str:
+    path = tmp_path / "crm.db"
+    with sqlite3.connect(path) as con:
+        for name, text in tables.items():
+            frame = pd.read_csv(pd.io.common.StringIO(text), dtype=str)
+            frame.to_sql(name, con, index=False)
+    return f"sqlite:///{path}"
+
+
+def test_sql_source_loads_the_same_tables(tmp_path: Path) -> None:
+    url = _sqlite(tmp_path, VALID)
+    from_sql = load_tables(url)
+    from_dir = load_tables(write_dir(tmp_path / "d"))
+    for name in VALID:
+        pd.testing.assert_frame_equal(from_sql[name], from_dir[name], check_dtype=False)
+
+
+def test_sql_source_reports_primary_key_as_line(tmp_path: Path) -> None:
+    path = tmp_path / "crm.db"
+    with sqlite3.connect(path) as con:
+        con.execute(
+            "create table orders (order_id text primary key, customer_id text, "
+            "order_date text, amount real)"
+        )
+        con.execute(
+            "insert into orders values ('17', 'c1', '2023-01-01', 5), ('42', 'c1', 'not a date', 6)"
+        )
+    with pytest.raises(BadInput) as info:
+        load_tables(f"sqlite:///{path}")
+    assert [str(p) for p in info.value.problems] == [
+        f"orders:42: order_date: {BAD_DATE} (not a date)"
+    ]
+
+
+def test_missing_data_directory_is_bad_input(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", "--data", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "data directory not found" in result.stderr
+
+
+def _failing(frame: pd.DataFrame, path: Path, fmt: str) -> None:
+    path.write_text("half")
+    raise RuntimeError("disk full")
+
+
+def test_write_frame_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "out.csv"
+    target.write_text("previous\n")
+    monkeypatch.setattr("engine.io._write", _failing)
+    with pytest.raises(RuntimeError):
+        write_frame(pd.DataFrame({"a": [1]}), target)
+    assert target.read_text() == "previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def test_write_data_dir_replaces_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "data"
+    write_data_dir({"orders": pd.DataFrame({"a": [1]})}, target)
+    calls: list[str] = []
+
+    def fail_second(frame: pd.DataFrame, path: Path, fmt: str) -> None:
+        calls.append(path.name)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        frame.to_csv(path, index=False)
+
+    monkeypatch.setattr("engine.io._write", fail_second)
+    with pytest.raises(RuntimeError):
+        write_data_dir({"orders": pd.DataFrame({"a": [2]}), "org": pd.DataFrame()}, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert pd.read_csv(target / "orders.csv")["a"].tolist() == [1]
+
+
+def test_unknown_output_format_is_a_usage_error(tmp_path: Path) -> None:
+    data = write_dir(tmp_path / "d")
+    result = runner.invoke(app, ["validate", "--data", str(data), "--out", str(tmp_path / "x.txt")])
+    assert result.exit_code == 2
+    assert "unknown output format" in result.stderr

@@ -206,7 +206,7 @@ def import_(
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc), param_hint="SRC") from exc
     for note in result.notes:
-        err.print(f"- {note}")
+        err.print(f"- {note}", markup=False, highlight=False)
     tables, problems = validate_tables(result.frames)
     if problems:
         bad_input(BadInput(problems))

@@ -1,0 +1,319 @@
+"""MLflow, and the only module that imports it: configure, log, register, promote, load.
+
+Every quotacast model is logged as a pyfunc wrapping a plain Python estimator (anything with a
+``predict_frame(frame) -> DataFrame | ndarray`` method), so the ``models/`` package stays free
+of MLflow and a churn model's pyfunc returns probabilities, not class labels.
+
+Registry conventions: models are registered as ``quotacast-<kind>``; a fresh training run's
+version gets the alias ``challenger``; ``champion`` moves only through :func:`promote`, which
+compares the challenger with the champion *on the challenger's holdout*. The training pipeline
+scores the current champion on that same holdout and records it on the new version, so the
+promotion gate needs no data and compares like with like.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import mlflow
+import mlflow.pyfunc
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "ChampionMissingError",
+    "FramePredictor",
+    "LoadedModel",
+    "PromotionDecision",
+    "RegisteredRun",
+    "configure",
+    "load_champion",
+    "log_and_register",
+    "model_name",
+    "promote",
+    "registry_reachable",
+]
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+_PREFIX = "quotacast-"
+# Tags on a model version that make the promotion gate possible.
+TAG_METRIC = "quotacast.metric"
+TAG_GREATER_IS_BETTER = "quotacast.greater_is_better"
+TAG_VALUE = "quotacast.metric_value"
+TAG_HOLDOUT = "quotacast.holdout"
+TAG_CHAMPION_VERSION = "quotacast.champion_version"
+TAG_CHAMPION_VALUE = "quotacast.champion_metric_value"
+
+
+class FramePredictor(Protocol):
+    """What quotacast estimators offer to be served: a frame in, predictions out."""
+
+    def predict_frame(self, frame: pd.DataFrame) -> Any: ...
+
+
+class ChampionMissingError(LookupError):
+    """No version of a model carries the ``champion`` alias yet."""
+
+
+class _FrameModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """Pyfunc adapter: delegates to the wrapped estimator's ``predict_frame``."""
+
+    def __init__(self, estimator: FramePredictor):
+        self.estimator = estimator
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        return self.estimator.predict_frame(model_input)
+
+
+@dataclass(frozen=True)
+class RegisteredRun:
+    """What a training run produced: the run, the registered version and its metrics."""
+
+    run_id: str
+    model_name: str
+    version: str
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """Whether ``champion`` moved, and why, in plain words."""
+
+    promoted: bool
+    version: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A served model: the estimator itself and where it came from."""
+
+    estimator: Any
+    model_name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+
+
+def model_name(kind: str) -> str:
+    """The registered model name of a quotacast model kind (``churn`` -> ``quotacast-churn``)."""
+    return kind if kind.startswith(_PREFIX) else f"{_PREFIX}{kind}"
+
+
+def _artifact_root(tracking_uri: str) -> str | None:
+    """Artifacts live beside a SQLite store (``mlruns/`` next to ``mlflow.db``)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+    return (db.parent / "mlruns").as_uri()
+
+
+def configure(tracking_uri: str) -> None:
+    """Point MLflow's tracking store and model registry at ``tracking_uri``."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+
+
+def _experiment_id(name: str) -> str:
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    root = _artifact_root(mlflow.get_tracking_uri())
+    location = f"{root}/{name}" if root else None
+    return str(mlflow.create_experiment(name, artifact_location=location))
+
+
+def _log_files(artifacts: Mapping[str, Path | pd.DataFrame | dict[str, Any]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, item in artifacts.items():
+            if isinstance(item, Path):
+                mlflow.log_artifact(str(item))
+                continue
+            path = Path(tmp) / name
+            if isinstance(item, pd.DataFrame):
+                item.to_csv(path, index=False)
+            else:
+                path.write_text(json.dumps(item, indent=2, default=str))
+            mlflow.log_artifact(str(path))
+
+
+def log_and_register(
+    kind: str,
+    estimator: FramePredictor,
+    *,
+    input_example: pd.DataFrame,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    gate_metric: str,
+    greater_is_better: bool,
+    holdout: str,
+    champion_value: float | None = None,
+    artifacts: Mapping[str, Path | pd.DataFrame | dict[str, Any]] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> RegisteredRun:
+    """Log a trained estimator with its evidence, register it and alias it ``challenger``.
+
+    Args:
+        kind: model kind (``churn``, ``forecast``, ``win``); also the experiment name.
+        estimator: the fitted estimator; its ``predict_frame`` is what the pyfunc serves.
+        input_example: a few rows of real input, for the signature and the example.
+        params: training parameters.
+        metrics: holdout metrics; must contain ``gate_metric``.
+        gate_metric: the metric the promotion gate compares.
+        greater_is_better: direction of ``gate_metric``.
+        holdout: a fingerprint of the holdout the metrics were measured on.
+        champion_value: the current champion's ``gate_metric`` on the same holdout, if any.
+        artifacts: files, frames (saved as CSV) or dicts (saved as JSON) to attach to the run.
+        tags: extra run tags.
+    """
+    name = model_name(kind)
+    output = estimator.predict_frame(input_example)
+    signature = infer_signature(input_example, output)
+    with mlflow.start_run(experiment_id=_experiment_id(kind), tags=dict(tags or {})) as run:
+        mlflow.log_params({k: _param(v) for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        _log_files(artifacts or {})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=_FrameModel(estimator),
+            signature=signature,
+            input_example=input_example,
+            registered_model_name=name,
+            pip_requirements=_pip_requirements(),
+        )
+    version = str(info.registered_model_version)
+    champion = _alias_version(name, CHAMPION)
+    version_tags = {
+        TAG_METRIC: gate_metric,
+        TAG_GREATER_IS_BETTER: str(greater_is_better),
+        TAG_VALUE: repr(float(metrics[gate_metric])),
+        TAG_HOLDOUT: holdout,
+    }
+    if champion is not None and champion_value is not None:
+        version_tags[TAG_CHAMPION_VERSION] = champion
+        version_tags[TAG_CHAMPION_VALUE] = repr(float(champion_value))
+    client = MlflowClient()
+    for key, value in version_tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    return RegisteredRun(run.info.run_id, name, version, {k: float(v) for k, v in metrics.items()})
+
+
+# Stated rather than inferred: MLflow's inference imports the model in a subprocess (7 s a
+# model) and cannot see that unpickling needs the quotacast package itself.
+_SERVING_PACKAGES = ("pandas", "numpy", "scikit-learn", "lightgbm", "statsforecast", "prophet")
+
+
+def _pip_requirements() -> list[str]:
+    pins = []
+    for dist in (*_SERVING_PACKAGES, "quotacast"):
+        try:
+            pins.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+def _param(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool) else json.dumps(value, default=str)
+
+
+def _alias_version(name: str, alias: str) -> str | None:
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def _gate(tags: dict[str, str], champion: str) -> tuple[bool, str]:
+    metric = tags[TAG_METRIC]
+    challenger_value = float(tags[TAG_VALUE])
+    if tags.get(TAG_CHAMPION_VERSION) != champion:
+        return False, (
+            f"the challenger was not compared with champion v{champion} on its holdout "
+            "(the champion changed since it was trained); retrain, or use --force"
+        )
+    champion_value = float(tags[TAG_CHAMPION_VALUE])
+    higher = tags[TAG_GREATER_IS_BETTER] == "True"
+    ok = challenger_value >= champion_value if higher else challenger_value <= champion_value
+    relation = "at least as good as" if ok else "worse than"
+    return ok, (
+        f"{metric} {challenger_value:.4f} is {relation} champion v{champion}'s "
+        f"{champion_value:.4f} on the same holdout ({tags[TAG_HOLDOUT]})"
+    )
+
+
+def promote(kind: str, version: str | None = None, force: bool = False) -> PromotionDecision:
+    """Move ``champion`` to the challenger (or ``version``) if it is at least as good.
+
+    The comparison uses the champion's metric measured on the challenger's holdout, recorded at
+    training time. ``force`` skips the gate.
+    """
+    name = model_name(kind)
+    client = MlflowClient()
+    candidate = version or _alias_version(name, CHALLENGER)
+    if candidate is None:
+        raise ChampionMissingError(f"no challenger for {name}: run `quotacast train {kind}` first")
+    tags = dict(client.get_model_version(name, candidate).tags)
+    champion = _alias_version(name, CHAMPION)
+    if champion == candidate:
+        return PromotionDecision(False, candidate, f"v{candidate} is already the champion")
+    if force:
+        ok, reason = True, "forced (--force): the gate was skipped"
+    elif champion is None:
+        ok, reason = True, "there was no champion yet"
+    else:
+        ok, reason = _gate(tags, champion)
+    if ok:
+        client.set_registered_model_alias(name, CHAMPION, candidate)
+    return PromotionDecision(ok, candidate, reason)
+
+
+def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
+    """Load the estimator that carries ``alias`` (default ``champion``) from the registry."""
+    name = model_name(kind)
+    client = MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ChampionMissingError(
+            f"no {alias} for {name} yet: run `quotacast train {kind}` then "
+            f"`quotacast promote {kind}`"
+        ) from exc
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    estimator = pyfunc.unwrap_python_model().estimator
+    run = client.get_run(mv.run_id) if mv.run_id else None
+    metrics = dict(run.data.metrics) if run else {}
+    return LoadedModel(estimator, name, str(mv.version), mv.run_id or "", metrics)
+
+
+def load_pyfunc(kind: str, alias: str = CHAMPION) -> Any:
+    """The registered model as MLflow's generic pyfunc (what other tools would load)."""
+    return mlflow.pyfunc.load_model(f"models:/{model_name(kind)}@{alias}")
+
+
+def registry_reachable() -> bool:
+    """True when the tracking server or database answers."""
+    try:
+        MlflowClient().search_registered_models(max_results=1)
+    except (MlflowException, OSError):
+        return False
+    return True
+
+
+def describe_uri(uri: str) -> str:
+    """A short, password-free description of a tracking URI for messages."""
+    parsed = urlparse(uri)
+    return f"{parsed.scheme}://{parsed.hostname or ''}{parsed.path}"

@@ -1,0 +1,486 @@
+"""The sales funnel as of a date: each deal's reconstructed state, win/slip features, node metrics.
+
+Point in time: as of ``T`` only deals created before ``T``, stage changes entered before ``T``
+and final statuses of deals closed before ``T`` are seen; a deal closed on or after ``T`` was
+open at ``T``.
+
+What ``stage_history`` makes exact, and what happens without it:
+
+- Stage at ``T`` is the last stage entered before ``T``. Without a history row for the deal, the
+  ``opportunities`` row (a snapshot taken at its latest date, :func:`snapshot_date`) is used only
+  where it describes ``T``: a deal closed before ``T`` keeps its final stage, an open deal its
+  current stage when ``T`` is on or after the snapshot. Otherwise the stage is unknown (NaN), so
+  that training snapshots never leak how a deal ended. ``funnel_history_exact`` marks deals whose
+  stage came from their history.
+- The expected close date at ``T`` comes from an optional ``close_date`` column of
+  ``stage_history`` (the expected close recorded at each change), else from the snapshot under
+  the same rule. Close-date slips need that column; without it they are NaN.
+- Stage order (for regressions and forward conversion) is not in the contract: it is inferred
+  from the order in which deals first entered their stages before ``T`` (a Copeland ranking of
+  pairwise precedence), so skipped stages and rare regressions do not disturb it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from engine import schemas as S
+from engine.io import Tables
+from features.hierarchy import (
+    NODE_COLUMNS,
+    UNASSIGNED,
+    attribute_revenue,
+    customer_column,
+    opportunity_nodes,
+    period_bounds,
+    rep_hierarchy,
+)
+
+__all__ = [
+    "CLOSE_HISTORY_MISSING_NOTE",
+    "FEATURES",
+    "HISTORY_MISSING_NOTE",
+    "NODE_METRICS",
+    "PRIOR_STRENGTH",
+    "funnel_node_metrics",
+    "funnel_notes",
+    "opportunity_features",
+    "opportunity_state",
+    "snapshot_date",
+    "stage_conversion",
+    "stage_order",
+]
+
+# Pseudo-deals of the company-wide win rate that a rep's or segment's rate is shrunk towards:
+# with 10, a rep with 2 wins out of 2 gets about (2 + 10 * 0.5) / 12 = 0.58, not 1.0.
+PRIOR_STRENGTH = 10.0
+# A stage's conversion counts towards a "drop" only with this many exits in both windows.
+MIN_EXITS = 5
+
+HISTORY_MISSING_NOTE = (
+    "stage_history is missing: a deal's stage at a past date is unknown (its current stage is "
+    "used only when the date is on or after the opportunities snapshot), days in stage, stage "
+    "changes, regressions, stalled deals, conversion and velocity are unavailable "
+    "(funnel_history_exact is False)."
+)
+CLOSE_HISTORY_MISSING_NOTE = (
+    "stage_history has no close_date column: close-date slips are unavailable and a deal's "
+    "expected close date at a date before the opportunities snapshot is unknown."
+)
+
+# --- derived column names (state and features) ------------------------------------------------
+STAGE_INDEX = "stage_index"
+ENTERED_STAGE_AT = "entered_stage_at"
+STAGE_CHANGES = "stage_changes"
+REGRESSIONS = "regressions"
+CLOSE_SLIPS = "close_slips"
+DAYS_SLIPPED = "days_slipped"
+HISTORY_EXACT = "history_exact"
+
+F_STAGE = "funnel_stage"
+F_STAGE_INDEX = "funnel_stage_index"
+F_AGE = "funnel_age_days"
+F_DAYS_IN_STAGE = "funnel_days_in_stage"
+F_STAGE_CHANGES = "funnel_stage_changes"
+F_REGRESSIONS = "funnel_regressions"
+F_CLOSE_SLIPS = "funnel_close_slips"
+F_DAYS_SLIPPED = "funnel_days_slipped"
+F_OVERDUE = "funnel_overdue"
+F_DAYS_TO_CLOSE = "funnel_days_to_close"
+F_AMOUNT_VS_OWNER = "funnel_amount_vs_owner_median"
+F_OWNER_WIN_RATE = "funnel_owner_win_rate"
+F_SEGMENT_WIN_RATE = "funnel_segment_win_rate"
+F_HISTORY_EXACT = "funnel_history_exact"
+FEATURES = (
+    F_STAGE, F_STAGE_INDEX, F_AGE, F_DAYS_IN_STAGE, F_STAGE_CHANGES, F_REGRESSIONS,
+    F_CLOSE_SLIPS, F_DAYS_SLIPPED, F_OVERDUE, F_DAYS_TO_CLOSE, F_AMOUNT_VS_OWNER,
+    F_OWNER_WIN_RATE, F_SEGMENT_WIN_RATE, F_HISTORY_EXACT,
+)
+
+# --- node metric names ----------------------------------------------------------------------
+NODE_METRICS = (
+    "open_deals", "open_pipeline", "deals_in_period", "pipeline_in_period", "overdue_deals",
+    "stalled_deals", "stalled_pipeline", "slipped_deals", "won_to_date", "revenue_to_date",
+    "target", "remaining_target", "coverage", "win_rate", "win_rate_baseline", "conversion",
+    "conversion_baseline", "conversion_drop", "conversion_drop_stage", "velocity_days",
+)
+
+_DAY = pd.Timedelta(days=1)
+_EXIT_AT, _FORWARD, _WINDOW = "_exit_at", "_forward", "_window"
+_RECENT, _BASELINE = "recent", "baseline"
+
+
+def funnel_notes(tables: Tables) -> list[str]:
+    """What the funnel cannot know from these tables, in words the CLI can print."""
+    history = tables.get(S.STAGE_HISTORY)
+    if history is None:
+        return [HISTORY_MISSING_NOTE]
+    return [] if S.CLOSE_DATE in history.columns else [CLOSE_HISTORY_MISSING_NOTE]
+
+
+def _opportunities(tables: Tables) -> pd.DataFrame:
+    """The opportunities table, or an empty one of the same shape when it is absent."""
+    opps = tables.get(S.OPPORTUNITIES)
+    if opps is not None:
+        return opps
+    spec = S.TABLES[S.OPPORTUNITIES]
+    dtypes = {"date": "datetime64[ns]", "number": "float64"}
+    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(col.kind, object))
+                         for c, col in spec.columns.items()})
+
+
+def snapshot_date(tables: Tables) -> pd.Timestamp:
+    """The date the opportunities table describes: its latest creation or actual close."""
+    opps = _opportunities(tables)
+    closed = opps[S.STATUS] != S.STATUS_OPEN
+    dates = pd.concat([opps[S.CREATED_AT], opps.loc[closed, S.CLOSE_DATE]])
+    return pd.Timestamp(dates.max())
+
+
+# --- history ----------------------------------------------------------------------------------
+
+
+def _history_before(tables: Tables, as_of: pd.Timestamp, ids: pd.Series) -> pd.DataFrame:
+    """Stage changes of the given deals entered before ``as_of``, in time order per deal."""
+    history = tables.get(S.STAGE_HISTORY)
+    if history is None:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in (S.OPPORTUNITY_ID, S.STAGE)}
+                            | {S.ENTERED_AT: pd.Series(dtype="datetime64[ns]")})
+    seen = (history[S.ENTERED_AT] < as_of) & history[S.OPPORTUNITY_ID].isin(ids)
+    return history[seen].sort_values([S.OPPORTUNITY_ID, S.ENTERED_AT], kind="stable")
+
+
+def _first_entries(history: pd.DataFrame) -> pd.DataFrame:
+    """First entry of each deal into each stage, with its rank among the deal's stages."""
+    first = history.drop_duplicates([S.OPPORTUNITY_ID, S.STAGE])[[S.OPPORTUNITY_ID, S.STAGE]]
+    return first.assign(_rank=first.groupby(S.OPPORTUNITY_ID).cumcount())
+
+
+def _ordered_stages(history: pd.DataFrame) -> list[str]:
+    """Stages ranked by how often they come before each other stage (Copeland score)."""
+    if history.empty:
+        return []
+    first = _first_entries(history)
+    pairs = first.merge(first, on=S.OPPORTUNITY_ID, suffixes=("_a", "_b"))
+    pairs = pairs[pairs["_rank_a"] < pairs["_rank_b"]]
+    stages = sorted(first[S.STAGE].unique())
+    votes = pd.crosstab(pairs[f"{S.STAGE}_a"], pairs[f"{S.STAGE}_b"])
+    votes = votes.reindex(index=stages, columns=stages, fill_value=0)
+    beats = np.sign(votes.to_numpy() - votes.to_numpy().T).sum(axis=1)
+    mean_rank = first.groupby(S.STAGE)["_rank"].mean().reindex(stages).to_numpy()
+    # Most precedences first; ties by average position, then by name (stages are sorted).
+    order = np.lexsort((np.arange(len(stages)), mean_rank, -beats))
+    return [stages[i] for i in order]
+
+
+def stage_order(tables: Tables, as_of: pd.Timestamp | str) -> list[str]:
+    """Stages in funnel order, inferred from stage changes entered before ``as_of``."""
+    as_of = pd.Timestamp(as_of)
+    opps = _opportunities(tables)
+    ids = opps.loc[opps[S.CREATED_AT] < as_of, S.OPPORTUNITY_ID]
+    return _ordered_stages(_history_before(tables, as_of, ids))
+
+
+def _stage_runs(history: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """One row per uninterrupted stay in a stage: deal, stage, entered_at, stage_index."""
+    previous = history.groupby(S.OPPORTUNITY_ID, sort=False)[S.STAGE].shift()
+    runs = history.loc[history[S.STAGE].ne(previous), [S.OPPORTUNITY_ID, S.STAGE, S.ENTERED_AT]]
+    index = {stage: float(i) for i, stage in enumerate(order)}
+    return runs.assign(**{STAGE_INDEX: runs[S.STAGE].map(index).astype(float)})
+
+
+def _run_stats(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per deal: stage at T, when it was entered, stage changes and regressions so far."""
+    by_deal = runs.groupby(S.OPPORTUNITY_ID, sort=False)
+    went_back = runs[STAGE_INDEX] < by_deal[STAGE_INDEX].shift()
+    last = by_deal[[S.STAGE, S.ENTERED_AT, STAGE_INDEX]].last()
+    return last.rename(columns={S.ENTERED_AT: ENTERED_STAGE_AT}).assign(**{
+        STAGE_CHANGES: by_deal.size() - 1.0,
+        REGRESSIONS: went_back.groupby(runs[S.OPPORTUNITY_ID], sort=False).sum().astype(float),
+    })
+
+
+def _recorded_closes(history: pd.DataFrame) -> pd.DataFrame:
+    """Per deal: last expected close recorded before T, number of slips, days slipped."""
+    dates = pd.to_datetime(history[S.CLOSE_DATE], errors="coerce", format="ISO8601")
+    recorded = pd.DataFrame({S.OPPORTUNITY_ID: history[S.OPPORTUNITY_ID], S.CLOSE_DATE: dates})
+    recorded = recorded.dropna(subset=[S.CLOSE_DATE])
+    moved = recorded.groupby(S.OPPORTUNITY_ID, sort=False)[S.CLOSE_DATE].diff() / _DAY
+    later = moved.where(moved > 0, 0.0)
+    by_deal = recorded.assign(_slip=(later > 0).astype(float), _days=later)
+    grouped = by_deal.groupby(S.OPPORTUNITY_ID, sort=False)
+    return pd.DataFrame({
+        S.CLOSE_DATE: grouped[S.CLOSE_DATE].last(),
+        CLOSE_SLIPS: grouped["_slip"].sum(),
+        DAYS_SLIPPED: grouped["_days"].sum(),
+    })
+
+
+# --- state at T ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Funnel:
+    """Everything reconstructed as of one date."""
+
+    as_of: pd.Timestamp
+    state: pd.DataFrame  # one row per deal created before as_of
+    runs: pd.DataFrame  # stage visits entered before as_of
+    order: list[str]
+
+
+def _status_at(opps: pd.DataFrame, as_of: pd.Timestamp) -> pd.Series:
+    """won/lost for deals closed before ``as_of``, open for the rest."""
+    closed = (opps[S.STATUS] != S.STATUS_OPEN) & (opps[S.CLOSE_DATE] < as_of)
+    return opps[S.STATUS].where(closed, S.STATUS_OPEN)
+
+
+def _snapshot_describes(opps: pd.DataFrame, status_at: pd.Series, snapshot_ok: bool
+                        ) -> pd.Series:
+    """Where the opportunities row itself tells the state at T (see module docstring)."""
+    closed_before = status_at != S.STATUS_OPEN
+    still_open = (opps[S.STATUS] == S.STATUS_OPEN) & snapshot_ok
+    return closed_before | still_open
+
+
+def _close_at(opps: pd.DataFrame, closes: pd.DataFrame | None, status_at: pd.Series,
+              describes: pd.Series) -> pd.Series:
+    """Actual close of closed deals; expected close at T of open ones (NaT when unknown)."""
+    current = opps[S.CLOSE_DATE].where(describes)
+    if closes is None:
+        return current
+    recorded = opps[S.OPPORTUNITY_ID].map(closes[S.CLOSE_DATE])
+    expected = recorded.where(recorded.notna(), current)
+    return opps[S.CLOSE_DATE].where(status_at != S.STATUS_OPEN, expected)
+
+
+def _with_history(state: pd.DataFrame, stats: pd.DataFrame, describes: pd.Series,
+                  opps: pd.DataFrame) -> pd.DataFrame:
+    """Stage and history counts from the deal's history, else from the snapshot where valid."""
+    ids = state[S.OPPORTUNITY_ID]
+    from_history = ids.isin(stats.index)
+    for column in (S.STAGE, STAGE_INDEX, ENTERED_STAGE_AT, STAGE_CHANGES, REGRESSIONS):
+        state[column] = ids.map(stats[column])
+    state[S.STAGE] = state[S.STAGE].where(from_history, opps[S.STAGE].where(describes))
+    state[HISTORY_EXACT] = from_history
+    return state
+
+
+def _slips(state: pd.DataFrame, closes: pd.DataFrame | None) -> pd.DataFrame:
+    for column in (CLOSE_SLIPS, DAYS_SLIPPED):
+        values = closes[column] if closes is not None else pd.Series(dtype=float)
+        state[column] = state[S.OPPORTUNITY_ID].map(values).astype(float)
+    return state
+
+
+def _funnel_at(tables: Tables, as_of: pd.Timestamp | str) -> _Funnel:
+    """Reconstruct every deal created before ``as_of`` as it stood then."""
+    as_of = pd.Timestamp(as_of)
+    everything = _opportunities(tables)
+    opps = everything[everything[S.CREATED_AT] < as_of].reset_index(drop=True)
+    history = _history_before(tables, as_of, opps[S.OPPORTUNITY_ID])
+    order = _ordered_stages(history)
+    runs = _stage_runs(history, order)
+    closes = _recorded_closes(history) if S.CLOSE_DATE in history.columns else None
+    status_at = _status_at(opps, as_of)
+    describes = _snapshot_describes(opps, status_at, as_of >= snapshot_date(tables))
+    keep = [c for c in (S.OPPORTUNITY_ID, S.OWNER, S.CUSTOMER_ID, S.AMOUNT, S.CREATED_AT,
+                        S.PRODUCT) if c in opps.columns]
+    state = opps[keep].assign(**{S.STATUS: status_at,
+                                 S.CLOSE_DATE: _close_at(opps, closes, status_at, describes)})
+    state = _with_history(state, _run_stats(runs), describes, opps)
+    return _Funnel(as_of, _slips(state, closes), runs, order)
+
+
+def opportunity_state(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFrame:
+    """Every deal created before ``as_of`` as it stood then.
+
+    Columns: ``opportunity_id, owner, customer_id, amount, created_at, [product], status`` (at T),
+    ``close_date`` (actual if closed before T, else expected at T), ``stage`` (at T),
+    ``stage_index`` (position in :func:`stage_order`), ``entered_stage_at``, ``stage_changes``,
+    ``regressions``, ``history_exact``, ``close_slips``, ``days_slipped``. Unknown is NaN.
+    """
+    return _funnel_at(tables, as_of).state
+
+
+# --- per-deal features -----------------------------------------------------------------------
+
+
+def _shrunk_win_rates(won: pd.Series, keys: pd.Series, prior: float) -> pd.Series:
+    """Win rate per key, pulled towards ``prior`` by :data:`PRIOR_STRENGTH` pseudo-deals."""
+    grouped = won.astype(float).groupby(keys).agg(["sum", "count"])
+    return (grouped["sum"] + PRIOR_STRENGTH * prior) / (grouped["count"] + PRIOR_STRENGTH)
+
+
+def _win_rate_of(closed: pd.DataFrame, keys_closed: pd.Series, keys_open: pd.Series) -> pd.Series:
+    """Each open deal's key's shrunk win rate on deals closed before T (prior for unseen keys)."""
+    won = closed[S.STATUS] == S.STATUS_WON
+    # Laplace on the company rate too, so a first won or lost deal does not make it 1 or 0.
+    prior = (won.sum() + 1.0) / (len(won) + 2.0)
+    rates = _shrunk_win_rates(won, keys_closed, prior)
+    return keys_open.map(rates).astype(float).fillna(prior)
+
+
+def _owner_median_ratio(state: pd.DataFrame, open_deals: pd.DataFrame) -> pd.Series:
+    """Deal amount / its owner's median won deal (company median when the owner has none)."""
+    won = state[state[S.STATUS] == S.STATUS_WON]
+    medians = won.groupby(S.OWNER)[S.AMOUNT].median()
+    median = open_deals[S.OWNER].map(medians).astype(float).fillna(won[S.AMOUNT].median())
+    return open_deals[S.AMOUNT] / median.where(median > 0)
+
+
+def _segments(tables: Tables, deals: pd.DataFrame) -> pd.Series:
+    return customer_column(tables, S.SEGMENT, deals.get(S.CUSTOMER_ID, pd.Series(
+        np.nan, index=deals.index, dtype=object)))
+
+
+def _segment_win_rate(tables: Tables, closed: pd.DataFrame, open_deals: pd.DataFrame
+                      ) -> pd.Series:
+    customers = tables.get(S.CUSTOMERS)
+    if customers is None or S.SEGMENT not in customers.columns:
+        return pd.Series(np.nan, index=open_deals.index)
+    return _win_rate_of(closed, _segments(tables, closed), _segments(tables, open_deals))
+
+
+def _overdue(close: pd.Series, as_of: pd.Timestamp) -> pd.Series:
+    return (close < as_of).astype(float).where(close.notna())
+
+
+def opportunity_features(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFrame:
+    """One row per deal open at ``as_of``: ids, owner, amount, expected ``close_date``, funnel_*.
+
+    Also ``product`` (of the deal) and ``segment`` (of its customer) when the tables have them.
+    """
+    state = opportunity_state(tables, as_of)
+    as_of = pd.Timestamp(as_of)
+    deals = state[state[S.STATUS] == S.STATUS_OPEN]
+    closed = state[state[S.STATUS] != S.STATUS_OPEN]
+    base = [c for c in (S.OPPORTUNITY_ID, S.OWNER, S.CUSTOMER_ID, S.AMOUNT, S.CLOSE_DATE,
+                        S.PRODUCT) if c in deals.columns]
+    features = deals[base].assign(**{
+        S.AS_OF: as_of,
+        F_STAGE: deals[S.STAGE],
+        F_STAGE_INDEX: deals[STAGE_INDEX],
+        F_AGE: (as_of - deals[S.CREATED_AT]) / _DAY,
+        F_DAYS_IN_STAGE: (as_of - deals[ENTERED_STAGE_AT]) / _DAY,
+        F_STAGE_CHANGES: deals[STAGE_CHANGES],
+        F_REGRESSIONS: deals[REGRESSIONS],
+        F_CLOSE_SLIPS: deals[CLOSE_SLIPS],
+        F_DAYS_SLIPPED: deals[DAYS_SLIPPED],
+        F_OVERDUE: _overdue(deals[S.CLOSE_DATE], as_of),
+        F_DAYS_TO_CLOSE: (deals[S.CLOSE_DATE] - as_of) / _DAY,
+        F_AMOUNT_VS_OWNER: _owner_median_ratio(state, deals),
+        F_OWNER_WIN_RATE: _win_rate_of(closed, closed[S.OWNER], deals[S.OWNER]),
+        F_SEGMENT_WIN_RATE: _segment_win_rate(tables, closed, deals),
+        F_HISTORY_EXACT: deals[HISTORY_EXACT].astype(bool),
+    })
+    if tables.has(S.CUSTOMERS) and S.SEGMENT in tables[S.CUSTOMERS].columns:
+        features[S.SEGMENT] = _segments(tables, deals)
+    front = [S.OPPORTUNITY_ID, S.AS_OF]
+    return features[front + [c for c in features.columns if c not in front]].reset_index(
+        drop=True)
+
+
+# --- stage conversion and velocity --------------------------------------------------------------
+
+
+def _terminal_stages(runs: pd.DataFrame, state: pd.DataFrame) -> set[str]:
+    """Stages no deal ever left and no open deal is in (Won, Lost...): they have no exits."""
+    left = runs.groupby(S.OPPORTUNITY_ID, sort=False)[S.STAGE].shift(-1).notna()
+    open_now = state.loc[state[S.STATUS] == S.STATUS_OPEN, S.STAGE]
+    return set(runs[S.STAGE]) - set(runs.loc[left, S.STAGE]) - set(open_now.dropna())
+
+
+def _stage_exits(funnel: _Funnel) -> pd.DataFrame:
+    """Each stage visit that ended before T: when, whether forward (later stage or won), days."""
+    runs, state = funnel.runs, funnel.state.set_index(S.OPPORTUNITY_ID)
+    by_deal = runs.groupby(S.OPPORTUNITY_ID, sort=False)
+    next_at, next_index = by_deal[S.ENTERED_AT].shift(-1), by_deal[STAGE_INDEX].shift(-1)
+    status = runs[S.OPPORTUNITY_ID].map(state[S.STATUS])
+    closed_at = runs[S.OPPORTUNITY_ID].map(state[S.CLOSE_DATE]).where(status != S.STATUS_OPEN)
+    # The last visit of a deal closed before T ends at its close: forward if it was won.
+    exit_at = next_at.where(next_at.notna(), closed_at)
+    forward = (next_index > runs[STAGE_INDEX]).where(next_at.notna(), status == S.STATUS_WON)
+    exits = runs.assign(**{_EXIT_AT: exit_at, _FORWARD: forward.astype(float),
+                           "_days": (exit_at - runs[S.ENTERED_AT]) / _DAY})
+    keep = exits[_EXIT_AT].notna() & ~exits[S.STAGE].isin(_terminal_stages(runs, funnel.state))
+    return exits[keep]
+
+
+def _windowed(exits: pd.DataFrame, as_of: pd.Timestamp, trailing_days: int, baseline_days: int
+              ) -> pd.DataFrame:
+    """Label exits ``recent`` (last ``trailing_days``) or ``baseline`` (the window before)."""
+    recent_from = as_of - pd.Timedelta(days=trailing_days)
+    baseline_from = recent_from - pd.Timedelta(days=baseline_days)
+    window = np.select([exits[_EXIT_AT] >= recent_from, exits[_EXIT_AT] >= baseline_from],
+                       [_RECENT, _BASELINE], default="")
+    return exits.assign(**{_WINDOW: window})[window != ""]
+
+
+def _with_nodes(tables: Tables, deals: pd.DataFrame) -> pd.DataFrame:
+    """Deals (or stage visits) with their owner's node and their customer's segment."""
+    nodes = opportunity_nodes(tables).set_index(S.OPPORTUNITY_ID) if tables.has(
+        S.OPPORTUNITIES) else pd.DataFrame(columns=list(NODE_COLUMNS))
+    ids = deals[S.OPPORTUNITY_ID]
+    extra = {c: ids.map(nodes[c]) for c in NODE_COLUMNS}
+    if S.SEGMENT not in deals.columns:
+        customers = ids.map(_opportunities(tables).set_index(S.OPPORTUNITY_ID)[S.CUSTOMER_ID]) \
+            if S.CUSTOMER_ID in _opportunities(tables).columns else ids.map({})
+        extra[S.SEGMENT] = customer_column(tables, S.SEGMENT, customers)
+    return deals.assign(**extra)
+
+
+def _keys(frame: pd.DataFrame, level: str) -> pd.Series:
+    """The node key of each row at ``level`` (``all`` for company, unassigned when missing)."""
+    if level == S.LEVEL_COMPANY:
+        return pd.Series(S.COMPANY_KEY, index=frame.index, dtype=object)
+    if level not in frame.columns:
+        return pd.Series(UNASSIGNED, index=frame.index, dtype=object)
+    keys = frame[level].astype(object)
+    return keys.where(keys.notna(), UNASSIGNED)
+
+
+def _conversion_table(exits: pd.DataFrame, level: str) -> pd.DataFrame:
+    """Per (key, stage): exits and forward share in both windows, median days (recent)."""
+    keyed = exits.assign(**{S.KEY: _keys(exits, level)})
+    grouped = keyed.groupby([S.KEY, S.STAGE, _WINDOW])
+    table = grouped[_FORWARD].agg(["count", "mean"]).unstack(_WINDOW)
+    days = keyed[keyed[_WINDOW] == _RECENT].groupby([S.KEY, S.STAGE])["_days"].median()
+    out = pd.DataFrame(index=table.index)
+    for window, suffix in ((_RECENT, ""), (_BASELINE, "_baseline")):
+        counts = table.get(("count", window), pd.Series(0, index=table.index))
+        out["exits" + suffix] = counts.fillna(0).astype(int)
+        out["conversion" + suffix] = table.get(("mean", window), pd.Series(np.nan,
+                                                                            index=table.index))
+    out["median_days_in_stage"] = days.reindex(out.index)
+    return out.reset_index()
+
+
+def stage_conversion(tables: Tables, as_of: pd.Timestamp | str, levels: Sequence[str] | None = None,
+                     trailing_days: int = 180, baseline_days: int = 365) -> pd.DataFrame:
+    """Stage-to-stage conversion and velocity per node and stage.
+
+    A visit to a stage converts when the deal next enters a later stage (or is won); it fails
+    when it moves back, is lost, or moves to an earlier stage. Visits are counted in the window
+    where they ended: the last ``trailing_days`` before ``as_of`` (``conversion``, ``exits``,
+    ``median_days_in_stage``) and the ``baseline_days`` before that (``*_baseline``).
+
+    Returns:
+        ``level, key, stage, stage_index, exits, conversion, exits_baseline,
+        conversion_baseline, median_days_in_stage``; empty without ``stage_history``.
+    """
+    funnel = _funnel_at(tables, as_of)
+    exits = _windowed(_stage_exits(funnel), funnel.as_of, trailing_days, baseline_days)
+    exits = _with_nodes(tables, exits)
+    chosen = list(S.HIERARCHY_LEVELS if levels is None else levels)
+    parts = [_conversion_table(exits, lv).assign(**{S.LEVEL: lv}) for lv in chosen]
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    index = {stage: i for i, stage in enumerate(funnel.order)}
+    table[STAGE_INDEX] = table[S.STAGE].map(index) if len(table) else pd.Series(dtype=float)
+    columns = [S.LEVEL, S.KEY, S.STAGE, STAGE_INDEX, "exits", "conversion", "exits_baseline",
+               "conversion_baseline", "median_days_in_stage"]
+    return table.reindex(columns=columns)

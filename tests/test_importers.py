@@ -1,0 +1,340 @@
+"""engine.importers: public datasets -> tables that validate with zero problems.
+
+The fixtures in tests/fixtures/importers are small slices of the real files (a few hundred rows,
+raw lines copied byte for byte), cut by rule with:
+
+    .venv/bin/python tests/fixtures/importers/make_fixtures.py
+
+The numbers asserted below (rows dropped, orders made) were counted in those slices by hand, so
+a change in the importers' rules shows up as a failing test. The tests marked ``shared_data``
+import the full datasets from ../shared/data.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from engine import schemas as S
+from engine.importers import KINDS, ImportResult, import_dataset
+from engine.io import load_tables, validate_tables, write_data_dir
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "importers"
+RETAIL = FIXTURES / "online-retail"
+CRM = FIXTURES / "crm-sales"
+STORE = FIXTURES / "superstore"
+STORE_FILE = STORE / "Sample - Superstore.csv"
+
+
+def _valid(result: ImportResult) -> dict[str, pd.DataFrame]:
+    """The result's frames after validation; fails the test listing every problem."""
+    tables, problems = validate_tables(result.frames)
+    assert problems == [], "\n".join(map(str, problems))
+    return tables.frames
+
+
+def _note(result: ImportResult, start: str) -> str:
+    found = [n for n in result.notes if n.startswith(start)]
+    assert len(found) == 1, f"no single note starting {start!r} in {result.notes}"
+    return found[0]
+
+
+def test_kinds_are_the_three_known_datasets() -> None:
+    assert KINDS == ("online-retail", "crm-sales", "superstore")
+
+
+# --- online-retail ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def retail() -> ImportResult:
+    return import_dataset("online-retail", RETAIL)
+
+
+def test_online_retail_fixture_validates(retail: ImportResult) -> None:
+    frames = _valid(retail)
+    assert set(frames) == {S.ORDERS, S.CUSTOMERS}
+    # 30 invoices in the slice: 2 without a customer and 3 bad-debt 'A' entries are dropped.
+    assert len(frames[S.ORDERS]) == 25
+    assert len(frames[S.CUSTOMERS]) == 11
+
+
+def test_online_retail_drop_notes_count_exactly(retail: ImportResult) -> None:
+    assert _note(retail, "read ") == (
+        "read 207 invoice lines from online_retail.csv (amounts in GBP)")
+    assert _note(retail, "dropped 5 invoice lines: no CustomerID")
+    # The 3 'A' lines also lack a CustomerID: counted once, under the first reason.
+    assert _note(retail, "dropped 0 invoice lines: 'A' invoices").endswith(
+        "3 more such lines were already dropped above")
+    assert _note(retail, "dropped 3 invoice lines: unit price 0")
+
+
+def test_online_retail_cancellations_are_negative(retail: ImportResult) -> None:
+    orders = retail.frames[S.ORDERS].set_index(S.ORDER_ID)
+    assert orders.loc["C536379", S.AMOUNT] == pytest.approx(-27.5)  # Quantity -1 x 27.50
+    assert (orders.loc[orders.index.str.startswith("C"), S.AMOUNT] < 0).all()
+    assert (orders.loc[~orders.index.str.startswith("C"), S.AMOUNT] > 0).all()
+    assert _note(retail, "9 cancellation invoices")
+
+
+def test_online_retail_order_is_invoice_total_on_its_day(retail: ImportResult) -> None:
+    raw = pd.read_csv(RETAIL / "online_retail.csv", dtype={"InvoiceNo": str})
+    lines = raw[raw["InvoiceNo"] == "536591"]
+    orders = retail.frames[S.ORDERS].set_index(S.ORDER_ID)
+    expected = (lines["Quantity"] * lines["UnitPrice"]).sum()
+    assert orders.loc["536591", S.AMOUNT] == pytest.approx(expected)
+    # Its 40 lines are stamped at two different minutes; the order is the invoice's day.
+    assert orders.loc["536591", S.ORDER_DATE] == pd.Timestamp("2010-12-01")
+    assert orders.loc["536591", S.CUSTOMER_ID] == "14606"
+    assert _note(retail, "1 invoices have lines stamped")
+
+
+def test_online_retail_region_is_the_usual_country(retail: ImportResult) -> None:
+    customers = retail.frames[S.CUSTOMERS].set_index(S.CUSTOMER_ID)
+    # 12457 has 6 invoices shipped from Switzerland and 2 from Cyprus.
+    assert customers.loc["12457", S.REGION] == "Switzerland"
+    assert customers.loc["12583", S.REGION] == "France"
+
+
+def test_online_retail_accepts_the_file_itself() -> None:
+    by_file = import_dataset("online-retail", RETAIL / "online_retail.csv")
+    assert len(by_file.frames[S.ORDERS]) == 25
+
+
+# --- crm-sales -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crm() -> ImportResult:
+    return import_dataset("crm-sales", CRM)
+
+
+def _pipeline() -> pd.DataFrame:
+    return pd.read_csv(CRM / "sales_pipeline.csv", dtype=str, keep_default_na=False)
+
+
+def test_crm_fixture_validates(crm: ImportResult) -> None:
+    frames = _valid(crm)
+    assert set(frames) == {S.OPPORTUNITIES, S.ORDERS, S.CUSTOMERS, S.ORG}
+    assert len(frames[S.OPPORTUNITIES]) == 246
+    assert len(frames[S.ORDERS]) == 66  # every won deal in the slice has an account
+    assert len(frames[S.CUSTOMERS]) == 85
+    assert len(frames[S.ORG]) == 35
+
+
+def test_crm_gtxpro_is_normalised(crm: ImportResult) -> None:
+    products = set(crm.frames[S.OPPORTUNITIES][S.PRODUCT]) | set(crm.frames[S.ORDERS][S.PRODUCT])
+    assert "GTXPro" not in products
+    assert "GTX Pro" in products
+    renamed = int((_pipeline()["product"] == "GTXPro").sum())
+    assert renamed > 0
+    assert _note(crm, "product 'GTXPro' renamed to 'GTX Pro'").endswith(f"({renamed} deals)")
+
+
+def test_crm_status_amount_and_dates(crm: ImportResult) -> None:
+    opps = crm.frames[S.OPPORTUNITIES].set_index(S.OPPORTUNITY_ID)
+    pipeline = _pipeline().set_index("opportunity_id")
+    expected_status = pipeline["deal_stage"].map(
+        {"Won": "won", "Lost": "lost", "Engaging": "open", "Prospecting": "open"})
+    pd.testing.assert_series_equal(opps[S.STATUS], expected_status, check_names=False)
+    won, lost, is_open = (opps[S.STATUS] == s for s in ("won", "lost", "open"))
+    close_value = pd.to_numeric(pipeline["close_value"])
+    assert (opps.loc[won, S.AMOUNT] == close_value[won]).all()
+    # Lost deals are worth their list price, not their close_value of 0.
+    assert (opps.loc[lost | is_open, S.AMOUNT] == opps.loc[lost | is_open, "list_price"]).all()
+    assert (opps.loc[lost, S.AMOUNT] > 0).all()
+    # Prospecting deals have no engage_date: created on the last day in the data (the slice
+    # holds the deals of the first months only).
+    prospecting = opps[S.STAGE] == "Prospecting"
+    assert (opps.loc[prospecting, S.CREATED_AT] == pd.Timestamp("2017-03-31")).all()
+    # Open deals close, as expected, one median won cycle after they were created.
+    cycle = (opps.loc[won, S.CLOSE_DATE] - opps.loc[won, S.CREATED_AT]).dt.days.median()
+    assert (opps.loc[is_open, S.CLOSE_DATE] - opps.loc[is_open, S.CREATED_AT]
+            == pd.Timedelta(days=round(cycle))).all()
+    assert _note(crm, "close_date of the 120 open deals is expected")
+
+
+def test_crm_missing_account_is_kept_open_without_customer(crm: ImportResult) -> None:
+    opps = crm.frames[S.OPPORTUNITIES]
+    no_account = opps[S.CUSTOMER_ID].isna()
+    assert int(no_account.sum()) == 74  # 39 Engaging + 35 Prospecting in the slice
+    assert (opps.loc[no_account, S.STATUS] == "open").all()
+    assert _note(crm, "74 deals have no account")
+
+
+def test_crm_won_deal_without_account_stays_an_opportunity(tmp_path: Path) -> None:
+    for path in CRM.iterdir():
+        shutil.copyfile(path, tmp_path / path.name)
+    pipeline = _pipeline()
+    first_won = pipeline.index[pipeline["deal_stage"] == "Won"][0]
+    orphan = pipeline.loc[first_won, "opportunity_id"]
+    pipeline.loc[first_won, "account"] = ""
+    pipeline.to_csv(tmp_path / "sales_pipeline.csv", index=False)
+
+    result = import_dataset("crm-sales", tmp_path / "sales_pipeline.csv")
+    frames = _valid(result)
+    opps = frames[S.OPPORTUNITIES].set_index(S.OPPORTUNITY_ID)
+    assert opps.loc[orphan, S.STATUS] == "won"
+    assert opps.loc[orphan, S.CUSTOMER_ID] is None
+    assert orphan not in set(frames[S.ORDERS][S.OPPORTUNITY_ID])
+    assert len(frames[S.ORDERS]) == 65
+    assert _note(result, "1 won deal without an account: no order made")
+
+
+def test_crm_orders_customers_and_org(crm: ImportResult) -> None:
+    frames = crm.frames
+    orders, opps = frames[S.ORDERS], frames[S.OPPORTUNITIES].set_index(S.OPPORTUNITY_ID)
+    linked = opps.loc[orders[S.OPPORTUNITY_ID]]
+    assert (linked[S.STATUS] == "won").all()
+    assert (orders[S.ORDER_DATE].to_numpy() == linked[S.CLOSE_DATE].to_numpy()).all()
+    assert (orders[S.AMOUNT].to_numpy() == linked[S.AMOUNT].to_numpy()).all()
+    customers = frames[S.CUSTOMERS].set_index(S.CUSTOMER_ID)
+    assert "technolgy" not in set(customers[S.SEGMENT])
+    assert customers.loc["Acme Corporation", S.SEGMENT] == "technology"
+    managers = customers[S.ACCOUNT_MANAGER].dropna()
+    assert set(managers) <= set(frames[S.ORG][S.REP])
+    org = frames[S.ORG].set_index(S.REP)
+    assert org.loc["Moses Frase", [S.TEAM, S.REGION, S.MANAGER]].tolist() == [
+        "Dustin Brinkmann", "Central", "Dustin Brinkmann"]
+
+
+# --- superstore ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store() -> ImportResult:
+    return import_dataset("superstore", STORE)
+
+
+def test_superstore_fixture_validates(store: ImportResult) -> None:
+    frames = _valid(store)
+    assert set(frames) == {S.ORDERS, S.CUSTOMERS}
+    assert len(frames[S.ORDERS]) == 150
+    assert frames[S.ORDERS][S.CUSTOMER_ID].isin(frames[S.CUSTOMERS][S.CUSTOMER_ID]).all()
+
+
+def test_superstore_us_dates_are_month_first(store: ImportResult) -> None:
+    orders = store.frames[S.ORDERS].set_index(S.ORDER_ID)
+    assert orders.loc["CA-2018-152156", S.ORDER_DATE] == pd.Timestamp("2018-11-08")  # 11/8/2018
+    assert orders.loc["US-2017-108966", S.ORDER_DATE] == pd.Timestamp("2017-10-11")  # 10/11/2017
+    assert orders.loc["CA-2019-114412", S.ORDER_DATE] == pd.Timestamp("2019-04-15")  # 4/15/2019
+
+
+def test_superstore_orders_aggregate_their_lines(store: ImportResult) -> None:
+    orders = store.frames[S.ORDERS].set_index(S.ORDER_ID)
+    first = orders.loc["CA-2018-152156"]
+    assert first[S.AMOUNT] == pytest.approx(261.96 + 731.94)
+    assert (first[S.PRODUCT], first[S.CHANNEL], first["n_lines"]) == (
+        "Furniture", "Second Class", 2)
+    # 7 lines over three categories; Furniture and Technology lines hold most of the sales.
+    mixed = orders.loc["CA-2016-115812"]
+    assert mixed["n_lines"] == 7
+    assert mixed[S.PRODUCT] in {"Furniture", "Technology"}
+    customers = store.frames[S.CUSTOMERS].set_index(S.CUSTOMER_ID)
+    assert customers.loc["CG-12520", [S.SEGMENT, S.REGION]].tolist() == ["Consumer", "South"]
+
+
+def test_superstore_reads_windows_1252_copies(tmp_path: Path) -> None:
+    text = STORE_FILE.read_text(encoding="utf-8-sig")
+    assert "\xa0" in text  # a byte that is not valid UTF-8 once written as cp1252
+    (tmp_path / STORE_FILE.name).write_bytes(text.encode("cp1252"))
+    result = import_dataset("superstore", tmp_path)
+    _valid(result)
+    assert _note(result, "Sample - Superstore.csv was read as Windows-1252")
+
+
+def test_superstore_rejects_day_first_dates(tmp_path: Path) -> None:
+    text = STORE_FILE.read_text(encoding="utf-8-sig").replace("4/15/2019", "15/4/2019")
+    (tmp_path / STORE_FILE.name).write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=r"Order Date: 2 value\(s\) are not dates .*'15/4/2019'"):
+        import_dataset("superstore", tmp_path)
+
+
+# --- writing and bad arguments ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind, src", [("online-retail", RETAIL), ("crm-sales", CRM),
+                                       ("superstore", STORE)])
+def test_written_data_dir_loads_back(kind: str, src: Path, tmp_path: Path) -> None:
+    result = import_dataset(kind, src)
+    out = write_data_dir(result.frames, tmp_path / "data")
+    tables = load_tables(out)  # raises BadInput on any problem
+    for name, frame in result.frames.items():
+        assert len(tables[name]) == len(frame)
+
+
+def test_unknown_kind_is_a_plain_value_error() -> None:
+    with pytest.raises(ValueError, match="unknown dataset kind 'retail': expected one of "
+                                         "online-retail, crm-sales, superstore"):
+        import_dataset("retail", RETAIL)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_missing_path_is_a_plain_value_error(kind: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        import_dataset(kind, tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=f"no .* in {re.escape(str(tmp_path))}"):
+        import_dataset(kind, tmp_path)
+
+
+def test_crm_needs_its_side_files(tmp_path: Path) -> None:
+    shutil.copyfile(CRM / "sales_pipeline.csv", tmp_path / "sales_pipeline.csv")
+    with pytest.raises(ValueError, match=r"accounts\.csv is missing"):
+        import_dataset("crm-sales", tmp_path)
+
+
+def test_wrong_file_names_the_missing_columns(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lacks column"):
+        import_dataset("online-retail", STORE_FILE)
+
+
+# --- the full public datasets ----------------------------------------------------------------
+
+
+def _import_full(kind: str, src: Path) -> dict[str, pd.DataFrame]:
+    started = time.perf_counter()
+    frames = _valid(import_dataset(kind, src))
+    assert time.perf_counter() - started < 20
+    return frames
+
+
+@pytest.mark.shared_data
+def test_full_online_retail(shared_data: Path) -> None:
+    frames = _import_full("online-retail", shared_data / "online-retail")
+    orders = frames[S.ORDERS]
+    # SOURCE.md: 22,190 invoices and 4,372 customers with a CustomerID; 4 invoices (1 customer)
+    # hold only zero-price lines.
+    assert len(orders) == 22_186
+    assert len(frames[S.CUSTOMERS]) == 4_371
+    assert int(orders[S.ORDER_ID].str.startswith("C").sum()) == 3_654
+    assert orders[S.ORDER_DATE].min() == pd.Timestamp("2010-12-01")
+    assert orders[S.ORDER_DATE].max() == pd.Timestamp("2011-12-09")
+
+
+@pytest.mark.shared_data
+def test_full_crm_sales(shared_data: Path) -> None:
+    frames = _import_full("crm-sales", shared_data / "crm-sales-opportunities")
+    opps = frames[S.OPPORTUNITIES]
+    assert opps[S.STATUS].value_counts().to_dict() == {"won": 4_238, "lost": 2_473, "open": 2_089}
+    assert int(opps[S.CUSTOMER_ID].isna().sum()) == 1_425
+    assert len(frames[S.ORDERS]) == 4_238
+    assert len(frames[S.CUSTOMERS]) == 85
+    assert len(frames[S.ORG]) == 35
+    # SOURCE.md: won close_value by quarter, 2017 Q1..Q4 = 1.13M, 3.09M, 2.98M, 2.80M.
+    quarterly = frames[S.ORDERS].groupby(frames[S.ORDERS][S.ORDER_DATE].dt.quarter)[S.AMOUNT].sum()
+    assert (quarterly / 1e6).round(2).tolist() == [1.13, 3.09, 2.98, 2.80]
+
+
+@pytest.mark.shared_data
+def test_full_superstore(shared_data: Path) -> None:
+    frames = _import_full("superstore", shared_data / "superstore-sales")
+    orders = frames[S.ORDERS]
+    assert len(orders) == 5_009
+    assert len(frames[S.CUSTOMERS]) == 793
+    assert orders[S.ORDER_DATE].min() == pd.Timestamp("2016-01-03")
+    assert orders[S.ORDER_DATE].max() == pd.Timestamp("2019-12-30")

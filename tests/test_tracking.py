@@ -1,0 +1,105 @@
+"""MLflow round trips on a real SQLite registry in a temporary directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from engine import tracking
+
+
+class ProbaModel:
+    """A tiny estimator in the quotacast shape: ``predict_frame`` returns probabilities."""
+
+    def __init__(self, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=(200, 2))
+        y = (x[:, 0] + rng.normal(scale=0.5, size=200) > 0).astype(int)
+        self.model_ = LogisticRegression().fit(x, y)
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        p = self.model_.predict_proba(frame[["a", "b"]].to_numpy())[:, 1]
+        return pd.DataFrame({"churn_probability": p})
+
+
+EXAMPLE = pd.DataFrame({"a": [0.1, -2.0, 3.0], "b": [0.0, 1.0, -1.0]})
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Iterator[Path]:
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    tracking.configure(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    yield tmp_path
+    tracking.configure(previous)
+
+
+def _register(value: float, champion_value: float | None = None) -> tracking.RegisteredRun:
+    return tracking.log_and_register(
+        "churn",
+        ProbaModel(),
+        input_example=EXAMPLE,
+        params={"windows": [30, 90]},
+        metrics={"roc_auc": value},
+        gate_metric="roc_auc",
+        greater_is_better=True,
+        holdout="2024-01-01/180d",
+        champion_value=champion_value,
+        artifacts={"features.json": {"features": ["a", "b"]}},
+    )
+
+
+def test_register_sets_challenger_and_pyfunc_returns_probabilities(registry: Path) -> None:
+    run = _register(0.8)
+    assert run.model_name == "quotacast-churn" and run.version == "1"
+    pyfunc = tracking.load_pyfunc("churn", tracking.CHALLENGER)
+    out = pyfunc.predict(EXAMPLE)
+    probabilities = out["churn_probability"].to_numpy()
+    assert ((probabilities > 0) & (probabilities < 1)).all()
+    assert not set(np.unique(probabilities)) <= {0.0, 1.0}
+    assert (registry / "mlruns").is_dir()  # artifacts live beside the SQLite store
+
+
+def test_first_promotion_needs_no_comparison_and_champion_loads(registry: Path) -> None:
+    with pytest.raises(tracking.ChampionMissingError, match="quotacast train churn"):
+        tracking.load_champion("churn")
+    _register(0.8)
+    decision = tracking.promote("churn")
+    assert decision.promoted and decision.version == "1"
+    loaded = tracking.load_champion("churn")
+    assert loaded.version == "1" and loaded.metrics["roc_auc"] == pytest.approx(0.8)
+    assert isinstance(loaded.estimator, ProbaModel)
+
+
+def test_gate_refuses_a_worse_challenger_and_force_overrides(registry: Path) -> None:
+    _register(0.8)
+    tracking.promote("churn")
+    _register(0.7, champion_value=0.8)
+    decision = tracking.promote("churn")
+    assert not decision.promoted
+    assert "worse than champion v1" in decision.reason
+    assert tracking.load_champion("churn").version == "1"
+    forced = tracking.promote("churn", force=True)
+    assert forced.promoted and tracking.load_champion("churn").version == "2"
+
+
+def test_gate_accepts_an_equal_or_better_challenger(registry: Path) -> None:
+    _register(0.8)
+    tracking.promote("churn")
+    _register(0.8, champion_value=0.8)
+    decision = tracking.promote("churn")
+    assert decision.promoted and "at least as good" in decision.reason
+
+
+def test_gate_refuses_when_compared_with_another_champion(registry: Path) -> None:
+    _register(0.8)
+    tracking.promote("churn")
+    _register(0.9)  # trained without a comparison against the champion
+    decision = tracking.promote("churn")
+    assert not decision.promoted and "retrain" in decision.reason

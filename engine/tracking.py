@@ -28,6 +28,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.pyfunc import PythonModel
 
 __all__ = [
     "CHALLENGER",
@@ -67,7 +68,7 @@ class ChampionMissingError(LookupError):
     """No version of a model carries the ``champion`` alias yet."""
 
 
-class _FrameModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class _FrameModel(PythonModel):
     """Pyfunc adapter: delegates to the wrapped estimator's ``predict_frame``."""
 
     def __init__(self, estimator: FramePredictor):

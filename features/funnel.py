@@ -385,53 +385,27 @@ def opportunity_features(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFr
         drop=True)
 
 
-# --- stage conversion and velocity --------------------------------------------------------------
+# --- nodes of deals -----------------------------------------------------------------------------
 
 
-def _terminal_stages(runs: pd.DataFrame, state: pd.DataFrame) -> set[str]:
-    """Stages no deal ever left and no open deal is in (Won, Lost...): they have no exits."""
-    left = runs.groupby(S.OPPORTUNITY_ID, sort=False)[S.STAGE].shift(-1).notna()
-    open_now = state.loc[state[S.STATUS] == S.STATUS_OPEN, S.STAGE]
-    return set(runs[S.STAGE]) - set(runs.loc[left, S.STAGE]) - set(open_now.dropna())
+def _deal_attributes(tables: Tables) -> pd.DataFrame:
+    """Per deal id: its owner's ``rep, team, region``, its ``product`` and customer ``segment``."""
+    opps = _opportunities(tables)
+    if not tables.has(S.OPPORTUNITIES):
+        return pd.DataFrame(columns=[*NODE_COLUMNS, S.SEGMENT], index=pd.Index([], dtype=object))
+    attrs = opportunity_nodes(tables).set_index(S.OPPORTUNITY_ID)
+    if S.PRODUCT in opps.columns:
+        attrs[S.PRODUCT] = opps[S.PRODUCT].to_numpy()
+    customers = opps.get(S.CUSTOMER_ID, pd.Series(np.nan, index=opps.index, dtype=object))
+    attrs[S.SEGMENT] = customer_column(tables, S.SEGMENT, customers).to_numpy()
+    return attrs
 
 
-def _stage_exits(funnel: _Funnel) -> pd.DataFrame:
-    """Each stage visit that ended before T: when, whether forward (later stage or won), days."""
-    runs, state = funnel.runs, funnel.state.set_index(S.OPPORTUNITY_ID)
-    by_deal = runs.groupby(S.OPPORTUNITY_ID, sort=False)
-    next_at, next_index = by_deal[S.ENTERED_AT].shift(-1), by_deal[STAGE_INDEX].shift(-1)
-    status = runs[S.OPPORTUNITY_ID].map(state[S.STATUS])
-    closed_at = runs[S.OPPORTUNITY_ID].map(state[S.CLOSE_DATE]).where(status != S.STATUS_OPEN)
-    # The last visit of a deal closed before T ends at its close: forward if it was won.
-    exit_at = next_at.where(next_at.notna(), closed_at)
-    forward = (next_index > runs[STAGE_INDEX]).where(next_at.notna(), status == S.STATUS_WON)
-    exits = runs.assign(**{_EXIT_AT: exit_at, _FORWARD: forward.astype(float),
-                           "_days": (exit_at - runs[S.ENTERED_AT]) / _DAY})
-    keep = exits[_EXIT_AT].notna() & ~exits[S.STAGE].isin(_terminal_stages(runs, funnel.state))
-    return exits[keep]
-
-
-def _windowed(exits: pd.DataFrame, as_of: pd.Timestamp, trailing_days: int, baseline_days: int
-              ) -> pd.DataFrame:
-    """Label exits ``recent`` (last ``trailing_days``) or ``baseline`` (the window before)."""
-    recent_from = as_of - pd.Timedelta(days=trailing_days)
-    baseline_from = recent_from - pd.Timedelta(days=baseline_days)
-    window = np.select([exits[_EXIT_AT] >= recent_from, exits[_EXIT_AT] >= baseline_from],
-                       [_RECENT, _BASELINE], default="")
-    return exits.assign(**{_WINDOW: window})[window != ""]
-
-
-def _with_nodes(tables: Tables, deals: pd.DataFrame) -> pd.DataFrame:
-    """Deals (or stage visits) with their owner's node and their customer's segment."""
-    nodes = opportunity_nodes(tables).set_index(S.OPPORTUNITY_ID) if tables.has(
-        S.OPPORTUNITIES) else pd.DataFrame(columns=list(NODE_COLUMNS))
-    ids = deals[S.OPPORTUNITY_ID]
-    extra = {c: ids.map(nodes[c]) for c in NODE_COLUMNS}
-    if S.SEGMENT not in deals.columns:
-        customers = ids.map(_opportunities(tables).set_index(S.OPPORTUNITY_ID)[S.CUSTOMER_ID]) \
-            if S.CUSTOMER_ID in _opportunities(tables).columns else ids.map({})
-        extra[S.SEGMENT] = customer_column(tables, S.SEGMENT, customers)
-    return deals.assign(**extra)
+def _with_nodes(tables: Tables, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (keyed by ``opportunity_id``) with the node columns of its deals."""
+    attrs = _deal_attributes(tables)
+    new = attrs[[c for c in attrs.columns if c not in frame.columns]]
+    return frame.join(new, on=S.OPPORTUNITY_ID)
 
 
 def _keys(frame: pd.DataFrame, level: str) -> pd.Series:
@@ -444,43 +418,297 @@ def _keys(frame: pd.DataFrame, level: str) -> pd.Series:
     return keys.where(keys.notna(), UNASSIGNED)
 
 
+# --- stage conversion and velocity --------------------------------------------------------------
+
+
+def _terminal_stages(runs: pd.DataFrame, state: pd.DataFrame) -> set[str]:
+    """Stages no deal ever left and no open deal is in (Won, Lost...): they have no exits."""
+    left = runs.groupby(S.OPPORTUNITY_ID, sort=False)[S.STAGE].shift(-1).notna()
+    open_now = state.loc[state[S.STATUS] == S.STATUS_OPEN, S.STAGE]
+    return set(runs[S.STAGE]) - set(runs.loc[left, S.STAGE]) - set(open_now.dropna())
+
+
+def _stage_exits(funnel: _Funnel) -> pd.DataFrame:
+    """Each stage visit that ended before T: when, whether it went forward, how many days."""
+    runs, state = funnel.runs, funnel.state.set_index(S.OPPORTUNITY_ID)
+    terminal = _terminal_stages(runs, funnel.state)
+    following = runs.groupby(S.OPPORTUNITY_ID, sort=False)[
+        [S.ENTERED_AT, S.STAGE, STAGE_INDEX]].shift(-1)
+    status = runs[S.OPPORTUNITY_ID].map(state[S.STATUS])
+    moved = following[S.ENTERED_AT].notna()
+    to_terminal = following[S.STAGE].isin(terminal)
+    # The last visit of a deal closed before T ends at its close; entering Won/Lost is decided by
+    # the outcome, not by where the inferred order put those stages.
+    closed_at = runs[S.OPPORTUNITY_ID].map(state[S.CLOSE_DATE]).where(status != S.STATUS_OPEN)
+    exit_at = following[S.ENTERED_AT].where(moved, closed_at)
+    ahead = (following[STAGE_INDEX] > runs[STAGE_INDEX]) & ~to_terminal
+    forward = ahead | ((status == S.STATUS_WON) & (to_terminal | ~moved))
+    exits = runs.assign(**{_EXIT_AT: exit_at, _FORWARD: forward.astype(float),
+                           "_days": (exit_at - runs[S.ENTERED_AT]) / _DAY})
+    return exits[exits[_EXIT_AT].notna() & ~exits[S.STAGE].isin(terminal)]
+
+
+def _windowed(exits: pd.DataFrame, as_of: pd.Timestamp, trailing_days: int, baseline_days: int
+              ) -> pd.DataFrame:
+    """Exits labelled ``recent`` (last ``trailing_days``) or ``baseline`` (the window before)."""
+    recent_from = as_of - pd.Timedelta(days=trailing_days)
+    baseline_from = recent_from - pd.Timedelta(days=baseline_days)
+    window = np.select([exits[_EXIT_AT] >= recent_from, exits[_EXIT_AT] >= baseline_from],
+                       [_RECENT, _BASELINE], default="")
+    return exits.assign(**{_WINDOW: window})[window != ""]
+
+
+def _funnel_exits(tables: Tables, funnel: _Funnel, trailing_days: int, baseline_days: int
+                  ) -> pd.DataFrame:
+    exits = _stage_exits(funnel)
+    return _with_nodes(tables, _windowed(exits, funnel.as_of, trailing_days, baseline_days))
+
+
+def _window_stats(exits: pd.DataFrame, keys: list[str], window: str, suffix: str
+                  ) -> pd.DataFrame:
+    """Exit count and forward share per ``keys`` for one window."""
+    rows = exits[exits[_WINDOW] == window]
+    grouped = rows.groupby(keys)[_FORWARD]
+    return pd.DataFrame({"exits" + suffix: grouped.size(), "conversion" + suffix: grouped.mean()})
+
+
 def _conversion_table(exits: pd.DataFrame, level: str) -> pd.DataFrame:
     """Per (key, stage): exits and forward share in both windows, median days (recent)."""
     keyed = exits.assign(**{S.KEY: _keys(exits, level)})
-    grouped = keyed.groupby([S.KEY, S.STAGE, _WINDOW])
-    table = grouped[_FORWARD].agg(["count", "mean"]).unstack(_WINDOW)
-    days = keyed[keyed[_WINDOW] == _RECENT].groupby([S.KEY, S.STAGE])["_days"].median()
-    out = pd.DataFrame(index=table.index)
-    for window, suffix in ((_RECENT, ""), (_BASELINE, "_baseline")):
-        counts = table.get(("count", window), pd.Series(0, index=table.index))
-        out["exits" + suffix] = counts.fillna(0).astype(int)
-        out["conversion" + suffix] = table.get(("mean", window), pd.Series(np.nan,
-                                                                            index=table.index))
-    out["median_days_in_stage"] = days.reindex(out.index)
-    return out.reset_index()
+    by = [S.KEY, S.STAGE]
+    recent = keyed[keyed[_WINDOW] == _RECENT]
+    table = pd.concat([
+        _window_stats(keyed, by, _RECENT, ""),
+        _window_stats(keyed, by, _BASELINE, "_baseline"),
+        recent.groupby(by)["_days"].median().rename("median_days_in_stage"),
+    ], axis=1)
+    for column in ("exits", "exits_baseline"):
+        table[column] = table[column].fillna(0).astype(int)
+    return table.reset_index().assign(**{S.LEVEL: level})
 
 
-def stage_conversion(tables: Tables, as_of: pd.Timestamp | str, levels: Sequence[str] | None = None,
-                     trailing_days: int = 180, baseline_days: int = 365) -> pd.DataFrame:
+_CONVERSION_COLUMNS = [S.LEVEL, S.KEY, S.STAGE, STAGE_INDEX, "exits", "conversion",
+                       "exits_baseline", "conversion_baseline", "median_days_in_stage"]
+
+
+def stage_conversion(tables: Tables, as_of: pd.Timestamp | str,
+                     levels: Sequence[str] | None = None, trailing_days: int = 180,
+                     baseline_days: int = 365) -> pd.DataFrame:
     """Stage-to-stage conversion and velocity per node and stage.
 
-    A visit to a stage converts when the deal next enters a later stage (or is won); it fails
-    when it moves back, is lost, or moves to an earlier stage. Visits are counted in the window
-    where they ended: the last ``trailing_days`` before ``as_of`` (``conversion``, ``exits``,
-    ``median_days_in_stage``) and the ``baseline_days`` before that (``*_baseline``).
+    A visit to a stage converts when the deal next enters a later stage or is won; it fails when
+    the deal moves back or is lost. Visits count in the window where they ended: the last
+    ``trailing_days`` before ``as_of`` (``exits``, ``conversion``, ``median_days_in_stage``) and
+    the ``baseline_days`` before that (``*_baseline``). Empty without ``stage_history``.
 
     Returns:
         ``level, key, stage, stage_index, exits, conversion, exits_baseline,
-        conversion_baseline, median_days_in_stage``; empty without ``stage_history``.
+        conversion_baseline, median_days_in_stage``.
     """
     funnel = _funnel_at(tables, as_of)
-    exits = _windowed(_stage_exits(funnel), funnel.as_of, trailing_days, baseline_days)
-    exits = _with_nodes(tables, exits)
+    exits = _funnel_exits(tables, funnel, trailing_days, baseline_days)
     chosen = list(S.HIERARCHY_LEVELS if levels is None else levels)
-    parts = [_conversion_table(exits, lv).assign(**{S.LEVEL: lv}) for lv in chosen]
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    index = {stage: i for i, stage in enumerate(funnel.order)}
-    table[STAGE_INDEX] = table[S.STAGE].map(index) if len(table) else pd.Series(dtype=float)
-    columns = [S.LEVEL, S.KEY, S.STAGE, STAGE_INDEX, "exits", "conversion", "exits_baseline",
-               "conversion_baseline", "median_days_in_stage"]
-    return table.reindex(columns=columns)
+    table = pd.concat([_conversion_table(exits, lv) for lv in chosen], ignore_index=True)
+    index = {stage: float(i) for i, stage in enumerate(funnel.order)}
+    table[STAGE_INDEX] = table[S.STAGE].map(index).astype(float)
+    return table.reindex(columns=_CONVERSION_COLUMNS)
+
+
+# --- node metrics -------------------------------------------------------------------------------
+
+
+def _known_sum(values: pd.Series, keys: pd.Series) -> pd.Series:
+    """Sum per key of the known values (NaN for a key whose values are all unknown)."""
+    return values.groupby(keys).sum(min_count=1)
+
+
+def _pipeline_metrics(deals: pd.DataFrame, keys: pd.Series, bounds: tuple[pd.Timestamp, ...],
+                      stall_days: int) -> pd.DataFrame:
+    """Open pipeline at T per key: totals, expected in the period, overdue, stalled, slipped."""
+    start, end, as_of = bounds
+    open_ = deals[S.STATUS] == S.STATUS_OPEN
+    deals, keys = deals[open_], keys[open_]
+    close = deals[S.CLOSE_DATE]
+    in_period = ((close >= start) & (close < end)).astype(float)
+    stalled = ((as_of - deals[ENTERED_STAGE_AT]) / _DAY >= stall_days).astype(float).where(
+        deals[ENTERED_STAGE_AT].notna())
+    slipped = (deals[CLOSE_SLIPS] > 0).astype(float).where(deals[CLOSE_SLIPS].notna())
+    amount = deals[S.AMOUNT]
+    return pd.DataFrame({
+        "open_deals": keys.groupby(keys).size(),
+        "open_pipeline": amount.groupby(keys).sum(),
+        "deals_in_period": in_period.groupby(keys).sum(),
+        "pipeline_in_period": (amount * in_period).groupby(keys).sum(),
+        "overdue_deals": _known_sum(_overdue(close, as_of), keys),
+        "stalled_deals": _known_sum(stalled, keys),
+        "stalled_pipeline": _known_sum(amount * stalled, keys),
+        "slipped_deals": _known_sum(slipped, keys),
+    })
+
+
+def _win_rate(deals: pd.DataFrame, keys: pd.Series, since: pd.Timestamp, until: pd.Timestamp
+              ) -> pd.Series:
+    """Won / closed per key among deals closed in [since, until)."""
+    closed = (deals[S.STATUS] != S.STATUS_OPEN) & (deals[S.CLOSE_DATE] >= since) & (
+        deals[S.CLOSE_DATE] < until)
+    won = (deals.loc[closed, S.STATUS] == S.STATUS_WON).astype(float)
+    return won.groupby(keys[closed]).mean()
+
+
+def _closed_metrics(deals: pd.DataFrame, keys: pd.Series, bounds: tuple[pd.Timestamp, ...],
+                    windows: tuple[int, int]) -> pd.DataFrame:
+    """Won in the period to date, and win rates in the trailing and baseline windows."""
+    start, end, as_of = bounds
+    recent_from = as_of - pd.Timedelta(days=windows[0])
+    baseline_from = recent_from - pd.Timedelta(days=windows[1])
+    won = (deals[S.STATUS] == S.STATUS_WON) & (deals[S.CLOSE_DATE] >= start) & (
+        deals[S.CLOSE_DATE] < end)
+    return pd.DataFrame({
+        "won_to_date": deals.loc[won, S.AMOUNT].groupby(keys[won]).sum(),
+        "win_rate": _win_rate(deals, keys, recent_from, as_of),
+        "win_rate_baseline": _win_rate(deals, keys, baseline_from, recent_from),
+    })
+
+
+def _largest_drop(table: pd.DataFrame) -> pd.DataFrame:
+    """Per key: the stage whose conversion fell most from baseline, among well-observed stages."""
+    enough = (table["exits"] >= MIN_EXITS) & (table["exits_baseline"] >= MIN_EXITS)
+    rows = table[enough].assign(_drop=table["conversion_baseline"] - table["conversion"])
+    worst = rows.sort_values("_drop", ascending=False, kind="stable").drop_duplicates(S.KEY)
+    worst = worst.set_index(S.KEY)
+    return pd.DataFrame({"conversion_drop": worst["_drop"],
+                         "conversion_drop_stage": worst[S.STAGE].astype(object)})
+
+
+def _conversion_metrics(exits: pd.DataFrame, level: str) -> pd.DataFrame:
+    """Per key: forward share of all stage exits (both windows), the worst drop, velocity."""
+    keyed = exits.assign(**{S.KEY: _keys(exits, level)})
+    recent = keyed[keyed[_WINDOW] == _RECENT]
+    overall = pd.concat([_window_stats(keyed, [S.KEY], _RECENT, ""),
+                         _window_stats(keyed, [S.KEY], _BASELINE, "_baseline")], axis=1)
+    return pd.concat([
+        overall[["conversion", "conversion_baseline"]],
+        _largest_drop(_conversion_table(exits, level)),
+        recent.groupby(S.KEY)["_days"].median().rename("velocity_days"),
+    ], axis=1)
+
+
+def _node_keys(tables: Tables, level: str, targets: pd.DataFrame | None) -> list[str]:
+    """Nodes listed even without activity: the hierarchy's, and those with a target."""
+    keys: set[str] = set()
+    if level == S.LEVEL_COMPANY:
+        keys.add(S.COMPANY_KEY)
+    elif level in (S.LEVEL_REP, S.LEVEL_TEAM) or (level == S.LEVEL_REGION and tables.has(S.ORG)):
+        keys |= set(rep_hierarchy(tables)[level].dropna())
+    if targets is not None:
+        keys |= set(targets.loc[targets[S.LEVEL] == level, S.KEY].dropna())
+    return sorted(keys)
+
+
+def _period_targets(tables: Tables, targets: pd.DataFrame | None, period: str
+                    ) -> pd.DataFrame | None:
+    """The targets of ``period`` (default: the data's ``targets`` table)."""
+    chosen = targets if targets is not None else tables.get(S.TARGETS)
+    if chosen is None:
+        return None
+    return chosen[chosen[S.PERIOD].astype(str) == str(period)]
+
+
+def _period_revenue(tables: Tables, bounds: tuple[pd.Timestamp, ...], levels: Sequence[str]
+                    ) -> pd.DataFrame:
+    """Revenue events of the period dated before T."""
+    start, end, as_of = bounds
+    extra = [lv for lv in levels if lv not in S.HIERARCHY_LEVELS]
+    events = attribute_revenue(tables, as_of=as_of, columns=extra)
+    return events[(events[S.DS] >= start) & (events[S.DS] < end)]
+
+
+_COUNTS = ("open_deals", "open_pipeline", "deals_in_period", "pipeline_in_period", "won_to_date",
+           "revenue_to_date")
+_OPEN_COUNTS = ("overdue_deals", "stalled_deals", "stalled_pipeline", "slipped_deals")
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What the node metrics are computed over."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    as_of: pd.Timestamp
+    stall_days: int
+    windows: tuple[int, int]  # trailing days, baseline days
+
+
+def _level_metrics(level: str, deals: pd.DataFrame, exits: pd.DataFrame, revenue: pd.DataFrame,
+                   scope: _Scope) -> pd.DataFrame:
+    """One row per key of ``level`` with every node metric except targets."""
+    bounds = (scope.start, scope.end, scope.as_of)
+    keys = _keys(deals, level)
+    frame = pd.concat([
+        _pipeline_metrics(deals, keys, bounds, scope.stall_days),
+        _closed_metrics(deals, keys, bounds, scope.windows),
+        revenue[S.AMOUNT].groupby(_keys(revenue, level)).sum().rename("revenue_to_date"),
+        _conversion_metrics(exits, level),
+    ], axis=1)
+    return frame.rename_axis(S.KEY).reset_index().assign(**{S.LEVEL: level})
+
+
+def _listed(frame: pd.DataFrame, level: str, keys: list[str]) -> pd.DataFrame:
+    """``frame`` with a row for each of ``keys`` it lacks; counts of idle nodes are zero."""
+    missing = sorted(set(keys) - set(frame[S.KEY]))
+    idle_nodes = pd.DataFrame({S.LEVEL: [level] * len(missing), S.KEY: missing})
+    frame = pd.concat([frame, idle_nodes], ignore_index=True)
+    frame[list(_COUNTS)] = frame[list(_COUNTS)].fillna(0.0)
+    # Overdue/stalled/slipped stay NaN only where open deals exist but the history cannot tell.
+    idle = frame["open_deals"] == 0
+    frame.loc[idle, list(_OPEN_COUNTS)] = frame.loc[idle, list(_OPEN_COUNTS)].fillna(0.0)
+    return frame
+
+
+def _with_targets(nodes: pd.DataFrame, targets: pd.DataFrame | None) -> pd.DataFrame:
+    """Add ``target``, ``remaining_target`` (after revenue to date) and ``coverage``."""
+    if targets is None:
+        amounts = pd.Series(np.nan, index=nodes.index)
+    else:
+        lookup = targets.set_index([S.LEVEL, S.KEY])[S.AMOUNT]
+        amounts = pd.Series(lookup.reindex(pd.MultiIndex.from_frame(nodes[[S.LEVEL, S.KEY]]))
+                            .to_numpy(), index=nodes.index)
+    remaining = (amounts - nodes["revenue_to_date"]).clip(lower=0.0)
+    # Nothing left to cover (target met) or no target: coverage is undefined, not infinite.
+    coverage = nodes["pipeline_in_period"] / remaining.where(remaining > 0)
+    return nodes.assign(target=amounts, remaining_target=remaining, coverage=coverage)
+
+
+def funnel_node_metrics(tables: Tables, as_of: pd.Timestamp | str, period: str,
+                        targets: pd.DataFrame | None = None, stall_days: int = 30,
+                        trailing_days: int = 180, *, baseline_days: int = 365,
+                        levels: Sequence[str] | None = None) -> pd.DataFrame:
+    """Funnel health per node (company, region, team, rep) for ``period`` as of ``as_of``.
+
+    Args:
+        tables: validated tables.
+        as_of: the date T; everything uses rows dated before it.
+        period: ``2017``, ``2017Q3`` or ``2017-08``.
+        targets: ``period, level, key, amount`` rows (default: the data's ``targets`` table).
+        stall_days: an open deal with no stage change for this many days is stalled.
+        trailing_days: window of the recent win rate, conversion and velocity.
+        baseline_days: the window before it, the baseline a drop is measured against.
+        levels: node levels (default the hierarchy); categorical columns such as ``product``
+            or ``segment`` work too.
+
+    Returns:
+        ``period, level, key, as_of`` and :data:`NODE_METRICS`, one row per node.
+    """
+    funnel = _funnel_at(tables, as_of)
+    start, end = period_bounds(period)
+    scope = _Scope(start, end, funnel.as_of, stall_days, (trailing_days, baseline_days))
+    chosen = list(S.HIERARCHY_LEVELS if levels is None else levels)
+    deals = _with_nodes(tables, funnel.state)
+    exits = _funnel_exits(tables, funnel, trailing_days, baseline_days)
+    revenue = _period_revenue(tables, (start, end, funnel.as_of), chosen)
+    goals = _period_targets(tables, targets, period)
+    parts = [_listed(_level_metrics(lv, deals, exits, revenue, scope), lv,
+                     _node_keys(tables, lv, goals)) for lv in chosen]
+    nodes = _with_targets(pd.concat(parts, ignore_index=True), goals)
+    nodes = nodes.assign(**{S.PERIOD: str(period), S.AS_OF: funnel.as_of})
+    return nodes[[S.PERIOD, S.LEVEL, S.KEY, S.AS_OF, *NODE_METRICS]]

@@ -1,0 +1,1 @@
+"""Wiring only: data -> features -> models -> tracking, one module per model kind."""

@@ -1,0 +1,796 @@
+"""Point-in-time customer features: purchase history, interactions, receivables and pipeline.
+
+Every feature at ``as_of`` uses only rows dated strictly before ``as_of``. ``as_of`` is taken
+at day resolution (normalized to midnight), so every row dated on the as_of day belongs to the
+future, where the churn labels look (``features.labels``).
+
+A *purchase* is an order row with a positive amount; rows with a negative amount are returns or
+credit notes. Recency, frequency and the repurchase cycle count distinct purchase *days*, so an
+order split into many lines (one per product) counts once.
+
+How it stays fast: customer ids become integer codes once (sorted ids, code = position), and
+each dated table is sorted once by (customer, day) into a :class:`Timeline`. A window count or
+sum for every customer at once is then two ``np.searchsorted`` calls and a difference of prefix
+sums, so :class:`CustomerHistory` is prepared once and answers many snapshots cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from engine import schemas as S
+from engine.io import Tables
+
+__all__ = [
+    "FEATURE_DESCRIPTIONS",
+    "KIND_COMPLAINT",
+    "KIND_TICKET",
+    "WINDOWS",
+    "CustomerHistory",
+    "InteractionHistory",
+    "OrderHistory",
+    "Timeline",
+    "as_of_day",
+    "customer_features",
+    "customer_history",
+    "customer_index",
+    "feature_descriptions",
+    "features_at",
+    "format_feature",
+    "interaction_history",
+    "order_history",
+    "rfm_features",
+]
+
+WINDOWS: tuple[int, ...] = (30, 90, 180, 365)
+TREND_DAYS = 90  # spend in the last TREND_DAYS against the TREND_DAYS before
+BREADTH_DAYS = 365  # window of distinct products and of the returns share
+SEVERITY_DAYS = 90
+PIPELINE_DAYS = 180  # window of recently won and lost deals
+# Interaction kinds with their own features; schemas.py names no kinds (CONTRACTS.md: "e.g.").
+KIND_COMPLAINT = "complaint"
+KIND_TICKET = "ticket"
+
+_NS_PER_DAY = 86_400 * 10**9
+_GROSS, _RETURNS = "gross", "returns"
+_COMPLAINTS, _TICKETS, _SEVERITY, _SEVERITY_N = "complaints", "tickets", "severity", "severity_n"
+# customers column -> categorical feature.
+_CATEGORIES = {
+    S.SEGMENT: "cat_segment",
+    S.REGION: "cat_region",
+    S.ACCOUNT_MANAGER: "cat_account_manager",
+}
+
+Arrays = dict[str, np.ndarray]
+_POSITION_CACHE = 16
+
+
+# --- days and customer codes -------------------------------------------------------------
+
+
+def as_of_day(as_of: pd.Timestamp | str) -> tuple[pd.Timestamp, int]:
+    """The as_of normalized to midnight (naive, UTC for aware input) and its day number."""
+    ts = pd.Timestamp(as_of)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    ts = ts.normalize()
+    return ts, int(ts.value // _NS_PER_DAY)
+
+
+def _day_numbers(values: pd.Series) -> np.ndarray:
+    """Days since 1970-01-01 as float64 (NaN for missing dates)."""
+    stamps = values.to_numpy(dtype="datetime64[ns]")
+    days = stamps.astype("datetime64[D]").astype(np.int64).astype(np.float64)
+    days[np.isnat(stamps)] = np.nan
+    return days
+
+
+def customer_index(columns: Sequence[pd.Series]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Sorted distinct customer ids over ``columns`` and each column's codes (-1 for missing).
+
+    Strings are hashed once per column (``pd.factorize``); only the distinct ids are sorted.
+    """
+    factorized = [pd.factorize(column) for column in columns]
+    distinct = [np.asarray(uniques, dtype=object) for _, uniques in factorized]
+    ids = np.unique(np.concatenate(distinct)) if distinct else np.array([], dtype=object)
+    index = pd.Index(ids)
+    codes = []
+    for (column_codes, _), uniques in zip(factorized, distinct, strict=True):
+        to_id = np.append(index.get_indexer(uniques), -1)  # position -1 maps missing to -1
+        codes.append(to_id[column_codes])
+    return ids, codes
+
+
+# --- sorted events ---------------------------------------------------------------------------
+
+
+def _sort_events(codes: np.ndarray, days: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Row order by (customer, day), the sorted keys ``code * span + day - day0``, day0, span."""
+    if len(days) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 1
+    day0 = int(days.min())
+    span = int(days.max()) - day0 + 1
+    keys = codes.astype(np.int64) * span + (days.astype(np.int64) - day0)
+    row_bits = max(len(keys).bit_length(), 1)
+    if int(keys.max()).bit_length() + row_bits <= 62:
+        # np.sort is SIMD-accelerated and several times faster than argsort, so the row
+        # number rides along in the low bits of the key.
+        packed = np.sort((keys << row_bits) | np.arange(len(keys), dtype=np.int64))
+        return packed & ((1 << row_bits) - 1), packed >> row_bits, day0, span
+    order = np.argsort(keys, kind="stable")
+    return order, keys[order], day0, span
+
+
+def _prefix_sums(values: np.ndarray) -> np.ndarray:
+    """Cumulative sums with a leading zero, so a sum over rows [lo, hi) is p[hi] - p[lo]."""
+    out = np.zeros(len(values) + 1)
+    np.cumsum(values, out=out[1:])
+    return out
+
+
+def _segment_starts(keys: np.ndarray) -> np.ndarray:
+    """Positions where a new key starts in sorted ``keys``."""
+    return np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else keys[:0]
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Dated events of all customers on one sorted axis, answering window queries per customer.
+
+    Attributes:
+        keys: ``code * span + (day - day0)``, ascending; a customer's events are contiguous.
+        day0: first day number; span: number of days covered.
+        n_customers: number of customer codes.
+        prefix: value name -> prefix sums aligned with ``keys`` (leading zero).
+    """
+
+    keys: np.ndarray
+    day0: int
+    span: int
+    n_customers: int
+    prefix: Arrays = field(default_factory=dict)
+    # Recent positions by query day: one snapshot asks for the same few days many times.
+    _positions: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    @cached_property
+    def _base(self) -> np.ndarray:
+        return np.arange(self.n_customers, dtype=np.int64) * self.span
+
+    @cached_property
+    def _starts(self) -> np.ndarray:
+        return np.searchsorted(self.keys, self._base)
+
+    def positions(self, day: int) -> np.ndarray:
+        """Per customer, the index of its first event on or after ``day``."""
+        # Clipping keeps a query inside the customer's own key range: offset span is the
+        # start of the next customer, which is this customer's end.
+        offset = min(max(day - self.day0, 0), self.span)
+        found = self._positions.get(offset)
+        if found is None:
+            if len(self._positions) >= _POSITION_CACHE:
+                del self._positions[next(iter(self._positions))]
+            found = self._positions[offset] = np.searchsorted(self.keys, self._base + offset)
+        return found
+
+    def count(self, lo: int, hi: int) -> np.ndarray:
+        """Per customer, the number of events with day in [lo, hi)."""
+        return (self.positions(hi) - self.positions(lo)).astype(np.float64)
+
+    def total(self, name: str, lo: int, hi: int) -> np.ndarray:
+        """Per customer, the sum of value ``name`` over events with day in [lo, hi)."""
+        p = self.prefix[name]
+        return p[self.positions(hi)] - p[self.positions(lo)]
+
+    def any_before(self, day: int) -> np.ndarray:
+        """Per customer, whether it has an event before ``day``."""
+        return self.positions(day) > self._starts
+
+    def last_before(self, day: int) -> np.ndarray:
+        """Per customer, the day of its last event before ``day`` (NaN if none)."""
+        end = self.positions(day)
+        return self._day_at(end - 1, end > self._starts)
+
+    def first_before(self, day: int) -> np.ndarray:
+        """Per customer, the day of its first event if it is before ``day`` (NaN if none)."""
+        return self._day_at(self._starts, self.any_before(day))
+
+    def _day_at(self, index: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        if len(self.keys) == 0:
+            return np.full(self.n_customers, np.nan)
+        safe = np.clip(index, 0, len(self.keys) - 1)
+        return np.where(valid, self.keys[safe] - self._base + self.day0, np.nan)
+
+    def subset(self, mask: np.ndarray) -> Timeline:
+        """The events where ``mask`` holds (sums are not carried over)."""
+        return Timeline(self.keys[mask], self.day0, self.span, self.n_customers)
+
+    def customer_codes(self) -> np.ndarray:
+        """The customer code of every event."""
+        return self.keys // self.span
+
+    def day_offsets(self) -> np.ndarray:
+        """The day of every event, as an offset from ``day0``."""
+        return self.keys % self.span
+
+
+def _segment_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per customer, the max of ``values[lo:hi]`` ignoring NaN (NaN for empty segments)."""
+    if len(values) == 0:
+        return np.full(len(lo), np.nan)
+    bounds = np.empty(2 * len(lo), dtype=np.int64)
+    bounds[0::2], bounds[1::2] = lo, hi
+    # reduceat over [lo, hi) pairs; the padding keeps hi == len(values) a valid index.
+    out = np.fmax.reduceat(np.append(values, np.nan), bounds)[0::2]
+    return np.where(hi > lo, out, np.nan)
+
+
+# --- repurchase cycle and product breadth ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Gaps:
+    """Gaps between consecutive purchase days, ordered by (customer, gap) once for all as_ofs."""
+
+    codes: np.ndarray
+    gaps: np.ndarray
+    ends: np.ndarray  # day offset of the later purchase of each gap
+    day0: int
+    n_customers: int
+
+    @classmethod
+    def of(cls, purchases: Timeline) -> _Gaps:
+        codes, days = purchases.customer_codes(), purchases.day_offsets()
+        same = codes[1:] == codes[:-1]
+        code, gap, end = codes[1:][same], (days[1:] - days[:-1])[same], days[1:][same]
+        span = purchases.span
+        # One packed sort gives the (customer, gap) order and carries the end day along.
+        packed = np.sort((code * span + gap) * span + end)
+        return cls(packed // (span * span), packed // span % span, packed % span,
+                   purchases.day0, purchases.n_customers)
+
+    def quantiles(self, day: int, qs: Sequence[float]) -> list[np.ndarray]:
+        """Per customer, linear-interpolated quantiles of its gaps ending before ``day``."""
+        keep = self.ends < day - self.day0
+        gaps = self.gaps[keep].astype(np.float64)
+        counts = np.bincount(self.codes[keep], minlength=self.n_customers)
+        starts = np.cumsum(counts) - counts
+        top = max(len(gaps) - 1, 0)
+        out = []
+        for q in qs:
+            at = starts + q * (counts - 1)
+            lo, hi = np.clip(np.floor(at).astype(np.int64), 0, top), np.clip(
+                np.ceil(at).astype(np.int64), 0, top)
+            value = gaps[lo] + (gaps[hi] - gaps[lo]) * (at - np.floor(at)) if len(gaps) else 0
+            out.append(np.where(counts > 0, value, np.nan))
+        return out
+
+
+@dataclass(frozen=True)
+class _ProductDays:
+    """Distinct (customer, product, day) purchases, each knowing the pair's next purchase day."""
+
+    codes: np.ndarray
+    days: np.ndarray
+    next_days: np.ndarray
+    n_customers: int
+
+    def distinct(self, lo: int, hi: int) -> np.ndarray:
+        """Per customer, the number of distinct products bought with day in [lo, hi)."""
+        # Counting only a pair's last purchase in the window counts each pair once.
+        last = (self.days >= lo) & (self.days < hi) & (self.next_days >= hi)
+        return np.bincount(self.codes[last], minlength=self.n_customers).astype(np.float64)
+
+
+def _product_days(codes: np.ndarray, days: np.ndarray, products: pd.Series,
+                  n_customers: int) -> _ProductDays:
+    """Purchases of products as :class:`_ProductDays` (rows: purchases with a product)."""
+    product_codes, uniques = pd.factorize(products)
+    ok = product_codes >= 0
+    codes, days, product_codes = codes[ok], days[ok].astype(np.int64), product_codes[ok]
+    pair = codes.astype(np.int64) * max(len(uniques), 1) + product_codes
+    day0 = int(days.min()) if len(days) else 0
+    span = int(days.max()) - day0 + 1 if len(days) else 1
+    if (int(pair.max()) + 1 if len(pair) else 1).bit_length() + span.bit_length() > 62:
+        pair = pd.factorize(pair)[0].astype(np.int64)  # dense pair ids fit beside the day
+    keys = np.unique(pair * span + (days - day0))
+    pair_of, day_of = keys // span, keys % span + day0
+    next_day = np.append(np.where(pair_of[1:] == pair_of[:-1], day_of[1:], np.iinfo(np.int64).max),
+                         np.iinfo(np.int64).max)
+    owner = np.zeros(int(pair.max()) + 1 if len(pair) else 0, dtype=np.int64)
+    owner[pair] = codes
+    return _ProductDays(owner[pair_of], day_of, next_day, n_customers)
+
+
+# --- prepared histories ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderHistory:
+    """Orders prepared for point-in-time queries.
+
+    Attributes:
+        days: every customer-day with an order row; sums ``gross`` (positive amounts) and
+            ``returns`` (negated negative amounts).
+        purchases: the customer-days with a purchase (a positive amount).
+        products: distinct product purchases, or None when orders have no ``product``.
+    """
+
+    days: Timeline
+    purchases: Timeline
+    products: _ProductDays | None = None
+
+    @cached_property
+    def gaps(self) -> _Gaps:
+        """Gaps between purchase days, prepared on first use (RFM alone never needs them)."""
+        return _Gaps.of(self.purchases)
+
+
+def order_history(orders: pd.DataFrame, codes: np.ndarray, n_customers: int) -> OrderHistory:
+    """Sort the orders once by (customer, day) and sum them per customer-day."""
+    known = codes >= 0
+    amounts = orders[S.AMOUNT].to_numpy(dtype=np.float64)[known]
+    days = _day_numbers(orders[S.ORDER_DATE])[known]
+    codes = codes[known]
+    order, keys, day0, span = _sort_events(codes, days)
+    amounts = amounts[order]
+    starts = _segment_starts(keys)
+    gross = np.add.reduceat(np.maximum(amounts, 0.0), starts) if len(keys) else amounts
+    returns = np.add.reduceat(np.maximum(-amounts, 0.0), starts) if len(keys) else amounts
+    day_keys = keys[starts]
+    days_tl = Timeline(day_keys, day0, span, n_customers,
+                       {_GROSS: _prefix_sums(gross), _RETURNS: _prefix_sums(returns)})
+    products = None
+    if S.PRODUCT in orders.columns:
+        bought = amounts > 0
+        rows = order[bought]
+        products = _product_days(codes[rows], days[rows],
+                                 orders[S.PRODUCT].iloc[np.flatnonzero(known)[rows]],
+                                 n_customers)
+    return OrderHistory(days_tl, days_tl.subset(gross > 0), products)
+
+
+@dataclass(frozen=True)
+class InteractionHistory:
+    """Interactions prepared for point-in-time queries.
+
+    Attributes:
+        events: all interactions; sums ``complaints``, ``tickets``, ``severity`` and
+            ``severity_n`` (interactions with a severity).
+        complaints: the complaints alone.
+        severity: severity of each event in ``events`` order (NaN when not given).
+    """
+
+    events: Timeline
+    complaints: Timeline
+    severity: np.ndarray
+
+
+def interaction_history(interactions: pd.DataFrame, codes: np.ndarray,
+                        n_customers: int) -> InteractionHistory:
+    """Sort the interactions once by (customer, day) and flag complaints and tickets."""
+    known = codes >= 0
+    days = _day_numbers(interactions[S.OCCURRED_AT])[known]
+    order, keys, day0, span = _sort_events(codes[known], days)
+    kind = interactions[S.KIND].astype("string").str.strip().str.lower().to_numpy()[known][order]
+    severity = (interactions[S.SEVERITY].to_numpy(dtype=np.float64)[known][order]
+                if S.SEVERITY in interactions.columns else np.full(len(keys), np.nan))
+    complaint = np.asarray(kind == KIND_COMPLAINT, dtype=bool)
+    sums = {
+        _COMPLAINTS: _prefix_sums(complaint.astype(np.float64)),
+        _TICKETS: _prefix_sums((kind == KIND_TICKET).astype(np.float64)),
+        _SEVERITY: _prefix_sums(np.nan_to_num(severity)),
+        _SEVERITY_N: _prefix_sums((~np.isnan(severity)).astype(np.float64)),
+    }
+    events = Timeline(keys, day0, span, n_customers, sums)
+    return InteractionHistory(events, events.subset(complaint), severity)
+
+
+@dataclass(frozen=True)
+class _Receivables:
+    codes: np.ndarray
+    issued: np.ndarray
+    due: np.ndarray
+    paid: np.ndarray  # NaN while unpaid
+    amount: np.ndarray
+
+
+def _receivables(frame: pd.DataFrame, codes: np.ndarray) -> _Receivables:
+    known = codes >= 0
+    paid = (_day_numbers(frame[S.PAID_AT]) if S.PAID_AT in frame.columns
+            else np.full(len(frame), np.nan))
+    return _Receivables(codes[known], _day_numbers(frame[S.ISSUED_AT])[known],
+                        _day_numbers(frame[S.DUE_DATE])[known], paid[known],
+                        frame[S.AMOUNT].to_numpy(dtype=np.float64)[known])
+
+
+@dataclass(frozen=True)
+class _Opportunities:
+    codes: np.ndarray
+    created: np.ndarray
+    close: np.ndarray
+    won: np.ndarray
+    lost: np.ndarray
+    amount: np.ndarray
+
+
+def _opportunities(frame: pd.DataFrame, codes: np.ndarray) -> _Opportunities:
+    known = codes >= 0
+    status = frame[S.STATUS].to_numpy()[known]
+    return _Opportunities(codes[known], _day_numbers(frame[S.CREATED_AT])[known],
+                          _day_numbers(frame[S.CLOSE_DATE])[known], status == S.STATUS_WON,
+                          status == S.STATUS_LOST, frame[S.AMOUNT].to_numpy(dtype=np.float64)[known])
+
+
+@dataclass(frozen=True)
+class CustomerHistory:
+    """Everything known about every customer, prepared once for many as_of snapshots.
+
+    Attributes:
+        ids: sorted customer ids; a customer's code is its position here.
+        created: ``customers.created_at`` as a day number per customer (NaN when unknown).
+        orders: the prepared orders.
+        interactions, receivables, opportunities: None when the table (or, for
+            opportunities, its ``customer_id`` column) is absent.
+        attributes: customers column -> value per customer, for the ``cat_`` features.
+    """
+
+    ids: np.ndarray
+    created: np.ndarray
+    orders: OrderHistory
+    interactions: InteractionHistory | None = None
+    receivables: _Receivables | None = None
+    opportunities: _Opportunities | None = None
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _customer_columns(tables: Tables) -> dict[str, pd.Series]:
+    """Every ``customer_id`` column, by table, that names customers."""
+    names = (S.CUSTOMERS, S.ORDERS, S.INTERACTIONS, S.RECEIVABLES, S.OPPORTUNITIES)
+    return {
+        name: frame[S.CUSTOMER_ID]
+        for name in names
+        if (frame := tables.get(name)) is not None and S.CUSTOMER_ID in frame.columns
+    }
+
+
+def _attributes(customers: pd.DataFrame | None, codes: np.ndarray, n: int
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``created_at`` days and the categorical columns of ``customers``, aligned to codes."""
+    created = np.full(n, np.nan)
+    attributes = {column: np.full(n, None, dtype=object) for column in _CATEGORIES}
+    if customers is None:
+        return created, attributes
+    if S.CREATED_AT in customers.columns:
+        created[codes] = _day_numbers(customers[S.CREATED_AT])
+    for column, values in attributes.items():
+        if column in customers.columns:
+            values[codes] = customers[column].to_numpy(dtype=object)
+    return created, attributes
+
+
+def customer_history(tables: Tables) -> CustomerHistory:
+    """Prepare every table once: integer customer codes, sorted timelines, plain arrays."""
+    columns = _customer_columns(tables)
+    ids, code_list = customer_index(list(columns.values()))
+    codes = dict(zip(columns, code_list, strict=True))
+    n = len(ids)
+    created, attributes = _attributes(tables.get(S.CUSTOMERS), codes.get(S.CUSTOMERS,
+                                      np.zeros(0, np.int64)), n)
+    interactions = tables.get(S.INTERACTIONS)
+    receivables = tables.get(S.RECEIVABLES)
+    opportunities = tables.get(S.OPPORTUNITIES)
+    return CustomerHistory(
+        ids=ids,
+        created=created,
+        orders=order_history(tables.orders, codes[S.ORDERS], n),
+        interactions=(interaction_history(interactions, codes[S.INTERACTIONS], n)
+                      if interactions is not None else None),
+        receivables=(_receivables(receivables, codes[S.RECEIVABLES])
+                     if receivables is not None else None),
+        opportunities=(_opportunities(opportunities, codes[S.OPPORTUNITIES])
+                       if S.OPPORTUNITIES in codes and opportunities is not None else None),
+        attributes=attributes,
+    )
+
+
+# --- feature families: each returns feature name -> value per customer code -----------------
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, NaN where den is zero."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den != 0, num / np.where(den != 0, den, 1.0), np.nan)
+
+
+def rfm_features(orders: OrderHistory, day: int, windows: Sequence[int] = WINDOWS) -> Arrays:
+    """Recency, and frequency (purchase days) and monetary (net amount) per window."""
+    out = {"hist_recency_days": day - orders.purchases.last_before(day)}
+    for w in windows:
+        out[f"hist_frequency_{w}d"] = orders.purchases.count(day - w, day)
+        out[f"hist_monetary_{w}d"] = _net(orders.days, day - w, day)
+    return out
+
+
+def _net(days: Timeline, lo: int, hi: int) -> np.ndarray:
+    return days.total(_GROSS, lo, hi) - days.total(_RETURNS, lo, hi)
+
+
+def lifetime_features(orders: OrderHistory, day: int) -> Arrays:
+    """Lifetime frequency, net value, average order value and days since the first purchase."""
+    begin = orders.days.day0
+    frequency = orders.purchases.count(begin, day)
+    return {
+        "hist_frequency_lifetime": frequency,
+        "hist_monetary_lifetime": _net(orders.days, begin, day),
+        "hist_avg_order_value": _ratio(orders.days.total(_GROSS, begin, day), frequency),
+        "hist_days_since_first_order": day - orders.purchases.first_before(day),
+    }
+
+
+def cycle_features(orders: OrderHistory, day: int, recency: np.ndarray) -> Arrays:
+    """The customer's own repurchase cycle and how overdue the next purchase is against it."""
+    q25, median, q75 = orders.gaps.quantiles(day, (0.25, 0.5, 0.75))
+    return {
+        "hist_cycle_median_days": median,
+        "hist_cycle_iqr_days": q75 - q25,
+        "hist_overdue_ratio": recency / median,  # median >= 1: gaps join distinct days
+        "hist_overdue_days": recency - median,
+    }
+
+
+def trend_features(orders: OrderHistory, day: int) -> Arrays:
+    """Purchase spend in the last 90 days against the 90 days before."""
+    last = orders.days.total(_GROSS, day - TREND_DAYS, day)
+    prior = orders.days.total(_GROSS, day - 2 * TREND_DAYS, day - TREND_DAYS)
+    both = last + prior  # gross spend is never negative
+    return {
+        # Bounded in [-1, 1] and defined everywhere: 0 when nothing was bought in either.
+        f"hist_spend_trend_{TREND_DAYS}d": np.where(both > 0, _ratio(last - prior, both), 0.0),
+        f"hist_spend_change_{TREND_DAYS}d": _ratio(last - prior, prior),
+    }
+
+
+def breadth_features(orders: OrderHistory, day: int) -> Arrays:
+    """Distinct products bought and the share of gross spend returned, over 365 days."""
+    lo = day - BREADTH_DAYS
+    n = orders.days.n_customers
+    products = orders.products.distinct(lo, day) if orders.products else np.full(n, np.nan)
+    returned = _ratio(orders.days.total(_RETURNS, lo, day), orders.days.total(_GROSS, lo, day))
+    return {
+        f"hist_products_{BREADTH_DAYS}d": products,
+        f"hist_returns_share_{BREADTH_DAYS}d": returned,
+    }
+
+
+def order_features(orders: OrderHistory, day: int, windows: Sequence[int] = WINDOWS) -> Arrays:
+    """Every ``hist_`` feature derived from orders alone."""
+    out = rfm_features(orders, day, windows)
+    out |= lifetime_features(orders, day)
+    out |= cycle_features(orders, day, out["hist_recency_days"])
+    out |= trend_features(orders, day)
+    return out | breadth_features(orders, day)
+
+
+def tenure_days(history: CustomerHistory, day: int) -> np.ndarray:
+    """Days since the customer was first seen: created, first order or first interaction."""
+    seen = [history.created, history.orders.days.first_before(day)]
+    if history.interactions is not None:
+        seen.append(history.interactions.events.first_before(day))
+    stacked = np.vstack(seen)
+    stacked[stacked >= day] = np.nan  # a creation date on or after as_of is not known yet
+    first = np.fmin.reduce(stacked, axis=0)
+    return day - first
+
+
+def interaction_features(interactions: InteractionHistory | None, day: int, n: int,
+                         windows: Sequence[int] = WINDOWS) -> Arrays:
+    """Interactions, complaints and tickets per window; last complaint; recent severity."""
+    names = _interaction_names(windows)
+    if interactions is None:
+        return dict.fromkeys(names, np.full(n, np.nan))
+    events = interactions.events
+    out: Arrays = {}
+    for w in windows:
+        out[f"cx_interactions_{w}d"] = events.count(day - w, day)
+        out[f"cx_complaints_{w}d"] = events.total(_COMPLAINTS, day - w, day)
+        out[f"cx_tickets_{w}d"] = events.total(_TICKETS, day - w, day)
+    out["cx_days_since_last_interaction"] = day - events.last_before(day)
+    out["cx_days_since_last_complaint"] = day - interactions.complaints.last_before(day)
+    lo = day - SEVERITY_DAYS
+    severity, rated = events.total(_SEVERITY, lo, day), events.total(_SEVERITY_N, lo, day)
+    out[f"cx_severity_mean_{SEVERITY_DAYS}d"] = _ratio(severity, rated)
+    out[f"cx_severity_max_{SEVERITY_DAYS}d"] = _segment_max(
+        interactions.severity, events.positions(lo), events.positions(day))
+    return out
+
+
+def _interaction_names(windows: Sequence[int]) -> list[str]:
+    per_window = [f"cx_{what}_{w}d" for w in windows
+                  for what in ("interactions", "complaints", "tickets")]
+    return [*per_window, "cx_days_since_last_interaction", "cx_days_since_last_complaint",
+            f"cx_severity_mean_{SEVERITY_DAYS}d", f"cx_severity_max_{SEVERITY_DAYS}d"]
+
+
+def _group_sum(codes: np.ndarray, values: np.ndarray | None, mask: np.ndarray, n: int
+               ) -> np.ndarray:
+    """Per customer, the sum of ``values`` (or the count) over rows where ``mask`` holds."""
+    weights = None if values is None else values[mask]
+    return np.bincount(codes[mask], weights=weights, minlength=n).astype(np.float64)
+
+
+def _group_max(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per customer, the max of ``values`` (NaN for customers without rows)."""
+    out = np.full(n, np.nan)
+    np.fmax.at(out, codes, values)
+    return out
+
+
+_RECEIVABLE_NAMES = ("ar_unpaid_amount", "ar_overdue_amount", "ar_overdue_invoices",
+                     "ar_max_days_late", "ar_paid_late_share")
+
+
+def receivable_features(receivables: _Receivables | None, day: int, n: int) -> Arrays:
+    """Receivables as of the day: unpaid, overdue, how late, and the history of late payment."""
+    if receivables is None:
+        return dict.fromkeys(_RECEIVABLE_NAMES, np.full(n, np.nan))
+    r = receivables
+    paid = r.paid < day  # NaN (unpaid) compares False
+    unpaid = (r.issued < day) & ~paid
+    overdue = unpaid & (r.due < day)
+    late = _group_max(r.codes[overdue], day - r.due[overdue], n)
+    paid_late = paid & (r.paid > r.due)
+    return {
+        "ar_unpaid_amount": _group_sum(r.codes, r.amount, unpaid, n),
+        "ar_overdue_amount": _group_sum(r.codes, r.amount, overdue, n),
+        "ar_overdue_invoices": _group_sum(r.codes, None, overdue, n),
+        "ar_max_days_late": np.nan_to_num(late, nan=0.0),
+        "ar_paid_late_share": _ratio(_group_sum(r.codes, None, paid_late, n),
+                                     _group_sum(r.codes, None, paid, n)),
+    }
+
+
+_PIPELINE_NAMES = ("pipe_open_value", "pipe_open_deals", f"pipe_won_{PIPELINE_DAYS}d",
+                   f"pipe_lost_{PIPELINE_DAYS}d")
+
+
+def pipeline_features(opportunities: _Opportunities | None, day: int, n: int) -> Arrays:
+    """Deals open at the day (created before, not closed before) and recent wins and losses."""
+    if opportunities is None:
+        return dict.fromkeys(_PIPELINE_NAMES, np.full(n, np.nan))
+    o = opportunities
+    closed_before = (o.won | o.lost) & (o.close < day)
+    is_open = (o.created < day) & ~closed_before
+    recent = (o.close >= day - PIPELINE_DAYS) & (o.close < day)
+    return {
+        "pipe_open_value": _group_sum(o.codes, o.amount, is_open, n),
+        "pipe_open_deals": _group_sum(o.codes, None, is_open, n),
+        f"pipe_won_{PIPELINE_DAYS}d": _group_sum(o.codes, None, o.won & recent, n),
+        f"pipe_lost_{PIPELINE_DAYS}d": _group_sum(o.codes, None, o.lost & recent, n),
+    }
+
+
+def known_customers(history: CustomerHistory, day: int) -> np.ndarray:
+    """Codes of customers known before the day: created, ordered or interacted before it."""
+    known = history.created < day
+    known |= history.orders.days.positions(day) > history.orders.days.positions(-(2**40))
+    if history.interactions is not None:
+        events = history.interactions.events
+        known |= events.positions(day) > events.positions(-(2**40))
+    return np.flatnonzero(known)
+
+
+def category_features(history: CustomerHistory, rows: np.ndarray) -> dict[str, pd.Categorical]:
+    """Segment, region and account manager of the given customers, as categoricals.
+
+    The categories are the values among these customers, so a value first seen after as_of
+    does not leak into the dtype; ``features.table`` unions them across snapshots.
+    """
+    return {
+        name: pd.Categorical(history.attributes[column][rows])
+        for column, name in _CATEGORIES.items()
+    }
+
+
+def features_at(history: CustomerHistory, as_of: pd.Timestamp | str,
+                windows: Sequence[int] = WINDOWS) -> pd.DataFrame:
+    """The feature table at one as_of from a prepared history (see :func:`customer_features`)."""
+    stamp, day = as_of_day(as_of)
+    n = len(history.ids)
+    numeric = order_features(history.orders, day, windows)
+    numeric["hist_tenure_days"] = tenure_days(history, day)
+    numeric |= interaction_features(history.interactions, day, n, windows)
+    numeric |= receivable_features(history.receivables, day, n)
+    numeric |= pipeline_features(history.opportunities, day, n)
+    rows = known_customers(history, day)
+    columns: dict[str, object] = {
+        S.CUSTOMER_ID: history.ids[rows],
+        S.AS_OF: np.full(len(rows), stamp.to_datetime64(), dtype="datetime64[ns]"),
+    }
+    columns |= {name: values[rows].astype(np.float64) for name, values in numeric.items()}
+    columns |= category_features(history, rows)
+    return pd.DataFrame(columns)
+
+
+def customer_features(tables: Tables, as_of: pd.Timestamp,
+                      windows: tuple[int, ...] = WINDOWS) -> pd.DataFrame:
+    """Point-in-time feature table: one row per customer known before ``as_of``.
+
+    A customer is known when created before ``as_of`` or with an order or interaction before
+    it. Every feature uses only rows dated strictly before ``as_of`` (taken at midnight).
+
+    Returns:
+        ``customer_id``, ``as_of``, then float64 features prefixed ``hist_``, ``cx_``, ``ar_``,
+        ``pipe_`` and categorical ``cat_`` columns; rows sorted by ``customer_id``. Features of
+        an absent optional table are NaN.
+    """
+    return features_at(customer_history(tables), as_of, windows)
+
+
+# --- descriptions, for churn reasons -----------------------------------------------------------
+
+_DAYS, _COUNT, _MONEY, _SHARE = "{:.0f} days", "{:.0f}", "{:,.0f}", "{:.0%}"
+
+
+def feature_descriptions(windows: Sequence[int] = WINDOWS) -> dict[str, str]:
+    """Feature name -> plain-English description ending in a ``[format]`` hint."""
+    out = {"hist_recency_days": f"Days since the last purchase [{_DAYS}]"}
+    for w in windows:
+        out[f"hist_frequency_{w}d"] = f"Days with a purchase in the last {w} days [{_COUNT}]"
+        out[f"hist_monetary_{w}d"] = f"Net spend (purchases minus returns) in the last {w} days [{_MONEY}]"
+    out |= {
+        "hist_frequency_lifetime": f"Days with a purchase, ever [{_COUNT}]",
+        "hist_monetary_lifetime": f"Net spend, ever [{_MONEY}]",
+        "hist_avg_order_value": f"Average purchase per purchase day, ever [{_MONEY}]",
+        "hist_days_since_first_order": f"Days since the first purchase [{_DAYS}]",
+        "hist_cycle_median_days": f"Usual days between purchases (median gap) [{_DAYS}]",
+        "hist_cycle_iqr_days": f"Spread of the days between purchases (IQR) [{_DAYS}]",
+        "hist_overdue_ratio": "Days since the last purchase relative to the usual gap [{:.1f}x]",
+        "hist_overdue_days": f"Days past the usual gap since the last purchase (negative: not yet due) [{_DAYS}]",
+        f"hist_spend_trend_{TREND_DAYS}d": f"Spend trend, last {TREND_DAYS} days vs the {TREND_DAYS} before, from -1 (stopped) to +1 (new) [{{:+.2f}}]",
+        f"hist_spend_change_{TREND_DAYS}d": f"Change in spend, last {TREND_DAYS} days vs the {TREND_DAYS} before [{{:+.0%}}]",
+        f"hist_products_{BREADTH_DAYS}d": f"Distinct products bought in the last {BREADTH_DAYS} days [{_COUNT}]",
+        f"hist_returns_share_{BREADTH_DAYS}d": f"Share of spend returned in the last {BREADTH_DAYS} days [{_SHARE}]",
+        "hist_tenure_days": f"Days since the customer was first seen [{_DAYS}]",
+    }
+    for w in windows:
+        out[f"cx_interactions_{w}d"] = f"Interactions in the last {w} days [{_COUNT}]"
+        out[f"cx_complaints_{w}d"] = f"Complaints in the last {w} days [{_COUNT}]"
+        out[f"cx_tickets_{w}d"] = f"Support tickets in the last {w} days [{_COUNT}]"
+    out |= {
+        "cx_days_since_last_interaction": f"Days since the last interaction [{_DAYS}]",
+        "cx_days_since_last_complaint": f"Days since the last complaint [{_DAYS}]",
+        f"cx_severity_mean_{SEVERITY_DAYS}d": f"Mean severity of interactions in the last {SEVERITY_DAYS} days, 1 low to 4 critical [{{:.1f}}]",
+        f"cx_severity_max_{SEVERITY_DAYS}d": f"Worst severity of interactions in the last {SEVERITY_DAYS} days, 1 low to 4 critical [{{:.0f}}]",
+        "ar_unpaid_amount": f"Invoiced and not yet paid [{_MONEY}]",
+        "ar_overdue_amount": f"Unpaid past the due date [{_MONEY}]",
+        "ar_overdue_invoices": f"Invoices unpaid past the due date [{_COUNT}]",
+        "ar_max_days_late": f"Days the most overdue unpaid invoice is late [{_DAYS}]",
+        "ar_paid_late_share": f"Share of paid invoices that were paid late [{_SHARE}]",
+        "pipe_open_value": f"Value of open deals [{_MONEY}]",
+        "pipe_open_deals": f"Open deals [{_COUNT}]",
+        f"pipe_won_{PIPELINE_DAYS}d": f"Deals won in the last {PIPELINE_DAYS} days [{_COUNT}]",
+        f"pipe_lost_{PIPELINE_DAYS}d": f"Deals lost in the last {PIPELINE_DAYS} days [{_COUNT}]",
+        "cat_segment": "Segment [{}]",
+        "cat_region": "Region [{}]",
+        "cat_account_manager": "Account manager [{}]",
+    }
+    return out
+
+
+FEATURE_DESCRIPTIONS: dict[str, str] = feature_descriptions()
+
+
+def format_feature(name: str, value: object,
+                   descriptions: dict[str, str] | None = None) -> str:
+    """``Description: value`` with the value in its format, e.g. ``Days since ...: 47 days``."""
+    text = (descriptions or FEATURE_DESCRIPTIONS)[name]
+    label, _, hint = text.rpartition(" [")
+    shown: Callable[[object], str] = hint.rstrip("]").format
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return f"{label}: unknown"
+    return f"{label}: {shown(value)}"

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from engine.cli_common import (
+    AsOfOpt,
     DataOpt,
     JsonOpt,
     OutOpt,
@@ -19,6 +20,7 @@ from engine.cli_common import (
     data_source,
     emit,
     err,
+    parse_as_of,
     print_frame,
     read_data,
     settings_of,
@@ -114,6 +116,26 @@ def demo(
     tables = read_data(str(out))
     print_frame(table_summary(tables), f"demo company written to {out}")
     err.print(f"data runs to {data_end(tables).date()}; try: quotacast validate --data {out}")
+
+
+@app.command()
+def features(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    as_of: AsOfOpt = None,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Point-in-time customer feature table: one row per customer, rows dated before --as-of."""
+    from features.customer import customer_features
+
+    when = parse_as_of(as_of)
+    tables = read_data(data_source(ctx, data))
+    when = when if when is not None else data_end(tables)
+    with err.status(f"computing customer features as of {when.date()}"):
+        frame = customer_features(tables, when)
+    err.print(f"{len(frame):,} customers x {frame.shape[1] - 2} features as of {when.date()}")
+    emit(frame, out, as_json)
 
 
 def main() -> None:

@@ -266,36 +266,72 @@ def read_source(
 
 
 def _as_text(values: pd.Series) -> pd.Series:
-    """Cells as stripped strings; numbers stored by Parquet/SQL (1.0) become '1'."""
+    """Cells as stripped strings, missing as None; numbers stored by Parquet/SQL (1.0) -> '1'.
+
+    Clean string columns (the common case, millions of ids) are returned as they are: the
+    strip runs as one Arrow kernel and only a column that changes is rebuilt.
+    """
     if pd.api.types.is_float_dtype(values):
         whole = values.dropna()
         if (whole == whole.round()).all():
             values = values.astype("Int64")
-    out = values.astype("string").str.strip()
-    out = out.mask(out == "")
-    text = out.astype(object)
-    text[out.isna()] = None
+    arrow = values.astype("string[pyarrow]")
+    stripped = arrow.str.strip()
+    blank = (stripped == "").fillna(False)
+    changed = (stripped != arrow).fillna(False) | blank
+    if not changed.any() and pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values
+    text = stripped.mask(blank).astype(object)
+    text[text.isna()] = None
     return text
+
+
+def _retry_stripped(
+    values: pd.Series, parsed: pd.Series, parse: Callable[[pd.Series], pd.Series]
+) -> pd.Series:
+    """Parse again, stripped, the cells that failed: most cells parse at once, untouched."""
+    failed = values.notna() & parsed.isna()
+    if failed.any():
+        parsed = parsed.copy()
+        parsed[failed] = parse(values[failed].astype(str).str.strip())
+    return parsed
+
+
+def _to_dates(text: pd.Series) -> pd.Series:
+    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
+    return parsed.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
 
 
 def _parse_dates(values: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = pd.to_datetime(values)
-    else:
-        text = values.astype("string").str.strip()
-        parsed = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
-    if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    return parsed.astype("datetime64[ns]")
+        if parsed.dt.tz is not None:
+            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+        return parsed.astype("datetime64[ns]")
+    return _retry_stripped(values, _to_dates(values), _to_dates)
+
+
+def _to_numbers(text: pd.Series, words: dict[str, float] | None) -> pd.Series:
+    if words:
+        text = (
+            text.astype(str).str.strip().str.lower().replace({k: str(v) for k, v in words.items()})
+        )
+    return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
 def _parse_numbers(values: pd.Series, words: dict[str, float] | None = None) -> pd.Series:
     if pd.api.types.is_numeric_dtype(values):
         return values.astype("float64")
-    text = values.astype("string").str.strip()
-    if words:
-        text = text.str.lower().replace({k: str(v) for k, v in words.items()})
-    return pd.to_numeric(text, errors="coerce").astype("float64")
+    parsed = _to_numbers(values, words)
+    return _retry_stripped(values, parsed, lambda text: _to_numbers(text, words))
+
+
+def _bad_cells(values: pd.Series, parsed: pd.Series) -> pd.Series:
+    """Cells that hold something (not blank) yet did not parse."""
+    bad = values.notna() & parsed.isna()
+    if bad.any():
+        bad[bad] = values[bad].astype(str).str.strip() != ""
+    return bad
 
 
 def parse_table(spec: S.TableSpec, raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
@@ -321,13 +357,17 @@ def parse_table(spec: S.TableSpec, raw: pd.DataFrame) -> tuple[pd.DataFrame, lis
         else:
             frame[name] = _as_text(values)
             continue
-        bad = values.notna() & (values.astype("string").str.strip() != "") & parsed.isna()
+        bad = _bad_cells(values, parsed)
         problems.extend(
             Problem(spec.name, _line(idx), name, check, str(val))
             for idx, val in values[bad].items()
         )
         frame[name] = parsed
     return frame, problems
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value))
 
 
 def _line(index_value: object) -> int:
@@ -365,7 +405,7 @@ def _failure_problems(
         line = _line(case.index)
         column = str(case.column)
         check = str(case.check)
-        value = "empty" if case.failure_case is None else str(case.failure_case)
+        value = "empty" if _missing(case.failure_case) else str(case.failure_case)
         if check == "multiple_fields_uniqueness":
             compound.setdefault(line, []).append(value)
             continue

@@ -46,6 +46,7 @@ __all__ = [
     "ORDER_DATE",
     "ORDER_ID",
     "ORG",
+    "ORIGINAL_CLOSE_DATE",
     "OWNER",
     "PAID_AT",
     "PERIOD",
@@ -95,6 +96,9 @@ SEGMENT = "segment"
 CREATED_AT = "created_at"
 OWNER = "owner"
 CLOSE_DATE = "close_date"
+# Optional: the expected close date recorded when the deal was created (lets slips be measured
+# without knowing later expectations).
+ORIGINAL_CLOSE_DATE = "original_close_date"
 STAGE = "stage"
 STATUS = "status"
 ENTERED_AT = "entered_at"
@@ -212,6 +216,7 @@ TABLES: dict[str, TableSpec] = {
                 AMOUNT: ColumnSpec("number"),
                 CUSTOMER_ID: _opt("id"),
                 PRODUCT: _opt("text"),
+                ORIGINAL_CLOSE_DATE: _opt("date"),
             },
             unique=((OPPORTUNITY_ID,),),
             checks={

@@ -75,7 +75,7 @@ class SizeSpec:
 SIZES: dict[str, SizeSpec] = {
     "small": SizeSpec("small", 600, 3, 2, (2, 2), (3, 4)),
     "medium": SizeSpec("medium", 4_000, 3, 4, (2, 3), (3, 6)),
-    "large": SizeSpec("large", 220_000, 3, 6, (3, 4), (6, 10)),
+    "large": SizeSpec("large", 210_000, 4, 6, (3, 4), (6, 10)),
 }
 
 # --- vocabularies ------------------------------------------------------------------------------
@@ -98,7 +98,7 @@ LAST_NAMES = (
 
 # --- segment parameters (rows: enterprise, mid-market, smb) ------------------------------------
 _SEGMENT_SHARE = np.array([0.10, 0.30, 0.60])
-_CYCLE_DAYS = np.array([7.0, 14.0, 30.0])  # median days between two orders
+_CYCLE_DAYS = np.array([6.0, 12.0, 25.0])  # median days between two orders
 _ORDER_AMOUNT = np.array([8_000.0, 2_000.0, 400.0])  # median order amount
 _DEAL_RATE = np.array([4.0, 1.5, 0.3])  # opportunities per customer and year
 _DEAL_AMOUNT = np.array([120_000.0, 30_000.0, 6_000.0])
@@ -128,6 +128,7 @@ _WEEKEND_SHIFT = 0.9  # share of weekend orders booked on a workday instead
 _PRICE_GROWTH = 0.03  # yearly price inflation on order amounts
 _ARRIVAL_GROWTH = 0.10  # yearly growth of the rate at which new customers arrive
 _INITIAL_SHARE = 0.45  # customers already on the books when the warm-up year starts
+_INITIAL_DECLINING = 0.10  # of those, the share already in a decline (about the steady state)
 
 # --- health and churn --------------------------------------------------------------------------
 _HEALTHY = 0.6  # typical health; risk = _HEALTHY - health
@@ -190,8 +191,6 @@ class _Calendar:
         month = (self.origin + days.astype("timedelta64[D]")).astype("datetime64[M]")
         return month.astype(np.int64) - _month_number(self.first_year - 1, 1)
 
-    def day_of(self, year: int, month: int, day: int = 1) -> int:
-        return int((np.datetime64(date(year, month, day)) - self.origin).astype(np.int64))
 
 
 def _month_number(year: int, month: int) -> int:
@@ -199,6 +198,7 @@ def _month_number(year: int, month: int) -> int:
 
 
 def _calendar(spec: SizeSpec, end: date) -> _Calendar:
+    """Data from January of the first year; the warm-up year before; day 0 a Monday."""
     first_year = end.year - spec.years + 1
     warm_up = date(first_year - 1, 1, 1)
     origin = warm_up - timedelta(days=warm_up.weekday())
@@ -264,6 +264,7 @@ def _region_names(n: int) -> list[str]:
 
 
 def _org(spec: SizeSpec, rng: np.random.Generator) -> _Org:
+    """Regions > teams (with a team lead as manager) > reps, each rep with hidden traits."""
     regions = _region_names(spec.regions)
     team_region: list[int] = []
     rep_team: list[int] = []
@@ -334,7 +335,7 @@ def _choice_by_group(group: np.ndarray, probs: np.ndarray, rng: np.random.Genera
 
 def _created_days(n: int, cal: _Calendar, rng: np.random.Generator) -> np.ndarray:
     """Sorted creation days: an initial book spread over ten years, then growing arrivals."""
-    n0 = int(round(n * _INITIAL_SHARE))
+    n0 = round(n * _INITIAL_SHARE)
     before = -rng.uniform(30, 3650, n0)
     g = _ARRIVAL_GROWTH / 365.0
     u = rng.random(n - n0)
@@ -356,6 +357,7 @@ def _managers(region: np.ndarray, org: _Org, rng: np.random.Generator) -> np.nda
 
 def _customers(spec: SizeSpec, cal: _Calendar, org: _Org, rng: np.random.Generator
                ) -> _Customers:
+    """Static traits: segment sets cadence and size, the account manager's care adds health."""
     n = spec.customers
     segment = rng.choice(len(SEGMENTS), size=n, p=_SEGMENT_SHARE)
     region_weight = rng.gamma(8.0, size=len(org.region_names))
@@ -451,6 +453,20 @@ def _activate(st: _State, cust: _Customers, d0: int, rng: np.random.Generator) -
                      cust.created[new] + rng.random(new.size) * 0.5 * cycle)
     st.next_order[new] = first
     st.last_order[new] = np.where(booked, first - cycle, cust.created[new])
+    _decline_in_progress(st, new[booked], rng)
+
+
+def _decline_in_progress(st: _State, booked: np.ndarray, rng: np.random.Generator) -> None:
+    """Start part of the initial book mid-decline, as a book that had been running would be.
+
+    Without this the warm-up year would be unusually healthy and the first year's targets,
+    planned from it, too high.
+    """
+    hit = booked[rng.random(booked.size) < _INITIAL_DECLINING]
+    drop = rng.uniform(1.5, 3.0, hit.size)
+    st.mu[hit] -= drop
+    st.health[hit] -= drop * rng.random(hit.size)
+    st.decline_day[hit] = -np.floor(rng.uniform(0, 180, hit.size))
 
 
 def _step_health(st: _State, cust: _Customers, a: np.ndarray, d0: int,
@@ -491,6 +507,7 @@ def _severity(kind: np.ndarray, risk: np.ndarray, burst: np.ndarray,
 
 def _emit_interactions(st: _State, cust: _Customers, a: np.ndarray, d0: int,
                        rng: np.random.Generator, log: _Log) -> None:
+    """This week's interactions; complaints feed the observable complaint memory."""
     rates = _interaction_rates(st, cust, a)
     total = rng.poisson(rates.sum(axis=1))  # one draw per customer, kinds split below
     rows = np.repeat(np.arange(a.size), total)
@@ -536,6 +553,7 @@ def _hazard_logits(st: _State, cust: _Customers, a: np.ndarray, day: int) -> np.
 
 def _step_churn(st: _State, cust: _Customers, a: np.ndarray, d0: int,
                 rng: np.random.Generator) -> None:
+    """Who leaves this week, and why (the logit contributions are kept for the truth)."""
     logits = _hazard_logits(st, cust, a, d0 + 7)
     churn = rng.random(a.size) < 1.0 / (1.0 + np.exp(-logits.sum(axis=1)))
     c = a[churn]
@@ -652,6 +670,7 @@ def _deal_paths(seg: np.ndarray, logit: np.ndarray, pace: np.ndarray, created: n
 
 def _deals(cust: _Customers, sim: _Simulation, org: _Org, cal: _Calendar,
            rng: np.random.Generator) -> _Deals:
+    """Every deal's customer, owner, amount, product, planned close and path."""
     who, created = _deal_starts(cust, sim, cal, rng)
     seg = cust.segment[who]
     owner = _deal_owners(cust.manager[who], org, rng)
@@ -679,8 +698,7 @@ def _lose_to_churn(deals: _Deals, churn_day: np.ndarray, rng: np.random.Generato
 
 
 def _quarter_end_before(days: np.ndarray, cal: _Calendar) -> tuple[np.ndarray, np.ndarray]:
-    """Day of the month (1-31, as the offset into the quarter) and the last day of the quarter
-    before each day."""
+    """Days since the start of each day's quarter, and the last day of the quarter before."""
     d = cal.origin + days.astype("timedelta64[D]")
     month = d.astype("datetime64[M]")
     quarter_start = month - (month.astype(np.int64) % 3).astype("timedelta64[M]")
@@ -778,6 +796,7 @@ def _deal_orders(deals: _Deals, sim: _Simulation, cust: _Customers, cal: _Calend
 
 
 def _all_orders(run_rate: _Orders, from_deals: _Orders) -> _Orders:
+    """Run-rate and deal orders together, by day then customer (the order id order)."""
     merged = _Orders(**{
         k: np.concatenate([getattr(run_rate, k), getattr(from_deals, k)]) for k in vars(run_rate)
     })
@@ -877,7 +896,15 @@ def _ids(prefix: str, n: int) -> np.ndarray:
     width = max(len(str(n)), 6)
     digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(1, n + 1)), pa.string()), width, "0")
     ids = pc.binary_join_element_wise(prefix, digits, "")
-    return np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object)
+    out = np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object)
+    del digits, ids
+    pa.default_memory_pool().release_unused()  # Arrow's pool would keep the buffers
+    return out
+
+
+def _frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """A frame over the arrays as they are: no copy, no block consolidation."""
+    return pd.DataFrame(columns, copy=False)
 
 
 def _dates(cal: _Calendar, days: np.ndarray) -> np.ndarray:
@@ -890,7 +917,7 @@ def _dates(cal: _Calendar, days: np.ndarray) -> np.ndarray:
 
 def _customer_frame(cust: _Customers, ids: np.ndarray, keep: np.ndarray, org: _Org,
                     cal: _Calendar) -> pd.DataFrame:
-    return pd.DataFrame({
+    return _frame({
         S.CUSTOMER_ID: ids[keep],
         S.ACCOUNT_MANAGER: org.names[cust.manager[keep]],
         S.REGION: org.region_names[cust.region[keep]],
@@ -901,9 +928,10 @@ def _customer_frame(cust: _Customers, ids: np.ndarray, keep: np.ndarray, org: _O
 
 def _order_frame(orders: _Orders, cust_ids: np.ndarray, deal_ids: np.ndarray, cal: _Calendar
                  ) -> pd.DataFrame:
-    linked = np.where(orders.deal >= 0, orders.deal, 0)
-    deal = np.where(orders.deal >= 0, deal_ids[linked], None)
-    return pd.DataFrame({
+    deal = np.full(orders.deal.size, None, dtype=object)
+    linked = np.flatnonzero(orders.deal >= 0)
+    deal[linked] = deal_ids[orders.deal[linked]]
+    return _frame({
         S.ORDER_ID: _ids("O", len(orders.day)),
         S.CUSTOMER_ID: cust_ids[orders.cust],
         S.ORDER_DATE: cal.dates(orders.day),
@@ -925,7 +953,7 @@ def _opportunity_frame(deals: _Deals, rows: np.ndarray, deal_ids: np.ndarray,
     open_ = deals.close > cal.end
     status = np.where(open_, S.STATUS_OPEN, np.where(deals.won, S.STATUS_WON, S.STATUS_LOST))
     close = _expected_close(deals, cal, rng)
-    return pd.DataFrame({
+    return _frame({
         S.OPPORTUNITY_ID: deal_ids[rows],
         S.OWNER: org.names[deals.owner[rows]],
         S.CREATED_AT: cal.dates(deals.created[rows]),
@@ -939,6 +967,13 @@ def _opportunity_frame(deals: _Deals, rows: np.ndarray, deal_ids: np.ndarray,
     })
 
 
+def _where_object(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` where ``mask``, else ``None``."""
+    out = np.full(mask.size, None, dtype=object)
+    out[mask] = values[mask]
+    return out
+
+
 def _history_order(deals: _Deals) -> np.ndarray:
     """Stage history rows by deal and day; a close on the day of a stage change comes last."""
     return np.lexsort((deals.h_stage == len(STAGES) - 1, deals.h_day, deals.h_deal))
@@ -947,20 +982,24 @@ def _history_order(deals: _Deals) -> np.ndarray:
 def _history_frame(deals: _Deals, deal_ids: np.ndarray, cal: _Calendar) -> pd.DataFrame:
     order = _history_order(deals)
     order = order[pd.notna(deal_ids[deals.h_deal[order]])]
-    return pd.DataFrame({
+    return _frame({
         S.OPPORTUNITY_ID: deal_ids[deals.h_deal[order]],
         S.STAGE: np.array(STAGES, dtype=object)[deals.h_stage[order]],
         S.ENTERED_AT: cal.dates(deals.h_day[order]),
     })
 
 
-def _interaction_frame(sim: _Simulation, cust_ids: np.ndarray, cal: _Calendar) -> pd.DataFrame:
+def _interaction_frame(sim: _Simulation, created: np.ndarray, cust_ids: np.ndarray,
+                       cal: _Calendar) -> pd.DataFrame:
+    """Interactions in the data window, within each customer's life (the simulation steps whole
+    weeks, so its first and last week overhang)."""
     log = sim.interactions
     who, day = log.pop("cust", np.int32), log.pop("day", np.int32)
-    keep = (day >= cal.data_start) & (day <= cal.end) & (day < sim.state.churn_day[who])
+    alive = (day >= created[who]) & (day < sim.state.churn_day[who])
+    keep = (day >= cal.data_start) & (day <= cal.end) & alive
     rows = np.flatnonzero(keep)
     rows = rows[np.lexsort((who[rows], day[rows]))]
-    return pd.DataFrame({
+    return _frame({
         S.CUSTOMER_ID: cust_ids[who[rows]],
         S.OCCURRED_AT: cal.dates(day[rows]),
         S.KIND: np.array(KINDS, dtype=object)[log.pop("kind", np.int8)[rows]],
@@ -971,7 +1010,7 @@ def _interaction_frame(sim: _Simulation, cust_ids: np.ndarray, cal: _Calendar) -
 def _receivable_frame(orders: _Orders, bills: dict[str, np.ndarray], cust_ids: np.ndarray,
                       cal: _Calendar) -> pd.DataFrame:
     rows = bills["row"]
-    return pd.DataFrame({
+    return _frame({
         S.INVOICE_ID: _ids("INV", rows.size),
         S.CUSTOMER_ID: cust_ids[orders.cust[rows]],
         S.ISSUED_AT: cal.dates(orders.day[rows]),
@@ -993,7 +1032,7 @@ def _truth_frame(sim: _Simulation, cust: _Customers, ids: np.ndarray, keep: np.n
         S.SEGMENT: np.array(SEGMENTS, dtype=object)[cust.segment[keep]],
         TRUTH_CHURNED: churned,
         TRUTH_CHURN_DATE: _dates(cal, np.where(churned, st.churn_day[keep], np.nan)),
-        TRUTH_CAUSE: np.where(churned, np.array(CAUSES, dtype=object)[cause], None),
+        TRUTH_CAUSE: _where_object(churned, np.array(CAUSES, dtype=object)[cause]),
         TRUTH_SIGNALS: churned & (cause > 0),
         TRUTH_DECLINE_DATE: _dates(cal, np.where(st.decline_day[keep] <= cal.end,
                                                  st.decline_day[keep], np.nan)),
@@ -1010,6 +1049,7 @@ def _truth_frame(sim: _Simulation, cust: _Customers, ids: np.ndarray, keep: np.n
 
 
 def _spec(size: str | SizeSpec) -> SizeSpec:
+    """The spec of a size name (``ValueError`` for an unknown one)."""
     if isinstance(size, SizeSpec):
         return size
     if size not in SIZES:
@@ -1029,6 +1069,69 @@ def _kept_ids(mask: np.ndarray, prefix: str) -> np.ndarray:
     return ids
 
 
+@dataclass(frozen=True)
+class _Company:
+    """Everything simulated, before it is dressed as tables."""
+
+    cal: _Calendar
+    org: _Org
+    cust: _Customers
+    sim: _Simulation
+    deals: _Deals
+    orders: _Orders  # from the first day of the data
+    targets: pd.DataFrame
+
+
+def _simulate_company(spec: SizeSpec, end: date, rngs: list[np.random.Generator]) -> _Company:
+    """Org, customers, weekly simulation, deals, orders and the targets planned from them."""
+    r_org, r_cust, r_sim, r_deal, r_ord, r_tgt = rngs
+    cal = _calendar(spec, end)
+    org = _org(spec, r_org)
+    cust = _customers(spec, cal, org, r_cust)
+    sim = _simulate(cust, cal, r_sim)
+    deals = _deals(cust, sim, org, cal, r_deal)
+    _finish_deals(deals, sim, cal, r_deal)
+    orders = _all_orders(_run_rate_orders(sim, cust, r_ord), _deal_orders(deals, sim, cust, cal))
+    orders = orders.take(np.flatnonzero(orders.day <= cal.end))  # the last week runs past it
+    n_months = 12 * (end.year - cal.first_year + 2)  # the warm-up year and the data years
+    revenue = _revenue_by_rep_month(orders, deals, cust, cal, len(org.names), n_months)
+    targets = _targets(revenue, org, cal, end.year, r_tgt)
+    orders = orders.take(np.flatnonzero(orders.day >= cal.data_start))
+    return _Company(cal, org, cust, sim, deals, orders, targets)
+
+
+def _deal_ids(c: _Company, kept_customers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Deals in the data (closed since the data start, or open), numbered by creation."""
+    deals = c.deals
+    rows = np.flatnonzero((deals.close >= c.cal.data_start) & kept_customers[deals.cust])
+    rows = rows[np.argsort(deals.created[rows], kind="stable")]
+    ids = np.full(deals.close.size, None, dtype=object)
+    ids[rows] = _ids("D", rows.size)
+    return rows, ids
+
+
+def _tables(c: _Company, rngs: list[np.random.Generator]
+            ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """The data directory's tables and the truth frame."""
+    r_bill, r_out = rngs
+    kept = c.sim.state.churn_day >= c.cal.data_start  # who churned in the warm-up is gone
+    cust_ids = _kept_ids(kept, "C")
+    deal_rows, deal_ids = _deal_ids(c, kept)
+    bills = _receivables(c.orders, c.cust, c.sim.state.churn_day, c.cal, r_bill)
+    tables = {
+        S.ORDERS: _order_frame(c.orders, cust_ids, deal_ids, c.cal),
+        S.CUSTOMERS: _customer_frame(c.cust, cust_ids, kept, c.org, c.cal),
+        S.OPPORTUNITIES: _opportunity_frame(c.deals, deal_rows, deal_ids, cust_ids, c.org, c.cal,
+                                            r_out),
+        S.STAGE_HISTORY: _history_frame(c.deals, deal_ids, c.cal),
+        S.INTERACTIONS: _interaction_frame(c.sim, c.cust.created, cust_ids, c.cal),
+        S.ORG: c.org.frame,
+        S.TARGETS: c.targets,
+        S.RECEIVABLES: _receivable_frame(c.orders, bills, cust_ids, c.cal),
+    }
+    return tables, _truth_frame(c.sim, c.cust, cust_ids, kept, c.cal)
+
+
 def generate_with_truth(size: str | SizeSpec = "small", seed: int = 42, end: date = DEFAULT_END
                         ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """A demo company and its hidden ground truth.
@@ -1039,42 +1142,13 @@ def generate_with_truth(size: str | SizeSpec = "small", seed: int = 42, end: dat
         end: last date of the data.
 
     Returns:
-        The tables by name (CONTRACTS.md section 1) and the truth: one row per customer with
-        ``churned``, ``churn_date``, the main ``cause`` and the hazard contributions.
+        The tables by name (CONTRACTS.md section 1) and the truth, never written to a data
+        directory: one row per customer with ``churned``, ``churn_date``, the main ``cause``,
+        ``signals_before_churn``, the start of a decline, incidents, the own cycle, whether a
+        late payer, and the churn-logit contributions (at churn, or at the end for the others).
     """
-    spec = _spec(size)
-    r_org, r_cust, r_sim, r_deal, r_ord, r_bill, r_tgt, r_out = _rngs(seed, 8)
-    cal = _calendar(spec, end)
-    org = _org(spec, r_org)
-    cust = _customers(spec, cal, org, r_cust)
-    sim = _simulate(cust, cal, r_sim)
-    deals = _deals(cust, sim, org, cal, r_deal)
-    _finish_deals(deals, sim, cal, r_deal)
-    orders = _all_orders(_run_rate_orders(sim, cust, r_ord), _deal_orders(deals, sim, cust, cal))
-    n_months = 12 * (end.year - cal.first_year + 2)
-    revenue = _revenue_by_rep_month(orders, deals, cust, cal, len(org.names), n_months)
-    targets = _targets(revenue, org, cal, end.year, r_tgt)
-    orders = orders.take(np.flatnonzero(orders.day >= cal.data_start))
-
-    keep = (cust.created <= cal.end) & (sim.state.churn_day >= cal.data_start)
-    cust_ids = _kept_ids(keep, "C")
-    deal_keep = ((deals.close >= cal.data_start) & keep[deals.cust]).astype(bool)
-    deal_rows = np.flatnonzero(deal_keep)
-    deal_rows = deal_rows[np.argsort(deals.created[deal_rows], kind="stable")]
-    deal_ids = np.full(deal_keep.size, None, dtype=object)
-    deal_ids[deal_rows] = _ids("D", deal_rows.size)
-    bills = _receivables(orders, cust, sim.state.churn_day, cal, r_bill)
-    tables = {
-        S.ORDERS: _order_frame(orders, cust_ids, deal_ids, cal),
-        S.CUSTOMERS: _customer_frame(cust, cust_ids, keep, org, cal),
-        S.OPPORTUNITIES: _opportunity_frame(deals, deal_rows, deal_ids, cust_ids, org, cal, r_out),
-        S.STAGE_HISTORY: _history_frame(deals, deal_ids, cal),
-        S.INTERACTIONS: _interaction_frame(sim, cust_ids, cal),
-        S.ORG: org.frame,
-        S.TARGETS: targets,
-        S.RECEIVABLES: _receivable_frame(orders, bills, cust_ids, cal),
-    }
-    return tables, _truth_frame(sim, cust, cust_ids, keep, cal)
+    rngs = _rngs(seed, 8)
+    return _tables(_simulate_company(_spec(size), end, rngs[:6]), rngs[6:])
 
 
 def generate(size: str | SizeSpec = "small", seed: int = 42, end: date = DEFAULT_END

@@ -26,6 +26,7 @@ __all__ = [
     "DS",
     "DUE_DATE",
     "ENTERED_AT",
+    "FORWARD_LOOKING_DATES",
     "HIERARCHY_LEVELS",
     "INTERACTIONS",
     "INVOICE_ID",
@@ -131,6 +132,10 @@ COMPANY_KEY = "all"
 SEVERITY_WORDS = {"low": 1.0, "medium": 2.0, "high": 3.0, "critical": 4.0}
 # `2017`, `2017Q3`, `2017-08`.
 PERIOD_PATTERN = r"^\d{4}(Q[1-4]|-(0[1-9]|1[0-2]))?$"
+
+# Dates that lie in the future by design (expected closes, due dates): they do not say how far
+# the data reaches.
+FORWARD_LOOKING_DATES = frozenset({CLOSE_DATE, ORIGINAL_CLOSE_DATE, DUE_DATE})
 
 ColumnKind = Literal["id", "text", "date", "number"]
 

@@ -10,11 +10,6 @@ from engine.io import Tables
 __all__ = ["data_end", "table_summary"]
 
 
-# Expected close dates and due dates lie in the future by design: they do not say how far the
-# data reaches.
-_FORWARD_LOOKING = frozenset({S.CLOSE_DATE, S.DUE_DATE})
-
-
 def _date_range(spec: S.TableSpec, frame: pd.DataFrame) -> tuple[object, object]:
     dates = [frame[c] for c in spec.columns_of_kind("date") if c in frame.columns]
     if not dates or frame.empty:
@@ -63,7 +58,7 @@ def data_end(tables: Tables) -> pd.Timestamp:
         frame[c].max()
         for name, frame in tables.frames.items()
         for c in S.TABLES[name].columns_of_kind("date")
-        if c in frame.columns and not frame.empty and c not in _FORWARD_LOOKING
+        if c in frame.columns and not frame.empty and c not in S.FORWARD_LOOKING_DATES
     ]
     ends = [e for e in ends if pd.notna(e)]
     if not ends:

@@ -25,9 +25,11 @@ from engine.cli_common import (
     read_data,
     settings_of,
 )
+from engine.cli_models import promote, score_app, train_app
 from engine.config import get_settings
 from engine.io import BadInput, validate_tables, write_data_dir
 from engine.summary import data_end, table_summary
+from engine.warnings.cli import warnings_app
 
 __all__ = ["app", "main"]
 
@@ -136,6 +138,12 @@ def features(
         frame = customer_features(tables, when)
     err.print(f"{len(frame):,} customers x {frame.shape[1] - 2} features as of {when.date()}")
     emit(frame, out, as_json)
+
+
+app.add_typer(train_app, name="train")
+app.add_typer(score_app, name="score")
+app.command()(promote)
+app.add_typer(warnings_app, name="warnings")
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import pandas as pd
 import typer
 from rich.console import Console
@@ -28,13 +27,13 @@ __all__ = [
     "EXIT_FAILURE",
     "AsOfOpt",
     "DataOpt",
-    "Failure",
     "JsonOpt",
     "OutOpt",
     "bad_input",
     "data_source",
     "emit",
     "err",
+    "fail",
     "parse_as_of",
     "print_frame",
     "progress",
@@ -48,10 +47,10 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 
-class Failure(click.ClickException):
-    """A plain-words failure of a command: click prints ``Error: message`` and exits 1."""
-
-    exit_code = EXIT_FAILURE
+def fail(message: str) -> NoReturn:
+    """Exit 1 with a plain-words error on stderr (a failure that is not bad input)."""
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(EXIT_FAILURE)
 
 
 def settings_of(ctx: typer.Context) -> Settings:

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
         data: default data directory (or SQL URL) for commands that read data.
         seed: seed for everything random (generators, simulations, model training).
         n_jobs: worker processes for work that runs in parallel.
+        warnings_webhook_url: where warning notifications are POSTed (besides the rule file's
+            receivers).
+        warnings_notify_file: a JSON-lines file that receives every warning notification.
     """
 
     model_config = SettingsConfigDict(
@@ -29,6 +32,8 @@ class Settings(BaseSettings):
     data: str = "demo-data"
     seed: int = 42
     n_jobs: int = 2
+    warnings_webhook_url: str | None = None
+    warnings_notify_file: str | None = None
 
     @property
     def data_path(self) -> Path:

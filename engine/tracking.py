@@ -14,6 +14,7 @@ promotion gate needs no data and compares like with like.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -125,6 +126,10 @@ def configure(tracking_uri: str) -> None:
     """Point MLflow's tracking store and model registry at ``tracking_uri``."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+    # MLflow's start-up chatter (schema migrations, the CloudPickle notice about our own models
+    # in our own registry) buries the summary people read; warnings and errors still show.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
 
 
 def _experiment_id(name: str) -> str:

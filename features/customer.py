@@ -97,11 +97,13 @@ def customer_index(columns: Sequence[pd.Series]) -> tuple[np.ndarray, list[np.nd
     """
     factorized = [pd.factorize(column) for column in columns]
     distinct = [np.asarray(uniques, dtype=object) for _, uniques in factorized]
-    ids = np.unique(np.concatenate(distinct)) if distinct else np.array([], dtype=object)
+    # Hash first, then sort only the distinct ids: sorting strings is slow, np.unique sorts all.
+    ids = np.sort(pd.unique(np.concatenate(distinct))) if distinct else np.array([], object)
     index = pd.Index(ids)
     codes = []
     for (column_codes, _), uniques in zip(factorized, distinct, strict=True):
-        to_id = np.append(index.get_indexer(uniques), -1)  # position -1 maps missing to -1
+        # The appended -1 makes code -1 (a missing id) map to -1.
+        to_id = np.append(index.get_indexer(pd.Index(uniques)), -1)
         codes.append(to_id[column_codes])
     return ids, codes
 
@@ -115,15 +117,28 @@ def _sort_events(codes: np.ndarray, days: np.ndarray) -> tuple[np.ndarray, np.nd
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 1
     day0 = int(days.min())
     span = int(days.max()) - day0 + 1
-    keys = codes.astype(np.int64) * span + (days.astype(np.int64) - day0)
-    row_bits = max(len(keys).bit_length(), 1)
-    if int(keys.max()).bit_length() + row_bits <= 62:
-        # np.sort is SIMD-accelerated and several times faster than argsort, so the row
-        # number rides along in the low bits of the key.
-        packed = np.sort((keys << row_bits) | np.arange(len(keys), dtype=np.int64))
-        return packed & ((1 << row_bits) - 1), packed >> row_bits, day0, span
-    order = np.argsort(keys, kind="stable")
-    return order, keys[order], day0, span
+    offsets = days.astype(np.int64) - day0
+    order = _lexsort_packed((codes, offsets), span)
+    return order, codes[order].astype(np.int64) * span + offsets[order], day0, span
+
+
+def _lexsort_packed(columns: Sequence[np.ndarray], radix: int) -> np.ndarray:
+    """Row order sorting by ``columns`` (first is most significant), each in [0, radix).
+
+    The first column may be any non-negative int. When all fit in 62 bits with the row number,
+    one SIMD-accelerated ``np.sort`` of packed keys replaces ``np.lexsort``, which is several
+    times slower; the row number rides along in the low bits.
+    """
+    n = len(columns[0])
+    row_bits = max(n.bit_length(), 1)
+    top = int(columns[0].max()) + 1 if n else 1
+    if top.bit_length() + (len(columns) - 1) * radix.bit_length() + row_bits > 62:
+        return np.lexsort(tuple(reversed(columns)))
+    key = columns[0].astype(np.int64)
+    for column in columns[1:]:
+        key = (key << radix.bit_length()) | column
+    packed = np.sort((key << row_bits) | np.arange(n, dtype=np.int64))
+    return packed & ((1 << row_bits) - 1)
 
 
 def _prefix_sums(values: np.ndarray) -> np.ndarray:
@@ -247,25 +262,29 @@ class _Gaps:
         codes, days = purchases.customer_codes(), purchases.day_offsets()
         same = codes[1:] == codes[:-1]
         code, gap, end = codes[1:][same], (days[1:] - days[:-1])[same], days[1:][same]
-        span = purchases.span
-        # One packed sort gives the (customer, gap) order and carries the end day along.
-        packed = np.sort((code * span + gap) * span + end)
-        return cls(packed // (span * span), packed // span % span, packed % span,
-                   purchases.day0, purchases.n_customers)
+        bits = purchases.span.bit_length()
+        if int(code.max(initial=0)).bit_length() + 2 * bits > 63:
+            order = np.lexsort((end, gap, code))
+            return cls(code[order], gap[order], end[order], purchases.day0,
+                       purchases.n_customers)
+        # Sorting the packed values needs no permutation: all three unpack from the key.
+        packed = np.sort((((code << bits) | gap) << bits) | end)
+        mask = (1 << bits) - 1
+        return cls(packed >> (2 * bits), (packed >> bits) & mask, packed & mask, purchases.day0,
+                   purchases.n_customers)
 
     def quantiles(self, day: int, qs: Sequence[float]) -> list[np.ndarray]:
         """Per customer, linear-interpolated quantiles of its gaps ending before ``day``."""
         keep = self.ends < day - self.day0
-        gaps = self.gaps[keep].astype(np.float64)
+        gaps = np.append(self.gaps[keep], 0).astype(np.float64)  # padding for the masked
         counts = np.bincount(self.codes[keep], minlength=self.n_customers)
-        starts = np.cumsum(counts) - counts
-        top = max(len(gaps) - 1, 0)
+        first = np.cumsum(counts) - counts
         out = []
         for q in qs:
-            at = starts + q * (counts - 1)
-            lo, hi = np.clip(np.floor(at).astype(np.int64), 0, top), np.clip(
-                np.ceil(at).astype(np.int64), 0, top)
-            value = gaps[lo] + (gaps[hi] - gaps[lo]) * (at - np.floor(at)) if len(gaps) else 0
+            # numpy's default (linear) quantile; customers without gaps point at the padding.
+            at = np.where(counts > 0, first + q * (counts - 1), len(gaps) - 1)
+            lo, hi = np.floor(at).astype(np.int64), np.ceil(at).astype(np.int64)
+            value = gaps[lo] + (gaps[hi] - gaps[lo]) * (at - lo)
             out.append(np.where(counts > 0, value, np.nan))
         return out
 
@@ -286,24 +305,26 @@ class _ProductDays:
         return np.bincount(self.codes[last], minlength=self.n_customers).astype(np.float64)
 
 
-def _product_days(codes: np.ndarray, days: np.ndarray, products: pd.Series,
+def _product_days(codes: np.ndarray, days: np.ndarray, product_codes: np.ndarray,
                   n_customers: int) -> _ProductDays:
-    """Purchases of products as :class:`_ProductDays` (rows: purchases with a product)."""
-    product_codes, uniques = pd.factorize(products)
+    """Purchases of products (rows: purchases; product code -1 for a missing product)."""
     ok = product_codes >= 0
-    codes, days, product_codes = codes[ok], days[ok].astype(np.int64), product_codes[ok]
-    pair = codes.astype(np.int64) * max(len(uniques), 1) + product_codes
-    day0 = int(days.min()) if len(days) else 0
-    span = int(days.max()) - day0 + 1 if len(days) else 1
-    if (int(pair.max()) + 1 if len(pair) else 1).bit_length() + span.bit_length() > 62:
-        pair = pd.factorize(pair)[0].astype(np.int64)  # dense pair ids fit beside the day
-    keys = np.unique(pair * span + (days - day0))
+    codes, days = codes[ok].astype(np.int64), days[ok].astype(np.int64)
+    width = int(product_codes.max(initial=0)) + 1
+    day0 = int(days.min(initial=0))
+    span = int(days.max(initial=0)) - day0 + 1
+    pair = codes * width + product_codes[ok]
+    owner = None
+    if (n_customers * width * span).bit_length() > 62:
+        pair, uniques = pd.factorize(pair)  # dense pair ids always fit beside the day
+        owner = np.asarray(uniques) // width
+    keys = np.sort(pair * span + (days - day0))  # np.unique's hashing is far slower here
+    keys = keys[_segment_starts(keys)]  # one entry per (pair, day), pair-major
     pair_of, day_of = keys // span, keys % span + day0
-    next_day = np.append(np.where(pair_of[1:] == pair_of[:-1], day_of[1:], np.iinfo(np.int64).max),
-                         np.iinfo(np.int64).max)
-    owner = np.zeros(int(pair.max()) + 1 if len(pair) else 0, dtype=np.int64)
-    owner[pair] = codes
-    return _ProductDays(owner[pair_of], day_of, next_day, n_customers)
+    never = np.iinfo(np.int64).max
+    next_days = np.append(np.where(pair_of[1:] == pair_of[:-1], day_of[1:], never), never)
+    code_of = pair_of // width if owner is None else owner[pair_of]
+    return _ProductDays(code_of, day_of, next_days[: len(keys)], n_customers)
 
 
 # --- prepared histories ------------------------------------------------------------------------
@@ -332,10 +353,10 @@ class OrderHistory:
 
 def order_history(orders: pd.DataFrame, codes: np.ndarray, n_customers: int) -> OrderHistory:
     """Sort the orders once by (customer, day) and sum them per customer-day."""
-    known = codes >= 0
+    days = _day_numbers(orders[S.ORDER_DATE])
+    known = (codes >= 0) & ~np.isnan(days)
     amounts = orders[S.AMOUNT].to_numpy(dtype=np.float64)[known]
-    days = _day_numbers(orders[S.ORDER_DATE])[known]
-    codes = codes[known]
+    days, codes = days[known], codes[known]
     order, keys, day0, span = _sort_events(codes, days)
     amounts = amounts[order]
     starts = _segment_starts(keys)
@@ -348,9 +369,8 @@ def order_history(orders: pd.DataFrame, codes: np.ndarray, n_customers: int) -> 
     if S.PRODUCT in orders.columns:
         bought = amounts > 0
         rows = order[bought]
-        products = _product_days(codes[rows], days[rows],
-                                 orders[S.PRODUCT].iloc[np.flatnonzero(known)[rows]],
-                                 n_customers)
+        product_codes = pd.factorize(orders[S.PRODUCT])[0][known][rows]
+        products = _product_days(codes[rows], days[rows], product_codes, n_customers)
     return OrderHistory(days_tl, days_tl.subset(gross > 0), products)
 
 
@@ -370,19 +390,27 @@ class InteractionHistory:
     severity: np.ndarray
 
 
+def _is_kind(kinds: pd.Series, kind: str) -> np.ndarray:
+    """Whether each interaction is of ``kind``, ignoring case and surrounding blanks."""
+    # Normalizing the few distinct kinds is far cheaper than every row's string.
+    codes, uniques = pd.factorize(kinds)
+    normalized = pd.Index(uniques).astype(str).str.strip().str.lower()
+    return np.append(np.asarray(normalized == kind), False)[codes]
+
+
 def interaction_history(interactions: pd.DataFrame, codes: np.ndarray,
                         n_customers: int) -> InteractionHistory:
     """Sort the interactions once by (customer, day) and flag complaints and tickets."""
-    known = codes >= 0
-    days = _day_numbers(interactions[S.OCCURRED_AT])[known]
-    order, keys, day0, span = _sort_events(codes[known], days)
-    kind = interactions[S.KIND].astype("string").str.strip().str.lower().to_numpy()[known][order]
+    days = _day_numbers(interactions[S.OCCURRED_AT])
+    known = (codes >= 0) & ~np.isnan(days)
+    order, keys, day0, span = _sort_events(codes[known], days[known])
+    complaint, ticket = (_is_kind(interactions[S.KIND], kind)[known][order]
+                         for kind in (KIND_COMPLAINT, KIND_TICKET))
     severity = (interactions[S.SEVERITY].to_numpy(dtype=np.float64)[known][order]
                 if S.SEVERITY in interactions.columns else np.full(len(keys), np.nan))
-    complaint = np.asarray(kind == KIND_COMPLAINT, dtype=bool)
     sums = {
         _COMPLAINTS: _prefix_sums(complaint.astype(np.float64)),
-        _TICKETS: _prefix_sums((kind == KIND_TICKET).astype(np.float64)),
+        _TICKETS: _prefix_sums(ticket.astype(np.float64)),
         _SEVERITY: _prefix_sums(np.nan_to_num(severity)),
         _SEVERITY_N: _prefix_sums((~np.isnan(severity)).astype(np.float64)),
     }
@@ -421,9 +449,10 @@ class _Opportunities:
 def _opportunities(frame: pd.DataFrame, codes: np.ndarray) -> _Opportunities:
     known = codes >= 0
     status = frame[S.STATUS].to_numpy()[known]
+    amount = frame[S.AMOUNT].to_numpy(dtype=np.float64)[known]
     return _Opportunities(codes[known], _day_numbers(frame[S.CREATED_AT])[known],
                           _day_numbers(frame[S.CLOSE_DATE])[known], status == S.STATUS_WON,
-                          status == S.STATUS_LOST, frame[S.AMOUNT].to_numpy(dtype=np.float64)[known])
+                          status == S.STATUS_LOST, amount)
 
 
 @dataclass(frozen=True)
@@ -639,8 +668,9 @@ def receivable_features(receivables: _Receivables | None, day: int, n: int) -> A
     if receivables is None:
         return dict.fromkeys(_RECEIVABLE_NAMES, np.full(n, np.nan))
     r = receivables
-    paid = r.paid < day  # NaN (unpaid) compares False
-    unpaid = (r.issued < day) & ~paid
+    issued = r.issued < day  # a row created on or after as_of is not known yet, whatever it says
+    paid = issued & (r.paid < day)  # NaN (unpaid) compares False
+    unpaid = issued & ~paid
     overdue = unpaid & (r.due < day)
     late = _group_max(r.codes[overdue], day - r.due[overdue], n)
     paid_late = paid & (r.paid > r.due)
@@ -663,9 +693,10 @@ def pipeline_features(opportunities: _Opportunities | None, day: int, n: int) ->
     if opportunities is None:
         return dict.fromkeys(_PIPELINE_NAMES, np.full(n, np.nan))
     o = opportunities
+    created = o.created < day  # a deal created on or after as_of is not known yet
     closed_before = (o.won | o.lost) & (o.close < day)
-    is_open = (o.created < day) & ~closed_before
-    recent = (o.close >= day - PIPELINE_DAYS) & (o.close < day)
+    is_open = created & ~closed_before
+    recent = created & (o.close >= day - PIPELINE_DAYS) & (o.close < day)
     return {
         "pipe_open_value": _group_sum(o.codes, o.amount, is_open, n),
         "pipe_open_deals": _group_sum(o.codes, None, is_open, n),
@@ -676,11 +707,9 @@ def pipeline_features(opportunities: _Opportunities | None, day: int, n: int) ->
 
 def known_customers(history: CustomerHistory, day: int) -> np.ndarray:
     """Codes of customers known before the day: created, ordered or interacted before it."""
-    known = history.created < day
-    known |= history.orders.days.positions(day) > history.orders.days.positions(-(2**40))
+    known = (history.created < day) | history.orders.days.any_before(day)
     if history.interactions is not None:
-        events = history.interactions.events
-        known |= events.positions(day) > events.positions(-(2**40))
+        known |= history.interactions.events.any_before(day)
     return np.flatnonzero(known)
 
 
@@ -734,38 +763,49 @@ def customer_features(tables: Tables, as_of: pd.Timestamp,
 # --- descriptions, for churn reasons -----------------------------------------------------------
 
 _DAYS, _COUNT, _MONEY, _SHARE = "{:.0f} days", "{:.0f}", "{:,.0f}", "{:.0%}"
+_SEVERITY_SCALE = "1 low to 4 critical"
+
+
+def _windowed_descriptions(windows: Sequence[int]) -> dict[str, str]:
+    """Descriptions of the features computed per window."""
+    out: dict[str, str] = {}
+    for w in windows:
+        out[f"hist_frequency_{w}d"] = f"Days with a purchase in the last {w} days [{_COUNT}]"
+        out[f"hist_monetary_{w}d"] = f"Net spend (after returns) in the last {w} days [{_MONEY}]"
+        out[f"cx_interactions_{w}d"] = f"Interactions in the last {w} days [{_COUNT}]"
+        out[f"cx_complaints_{w}d"] = f"Complaints in the last {w} days [{_COUNT}]"
+        out[f"cx_tickets_{w}d"] = f"Support tickets in the last {w} days [{_COUNT}]"
+    return out
 
 
 def feature_descriptions(windows: Sequence[int] = WINDOWS) -> dict[str, str]:
     """Feature name -> plain-English description ending in a ``[format]`` hint."""
-    out = {"hist_recency_days": f"Days since the last purchase [{_DAYS}]"}
-    for w in windows:
-        out[f"hist_frequency_{w}d"] = f"Days with a purchase in the last {w} days [{_COUNT}]"
-        out[f"hist_monetary_{w}d"] = f"Net spend (purchases minus returns) in the last {w} days [{_MONEY}]"
-    out |= {
+    trend, breadth, severity = TREND_DAYS, BREADTH_DAYS, SEVERITY_DAYS
+    fixed = {
+        "hist_recency_days": f"Days since the last purchase [{_DAYS}]",
         "hist_frequency_lifetime": f"Days with a purchase, ever [{_COUNT}]",
         "hist_monetary_lifetime": f"Net spend, ever [{_MONEY}]",
-        "hist_avg_order_value": f"Average purchase per purchase day, ever [{_MONEY}]",
+        "hist_avg_order_value": f"Average spend per purchase day [{_MONEY}]",
         "hist_days_since_first_order": f"Days since the first purchase [{_DAYS}]",
         "hist_cycle_median_days": f"Usual days between purchases (median gap) [{_DAYS}]",
         "hist_cycle_iqr_days": f"Spread of the days between purchases (IQR) [{_DAYS}]",
-        "hist_overdue_ratio": "Days since the last purchase relative to the usual gap [{:.1f}x]",
-        "hist_overdue_days": f"Days past the usual gap since the last purchase (negative: not yet due) [{_DAYS}]",
-        f"hist_spend_trend_{TREND_DAYS}d": f"Spend trend, last {TREND_DAYS} days vs the {TREND_DAYS} before, from -1 (stopped) to +1 (new) [{{:+.2f}}]",
-        f"hist_spend_change_{TREND_DAYS}d": f"Change in spend, last {TREND_DAYS} days vs the {TREND_DAYS} before [{{:+.0%}}]",
-        f"hist_products_{BREADTH_DAYS}d": f"Distinct products bought in the last {BREADTH_DAYS} days [{_COUNT}]",
-        f"hist_returns_share_{BREADTH_DAYS}d": f"Share of spend returned in the last {BREADTH_DAYS} days [{_SHARE}]",
+        "hist_overdue_ratio": "Days since the last purchase over the usual gap [{:.1f}x]",
+        "hist_overdue_days": f"Days past the usual gap (negative: not yet due) [{_DAYS}]",
+        f"hist_spend_trend_{trend}d":
+            f"Spend trend, last {trend} days vs the {trend} before (-1 stop, +1 new) [{{:+.2f}}]",
+        f"hist_spend_change_{trend}d":
+            f"Change in spend, last {trend} days vs the {trend} before [{{:+.0%}}]",
+        f"hist_products_{breadth}d":
+            f"Distinct products bought in the last {breadth} days [{_COUNT}]",
+        f"hist_returns_share_{breadth}d":
+            f"Share of spend returned in the last {breadth} days [{_SHARE}]",
         "hist_tenure_days": f"Days since the customer was first seen [{_DAYS}]",
-    }
-    for w in windows:
-        out[f"cx_interactions_{w}d"] = f"Interactions in the last {w} days [{_COUNT}]"
-        out[f"cx_complaints_{w}d"] = f"Complaints in the last {w} days [{_COUNT}]"
-        out[f"cx_tickets_{w}d"] = f"Support tickets in the last {w} days [{_COUNT}]"
-    out |= {
         "cx_days_since_last_interaction": f"Days since the last interaction [{_DAYS}]",
         "cx_days_since_last_complaint": f"Days since the last complaint [{_DAYS}]",
-        f"cx_severity_mean_{SEVERITY_DAYS}d": f"Mean severity of interactions in the last {SEVERITY_DAYS} days, 1 low to 4 critical [{{:.1f}}]",
-        f"cx_severity_max_{SEVERITY_DAYS}d": f"Worst severity of interactions in the last {SEVERITY_DAYS} days, 1 low to 4 critical [{{:.0f}}]",
+        f"cx_severity_mean_{severity}d":
+            f"Mean severity in the last {severity} days, {_SEVERITY_SCALE} [{{:.1f}}]",
+        f"cx_severity_max_{severity}d":
+            f"Worst severity in the last {severity} days, {_SEVERITY_SCALE} [{{:.0f}}]",
         "ar_unpaid_amount": f"Invoiced and not yet paid [{_MONEY}]",
         "ar_overdue_amount": f"Unpaid past the due date [{_MONEY}]",
         "ar_overdue_invoices": f"Invoices unpaid past the due date [{_COUNT}]",
@@ -779,7 +819,7 @@ def feature_descriptions(windows: Sequence[int] = WINDOWS) -> dict[str, str]:
         "cat_region": "Region [{}]",
         "cat_account_manager": "Account manager [{}]",
     }
-    return out
+    return _windowed_descriptions(windows) | fixed
 
 
 FEATURE_DESCRIPTIONS: dict[str, str] = feature_descriptions()

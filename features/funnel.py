@@ -12,12 +12,14 @@ What ``stage_history`` makes exact, and what happens without it:
   current stage when ``T`` is on or after the snapshot. Otherwise the stage is unknown (NaN), so
   that training snapshots never leak how a deal ended. ``funnel_history_exact`` marks deals whose
   stage came from their history.
-- The expected close date at ``T`` comes from an optional ``close_date`` column of
-  ``stage_history`` (the expected close recorded at each change), else from the snapshot under
-  the same rule. Close-date slips need that column; without it they are NaN.
+- The expected close date at ``T`` is the latest expectation known before ``T``: an optional
+  ``close_date`` column of ``stage_history`` (the expected close recorded at each change), else
+  the snapshot under the same rule, else an optional ``original_close_date`` column of
+  ``opportunities`` (expected at creation). Close-date slips need the history column.
 - Stage order (for regressions and forward conversion) is not in the contract: it is inferred
   from the order in which deals first entered their stages before ``T`` (a Copeland ranking of
-  pairwise precedence), so skipped stages and rare regressions do not disturb it.
+  pairwise precedence), so skipped stages and rare regressions do not disturb it; stages no
+  deal has left (Won, Lost, Closed) come last, and entering them counts as a win or a loss.
 """
 
 from __future__ import annotations
@@ -33,19 +35,42 @@ from engine.io import Tables
 from features.hierarchy import (
     NODE_COLUMNS,
     UNASSIGNED,
-    attribute_revenue,
     customer_column,
     opportunity_nodes,
     period_bounds,
     rep_hierarchy,
+    revenue_events,
 )
 
 __all__ = [
     "CLOSE_HISTORY_MISSING_NOTE",
+    "CLOSE_SLIPS",
+    "DAYS_SLIPPED",
+    "ENTERED_STAGE_AT",
     "FEATURES",
+    "F_AGE",
+    "F_AMOUNT_VS_OWNER",
+    "F_CLOSE_SLIPS",
+    "F_DAYS_IN_STAGE",
+    "F_DAYS_SLIPPED",
+    "F_DAYS_TO_CLOSE",
+    "F_HISTORY_EXACT",
+    "F_OVERDUE",
+    "F_OWNER_WIN_RATE",
+    "F_REGRESSIONS",
+    "F_SEGMENT_WIN_RATE",
+    "F_STAGE",
+    "F_STAGE_CHANGES",
+    "F_STAGE_INDEX",
+    "HISTORY_EXACT",
     "HISTORY_MISSING_NOTE",
+    "MIN_EXITS",
     "NODE_METRICS",
+    "ORIGINAL_CLOSE_DATE",
     "PRIOR_STRENGTH",
+    "REGRESSIONS",
+    "STAGE_CHANGES",
+    "STAGE_INDEX",
     "funnel_node_metrics",
     "funnel_notes",
     "opportunity_features",
@@ -68,9 +93,14 @@ HISTORY_MISSING_NOTE = (
     "(funnel_history_exact is False)."
 )
 CLOSE_HISTORY_MISSING_NOTE = (
-    "stage_history has no close_date column: close-date slips are unavailable and a deal's "
-    "expected close date at a date before the opportunities snapshot is unknown."
+    "stage_history has no close_date column: close-date slips are unavailable, and a deal's "
+    "expected close date at a date before the opportunities snapshot is the one expected at "
+    "creation (original_close_date) or else unknown, which leaves pipeline coverage unknown."
 )
+
+# Optional opportunities column beyond the contract (written by engine.synthetic): the expected
+# close date recorded when the deal was created. Known at creation, so safe at any later T.
+ORIGINAL_CLOSE_DATE = "original_close_date"
 
 # --- derived column names (state and features) ------------------------------------------------
 STAGE_INDEX = "stage_index"
@@ -109,9 +139,13 @@ NODE_METRICS = (
     "conversion_baseline", "conversion_drop", "conversion_drop_stage", "velocity_days",
 )
 
-_DAY = pd.Timedelta(days=1)
-_EXIT_AT, _FORWARD, _WINDOW = "_exit_at", "_forward", "_window"
-_RECENT, _BASELINE = "recent", "baseline"
+_SECONDS_PER_DAY = 86_400.0
+_EXIT_AT, _FORWARD = "_exit_at", "_forward"
+
+
+def _days(delta: pd.Series) -> pd.Series:
+    """A timedelta series in (fractional) days."""
+    return delta.dt.total_seconds() / _SECONDS_PER_DAY
 
 
 def funnel_notes(tables: Tables) -> list[str]:
@@ -160,6 +194,13 @@ def _first_entries(history: pd.DataFrame) -> pd.DataFrame:
     return first.assign(_rank=first.groupby(S.OPPORTUNITY_ID).cumcount())
 
 
+def _sinks(history: pd.DataFrame) -> set[str]:
+    """Stages no deal has left (Won, Lost...): they end the order whatever their votes."""
+    following = history.groupby(S.OPPORTUNITY_ID, sort=False)[S.STAGE].shift(-1)
+    left = following.notna() & following.ne(history[S.STAGE])
+    return set(history[S.STAGE]) - set(history.loc[left, S.STAGE])
+
+
 def _ordered_stages(history: pd.DataFrame) -> list[str]:
     """Stages ranked by how often they come before each other stage (Copeland score)."""
     if history.empty:
@@ -168,12 +209,14 @@ def _ordered_stages(history: pd.DataFrame) -> list[str]:
     pairs = first.merge(first, on=S.OPPORTUNITY_ID, suffixes=("_a", "_b"))
     pairs = pairs[pairs["_rank_a"] < pairs["_rank_b"]]
     stages = sorted(first[S.STAGE].unique())
-    votes = pd.crosstab(pairs[f"{S.STAGE}_a"], pairs[f"{S.STAGE}_b"])
-    votes = votes.reindex(index=stages, columns=stages, fill_value=0)
-    beats = np.sign(votes.to_numpy() - votes.to_numpy().T).sum(axis=1)
+    crossed = pd.crosstab(pairs[f"{S.STAGE}_a"], pairs[f"{S.STAGE}_b"])
+    votes = crossed.reindex(index=stages, columns=stages, fill_value=0).to_numpy()
+    beats = np.sign(votes - votes.T).sum(axis=1)
     mean_rank = first.groupby(S.STAGE)["_rank"].mean().reindex(stages).to_numpy()
-    # Most precedences first; ties by average position, then by name (stages are sorted).
-    order = np.lexsort((np.arange(len(stages)), mean_rank, -beats))
+    sink = np.isin(stages, list(_sinks(history)))
+    # Sinks last (a Lost reached from the first stage only has few votes); then most
+    # precedences first, ties by average position, then by name (stages are sorted).
+    order = np.lexsort((np.arange(len(stages)), mean_rank, -beats, sink))
     return [stages[i] for i in order]
 
 
@@ -197,7 +240,7 @@ def _run_stats(runs: pd.DataFrame) -> pd.DataFrame:
     """Per deal: stage at T, when it was entered, stage changes and regressions so far."""
     by_deal = runs.groupby(S.OPPORTUNITY_ID, sort=False)
     went_back = runs[STAGE_INDEX] < by_deal[STAGE_INDEX].shift()
-    last = by_deal[[S.STAGE, S.ENTERED_AT, STAGE_INDEX]].last()
+    last = by_deal[[S.STAGE, S.ENTERED_AT]].last()
     return last.rename(columns={S.ENTERED_AT: ENTERED_STAGE_AT}).assign(**{
         STAGE_CHANGES: by_deal.size() - 1.0,
         REGRESSIONS: went_back.groupby(runs[S.OPPORTUNITY_ID], sort=False).sum().astype(float),
@@ -209,7 +252,7 @@ def _recorded_closes(history: pd.DataFrame) -> pd.DataFrame:
     dates = pd.to_datetime(history[S.CLOSE_DATE], errors="coerce", format="ISO8601")
     recorded = pd.DataFrame({S.OPPORTUNITY_ID: history[S.OPPORTUNITY_ID], S.CLOSE_DATE: dates})
     recorded = recorded.dropna(subset=[S.CLOSE_DATE])
-    moved = recorded.groupby(S.OPPORTUNITY_ID, sort=False)[S.CLOSE_DATE].diff() / _DAY
+    moved = _days(recorded.groupby(S.OPPORTUNITY_ID, sort=False)[S.CLOSE_DATE].diff())
     later = moved.where(moved > 0, 0.0)
     by_deal = recorded.assign(_slip=(later > 0).astype(float), _days=later)
     grouped = by_deal.groupby(S.OPPORTUNITY_ID, sort=False)
@@ -249,23 +292,30 @@ def _snapshot_describes(opps: pd.DataFrame, status_at: pd.Series, snapshot_ok: b
 
 def _close_at(opps: pd.DataFrame, closes: pd.DataFrame | None, status_at: pd.Series,
               describes: pd.Series) -> pd.Series:
-    """Actual close of closed deals; expected close at T of open ones (NaT when unknown)."""
-    current = opps[S.CLOSE_DATE].where(describes)
-    if closes is None:
-        return current
-    recorded = opps[S.OPPORTUNITY_ID].map(closes[S.CLOSE_DATE])
-    expected = recorded.where(recorded.notna(), current)
+    """Actual close of closed deals; expected close at T of open ones (NaT when unknown).
+
+    The latest expectation known before T wins: one recorded in the history, else the snapshot
+    where it describes T, else the expectation recorded at creation (``original_close_date``).
+    """
+    expected = opps[S.CLOSE_DATE].where(describes)
+    if closes is not None:
+        recorded = opps[S.OPPORTUNITY_ID].map(closes[S.CLOSE_DATE])
+        expected = recorded.where(recorded.notna(), expected)
+    if ORIGINAL_CLOSE_DATE in opps.columns:
+        original = pd.to_datetime(opps[ORIGINAL_CLOSE_DATE], errors="coerce", format="ISO8601")
+        expected = expected.where(expected.notna(), original)
     return opps[S.CLOSE_DATE].where(status_at != S.STATUS_OPEN, expected)
 
 
 def _with_history(state: pd.DataFrame, stats: pd.DataFrame, describes: pd.Series,
-                  opps: pd.DataFrame) -> pd.DataFrame:
+                  opps: pd.DataFrame, order: dict[str, float]) -> pd.DataFrame:
     """Stage and history counts from the deal's history, else from the snapshot where valid."""
     ids = state[S.OPPORTUNITY_ID]
     from_history = ids.isin(stats.index)
-    for column in (S.STAGE, STAGE_INDEX, ENTERED_STAGE_AT, STAGE_CHANGES, REGRESSIONS):
+    for column in (S.STAGE, ENTERED_STAGE_AT, STAGE_CHANGES, REGRESSIONS):
         state[column] = ids.map(stats[column])
     state[S.STAGE] = state[S.STAGE].where(from_history, opps[S.STAGE].where(describes))
+    state[STAGE_INDEX] = state[S.STAGE].map(order).astype(float)
     state[HISTORY_EXACT] = from_history
     return state
 
@@ -292,7 +342,8 @@ def _funnel_at(tables: Tables, as_of: pd.Timestamp | str) -> _Funnel:
                         S.PRODUCT) if c in opps.columns]
     state = opps[keep].assign(**{S.STATUS: status_at,
                                  S.CLOSE_DATE: _close_at(opps, closes, status_at, describes)})
-    state = _with_history(state, _run_stats(runs), describes, opps)
+    positions = {stage: float(i) for i, stage in enumerate(order)}
+    state = _with_history(state, _run_stats(runs), describes, opps, positions)
     return _Funnel(as_of, _slips(state, closes), runs, order)
 
 
@@ -355,34 +406,32 @@ def opportunity_features(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFr
 
     Also ``product`` (of the deal) and ``segment`` (of its customer) when the tables have them.
     """
-    state = opportunity_state(tables, as_of)
-    as_of = pd.Timestamp(as_of)
+    when = pd.Timestamp(as_of)
+    state = opportunity_state(tables, when)
     deals = state[state[S.STATUS] == S.STATUS_OPEN]
     closed = state[state[S.STATUS] != S.STATUS_OPEN]
     base = [c for c in (S.OPPORTUNITY_ID, S.OWNER, S.CUSTOMER_ID, S.AMOUNT, S.CLOSE_DATE,
                         S.PRODUCT) if c in deals.columns]
     features = deals[base].assign(**{
-        S.AS_OF: as_of,
         F_STAGE: deals[S.STAGE],
         F_STAGE_INDEX: deals[STAGE_INDEX],
-        F_AGE: (as_of - deals[S.CREATED_AT]) / _DAY,
-        F_DAYS_IN_STAGE: (as_of - deals[ENTERED_STAGE_AT]) / _DAY,
+        F_AGE: _days(when - deals[S.CREATED_AT]),
+        F_DAYS_IN_STAGE: _days(when - deals[ENTERED_STAGE_AT]),
         F_STAGE_CHANGES: deals[STAGE_CHANGES],
         F_REGRESSIONS: deals[REGRESSIONS],
         F_CLOSE_SLIPS: deals[CLOSE_SLIPS],
         F_DAYS_SLIPPED: deals[DAYS_SLIPPED],
-        F_OVERDUE: _overdue(deals[S.CLOSE_DATE], as_of),
-        F_DAYS_TO_CLOSE: (deals[S.CLOSE_DATE] - as_of) / _DAY,
+        F_OVERDUE: _overdue(deals[S.CLOSE_DATE], when),
+        F_DAYS_TO_CLOSE: _days(deals[S.CLOSE_DATE] - when),
         F_AMOUNT_VS_OWNER: _owner_median_ratio(state, deals),
         F_OWNER_WIN_RATE: _win_rate_of(closed, closed[S.OWNER], deals[S.OWNER]),
         F_SEGMENT_WIN_RATE: _segment_win_rate(tables, closed, deals),
         F_HISTORY_EXACT: deals[HISTORY_EXACT].astype(bool),
     })
+    features.insert(1, S.AS_OF, when)
     if tables.has(S.CUSTOMERS) and S.SEGMENT in tables[S.CUSTOMERS].columns:
         features[S.SEGMENT] = _segments(tables, deals)
-    front = [S.OPPORTUNITY_ID, S.AS_OF]
-    return features[front + [c for c in features.columns if c not in front]].reset_index(
-        drop=True)
+    return features.reset_index(drop=True)
 
 
 # --- nodes of deals -----------------------------------------------------------------------------
@@ -401,10 +450,9 @@ def _deal_attributes(tables: Tables) -> pd.DataFrame:
     return attrs
 
 
-def _with_nodes(tables: Tables, frame: pd.DataFrame) -> pd.DataFrame:
+def _with_nodes(frame: pd.DataFrame, attributes: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (keyed by ``opportunity_id``) with the node columns of its deals."""
-    attrs = _deal_attributes(tables)
-    new = attrs[[c for c in attrs.columns if c not in frame.columns]]
+    new = attributes[[c for c in attributes.columns if c not in frame.columns]]
     return frame.join(new, on=S.OPPORTUNITY_ID)
 
 
@@ -423,9 +471,8 @@ def _keys(frame: pd.DataFrame, level: str) -> pd.Series:
 
 def _terminal_stages(runs: pd.DataFrame, state: pd.DataFrame) -> set[str]:
     """Stages no deal ever left and no open deal is in (Won, Lost...): they have no exits."""
-    left = runs.groupby(S.OPPORTUNITY_ID, sort=False)[S.STAGE].shift(-1).notna()
     open_now = state.loc[state[S.STATUS] == S.STATUS_OPEN, S.STAGE]
-    return set(runs[S.STAGE]) - set(runs.loc[left, S.STAGE]) - set(open_now.dropna())
+    return _sinks(runs) - set(open_now.dropna())
 
 
 def _stage_exits(funnel: _Funnel) -> pd.DataFrame:
@@ -444,46 +491,52 @@ def _stage_exits(funnel: _Funnel) -> pd.DataFrame:
     ahead = (following[STAGE_INDEX] > runs[STAGE_INDEX]) & ~to_terminal
     forward = ahead | ((status == S.STATUS_WON) & (to_terminal | ~moved))
     exits = runs.assign(**{_EXIT_AT: exit_at, _FORWARD: forward.astype(float),
-                           "_days": (exit_at - runs[S.ENTERED_AT]) / _DAY})
+                           "_days": _days(exit_at - runs[S.ENTERED_AT])})
     return exits[exits[_EXIT_AT].notna() & ~exits[S.STAGE].isin(terminal)]
 
 
 def _windowed(exits: pd.DataFrame, as_of: pd.Timestamp, trailing_days: int, baseline_days: int
               ) -> pd.DataFrame:
-    """Exits labelled ``recent`` (last ``trailing_days``) or ``baseline`` (the window before)."""
+    """Exits of the last ``trailing_days`` (recent) or the ``baseline_days`` before, with
+    per-window counts (``_n_*``), forward counts (``_f_*``) and recent durations."""
     recent_from = as_of - pd.Timedelta(days=trailing_days)
     baseline_from = recent_from - pd.Timedelta(days=baseline_days)
-    window = np.select([exits[_EXIT_AT] >= recent_from, exits[_EXIT_AT] >= baseline_from],
-                       [_RECENT, _BASELINE], default="")
-    return exits.assign(**{_WINDOW: window})[window != ""]
+    recent = (exits[_EXIT_AT] >= recent_from).astype(float)
+    baseline = ((exits[_EXIT_AT] >= baseline_from) & (recent == 0)).astype(float)
+    return exits.assign(**{
+        "_n_recent": recent, "_f_recent": recent * exits[_FORWARD],
+        "_n_baseline": baseline, "_f_baseline": baseline * exits[_FORWARD],
+        "_days_recent": exits["_days"].where(recent > 0),
+    })[(recent + baseline) > 0]
 
 
-def _funnel_exits(tables: Tables, funnel: _Funnel, trailing_days: int, baseline_days: int
+def _funnel_exits(funnel: _Funnel, attributes: pd.DataFrame, windows: tuple[int, int]
                   ) -> pd.DataFrame:
-    exits = _stage_exits(funnel)
-    return _with_nodes(tables, _windowed(exits, funnel.as_of, trailing_days, baseline_days))
+    """Stage exits in the recent or baseline window, with the nodes of their deals."""
+    exits = _windowed(_stage_exits(funnel), funnel.as_of, *windows)
+    return _with_nodes(exits, attributes)
 
 
-def _window_stats(exits: pd.DataFrame, keys: list[str], window: str, suffix: str
-                  ) -> pd.DataFrame:
-    """Exit count and forward share per ``keys`` for one window."""
-    rows = exits[exits[_WINDOW] == window]
-    grouped = rows.groupby(keys)[_FORWARD]
-    return pd.DataFrame({"exits" + suffix: grouped.size(), "conversion" + suffix: grouped.mean()})
+_COUNTED = {"_n_recent": "sum", "_f_recent": "sum", "_n_baseline": "sum",
+            "_f_baseline": "sum", "_days_recent": "median"}
+
+
+def _rates(counts: pd.DataFrame) -> pd.DataFrame:
+    """Exits and forward share per window from summed ``_n_*``/``_f_*`` counts."""
+    return pd.DataFrame({
+        "exits": counts["_n_recent"].astype(int),
+        "conversion": counts["_f_recent"] / counts["_n_recent"].where(counts["_n_recent"] > 0),
+        "exits_baseline": counts["_n_baseline"].astype(int),
+        "conversion_baseline": counts["_f_baseline"] / counts["_n_baseline"].where(
+            counts["_n_baseline"] > 0),
+    }, index=counts.index)
 
 
 def _conversion_table(exits: pd.DataFrame, level: str) -> pd.DataFrame:
     """Per (key, stage): exits and forward share in both windows, median days (recent)."""
-    keyed = exits.assign(**{S.KEY: _keys(exits, level)})
-    by = [S.KEY, S.STAGE]
-    recent = keyed[keyed[_WINDOW] == _RECENT]
-    table = pd.concat([
-        _window_stats(keyed, by, _RECENT, ""),
-        _window_stats(keyed, by, _BASELINE, "_baseline"),
-        recent.groupby(by)["_days"].median().rename("median_days_in_stage"),
-    ], axis=1)
-    for column in ("exits", "exits_baseline"):
-        table[column] = table[column].fillna(0).astype(int)
+    keys = _keys(exits, level).rename(S.KEY)
+    counts = exits.groupby([keys, exits[S.STAGE]]).agg(_COUNTED)
+    table = _rates(counts).assign(median_days_in_stage=counts["_days_recent"])
     return table.reset_index().assign(**{S.LEVEL: level})
 
 
@@ -506,7 +559,7 @@ def stage_conversion(tables: Tables, as_of: pd.Timestamp | str,
         conversion_baseline, median_days_in_stage``.
     """
     funnel = _funnel_at(tables, as_of)
-    exits = _funnel_exits(tables, funnel, trailing_days, baseline_days)
+    exits = _funnel_exits(funnel, _deal_attributes(tables), (trailing_days, baseline_days))
     chosen = list(S.HIERARCHY_LEVELS if levels is None else levels)
     table = pd.concat([_conversion_table(exits, lv) for lv in chosen], ignore_index=True)
     index = {stage: float(i) for i, stage in enumerate(funnel.order)}
@@ -517,79 +570,89 @@ def stage_conversion(tables: Tables, as_of: pd.Timestamp | str,
 # --- node metrics -------------------------------------------------------------------------------
 
 
-def _known_sum(values: pd.Series, keys: pd.Series) -> pd.Series:
-    """Sum per key of the known values (NaN for a key whose values are all unknown)."""
-    return values.groupby(keys).sum(min_count=1)
+@dataclass(frozen=True)
+class _Scope:
+    """What the node metrics are computed over."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    as_of: pd.Timestamp
+    stall_days: int
+    windows: tuple[int, int]  # trailing days, baseline days
 
 
-def _pipeline_metrics(deals: pd.DataFrame, keys: pd.Series, bounds: tuple[pd.Timestamp, ...],
-                      stall_days: int) -> pd.DataFrame:
-    """Open pipeline at T per key: totals, expected in the period, overdue, stalled, slipped."""
-    start, end, as_of = bounds
-    open_ = deals[S.STATUS] == S.STATUS_OPEN
-    deals, keys = deals[open_], keys[open_]
-    close = deals[S.CLOSE_DATE]
-    in_period = ((close >= start) & (close < end)).astype(float)
-    stalled = ((as_of - deals[ENTERED_STAGE_AT]) / _DAY >= stall_days).astype(float).where(
-        deals[ENTERED_STAGE_AT].notna())
-    slipped = (deals[CLOSE_SLIPS] > 0).astype(float).where(deals[CLOSE_SLIPS].notna())
+def _open_measures(deals: pd.DataFrame, scope: _Scope) -> pd.DataFrame:
+    """Per deal open at T: what the pipeline metrics add up (NaN where the data cannot tell)."""
+    close, entered = deals[S.CLOSE_DATE], deals[ENTERED_STAGE_AT]
+    in_period = ((close >= scope.start) & (close < scope.end)).astype(float).where(close.notna())
+    stalled = (_days(scope.as_of - entered) >= scope.stall_days).astype(float).where(
+        entered.notna())
     amount = deals[S.AMOUNT]
     return pd.DataFrame({
-        "open_deals": keys.groupby(keys).size(),
-        "open_pipeline": amount.groupby(keys).sum(),
-        "deals_in_period": in_period.groupby(keys).sum(),
-        "pipeline_in_period": (amount * in_period).groupby(keys).sum(),
-        "overdue_deals": _known_sum(_overdue(close, as_of), keys),
-        "stalled_deals": _known_sum(stalled, keys),
-        "stalled_pipeline": _known_sum(amount * stalled, keys),
-        "slipped_deals": _known_sum(slipped, keys),
-    })
+        "open_deals": 1.0,
+        "open_pipeline": amount,
+        "deals_in_period": in_period,
+        "pipeline_in_period": amount * in_period,
+        "overdue_deals": _overdue(close, scope.as_of),
+        "stalled_deals": stalled,
+        "stalled_pipeline": amount * stalled,
+        "slipped_deals": (deals[CLOSE_SLIPS] > 0).astype(float).where(deals[CLOSE_SLIPS].notna()),
+    }, index=deals.index)
 
 
-def _win_rate(deals: pd.DataFrame, keys: pd.Series, since: pd.Timestamp, until: pd.Timestamp
-              ) -> pd.Series:
-    """Won / closed per key among deals closed in [since, until)."""
-    closed = (deals[S.STATUS] != S.STATUS_OPEN) & (deals[S.CLOSE_DATE] >= since) & (
-        deals[S.CLOSE_DATE] < until)
-    won = (deals.loc[closed, S.STATUS] == S.STATUS_WON).astype(float)
-    return won.groupby(keys[closed]).mean()
-
-
-def _closed_metrics(deals: pd.DataFrame, keys: pd.Series, bounds: tuple[pd.Timestamp, ...],
-                    windows: tuple[int, int]) -> pd.DataFrame:
-    """Won in the period to date, and win rates in the trailing and baseline windows."""
-    start, end, as_of = bounds
-    recent_from = as_of - pd.Timedelta(days=windows[0])
-    baseline_from = recent_from - pd.Timedelta(days=windows[1])
-    won = (deals[S.STATUS] == S.STATUS_WON) & (deals[S.CLOSE_DATE] >= start) & (
-        deals[S.CLOSE_DATE] < end)
+def _closed_measures(deals: pd.DataFrame, scope: _Scope) -> pd.DataFrame:
+    """Per deal closed before T: won amount in the period, won (1) or lost (0) per window."""
+    close, won = deals[S.CLOSE_DATE], (deals[S.STATUS] == S.STATUS_WON).astype(float)
+    recent_from = scope.as_of - pd.Timedelta(days=scope.windows[0])
+    baseline_from = recent_from - pd.Timedelta(days=scope.windows[1])
+    in_period = (close >= scope.start) & (close < scope.end)
     return pd.DataFrame({
-        "won_to_date": deals.loc[won, S.AMOUNT].groupby(keys[won]).sum(),
-        "win_rate": _win_rate(deals, keys, recent_from, as_of),
-        "win_rate_baseline": _win_rate(deals, keys, baseline_from, recent_from),
-    })
+        "won_to_date": (deals[S.AMOUNT] * won).where(in_period, 0.0),
+        "win_rate": won.where(close >= recent_from),
+        "win_rate_baseline": won.where((close >= baseline_from) & (close < recent_from)),
+    }, index=deals.index)
+
+
+_RATES = ("win_rate", "win_rate_baseline")
+
+
+def _deal_measures(deals: pd.DataFrame, scope: _Scope) -> pd.DataFrame:
+    """Per deal created before T, every quantity a node metric sums or averages."""
+    open_ = deals[S.STATUS] == S.STATUS_OPEN
+    measures = pd.concat([_open_measures(deals[open_], scope),
+                          _closed_measures(deals[~open_], scope)])
+    return measures.reindex(deals.index).fillna({"open_deals": 0.0, "open_pipeline": 0.0,
+                                                 "won_to_date": 0.0})
+
+
+def _aggregated(measures: pd.DataFrame, keys: pd.Series) -> pd.DataFrame:
+    """Sums (NaN when every value is unknown) and mean rates per key."""
+    sums = measures.drop(columns=list(_RATES)).groupby(keys).sum(min_count=1)
+    return sums.join(measures[list(_RATES)].groupby(keys).mean())
 
 
 def _largest_drop(table: pd.DataFrame) -> pd.DataFrame:
     """Per key: the stage whose conversion fell most from baseline, among well-observed stages."""
     enough = (table["exits"] >= MIN_EXITS) & (table["exits_baseline"] >= MIN_EXITS)
-    rows = table[enough].assign(_drop=table["conversion_baseline"] - table["conversion"])
+    rows = table.assign(_drop=table["conversion_baseline"] - table["conversion"])[enough]
     worst = rows.sort_values("_drop", ascending=False, kind="stable").drop_duplicates(S.KEY)
-    worst = worst.set_index(S.KEY)
-    return pd.DataFrame({"conversion_drop": worst["_drop"],
-                         "conversion_drop_stage": worst[S.STAGE].astype(object)})
+    worst = worst.set_index(S.KEY)[["_drop", S.STAGE]]
+    return worst.rename(columns={"_drop": "conversion_drop", S.STAGE: "conversion_drop_stage"})
 
 
 def _conversion_metrics(exits: pd.DataFrame, level: str) -> pd.DataFrame:
     """Per key: forward share of all stage exits (both windows), the worst drop, velocity."""
-    keyed = exits.assign(**{S.KEY: _keys(exits, level)})
-    recent = keyed[keyed[_WINDOW] == _RECENT]
-    overall = pd.concat([_window_stats(keyed, [S.KEY], _RECENT, ""),
-                         _window_stats(keyed, [S.KEY], _BASELINE, "_baseline")], axis=1)
+    table = _conversion_table(exits, level)
+    counts = table.assign(
+        _n_recent=table["exits"], _f_recent=table["exits"] * table["conversion"].fillna(0.0),
+        _n_baseline=table["exits_baseline"],
+        _f_baseline=table["exits_baseline"] * table["conversion_baseline"].fillna(0.0),
+    ).groupby(S.KEY)[["_n_recent", "_f_recent", "_n_baseline", "_f_baseline"]].sum()
+    velocity = exits["_days_recent"].groupby(_keys(exits, level)).median()
     return pd.concat([
-        overall[["conversion", "conversion_baseline"]],
-        _largest_drop(_conversion_table(exits, level)),
-        recent.groupby(S.KEY)["_days"].median().rename("velocity_days"),
+        _rates(counts)[["conversion", "conversion_baseline"]],
+        _largest_drop(table),
+        velocity.rename("velocity_days"),
     ], axis=1)
 
 
@@ -619,34 +682,21 @@ def _period_revenue(tables: Tables, bounds: tuple[pd.Timestamp, ...], levels: Se
     """Revenue events of the period dated before T."""
     start, end, as_of = bounds
     extra = [lv for lv in levels if lv not in S.HIERARCHY_LEVELS]
-    events = attribute_revenue(tables, as_of=as_of, columns=extra)
-    return events[(events[S.DS] >= start) & (events[S.DS] < end)]
+    events = revenue_events(tables, as_of=as_of, columns=extra, since=start)
+    return events[events[S.DS] < end]
 
 
-_COUNTS = ("open_deals", "open_pipeline", "deals_in_period", "pipeline_in_period", "won_to_date",
-           "revenue_to_date")
-_OPEN_COUNTS = ("overdue_deals", "stalled_deals", "stalled_pipeline", "slipped_deals")
+_COUNTS = ("open_deals", "open_pipeline", "won_to_date", "revenue_to_date")
+# Counts over open deals that are NaN where deals are open but their history cannot tell.
+_OPEN_COUNTS = ("deals_in_period", "pipeline_in_period", "overdue_deals", "stalled_deals",
+                "stalled_pipeline", "slipped_deals")
 
 
-@dataclass(frozen=True)
-class _Scope:
-    """What the node metrics are computed over."""
-
-    start: pd.Timestamp
-    end: pd.Timestamp
-    as_of: pd.Timestamp
-    stall_days: int
-    windows: tuple[int, int]  # trailing days, baseline days
-
-
-def _level_metrics(level: str, deals: pd.DataFrame, exits: pd.DataFrame, revenue: pd.DataFrame,
-                   scope: _Scope) -> pd.DataFrame:
+def _level_metrics(level: str, measures: pd.DataFrame, deals: pd.DataFrame,
+                   exits: pd.DataFrame, revenue: pd.DataFrame) -> pd.DataFrame:
     """One row per key of ``level`` with every node metric except targets."""
-    bounds = (scope.start, scope.end, scope.as_of)
-    keys = _keys(deals, level)
     frame = pd.concat([
-        _pipeline_metrics(deals, keys, bounds, scope.stall_days),
-        _closed_metrics(deals, keys, bounds, scope.windows),
+        _aggregated(measures, _keys(deals, level)),
         revenue[S.AMOUNT].groupby(_keys(revenue, level)).sum().rename("revenue_to_date"),
         _conversion_metrics(exits, level),
     ], axis=1)
@@ -659,10 +709,9 @@ def _listed(frame: pd.DataFrame, level: str, keys: list[str]) -> pd.DataFrame:
     idle_nodes = pd.DataFrame({S.LEVEL: [level] * len(missing), S.KEY: missing})
     frame = pd.concat([frame, idle_nodes], ignore_index=True)
     frame[list(_COUNTS)] = frame[list(_COUNTS)].fillna(0.0)
-    # Overdue/stalled/slipped stay NaN only where open deals exist but the history cannot tell.
     idle = frame["open_deals"] == 0
     frame.loc[idle, list(_OPEN_COUNTS)] = frame.loc[idle, list(_OPEN_COUNTS)].fillna(0.0)
-    return frame
+    return frame.sort_values(S.KEY, kind="stable")
 
 
 def _with_targets(nodes: pd.DataFrame, targets: pd.DataFrame | None) -> pd.DataFrame:
@@ -703,12 +752,15 @@ def funnel_node_metrics(tables: Tables, as_of: pd.Timestamp | str, period: str,
     start, end = period_bounds(period)
     scope = _Scope(start, end, funnel.as_of, stall_days, (trailing_days, baseline_days))
     chosen = list(S.HIERARCHY_LEVELS if levels is None else levels)
-    deals = _with_nodes(tables, funnel.state)
-    exits = _funnel_exits(tables, funnel, trailing_days, baseline_days)
+    attributes = _deal_attributes(tables)
+    deals = _with_nodes(funnel.state, attributes)
+    exits = _funnel_exits(funnel, attributes, scope.windows)
     revenue = _period_revenue(tables, (start, end, funnel.as_of), chosen)
     goals = _period_targets(tables, targets, period)
-    parts = [_listed(_level_metrics(lv, deals, exits, revenue, scope), lv,
+    measures = _deal_measures(deals, scope)
+    parts = [_listed(_level_metrics(lv, measures, deals, exits, revenue), lv,
                      _node_keys(tables, lv, goals)) for lv in chosen]
     nodes = _with_targets(pd.concat(parts, ignore_index=True), goals)
-    nodes = nodes.assign(**{S.PERIOD: str(period), S.AS_OF: funnel.as_of})
+    nodes[S.PERIOD] = str(period)
+    nodes[S.AS_OF] = funnel.as_of
     return nodes[[S.PERIOD, S.LEVEL, S.KEY, S.AS_OF, *NODE_METRICS]]

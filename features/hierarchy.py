@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -36,9 +37,12 @@ __all__ = [
     "opportunity_nodes",
     "period_bounds",
     "rep_hierarchy",
+    "revenue_events",
 ]
 
 UNASSIGNED = "unassigned"
+# (since, as_of): events dated in [since, as_of); None leaves that end open.
+_Window = tuple[pd.Timestamp | None, pd.Timestamp | None]
 NODE_COLUMNS = (S.REP, S.TEAM, S.REGION)
 # Columns that identify or time a row, or name the hierarchy: never offered as categories.
 _NOT_CATEGORICAL = frozenset(
@@ -161,89 +165,162 @@ def categorical_columns(tables: Tables) -> dict[str, str]:
     return found
 
 
-def _take(values: pd.Series, positions: np.ndarray) -> np.ndarray:
-    """``values`` at ``positions``, NaN where the position is -1 (not found)."""
-    padded = np.append(values.to_numpy(dtype=object), np.nan)
-    return padded[np.where(positions < 0, len(values), positions)]
+def _positions(index: pd.Index, values: pd.Series) -> np.ndarray:
+    """Position of each value in ``index``, -1 where absent (missing values included)."""
+    return index.get_indexer(pd.Index(values.to_numpy(dtype=object), dtype=object, copy=False))
 
 
-def _order_events(tables: Tables, as_of: pd.Timestamp | None, columns: Sequence[str]
-                  ) -> pd.DataFrame:
-    """Revenue events from orders, attributed to the linked deal's owner or the account manager."""
-    orders = tables[S.ORDERS]
-    if as_of is not None:
-        orders = orders[orders[S.ORDER_DATE] < as_of]
+def _categories(*values: pd.Series) -> pd.Index:
+    """``unassigned`` first (code 0), then every other value seen."""
+    head = pd.Series([UNASSIGNED], dtype=object)
+    return pd.Index(pd.unique(pd.concat([head, *values], ignore_index=True).dropna()))
+
+
+@dataclass(frozen=True)
+class _NodeLookup:
+    """Node codes per customer row and per deal row; a trailing code answers position -1."""
+
+    customer_ids: pd.Index
+    deal_ids: pd.Index
+    categories: dict[str, pd.Index]
+    by_customer: dict[str, np.ndarray]
+    by_deal: dict[str, np.ndarray]
+
+
+def _node_lookup(tables: Tables) -> _NodeLookup:
+    """Codes once per customer and per deal, so millions of orders only index arrays."""
     cust = customer_nodes(tables)
-    cust_pos = pd.Index(cust[S.CUSTOMER_ID]).get_indexer(orders[S.CUSTOMER_ID])
-    opp_pos = _opportunity_positions(tables, _column_or_nan(orders, S.OPPORTUNITY_ID))
-    opp_nodes = opportunity_nodes(tables) if tables.has(S.OPPORTUNITIES) else cust.iloc[:0]
-    linked = opp_pos >= 0
-    events = {
-        S.CUSTOMER_ID: orders[S.CUSTOMER_ID].to_numpy(dtype=object),
-        S.DS: orders[S.ORDER_DATE].to_numpy(),
-        S.AMOUNT: orders[S.AMOUNT].to_numpy(dtype=float),
+    if tables.has(S.OPPORTUNITIES):
+        deals = opportunity_nodes(tables)
+    else:
+        deals = cust.iloc[:0].rename(columns={S.CUSTOMER_ID: S.OPPORTUNITY_ID})
+    cats = {c: _categories(cust[c], deals[c]) for c in NODE_COLUMNS}
+    return _NodeLookup(
+        customer_ids=pd.Index(cust[S.CUSTOMER_ID]),
+        deal_ids=pd.Index(deals[S.OPPORTUNITY_ID]),
+        categories=cats,
+        by_customer={c: np.append(_positions(cats[c], cust[c]), 0) for c in NODE_COLUMNS},
+        by_deal={c: np.append(_positions(cats[c], deals[c]), 0) for c in NODE_COLUMNS},
+    )
+
+
+def _node_columns(lookup: _NodeLookup, cust_pos: np.ndarray, deal_pos: np.ndarray
+                  ) -> dict[str, pd.Categorical]:
+    """rep, team, region of each event: the linked deal's owner, else the account manager's."""
+    linked = deal_pos >= 0
+    return {
+        c: pd.Categorical.from_codes(
+            np.where(linked, lookup.by_deal[c][deal_pos], lookup.by_customer[c][cust_pos]),
+            categories=lookup.categories[c])
+        for c in NODE_COLUMNS
     }
-    for column in NODE_COLUMNS:
-        by_owner = _take(opp_nodes[column], opp_pos)
-        by_manager = _take(cust[column], cust_pos)
-        events[column] = np.where(linked, by_owner, by_manager)
-    events[S.OPPORTUNITY_ID] = _column_or_nan(orders, S.OPPORTUNITY_ID).to_numpy(dtype=object)
-    frame = pd.DataFrame(events)
-    return _with_categories(frame, tables, columns, orders, cust_pos)
 
 
-def _opportunity_positions(tables: Tables, opportunity_ids: pd.Series) -> np.ndarray:
-    """Row of each id in ``opportunities`` (-1 when unlinked or the table is absent)."""
-    opps = tables.get(S.OPPORTUNITIES)
-    if opps is None:
-        return np.full(len(opportunity_ids), -1, dtype=np.intp)
-    return pd.Index(opps[S.OPPORTUNITY_ID]).get_indexer(opportunity_ids)
+def _customer_categorical(tables: Tables, column: str, cust_pos: np.ndarray) -> pd.Categorical:
+    """A customers column at ``cust_pos`` (-1 -> missing), as a categorical."""
+    values = _column_or_nan(_customers(tables), column)
+    cats = pd.Index(pd.unique(values.dropna()))
+    codes = np.append(_positions(cats, values), -1)
+    return pd.Categorical.from_codes(codes[cust_pos], categories=cats)
 
 
-def _with_categories(events: pd.DataFrame, tables: Tables, columns: Sequence[str],
-                     own: pd.DataFrame, cust_pos: np.ndarray) -> pd.DataFrame:
-    """Add categorical columns: the event's own value, else the customer's."""
-    customers = tables.get(S.CUSTOMERS)
+def _extra_columns(tables: Tables, columns: Sequence[str], own: pd.DataFrame,
+                   cust_pos: np.ndarray) -> dict[str, object]:
+    """Categorical columns of each event: its own (order or deal) value, else its customer's."""
+    extra: dict[str, object] = {}
     for column in columns:
         if column in own.columns:
-            events[column] = own[column].to_numpy(dtype=object)
-        elif customers is not None and column in customers.columns:
-            events[column] = _take(customers[column], cust_pos)
+            extra[column] = own[column].to_numpy(dtype=object)
         else:
-            events[column] = np.full(len(events), np.nan, dtype=object)
-    return events
+            extra[column] = _customer_categorical(tables, column, cust_pos)
+    return extra
 
 
-def _won_deal_events(tables: Tables, as_of: pd.Timestamp | None, columns: Sequence[str]
-                     ) -> pd.DataFrame:
+def _dated(frame: pd.DataFrame, column: str, window: _Window) -> pd.DataFrame:
+    """Rows of ``frame`` dated in [since, as_of) (open ends where None)."""
+    since, as_of = window
+    keep = pd.Series(True, index=frame.index)
+    if since is not None:
+        keep &= frame[column] >= since
+    if as_of is not None:
+        keep &= frame[column] < as_of
+    return frame if bool(keep.all()) else frame[keep]
+
+
+def _deal_positions(lookup: _NodeLookup, linked_ids: pd.Series) -> np.ndarray:
+    """Row of each linked deal in ``opportunities``; -1 for unlinked orders (looked up sparsely)."""
+    linked = linked_ids.notna().to_numpy()
+    positions = np.full(len(linked_ids), -1, dtype=np.intp)
+    positions[linked] = _positions(lookup.deal_ids, linked_ids[linked])
+    return positions
+
+
+def _order_events(tables: Tables, lookup: _NodeLookup, window: _Window, columns: Sequence[str],
+                  with_ids: bool) -> pd.DataFrame:
+    """Revenue events from orders, attributed to the linked deal's owner or the account manager."""
+    orders = _dated(tables[S.ORDERS], S.ORDER_DATE, window)
+    linked_ids = _column_or_nan(orders, S.OPPORTUNITY_ID)
+    cust_pos = _positions(lookup.customer_ids, orders[S.CUSTOMER_ID])
+    ids = {S.CUSTOMER_ID: orders[S.CUSTOMER_ID].to_numpy(dtype=object),
+           S.OPPORTUNITY_ID: linked_ids.to_numpy(dtype=object)} if with_ids else {}
+    return pd.DataFrame({
+        S.DS: orders[S.ORDER_DATE].to_numpy(),
+        S.AMOUNT: orders[S.AMOUNT].to_numpy(dtype=float),
+        **_node_columns(lookup, cust_pos, _deal_positions(lookup, linked_ids)),
+        **ids,
+        **_extra_columns(tables, columns, orders, cust_pos),
+    })
+
+
+def _won_deal_events(tables: Tables, lookup: _NodeLookup, window: _Window,
+                     columns: Sequence[str], with_ids: bool) -> pd.DataFrame:
     """Revenue events of won opportunities that no (visible) order carries, on ``close_date``."""
     opps = tables[S.OPPORTUNITIES]
-    orders = tables[S.ORDERS]
-    won = (opps[S.STATUS] == S.STATUS_WON).to_numpy()
-    if as_of is not None:
-        won &= (opps[S.CLOSE_DATE] < as_of).to_numpy()
-        orders = orders[orders[S.ORDER_DATE] < as_of]
     # Point in time: an order that arrives after as_of does not yet replace the deal's revenue.
+    orders = _dated(tables[S.ORDERS], S.ORDER_DATE, (None, window[1]))
     carried = _column_or_nan(orders, S.OPPORTUNITY_ID).dropna().unique()
-    keep = won & ~opps[S.OPPORTUNITY_ID].isin(carried).to_numpy()
-    deals = opps[keep]
-    nodes = opportunity_nodes(tables)[keep].reset_index(drop=True)
+    won = (opps[S.STATUS] == S.STATUS_WON) & ~opps[S.OPPORTUNITY_ID].isin(carried)
+    deals = _dated(opps[won], S.CLOSE_DATE, window)
     customer_ids = _column_or_nan(deals, S.CUSTOMER_ID)
-    events = pd.DataFrame({
-        S.CUSTOMER_ID: customer_ids.to_numpy(dtype=object),
+    cust_pos = _positions(lookup.customer_ids, customer_ids)
+    ids = {S.CUSTOMER_ID: customer_ids.to_numpy(dtype=object),
+           S.OPPORTUNITY_ID: deals[S.OPPORTUNITY_ID].to_numpy(dtype=object)} if with_ids else {}
+    return pd.DataFrame({
         S.DS: deals[S.CLOSE_DATE].to_numpy(),
         S.AMOUNT: deals[S.AMOUNT].to_numpy(dtype=float),
-        **{c: nodes[c].to_numpy(dtype=object) for c in NODE_COLUMNS},
-        S.OPPORTUNITY_ID: deals[S.OPPORTUNITY_ID].to_numpy(dtype=object),
+        **_node_columns(lookup, cust_pos, _positions(lookup.deal_ids, deals[S.OPPORTUNITY_ID])),
+        **ids,
+        **_extra_columns(tables, columns, deals, cust_pos),
     })
-    cust_pos = pd.Index(_customers(tables)[S.CUSTOMER_ID]).get_indexer(customer_ids)
-    return _with_categories(events, tables, columns, deals, cust_pos)
+
+
+def revenue_events(tables: Tables, as_of: pd.Timestamp | None = None,
+                   columns: Sequence[str] = (), since: pd.Timestamp | None = None,
+                   with_ids: bool = False) -> pd.DataFrame:
+    """Like :func:`attribute_revenue`, lean: ``ds, amount, rep, team, region`` + ``columns``.
+
+    ``since`` keeps events dated on or after it (a won deal is still matched against every
+    order before ``as_of``); ``with_ids`` adds ``customer_id`` and ``opportunity_id``.
+    """
+    wanted = list(columns)
+    lookup = _node_lookup(tables)
+    window = (since, as_of)
+    parts = [_order_events(tables, lookup, window, wanted, with_ids)]
+    if tables.has(S.OPPORTUNITIES):
+        parts.append(_won_deal_events(tables, lookup, window, wanted, with_ids))
+    events = pd.concat(parts, ignore_index=True)
+    events[S.DS] = events[S.DS].astype("datetime64[ns]")
+    return events
 
 
 def attribute_revenue(tables: Tables, as_of: pd.Timestamp | None = None,
                       columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Revenue events with their node: ``customer_id, ds, amount, rep, team, region,
     opportunity_id`` and categorical columns of orders/customers.
+
+    ``rep``, ``team``, ``region`` and the columns taken from ``customers`` are pandas
+    categoricals (cheap on millions of orders); ``opportunity_id`` is set on pipeline revenue
+    (linked orders, won deals without an order) and missing on run-rate revenue.
 
     Args:
         tables: validated tables; ``orders`` is required.
@@ -252,9 +329,6 @@ def attribute_revenue(tables: Tables, as_of: pd.Timestamp | None = None,
         columns: categorical columns to carry (default: all of :func:`categorical_columns`).
     """
     wanted = list(categorical_columns(tables)) if columns is None else list(columns)
-    parts = [_order_events(tables, as_of, wanted)]
-    if tables.has(S.OPPORTUNITIES):
-        parts.append(_won_deal_events(tables, as_of, wanted))
-    events = pd.concat(parts, ignore_index=True)
-    events[S.DS] = events[S.DS].astype("datetime64[ns]")
-    return events
+    events = revenue_events(tables, as_of=as_of, columns=wanted, with_ids=True)
+    order = [S.CUSTOMER_ID, S.DS, S.AMOUNT, *NODE_COLUMNS, S.OPPORTUNITY_ID, *wanted]
+    return events[order]

@@ -19,7 +19,7 @@ import pandas as pd
 
 from engine import schemas as S
 from engine.io import Tables
-from features.hierarchy import UNASSIGNED, attribute_revenue, categorical_columns
+from features.hierarchy import UNASSIGNED, categorical_columns, revenue_events
 
 __all__ = [
     "FREQS",
@@ -79,16 +79,31 @@ def _end_of_data(events: pd.DataFrame, freq: str, as_of: pd.Timestamp | None
     if as_of is not None:
         until = np.datetime64(pd.Timestamp(as_of).as_unit("ns"))
         return _last_period(until - np.timedelta64(1, "ns"), freq, until)
-    last_day = events[S.DS].max().normalize()
-    until = np.datetime64(last_day.as_unit("ns")) + _DAY
-    return _last_period(np.datetime64(last_day.as_unit("ns")), freq, until)
+    last_day = np.datetime64(events[S.DS].max().normalize().as_unit("ns"))
+    return _last_period(last_day, freq, last_day + _DAY)
 
 
-def _level_keys(events: pd.DataFrame, level: str) -> pd.Series:
+def _level_codes(events: pd.DataFrame, level: str) -> tuple[np.ndarray, np.ndarray]:
+    """Integer code of each event's key at ``level`` and the keys (missing -> unassigned)."""
     if level == S.LEVEL_COMPANY:
-        return pd.Series(S.COMPANY_KEY, index=events.index, dtype=object)
-    keys = events[level].astype(object)
-    return keys.where(keys.notna(), UNASSIGNED)
+        return np.zeros(len(events), dtype=np.int64), np.array([S.COMPANY_KEY], dtype=object)
+    values = events[level]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy().astype(np.int64)
+        keys = values.cat.categories.to_numpy(dtype=object)
+    else:
+        codes, uniques = pd.factorize(values)
+        keys = np.asarray(uniques, dtype=object)
+    if (codes < 0).any():
+        keys = np.append(keys, UNASSIGNED)
+        codes = np.where(codes < 0, len(keys) - 1, codes)
+    return _merged_codes(codes, keys)
+
+
+def _merged_codes(codes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes renumbered to the sorted, de-duplicated keys (``unassigned`` may appear twice)."""
+    unique, inverse = np.unique(keys.astype(str), return_inverse=True)
+    return inverse[codes], unique.astype(object)
 
 
 def _zero_filled(codes: np.ndarray, ords: np.ndarray, amounts: np.ndarray, last: int
@@ -111,13 +126,13 @@ def _zero_filled(codes: np.ndarray, ords: np.ndarray, amounts: np.ndarray, last:
     return key_grid, off_grid + first_ord, y
 
 
-def _level_series(level: str, keys: pd.Series, ords: np.ndarray, amounts: np.ndarray,
+def _level_series(level: str, events: pd.DataFrame, ords: np.ndarray, amounts: np.ndarray,
                   last: int, freq: str) -> pd.DataFrame:
-    codes, uniques = pd.factorize(keys, sort=True)
+    codes, keys = _level_codes(events, level)
     key_grid, ord_grid, y = _zero_filled(codes, ords, amounts, last)
     return pd.DataFrame({
         S.LEVEL: level,
-        S.KEY: np.asarray(uniques, dtype=object)[key_grid],
+        S.KEY: keys[key_grid],
         S.DS: period_starts(ord_grid, freq),
         S.Y: y,
         "_ord": ord_grid,
@@ -157,14 +172,13 @@ def revenue_series(tables: Tables, freq: str = "M", levels: Sequence[str] | None
     _check_freq(freq)
     chosen = _checked_levels(tables, levels)
     extra = [level for level in chosen if level not in S.HIERARCHY_LEVELS]
-    events = attribute_revenue(tables, as_of=as_of, columns=extra)
+    events = revenue_events(tables, as_of=as_of, columns=extra)
     if events.empty:
         return _empty_series()
     last, partial = _end_of_data(events, freq, as_of)
     ords = period_ordinals(events[S.DS].to_numpy(), freq)
     amounts = events[S.AMOUNT].to_numpy(dtype=float)
-    parts = [_level_series(lv, _level_keys(events, lv), ords, amounts, last, freq)
-             for lv in chosen]
+    parts = [_level_series(lv, events, ords, amounts, last, freq) for lv in chosen]
     series = pd.concat(parts, ignore_index=True)
     series[PARTIAL] = partial & (series.pop("_ord").to_numpy() == last)
     return series

@@ -1,0 +1,261 @@
+"""Replay: how well did p_attain predict which targets were hit, period after period?
+
+Walks back through every past quarter whose outcome is known and, at one third and two thirds
+of each quarter, predicts ``p_attain`` for every node with a target, using only data dated
+before that moment: the win model is retrained on the past at the quarter's first checkpoint
+(falling back to historical stage rates while there is too little history), the run rate and
+its spread are estimated from revenue before the checkpoint. Each prediction is then scored
+against whether the node actually reached its target.
+
+The baseline is the naive *pace* forecast: revenue closed to date divided by the share of the
+quarter elapsed, turned into a probability by a lognormal whose spread is the historical
+dispersion of log(actual / pace) at the same checkpoint and level in the quarters already over
+(0.3 until there are some).
+
+Datasets:
+
+- ``demo``: the synthetic company (``generate("medium")``) with its own targets;
+- ``crm``: Maven's CRM Sales Opportunities (agents, managers, regional offices). It has no
+  targets: each node's target for a quarter is **its actual revenue of the prior quarter**, so
+  the first quarter with revenue only serves as the second one's target.
+
+Churn scores are not used here (a churn model per checkpoint would dominate the run time);
+the run rate already carries the usual churn. Run from the repository root::
+
+    .venv/bin/python benchmarks/feasibility_replay.py [--draws 2000] [--datasets demo crm]
+
+Prints one table and writes reliability curves to ``benchmarks/out/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine import feasibility as FZ
+from engine import schemas as S
+from engine.io import Tables, validate_tables
+from engine.pipelines.win import fit_win_model
+from features.hierarchy import attribute_revenue, period_bounds
+from models import win as W
+from models.classification import MIN_BIN_CASES, reliability_table
+
+OUT = Path(__file__).resolve().parent / "out"
+CRM_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "crm-sales-opportunities"
+FRACTIONS = (1 / 3, 2 / 3)
+DEFAULT_PACE_SIGMA = 0.3
+_EPS = 1e-4
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def demo_tables() -> Tables:
+    from engine.synthetic import generate
+
+    tables, problems = validate_tables(generate("medium"))
+    assert not problems, problems
+    return tables
+
+
+def quarter_actuals(tables: Tables) -> pd.DataFrame:
+    """Revenue per node and quarter: ``period, level, key, amount``."""
+    events = attribute_revenue(tables, columns=[])
+    quarter = events[S.DS].dt.to_period("Q").astype(str).str.replace("Q", "Q", regex=False)
+    frames = []
+    for level in S.HIERARCHY_LEVELS:
+        keys = (pd.Series(S.COMPANY_KEY, index=events.index) if level == S.LEVEL_COMPANY
+                else events[level].astype(object))
+        sums = events[S.AMOUNT].groupby([quarter, keys]).sum()
+        frames.append(sums.rename_axis([S.PERIOD, S.KEY]).reset_index(name=S.AMOUNT)
+                      .assign(**{S.LEVEL: level}))
+    return pd.concat(frames, ignore_index=True)[[S.PERIOD, S.LEVEL, S.KEY, S.AMOUNT]]
+
+
+def crm_tables() -> Tables:
+    """The CRM dataset with targets = each node's actual revenue of the prior quarter."""
+    from engine.importers import import_dataset
+
+    result = import_dataset("crm-sales", CRM_DIR)
+    tables, problems = validate_tables(result.frames)
+    assert not problems, problems
+    actual = quarter_actuals(tables)
+    following = {p: str(pd.Period(p, freq="Q") + 1) for p in actual[S.PERIOD].unique()}
+    targets = actual.assign(**{S.PERIOD: actual[S.PERIOD].map(following)})
+    targets = targets[targets[S.AMOUNT] > 0]
+    frames = dict(tables.frames) | {S.TARGETS: targets.reset_index(drop=True)}
+    return Tables(frames, tables.source, tables.derived)
+
+
+def known_quarters(tables: Tables) -> list[str]:
+    """Quarters with targets that ended by the last date of the data."""
+    events = attribute_revenue(tables, columns=[])
+    last = events[S.DS].max()
+    periods = sorted(tables[S.TARGETS][S.PERIOD].astype(str).unique())
+    quarters = [p for p in periods if "Q" in p]
+    return [p for p in quarters if period_bounds(p)[1] <= last + pd.Timedelta(days=1)
+            and period_bounds(p)[0] >= events[S.DS].min()]
+
+
+# --- one checkpoint --------------------------------------------------------------------------
+
+
+def win_model_at(tables: Tables, snapshots: pd.DataFrame, as_of: pd.Timestamp) -> object:
+    rows = W.win_training_rows(snapshots, tables[S.OPPORTUNITIES], as_of)
+    try:
+        return fit_win_model(rows)[0]
+    except ValueError:
+        return W.StageRateWinModel().fit(rows)
+
+
+def checkpoint(tables: Tables, period: str, fraction: float) -> pd.Timestamp:
+    start, end = period_bounds(period)
+    return start + pd.Timedelta(days=round((end - start).days * fraction))
+
+
+def pace_probability(closed: np.ndarray, target: np.ndarray, fraction: float, sigma: float
+                     ) -> np.ndarray:
+    pace = np.maximum(closed / fraction, _EPS)
+    z = (np.log(pace) - np.log(np.maximum(target, _EPS))) / sigma
+    return norm.cdf(z)
+
+
+def pace_sigma(history: pd.DataFrame, level: str, fraction: float, before: pd.Timestamp
+               ) -> float:
+    """Dispersion of log(actual / pace) at this level and checkpoint in quarters already over."""
+    rows = history[(history["level"] == level) & (np.isclose(history["fraction"], fraction))
+                   & (history["period_end"] <= before)]
+    ratios = rows["log_ratio"].replace([np.inf, -np.inf], np.nan).dropna()
+    if len(ratios) < 5:
+        return DEFAULT_PACE_SIGMA
+    return float(max(np.sqrt((ratios**2).mean()), 0.05))
+
+
+def replay(name: str, tables: Tables, draws: int, seed: int) -> pd.DataFrame:
+    """Predictions of the model and the pace baseline at every checkpoint, with outcomes."""
+    actual = quarter_actuals(tables).set_index([S.PERIOD, S.LEVEL, S.KEY])[S.AMOUNT]
+    quarters = known_quarters(tables)
+    last = attribute_revenue(tables, columns=[])[S.DS].max() + pd.Timedelta(days=1)
+    t0 = time.time()
+    snapshots = W.deal_snapshots(tables, W.snapshot_dates(tables, last))
+    print(f"[{name}] {len(quarters)} quarters, deal snapshots in {time.time() - t0:.0f} s",
+          file=sys.stderr)
+    rows, history = [], pd.DataFrame(columns=["level", "fraction", "period_end", "log_ratio"])
+    for period in quarters:  # a dozen quarters
+        end = period_bounds(period)[1]
+        model = win_model_at(tables, snapshots, checkpoint(tables, period, FRACTIONS[0]))
+        for fraction in FRACTIONS:
+            as_of = checkpoint(tables, period, fraction)
+            frame = FZ.feasibility(tables, period, as_of, draws=draws, seed=seed,
+                                   win_model=model)
+            index = pd.MultiIndex.from_frame(frame[[S.PERIOD, S.LEVEL, S.KEY]])
+            outcome_amount = actual.reindex(index).fillna(0.0).to_numpy()
+            frame = frame.assign(actual=outcome_amount, fraction=fraction, dataset=name,
+                                 outcome=(outcome_amount >= frame["target"]).astype(int))
+            frame["p_pace"] = np.nan
+            for level, part in frame.groupby(S.LEVEL):
+                sigma = pace_sigma(history, str(level), fraction, as_of)
+                frame.loc[part.index, "p_pace"] = pace_probability(
+                    part["closed_to_date"].to_numpy(), part["target"].to_numpy(), fraction,
+                    sigma)
+            rows.append(frame)
+            pace = np.maximum(frame["closed_to_date"] / fraction, _EPS)
+            history = pd.concat([history, pd.DataFrame({
+                "level": frame[S.LEVEL], "fraction": fraction, "period_end": end,
+                "log_ratio": np.log(np.maximum(frame["actual"], _EPS) / pace)})],
+                ignore_index=True)
+        print(f"[{name}] {period} done ({time.time() - t0:.0f} s)", file=sys.stderr)
+    return pd.concat(rows, ignore_index=True)
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+def brier(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((p - y) ** 2))
+
+
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    q = np.clip(p, 1e-3, 1 - 1e-3)  # a certain miss costs log(1000), not infinity
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+def worst_decile_gap(p: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    table = reliability_table(y, p, bins=10)
+    judged = table[table["n"] >= MIN_BIN_CASES]
+    return (float(judged["gap"].abs().max()) if len(judged) else math.nan), len(judged)
+
+
+def plot(results: pd.DataFrame, name: str) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"feasibility_reliability_{name}.png"
+    fig, ax = plt.subplots(figsize=(5, 5))
+    try:
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+        for column, label in (("p_attain", "quotacast"), ("p_pace", "pace baseline")):
+            table = reliability_table(results["outcome"].to_numpy(), results[column].to_numpy())
+            ax.plot(table["mean_predicted"], table["observed_rate"], marker="o", label=label)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(attain)",
+               ylabel="share of targets attained",
+               title=f"Target attainment, replay on {name} (deciles)")
+        ax.legend(loc="upper left")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def summary(results: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (name, level), part in [*results.groupby(["dataset", pd.Series("all", results.index)]),
+                                *results.groupby(["dataset", S.LEVEL])]:
+        y = part["outcome"].to_numpy()
+        row = {"dataset": name, "level": level, "cases": len(part), "hit rate": y.mean()}
+        for column, label in (("p_attain", "model"), ("p_pace", "pace")):
+            p = part[column].to_numpy()
+            gap, bins = worst_decile_gap(p, y)
+            row |= {f"brier {label}": brier(p, y), f"log loss {label}": log_loss(p, y),
+                    f"max |gap| {label}": gap}
+        row["deciles>=30"] = bins
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["demo", "crm"],
+                        choices=["demo", "crm"])
+    parser.add_argument("--draws", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    loaders = {"demo": demo_tables, "crm": crm_tables}
+    results = pd.concat([replay(name, loaders[name](), args.draws, args.seed)
+                         for name in args.datasets], ignore_index=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    results.to_csv(OUT / "feasibility_replay.csv", index=False)
+    paths = [plot(results[results["dataset"] == name], name) for name in args.datasets]
+    pd.set_option("display.width", 200)
+    print("Target feasibility replay: p_attain at 1/3 and 2/3 of every past quarter vs the "
+          f"pace baseline ({args.draws} draws). crm targets = each node's prior-quarter actual.")
+    print(summary(results).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print("reliability curves: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""Win / slip wiring: tables -> deal snapshots -> labelled rows -> model -> MLflow.
+
+The training rows for ``as_of`` are deals open at weekly past dates, each paired with the
+periods that date can ask about (:mod:`models.win`); a row is kept only when its period ended
+before ``as_of``, so every label was known then. The rows are split by time
+(:func:`models.win.time_split`): the booster learns on the oldest, Platt scaling is fitted on a
+later slice and the model, the historical stage-rate baseline and the current champion are all
+scored on the latest slice, so the promotion gate (log loss, lower is better) compares like
+with like.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine import schemas as S
+from engine import tracking
+from engine.io import Tables
+from features.funnel import funnel_notes
+from models import win as W
+from models.classification import (
+    classification_metrics,
+    plot_calibration,
+    plot_feature_importance,
+    reliability_table,
+)
+
+__all__ = [
+    "GATE_METRIC",
+    "KIND",
+    "WinTraining",
+    "fit_win_model",
+    "serving_example",
+    "train_win",
+]
+
+KIND = "win"
+# Log loss judges the probabilities themselves, which is what the simulation consumes.
+GATE_METRIC = "log_loss"
+BASELINE = "stage_rates"
+MIN_ROWS = 200
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class WinTraining:
+    """What :func:`train_win` produced.
+
+    Attributes:
+        run_id: the MLflow run.
+        version: the registered version (alias ``challenger``).
+        model_name: the registered model name.
+        metrics: everything logged (ours unprefixed, the baseline and champion prefixed).
+        comparison: holdout metrics, one row per model.
+        notes: plain-word remarks (data, split, fallbacks, champion comparison).
+        model: the fitted :class:`models.win.WinModel`.
+        champion_value: the champion's log loss on the same holdout, if there is one.
+    """
+
+    run_id: str
+    version: str
+    model_name: str
+    metrics: dict[str, float]
+    comparison: pd.DataFrame
+    notes: list[str]
+    model: W.WinModel
+    champion_value: float | None = None
+    split: W.TimeSplit | None = field(default=None, repr=False)
+
+
+def _say(progress: Progress | None, message: str) -> None:
+    if progress is not None:
+        progress(message)
+
+
+def _resolve_as_of(tables: Tables, as_of: pd.Timestamp | str | None) -> pd.Timestamp:
+    opps = tables.get(S.OPPORTUNITIES)
+    if opps is None or opps.empty:
+        raise ValueError("no opportunities table: there is no pipeline to learn wins from")
+    if as_of is not None:
+        return pd.Timestamp(as_of).normalize()
+    closed = opps.loc[opps[S.STATUS] != S.STATUS_OPEN, S.CLOSE_DATE]
+    last = pd.concat([opps[S.CREATED_AT], closed, tables.orders[S.ORDER_DATE]]).max()
+    return pd.Timestamp(last).normalize() + pd.Timedelta(days=1)
+
+
+def fit_win_model(rows: pd.DataFrame, seed: int = 42) -> tuple[W.WinModel, W.TimeSplit,
+                                                                pd.DataFrame]:
+    """Split rows by time, fit the model and the baseline, compare them on the holdout.
+
+    Returns:
+        The model, the split and the holdout metrics (rows ``win_model``, ``stage_rates``).
+
+    Raises:
+        ValueError: too few rows, or no won / not-won rows to learn from.
+    """
+    if len(rows) < MIN_ROWS or rows[W.LABEL].nunique() < 2:
+        raise ValueError(f"too little closed history to train the win model: {len(rows)} "
+                         f"labelled deal snapshots (at least {MIN_ROWS}, won and not won)")
+    split = W.time_split(rows)
+    model = W.WinModel(seed=seed).fit(split.train, split.calibrate)
+    baseline = W.StageRateWinModel().fit(pd.concat([split.train, split.calibrate]))
+    comparison = pd.DataFrame.from_dict(
+        {"win_model": W.holdout_metrics(model, split.holdout),
+         BASELINE: W.holdout_metrics(baseline, split.holdout)}, orient="index")
+    return model, split, comparison.rename_axis("model")
+
+
+def _fingerprint(holdout: pd.DataFrame) -> str:
+    """Names the holdout: first snapshot, size and a hash of which deals and outcomes."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for values in (holdout[S.OPPORTUNITY_ID].astype(str), holdout[S.AS_OF].astype(str),
+                   holdout[W.PERIOD_END].astype(str), holdout[W.LABEL].astype(str)):
+        digest.update("\n".join(values).encode())
+    first = pd.Timestamp(holdout[S.AS_OF].min()).date() if len(holdout) else "none"
+    return f"{first}/{len(holdout)} deal-periods/{digest.hexdigest()[:12]}"
+
+
+def _champion_value(holdout: pd.DataFrame, notes: list[str]) -> float | None:
+    """The champion's log loss on this holdout, or None (with a note)."""
+    try:
+        champion = tracking.load_champion(KIND)
+    except tracking.ChampionMissingError:
+        notes.append("no champion yet: the first promotion needs no comparison")
+        return None
+    try:
+        p = champion.estimator.predict_frame(holdout)[W.WIN_PROBABILITY].to_numpy(dtype=float)
+    except (KeyError, ValueError, AttributeError) as exc:
+        notes.append(f"champion v{champion.version} could not score this holdout ({exc}); "
+                     "promotion will need --force")
+        return None
+    value = classification_metrics(holdout[W.LABEL].to_numpy(), p)[GATE_METRIC]
+    notes.append(f"champion v{champion.version}: {GATE_METRIC} {value:.4f} on the same holdout")
+    return float(value)
+
+
+def serving_example(rows: pd.DataFrame, n: int = 5) -> pd.DataFrame:
+    """A few input rows as the served model receives them (features, no label or dates)."""
+    columns = [c for c in (*W.NUMERIC_FEATURES, *W.CATEGORICAL_FEATURES) if c in rows.columns]
+    example = rows[columns].head(n).copy()
+    for column in W.CATEGORICAL_FEATURES:
+        if column in example.columns:
+            values = example[column].astype(object)
+            example[column] = values.where(values.notna(), np.nan)
+    return example
+
+
+def _metrics(comparison: pd.DataFrame, champion: float | None) -> dict[str, float]:
+    metrics = {str(k): float(v) for k, v in comparison.loc["win_model"].items()
+               if np.isfinite(v)}
+    metrics |= {f"{BASELINE}_{k}": float(v) for k, v in comparison.loc[BASELINE].items()
+                if np.isfinite(v)}
+    if champion is not None:
+        metrics[f"champion_{GATE_METRIC}"] = champion
+    return metrics
+
+
+def _artifacts(model: W.WinModel, holdout: pd.DataFrame, comparison: pd.DataFrame, tmp: Path
+               ) -> dict[str, Path | pd.DataFrame | dict[str, Any]]:
+    p = model.predict_frame(holdout)[W.WIN_PROBABILITY].to_numpy()
+    reliability = reliability_table(holdout[W.LABEL].to_numpy(), p)
+    return {
+        "calibration.png": plot_calibration(reliability, tmp / "calibration.png",
+                                            "Win in period: calibration on the holdout"),
+        "feature_importance.png": plot_feature_importance(model.feature_importance_,
+                                                          tmp / "feature_importance.png"),
+        "reliability.csv": reliability,
+        "comparison.csv": comparison.reset_index(),
+        "conversion.json": {"days_left_edges": list(W.DAYS_LEFT_EDGES),
+                            "conversion": [float(x) for x in model.conversion_]},
+    }
+
+
+def _data_notes(tables: Tables, rows: pd.DataFrame, split: W.TimeSplit) -> list[str]:
+    notes = list(funnel_notes(tables))
+    if not tables.has(S.STAGE_HISTORY):
+        notes.append("without stage_history the model cannot see a past deal's stage: it "
+                     "learns from age, amount, owner and segment win rates and period timing "
+                     "only (an honest fallback, weaker than with stage history)")
+    opps = tables[S.OPPORTUNITIES]
+    if W.ORIGINAL_CLOSE_DATE in opps.columns:
+        notes.append(f"expected close dates at past dates fall back to {W.ORIGINAL_CLOSE_DATE} "
+                     "(the expectation recorded at creation)")
+    notes.append(f"{len(rows):,} deal-period rows, {rows[W.LABEL].mean():.1%} won in period; "
+                 f"{split.describe()}")
+    return notes
+
+
+def train_win(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed: int = 42,
+              progress: Progress | None = None, snapshot_days: int = 7) -> WinTraining:
+    """Train the win / slip model, evaluate on a later slice, log and register a challenger.
+
+    Args:
+        tables: validated tables with ``opportunities``.
+        as_of: training date (default: the day after the last date in the data); rows dated
+            on or after it are not used and only periods that ended before it are labelled.
+        seed: LightGBM's seed.
+        progress: called with a short message at each stage.
+        snapshot_days: days between two snapshots of the open pipeline.
+
+    Raises:
+        ValueError: no opportunities, or too little closed history.
+    """
+    cutoff = _resolve_as_of(tables, as_of)
+    dates = W.snapshot_dates(tables, cutoff, every_days=snapshot_days)
+    _say(progress, f"reconstructing the pipeline at {len(dates)} past dates")
+    snapshots = W.deal_snapshots(tables, dates)
+    rows = W.win_training_rows(snapshots, tables[S.OPPORTUNITIES], cutoff)
+    _say(progress, f"training LightGBM on {len(rows):,} deal-period rows")
+    model, split, comparison = fit_win_model(rows, seed)
+    notes = _data_notes(tables, rows, split)
+    champion_value = _champion_value(split.holdout, notes)
+    metrics = _metrics(comparison, champion_value)
+    params = {"as_of": str(cutoff.date()), "seed": seed, "snapshot_days": snapshot_days,
+              "snapshots": len(dates), "rows": len(rows), "gate_metric": GATE_METRIC,
+              "calibrate_from": str(split.calibrate_from.date()),
+              "holdout_from": str(split.holdout_from.date()),
+              "features": model.numeric_ + list(model.categories_)}
+    _say(progress, "logging to MLflow")
+    with tempfile.TemporaryDirectory() as tmp:
+        run = tracking.log_and_register(
+            KIND, model, input_example=serving_example(split.holdout), params=params,
+            metrics=metrics, gate_metric=GATE_METRIC, greater_is_better=False,
+            holdout=_fingerprint(split.holdout), champion_value=champion_value,
+            artifacts=_artifacts(model, split.holdout, comparison, Path(tmp)),
+        )
+    return WinTraining(run.run_id, run.version, run.model_name, run.metrics, comparison, notes,
+                       model, champion_value, split)

@@ -1,0 +1,737 @@
+"""The metric catalogue: what a warning rule can watch.
+
+A metric is a function ``fn(context, as_of, params) -> DataFrame`` registered under a name. Its
+frame has one row per label set: ``scope`` (company, region, team, rep, customer, opportunity),
+the scope's label columns (:data:`SCOPE_LABELS`; a node carries its ancestors so inhibition by
+hierarchy and grouping by region work), ``value``, ``explanation`` (the numbers behind the value,
+in words) and detail columns (numbers the explanation quotes, available to templates as
+``details.NAME``).
+
+Metrics that other modules compute are reached through :class:`Providers`; a provider that is
+not wired yet raises :class:`MetricUnavailable` naming what is missing, and the engine skips the
+rules that use it with a one-line note. :func:`catalogue` lists everything for the README.
+
+Everything is point in time: only rows dated before ``as_of`` are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine import schemas as S
+from engine.io import Tables
+from features.customer import KIND_COMPLAINT
+from features.hierarchy import customer_nodes, opportunity_nodes, period_bounds, rep_hierarchy
+
+__all__ = [
+    "EXPLANATION",
+    "METRICS",
+    "NODE_SCOPES",
+    "SCOPES",
+    "SCOPE_COLUMN",
+    "SCOPE_LABELS",
+    "VALUE",
+    "MetricContext",
+    "MetricSpec",
+    "MetricUnavailable",
+    "Providers",
+    "catalogue",
+    "compute_metric",
+    "default_providers",
+    "resolve_period",
+]
+
+SCOPE_COLUMN = "scope"
+VALUE = "value"
+EXPLANATION = "explanation"
+SCOPES = ("company", S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP, "customer", "opportunity")
+NODE_SCOPES = (S.LEVEL_COMPANY, S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP)
+# Labels of an alert at each scope, ancestors first: the hierarchy is company > region > team >
+# rep, and a customer (its account manager) or an opportunity (its owner) hangs below a rep.
+SCOPE_LABELS: dict[str, tuple[str, ...]] = {
+    S.LEVEL_COMPANY: (),
+    S.LEVEL_REGION: (S.REGION,),
+    S.LEVEL_TEAM: (S.REGION, S.TEAM),
+    S.LEVEL_REP: (S.REGION, S.TEAM, S.REP),
+    "customer": (S.REGION, S.TEAM, S.REP, S.CUSTOMER_ID),
+    "opportunity": (S.REGION, S.TEAM, S.REP, S.OPPORTUNITY_ID),
+}
+_LABEL_COLUMNS = (S.REGION, S.TEAM, S.REP, S.CUSTOMER_ID, S.OPPORTUNITY_ID)
+_PERIOD_WORDS = ("year", "quarter", "month")
+
+
+class MetricUnavailable(Exception):
+    """A metric that cannot be computed here: ``needs`` says what is missing."""
+
+    def __init__(self, metric: str, needs: str):
+        super().__init__(f"metric {metric!r} is not available yet: needs {needs}")
+        self.metric = metric
+        self.needs = needs
+
+
+# --- providers: metrics computed by other modules ------------------------------------------------
+
+ChurnScores = Callable[[Tables, pd.Timestamp], pd.DataFrame]
+PeriodFrame = Callable[[Tables, str, pd.Timestamp], pd.DataFrame]
+
+
+@dataclass
+class Providers:
+    """What other modules contribute, as plain callables (None = not wired yet).
+
+    Attributes:
+        churn_scores: ``(tables, as_of) -> customer_id, churn_probability, revenue_at_risk``
+            (the ``score churn`` output of CONTRACTS.md).
+        attainment: ``(tables, period, as_of) -> level, key, target, p_attain, expected`` (the
+            ``feasibility`` output of CONTRACTS.md).
+        period_forecast: ``(tables, period, as_of) -> level, key, expected``: the period's
+            expected revenue, closed to date plus the forecast of the rest of the period.
+    """
+
+    churn_scores: ChurnScores | None = None
+    attainment: PeriodFrame | None = None
+    period_forecast: PeriodFrame | None = None
+
+
+def _lazy(module: str, name: str) -> Callable[..., Any] | None:
+    """A callable that imports ``module.name`` when first called, or None when the module is
+    not there (another engineer may still be writing it). Importing late keeps heavy
+    dependencies (MLflow) out of evaluations whose rules do not need them."""
+    if importlib.util.find_spec(module) is None:
+        return None
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    return call
+
+
+def default_providers() -> Providers:
+    """The providers that exist in this installation, each found when its module exists:
+
+    - churn scores: ``engine.pipelines.churn.score_churn(tables, as_of=...)`` (without a
+      champion churn model its metrics are skipped as unavailable);
+    - attainment: ``engine.pipelines.feasibility.run_feasibility(tables, period, as_of).frame``.
+
+    The forecaster is not wired yet: pass :class:`Providers` with ``period_forecast`` to do so.
+    """
+    score_churn = _lazy("engine.pipelines.churn", "score_churn")
+    churn = None if score_churn is None else (lambda t, as_of: score_churn(t, as_of=as_of))
+    run_feasibility = _lazy("engine.pipelines.feasibility", "run_feasibility")
+    attainment = None if run_feasibility is None else (
+        lambda t, period, as_of: run_feasibility(t, period, as_of).frame)
+    return Providers(churn_scores=churn, attainment=attainment)
+
+
+# --- the context a metric computes in ------------------------------------------------------------
+
+
+@dataclass
+class MetricContext:
+    """Tables, providers and a cache shared by the metrics of one evaluation."""
+
+    tables: Tables
+    providers: Providers = field(default_factory=default_providers)
+    cache: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    def cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per key (two rules on one metric compute it once)."""
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+
+MetricFn = Callable[[MetricContext, pd.Timestamp, Mapping[str, Any]], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One catalogue entry.
+
+    Attributes:
+        name: what rules write in ``metric``.
+        scopes: the scopes it has rows for.
+        unit: ratio, share, probability, count, amount, days.
+        meaning: one sentence for the README.
+        params: the parameters it takes, with their defaults.
+        needs: the tables or modules it needs, in words.
+        fn: the function.
+    """
+
+    name: str
+    scopes: tuple[str, ...]
+    unit: str
+    meaning: str
+    params: dict[str, Any]
+    needs: str
+    fn: MetricFn
+
+
+METRICS: dict[str, MetricSpec] = {}
+
+
+def _metric(name: str, scopes: tuple[str, ...], unit: str, meaning: str, needs: str,
+            params: dict[str, Any] | None = None) -> Callable[[MetricFn], MetricFn]:
+    def register(fn: MetricFn) -> MetricFn:
+        METRICS[name] = MetricSpec(name, scopes, unit, meaning, dict(params or {}), needs, fn)
+        return fn
+
+    return register
+
+
+def compute_metric(name: str, context: MetricContext, as_of: pd.Timestamp,
+                   params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The metric's frame at ``as_of`` (defaults filled in for missing params; cached)."""
+    spec = METRICS[name]
+    merged = {**spec.params, **(params or {})}
+    key = ("metric", name, pd.Timestamp(as_of), tuple(sorted(merged.items())))
+    frame: pd.DataFrame = context.cached(key, lambda: spec.fn(context, pd.Timestamp(as_of),
+                                                               merged))
+    return frame
+
+
+def catalogue() -> pd.DataFrame:
+    """The catalogue as a table: name, scopes, unit, meaning, params, needs."""
+    return pd.DataFrame([
+        {"metric": s.name, "scopes": ", ".join(s.scopes), "unit": s.unit, "meaning": s.meaning,
+         "params": ", ".join(f"{k}={v}" for k, v in s.params.items()), "needs": s.needs}
+        for s in METRICS.values()
+    ])
+
+
+# --- shared helpers ------------------------------------------------------------------------------
+
+
+def resolve_period(spec: str, as_of: pd.Timestamp) -> str:
+    """``year``/``quarter``/``month`` -> the period containing ``as_of``; else ``spec`` itself."""
+    as_of = pd.Timestamp(as_of)
+    word = str(spec).strip().lower()
+    if word == "year":
+        return f"{as_of.year}"
+    if word == "quarter":
+        return f"{as_of.year}Q{as_of.quarter}"
+    if word == "month":
+        return f"{as_of.year}-{as_of.month:02d}"
+    period_bounds(spec)  # raises a clear ValueError on a bad period
+    return str(spec).strip()
+
+
+def _money(value: float) -> str:
+    """230000 -> 230k, 1234567 -> 1.23M (explanations are read by people)."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _require(tables: Tables, metric: str, *names: str) -> None:
+    missing = [n for n in names if not tables.has(n)]
+    if missing:
+        raise MetricUnavailable(metric, f"the {', '.join(missing)} table(s) in the data")
+
+
+def _node_labels(tables: Tables, level: str, keys: pd.Series) -> pd.DataFrame:
+    """``region, team, rep`` of each node key at ``level`` (ancestors from the org table)."""
+    out = pd.DataFrame(index=keys.index, columns=list(SCOPE_LABELS[level]), dtype=object)
+    if level == S.LEVEL_COMPANY:
+        return out
+    hierarchy = rep_hierarchy(tables)
+    out[level] = keys.astype(object)
+    if level == S.LEVEL_TEAM:
+        region_of_team = hierarchy.drop_duplicates(S.TEAM).set_index(S.TEAM)[S.REGION]
+        out[S.REGION] = keys.map(region_of_team)
+    elif level == S.LEVEL_REP:
+        by_rep = hierarchy.drop_duplicates(S.REP).set_index(S.REP)
+        out[S.TEAM] = keys.map(by_rep[S.TEAM])
+        out[S.REGION] = keys.map(by_rep[S.REGION])
+    return out
+
+
+def _frame(scope: str, labels: pd.DataFrame, value: pd.Series, explanation: pd.Series,
+           details: Mapping[str, pd.Series | Any]) -> pd.DataFrame:
+    """The standard metric frame: scope, label columns, value, explanation, details."""
+    frame = pd.DataFrame({SCOPE_COLUMN: scope}, index=value.index)
+    for column in _LABEL_COLUMNS:
+        frame[column] = labels[column] if column in labels.columns else np.nan
+    frame[VALUE] = value.astype(float)
+    frame[EXPLANATION] = explanation.astype(object)
+    for name, values in details.items():
+        frame[name] = values
+    return frame.reset_index(drop=True)
+
+
+def _stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    columns = [SCOPE_COLUMN, *_LABEL_COLUMNS, VALUE, EXPLANATION]
+    kept = [p for p in parts if not p.empty]
+    if not kept:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    return pd.concat(kept, ignore_index=True)
+
+
+def _level_key(frame: pd.DataFrame, level: str) -> pd.Series:
+    """The node key of each row at a hierarchy level (``all`` for company)."""
+    if level == S.LEVEL_COMPANY:
+        return pd.Series(S.COMPANY_KEY, index=frame.index, dtype=object)
+    return frame[level].astype(object)
+
+
+def _revenue_events(context: MetricContext, as_of: pd.Timestamp) -> pd.DataFrame:
+    from features.hierarchy import attribute_revenue
+
+    return context.cached(("revenue", as_of),
+                          lambda: attribute_revenue(context.tables, as_of=as_of, columns=[]))
+
+
+_PERIOD_PARAM = {"period": "quarter"}
+
+# --- pace against plan (computable now) ----------------------------------------------------------
+
+
+def _pace_level(context: MetricContext, level: str, goals: pd.DataFrame, revenue: pd.DataFrame,
+                period: str, elapsed: float) -> pd.DataFrame:
+    keys = goals[S.KEY].astype(object).reset_index(drop=True)
+    target = goals[S.AMOUNT].astype(float).reset_index(drop=True)
+    done = revenue[S.AMOUNT].groupby(_level_key(revenue, level), observed=True).sum()
+    to_date = keys.map(done).astype(float).fillna(0.0)
+    expected = target * elapsed
+    value = (to_date / expected.where(expected > 0)).astype(float)
+    words = [
+        f"revenue to date {_money(r)} is {v:.0%} of plan: {_money(t)} target x {elapsed:.0%} of "
+        f"{period} elapsed = {_money(e)} expected by now" if pd.notna(v) else "no plan to date"
+        for r, v, t, e in zip(to_date, value, target, expected, strict=True)
+    ]
+    labels = _node_labels(context.tables, level, keys)
+    return _frame(level, labels, value, pd.Series(words), {
+        "period": period, "revenue_to_date": to_date, "target": target,
+        "expected_to_date": expected, "elapsed_share": elapsed})
+
+
+@_metric("pace_against_plan", NODE_SCOPES, "ratio",
+         "Revenue to date in the period / (target x elapsed share of the period); 1 = on plan.",
+         "orders, targets (and org for regions, teams, reps)",
+         {**_PERIOD_PARAM, "min_elapsed_share": 0.1})
+def pace_against_plan(context: MetricContext, as_of: pd.Timestamp,
+                      params: Mapping[str, Any]) -> pd.DataFrame:
+    """Revenue to date against the plan pro rata temporis, per node with a target."""
+    tables = context.tables
+    _require(tables, "pace_against_plan", S.TARGETS)
+    period = resolve_period(params["period"], as_of)
+    start, end = period_bounds(period)
+    elapsed = float(np.clip((as_of - start) / (end - start), 0.0, 1.0))
+    if elapsed < float(params["min_elapsed_share"]):
+        return _stack([])  # too early in the period for a pace to mean anything
+    events = _revenue_events(context, as_of)
+    revenue = events[(events[S.DS] >= start) & (events[S.DS] < end)]
+    targets = tables[S.TARGETS]
+    targets = targets[targets[S.PERIOD].astype(str) == period]
+    return _stack([
+        _pace_level(context, level, targets[targets[S.LEVEL] == level], revenue, period, elapsed)
+        for level in NODE_SCOPES
+    ])
+
+
+# --- funnel metrics (features/funnel.py) ---------------------------------------------------------
+
+
+def _funnel(context: MetricContext, as_of: pd.Timestamp, params: Mapping[str, Any]
+            ) -> pd.DataFrame:
+    from features.funnel import funnel_node_metrics
+
+    period = resolve_period(params.get("period", "quarter"), as_of)
+    windows = (int(params.get("stall_days", 30)), int(params.get("trailing_days", 180)),
+               int(params.get("baseline_days", 365)))
+    key = ("funnel", as_of, period, windows)
+    return context.cached(key, lambda: funnel_node_metrics(
+        context.tables, as_of, period, stall_days=windows[0], trailing_days=windows[1],
+        baseline_days=windows[2]))
+
+
+def _funnel_metric(context: MetricContext, nodes: pd.DataFrame, value: pd.Series,
+                   words: Callable[[pd.Series], str], details: list[str]) -> pd.DataFrame:
+    parts = []
+    for level in NODE_SCOPES:
+        rows = nodes[nodes[S.LEVEL] == level]
+        if rows.empty:
+            continue
+        keys = rows[S.KEY].astype(object)
+        text = rows.apply(words, axis=1) if len(rows) else pd.Series(dtype=object)
+        labels = _node_labels(context.tables, level, keys)
+        parts.append(_frame(level, labels, value.loc[rows.index], text,
+                            {d: rows[d] for d in details}))
+    return _stack(parts)
+
+
+@_metric("pipeline_coverage", NODE_SCOPES, "ratio",
+         "Open pipeline expected to close in the period / target still to reach (3 = 3x).",
+         "opportunities, orders, targets", dict(_PERIOD_PARAM))
+def pipeline_coverage(context: MetricContext, as_of: pd.Timestamp,
+                      params: Mapping[str, Any]) -> pd.DataFrame:
+    """Coverage per node that still has target to reach."""
+    _require(context.tables, "pipeline_coverage", S.OPPORTUNITIES, S.TARGETS)
+    nodes = _funnel(context, as_of, params)
+    nodes = nodes[nodes["coverage"].notna()]
+    return _funnel_metric(
+        context, nodes, nodes["coverage"],
+        lambda r: f"coverage {r['coverage']:.1f}x: open pipeline {_money(r['pipeline_in_period'])}"
+                  f" expected in {r[S.PERIOD]} against {_money(r['remaining_target'])} "
+                  "remaining target",
+        [S.PERIOD, "pipeline_in_period", "remaining_target", "target", "revenue_to_date"])
+
+
+_STAGE_HISTORY_NEEDED = "the stage_history table in the data"
+
+
+@_metric("conversion_drop", NODE_SCOPES, "share",
+         "Largest fall of a stage's conversion, trailing window against the window before "
+         "(0.15 = 15 points lower).", "opportunities, stage_history",
+         {"trailing_days": 180, "baseline_days": 365})
+def conversion_drop(context: MetricContext, as_of: pd.Timestamp,
+                    params: Mapping[str, Any]) -> pd.DataFrame:
+    """Per node: the stage whose conversion fell most against its trailing rate."""
+    _require(context.tables, "conversion_drop", S.OPPORTUNITIES, S.STAGE_HISTORY)
+    nodes = _funnel(context, as_of, params)
+    nodes = nodes[nodes["conversion_drop"].notna()]
+    return _funnel_metric(
+        context, nodes, nodes["conversion_drop"],
+        lambda r: f"conversion out of stage {r['conversion_drop_stage']} fell "
+                  f"{r['conversion_drop'] * 100:.0f} points (last {params['trailing_days']}d "
+                  f"against the {params['baseline_days']}d before); overall forward conversion "
+                  f"{_pct(r['conversion'])} vs {_pct(r['conversion_baseline'])}",
+        ["conversion_drop_stage", "conversion", "conversion_baseline"])
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{value:.0%}"
+
+
+@_metric("stalled_deals", NODE_SCOPES, "count",
+         "Open deals with no stage change for stall_days or more.",
+         "opportunities, stage_history", {"stall_days": 30})
+def stalled_deals(context: MetricContext, as_of: pd.Timestamp,
+                  params: Mapping[str, Any]) -> pd.DataFrame:
+    """Stalled open deals per node."""
+    _require(context.tables, "stalled_deals", S.OPPORTUNITIES, S.STAGE_HISTORY)
+    nodes = _funnel(context, as_of, params)
+    nodes = nodes[nodes["stalled_deals"].notna()]
+    return _funnel_metric(
+        context, nodes, nodes["stalled_deals"],
+        lambda r: f"{r['stalled_deals']:.0f} of {r['open_deals']:.0f} open deals "
+                  f"({_money(r['stalled_pipeline'])}) without a stage change for "
+                  f"{params['stall_days']}+ days",
+        ["stalled_pipeline", "open_deals", "open_pipeline"])
+
+
+@_metric("slipped_deals", NODE_SCOPES, "count",
+         "Open deals whose expected close date was pushed later at least once.",
+         "opportunities, stage_history with a close_date column")
+def slipped_deals(context: MetricContext, as_of: pd.Timestamp,
+                  params: Mapping[str, Any]) -> pd.DataFrame:
+    """Slipped open deals per node."""
+    tables = context.tables
+    _require(tables, "slipped_deals", S.OPPORTUNITIES, S.STAGE_HISTORY)
+    if S.CLOSE_DATE not in tables[S.STAGE_HISTORY].columns:
+        raise MetricUnavailable("slipped_deals", "a close_date column in stage_history")
+    nodes = _funnel(context, as_of, params)
+    nodes = nodes[nodes["slipped_deals"].notna()]
+    return _funnel_metric(
+        context, nodes, nodes["slipped_deals"],
+        lambda r: f"{r['slipped_deals']:.0f} of {r['open_deals']:.0f} open deals had their "
+                  "close date pushed out",
+        ["open_deals", "open_pipeline"])
+
+
+@_metric("deal_days_in_stage", ("opportunity",), "days",
+         "Days an open deal has spent in its current stage.", "opportunities, stage_history")
+def deal_days_in_stage(context: MetricContext, as_of: pd.Timestamp,
+                       params: Mapping[str, Any]) -> pd.DataFrame:
+    """Per open deal: days since it entered its stage."""
+    from features.funnel import F_DAYS_IN_STAGE, F_STAGE, opportunity_features
+
+    tables = context.tables
+    _require(tables, "deal_days_in_stage", S.OPPORTUNITIES, S.STAGE_HISTORY)
+    deals = opportunity_features(tables, as_of)
+    deals = deals[deals[F_DAYS_IN_STAGE].notna()].reset_index(drop=True)
+    nodes = opportunity_nodes(tables).set_index(S.OPPORTUNITY_ID)
+    ids = deals[S.OPPORTUNITY_ID].astype(object)
+    labels = pd.DataFrame({c: ids.map(nodes[c]) for c in (S.REGION, S.TEAM, S.REP)})
+    labels[S.OPPORTUNITY_ID] = ids
+    words = [f"deal {i} ({_money(a)}, owner {o}) in stage {s} for {d:.0f} days"
+             for i, a, o, s, d in zip(ids, deals[S.AMOUNT], deals[S.OWNER], deals[F_STAGE],
+                                      deals[F_DAYS_IN_STAGE], strict=True)]
+    return _frame("opportunity", labels, deals[F_DAYS_IN_STAGE], pd.Series(words, dtype=object),
+                  {"stage": deals[F_STAGE], S.AMOUNT: deals[S.AMOUNT],
+                   S.CLOSE_DATE: deals[S.CLOSE_DATE].dt.date.astype(str)})
+
+
+# --- customer metrics computed here: complaints and receivables ----------------------------------
+
+
+def _customer_nodes(context: MetricContext) -> pd.DataFrame:
+    """Per customer: ``customer_id, rep, team, region`` (of its account manager)."""
+    return context.cached(("customer_nodes",), lambda: customer_nodes(context.tables)
+                          .set_index(S.CUSTOMER_ID))
+
+
+def _customer_rollup(context: MetricContext, sums: pd.DataFrame, scopes: tuple[str, ...],
+                     finish: Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]],
+                     ) -> pd.DataFrame:
+    """Sum per-customer columns up to each scope and turn each row into (value, explanation).
+
+    Args:
+        sums: per customer (index ``customer_id``) additive columns.
+        finish: ``rows -> (value, explanation)`` on the summed rows.
+    """
+    nodes = _customer_nodes(context).reindex(sums.index)
+    parts = []
+    for scope in scopes:
+        if scope == "customer":
+            rows = sums.copy()
+            labels = nodes.assign(**{S.CUSTOMER_ID: sums.index.to_series()})
+        else:
+            key = _level_key(nodes.reset_index(), scope).to_numpy()
+            rows = sums.groupby(key).sum()
+            labels = _node_labels(context.tables, scope, rows.index.to_series())
+        value, words = finish(rows)
+        parts.append(_frame(scope, labels.reset_index(drop=True), value.reset_index(drop=True),
+                            words.reset_index(drop=True),
+                            {c: rows[c].reset_index(drop=True) for c in rows.columns}))
+    return _stack(parts)
+
+
+_CUSTOMER_SCOPES = ("company", S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP, "customer")
+
+
+@_metric("complaint_spike", _CUSTOMER_SCOPES, "ratio",
+         "Complaints in the last window_days / the usual number per window_days over the "
+         "baseline_days before (at least min_rate); NaN below min_complaints.",
+         "interactions (kind = complaint)",
+         {"window_days": 30, "baseline_days": 180, "min_complaints": 2, "min_rate": 0.5})
+def complaint_spike(context: MetricContext, as_of: pd.Timestamp,
+                    params: Mapping[str, Any]) -> pd.DataFrame:
+    """Recent complaints against their trailing rate, per customer and per account manager."""
+    _require(context.tables, "complaint_spike", S.INTERACTIONS)
+    window, baseline = int(params["window_days"]), int(params["baseline_days"])
+    found = context.tables[S.INTERACTIONS]
+    complaints = found[found[S.KIND].astype(str).str.strip().str.lower() == KIND_COMPLAINT]
+    recent_from = as_of - pd.Timedelta(days=window)
+    baseline_from = recent_from - pd.Timedelta(days=baseline)
+    when = complaints[S.OCCURRED_AT]
+    counts = pd.DataFrame({
+        "complaints": (when >= recent_from) & (when < as_of),
+        "baseline_complaints": (when >= baseline_from) & (when < recent_from),
+    }).astype(float).groupby(complaints[S.CUSTOMER_ID].to_numpy()).sum()
+    counts = counts[counts.sum(axis=1) > 0].rename_axis(S.CUSTOMER_ID)
+
+    def finish(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+        usual = rows["baseline_complaints"] * window / baseline
+        value = rows["complaints"] / usual.clip(lower=float(params["min_rate"]))
+        value = value.where(rows["complaints"] >= float(params["min_complaints"]))
+        words = [f"{c:.0f} complaints in the last {window} days against {u:.2g} per {window} "
+                 f"days over the {baseline} days before" for c, u in
+                 zip(rows["complaints"], usual, strict=True)]
+        return value, pd.Series(words, index=rows.index, dtype=object)
+
+    return _customer_rollup(context, counts, _CUSTOMER_SCOPES, finish)
+
+
+@_metric("overdue_receivables_ratio", _CUSTOMER_SCOPES, "share",
+         "Unpaid amount past its due date (plus grace_days) / all unpaid receivables at as_of.",
+         "receivables", {"grace_days": 0})
+def overdue_receivables_ratio(context: MetricContext, as_of: pd.Timestamp,
+                              params: Mapping[str, Any]) -> pd.DataFrame:
+    """Overdue share of outstanding receivables, per customer, account manager and region."""
+    _require(context.tables, "overdue_receivables_ratio", S.RECEIVABLES)
+    invoices = context.tables[S.RECEIVABLES]
+    paid_at = invoices[S.PAID_AT] if S.PAID_AT in invoices.columns else pd.Series(
+        pd.NaT, index=invoices.index)
+    # Outstanding at T: issued before T and not paid before T (a later payment was not known).
+    open_ = (invoices[S.ISSUED_AT] < as_of) & (paid_at.isna() | (paid_at >= as_of))
+    invoices = invoices[open_]
+    late = invoices[S.DUE_DATE] + pd.Timedelta(days=int(params["grace_days"])) < as_of
+    days_late = ((as_of - invoices[S.DUE_DATE]).dt.days.astype(float)).where(late, 0.0)
+    sums = pd.DataFrame({
+        "outstanding": invoices[S.AMOUNT].astype(float),
+        "overdue": invoices[S.AMOUNT].astype(float).where(late, 0.0),
+        "overdue_invoices": late.astype(float),
+    }).groupby(invoices[S.CUSTOMER_ID].to_numpy()).sum().rename_axis(S.CUSTOMER_ID)
+    oldest = days_late.groupby(invoices[S.CUSTOMER_ID].to_numpy()).max()
+
+    def finish(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+        value = rows["overdue"] / rows["outstanding"].where(rows["outstanding"] > 0)
+        words = [f"overdue {_money(o)} of {_money(t)} outstanding ({_pct(v)}), {n:.0f} invoices "
+                 "past due" for o, t, v, n in zip(rows["overdue"], rows["outstanding"], value,
+                                                  rows["overdue_invoices"], strict=True)]
+        return value, pd.Series(words, index=rows.index, dtype=object)
+
+    frame = _customer_rollup(context, sums, _CUSTOMER_SCOPES, finish)
+    is_customer = frame[SCOPE_COLUMN] == "customer"
+    frame["oldest_days_overdue"] = np.where(
+        is_customer, frame[S.CUSTOMER_ID].map(oldest).astype(float), np.nan)
+    return frame
+
+
+# --- metrics from providers (churn scoring, feasibility, forecaster) -----------------------------
+
+_CHURN_NEEDS = ("the churn scoring pipeline: engine/pipelines/churn.py score_churn(tables, "
+                "as_of=...) returning customer_id, churn_probability, revenue_at_risk")
+
+
+def _scores_or_reason(provider: ChurnScores, tables: Tables, as_of: pd.Timestamp
+                      ) -> pd.DataFrame | str:
+    try:
+        return provider(tables, as_of)
+    except LookupError as exc:  # e.g. tracking.ChampionMissingError: no model trained yet
+        return f"a churn model: {exc}"
+
+
+def _churn(context: MetricContext, as_of: pd.Timestamp, metric: str) -> pd.DataFrame:
+    provider = context.providers.churn_scores
+    if provider is None:
+        raise MetricUnavailable(metric, _CHURN_NEEDS)
+    # Cached even when it failed, so three churn rules ask the model registry once.
+    scores = context.cached(("churn", as_of),
+                            lambda: _scores_or_reason(provider, context.tables, as_of))
+    if isinstance(scores, str):
+        raise MetricUnavailable(metric, scores)
+    return scores.drop_duplicates(S.CUSTOMER_ID).set_index(S.CUSTOMER_ID)
+
+
+@_metric("churn_exposure", NODE_SCOPES, "amount",
+         "Revenue at risk (sum of the churn scores' revenue_at_risk) of the customers of each "
+         "account manager (rep), team, region.",
+         "churn scores (engine/pipelines/churn.py; a champion churn model)",
+         {"min_probability": 0.0})
+def churn_exposure(context: MetricContext, as_of: pd.Timestamp,
+                   params: Mapping[str, Any]) -> pd.DataFrame:
+    """Revenue at risk per account manager and region."""
+    scores = _churn(context, as_of, "churn_exposure")
+    at_risk = scores["churn_probability"] >= float(params["min_probability"])
+    sums = pd.DataFrame({"revenue_at_risk": scores["revenue_at_risk"].where(at_risk, 0.0),
+                         "customers_at_risk": at_risk.astype(float)})
+
+    def finish(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+        words = [f"revenue at risk {_money(r)} across {n:.0f} customers"
+                 for r, n in zip(rows["revenue_at_risk"], rows["customers_at_risk"], strict=True)]
+        return rows["revenue_at_risk"], pd.Series(words, index=rows.index, dtype=object)
+
+    return _customer_rollup(context, sums, NODE_SCOPES, finish)
+
+
+@_metric("high_risk_customers", NODE_SCOPES, "count",
+         "Customers whose churn probability is at least min_probability, per node.",
+         "churn scores (engine/pipelines/churn.py; a champion churn model)",
+         {"min_probability": 0.5})
+def high_risk_customers(context: MetricContext, as_of: pd.Timestamp,
+                        params: Mapping[str, Any]) -> pd.DataFrame:
+    """Count of high-risk customers per account manager, team, region, company."""
+    scores = _churn(context, as_of, "high_risk_customers")
+    cut = float(params["min_probability"])
+    risky = scores["churn_probability"] >= cut
+    sums = pd.DataFrame({"high_risk_customers": risky.astype(float),
+                         "revenue_at_risk": scores["revenue_at_risk"].where(risky, 0.0)})
+
+    def finish(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+        words = [f"{n:.0f} customers with churn probability >= {cut:.0%} "
+                 f"({_money(r)} revenue at risk)"
+                 for n, r in zip(rows["high_risk_customers"], rows["revenue_at_risk"],
+                                 strict=True)]
+        return rows["high_risk_customers"], pd.Series(words, index=rows.index, dtype=object)
+
+    return _customer_rollup(context, sums, NODE_SCOPES, finish)
+
+
+@_metric("churn_probability", ("customer",), "probability",
+         "A customer's churn probability from the churn scores.",
+         "churn scores (engine/pipelines/churn.py; a champion churn model)")
+def churn_probability(context: MetricContext, as_of: pd.Timestamp,
+                      params: Mapping[str, Any]) -> pd.DataFrame:
+    """Per customer: its churn probability."""
+    scores = _churn(context, as_of, "churn_probability")
+    sums = scores[["churn_probability", "revenue_at_risk"]].astype(float)
+
+    def finish(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+        words = [f"churn probability {p:.0%}, revenue at risk {_money(r)}"
+                 for p, r in zip(rows["churn_probability"], rows["revenue_at_risk"], strict=True)]
+        return rows["churn_probability"], pd.Series(words, index=rows.index, dtype=object)
+
+    return _customer_rollup(context, sums, ("customer",), finish)
+
+
+def _period_provider(context: MetricContext, as_of: pd.Timestamp, params: Mapping[str, Any],
+                     metric: str, name: str, needs: str) -> tuple[pd.DataFrame, str]:
+    provider = getattr(context.providers, name)
+    if provider is None:
+        raise MetricUnavailable(metric, needs)
+    period = resolve_period(params["period"], as_of)
+    frame = context.cached((name, as_of, period), lambda: provider(context.tables, period, as_of))
+    return frame[frame[S.LEVEL].isin(NODE_SCOPES)], period
+
+
+def _node_rows(context: MetricContext, frame: pd.DataFrame, value: pd.Series,
+               words: pd.Series, details: list[str]) -> pd.DataFrame:
+    parts = []
+    for level in NODE_SCOPES:
+        rows = frame[frame[S.LEVEL] == level]
+        labels = _node_labels(context.tables, level, rows[S.KEY].astype(object))
+        parts.append(_frame(level, labels, value.loc[rows.index], words.loc[rows.index],
+                            {d: rows[d] for d in details if d in rows.columns}))
+    return _stack(parts)
+
+
+_FEASIBILITY_NEEDS = ("the feasibility simulation (engine/pipelines/feasibility.py "
+                      "run_feasibility): a provider (tables, period, as_of) -> level, key, "
+                      "target, p_attain, expected")
+
+
+@_metric("attainment_probability", NODE_SCOPES, "probability",
+         "Probability that the period's revenue reaches the node's target (feasibility).",
+         "feasibility simulation (engine/pipelines/feasibility.py)", dict(_PERIOD_PARAM))
+def attainment_probability(context: MetricContext, as_of: pd.Timestamp,
+                           params: Mapping[str, Any]) -> pd.DataFrame:
+    """P(attain) per node with a target, from the feasibility simulation."""
+    frame, period = _period_provider(context, as_of, params, "attainment_probability",
+                                     "attainment", _FEASIBILITY_NEEDS)
+    words = pd.Series([
+        f"P(attain) {_pct(p)}: expected {_money(e)} against {_money(t)} target in {period}"
+        for p, e, t in zip(frame["p_attain"], frame["expected"], frame["target"], strict=True)
+    ], index=frame.index, dtype=object)
+    return _node_rows(context, frame.assign(period=period), frame["p_attain"], words,
+                      ["period", "target", "expected", "p10", "p50", "p90", "gap"])
+
+
+_FORECAST_NEEDS = ("the revenue forecaster: a provider (tables, period, as_of) -> level, key, "
+                   "expected (closed to date plus the forecast of the rest of the period)")
+
+
+@_metric("forecast_gap", NODE_SCOPES, "share",
+         "(target - expected period revenue) / target: the share of the target the forecast "
+         "does not reach (negative = ahead).", "targets, the revenue forecaster (not wired yet)",
+         dict(_PERIOD_PARAM))
+def forecast_gap(context: MetricContext, as_of: pd.Timestamp,
+                 params: Mapping[str, Any]) -> pd.DataFrame:
+    """The forecast's shortfall against target per node."""
+    _require(context.tables, "forecast_gap", S.TARGETS)
+    frame, period = _period_provider(context, as_of, params, "forecast_gap", "period_forecast",
+                                     _FORECAST_NEEDS)
+    targets = context.tables[S.TARGETS]
+    targets = targets[targets[S.PERIOD].astype(str) == period].set_index([S.LEVEL, S.KEY])
+    index = pd.MultiIndex.from_frame(frame[[S.LEVEL, S.KEY]])
+    target = pd.Series(targets[S.AMOUNT].reindex(index).to_numpy(), index=frame.index)
+    gap = (target - frame["expected"]) / target.where(target > 0)
+    words = pd.Series([
+        f"forecast {_money(e)} against {_money(t)} target in {period}: gap {_money(t - e)} "
+        f"({_pct(g)})" for e, t, g in zip(frame["expected"], target, gap, strict=True)
+    ], index=frame.index, dtype=object)
+    frame = frame.assign(target=target, period=period)
+    keep = gap.notna()
+    return _node_rows(context, frame[keep], gap[keep], words[keep], ["period", "target",
+                                                                      "expected"])

@@ -1,0 +1,97 @@
+"""Churn training tables: point-in-time features and labels over many as_of snapshots.
+
+The tables are prepared once (:func:`features.customer.customer_history`); each snapshot is
+then a handful of vectorized window queries, so many snapshots cost little more than one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pandas as pd
+from pandas.api.types import union_categoricals
+
+from engine import schemas as S
+from engine.io import Tables
+from features.customer import (
+    WINDOWS,
+    CustomerHistory,
+    as_of_day,
+    customer_history,
+    features_at,
+)
+from features.labels import label_window_complete, labels_at
+
+__all__ = [
+    "DROPPED_AS_OFS",
+    "snapshot_dates",
+    "training_table",
+]
+
+log = logging.getLogger(__name__)
+
+# Key of ``DataFrame.attrs`` listing the snapshots dropped for an incomplete label window.
+DROPPED_AS_OFS = "dropped_as_ofs"
+
+
+def snapshot_dates(start: pd.Timestamp | str, end: pd.Timestamp | str,
+                   freq: str = "MS") -> list[pd.Timestamp]:
+    """Snapshot dates from ``start`` to ``end`` inclusive (default: first of each month)."""
+    return list(pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq=freq, normalize=True))
+
+
+def snapshot_rows(history: CustomerHistory, as_of: pd.Timestamp, horizon_days: int,
+                  lookback_days: int, windows: Sequence[int] = WINDOWS) -> pd.DataFrame:
+    """Features and churn label of the customers active at one as_of."""
+    features = features_at(history, as_of, windows)
+    labels = labels_at(history.orders.purchases, history.ids, as_of, horizon_days, lookback_days)
+    # Active customers bought before as_of, so every labelled customer has a feature row.
+    return features.merge(labels, on=[S.CUSTOMER_ID, S.AS_OF], how="inner", validate="1:1")
+
+
+def _concat_snapshots(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Stack snapshots, giving each categorical column the union of the snapshots' categories."""
+    if len(frames) > 1:
+        for column in frames[0].select_dtypes("category").columns:
+            categories = union_categoricals([f[column] for f in frames], sort_categories=True)
+            for frame in frames:
+                frame[column] = frame[column].cat.set_categories(categories.categories)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _data_end(tables: Tables, data_end: pd.Timestamp | str | None) -> pd.Timestamp:
+    """The given data end, else the last order date."""
+    if data_end is not None:
+        return pd.Timestamp(data_end)
+    return pd.Timestamp(tables.orders[S.ORDER_DATE].max())
+
+
+def training_table(tables: Tables, as_ofs: Sequence[pd.Timestamp], horizon_days: int = 180,
+                   lookback_days: int = 365, data_end: pd.Timestamp | None = None
+                   ) -> pd.DataFrame:
+    """Features plus ``churned`` for the customers active at each as_of, stacked.
+
+    Snapshots whose label window ``[as_of, as_of + horizon_days)`` runs past ``data_end``
+    (default: the last order date) are dropped: they are logged as a warning and listed in
+    ``table.attrs["dropped_as_ofs"]``.
+
+    Returns:
+        The :func:`features.customer.customer_features` columns plus ``churned``, one row per
+        (active customer, kept as_of), sorted by ``as_of`` then ``customer_id``.
+    """
+    end = _data_end(tables, data_end)
+    stamps = sorted({as_of_day(t)[0] for t in as_ofs})
+    kept = [t for t in stamps if label_window_complete(t, horizon_days, end)]
+    dropped = [t for t in stamps if t not in kept]
+    if dropped:
+        log.warning("dropped %d snapshot(s) whose %d-day label window runs past the data end "
+                    "%s: %s", len(dropped), horizon_days, end.date(),
+                    ", ".join(str(t.date()) for t in dropped))
+    history = customer_history(tables)
+    # With no snapshot left, the empty frame still carries every column (from the data end).
+    frames = [snapshot_rows(history, t, horizon_days, lookback_days) for t in kept] or [
+        snapshot_rows(history, end, horizon_days, lookback_days).iloc[:0]]
+    table = _concat_snapshots(frames)
+    table.attrs[DROPPED_AS_OFS] = dropped
+    return table

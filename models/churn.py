@@ -1,0 +1,835 @@
+"""Churn models: a calibrated LightGBM with plain-word reasons, and two baselines.
+
+All three follow the scikit-learn estimator conventions (``__init__`` only stores parameters,
+``fit`` returns ``self``, learned state ends in ``_``) and take the point-in-time feature frame of
+:func:`features.customer.customer_features` as input, so they can be swapped in a pipeline,
+compared on one holdout, and served through ``predict_frame`` (what MLflow's pyfunc calls).
+
+:class:`ChurnModel`
+    LightGBM on every ``hist_``, ``cx_``, ``ar_``, ``pipe_`` and ``cat_`` feature. Churners are
+    the minority, so positives are up-weighted (``class_weight="balanced"``) to give the trees
+    enough of them to split on; the weighting distorts the probabilities, which the calibration
+    step then maps back to observed rates. Boosting stops early on a later time slice (weighted
+    log loss, the training objective), and that slice then fits the calibration map: isotonic
+    when it holds enough cases on both sides, else Platt scaling on the log-odds, both strictly
+    increasing so the ranking (ROC-AUC, PR-AUC) is exactly that of the trees.
+    Reasons come from LightGBM's per-row contributions (``pred_contrib=True``, TreeSHAP on the
+    log-odds): contributions are summed per family of related features (recency, complaints,
+    spend trend, ...) and the three families that push risk up most are phrased with the real
+    values of the row, e.g. ``no order for 143 days, usual cycle 41 days``. The contributions
+    are those of the trees, before calibration; the calibration map is increasing, so a push
+    up on the trees' log-odds is a push up on the calibrated probability.
+:class:`RecencyCycleRule`
+    The rule a sales manager would write: how overdue is the next order against the customer's
+    own median gap. A one-feature logistic fit only turns the score into a probability.
+:class:`RfmLogistic`
+    Logistic regression on log recency, frequency and monetary value, standardized.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+from sklearn.exceptions import NotFittedError
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from features.customer import FEATURE_DESCRIPTIONS, format_feature
+
+__all__ = [
+    "CHURN_PROBABILITY",
+    "FEATURE_PREFIXES",
+    "REASONS",
+    "REASON_SEPARATOR",
+    "ChurnModel",
+    "RecencyCycleRule",
+    "RfmLogistic",
+    "describe_params",
+    "feature_columns",
+    "phrase_reason",
+    "reason_family",
+]
+
+# Output columns (CONTRACTS.md, `score churn`); schemas.py has no names for them yet.
+CHURN_PROBABILITY = "churn_probability"
+REASONS = "reasons"
+REASON_SEPARATOR = "; "
+FEATURE_PREFIXES = ("hist_", "cx_", "ar_", "pipe_", "cat_")
+# Blaming the account manager is not a reason the account manager can act on, and with many
+# reps the category mostly learns noise; the column stays available to filter on.
+DEFAULT_EXCLUDE = ("cat_account_manager",)
+RECENCY = "hist_recency_days"
+CYCLE = "hist_cycle_median_days"
+FREQUENCY = "hist_frequency_365d"
+MONETARY = "hist_monetary_365d"
+# Isotonic regression overfits small samples (scikit-learn's guidance: well above 1,000
+# cases); below these counts the two-parameter Platt map is the reliable choice.
+ISOTONIC_MIN_ROWS = 1_000
+ISOTONIC_MIN_CLASS = 100
+# Weight of the raw sigmoid blended into the isotonic step function: breaks its ties so the
+# calibrated score stays strictly increasing, at a cost of at most 0.001 in probability.
+_TIE_BREAK = 1e-3
+_P_MIN, _P_MAX = 1e-4, 1 - 1e-4
+
+Calibration = Literal["auto", "isotonic", "sigmoid"]
+ClassWeight = Literal["balanced", "none"]
+
+
+# --- shared helpers --------------------------------------------------------------------------
+
+
+def feature_columns(frame: pd.DataFrame, exclude: Sequence[str] = DEFAULT_EXCLUDE) -> list[str]:
+    """The model features of a feature frame: prefixed columns, minus ``exclude``, in order."""
+    return [c for c in frame.columns if c.startswith(FEATURE_PREFIXES) and c not in exclude]
+
+
+def _labels(y: object) -> np.ndarray:
+    arr = np.asarray(y, dtype=float)
+    if arr.ndim != 1 or not np.isin(arr, (0.0, 1.0)).all():
+        raise ValueError("churn labels must be a 1-d array of 0 and 1")
+    return arr.astype(int)
+
+
+def _both_classes(y: np.ndarray, what: str) -> None:
+    if y.size == 0 or y.min() == y.max():
+        raise ValueError(
+            f"the {what} needs both churners and non-churners, got "
+            f"{int(y.sum())} churners out of {y.size} rows"
+        )
+
+
+def _require_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"the feature frame lacks column(s): {', '.join(missing)}")
+
+
+def _probability_frame(frame: pd.DataFrame, p: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({CHURN_PROBABILITY: p}, index=frame.index)
+
+
+# --- calibration -----------------------------------------------------------------------------
+
+
+class _Calibrator:
+    """A strictly increasing map from LightGBM's raw log-odds to a calibrated probability."""
+
+    def __init__(self, method: Literal["isotonic", "sigmoid"]):
+        self.method = method
+
+    def fit(self, margin: np.ndarray, y: np.ndarray) -> _Calibrator:
+        x = margin.reshape(-1, 1)
+        if self.method == "isotonic":
+            self.map_: Any = IsotonicRegression(
+                y_min=_P_MIN, y_max=_P_MAX, out_of_bounds="clip"
+            ).fit(margin, y)
+        else:
+            # Platt scaling on the log-odds: nearly unpenalized, the data decide the two numbers.
+            self.map_ = LogisticRegression(C=1e6, max_iter=1000).fit(x, y)
+        return self
+
+    def transform(self, margin: np.ndarray) -> np.ndarray:
+        if self.method == "isotonic":
+            stepped = np.asarray(self.map_.predict(margin), dtype=float)
+            return (1 - _TIE_BREAK) * stepped + _TIE_BREAK * expit(margin)
+        p = self.map_.predict_proba(margin.reshape(-1, 1))[:, 1]
+        return np.clip(p, _P_MIN, _P_MAX)
+
+
+def _calibration_method(
+    y_cal: np.ndarray, requested: Calibration
+) -> Literal["isotonic", "sigmoid"]:
+    if requested != "auto":
+        return requested
+    minority = min(int(y_cal.sum()), int(y_cal.size - y_cal.sum()))
+    enough = y_cal.size >= ISOTONIC_MIN_ROWS and minority >= ISOTONIC_MIN_CLASS
+    return "isotonic" if enough else "sigmoid"
+
+
+# --- reasons ---------------------------------------------------------------------------------
+
+Getter = Callable[[str], Any]
+
+# Families of related features: their contributions are summed, so "no order for 143 days" is
+# one reason even when recency, the overdue ratio and the overdue days all push it.
+_FAMILIES: tuple[tuple[str, str], ...] = (
+    ("recency", r"^hist_(recency_days|overdue_ratio|overdue_days)$"),
+    ("cycle", r"^hist_cycle_"),
+    ("frequency", r"^hist_frequency_"),
+    ("spend_trend", r"^hist_spend_(trend|change)_"),
+    ("spend", r"^hist_(monetary_|avg_order_value)"),
+    ("tenure", r"^hist_(tenure_days|days_since_first_order)$"),
+    ("breadth", r"^hist_products_"),
+    ("returns", r"^hist_returns_share_"),
+    ("complaints", r"^cx_(complaints_|days_since_last_complaint)"),
+    ("severity", r"^cx_severity_"),
+    ("tickets", r"^cx_tickets_"),
+    ("contact", r"^cx_(interactions_|days_since_last_interaction)"),
+    ("receivables", r"^ar_"),
+    ("pipeline", r"^pipe_"),
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def reason_family(feature: str) -> str:
+    """The family a feature's contribution is pooled in (the feature itself when unknown)."""
+    for family, pattern in _FAMILIES:
+        if re.match(pattern, feature):
+            return family
+    return feature
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _window(feature: str) -> int | None:
+    found = re.search(r"_(\d+)d$", feature)
+    return int(found.group(1)) if found else None
+
+
+def _plural(n: float, word: str) -> str:
+    return f"{n:.0f} {word}" + ("" if round(n) == 1 else "s")
+
+
+def _period(days: int | None) -> str:
+    return "the previous quarter" if days == 90 else f"the previous {days} days"
+
+
+def _recency_phrase(feature: str, get: Getter) -> str | None:
+    recency, cycle = get(RECENCY), get(CYCLE)
+    if _missing(recency):
+        return "no purchase on record"
+    if _missing(cycle):
+        return f"no order for {recency:.0f} days, no repeat order yet"
+    return f"no order for {recency:.0f} days, usual cycle {cycle:.0f} days"
+
+
+def _cycle_phrase(feature: str, get: Getter) -> str | None:
+    cycle = get(CYCLE)
+    if _missing(cycle):
+        return "a single order day so far, no buying rhythm yet"
+    if feature.startswith("hist_cycle_iqr"):
+        spread = get(feature)
+        return (
+            None
+            if _missing(spread)
+            else (f"irregular ordering: gaps vary by {spread:.0f} days around a usual {cycle:.0f}")
+        )
+    return f"orders only every {cycle:.0f} days or so"
+
+
+def _frequency_phrase(feature: str, get: Getter) -> str | None:
+    n, w = get(feature), _window(feature)
+    if _missing(n):
+        return None
+    if w is None:
+        return f"only {_plural(n, 'order day')} ever"
+    return (
+        f"no order in the last {w} days"
+        if n == 0
+        else (f"only {_plural(n, 'order day')} in the last {w} days")
+    )
+
+
+def _spend_trend_phrase(feature: str, get: Getter) -> str | None:
+    w = _window(feature)
+    change = get(f"hist_spend_change_{w}d")
+    trend = get(f"hist_spend_trend_{w}d")
+    if not _missing(change):
+        if change <= -1:
+            return f"no spend in the last {w} days, after some in {_period(w)}"
+        direction = "down" if change < 0 else "up"
+        return f"spend {direction} {abs(change):.0%} on {_period(w)}"
+    if not _missing(trend) and trend > 0:
+        return f"spend restarted in the last {w} days after none in {_period(w)}"
+    return f"no spend in the last {w} days nor in {_period(w)}"
+
+
+def _spend_phrase(feature: str, get: Getter) -> str | None:
+    value, w = get(feature), _window(feature)
+    if _missing(value):
+        return None
+    if feature == "hist_avg_order_value":
+        return f"average purchase {value:,.0f}"
+    when = f"in the last {w} days" if w is not None else "ever"
+    return f"no net spend {when}" if value <= 0 else f"net spend {value:,.0f} {when}"
+
+
+def _tenure_phrase(feature: str, get: Getter) -> str | None:
+    days = get(feature)
+    if _missing(days):
+        return None
+    return (
+        f"new customer: first seen {days:.0f} days ago"
+        if days < 365
+        else f"customer for {days:.0f} days"
+    )
+
+
+def _breadth_phrase(feature: str, get: Getter) -> str | None:
+    n = get(feature)
+    return (
+        None
+        if _missing(n)
+        else (f"only {_plural(n, 'distinct product')} bought in the last {_window(feature)} days")
+    )
+
+
+def _returns_phrase(feature: str, get: Getter) -> str | None:
+    share = get(feature)
+    return (
+        None
+        if _missing(share)
+        else (f"{share:.0%} of spend returned in the last {_window(feature)} days")
+    )
+
+
+def _complaints_phrase(feature: str, get: Getter) -> str | None:
+    value = get(feature)
+    if feature == "cx_days_since_last_complaint":
+        return (
+            "no complaint on record"
+            if _missing(value)
+            else (f"last complaint {value:.0f} days ago")
+        )
+    if _missing(value) or value == 0:
+        return None
+    return f"{_plural(value, 'complaint')} in the last {_window(feature)} days"
+
+
+def _severity_phrase(feature: str, get: Getter) -> str | None:
+    value, w = get(feature), _window(feature)
+    if _missing(value):
+        return None
+    if "_max_" in feature:
+        return f"an interaction of severity {value:.0f} (of 4) in the last {w} days"
+    return f"interactions of mean severity {value:.1f} (of 4) in the last {w} days"
+
+
+def _tickets_phrase(feature: str, get: Getter) -> str | None:
+    n = get(feature)
+    return (
+        None
+        if _missing(n) or n == 0
+        else (f"{_plural(n, 'support ticket')} in the last {_window(feature)} days")
+    )
+
+
+def _contact_phrase(feature: str, get: Getter) -> str | None:
+    value = get(feature)
+    if feature == "cx_days_since_last_interaction":
+        return "no contact on record" if _missing(value) else f"no contact for {value:.0f} days"
+    if _missing(value):
+        return None
+    w = _window(feature)
+    return (
+        f"no contact in the last {w} days"
+        if value == 0
+        else (f"only {_plural(value, 'interaction')} in the last {w} days")
+    )
+
+
+def _receivables_phrase(feature: str, get: Getter) -> str | None:
+    value = get(feature)
+    if _missing(value):
+        return None
+    phrases = {
+        "ar_unpaid_amount": f"{value:,.0f} invoiced and unpaid",
+        "ar_overdue_amount": f"{value:,.0f} overdue",
+        "ar_overdue_invoices": f"{_plural(value, 'invoice')} overdue",
+        "ar_max_days_late": f"an invoice {value:.0f} days overdue",
+        "ar_paid_late_share": f"{value:.0%} of paid invoices paid late",
+    }
+    return phrases.get(feature)
+
+
+def _pipeline_phrase(feature: str, get: Getter) -> str | None:
+    value, w = get(feature), _window(feature)
+    if _missing(value):
+        return None
+    if feature in ("pipe_open_deals", "pipe_open_value"):
+        deals = get("pipe_open_deals")
+        if value == 0 or deals == 0:
+            return "no open deals"
+        return (
+            f"{_plural(value, 'open deal')}"
+            if feature == "pipe_open_deals"
+            else f"open deals worth {value:,.0f}"
+        )
+    if feature.startswith("pipe_won_"):
+        return (
+            f"no deal won in the last {w} days"
+            if value == 0
+            else (f"{_plural(value, 'deal')} won in the last {w} days")
+        )
+    if feature.startswith("pipe_lost_"):
+        return f"{_plural(value, 'deal')} lost in the last {w} days"
+    return None
+
+
+def _category_phrase(feature: str, get: Getter) -> str | None:
+    value = get(feature)
+    return None if _missing(value) else f"{feature.removeprefix('cat_')} {value}"
+
+
+_PHRASES: dict[str, Callable[[str, Getter], str | None]] = {
+    "recency": _recency_phrase,
+    "cycle": _cycle_phrase,
+    "frequency": _frequency_phrase,
+    "spend_trend": _spend_trend_phrase,
+    "spend": _spend_phrase,
+    "tenure": _tenure_phrase,
+    "breadth": _breadth_phrase,
+    "returns": _returns_phrase,
+    "complaints": _complaints_phrase,
+    "severity": _severity_phrase,
+    "tickets": _tickets_phrase,
+    "contact": _contact_phrase,
+    "receivables": _receivables_phrase,
+    "pipeline": _pipeline_phrase,
+}
+
+
+def phrase_reason(feature: str, get: Getter) -> str:
+    """One plain-word reason for ``feature`` with the row's real values (``get(name)``).
+
+    Falls back on the feature's description (``FEATURE_DESCRIPTIONS``) and its value when no
+    phrase fits, so a new feature is never silently dropped from the reasons.
+    """
+    phrase = _PHRASES.get(
+        reason_family(feature), _category_phrase if feature.startswith("cat_") else lambda *_: None
+    )(feature, get)
+    if phrase is not None:
+        return phrase
+    value = get(feature)
+    if feature in FEATURE_DESCRIPTIONS:
+        return format_feature(feature, value)
+    return f"{feature} = {value}"
+
+
+# --- the model -------------------------------------------------------------------------------
+
+
+class ChurnModel:
+    """Calibrated LightGBM churn classifier that explains each score in plain words.
+
+    Args:
+        n_estimators: maximum boosting rounds; early stopping picks the number actually kept.
+        learning_rate: shrinkage per round.
+        num_leaves: leaves per tree.
+        min_child_samples: least rows in a leaf (guards against learning single customers).
+        subsample: row fraction per round (bagging).
+        colsample_bytree: feature fraction per tree.
+        reg_lambda: L2 penalty on leaf values.
+        early_stopping_rounds: rounds without improvement on the later slice before stopping.
+        class_weight: ``balanced`` weighs churners by non-churners / churners; ``none`` not.
+        calibration: ``isotonic``, ``sigmoid`` (Platt on the log-odds) or ``auto`` (isotonic
+            when the calibration slice has at least 1,000 rows and 100 of each class).
+        features: the feature columns to use; None means every prefixed column of the
+            training frame except ``exclude``.
+        exclude: columns never used as features.
+        top_reasons: how many reasons to give per customer.
+        min_contribution: least push on the log-odds for a family to be named as a reason;
+            smaller pushes are noise around a low risk, not something to act on.
+        random_state: seed of LightGBM's bagging and feature sampling.
+        n_jobs: LightGBM threads. One by default: on a small shared machine, OpenMP threads
+            that wait for a busy core made training six times slower than a single thread.
+    """
+
+    def __init__(
+        self,
+        n_estimators: int = 2000,
+        learning_rate: float = 0.1,
+        num_leaves: int = 7,
+        min_child_samples: int = 40,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        reg_lambda: float = 1.0,
+        early_stopping_rounds: int = 100,
+        class_weight: ClassWeight = "balanced",
+        calibration: Calibration = "auto",
+        features: Sequence[str] | None = None,
+        exclude: Sequence[str] = DEFAULT_EXCLUDE,
+        top_reasons: int = 3,
+        min_contribution: float = 0.1,
+        random_state: int = 42,
+        n_jobs: int = 1,
+    ):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.reg_lambda = reg_lambda
+        self.early_stopping_rounds = early_stopping_rounds
+        self.class_weight = class_weight
+        self.calibration = calibration
+        self.features = features
+        self.exclude = exclude
+        self.top_reasons = top_reasons
+        self.min_contribution = min_contribution
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters (scikit-learn convention; logged with each run)."""
+        return {
+            name: getattr(self, name)
+            for name in (
+                "n_estimators",
+                "learning_rate",
+                "num_leaves",
+                "min_child_samples",
+                "subsample",
+                "colsample_bytree",
+                "reg_lambda",
+                "early_stopping_rounds",
+                "class_weight",
+                "calibration",
+                "features",
+                "exclude",
+                "top_reasons",
+                "min_contribution",
+                "random_state",
+                "n_jobs",
+            )
+        }
+
+    # -- fitting ------------------------------------------------------------------------------
+
+    def _lgb_params(self) -> dict[str, Any]:
+        return {
+            "objective": "binary",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_child_samples,
+            "bagging_fraction": self.subsample,
+            "bagging_freq": 1 if self.subsample < 1 else 0,
+            "feature_fraction": self.colsample_bytree,
+            "lambda_l2": self.reg_lambda,
+            "metric": "binary_logloss",
+            "seed": self.random_state,
+            "num_threads": self.n_jobs,
+            # Same data, same seed, same trees: runs are comparable and tests deterministic.
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbosity": -1,
+        }
+
+    def _weights(self, y: np.ndarray) -> np.ndarray:
+        if self.class_weight == "none":
+            return np.ones(y.size)
+        positive = y.sum()
+        return np.where(y == 1, (y.size - positive) / positive, 1.0)
+
+    def _matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The feature columns in training order, categoricals on the training categories."""
+        _require_columns(frame, self.features_)
+        X = frame.loc[:, self.features_].copy()
+        for column, categories in self.categories_.items():
+            # Serving may hand strings (MLflow has no categorical type); unseen values -> NaN.
+            X[column] = pd.Categorical(X[column].astype(object), categories=categories)
+        numeric = [c for c in self.features_ if c not in self.categories_]
+        X[numeric] = X[numeric].astype(np.float64)
+        return X
+
+    def _learn_categories(self, X: pd.DataFrame) -> dict[str, list[Any]]:
+        out = {}
+        for column in self.features_:
+            if column.startswith("cat_") or not pd.api.types.is_numeric_dtype(X[column]):
+                values = X[column].astype(object).dropna().unique()
+                out[column] = sorted(values, key=str)
+        return out
+
+    def fit(self, X: pd.DataFrame, y: object, X_cal: pd.DataFrame, y_cal: object) -> ChurnModel:
+        """Boost on ``(X, y)``, stop early and calibrate on the later slice ``(X_cal, y_cal)``.
+
+        Args:
+            X: training feature frame (earlier snapshots).
+            y: 1 for churned, 0 otherwise.
+            X_cal: a later time slice, disjoint in time from the training labels.
+            y_cal: its labels.
+        """
+        y_fit, y_late = _labels(y), _labels(y_cal)
+        _both_classes(y_fit, "training slice")
+        _both_classes(y_late, "calibration slice")
+        self.features_ = (
+            list(self.features) if self.features is not None else (feature_columns(X, self.exclude))
+        )
+        if not self.features_:
+            raise ValueError("no feature columns (hist_, cx_, ar_, pipe_, cat_) in the frame")
+        _require_columns(X, self.features_)
+        self.categories_ = self._learn_categories(X)
+        train_m, late_m = self._matrix(X), self._matrix(X_cal)
+        train = lgb.Dataset(train_m, y_fit, weight=self._weights(y_fit), free_raw_data=False)
+        late = lgb.Dataset(late_m, y_late, weight=self._weights(y_late), reference=train)
+        self.booster_ = lgb.train(
+            self._lgb_params(),
+            train,
+            num_boost_round=self.n_estimators,
+            valid_sets=[late],
+            callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+        )
+        self.best_iteration_ = int(self.booster_.best_iteration or self.n_estimators)
+        self.calibration_method_ = _calibration_method(y_late, self.calibration)
+        self.calibrator_ = _Calibrator(self.calibration_method_).fit(self._margin(late_m), y_late)
+        self.n_train_, self.n_calibration_ = int(y_fit.size), int(y_late.size)
+        self._families()
+        return self
+
+    def _families(self) -> None:
+        """Which features pool into which reason family (fixed once the features are)."""
+        names = list(dict.fromkeys(reason_family(f) for f in self.features_))
+        self.families_ = names
+        self.family_members_ = [
+            np.array([i for i, f in enumerate(self.features_) if reason_family(f) == name])
+            for name in names
+        ]
+
+    # -- predicting ---------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "booster_"):
+            raise NotFittedError("ChurnModel is not fitted yet: call fit(X, y, X_cal, y_cal)")
+
+    def _margin(self, X: pd.DataFrame) -> np.ndarray:
+        return np.asarray(
+            self.booster_.predict(X, num_iteration=self.best_iteration_, raw_score=True),
+            dtype=float,
+        )
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities as scikit-learn's ``(n, 2)`` array (stay, churn)."""
+        p = self._probability(self._matrix_checked(frame))
+        return np.column_stack([1 - p, p])
+
+    def _matrix_checked(self, frame: pd.DataFrame) -> pd.DataFrame:
+        self._check_fitted()
+        return self._matrix(frame)
+
+    def _probability(self, X: pd.DataFrame) -> np.ndarray:
+        if len(X) == 0:
+            return np.zeros(0)
+        return np.asarray(self.calibrator_.transform(self._margin(X)), dtype=float)
+
+    def predict_proba_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``churn_probability`` per row of a feature frame, index kept."""
+        return _probability_frame(frame, self._probability(self._matrix_checked(frame)))
+
+    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Per-row, per-feature contributions to the log-odds (TreeSHAP), plus ``bias``."""
+        X = self._matrix_checked(frame)
+        return pd.DataFrame(
+            self._contributions(X), index=frame.index, columns=[*self.features_, "bias"]
+        )
+
+    def _contributions(self, X: pd.DataFrame) -> np.ndarray:
+        """TreeSHAP contributions, ``(n, features + 1)``; the last column is the bias."""
+        return np.asarray(
+            self.booster_.predict(X, num_iteration=self.best_iteration_, pred_contrib=True),
+            dtype=float,
+        )
+
+    def reasons(self, frame: pd.DataFrame) -> pd.Series:
+        """Top drivers pushing risk up, in plain words, joined by ``; ``.
+
+        Empty when no family of features pushes the risk up by more than ``min_contribution``.
+        """
+        X = self._matrix_checked(frame)
+        phrases = self._phrase_rows(X, self._contributions(X)[:, :-1]) if len(X) else []
+        return pd.Series(phrases, index=frame.index, dtype=object, name=REASONS)
+
+    def _phrase_rows(self, X: pd.DataFrame, contrib: np.ndarray) -> list[str]:
+        members = self.family_members_
+        pooled = np.column_stack([contrib[:, m].sum(axis=1) for m in members])
+        # Within each family, the feature pushing hardest is the one the phrase is built on.
+        lead = np.column_stack([m[np.argmax(contrib[:, m], axis=1)] for m in members])
+        k = min(self.top_reasons, pooled.shape[1])
+        top = np.argsort(-pooled, axis=1, kind="stable")[:, :k]
+        # Numbers stay in their float arrays (boxing every cell of 200k rows as a Python
+        # object cost seconds and hundreds of megabytes); only categoricals become objects.
+        columns = {
+            c: X[c].astype(object).to_numpy()
+            if c in self.categories_
+            else X[c].to_numpy(dtype=float)
+            for c in self.features_
+        }
+        out = []
+        for i in range(len(X)):
+
+            def get(name: str, row: int = i) -> Any:
+                values = columns.get(name)
+                return float("nan") if values is None else _plain(values[row])
+
+            phrases = [
+                phrase_reason(self.features_[lead[i, j]], get)
+                for j in top[i]
+                if pooled[i, j] > self.min_contribution
+            ]
+            out.append(REASON_SEPARATOR.join(dict.fromkeys(phrases)))
+        return out
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """What MLflow serves: ``churn_probability`` (a probability, not a label), ``reasons``."""
+        X = self._matrix_checked(frame)
+        if len(X) == 0:
+            return _probability_frame(frame, np.zeros(0)).assign(**{REASONS: ""})
+        # One TreeSHAP pass serves both: the contributions sum to the raw log-odds.
+        contrib = self._contributions(X)
+        out = _probability_frame(frame, self.calibrator_.transform(contrib.sum(axis=1)))
+        out[REASONS] = self._phrase_rows(X, contrib[:, :-1])
+        return out
+
+    def feature_importance(self, kind: Literal["gain", "split"] = "gain") -> pd.Series:
+        """LightGBM feature importance by total gain (default) or split count."""
+        self._check_fitted()
+        values = self.booster_.feature_importance(kind, iteration=self.best_iteration_)
+        return pd.Series(values, index=self.features_, name=f"importance_{kind}")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python ones; a missing value as NaN."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return float("nan")
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# --- baselines -------------------------------------------------------------------------------
+
+
+class RecencyCycleRule:
+    """Risk from how overdue the next order is against the customer's own median gap.
+
+    The score is ``log1p(days since last order / median days between orders)``. Customers with
+    a single order day (no gap yet) are measured against the median cycle of the training rows,
+    and customers without any purchase get the highest training score. A one-feature logistic
+    regression maps the score to a probability; it is increasing, so the ranking is the rule's.
+
+    Args:
+        recency: column of days since the last order.
+        cycle: column of the customer's median days between orders.
+    """
+
+    def __init__(self, recency: str = RECENCY, cycle: str = CYCLE):
+        self.recency = recency
+        self.cycle = cycle
+
+    def _score(self, frame: pd.DataFrame) -> np.ndarray:
+        _require_columns(frame, [self.recency, self.cycle])
+        recency = frame[self.recency].to_numpy(dtype=float)
+        cycle = frame[self.cycle].to_numpy(dtype=float)
+        cycle = np.where(np.isfinite(cycle) & (cycle > 0), cycle, self.default_cycle_)
+        score = np.log1p(recency / cycle)
+        return np.where(np.isfinite(score), score, self.missing_score_)
+
+    def fit(self, X: pd.DataFrame, y: object) -> RecencyCycleRule:
+        """Learn the fallback cycle and the score-to-probability map on training rows."""
+        labels = _labels(y)
+        _both_classes(labels, "training slice")
+        cycle = X[self.cycle].to_numpy(dtype=float)
+        known = cycle[np.isfinite(cycle) & (cycle > 0)]
+        self.default_cycle_ = float(np.median(known)) if known.size else 30.0
+        self.missing_score_ = float("nan")
+        score = self._score(X)
+        finite = score[np.isfinite(score)]
+        # Never bought, or no recency at all: as overdue as the most overdue training row.
+        self.missing_score_ = float(finite.max()) if finite.size else 0.0
+        self.link_ = LogisticRegression().fit(self._score(X).reshape(-1, 1), labels)
+        return self
+
+    def predict_proba_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``churn_probability`` per row."""
+        if not hasattr(self, "link_"):
+            raise NotFittedError("RecencyCycleRule is not fitted yet")
+        score = self._score(frame).reshape(-1, 1)
+        p = self.link_.predict_proba(score)[:, 1] if len(frame) else np.zeros(0)
+        return _probability_frame(frame, p)
+
+    predict_frame = predict_proba_frame
+
+
+class RfmLogistic:
+    """Logistic regression on recency, frequency and monetary value, log-scaled, standardized.
+
+    Recency is missing for customers who never bought: it is filled with the longest recency of
+    the training rows. Monetary value may be negative (returns), hence a signed log.
+
+    Args:
+        recency: days since the last order.
+        frequency: purchase days in a window.
+        monetary: net spend in the same window.
+        C: inverse regularization strength.
+    """
+
+    def __init__(
+        self,
+        recency: str = RECENCY,
+        frequency: str = FREQUENCY,
+        monetary: str = MONETARY,
+        C: float = 1.0,
+    ):
+        self.recency = recency
+        self.frequency = frequency
+        self.monetary = monetary
+        self.C = C
+
+    def _design(self, frame: pd.DataFrame) -> np.ndarray:
+        _require_columns(frame, [self.recency, self.frequency, self.monetary])
+        recency = frame[self.recency].to_numpy(dtype=float)
+        recency = np.where(np.isfinite(recency), recency, self.recency_fill_)
+        frequency = np.nan_to_num(frame[self.frequency].to_numpy(dtype=float))
+        monetary = np.nan_to_num(frame[self.monetary].to_numpy(dtype=float))
+        return np.column_stack(
+            [
+                np.log1p(np.maximum(recency, 0)),
+                np.log1p(frequency),
+                np.sign(monetary) * np.log1p(np.abs(monetary)),
+            ]
+        )
+
+    def fit(self, X: pd.DataFrame, y: object) -> RfmLogistic:
+        """Fit scaler and logistic regression on the training rows."""
+        labels = _labels(y)
+        _both_classes(labels, "training slice")
+        recency = X[self.recency].to_numpy(dtype=float)
+        finite = recency[np.isfinite(recency)]
+        self.recency_fill_ = float(finite.max()) if finite.size else 365.0
+        self.pipeline_: Pipeline = make_pipeline(
+            StandardScaler(), LogisticRegression(C=self.C, max_iter=1000)
+        )
+        self.pipeline_.fit(self._design(X), labels)
+        return self
+
+    def predict_proba_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``churn_probability`` per row."""
+        if not hasattr(self, "pipeline_"):
+            raise NotFittedError("RfmLogistic is not fitted yet")
+        p = self.pipeline_.predict_proba(self._design(frame))[:, 1] if len(frame) else (np.zeros(0))
+        return _probability_frame(frame, p)
+
+    predict_frame = predict_proba_frame
+
+
+def describe_params(model: ChurnModel) -> Mapping[str, Any]:
+    """Parameters and learned choices of a fitted model, for the MLflow run."""
+    params: dict[str, Any] = {k: v for k, v in model.get_params().items() if v is not None}
+    params.update(
+        best_iteration=model.best_iteration_,
+        calibration_method=model.calibration_method_,
+        n_features=len(model.features_),
+        n_train=model.n_train_,
+        n_calibration=model.n_calibration_,
+    )
+    return params

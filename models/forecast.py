@@ -1,0 +1,1195 @@
+"""Revenue forecasting: backtested candidates, a weighted combination, conformal intervals.
+
+How :class:`RevenueForecaster` works, in the order ``fit`` does it:
+
+1. **Panel.** The long series frame becomes a panel on a common date grid (partial last
+   periods dropped, zero-filled after each series' first revenue, see ``models.backtest``).
+2. **Candidates, backtested.** Every candidate forecasts from ``n_windows`` rolling origins
+   (the last ``n_windows`` horizons by default) using only data before each origin, then once
+   more from the end of the data. Candidates:
+
+   - ``seasonal_naive``: the last season repeated.
+   - ``ets``: statsforecast AutoETS (multiplicative errors on positive data, additive
+     otherwise). Its specification (error/trend/season/damping) is chosen once, at the oldest
+     origin with enough data for seasonal models, and only re-estimated afterwards: choosing
+     costs ~5x estimating, and on the dev data (see benchmarks/forecast.py) re-choosing at
+     every origin changed the combination's MASE by less than 0.5%.
+   - ``theta``: statsforecast Theta over all series at once.
+   - ``lgbm``: one global LightGBM over all series: lags, recent mean and trend, calendar,
+     level, all divided by each series' recent level so big and small series share one
+     model; recursive multi-step.
+   - ``prophet``: fitted in parallel, only on levels whose series are few enough that its
+     backtests stay within ``prophet_budget`` of one Prophet fit per series (so adding it can
+     never make ``fit`` slower than fitting Prophet alone on every series). In a sales
+     hierarchy that means the company and other upper levels, whose smooth aggregate series
+     suit it best; its weight is then earned in the backtest like every other candidate's.
+
+   ETS and Theta see at most the last ``_MAX_HISTORY`` periods (10 years of months): on long
+   series this was both faster and more accurate (older regimes mislead them).
+3. **Combination.** Each series' candidates are scored by backtest MASE. ``backtest_weights``
+   (default) shrinks each series' scores towards its level's average (three windows are a
+   noisy verdict on one series: the level's average counts as ``_SHRINK_WINDOWS`` windows),
+   keeps the best ``_TOP_K`` candidates and weights them by inverse squared score.
+   ``level_weights`` uses the level's average only, ``select`` the single best candidate,
+   ``mean`` equal weights. Without any evidence a series gets the mean of ETS and Theta.
+4. **Reconciliation** (with a hierarchy): the combined forecasts of every backtest window are
+   reconciled bottom-up and with MinT (shrink); the method with the lower backtest MASE,
+   averaged over levels, is kept. See ``models.reconcile`` for what is coherent (``yhat``) and
+   what is not (quantiles).
+5. **Conformal intervals.** Backtest errors of the final forecasts, divided by each series'
+   MASE scale, are pooled per level and horizon step (neighbouring steps are pooled too while
+   fewer than ``_MIN_CALIBRATION`` errors are available); their 10/50/90% quantiles, times the
+   series' scale, are added to ``yhat``. The same method calibrates every candidate, so
+   ``metrics_`` compares them on equal terms.
+
+6. **Short series** (fewer than ``min_history`` observations) get a fallback: seasonal naive
+   with at least one season, else the mean; their intervals use the seasonal naive's
+   calibration. ``notes_`` says which series fell back and anything else worth knowing.
+
+Nothing in ``backtest_`` sees past its cutoff: the combination weights, MinT covariance and
+interval quantiles used in a window are learned only from the errors of earlier windows that
+were known by that cutoff (prequential). The first window therefore uses the default
+combination, bottom-up reconciliation and has no intervals; ``metrics_``'s ``coverage_80`` is
+measured on the later windows, an honest out-of-sample estimate. The final forecasts use
+everything.
+
+All forecasts are clipped at zero: revenue forecasts are never negative.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import engine.schemas as S
+from models.backtest import (
+    Panel,
+    Window,
+    backtest_panel,
+    freq_alias,
+    rolling_origin_splits,
+    season_length,
+    to_panel,
+    training_scales,
+    window_table,
+)
+from models.metrics import MODEL, YHAT, YHAT_P10, YHAT_P50, YHAT_P90, metrics_table
+from models.reconcile import Hierarchy, build_hierarchy, mint_projection, shrunk_covariance
+
+__all__ = ["CANDIDATES", "COMBINATIONS", "RevenueForecaster"]
+
+CANDIDATES = ("seasonal_naive", "ets", "theta", "prophet", "lgbm")
+COMBINATIONS = ("backtest_weights", "level_weights", "select", "mean")
+# Names of the derived forecasts in `backtest_` and `metrics_`.
+COMBINED, RECONCILED = "combination", "reconciled"
+
+# Longest history (periods) the statistical candidates see.
+_MAX_HISTORY = {"D": 364, "W": 156, "M": 120, "Q": 40}
+_QUANTILES = (0.1, 0.5, 0.9)
+# Least number of scaled errors behind one conformal quantile.
+_MIN_CALIBRATION = 40
+# Combination: candidates kept per series, and the weight (in windows) of the level's average
+# score when shrinking a series' own backtest score.
+_TOP_K = 4
+_SHRINK_WINDOWS = 4.0
+
+_log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+# --------------------------------------------------------------------------------------------
+# Candidates: pure functions of a training panel and a horizon -> (n_series, horizon) array.
+# --------------------------------------------------------------------------------------------
+
+
+def _last_values(values: np.ndarray) -> np.ndarray:
+    """Last observation of every row."""
+    return values[:, -1]
+
+
+def seasonal_naive_forecast(train: Panel, horizon: int, season: int) -> np.ndarray:
+    """The last full season repeated; the last value when a series has less than a season."""
+    values = train.values
+    last_season = values[:, -season:] if values.shape[1] >= season else values
+    reps = int(np.ceil(horizon / max(last_season.shape[1], 1)))
+    seasonal = np.tile(last_season, reps)[:, :horizon]
+    naive = np.repeat(_last_values(values)[:, None], horizon, axis=1)
+    short = train.n_obs < season
+    return np.where(short[:, None], naive, seasonal)
+
+
+def mean_forecast(train: Panel, horizon: int) -> np.ndarray:
+    """The mean of each series' history, flat."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
+        means = np.nanmean(train.values, axis=1)
+    return np.repeat(means[:, None], horizon, axis=1)
+
+
+def fallback_forecast(train: Panel, horizon: int, season: int) -> np.ndarray:
+    """Seasonal naive for series with a full season, the mean for shorter ones."""
+    short = (train.n_obs < season)[:, None]
+    return np.where(
+        short, mean_forecast(train, horizon), seasonal_naive_forecast(train, horizon, season)
+    )
+
+
+def _recent(values: np.ndarray, max_history: int) -> list[np.ndarray]:
+    """Each row's observed values, the last ``max_history`` of them."""
+    return [row[~np.isnan(row)][-max_history:] for row in values]
+
+
+def theta_forecast(train: Panel, horizon: int, season: int, max_history: int) -> np.ndarray:
+    """statsforecast Theta over all series at once (naive where Theta cannot fit)."""
+    from statsforecast import StatsForecast
+    from statsforecast.models import Naive, Theta
+
+    ys = _recent(train.values, max_history)
+    frame = pd.DataFrame(
+        {
+            "unique_id": np.repeat(np.arange(len(ys)), [len(y) for y in ys]),
+            "ds": np.concatenate([np.arange(len(y)) for y in ys]),
+            "y": np.concatenate(ys),
+        }
+    )
+    model = StatsForecast(models=[Theta(season_length=season)], freq=1, fallback_model=Naive())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = model.forecast(df=frame, h=horizon)
+    # Integer time stamps continue each series' own length: align on the step instead.
+    out["step"] = out.groupby("unique_id").cumcount()
+    wide = out.pivot(index="unique_id", columns="step", values="Theta")
+    return wide.reindex(np.arange(len(ys))).to_numpy(float)
+
+
+EtsSpec = tuple[str, bool | None]
+
+
+def _ets_one(
+    y: np.ndarray, horizon: int, season: int, spec: EtsSpec | None
+) -> tuple[np.ndarray, EtsSpec | None]:
+    """One AutoETS forecast: re-estimate ``spec`` if given, else choose one.
+
+    Multiplicative errors need positive data (and backtested better than additive ones on
+    positive revenue), so the search space depends on the sign of the data.
+    """
+    from statsforecast.models import AutoETS
+
+    positive = bool(np.all(y > 0))
+    if spec is not None and not positive and "M" in spec[0]:
+        spec = None  # the data turned non-positive since the spec was chosen
+    model_spec, damped = spec if spec is not None else ("MZZ" if positive else "AZZ", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            fitted = AutoETS(season_length=season, model=model_spec, damped=damped).fit(y)
+            mean = fitted.predict(h=horizon)["mean"]
+        except (ValueError, NotImplementedError, ZeroDivisionError, np.linalg.LinAlgError):
+            return np.full(horizon, np.nan), None
+    components = fitted.model_["components"]
+    return np.asarray(mean, float), ("".join(components[:3]), components[3] == "D")
+
+
+def _ets_chunk(
+    ys: list[np.ndarray], specs: list[EtsSpec | None], horizon: int, season: int
+) -> list[tuple[np.ndarray, EtsSpec | None]]:
+    """ETS for a chunk of series (the unit of work of a parallel job)."""
+    return [_ets_one(y, horizon, season, spec) for y, spec in zip(ys, specs, strict=True)]
+
+
+def _parallel_chunks(
+    fn: Callable[..., list[Any]], items: list[Sequence[Any]], n_jobs: int, *args: Any
+) -> list[Any]:
+    """``fn(*chunk_columns, *args)`` over ``n_jobs`` contiguous chunks of ``items``, in order.
+
+    ``items`` holds parallel sequences (one per argument of ``fn``), chunked together.
+    """
+    n = len(items[0])
+    jobs = min(_cpu_jobs(n_jobs), max(n, 1))
+    if jobs <= 1:
+        return fn(*items, *args)
+    from joblib import Parallel, delayed
+
+    bounds = np.linspace(0, n, jobs + 1).astype(int)
+    chunks = [[list(col[a:b]) for col in items] for a, b in itertools.pairwise(bounds)]
+    results = Parallel(n_jobs=jobs)(delayed(fn)(*chunk, *args) for chunk in chunks)
+    return [r for part in results for r in part]
+
+
+def _cpu_jobs(n_jobs: int) -> int:
+    """``n_jobs`` with joblib's convention: -1 means every core."""
+    return (os.cpu_count() or 1) if n_jobs < 0 else max(n_jobs, 1)
+
+
+@dataclass
+class EtsCandidate:
+    """AutoETS whose specification is chosen on the oldest data it is given, then re-estimated.
+
+    Backtests call it oldest origin first, so every later origin and the final fit reuse the
+    specification chosen before them: no choice ever depends on data after a cutoff. A series
+    too short for seasonal models keeps choosing until it is long enough.
+    """
+
+    season: int
+    max_history: int
+    n_jobs: int = 1
+
+    def __post_init__(self) -> None:
+        self.specs: dict[tuple[str, str], EtsSpec] = {}
+
+    def __call__(self, train: Panel, horizon: int) -> np.ndarray:
+        keys = list(zip(train.ids[S.LEVEL], train.ids[S.KEY], strict=True))
+        ys = _recent(train.values, self.max_history)
+        specs = [self.specs.get(k) for k in keys]
+        results = _parallel_chunks(_ets_chunk, [ys, specs], self.n_jobs, horizon, self.season)
+        # A specification is kept only once it was chosen with seasonal models in the running
+        # (statsforecast needs more than two seasons); until then it is chosen afresh.
+        seasonal_enough = [len(y) > 2 * self.season + 1 for y in ys]
+        for key, (_, spec), enough in zip(keys, results, seasonal_enough, strict=True):
+            if spec is not None and enough and key not in self.specs:
+                self.specs[key] = spec
+        return np.array([mean for mean, _ in results]).reshape(len(keys), horizon)
+
+
+def _prophet_chunk(
+    frames: list[tuple[np.ndarray, np.ndarray]], future: pd.DatetimeIndex, daily: bool
+) -> list[np.ndarray]:
+    """Prophet forecasts for a chunk of series (dates, values)."""
+    logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
+    logging.getLogger("prophet").setLevel(logging.WARNING)
+    from prophet import Prophet
+
+    out = []
+    for ds, y in frames:
+        # Yearly seasonality is left to Prophet's own rule (on with two years of data); weekly
+        # only makes sense for daily data; no intervals (we calibrate our own, and skipping
+        # Prophet's simulation halves its predict time).
+        model = Prophet(weekly_seasonality=daily, daily_seasonality=False, uncertainty_samples=0)
+        try:
+            model.fit(pd.DataFrame({"ds": ds, "y": y}))
+            out.append(model.predict(pd.DataFrame({"ds": future}))["yhat"].to_numpy(float))
+        except (ValueError, RuntimeError):
+            out.append(np.full(len(future), np.nan))
+    return out
+
+
+def prophet_forecast(
+    train: Panel, horizon: int, rows: np.ndarray, daily: bool, n_jobs: int
+) -> np.ndarray:
+    """Prophet on the series selected by ``rows``; NaN elsewhere."""
+    result = np.full((train.n_series, horizon), np.nan)
+    positions = np.flatnonzero(rows)
+    if positions.size == 0:
+        return result
+    dates = np.asarray(train.dates)
+    frames = []
+    for i in positions:
+        observed = ~np.isnan(train.values[i])
+        frames.append((dates[observed], train.values[i, observed]))
+    future = train.future_dates(horizon)
+    forecasts = _parallel_chunks(_prophet_chunk, [frames], n_jobs, future, daily)
+    result[positions] = np.array(forecasts)
+    return result
+
+
+# --- global LightGBM ------------------------------------------------------------------------
+
+
+def _lags(season: int) -> list[int]:
+    """Lags used as features: the last periods up to a season (at most 13) and the season."""
+    return sorted({*range(1, min(season, 13) + 1), season})
+
+
+def _season_position(dates: pd.DatetimeIndex, letter: str) -> np.ndarray:
+    """Position of each date within its season: weekday, week of year, month or quarter."""
+    if letter == "D":
+        return np.asarray(dates.dayofweek)
+    if letter == "W":
+        return np.minimum(np.asarray(dates.isocalendar().week, dtype=int), 52) - 1
+    if letter == "M":
+        return np.asarray(dates.month) - 1
+    return np.asarray(dates.quarter) - 1
+
+
+def _local_level(values: np.ndarray, t: int, season: int) -> np.ndarray:
+    """Mean absolute value of the last season before ``t`` (the series' scale at ``t``)."""
+    window = np.abs(values[:, max(t - season, 0) : t])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        recent: np.ndarray = np.nanmean(window, axis=1)
+        overall: np.ndarray = np.nanmean(np.abs(values[:, :t]), axis=1)
+    level = np.where(np.isfinite(recent) & (recent > 0), recent, overall)
+    return np.where(np.isfinite(level) & (level > 0), level, 1.0)
+
+
+def _lgbm_rows(
+    values: np.ndarray, t: int, season: int, lags: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features at position ``t`` for every series (numeric part) and the scale used."""
+    base = _local_level(values, t, season)
+    lagged = np.column_stack(
+        [values[:, t - k] if t - k >= 0 else np.full(len(values), np.nan) for k in lags]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        recent = np.nanmean(values[:, max(t - 3, 0) : t], axis=1)
+        before = np.nanmean(values[:, max(t - 2 * season, 0) : max(t - season, 0)], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        growth = np.where(np.abs(before) > 0, base / np.abs(before), np.nan)
+    features = np.column_stack([lagged / base[:, None], recent / base, growth, np.log1p(base)])
+    return features, base
+
+
+@dataclass(frozen=True)
+class LgbmSettings:
+    """Settings of the global LightGBM candidate."""
+
+    season: int
+    letter: str
+    max_history: int
+    seed: int
+    n_jobs: int
+    n_estimators: int = 300
+
+
+def _lgbm_training_set(
+    train: Panel, cfg: LgbmSettings, level_codes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stacked (features, scaled target) over the last ``max_history`` positions."""
+    lags = _lags(cfg.season)
+    values = train.values
+    positions = _season_position(train.dates, cfg.letter)
+    n_before = np.cumsum(~np.isnan(values), axis=1)
+    xs, ys = [], []
+    for t in range(max(values.shape[1] - cfg.max_history, 1), values.shape[1]):
+        # A row needs an observed target and at least two observations before it.
+        usable = ~np.isnan(values[:, t]) & (n_before[:, t - 1] >= 2)
+        if not usable.any():
+            continue
+        features, base = _lgbm_rows(values, t, cfg.season, lags)
+        calendar = np.column_stack([np.full(len(values), positions[t]), level_codes])
+        xs.append(np.column_stack([features, calendar])[usable])
+        ys.append(values[usable, t] / base[usable])
+    if not xs:
+        return np.empty((0, len(lags) + 5)), np.empty(0)
+    return np.vstack(xs), np.concatenate(ys)
+
+
+def lgbm_forecast(
+    train: Panel, horizon: int, cfg: LgbmSettings, level_codes: np.ndarray
+) -> np.ndarray:
+    """Global LightGBM, recursive: each step's forecast becomes the next step's lag."""
+    x, y = _lgbm_training_set(train, cfg, level_codes)
+    if len(y) < 20:
+        return np.full((train.n_series, horizon), np.nan)
+    import lightgbm as lgb
+
+    n_numeric = x.shape[1] - 2
+    model = lgb.LGBMRegressor(
+        n_estimators=cfg.n_estimators,
+        learning_rate=0.05,
+        num_leaves=31,
+        min_child_samples=20,
+        subsample=0.8,
+        subsample_freq=1,
+        colsample_bytree=0.8,
+        random_state=cfg.seed,
+        deterministic=True,
+        force_row_wise=True,
+        n_jobs=_cpu_jobs(cfg.n_jobs),
+        verbose=-1,
+    )
+    model.fit(x, y, categorical_feature=[n_numeric, n_numeric + 1])
+    extended = np.hstack([train.values, np.full((train.n_series, horizon), np.nan)])
+    future_positions = _season_position(train.future_dates(horizon), cfg.letter)
+    lags = _lags(cfg.season)
+    t0 = train.values.shape[1]
+    for step in range(horizon):
+        features, base = _lgbm_rows(extended, t0 + step, cfg.season, lags)
+        calendar = np.column_stack([np.full(train.n_series, future_positions[step]), level_codes])
+        pred = model.predict(np.column_stack([features, calendar])) * base
+        extended[:, t0 + step] = np.maximum(pred, 0.0)
+    return extended[:, t0:]
+
+
+# --------------------------------------------------------------------------------------------
+# Combination, calibration and reconciliation over backtest windows.
+# --------------------------------------------------------------------------------------------
+
+
+def _window_scores(window: Window, models: Sequence[str]) -> np.ndarray:
+    """``(n_series, n_models)`` scaled MAE of each model in one window (NaN if unscored)."""
+    scale = np.where(window.scale > 0, window.scale, np.nan)
+    scores = []
+    for name in models:
+        pred = window.preds.get(name)
+        if pred is None:
+            scores.append(np.full(len(scale), np.nan))
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            scores.append(np.nanmean(np.abs(window.actual - pred), axis=1) / scale)
+    return np.column_stack(scores)
+
+
+def _nanmean(stack: np.ndarray, axis: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(stack, axis=axis)
+
+
+def _level_means(scores: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Each series' row replaced by its level's mean score per model."""
+    out = np.full_like(scores, np.nan)
+    for level in np.unique(levels):
+        rows = levels == level
+        out[rows] = _nanmean(scores[rows], axis=0)
+    return out
+
+
+def _inverse_square(scores: np.ndarray, top_k: int) -> np.ndarray:
+    """Weights proportional to 1/score^2 over each row's ``top_k`` best scores."""
+    safe = np.where(np.isfinite(scores), np.maximum(scores, 1e-6), np.inf)
+    rank = np.argsort(np.argsort(safe, axis=1), axis=1)
+    weights = np.where((rank < top_k) & np.isfinite(safe), 1.0 / safe**2, 0.0)
+    return weights
+
+
+def combination_weights(
+    scores: np.ndarray, n_scored: np.ndarray, levels: np.ndarray, method: str
+) -> np.ndarray:
+    """Unnormalised combination weights per series and model.
+
+    Args:
+        scores: ``(n_series, n_models)`` backtest MASE (NaN where a model was not scored).
+        n_scored: ``(n_series,)`` windows behind each series' scores.
+        levels: ``(n_series,)`` level of each series (scores are shrunk within a level).
+        method: one of :data:`COMBINATIONS`.
+
+    Returns:
+        ``(n_series, n_models)`` non-negative weights; an all-zero row means "no evidence"
+        and is resolved by :func:`_normalise` at combination time.
+    """
+    level_scores = _level_means(scores, levels)
+    if method == "mean":
+        return np.ones_like(scores)
+    if method == "level_weights":
+        return _inverse_square(level_scores, _TOP_K)
+    own = np.where(np.isfinite(scores), scores, level_scores)
+    if method == "select":
+        return _inverse_square(own, 1)
+    # Shrink each series' score towards its level's, as if the level had _SHRINK_WINDOWS votes.
+    n = n_scored[:, None].astype(float)
+    shrunk = np.where(
+        np.isfinite(scores) & np.isfinite(level_scores),
+        (n * scores + _SHRINK_WINDOWS * level_scores) / (n + _SHRINK_WINDOWS),
+        own,
+    )
+    return _inverse_square(shrunk, _TOP_K)
+
+
+def combine(
+    preds: dict[str, np.ndarray], models: Sequence[str], weights: np.ndarray, default: Sequence[str]
+) -> np.ndarray:
+    """Weighted mean of the models' forecasts, ignoring a model where it has none.
+
+    A series with no usable weight (no backtest evidence) gets the equal-weight mean of the
+    ``default`` models (ETS and Theta: a strong, cheap pair), else of every model it has.
+    """
+    stack = np.stack(
+        [
+            preds[m] if m in preds else np.full_like(next(iter(preds.values())), np.nan)
+            for m in models
+        ]
+    )
+    available = np.isfinite(stack)
+    w = weights.T[:, :, None] * available
+    total = w.sum(axis=0)
+    default_mask = np.array([m in default for m in models])[:, None, None]
+    fallback_w = available * np.where(default_mask, 1.0, 0.0)
+    fallback_w = np.where(fallback_w.sum(axis=0) > 0, fallback_w, available.astype(float))
+    w = np.where(total > 0, w, fallback_w)
+    total = w.sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.where(total > 0, np.nansum(np.nan_to_num(stack) * w, axis=0) / total, np.nan)
+
+
+def _pooled_errors(
+    errors: list[np.ndarray], levels: np.ndarray, level: str, step: int, horizon: int
+) -> np.ndarray:
+    """Scaled errors of ``level`` around ``step`` (widening the step range until enough)."""
+    rows = levels == level
+    radius = 0
+    while True:
+        lo, hi = max(step - radius, 0), step + radius + 1
+        parts = [e[rows, lo:hi].ravel() for e in errors if e.shape[1] > lo]
+        sample = np.concatenate(parts) if parts else np.empty(0)
+        sample = sample[np.isfinite(sample)]
+        if sample.size >= _MIN_CALIBRATION or (lo == 0 and hi >= horizon):
+            return sample
+        radius += 1
+
+
+def conformal_quantiles(
+    errors: list[np.ndarray], levels: np.ndarray, horizon: int
+) -> dict[str, np.ndarray]:
+    """Per level, ``(horizon, 3)`` quantiles (10/50/90%) of scaled errors by horizon step.
+
+    Args:
+        errors: per window, ``(n_series, steps)`` scaled errors ``(y - yhat) / scale`` (NaN
+            where there is no error to learn from).
+        levels: ``(n_series,)`` level of each series.
+        horizon: steps to produce (steps without errors reuse the nearest ones).
+
+    Returns:
+        level -> quantiles; a level with too few errors of its own borrows from all levels,
+        and "" maps to the all-levels quantiles. Empty when there are no errors at all.
+    """
+    everything = np.full(len(levels), "")
+    pools = {"": everything, **{lv: levels for lv in np.unique(levels)}}
+    result: dict[str, np.ndarray] = {}
+    for name, labels in pools.items():
+        qs = []
+        for step in range(horizon):
+            sample = _pooled_errors(errors, labels, name, step, horizon)
+            if sample.size < _MIN_CALIBRATION and name:
+                sample = _pooled_errors(errors, everything, "", step, horizon)
+            if sample.size == 0:
+                break
+            qs.append(_finite_sample_quantiles(sample))
+        if len(qs) == horizon:
+            result[name] = np.array(qs)
+    return result
+
+
+def _finite_sample_quantiles(sample: np.ndarray) -> np.ndarray:
+    """10/50/90% quantiles with the split-conformal correction ceil((n+1)q)/n outwards."""
+    n = sample.size
+    lo = np.quantile(sample, max(np.floor((n + 1) * _QUANTILES[0]) / n, 0.0), method="lower")
+    mid = np.quantile(sample, _QUANTILES[1])
+    hi = np.quantile(sample, min(np.ceil((n + 1) * _QUANTILES[2]) / n, 1.0), method="higher")
+    return np.array([lo, mid, hi])
+
+
+def apply_quantiles(
+    point: np.ndarray, scale: np.ndarray, levels: np.ndarray, quantiles: dict[str, np.ndarray]
+) -> np.ndarray:
+    """``(n_series, steps, 3)`` non-negative quantile forecasts ``point + scale * q``.
+
+    NaN for series whose level has no quantiles and when there is no all-levels fallback.
+    """
+    steps = point.shape[1]
+    # Series without a calibration (no errors known yet) get no interval rather than a
+    # zero-width one.
+    out = np.full((*point.shape, 3), np.nan)
+    safe_scale = np.where(np.isfinite(scale), scale, 0.0)
+    for i, level in enumerate(levels):
+        q = quantiles.get(level, quantiles.get(""))
+        if q is None:
+            continue
+        out[i] = point[i, :, None] + safe_scale[i] * q[:steps]
+    return np.maximum(out, 0.0)
+
+
+def _scaled_errors(window: Window, pred: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``(y - yhat) / scale`` of a window's eligible series; NaN elsewhere or without a scale.
+
+    ``scale`` is the one the quantiles will be multiplied by (the series' scale at the time of
+    the forecast being calibrated), so that errors from windows with shorter histories, whose
+    own MASE scale may be defined differently (lag 1 under one season), pool consistently.
+    """
+    safe = np.where(scale > 0, scale, np.nan)
+    errors = (window.actual - pred) / safe[:, None]
+    errors[~window.eligible] = np.nan
+    return errors
+
+
+# --------------------------------------------------------------------------------------------
+# The estimator.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything ``fit`` derives from its inputs before running models."""
+
+    panel: Panel
+    season: int
+    letter: str
+    min_history: int
+    cutoffs: list[int]
+    tree: Hierarchy | None
+    tree_rows: np.ndarray  # panel row of every tree node, in tree order
+    prophet_rows: np.ndarray  # series Prophet runs on
+
+
+class RevenueForecaster:
+    """Backtested combination of forecasters with conformal intervals and reconciliation.
+
+    scikit-learn style: ``__init__`` only stores parameters, ``fit`` returns ``self`` and
+    learned state ends in ``_``. See the module docstring for the method.
+
+    Args:
+        freq: D, W, M or Q (the pandas aliases D, W-MON, MS, QS are accepted too).
+        horizon: periods to forecast.
+        n_windows: backtest origins (windows of ``horizon`` periods).
+        candidates: any of :data:`CANDIDATES`.
+        combine: one of :data:`COMBINATIONS`.
+        levels_to_reconcile: levels kept coherent with the hierarchy given to ``fit``;
+            default every hierarchy level (plus ``company``) present in the series.
+        interval: nominal coverage of the ``yhat_p10``..``yhat_p90`` interval; only 0.8 is
+            supported (the output columns are the 10% and 90% quantiles).
+        n_jobs: parallel jobs for ETS, Prophet and LightGBM (-1: every core).
+        seed: random seed (LightGBM).
+        min_history: observations a series needs for the full candidate set; shorter series
+            fall back to seasonal naive or the mean. Default one season.
+        prophet_budget: Prophet's backtest-and-fit cost allowed, as a fraction of one Prophet
+            fit per series.
+    """
+
+    def __init__(
+        self,
+        freq: str = "M",
+        horizon: int = 12,
+        n_windows: int = 3,
+        candidates: Sequence[str] = ("seasonal_naive", "ets", "theta", "prophet", "lgbm"),
+        combine: str = "backtest_weights",
+        levels_to_reconcile: Sequence[str] | None = None,
+        interval: float = 0.8,
+        n_jobs: int = 1,
+        seed: int = 42,
+        min_history: int | None = None,
+        prophet_budget: float = 0.5,
+    ) -> None:
+        self.freq = freq
+        self.horizon = horizon
+        self.n_windows = n_windows
+        self.candidates = candidates
+        self.combine = combine
+        self.levels_to_reconcile = levels_to_reconcile
+        self.interval = interval
+        self.n_jobs = n_jobs
+        self.seed = seed
+        self.min_history = min_history
+        self.prophet_budget = prophet_budget
+
+    # --- checks and planning ----------------------------------------------------------------
+
+    def _check_params(self) -> None:
+        unknown = [c for c in self.candidates if c not in CANDIDATES]
+        if unknown or not self.candidates:
+            raise ValueError(f"unknown or no candidates {unknown}: expected some of {CANDIDATES}")
+        if self.combine not in COMBINATIONS:
+            raise ValueError(f"combine must be one of {COMBINATIONS}, not {self.combine!r}")
+        if not np.isclose(self.interval, 0.8):
+            raise ValueError("only interval=0.8 is supported (yhat_p10..yhat_p90)")
+        if self.horizon < 1 or self.n_windows < 1:
+            raise ValueError("horizon and n_windows must be at least 1")
+        freq_alias(self.freq)
+
+    def _plan(
+        self, series: pd.DataFrame, hierarchy: pd.DataFrame | None, notes: list[str]
+    ) -> _Plan:
+        panel = to_panel(series, self.freq)
+        letter = {"D": "D", "W-MON": "W", "MS": "M", "QS": "Q"}[panel.freq]
+        season = season_length(self.freq)
+        min_history = self.min_history if self.min_history is not None else season
+        tree, panel, tree_rows = self._align_tree(panel, hierarchy, notes)
+        cutoffs = rolling_origin_splits(
+            panel.values.shape[1], self.horizon, self.n_windows, None, min_history
+        )
+        if len(cutoffs) < self.n_windows:
+            notes.append(
+                f"history of {panel.values.shape[1]} periods allows {len(cutoffs)} backtest "
+                f"window(s) of the {self.n_windows} asked for"
+            )
+        prophet_rows = self._prophet_rows(panel, len(cutoffs), notes)
+        return _Plan(panel, season, letter, min_history, cutoffs, tree, tree_rows, prophet_rows)
+
+    def _prophet_rows(self, panel: Panel, n_cutoffs: int, notes: list[str]) -> np.ndarray:
+        """Series Prophet is fitted on: whole levels, smallest first, within the budget."""
+        rows = np.zeros(panel.n_series, dtype=bool)
+        if "prophet" not in self.candidates:
+            return rows
+        budget = self.prophet_budget * panel.n_series
+        sizes = panel.ids[S.LEVEL].value_counts(sort=False).sort_values(kind="stable")
+        spent = 0
+        for level, size in sizes.items():
+            cost = int(size) * (n_cutoffs + 1)
+            if spent + cost > budget:
+                notes.append(
+                    f"prophet skipped at level {level}: {cost} fits would exceed its budget "
+                    f"({self.prophet_budget:g} x {panel.n_series} series)"
+                )
+                continue
+            spent += cost
+            rows |= (panel.ids[S.LEVEL] == level).to_numpy()
+        return rows
+
+    def _reconciled_levels(self, panel: Panel, hierarchy: pd.DataFrame) -> list[str]:
+        columns = [*hierarchy.columns, S.LEVEL_COMPANY]
+        wanted = columns if self.levels_to_reconcile is None else list(self.levels_to_reconcile)
+        present = set(panel.ids[S.LEVEL])
+        return [lv for lv in dict.fromkeys(wanted) if lv in present and lv in columns]
+
+    def _align_tree(
+        self, panel: Panel, hierarchy: pd.DataFrame | None, notes: list[str]
+    ) -> tuple[Hierarchy | None, Panel, np.ndarray]:
+        """The hierarchy restricted to the series' levels, and the panel rows of its nodes.
+
+        Tree nodes missing from the series get a history summed from their bottom nodes;
+        bottom nodes without a series are dropped (they never had revenue).
+        """
+        if hierarchy is None:
+            return None, panel, np.empty(0, dtype=int)
+        levels = self._reconciled_levels(panel, hierarchy)
+        if len(levels) < 2:
+            notes.append(
+                "hierarchy given but fewer than two of its levels are in the series: not reconciled"
+            )
+            return None, panel, np.empty(0, dtype=int)
+        frame = hierarchy.copy()
+        if S.LEVEL_COMPANY not in frame:
+            frame[S.LEVEL_COMPANY] = S.COMPANY_KEY
+        bottom_level = build_hierarchy(frame, levels).levels[0]
+        have = set(panel.ids.loc[panel.ids[S.LEVEL] == bottom_level, S.KEY].astype(str))
+        kept = frame[frame[bottom_level].astype(str).isin(have)]
+        if len(kept) < len(frame):
+            notes.append(
+                f"{len(frame) - len(kept)} {bottom_level} node(s) of the hierarchy have no "
+                "series: left out"
+            )
+        tree = build_hierarchy(kept, levels)
+        panel, rows = _panel_with_nodes(panel, tree, notes)
+        return tree, panel, rows
+
+    # --- fitting ----------------------------------------------------------------------------
+
+    def fit(
+        self,
+        series: pd.DataFrame,
+        hierarchy: pd.DataFrame | None = None,
+        progress: Progress | None = None,
+    ) -> RevenueForecaster:
+        """Backtest the candidates, learn the combination and intervals, refit on all data.
+
+        Args:
+            series: long frame ``level``, ``key``, ``ds``, ``y`` (optionally ``partial``).
+            hierarchy: one row per bottom node with one column per level (e.g. ``rep``,
+                ``team``, ``region``) to reconcile forecasts across; ``None`` for none.
+            progress: called as ``progress(done, total)`` after every unit of work.
+
+        Returns:
+            self.
+        """
+        self._check_params()
+        notes: list[str] = []
+        self.notes_ = notes
+        plan = self._plan(series, hierarchy, notes)
+        models = [c for c in CANDIDATES if c in self.candidates]
+        total = (len(plan.cutoffs) + 1) * len(models) + 1
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+
+        model_fn = self._model_fn(plan, models, tick)
+        windows = backtest_panel(
+            model_fn, plan.panel, plan.cutoffs, self.horizon, plan.min_history, plan.season
+        )
+        final = self._final_window(plan, model_fn)
+        self._learn(plan, models, windows, final, notes)
+        tick()
+        return self
+
+    def _model_fn(
+        self, plan: _Plan, models: list[str], tick: Callable[[], None]
+    ) -> Callable[[Panel, int], dict[str, np.ndarray]]:
+        """The candidates as one backtest function (a fresh ETS state per fit)."""
+        max_history = _MAX_HISTORY[plan.letter]
+        ets = EtsCandidate(plan.season, max_history, self.n_jobs)
+        level_names = sorted(set(plan.panel.ids[S.LEVEL]))
+        lgbm_cfg = LgbmSettings(plan.season, plan.letter, max_history, self.seed, self.n_jobs)
+        prophet_keys = set(
+            zip(
+                plan.panel.ids.loc[plan.prophet_rows, S.LEVEL],
+                plan.panel.ids.loc[plan.prophet_rows, S.KEY],
+                strict=True,
+            )
+        )
+
+        def run(train: Panel, horizon: int) -> dict[str, np.ndarray]:
+            out: dict[str, np.ndarray] = {}
+            for name in models:
+                if name == "seasonal_naive":
+                    out[name] = seasonal_naive_forecast(train, horizon, plan.season)
+                elif name == "ets":
+                    out[name] = ets(train, horizon)
+                elif name == "theta":
+                    out[name] = theta_forecast(train, horizon, plan.season, max_history)
+                elif name == "lgbm":
+                    codes = (
+                        train.ids[S.LEVEL]
+                        .map({lv: i for i, lv in enumerate(level_names)})
+                        .to_numpy(float)
+                    )
+                    out[name] = lgbm_forecast(train, horizon, lgbm_cfg, codes)
+                elif name == "prophet" and prophet_keys:
+                    keys = zip(train.ids[S.LEVEL], train.ids[S.KEY], strict=True)
+                    rows = np.array([k in prophet_keys for k in keys])
+                    out[name] = prophet_forecast(
+                        train, horizon, rows, plan.letter == "D", self.n_jobs
+                    )
+                tick()
+            return out
+
+        return run
+
+    def _final_window(
+        self, plan: _Plan, model_fn: Callable[[Panel, int], dict[str, np.ndarray]]
+    ) -> Window:
+        """Candidates refitted on the full history, as a window with no actuals."""
+        panel = plan.panel
+        eligible = panel.n_obs >= plan.min_history
+        preds: dict[str, np.ndarray] = {}
+        if eligible.any():
+            for name, values in model_fn(panel.subset(eligible), self.horizon).items():
+                full = np.full((panel.n_series, self.horizon), np.nan)
+                full[eligible] = values
+                preds[name] = full
+        actual = np.full((panel.n_series, self.horizon), np.nan)
+        scale = training_scales(panel, plan.season)
+        return Window(panel.values.shape[1], eligible, actual, scale, preds)
+
+    def _learn(
+        self, plan: _Plan, models: list[str], windows: list[Window], final: Window, notes: list[str]
+    ) -> None:
+        """Combination, reconciliation, calibration and the tables, from the windows."""
+        panel = plan.panel
+        levels = panel.ids[S.LEVEL].astype(str).to_numpy()
+        default: list[str] = [m for m in ("ets", "theta") if m in models] or models
+        for i, w in enumerate(windows):
+            weights = self._weights(_known_before(windows, w.cutoff), models, levels)
+            w.preds[COMBINED] = self._combined(plan, w, models, weights, default)
+        weights = self._weights(windows, models, levels)
+        self.weights_ = _weights_frame(panel, models, weights)
+        final.preds[COMBINED] = self._combined(plan, final, models, weights, default)
+        short = np.flatnonzero(~final.eligible)
+        if short.size:
+            names = ", ".join(
+                f"{panel.ids.at[i, S.LEVEL]}/{panel.ids.at[i, S.KEY]}" for i in short[:10]
+            )
+            notes.append(
+                f"{short.size} series with fewer than {plan.min_history} observations use a "
+                f"fallback (seasonal naive, or the mean under one season): {names}"
+                + (" ..." if short.size > 10 else "")
+            )
+        output = COMBINED
+        self.reconciliation_: str | None = None
+        if plan.tree is not None:
+            output = RECONCILED
+            self.reconciliation_ = self._reconcile(plan, windows, final, levels, notes)
+        self._calibrate(plan, models, windows, final, levels, output)
+
+    def _weights(self, windows: list[Window], models: list[str], levels: np.ndarray) -> np.ndarray:
+        """Combination weights learned from ``windows`` (all zero without any)."""
+        if not windows:
+            return np.zeros((len(levels), len(models)))
+        scores = np.stack([_window_scores(w, models) for w in windows])
+        n_scored = np.sum(np.isfinite(scores).any(axis=2), axis=0)
+        return combination_weights(_nanmean(scores, 0), n_scored, levels, self.combine)
+
+    def _combined(
+        self,
+        plan: _Plan,
+        window: Window,
+        models: list[str],
+        weights: np.ndarray,
+        default: list[str],
+    ) -> np.ndarray:
+        """Combined forecasts of a window; fallback for ineligible series; clipped at zero."""
+        train = plan.panel.head(window.cutoff)
+        combined = combine(window.preds, models, weights, default) if window.preds else None
+        fallback = fallback_forecast(train, window.steps, plan.season)
+        if combined is None:
+            combined = fallback
+        combined = np.where(window.eligible[:, None] & np.isfinite(combined), combined, fallback)
+        # A node that had not started at the cutoff is forecast at zero.
+        return np.maximum(np.nan_to_num(combined, nan=0.0), 0.0)
+
+    def _reconcile(
+        self,
+        plan: _Plan,
+        windows: list[Window],
+        final: Window,
+        levels: np.ndarray,
+        notes: list[str],
+    ) -> str:
+        """Reconcile every window and the final forecasts; returns the method kept.
+
+        MinT's covariance at a cutoff comes from the errors known by then (bottom-up where
+        there are none yet), so reconciled backtests never see past their cutoff either.
+        """
+        tree, rows = plan.tree, plan.tree_rows
+        assert tree is not None
+        methods = ["bottom_up"] + (["mint_shrink"] if len(windows) > 1 else [])
+        candidates: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+        for w in windows:
+            known = _known_before(windows, w.cutoff)
+            for method in methods:
+                used = method if known else "bottom_up"
+                candidates[method].append(_reconciled(w.preds[COMBINED], tree, rows, used, known))
+        chosen = "bottom_up"
+        if "mint_shrink" in methods:
+            score = {m: _level_averaged_mase(windows, candidates[m], rows, levels) for m in methods}
+            chosen = min(methods, key=lambda m: score[m])
+            notes.append(
+                "reconciliation: backtest MASE averaged over levels "
+                + ", ".join(f"{m} {score[m]:.3f}" for m in methods)
+                + f"; kept {chosen}"
+            )
+        for w, pred in zip(windows, candidates[chosen], strict=True):
+            w.preds[RECONCILED] = pred
+        final.preds[RECONCILED] = _reconciled(final.preds[COMBINED], tree, rows, chosen, windows)
+        return chosen
+
+    def _calibrate(
+        self,
+        plan: _Plan,
+        models: list[str],
+        windows: list[Window],
+        final: Window,
+        levels: np.ndarray,
+        output: str,
+    ) -> None:
+        """Conformal quantiles per model; the backtest table, metrics and the forecasts."""
+        panel = plan.panel
+        scored = [*models, COMBINED, *([RECONCILED] if output == RECONCILED else [])]
+        tables, quantiles = [], {}
+        for name in scored:
+            errors = [
+                _scaled_errors(w, w.preds[name], final.scale) if name in w.preds else None
+                for w in windows
+            ]
+            usable = [e for e in errors if e is not None]
+            quantiles[name] = conformal_quantiles(usable, levels, self.horizon) if usable else {}
+            for w in windows:
+                if name not in w.preds:
+                    continue
+                # Intervals of a backtest window come only from errors known at its cutoff.
+                known = [
+                    _scaled_errors(k, k.preds[name], w.scale)
+                    for k in _known_before(windows, w.cutoff)
+                    if name in k.preds
+                ]
+                q = conformal_quantiles(known, levels, w.steps) if known else {}
+                pred = np.where(w.eligible[:, None], w.preds[name], np.nan)
+                bands = {name: apply_quantiles(pred, w.scale, levels, q)}
+                tables.append(window_table(panel, w, {name: pred}, bands))
+        self.backtest_ = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        self.metrics_ = metrics_table(self.backtest_) if len(self.backtest_) else pd.DataFrame()
+        if not quantiles[output]:
+            # No backtest window at all (a very short history): random-walk-like intervals.
+            quantiles[output] = _in_sample_quantiles(panel, self.horizon)
+            self.notes_.append("no backtest window: intervals from in-sample one-step errors")
+        self.quantiles_ = quantiles[output]
+        self.forecast_ = self._forecast_frame(plan, final, levels, quantiles, output)
+
+    def _forecast_frame(
+        self,
+        plan: _Plan,
+        final: Window,
+        levels: np.ndarray,
+        quantiles: dict[str, dict[str, np.ndarray]],
+        output: str,
+    ) -> pd.DataFrame:
+        panel = plan.panel
+        point = np.maximum(final.preds[output], 0.0)
+        bands = apply_quantiles(point, final.scale, levels, quantiles[output])
+        # Fallback series borrow the seasonal naive's calibration when it exists.
+        naive_q = quantiles.get("seasonal_naive") or quantiles[output]
+        fallback_rows = ~final.eligible
+        if fallback_rows.any() and naive_q:
+            bands[fallback_rows] = apply_quantiles(
+                point[fallback_rows], final.scale[fallback_rows], levels[fallback_rows], naive_q
+            )
+        dates = panel.future_dates(self.horizon)
+        frame = pd.DataFrame(
+            {
+                S.LEVEL: np.repeat(panel.ids[S.LEVEL].to_numpy(), self.horizon),
+                S.KEY: np.repeat(panel.ids[S.KEY].to_numpy(), self.horizon),
+                S.DS: np.tile(dates, panel.n_series),
+                YHAT: point.ravel(),
+            }
+        )
+        flat = bands.reshape(-1, 3)
+        return frame.assign(**{YHAT_P10: flat[:, 0], YHAT_P50: flat[:, 1], YHAT_P90: flat[:, 2]})
+
+    # --- prediction -------------------------------------------------------------------------
+
+    def predict(self, horizon: int | None = None) -> pd.DataFrame:
+        """Forecasts from the end of the fitted history.
+
+        Args:
+            horizon: periods to return, at most the fitted ``horizon`` (default all of them).
+
+        Returns:
+            ``level``, ``key``, ``ds``, ``yhat``, ``yhat_p10``, ``yhat_p50``, ``yhat_p90``;
+            never negative; ``yhat`` coherent across the hierarchy given to ``fit``.
+
+        Raises:
+            RuntimeError: before ``fit``.
+            ValueError: for a horizon longer than the fitted one.
+        """
+        if not hasattr(self, "forecast_"):
+            raise RuntimeError("RevenueForecaster is not fitted: call fit() first")
+        horizon = self.horizon if horizon is None else horizon
+        if not 1 <= horizon <= self.horizon:
+            raise ValueError(f"horizon must be between 1 and the fitted horizon {self.horizon}")
+        keep = self.forecast_.groupby([S.LEVEL, S.KEY], sort=False).cumcount() < horizon
+        return self.forecast_.loc[keep].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers of the estimator.
+# --------------------------------------------------------------------------------------------
+
+
+def _weights_frame(panel: Panel, models: list[str], weights: np.ndarray) -> pd.DataFrame:
+    """Normalised combination weights as a long frame: level, key, model, weight."""
+    total = weights.sum(axis=1, keepdims=True)
+    normalised = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    frame = pd.DataFrame(normalised, columns=models)
+    frame[S.LEVEL] = panel.ids[S.LEVEL].to_numpy()
+    frame[S.KEY] = panel.ids[S.KEY].to_numpy()
+    return frame.melt(id_vars=[S.LEVEL, S.KEY], var_name=MODEL, value_name="weight")
+
+
+def _panel_with_nodes(panel: Panel, tree: Hierarchy, notes: list[str]) -> tuple[Panel, np.ndarray]:
+    """Panel with a row for every tree node (missing ones summed from the bottom), and the
+    panel row of each node in tree order."""
+    index = {
+        (str(lv), str(k)): i
+        for i, (lv, k) in enumerate(zip(panel.ids[S.LEVEL], panel.ids[S.KEY], strict=True))
+    }
+    bottom_rows = [
+        index[(str(lv), str(k))]
+        for lv, k in tree.nodes.iloc[: tree.n_bottom].itertuples(index=False)
+    ]
+    bottom = np.nan_to_num(panel.values[bottom_rows], nan=0.0)
+    started_bottom = ~np.isnan(panel.values[bottom_rows])
+    extra_ids, extra_values, rows = [], [], []
+    for i, (lv, k) in enumerate(tree.nodes.itertuples(index=False)):
+        key = (str(lv), str(k))
+        if key in index:
+            rows.append(index[key])
+            continue
+        members = tree.summing[i] > 0
+        started = started_bottom[members].any(axis=0)
+        extra_values.append(np.where(started, tree.summing[i] @ bottom, np.nan))
+        extra_ids.append({S.LEVEL: lv, S.KEY: k})
+        rows.append(panel.n_series + len(extra_ids) - 1)
+    if extra_ids:
+        notes.append(
+            f"{len(extra_ids)} hierarchy node(s) had no series: history summed from their "
+            "bottom nodes"
+        )
+        ids = pd.concat([panel.ids, pd.DataFrame(extra_ids)], ignore_index=True)
+        panel = Panel(
+            ids, panel.dates, np.vstack([panel.values, np.array(extra_values)]), panel.freq
+        )
+    _note_incoherent_history(panel, tree, np.array(rows), notes)
+    return panel, np.array(rows)
+
+
+def _note_incoherent_history(
+    panel: Panel, tree: Hierarchy, rows: np.ndarray, notes: list[str]
+) -> None:
+    """Say so when the history itself does not add up (e.g. revenue not assigned to a rep)."""
+    values = np.nan_to_num(panel.values[rows], nan=0.0)
+    implied = tree.summing @ values[: tree.n_bottom]
+    gap = np.abs(values - implied).sum(axis=1)
+    size = np.abs(values).sum(axis=1)
+    bad = gap > 1e-6 * np.maximum(size, 1.0)
+    if bad.any():
+        notes.append(
+            f"history of {int(bad.sum())} node(s) differs from the sum of their bottom nodes "
+            "(forecasts are made coherent with the bottom level)"
+        )
+
+
+def _in_sample_quantiles(panel: Panel, horizon: int) -> dict[str, np.ndarray]:
+    """10/50/90% quantiles of scaled one-step naive errors, widened by sqrt(step).
+
+    The last resort when no backtest window exists: a random walk's error grows with the
+    square root of the horizon.
+    """
+    diffs = np.diff(panel.values, axis=1)
+    scale = np.nanmean(np.abs(diffs), axis=1, keepdims=True) if diffs.size else np.ones((1, 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = (diffs / np.where(scale > 0, scale, np.nan)).ravel()
+    scaled = scaled[np.isfinite(scaled)]
+    base = _finite_sample_quantiles(scaled) if scaled.size else np.array([-1.0, 0.0, 1.0])
+    steps = np.sqrt(np.arange(1, horizon + 1))[:, None]
+    return {"": base[None, :] * steps}
+
+
+def _known_before(windows: list[Window], cutoff: int) -> list[Window]:
+    """The parts of earlier windows whose test periods lie before ``cutoff``."""
+    known = []
+    for w in windows:
+        steps = min(w.steps, cutoff - w.cutoff)
+        if steps <= 0:
+            continue
+        preds = {name: values[:, :steps] for name, values in w.preds.items()}
+        known.append(Window(w.cutoff, w.eligible, w.actual[:, :steps], w.scale, preds))
+    return known
+
+
+def _reconciled(
+    base: np.ndarray, tree: Hierarchy, rows: np.ndarray, method: str, others: Sequence[Window]
+) -> np.ndarray:
+    """Reconciled forecasts of all series: tree nodes made coherent, other series unchanged.
+
+    Bottom forecasts are clipped at zero before summing so that every level stays
+    non-negative and coherent. MinT's covariance comes from ``others``' errors.
+    """
+    out = base.copy()
+    node_base = np.nan_to_num(base[rows], nan=0.0)
+    bottom = node_base[: tree.n_bottom]
+    if method == "mint_shrink":
+        errors = np.hstack(
+            [
+                np.nan_to_num(w.actual[rows], nan=0.0)
+                - np.nan_to_num(w.preds[COMBINED][rows], nan=0.0)
+                for w in others
+            ]
+        )
+        bottom = mint_projection(tree.summing, shrunk_covariance(errors)) @ node_base
+    out[rows] = tree.summing @ np.maximum(bottom, 0.0)
+    return out
+
+
+def _level_averaged_mase(
+    windows: list[Window], preds: list[np.ndarray], rows: np.ndarray, levels: np.ndarray
+) -> float:
+    """Backtest MASE of the tree nodes, averaged within each level and then across levels."""
+    per_window = []
+    for w, pred in zip(windows, preds, strict=True):
+        scale = np.where(w.scale > 0, w.scale, np.nan)
+        per_window.append(_nanmean(np.abs(w.actual - pred), axis=1) / scale)
+    mase = _nanmean(np.stack(per_window), axis=0)[rows]
+    node_levels = levels[rows]
+    return float(np.nanmean([np.nanmean(mase[node_levels == lv]) for lv in np.unique(node_levels)]))

@@ -1,0 +1,391 @@
+"""Churn: model, baselines, metrics, the time split, MLflow round trips and scoring.
+
+Seeded and deterministic: the demo company ``small`` (and ``medium`` once, for calibration),
+tiny hand-made frames, and one temporary SQLite registry shared by the module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from engine import schemas as S
+from engine import tracking
+from engine.io import Tables, validate_tables
+from engine.pipelines import churn as pipeline
+from engine.pipelines.churn import (
+    SCORE_COLUMNS,
+    ChurnTraining,
+    expected_revenue,
+    plan_split,
+    score_churn,
+    serving_example,
+    tables_before,
+    train_churn,
+)
+from engine.synthetic import generate
+from features.customer import customer_features
+from features.labels import CHURNED
+from features.table import training_table
+from models.churn import (
+    CHURN_PROBABILITY,
+    REASON_SEPARATOR,
+    REASONS,
+    ChurnModel,
+    RecencyCycleRule,
+    RfmLogistic,
+    phrase_reason,
+)
+from models.classification import (
+    MIN_BIN_CASES,
+    classification_metrics,
+    plot_calibration,
+    plot_feature_importance,
+    reliability_table,
+    segment_auc,
+    top_fraction_lift,
+)
+
+AS_OF = pd.Timestamp("2026-10-01")  # before the small company's data end (2026-11-14)
+DAY = pd.Timedelta(days=1)
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small() -> Tables:
+    return validate_tables(generate("small", seed=7))[0]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    path = tmp_path_factory.mktemp("mlflow")
+    tracking.configure(f"sqlite:///{path / 'mlflow.db'}")
+    yield path
+    tracking.configure(previous)
+
+
+@pytest.fixture(scope="module")
+def trained(small: Tables, registry: Path) -> ChurnTraining:
+    return train_churn(small, as_of=AS_OF, seed=3)
+
+
+def _tiny_frame(n: int = 3000, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Customers whose churn is driven by how overdue they are and by complaints."""
+    rng = np.random.default_rng(seed)
+    cycle = rng.uniform(7, 60, n)
+    recency = cycle * rng.lognormal(0, 0.8, n)
+    complaints = rng.poisson(0.5, n).astype(float)
+    spend = rng.lognormal(7, 1, n)
+    logit = -3 + 2.5 * np.log(recency / cycle) + 1.2 * complaints
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    frame = pd.DataFrame({
+        S.CUSTOMER_ID: [f"C{i:05d}" for i in range(n)],
+        "hist_recency_days": np.round(recency),
+        "hist_cycle_median_days": np.round(cycle),
+        "hist_frequency_365d": np.round(365 / cycle),
+        "hist_monetary_365d": spend,
+        "cx_complaints_90d": complaints,
+        "cat_segment": pd.Categorical(rng.choice(["smb", "enterprise"], n)),
+    })
+    return frame, y
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def test_metrics_on_known_cases(tmp_path: Path) -> None:
+    y = np.array([0] * 90 + [1] * 10)
+    perfect = np.r_[np.linspace(0.0, 0.4, 90), np.linspace(0.6, 1.0, 10)]
+    m = classification_metrics(y, perfect)
+    assert m["roc_auc"] == pytest.approx(1.0) and m["pr_auc"] == pytest.approx(1.0)
+    assert m["n"] == 100 and m["base_rate"] == pytest.approx(0.1)
+    assert top_fraction_lift(y, perfect, 0.1) == pytest.approx(10.0)
+    assert top_fraction_lift(y, np.full(100, 0.5), 0.1) == pytest.approx(0.0)  # stable ties
+    seg = segment_auc(y, perfect, ["a"] * 50 + ["b"] * 50)
+    assert seg["roc_auc"].isna().tolist() == [True, False]  # segment a has a single class
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0, 1, 20_000)
+    table = reliability_table((rng.random(20_000) < p).astype(int), p)
+    assert len(table) == 10 and table["gap"].abs().max() < 0.03
+    assert plot_calibration(table, tmp_path / "c.png").stat().st_size > 1000
+    importance = pd.Series([3.0, 1.0], index=["a", "b"])
+    assert plot_feature_importance(importance, tmp_path / "i.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="0 or 1"):
+        classification_metrics([0, 2], [0.1, 0.2])
+
+
+# --- models on tiny frames -------------------------------------------------------------------
+
+
+def test_model_learns_probabilities_and_explains_with_real_values() -> None:
+    frame, y = _tiny_frame()
+    train, late, test = frame.iloc[:1800], frame.iloc[1800:2400], frame.iloc[2400:]
+    model = ChurnModel(n_estimators=300).fit(train, y[:1800], late, y[1800:2400])
+    assert model.features_ == ["hist_recency_days", "hist_cycle_median_days",
+                               "hist_frequency_365d", "hist_monetary_365d",
+                               "cx_complaints_90d", "cat_segment"]
+    p = model.predict_proba_frame(test)[CHURN_PROBABILITY].to_numpy()
+    assert ((p > 0) & (p < 1)).all() and classification_metrics(y[2400:], p)["roc_auc"] > 0.8
+    assert model.calibration_method_ == "sigmoid"  # 600 calibration rows: too few for isotonic
+    out = model.predict_frame(test)
+    assert list(out.columns) == [CHURN_PROBABILITY, REASONS] and out.index.equals(test.index)
+    # The riskiest row: its reasons quote its own recency, cycle and complaints.
+    row = test.loc[[out[CHURN_PROBABILITY].idxmax()]]
+    reasons = out.loc[row.index[0], REASONS].split(REASON_SEPARATOR)
+    recency, cycle = row["hist_recency_days"].iloc[0], row["hist_cycle_median_days"].iloc[0]
+    assert f"no order for {recency:.0f} days, usual cycle {cycle:.0f} days" in reasons
+    contrib = model.contributions(row).iloc[0]
+    recency_push = contrib[["hist_recency_days"]].sum()
+    assert recency_push > 0
+    complaints = row["cx_complaints_90d"].iloc[0]
+    if contrib["cx_complaints_90d"] > model.min_contribution and complaints > 0:
+        assert f"{complaints:.0f} complaint" in out.loc[row.index[0], REASONS]
+    # Strings instead of categoricals (what MLflow hands over) give the same probabilities.
+    as_strings = test.assign(cat_segment=test["cat_segment"].astype(object))
+    assert np.allclose(model.predict_proba_frame(as_strings)[CHURN_PROBABILITY], p)
+
+
+def test_isotonic_keeps_the_ranking_of_the_trees() -> None:
+    frame, y = _tiny_frame(6000, seed=2)
+    model = ChurnModel(n_estimators=200, calibration="isotonic").fit(
+        frame.iloc[:3000], y[:3000], frame.iloc[3000:5000], y[3000:5000])
+    test = frame.iloc[5000:]
+    p = model.predict_proba_frame(test)[CHURN_PROBABILITY].to_numpy()
+    margin = model._margin(model._matrix(test))
+    order = np.argsort(margin)
+    assert (np.diff(p[order]) >= 0).all()  # strictly increasing map, no reordering
+    assert len(np.unique(p)) == len(np.unique(margin))  # ...and no ties created
+
+
+def test_phrases_quote_values() -> None:
+    row = {"hist_recency_days": 143.0, "hist_cycle_median_days": 41.0, "cx_complaints_90d": 3.0,
+           "hist_spend_change_90d": -0.62, "hist_spend_trend_90d": -0.45,
+           "cx_complaints_30d": 1.0}
+    get = partial(lambda r, name: r.get(name, float("nan")), row)
+    assert phrase_reason("hist_overdue_ratio", get) == "no order for 143 days, usual cycle 41 days"
+    assert phrase_reason("cx_complaints_90d", get) == "3 complaints in the last 90 days"
+    assert phrase_reason("cx_complaints_30d", get) == "1 complaint in the last 30 days"
+    assert phrase_reason("hist_spend_trend_90d", get) == "spend down 62% on the previous quarter"
+    # An unknown feature is still named, never dropped.
+    assert phrase_reason("hist_new_thing", lambda name: 2.0) == "hist_new_thing = 2.0"
+
+
+def test_baselines_rank_by_their_rule() -> None:
+    frame, y = _tiny_frame()
+    rule = RecencyCycleRule().fit(frame, y)
+    rfm = RfmLogistic().fit(frame, y)
+    probe = pd.DataFrame({"hist_recency_days": [10.0, 100.0, np.nan],
+                          "hist_cycle_median_days": [20.0, 20.0, np.nan],
+                          "hist_frequency_365d": [10.0, 10.0, 0.0],
+                          "hist_monetary_365d": [1000.0, 1000.0, 0.0]})
+    for model in (rule, rfm):
+        p = model.predict_proba_frame(probe)[CHURN_PROBABILITY].to_numpy()
+        assert ((p > 0) & (p < 1)).all() and p[0] < p[1]  # more overdue, more risk
+    # Never bought: the rule treats it as the most overdue training row.
+    assert rule.predict_proba_frame(probe)[CHURN_PROBABILITY].iloc[2] >= (
+        rule.predict_proba_frame(probe)[CHURN_PROBABILITY].iloc[1])
+    with pytest.raises(NotFittedError):
+        RfmLogistic().predict_proba_frame(probe)
+
+
+def test_model_errors_are_clear() -> None:
+    frame, y = _tiny_frame(400)
+    with pytest.raises(NotFittedError):
+        ChurnModel().predict_frame(frame)
+    with pytest.raises(ValueError, match="both churners and non-churners"):
+        ChurnModel().fit(frame, np.zeros(400), frame, y)
+    model = ChurnModel(n_estimators=20).fit(frame, y, frame, y)
+    with pytest.raises(ValueError, match="cx_complaints_90d"):
+        model.predict_frame(frame.drop(columns=["cx_complaints_90d"]))
+
+
+# --- the time split --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("horizon", [30, 90, 180])
+def test_split_label_windows_never_overlap(horizon: int) -> None:
+    first, last = pd.Timestamp("2024-01-01"), pd.Timestamp("2026-11-14")
+    split = plan_split(first, last, horizon)
+    h = pd.Timedelta(days=horizon)
+    assert split.holdout + h - DAY <= last  # the holdout's label window is complete
+    assert split.calibration + h <= split.holdout  # ends before the holdout's as_of
+    assert all(t + h <= split.calibration for t in split.train)
+    assert split.holdout + pd.Timedelta(days=31) + h - DAY > last  # and it is the latest one
+    assert list(split.train) == sorted(split.train) and split.train[0] >= first
+
+
+def test_training_sees_nothing_after_as_of(small: Tables, trained: ChurnTraining) -> None:
+    split = trained.split
+    assert split.last_day == AS_OF - DAY
+    h = pd.Timedelta(days=split.horizon_days)
+    assert split.holdout + h <= AS_OF  # the whole holdout label window is before as_of
+    assert all(t + h <= split.calibration for t in split.train)
+    # Rewrite the future: drop every real order on or after as_of and add a purchase for every
+    # customer instead. Had any label or feature looked past as_of, something would change.
+    orders = small.orders
+    future = pd.DataFrame({
+        S.ORDER_ID: [f"X{i}" for i in range(len(small.customers))],
+        S.CUSTOMER_ID: small.customers[S.CUSTOMER_ID].to_numpy(),
+        S.ORDER_DATE: AS_OF + pd.to_timedelta(np.arange(len(small.customers)) % 40, "D"),
+        S.AMOUNT: 1_000.0,
+    })
+    rewritten = pd.concat([orders.loc[orders[S.ORDER_DATE] < AS_OF], future], ignore_index=True)
+    other = train_churn(Tables({**small.frames, S.ORDERS: rewritten}), as_of=AS_OF, seed=3)
+    assert other.split == split
+    assert other.metrics == pytest.approx(trained.metrics, nan_ok=True)
+    probe = customer_features(small, AS_OF)
+    pd.testing.assert_frame_equal(other.model.predict_frame(probe),
+                                  trained.model.predict_frame(probe))
+    past = tables_before(small, AS_OF)
+    assert past.orders[S.ORDER_DATE].max() < AS_OF
+    assert (past[S.RECEIVABLES][S.PAID_AT].dropna() < AS_OF).all()
+
+
+def test_run_is_logged_with_evidence(trained: ChurnTraining) -> None:
+    from mlflow import MlflowClient
+
+    m = trained.metrics
+    assert trained.version and trained.run_id and trained.model_name == "quotacast-churn"
+    for key in ("roc_auc", "pr_auc", "brier", "log_loss", "top_decile_lift",
+                "recency_rule_pr_auc", "rfm_logistic_roc_auc"):
+        assert key in m
+    assert any(k.startswith("segment_roc_auc.") for k in m)
+    assert list(trained.baselines.index) == ["churn_model", "recency_rule", "rfm_logistic"]
+    assert m["pr_auc"] > max(m["recency_rule_pr_auc"], m["rfm_logistic_pr_auc"])
+    files = {a.path for a in MlflowClient().list_artifacts(trained.run_id)}
+    assert {"calibration.png", "feature_importance.png", "features.json",
+            "segment_auc.csv", "baselines.csv", "split.json"} <= files
+
+
+def test_pyfunc_serves_probabilities_not_labels(small: Tables, trained: ChurnTraining) -> None:
+    served = tracking.load_pyfunc("churn", tracking.CHALLENGER)
+    frame = serving_example(customer_features(small, AS_OF), rows=200)
+    out = served.predict(frame)
+    p = out[CHURN_PROBABILITY].to_numpy(dtype=float)
+    assert ((p > 0) & (p < 1)).all()
+    assert len(np.unique(np.round(p, 6))) > 20  # probabilities, not two class labels
+    assert out[REASONS].str.len().gt(0).any()
+
+
+@pytest.mark.slow
+def test_probabilities_are_calibrated_on_the_demo_company() -> None:
+    tables = validate_tables(generate("medium", seed=11))[0]
+    last = pd.Timestamp(tables.orders[S.ORDER_DATE].max())
+    split = plan_split(pd.Timestamp(tables.orders[S.ORDER_DATE].min()), last, 180)
+    table = training_table(tables, split.as_ofs, 180, pipeline.LOOKBACK_DAYS, last)
+    train, calibration, holdout = pipeline._slices(table, split)
+    model = ChurnModel().fit(train, train[CHURNED], calibration, calibration[CHURNED])
+    p = model.predict_proba_frame(holdout)[CHURN_PROBABILITY]
+    reliability = reliability_table(holdout[CHURNED], p)
+    judged = reliability.loc[reliability["n"] >= MIN_BIN_CASES]
+    assert len(judged) == 10 and judged["gap"].abs().max() <= 0.1, reliability
+    # Aggregate check too: predicted churners match observed ones within 10%.
+    assert p.sum() == pytest.approx(holdout[CHURNED].sum(), rel=0.1)
+
+
+# --- promotion -------------------------------------------------------------------------------
+
+
+def test_gate_promotes_better_and_refuses_worse(small: Tables, registry: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    weak = partial(ChurnModel, features=["hist_tenure_days"])  # knows only the tenure
+    monkeypatch.setattr(pipeline, "ChurnModel", weak)
+    first = train_churn(small, as_of=AS_OF)
+    assert tracking.promote("churn", first.version, force=True).promoted
+    monkeypatch.setattr(pipeline, "ChurnModel", ChurnModel)
+    better = train_churn(small, as_of=AS_OF)
+    assert better.champion_value == pytest.approx(first.metrics["pr_auc"])
+    decision = tracking.promote("churn")
+    assert decision.promoted and decision.version == better.version, decision.reason
+    monkeypatch.setattr(pipeline, "ChurnModel", weak)
+    worse = train_churn(small, as_of=AS_OF)
+    assert worse.champion_value == pytest.approx(better.metrics["pr_auc"])
+    decision = tracking.promote("churn")
+    assert not decision.promoted and "worse than champion" in decision.reason
+    assert tracking.load_champion("churn").version == better.version
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+def test_score_columns_order_and_revenue_at_risk(small: Tables, trained: ChurnTraining) -> None:
+    scores = score_churn(small, as_of=AS_OF, model=trained.model)
+    assert tuple(scores.columns[:5]) == SCORE_COLUMNS
+    assert scores[S.CUSTOMER_ID].is_unique
+    assert scores[pipeline.REVENUE_AT_RISK].is_monotonic_decreasing
+    assert np.allclose(scores[pipeline.REVENUE_AT_RISK],
+                       scores[pipeline.EXPECTED_REVENUE] * scores[CHURN_PROBABILITY])
+    # Active customers only: a purchase in the year before as_of.
+    orders = small.orders
+    recent = orders.loc[(orders[S.ORDER_DATE] < AS_OF)
+                        & (orders[S.ORDER_DATE] >= AS_OF - pd.Timedelta(days=365))
+                        & (orders[S.AMOUNT] > 0), S.CUSTOMER_ID]
+    assert set(scores[S.CUSTOMER_ID]) == set(recent)
+    top = scores.iloc[0]
+    assert top[REASONS] and top[CHURN_PROBABILITY] > 0.05
+    # The revenue estimate by hand for the top customer.
+    row = customer_features(small, AS_OF).set_index(S.CUSTOMER_ID).loc[[top[S.CUSTOMER_ID]]]
+    days = min(max(row["hist_tenure_days"].iloc[0], 90), 365)
+    assert expected_revenue(row, 180)[0] == pytest.approx(
+        max(row["hist_monetary_365d"].iloc[0], 0) / days * 180)
+
+
+def test_reasons_quote_the_customers_own_history(small: Tables, trained: ChurnTraining) -> None:
+    scores = score_churn(small, as_of=AS_OF, model=trained.model)
+    overdue = scores.loc[scores[REASONS].str.contains("no order for")].iloc[0]
+    assert len(overdue[REASONS].split(REASON_SEPARATOR)) <= 3
+    # By hand from the raw orders: days since the last purchase day, median gap between days.
+    orders = small.orders
+    mine = orders.loc[(orders[S.CUSTOMER_ID] == overdue[S.CUSTOMER_ID])
+                      & (orders[S.ORDER_DATE] < AS_OF) & (orders[S.AMOUNT] > 0)]
+    days = np.unique(mine[S.ORDER_DATE].dt.normalize().to_numpy())
+    recency = (AS_OF - pd.Timestamp(days[-1])).days
+    cycle = np.median(np.diff(days).astype("timedelta64[D]").astype(float))
+    assert f"no order for {recency} days, usual cycle {cycle:.0f} days" in overdue[REASONS]
+
+
+def test_owner_filters(small: Tables, trained: ChurnTraining) -> None:
+    everyone = score_churn(small, as_of=AS_OF, model=trained.model)
+    owner = everyone[S.ACCOUNT_MANAGER].value_counts().index[0]
+    mine = score_churn(small, as_of=AS_OF, model=trained.model, owner=owner)
+    assert len(mine) > 0 and (mine[S.ACCOUNT_MANAGER] == owner).all()
+    expected = everyone.loc[everyone[S.ACCOUNT_MANAGER] == owner].reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, expected)
+
+
+def test_bad_arguments_give_clear_errors(small: Tables, trained: ChurnTraining) -> None:
+    owner = str(small.customers[S.ACCOUNT_MANAGER].dropna().iloc[0])
+    with pytest.raises(ValueError, match=f"did you mean '{owner}'"):
+        score_churn(small, model=trained.model, owner=owner[:-1] + "x")
+    with pytest.raises(ValueError, match="known account managers: .*" + owner):
+        score_churn(small, model=trained.model, owner="Nobody At All 123")
+    with pytest.raises(ValueError, match="no history before it"):
+        score_churn(small, as_of=pd.Timestamp("2020-01-01"), model=trained.model)
+    with pytest.raises(ValueError, match="no history before it"):
+        train_churn(small, as_of=pd.Timestamp("2020-01-01"))
+    with pytest.raises(ValueError, match="too little history"):
+        train_churn(small, as_of=pd.Timestamp("2025-06-01"))
+    with pytest.raises(ValueError, match="too little history"):
+        train_churn(small, horizon_days=365)
+
+
+def test_scoring_without_a_champion_says_what_to_do(small: Tables, registry: Path) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):  # whatever order the tests ran in
+        MlflowClient().delete_registered_model_alias("quotacast-churn", tracking.CHAMPION)
+    with pytest.raises(tracking.ChampionMissingError, match="quotacast train churn"):
+        score_churn(small)

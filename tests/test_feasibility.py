@@ -1,0 +1,273 @@
+"""Target feasibility: simulation, coherence, point in time, recalibration (engine.feasibility)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine import feasibility as FZ
+from engine import schemas as S
+from engine.io import Tables, validate_tables
+from models import win as W
+
+PERIOD = "2024Q3"
+AS_OF = pd.Timestamp("2024-08-15")
+REPS = {"r1": ("A", "North"), "r2": ("A", "North"), "r3": ("B", "South"), "r4": ("B", "South")}
+BIG_LATE_DEAL = "D-late"
+
+
+class FixedWin:
+    """A win model stub: a fixed probability per deal (0.5 for any other)."""
+
+    def __init__(self, p: dict[str, float] | None = None):
+        self.p = p or {}
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        p = frame[S.OPPORTUNITY_ID].map(self.p).fillna(0.5).to_numpy(dtype=float)
+        return pd.DataFrame({W.WIN_PROBABILITY: p}, index=frame.index)
+
+    def conversion_at(self, days_left: float) -> float:
+        return 0.25
+
+
+def _orders(rng: np.random.Generator, until: pd.Timestamp) -> pd.DataFrame:
+    """Weekly orders of two customers per rep for two years, amounts by rep size."""
+    rows = []
+    for i, rep in enumerate(REPS):
+        for c in range(2):
+            days = pd.date_range("2022-09-05", until - pd.Timedelta(days=1), freq="7D")
+            amounts = (100.0 * (i + 1)) * rng.lognormal(0, 0.3, len(days))
+            rows.append(pd.DataFrame({S.CUSTOMER_ID: f"c{i}{c}", S.ORDER_DATE: days,
+                                      S.AMOUNT: amounts.round(2)}))
+    orders = pd.concat(rows, ignore_index=True)
+    return orders.assign(**{S.ORDER_ID: [f"o{i}" for i in range(len(orders))]})
+
+
+def _deal(did: str, owner: str, created: str, close: str, status: str, amount: float
+          ) -> dict[str, object]:
+    return {S.OPPORTUNITY_ID: did, S.OWNER: owner, S.CREATED_AT: created, S.CLOSE_DATE: close,
+            S.STAGE: "closed" if status != S.STATUS_OPEN else "proposal", S.STATUS: status,
+            S.AMOUNT: amount}
+
+
+def _deals() -> pd.DataFrame:
+    rows = [
+        _deal("D1", "r1", "2024-06-01", "2024-07-20", S.STATUS_WON, 5000.0),  # closed in period
+        _deal("D2", "r3", "2024-05-01", "2024-06-15", S.STATUS_LOST, 3000.0),
+        _deal("D3", "r1", "2024-07-01", "2024-09-10", S.STATUS_OPEN, 8000.0),
+        _deal("D4", "r2", "2024-07-10", "2024-09-20", S.STATUS_OPEN, 6000.0),
+        _deal("D5", "r3", "2024-06-20", "2024-08-30", S.STATUS_OPEN, 4000.0),
+        _deal("D6", "r4", "2024-08-01", "2024-09-25", S.STATUS_OPEN, 9000.0),
+        _deal(BIG_LATE_DEAL, "r4", "2024-07-01", "2024-11-15", S.STATUS_OPEN, 1e6),
+    ]
+    return pd.DataFrame(rows)
+
+
+def _history(deals: pd.DataFrame) -> pd.DataFrame:
+    """One stage change at creation (with the expected close recorded then), and the close."""
+    opened = deals.assign(**{S.STAGE: "proposal", S.ENTERED_AT: deals[S.CREATED_AT]})
+    closed = deals[deals[S.STATUS] != S.STATUS_OPEN]
+    closed = closed.assign(**{S.ENTERED_AT: closed[S.CLOSE_DATE], S.STAGE: "closed"})
+    both = pd.concat([opened, closed], ignore_index=True)
+    return both[[S.OPPORTUNITY_ID, S.STAGE, S.ENTERED_AT, S.CLOSE_DATE]]
+
+
+def _targets() -> pd.DataFrame:
+    rows = [(S.LEVEL_REP, r, 14_000.0 * (i + 1)) for i, r in enumerate(REPS)]
+    rows += [(S.LEVEL_TEAM, "A", 42_000.0), (S.LEVEL_TEAM, "B", 98_000.0),
+             (S.LEVEL_REGION, "North", 42_000.0), (S.LEVEL_REGION, "South", 98_000.0),
+             (S.LEVEL_COMPANY, S.COMPANY_KEY, 140_000.0)]
+    return pd.DataFrame(rows, columns=[S.LEVEL, S.KEY, S.AMOUNT]).assign(**{S.PERIOD: PERIOD})
+
+
+def _frames(until: pd.Timestamp = AS_OF) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(7)
+    orders = _orders(rng, until)
+    deals = _deals()
+    won = deals[deals[S.STATUS] == S.STATUS_WON]
+    orders = pd.concat([orders, pd.DataFrame({
+        S.ORDER_ID: "o-" + won[S.OPPORTUNITY_ID], S.CUSTOMER_ID: "c00",
+        S.ORDER_DATE: won[S.CLOSE_DATE], S.AMOUNT: won[S.AMOUNT],
+        S.OPPORTUNITY_ID: won[S.OPPORTUNITY_ID]})], ignore_index=True)
+    customers = pd.DataFrame({S.CUSTOMER_ID: [f"c{i}{c}" for i in range(4) for c in range(2)]})
+    customers[S.ACCOUNT_MANAGER] = [f"r{int(c[1]) + 1}" for c in customers[S.CUSTOMER_ID]]
+    org = pd.DataFrame([(r, t, g) for r, (t, g) in REPS.items()],
+                       columns=[S.REP, S.TEAM, S.REGION])
+    return {S.ORDERS: orders.astype({S.ORDER_DATE: str}), S.CUSTOMERS: customers,
+            S.OPPORTUNITIES: deals, S.STAGE_HISTORY: _history(deals), S.ORG: org,
+            S.TARGETS: _targets()}
+
+
+def _tables(frames: dict[str, pd.DataFrame]) -> Tables:
+    tables, problems = validate_tables(frames)
+    assert not problems, problems
+    return tables
+
+
+@pytest.fixture(scope="module")
+def tables() -> Tables:
+    return _tables(_frames())
+
+
+def _run(tables: Tables, as_of: pd.Timestamp = AS_OF, seed: int = 1, draws: int = 4000,
+         model: FixedWin | None = None) -> tuple[pd.DataFrame, FZ.Simulation]:
+    return FZ.feasibility_with_simulation(tables, PERIOD, as_of, draws=draws, seed=seed,
+                                          win_model=model or FixedWin())
+
+
+def test_output_columns_and_ranges(tables: Tables) -> None:
+    frame, _ = _run(tables)
+    assert list(frame.columns[: len(FZ.FEASIBILITY_COLUMNS)]) == list(FZ.FEASIBILITY_COLUMNS)
+    assert len(frame) == 9  # every node with a target
+    assert frame["p_attain"].between(0, 1).all()
+    assert (frame["p10"] <= frame["p50"]).all() and (frame["p50"] <= frame["p90"]).all()
+    assert (frame["must_hit"] == frame["p10"]).all() and (frame["stretch"] >= frame["p50"]).all()
+    np.testing.assert_allclose(frame["gap"], frame["target"] - frame["expected"])
+    assert (frame["expected"] > frame["closed_to_date"]).all()
+
+
+def test_parent_draws_are_the_sum_of_children_draws(tables: Tables) -> None:
+    frame, sim = _run(tables)
+    nodes = sim.nodes
+    for parent in range(len(nodes)):
+        children = np.flatnonzero((nodes["parent"] == parent).to_numpy()
+                                  & (nodes[S.LEVEL] != nodes[S.LEVEL].iloc[parent]).to_numpy())
+        if children.size == 0:
+            continue
+        np.testing.assert_allclose(sim.draws[:, children].sum(axis=1), sim.draws[:, parent],
+                                   rtol=1e-12)
+    by = frame.set_index([S.LEVEL, S.KEY])
+    company = by.loc[(S.LEVEL_COMPANY, S.COMPANY_KEY)]
+    regions = by.loc[S.LEVEL_REGION]
+    # Targets add up here, so the company's expected equals the regions' exactly.
+    assert company["expected"] == pytest.approx(regions["expected"].sum(), rel=1e-12)
+    assert company["closed_to_date"] == pytest.approx(regions["closed_to_date"].sum(), rel=1e-12)
+    # Quantiles are not additive: the company's p10 is more than the sum of the regions' p10.
+    assert company["p10"] > regions["p10"].sum()
+
+
+def test_a_period_that_is_over_gives_the_actual(tables: Tables) -> None:
+    frames = _frames(until=pd.Timestamp("2024-10-05"))
+    late = _tables(frames)
+    frame, _ = _run(late, as_of=pd.Timestamp("2024-10-05"))
+    orders = late.orders
+    in_q3 = orders[(orders[S.ORDER_DATE] >= "2024-07-01") & (orders[S.ORDER_DATE] < "2024-10-01")]
+    company = frame[frame[S.LEVEL] == S.LEVEL_COMPANY].iloc[0]
+    assert company["closed_to_date"] == pytest.approx(in_q3[S.AMOUNT].sum())
+    for column in ("expected", "p10", "p50", "p90", "must_hit", "stretch"):
+        np.testing.assert_allclose(frame[column], frame["closed_to_date"])
+    assert set(frame["p_attain"]) <= {0.0, 1.0}
+    assert (frame["p_attain"] == (frame["closed_to_date"] >= frame["target"])).all()
+
+
+def test_before_the_period_it_is_a_plan_check(tables: Tables) -> None:
+    frame, _ = _run(tables, as_of=pd.Timestamp("2024-06-10"))
+    assert (frame["closed_to_date"] == 0).all()
+    assert (frame["expected_run_rate"] > 0).all() and (frame["expected"] > 0).all()
+
+
+def test_a_deal_expected_after_the_period_is_never_counted(tables: Tables) -> None:
+    certain = FixedWin({BIG_LATE_DEAL: 1.0})
+    frame, sim = _run(tables, model=certain)
+    without = Tables({**tables.frames, S.OPPORTUNITIES: tables[S.OPPORTUNITIES][
+        tables[S.OPPORTUNITIES][S.OPPORTUNITY_ID] != BIG_LATE_DEAL]})
+    _, sim_without = _run(without, model=certain)
+    np.testing.assert_array_equal(sim.draws, sim_without.draws)
+    assert frame["p90"].max() < 1e6  # the million-dollar deal never shows up
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tables: Tables) -> None:
+    a, _ = _run(tables, seed=3)
+    b, _ = _run(tables, seed=3)
+    c, _ = _run(tables, seed=4)
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a["p50"], c["p50"])
+
+
+def test_rows_dated_after_as_of_change_nothing(tables: Tables) -> None:
+    frames = _frames()
+    after = AS_OF + pd.Timedelta(days=3)
+    frames[S.ORDERS] = pd.concat([frames[S.ORDERS], pd.DataFrame({
+        S.ORDER_ID: ["late1", "late2"], S.CUSTOMER_ID: ["c00", "c31"],
+        S.ORDER_DATE: [str(after.date())] * 2, S.AMOUNT: [1e5, 2e5]})], ignore_index=True)
+    new_deal = pd.DataFrame([_deal("D-new", "r2", str(after.date()), "2024-09-01",
+                                   S.STATUS_WON, 7e4)])
+    frames[S.OPPORTUNITIES] = pd.concat([frames[S.OPPORTUNITIES], new_deal], ignore_index=True)
+    frames[S.STAGE_HISTORY] = pd.concat([frames[S.STAGE_HISTORY], pd.DataFrame({
+        S.OPPORTUNITY_ID: ["D3", "D-new"], S.STAGE: ["negotiation", "proposal"],
+        S.ENTERED_AT: [after, after], S.CLOSE_DATE: ["2024-12-01", "2024-09-01"]})],
+        ignore_index=True)
+    a, _ = _run(tables)
+    b, _ = _run(_tables(frames))
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_recalibration_keeps_parent_totals_and_evens_probabilities(tables: Tables) -> None:
+    frame, sim = _run(tables)
+    out = FZ.recalibrate(frame, sim, method="even_probability")
+    assert list(out.columns) == list(FZ.RECALIBRATION_COLUMNS)
+    by = out.set_index([S.LEVEL, S.KEY])["recalibrated_target"]
+    assert by[(S.LEVEL_COMPANY, S.COMPANY_KEY)] == 140_000.0
+    assert by[S.LEVEL_REGION].sum() == pytest.approx(140_000.0, rel=1e-12)
+    assert by[(S.LEVEL_TEAM, "A")] == pytest.approx(by[(S.LEVEL_REGION, "North")], rel=1e-12)
+    assert by[("rep", "r3")] + by[("rep", "r4")] == pytest.approx(by[(S.LEVEL_TEAM, "B")],
+                                                                  rel=1e-12)
+    reps = out[out[S.LEVEL] == S.LEVEL_REP].set_index(S.KEY)
+    for pair in (["r1", "r2"], ["r3", "r4"]):
+        after = reps.loc[pair, "p_attain_after"]
+        assert after.max() - after.min() <= 0.02
+    before = reps["p_attain_before"]
+    assert before.max() - before.min() > 0.2  # there was something to even out
+    # Closed revenue stays credited: no rep is asked for less than it already has.
+    closed = frame.set_index([S.LEVEL, S.KEY])["closed_to_date"]
+    assert (by.loc[S.LEVEL_REP] >= closed.loc[S.LEVEL_REP]).all()
+
+
+def test_proportional_recalibration_keeps_totals(tables: Tables) -> None:
+    frame, sim = _run(tables)
+    out = FZ.recalibrate(frame, sim, method="proportional_p50").set_index([S.LEVEL, S.KEY])
+    revised = out["recalibrated_target"]
+    assert revised.loc[S.LEVEL_REGION].sum() == pytest.approx(140_000.0, rel=1e-12)
+    assert revised.loc[[("rep", "r1"), ("rep", "r2")]].sum() == pytest.approx(
+        revised[(S.LEVEL_TEAM, "A")], rel=1e-12)
+    with pytest.raises(ValueError, match="unknown method"):
+        FZ.recalibrate(frame, sim, method="nonsense")  # type: ignore[arg-type]
+
+
+def test_simulate_deals_mean_and_thread_invariance() -> None:
+    rng = np.random.default_rng(0)
+    n = 3000
+    p, amount = rng.random(n), rng.lognormal(8, 1, n)
+    cell = rng.integers(0, 7, n)
+    one = FZ.simulate_deals(p, amount, cell, 8, 2000, seed=5, threads=1, chunk_elements=50_000)
+    two = FZ.simulate_deals(p, amount, cell, 8, 2000, seed=5, threads=2, chunk_elements=50_000)
+    np.testing.assert_array_equal(one, two)
+    expected = np.bincount(cell, p * amount, 8)
+    sd = np.sqrt(np.bincount(cell, p * (1 - p) * amount**2, 8))
+    assert np.all(np.abs(one.mean(axis=0) - expected) < 5 * sd / np.sqrt(2000) + 1e-9)
+    assert (one[:, 7] == 0).all()  # an empty cell stays empty
+    certain = FZ.simulate_deals(np.array([1.0, 0.0]), np.array([3.0, 5.0]), np.array([0, 0]),
+                                1, 10, seed=1)
+    assert (certain == 3.0).all()
+
+
+def test_run_rate_of_a_steady_stream() -> None:
+    days = pd.date_range("2022-01-03", "2024-06-30", freq="D")
+    events = pd.DataFrame({S.DS: days, S.AMOUNT: 10.0,
+                           S.CREATED_AT: pd.Series(pd.NaT, index=range(len(days)),
+                                                   dtype="datetime64[ns]")})
+    as_of = pd.Timestamp("2024-07-01")
+    window = FZ.Window(FZ._day(as_of), FZ._day("2024-07-01"), FZ._day("2024-10-01"))
+    rate = FZ.estimate_run_rate(events, np.zeros(len(days), dtype=np.int64), 1, window,
+                                FZ._day(days[0]))
+    assert rate.mean[0] == pytest.approx(920.0, rel=0.01)  # 92 days x 10
+    assert rate.backtests >= 4 and rate.expected()[0] == pytest.approx(920.0, rel=0.05)
+
+
+def test_churn_adjustment_moves_revenue_between_customers_only() -> None:
+    scores = pd.DataFrame({S.CUSTOMER_ID: ["a", "b", "c"], "churn_probability": [0.9, 0.1, 0.1]})
+    revenue = pd.Series([1000.0, 1000.0, 2000.0], index=["a", "b", "c"])
+    adjust = FZ.churn_adjustment(scores, revenue, window_days=60, horizon_days=90)
+    assert adjust.sum() == pytest.approx(0.0, abs=1e-9)
+    assert adjust["a"] < 0 < adjust["b"]

@@ -1,0 +1,295 @@
+"""Revenue attribution (features/hierarchy.py) and revenue series (features/revenue.py)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import schemas as S
+from engine.io import Tables, validate_tables
+from features.hierarchy import (
+    UNASSIGNED,
+    attribute_revenue,
+    period_bounds,
+    rep_hierarchy,
+)
+from features.revenue import PARTIAL, period_ordinals, period_starts, revenue_series
+
+T = pd.Timestamp
+
+ORG = pd.DataFrame({
+    S.REP: ["ann", "bob", "cid", "dee"],
+    S.TEAM: ["north-a", "north-a", "north-b", "south-a"],
+    S.REGION: ["north", "north", "north", "south"],
+})
+CUSTOMERS = pd.DataFrame({
+    S.CUSTOMER_ID: ["c1", "c2", "c3", "c4"],
+    S.ACCOUNT_MANAGER: ["ann", "dee", None, "bob"],
+    S.REGION: ["east", "west", "west", "east"],
+    S.SEGMENT: ["smb", "enterprise", "smb", None],
+})
+# o1: won, carried by order 4 -> revenue on the order, owner cid (not c2's manager dee).
+# o2: won, no order -> 70 on its close date 2017-02-15, owner bob.
+# o3: lost -> no revenue; o4: won with a close date after every order -> 5 on 2017-03-31.
+OPPORTUNITIES = pd.DataFrame({
+    S.OPPORTUNITY_ID: ["o1", "o2", "o3", "o4"],
+    S.OWNER: ["cid", "bob", "ann", "dee"],
+    S.CREATED_AT: ["2016-12-01", "2017-01-01", "2017-01-01", "2017-01-01"],
+    S.CLOSE_DATE: ["2017-03-01", "2017-02-15", "2017-02-20", "2017-03-31"],
+    S.STAGE: ["won", "won", "lost", "won"],
+    S.STATUS: ["won", "won", "lost", "won"],
+    S.AMOUNT: ["40", "70", "90", "5"],
+    S.CUSTOMER_ID: ["c2", "c1", "c1", "c4"],
+    S.PRODUCT: ["gadget", None, "gadget", "widget"],
+})
+ORDERS = pd.DataFrame({
+    S.ORDER_ID: ["1", "2", "3", "4", "5", "6"],
+    S.CUSTOMER_ID: ["c1", "c1", "c3", "c2", "c4", "c1"],
+    S.ORDER_DATE: ["2017-01-05", "2017-03-20", "2017-01-10", "2017-03-10", "2017-03-02",
+                   "2017-03-15"],
+    S.AMOUNT: ["100", "10", "20", "50", "30", "-15"],
+    S.PRODUCT: ["widget", "widget", "gadget", "gadget", None, "widget"],
+    S.CHANNEL: ["web", "web", "direct", "direct", "web", "web"],
+    S.OPPORTUNITY_ID: [None, None, None, "o1", None, None],
+})
+
+
+def tables_of(**frames: pd.DataFrame) -> Tables:
+    """Validated tables from raw frames (fails the test on any problem)."""
+    tables, problems = validate_tables({name: frame.copy() for name, frame in frames.items()})
+    assert problems == []
+    return tables
+
+
+@pytest.fixture
+def tables() -> Tables:
+    return tables_of(orders=ORDERS, customers=CUSTOMERS, opportunities=OPPORTUNITIES, org=ORG)
+
+
+def series_of(series: pd.DataFrame, level: str, key: str) -> pd.Series:
+    rows = series[(series[S.LEVEL] == level) & (series[S.KEY] == key)]
+    return pd.Series(rows[S.Y].to_numpy(), index=pd.DatetimeIndex(rows[S.DS]))
+
+
+# --- period helpers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("period", "start", "end"), [
+    ("2017", "2017-01-01", "2018-01-01"),
+    ("2017Q3", "2017-07-01", "2017-10-01"),
+    ("2017Q4", "2017-10-01", "2018-01-01"),
+    ("2017-08", "2017-08-01", "2017-09-01"),
+    ("2017-12", "2017-12-01", "2018-01-01"),
+])
+def test_period_bounds(period: str, start: str, end: str) -> None:
+    assert period_bounds(period) == (T(start), T(end))
+
+
+@pytest.mark.parametrize("bad", ["17Q3", "2017Q5", "2017-13", "2017-8", "Q3"])
+def test_period_bounds_rejects_bad_periods(bad: str) -> None:
+    with pytest.raises(ValueError, match="2017Q3"):
+        period_bounds(bad)
+
+
+def test_period_ordinals_start_weeks_on_monday_and_quarters_on_the_first() -> None:
+    dates = pd.to_datetime(["2017-01-01", "2017-01-02", "2017-01-08", "2017-08-31"]).to_numpy()
+    weeks = period_starts(period_ordinals(dates, "W"), "W")
+    assert list(pd.DatetimeIndex(weeks)) == [T("2016-12-26"), T("2017-01-02"), T("2017-01-02"),
+                                             T("2017-08-28")]
+    quarters = period_starts(period_ordinals(dates, "Q"), "Q")
+    assert pd.DatetimeIndex(quarters)[-1] == T("2017-07-01")
+    with pytest.raises(ValueError, match="freq"):
+        period_ordinals(dates, "Y")
+
+
+# --- hierarchy and attribution ----------------------------------------------------------------
+
+
+def test_rep_hierarchy_puts_reps_without_org_row_in_unassigned() -> None:
+    customers = CUSTOMERS.copy()
+    customers[S.ACCOUNT_MANAGER] = ["ann", "dee", None, "zed"]
+    org = ORG[ORG[S.REP] != "bob"]
+    tables = Tables({S.CUSTOMERS: customers, S.OPPORTUNITIES: OPPORTUNITIES, S.ORG: org})
+    hierarchy = rep_hierarchy(tables).set_index(S.REP)
+    assert hierarchy.loc["ann", S.TEAM] == "north-a"
+    for orphan in ("bob", "zed"):  # an owner and an account manager missing from org
+        assert tuple(hierarchy.loc[orphan]) == (UNASSIGNED, UNASSIGNED)
+    assert len(hierarchy) == 5
+
+
+def test_attribute_revenue_follows_the_attribution_rule(tables: Tables) -> None:
+    events = attribute_revenue(tables).sort_values([S.DS, S.AMOUNT]).reset_index(drop=True)
+    north_a, north_b = ("north-a", "north"), ("north-b", "north")
+    rows = [
+        ("c1", "2017-01-05", 100.0, "ann", *north_a, None),  # the account manager's
+        ("c3", "2017-01-10", 20.0, UNASSIGNED, UNASSIGNED, UNASSIGNED, None),  # no manager
+        ("c1", "2017-02-15", 70.0, "bob", *north_a, "o2"),  # a won deal without order
+        ("c4", "2017-03-02", 30.0, "bob", *north_a, None),
+        ("c2", "2017-03-10", 50.0, "cid", *north_b, "o1"),  # linked: the deal owner's
+        ("c1", "2017-03-15", -15.0, "ann", *north_a, None),  # a credit note
+        ("c1", "2017-03-20", 10.0, "ann", *north_a, None),
+        ("c4", "2017-03-31", 5.0, "dee", "south-a", "south", "o4"),
+    ]
+    columns = [S.CUSTOMER_ID, S.DS, S.AMOUNT, S.REP, S.TEAM, S.REGION, S.OPPORTUNITY_ID]
+    expected = pd.DataFrame(rows, columns=columns).astype({S.DS: "datetime64[ns]"})
+    got = events[columns].astype({c: object for c in (S.REP, S.TEAM, S.REGION)})
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def value_at(events: pd.DataFrame, amount: float, column: str) -> object:
+    """The ``column`` of the one event of ``amount``."""
+    return events.loc[events[S.AMOUNT] == amount, column].item()
+
+
+def test_attribute_revenue_carries_categorical_columns(tables: Tables) -> None:
+    events = attribute_revenue(tables)
+    assert {S.PRODUCT, S.CHANNEL, S.SEGMENT} <= set(events.columns)
+    assert S.ORDER_ID not in events.columns and events.columns.is_unique
+    assert value_at(events, 50.0, S.SEGMENT) == "enterprise"  # from the customer
+    assert value_at(events, 5.0, S.PRODUCT) == "widget"  # a won deal's own product
+    assert events.loc[events[S.AMOUNT] == 70.0, S.CHANNEL].isna().all()  # deals have none
+    assert list(attribute_revenue(tables, columns=[S.SEGMENT]).columns)[-1] == S.SEGMENT
+
+
+def test_won_deal_counts_once_whether_or_not_an_order_carries_it(tables: Tables) -> None:
+    events = attribute_revenue(tables)
+    assert events[S.AMOUNT].sum() == pytest.approx(100 + 10 + 20 + 50 + 30 - 15 + 70 + 5)
+    assert (events[S.OPPORTUNITY_ID] == "o1").sum() == 1  # the order, not the deal's 40
+    assert not (events[S.OPPORTUNITY_ID] == "o3").any()  # lost
+
+
+def test_won_deal_is_matched_only_against_orders_seen_before_as_of(tables: Tables) -> None:
+    # On 2017-03-05 o1 is won (2017-03-01) but its order (2017-03-10) is not there yet.
+    early = attribute_revenue(tables, as_of=T("2017-03-05")).set_index(S.OPPORTUNITY_ID)
+    assert early.loc["o1", S.AMOUNT] == 40.0
+    assert early.loc["o1", S.DS] == T("2017-03-01")
+    assert early[S.DS].max() < T("2017-03-05")
+    late = attribute_revenue(tables, as_of=T("2017-03-11")).set_index(S.OPPORTUNITY_ID)
+    assert late.loc["o1", S.AMOUNT] == 50.0
+
+
+def test_crm_only_won_deals_make_revenue() -> None:
+    orders = ORDERS.iloc[:1].assign(**{S.AMOUNT: "0"})
+    tables = tables_of(orders=orders, opportunities=OPPORTUNITIES, org=ORG)
+    series = revenue_series(tables, "M", levels=[S.LEVEL_COMPANY])
+    assert series[S.Y].tolist() == [0.0, 70.0, 45.0]
+
+
+# --- revenue series -------------------------------------------------------------------------------
+
+
+def test_monthly_series_by_hand(tables: Tables) -> None:
+    series = revenue_series(tables, "M")
+    months = pd.DatetimeIndex(["2017-01-01", "2017-02-01", "2017-03-01"])
+    assert series_of(series, S.LEVEL_COMPANY, S.COMPANY_KEY).to_dict() == dict(
+        zip(months, [120.0, 70.0, 80.0], strict=True))
+    assert series_of(series, S.LEVEL_REP, "bob").to_dict() == dict(
+        zip(months[1:], [70.0, 30.0], strict=True))
+    assert series_of(series, S.LEVEL_REGION, "south").to_dict() == {months[2]: 5.0}
+    assert list(series.columns) == [S.LEVEL, S.KEY, S.DS, S.Y, PARTIAL]
+    assert series[S.LEVEL].unique().tolist() == list(S.HIERARCHY_LEVELS)
+
+
+def test_series_starts_at_first_revenue_and_fills_gaps_with_zero(tables: Tables) -> None:
+    series = revenue_series(tables, "W")
+    cid = series_of(series, S.LEVEL_REP, "cid")
+    assert cid.index[0] == T("2017-03-06")  # no padding back to the company's first week
+    company = series_of(series, S.LEVEL_COMPANY, S.COMPANY_KEY)
+    assert company.index[0] == T("2017-01-02") and company.index[-1] == T("2017-03-27")
+    assert len(company) == 13 and (company == 0).sum() == 5  # every week present
+    dee = series_of(series, S.LEVEL_REP, "dee")
+    assert dee.tolist() == [5.0]
+
+
+@pytest.mark.parametrize("freq", ["D", "W", "M", "Q"])
+def test_levels_add_up_to_the_company(tables: Tables, freq: str) -> None:
+    series = revenue_series(tables, freq, levels=[*S.HIERARCHY_LEVELS, S.PRODUCT, S.SEGMENT])
+    totals = series.pivot_table(index=S.DS, columns=S.LEVEL, values=S.Y, aggfunc="sum")
+    for level in totals.columns:
+        np.testing.assert_allclose(totals[level], totals[S.LEVEL_COMPANY], err_msg=level)
+    assert totals[S.LEVEL_COMPANY].sum() == pytest.approx(270.0)
+
+
+def test_missing_categories_are_unassigned_and_unknown_levels_rejected(tables: Tables) -> None:
+    series = revenue_series(tables, "Q", levels=[S.PRODUCT, S.SEGMENT])
+    by_key = series.groupby([S.LEVEL, S.KEY])[S.Y].sum()
+    assert by_key[(S.PRODUCT, UNASSIGNED)] == 100.0  # the order without product + deal o2
+    assert by_key[(S.SEGMENT, UNASSIGNED)] == 35.0  # customer c4 has no segment
+    with pytest.raises(ValueError, match="colour"):
+        revenue_series(tables, "M", levels=["colour"])
+
+
+@pytest.mark.parametrize(("as_of", "partial"), [
+    (None, False),  # the data ends on 2017-03-31, the last day of March
+    ("2017-03-16", True),
+    ("2017-04-01", False),
+    ("2017-04-02", True),  # April has begun: a partial, zero-filled April
+])
+def test_last_period_is_marked_partial(tables: Tables, as_of: str | None, partial: bool) -> None:
+    series = revenue_series(tables, "M", as_of=None if as_of is None else T(as_of))
+    last = series[S.DS] == series[S.DS].max()
+    assert series.loc[last, PARTIAL].eq(partial).all()
+    assert not series.loc[~last, PARTIAL].any()
+
+
+def test_partial_without_as_of_follows_the_last_day_of_data() -> None:
+    tables = tables_of(orders=ORDERS.iloc[:5], customers=CUSTOMERS, org=ORG)  # ends 2017-03-20
+    series = revenue_series(tables, "M")
+    assert series.loc[series[S.DS] == T("2017-03-01"), PARTIAL].all()
+    weekly = revenue_series(tables, "W")  # 2017-03-20 is a Monday: its week has just begun
+    assert weekly.loc[weekly[S.DS] == T("2017-03-20"), PARTIAL].all()
+
+
+def test_as_of_keeps_only_earlier_revenue(tables: Tables) -> None:
+    series = revenue_series(tables, "M", as_of=T("2017-03-05"))
+    company = series_of(series, S.LEVEL_COMPANY, S.COMPANY_KEY)
+    assert company.tolist() == [120.0, 70.0, 30.0 + 40.0]  # c4's order and o1 without order yet
+    assert series_of(series, S.LEVEL_REP, "dee").empty
+    assert revenue_series(tables, "M", as_of=T("2016-01-01")).empty
+
+
+def test_region_falls_back_to_customer_region_without_org() -> None:
+    tables = tables_of(orders=ORDERS, customers=CUSTOMERS)
+    series = revenue_series(tables, "Q", levels=[S.LEVEL_REGION, S.LEVEL_TEAM])
+    regions = series[series[S.LEVEL] == S.LEVEL_REGION].set_index(S.KEY)[S.Y]
+    assert regions.to_dict() == {"east": 125.0, "west": 70.0}
+    teams = series[series[S.LEVEL] == S.LEVEL_TEAM]
+    assert teams[S.KEY].tolist() == [UNASSIGNED]
+
+
+# --- point in time ------------------------------------------------------------------------------
+
+_DATES = st.dates(min_value=pd.Timestamp("2016-06-01").date(),
+                  max_value=pd.Timestamp("2017-06-30").date())
+_LATE_ORDER = st.tuples(st.integers(0, 60), st.sampled_from(["c1", "c2", "c3", "c4"]),
+                        st.floats(-50, 500, allow_nan=False), st.sampled_from([None, "o1", "o2"]))
+
+
+_BASE = tables_of(orders=ORDERS, customers=CUSTOMERS, opportunities=OPPORTUNITIES, org=ORG)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(as_of=_DATES, late=st.lists(_LATE_ORDER, max_size=5), freq=st.sampled_from(["W", "M"]))
+def test_rows_dated_on_or_after_as_of_change_nothing(as_of: date, late: list[tuple],
+                                                     freq: str) -> None:
+    cutoff = pd.Timestamp(as_of)
+    extra = pd.DataFrame({
+        S.ORDER_ID: [f"late{i}" for i in range(len(late))],
+        S.CUSTOMER_ID: [c for _, c, _, _ in late],
+        S.ORDER_DATE: [cutoff + pd.Timedelta(days=d) for d, _, _, _ in late],
+        S.AMOUNT: [float(a) for _, _, a, _ in late],
+        S.OPPORTUNITY_ID: [o for _, _, _, o in late],
+    })
+    orders = _BASE[S.ORDERS]
+    if late:
+        orders = pd.concat([orders, extra.astype({S.ORDER_DATE: "datetime64[ns]"})],
+                           ignore_index=True)
+    grown = Tables({**_BASE.frames, S.ORDERS: orders})
+    before = revenue_series(_BASE, freq, as_of=cutoff)
+    after = revenue_series(grown, freq, as_of=cutoff)
+    pd.testing.assert_frame_equal(before, after)

@@ -1,0 +1,220 @@
+"""``quotacast warnings ...`` end to end on a temporary SQLite database.
+
+The sub-app is mounted in a tiny typer app whose root callback sets the settings, as
+``engine/cli.py`` does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from engine.config import Settings
+from engine.warnings.cli import warnings_app
+
+REPO = Path(__file__).resolve().parents[1]
+CONTRACT_COLUMNS = ["rule", "labels", "state", "severity", "value", "threshold", "since",
+                    "message"]
+
+RULES = """
+receivers:
+  - name: log
+    file_configs: [{path: "%(sink)s"}]
+route: {receiver: log, group_by: [alertname]}
+groups:
+  - name: plan
+    rules:
+      - alert: PaceBehindPlan
+        metric: pace_against_plan
+        scope: [region, rep]
+        op: "<"
+        threshold: 0.9
+        for: 0
+        annotations: {summary: "{{ node }} at {{ value | humanizePercentage }} of plan"}
+      - alert: OverdueHigh
+        metric: overdue_receivables_ratio
+        scope: customer
+        op: ">"
+        threshold: 0.5
+        for: 7d
+      - alert: ForecastShort
+        metric: forecast_gap
+        scope: company
+        op: ">"
+        threshold: 0.1
+"""
+
+
+def _write(directory: Path, name: str, header: str, *rows: str) -> None:
+    (directory / f"{name}.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """North is behind plan (150 of 200 expected by mid-quarter), South ahead."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _write(folder, "org", "rep,team,region", "Ana,N1,North", "Cy,S1,South")
+    _write(folder, "customers", "customer_id,account_manager", "C1,Ana", "C3,Cy")
+    _write(folder, "orders", "customer_id,order_date,amount", "C1,2026-10-05,150",
+           "C3,2026-11-01,300", "C3,2026-11-15,1")
+    _write(folder, "targets", "period,level,key,amount", "2026Q4,region,North,400",
+           "2026Q4,region,South,200", "2026Q4,rep,Ana,400", "2026Q4,rep,Cy,200")
+    _write(folder, "receivables", "invoice_id,customer_id,issued_at,due_date,amount,paid_at",
+           "I1,C1,2026-10-01,2026-10-31,100,", "I2,C3,2026-10-01,2026-12-31,100,")
+    return folder
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Any:
+    """Run the sub-app with a temporary database; returns ``run(*args) -> Result``."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'alerts.db'}")
+    app = typer.Typer()
+
+    @app.callback()
+    def _root(ctx: typer.Context) -> None:
+        ctx.obj = settings
+
+    app.add_typer(warnings_app, name="warnings")
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(app, ["warnings", *args], catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES % {"sink": tmp_path / "sent.jsonl"}, encoding="utf-8")
+    return path
+
+
+def _json(output: str) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = json.loads(output.strip().splitlines()[-1])
+    return records
+
+
+def test_evaluate_updates_state_notifies_and_prints_contract_columns(
+        cli: Any, data: Path, rules: Path, tmp_path: Path) -> None:
+    result = cli("evaluate", "--data", str(data), "--rules", str(rules), "--as-of",
+                 "2026-11-16", "--json")
+    assert result.exit_code == 0, result.output
+    records = _json(result.stdout)
+    assert list(records[0])[:8] == CONTRACT_COLUMNS
+    firing = {(r["rule"], r["labels"], r["state"]) for r in records}
+    assert firing == {
+        ("PaceBehindPlan", '{region="North", scope="region"}', "firing"),
+        ("PaceBehindPlan", '{region="North", rep="Ana", scope="rep", team="N1"}', "firing"),
+        ("OverdueHigh", '{customer_id="C1", region="North", rep="Ana", scope="customer", '
+                        'team="N1"}', "pending"),
+    }
+    north = next(r for r in records if r["labels"] == '{region="North", scope="region"}')
+    assert north["value"] == pytest.approx(0.75) and north["threshold"] == 0.9
+    assert north["since"] == "2026-11-16"
+    assert north["message"].startswith("region North at 75% of plan: revenue to date 150")
+    assert "skipped 1 rule(s) whose metric is not available yet: ForecastShort" in result.stderr
+    sent = (tmp_path / "sent.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(sent) == 1 and json.loads(sent[0])["status"] == "firing"
+
+
+def test_evaluate_twice_is_idempotent_and_earlier_is_refused(
+        cli: Any, data: Path, rules: Path, tmp_path: Path) -> None:
+    args = ["evaluate", "--data", str(data), "--rules", str(rules), "--json"]
+    first = cli(*args, "--as-of", "2026-11-16")
+    again = cli(*args, "--as-of", "2026-11-16")
+    assert again.exit_code == 0
+    assert "already evaluated at 2026-11-16" in again.stderr
+    assert _json(again.stdout) == _json(first.stdout)
+    assert len((tmp_path / "sent.jsonl").read_text().splitlines()) == 1
+    earlier = cli(*args, "--as-of", "2026-11-10")
+    assert earlier.exit_code == 2
+    assert "earlier than the last evaluation" in earlier.stderr
+
+
+def test_evaluate_out_file_and_list_history(cli: Any, data: Path, rules: Path,
+                                            tmp_path: Path) -> None:
+    out = tmp_path / "alerts.csv"
+    result = cli("evaluate", "--data", str(data), "--rules", str(rules), "--as-of",
+                 "2026-11-16", "--out", str(out), "--no-deliver")
+    assert result.exit_code == 0, result.output
+    assert list(pd.read_csv(out).columns)[:8] == CONTRACT_COLUMNS
+    assert not (tmp_path / "sent.jsonl").exists()  # queued, not sent
+    listed = cli("list", "--state", "pending", "--json")
+    assert [r["rule"] for r in _json(listed.stdout)] == ["OverdueHigh"]
+    assert cli("list", "--state", "bogus").exit_code == 2
+    history = _json(cli("history", "--json").stdout)
+    assert {h["to_state"] for h in history} == {"firing", "pending"}
+    delivered = cli("deliver")
+    assert delivered.exit_code == 0 and "1 delivered" in delivered.stderr
+    assert (tmp_path / "sent.jsonl").exists()
+
+
+def test_silence_add_list_expire(cli: Any, data: Path, rules: Path, tmp_path: Path) -> None:
+    added = cli("silence", "add", "--matcher", "alertname=PaceBehindPlan", "-m",
+                'region=~"N.*"', "--starts", "2026-11-01", "--ends", "2026-12-01",
+                "--author", "ana", "--comment", "reorg in North")
+    assert added.exit_code == 0, added.output
+    silence_id = added.stdout.split()[-1]
+    listed = _json(cli("silence", "list", "--json").stdout)
+    assert listed[0]["id"] == silence_id and listed[0]["created_by"] == "ana"
+    assert listed[0]["matchers"] == 'alertname="PaceBehindPlan", region=~"N.*"'
+    evaluated = _json(cli("evaluate", "--data", str(data), "--rules", str(rules), "--as-of",
+                          "2026-11-16", "--json").stdout)
+    pace = [r for r in evaluated if r["rule"] == "PaceBehindPlan"]
+    assert pace and all(r["silenced"] and r["state"] == "firing" for r in pace)
+    assert not (tmp_path / "sent.jsonl").exists()  # silenced: nothing told
+    assert cli("silence", "expire", silence_id).exit_code == 0
+    assert cli("silence", "expire", silence_id).exit_code == 1
+    assert _json(cli("silence", "list", "--json").stdout) == []
+    bad = cli("silence", "add", "-m", "nonsense", "--starts", "2026-11-01", "--ends",
+              "2026-12-01", "--author", "a", "--comment", "c")
+    assert bad.exit_code == 2
+
+
+def test_bad_rule_file_lists_every_problem_and_exits_2(cli: Any, data: Path,
+                                                       tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "groups:\n- name: g\n  rules:\n"
+        "  - {alert: A, metric: nope, scope: region, op: '<', threshold: 1}\n"
+        "  - {alert: B, metric: pipeline_coverage, scope: customer, op: '<', threshold: 1}\n"
+        "  - {alert: C, metric: pace_against_plan, scope: region, op: '=>', for: soon}\n",
+        encoding="utf-8")
+    result = cli("evaluate", "--data", str(data), "--rules", str(bad))
+    assert result.exit_code == 2
+    for piece in ("rule 'A'", "metric: unknown metric 'nope'", "rule 'B'",
+                  "scope: customer not available", "rule 'C'", "op:", "for:",
+                  "threshold: missing"):
+        assert piece in result.stderr, piece
+    assert cli("check", str(bad)).exit_code == 2
+    assert cli("check", str(REPO / "rules" / "default.yaml")).exit_code == 0
+
+
+def test_rule_unit_tests_command(cli: Any, tmp_path: Path) -> None:
+    result = cli("test", str(REPO / "rules" / "tests" / "default_test.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "SUCCESS" in result.stdout and " 0 failed" in result.stdout
+    broken = tmp_path / "broken_test.yaml"
+    broken.write_text(
+        f"rule_files: [{REPO / 'rules' / 'default.yaml'}]\ntests:\n- name: wrong\n"
+        "  input_series:\n  - series: 'stalled_deals{scope=\"rep\", rep=\"Ana\"}'\n"
+        "    values: '5x10'\n  alert_rule_test:\n  - eval_time: 7d\n"
+        "    alertname: StalledDeals\n", encoding="utf-8")
+    failed = cli("test", str(broken))
+    assert failed.exit_code == 1
+    assert "FAILED" in failed.stdout and '+{"annotations": {}, "labels"' in failed.stdout
+    assert "0 passed, 1 failed" in failed.stdout
+
+
+def test_metrics_command_lists_the_catalogue(cli: Any) -> None:
+    records = _json(cli("metrics", "--json").stdout)
+    assert {"pace_against_plan", "pipeline_coverage", "forecast_gap"} <= {
+        r["metric"] for r in records}

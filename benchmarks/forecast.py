@@ -19,7 +19,8 @@ up to its origin. Scores pool every series and origin:
 - cov80: share of actuals inside each method's own 80% interval (ours: conformal p10..p90;
   Prophet: its default 80% ``yhat_lower``..``yhat_upper``; statsforecast models: ``level=[80]``).
 - wall: seconds of wall time for all origins of the dataset (fit + predict), with every method
-  given the same ``--n-jobs``. The default is 1: the 2 cores are shared with other work, so a
+  given the same ``--n-jobs``, after one untimed warm-up run of each method (imports and JIT
+  compilation are not timed). The default is 1: the 2 cores are shared with other work, so a
   parallel speed-up would measure the neighbours' load rather than the methods.
 
 Run from the repository root: ``.venv/bin/python benchmarks/forecast.py``.
@@ -43,7 +44,7 @@ import engine.schemas as S
 from models.forecast import RevenueForecaster
 from models.metrics import YHAT, YHAT_P10, YHAT_P90, interval_coverage, mase, mase_scale
 
-__all__ = ["Dataset", "load_aus_retail", "load_superstore", "main", "run"]
+__all__ = ["Dataset", "load_aus_retail", "load_superstore", "main", "run", "warm_up"]
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HORIZON, SEASON, HOLDOUT = 12, 12, 24
@@ -90,12 +91,13 @@ def load_superstore(path: Path) -> Dataset:
             S.Y: raw["Sales"].astype(float),
         }
     )
-    months = pd.date_range(ds.min(), ds.max(), freq="MS")
+    months = pd.date_range(str(ds.min()), str(ds.max()), freq="MS")
     frames = []
     for level in ("region_category", "region", S.LEVEL_COMPANY):
         keys = orders[level] if level != S.LEVEL_COMPANY else pd.Series(S.COMPANY_KEY, orders.index)
         sums = orders.groupby([keys.rename(S.KEY), S.DS])[S.Y].sum()
-        grid = pd.MultiIndex.from_product([sums.index.levels[0], months], names=[S.KEY, S.DS])
+        keys_seen = sums.index.get_level_values(0).unique()
+        grid = pd.MultiIndex.from_product([keys_seen, months], names=[S.KEY, S.DS])
         frames.append(sums.reindex(grid, fill_value=0.0).reset_index().assign(**{S.LEVEL: level}))
     hierarchy = orders[["region_category", "region"]].drop_duplicates().reset_index(drop=True)
     return Dataset("superstore", pd.concat(frames, ignore_index=True), hierarchy)
@@ -245,6 +247,13 @@ def run(
     return rows
 
 
+def warm_up(dataset: Dataset, methods: dict[str, Forecaster], n_jobs: int) -> None:
+    """Run every method once, untimed, so imports and JIT compilation are not timed."""
+    company = dataset.series[dataset.series[S.LEVEL] == S.LEVEL_COMPANY]
+    for method in methods.values():
+        method(company, None, n_jobs)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data directory")
@@ -259,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         aus = Dataset(aus.name, aus.series[aus.series[S.KEY].isin(keep)], None)
     store = load_superstore(args.data / "superstore-sales" / "Sample - Superstore.csv")
     methods = {m: METHODS[m] for m in args.methods}
+    warm_up(store, methods, args.n_jobs)
     rows = [r for ds in (aus, store) for r in run(ds, args.origins, args.n_jobs, methods)]
     table = pd.DataFrame(rows)
     totals = table.groupby("method", sort=False)["wall_s"].sum()

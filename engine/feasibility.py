@@ -51,6 +51,7 @@ from features.hierarchy import (
     rep_hierarchy,
 )
 from models import win as W
+from models.churn import CHURN_PROBABILITY
 
 __all__ = [
     "EXTRA_COLUMNS",
@@ -491,7 +492,7 @@ def churn_adjustment(scores: pd.DataFrame, customer_revenue: pd.Series, window_d
         window_days: days of the period still to come.
         horizon_days: the horizon ``churn_probability`` refers to.
     """
-    p = scores.set_index(S.CUSTOMER_ID)["churn_probability"].astype(float).clip(0.0, 1.0)
+    p = scores.set_index(S.CUSTOMER_ID)[CHURN_PROBABILITY].astype(float).clip(0.0, 1.0)
     revenue = customer_revenue[customer_revenue > 0]
     p = p.reindex(revenue.index)
     p = p.fillna(float(p.mean()) if p.notna().any() else 0.0)
@@ -506,9 +507,22 @@ def churn_adjustment(scores: pd.DataFrame, customer_revenue: pd.Series, window_d
 # === deals ====================================================================================
 
 
+def _clt_deals(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells: int,
+               max_share: float, min_count: int) -> np.ndarray:
+    """Deals small enough to be summed as a normal: each at most ``max_share`` of its cell's
+    standard deviation, in a cell with at least ``min_count`` such deals."""
+    if max_share <= 0 or len(p) == 0:
+        return np.zeros(len(p), dtype=bool)
+    sd = np.sqrt(np.bincount(cell, p * (1 - p) * amount**2, n_cells))
+    small = amount <= max_share * sd[cell]
+    count = np.bincount(cell[small], minlength=n_cells)
+    return small & (count[cell] >= min_count)
+
+
 def simulate_deals(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells: int,
                    draws: int, seed: int, *, threads: int | None = None,
-                   chunk_elements: int = 4_000_000) -> np.ndarray:
+                   chunk_elements: int = 4_000_000, clt_max_share: float = 0.2,
+                   clt_min_count: int = 50) -> np.ndarray:
     """Wins of independent deals summed per cell: ``draws x n_cells`` (float64).
 
     Each deal is won with probability ``p`` in each draw and then brings ``amount``. Uniforms
@@ -516,6 +530,12 @@ def simulate_deals(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells:
     resolved to 1/65,536; deals with ``p`` at or above ``1 - 1/131,072`` are won in every draw
     and deals with ``p`` of 0 are skipped. Chunks of draws are independent streams spawned
     from ``seed``, so the result does not depend on ``threads``.
+
+    Many small deals in one cell add up to a near-normal total (central limit theorem): deals
+    whose amount is at most ``clt_max_share`` of their cell's standard deviation, in cells with
+    at least ``clt_min_count`` of them, are drawn as one normal per cell with the exact mean
+    and variance of their Bernoulli sum; the lumpy deals that shape the tails stay exact. Set
+    ``clt_max_share=0`` to draw every deal.
 
     Args:
         p: win probability per deal.
@@ -526,13 +546,27 @@ def simulate_deals(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells:
         seed: random seed.
         threads: worker threads (default: up to 2, the cores we share).
         chunk_elements: draws x deals per chunk (memory is about 7 bytes each).
+        clt_max_share: largest deal, relative to its cell's standard deviation, drawn as part
+            of the cell's normal.
+        clt_min_count: fewest small deals in a cell for the normal to be used.
     """
     out = np.zeros((draws, n_cells))
-    thr = np.round(np.asarray(p, dtype=float) * 65536.0)
+    p = np.asarray(p, dtype=float)
+    amount = np.asarray(amount, dtype=float)
+    thr = np.round(p * 65536.0)
     certain = thr >= 65536
     if certain.any():
         out += np.bincount(cell[certain], weights=amount[certain], minlength=n_cells)
     keep = (thr > 0) & ~certain
+    small = keep & _clt_deals(p, amount, cell, n_cells, clt_max_share, clt_min_count)
+    normal_seed, bernoulli_seed = np.random.SeedSequence(seed).spawn(2)
+    if small.any():
+        mean = np.bincount(cell[small], p[small] * amount[small], n_cells)
+        sd = np.sqrt(np.bincount(cell[small], (p * (1 - p) * amount**2)[small], n_cells))
+        used = np.flatnonzero(sd > 0)
+        z = np.random.default_rng(normal_seed).standard_normal((draws, used.size))
+        out[:, used] += mean[used] + z * sd[used]
+    keep &= ~small
     if not keep.any() or draws == 0:
         return out
     order = np.argsort(cell[keep], kind="stable")
@@ -544,7 +578,7 @@ def simulate_deals(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells:
     n = len(thr16)
     size = max(1, min(draws, chunk_elements // n))
     bounds = [(lo, min(lo + size, draws)) for lo in range(0, draws, size)]
-    streams = np.random.SeedSequence(seed).spawn(len(bounds))
+    streams = bernoulli_seed.spawn(len(bounds))
 
     def run(i: int) -> None:
         lo, hi = bounds[i]
@@ -686,12 +720,17 @@ def _parents(nodes: pd.DataFrame, cells: pd.DataFrame, levels: Sequence[str]) ->
 
 
 def simulate(inputs: CellInputs, draws: int = 10_000, seed: int = 42,
-             threads: int | None = None) -> Simulation:
-    """Draw the period's revenue for every cell and sum the cells into every node."""
+             threads: int | None = None, exact: bool = False) -> Simulation:
+    """Draw the period's revenue for every cell and sum the cells into every node.
+
+    ``exact`` draws every deal as a Bernoulli (no normal pooling of small deals, see
+    :func:`simulate_deals`).
+    """
     n_cells = len(inputs.cells)
     deal_seed, rate_seed = np.random.SeedSequence(seed).spawn(2)
     deals = simulate_deals(inputs.deal_p, inputs.deal_amount, inputs.deal_cell, n_cells, draws,
-                           int(deal_seed.generate_state(1)[0]), threads=threads)
+                           int(deal_seed.generate_state(1)[0]), threads=threads,
+                           clt_max_share=0.0 if exact else 0.2)
     rates = inputs.run_rate.draw(draws, np.random.default_rng(rate_seed))
     rates = rates + inputs.churn_rep
     totals = deals + rates[:, inputs.rep_of_cell] * inputs.share_cell + inputs.closed_cell

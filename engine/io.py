@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pandera.errors as pa_errors
 
@@ -266,7 +267,7 @@ def read_source(
 
 
 def _as_text(values: pd.Series) -> pd.Series:
-    """Cells as stripped strings, missing as None; numbers stored by Parquet/SQL (1.0) -> '1'.
+    """Cells as stripped strings, missing as NaN; numbers stored by Parquet/SQL (1.0) -> '1'.
 
     Clean string columns (the common case, millions of ids) are returned as they are: the
     strip runs as one Arrow kernel and only a column that changes is rebuilt.
@@ -279,11 +280,14 @@ def _as_text(values: pd.Series) -> pd.Series:
     stripped = arrow.str.strip()
     blank = (stripped == "").fillna(False)
     changed = (stripped != arrow).fillna(False) | blank
-    if not changed.any() and pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
-        return values
-    text = stripped.mask(blank).astype(object)
-    text[text.isna()] = None
-    return text
+    clean = not changed.any() and pd.api.types.infer_dtype(values, skipna=True) in (
+        "string",
+        "empty",
+    )
+    text = values if clean else stripped.mask(blank).astype(object)
+    # Missing text is NaN whatever the source (read_csv's convention; SQL drivers give None).
+    missing = text.isna()
+    return text.where(~missing, np.nan) if missing.any() else text
 
 
 def _retry_stripped(
@@ -293,7 +297,7 @@ def _retry_stripped(
     failed = values.notna() & parsed.isna()
     if failed.any():
         parsed = parsed.copy()
-        parsed[failed] = parse(values[failed].astype(str).str.strip())
+        parsed[failed] = parse(values[failed].astype(str).str.strip()).to_numpy()
     return parsed
 
 
@@ -330,7 +334,8 @@ def _bad_cells(values: pd.Series, parsed: pd.Series) -> pd.Series:
     """Cells that hold something (not blank) yet did not parse."""
     bad = values.notna() & parsed.isna()
     if bad.any():
-        bad[bad] = values[bad].astype(str).str.strip() != ""
+        filled = values[bad].astype(str).str.strip() != ""
+        bad[bad] = filled.to_numpy(dtype=bool)
     return bad
 
 

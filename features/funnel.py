@@ -45,6 +45,7 @@ from features.hierarchy import (
 __all__ = [
     "CLOSE_HISTORY_MISSING_NOTE",
     "CLOSE_SLIPS",
+    "DAYS_IN_STAGE",
     "DAYS_SLIPPED",
     "ENTERED_STAGE_AT",
     "FEATURES",
@@ -105,6 +106,7 @@ ORIGINAL_CLOSE_DATE = "original_close_date"
 # --- derived column names (state and features) ------------------------------------------------
 STAGE_INDEX = "stage_index"
 ENTERED_STAGE_AT = "entered_stage_at"
+DAYS_IN_STAGE = "days_in_stage"
 STAGE_CHANGES = "stage_changes"
 REGRESSIONS = "regressions"
 CLOSE_SLIPS = "close_slips"
@@ -321,6 +323,7 @@ def _with_history(state: pd.DataFrame, stats: pd.DataFrame, describes: pd.Series
 
 
 def _slips(state: pd.DataFrame, closes: pd.DataFrame | None) -> pd.DataFrame:
+    """Close-date slips and days slipped before T per deal (NaN without recorded closes)."""
     for column in (CLOSE_SLIPS, DAYS_SLIPPED):
         values = closes[column] if closes is not None else pd.Series(dtype=float)
         state[column] = state[S.OPPORTUNITY_ID].map(values).astype(float)
@@ -344,6 +347,7 @@ def _funnel_at(tables: Tables, as_of: pd.Timestamp | str) -> _Funnel:
                                  S.CLOSE_DATE: _close_at(opps, closes, status_at, describes)})
     positions = {stage: float(i) for i, stage in enumerate(order)}
     state = _with_history(state, _run_stats(runs), describes, opps, positions)
+    state[DAYS_IN_STAGE] = _days(as_of - state[ENTERED_STAGE_AT])
     return _Funnel(as_of, _slips(state, closes), runs, order)
 
 
@@ -352,8 +356,9 @@ def opportunity_state(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFrame
 
     Columns: ``opportunity_id, owner, customer_id, amount, created_at, [product], status`` (at T),
     ``close_date`` (actual if closed before T, else expected at T), ``stage`` (at T),
-    ``stage_index`` (position in :func:`stage_order`), ``entered_stage_at``, ``stage_changes``,
-    ``regressions``, ``history_exact``, ``close_slips``, ``days_slipped``. Unknown is NaN.
+    ``entered_stage_at``, ``stage_changes``, ``regressions``, ``stage_index`` (position in
+    :func:`stage_order`), ``history_exact``, ``days_in_stage``, ``close_slips``,
+    ``days_slipped``. Unknown is NaN.
     """
     return _funnel_at(tables, as_of).state
 
@@ -385,12 +390,14 @@ def _owner_median_ratio(state: pd.DataFrame, open_deals: pd.DataFrame) -> pd.Ser
 
 
 def _segments(tables: Tables, deals: pd.DataFrame) -> pd.Series:
+    """The segment of each deal's customer."""
     return customer_column(tables, S.SEGMENT, deals.get(S.CUSTOMER_ID, pd.Series(
         np.nan, index=deals.index, dtype=object)))
 
 
 def _segment_win_rate(tables: Tables, closed: pd.DataFrame, open_deals: pd.DataFrame
                       ) -> pd.Series:
+    """Shrunk win rate of each open deal's customer segment (NaN without segments)."""
     customers = tables.get(S.CUSTOMERS)
     if customers is None or S.SEGMENT not in customers.columns:
         return pd.Series(np.nan, index=open_deals.index)
@@ -398,6 +405,7 @@ def _segment_win_rate(tables: Tables, closed: pd.DataFrame, open_deals: pd.DataF
 
 
 def _overdue(close: pd.Series, as_of: pd.Timestamp) -> pd.Series:
+    """1 where the expected close is before ``as_of``, 0 where not, NaN where unknown."""
     return (close < as_of).astype(float).where(close.notna())
 
 
@@ -416,7 +424,7 @@ def opportunity_features(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFr
         F_STAGE: deals[S.STAGE],
         F_STAGE_INDEX: deals[STAGE_INDEX],
         F_AGE: _days(when - deals[S.CREATED_AT]),
-        F_DAYS_IN_STAGE: _days(when - deals[ENTERED_STAGE_AT]),
+        F_DAYS_IN_STAGE: deals[DAYS_IN_STAGE],
         F_STAGE_CHANGES: deals[STAGE_CHANGES],
         F_REGRESSIONS: deals[REGRESSIONS],
         F_CLOSE_SLIPS: deals[CLOSE_SLIPS],
@@ -583,10 +591,9 @@ class _Scope:
 
 def _open_measures(deals: pd.DataFrame, scope: _Scope) -> pd.DataFrame:
     """Per deal open at T: what the pipeline metrics add up (NaN where the data cannot tell)."""
-    close, entered = deals[S.CLOSE_DATE], deals[ENTERED_STAGE_AT]
+    close, in_stage = deals[S.CLOSE_DATE], deals[DAYS_IN_STAGE]
     in_period = ((close >= scope.start) & (close < scope.end)).astype(float).where(close.notna())
-    stalled = (_days(scope.as_of - entered) >= scope.stall_days).astype(float).where(
-        entered.notna())
+    stalled = (in_stage >= scope.stall_days).astype(float).where(in_stage.notna())
     amount = deals[S.AMOUNT]
     return pd.DataFrame({
         "open_deals": 1.0,

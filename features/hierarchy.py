@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -136,12 +137,14 @@ def _customers(tables: Tables) -> pd.DataFrame:
 
 
 def _column_or_nan(frame: pd.DataFrame, column: str) -> pd.Series:
+    """``frame[column]``, or missing values when the column is absent."""
     if column in frame.columns:
         return frame[column]
     return pd.Series(np.nan, index=frame.index, dtype=object)
 
 
 def _is_categorical(values: pd.Series) -> bool:
+    """Text or categorical values (what a level can group by)."""
     return bool(
         pd.api.types.is_object_dtype(values)
         or pd.api.types.is_string_dtype(values)
@@ -167,7 +170,11 @@ def categorical_columns(tables: Tables) -> dict[str, str]:
 
 def _positions(index: pd.Index, values: pd.Series) -> np.ndarray:
     """Position of each value in ``index``, -1 where absent (missing values included)."""
-    return index.get_indexer(pd.Index(values.to_numpy(dtype=object), dtype=object, copy=False))
+    # Hash the (many) values once, then look up only the distinct ones: get_indexer on millions
+    # of objects would also infer their type first, costing a second full pass.
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object))
+    found = np.append(index.get_indexer(pd.Index(uniques, dtype=object)), -1)
+    return found[codes]
 
 
 def _categories(*values: pd.Series) -> pd.Index:
@@ -207,13 +214,15 @@ def _node_lookup(tables: Tables) -> _NodeLookup:
 def _node_columns(lookup: _NodeLookup, cust_pos: np.ndarray, deal_pos: np.ndarray
                   ) -> dict[str, pd.Categorical]:
     """rep, team, region of each event: the linked deal's owner, else the account manager's."""
-    linked = deal_pos >= 0
-    return {
-        c: pd.Categorical.from_codes(
-            np.where(linked, lookup.by_deal[c][deal_pos], lookup.by_customer[c][cust_pos]),
-            categories=lookup.categories[c])
-        for c in NODE_COLUMNS
-    }
+    # One row number into [customers..., "no customer", deals..., "no deal"] serves all columns.
+    offset = len(lookup.customer_ids) + 1
+    by_customer = np.where(cust_pos >= 0, cust_pos, offset - 1)
+    rows = np.where(deal_pos >= 0, deal_pos + offset, by_customer)
+    codes = {c: np.concatenate([lookup.by_customer[c], lookup.by_deal[c]])[rows]
+             for c in NODE_COLUMNS}
+    return {c: pd.Categorical.from_codes(cast("Sequence[int]", codes[c]),
+                                         categories=lookup.categories[c])
+            for c in NODE_COLUMNS}
 
 
 def _customer_categorical(tables: Tables, column: str, cust_pos: np.ndarray) -> pd.Categorical:
@@ -304,12 +313,14 @@ def revenue_events(tables: Tables, as_of: pd.Timestamp | None = None,
     """
     wanted = list(columns)
     lookup = _node_lookup(tables)
-    window = (since, as_of)
+    window = (None if since is None else pd.Timestamp(since),
+              None if as_of is None else pd.Timestamp(as_of))
     parts = [_order_events(tables, lookup, window, wanted, with_ids)]
     if tables.has(S.OPPORTUNITIES):
         parts.append(_won_deal_events(tables, lookup, window, wanted, with_ids))
     events = pd.concat(parts, ignore_index=True)
-    events[S.DS] = events[S.DS].astype("datetime64[ns]")
+    if events[S.DS].dtype != "datetime64[ns]":
+        events[S.DS] = events[S.DS].astype("datetime64[ns]")
     return events
 
 

@@ -21,6 +21,7 @@ from features.customer import Timeline, as_of_day, customer_index, order_history
 
 __all__ = [
     "CHURNED",
+    "churn_codes",
     "churn_labels",
     "label_window_complete",
     "labels_at",
@@ -36,17 +37,25 @@ def _check_days(horizon_days: int, lookback_days: int) -> None:
         )
 
 
+def churn_codes(purchases: Timeline, as_of: pd.Timestamp | str, horizon_days: int = 180,
+                lookback_days: int = 365) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of the customers active at as_of (ascending) and their churn labels (int8)."""
+    _check_days(horizon_days, lookback_days)
+    _, day = as_of_day(as_of)
+    active = np.flatnonzero(purchases.count(day - lookback_days, day) > 0)
+    bought_after = purchases.count(day, day + horizon_days)[active] > 0
+    return active, (~bought_after).astype(np.int8)
+
+
 def labels_at(purchases: Timeline, ids: np.ndarray, as_of: pd.Timestamp | str,
               horizon_days: int = 180, lookback_days: int = 365) -> pd.DataFrame:
     """Churn labels at one as_of from a prepared purchase timeline (codes = positions in ids)."""
-    _check_days(horizon_days, lookback_days)
-    stamp, day = as_of_day(as_of)
-    active = np.flatnonzero(purchases.count(day - lookback_days, day) > 0)
-    bought_after = purchases.count(day, day + horizon_days)[active] > 0
+    active, churned = churn_codes(purchases, as_of, horizon_days, lookback_days)
+    stamp, _ = as_of_day(as_of)
     return pd.DataFrame({
         S.CUSTOMER_ID: ids[active],
         S.AS_OF: np.full(len(active), stamp.to_datetime64(), dtype="datetime64[ns]"),
-        CHURNED: (~bought_after).astype(np.int8),
+        CHURNED: churned,
     })
 
 

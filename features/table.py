@@ -21,7 +21,7 @@ from features.customer import (
     customer_history,
     features_at,
 )
-from features.labels import label_window_complete, labels_at
+from features.labels import CHURNED, churn_codes, label_window_complete
 
 __all__ = [
     "DROPPED_AS_OFS",
@@ -44,10 +44,11 @@ def snapshot_dates(start: pd.Timestamp | str, end: pd.Timestamp | str,
 def snapshot_rows(history: CustomerHistory, as_of: pd.Timestamp, horizon_days: int,
                   lookback_days: int, windows: Sequence[int] = WINDOWS) -> pd.DataFrame:
     """Features and churn label of the customers active at one as_of."""
-    features = features_at(history, as_of, windows)
-    labels = labels_at(history.orders.purchases, history.ids, as_of, horizon_days, lookback_days)
-    # Active customers bought before as_of, so every labelled customer has a feature row.
-    return features.merge(labels, on=[S.CUSTOMER_ID, S.AS_OF], how="inner", validate="1:1")
+    active, churned = churn_codes(history.orders.purchases, as_of, horizon_days, lookback_days)
+    # Active customers bought before as_of, so they are known: their rows are feature rows.
+    table = features_at(history, as_of, windows, rows=active)
+    table[CHURNED] = churned
+    return table
 
 
 def _concat_snapshots(frames: list[pd.DataFrame]) -> pd.DataFrame:

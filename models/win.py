@@ -97,7 +97,7 @@ CURRENT_FREQS = ("M", "Q", "Y")
 NEXT_FREQS = ("M", "Q")
 # Buckets of days left in the period, for the stage-rate model and the conversion curve.
 DAYS_LEFT_EDGES = (0, 15, 31, 61, 92, 183, 100_000)
-EARLY_STOPPING_ROUNDS = 30
+EARLY_STOPPING_ROUNDS = 100
 # In-period win rate assumed when there is no closed history at all.
 FLAT_WIN_RATE = 0.2
 _DAY = pd.Timedelta(days=1)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from engine import feasibility as FZ
 from engine import schemas as S
+from engine import tracking
 from engine.io import Tables, validate_tables
+from engine.pipelines.feasibility import run_feasibility
 from models import win as W
 
 PERIOD = "2024Q3"
@@ -34,7 +38,7 @@ class FixedWin:
 def _orders(rng: np.random.Generator, until: pd.Timestamp) -> pd.DataFrame:
     """Weekly orders of two customers per rep for two years, amounts by rep size."""
     rows = []
-    for i, rep in enumerate(REPS):
+    for i in range(len(REPS)):
         for c in range(2):
             days = pd.date_range("2022-09-05", until - pd.Timedelta(days=1), freq="7D")
             amounts = (100.0 * (i + 1)) * rng.lognormal(0, 0.3, len(days))
@@ -271,3 +275,36 @@ def test_churn_adjustment_moves_revenue_between_customers_only() -> None:
     adjust = FZ.churn_adjustment(scores, revenue, window_days=60, horizon_days=90)
     assert adjust.sum() == pytest.approx(0.0, abs=1e-9)
     assert adjust["a"] < 0 < adjust["b"]
+
+
+def test_extra_levels_are_coherent_with_the_company(tables: Tables) -> None:
+    frames = dict(tables.frames)
+    orders = frames[S.ORDERS].copy()
+    orders[S.PRODUCT] = np.where(np.arange(len(orders)) % 3 == 0, "gadget", "widget")
+    product_targets = pd.DataFrame({S.PERIOD: PERIOD, S.LEVEL: S.PRODUCT,
+                                    S.KEY: ["gadget", "widget"], S.AMOUNT: [50_000.0, 90_000.0]})
+    frames[S.ORDERS] = orders
+    frames[S.TARGETS] = pd.concat([frames[S.TARGETS], product_targets], ignore_index=True)
+    frame, sim = _run(Tables(frames))
+    products = np.flatnonzero((sim.nodes[S.LEVEL] == S.PRODUCT).to_numpy())
+    company = sim.node_index(S.LEVEL_COMPANY, S.COMPANY_KEY)
+    # Deals without a product land in "unassigned"; all product nodes add up to the company.
+    np.testing.assert_allclose(sim.draws[:, products].sum(axis=1), sim.draws[:, company],
+                               rtol=1e-12)
+    assert set(frame.loc[frame[S.LEVEL] == S.PRODUCT, S.KEY]) == {"gadget", "widget"}
+    out = FZ.recalibrate(frame, sim).set_index([S.LEVEL, S.KEY])["recalibrated_target"]
+    assert out.loc[S.PRODUCT].sum() == pytest.approx(140_000.0, rel=1e-12)
+
+
+def test_pipeline_falls_back_without_champions(tables: Tables, tmp_path: Path) -> None:
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    tracking.configure(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        result = run_feasibility(tables, PERIOD, AS_OF, draws=500)
+    finally:
+        tracking.configure(previous)
+    text = " ".join(result.notes)
+    assert "no champion registered" in text and "churn adjustment skipped" in text
+    assert len(result.frame) == 9 and result.frame["p_attain"].between(0, 1).all()

@@ -7,6 +7,7 @@ the rows (as_of 2024-07-01; its 30/90/180/365-day windows start on 2024-06-01, 2
 
 from __future__ import annotations
 
+import math
 from io import StringIO
 
 import numpy as np
@@ -20,6 +21,7 @@ from engine.io import Tables, validate_tables
 from features.customer import (
     FEATURE_DESCRIPTIONS,
     WINDOWS,
+    PrefixSums,
     customer_features,
     feature_descriptions,
     format_feature,
@@ -399,3 +401,14 @@ def test_matches_a_plain_per_customer_implementation(seed: int) -> None:
             np.testing.assert_allclose(ours[column].to_numpy(float),
                                        plain[column].to_numpy(float), rtol=1e-9, atol=1e-9,
                                        err_msg=f"{column} at {as_of.date()}")
+
+
+def test_window_sums_stay_exact_over_millions_of_amounts() -> None:
+    rng = np.random.default_rng(3)
+    amounts = np.round(rng.gamma(1.0, 2e5, 2_000_000), 2)
+    lo, hi = np.array([1_500_000, 1_999_990, 10]), np.array([1_500_010, 2_000_000, 1_999_000])
+    exact = [math.fsum(amounts[a:b]) for a, b in zip(lo, hi, strict=True)]
+    plain = PrefixSums.of(amounts).between(lo, hi)
+    assert np.abs(plain - exact).max() > 1e-4  # a plain running sum drifts
+    np.testing.assert_allclose(PrefixSums.of(amounts, compensated=True).between(lo, hi), exact,
+                               rtol=1e-15, atol=0)

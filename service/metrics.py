@@ -1,0 +1,83 @@
+"""Request counts and latencies in the Prometheus text format, hand-rolled.
+
+Two families are enough for a dashboard and alerting on the service itself, and writing them
+takes forty lines, not a dependency:
+
+- ``quotacast_http_requests_total{method, route, status}``: a counter;
+- ``quotacast_http_request_duration_seconds{method, route}``: a histogram.
+
+``route`` is the route's path template (``/v1/customers/{customer_id}``), never the raw path,
+so a scan of made-up URLs cannot grow the series without bound; unmatched paths count as
+``unmatched``. Service gauges (ready, models served) are appended by the caller.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+
+__all__ = ["BUCKETS", "RequestMetrics", "escape_label"]
+
+# Seconds; from a cached lookup (ms) to a cold feasibility simulation (s).
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def escape_label(value: str) -> str:
+    """A label value as the text format wants it (backslash, quote and newline escaped)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+    return ",".join(f'{name}="{escape_label(value)}"' for name, value in pairs)
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if value != int(value) else str(int(value))
+
+
+class RequestMetrics:
+    """Counters and latency histograms per (method, route, status), thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count: dict[tuple[str, str, str], int] = defaultdict(int)
+        self._hist: dict[tuple[str, str], list[int]] = {}
+        self._sum: dict[tuple[str, str], float] = defaultdict(float)
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Record one finished request."""
+        with self._lock:
+            self._count[(method, route, str(status))] += 1
+            counts = self._hist.setdefault((method, route), [0] * (len(BUCKETS) + 1))
+            for i, bound in enumerate(BUCKETS):
+                if seconds <= bound:
+                    counts[i] += 1
+            counts[-1] += 1
+            self._sum[(method, route)] += seconds
+
+    def render(self) -> str:
+        """The text exposition of both families."""
+        with self._lock:
+            lines = [
+                "# HELP quotacast_http_requests_total HTTP requests by method, route and status.",
+                "# TYPE quotacast_http_requests_total counter",
+            ]
+            for (method, route, status), n in sorted(self._count.items()):
+                labels = _labels([("method", method), ("route", route), ("status", status)])
+                lines.append(f"quotacast_http_requests_total{{{labels}}} {n}")
+            lines += [
+                "# HELP quotacast_http_request_duration_seconds HTTP request latency.",
+                "# TYPE quotacast_http_request_duration_seconds histogram",
+            ]
+            for (method, route), counts in sorted(self._hist.items()):
+                base = [("method", method), ("route", route)]
+                for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
+                    le = "+Inf" if bound == float("inf") else _number(bound)
+                    lines.append("quotacast_http_request_duration_seconds_bucket{"
+                                 f"{_labels([*base, ('le', le)])}}} {n}")
+                lines.append(f"quotacast_http_request_duration_seconds_sum{{{_labels(base)}}} "
+                             f"{self._sum[(method, route)]:.6f}")
+                lines.append(f"quotacast_http_request_duration_seconds_count{{{_labels(base)}}} "
+                             f"{counts[-1]}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,332 @@
+"""Request and response bodies of the HTTP API (pydantic).
+
+Field names are the output columns of CONTRACTS.md. Numbers the engine may leave undefined
+(``p_attain`` of a node without target, a quantile of an empty simulation) are ``null``, never
+``NaN``: JSON has no NaN, and the documented schema says so.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from engine import schemas as S
+from engine.warnings.rules import parse_matcher
+
+__all__ = [
+    "AlertList",
+    "AlertOut",
+    "AtRiskPage",
+    "CustomerDetail",
+    "CustomerRisk",
+    "DataStatus",
+    "ErrorOut",
+    "EvaluateIn",
+    "EvaluationOut",
+    "FeasibilityNode",
+    "FeasibilityOut",
+    "ForecastOut",
+    "ForecastPoint",
+    "LiveOut",
+    "ModelOut",
+    "ModelsOut",
+    "ReadyOut",
+    "RecalibrationNode",
+    "RecalibrationOut",
+    "RegistryOut",
+    "SilenceIn",
+    "SilenceOut",
+    "WhatIfIn",
+    "WhatIfOut",
+]
+
+Number = float | None
+PeriodText = Annotated[str, StringConstraints(pattern=S.PERIOD_PATTERN, max_length=7)]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ErrorOut(_Out):
+    """Every error but 422: a sentence saying what went wrong and what to do."""
+
+    detail: str
+
+
+# --- health ----------------------------------------------------------------------------------
+
+
+class LiveOut(_Out):
+    status: Literal["ok"] = "ok"
+
+
+class DataStatus(_Out):
+    """The data source and what loading it found."""
+
+    source: str
+    ok: bool
+    start: date | None = None
+    end: date | None = Field(default=None, description="last date in the data: the default as_of")
+    tables: dict[str, int] = Field(default_factory=dict, description="rows per table")
+    problems: list[str] = Field(default_factory=list)
+
+
+class RegistryOut(_Out):
+    uri: str
+    reachable: bool
+
+
+class ModelOut(_Out):
+    """A model the service serves."""
+
+    kind: str
+    name: str
+    version: str
+    run_id: str
+    metrics: dict[str, Number] = Field(default_factory=dict)
+
+
+class ReadyOut(_Out):
+    """Readiness: ready once the data is loaded; models are reported, not required."""
+
+    ready: bool
+    data: DataStatus
+    models: dict[str, ModelOut | None]
+    model_problems: dict[str, str]
+    registry: RegistryOut
+
+
+class ModelsOut(_Out):
+    registry: RegistryOut
+    models: list[ModelOut]
+    missing: dict[str, str] = Field(description="kind -> why it is not (or no longer) loaded")
+
+
+# --- feasibility -----------------------------------------------------------------------------
+
+
+class FeasibilityNode(_Out):
+    """One node's attainment distribution (the ``quotacast feasibility`` columns)."""
+
+    period: str
+    level: str
+    key: str
+    target: Number
+    closed_to_date: Number
+    p_attain: Number
+    expected: Number
+    p10: Number
+    p50: Number
+    p90: Number
+    gap: Number
+    must_hit: Number
+    stretch: Number
+    pipeline_needed_for_p80: Number = None
+    expected_pipeline: Number = None
+    expected_run_rate: Number = None
+    churn_adjustment: Number = None
+    pipeline_in_period: Number = None
+    deals_in_period: Number = None
+
+
+class FeasibilityOut(_Out):
+    period: str
+    as_of: date
+    draws: int
+    notes: list[str]
+    nodes: list[FeasibilityNode]
+
+
+class WhatIfIn(_In):
+    """A proposed target for one node of the hierarchy."""
+
+    level: str = Field(min_length=1, max_length=100, examples=["region"])
+    key: str = Field(min_length=1, max_length=200, examples=["North"])
+    target: float = Field(gt=0, le=1e15, description="the proposed target amount")
+    period: PeriodText | None = Field(
+        default=None, description="`2017`, `2017Q3` or `2017-08`; default: as_of's quarter")
+    as_of: date | None = Field(default=None, description="default: the last date in the data")
+
+
+class WhatIfOut(_Out):
+    period: str
+    as_of: date
+    level: str
+    key: str
+    proposed_target: float
+    p_attain: float = Field(description="probability of reaching the proposed target")
+    current_target: Number
+    p_attain_current: Number
+    expected: Number
+    p10: Number
+    p50: Number
+    p90: Number
+    gap: Number = Field(description="proposed target minus expected revenue")
+    must_hit: Number
+    stretch: Number
+
+
+class RecalibrationNode(_Out):
+    period: str
+    level: str
+    key: str
+    target: Number
+    recalibrated_target: Number
+    p_attain_before: Number
+    p_attain_after: Number
+
+
+class RecalibrationOut(_Out):
+    period: str
+    as_of: date
+    method: str
+    notes: list[str]
+    nodes: list[RecalibrationNode]
+
+
+# --- customers -------------------------------------------------------------------------------
+
+
+class CustomerRisk(_Out):
+    """One scored customer (the ``quotacast score churn`` columns)."""
+
+    customer_id: str
+    account_manager: str | None
+    churn_probability: float
+    revenue_at_risk: float
+    expected_revenue: Number = None
+    reasons: list[str]
+
+
+class AtRiskPage(_Out):
+    as_of: date
+    owner: str | None
+    min_probability: float
+    total: int
+    page: int
+    page_size: int
+    items: list[CustomerRisk]
+
+
+class CustomerDetail(_Out):
+    customer_id: str
+    account_manager: str | None
+    region: str | None = None
+    segment: str | None = None
+    as_of: date
+    scored: bool = Field(description="false for a customer without a purchase in the last year")
+    rank: int | None = Field(default=None, description="1 = the riskiest customer of all")
+    churn_probability: Number = None
+    revenue_at_risk: Number = None
+    expected_revenue: Number = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+# --- forecasts -------------------------------------------------------------------------------
+
+
+class ForecastPoint(_Out):
+    level: str
+    key: str
+    ds: date
+    yhat: Number
+    yhat_p10: Number
+    yhat_p50: Number
+    yhat_p90: Number
+
+
+class ForecastOut(_Out):
+    level: str
+    freq: str
+    horizon: int
+    model_version: str
+    points: list[ForecastPoint]
+
+
+# --- warnings --------------------------------------------------------------------------------
+
+
+class AlertOut(_Out):
+    """One alert (the ``quotacast warnings list`` columns, labels as a mapping)."""
+
+    rule: str
+    labels: dict[str, str]
+    state: str
+    severity: str
+    value: Number
+    threshold: Number
+    since: date | None
+    as_of: date | None
+    message: str
+    summary: str
+    description: str = Field(description="the explanation: the numbers behind the value")
+    silenced: bool
+    inhibited: bool
+
+
+class AlertList(_Out):
+    count: int
+    alerts: list[AlertOut]
+
+
+class EvaluateIn(_In):
+    as_of: date | None = Field(default=None, description="default: the last date in the data")
+
+
+class EvaluationOut(_Out):
+    as_of: date
+    evaluated: list[str]
+    already: list[str] = Field(description="rules already evaluated at as_of (left unchanged)")
+    skipped: dict[str, str] = Field(description="rule -> why its metric is not available")
+    transitions: int
+    notifications: int
+    alerts: list[AlertOut] = Field(description="alerts not normal after the evaluation")
+
+
+class SilenceIn(_In):
+    """Mute notifications of matching alerts from ``starts_at`` to ``ends_at`` (as_of dates)."""
+
+    matchers: list[str] = Field(min_length=1, max_length=20,
+                                examples=[["alertname=PaceBehindPlan", "region=North"]])
+    starts_at: date
+    ends_at: date
+    comment: str = Field(min_length=1, max_length=1000)
+
+    @field_validator("matchers")
+    @classmethod
+    def _parseable(cls, value: list[str]) -> list[str]:
+        for text in value:
+            if len(text) > 300:
+                raise ValueError("a matcher is at most 300 characters")
+            parse_matcher(text)  # ValueError says what is wrong
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> SilenceIn:
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+
+class SilenceOut(_Out):
+    id: str
+    matchers: list[str]
+    starts_at: date
+    ends_at: date
+    created_by: str
+    comment: str
+    expired: bool

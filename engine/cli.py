@@ -25,7 +25,7 @@ from engine.cli_common import (
     read_data,
     settings_of,
 )
-from engine.cli_models import promote, score_app, train_app
+from engine.cli_models import plan_app, promote, score_app, train_app
 from engine.config import get_settings
 from engine.io import BadInput, validate_tables, write_data_dir
 from engine.summary import data_end, table_summary
@@ -143,6 +143,8 @@ def features(
 app.add_typer(train_app, name="train")
 app.add_typer(score_app, name="score")
 app.command()(promote)
+for _command in plan_app.registered_commands:
+    app.registered_commands.append(_command)
 app.add_typer(warnings_app, name="warnings")
 
 

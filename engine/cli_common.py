@@ -41,7 +41,9 @@ __all__ = [
     "settings_of",
 ]
 
-err = Console(stderr=True)
+_probe = Console(stderr=True)
+# Piped or captured stderr has no width to measure: 80 columns would fold every table.
+err = _probe if _probe.is_terminal else Console(stderr=True, width=160)
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
@@ -134,10 +136,18 @@ def print_frame(frame: pd.DataFrame, title: str, limit: int = 20) -> None:
 def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float | int) and abs(value) >= 10_000:
+        for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= size:
+                return f"{value / size:,.2f}{suffix}"
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.3f}"
     if isinstance(value, int):
         return f"{value:,}"
+    if isinstance(value, pd.Timestamp):
+        return str(value.date()) if value == value.normalize() else str(value)
     return str(value)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
+from engine import schemas as S
 from engine.cli_common import (
     AsOfOpt,
     DataOpt,
@@ -21,14 +22,18 @@ from engine.cli_common import (
     read_data,
     settings_of,
 )
+from engine.io import Tables
+from engine.summary import data_end
 
-__all__ = ["MODEL_KINDS", "promote", "score_app", "train_app", "use_tracking"]
+__all__ = ["MODEL_KINDS", "plan_app", "promote", "score_app", "train_app", "use_tracking"]
 
 MODEL_KINDS = ("churn", "forecast", "win")
 
 train_app = typer.Typer(help="Train a model, log it to MLflow and register it as challenger.",
                         no_args_is_help=True)
 score_app = typer.Typer(help="Score with the champion model.", no_args_is_help=True)
+# Planning commands (feasibility, recalibrate) are top-level; this app only collects them.
+plan_app = typer.Typer()
 
 HorizonOpt = Annotated[
     int, typer.Option("--horizon-days", min=7, max=730, help="Churn horizon H in days.")
@@ -127,3 +132,136 @@ def score_churn_cmd(
     err.print(f"{len(scores):,} active customers; revenue at risk {at_risk:,.0f}")
     print_frame(scores.head(10), "riskiest customers", limit=10)
     emit(scores, out, as_json)
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        err.print(f"- {note}", markup=False, highlight=False)
+
+
+def _as_of_or_end(tables: Tables, when: pd.Timestamp | None) -> pd.Timestamp:
+    return when if when is not None else data_end(tables)
+
+
+@train_app.command("win")
+def train_win_cmd(
+    ctx: typer.Context, data: DataOpt = None, as_of: AsOfOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Train the win/slip model (won AND closed inside the period) on past pipeline snapshots."""
+    from engine.pipelines.win import train_win
+    from features.funnel import funnel_notes
+
+    when = parse_as_of(as_of)
+    tables = read_data(data_source(ctx, data))
+    if not tables.has(S.OPPORTUNITIES):
+        fail("the data has no opportunities table: there is no pipeline to learn from")
+    use_tracking(ctx)
+    _notes(funnel_notes(tables))
+    with err.status("training the win/slip model") as status:
+        try:
+            result = train_win(
+                tables, as_of=_as_of_or_end(tables, when), seed=settings_of(ctx).seed,
+                progress=lambda message: status.update(f"win: {message}"),
+            )
+        except ValueError as exc:
+            fail(str(exc))
+    _notes(result.notes)
+    print_frame(result.comparison.rename_axis("model").reset_index(), "holdout metrics")
+    err.print(f"run id {result.run_id}")
+    err.print(f"registered {result.model_name} version {result.version} as challenger")
+    if as_json:
+        typer.echo(pd.Series({"run_id": result.run_id, "version": result.version,
+                              **result.metrics}).to_json())
+
+
+PeriodOpt = Annotated[
+    str | None,
+    typer.Option("--period", "-p", help="2017, 2017Q3 or 2017-08 (default: the quarter of "
+                 "--as-of)."),
+]
+DrawsOpt = Annotated[int, typer.Option("--draws", min=100, max=1_000_000,
+                                       help="Monte Carlo draws.")]
+ChurnOpt = Annotated[
+    bool, typer.Option("--churn/--no-churn", help="Adjust for churn risk (champion churn model).")
+]
+
+
+def _period(period: str | None, when: pd.Timestamp) -> str:
+    from features.hierarchy import period_bounds
+    from models.win import period_of
+
+    chosen = period if period is not None else period_of(when, "Q")
+    try:
+        period_bounds(chosen)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--period") from exc
+    return chosen
+
+
+@plan_app.command("feasibility")
+def feasibility_cmd(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    period: PeriodOpt = None,
+    as_of: AsOfOpt = None,
+    draws: DrawsOpt = 10_000,
+    churn: ChurnOpt = True,
+    all_nodes: Annotated[bool, typer.Option("--all-nodes",
+                                            help="Also nodes without a target.")] = False,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Is the target achievable? P(attain), P10/P50/P90, gap, must-hit and stretch per node."""
+    from engine.pipelines.feasibility import run_feasibility
+
+    when = parse_as_of(as_of)
+    tables = read_data(data_source(ctx, data))
+    when = _as_of_or_end(tables, when)
+    chosen = _period(period, when)
+    use_tracking(ctx)
+    with err.status(f"simulating {chosen} as of {when.date()}") as status:
+        result = run_feasibility(
+            tables, chosen, when, draws=draws, seed=settings_of(ctx).seed, use_churn=churn,
+            all_nodes=all_nodes, progress=lambda message: status.update(message),
+        )
+    _notes(result.notes)
+    shown = ["level", "key", "target", "closed_to_date", "p_attain", "p10", "p50", "p90",
+             "must_hit", "stretch"]
+    print_frame(result.frame[shown], f"feasibility of {chosen} as of {when.date()}", limit=30)
+    emit(result.frame, out, as_json)
+
+
+@plan_app.command("recalibrate")
+def recalibrate_cmd(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    period: PeriodOpt = None,
+    as_of: AsOfOpt = None,
+    method: Annotated[str, typer.Option(
+        help="even_probability (children end with the same chance) or proportional_p50.")]
+    = "even_probability",
+    draws: DrawsOpt = 10_000,
+    churn: ChurnOpt = True,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revised targets for the rest of the period; every parent's total still holds."""
+    from engine.pipelines.feasibility import run_recalibration
+
+    if method not in ("even_probability", "proportional_p50"):
+        raise typer.BadParameter("expected even_probability or proportional_p50",
+                                 param_hint="--method")
+    when = parse_as_of(as_of)
+    tables = read_data(data_source(ctx, data))
+    when = _as_of_or_end(tables, when)
+    chosen = _period(period, when)
+    use_tracking(ctx)
+    with err.status(f"recalibrating {chosen} as of {when.date()}") as status:
+        frame, notes = run_recalibration(
+            tables, chosen, when, method=method,  # type: ignore[arg-type]
+            draws=draws, seed=settings_of(ctx).seed, use_churn=churn,
+            progress=lambda message: status.update(message),
+        )
+    _notes(notes)
+    print_frame(frame, f"recalibrated targets for {chosen} as of {when.date()}", limit=30)
+    emit(frame, out, as_json)

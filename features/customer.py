@@ -83,12 +83,16 @@ def as_of_day(as_of: pd.Timestamp | str) -> tuple[pd.Timestamp, int]:
     return ts, int(ts.value // _NS_PER_DAY)
 
 
+def _day_ints(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Days since 1970-01-01 (int64, floored) and whether each date is present."""
+    stamps = values.to_numpy(dtype="datetime64[ns]")
+    return stamps.view(np.int64) // _NS_PER_DAY, ~np.isnat(stamps)
+
+
 def _day_numbers(values: pd.Series) -> np.ndarray:
     """Days since 1970-01-01 as float64 (NaN for missing dates)."""
-    stamps = values.to_numpy(dtype="datetime64[ns]")
-    days = stamps.astype("datetime64[D]").astype(np.int64).astype(np.float64)
-    days[np.isnat(stamps)] = np.nan
-    return days
+    days, present = _day_ints(values)
+    return np.where(present, days, np.nan)
 
 
 def customer_index(columns: Sequence[pd.Series]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -118,9 +122,11 @@ def _sort_events(codes: np.ndarray, days: np.ndarray) -> tuple[np.ndarray, np.nd
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 1
     day0 = int(days.min())
     span = int(days.max()) - day0 + 1
-    offsets = days.astype(np.int64) - day0
-    order = _lexsort_packed((codes, offsets), span)
-    return order, codes[order].astype(np.int64) * span + offsets[order], day0, span
+    keys = codes.astype(np.int64) * span
+    keys += np.asarray(days, dtype=np.int64)
+    keys -= day0
+    order = _lexsort_packed((keys,), 1)  # a single column: the radix plays no part
+    return order, keys[order], day0, span
 
 
 def _lexsort_packed(columns: Sequence[np.ndarray], radix: int) -> np.ndarray:
@@ -135,11 +141,15 @@ def _lexsort_packed(columns: Sequence[np.ndarray], radix: int) -> np.ndarray:
     top = int(columns[0].max()) + 1 if n else 1
     if top.bit_length() + (len(columns) - 1) * radix.bit_length() + row_bits > 62:
         return np.lexsort(tuple(reversed(columns)))
-    key = columns[0].astype(np.int64)
+    key = columns[0].astype(np.int64)  # a copy, so the shifts below may work in place
     for column in columns[1:]:
-        key = (key << radix.bit_length()) | column
-    packed = np.sort((key << row_bits) | np.arange(n, dtype=np.int64))
-    return packed & ((1 << row_bits) - 1)
+        key <<= radix.bit_length()
+        key |= column
+    key <<= row_bits
+    key |= np.arange(n, dtype=np.int64)
+    key.sort()
+    key &= (1 << row_bits) - 1
+    return key
 
 
 @dataclass(frozen=True)
@@ -162,10 +172,14 @@ class PrefixSums:
         np.cumsum(values, out=high[1:])
         if not compensated:
             return cls(high)
-        before = high[:-1]
-        # TwoSum: the exact error of each addition high[i] = before[i] + values[i].
-        added = high[1:] - before
-        error = (before - (high[1:] - added)) + (values - added)
+        before, after = high[:-1], high[1:]
+        # TwoSum: the exact error of each addition after[i] = before[i] + values[i], that is
+        # (before - (after - added)) + (values - added) with added = after - before.
+        added = after - before
+        error = after - added
+        np.subtract(before, error, out=error)
+        np.subtract(values, added, out=added)
+        error += added
         low = np.zeros_like(high)
         np.cumsum(error, out=low[1:])
         return cls(high, low)
@@ -176,6 +190,11 @@ class PrefixSums:
         if self.low is not None:
             out += self.low[hi] - self.low[lo]
         return out
+
+
+def _int_dtype(top: int) -> type[np.signedinteger]:
+    """int32 when values up to ``top`` fit, else int64 (half the memory for the common case)."""
+    return np.int32 if top < np.iinfo(np.int32).max else np.int64
 
 
 def _segment_starts(keys: np.ndarray) -> np.ndarray:
@@ -207,8 +226,7 @@ class Timeline:
            sums: dict[str, PrefixSums] | None = None) -> Timeline:
         """A timeline over sorted ``keys``, stored as int32 when every key fits."""
         # Half the bytes per key makes the many searchsorted calls about twice as fast.
-        small = (n_customers + 1) * span < np.iinfo(np.int32).max
-        return cls(keys.astype(np.int32 if small else np.int64), day0, span, n_customers,
+        return cls(keys.astype(_int_dtype((n_customers + 1) * span)), day0, span, n_customers,
                    sums or {})
 
     @cached_property
@@ -310,8 +328,9 @@ class _Gaps:
         # Sorting the packed values needs no permutation: all three unpack from the key.
         packed = np.sort((((code << bits) | gap) << bits) | end)
         mask = (1 << bits) - 1
-        return cls(packed >> (2 * bits), (packed >> bits) & mask, packed & mask, purchases.day0,
-                   purchases.n_customers)
+        small = _int_dtype(max(purchases.n_customers, purchases.span))
+        return cls((packed >> (2 * bits)).astype(small), ((packed >> bits) & mask).astype(small),
+                   (packed & mask).astype(small), purchases.day0, purchases.n_customers)
 
     def quantiles(self, day: int, qs: Sequence[float]) -> list[np.ndarray]:
         """Per customer, linear-interpolated quantiles of its gaps ending before ``day``."""
@@ -361,10 +380,11 @@ def _product_days(codes: np.ndarray, days: np.ndarray, product_codes: np.ndarray
     keys = np.sort(pair * span + (days - day0))  # np.unique's hashing is far slower here
     keys = keys[_segment_starts(keys)]  # one entry per (pair, day), pair-major
     pair_of, day_of = keys // span, keys % span + day0
-    never = np.iinfo(np.int64).max
+    never = np.iinfo(np.int32).max  # day numbers stay far below it until the year 5.8 million
     next_days = np.append(np.where(pair_of[1:] == pair_of[:-1], day_of[1:], never), never)
     code_of = pair_of // width if owner is None else owner[pair_of]
-    return _ProductDays(code_of, day_of, next_days[: len(keys)], n_customers)
+    return _ProductDays(code_of.astype(_int_dtype(n_customers)), day_of.astype(np.int32),
+                        next_days[: len(keys)].astype(np.int32), n_customers)
 
 
 # --- prepared histories ------------------------------------------------------------------------
@@ -391,28 +411,38 @@ class OrderHistory:
         return _Gaps.of(self.purchases)
 
 
+def _daily_sums(keys: np.ndarray, amounts: np.ndarray, day0: int, span: int,
+                n_customers: int) -> tuple[Timeline, np.ndarray]:
+    """Order rows sorted by ``keys`` summed per customer-day; and which days had a purchase."""
+    starts = _segment_starts(keys)
+    if len(keys):
+        gross = np.add.reduceat(np.maximum(amounts, 0.0), starts)
+        returns = np.add.reduceat(np.maximum(-amounts, 0.0), starts)
+    else:
+        gross = returns = amounts
+    sums = {_GROSS: PrefixSums.of(gross, compensated=True),
+            _RETURNS: PrefixSums.of(returns, compensated=True)}
+    return Timeline.of(keys[starts], day0, span, n_customers, sums), gross > 0
+
+
 def order_history(orders: pd.DataFrame, codes: np.ndarray, n_customers: int) -> OrderHistory:
     """Sort the orders once by (customer, day) and sum them per customer-day."""
-    days = _day_numbers(orders[S.ORDER_DATE])
-    known = (codes >= 0) & ~np.isnan(days)
-    amounts = orders[S.AMOUNT].to_numpy(dtype=np.float64)[known]
-    days, codes = days[known], codes[known]
-    order, keys, day0, span = _sort_events(codes, days)
-    amounts = amounts[order]
-    starts = _segment_starts(keys)
-    gross = np.add.reduceat(np.maximum(amounts, 0.0), starts) if len(keys) else amounts
-    returns = np.add.reduceat(np.maximum(-amounts, 0.0), starts) if len(keys) else amounts
-    day_keys = keys[starts]
-    days_tl = Timeline.of(day_keys, day0, span, n_customers,
-                          {_GROSS: PrefixSums.of(gross, compensated=True),
-                           _RETURNS: PrefixSums.of(returns, compensated=True)})
+    days, known = _day_ints(orders[S.ORDER_DATE])
+    known &= codes >= 0
+    order, keys, day0, span = _sort_events(codes[known], days[known])
+    del days  # the keys carry them now; at ten million rows every copy counts
+    amounts = orders[S.AMOUNT].to_numpy(dtype=np.float64)[known][order]
+    daily, bought_days = _daily_sums(keys, amounts, day0, span, n_customers)
+    bought = amounts > 0
+    del amounts
     products = None
     if S.PRODUCT in orders.columns:
-        bought = amounts > 0
-        rows = order[bought]
-        product_codes = pd.factorize(orders[S.PRODUCT])[0][known][rows]
-        products = _product_days(codes[rows], days[rows], product_codes, n_customers)
-    return OrderHistory(days_tl, days_tl.subset(gross > 0), products)
+        rows = np.flatnonzero(known)[order[bought]]
+        del order
+        product_codes = pd.factorize(orders[S.PRODUCT])[0][rows]
+        keys = keys[bought]
+        products = _product_days(keys // span, keys % span + day0, product_codes, n_customers)
+    return OrderHistory(daily, daily.subset(bought_days), products)
 
 
 @dataclass(frozen=True)
@@ -442,8 +472,8 @@ def _is_kind(kinds: pd.Series, kind: str) -> np.ndarray:
 def interaction_history(interactions: pd.DataFrame, codes: np.ndarray,
                         n_customers: int) -> InteractionHistory:
     """Sort the interactions once by (customer, day) and flag complaints and tickets."""
-    days = _day_numbers(interactions[S.OCCURRED_AT])
-    known = (codes >= 0) & ~np.isnan(days)
+    days, known = _day_ints(interactions[S.OCCURRED_AT])
+    known &= codes >= 0
     order, keys, day0, span = _sort_events(codes[known], days[known])
     complaint, ticket = (_is_kind(interactions[S.KIND], kind)[known][order]
                          for kind in (KIND_COMPLAINT, KIND_TICKET))

@@ -174,9 +174,16 @@ class FeasibilityRun:
         self.draws = draws
 
 
-def _estimator(state: AppState, kind: str) -> Any | None:
-    loaded = state.model(kind)
-    return None if loaded is None else loaded.estimator
+def _win_model(state: AppState, tables: Tables, as_of: pd.Timestamp, notes: list[str]) -> Any:
+    """The served win model, else historical stage win rates (fitted once per as_of: ~2 s)."""
+    win = state.model("win")
+    if win is not None:
+        notes.append(f"win model: champion v{win.version} ({win.model_name})")
+        return win.estimator
+    model, note = state.feasibility_cache.get(
+        ("stage-rates", as_of), lambda: FZ.fit_stage_rates(tables, as_of))
+    notes.append(note)
+    return model
 
 
 def _churn_for_feasibility(state: AppState, tables: Tables, as_of: pd.Timestamp,
@@ -199,15 +206,13 @@ def _simulate(state: AppState, period: str, as_of: pd.Timestamp) -> FeasibilityR
     """The wiring of ``engine.pipelines.feasibility.run_feasibility`` with the served models."""
     tables = tables_of(state)
     notes: list[str] = []
-    win = state.model("win")
-    if win is not None:
-        notes.append(f"win model: champion v{win.version} ({win.model_name})")
+    win_model = _win_model(state, tables, as_of, notes)
     churn = _churn_for_feasibility(state, tables, as_of, notes)
     draws = state.options.draws
     try:
         frame, simulation = FZ.feasibility_with_simulation(
             tables, period, as_of, draws=draws, seed=state.settings.seed,
-            win_model=_estimator(state, "win"), churn=churn)
+            win_model=win_model, churn=churn)
     except ValueError as exc:
         raise _fail(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     notes += [n for n in simulation.notes if not n.startswith("churn:") or churn is not None]

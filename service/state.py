@@ -81,13 +81,14 @@ class Memo(Generic[T]):
 
     One lock for everything: the values are CPU-bound simulations on a two-core machine, so
     computing two of them at once would not be faster, and a request for a value being computed
-    waits for it instead of computing it again.
+    waits for it instead of computing it again. Re-entrant: a value may be computed from
+    another value of the same cache.
     """
 
     def __init__(self, size: int = 8):
         self.size = size
         self._items: OrderedDict[Hashable, T] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         with self._lock:

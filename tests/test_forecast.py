@@ -29,6 +29,7 @@ from models.reconcile import (
     build_hierarchy,
     mint_projection,
     reconcile_bottom_up,
+    reconcile_mint,
     shrunk_covariance,
 )
 
@@ -233,6 +234,19 @@ def test_mint_projection_keeps_coherent_forecasts(org: pd.DataFrame) -> None:
     projection = mint_projection(tree.summing, covariance)
     # Reconciling an already coherent forecast changes nothing (S P S = S).
     np.testing.assert_allclose(tree.summing @ projection @ tree.summing, tree.summing, atol=1e-8)
+
+
+def test_reconcile_mint_is_coherent(org: pd.DataFrame) -> None:
+    tree = build_hierarchy(org)
+    rng = np.random.default_rng(1)
+    ds = pd.Timestamp("2024-01-01")
+    base = tree.nodes.assign(**{S.DS: ds, YHAT: rng.uniform(10, 100, len(tree.nodes))})
+    residuals = pd.concat(
+        [tree.nodes, pd.DataFrame(rng.normal(size=(len(tree.nodes), 24)))], axis=1
+    )
+    result = reconcile_mint(base, org, residuals).set_index([S.LEVEL, S.KEY])[YHAT]
+    for level in (S.REGION, S.TEAM, S.REP):
+        assert result[level].sum() == pytest.approx(result[S.LEVEL_COMPANY].sum())
 
 
 # --- the forecaster ---------------------------------------------------------------------------

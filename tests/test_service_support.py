@@ -1,0 +1,151 @@
+"""Helpers shared by the service tests (no tests here): a small company, stub champions, keys.
+
+The stub models are deterministic stand-ins with the serving interface of the real ones
+(``predict_frame``), registered and promoted through :mod:`engine.tracking` like the real ones,
+so these tests exercise the service's wiring in seconds; the browser test trains real
+champions through the pipelines.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engine import schemas as S
+from engine import tracking
+from engine.config import Settings
+from engine.io import Tables, load_tables, write_data_dir
+from engine.synthetic import generate
+from features.revenue import revenue_series
+from models.churn import CHURN_PROBABILITY, REASONS
+from models.forecast import RevenueForecaster
+from models.win import WIN_PROBABILITY
+from service.config import ServiceSettings
+
+__all__ = [
+    "SEED",
+    "Company",
+    "ServedForecast",
+    "StubChurn",
+    "StubWin",
+    "closed_port",
+    "company_frames",
+    "make_company",
+    "quiet_options",
+    "register_stubs",
+    "settings_for",
+]
+
+SEED = 7
+
+
+@functools.lru_cache(maxsize=1)
+def company_frames() -> dict[str, pd.DataFrame]:
+    """The small demo company, generated once per test process."""
+    return generate("small", seed=SEED)
+
+
+@dataclass(frozen=True)
+class Company:
+    """A data directory, its tables and two of its account managers."""
+
+    data: Path
+    tables: Tables
+    manager: str
+    other_manager: str
+
+    def customer_of(self, manager: str) -> str:
+        customers = self.tables.customers
+        return str(customers.loc[customers[S.ACCOUNT_MANAGER] == manager, S.CUSTOMER_ID].iloc[0])
+
+
+def make_company(root: Path) -> Company:
+    """Write the small company to ``root/data`` and load it back."""
+    data = write_data_dir(company_frames(), root / "data")
+    tables = load_tables(str(data))
+    managers = tables.customers[S.ACCOUNT_MANAGER].value_counts().index
+    return Company(data, tables, str(managers[0]), str(managers[1]))
+
+
+class StubChurn:
+    """Churn probability from a hash of the customer id: fixed, spread over [0, 1)."""
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        ids = frame[S.CUSTOMER_ID].astype(str)
+        p = np.array([zlib.crc32(i.encode()) % 1000 / 1000 for i in ids])
+        reasons = np.where(p > 0.5, "no order for 90 days, usual cycle 12 days; spend down 40%",
+                           "")
+        return pd.DataFrame({CHURN_PROBABILITY: p, REASONS: reasons}, index=frame.index)
+
+
+class StubWin:
+    """Every open deal is won in its period with probability 0.3."""
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({WIN_PROBABILITY: np.full(len(frame), 0.3)}, index=frame.index)
+
+
+class ServedForecast:
+    """A fitted forecaster served through ``predict_frame`` (what the registry needs)."""
+
+    def __init__(self, forecaster: RevenueForecaster):
+        self.forecaster = forecaster
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return self.forecaster.predict()
+
+
+def _register(kind: str, estimator: object, example: pd.DataFrame, metric: str) -> str:
+    run = tracking.log_and_register(
+        kind, estimator, input_example=example, params={"stub": True},  # type: ignore[arg-type]
+        metrics={metric: 0.5}, gate_metric=metric, greater_is_better=True, holdout="stub")
+    tracking.promote(kind, run.version, force=True)
+    return run.version
+
+
+def register_stubs(tracking_uri: str, tables: Tables, kinds: tuple[str, ...] = (
+        "churn", "forecast", "win")) -> dict[str, str]:
+    """Register and promote stub champions; returns kind -> version."""
+    tracking.configure(tracking_uri)
+    versions = {}
+    if "churn" in kinds:
+        versions["churn"] = _register("churn", StubChurn(),
+                                      pd.DataFrame({S.CUSTOMER_ID: ["C1", "C2"]}), "pr_auc")
+    if "win" in kinds:
+        versions["win"] = _register("win", StubWin(), pd.DataFrame({"stage": ["proposal"]}),
+                                    "auc")
+    if "forecast" in kinds:
+        series = revenue_series(tables, "M", levels=[S.LEVEL_COMPANY, S.LEVEL_REGION])
+        fitted = RevenueForecaster(freq="M", horizon=3, n_windows=1,
+                                   candidates=("seasonal_naive",)).fit(series)
+        versions["forecast"] = _register("forecast", ServedForecast(fitted),
+                                         pd.DataFrame({"horizon": [3]}), "skill")
+    return versions
+
+
+def settings_for(root: Path, data: Path | str, tracking_uri: str) -> Settings:
+    """Engine settings over a temporary database and registry."""
+    return Settings(data=str(data), mlflow_tracking_uri=tracking_uri,
+                    database_url=f"sqlite:///{root / 'quotacast.db'}", seed=SEED)
+
+
+def quiet_options(**overrides: object) -> ServiceSettings:
+    """Service settings for tests: few draws, no notification delivery, no cached probe."""
+    values: dict[str, object] = {"draws": 2000, "deliver_notifications": False,
+                                 "registry_check_seconds": 0.0, "rate_limit_per_minute": 60_000,
+                                 "rate_limit_burst": 10_000}
+    values.update(overrides)
+    return ServiceSettings(**values)  # type: ignore[arg-type]
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

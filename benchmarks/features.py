@@ -61,10 +61,10 @@ GIB = 2**30
 # --- data ------------------------------------------------------------------------------------
 
 
-def prepare(size: str, seed: int, cache: Path) -> Path:
+def prepare(size: str, seed: int, cache: Path, fresh: bool = False) -> Path:
     """Generate, validate and cache the company as Parquet (once per size and seed)."""
     folder = cache / f"{size}-{seed}"
-    if (folder / "orders.parquet").exists():
+    if (folder / "orders.parquet").exists() and not fresh:
         return folder
     from engine.io import validate_tables
     from engine.synthetic import generate
@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path,
                         default=Path(tempfile.gettempdir()) / "quotacast-bench-features")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--fresh", action="store_true",
+                        help="regenerate the cached company (after engine.synthetic changed)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_variant(args.child, args.folder, args.snapshots, args.save)))
         return
     start = time.perf_counter()
-    folder = prepare(args.size, args.seed, args.cache)
+    folder = prepare(args.size, args.seed, args.cache, args.fresh)
     tables = load(folder, only_rfm=True)
     print(f"{args.size} company (seed {args.seed}): {len(tables.orders):,} orders, "
           f"{tables.orders[S.CUSTOMER_ID].nunique():,} customers with orders; data ready in "

@@ -37,15 +37,26 @@ __all__ = [
     "PrefixSums",
     "Timeline",
     "as_of_day",
+    "breadth_features",
+    "category_features",
     "customer_features",
     "customer_history",
     "customer_index",
+    "cycle_features",
     "feature_descriptions",
     "features_at",
     "format_feature",
+    "interaction_features",
     "interaction_history",
+    "known_customers",
+    "lifetime_features",
+    "order_features",
     "order_history",
+    "pipeline_features",
+    "receivable_features",
     "rfm_features",
+    "tenure_days",
+    "trend_features",
 ]
 
 WINDOWS: tuple[int, ...] = (30, 90, 180, 365)
@@ -364,27 +375,28 @@ class _ProductDays:
         return np.bincount(self.codes[last], minlength=self.n_customers).astype(np.float64)
 
 
-def _product_days(codes: np.ndarray, days: np.ndarray, product_codes: np.ndarray,
+def _product_days(keys: np.ndarray, span: int, day0: int, product_codes: np.ndarray,
                   n_customers: int) -> _ProductDays:
-    """Purchases of products (rows: purchases; product code -1 for a missing product)."""
+    """Purchases as sorted event ``keys`` with their product codes (-1: no product)."""
     ok = product_codes >= 0
-    codes, days = codes[ok].astype(np.int64), days[ok].astype(np.int64)
     width = int(product_codes.max(initial=0)) + 1
-    day0 = int(days.min(initial=0))
-    span = int(days.max(initial=0)) - day0 + 1
-    pair = codes * width + product_codes[ok]
+    pair = keys[ok] // span * width  # in-place steps below: this runs on millions of rows
+    pair += product_codes[ok]
     owner = None
     if (n_customers * width * span).bit_length() > 62:
         pair, uniques = pd.factorize(pair)  # dense pair ids always fit beside the day
         owner = np.asarray(uniques) // width
-    keys = np.sort(pair * span + (days - day0))  # np.unique's hashing is far slower here
-    keys = keys[_segment_starts(keys)]  # one entry per (pair, day), pair-major
-    pair_of, day_of = keys // span, keys % span + day0
+    pair *= span
+    pair += keys[ok] % span
+    pair.sort()
+    pair = pair[_segment_starts(pair)]  # one entry per (pair, day), pair-major
+    pair_of, day_of = np.divmod(pair, span)
+    del pair
     never = np.iinfo(np.int32).max  # day numbers stay far below it until the year 5.8 million
-    next_days = np.append(np.where(pair_of[1:] == pair_of[:-1], day_of[1:], never), never)
+    next_days = np.where(pair_of[1:] == pair_of[:-1], day_of[1:] + day0, never)
     code_of = pair_of // width if owner is None else owner[pair_of]
-    return _ProductDays(code_of.astype(_int_dtype(n_customers)), day_of.astype(np.int32),
-                        next_days[: len(keys)].astype(np.int32), n_customers)
+    return _ProductDays(code_of.astype(_int_dtype(n_customers)), (day_of + day0).astype(np.int32),
+                        np.append(next_days, never).astype(np.int32)[: len(day_of)], n_customers)
 
 
 # --- prepared histories ------------------------------------------------------------------------
@@ -440,8 +452,7 @@ def order_history(orders: pd.DataFrame, codes: np.ndarray, n_customers: int) -> 
         rows = np.flatnonzero(known)[order[bought]]
         del order
         product_codes = pd.factorize(orders[S.PRODUCT])[0][rows]
-        keys = keys[bought]
-        products = _product_days(keys // span, keys % span + day0, product_codes, n_customers)
+        products = _product_days(keys[bought], span, day0, product_codes, n_customers)
     return OrderHistory(daily, daily.subset(bought_days), products)
 
 

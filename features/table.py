@@ -26,6 +26,7 @@ from features.labels import CHURNED, churn_codes, label_window_complete
 __all__ = [
     "DROPPED_AS_OFS",
     "snapshot_dates",
+    "snapshot_rows",
     "training_table",
 ]
 
@@ -68,6 +69,19 @@ def _data_end(tables: Tables, data_end: pd.Timestamp | str | None) -> pd.Timesta
     return pd.Timestamp(tables.orders[S.ORDER_DATE].max())
 
 
+def _complete_snapshots(as_ofs: Sequence[pd.Timestamp], horizon_days: int, end: pd.Timestamp
+                        ) -> tuple[list[pd.Timestamp], list[pd.Timestamp]]:
+    """The distinct as_ofs (at midnight) whose label window the data covers, and the others."""
+    stamps = sorted({as_of_day(t)[0] for t in as_ofs})
+    kept = [t for t in stamps if label_window_complete(t, horizon_days, end)]
+    dropped = [t for t in stamps if t not in kept]
+    if dropped:
+        log.warning("dropped %d snapshot(s) whose %d-day label window runs past the data end "
+                    "%s: %s", len(dropped), horizon_days, end.date(),
+                    ", ".join(str(t.date()) for t in dropped))
+    return kept, dropped
+
+
 def training_table(tables: Tables, as_ofs: Sequence[pd.Timestamp], horizon_days: int = 180,
                    lookback_days: int = 365, data_end: pd.Timestamp | None = None
                    ) -> pd.DataFrame:
@@ -82,13 +96,7 @@ def training_table(tables: Tables, as_ofs: Sequence[pd.Timestamp], horizon_days:
         (active customer, kept as_of), sorted by ``as_of`` then ``customer_id``.
     """
     end = _data_end(tables, data_end)
-    stamps = sorted({as_of_day(t)[0] for t in as_ofs})
-    kept = [t for t in stamps if label_window_complete(t, horizon_days, end)]
-    dropped = [t for t in stamps if t not in kept]
-    if dropped:
-        log.warning("dropped %d snapshot(s) whose %d-day label window runs past the data end "
-                    "%s: %s", len(dropped), horizon_days, end.date(),
-                    ", ".join(str(t.date()) for t in dropped))
+    kept, dropped = _complete_snapshots(as_ofs, horizon_days, end)
     history = customer_history(tables)
     # With no snapshot left, the empty frame still carries every column (from the data end).
     frames = [snapshot_rows(history, t, horizon_days, lookback_days) for t in kept] or [

@@ -82,7 +82,7 @@ def keys_list(
 
     store = _store(ctx)
     try:
-        keys = store.keys(include_revoked)
+        keys = store.list_keys(include_revoked)
     finally:
         store.close()
     frame = pd.DataFrame([{"key_id": k.key_id, "role": k.role.value, "owner": k.owner or "",

@@ -163,7 +163,7 @@ class KeyStore:
                 return None
             return _key_of(row)
 
-    def keys(self, include_revoked: bool = False) -> list[ApiKey]:
+    def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
         """Stored keys, oldest first."""
         query = sa.select(_KeyRow).order_by(_KeyRow.created_at, _KeyRow.key_id)
         if not include_revoked:

@@ -14,7 +14,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from engine.config import Settings, get_settings
 from service.config import ServiceSettings
@@ -60,6 +63,27 @@ def _report(state: AppState) -> None:
             log.warning("no %s model: %s", kind, state.model_problems.get(kind, "not loaded"))
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer to HTTP errors, with a complete ``Allow`` header on 405.
+
+    Starlette answers 405 with the methods of the first route matching the path only; a path
+    served by two routes (GET and POST /v1/silences) must list both.
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
+    return await http_exception_handler(request, exc)
+
+
 def create_app(settings: Settings | None = None,
                options: ServiceSettings | None = None) -> FastAPI:
     """The service over ``settings.data``, its models and stores.
@@ -86,6 +110,7 @@ def create_app(settings: Settings | None = None,
 
     app = FastAPI(title="quotacast", version=_version(), description=_DESCRIPTION,
                   lifespan=lifespan)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     # Added last = outermost: metrics see every answer, 413s of the body limit included.
     app.add_middleware(BodyLimitMiddleware, limit=options.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=request_metrics)

@@ -517,8 +517,8 @@ def silences(state: AppState, include_expired: bool) -> list[api.SilenceOut]:
 
 def add_silence(state: AppState, principal: Principal, body: api.SilenceIn) -> api.SilenceOut:
     """Record a silence authored by the caller."""
-    matchers = [parse_matcher(m) for m in body.matchers]
     try:
+        matchers = [parse_matcher(m) for m in body.matchers]
         made = state.alerts.add_silence(matchers, body.starts_at, body.ends_at, principal.name,
                                         body.comment)
     except ValueError as exc:

@@ -13,20 +13,19 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-
-from engine import schemas as S
-from service.main import create_app
-from service.ratelimit import TokenBucketLimiter
-from service.state import AppState
 from test_service_support import (
     Company,
+    fresh_registry,
     make_company,
     quiet_options,
     register_stubs,
     settings_for,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+from engine import schemas as S
+from service.main import create_app
+from service.ratelimit import TokenBucketLimiter
+from service.state import AppState
 
 ROLES = ("admin", "planner", "sales_ops", "account_manager")
 
@@ -53,7 +52,7 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("service-api")
     company = make_company(root)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = fresh_registry(root)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         versions = register_stubs(uri, company.tables)
@@ -187,7 +186,6 @@ INVALID: list[tuple[str, str, dict[str, Any] | None, Any]] = [
     ("POST", "/v1/feasibility/what-if", None, {"level": "company", "key": "all", "target": -5}),
     ("POST", "/v1/feasibility/what-if", None, {**WHAT_IF, "surprise": 1}),
     ("POST", "/v1/feasibility/what-if", None, {"level": "company"}),
-    ("POST", "/v1/silences", None, {**SILENCE, "ends_at": "2026-10-01"}),
     ("POST", "/v1/silences", None, {**SILENCE, "matchers": ["not a matcher"]}),
     ("POST", "/v1/silences", None, {**SILENCE, "matchers": []}),
     ("POST", "/v1/warnings/evaluate", None, {"as_of": "2026-13-01"}),
@@ -201,6 +199,19 @@ def test_invalid_input_is_422(world: World, method: str, path: str,
                                     params=params, json=body)
     assert response.status_code == 422, response.text
     assert isinstance(response.json()["detail"], list)
+
+
+def test_silences_the_schema_cannot_check_are_400(world: World) -> None:
+    late = world.post("/v1/silences", {**SILENCE, "ends_at": "2026-10-01"})
+    assert late.status_code == 400 and "must be after" in late.json()["detail"]
+    regex = world.post("/v1/silences", {**SILENCE, "matchers": ["rep=~(unclosed"]})
+    assert regex.status_code == 400 and "regular expression" in regex.json()["detail"]
+
+
+def test_405_lists_every_method_of_the_path(world: World) -> None:
+    response = world.client.put("/v1/silences", headers=world.headers("admin"))
+    assert response.status_code == 405
+    assert {m.strip() for m in response.headers["allow"].split(",")} >= {"GET", "POST"}
 
 
 def test_requests_outside_the_data_are_400(world: World) -> None:

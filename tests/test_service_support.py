@@ -8,8 +8,11 @@ champions through the pipelines.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import socket
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,7 @@ __all__ = [
     "StubWin",
     "closed_port",
     "company_frames",
+    "fresh_registry",
     "make_company",
     "quiet_options",
     "register_stubs",
@@ -99,6 +103,23 @@ class ServedForecast:
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         return self.forecaster.predict()
+
+
+@functools.lru_cache(maxsize=1)
+def _registry_template() -> Path:
+    """An empty MLflow database with its schema: creating one runs MLflow's migrations, about
+    12 s, so it is done once per test process and copied."""
+    folder = Path(tempfile.mkdtemp(prefix="quotacast-mlflow-template-"))
+    atexit.register(shutil.rmtree, folder, True)
+    tracking.configure(f"sqlite:///{folder / 'mlflow.db'}")
+    assert tracking.registry_reachable()
+    return folder / "mlflow.db"
+
+
+def fresh_registry(root: Path) -> str:
+    """The tracking URI of a new, empty registry in ``root``."""
+    shutil.copyfile(_registry_template(), root / "mlflow.db")
+    return f"sqlite:///{root / 'mlflow.db'}"
 
 
 def _register(kind: str, estimator: object, example: pd.DataFrame, metric: str) -> str:

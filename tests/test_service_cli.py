@@ -1,0 +1,153 @@
+"""``quotacast keys add/revoke/list`` and ``quotacast serve``, mounted as engine/cli.py will."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import typer
+from typer.testing import CliRunner
+
+from engine.config import Settings
+from service.cli import keys_app, serve
+from service.keys import KeyStore, Role
+
+runner = CliRunner()
+
+
+def _cli(settings: Settings) -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def root(ctx: typer.Context) -> None:
+        ctx.obj = settings
+
+    app.add_typer(keys_app, name="keys")
+    app.command("serve")(serve)
+    return app
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(database_url=f"sqlite:///{tmp_path / 'quotacast.db'}",
+                    data=str(tmp_path / "data"), mlflow_tracking_uri="sqlite:///unused.db")
+
+
+def _add(settings: Settings, *args: str) -> Any:
+    return runner.invoke(_cli(settings), ["keys", "add", *args])
+
+
+def test_keys_add_prints_the_key_last_and_stores_only_its_hash(settings: Settings) -> None:
+    result = _add(settings, "--role", "planner")
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip().splitlines()[-1].split()[-1]
+    store = KeyStore(settings.database_url)
+    try:
+        key = store.verify(token)
+        assert key is not None and key.role is Role.PLANNER and key.owner is None
+    finally:
+        store.close()
+    engine = sa.create_engine(settings.database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("select key_id, key_hash from api_keys")).all()
+    engine.dispose()
+    assert rows == [(key.key_id, hashlib.sha256(token.encode()).hexdigest())]
+    database = Path(settings.database_url.removeprefix("sqlite:///")).read_bytes()
+    assert token.encode() not in database and token.split("_")[-1].encode() not in database
+
+
+def test_account_manager_key_carries_its_owner(settings: Settings) -> None:
+    result = _add(settings, "--role", "account_manager", "--owner", "Dana Rossi")
+    assert result.exit_code == 0, result.output
+    last = result.stdout.strip().splitlines()[-1]
+    assert "Dana Rossi" in last
+    store = KeyStore(settings.database_url)
+    try:
+        key = store.verify(last.split()[-1])
+        assert key is not None and key.owner == "Dana Rossi"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("args", [
+    ["--role", "wizard"],
+    ["--role", "account_manager"],
+    ["--role", "planner", "--owner", "Dana Rossi"],
+    [],
+])
+def test_keys_add_refuses_bad_usage_with_status_2(settings: Settings, args: list[str]) -> None:
+    assert _add(settings, *args).exit_code == 2
+
+
+def test_keys_revoke_stops_the_key(settings: Settings) -> None:
+    token = _add(settings, "--role", "admin").stdout.split()[-1]
+    key_id = token.split("_")[1]
+    revoked = runner.invoke(_cli(settings), ["keys", "revoke", key_id])
+    assert revoked.exit_code == 0 and key_id in revoked.stdout
+    store = KeyStore(settings.database_url)
+    try:
+        assert store.verify(token) is None
+    finally:
+        store.close()
+    assert runner.invoke(_cli(settings), ["keys", "revoke", key_id]).exit_code == 1
+    assert runner.invoke(_cli(settings), ["keys", "revoke", "nonsense"]).exit_code == 2
+
+
+def test_keys_revoke_accepts_the_whole_key(settings: Settings) -> None:
+    token = _add(settings, "--role", "sales_ops").stdout.split()[-1]
+    assert runner.invoke(_cli(settings), ["keys", "revoke", token]).exit_code == 0
+
+
+def test_keys_list_shows_ids_never_keys(settings: Settings) -> None:
+    token = _add(settings, "--role", "admin").stdout.split()[-1]
+    listed = runner.invoke(_cli(settings), ["keys", "list"])
+    assert listed.exit_code == 0
+    assert token.split("_")[1] in listed.output and token not in listed.output
+
+
+@pytest.fixture
+def launched(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """What serve would start: the settings given to create_app, uvicorn's arguments, the
+    BLAS limit (recorded, not applied: it would slow the rest of the test session)."""
+    import threadpoolctl
+    import uvicorn
+
+    import service.main
+
+    seen: dict[str, Any] = {}
+
+    def create_app(settings: Settings) -> str:
+        seen["settings"] = settings
+        return "the-app"
+
+    monkeypatch.setattr(service.main, "create_app", create_app)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits",
+                        lambda **kw: seen.update(blas_limits=kw))
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # restored after the test
+        monkeypatch.delenv(name, raising=False)
+    return seen
+
+
+def test_serve_runs_uvicorn_on_the_app_with_one_blas_thread(
+        settings: Settings, launched: dict[str, Any], tmp_path: Path) -> None:
+    result = runner.invoke(_cli(settings), ["serve", "--data", str(tmp_path / "d"),
+                                            "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    assert launched["app"] == "the-app"
+    assert (launched["host"], launched["port"]) == ("127.0.0.1", 8123)
+    assert launched["settings"].data == str(tmp_path / "d")
+    assert launched["settings"].database_url == settings.database_url
+    assert launched["blas_limits"] == {"limits": 1, "user_api": "blas"}
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+
+
+def test_serve_defaults_to_the_settings_data(settings: Settings,
+                                             launched: dict[str, Any]) -> None:
+    assert runner.invoke(_cli(settings), ["serve"]).exit_code == 0
+    assert launched["settings"].data == settings.data
+    assert (launched["host"], launched["port"]) == ("127.0.0.1", 8000)

@@ -1,0 +1,99 @@
+"""Small parts of the service on their own: token bucket, metrics text, keys, chart."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from service.charts import feasibility_svg
+from service.keys import KeyStore, Role, key_id_of
+from service.metrics import RequestMetrics
+from service.ratelimit import TokenBucketLimiter
+from service.schemas import FeasibilityNode, SilenceIn
+
+
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    now = [100.0]
+    limiter = TokenBucketLimiter(rate_per_minute=30, burst=3, clock=lambda: now[0])
+    assert [limiter.take("k") for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = limiter.take("k")
+    assert wait == pytest.approx(2.0)  # one token every 2 s
+    assert limiter.retry_after(wait) == "2"
+    assert limiter.take("other") == 0.0
+    now[0] += 2.0
+    assert limiter.take("k") == 0.0 and limiter.take("k") > 0
+    now[0] += 600.0  # a long pause refills up to the burst, not beyond
+    assert [limiter.take("k") == 0.0 for _ in range(4)] == [True, True, True, False]
+
+
+def test_token_bucket_refuses_nonsense() -> None:
+    with pytest.raises(ValueError):
+        TokenBucketLimiter(0, 1)
+    with pytest.raises(ValueError):
+        TokenBucketLimiter(10, 0)
+
+
+def test_metrics_text_format() -> None:
+    metrics = RequestMetrics()
+    metrics.observe("GET", "/v1/x", 200, 0.003)
+    metrics.observe("GET", "/v1/x", 200, 0.2)
+    metrics.observe("GET", '/v1/"odd"', 404, 20.0)
+    text = metrics.render()
+    assert 'quotacast_http_requests_total{method="GET",route="/v1/x",status="200"} 2' in text
+    assert 'route="/v1/\\"odd\\""' in text
+    buckets = re.findall(r'route="/v1/x",le="([^"]+)"} (\d+)', text)
+    counts = {le: int(n) for le, n in buckets}
+    assert counts["0.005"] == 1 and counts["0.25"] == 2 and counts["+Inf"] == 2
+    assert 'quotacast_http_request_duration_seconds_count{method="GET",route="/v1/x"} 2' in text
+    assert "# TYPE quotacast_http_request_duration_seconds histogram" in text
+    line = re.compile(r'^(# (HELP|TYPE) .*|[a-z_]+(\{[^}]*\})? [0-9.e+-]+)$')
+    assert all(line.match(row) for row in text.strip().splitlines())
+
+
+def test_keys_are_random_checked_in_full_and_revocable(tmp_path: Path) -> None:
+    store = KeyStore(f"sqlite:///{tmp_path / 'k.db'}")
+    try:
+        key, token = store.create(Role.ACCOUNT_MANAGER, " Dana Rossi ")
+        other, token2 = store.create("admin")
+        assert key.owner == "Dana Rossi" and token != token2
+        assert re.fullmatch(r"qk_[0-9a-f]{8}_[A-Za-z0-9_-]{43}", token)
+        assert key_id_of(token) == key.key_id and key_id_of(key.key_id) == key.key_id
+        assert key_id_of("qk_nothing") is None
+        tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+        assert store.verify(tampered) is None
+        assert store.verify(f" {token} ") == key  # stray whitespace from a copy-paste
+        assert store.revoke(key.key_id) and not store.revoke(key.key_id)
+        assert store.verify(token) is None and store.verify(token2) == other
+        assert [k.key_id for k in store.list_keys()] == [other.key_id]
+        assert len(store.list_keys(include_revoked=True)) == 2
+    finally:
+        store.close()
+
+
+def _node(level: str, key: str, target: float | None, p: float | None) -> FeasibilityNode:
+    return FeasibilityNode(period="2026Q4", level=level, key=key, target=target,
+                           closed_to_date=40.0, p_attain=p, expected=90.0, p10=70.0, p50=90.0,
+                           p90=110.0, gap=10.0, must_hit=70.0, stretch=95.0)
+
+
+def test_feasibility_chart_escapes_names_and_draws_the_target_line() -> None:
+    svg = feasibility_svg([_node("company", "all", 100.0, 0.4),
+                           _node("region", "<script>x</script>", 100.0, 0.9),
+                           _node("team", "no target", None, None)], "Q4 & more")
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert "<script>" not in svg and "&lt;script&gt;" in svg and "Q4 &amp; more" in svg
+    assert svg.count('class="target-line"') == 1
+    assert "no target" not in svg  # nodes without a target are not drawn
+    assert "40%" in svg and "90%" in svg
+
+
+def test_silence_body_checks_the_matcher_shape() -> None:
+    ok = SilenceIn(matchers=['region="North"', "rep=~A.*"], starts_at=date(2026, 1, 1),
+                   ends_at=date(2026, 2, 1), comment="c")
+    assert ok.matchers == ['region="North"', "rep=~A.*"]
+    with pytest.raises(ValueError, match="pattern"):
+        SilenceIn(matchers=["no operator"], starts_at=date(2026, 1, 1),
+                  ends_at=date(2026, 2, 1), comment="c")

@@ -21,7 +21,9 @@ up to its origin. Scores pool every series and origin:
 - wall: seconds of wall time for all origins of the dataset (fit + predict), with every method
   given the same ``--n-jobs``, after one untimed warm-up run of each method (imports and JIT
   compilation are not timed). The default is 1: the 2 cores are shared with other work, so a
-  parallel speed-up would measure the neighbours' load rather than the methods.
+  parallel speed-up would measure the neighbours' load rather than the methods. cpu: CPU
+  seconds of the process and its finished children (Prophet's CmdStan), which the neighbours'
+  load disturbs much less than wall time. total_*: both datasets together.
 
 Run from the repository root: ``.venv/bin/python benchmarks/forecast.py``.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
 import time
 import warnings
@@ -215,21 +218,31 @@ def score(train: pd.DataFrame, test: pd.DataFrame, forecast: pd.DataFrame) -> pd
     return pd.DataFrame(rows)
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (Prophet's CmdStan runs)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run(
     dataset: Dataset, n_origins: int, n_jobs: int, methods: dict[str, Forecaster]
 ) -> list[dict[str, object]]:
     """Score every method on every origin of one dataset."""
     rows = []
     for name, method in methods.items():
-        scored, seconds = [], 0.0
+        scored, seconds, cpu = [], 0.0, 0.0
         for origin in origins(dataset.series, n_origins):
             train = dataset.series[dataset.series[S.DS] <= origin]
             end = origin + pd.DateOffset(months=HORIZON)
             test = dataset.series[(dataset.series[S.DS] > origin) & (dataset.series[S.DS] <= end)]
             print(f"  {dataset.name} {name} origin {origin:%Y-%m}", file=sys.stderr, flush=True)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), _cpu_seconds()
             forecast = method(train, dataset.hierarchy, n_jobs)
             seconds += time.perf_counter() - start
+            cpu += _cpu_seconds() - start_cpu
             scored.append(score(train, test, forecast))
         table = pd.concat(scored, ignore_index=True)
         rows.append(
@@ -241,6 +254,7 @@ def run(
                 "WAPE": table["abs_error"].sum() / table["abs_y"].sum(),
                 "cov80": table["inside"].sum() / table["n"].sum(),
                 "wall_s": seconds,
+                "cpu_s": cpu,
                 "missing": int(table["missing"].sum()),
             }
         )
@@ -271,8 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     warm_up(store, methods, args.n_jobs)
     rows = [r for ds in (aus, store) for r in run(ds, args.origins, args.n_jobs, methods)]
     table = pd.DataFrame(rows)
-    totals = table.groupby("method", sort=False)["wall_s"].sum()
-    table["total_wall_s"] = table["method"].map(totals)
+    totals = table.groupby("method", sort=False)[["wall_s", "cpu_s"]].sum()
+    table["total_wall_s"] = table["method"].map(totals["wall_s"])
+    table["total_cpu_s"] = table["method"].map(totals["cpu_s"])
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 

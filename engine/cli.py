@@ -96,6 +96,21 @@ def import_(
     print_frame(table_summary(tables), f"imported {kind} into {out}")
 
 
+DEMO_OUTPUT = Path("demo-output")
+
+
+def _demo_step(title: str) -> None:
+    err.rule(f"[bold]{title}[/bold]")
+
+
+def _try_promote(ctx: typer.Context, kind: str) -> None:
+    """Promote, but a challenger that loses the gate is a normal outcome in a demo re-run."""
+    try:
+        promote(ctx, kind)
+    except typer.Exit:
+        err.print(f"the {kind} champion stays in place")
+
+
 @app.command()
 def demo(
     ctx: typer.Context,
@@ -104,20 +119,79 @@ def demo(
     ),
     size: Annotated[str, typer.Option(help="small, medium or large")] = "medium",
     seed: Annotated[int | None, typer.Option(help="Random seed (default QUOTACAST_SEED).")] = None,
+    models: Annotated[
+        bool, typer.Option("--models/--data-only", help="Also train, score and warn.")
+    ] = True,
 ) -> None:
-    """Generate a realistic demo company, check it and show what is there."""
+    """Generate a realistic company, train every model, score, warn, and show where to look.
+
+    Results go to ./demo-output/ (at-risk customers, feasibility, recalibration, forecasts,
+    alerts); models to the MLflow registry (QUOTACAST_MLFLOW_TRACKING_URI); alerts to the
+    quotacast database (QUOTACAST_DATABASE_URL).
+    """
     from engine.synthetic import SIZES, generate
 
     if size not in SIZES:
         raise typer.BadParameter(f"expected one of {', '.join(SIZES)}", param_hint="--size")
     settings = settings_of(ctx)
     seed = settings.seed if seed is None else seed
-    with err.status(f"generating the {size} demo company (seed {seed})"):
+    _demo_step(f"1. a {size} demo company (seed {seed})")
+    with err.status(f"generating the {size} demo company"):
         frames = generate(size, seed=seed)
         write_data_dir(frames, out)
     tables = read_data(str(out))
     print_frame(table_summary(tables), f"demo company written to {out}")
-    err.print(f"data runs to {data_end(tables).date()}; try: quotacast validate --data {out}")
+    end = data_end(tables)
+    err.print(f"data runs to {end.date()}")
+    if not models:
+        return
+    _run_demo_models(ctx, str(out))
+    _demo_where_to_look(settings.mlflow_tracking_uri, str(out))
+
+
+def _run_demo_models(ctx: typer.Context, data: str) -> None:
+    from engine.cli_models import (
+        feasibility_cmd,
+        forecast_cmd,
+        recalibrate_cmd,
+        score_churn_cmd,
+        train_churn_cmd,
+        train_forecast_cmd,
+        train_win_cmd,
+    )
+    from engine.warnings.cli import default_rules_path, evaluate_command
+
+    DEMO_OUTPUT.mkdir(exist_ok=True)
+    _demo_step("2. churn: train, promote, score the at-risk customers")
+    train_churn_cmd(ctx, data=data, as_of=None, horizon_days=180, as_json=False)
+    _try_promote(ctx, "churn")
+    score_churn_cmd(ctx, data=data, as_of=None, horizon_days=180, owner=None,
+                    out=DEMO_OUTPUT / "at_risk.csv", as_json=False)
+    _demo_step("3. revenue forecast: backtest the candidates, promote, forecast 6 months")
+    train_forecast_cmd(ctx, data=data, freq="M", level=None, horizon=6, as_json=False)
+    _try_promote(ctx, "forecast")
+    forecast_cmd(ctx, data=data, horizon=6, freq="M", level=None, fit=False,
+                 out=DEMO_OUTPUT / "forecast.csv", as_json=False)
+    _demo_step("4. win/slip model and this quarter's feasibility")
+    train_win_cmd(ctx, data=data, as_of=None, as_json=False)
+    _try_promote(ctx, "win")
+    feasibility_cmd(ctx, data=data, period=None, as_of=None, draws=10_000, churn=True,
+                    all_nodes=False, out=DEMO_OUTPUT / "feasibility.csv", as_json=False)
+    recalibrate_cmd(ctx, data=data, period=None, as_of=None, method="even_probability",
+                    draws=10_000, churn=True, out=DEMO_OUTPUT / "recalibration.csv",
+                    as_json=False)
+    _demo_step("5. early warnings (rules/default.yaml)")
+    evaluate_command(ctx, data=data, rules=default_rules_path(), as_of=None,
+                     out=DEMO_OUTPUT / "alerts.csv", as_json=False, webhook=None,
+                     notify_file=None, send=True, deliver_wait=10.0)
+
+
+def _demo_where_to_look(tracking_uri: str, data: str) -> None:
+    _demo_step("where to look")
+    err.print(f"- results: {DEMO_OUTPUT}/ (at_risk, forecast, feasibility, recalibration, alerts)")
+    err.print(f"- models and runs: mlflow ui --backend-store-uri {tracking_uri}")
+    err.print(f"- the dashboard: quotacast keys add --role admin, then quotacast serve --data "
+              f"{data} and open http://127.0.0.1:8000/?key=THE_KEY")
 
 
 @app.command()

@@ -265,3 +265,98 @@ def recalibrate_cmd(
     _notes(notes)
     print_frame(frame, f"recalibrated targets for {chosen} as of {when.date()}", limit=30)
     emit(frame, out, as_json)
+
+
+FreqOpt = Annotated[str, typer.Option("--freq", help="D, W, M or Q.")]
+LevelOpt = Annotated[
+    str | None,
+    typer.Option("--level", help="company (default), region, team, rep, or a column such as "
+                 "product or segment."),
+]
+
+
+def _freq(freq: str) -> str:
+    if freq not in ("D", "W", "M", "Q"):
+        raise typer.BadParameter("expected D, W, M or Q", param_hint="--freq")
+    return freq
+
+
+def _level(tables: Tables, level: str | None) -> None:
+    from features.hierarchy import categorical_columns
+
+    known = {S.LEVEL_COMPANY, S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP, *categorical_columns(
+        tables)}
+    if level is not None and level not in known:
+        raise typer.BadParameter(f"unknown level {level!r}; expected one of "
+                                 f"{', '.join(sorted(known))}", param_hint="--level")
+
+
+@train_app.command("forecast")
+def train_forecast_cmd(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    freq: FreqOpt = "M",
+    level: LevelOpt = None,
+    horizon: Annotated[int | None, typer.Option(min=1, help="Periods ahead.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Backtest the candidate forecasters, log them to MLflow, register the challenger."""
+    from engine.cli_common import progress
+    from engine.pipelines.forecast import train_forecast
+
+    freq = _freq(freq)
+    tables = read_data(data_source(ctx, data))
+    _level(tables, level)
+    use_tracking(ctx)
+    settings = settings_of(ctx)
+    with progress("backtesting forecasters") as step:
+        result = train_forecast(tables, freq=freq, level=level, horizon=horizon,
+                                n_jobs=settings.n_jobs, seed=settings.seed,
+                                progress=lambda done, total: step(f"{done}/{total}"))
+    _notes(result.notes)
+    table = result.table.sort_values(["level", "mase"])
+    print_frame(table[["model", "level", "mase", "wape", "coverage_80"]],
+                "backtest accuracy per model and level", limit=40)
+    err.print(f"run id {result.run_id}")
+    err.print(f"registered {result.model_name} version {result.version} as challenger")
+    if as_json:
+        typer.echo(pd.Series({"run_id": result.run_id, "version": result.version,
+                              **result.metrics}).to_json())
+
+
+@plan_app.command("forecast")
+def forecast_cmd(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    horizon: Annotated[int, typer.Option(min=1, help="Periods ahead.")] = 6,
+    freq: FreqOpt = "M",
+    level: LevelOpt = None,
+    fit: Annotated[bool, typer.Option("--fit", help="Fit fresh instead of loading the "
+                                      "champion.")] = False,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revenue forecast per node of a level, with P10/P50/P90 (champion model, or --fit)."""
+    from engine import tracking
+    from engine.pipelines.forecast import forecast_champion, forecast_fresh
+
+    freq = _freq(freq)
+    tables = read_data(data_source(ctx, data))
+    _level(tables, level)
+    settings = settings_of(ctx)
+    if fit:
+        with err.status("fitting forecasters"):
+            frame, notes = forecast_fresh(tables, freq=freq, horizon=horizon, level=level,
+                                          n_jobs=settings.n_jobs, seed=settings.seed)
+        _notes(notes)
+    else:
+        use_tracking(ctx)
+        try:
+            frame, version = forecast_champion(freq, horizon, level)
+        except tracking.ChampionMissingError as exc:
+            fail(f"{exc} (or use --fit)")
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        err.print(f"forecast by champion v{version}")
+    print_frame(frame, f"revenue forecast ({level or 'company'}, {horizon} x {freq})", limit=24)
+    emit(frame, out, as_json)

@@ -7,15 +7,11 @@ Field names are the output columns of CONTRACTS.md. Numbers the engine may leave
 
 from __future__ import annotations
 
+import re
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
 
 from engine import schemas as S
 
@@ -33,6 +29,7 @@ __all__ = [
     "FeasibilityOut",
     "ForecastOut",
     "ForecastPoint",
+    "IsoDate",
     "LiveOut",
     "ModelOut",
     "ModelsOut",
@@ -47,6 +44,18 @@ __all__ = [
 ]
 
 Number = float | None
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_date_text(value: Any) -> Any:
+    """Only ``YYYY-MM-DD`` text (or a date): pydantic alone would also take ``0`` as 1970-01-01
+    and a midnight datetime as a date, which the documented ``format: date`` does not allow."""
+    if isinstance(value, date) or (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+        return value
+    raise ValueError("expected an ISO date like 2026-11-15")
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
 PeriodText = Annotated[str, StringConstraints(pattern=S.PERIOD_PATTERN, max_length=7)]
 
 
@@ -153,10 +162,11 @@ class WhatIfIn(_In):
 
     level: str = Field(min_length=1, max_length=100, examples=["region"])
     key: str = Field(min_length=1, max_length=200, examples=["North"])
-    target: float = Field(gt=0, le=1e15, description="the proposed target amount")
+    target: Annotated[float, Strict()] = Field(gt=0, le=1e15,
+                                               description="the proposed target amount")
     period: PeriodText | None = Field(
         default=None, description="`2017`, `2017Q3` or `2017-08`; default: as_of's quarter")
-    as_of: date | None = Field(default=None, description="default: the last date in the data")
+    as_of: IsoDate | None = Field(default=None, description="default: the last date in the data")
 
 
 class WhatIfOut(_Out):
@@ -281,7 +291,7 @@ class AlertList(_Out):
 
 
 class EvaluateIn(_In):
-    as_of: date | None = Field(default=None, description="default: the last date in the data")
+    as_of: IsoDate | None = Field(default=None, description="default: the last date in the data")
 
 
 class EvaluationOut(_Out):
@@ -308,8 +318,8 @@ class SilenceIn(_In):
     matchers: list[MatcherText] = Field(
         min_length=1, max_length=20, examples=[['alertname="PaceBehindPlan"', 'region="North"']],
         description='label=value, label!=value, label=~regex or label!~regex; all must match')
-    starts_at: date
-    ends_at: date = Field(description="the first as_of date it no longer applies to")
+    starts_at: IsoDate
+    ends_at: IsoDate = Field(description="the first as_of date it no longer applies to")
     comment: str = Field(min_length=1, max_length=1000)
 
 

@@ -297,6 +297,14 @@ def test_same_seed_same_forecasts(
     pd.testing.assert_frame_equal(again.backtest_, fitted.backtest_)
 
 
+def test_parallel_fit_matches_serial(company: pd.DataFrame) -> None:
+    reps = company[company[S.LEVEL] == S.REP]
+    kwargs = {"horizon": 3, "n_windows": 2, "candidates": ("ets", "theta", "lgbm")}
+    serial = RevenueForecaster(**kwargs, n_jobs=1).fit(reps).predict()  # type: ignore[arg-type]
+    parallel = RevenueForecaster(**kwargs, n_jobs=2).fit(reps).predict()  # type: ignore[arg-type]
+    pd.testing.assert_frame_equal(parallel, serial)
+
+
 @pytest.mark.parametrize("window", [0, 2])
 def test_backtest_never_sees_the_future(
     company: pd.DataFrame, org: pd.DataFrame, fitted: RevenueForecaster, window: int

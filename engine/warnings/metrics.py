@@ -41,6 +41,7 @@ __all__ = [
     "MetricContext",
     "MetricSpec",
     "MetricUnavailable",
+    "ForecastFromAttainment",
     "Providers",
     "catalogue",
     "compute_metric",
@@ -82,15 +83,36 @@ ChurnScores = Callable[[Tables, pd.Timestamp], pd.DataFrame]
 PeriodFrame = Callable[[Tables, str, pd.Timestamp], pd.DataFrame]
 
 
+@dataclass(frozen=True)
+class ForecastFromAttainment:
+    """A ``period_forecast`` provider that reads ``expected`` off an attainment provider.
+
+    The feasibility simulation's ``expected`` is closed to date plus the mean of the simulated
+    rest of the period (open deals won in the period, run rate, churn), which is the period
+    forecast the ``forecast_gap`` metric wants. Inside an evaluation, metrics recognise this
+    provider and reuse the attainment frame the context already holds for the same (period,
+    as_of): the simulation runs once for ``attainment_probability``, ``forecast_gap`` and
+    ``pipeline_gap_coverage`` together.
+    """
+
+    attainment: PeriodFrame
+
+    def __call__(self, tables: Tables, period: str, as_of: pd.Timestamp) -> pd.DataFrame:
+        frame = self.attainment(tables, period, as_of)
+        return frame[[S.LEVEL, S.KEY, "expected"]]
+
+
 @dataclass
 class Providers:
     """What other modules contribute, as plain callables (None = not wired yet).
 
     Attributes:
         churn_scores: ``(tables, as_of) -> customer_id, churn_probability, revenue_at_risk``
-            (the ``score churn`` output of CONTRACTS.md).
+            (the ``score churn`` output of CONTRACTS.md; ``expected_revenue``, when present,
+            enables ``churn_exposure_share``).
         attainment: ``(tables, period, as_of) -> level, key, target, p_attain, expected`` (the
-            ``feasibility`` output of CONTRACTS.md).
+            ``feasibility`` output of CONTRACTS.md; its extra columns ``closed_to_date``,
+            ``expected_run_rate`` and ``pipeline_in_period`` enable ``pipeline_gap_coverage``).
         period_forecast: ``(tables, period, as_of) -> level, key, expected``: the period's
             expected revenue, closed to date plus the forecast of the rest of the period.
     """
@@ -118,16 +140,17 @@ def default_providers() -> Providers:
 
     - churn scores: ``engine.pipelines.churn.score_churn(tables, as_of=...)`` (without a
       champion churn model its metrics are skipped as unavailable);
-    - attainment: ``engine.pipelines.feasibility.run_feasibility(tables, period, as_of).frame``.
-
-    The forecaster is not wired yet: pass :class:`Providers` with ``period_forecast`` to do so.
+    - attainment: ``engine.pipelines.feasibility.run_feasibility(tables, period, as_of).frame``;
+    - period forecast: the same simulation's ``expected`` (:class:`ForecastFromAttainment`),
+      computed once per evaluation for both.
     """
     score_churn = _lazy("engine.pipelines.churn", "score_churn")
     churn = None if score_churn is None else (lambda t, as_of: score_churn(t, as_of=as_of))
     run_feasibility = _lazy("engine.pipelines.feasibility", "run_feasibility")
     attainment = None if run_feasibility is None else (
         lambda t, period, as_of: run_feasibility(t, period, as_of).frame)
-    return Providers(churn_scores=churn, attainment=attainment)
+    forecast = None if attainment is None else ForecastFromAttainment(attainment)
+    return Providers(churn_scores=churn, attainment=attainment, period_forecast=forecast)
 
 
 # --- the context a metric computes in ------------------------------------------------------------

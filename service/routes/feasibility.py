@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -11,7 +10,7 @@ from engine import schemas as S
 from service import operations as ops
 from service.deps import PlanningUser, StateDep
 from service.routes import errors
-from service.schemas import FeasibilityOut, RecalibrationOut, WhatIfIn, WhatIfOut
+from service.schemas import FeasibilityOut, IsoDate, RecalibrationOut, WhatIfIn, WhatIfOut
 
 __all__ = ["router"]
 
@@ -21,7 +20,7 @@ router = APIRouter(prefix="/v1", tags=["feasibility"],
 Period = Annotated[str | None, Query(
     pattern=S.PERIOD_PATTERN, max_length=7,
     description="`2017`, `2017Q3` or `2017-08`; default: the quarter holding as_of.")]
-AsOf = Annotated[date | None, Query(
+AsOf = Annotated[IsoDate | None, Query(
     description="Only rows dated before it are used; default: the last date in the data.")]
 
 

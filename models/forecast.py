@@ -805,7 +805,8 @@ class RevenueForecaster:
         done = [0]
 
         def tick() -> None:
-            done[0] += 1
+            # One unit per candidate and origin (plus the final fit), one for the rest.
+            done[0] = min(done[0] + 1, total - 1)
             if progress is not None:
                 progress(done[0], total)
 
@@ -815,7 +816,8 @@ class RevenueForecaster:
         )
         final = self._final_window(plan, model_fn)
         self._learn(plan, models, windows, final, notes)
-        tick()
+        if progress is not None:
+            progress(total, total)
         return self
 
     def _model_fn(
@@ -943,29 +945,36 @@ class RevenueForecaster:
     ) -> str:
         """Reconcile every window and the final forecasts; returns the method kept.
 
-        MinT's covariance at a cutoff comes from the errors known by then (bottom-up where
-        there are none yet), so reconciled backtests never see past their cutoff either.
+        Both methods are run in every window. The one a window publishes as ``reconciled`` is
+        the one with the lower MASE on the errors known at its cutoff (bottom-up when none
+        are), and MinT's covariance too comes only from those errors, so reconciled backtests
+        never see past their cutoff either. The final forecasts use the method that did best
+        over all windows.
         """
         tree, rows = plan.tree, plan.tree_rows
         assert tree is not None
         methods = ["bottom_up"] + (["mint_shrink"] if len(windows) > 1 else [])
-        candidates: dict[str, list[np.ndarray]] = {m: [] for m in methods}
         for w in windows:
             known = _known_before(windows, w.cutoff)
             for method in methods:
                 used = method if known else "bottom_up"
-                candidates[method].append(_reconciled(w.preds[COMBINED], tree, rows, used, known))
-        chosen = "bottom_up"
-        if "mint_shrink" in methods:
-            score = {m: _level_averaged_mase(windows, candidates[m], rows, levels) for m in methods}
-            chosen = min(methods, key=lambda m: score[m])
+                w.preds[f"{RECONCILED}:{method}"] = _reconciled(
+                    w.preds[COMBINED], tree, rows, used, known
+                )
+        for w in windows:
+            best = _best_reconciliation(_known_before(windows, w.cutoff), methods, rows, levels)
+            w.preds[RECONCILED] = w.preds[f"{RECONCILED}:{best}"]
+        scores = _reconciliation_scores(windows, methods, rows, levels)
+        chosen = min(methods, key=lambda m: scores[m])
+        if len(methods) > 1:
             notes.append(
                 "reconciliation: backtest MASE averaged over levels "
-                + ", ".join(f"{m} {score[m]:.3f}" for m in methods)
+                + ", ".join(f"{m} {scores[m]:.3f}" for m in methods)
                 + f"; kept {chosen}"
             )
-        for w, pred in zip(windows, candidates[chosen], strict=True):
-            w.preds[RECONCILED] = pred
+        for w in windows:
+            for method in methods:
+                del w.preds[f"{RECONCILED}:{method}"]
         final.preds[RECONCILED] = _reconciled(final.preds[COMBINED], tree, rows, chosen, windows)
         return chosen
 
@@ -1184,6 +1193,28 @@ def _reconciled(
         bottom = mint_projection(tree.summing, shrunk_covariance(errors)) @ node_base
     out[rows] = tree.summing @ np.maximum(bottom, 0.0)
     return out
+
+
+def _reconciliation_scores(
+    windows: list[Window], methods: list[str], rows: np.ndarray, levels: np.ndarray
+) -> dict[str, float]:
+    """Each method's backtest MASE over ``windows``, averaged within and then across levels."""
+    return {
+        m: _level_averaged_mase(
+            windows, [w.preds[f"{RECONCILED}:{m}"] for w in windows], rows, levels
+        )
+        for m in methods
+    }
+
+
+def _best_reconciliation(
+    known: list[Window], methods: list[str], rows: np.ndarray, levels: np.ndarray
+) -> str:
+    """The method with the lower MASE on the known errors; bottom-up without any."""
+    if not known or len(methods) == 1:
+        return "bottom_up"
+    scores = _reconciliation_scores(known, methods, rows, levels)
+    return min(methods, key=lambda m: scores[m])
 
 
 def _level_averaged_mase(

@@ -96,9 +96,13 @@ def company(org: pd.DataFrame) -> pd.DataFrame:
     return long_frame(rep_values(len(org), 48, seed=1), org)
 
 
+PROGRESS: list[tuple[int, int]] = []
+
+
 @pytest.fixture(scope="module")
 def fitted(company: pd.DataFrame, org: pd.DataFrame) -> RevenueForecaster:
-    return RevenueForecaster(horizon=6, n_windows=3, candidates=FAST).fit(company, org)
+    model = RevenueForecaster(horizon=6, n_windows=3, candidates=FAST)
+    return model.fit(company, org, progress=lambda done, total: PROGRESS.append((done, total)))
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -240,7 +244,9 @@ def test_reconcile_mint_is_coherent(org: pd.DataFrame) -> None:
     tree = build_hierarchy(org)
     rng = np.random.default_rng(1)
     ds = pd.Timestamp("2024-01-01")
-    base = tree.nodes.assign(**{S.DS: ds, YHAT: rng.uniform(10, 100, len(tree.nodes))})
+    base = tree.nodes.copy()
+    base[S.DS] = ds
+    base[YHAT] = rng.uniform(10, 100, len(tree.nodes))
     residuals = pd.concat(
         [tree.nodes, pd.DataFrame(rng.normal(size=(len(tree.nodes), 24)))], axis=1
     )
@@ -284,6 +290,12 @@ def test_fitted_tables(fitted: RevenueForecaster) -> None:
         fitted.predict(horizon=7)
 
 
+def test_progress_is_reported_to_the_end(fitted: RevenueForecaster) -> None:
+    done = [d for d, _ in PROGRESS]
+    assert done == sorted(done) and len(done) > 4
+    assert PROGRESS[-1][0] == PROGRESS[-1][1]
+
+
 def test_predict_before_fit_raises() -> None:
     with pytest.raises(RuntimeError, match="not fitted"):
         RevenueForecaster().predict()
@@ -299,13 +311,13 @@ def test_same_seed_same_forecasts(
 
 def test_parallel_fit_matches_serial(company: pd.DataFrame) -> None:
     reps = company[company[S.LEVEL] == S.REP]
-    kwargs = {"horizon": 3, "n_windows": 2, "candidates": ("ets", "theta", "lgbm")}
-    serial = RevenueForecaster(**kwargs, n_jobs=1).fit(reps).predict()  # type: ignore[arg-type]
-    parallel = RevenueForecaster(**kwargs, n_jobs=2).fit(reps).predict()  # type: ignore[arg-type]
-    pd.testing.assert_frame_equal(parallel, serial)
+    candidates = ("ets", "theta", "lgbm")
+    serial = RevenueForecaster(horizon=3, n_windows=2, candidates=candidates, n_jobs=1)
+    parallel = RevenueForecaster(horizon=3, n_windows=2, candidates=candidates, n_jobs=2)
+    pd.testing.assert_frame_equal(parallel.fit(reps).predict(), serial.fit(reps).predict())
 
 
-@pytest.mark.parametrize("window", [0, 2])
+@pytest.mark.parametrize("window", [0, 1, 2])
 def test_backtest_never_sees_the_future(
     company: pd.DataFrame, org: pd.DataFrame, fitted: RevenueForecaster, window: int
 ) -> None:

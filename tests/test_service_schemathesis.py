@@ -37,8 +37,8 @@ from test_service_support import (
 from service.keys import KeyStore
 from service.main import create_app
 
-SEED = 4242
-MAX_EXAMPLES = 25
+SEED = 20261115
+MAX_EXAMPLES = 8
 
 _ROOT = Path(tempfile.mkdtemp(prefix="quotacast-schemathesis-"))
 _SETTINGS = settings_for(_ROOT, _ROOT / "data", f"sqlite:///{_ROOT / 'mlflow.db'}")

@@ -221,7 +221,7 @@ def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
                                      "metrics_by_model_level.csv": model.metrics_}
         artifacts |= {p.name: p for p in charts}
         run = tracking.log_and_register(
-            KIND, served, input_example=pd.DataFrame({"horizon": [params["horizon"]]}),
+            KIND, served, input_example=pd.DataFrame({"horizon": [float(params["horizon"])]}),
             params={**params, "levels": levels, "series": int(series.groupby(
                 [S.LEVEL, S.KEY]).ngroups)},
             metrics=metrics, gate_metric=GATE_METRIC, greater_is_better=False,

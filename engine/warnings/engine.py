@@ -21,9 +21,12 @@ as_of time, so replaying the past needs a fresh database.
 
 Muting follows Alertmanager: silences (matchers + window in as_of time), inhibit rules (a firing
 source mutes matching targets with equal labels) and, on by default, inhibition by hierarchy (a
-firing alert of a rule at a node mutes the same rule's alerts below that node: a region mutes
-its teams, reps, customers and deals). Muted alerts still change state and history; they are
-only not notified. Notifications are grouped per receiver by the route's ``group_by`` labels and
+firing alert at a node mutes related alerts below that node: a region mutes its teams, reps,
+customers and deals). Related means the same rule, or a rule with the same ``concern`` label
+whose severity is not higher (a critical region is still told under a warning company; a
+firing company attainment alert keeps the pace alerts of its reps quiet, while its message
+names the nodes furthest behind). Muted alerts still change state and history; they are only
+not notified. Notifications are grouped per receiver by the route's ``group_by`` labels and
 written to the outbox in the same transaction as the state changes.
 
 :func:`run_rule_tests` runs ``promtool test rules``-style unit tests on the same state machine.
@@ -85,6 +88,7 @@ from engine.warnings.store import (
 )
 
 __all__ = [
+    "CONCERN",
     "EXTRA_RECEIVER",
     "EvaluationReport",
     "OutOfOrder",
@@ -106,8 +110,12 @@ __all__ = [
 
 EXTRA_RECEIVER = "quotacast-settings"
 _ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of a firing alert
-# Depth in the hierarchy: an alert inhibits the same rule's alerts at deeper scopes below it.
+# Depth in the hierarchy: an alert inhibits related alerts at deeper scopes below it.
 _DEPTH = {"company": 0, "region": 1, "team": 2, "rep": 3, "customer": 4, "opportunity": 4}
+# The label that names what a rule is about (attainment, receivables...): rules sharing it are
+# related for inhibition by hierarchy.
+CONCERN = "concern"
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
 class OutOfOrder(Exception):
@@ -282,10 +290,20 @@ def silenced_by(labels: Mapping[str, str], silences: Iterable[Silence], as_of: d
     return [s.id for s in silences if s.active_at(as_of) and s.matches(labels)]
 
 
+def _related(source: AlertInstance, target: AlertInstance) -> bool:
+    """Same rule, or the same ``concern`` label at a severity no higher than the source's."""
+    if source.rule == target.rule:
+        return True
+    concern = source.labels.get(CONCERN)
+    return bool(concern) and target.labels.get(CONCERN) == concern and (
+        _SEVERITY_RANK.get(target.labels.get("severity", ""), 0)
+        <= _SEVERITY_RANK.get(source.labels.get("severity", ""), 0))
+
+
 def _below(source: AlertInstance, target: AlertInstance) -> bool:
-    """``target`` is the same rule at a node under ``source``'s node."""
+    """``target`` is a related alert (:func:`_related`) at a node under ``source``'s node."""
     src, dst = source.labels.get("scope", ""), target.labels.get("scope", "")
-    if source.rule != target.rule or src not in _DEPTH or dst not in _DEPTH:
+    if not _related(source, target) or src not in _DEPTH or dst not in _DEPTH:
         return False
     if _DEPTH[src] >= _DEPTH[dst]:
         return False

@@ -38,10 +38,10 @@ __all__ = [
     "SCOPE_COLUMN",
     "SCOPE_LABELS",
     "VALUE",
+    "ForecastFromAttainment",
     "MetricContext",
     "MetricSpec",
     "MetricUnavailable",
-    "ForecastFromAttainment",
     "Providers",
     "catalogue",
     "compute_metric",
@@ -319,32 +319,79 @@ _PERIOD_PARAM = {"period": "quarter"}
 # --- pace against plan (computable now) ----------------------------------------------------------
 
 
-def _pace_level(context: MetricContext, level: str, goals: pd.DataFrame, revenue: pd.DataFrame,
-                period: str, elapsed: float) -> pd.DataFrame:
+def _months(period: str) -> list[str]:
+    """The months of a year or quarter period (``2026Q3`` -> 2026-07, 2026-08, 2026-09)."""
+    start, end = period_bounds(period)
+    months = pd.period_range(start, end - pd.Timedelta(days=1), freq="M")
+    return [] if len(months) < 2 else [str(m) for m in months]
+
+
+def _planned_share(targets: pd.DataFrame, level: str, keys: pd.Series, period: str,
+                   as_of: pd.Timestamp, elapsed: float) -> tuple[pd.Series, pd.Series]:
+    """Per key: the share of the period's target planned by ``as_of``, and how it was phased.
+
+    Targets of a quarter or year are rarely flat: when every month of the period has a target
+    for the node, the plan to date follows them (the months gone by in full, the current one
+    pro rata), so a summer dip or a December push is not mistaken for falling behind.
+    Otherwise the plan is linear in time.
+    """
+    share = pd.Series(elapsed, index=keys.index, dtype=float)
+    phasing = pd.Series("linear", index=keys.index, dtype=object)
+    months = _months(period)
+    if not months:
+        return share, phasing
+    mine = targets[(targets[S.LEVEL] == level) & targets[S.PERIOD].astype(str).isin(months)]
+    grid = mine.pivot_table(index=S.KEY, columns=S.PERIOD, values=S.AMOUNT, aggfunc="sum")
+    grid = grid.reindex(columns=months)
+    complete = grid.notna().all(axis=1) & (grid.sum(axis=1) > 0)
+    if not complete.any():
+        return share, phasing
+    grid = grid[complete]
+    done = []
+    for month in months:
+        first, after = period_bounds(month)
+        done.append(float(np.clip((as_of - first) / (after - first), 0.0, 1.0)))
+    phased = (grid * np.array(done)).sum(axis=1) / grid.sum(axis=1)
+    found = keys.map(phased)
+    share = found.where(found.notna(), share).astype(float)
+    phasing = phasing.where(found.isna(), "monthly targets")
+    return share, phasing
+
+
+def _pace_level(context: MetricContext, level: str, targets: pd.DataFrame,
+                revenue: pd.DataFrame, period: str, as_of: pd.Timestamp, elapsed: float
+                ) -> pd.DataFrame:
+    goals = targets[(targets[S.PERIOD].astype(str) == period) & (targets[S.LEVEL] == level)]
     keys = goals[S.KEY].astype(object).reset_index(drop=True)
     target = goals[S.AMOUNT].astype(float).reset_index(drop=True)
     done = revenue[S.AMOUNT].groupby(_level_key(revenue, level), observed=True).sum()
     to_date = keys.map(done).astype(float).fillna(0.0)
-    expected = target * elapsed
+    share, phasing = _planned_share(targets, level, keys, period, as_of, elapsed)
+    expected = target * share
     value = (to_date / expected.where(expected > 0)).astype(float)
     words = [
-        f"revenue to date {_money(r)} is {v:.0%} of plan: {_money(t)} target x {elapsed:.0%} of "
-        f"{period} elapsed = {_money(e)} expected by now" if pd.notna(v) else "no plan to date"
-        for r, v, t, e in zip(to_date, value, target, expected, strict=True)
+        (f"revenue to date {_money(r)} is {v:.0%} of plan: {_money(t)} target x {s:.0%} of "
+         + (f"{period} elapsed" if how == "linear" else f"{period} planned by now ({how})")
+         + f" = {_money(e)} expected by now") if pd.notna(v) else "no plan to date"
+        for r, v, t, s, how, e in zip(to_date, value, target, share, phasing, expected,
+                                      strict=True)
     ]
     labels = _node_labels(context.tables, level, keys)
     return _frame(level, labels, value, pd.Series(words), {
         "period": period, "revenue_to_date": to_date, "target": target,
-        "expected_to_date": expected, "elapsed_share": elapsed})
+        "expected_to_date": expected, "elapsed_share": elapsed, "planned_share": share,
+        "phasing": phasing})
 
 
 @_metric("pace_against_plan", NODE_SCOPES, "ratio",
-         "Revenue to date in the period / (target x elapsed share of the period); 1 = on plan.",
+         "Revenue to date in the period / the plan to date (target x the share of the period "
+         "planned by now: from the monthly targets when every month of the period has one, "
+         "else the elapsed share of time); 1 = on plan.",
          "orders, targets (and org for regions, teams, reps)",
          {**_PERIOD_PARAM, "min_elapsed_share": 0.1})
 def pace_against_plan(context: MetricContext, as_of: pd.Timestamp,
                       params: Mapping[str, Any]) -> pd.DataFrame:
-    """Revenue to date against the plan pro rata temporis, per node with a target."""
+    """Revenue to date against the plan to date, per node with a target."""
     tables = context.tables
     _require(tables, "pace_against_plan", S.TARGETS)
     period = resolve_period(params["period"], as_of)
@@ -354,10 +401,8 @@ def pace_against_plan(context: MetricContext, as_of: pd.Timestamp,
         return _stack([])  # too early in the period for a pace to mean anything
     events = _revenue_events(context, as_of)
     revenue = events[(events[S.DS] >= start) & (events[S.DS] < end)]
-    targets = tables[S.TARGETS]
-    targets = targets[targets[S.PERIOD].astype(str) == period]
     return _stack([
-        _pace_level(context, level, targets[targets[S.LEVEL] == level], revenue, period, elapsed)
+        _pace_level(context, level, tables[S.TARGETS], revenue, period, as_of, elapsed)
         for level in NODE_SCOPES
     ])
 
@@ -473,7 +518,9 @@ def slipped_deals(context: MetricContext, as_of: pd.Timestamp,
 
 
 @_metric("deal_days_in_stage", ("opportunity",), "days",
-         "Days an open deal has spent in its current stage.", "opportunities, stage_history")
+         "Days an open deal has spent in its current stage; NaN for deals smaller than "
+         "min_amount (too small to alert on one by one).", "opportunities, stage_history",
+         {"min_amount": 0})
 def deal_days_in_stage(context: MetricContext, as_of: pd.Timestamp,
                        params: Mapping[str, Any]) -> pd.DataFrame:
     """Per open deal: days since it entered its stage."""
@@ -490,7 +537,8 @@ def deal_days_in_stage(context: MetricContext, as_of: pd.Timestamp,
     words = [f"deal {i} ({_money(a)}, owner {o}) in stage {s} for {d:.0f} days"
              for i, a, o, s, d in zip(ids, deals[S.AMOUNT], deals[S.OWNER], deals[F_STAGE],
                                       deals[F_DAYS_IN_STAGE], strict=True)]
-    return _frame("opportunity", labels, deals[F_DAYS_IN_STAGE], pd.Series(words, dtype=object),
+    days = deals[F_DAYS_IN_STAGE].where(deals[S.AMOUNT] >= float(params["min_amount"]))
+    return _frame("opportunity", labels, days, pd.Series(words, dtype=object),
                   {"stage": deals[F_STAGE], S.AMOUNT: deals[S.AMOUNT],
                    S.CLOSE_DATE: deals[S.CLOSE_DATE].dt.date.astype(str)})
 
@@ -530,14 +578,67 @@ def _customer_rollup(context: MetricContext, sums: pd.DataFrame, scopes: tuple[s
     return _stack(parts)
 
 
+TOP_CUSTOMERS = "top_customers"
+
+
+def _with_top_customers(context: MetricContext, frame: pd.DataFrame, weight: pd.Series,
+                        describe: Callable[[str], str], n: int = 3) -> pd.DataFrame:
+    """Name the ``n`` customers that weigh most under each node row, in its explanation.
+
+    A rollup (an account manager, a team, a region) is explainable when it says which
+    customers make it up: ``... ; most: C12 40k overdue (75 days), C7 ...``. Customer rows
+    are left alone. The names are also in the detail column ``top_customers``.
+
+    Args:
+        weight: per customer (index ``customer_id``) what ranks them; only positive weights
+            are named.
+        describe: ``customer_id -> short text``.
+    """
+    frame = frame.copy()
+    frame[TOP_CUSTOMERS] = ""
+    ranked = weight[weight > 0].sort_values(ascending=False, kind="stable")
+    if frame.empty or ranked.empty:
+        return frame
+    where = _customer_nodes(context).reindex(ranked.index).reset_index()
+    where[S.LEVEL_COMPANY] = S.COMPANY_KEY
+    named: dict[tuple[str, str], str] = {}
+    for scope in NODE_SCOPES:
+        top = where.groupby(scope, sort=False, observed=True).head(n)
+        for key, ids in top.groupby(scope, sort=False, observed=True)[S.CUSTOMER_ID]:
+            named[(scope, str(key))] = ", ".join(describe(str(c)) for c in ids)
+    for i, row in frame.iterrows():  # one row per node (tens), not per customer
+        scope = str(row[SCOPE_COLUMN])
+        if scope not in NODE_SCOPES:
+            continue
+        key = S.COMPANY_KEY if scope == S.LEVEL_COMPANY else str(row[scope])
+        text = named.get((scope, key), "")
+        if text:
+            frame.at[i, TOP_CUSTOMERS] = text
+            frame.at[i, EXPLANATION] = f"{row[EXPLANATION]}; most: {text}"
+    return frame
+
+
+def _yearly_revenue(context: MetricContext, as_of: pd.Timestamp) -> pd.Series:
+    """Per customer: revenue of the 365 days before ``as_of`` (what makes an account matter)."""
+    def compute() -> pd.Series:
+        events = _revenue_events(context, as_of)
+        recent = events[events[S.DS] >= as_of - pd.Timedelta(days=365)]
+        return recent[S.AMOUNT].groupby(recent[S.CUSTOMER_ID].astype(object)).sum()
+
+    series: pd.Series = context.cached(("yearly_revenue", as_of), compute)
+    return series
+
+
 _CUSTOMER_SCOPES = ("company", S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP, "customer")
 
 
 @_metric("complaint_spike", _CUSTOMER_SCOPES, "ratio",
          "Complaints in the last window_days / the usual number per window_days over the "
-         "baseline_days before (at least min_rate); NaN below min_complaints.",
+         "baseline_days before (at least min_rate); NaN below min_complaints. Only customers "
+         "with at least min_revenue of revenue in the last 365 days count (0 = all).",
          "interactions (kind = complaint)",
-         {"window_days": 30, "baseline_days": 180, "min_complaints": 2, "min_rate": 0.5})
+         {"window_days": 30, "baseline_days": 180, "min_complaints": 2, "min_rate": 0.5,
+          "min_revenue": 0})
 def complaint_spike(context: MetricContext, as_of: pd.Timestamp,
                     params: Mapping[str, Any]) -> pd.DataFrame:
     """Recent complaints against their trailing rate, per customer and per account manager."""
@@ -553,6 +654,10 @@ def complaint_spike(context: MetricContext, as_of: pd.Timestamp,
         "baseline_complaints": (when >= baseline_from) & (when < recent_from),
     }).astype(float).groupby(complaints[S.CUSTOMER_ID].to_numpy()).sum()
     counts = counts[counts.sum(axis=1) > 0].rename_axis(S.CUSTOMER_ID)
+    floor = float(params["min_revenue"])
+    if floor > 0:
+        revenue = _yearly_revenue(context, as_of).reindex(counts.index).fillna(0.0)
+        counts = counts[revenue >= floor].assign(revenue_last_year=revenue[revenue >= floor])
 
     def finish(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
         usual = rows["baseline_complaints"] * window / baseline
@@ -561,45 +666,99 @@ def complaint_spike(context: MetricContext, as_of: pd.Timestamp,
         words = [f"{c:.0f} complaints in the last {window} days against {u:.2g} per {window} "
                  f"days over the {baseline} days before" for c, u in
                  zip(rows["complaints"], usual, strict=True)]
+        if "revenue_last_year" in rows.columns:
+            words = [f"{w} (revenue {_money(r)} in the last 365 days)"
+                     for w, r in zip(words, rows["revenue_last_year"], strict=True)]
         return value, pd.Series(words, index=rows.index, dtype=object)
 
-    return _customer_rollup(context, counts, _CUSTOMER_SCOPES, finish)
+    frame = _customer_rollup(context, counts, _CUSTOMER_SCOPES, finish)
+    recent = counts["complaints"]
+    return _with_top_customers(context, frame, recent,
+                               lambda c: f"{c} ({recent[c]:.0f} complaints)")
 
 
-@_metric("overdue_receivables_ratio", _CUSTOMER_SCOPES, "share",
-         "Unpaid amount past its due date (plus grace_days) / all unpaid receivables at as_of.",
-         "receivables", {"grace_days": 0})
-def overdue_receivables_ratio(context: MetricContext, as_of: pd.Timestamp,
-                              params: Mapping[str, Any]) -> pd.DataFrame:
-    """Overdue share of outstanding receivables, per customer, account manager and region."""
-    _require(context.tables, "overdue_receivables_ratio", S.RECEIVABLES)
+def _usual_lateness(invoices: pd.DataFrame, paid_at: pd.Series, as_of: pd.Timestamp
+                    ) -> pd.Series:
+    """Per customer: the 90th percentile of days late of its invoices paid in the last 365
+    days before ``as_of`` (0 when on time or no history)."""
+    paid = paid_at.notna() & (paid_at < as_of) & (paid_at >= as_of - pd.Timedelta(days=365))
+    late = ((paid_at[paid] - invoices.loc[paid, S.DUE_DATE]).dt.days.astype(float)
+            .clip(lower=0.0))
+    return late.groupby(invoices.loc[paid, S.CUSTOMER_ID].to_numpy()).quantile(0.9)
+
+
+def _open_invoices(context: MetricContext, as_of: pd.Timestamp, params: Mapping[str, Any]
+                   ) -> pd.DataFrame:
+    """Invoices outstanding at ``as_of`` with ``days_overdue``, ``allowed`` (days of lateness
+    that count as normal) and ``late``; those past ``max_days_overdue`` are left out."""
     invoices = context.tables[S.RECEIVABLES]
     paid_at = invoices[S.PAID_AT] if S.PAID_AT in invoices.columns else pd.Series(
         pd.NaT, index=invoices.index)
     # Outstanding at T: issued before T and not paid before T (a later payment was not known).
     open_ = (invoices[S.ISSUED_AT] < as_of) & (paid_at.isna() | (paid_at >= as_of))
-    invoices = invoices[open_]
-    late = invoices[S.DUE_DATE] + pd.Timedelta(days=int(params["grace_days"])) < as_of
-    days_late = ((as_of - invoices[S.DUE_DATE]).dt.days.astype(float)).where(late, 0.0)
+    allowed = pd.Series(float(params["grace_days"]), index=invoices.index)
+    if params["usual_lateness"]:
+        usual = _usual_lateness(invoices, paid_at, as_of)
+        allowed = allowed + invoices[S.CUSTOMER_ID].map(usual).astype(float).fillna(0.0)
+    days = (as_of - invoices[S.DUE_DATE]).dt.days.astype(float)
+    out = invoices[open_].assign(days_overdue=days[open_], allowed=allowed[open_])
+    cap = float(params["max_days_overdue"])
+    if cap > 0:  # longer overdue: written off or with collections, no longer news
+        out = out[out["days_overdue"] <= cap]
+    return out.assign(late=out["days_overdue"] > out["allowed"])
+
+
+@_metric("overdue_receivables_ratio", _CUSTOMER_SCOPES, "share",
+         "Unpaid amount past its due date plus grace_days (plus, with usual_lateness, the "
+         "customer's usual lateness: the 90th percentile of its days late over the last 365 "
+         "days) / all unpaid receivables at as_of; NaN when the overdue amount is below "
+         "min_overdue; invoices more than max_days_overdue past due are left out (0 = none).",
+         "receivables", {"grace_days": 0, "usual_lateness": False, "min_overdue": 0,
+                         "max_days_overdue": 0})
+def overdue_receivables_ratio(context: MetricContext, as_of: pd.Timestamp,
+                              params: Mapping[str, Any]) -> pd.DataFrame:
+    """Overdue share of outstanding receivables, per customer, account manager and region."""
+    _require(context.tables, "overdue_receivables_ratio", S.RECEIVABLES)
+    invoices = _open_invoices(context, as_of, params)
+    late = invoices["late"]
+    owner = invoices[S.CUSTOMER_ID].to_numpy()
+    amount = invoices[S.AMOUNT].astype(float)
     sums = pd.DataFrame({
-        "outstanding": invoices[S.AMOUNT].astype(float),
-        "overdue": invoices[S.AMOUNT].astype(float).where(late, 0.0),
+        "outstanding": amount,
+        "overdue": amount.where(late, 0.0),
         "overdue_invoices": late.astype(float),
-    }).groupby(invoices[S.CUSTOMER_ID].to_numpy()).sum().rename_axis(S.CUSTOMER_ID)
-    oldest = days_late.groupby(invoices[S.CUSTOMER_ID].to_numpy()).max()
+    }).groupby(owner).sum().rename_axis(S.CUSTOMER_ID)
+    oldest = invoices["days_overdue"].where(late).groupby(owner).max()
+    allowed = invoices["allowed"].groupby(owner).max()
+    floor = float(params["min_overdue"])
 
     def finish(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
         value = rows["overdue"] / rows["outstanding"].where(rows["outstanding"] > 0)
+        value = value.where(rows["overdue"] >= floor)
         words = [f"overdue {_money(o)} of {_money(t)} outstanding ({_pct(v)}), {n:.0f} invoices "
-                 "past due" for o, t, v, n in zip(rows["overdue"], rows["outstanding"], value,
+                 "past due" for o, t, v, n in zip(rows["overdue"], rows["outstanding"],
+                                                  rows["overdue"] / rows["outstanding"],
                                                   rows["overdue_invoices"], strict=True)]
         return value, pd.Series(words, index=rows.index, dtype=object)
 
     frame = _customer_rollup(context, sums, _CUSTOMER_SCOPES, finish)
     is_customer = frame[SCOPE_COLUMN] == "customer"
-    frame["oldest_days_overdue"] = np.where(
-        is_customer, frame[S.CUSTOMER_ID].map(oldest).astype(float), np.nan)
-    return frame
+    customer = frame[S.CUSTOMER_ID]
+    frame["oldest_days_overdue"] = np.where(is_customer, customer.map(oldest).astype(float),
+                                            np.nan)
+    frame["usual_days_late"] = np.where(is_customer, customer.map(allowed).astype(float)
+                                        - float(params["grace_days"]), np.nan)
+    if params["usual_lateness"]:
+        said = is_customer & frame["oldest_days_overdue"].notna()
+        frame.loc[said, EXPLANATION] = [
+            f"{w}, oldest {d:.0f} days past due; usually pays {u:.0f} days late"
+            for w, d, u in zip(frame.loc[said, EXPLANATION], frame.loc[said, "oldest_days_overdue"],
+                               frame.loc[said, "usual_days_late"], strict=True)]
+    overdue = sums["overdue"]
+    return _with_top_customers(
+        context, frame, overdue,
+        lambda c: f"{c} {_money(overdue[c])}" + (
+            f" ({oldest[c]:.0f} days)" if pd.notna(oldest.get(c)) else ""))
 
 
 # --- metrics from providers (churn scoring, feasibility, forecaster) -----------------------------
@@ -628,6 +787,17 @@ def _churn(context: MetricContext, as_of: pd.Timestamp, metric: str) -> pd.DataF
     return scores.drop_duplicates(S.CUSTOMER_ID).set_index(S.CUSTOMER_ID)
 
 
+def _at_risk(scores: pd.DataFrame) -> Callable[[str], str]:
+    """``customer_id -> "C12 250k at 96%"``: a customer named by its revenue at risk."""
+    risk = scores["revenue_at_risk"].astype(float).to_dict()
+    chance = scores["churn_probability"].astype(float).to_dict()
+
+    def describe(customer: str) -> str:
+        return f"{customer} {_money(risk[customer])} at {chance[customer]:.0%}"
+
+    return describe
+
+
 @_metric("churn_exposure", NODE_SCOPES, "amount",
          "Revenue at risk (sum of the churn scores' revenue_at_risk) of the customers of each "
          "account manager (rep), team, region.",
@@ -646,56 +816,113 @@ def churn_exposure(context: MetricContext, as_of: pd.Timestamp,
                  for r, n in zip(rows["revenue_at_risk"], rows["customers_at_risk"], strict=True)]
         return rows["revenue_at_risk"], pd.Series(words, index=rows.index, dtype=object)
 
-    return _customer_rollup(context, sums, NODE_SCOPES, finish)
+    frame = _customer_rollup(context, sums, NODE_SCOPES, finish)
+    return _with_top_customers(context, frame, sums["revenue_at_risk"], _at_risk(scores))
+
+
+@_metric("churn_exposure_share", NODE_SCOPES, "share",
+         "Revenue at risk of churn / expected revenue of the node's scored customers over the "
+         "same horizon: the share of the book at risk (size-free, unlike churn_exposure).",
+         "churn scores with expected_revenue (engine/pipelines/churn.py; a champion churn "
+         "model)", {"min_probability": 0.0})
+def churn_exposure_share(context: MetricContext, as_of: pd.Timestamp,
+                         params: Mapping[str, Any]) -> pd.DataFrame:
+    """Share of each account manager's, team's, region's expected revenue at risk of churn."""
+    scores = _churn(context, as_of, "churn_exposure_share")
+    if "expected_revenue" not in scores.columns:
+        raise MetricUnavailable("churn_exposure_share",
+                                "churn scores with an expected_revenue column")
+    at_risk = scores["churn_probability"] >= float(params["min_probability"])
+    sums = pd.DataFrame({"revenue_at_risk": scores["revenue_at_risk"].where(at_risk, 0.0),
+                         "expected_revenue": scores["expected_revenue"].astype(float),
+                         "customers": 1.0})
+
+    def finish(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+        book = rows["expected_revenue"]
+        value = rows["revenue_at_risk"] / book.where(book > 0)
+        words = [f"revenue at risk {_money(r)} of {_money(b)} expected from {n:.0f} active "
+                 f"customers ({_pct(v)})" for r, b, n, v in
+                 zip(rows["revenue_at_risk"], book, rows["customers"], value, strict=True)]
+        return value, pd.Series(words, index=rows.index, dtype=object)
+
+    frame = _customer_rollup(context, sums, NODE_SCOPES, finish)
+    return _with_top_customers(context, frame, sums["revenue_at_risk"], _at_risk(scores))
 
 
 @_metric("high_risk_customers", NODE_SCOPES, "count",
-         "Customers whose churn probability is at least min_probability, per node.",
+         "Customers whose churn probability is at least min_probability and whose revenue at "
+         "risk is at least min_revenue_at_risk, per node.",
          "churn scores (engine/pipelines/churn.py; a champion churn model)",
-         {"min_probability": 0.5})
+         {"min_probability": 0.5, "min_revenue_at_risk": 0})
 def high_risk_customers(context: MetricContext, as_of: pd.Timestamp,
                         params: Mapping[str, Any]) -> pd.DataFrame:
     """Count of high-risk customers per account manager, team, region, company."""
     scores = _churn(context, as_of, "high_risk_customers")
-    cut = float(params["min_probability"])
-    risky = scores["churn_probability"] >= cut
+    cut, floor = float(params["min_probability"]), float(params["min_revenue_at_risk"])
+    risky = (scores["churn_probability"] >= cut) & (scores["revenue_at_risk"] >= floor)
     sums = pd.DataFrame({"high_risk_customers": risky.astype(float),
                          "revenue_at_risk": scores["revenue_at_risk"].where(risky, 0.0)})
+    which = f"churn probability >= {cut:.0%}" + (
+        f" and revenue at risk >= {_money(floor)}" if floor > 0 else "")
 
     def finish(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-        words = [f"{n:.0f} customers with churn probability >= {cut:.0%} "
-                 f"({_money(r)} revenue at risk)"
+        words = [f"{n:.0f} customers with {which} ({_money(r)} revenue at risk)"
                  for n, r in zip(rows["high_risk_customers"], rows["revenue_at_risk"],
                                  strict=True)]
         return rows["high_risk_customers"], pd.Series(words, index=rows.index, dtype=object)
 
-    return _customer_rollup(context, sums, NODE_SCOPES, finish)
+    frame = _customer_rollup(context, sums, NODE_SCOPES, finish)
+    return _with_top_customers(context, frame, sums["revenue_at_risk"], _at_risk(scores))
 
 
 @_metric("churn_probability", ("customer",), "probability",
-         "A customer's churn probability from the churn scores.",
-         "churn scores (engine/pipelines/churn.py; a champion churn model)")
+         "A customer's churn probability from the churn scores; NaN when its revenue at risk "
+         "is below min_revenue_at_risk (an account too small to alert on by itself).",
+         "churn scores (engine/pipelines/churn.py; a champion churn model)",
+         {"min_revenue_at_risk": 0})
 def churn_probability(context: MetricContext, as_of: pd.Timestamp,
                       params: Mapping[str, Any]) -> pd.DataFrame:
-    """Per customer: its churn probability."""
+    """Per customer: its churn probability (with the scores' reasons when they give them)."""
     scores = _churn(context, as_of, "churn_probability")
     sums = scores[["churn_probability", "revenue_at_risk"]].astype(float)
+    reasons = scores["reasons"].astype(str) if "reasons" in scores.columns else None
+    floor = float(params["min_revenue_at_risk"])
 
     def finish(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
         words = [f"churn probability {p:.0%}, revenue at risk {_money(r)}"
                  for p, r in zip(rows["churn_probability"], rows["revenue_at_risk"], strict=True)]
-        return rows["churn_probability"], pd.Series(words, index=rows.index, dtype=object)
+        if reasons is not None:
+            words = [f"{w}: {why}" if why else w
+                     for w, why in zip(words, reasons.reindex(rows.index).fillna(""),
+                                       strict=True)]
+        value = rows["churn_probability"].where(rows["revenue_at_risk"] >= floor)
+        return value, pd.Series(words, index=rows.index, dtype=object)
 
     return _customer_rollup(context, sums, ("customer",), finish)
 
 
-def _period_provider(context: MetricContext, as_of: pd.Timestamp, params: Mapping[str, Any],
-                     metric: str, name: str, needs: str) -> tuple[pd.DataFrame, str]:
+def _period_frame(context: MetricContext, as_of: pd.Timestamp, params: Mapping[str, Any],
+                  metric: str, name: str, needs: str) -> tuple[pd.DataFrame, str]:
+    """A provider's frame for the rule's period, computed once per (provider, period, as_of).
+
+    A forecast read off the attainment provider (:class:`ForecastFromAttainment`) shares the
+    attainment frame's cache entry: one feasibility simulation serves every metric on it.
+    """
     provider = getattr(context.providers, name)
     if provider is None:
         raise MetricUnavailable(metric, needs)
+    if (isinstance(provider, ForecastFromAttainment)
+            and provider.attainment is context.providers.attainment):
+        name, provider = "attainment", provider.attainment
     period = resolve_period(params["period"], as_of)
-    frame = context.cached((name, as_of, period), lambda: provider(context.tables, period, as_of))
+    frame: pd.DataFrame = context.cached(
+        (name, as_of, period), lambda: provider(context.tables, period, as_of))
+    return frame, period
+
+
+def _period_provider(context: MetricContext, as_of: pd.Timestamp, params: Mapping[str, Any],
+                     metric: str, name: str, needs: str) -> tuple[pd.DataFrame, str]:
+    frame, period = _period_frame(context, as_of, params, metric, name, needs)
     return frame[frame[S.LEVEL].isin(NODE_SCOPES)], period
 
 
@@ -708,6 +935,53 @@ def _node_rows(context: MetricContext, frame: pd.DataFrame, value: pd.Series,
         parts.append(_frame(level, labels, value.loc[rows.index], words.loc[rows.index],
                             {d: rows[d] for d in details if d in rows.columns}))
     return _stack(parts)
+
+
+_CHILD = {S.LEVEL_COMPANY: S.LEVEL_REGION, S.LEVEL_REGION: S.LEVEL_TEAM,
+          S.LEVEL_TEAM: S.LEVEL_REP}
+
+
+def _parents(context: MetricContext, frame: pd.DataFrame) -> pd.Series:
+    """The parent node key of each row (``all`` under the company; NaN for the company)."""
+    parent = pd.Series([S.COMPANY_KEY if lv == S.LEVEL_REGION else None
+                        for lv in frame[S.LEVEL]], index=frame.index, dtype=object)
+    for level, above in ((S.LEVEL_TEAM, S.LEVEL_REGION), (S.LEVEL_REP, S.LEVEL_TEAM)):
+        rows = frame.index[frame[S.LEVEL] == level]
+        if len(rows):
+            labels = _node_labels(context.tables, level, frame.loc[rows, S.KEY].astype(object))
+            parent.loc[rows] = labels[above].to_numpy()
+    return parent
+
+
+def _shortfalls(context: MetricContext, frame: pd.DataFrame, n: int = 3) -> pd.Series:
+    """Per node row: its children furthest short of target, in words (empty when none is).
+
+    ``region South 1.3M short (P 2%)``: what a company alert stands for when hierarchy
+    inhibition keeps its regions quiet.
+    """
+    short = frame["target"] - frame["expected"]
+    parent = _parents(context, frame)
+    chance = frame["p_attain"].astype(float).to_dict() if "p_attain" in frame.columns else {}
+    texts = pd.Series("", index=frame.index, dtype=object)
+    for i in frame.index:  # nodes: tens of rows
+        level = frame.at[i, S.LEVEL]
+        child = _CHILD.get(str(level))
+        if child is None:
+            continue
+        mine = frame.index[(frame[S.LEVEL] == child) & (parent == frame.at[i, S.KEY])
+                           & (short > 0)]
+        worst = short.loc[mine].sort_values(ascending=False, kind="stable").index[:n]
+        texts[i] = ", ".join(
+            f"{child} {frame.at[j, S.KEY]} {_money(short[j])} short"
+            + (f" (P {_pct(chance[j])})" if chance else "")
+            for j in worst)
+    return texts
+
+
+def _with_shortfalls(words: pd.Series, shortfalls: pd.Series) -> pd.Series:
+    return pd.Series([f"{w}; furthest behind: {s}" if s else w
+                      for w, s in zip(words, shortfalls, strict=True)], index=words.index,
+                     dtype=object)
 
 
 _FEASIBILITY_NEEDS = ("the feasibility simulation (engine/pipelines/feasibility.py "
@@ -723,11 +997,15 @@ def attainment_probability(context: MetricContext, as_of: pd.Timestamp,
     """P(attain) per node with a target, from the feasibility simulation."""
     frame, period = _period_provider(context, as_of, params, "attainment_probability",
                                      "attainment", _FEASIBILITY_NEEDS)
+    # A simulation without an expectation (NaN draws) has no probability either.
+    value = frame["p_attain"].where(frame["expected"].notna())
     words = pd.Series([
-        f"P(attain) {_pct(p)}: expected {_money(e)} against {_money(t)} target in {period}"
-        for p, e, t in zip(frame["p_attain"], frame["expected"], frame["target"], strict=True)
+        f"P(attain) {_pct(p)}: expected {_money(e)} against {_money(t)} target in {period} "
+        f"(gap {_money(t - e)})"
+        for p, e, t in zip(value, frame["expected"], frame["target"], strict=True)
     ], index=frame.index, dtype=object)
-    return _node_rows(context, frame.assign(period=period), frame["p_attain"], words,
+    words = _with_shortfalls(words, _shortfalls(context, frame))
+    return _node_rows(context, frame.assign(period=period), value, words,
                       ["period", "target", "expected", "p10", "p50", "p90", "gap"])
 
 
@@ -737,7 +1015,9 @@ _FORECAST_NEEDS = ("the revenue forecaster: a provider (tables, period, as_of) -
 
 @_metric("forecast_gap", NODE_SCOPES, "share",
          "(target - expected period revenue) / target: the share of the target the forecast "
-         "does not reach (negative = ahead).", "targets, the revenue forecaster (not wired yet)",
+         "does not reach (negative = ahead). The default forecast is the feasibility "
+         "simulation's expected revenue (closed to date + expected rest of the period).",
+         "targets, a period forecast (default: the feasibility simulation)",
          dict(_PERIOD_PARAM))
 def forecast_gap(context: MetricContext, as_of: pd.Timestamp,
                  params: Mapping[str, Any]) -> pd.DataFrame:
@@ -756,5 +1036,51 @@ def forecast_gap(context: MetricContext, as_of: pd.Timestamp,
     ], index=frame.index, dtype=object)
     frame = frame.assign(target=target, period=period)
     keep = gap.notna()
-    return _node_rows(context, frame[keep], gap[keep], words[keep], ["period", "target",
-                                                                      "expected"])
+    words = _with_shortfalls(words[keep], _shortfalls(context, frame[keep]))
+    return _node_rows(context, frame[keep], gap[keep], words, ["period", "target",
+                                                                "expected"])
+
+
+_GAP_COLUMNS = ("target", "closed_to_date", "expected_run_rate", "pipeline_in_period")
+
+
+@_metric("pipeline_gap_coverage", NODE_SCOPES, "ratio",
+         "Open pipeline expected to close in the period / the part of the remaining target "
+         "that the run rate is not expected to bring (target - closed to date - expected "
+         "run rate, from the feasibility simulation's backtested run-rate estimate); NaN when "
+         "that gap is below min_gap_share of the target (the run rate covers the target).",
+         "feasibility simulation (engine/pipelines/feasibility.py)",
+         {**_PERIOD_PARAM, "min_gap_share": 0.02})
+def pipeline_gap_coverage(context: MetricContext, as_of: pd.Timestamp,
+                          params: Mapping[str, Any]) -> pd.DataFrame:
+    """Coverage of the pipeline's part of the target, per node with a target.
+
+    Most revenue of a business with repeat customers is run rate (unlinked repeat orders and
+    deals not yet in the pipeline): pipeline / remaining target is far below 3x everywhere
+    without anything being wrong. Planners mean the part the pipeline must bring: remaining
+    target minus expected run rate.
+    """
+    frame, period = _period_provider(context, as_of, params, "pipeline_gap_coverage",
+                                     "attainment", _FEASIBILITY_NEEDS)
+    missing = [c for c in _GAP_COLUMNS if c not in frame.columns]
+    if missing:
+        raise MetricUnavailable("pipeline_gap_coverage", "an attainment provider with the "
+                                f"columns {', '.join(missing)} (run_feasibility has them)")
+    target = frame["target"].astype(float)
+    gap = target - frame["closed_to_date"] - frame["expected_run_rate"]
+    covered = gap < float(params["min_gap_share"]) * target
+    value = (frame["pipeline_in_period"] / gap.where(~covered)).astype(float)
+    words = pd.Series([
+        f"pipeline {_money(p)} expected to close in {period} covers {v:.1f}x the {_money(g)} "
+        f"the run rate leaves: target {_money(t)} - closed {_money(c)} - expected run rate "
+        f"{_money(r)}" if pd.notna(v) else
+        f"the expected run rate {_money(r)} and closed {_money(c)} cover the {_money(t)} "
+        f"target within {float(params['min_gap_share']):.0%}"
+        for p, v, g, t, c, r in zip(frame["pipeline_in_period"], value, gap, target,
+                                    frame["closed_to_date"], frame["expected_run_rate"],
+                                    strict=True)
+    ], index=frame.index, dtype=object)
+    frame = frame.assign(period=period, pipeline_gap=gap)
+    return _node_rows(context, frame, value, words,
+                      ["period", "target", "closed_to_date", "expected_run_rate",
+                       "pipeline_in_period", "pipeline_gap"])

@@ -1,0 +1,171 @@
+"""The dashboard in a real browser: headless Chromium (Debian's) driven by Playwright.
+
+A real uvicorn server on a free local port serves a generated small company with champions
+trained through the pipelines and warnings evaluated once. The page is loaded as a planner and
+as an account manager; a screenshot of each is saved in a temporary directory (its path is
+printed) for a person to look at.
+
+CI needs ``apt-get install -y chromium`` and ``pip install playwright``; Playwright's own
+browser download (``playwright install``) is not used.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from test_service_support import (
+    Company,
+    closed_port,
+    fresh_registry,
+    make_company,
+    quiet_options,
+    settings_for,
+)
+
+from engine import schemas as S
+from engine import tracking
+from engine.pipelines.churn import train_churn
+from engine.pipelines.win import train_win
+from service.main import create_app
+from service.state import AppState
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
+                       reason=f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)"),
+]
+
+
+@dataclass
+class Site:
+    url: str
+    state: AppState
+    company: Company
+    planner: str
+    manager: str
+    shots: Path
+
+
+def _train(uri: str, company: Company) -> None:
+    tracking.configure(uri)
+    churn = train_churn(company.tables, seed=3)
+    tracking.promote("churn", churn.version, force=True)
+    win = train_win(company.tables)
+    tracking.promote("win", win.version, force=True)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("dashboard")
+    company = make_company(root)
+    uri = fresh_registry(root)
+    _train(uri, company)
+    app = create_app(settings_for(root, company.data, uri), quiet_options(draws=5000))
+    port = closed_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.1)
+    state: AppState = app.state.quotacast
+    url = f"http://127.0.0.1:{port}"
+    editor = state.keys.create("sales_ops")[1]
+    evaluated = httpx.post(f"{url}/v1/warnings/evaluate", json={},
+                           headers={"X-API-Key": editor}, timeout=120)
+    assert evaluated.status_code == 200, evaluated.text
+    shots = Path(tempfile.mkdtemp(prefix="quotacast-dashboard-"))
+    try:
+        yield Site(url, state, company, state.keys.create("planner")[1],
+                   state.keys.create("account_manager", company.manager)[1], shots)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser_context(tmp_path: Path) -> Iterator[object]:
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
+            args=ARGS, viewport={"width": 1200, "height": 900})
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def test_planner_sees_feasibility_warnings_and_customers(site: Site,
+                                                         browser_context: object) -> None:
+    context = browser_context
+    page = context.new_page()  # type: ignore[attr-defined]
+    response = page.goto(f"{site.url}/?key={site.planner}")
+    assert response is not None and response.ok
+    assert page.url == f"{site.url}/"  # the key left the address bar
+    cookie = next(c for c in context.cookies() if c["name"] == "quotacast_key")  # type: ignore[attr-defined]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""  # scripts cannot read the key
+
+    feasibility = page.locator("#feasibility")
+    assert "Feasibility of the 2026Q4 targets" in feasibility.locator("h2").inner_text()
+    chart = feasibility.locator("svg.chart")
+    assert chart.is_visible() and chart.locator("line.target-line").count() == 1
+    rows = feasibility.locator("#feasibility-table tbody tr")
+    assert rows.count() >= 3
+    assert rows.first.get_attribute("data-level") == "company"
+    assert "%" in rows.first.locator("td").nth(4).inner_text()
+
+    alerts = page.locator("#warnings .alert")
+    assert alerts.count() >= 1
+    assert alerts.first.locator(".why").first.inner_text().strip()  # the explanation
+
+    customers = page.locator("#at-risk-table tbody tr")
+    assert customers.count() == 20
+    shot = site.shots / "dashboard-planner.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+    assert shot.stat().st_size > 10_000
+
+
+def test_account_manager_sees_only_their_customers(site: Site, browser_context: object) -> None:
+    page = browser_context.new_page()  # type: ignore[attr-defined]
+    page.goto(f"{site.url}/?key={site.manager}")
+    assert page.locator("#feasibility").count() == 0
+    assert page.locator("#warnings").count() == 0
+    heading = page.locator("#at-risk h2").inner_text()
+    assert heading == "My customers at risk"
+    customers = site.company.tables.customers
+    mine = set(customers.loc[customers[S.ACCOUNT_MANAGER] == site.company.manager,
+                             S.CUSTOMER_ID])
+    shown = page.locator("#at-risk-table tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.customer)")
+    assert shown and set(shown) <= mine
+    assert site.company.manager in page.locator("header .who").inner_text()
+    shot = site.shots / "dashboard-account-manager.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+
+
+def test_a_bad_key_gets_the_sign_in_form(site: Site, browser_context: object) -> None:
+    page = browser_context.new_page()  # type: ignore[attr-defined]
+    response = page.goto(f"{site.url}/?key=qk_00000000_{'x' * 43}")
+    assert response is not None and response.status == 401
+    assert page.locator("#signin").is_visible()
+    assert "not valid" in page.locator("#signin .problem").inner_text()

@@ -84,7 +84,7 @@ from models.backtest import (
 from models.metrics import MODEL, YHAT, YHAT_P10, YHAT_P50, YHAT_P90, metrics_table
 from models.reconcile import Hierarchy, build_hierarchy, mint_projection, shrunk_covariance
 
-__all__ = ["CANDIDATES", "COMBINATIONS", "RevenueForecaster"]
+__all__ = ["CANDIDATES", "COMBINATIONS", "COMBINED", "RECONCILED", "RevenueForecaster"]
 
 CANDIDATES = ("seasonal_naive", "ets", "theta", "prophet", "lgbm")
 COMBINATIONS = ("backtest_weights", "level_weights", "select", "mean")
@@ -101,8 +101,6 @@ _MIN_CALIBRATION = 40
 _TOP_K = 4
 _SHRINK_WINDOWS = 4.0
 
-_log = logging.getLogger(__name__)
-
 Progress = Callable[[int, int], None]
 
 
@@ -111,18 +109,13 @@ Progress = Callable[[int, int], None]
 # --------------------------------------------------------------------------------------------
 
 
-def _last_values(values: np.ndarray) -> np.ndarray:
-    """Last observation of every row."""
-    return values[:, -1]
-
-
 def seasonal_naive_forecast(train: Panel, horizon: int, season: int) -> np.ndarray:
     """The last full season repeated; the last value when a series has less than a season."""
     values = train.values
     last_season = values[:, -season:] if values.shape[1] >= season else values
     reps = int(np.ceil(horizon / max(last_season.shape[1], 1)))
     seasonal = np.tile(last_season, reps)[:, :horizon]
-    naive = np.repeat(_last_values(values)[:, None], horizon, axis=1)
+    naive = np.repeat(values[:, -1:], horizon, axis=1)
     short = train.n_obs < season
     return np.where(short[:, None], naive, seasonal)
 
@@ -481,7 +474,7 @@ def combination_weights(
 
     Returns:
         ``(n_series, n_models)`` non-negative weights; an all-zero row means "no evidence"
-        and is resolved by :func:`_normalise` at combination time.
+        and is resolved by :func:`combine` (default models).
     """
     level_scores = _level_means(scores, levels)
     if method == "mean":
@@ -659,6 +652,19 @@ class RevenueForecaster:
             fall back to seasonal naive or the mean. Default one season.
         prophet_budget: Prophet's backtest-and-fit cost allowed, as a fraction of one Prophet
             fit per series.
+
+    Attributes:
+        backtest_: level, key, model, cutoff, ds, h, y, yhat, scale, yhat_p10/p50/p90: every
+            candidate's, the ``combination``'s and (with a hierarchy) the ``reconciled``
+            backtest forecasts; intervals from errors known at each cutoff (none in the first
+            window).
+        metrics_: per model and level: mase, wape, smape, pinball, coverage_80, n_series.
+        weights_: level, key, model, weight: the combination used for the final forecasts.
+        quantiles_: level -> ``(horizon, 3)`` scaled-error quantiles of the published
+            forecasts ("" holds the all-levels pool).
+        reconciliation_: ``bottom_up``, ``mint_shrink`` or None without a hierarchy.
+        notes_: plain-language remarks (fallbacks, skipped candidates, choices made).
+        forecast_: the forecasts ``predict`` serves.
     """
 
     def __init__(

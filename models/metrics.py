@@ -25,6 +25,7 @@ import pandas as pd
 import engine.schemas as S
 
 __all__ = [
+    "CUTOFF",
     "MODEL",
     "SCALE",
     "YHAT",

@@ -311,9 +311,10 @@ def test_same_seed_same_forecasts(
 
 def test_parallel_fit_matches_serial(company: pd.DataFrame) -> None:
     reps = company[company[S.LEVEL] == S.REP]
-    candidates = ("ets", "theta", "lgbm")
-    serial = RevenueForecaster(horizon=3, n_windows=2, candidates=candidates, n_jobs=1)
-    parallel = RevenueForecaster(horizon=3, n_windows=2, candidates=candidates, n_jobs=2)
+    # ETS is the candidate fitted in worker processes; LightGBM uses threads.
+    candidates = ("ets", "lgbm")
+    serial = RevenueForecaster(horizon=3, n_windows=1, candidates=candidates, n_jobs=1)
+    parallel = RevenueForecaster(horizon=3, n_windows=1, candidates=candidates, n_jobs=2)
     pd.testing.assert_frame_equal(parallel.fit(reps).predict(), serial.fit(reps).predict())
 
 

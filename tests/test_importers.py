@@ -180,7 +180,7 @@ def test_crm_won_deal_without_account_stays_an_opportunity(tmp_path: Path) -> No
     frames = _valid(result)
     opps = frames[S.OPPORTUNITIES].set_index(S.OPPORTUNITY_ID)
     assert opps.loc[orphan, S.STATUS] == "won"
-    assert opps.loc[orphan, S.CUSTOMER_ID] is None
+    assert pd.isna(opps.loc[orphan, S.CUSTOMER_ID])
     assert orphan not in set(frames[S.ORDERS][S.OPPORTUNITY_ID])
     assert len(frames[S.ORDERS]) == 65
     assert _note(result, "1 won deal without an account: no order made")

@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import io
 import logging
+import re
 import sys
 import tempfile
 import time
@@ -53,9 +54,11 @@ from engine.warnings.engine import EvaluationReport, evaluate
 from engine.warnings.metrics import ForecastFromAttainment, MetricContext, Providers
 from engine.warnings.rules import RuleFile, load_rules
 from engine.warnings.store import FIRING, AlertStore
+from features.hierarchy import attribute_revenue, period_bounds
 
 REPO = Path(__file__).resolve().parents[1]
-TROUBLE_HORIZON = timedelta(days=180)
+TROUBLE_HORIZON = pd.Timedelta(days=180)
+DECLINE_DAYS = pd.Timedelta(days=365)
 ACTIVE_DAYS = 365
 _NODE_LABELS = ("customer_id", "opportunity_id", "rep", "team", "region")
 
@@ -118,8 +121,9 @@ class ChampionProviders:
                               churn=self.churn_scores(tables, as_of))
 
     def providers(self) -> Providers:
-        return Providers(churn_scores=self.churn_scores, attainment=self.attainment,
-                         period_forecast=ForecastFromAttainment(self.attainment))
+        attainment = self.attainment
+        return Providers(churn_scores=self.churn_scores, attainment=attainment,
+                         period_forecast=ForecastFromAttainment(attainment))
 
 
 # --- the replay -----------------------------------------------------------------------------
@@ -195,58 +199,102 @@ def episodes(store: AlertStore) -> pd.DataFrame:
 
 # --- truth ----------------------------------------------------------------------------------
 
+TRUTH_COLUMNS = ("declining", "churned_before", "churns_within_180d", "in_trouble")
 
-def in_trouble(truth: pd.DataFrame, customers: pd.Series, when: pd.Series
-               ) -> tuple[pd.Series, pd.Series]:
-    """Per (customer, date): declining by then; in trouble (declining or churning within
-    :data:`TROUBLE_HORIZON`)."""
+
+def truth_at(truth: pd.DataFrame, customers: pd.Series, when: pd.Series) -> pd.DataFrame:
+    """Per (customer, date): what the generator knows about the customer then.
+
+    ``declining``: a lasting decline of its health began in the :data:`DECLINE_DAYS` before
+    (the truth keeps the first decline's date, not recoveries, so older ones say little);
+    ``churned_before``: it had already left for good (it stopped ordering); ``churns_within``:
+    it leaves within :data:`TROUBLE_HORIZON`; ``in_trouble``: any of these.
+    """
     t = truth.set_index(S.CUSTOMER_ID).reindex(customers.to_numpy())
     stamp = pd.to_datetime(when.to_numpy())
-    declining = (t["decline_date"].to_numpy() <= stamp)
-    churning = t["churned"].fillna(False).to_numpy(dtype=bool) & (
-        t["churn_date"].to_numpy() <= stamp + TROUBLE_HORIZON)
-    return (pd.Series(declining, index=customers.index),
-            pd.Series(declining | churning, index=customers.index))
+    began = t["decline_date"].to_numpy()
+    declining = (began <= stamp) & (began > stamp - DECLINE_DAYS)
+    churned = t["churned"].fillna(False).to_numpy(dtype=bool)
+    left = t["churn_date"].to_numpy()
+    before = churned & (left <= stamp)
+    within = churned & (left > stamp) & (left <= stamp + TROUBLE_HORIZON)
+    return pd.DataFrame({"declining": declining, "churned_before": before,
+                         "churns_within_180d": within,
+                         "in_trouble": declining | before | within}, index=customers.index)
 
 
-def chance(tables: Tables, truth: pd.DataFrame, dates: list[date]) -> tuple[float, float]:
-    """Mean over the dates of the share of active customers declining / in trouble."""
+def chance(tables: Tables, truth: pd.DataFrame, dates: list[date]) -> pd.Series:
+    """Mean over the dates of each truth rate among active customers (an order in the
+    365 days before)."""
     orders = tables[S.ORDERS]
-    declining, trouble = [], []
+    rates = []
     for day in dates:
         stamp = pd.Timestamp(day)
         recent = orders[(orders[S.ORDER_DATE] < stamp)
                         & (orders[S.ORDER_DATE] >= stamp - pd.Timedelta(days=ACTIVE_DAYS))]
         active = pd.Series(recent[S.CUSTOMER_ID].unique())
-        d, t = in_trouble(truth, active, pd.Series(stamp, index=active.index))
-        declining.append(d.mean())
-        trouble.append(t.mean())
-    return float(pd.Series(declining).mean()), float(pd.Series(trouble).mean())
+        rates.append(truth_at(truth, active, pd.Series(stamp, index=active.index)).mean())
+    return pd.DataFrame(rates).mean()
 
 
-def precision(found: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
-    """Customer-level episodes: how many, and the share declining / in trouble when fired."""
+def precision(found: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Customer-level episodes per rule: count and the share of each truth when fired."""
     customers = found[found["scope"] == "customer"]
-    if customers.empty:
-        return {"alerts": 0, "customers": 0, "declining": float("nan"),
-                "in_trouble": float("nan")}
-    ids = customers["labels"].map(lambda labels: labels["customer_id"])
-    declining, trouble = in_trouble(truth, ids, customers["fired_at"].map(pd.Timestamp))
-    return {"alerts": len(customers), "customers": ids.nunique(),
-            "declining": float(declining.mean()), "in_trouble": float(trouble.mean())}
+    rows = []
+    for rule, mine in [*customers.groupby("rule"), ("all customer alerts", customers)]:
+        if mine.empty:
+            continue
+        ids = mine["labels"].map(lambda labels: labels["customer_id"])
+        known = truth_at(truth, ids, mine["fired_at"].map(pd.Timestamp))
+        rows.append({"rule": rule, "alerts": len(mine), **known.mean().to_dict()})
+    return pd.DataFrame(rows, columns=["rule", "alerts", *TRUTH_COLUMNS])
+
+
+_PERIOD = re.compile(r"\b(\d{4}Q[1-4])\b")
+
+
+def node_outcomes(found: pd.DataFrame, tables: Tables) -> pd.DataFrame:
+    """Plan and pipeline alerts at nodes whose quarter is over: did the node miss its target?"""
+    plan = found[found["labels"].map(lambda labels: labels.get("concern") in ("plan", "pipeline"))]
+    events = attribute_revenue(tables, columns=[])
+    quarter = events[S.DS].dt.to_period("Q").astype(str)
+    targets = tables[S.TARGETS].set_index([S.PERIOD, S.LEVEL, S.KEY])[S.AMOUNT]
+    last = pd.Timestamp(data_end(tables))
+    rows = []
+    for rule, labels, where, message in zip(plan["rule"], plan["labels"], plan["node"],
+                                            plan["told_message"], strict=True):
+        found_period = _PERIOD.search(str(message))
+        scope = str(labels.get("scope", ""))
+        if found_period is None or scope not in S.HIERARCHY_LEVELS:
+            continue
+        period = found_period.group(1)
+        if period_bounds(period)[1] > last:
+            continue  # not over yet
+        key = S.COMPANY_KEY if scope == S.LEVEL_COMPANY else str(labels[scope])
+        mine = quarter == period
+        if scope != S.LEVEL_COMPANY:
+            mine &= events[scope].astype(object) == key
+        actual = float(events.loc[mine, S.AMOUNT].sum())
+        target = float(targets.get((period, scope, key), float("nan")))
+        rows.append({"rule": rule, "node": where, "period": period, "target": target,
+                     "actual": actual, "missed": actual < target})
+    return pd.DataFrame(rows, columns=["rule", "node", "period", "target", "actual", "missed"])
 
 
 # --- the report -----------------------------------------------------------------------------
 
 
 def per_rule(found: pd.DataFrame, rules: RuleFile) -> pd.DataFrame:
-    """Per rule: alerts fired, notified, and the first and last dates they fired."""
+    """Per rule: distinct alerts (label sets) that fired and that were notified, firing
+    episodes notified (an alert that fires again after resolving is a new episode), and the
+    first and last dates an episode began."""
     rows = []
     for _, rule in rules.rules:
         mine = found[found["rule"] == rule.alert]
         told = mine[mine["notified"]]
-        rows.append({"rule": rule.alert, "severity": rule.severity, "fired": len(mine),
-                     "notified": len(told),
+        rows.append({"rule": rule.alert, "severity": rule.severity,
+                     "fired": mine["fingerprint"].nunique(),
+                     "notified": told["fingerprint"].nunique(), "episodes": len(told),
                      "first": min(mine["fired_at"]).isoformat() if len(mine) else "",
                      "last": max(mine["fired_at"]).isoformat() if len(mine) else "",
                      "scopes": ", ".join(sorted(set(told["scope"]))) if len(told) else ""})
@@ -262,21 +310,27 @@ def print_report(found: pd.DataFrame, rules: RuleFile, store: AlertStore, truth:
     print(table.to_string(index=False))
     messages = store.outbox()
     carried = sum(len(m.payload["alerts"]) for m in messages)
-    print(f"\n{len(found)} alerts fired, {len(told)} notified (the rest silenced or inhibited); "
-          f"{len(messages)} notifications queued carrying {carried} alert mentions "
-          "(repeats every repeat_interval included)")
+    print(f"\n{found['fingerprint'].nunique()} distinct alerts fired ({len(found)} episodes); "
+          f"{told['fingerprint'].nunique()} were notified ({len(told)} episodes), the rest only "
+          f"while silenced or inhibited. {len(messages)} notifications queued, carrying "
+          f"{carried} alert mentions (grouped; repeats every repeat_interval included).")
+    weeks = told.groupby("told_at").size().reindex(dates, fill_value=0)
+    print("Notified episodes per evaluation: " + " ".join(str(n) for n in weeks))
     print("\nNotified firing alerts, in order:")
     for row in told.sort_values(["told_at", "rule"], kind="stable").itertuples():
         print(f"- {row.told_at} {row.rule} [{row.node}]: {row.told_message}")
-    score = precision(told, truth)
-    every = precision(found, truth)
-    base_declining, base_trouble = chance(tables, truth, dates)
-    print(f"\nCustomer-level alerts against the generator's truth (at the date they fired; "
-          f"chance = share among active customers):")
-    for name, part in (("notified", score), ("all fired", every)):
-        print(f"  {name}: {part['alerts']} alerts on {part['customers']} customers; in trouble "
-              f"{part['in_trouble']:.0%} (chance {base_trouble:.0%}), declining "
-              f"{part['declining']:.0%} (chance {base_declining:.0%})")
+    base = chance(tables, truth, dates)
+    table = precision(told, truth)
+    table = pd.concat([table, pd.DataFrame([{"rule": "chance (active customers)", "alerts": "",
+                                             **base.to_dict()}])], ignore_index=True)
+    print("\nNotified customer-level alerts against the generator's truth, at the date they "
+          "fired (share of alerts):")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.0%}"))
+    outcomes = node_outcomes(told, tables)
+    if len(outcomes):
+        print(f"\nNotified plan and pipeline alerts about a quarter that is over: "
+              f"{int(outcomes['missed'].sum())} of {len(outcomes)} nodes missed that target")
+        print(outcomes.to_string(index=False, float_format=lambda x: f"{x:,.0f}"))
     print("\nWall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
 
 

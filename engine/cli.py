@@ -30,6 +30,7 @@ from engine.config import get_settings
 from engine.io import BadInput, validate_tables, write_data_dir
 from engine.summary import data_end, table_summary
 from engine.warnings.cli import warnings_app
+from service.cli import keys_app, serve
 
 __all__ = ["app", "main"]
 
@@ -220,6 +221,8 @@ app.command()(promote)
 for _command in plan_app.registered_commands:
     app.registered_commands.append(_command)
 app.add_typer(warnings_app, name="warnings")
+app.add_typer(keys_app, name="keys")
+app.command("serve")(serve)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -124,6 +125,11 @@ def _artifact_root(tracking_uri: str) -> str | None:
 
 def configure(tracking_uri: str) -> None:
     """Point MLflow's tracking store and model registry at ``tracking_uri``."""
+    if tracking_uri.startswith(("http://", "https://")):
+        # MLflow's default retries make a dead server take minutes to report; callers (the
+        # service's readiness, the CLI) want an answer in seconds.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     # MLflow's start-up chatter (schema migrations, the CloudPickle notice about our own models

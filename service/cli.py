@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Annotated
 
 import typer
@@ -16,7 +17,7 @@ import typer
 from engine.cli_common import EXIT_FAILURE, DataOpt, err, print_frame, settings_of
 from service.keys import KeyStore, Role, key_id_of
 
-__all__ = ["keys_app", "serve"]
+__all__ = ["RedactKeys", "keys_app", "serve"]
 
 keys_app = typer.Typer(
     help="API keys of the HTTP service: created once (the key is printed once), revoked by id.",
@@ -108,6 +109,18 @@ def _one_blas_thread() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
+class RedactKeys(logging.Filter):
+    """Hides API keys in access log lines (a dashboard sign-in link carries one as ``?key=``)."""
+
+    _KEY = re.compile(r"qk_[0-9a-f]{8}_[A-Za-z0-9_-]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._KEY.sub("qk_[redacted]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
 def serve(
     ctx: typer.Context,
     data: DataOpt = None,
@@ -124,6 +137,9 @@ def serve(
         settings = settings.model_copy(update={"data": data})
     _one_blas_thread()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info")
+    # After Config: it (re)configures uvicorn's loggers.
+    logging.getLogger("uvicorn.access").addFilter(RedactKeys())
     err.print(f"serving {settings.data} on http://{host}:{port} (dashboard at /, API docs at "
               "/docs)", markup=False, highlight=False)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.Server(config).run()

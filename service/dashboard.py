@@ -19,7 +19,7 @@ from engine import schemas as S
 from service import operations as ops
 from service.auth import Permission, Principal
 from service.charts import feasibility_svg, risk_colour
-from service.schemas import FeasibilityNode, FeasibilityOut
+from service.schemas import AlertList, FeasibilityNode, FeasibilityOut
 from service.state import MODEL_KINDS, AppState
 
 __all__ = ["AT_RISK_ROWS", "Section", "dashboard_context", "money", "percent"]
@@ -81,6 +81,12 @@ def dashboard_context(state: AppState, principal: Principal) -> dict[str, Any]:
     if isinstance(feasibility.content, FeasibilityOut):
         feasibility.extra = _feasibility_extra(feasibility.content)
     warnings: Section = _section(planning, lambda: ops.alerts(state, ["firing"]))
+    if isinstance(warnings.content, AlertList):
+        # Muted alerts (inhibited by one above them, or silenced) are folded away: the page
+        # leads with what nobody has been told about yet.
+        alerts = warnings.content.alerts
+        warnings.extra = {"loud": [a for a in alerts if not (a.silenced or a.inhibited)],
+                          "muted": [a for a in alerts if a.silenced or a.inhibited]}
     at_risk: Section = _section(
         principal.can(Permission.CUSTOMERS),
         lambda: ops.at_risk(state, principal, None, 0.0, 1, AT_RISK_ROWS))

@@ -10,6 +10,7 @@ the endpoints that need it), and /readyz and the log say which versions it serve
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -17,7 +18,6 @@ from importlib import metadata
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
 
 from engine.config import Settings, get_settings
 from service.config import ServiceSettings
@@ -63,24 +63,28 @@ def _report(state: AppState) -> None:
             log.warning("no %s model: %s", kind, state.model_problems.get(kind, "not loaded"))
 
 
-def _allowed_methods(request: Request) -> str:
-    """Every method some route serves at the request's path."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= route.methods or set()
-    return ", ".join(sorted(methods))
+def _documented_methods(app: FastAPI, path: str) -> set[str] | None:
+    """The methods the OpenAPI document lists for ``path`` (None: a path it does not list)."""
+    for template, operations in app.openapi()["paths"].items():
+        pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            return {m.upper() for m in operations}
+    return None
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     """FastAPI's answer to HTTP errors, with a complete ``Allow`` header on 405.
 
     Starlette answers 405 with the methods of the first route matching the path only; a path
-    served by two routes (GET and POST /v1/silences) must list both.
+    served by two routes (GET and POST /v1/silences) must list both. The OpenAPI document
+    knows every method of every path (routers nest in FastAPI, so the routes are not a flat
+    list to walk).
     """
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 405:
-        exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
+        methods = _documented_methods(request.app, request.url.path)
+        if methods:
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
     return await http_exception_handler(request, exc)
 
 

@@ -4,7 +4,7 @@ Two families are enough for a dashboard and alerting on the service itself, and 
 takes forty lines, not a dependency:
 
 - ``quotacast_http_requests_total{method, route, status}``: a counter;
-- ``quotacast_http_request_duration_seconds{method, route}``: a histogram.
+- ``quotacast_http_request_duration_seconds{method, route, status}``: a histogram.
 
 ``route`` is the route's path template (``/v1/customers/{customer_id}``), never the raw path,
 so a scan of made-up URLs cannot grow the series without bound; unmatched paths count as
@@ -42,19 +42,25 @@ class RequestMetrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._count: dict[tuple[str, str, str], int] = defaultdict(int)
-        self._hist: dict[tuple[str, str], list[int]] = {}
-        self._sum: dict[tuple[str, str], float] = defaultdict(float)
+        self._hist: dict[tuple[str, str, str], list[int]] = {}
+        self._sum: dict[tuple[str, str, str], float] = defaultdict(float)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one finished request."""
+        key = (method, route, str(status))
         with self._lock:
-            self._count[(method, route, str(status))] += 1
-            counts = self._hist.setdefault((method, route), [0] * (len(BUCKETS) + 1))
+            self._count[key] += 1
+            counts = self._hist.setdefault(key, [0] * (len(BUCKETS) + 1))
             for i, bound in enumerate(BUCKETS):
                 if seconds <= bound:
                     counts[i] += 1
             counts[-1] += 1
-            self._sum[(method, route)] += seconds
+            self._sum[key] += seconds
+
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        """Requests so far per (method, route, status)."""
+        with self._lock:
+            return dict(self._count)
 
     def render(self) -> str:
         """The text exposition of both families."""
@@ -70,14 +76,14 @@ class RequestMetrics:
                 "# HELP quotacast_http_request_duration_seconds HTTP request latency.",
                 "# TYPE quotacast_http_request_duration_seconds histogram",
             ]
-            for (method, route), counts in sorted(self._hist.items()):
-                base = [("method", method), ("route", route)]
+            for (method, route, status), counts in sorted(self._hist.items()):
+                base = [("method", method), ("route", route), ("status", status)]
                 for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
                     le = "+Inf" if bound == float("inf") else _number(bound)
                     lines.append("quotacast_http_request_duration_seconds_bucket{"
                                  f"{_labels([*base, ('le', le)])}}} {n}")
                 lines.append(f"quotacast_http_request_duration_seconds_sum{{{_labels(base)}}} "
-                             f"{self._sum[(method, route)]:.6f}")
+                             f"{self._sum[(method, route, status)]:.6f}")
                 lines.append(f"quotacast_http_request_duration_seconds_count{{{_labels(base)}}} "
                              f"{counts[-1]}")
         return "\n".join(lines) + "\n"

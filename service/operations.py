@@ -24,6 +24,7 @@ from engine import feasibility as FZ
 from engine import schemas as S
 from engine.io import Tables
 from engine.pipelines.churn import EXPECTED_REVENUE, REVENUE_AT_RISK, score_churn
+from engine.pipelines.forecast import ServedForecaster
 from engine.warnings.cli import default_rules_path
 from engine.warnings.engine import OutOfOrder, evaluate, with_extra_receiver
 from engine.warnings.metrics import MetricContext, Providers
@@ -90,12 +91,14 @@ def _text(value: Any) -> str | None:
 def _records(frame: pd.DataFrame, fields: Iterable[str]) -> list[dict[str, Any]]:
     """Rows as dicts of the given fields, numbers cleaned for JSON."""
     names = [f for f in fields if f in frame.columns]
-    out = []
-    for row in frame[names].itertuples(index=False):
-        out.append({name: (_number(v) if isinstance(v, float | int | np.number) and
-                           not isinstance(v, bool) else v) for name, v in zip(names, row,
-                                                                                strict=True)})
-    return out
+    return [{name: _json_value(v) for name, v in zip(names, row, strict=True)}
+            for row in frame[names].itertuples(index=False)]
+
+
+def _json_value(value: Any) -> Any:
+    """Numbers cleaned (:func:`_number`), anything else as it is."""
+    is_number = isinstance(value, float | int | np.number) and not isinstance(value, bool)
+    return _number(value) if is_number else value
 
 
 # --- data and dates ----------------------------------------------------------------------------
@@ -223,7 +226,8 @@ def feasibility_run(state: AppState, period: str | None, as_of: date | None) -> 
     """The (cached) simulation of ``period`` as of ``as_of``, defaults resolved."""
     stamp = resolve_as_of(state, as_of)
     chosen = _resolve_period(state, period, stamp)
-    versions = tuple((k, m.version) for k, m in sorted(state.models.items()))
+    served = dict(state.models)  # a copy: a reload may change the models meanwhile
+    versions = tuple(sorted((k, m.version) for k, m in served.items()))
     key = ("feasibility", chosen, stamp, versions)
     return state.feasibility_cache.get(key, lambda: _simulate(state, chosen, stamp))
 
@@ -378,46 +382,47 @@ def customer(state: AppState, principal: Principal, customer_id: str) -> api.Cus
 
 # --- forecasts ---------------------------------------------------------------------------------
 
-_FREQ_LETTER = {"D": "D", "W": "W", "W-MON": "W", "M": "M", "MS": "M", "Q": "Q", "QS": "Q"}
 _FREQ_WORD = {"D": "daily", "W": "weekly", "M": "monthly", "Q": "quarterly"}
 
 
-def _forecaster(state: AppState) -> tuple[Any, str]:
+def _forecaster(state: AppState) -> tuple[ServedForecaster, str]:
     loaded = state.model("forecast")
     if loaded is None:
         raise _fail(status.HTTP_503_SERVICE_UNAVAILABLE,
                     "no forecast model is served: run `quotacast train forecast` and "
                     "`quotacast promote forecast`, then POST /v1/models/reload")
-    # The registered estimator may be the forecaster itself or a thin wrapper around it.
-    estimator = loaded.estimator
-    inner = getattr(estimator, "forecaster", None) or getattr(estimator, "forecaster_", None)
-    return (inner if inner is not None and hasattr(inner, "predict") else estimator,
-            loaded.version)
+    if not isinstance(loaded.estimator, ServedForecaster):
+        raise _fail(status.HTTP_503_SERVICE_UNAVAILABLE,
+                    f"the forecast champion v{loaded.version} is a "
+                    f"{type(loaded.estimator).__name__}, not a ServedForecaster: retrain it")
+    return loaded.estimator, loaded.version
 
 
 def forecasts(state: AppState, level: str, horizon: int | None,
               freq: str | None) -> api.ForecastOut:
-    """The champion forecaster's forecasts of one level, from the end of its history."""
-    model, version = _forecaster(state)
-    fitted = _FREQ_LETTER.get(str(getattr(model, "freq", "")), str(getattr(model, "freq", "")))
-    if freq is not None and freq != fitted:
+    """The champion forecaster's forecasts of one level, from the end of its history.
+
+    The checks are those of ``engine.pipelines.forecast.forecast_champion``, on the model loaded
+    at start-up rather than a fresh registry lookup.
+    """
+    served, version = _forecaster(state)
+    if freq is not None and freq != served.freq:
         raise _fail(status.HTTP_400_BAD_REQUEST,
-                    f"the served forecaster is {_FREQ_WORD.get(fitted, fitted)} ({fitted}); "
-                    f"train and promote one with --freq {freq} to forecast at {freq}")
-    longest = int(getattr(model, "horizon", 0))
+                    f"the served forecaster is {_FREQ_WORD.get(served.freq, served.freq)} "
+                    f"({served.freq}); train and promote one with --freq {freq} to forecast at "
+                    f"{freq}")
+    if level not in served.levels:
+        raise _fail(status.HTTP_400_BAD_REQUEST,
+                    f"no forecasts at level {level!r}; levels: {', '.join(served.levels)}")
+    longest = int(served.forecaster.horizon)
     steps = longest if horizon is None else horizon
     if not 1 <= steps <= longest:
         raise _fail(status.HTTP_400_BAD_REQUEST,
                     f"horizon must be between 1 and {longest} (the served forecaster's horizon)")
-    frame = model.predict(steps)
-    levels = sorted(str(v) for v in frame[S.LEVEL].unique())
-    if level not in levels:
-        raise _fail(status.HTTP_400_BAD_REQUEST,
-                    f"no forecasts at level {level!r}; levels: {', '.join(levels)}")
-    chosen = frame.loc[frame[S.LEVEL] == level]
+    frame = served.predict(steps, level)
     points = [api.ForecastPoint(**{**r, S.DS: pd.Timestamp(r[S.DS]).date()})
-              for r in _records(chosen, api.ForecastPoint.model_fields)]
-    return api.ForecastOut(level=level, freq=fitted, horizon=steps, model_version=version,
+              for r in _records(frame, api.ForecastPoint.model_fields)]
+    return api.ForecastOut(level=level, freq=served.freq, horizon=steps, model_version=version,
                            points=points)
 
 

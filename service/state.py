@@ -120,7 +120,8 @@ class AppState:
     registry: RegistryStatus
     models: dict[str, tracking.LoadedModel] = field(default_factory=dict)
     model_problems: dict[str, str] = field(default_factory=dict)
-    feasibility_cache: Memo[Any] = field(default_factory=Memo)
+    # Small: a large company's draws take tens of MB per (period, as_of).
+    feasibility_cache: Memo[Any] = field(default_factory=lambda: Memo(size=6))
     scores_cache: Memo[Any] = field(default_factory=lambda: Memo(size=4))
     models_lock: threading.Lock = field(default_factory=threading.Lock)
 

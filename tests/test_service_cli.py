@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from engine.config import Settings
-from service.cli import keys_app, serve
+from service.cli import RedactKeys, keys_app, serve
 from service.keys import KeyStore, Role
 
 runner = CliRunner()
@@ -111,7 +112,7 @@ def test_keys_list_shows_ids_never_keys(settings: Settings) -> None:
 
 @pytest.fixture
 def launched(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """What serve would start: the settings given to create_app, uvicorn's arguments, the
+    """What serve would start: the settings given to create_app, uvicorn's configuration, the
     BLAS limit (recorded, not applied: it would slow the rest of the test session)."""
     import threadpoolctl
     import uvicorn
@@ -124,12 +125,17 @@ def launched(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen["settings"] = settings
         return "the-app"
 
+    def run(server: uvicorn.Server) -> None:
+        seen.update(app=server.config.app, host=server.config.host, port=server.config.port)
+
     monkeypatch.setattr(service.main, "create_app", create_app)
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     monkeypatch.setattr(threadpoolctl, "threadpool_limits",
                         lambda **kw: seen.update(blas_limits=kw))
     for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # restored after the test
         monkeypatch.delenv(name, raising=False)
+    access = logging.getLogger("uvicorn.access")
+    monkeypatch.setattr(access, "filters", list(access.filters))
     return seen
 
 
@@ -144,6 +150,7 @@ def test_serve_runs_uvicorn_on_the_app_with_one_blas_thread(
     assert launched["settings"].database_url == settings.database_url
     assert launched["blas_limits"] == {"limits": 1, "user_api": "blas"}
     assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    assert any(isinstance(f, RedactKeys) for f in logging.getLogger("uvicorn.access").filters)
 
 
 def test_serve_defaults_to_the_settings_data(settings: Settings,
@@ -151,3 +158,12 @@ def test_serve_defaults_to_the_settings_data(settings: Settings,
     assert runner.invoke(_cli(settings), ["serve"]).exit_code == 0
     assert launched["settings"].data == settings.data
     assert (launched["host"], launched["port"]) == ("127.0.0.1", 8000)
+
+
+def test_access_log_lines_do_not_show_keys() -> None:
+    key = "qk_0123abcd_" + "Z" * 43
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
+                               '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", f"/?key={key}", "1.1", 303), None)
+    assert RedactKeys().filter(record)
+    assert key not in record.getMessage() and "qk_[redacted]" in record.getMessage()

@@ -19,6 +19,7 @@ from test_service_support import (
     fresh_registry,
     make_company,
     quiet_options,
+    quiet_registry,
     register_stubs,
     settings_for,
 )
@@ -37,7 +38,7 @@ def company(tmp_path_factory: pytest.TempPathFactory) -> Company:
 @pytest.fixture(autouse=True)
 def _no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     # MLflow retries a dead server for minutes by default; these tests want the answer now.
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    quiet_registry(monkeypatch)
 
 
 def _client(root: Path, data: Path | str, uri: str) -> Iterator[tuple[TestClient, AppState]]:

@@ -30,6 +30,7 @@ from test_service_support import (
     company_frames,
     fresh_registry,
     quiet_options,
+    quiet_registry,
     register_stubs,
     settings_for,
 )
@@ -68,8 +69,10 @@ def admin_key() -> Iterator[str]:
         key = keys.create("admin")[1]
     finally:
         keys.close()
-    yield key
-    asgi.shutdown_lifespans()  # closes the app's stores before the files go
+    with pytest.MonkeyPatch.context() as patch:
+        quiet_registry(patch)
+        yield key
+        asgi.shutdown_lifespans()  # closes the app's stores before the files go
     shutil.rmtree(_ROOT, ignore_errors=True)
 
 

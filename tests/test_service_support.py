@@ -1,8 +1,9 @@
 """Helpers shared by the service tests (no tests here): a small company, stub champions, keys.
 
-The stub models are deterministic stand-ins with the serving interface of the real ones
-(``predict_frame``), registered and promoted through :mod:`engine.tracking` like the real ones,
-so these tests exercise the service's wiring in seconds; the browser test trains real
+The stub churn and win models are deterministic stand-ins with the serving interface of the
+real ones (``predict_frame``); the forecaster is a real one, fitted with the cheapest candidate.
+All are registered and promoted through :mod:`engine.tracking` like the real ones, so these
+tests exercise the service's wiring in seconds; the browser test trains real churn and win
 champions through the pipelines.
 """
 
@@ -19,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from engine import schemas as S
 from engine import tracking
 from engine.config import Settings
 from engine.io import Tables, load_tables, write_data_dir
+from engine.pipelines.forecast import ServedForecaster
 from engine.synthetic import generate
 from features.revenue import revenue_series
 from models.churn import CHURN_PROBABILITY, REASONS
@@ -34,7 +37,6 @@ from service.config import ServiceSettings
 __all__ = [
     "SEED",
     "Company",
-    "ServedForecast",
     "StubChurn",
     "StubWin",
     "closed_port",
@@ -42,6 +44,7 @@ __all__ = [
     "fresh_registry",
     "make_company",
     "quiet_options",
+    "quiet_registry",
     "register_stubs",
     "settings_for",
 ]
@@ -95,16 +98,6 @@ class StubWin:
         return pd.DataFrame({WIN_PROBABILITY: np.full(len(frame), 0.3)}, index=frame.index)
 
 
-class ServedForecast:
-    """A fitted forecaster served through ``predict_frame`` (what the registry needs)."""
-
-    def __init__(self, forecaster: RevenueForecaster):
-        self.forecaster = forecaster
-
-    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return self.forecaster.predict()
-
-
 @functools.lru_cache(maxsize=1)
 def _registry_template() -> Path:
     """An empty MLflow database with its schema: creating one runs MLflow's migrations, about
@@ -145,8 +138,9 @@ def register_stubs(tracking_uri: str, tables: Tables, kinds: tuple[str, ...] = (
         series = revenue_series(tables, "M", levels=[S.LEVEL_COMPANY, S.LEVEL_REGION])
         fitted = RevenueForecaster(freq="M", horizon=3, n_windows=1,
                                    candidates=("seasonal_naive",)).fit(series)
-        versions["forecast"] = _register("forecast", ServedForecast(fitted),
-                                         pd.DataFrame({"horizon": [3]}), "skill")
+        served = ServedForecaster(fitted, "M", [S.LEVEL_COMPANY, S.LEVEL_REGION])
+        versions["forecast"] = _register("forecast", served,
+                                         pd.DataFrame({"horizon": [3.0]}), "skill")
     return versions
 
 
@@ -163,6 +157,13 @@ def quiet_options(**overrides: object) -> ServiceSettings:
                                  "rate_limit_burst": 10_000}
     values.update(overrides)
     return ServiceSettings(**values)  # type: ignore[arg-type]
+
+
+def quiet_registry(patch: pytest.MonkeyPatch) -> None:
+    """MLflow's HTTP client settings for tests, set through ``patch`` so they are undone after:
+    no retries of a dead server (the service would otherwise set its own defaults for good)."""
+    patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    patch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
 
 def closed_port() -> int:

@@ -44,10 +44,11 @@ def test_metrics_text_format() -> None:
     text = metrics.render()
     assert 'quotacast_http_requests_total{method="GET",route="/v1/x",status="200"} 2' in text
     assert 'route="/v1/\\"odd\\""' in text
-    buckets = re.findall(r'route="/v1/x",le="([^"]+)"} (\d+)', text)
+    buckets = re.findall(r'route="/v1/x",status="200",le="([^"]+)"} (\d+)', text)
     counts = {le: int(n) for le, n in buckets}
     assert counts["0.005"] == 1 and counts["0.25"] == 2 and counts["+Inf"] == 2
-    assert 'quotacast_http_request_duration_seconds_count{method="GET",route="/v1/x"} 2' in text
+    assert ('quotacast_http_request_duration_seconds_count{method="GET",route="/v1/x",'
+            'status="200"} 2') in text
     assert "# TYPE quotacast_http_request_duration_seconds histogram" in text
     line = re.compile(r'^(# (HELP|TYPE) .*|[a-z_]+(\{[^}]*\})? [0-9.e+-]+)$')
     assert all(line.match(row) for row in text.strip().splitlines())

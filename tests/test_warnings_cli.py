@@ -43,11 +43,11 @@ groups:
         op: ">"
         threshold: 0.5
         for: 7d
-      - alert: ForecastShort
-        metric: forecast_gap
-        scope: company
+      - alert: StalledShort
+        metric: stalled_deals
+        scope: team
         op: ">"
-        threshold: 0.1
+        threshold: 3
 """
 
 
@@ -74,7 +74,8 @@ def data(tmp_path: Path) -> Path:
 @pytest.fixture
 def cli(tmp_path: Path) -> Any:
     """Run the sub-app with a temporary database; returns ``run(*args) -> Result``."""
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'alerts.db'}")
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'alerts.db'}",
+                        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     app = typer.Typer()
 
     @app.callback()
@@ -120,9 +121,44 @@ def test_evaluate_updates_state_notifies_and_prints_contract_columns(
     assert north["value"] == pytest.approx(0.75) and north["threshold"] == 0.9
     assert north["since"] == "2026-11-16"
     assert north["message"].startswith("region North at 75% of plan: revenue to date 150")
-    assert "skipped 1 rule(s) whose metric is not available yet: ForecastShort" in result.stderr
+    assert "skipped 1 rule(s) whose metric is not available yet: StalledShort" in result.stderr
     sent = (tmp_path / "sent.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(sent) == 1 and json.loads(sent[0])["status"] == "firing"
+
+
+def test_evaluate_prints_a_summary_not_the_rows(cli: Any, data: Path, rules: Path) -> None:
+    result = cli("evaluate", "--data", str(data), "--rules", str(rules), "--as-of",
+                 "2026-11-16", "--no-deliver")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    # Rep Ana's pace alert sits below region North's: inhibited by hierarchy, not listed.
+    assert ("alerts at 2026-11-16: 2 firing (1 notified, 1 muted by silences or inhibition), "
+            "1 pending, 0 resolved") in lines
+    counts = next(i for i, line in enumerate(lines) if "per rule" in line)
+    table = "\n".join(lines[counts:counts + 8])
+    assert "PaceBehindPlan" in table and "OverdueHigh" in table
+    header = next(line for line in lines[counts:] if "rule" in line and "severity" in line)
+    assert header.split("┃")[1:6] == [" rule           ", " severity ", " firing ", " muted ",
+                                      " pending "]
+    firing = lines.index("firing, worst first (1 of 1):")
+    assert lines[firing + 1].startswith(
+        "  warning  PaceBehindPlan [region North] since 2026-11-16: region North at 75% of "
+        "plan: revenue to date 150 is 75% of plan")
+    assert "Ana" not in "\n".join(lines[firing:])  # muted alerts are counted, not listed
+    assert result.stdout == ""  # rows only with --out or --json
+
+
+def test_list_summarises_the_selected_alerts(cli: Any, data: Path, rules: Path) -> None:
+    cli("evaluate", "--data", str(data), "--rules", str(rules), "--as-of", "2026-11-16",
+        "--no-deliver")
+    listed = cli("list", "--state", "pending")
+    assert listed.exit_code == 0
+    assert "1 alert(s): 0 firing (0 notified, 0 muted by silences or inhibition), 1 pending, " \
+           "0 resolved" in listed.stderr
+    assert "firing, worst first" not in listed.stderr
+    everything = cli("list", "--json")
+    assert "firing, worst first (1 of 1):" in everything.stderr
+    assert len(_json(everything.stdout)) == 3
 
 
 def test_evaluate_twice_is_idempotent_and_earlier_is_refused(
@@ -206,7 +242,7 @@ def test_rule_unit_tests_command(cli: Any, tmp_path: Path) -> None:
     broken.write_text(
         f"rule_files: [{REPO / 'rules' / 'default.yaml'}]\ntests:\n- name: wrong\n"
         "  input_series:\n  - series: 'stalled_deals{scope=\"rep\", rep=\"Ana\"}'\n"
-        "    values: '5x10'\n  alert_rule_test:\n  - eval_time: 7d\n"
+        "    values: '5x20'\n  alert_rule_test:\n  - eval_time: 14d\n"
         "    alertname: StalledDeals\n", encoding="utf-8")
     failed = cli("test", str(broken))
     assert failed.exit_code == 1

@@ -216,6 +216,32 @@ def test_hierarchy_inhibition_mutes_the_same_rule_below_the_node() -> None:
     assert inhibited(north, [company], [], by_hierarchy=True)
 
 
+def test_hierarchy_inhibition_relates_rules_of_one_concern_up_to_their_severity() -> None:
+    def alert(scope: str, rule: str, severity: str, concern: str = "plan",
+              **labels: str) -> AlertInstance:
+        found = _node(scope, rule=rule, concern=concern, **labels)
+        found.labels["severity"] = severity
+        return found
+
+    company_low = alert("company", "AttainmentLow", "warning")
+    company_critical = alert("company", "AttainmentCritical", "critical")
+    region_pace = alert("region", "Pace", "warning", region="North")
+    region_critical = alert("region", "AttainmentCritical", "critical", region="North")
+    region_churn = alert("region", "Churn", "warning", concern="churn", region="North")
+    # Same concern, no higher severity, below: muted.
+    assert inhibited(region_pace, [company_low], [], by_hierarchy=True)
+    # A critical region is still told under a warning company...
+    assert not inhibited(region_critical, [company_low], [], by_hierarchy=True)
+    # ...and muted under a critical one (the same rule, too).
+    assert inhibited(region_critical, [company_critical], [], by_hierarchy=True)
+    # Another concern, or the same node, or no concern at all: not related.
+    assert not inhibited(region_churn, [company_low], [], by_hierarchy=True)
+    same_node = alert("company", "Pace", "warning")
+    assert not inhibited(same_node, [company_low], [], by_hierarchy=True)
+    bare = _node("region", rule="Other", region="North")
+    assert not inhibited(bare, [_node("company", rule="Another")], [], by_hierarchy=True)
+
+
 def test_inhibit_rules_need_equal_labels() -> None:
     rules = _rules({"inhibit_rules": [{"source_matchers": ['severity="critical"'],
                                       "target_matchers": ['severity="warning"'],

@@ -10,12 +10,14 @@ from __future__ import annotations
 from importlib.util import find_spec
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from engine.io import Tables, validate_tables
 from engine.warnings.metrics import (
     METRICS,
+    ForecastFromAttainment,
     MetricContext,
     MetricUnavailable,
     Providers,
@@ -242,11 +244,13 @@ def test_catalogue_documents_every_metric() -> None:
 
 
 def test_default_providers_wire_the_modules_that_exist() -> None:
-    providers = default_providers()  # nothing is imported or called yet
+    providers = default_providers("sqlite:///unused.db")  # nothing is imported or called yet
     for name, module in (("churn_scores", "engine.pipelines.churn"),
                          ("attainment", "engine.pipelines.feasibility")):
         assert (getattr(providers, name) is not None) == (find_spec(module) is not None)
-    assert providers.period_forecast is None
+    # The period forecast is the feasibility simulation's expected revenue.
+    assert isinstance(providers.period_forecast, ForecastFromAttainment)
+    assert providers.period_forecast.attainment is providers.attainment
 
 
 @pytest.mark.parametrize(("spec", "expected"), [
@@ -258,3 +262,171 @@ def test_resolve_period(spec: str, expected: str) -> None:
 def test_resolve_period_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="period must look like"):
         resolve_period("next quarter", AS_OF)
+
+
+# --- the catalogue's newer parts --------------------------------------------------------------
+
+
+def _feasibility(tables: Tables, period: str, as_of: pd.Timestamp) -> pd.DataFrame:
+    """A feasibility frame: the company short of target, North covered by its run rate,
+    South short with a thin pipeline, and a simulation that produced no expectation (NaN)."""
+    return pd.DataFrame({
+        "level": ["company", "region", "region", "team"],
+        "key": ["all", "North", "South", "N1"],
+        "target": [1000.0, 400.0, 200.0, 400.0], "p_attain": [0.3, 0.9, 0.1, 0.0],
+        "expected": [800.0, 420.0, 150.0, np.nan],
+        "closed_to_date": [300.0, 150.0, 30.0, 150.0],
+        "expected_run_rate": [500.0, 245.0, 70.0, 245.0],
+        "pipeline_in_period": [400.0, 300.0, 50.0, 300.0],
+    })
+
+
+def _counting(calls: list[str]) -> Any:
+    def provider(tables: Tables, period: str, as_of: pd.Timestamp) -> pd.DataFrame:
+        calls.append(period)
+        return _feasibility(tables, period, as_of)
+
+    return provider
+
+
+def test_one_feasibility_run_serves_attainment_forecast_gap_and_gap_coverage() -> None:
+    calls: list[str] = []
+    attainment = _counting(calls)
+    context = MetricContext(_tables(), Providers(
+        attainment=attainment, period_forecast=ForecastFromAttainment(attainment)))
+    probability = _values(context, "attainment_probability")
+    gap = _values(context, "forecast_gap")
+    coverage = _values(context, "pipeline_gap_coverage")
+    assert calls == ["2026Q4"]  # cached per (period, as_of) in the evaluation's context
+    assert probability[("company", "all")] == 0.3
+    assert pd.isna(probability[("team", "N1")])  # no expectation, no probability
+    # forecast_gap takes its targets from the data: company 1000, North 400, South 200; N1
+    # has no expectation, so no gap.
+    assert gap == pytest.approx({("company", "all"): 0.2, ("region", "North"): -0.05,
+                                 ("region", "South"): 0.25})
+    assert coverage[("company", "all")] == pytest.approx(400 / (1000 - 300 - 500))
+    assert coverage[("region", "South")] == pytest.approx(50 / 100)
+    # North: 400 - 150 - 245 = 5 left, under 2% of its target: the run rate covers it.
+    assert pd.isna(coverage[("region", "North")])
+
+
+def test_gap_coverage_and_attainment_explain_their_numbers() -> None:
+    context = MetricContext(_tables(), Providers(attainment=_feasibility))
+    frame = compute_metric("pipeline_gap_coverage", context, AS_OF)
+    south = frame[frame["region"] == "South"].iloc[0]
+    assert south["explanation"] == (
+        "pipeline 50 expected to close in 2026Q4 covers 0.5x the 100 the run rate leaves: "
+        "target 200 - closed 30 - expected run rate 70")
+    assert south["pipeline_gap"] == 100.0
+    north = frame[(frame["scope"] == "region") & (frame["region"] == "North")].iloc[0]
+    assert north["explanation"] == (
+        "the expected run rate 245 and closed 150 cover the 400 target within 2%")
+    company = compute_metric("attainment_probability", context, AS_OF).iloc[0]
+    assert company["explanation"] == (
+        "P(attain) 30%: expected 800 against 1k target in 2026Q4 (gap 200); furthest behind: "
+        "region South 50 short (P 10%)")
+    narrow = MetricContext(_tables(), Providers(attainment=_attainment))
+    with pytest.raises(MetricUnavailable, match="closed_to_date, expected_run_rate"):
+        compute_metric("pipeline_gap_coverage", narrow, AS_OF)
+
+
+def test_pace_follows_monthly_targets_when_every_month_has_one() -> None:
+    raw = _raw()
+    months = pd.DataFrame({"period": ["2026-10", "2026-11", "2026-12"], "level": "rep",
+                           "key": "Ana", "amount": ["100", "50", "50"]})
+    raw["targets"] = pd.concat([raw["targets"], months], ignore_index=True)
+    tables, problems = validate_tables(raw)
+    assert problems == []
+    frame = compute_metric("pace_against_plan", MetricContext(tables, Providers()), AS_OF)
+    ana = frame[frame["rep"] == "Ana"].iloc[0]
+    # October in full and half of November: (100 + 25) / 200 = 62.5% of the 200 planned.
+    assert ana["planned_share"] == pytest.approx(0.625)
+    assert ana["value"] == pytest.approx(100 / 125)
+    assert ana["explanation"] == (
+        "revenue to date 100 is 80% of plan: 200 target x 62% of 2026Q4 planned by now "
+        "(monthly targets) = 125 expected by now")
+    bo = frame[frame["rep"] == "Bo"].iloc[0]
+    assert (bo["phasing"], bo["planned_share"]) == ("linear", 0.5)
+
+
+def test_overdue_floors_caps_and_usual_lateness(context: MetricContext) -> None:
+    floored = _values(context, "overdue_receivables_ratio", min_overdue=150)
+    assert pd.isna(floored[("customer", "C1")]) and floored[("customer", "C2")] == 1.0
+    assert floored[("company", "all")] == pytest.approx(400 / 700)
+    capped = _values(context, "overdue_receivables_ratio", max_days_overdue=30)
+    assert ("customer", "C2") not in capped  # I3, 46 days past due, is written off
+    assert capped[("company", "all")] == pytest.approx(200 / 500)
+    # C2 paid I4 14 days late: with a 35-day grace, I3 (46 days) is within its habits.
+    usual = _values(context, "overdue_receivables_ratio", grace_days=35, usual_lateness=True)
+    assert usual[("customer", "C2")] == 0.0
+    assert _values(context, "overdue_receivables_ratio", grace_days=35)[
+        ("customer", "C2")] == 1.0
+    frame = compute_metric("overdue_receivables_ratio", context, AS_OF,
+                           {"usual_lateness": True})
+    c2 = frame[frame["customer_id"] == "C2"].iloc[0]
+    assert c2["explanation"] == ("overdue 200 of 200 outstanding (100%), 1 invoices past due, "
+                                 "oldest 46 days past due; usually pays 14 days late")
+    company = frame[frame["scope"] == "company"].iloc[0]
+    assert company["explanation"].endswith(
+        "; most: C2 200 (46 days), C1 100 (16 days), C3 100 (6 days)")
+    assert company["top_customers"] == "C2 200 (46 days), C1 100 (16 days), C3 100 (6 days)"
+
+
+def test_complaint_spike_can_keep_to_accounts_that_matter(context: MetricContext) -> None:
+    # Revenue in the 365 days before as_of: C1 600, C2 50, C3 30.
+    values = _values(context, "complaint_spike", min_revenue=100)
+    assert values[("customer", "C1")] == pytest.approx(6.0)
+    assert ("customer", "C2") not in values and ("rep", "Bo") not in values
+    frame = compute_metric("complaint_spike", context, AS_OF, {"min_revenue": 100})
+    c1 = frame[frame["customer_id"] == "C1"].iloc[0]
+    assert c1["explanation"].endswith("(revenue 600 in the last 365 days)")
+    ana = frame[frame["rep"] == "Ana"].iloc[0]
+    assert ana["explanation"].endswith("; most: C1 (3 complaints)")
+
+
+def test_churn_share_counts_floors_and_silence() -> None:
+    def scores(tables: Tables, as_of: pd.Timestamp) -> pd.DataFrame:
+        return _churn(tables, as_of).assign(expected_revenue=[200.0, 100.0, 60.0])
+
+    context = MetricContext(_tables(), Providers(churn_scores=scores))
+    share = _values(context, "churn_exposure_share")
+    assert share == pytest.approx({
+        ("rep", "Ana"): 0.4, ("rep", "Bo"): 0.3, ("rep", "Cy"): 1.0, ("team", "N1"): 110 / 300,
+        ("team", "S1"): 1.0, ("region", "North"): 110 / 300, ("region", "South"): 1.0,
+        ("company", "all"): 170 / 360})
+    frame = compute_metric("churn_exposure_share", context, AS_OF)
+    north = frame[(frame["scope"] == "region") & (frame["region"] == "North")].iloc[0]
+    assert north["explanation"] == (
+        "revenue at risk 110 of 300 expected from 2 active customers (37%); most: C1 80 at "
+        "80%, C2 30 at 30%")
+    assert _values(context, "high_risk_customers", min_revenue_at_risk=70)[
+        ("company", "all")] == 1  # C1 (80 at risk); C3 (60) is under the floor
+    # Last revenue: C1 2026-10-05 (42 days before as_of), C2 10-10 (37), C3 11-01 (15).
+    chance = _values(context, "churn_probability", max_days_silent=40, min_revenue_at_risk=50)
+    assert pd.isna(chance[("customer", "C1")]) and pd.isna(chance[("customer", "C2")])
+    assert chance[("customer", "C3")] == 0.6
+    bare = MetricContext(_tables(), Providers(churn_scores=_churn))
+    with pytest.raises(MetricUnavailable, match="expected_revenue"):
+        compute_metric("churn_exposure_share", bare, AS_OF)
+
+
+def test_deal_days_in_stage_skips_small_deals(context: MetricContext) -> None:
+    days = _values(context, "deal_days_in_stage", min_amount=400)
+    assert pd.isna(days[("opportunity", "O1")]) and days[("opportunity", "O2")] == 76.0
+
+
+def test_a_bound_method_provider_is_shared_too() -> None:
+    class Feasibility:
+        calls = 0
+
+        def run(self, tables: Tables, period: str, as_of: pd.Timestamp) -> pd.DataFrame:
+            self.calls += 1
+            return _feasibility(tables, period, as_of)
+
+    source = Feasibility()
+    # Two attribute accesses, two bound-method objects: still one provider.
+    context = MetricContext(_tables(), Providers(
+        attainment=source.run, period_forecast=ForecastFromAttainment(source.run)))
+    compute_metric("attainment_probability", context, AS_OF)
+    compute_metric("forecast_gap", context, AS_OF)
+    assert source.calls == 1

@@ -181,9 +181,33 @@ def test_default_pack_parses_and_covers_the_guides() -> None:
     parsed = load_rules(REPO / "rules" / "default.yaml")
     metrics = {rule.metric for _, rule in parsed.rules}
     assert metrics >= {
-        "attainment_probability", "pace_against_plan", "pipeline_coverage", "conversion_drop",
-        "stalled_deals", "slipped_deals", "churn_exposure", "high_risk_customers",
-        "complaint_spike", "overdue_receivables_ratio", "forecast_gap",
+        "attainment_probability", "pace_against_plan", "pipeline_gap_coverage",
+        "conversion_drop", "stalled_deals", "slipped_deals", "churn_exposure_share",
+        "high_risk_customers", "churn_probability", "complaint_spike",
+        "overdue_receivables_ratio", "forecast_gap",
     }
-    coverage = {rule.threshold for _, rule in parsed.rules if rule.metric == "pipeline_coverage"}
-    assert coverage == {3.0, 2.0}
+    # Coverage of what the run rate leaves, in multiples of that gap.
+    coverage = {rule.threshold for _, rule in parsed.rules
+                if rule.metric == "pipeline_gap_coverage"}
+    assert coverage == {2.0, 1.0}
+    # Every rule names its concern: what inhibition by hierarchy relates across rules.
+    for group, rule in parsed.rules:
+        assert "concern" in {**group.labels, **rule.labels}, rule.alert
+    # Customer and deal alerts are grouped per account manager, not sent one by one.
+    assert parsed.route is not None
+    child = parsed.route.routes[0]
+    assert child.group_by == ["alertname", "rep"]
+    assert [str(m) for m in child.matchers] == ['scope=~"customer|opportunity"']
+
+
+def test_bool_params_take_true_or_false() -> None:
+    rule = {"alert": "Late", "metric": "overdue_receivables_ratio", "scope": "customer",
+            "op": ">", "threshold": 0.5, "params": {"usual_lateness": True}}
+    parsed = parse_rules({"groups": [{"name": "g", "rules": [rule]}]})
+    assert parsed.rules[0][1].params == {"usual_lateness": True}
+    with pytest.raises(RuleFileError, match="usual_lateness must be true or false, got 'yes'"):
+        parse_rules({"groups": [{"name": "g", "rules": [
+            {**rule, "params": {"usual_lateness": "yes"}}]}]})
+    with pytest.raises(RuleFileError, match="grace_days must be a number, got True"):
+        parse_rules({"groups": [{"name": "g", "rules": [
+            {**rule, "params": {"grace_days": True}}]}]})

@@ -40,10 +40,11 @@ from engine.warnings.engine import (
     OutOfOrder,
     evaluate,
     format_labels,
+    node_name,
     run_rule_tests,
     with_extra_receiver,
 )
-from engine.warnings.metrics import MetricContext, catalogue
+from engine.warnings.metrics import MetricContext, catalogue, default_providers
 from engine.warnings.notify import DeliveryPolicy, DeliveryReport, deliver
 from engine.warnings.rules import ALERTNAME, RuleFile, RuleFileError, load_rules, parse_matcher
 from engine.warnings.store import (
@@ -146,12 +147,57 @@ def alerts_frame(alerts: Iterable[AlertInstance]) -> pd.DataFrame:
                          "inhibited": bool})
 
 
-def _show(frame: pd.DataFrame, title: str) -> None:
-    """The alerts table for people: the contract's columns, muted alerts marked in ``state``."""
-    human = frame[["rule", "labels", "state", "severity", "value", "since", "message"]].copy()
-    human.loc[frame["silenced"], "state"] += " (silenced)"
-    human.loc[frame["inhibited"], "state"] += " (inhibited)"
-    print_frame(human, title)
+_LIST_LIMIT = 20
+
+
+def _rule_counts(alerts: list[AlertInstance]) -> pd.DataFrame:
+    """Per rule (worst first): notified firing, muted firing, pending, resolved, normal."""
+    rows: dict[str, dict[str, Any]] = {}
+    for a in alerts:
+        row = rows.setdefault(a.rule, {"rule": a.rule, "severity": a.severity, FIRING: 0,
+                                       "muted": 0, PENDING: 0, RESOLVED: 0, NORMAL: 0})
+        row["muted" if a.state == FIRING and a.muted else a.state] += 1
+    frame = pd.DataFrame(list(rows.values()),
+                         columns=["rule", "severity", FIRING, "muted", PENDING, RESOLVED, NORMAL])
+    frame = frame.loc[:, (frame != 0).any(axis=0)]  # a column of zeros says nothing
+    order = frame["severity"].map(_SEVERITY_ORDER).fillna(9)
+    firing = frame[FIRING] if FIRING in frame.columns else pd.Series(0, index=frame.index)
+    return (frame.assign(_quiet=firing == 0, _order=order, _firing=firing)
+            .sort_values(["_quiet", "_order", "_firing", "rule"],
+                         ascending=[True, True, False, True], kind="stable")
+            .drop(columns=["_quiet", "_order", "_firing"]))
+
+
+def _headline(alerts: list[AlertInstance], where: str) -> str:
+    firing = [a for a in alerts if a.state == FIRING]
+    muted = sum(a.muted for a in firing)
+    pending = sum(a.state == PENDING for a in alerts)
+    resolved = sum(a.state == RESOLVED for a in alerts)
+    return (f"{where}: {len(firing)} firing ({len(firing) - muted} notified, {muted} muted by "
+            f"silences or inhibition), {pending} pending, {resolved} resolved")
+
+
+def _show(alerts: list[AlertInstance], where: str, limit: int = _LIST_LIMIT) -> None:
+    """The summary people read on stderr: counts per rule and state, then the firing alerts
+    that were not muted, worst first, with their messages (every row goes to --out/--json)."""
+    if not alerts:
+        err.print(f"{where}: no alerts", markup=False, highlight=False)
+        return
+    err.print(_headline(alerts, where), markup=False, highlight=False)
+    print_frame(_rule_counts(alerts), "per rule", limit=100)
+    told = sorted((a for a in alerts if a.state == FIRING and not a.muted),
+                  key=lambda a: (_SEVERITY_ORDER.get(a.severity, 9), a.since or date.min,
+                                 a.rule, format_labels(a.labels)))
+    if not told:
+        return
+    err.print(f"firing, worst first ({min(limit, len(told))} of {len(told)}):", markup=False,
+              highlight=False)
+    for a in told[:limit]:
+        err.print(f"  {a.severity:<8} {a.rule} [{node_name(a.labels)}] since {_iso(a.since)}: "
+                  f"{a.message}", markup=False, highlight=False, soft_wrap=True)
+    if len(told) > limit:
+        err.print(f"  ... and {len(told) - limit} more (all rows: --out FILE or --json)",
+                  markup=False, highlight=False)
 
 
 def _note_report(report: EvaluationReport) -> None:
@@ -219,7 +265,8 @@ def evaluate_command(
     day = (when if when is not None else data_end(tables)).date()
     with _store(ctx) as store:
         try:
-            report = evaluate(rule_file, MetricContext(tables), store, day)
+            context = MetricContext(tables, default_providers(settings.mlflow_tracking_uri))
+            report = evaluate(rule_file, context, store, day)
         except OutOfOrder as exc:
             err.print(f"[red]{exc}[/red]", highlight=False)
             raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -229,9 +276,9 @@ def evaluate_command(
         if send:
             _note_delivery(deliver(store, _policy(deliver_wait)))
         names = [rule.alert for _, rule in rule_file.rules]
-        frame = alerts_frame(store.alerts(rules=names, states=_ACTIVE))
-    _show(frame, f"alerts at {day} ({len(frame)} not normal)")
-    emit(frame, out, as_json)
+        alerts = store.alerts(rules=names, states=_ACTIVE)
+    _show(alerts, f"alerts at {day}")
+    emit(alerts_frame(alerts), out, as_json)
 
 
 def _states(state: list[str] | None) -> list[str] | None:
@@ -258,9 +305,9 @@ def list_command(
     """Current alerts (worst first)."""
     states = _states(state)
     with _store(ctx) as store:
-        frame = alerts_frame(store.alerts(rules=rule or None, states=states))
-    _show(frame, f"{len(frame)} alert(s)")
-    emit(frame, out, as_json)
+        alerts = store.alerts(rules=rule or None, states=states)
+    _show(alerts, f"{len(alerts)} alert(s)")
+    emit(alerts_frame(alerts), out, as_json)
 
 
 @warnings_app.command("history")

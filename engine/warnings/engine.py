@@ -100,6 +100,7 @@ __all__ = [
     "fingerprint",
     "format_labels",
     "inhibited",
+    "node_name",
     "plan_notifications",
     "route_alert",
     "run_rule_tests",
@@ -205,7 +206,7 @@ def _value(sample: Mapping[str, Any] | None) -> float | None:
     return None if math.isnan(number) else number
 
 
-def _node_name(labels: Mapping[str, str]) -> str:
+def node_name(labels: Mapping[str, str]) -> str:
     """The alert's node in words: ``region North``, ``rep Ana``, ``company``."""
     scope = labels.get("scope", "")
     own = SCOPE_LABELS.get(scope, ())
@@ -224,7 +225,7 @@ def _refresh(alert: AlertInstance, rule: Rule, sample: Mapping[str, Any] | None,
         **details, "value": value, "threshold": rule.threshold, "op": rule.op,
         "alert": rule.alert, ALERTNAME: rule.alert, "severity": rule.severity,
         "metric": rule.metric, "scope": alert.labels.get("scope"), "labels": alert.labels,
-        "node": _node_name(alert.labels), "details": details, "explanation": explanation,
+        "node": node_name(alert.labels), "details": details, "explanation": explanation,
         "for": format_duration(rule.for_),
         "as_of": as_of.isoformat(), "state": alert.state,
     }

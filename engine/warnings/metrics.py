@@ -135,7 +135,7 @@ def _lazy(module: str, name: str) -> Callable[..., Any] | None:
     return call
 
 
-def default_providers() -> Providers:
+def default_providers(tracking_uri: str | None = None) -> Providers:
     """The providers that exist in this installation, each found when its module exists:
 
     - churn scores: ``engine.pipelines.churn.score_churn(tables, as_of=...)`` (without a
@@ -143,10 +143,29 @@ def default_providers() -> Providers:
     - attainment: ``engine.pipelines.feasibility.run_feasibility(tables, period, as_of).frame``;
     - period forecast: the same simulation's ``expected`` (:class:`ForecastFromAttainment`),
       computed once per evaluation for both.
+
+    Args:
+        tracking_uri: the MLflow registry the champions are loaded from
+            (``QUOTACAST_MLFLOW_TRACKING_URI``); it is configured when a provider is first
+            called, so evaluations whose rules need no model never import MLflow.
     """
-    score_churn = _lazy("engine.pipelines.churn", "score_churn")
+    configure = _lazy("engine.tracking", "configure") if tracking_uri else None
+
+    def configured(call: Callable[..., Any] | None) -> Callable[..., Any] | None:
+        """``call`` with the registry configured first (None stays None)."""
+        if call is None:
+            return None
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if configure is not None:
+                configure(tracking_uri)
+            return call(*args, **kwargs)
+
+        return run
+
+    score_churn = configured(_lazy("engine.pipelines.churn", "score_churn"))
+    run_feasibility = configured(_lazy("engine.pipelines.feasibility", "run_feasibility"))
     churn = None if score_churn is None else (lambda t, as_of: score_churn(t, as_of=as_of))
-    run_feasibility = _lazy("engine.pipelines.feasibility", "run_feasibility")
     attainment = None if run_feasibility is None else (
         lambda t, period, as_of: run_feasibility(t, period, as_of).frame)
     forecast = None if attainment is None else ForecastFromAttainment(attainment)
@@ -877,16 +896,19 @@ def high_risk_customers(context: MetricContext, as_of: pd.Timestamp,
 
 @_metric("churn_probability", ("customer",), "probability",
          "A customer's churn probability from the churn scores; NaN when its revenue at risk "
-         "is below min_revenue_at_risk (an account too small to alert on by itself).",
+         "is below min_revenue_at_risk (an account too small to alert on by itself) or when "
+         "its last revenue is more than max_days_silent days old (0 = no limit: such a "
+         "customer is lost rather than at risk).",
          "churn scores (engine/pipelines/churn.py; a champion churn model)",
-         {"min_revenue_at_risk": 0})
+         {"min_revenue_at_risk": 0, "max_days_silent": 0})
 def churn_probability(context: MetricContext, as_of: pd.Timestamp,
                       params: Mapping[str, Any]) -> pd.DataFrame:
     """Per customer: its churn probability (with the scores' reasons when they give them)."""
     scores = _churn(context, as_of, "churn_probability")
     sums = scores[["churn_probability", "revenue_at_risk"]].astype(float)
+    sums["days_silent"] = (as_of - _last_revenue(context, as_of).reindex(sums.index)).dt.days
     reasons = scores["reasons"].astype(str) if "reasons" in scores.columns else None
-    floor = float(params["min_revenue_at_risk"])
+    floor, silent = float(params["min_revenue_at_risk"]), float(params["max_days_silent"])
 
     def finish(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
         words = [f"churn probability {p:.0%}, revenue at risk {_money(r)}"
@@ -896,9 +918,21 @@ def churn_probability(context: MetricContext, as_of: pd.Timestamp,
                      for w, why in zip(words, reasons.reindex(rows.index).fillna(""),
                                        strict=True)]
         value = rows["churn_probability"].where(rows["revenue_at_risk"] >= floor)
+        if silent > 0:
+            value = value.where(rows["days_silent"] <= silent)
         return value, pd.Series(words, index=rows.index, dtype=object)
 
     return _customer_rollup(context, sums, ("customer",), finish)
+
+
+def _last_revenue(context: MetricContext, as_of: pd.Timestamp) -> pd.Series:
+    """Per customer: the date of its last revenue before ``as_of``."""
+    def compute() -> pd.Series:
+        events = _revenue_events(context, as_of)
+        return events[S.DS].groupby(events[S.CUSTOMER_ID].astype(object)).max()
+
+    series: pd.Series = context.cached(("last_revenue", as_of), compute)
+    return series
 
 
 def _period_frame(context: MetricContext, as_of: pd.Timestamp, params: Mapping[str, Any],
@@ -911,8 +945,9 @@ def _period_frame(context: MetricContext, as_of: pd.Timestamp, params: Mapping[s
     provider = getattr(context.providers, name)
     if provider is None:
         raise MetricUnavailable(metric, needs)
+    # == rather than is: a bound method is a new object at each attribute access.
     if (isinstance(provider, ForecastFromAttainment)
-            and provider.attainment is context.providers.attainment):
+            and provider.attainment == context.providers.attainment):
         name, provider = "attainment", provider.attainment
     period = resolve_period(params["period"], as_of)
     frame: pd.DataFrame = context.cached(
@@ -959,23 +994,21 @@ def _shortfalls(context: MetricContext, frame: pd.DataFrame, n: int = 3) -> pd.S
     ``region South 1.3M short (P 2%)``: what a company alert stands for when hierarchy
     inhibition keeps its regions quiet.
     """
-    short = frame["target"] - frame["expected"]
-    parent = _parents(context, frame)
-    chance = frame["p_attain"].astype(float).to_dict() if "p_attain" in frame.columns else {}
-    texts = pd.Series("", index=frame.index, dtype=object)
-    for i in frame.index:  # nodes: tens of rows
-        level = frame.at[i, S.LEVEL]
-        child = _CHILD.get(str(level))
-        if child is None:
-            continue
-        mine = frame.index[(frame[S.LEVEL] == child) & (parent == frame.at[i, S.KEY])
-                           & (short > 0)]
-        worst = short.loc[mine].sort_values(ascending=False, kind="stable").index[:n]
-        texts[i] = ", ".join(
-            f"{child} {frame.at[j, S.KEY]} {_money(short[j])} short"
-            + (f" (P {_pct(chance[j])})" if chance else "")
-            for j in worst)
-    return texts
+    short = (frame["target"] - frame["expected"]).astype(float)
+    chance = frame["p_attain"] if "p_attain" in frame.columns else None
+    behind = frame.assign(_short=short, _parent=_parents(context, frame))[short > 0]
+    behind = behind.sort_values("_short", ascending=False, kind="stable")
+    named: dict[tuple[str, str], list[str]] = {}
+    for i, level, key, parent, amount in zip(behind.index, behind[S.LEVEL], behind[S.KEY],
+                                             behind["_parent"], behind["_short"],
+                                             strict=True):
+        mine = named.setdefault((str(level), str(parent)), [])
+        if len(mine) < n:
+            odds = f" (P {_pct(float(chance.loc[i]))})" if chance is not None else ""
+            mine.append(f"{level} {key} {_money(amount)} short{odds}")
+    return pd.Series([", ".join(named.get((_CHILD.get(str(level), ""), str(key)), []))
+                      for level, key in zip(frame[S.LEVEL], frame[S.KEY], strict=True)],
+                     index=frame.index, dtype=object)
 
 
 def _with_shortfalls(words: pd.Series, shortfalls: pd.Series) -> pd.Series:
@@ -1080,6 +1113,7 @@ def pipeline_gap_coverage(context: MetricContext, as_of: pd.Timestamp,
                                     frame["closed_to_date"], frame["expected_run_rate"],
                                     strict=True)
     ], index=frame.index, dtype=object)
+    words = _with_shortfalls(words, _shortfalls(context, frame))
     frame = frame.assign(period=period, pipeline_gap=gap)
     return _node_rows(context, frame, value, words,
                       ["period", "target", "closed_to_date", "expected_run_rate",

@@ -447,7 +447,10 @@ class Rule(_Model):
             )
         for name, given in self.params.items():
             default = spec.params[name]
-            if isinstance(default, int | float) and (
+            if isinstance(default, bool):
+                if not isinstance(given, bool):
+                    raise ValueError(f"params: {name} must be true or false, got {given!r}")
+            elif isinstance(default, int | float) and (
                 isinstance(given, bool) or not isinstance(given, int | float)
             ):
                 raise ValueError(f"params: {name} must be a number, got {given!r}")

@@ -53,8 +53,9 @@ def dashboard(
     state: StateDep,
     api_key: Annotated[str | None, Security(API_KEY_HEADER)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
-    key: Annotated[str | None, Query(max_length=200)] = None,
-    cookie: Annotated[str | None, Cookie(alias=COOKIE, max_length=200)] = None,
+    # No length limits here: an odd value is a bad key (the sign-in page), not a 422.
+    key: Annotated[str | None, Query()] = None,
+    cookie: Annotated[str | None, Cookie(alias=COOKIE)] = None,
 ) -> Response:
     """The dashboard for the signed-in key, or the sign-in form."""
     token = key or key_from_headers(api_key, bearer) or cookie

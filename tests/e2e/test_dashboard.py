@@ -1,7 +1,8 @@
 """The dashboard in a real browser: headless Chromium (Debian's) driven by Playwright.
 
 A real uvicorn server on a free local port serves a generated small company with champions
-trained through the pipelines and warnings evaluated once. The page is loaded as a planner and
+trained through the pipelines and the default warning rules evaluated twice, 14 days apart (so
+that rules with a ``for`` of up to 14 days can fire). The page is loaded as a planner and
 as an account manager; a screenshot of each is saved in a temporary directory (its path is
 printed) for a person to look at.
 
@@ -12,22 +13,25 @@ browser download (``playwright install``) is not used.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from test_service_support import (
     Company,
     closed_port,
     fresh_registry,
     make_company,
     quiet_options,
+    quiet_registry,
     settings_for,
 )
 
@@ -65,8 +69,37 @@ def _train(uri: str, company: Company) -> None:
     tracking.configure(uri)
     churn = train_churn(company.tables, seed=3)
     tracking.promote("churn", churn.version, force=True)
-    win = train_win(company.tables)
+    win = train_win(company.tables, snapshot_days=28)  # monthly snapshots: 4x faster
     tracking.promote("win", win.version, force=True)
+
+
+@contextmanager
+def _serving(app: FastAPI) -> Iterator[str]:
+    """A real uvicorn server on a free local port, in a thread; yields its URL."""
+    port = closed_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _evaluate_warnings(url: str, state: AppState) -> None:
+    """Two evaluations 14 days apart, so rules needing a breach held that long can fire."""
+    editor = state.keys.create("sales_ops")[1]
+    assert state.data.end is not None
+    for day in (state.data.end - pd.Timedelta(days=14), state.data.end):
+        evaluated = httpx.post(f"{url}/v1/warnings/evaluate", json={"as_of": str(day.date())},
+                               headers={"X-API-Key": editor}, timeout=120)
+        assert evaluated.status_code == 200, evaluated.text
 
 
 @pytest.fixture(scope="module")
@@ -75,29 +108,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     company = make_company(root)
     uri = fresh_registry(root)
     _train(uri, company)
-    app = create_app(settings_for(root, company.data, uri), quiet_options(draws=5000))
-    port = closed_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.1)
-    state: AppState = app.state.quotacast
-    url = f"http://127.0.0.1:{port}"
-    editor = state.keys.create("sales_ops")[1]
-    evaluated = httpx.post(f"{url}/v1/warnings/evaluate", json={},
-                           headers={"X-API-Key": editor}, timeout=120)
-    assert evaluated.status_code == 200, evaluated.text
-    shots = Path(tempfile.mkdtemp(prefix="quotacast-dashboard-"))
-    try:
-        yield Site(url, state, company, state.keys.create("planner")[1],
-                   state.keys.create("account_manager", company.manager)[1], shots)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with pytest.MonkeyPatch.context() as patch:
+        quiet_registry(patch)
+        app = create_app(settings_for(root, company.data, uri), quiet_options(draws=5000))
+        with _serving(app) as url:
+            state: AppState = app.state.quotacast
+            _evaluate_warnings(url, state)
+            yield Site(url, state, company, state.keys.create("planner")[1],
+                       state.keys.create("account_manager", company.manager)[1],
+                       tmp_path_factory.mktemp("screenshots"))  # pytest keeps recent runs'
 
 
 @pytest.fixture
@@ -132,9 +151,10 @@ def test_planner_sees_feasibility_warnings_and_customers(site: Site,
     assert rows.first.get_attribute("data-level") == "company"
     assert "%" in rows.first.locator("td").nth(4).inner_text()
 
-    alerts = page.locator("#warnings .alert")
-    assert alerts.count() >= 1
-    assert alerts.first.locator(".why").first.inner_text().strip()  # the explanation
+    loud = page.locator("#warnings > .alert")  # muted ones are folded in a <details>
+    assert loud.count() >= 1
+    assert loud.first.locator(".why").first.inner_text().strip()  # the explanation
+    assert loud.first.locator("i").count() == 0  # neither silenced nor inhibited
 
     customers = page.locator("#at-risk-table tbody tr")
     assert customers.count() == 20

@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/quotacast demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests notebooks --nbmake
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,12 +10,16 @@ produces a small, explainable set of alerts. This replays it from scratch:
 3. evaluates ``rules/default.yaml`` every 7 days from the start to the data's last date into a
    fresh temporary SQLite alert store (notifications are queued in its outbox, not sent);
 4. prints, per rule, how many distinct alerts fired and how many of those were notified (not
-   silenced or inhibited), when, then every notified firing alert with its message, and the
-   precision of the customer-level alerts against the generator's hidden truth.
+   silenced or inhibited), when, then every notified firing alert with its message, the
+   precision of the customer-level alerts against the generator's hidden truth, and for the
+   quarters that are over: whether the nodes that plan alerts were told about missed their
+   targets, and whether the nodes that missed by more than 5% were alerted.
 
-A customer is "in trouble" at date ``t`` when its health had started a lasting decline by
-``t`` or it churns (stops for good) by ``t + 180`` days; "declining" is the first part alone.
-Chance is the same rate among the customers active at ``t`` (an order in the 365 days before).
+A customer is "declining" at date ``t`` when its health started a lasting decline in the 365
+days before ``t`` (the truth keeps the first decline's date, not recoveries), and "in trouble"
+when it is declining, has already left for good, or leaves within 180 days. Chance is the same
+rate among the customers active at ``t`` (an order in the 365 days before), averaged over the
+evaluation dates.
 
 Per evaluation, the churn scores are computed once and shared by the churn metrics and the
 feasibility simulation, which runs once for attainment, forecast gap and gap coverage; the
@@ -281,6 +285,62 @@ def node_outcomes(found: pd.DataFrame, tables: Tables) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["rule", "node", "period", "target", "actual", "missed"])
 
 
+def node_recall(found: pd.DataFrame, tables: Tables, dates: list[date],
+                miss: float = 0.05) -> pd.DataFrame:
+    """Nodes (company, region, team) that missed a quarter over by more than ``miss``, and
+    whether a plan or pipeline alert fired about that quarter at the node itself (told or
+    muted) or was told at one of its ancestors."""
+    plan = found[found["labels"].map(lambda labels: labels.get("concern") in ("plan", "pipeline"))]
+    seen: set[tuple[str, str, str, bool]] = set()  # (period, scope, key, told)
+    for labels, message, told in zip(plan["labels"], plan["message"], plan["notified"],
+                                     strict=True):
+        match = _PERIOD.search(str(message))
+        scope = str(labels.get("scope", ""))
+        if match is not None and scope in S.HIERARCHY_LEVELS:
+            key = S.COMPANY_KEY if scope == S.LEVEL_COMPANY else str(labels[scope])
+            seen.add((match.group(1), scope, key, bool(told)))
+    events = attribute_revenue(tables, columns=[])
+    quarter = events[S.DS].dt.to_period("Q").astype(str)
+    last = pd.Timestamp(data_end(tables))
+    periods = sorted({f"{d.year}Q{(d.month - 1) // 3 + 1}" for d in dates})
+    targets = tables[S.TARGETS]
+    rows = []
+    for period in periods:
+        if period_bounds(period)[1] > last:
+            continue
+        mine = events[quarter == period]
+        for scope in (S.LEVEL_COMPANY, S.LEVEL_REGION, S.LEVEL_TEAM):
+            goals = targets[(targets[S.PERIOD].astype(str) == period)
+                            & (targets[S.LEVEL] == scope)].set_index(S.KEY)[S.AMOUNT]
+            actual = (pd.Series({S.COMPANY_KEY: mine[S.AMOUNT].sum()}) if scope ==
+                      S.LEVEL_COMPANY else mine.groupby(mine[scope].astype(object))[S.AMOUNT]
+                      .sum())
+            for node_key, target in goals.items():
+                done = float(actual.get(node_key, 0.0))
+                if done >= (1 - miss) * float(target):
+                    continue
+                own = any((period, scope, str(node_key), t) in seen for t in (True, False))
+                rows.append({"period": period, "node": f"{scope} {node_key}",
+                             "short": 1 - done / float(target), "alerted": own})
+    frame = pd.DataFrame(rows, columns=["period", "node", "short", "alerted"])
+    return _with_ancestors(frame, seen, tables)
+
+
+def _with_ancestors(frame: pd.DataFrame, seen: set[tuple[str, str, str, bool]],
+                    tables: Tables) -> pd.DataFrame:
+    """Mark nodes whose region or the company had a told alert about the same quarter."""
+    org = tables[S.ORG].drop_duplicates(S.TEAM).set_index(S.TEAM)[S.REGION]
+    covered = []
+    for period, where, alerted in zip(frame["period"], frame["node"], frame["alerted"],
+                                      strict=True):
+        scope, _, key = where.partition(" ")
+        above = [(S.LEVEL_COMPANY, S.COMPANY_KEY)] if scope != S.LEVEL_COMPANY else []
+        if scope == S.LEVEL_TEAM and key in org.index:
+            above.append((S.LEVEL_REGION, str(org[key])))
+        covered.append(alerted or any((period, s, k, True) in seen for s, k in above))
+    return frame.assign(covered=covered)
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -326,6 +386,13 @@ def print_report(found: pd.DataFrame, rules: RuleFile, store: AlertStore, truth:
     print("\nNotified customer-level alerts against the generator's truth, at the date they "
           "fired (share of alerts):")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.0%}"))
+    recall = node_recall(found, tables, dates)
+    if len(recall):
+        print(f"\nNodes (company, region, team) that missed a quarter that is over by more than "
+              f"5%: {int(recall['alerted'].sum())} of {len(recall)} had a plan or pipeline alert "
+              f"of their own about it, {int(recall['covered'].sum())} had one of their own or a "
+              "told one above them")
+        print(recall.to_string(index=False, formatters={"short": "{:.0%}".format}))
     outcomes = node_outcomes(told, tables)
     if len(outcomes):
         print(f"\nNotified plan and pipeline alerts about a quarter that is over: "

@@ -159,11 +159,16 @@ def find_table_files(directory: Path) -> tuple[dict[str, Path], list[Problem]]:
     return files, problems
 
 
-def _offending_line(path: Path, offset: int) -> int:
+def _first_non_utf8(path: Path) -> tuple[int, bytes]:
+    """Line and byte of the first byte that is not UTF-8 (read whole: only on failure)."""
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as fh:
-        head = fh.read(offset)
-    return head.count(b"\n") + 1
+        data = fh.read()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1, data[exc.start : exc.start + 1]
+    return 0, b""
 
 
 def read_raw_file(table: str, path: Path) -> tuple[pd.DataFrame | None, list[Problem]]:
@@ -184,17 +189,11 @@ def read_raw_file(table: str, path: Path) -> tuple[pd.DataFrame | None, list[Pro
             na_values=[""],
             skipinitialspace=False,
         )
-    except UnicodeDecodeError as exc:
-        line = _offending_line(path, exc.start) if exc.start else 0
-        return None, [
-            Problem(
-                table,
-                line,
-                "-",
-                f"file is not {EXPECTED_ENCODING}; save it as {EXPECTED_ENCODING}",
-                f"byte {exc.object[exc.start : exc.start + 1]!r}",
-            )
-        ]
+    except UnicodeDecodeError:
+        # pandas reports the offset inside its read buffer: find the byte in the whole file.
+        line, byte = _first_non_utf8(path)
+        check = f"file is not {EXPECTED_ENCODING}; save it as {EXPECTED_ENCODING}"
+        return None, [Problem(table, line, "-", check, f"byte {byte!r}")]
     except pd.errors.EmptyDataError:
         return None, [Problem(table, 0, "-", "empty file", path.name)]
     except (pd.errors.ParserError, gzip.BadGzipFile, OSError, EOFError) as exc:

@@ -317,3 +317,14 @@ def test_unknown_output_format_is_a_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", "--data", str(data), "--out", str(tmp_path / "x.txt")])
     assert result.exit_code == 2
     assert "unknown output format" in result.stderr
+
+
+def test_non_utf8_byte_deep_in_a_large_file_names_its_real_line(tmp_path: Path) -> None:
+    data = write_dir(tmp_path / "d", {"orders": VALID["orders"]})
+    rows = "".join(f"c{i},smb\n" for i in range(50_000))
+    text = ("customer_id,segment\n" + rows).encode() + "c_x,café\n".encode("latin-1")
+    (data / "customers.csv").write_bytes(text)
+    with pytest.raises(BadInput) as info:
+        load_tables(data)
+    encoding = [p for p in info.value.problems if "UTF-8" in p.check]
+    assert [(p.table, p.line) for p in encoding] == [("customers", 50_002)]

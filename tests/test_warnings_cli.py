@@ -254,3 +254,23 @@ def test_metrics_command_lists_the_catalogue(cli: Any) -> None:
     records = _json(cli("metrics", "--json").stdout)
     assert {"pace_against_plan", "pipeline_coverage", "forecast_gap"} <= {
         r["metric"] for r in records}
+
+
+def test_evaluate_since_replays_dates_so_for_can_elapse(cli: Any, data: Path,
+                                                         rules: Path) -> None:
+    result = cli("evaluate", "--data", str(data), "--rules", str(rules), "--as-of",
+                 "2026-11-16", "--since", "2026-11-01", "--every", "1w", "--no-deliver",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    evaluated = [line.split(":")[0] for line in result.stderr.splitlines()
+                 if line.startswith("evaluated ")]
+    assert evaluated == [f"evaluated 2 rule(s) at 2026-11-{d}" for d in ("02", "09", "16")]
+    # C1's invoice, due on 10-31, is overdue from 11-02 on: pending then, firing a week later.
+    states = {r["rule"]: r["state"] for r in _json(result.stdout)}
+    assert states["OverdueHigh"] == "firing"
+    assert result.stderr.count("skipped 1 rule(s)") == 1  # said once, not per date
+    for bad in (["--since", "2026-12-01"], ["--since", "2026-11-01", "--every", "0"],
+                ["--since", "2026-11-01", "--every", "soon"]):
+        refused = cli("evaluate", "--data", str(data), "--rules", str(rules), "--as-of",
+                      "2026-11-16", *bad)
+        assert refused.exit_code == 2, bad

@@ -184,6 +184,24 @@ def test_missing_or_nan_sample_clears_the_alert() -> None:
     assert alert.value == 0.5  # the last value seen is kept when no sample came
 
 
+def test_an_alert_kept_firing_still_says_what_made_it_fire() -> None:
+    rules = _rules()
+    group, rule = rules.rules[0]
+    kept = rule.model_copy(update={"for_": timedelta(0), "keep_firing_for": timedelta(days=14)})
+    rules = rules.model_copy(update={"groups": [group.model_copy(update={"rules": [kept]})]})
+    low = _frame(("region", "North", None, 0.5))
+    nan = _frame(("region", "North", None, float("nan")))
+    fine = _frame(("region", "North", None, 0.95))
+    alerts, moves = _run(rules, [low, nan, fine, fine], [0, 7, 14, 21])
+    assert moves == [[(NORMAL, FIRING)], [], [], [(FIRING, RESOLVED)]]
+    alerts, _ = _run(rules, [low, nan, fine], [0, 7, 14])
+    (alert,) = alerts.values()
+    assert (alert.state, alert.keep_firing_since) == (FIRING, D0 + 7 * DAY)
+    # Not "<no value>" nor "95%": the last breach, as Prometheus keeps the last firing sample.
+    assert (alert.value, alert.message) == (0.5, "region North at 50%: pace 0.5")
+    assert alert.last_eval_at == D0 + 14 * DAY
+
+
 def test_scopes_outside_the_rule_are_ignored() -> None:
     rules = _rules()
     frame = _frame(("rep", "North", "N1", 0.1))

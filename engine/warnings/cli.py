@@ -46,7 +46,14 @@ from engine.warnings.engine import (
 )
 from engine.warnings.metrics import MetricContext, catalogue, default_providers
 from engine.warnings.notify import DeliveryPolicy, DeliveryReport, deliver
-from engine.warnings.rules import ALERTNAME, RuleFile, RuleFileError, load_rules, parse_matcher
+from engine.warnings.rules import (
+    ALERTNAME,
+    RuleFile,
+    RuleFileError,
+    load_rules,
+    parse_duration,
+    parse_matcher,
+)
 from engine.warnings.store import (
     FIRING,
     NORMAL,
@@ -193,18 +200,21 @@ def _show(alerts: list[AlertInstance], where: str, limit: int = _LIST_LIMIT) -> 
     err.print(f"firing, worst first ({min(limit, len(told))} of {len(told)}):", markup=False,
               highlight=False)
     for a in told[:limit]:
-        err.print(f"  {a.severity:<8} {a.rule} [{node_name(a.labels)}] since {_iso(a.since)}: "
-                  f"{a.message}", markup=False, highlight=False, soft_wrap=True)
+        kept = (f" (cleared {_iso(a.keep_firing_since)}, kept firing)"
+                if a.keep_firing_since is not None else "")
+        err.print(f"  {a.severity:<8} {a.rule} [{node_name(a.labels)}] since {_iso(a.since)}"
+                  f"{kept}: {a.message}", markup=False, highlight=False, soft_wrap=True)
     if len(told) > limit:
         err.print(f"  ... and {len(told) - limit} more (all rows: --out FILE or --json)",
                   markup=False, highlight=False)
 
 
-def _note_report(report: EvaluationReport) -> None:
-    if report.already:
+def _note_report(report: EvaluationReport, notes: bool = True) -> None:
+    """What one evaluation did; ``notes`` adds what was left unchanged or skipped, and why."""
+    if report.already and notes:
         err.print(f"already evaluated at {report.as_of} (left unchanged): "
                   f"{', '.join(report.already)}", markup=False, highlight=False)
-    if report.skipped:
+    if report.skipped and notes:
         err.print(f"skipped {len(report.skipped)} rule(s) whose metric is not available yet: "
                   f"{', '.join(report.skipped)}", markup=False, highlight=False)
         for reason in sorted(set(report.skipped.values())):
@@ -236,6 +246,24 @@ DeliverWaitOpt = Annotated[
 ]
 
 
+def _replay_dates(last: date, since: str | None, every: str) -> list[date]:
+    """``last`` alone, or every ``every`` back from ``last`` to ``since`` (oldest first)."""
+    if since is None:
+        return [last]
+    first = _day(since, "--since")
+    try:
+        step = parse_duration(every)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--every") from exc
+    if step <= timedelta(0):
+        raise typer.BadParameter("must be longer than 0", param_hint="--every")
+    if first > last:
+        raise typer.BadParameter(f"{first} is after the evaluation date {last}",
+                                 param_hint="--since")
+    count = (last - first) // step
+    return [last - step * k for k in range(count, -1, -1)]
+
+
 @warnings_app.command("evaluate")
 def evaluate_command(
     ctx: typer.Context,
@@ -251,8 +279,14 @@ def evaluate_command(
     send: Annotated[bool, typer.Option(
         "--deliver/--no-deliver", help="Send queued notifications now.")] = True,
     deliver_wait: DeliverWaitOpt = 10.0,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Replay: also evaluate every --every from this date up to --as-of, "
+        "oldest first, so that `for` durations can elapse (dates already evaluated are left "
+        "as they are).")] = None,
+    every: Annotated[str, typer.Option(
+        "--every", help="Step between replayed dates (a duration like 7d or 1w).")] = "7d",
 ) -> None:
-    """Evaluate the rules at --as-of, update alert states, send notifications, list alerts."""
+    """Evaluate the rules at --as-of, update alert states, send notifications, summarise."""
     rule_file = _rules(rules)
     settings = settings_of(ctx)
     rule_file = with_extra_receiver(
@@ -263,16 +297,18 @@ def evaluate_command(
     tables = read_data(data_source(ctx, data))
     when = parse_as_of(as_of)
     day = (when if when is not None else data_end(tables)).date()
+    dates = _replay_dates(day, since, every)
+    providers = default_providers(settings.mlflow_tracking_uri)
     with _store(ctx) as store:
-        try:
-            context = MetricContext(tables, default_providers(settings.mlflow_tracking_uri))
-            report = evaluate(rule_file, context, store, day)
-        except OutOfOrder as exc:
-            err.print(f"[red]{exc}[/red]", highlight=False)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-        except AlreadyEvaluated as exc:
-            fail(f"{exc}; nothing of this run was written, run it again")
-        _note_report(report)
+        for at in dates:
+            try:
+                report = evaluate(rule_file, MetricContext(tables, providers), store, at)
+            except OutOfOrder as exc:
+                err.print(f"[red]{exc}[/red]", highlight=False)
+                raise typer.Exit(EXIT_BAD_INPUT) from None
+            except AlreadyEvaluated as exc:
+                fail(f"{exc}; nothing of this run was written, run it again")
+            _note_report(report, notes=at == day)
         if send:
             _note_delivery(deliver(store, _policy(deliver_wait)))
         names = [rule.alert for _, rule in rule_file.rules]

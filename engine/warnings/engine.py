@@ -11,7 +11,8 @@ Resolved state made explicit::
   ``as_of - active_at >= for`` (``for: 0`` fires at the first breach).
 - ``keep_firing_for``: a firing alert whose condition clears keeps firing while
   ``as_of - keep_firing_since < keep_firing_for``, where ``keep_firing_since`` is the first
-  evaluation that saw it clear (as Prometheus does); a new breach resets that clock.
+  evaluation that saw it clear (as Prometheus does); a new breach resets that clock. Meanwhile
+  its value, details and message stay those of its last breach.
 - A missing or NaN value is "no breach": the alert clears as if the condition were false.
 
 Evaluation is idempotent per (rule, as_of): a rule already evaluated at ``as_of`` is left as is
@@ -273,8 +274,11 @@ def apply_rule(group: Group, rule: Rule, frame: pd.DataFrame,
         if old is None and (not breached or labels is None):
             continue  # nothing to remember about a label set that never breached
         base = old if old is not None else AlertInstance(rule.alert, fp, labels or {})
-        new = _refresh(step(base, breached, as_of, rule.for_, rule.keep_firing_for), rule,
-                       sample, as_of)
+        stepped = step(base, breached, as_of, rule.for_, rule.keep_firing_for)
+        # Kept firing after the breach cleared (keep_firing_for): the alert still says what
+        # made it fire, as Prometheus keeps the last firing sample, not "<no value>x".
+        kept = stepped.state == FIRING and not breached
+        new = _refresh(stepped, rule, None if kept else sample, as_of)
         alerts.append(new)
         before = old.state if old is not None else NORMAL
         if new.state != before:

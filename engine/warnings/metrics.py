@@ -752,13 +752,12 @@ def overdue_receivables_ratio(context: MetricContext, as_of: pd.Timestamp,
     floor = float(params["min_overdue"])
 
     def finish(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-        value = rows["overdue"] / rows["outstanding"].where(rows["outstanding"] > 0)
-        value = value.where(rows["overdue"] >= floor)
+        share = rows["overdue"] / rows["outstanding"].where(rows["outstanding"] > 0)
         words = [f"overdue {_money(o)} of {_money(t)} outstanding ({_pct(v)}), {n:.0f} invoices "
-                 "past due" for o, t, v, n in zip(rows["overdue"], rows["outstanding"],
-                                                  rows["overdue"] / rows["outstanding"],
+                 "past due" for o, t, v, n in zip(rows["overdue"], rows["outstanding"], share,
                                                   rows["overdue_invoices"], strict=True)]
-        return value, pd.Series(words, index=rows.index, dtype=object)
+        return share.where(rows["overdue"] >= floor), pd.Series(words, index=rows.index,
+                                                                 dtype=object)
 
     frame = _customer_rollup(context, sums, _CUSTOMER_SCOPES, finish)
     is_customer = frame[SCOPE_COLUMN] == "customer"

@@ -31,7 +31,8 @@ A rule file is YAML with four sections (only ``groups`` is required)::
       - source_matchers: ['severity="critical"']
         target_matchers: ['severity="warning"']
         equal: [alertname, region]
-    inhibit_by_hierarchy: true    # a firing node alert mutes the same rule below that node
+    inhibit_by_hierarchy: true    # a firing node alert mutes the same rule below that node,
+                                  # and rules of its `concern` label up to its severity
 
 Templates are deliberately small (no jinja2): ``{{ value }}``, ``{{ labels.region }}``,
 ``{{ details.remaining_target | humanize }}``; a leading ``$`` is accepted (``{{ $value }}``) so

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import pandas as pd
 import typer
@@ -69,15 +69,10 @@ def train_churn_cmd(
             )
         except ValueError as exc:
             fail(str(exc))
-    for note in result.notes:
-        err.print(f"- {note}", markup=False, highlight=False)
+    _notes(result.notes)
     baselines = result.baselines.rename_axis("model").reset_index()
     print_frame(baselines, "holdout metrics (ours against the baselines)")
-    err.print(f"run id {result.run_id}")
-    err.print(f"registered {result.model_name} version {result.version} as challenger")
-    if as_json:
-        typer.echo(pd.Series({"run_id": result.run_id, "version": result.version,
-                              **result.metrics}).to_json())
+    _registered(result, as_json)
 
 
 def promote(
@@ -134,6 +129,22 @@ def score_churn_cmd(
     emit(scores, out, as_json)
 
 
+class _Trained(Protocol):
+    run_id: str
+    version: str
+    model_name: str
+    metrics: dict[str, float]
+
+
+def _registered(result: _Trained, as_json: bool) -> None:
+    """Say what a training run registered; ``--json`` prints run id, version and metrics."""
+    err.print(f"run id {result.run_id}")
+    err.print(f"registered {result.model_name} version {result.version} as challenger")
+    if as_json:
+        summary = {"run_id": result.run_id, "version": result.version, **result.metrics}
+        typer.echo(pd.Series(summary).to_json())
+
+
 def _notes(notes: list[str]) -> None:
     for note in notes:
         err.print(f"- {note}", markup=False, highlight=False)
@@ -167,11 +178,7 @@ def train_win_cmd(
             fail(str(exc))
     _notes(result.notes)
     print_frame(result.comparison.rename_axis("model").reset_index(), "holdout metrics")
-    err.print(f"run id {result.run_id}")
-    err.print(f"registered {result.model_name} version {result.version} as challenger")
-    if as_json:
-        typer.echo(pd.Series({"run_id": result.run_id, "version": result.version,
-                              **result.metrics}).to_json())
+    _registered(result, as_json)
 
 
 PeriodOpt = Annotated[
@@ -317,11 +324,7 @@ def train_forecast_cmd(
     table = result.table.sort_values(["level", "mase"])
     print_frame(table[["model", "level", "mase", "wape", "coverage_80"]],
                 "backtest accuracy per model and level", limit=40)
-    err.print(f"run id {result.run_id}")
-    err.print(f"registered {result.model_name} version {result.version} as challenger")
-    if as_json:
-        typer.echo(pd.Series({"run_id": result.run_id, "version": result.version,
-                              **result.metrics}).to_json())
+    _registered(result, as_json)
 
 
 @plan_app.command("forecast")

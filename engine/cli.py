@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 
 from engine.cli_common import (
+    EXIT_BAD_INPUT,
     AsOfOpt,
     DataOpt,
     JsonOpt,
@@ -146,11 +148,11 @@ def demo(
     err.print(f"data runs to {end.date()}")
     if not models:
         return
-    _run_demo_models(ctx, str(out))
+    _run_demo_models(ctx, str(out), end)
     _demo_where_to_look(settings.mlflow_tracking_uri, str(out))
 
 
-def _run_demo_models(ctx: typer.Context, data: str) -> None:
+def _run_demo_models(ctx: typer.Context, data: str, end: pd.Timestamp) -> None:
     from engine.cli_models import (
         feasibility_cmd,
         forecast_cmd,
@@ -181,10 +183,23 @@ def _run_demo_models(ctx: typer.Context, data: str) -> None:
     recalibrate_cmd(ctx, data=data, period=None, as_of=None, method="even_probability",
                     draws=10_000, churn=True, out=DEMO_OUTPUT / "recalibration.csv",
                     as_json=False)
-    _demo_step("5. early warnings (rules/default.yaml)")
-    evaluate_command(ctx, data=data, rules=default_rules_path(), as_of=None,
-                     out=DEMO_OUTPUT / "alerts.csv", as_json=False, webhook=None,
-                     notify_file=None, send=True, deliver_wait=10.0)
+    _demo_step("5. early warnings (rules/default.yaml), evaluated weekly over the last 5 weeks")
+
+    def evaluate_since(since: str | None) -> None:
+        evaluate_command(ctx, data=data, rules=default_rules_path(), as_of=None,
+                         out=DEMO_OUTPUT / "alerts.csv", as_json=False, webhook=None,
+                         notify_file=None, send=True, deliver_wait=10.0, since=since,
+                         every="7d")
+
+    try:
+        # Weekly dates let rules with a `for` duration get past pending.
+        evaluate_since((end - pd.Timedelta(days=35)).date().isoformat())
+    except typer.Exit as exit_:
+        if exit_.exit_code != EXIT_BAD_INPUT:
+            raise
+        # The alert store already holds later evaluations (an earlier demo on other data):
+        # states only move forward, so evaluate the last date alone.
+        evaluate_since(None)
 
 
 def _demo_where_to_look(tracking_uri: str, data: str) -> None:

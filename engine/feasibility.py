@@ -319,8 +319,11 @@ def _backtest_errors(sums: np.ndarray, lag: int, usable: int, shift: float
         if predicted is None:
             break
         pred, actual = predicted[0], sums[:, j]
-        e_c = math.log(max(actual.sum() + shift, shift * 0.05) / (pred.sum() + shift))
-        e_r = np.log(np.maximum(actual + shift, shift * 0.05) / (pred + shift))
+        # Both sides floored: returns can make a short window's actual or predicted net
+        # revenue negative, and the log of a negative ratio would turn every draw into NaN.
+        floor = shift * 0.05
+        e_c = math.log(max(actual.sum() + shift, floor) / max(pred.sum() + shift, floor))
+        e_r = np.log(np.maximum(actual + shift, floor) / np.maximum(pred + shift, floor))
         errors_c.append(e_c)
         errors_r.append(e_r - e_c)
         means.append(pred)

@@ -27,7 +27,7 @@ from engine.pipelines.churn import EXPECTED_REVENUE, REVENUE_AT_RISK, score_chur
 from engine.pipelines.forecast import ServedForecaster
 from engine.warnings.cli import default_rules_path
 from engine.warnings.engine import OutOfOrder, evaluate, with_extra_receiver
-from engine.warnings.metrics import MetricContext, Providers
+from engine.warnings.metrics import ForecastFromAttainment, MetricContext, Providers
 from engine.warnings.notify import DeliveryPolicy, deliver
 from engine.warnings.rules import ALERTNAME, RuleFile, RuleFileError, load_rules, parse_matcher
 from engine.warnings.store import FIRING, NORMAL, PENDING, RESOLVED, AlertInstance, AlreadyEvaluated
@@ -484,7 +484,8 @@ def _providers(state: AppState) -> Providers:
         return feasibility_run(state, period, pd.Timestamp(as_of).date()).frame
 
     return Providers(churn_scores=churn_scores_at if churn is not None else None,
-                     attainment=attainment)
+                     attainment=attainment,
+                     period_forecast=ForecastFromAttainment(attainment))
 
 
 def evaluate_warnings(state: AppState, as_of: date | None) -> api.EvaluationOut:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +27,6 @@ class ProbaModel:
 
 
 EXAMPLE = pd.DataFrame({"a": [0.1, -2.0, 3.0], "b": [0.0, 1.0, -1.0]})
-
-
-@pytest.fixture()
-def registry(tmp_path: Path) -> Iterator[Path]:
-    import mlflow
-
-    previous = mlflow.get_tracking_uri()
-    tracking.configure(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    yield tmp_path
-    tracking.configure(previous)
 
 
 def _register(value: float, champion_value: float | None = None) -> tracking.RegisteredRun:

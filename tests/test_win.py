@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +28,6 @@ def tables() -> Tables:
 @pytest.fixture(scope="module")
 def snapshots(tables: Tables) -> pd.DataFrame:
     return W.deal_snapshots(tables, W.snapshot_dates(tables, AS_OF, every_days=21))
-
-
-@pytest.fixture()
-def registry(tmp_path: Path) -> Iterator[Path]:
-    import mlflow
-
-    previous = mlflow.get_tracking_uri()
-    tracking.configure(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    yield tmp_path
-    tracking.configure(previous)
 
 
 def test_won_but_slipped_counts_zero() -> None:

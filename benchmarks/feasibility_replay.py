@@ -39,7 +39,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
@@ -52,7 +51,7 @@ from engine.io import Tables, validate_tables
 from engine.pipelines.win import fit_win_model
 from features.hierarchy import attribute_revenue, period_bounds
 from models import win as W
-from models.classification import MIN_BIN_CASES, reliability_table
+from models.classification import MIN_BIN_CASES, plot_calibration, reliability_table
 
 OUT = Path(__file__).resolve().parent / "out"
 CRM_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "crm-sales-opportunities"
@@ -202,21 +201,12 @@ def worst_decile_gap(p: np.ndarray, y: np.ndarray) -> tuple[float, int]:
 
 def plot(results: pd.DataFrame, name: str) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"feasibility_reliability_{name}.png"
-    fig, ax = plt.subplots(figsize=(5, 5))
-    try:
-        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
-        for column, label in (("p_attain", "quotacast"), ("p_pace", "pace baseline")):
-            table = reliability_table(results["outcome"].to_numpy(), results[column].to_numpy())
-            ax.plot(table["mean_predicted"], table["observed_rate"], marker="o", label=label)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(attain)",
-               ylabel="share of targets attained",
-               title=f"Target attainment, replay on {name} (deciles)")
-        ax.legend(loc="upper left")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
+    outcome = results["outcome"].to_numpy()
+    curves = {label: reliability_table(outcome, results[column].to_numpy())
+              for column, label in (("p_attain", "quotacast"), ("p_pace", "pace baseline"))}
+    path = plot_calibration(curves, OUT / f"feasibility_reliability_{name}.png",
+                            title=f"Target attainment, replay on {name} (deciles)",
+                            xlabel="predicted P(attain)", ylabel="share of targets attained")
     return path
 
 

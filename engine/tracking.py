@@ -108,6 +108,7 @@ class LoadedModel:
     version: str
     run_id: str
     metrics: dict[str, float]
+    holdout: str = ""
 
 
 def model_name(kind: str) -> str:
@@ -308,7 +309,8 @@ def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
     estimator = pyfunc.unwrap_python_model().estimator
     run = client.get_run(mv.run_id) if mv.run_id else None
     metrics = dict(run.data.metrics) if run else {}
-    return LoadedModel(estimator, name, str(mv.version), mv.run_id or "", metrics)
+    holdout = (mv.tags or {}).get(TAG_HOLDOUT, "")
+    return LoadedModel(estimator, name, str(mv.version), mv.run_id or "", metrics, holdout)
 
 
 def load_pyfunc(kind: str, alias: str = CHAMPION) -> Any:

@@ -11,6 +11,7 @@ given path, ready to be attached to an MLflow run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -150,19 +151,20 @@ def reliability_table(y_true: object, p: object, bins: int = 10) -> pd.DataFrame
     return pd.DataFrame(rows, columns=columns)
 
 
-def plot_calibration(table: pd.DataFrame, path: Path, title: str = "Calibration") -> Path:
-    """Reliability diagram from :func:`reliability_table`, saved as a PNG at ``path``."""
+def plot_calibration(table: pd.DataFrame | Mapping[str, pd.DataFrame], path: Path,
+                     title: str = "Calibration", xlabel: str = "mean predicted probability",
+                     ylabel: str = "observed rate") -> Path:
+    """Reliability diagram(s) from :func:`reliability_table`, saved as a PNG at ``path``.
+
+    ``table`` is one reliability table (drawn as "model") or several keyed by their label.
+    """
+    curves = {"model": table} if isinstance(table, pd.DataFrame) else dict(table)
     fig, ax = plt.subplots(figsize=(5, 5))
     try:
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
-        ax.plot(table["mean_predicted"], table["observed_rate"], marker="o", label="model")
-        ax.set(
-            xlim=(0, 1),
-            ylim=(0, 1),
-            xlabel="mean predicted probability",
-            ylabel="observed rate",
-            title=title,
-        )
+        for label, curve in curves.items():
+            ax.plot(curve["mean_predicted"], curve["observed_rate"], marker="o", label=label)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=xlabel, ylabel=ylabel, title=title)
         ax.legend(loc="upper left")
         fig.tight_layout()
         fig.savefig(path, dpi=100)

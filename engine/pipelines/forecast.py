@@ -151,10 +151,13 @@ def _champion_value(series: pd.DataFrame, hierarchy: pd.DataFrame | None, holdou
     except tracking.ChampionMissingError:
         notes.append("no champion yet: the first promotion needs no comparison")
         return None
+    if champion.holdout == holdout and GATE_METRIC in champion.metrics:
+        value = champion.metrics[GATE_METRIC]
+        notes.append(f"champion v{champion.version} was backtested on these same windows and "
+                     f"data: {GATE_METRIC} {value:.3f}")
+        return value
     served: ServedForecaster = champion.estimator
-    params = served.forecaster.get_params() if hasattr(served.forecaster, "get_params") else {
-        k: v for k, v in vars(served.forecaster).items() if not k.endswith("_")
-    }
+    params = {k: v for k, v in vars(served.forecaster).items() if not k.endswith("_")}
     refit = _fit(series, hierarchy, params, None)
     value = _summary(refit.metrics_)[GATE_METRIC]
     notes.append(f"champion v{champion.version} re-backtested on the same windows: "

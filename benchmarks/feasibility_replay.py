@@ -24,7 +24,10 @@ the run rate already carries the usual churn. Run from the repository root::
 
     .venv/bin/python benchmarks/feasibility_replay.py [--draws 2000] [--datasets demo crm]
 
-Prints one table and writes reliability curves to ``benchmarks/out/``.
+Prints one table (Brier score, log loss and the worst reliability gap over deciles with at
+least 30 cases, for the model and the pace baseline; and how often the actual fell below the
+model's P10 or above its P90, 10% each when the spread is right) and writes reliability curves
+to ``benchmarks/out/``.
 """
 
 from __future__ import annotations
@@ -144,6 +147,16 @@ def pace_sigma(history: pd.DataFrame, level: str, fraction: float, before: pd.Ti
     return float(max(np.sqrt((ratios**2).mean()), 0.05))
 
 
+def pit(simulation: FZ.Simulation, frame: pd.DataFrame, outcome: np.ndarray) -> np.ndarray:
+    """Where each actual fell in its simulated distribution (share of draws below it)."""
+    rows = np.array([simulation.node_index(level, key)
+                     for level, key in zip(frame[S.LEVEL], frame[S.KEY], strict=True)],
+                    dtype=np.int64)
+    if rows.size == 0:
+        return np.zeros(0)
+    return (simulation.draws[:, rows] < outcome[None, :]).mean(axis=0)
+
+
 def replay(name: str, tables: Tables, draws: int, seed: int) -> pd.DataFrame:
     """Predictions of the model and the pace baseline at every checkpoint, with outcomes."""
     actual = quarter_actuals(tables).set_index([S.PERIOD, S.LEVEL, S.KEY])[S.AMOUNT]
@@ -153,18 +166,22 @@ def replay(name: str, tables: Tables, draws: int, seed: int) -> pd.DataFrame:
     snapshots = W.deal_snapshots(tables, W.snapshot_dates(tables, last))
     print(f"[{name}] {len(quarters)} quarters, deal snapshots in {time.time() - t0:.0f} s",
           file=sys.stderr)
-    rows, history = [], pd.DataFrame(columns=["level", "fraction", "period_end", "log_ratio"])
+    rows: list[pd.DataFrame] = []
+    history = pd.DataFrame({"level": pd.Series(dtype=object), "fraction": pd.Series(dtype=float),
+                            "period_end": pd.Series(dtype="datetime64[ns]"),
+                            "log_ratio": pd.Series(dtype=float)})
     for period in quarters:  # a dozen quarters
         end = period_bounds(period)[1]
         model = win_model_at(tables, snapshots, checkpoint(tables, period, FRACTIONS[0]))
         for fraction in FRACTIONS:
             as_of = checkpoint(tables, period, fraction)
-            frame = FZ.feasibility(tables, period, as_of, draws=draws, seed=seed,
-                                   win_model=model)
+            frame, simulation = FZ.feasibility_with_simulation(
+                tables, period, as_of, draws=draws, seed=seed, win_model=model)
             index = pd.MultiIndex.from_frame(frame[[S.PERIOD, S.LEVEL, S.KEY]])
             outcome_amount = actual.reindex(index).fillna(0.0).to_numpy()
             frame = frame.assign(actual=outcome_amount, fraction=fraction, dataset=name,
-                                 outcome=(outcome_amount >= frame["target"]).astype(int))
+                                 outcome=(outcome_amount >= frame["target"]).astype(int),
+                                 pit=pit(simulation, frame, outcome_amount))
             frame["p_pace"] = np.nan
             for level, part in frame.groupby(S.LEVEL):
                 sigma = pace_sigma(history, str(level), fraction, as_of)
@@ -173,10 +190,10 @@ def replay(name: str, tables: Tables, draws: int, seed: int) -> pd.DataFrame:
                     sigma)
             rows.append(frame)
             pace = np.maximum(frame["closed_to_date"] / fraction, _EPS)
-            history = pd.concat([history, pd.DataFrame({
+            seen = pd.DataFrame({
                 "level": frame[S.LEVEL], "fraction": fraction, "period_end": end,
-                "log_ratio": np.log(np.maximum(frame["actual"], _EPS) / pace)})],
-                ignore_index=True)
+                "log_ratio": np.log(np.maximum(frame["actual"], _EPS) / pace)})
+            history = seen if history.empty else pd.concat([history, seen], ignore_index=True)
         print(f"[{name}] {period} done ({time.time() - t0:.0f} s)", file=sys.stderr)
     return pd.concat(rows, ignore_index=True)
 
@@ -222,6 +239,9 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
             row |= {f"brier {label}": brier(p, y), f"log loss {label}": log_loss(p, y),
                     f"max |gap| {label}": gap}
         row["deciles>=30"] = bins
+        # Where the actual fell in the simulated distribution: 10% each side is calibrated.
+        row["below p10"] = float((part["pit"] < 0.1).mean())
+        row["above p90"] = float((part["pit"] > 0.9).mean())
         rows.append(row)
     return pd.DataFrame(rows)
 

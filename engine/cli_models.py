@@ -41,10 +41,18 @@ HorizonOpt = Annotated[
 
 
 def use_tracking(ctx: typer.Context) -> None:
-    """Point MLflow at ``QUOTACAST_MLFLOW_TRACKING_URI`` (only commands that need it import it)."""
+    """Point MLflow at ``QUOTACAST_MLFLOW_TRACKING_URI`` (only commands that need it import it).
+
+    A registry that does not answer stops the command with a plain error (exit 1): falling back
+    to "no champion" would quietly give other numbers.
+    """
     from engine import tracking
 
-    tracking.configure(settings_of(ctx).mlflow_tracking_uri)
+    uri = settings_of(ctx).mlflow_tracking_uri
+    tracking.configure(uri)
+    if not tracking.registry_reachable():
+        fail(f"the model registry at {tracking.describe_uri(uri)} does not answer: check "
+             "QUOTACAST_MLFLOW_TRACKING_URI and that the server is up")
 
 
 @train_app.command("churn")

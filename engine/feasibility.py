@@ -110,8 +110,10 @@ _YEAR_WEEKS = 52
 # Prior of the company-wide log spread of the run rate, and its weight in windows.
 COMMON_SIGMA_PRIOR = 0.06
 PRIOR_WINDOWS = 4.0
-# Half-life (weeks) of the weights of past windows in the run-rate level.
-HALF_LIFE_WEEKS = 13.0
+# Half-lives (weeks) of the weights of past windows in the run-rate level: the backtest picks
+# the one whose predictions erred least (fast for books that step up or down, slow for steady
+# ones).
+HALF_LIFE_GRID = (2.0, 4.0, 8.0, 13.0, 26.0)
 # Dispersion of the run rate when there is no backtest to measure it on (log scale).
 DEFAULT_COMMON_SIGMA = 0.20
 DEFAULT_REP_SIGMA = 0.45
@@ -242,9 +244,9 @@ def _window_sums(rep: np.ndarray, day: np.ndarray, created: np.ndarray, amount: 
     return np.cumsum(diff.reshape(n_reps, width), axis=1)[:, :weeks]
 
 
-def _recent_weights(n: int) -> np.ndarray:
-    """Weights of the last ``n`` windows, most recent first, halving every half-life."""
-    w = 0.5 ** (np.arange(n) / HALF_LIFE_WEEKS)
+def _recent_weights(n: int, half_life: float) -> np.ndarray:
+    """Weights of the last ``n`` windows, most recent first, halving every ``half_life``."""
+    w = 0.5 ** (np.arange(n) / half_life)
     return w / w.sum()
 
 
@@ -265,15 +267,16 @@ def seasonal_index(company: np.ndarray) -> np.ndarray:
     return np.clip(index, 0.5, 2.0)
 
 
-def _predict_at(sums: np.ndarray, j: int, lag: int, usable: int, index: np.ndarray
-                ) -> tuple[np.ndarray, float] | None:
+def _predict_at(sums: np.ndarray, j: int, lag: int, usable: int, index: np.ndarray,
+                half_life: float) -> tuple[np.ndarray, float] | None:
     """Run rate per rep for snapshot ``j``, from the complete windows before it.
 
     The level is a recency-weighted mean of the last 52 complete windows (the most recent one
-    ends exactly at the snapshot), so it follows churned and newly won customers instead of
-    lagging a year. When last year's seasonal indices are known, each window is first divided
-    by its index of a year earlier and the level is multiplied by the index of the window to
-    forecast a year earlier (classical multiplicative seasonality from the company total).
+    ends exactly at the snapshot; weights halve every ``half_life`` weeks), so it follows
+    churned and newly won customers instead of lagging a year. When last year's seasonal
+    indices are known, each window is first divided by its index of a year earlier and the
+    level is multiplied by the index of the window to forecast a year earlier (classical
+    multiplicative seasonality from the company total).
     Returns the prediction and the seasonal factor it carries; None without a complete window.
     """
     lo, hi = j + lag, min(j + lag + _YEAR_WEEKS, usable)
@@ -286,8 +289,8 @@ def _predict_at(sums: np.ndarray, j: int, lag: int, usable: int, index: np.ndarr
                          index[np.minimum(ks + _YEAR_WEEKS, len(index) - 1)], np.nan)
     known = ~np.isnan(last_year)
     if np.isnan(target) or not known.any():
-        return sums[:, lo:hi] @ _recent_weights(hi - lo), 1.0
-    weights = _recent_weights(hi - lo)[known]
+        return sums[:, lo:hi] @ _recent_weights(hi - lo, half_life), 1.0
+    weights = _recent_weights(hi - lo, half_life)[known]
     level = (sums[:, ks[known]] / last_year[known]) @ (weights / weights.sum())
     factor = float(target)
     return level * factor, factor
@@ -309,13 +312,13 @@ class _Errors:
     group_sigmas: tuple[float, ...] = ()
 
 
-def _backtest_errors(sums: np.ndarray, lag: int, usable: int, shift: float
+def _backtest_errors(sums: np.ndarray, lag: int, usable: int, shift: float, half_life: float
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Company log errors, rep log errors net of the company's, and mean predictions."""
     errors_c, errors_r, means = [], [], []
     index = seasonal_index(sums[:, :usable].sum(axis=0))
     for j in range(lag, min(lag + _YEAR_WEEKS, usable)):  # at most 52 backtests
-        predicted = _predict_at(sums, j, lag, usable, index)
+        predicted = _predict_at(sums, j, lag, usable, index, half_life)
         if predicted is None:
             break
         pred, actual = predicted[0], sums[:, j]
@@ -364,14 +367,36 @@ def _group_sigmas(u: np.ndarray, groups: Sequence[np.ndarray], active: np.ndarra
     return tuple(out)
 
 
+def choose_half_life(sums: np.ndarray, lag: int, usable: int, shift: float,
+                     active: np.ndarray) -> float:
+    """The half-life of :data:`HALF_LIFE_GRID` whose backtested rep predictions erred least
+    (mean squared log error over the active reps and the backtest windows); the grid's
+    middle value when there is nothing to backtest."""
+    best, best_score = HALF_LIFE_GRID[len(HALF_LIFE_GRID) // 2], math.inf
+    for half_life in HALF_LIFE_GRID:  # a handful of candidates
+        e_c, u, _ = _backtest_errors(sums, lag, usable, shift, half_life)
+        if len(e_c) < 4 or not active.any():
+            return best
+        score = float(np.mean((u[:, active] + e_c[:, None]) ** 2))
+        if score < best_score:
+            best, best_score = half_life, score
+    return best
+
+
 def _error_model(sums: np.ndarray, lag: int, usable: int, shift: float,
-                 groups: Sequence[np.ndarray], active: np.ndarray) -> _Errors:
+                 groups: Sequence[np.ndarray], active: np.ndarray, half_life: float
+                 ) -> _Errors:
     """Backtest the estimator on the last year of complete windows; fit the log-error model.
 
-    Spreads are measured around the shrunk bias, so a bias the shrinkage leaves in counts as
-    spread (conservative).
+    The company's mean log error shifts the forecast only as far as it stands out from its
+    own noise (positive-part shrinkage ``mean * max(0, 1 - se^2 / mean^2)`` with ``se`` from
+    the independent windows): a year of overlapping windows often measures the seasonal phase
+    of its windows rather than a lasting bias, and then it counts as spread; a lasting drift
+    (a sales cycle that lengthens, say) is kept. Rep errors net of the company's keep a shrunk
+    bias (a rep whose book the trailing rate keeps over- or under-estimating), and spreads are
+    measured around the biases.
     """
-    e_c, u, means = _backtest_errors(sums, lag, usable, shift)
+    e_c, u, means = _backtest_errors(sums, lag, usable, shift, half_life)
     n = len(e_c)
     n_reps = sums.shape[0]
     if n < 4:
@@ -379,7 +404,9 @@ def _error_model(sums: np.ndarray, lag: int, usable: int, shift: float,
                        np.full(n_reps, DEFAULT_REP_SIGMA), n)
     # Weekly snapshots of long windows overlap: count independent windows, not weeks.
     n_eff = max(n / max(lag, 1), 1.0)
-    bias_c = float(_shrink(e_c.mean(), n_eff, 2.0))
+    mean_c = float(e_c.mean())
+    se2 = float(e_c.var()) / n_eff
+    bias_c = mean_c * max(0.0, 1.0 - se2 / mean_c**2) if mean_c != 0 else 0.0
     # Overlapping windows make the measured company spread optimistic: shrink its variance to
     # a prior worth PRIOR_WINDOWS independent windows.
     var_c = ((e_c - bias_c) ** 2).sum() / max(n - 1, 1)
@@ -413,10 +440,12 @@ def estimate_run_rate(events: pd.DataFrame, rep_codes: np.ndarray, n_reps: int, 
     Revenue "not yet in the pipeline" at a date ``T'`` is revenue from unlinked orders and
     from deals created on or after ``T'``. For every weekly ``T'`` whose window (the same
     offset and length as the rest of the period) lies wholly in the past, that revenue is
-    summed per rep; the estimate at ``as_of`` is the mean of the last 52 such windows, scaled by
-    last year's seasonal factor when two years of history allow it. The same estimator is run
-    at each of the last 52 weekly dates where its outcome is known, and its log errors give the
-    spread of the draws (company-wide and per rep, shrunk to a size-based pool).
+    summed per rep; the estimate at ``as_of`` is a recency-weighted mean of the last 52 such
+    windows, scaled by last year's seasonal factor when two years of history allow it. The
+    same estimator is run at each of the last 52 weekly dates where its outcome is known: the
+    half-life of its weights is the one of :data:`HALF_LIFE_GRID` that erred least there, and
+    its log errors give the spread of the draws (company-wide and per rep, shrunk to a
+    size-based pool).
 
     Args:
         events: revenue events dated before ``as_of``, with ``ds``, ``amount`` and the linked
@@ -439,17 +468,20 @@ def estimate_run_rate(events: pd.DataFrame, rep_codes: np.ndarray, n_reps: int, 
                         window.length, weeks)
     lag = math.ceil((window.offset + window.length) / _WEEK)
     active = np.bincount(rep_codes, weights=np.abs(amount), minlength=n_reps) > 0
-    predicted = _predict_at(sums, 0, lag, weeks, seasonal_index(sums.sum(axis=0)))
+    index = seasonal_index(sums.sum(axis=0))
+    predicted = _predict_at(sums, 0, lag, weeks, index, HALF_LIFE_GRID[0])
     if predicted is None:
         return _pace_run_rate(rep_codes, day, created, amount, n_reps, window, data_start,
                               active)
-    mean, factor = predicted
-    positive = mean[mean > 0]
+    positive = predicted[0][predicted[0] > 0]
     shift = float(max(0.25 * np.median(positive), 1.0)) if positive.size else 1.0
-    err = _error_model(sums, lag, weeks, shift, groups, active)
+    half_life = choose_half_life(sums, lag, weeks, shift, active)
+    mean, factor = _predict_at(sums, 0, lag, weeks, index, half_life) or predicted
+    err = _error_model(sums, lag, weeks, shift, groups, active, half_life)
     groups_used = tuple(groups) if len(err.group_sigmas) == len(groups) else ()
-    notes = (f"run rate: mean of the last {min(weeks - lag, _YEAR_WEEKS)} weekly windows of "
-             f"{window.length} days, seasonal factor {factor:.2f}; spread from "
+    notes = (f"run rate: weighted mean of the last {min(weeks - lag, _YEAR_WEEKS)} weekly "
+             f"windows of {window.length} days (weights halve every {half_life:g} weeks, "
+             f"chosen by backtest), seasonal factor {factor:.2f}; spread from "
              f"{err.backtests} backtests" + ("" if err.backtests >= 4 else
                                               " (too few: default spread used)"),)
     return RunRate(mean, shift, err.bias, err.sigma, err.bias_common, err.sigma_common, active,
@@ -621,6 +653,8 @@ class CellInputs:
         share_cell: share of its rep's run rate that goes to each cell (sums to 1 per rep).
         churn_rep: churn adjustment per rep (added to its run rate).
         levels: the levels of the nodes, hierarchy first.
+        pipeline_sigma: spread of the company-wide factor that multiplies every cell's
+            pipeline wins in a draw (deals of one period share fortunes).
     """
 
     cells: pd.DataFrame
@@ -636,6 +670,7 @@ class CellInputs:
     levels: list[str]
     conversion: float = float("nan")
     notes: list[str] = field(default_factory=list)
+    pipeline_sigma: float = 0.0
 
 
 @dataclass
@@ -730,10 +765,14 @@ def simulate(inputs: CellInputs, draws: int = 10_000, seed: int = 42,
     :func:`simulate_deals`).
     """
     n_cells = len(inputs.cells)
-    deal_seed, rate_seed = np.random.SeedSequence(seed).spawn(2)
+    deal_seed, rate_seed, common_seed = np.random.SeedSequence(seed).spawn(3)
     deals = simulate_deals(inputs.deal_p, inputs.deal_amount, inputs.deal_cell, n_cells, draws,
                            int(deal_seed.generate_state(1)[0]), threads=threads,
                            clt_max_share=0.0 if exact else 0.2)
+    if inputs.pipeline_sigma > 0:
+        sigma = inputs.pipeline_sigma
+        shared = np.random.default_rng(common_seed).standard_normal((draws, 1))
+        deals *= np.exp(sigma * shared - sigma**2 / 2)  # mean 1: the expectation stays
     rates = inputs.run_rate.draw(draws, np.random.default_rng(rate_seed))
     rates = rates + inputs.churn_rep
     totals = deals + rates[:, inputs.rep_of_cell] * inputs.share_cell + inputs.closed_cell
@@ -947,6 +986,26 @@ def _churn_by_rep(tables: Tables, churn: pd.DataFrame | None, events: pd.DataFra
     return np.bincount(codes[ok], adjust.to_numpy()[ok], len(reps))
 
 
+def _pipeline_matured(tables: Tables, as_of: pd.Timestamp, quantile: float = 0.9) -> int:
+    """First day whose revenue no longer depends on deals created before the data starts.
+
+    An export that starts with its first opportunity has no pipeline from before it, so early
+    on nearly every win comes from a deal created "after" any date: counted as run rate, it
+    would inflate the rate. Windows start once the usual sales cycle (``quantile`` of the
+    created-to-won days of deals won before ``as_of``) has passed since the first deal.
+    """
+    opps = tables.get(S.OPPORTUNITIES)
+    if opps is None or opps.empty:
+        return -(2**62)
+    won = opps[(opps[S.STATUS] == S.STATUS_WON) & (opps[S.CLOSE_DATE] < as_of)]
+    cycle = ((won[S.CLOSE_DATE] - won[S.CREATED_AT]).dt.days.quantile(quantile)
+             if len(won) else 0.0)
+    first = opps.loc[opps[S.CREATED_AT] < as_of, S.CREATED_AT].min()
+    if pd.isna(first) or pd.isna(cycle):
+        return -(2**62)
+    return _day(first) + int(max(cycle, 0.0))
+
+
 def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_model: Any, *,
                  churn: pd.DataFrame | None = None, levels: Sequence[str] | None = None,
                  churn_horizon_days: int = CHURN_HORIZON_DAYS) -> CellInputs:
@@ -981,7 +1040,8 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
     closed = np.bincount(event_cell[in_period], events[S.AMOUNT].to_numpy()[in_period],
                          len(cells))
     rep_of_event = cell_rep[event_cell]
-    data_start = _day(events[S.DS].min()) if len(events) else window.as_of
+    data_start = (max(_day(events[S.DS].min()), _pipeline_matured(tables, as_of))
+                  if len(events) else window.as_of)
     groups = [pd.factorize(home_cells[level])[0] for level in (S.REGION, S.TEAM)]
     run_rate = estimate_run_rate(events, rep_of_event, len(reps), window, data_start, groups)
     recent = (events[S.DS] >= as_of - pd.Timedelta(days=365)).to_numpy()
@@ -992,6 +1052,11 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
     conversion = (win_model.conversion_at(days_left)
                   if hasattr(win_model, "conversion_at") and days_left > 0 else float("nan"))
     notes = list(run_rate.notes)
+    pipeline_sigma = (float(win_model.period_spread()) if hasattr(win_model, "period_spread")
+                      else 0.0)
+    if pipeline_sigma > 0:
+        notes.append(f"pipeline: the period's deal wins share a company-wide factor of spread "
+                     f"{pipeline_sigma:.2f}, measured on past periods' won vs expected amounts")
     if churn is None:
         notes.append("churn: no churn scores given, no churn adjustment")
     return CellInputs(
@@ -1001,7 +1066,7 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
         deal_p=deals["p"].to_numpy(dtype=float), deal_amount=deals[S.AMOUNT].to_numpy(float),
         run_rate=run_rate, share_cell=share, churn_rep=churn_rep,
         levels=[*S.HIERARCHY_LEVELS, *extra], conversion=conversion or float("nan"),
-        notes=notes,
+        notes=notes, pipeline_sigma=pipeline_sigma,
     )
 
 

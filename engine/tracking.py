@@ -40,6 +40,7 @@ __all__ = [
     "LoadedModel",
     "PromotionDecision",
     "RegisteredRun",
+    "RegistryUnavailableError",
     "configure",
     "load_champion",
     "log_and_register",
@@ -68,6 +69,23 @@ class FramePredictor(Protocol):
 
 class ChampionMissingError(LookupError):
     """No version of a model carries the ``champion`` alias yet."""
+
+
+class RegistryUnavailableError(RuntimeError):
+    """The tracking server or database did not answer: not the same as "no champion", and
+    never a reason to fall back silently."""
+
+
+# What the registry answers when the model or its alias does not exist (file, SQL and REST
+# stores alike); any other failure means it could not be asked.
+_MISSING_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
+def _unavailable(exc: Exception) -> RegistryUnavailableError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RegistryUnavailableError(
+        f"the model registry at {describe_uri(mlflow.get_registry_uri())} did not answer "
+        f"({first[:200]}); check QUOTACAST_MLFLOW_TRACKING_URI and that the server is up")
 
 
 class _FrameModel(PythonModel):
@@ -244,10 +262,16 @@ def _param(value: Any) -> Any:
 
 
 def _alias_version(name: str, alias: str) -> str | None:
+    """The version carrying ``alias``; None when there is none. Raises
+    :class:`RegistryUnavailableError` when the registry cannot be asked."""
     try:
         return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in _MISSING_CODES:
+            return None
+        raise _unavailable(exc) from exc
+    except OSError as exc:
+        raise _unavailable(exc) from exc
 
 
 def _gate(tags: dict[str, str], champion: str) -> tuple[bool, str]:
@@ -295,16 +319,25 @@ def promote(kind: str, version: str | None = None, force: bool = False) -> Promo
 
 
 def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
-    """Load the estimator that carries ``alias`` (default ``champion``) from the registry."""
+    """Load the estimator that carries ``alias`` (default ``champion``) from the registry.
+
+    Raises:
+        ChampionMissingError: no version carries the alias (callers may fall back).
+        RegistryUnavailableError: the registry did not answer (callers must not fall back).
+    """
     name = model_name(kind)
     client = MlflowClient()
     try:
         mv = client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
+        if exc.error_code not in _MISSING_CODES:
+            raise _unavailable(exc) from exc
         raise ChampionMissingError(
             f"no {alias} for {name} yet: run `quotacast train {kind}` then "
             f"`quotacast promote {kind}`"
         ) from exc
+    except OSError as exc:
+        raise _unavailable(exc) from exc
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
     estimator = pyfunc.unwrap_python_model().estimator
     run = client.get_run(mv.run_id) if mv.run_id else None

@@ -22,6 +22,7 @@ baseline the model has to beat).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -349,8 +350,36 @@ def conversion_curve(rows: pd.DataFrame) -> pd.Series:
     return rate.ffill().bfill().fillna(overall)
 
 
+def period_spread(rows: pd.DataFrame, p: np.ndarray, min_expected: float = 5.0) -> float:
+    """How far a period's won amount strays from its expectation beyond the luck of the draw.
+
+    Deals of one period share fortunes (a strong quarter-end push, a budget freeze), which
+    independent per-deal draws miss. For every (snapshot, period) group of labelled rows,
+    ``r = won amount / expected amount``; with independent deals ``E[(r - 1)^2]`` would be
+    ``v = sum p(1-p)a^2 / (sum p a)^2``, so the shared part is estimated as the mean of
+    ``(r - 1)^2 - v`` (method of moments, at least 0), on groups expecting at least
+    ``min_expected`` wins. Returns its square root: the spread of a common multiplicative
+    factor on the period's pipeline wins.
+    """
+    if rows.empty or LABEL not in rows.columns or len(p) != len(rows):
+        return 0.0
+    amount = rows[S.AMOUNT].to_numpy(dtype=float).clip(min=0.0)
+    frame = pd.DataFrame({
+        "g1": rows[S.AS_OF].to_numpy(), "g2": rows[PERIOD_END].to_numpy(),
+        "exp": p * amount, "won": rows[LABEL].to_numpy(dtype=float) * amount,
+        "var": p * (1 - p) * amount**2, "n": p,
+    })
+    groups = frame.groupby(["g1", "g2"])[["exp", "won", "var", "n"]].sum()
+    groups = groups[(groups["n"] >= min_expected) & (groups["exp"] > 0)]
+    if len(groups) < 4:
+        return 0.0
+    excess = (groups["won"] / groups["exp"] - 1.0) ** 2 - groups["var"] / groups["exp"] ** 2
+    return float(math.sqrt(max(float(excess.mean()), 0.0)))
+
+
 class _Converts:
-    """Mixin: the historical conversion of pipeline into in-period revenue, by days left."""
+    """Mixin: the historical conversion of pipeline into in-period revenue, by days left, and
+    the spread of a period's pipeline wins around their expectation (:func:`period_spread`)."""
 
     conversion_: pd.Series
 
@@ -358,6 +387,11 @@ class _Converts:
         """Share of pipeline amount that historically closed as won within ``days_left`` days."""
         bucket = int(np.digitize([days_left], DAYS_LEFT_EDGES[1:-1])[0])
         return float(self.conversion_.iloc[bucket])
+
+    def period_spread(self) -> float:
+        """Spread of the common factor of a period's pipeline wins (0 for models fitted before
+        it was measured)."""
+        return float(getattr(self, "period_spread_", 0.0))
 
 
 def _check_fitted(model: object, attribute: str) -> None:
@@ -411,6 +445,8 @@ class StageRateWinModel(_Converts):
             by_cell["count"] + self.prior_strength
         )
         self.conversion_ = conversion_curve(rows)
+        self.period_spread_ = period_spread(rows, self.predict_frame(rows)[WIN_PROBABILITY]
+                                            .to_numpy(dtype=float))
         return self
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -515,6 +551,9 @@ class WinModel(_Converts):
             logit = _logit(self.raw_probability(calibrate)).reshape(-1, 1)
             self.calibrator_ = LogisticRegression(C=1e4).fit(logit, calibrate[LABEL])
         self.conversion_ = conversion_curve(pd.concat([train, calibrate]))
+        # Measured on the later slice, where the booster's probabilities are out of sample.
+        self.period_spread_ = period_spread(
+            calibrate, self.predict_frame(calibrate)[WIN_PROBABILITY].to_numpy(dtype=float))
         self.feature_importance_ = pd.Series(
             self.booster_.booster_.feature_importance("gain"),
             index=self.booster_.booster_.feature_name(),

@@ -24,6 +24,7 @@ from engine import feasibility as FZ
 from engine import schemas as S
 from engine.io import Tables
 from engine.pipelines.churn import EXPECTED_REVENUE, REVENUE_AT_RISK, score_churn
+from engine.pipelines.feasibility import run_feasibility
 from engine.pipelines.forecast import ServedForecaster
 from engine.warnings.cli import default_rules_path
 from engine.warnings.engine import OutOfOrder, evaluate, with_extra_receiver
@@ -177,49 +178,22 @@ class FeasibilityRun:
         self.draws = draws
 
 
-def _win_model(state: AppState, tables: Tables, as_of: pd.Timestamp, notes: list[str]) -> Any:
-    """The served win model, else historical stage win rates (fitted once per as_of: ~2 s)."""
-    win = state.model("win")
-    if win is not None:
-        notes.append(f"win model: champion v{win.version} ({win.model_name})")
-        return win.estimator
-    model, note = state.feasibility_cache.get(
-        ("stage-rates", as_of), lambda: FZ.fit_stage_rates(tables, as_of))
-    notes.append(note)
-    return model
-
-
-def _churn_for_feasibility(state: AppState, tables: Tables, as_of: pd.Timestamp,
-                           notes: list[str]) -> pd.DataFrame | None:
-    model = state.model("churn")
-    if model is None:
-        notes.append("churn: no champion churn model served, churn adjustment skipped")
-        return None
-    try:
-        scores = score_churn(tables, as_of=as_of, model=model.estimator,
-                             horizon_days=FZ.CHURN_HORIZON_DAYS)
-    except ValueError as exc:
-        notes.append(f"churn: not scored at {as_of.date()} ({exc}); no churn adjustment")
-        return None
-    notes.append(f"churn: champion v{model.version} scored {len(scores):,} active customers")
-    return scores
-
-
-def _simulate(state: AppState, period: str, as_of: pd.Timestamp) -> FeasibilityRun:
-    """The wiring of ``engine.pipelines.feasibility.run_feasibility`` with the served models."""
+def _simulate(state: AppState, period: str, as_of: pd.Timestamp,
+              served: Mapping[str, Any]) -> FeasibilityRun:
+    """``run_feasibility`` with the served models; stage rates fitted once per as_of (~2 s)."""
     tables = tables_of(state)
-    notes: list[str] = []
-    win_model = _win_model(state, tables, as_of, notes)
-    churn = _churn_for_feasibility(state, tables, as_of, notes)
+
+    def stage_rates(tables: Tables, when: pd.Timestamp) -> tuple[Any, str]:
+        return state.feasibility_cache.get(
+            ("stage-rates", when), lambda: FZ.fit_stage_rates(tables, when))
+
     draws = state.options.draws
     try:
-        frame, simulation = FZ.feasibility_with_simulation(
-            tables, period, as_of, draws=draws, seed=state.settings.seed,
-            win_model=win_model, churn=churn)
+        result = run_feasibility(tables, period, as_of, draws=draws, seed=state.settings.seed,
+                                 models=served, stage_rates=stage_rates)
     except ValueError as exc:
         raise _fail(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-    notes += [n for n in simulation.notes if not n.startswith("churn:") or churn is not None]
-    return FeasibilityRun(period, as_of, frame, simulation, notes, draws)
+    return FeasibilityRun(period, as_of, result.frame, result.simulation, result.notes, draws)
 
 
 def feasibility_run(state: AppState, period: str | None, as_of: date | None) -> FeasibilityRun:
@@ -229,7 +203,7 @@ def feasibility_run(state: AppState, period: str | None, as_of: date | None) -> 
     served = dict(state.models)  # a copy: a reload may change the models meanwhile
     versions = tuple(sorted((k, m.version) for k, m in served.items()))
     key = ("feasibility", chosen, stamp, versions)
-    return state.feasibility_cache.get(key, lambda: _simulate(state, chosen, stamp))
+    return state.feasibility_cache.get(key, lambda: _simulate(state, chosen, stamp, served))
 
 
 _NODE_FIELDS = tuple(api.FeasibilityNode.model_fields)

@@ -308,3 +308,82 @@ def test_pipeline_falls_back_without_champions(tables: Tables, tmp_path: Path) -
     text = " ".join(result.notes)
     assert "no champion registered" in text and "churn adjustment skipped" in text
     assert len(result.frame) == 9 and result.frame["p_attain"].between(0, 1).all()
+
+
+def _weekly_sums(level: np.ndarray, noise: float, seed: int) -> np.ndarray:
+    """One rep's run-rate sums over ``len(level)`` windows, oldest last (as _window_sums)."""
+    rng = np.random.default_rng(seed)
+    return (level * rng.lognormal(0, noise, len(level)))[None, :]
+
+
+def test_half_life_follows_a_step_and_smooths_a_steady_book() -> None:
+    weeks, lag = 110, 4
+    stepped = np.where(np.arange(weeks) < 20, 2000.0, 1000.0)  # doubled 20 weeks ago
+    steady = np.full(weeks, 1000.0)
+    active = np.array([True])
+    fast = FZ.choose_half_life(_weekly_sums(stepped, 0.02, 1), lag, weeks, 100.0, active)
+    slow = FZ.choose_half_life(_weekly_sums(steady, 0.30, 2), lag, weeks, 100.0, active)
+    assert fast == min(FZ.HALF_LIFE_GRID)
+    assert slow >= 13.0
+
+
+def test_a_lasting_drift_shifts_the_run_rate_and_noise_does_not() -> None:
+    """The company's backtested mean error is kept only when it stands out from its noise."""
+    weeks, lag = 110, 4
+    # Revenue falling 1% a week: the trailing mean keeps over-predicting (a lasting bias).
+    falling = 1000.0 * 0.99 ** -np.arange(weeks)[None, :]
+    active = np.array([True])
+    drift = FZ._error_model(falling, lag, weeks, 10.0, [], active, 26.0)
+    assert drift.bias_common < -0.02
+    noisy = _weekly_sums(np.full(weeks, 1000.0), 0.3, 3)
+    flat = FZ._error_model(noisy, lag, weeks, 10.0, [], active, 26.0)
+    assert abs(flat.bias_common) < abs(drift.bias_common) / 2
+
+
+def test_run_rate_windows_wait_for_the_pipeline_to_mature() -> None:
+    """An export that starts with its first deal: early wins would all look like run rate."""
+    deals = pd.DataFrame({
+        S.OPPORTUNITY_ID: ["a", "b", "c"], S.CREATED_AT: pd.to_datetime(
+            ["2024-01-01", "2024-02-01", "2024-03-01"]),
+        S.CLOSE_DATE: pd.to_datetime(["2024-03-01", "2024-03-01", "2024-03-31"]),
+        S.STATUS: [S.STATUS_WON, S.STATUS_WON, S.STATUS_LOST]})
+    tables = Tables({S.OPPORTUNITIES: deals})
+    matured = FZ._pipeline_matured(tables, pd.Timestamp("2024-06-01"))
+    cycle = np.quantile([60, 29], 0.9)  # created-to-won days of the two wins
+    assert matured == FZ._day("2024-01-01") + int(cycle)
+    before_any_win = FZ._pipeline_matured(tables, pd.Timestamp("2024-02-15"))
+    assert before_any_win == FZ._day("2024-01-01")
+
+
+def test_period_spread_measures_shared_fortunes_only() -> None:
+    rng = np.random.default_rng(0)
+    groups, deals = 80, 200
+    p = rng.uniform(0.1, 0.5, (groups, deals))
+    amount = rng.lognormal(8, 0.5, (groups, deals))
+    dates = np.repeat(pd.date_range("2024-01-01", periods=groups, freq="7D"), deals)
+
+    def rows(won: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({S.AS_OF: dates, W.PERIOD_END: pd.Timestamp("2030-01-01"),
+                             S.AMOUNT: amount.ravel(), W.LABEL: won.ravel().astype(int)})
+
+    independent = rng.random((groups, deals)) < p
+    assert W.period_spread(rows(independent), p.ravel()) < 0.1  # the estimate's noise floor
+    # A period-wide factor on the odds: good quarters win more of everything.
+    shift = rng.normal(0, 0.5, (groups, 1))
+    odds = p / (1 - p) * np.exp(shift)
+    shared = rng.random((groups, deals)) < odds / (1 + odds)
+    assert 0.2 < W.period_spread(rows(shared), p.ravel()) < 0.6
+
+
+def test_pipeline_factor_widens_the_company_keeps_mean_and_coherence(tables: Tables) -> None:
+    inputs = FZ.build_inputs(tables, PERIOD, AS_OF, FixedWin())
+    plain = FZ.simulate(inputs, draws=20_000, seed=4)
+    inputs.pipeline_sigma = 0.4
+    shared = FZ.simulate(inputs, draws=20_000, seed=4)
+    company = plain.node_index(S.LEVEL_COMPANY, S.COMPANY_KEY)
+    reps = np.flatnonzero((plain.nodes[S.LEVEL] == S.LEVEL_REP).to_numpy())
+    assert shared.draws[:, company].std() > plain.draws[:, company].std()
+    assert shared.draws[:, company].mean() == pytest.approx(plain.draws[:, company].mean(),
+                                                            rel=0.01)
+    np.testing.assert_allclose(shared.draws[:, reps].sum(axis=1), shared.draws[:, company],
+                               rtol=1e-12)

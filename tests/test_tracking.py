@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,37 @@ def test_gate_refuses_when_compared_with_another_champion(registry: Path) -> Non
     _register(0.9)  # trained without a comparison against the champion
     decision = tracking.promote("churn")
     assert not decision.promoted and "retrain" in decision.reason
+
+
+@pytest.fixture()
+def registry_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A tracking URL where nothing listens (port 9, discard), asked once without retries."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    previous = mlflow.get_tracking_uri()
+    url = "http://127.0.0.1:9"
+    tracking.configure(url)
+    yield url
+    tracking.configure(previous)
+
+
+def test_a_registry_that_does_not_answer_is_not_a_missing_champion(registry_down: str) -> None:
+    assert not tracking.registry_reachable()
+    with pytest.raises(tracking.RegistryUnavailableError, match="did not answer"):
+        tracking.load_champion("churn")
+    with pytest.raises(tracking.RegistryUnavailableError):
+        tracking.promote("churn")
+
+
+def test_cli_stops_with_a_plain_error_when_the_registry_is_down(
+        registry_down: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    monkeypatch.setenv("QUOTACAST_MLFLOW_TRACKING_URI", registry_down)
+    result = CliRunner().invoke(app, ["promote", "churn"])
+    assert result.exit_code == 1
+    assert "does not answer" in result.stderr and "Traceback" not in result.stderr

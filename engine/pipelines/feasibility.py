@@ -11,7 +11,7 @@ Each ingredient falls back rather than failing, and says so in the notes:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,26 +53,46 @@ def _say(progress: Progress | None, message: str) -> None:
         progress(message)
 
 
-def champion_win_model(notes: list[str]) -> Any | None:
-    """The champion win model's estimator, or None with a note."""
+StageRates = Callable[[Tables, pd.Timestamp], tuple[Any, str]]
+
+
+def _champion(kind: str, models: Mapping[str, tracking.LoadedModel] | None
+              ) -> tracking.LoadedModel | None:
+    """The given model of ``kind`` (None when the caller has none), else the registry's."""
+    if models is not None:
+        return models.get(kind)
     try:
-        loaded = tracking.load_champion("win")
+        return tracking.load_champion(kind)
     except tracking.ChampionMissingError:
+        return None
+
+
+def champion_win_model(notes: list[str],
+                       models: Mapping[str, tracking.LoadedModel] | None = None) -> Any | None:
+    """The champion win model's estimator, or None."""
+    loaded = _champion("win", models)
+    if loaded is None:
         return None
     notes.append(f"win model: champion v{loaded.version} ({loaded.model_name})")
     return loaded.estimator
 
 
 def champion_churn_scores(tables: Tables, as_of: pd.Timestamp, notes: list[str],
-                          horizon_days: int = FZ.CHURN_HORIZON_DAYS) -> pd.DataFrame | None:
-    """Churn probabilities at ``as_of`` from the champion churn model, or None with a note."""
-    try:
-        loaded = tracking.load_champion("churn")
-    except tracking.ChampionMissingError:
-        notes.append("churn: no champion churn model registered, churn adjustment skipped")
+                          horizon_days: int = FZ.CHURN_HORIZON_DAYS,
+                          models: Mapping[str, tracking.LoadedModel] | None = None
+                          ) -> pd.DataFrame | None:
+    """Churn probabilities at ``as_of`` from the champion churn model, or None with a note
+    (no champion, or no customer it can score at ``as_of``)."""
+    loaded = _champion("churn", models)
+    if loaded is None:
+        notes.append("churn: no champion churn model, churn adjustment skipped")
         return None
-    scores = churn_pipeline.score_churn(tables, as_of=as_of, horizon_days=horizon_days,
-                                        model=loaded.estimator)
+    try:
+        scores = churn_pipeline.score_churn(tables, as_of=as_of, horizon_days=horizon_days,
+                                            model=loaded.estimator)
+    except ValueError as exc:
+        notes.append(f"churn: not scored at {as_of.date()} ({exc}); churn adjustment skipped")
+        return None
     notes.append(f"churn: champion v{loaded.version} scored {len(scores):,} active customers "
                  f"({horizon_days}-day probabilities)")
     return scores
@@ -82,6 +102,8 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
                     draws: int = 10_000, seed: int = 42, levels: Sequence[str] | None = None,
                     all_nodes: bool = False, use_churn: bool = True,
                     churn_horizon_days: int = FZ.CHURN_HORIZON_DAYS,
+                    models: Mapping[str, tracking.LoadedModel] | None = None,
+                    stage_rates: StageRates = FZ.fit_stage_rates,
                     progress: Progress | None = None) -> FeasibilityResult:
     """Attainment distribution per node with a target in ``period`` (``quotacast feasibility``).
 
@@ -95,17 +117,25 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
         all_nodes: also report hierarchy nodes without a target.
         use_churn: apply the champion churn model's scores when there is one.
         churn_horizon_days: horizon of the churn probabilities.
+        models: already-loaded champions by kind (``win``, ``churn``), as the service holds
+            them; a kind missing there counts as having no champion. ``None`` loads them from
+            the registry.
+        stage_rates: fits the fallback win model (the service passes a cached one).
         progress: called with a short message at each stage.
+
+    Raises:
+        ValueError: the period or ``as_of`` cannot be simulated (from the engine).
     """
     as_of = pd.Timestamp(as_of)
     notes: list[str] = []
     _say(progress, "loading the win model")
-    win_model = champion_win_model(notes)
+    win_model = champion_win_model(notes, models)
     if win_model is None:
         _say(progress, "no champion win model: fitting historical stage win rates")
-        win_model, note = FZ.fit_stage_rates(tables, as_of)
+        win_model, note = stage_rates(tables, as_of)
         notes.append(note)
-    churn = champion_churn_scores(tables, as_of, notes, churn_horizon_days) if use_churn else None
+    churn = (champion_churn_scores(tables, as_of, notes, churn_horizon_days, models)
+             if use_churn else None)
     _say(progress, f"simulating {draws:,} draws")
     frame, simulation = FZ.feasibility_with_simulation(
         tables, period, as_of, draws=draws, seed=seed, win_model=win_model, churn=churn,

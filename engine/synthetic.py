@@ -738,9 +738,7 @@ def _expected_close(deals: _Deals, cal: _Calendar, rng: np.random.Generator) -> 
     overdue = open_ & (deals.original_close <= cal.end)
     pushed = overdue & (rng.random(deals.close.size) >= _P_STALE)
     # Reps push an overdue deal to the end of a month within the next quarter or so.
-    target = cal.origin + (cal.end + rng.integers(5, 80, deals.close.size)).astype("timedelta64[D]")
-    month_end = (target.astype("datetime64[M]") + 1).astype("datetime64[D]") - 1
-    month_end_day = (month_end - cal.origin).astype(np.int64)
+    month_end_day = _pushed_month_end(np.full(deals.close.size, cal.end), cal, rng)
     expected = np.where(pushed, month_end_day, deals.original_close)
     return np.where(open_, expected, deals.close)
 
@@ -979,13 +977,37 @@ def _history_order(deals: _Deals) -> np.ndarray:
     return np.lexsort((deals.h_stage == len(STAGES) - 1, deals.h_day, deals.h_deal))
 
 
-def _history_frame(deals: _Deals, deal_ids: np.ndarray, cal: _Calendar) -> pd.DataFrame:
+def _pushed_month_end(day: np.ndarray, cal: _Calendar, rng: np.random.Generator) -> np.ndarray:
+    """The end of a month 5 to 80 days after ``day``: where reps push an overdue deal."""
+    target = cal.origin + (day + rng.integers(5, 80, day.size)).astype("timedelta64[D]")
+    month_end = (target.astype("datetime64[M]") + 1).astype("datetime64[D]") - 1
+    return (month_end - cal.origin).astype(np.int64)
+
+
+def _recorded_close(deals: _Deals, order: np.ndarray, cal: _Calendar,
+                    rng: np.random.Generator) -> np.ndarray:
+    """The expected close recorded at each stage change (history rows in ``order``).
+
+    The planned close until it has passed; at a change after it, the rep pushes the deal to
+    the end of a month ahead (except on stale deals nobody updates); the closing row records
+    the actual close.
+    """
+    deal, day = deals.h_deal[order], deals.h_day[order]
+    planned = deals.original_close[deal]
+    stale = (rng.random(deals.close.size) < _P_STALE)[deal]
+    expected = np.where((day >= planned) & ~stale, _pushed_month_end(day, cal, rng), planned)
+    return np.where(deals.h_stage[order] == len(STAGES) - 1, deals.close[deal], expected)
+
+
+def _history_frame(deals: _Deals, deal_ids: np.ndarray, cal: _Calendar,
+                   rng: np.random.Generator) -> pd.DataFrame:
     order = _history_order(deals)
     order = order[pd.notna(deal_ids[deals.h_deal[order]])]
     return _frame({
         S.OPPORTUNITY_ID: deal_ids[deals.h_deal[order]],
         S.STAGE: np.array(STAGES, dtype=object)[deals.h_stage[order]],
         S.ENTERED_AT: cal.dates(deals.h_day[order]),
+        S.CLOSE_DATE: cal.dates(_recorded_close(deals, order, cal, rng)),
     })
 
 
@@ -1123,7 +1145,7 @@ def _tables(c: _Company, rngs: list[np.random.Generator]
         S.CUSTOMERS: _customer_frame(c.cust, cust_ids, kept, c.org, c.cal),
         S.OPPORTUNITIES: _opportunity_frame(c.deals, deal_rows, deal_ids, cust_ids, c.org, c.cal,
                                             r_out),
-        S.STAGE_HISTORY: _history_frame(c.deals, deal_ids, c.cal),
+        S.STAGE_HISTORY: _history_frame(c.deals, deal_ids, c.cal, r_out),
         S.INTERACTIONS: _interaction_frame(c.sim, c.cust.created, cust_ids, c.cal),
         S.ORG: c.org.frame,
         S.TARGETS: c.targets,

@@ -104,9 +104,10 @@ def test_custom_size_and_mid_week_end() -> None:
 
 
 def _assert_events_not_after(tables: dict[str, pd.DataFrame], end: pd.Timestamp) -> None:
-    """Only forward-looking dates pass the end: open deals' expected close, invoice due dates."""
+    """Only forward-looking dates pass the end: expected closes (of open deals, and as recorded
+    at each stage change), invoice due dates."""
     forward = {(S.OPPORTUNITIES, S.CLOSE_DATE), (S.OPPORTUNITIES, syn.ORIGINAL_CLOSE_DATE),
-               (S.RECEIVABLES, S.DUE_DATE)}
+               (S.STAGE_HISTORY, S.CLOSE_DATE), (S.RECEIVABLES, S.DUE_DATE)}
     for name, frame in tables.items():
         for column in frame.select_dtypes("datetime").columns:
             if (name, column) not in forward:
@@ -261,6 +262,25 @@ def test_stage_history_walks_the_funnel(tables: dict[str, pd.DataFrame]) -> None
     assert (last.loc[closed.index, S.ENTERED_AT] == closed[S.CLOSE_DATE]).all()
     rank = history[S.STAGE].map({s: i for i, s in enumerate(syn.STAGES)})
     assert (rank.groupby(history[S.OPPORTUNITY_ID]).diff() < 0).any(), "no regressions"
+
+
+def test_stage_history_records_the_expected_close_and_its_pushes(
+        tables: dict[str, pd.DataFrame]) -> None:
+    deals = tables[S.OPPORTUNITIES].set_index(S.OPPORTUNITY_ID)
+    history = tables[S.STAGE_HISTORY]
+    first = history.groupby(S.OPPORTUNITY_ID).first()
+    planned = deals.loc[first.index, syn.ORIGINAL_CLOSE_DATE]
+    assert (first[S.CLOSE_DATE] == planned).all()  # recorded at creation: the plan
+    closing = history[history[S.STAGE] == syn.STAGES[-1]].set_index(S.OPPORTUNITY_ID)
+    assert (closing[S.CLOSE_DATE] == deals.loc[closing.index, S.CLOSE_DATE]).all()
+    # A change after the planned close pushes it to a month end ahead of that change.
+    open_rows = history[history[S.STAGE] != syn.STAGES[-1]]
+    late = open_rows[open_rows[S.ENTERED_AT] > open_rows[S.OPPORTUNITY_ID].map(
+        deals[syn.ORIGINAL_CLOSE_DATE])]
+    assert len(late) > 0
+    pushed = late[late[S.CLOSE_DATE] > late[S.ENTERED_AT]]
+    assert len(pushed) >= 0.8 * len(late)  # all but the stale deals nobody updates
+    assert pushed[S.CLOSE_DATE].dt.is_month_end.all()
 
 
 def test_win_rate_rises_with_stage_reached(tables: dict[str, pd.DataFrame]) -> None:

@@ -210,6 +210,27 @@ def test_funnel_metrics(context: MetricContext) -> None:
         "coverage 3.0x: open pipeline 300 expected in 2026Q4 against 100 remaining target")
 
 
+def test_slipped_deals_and_their_share_from_recorded_close_dates() -> None:
+    raw = _raw()
+    raw["stage_history"] = pd.DataFrame({
+        "opportunity_id": ["O1", "O1", "O2", "O2"],
+        "stage": ["prospecting", "proposal", "prospecting", "prospecting"],
+        "entered_at": ["2026-09-01", "2026-09-10", "2026-09-01", "2026-11-20"],
+        # O1 pushed from October to December; O2's push comes after as_of: not seen.
+        "close_date": ["2026-10-15", "2026-12-01", "2027-01-15", "2027-02-01"]})
+    tables, problems = validate_tables(raw)
+    assert problems == []
+    context = MetricContext(tables, Providers())
+    slipped = _values(context, "slipped_deals")
+    assert slipped[("rep", "Ana")] == 1 and slipped[("rep", "Cy")] == 0
+    assert slipped[("company", "all")] == 1
+    share = _values(context, "slipped_share", min_open_deals=1)
+    assert share[("rep", "Ana")] == 1.0 and share[("company", "all")] == 0.5
+    assert ("rep", "Bo") not in share  # no open deals: no share
+    # Only the company has two open deals: smaller nodes are too small to judge a share.
+    assert _values(context, "slipped_share", min_open_deals=2) == {("company", "all"): 0.5}
+
+
 def test_unavailable_metrics_say_what_they_need() -> None:
     bare = MetricContext(_tables(drop=("receivables", "stage_history")), Providers())
     cases = {
@@ -223,8 +244,9 @@ def test_unavailable_metrics_say_what_they_need() -> None:
         with pytest.raises(MetricUnavailable, match="not available yet: needs") as caught:
             compute_metric(metric, bare, AS_OF)
         assert needs in str(caught.value)
-    with pytest.raises(MetricUnavailable, match="close_date column in stage_history"):
-        compute_metric("slipped_deals", MetricContext(_tables(), Providers()), AS_OF)
+    for slips in ("slipped_deals", "slipped_share"):
+        with pytest.raises(MetricUnavailable, match="close_date column in stage_history"):
+            compute_metric(slips, MetricContext(_tables(), Providers()), AS_OF)
 
 
 def test_churn_model_missing_makes_the_metric_unavailable() -> None:

@@ -182,7 +182,7 @@ def test_default_pack_parses_and_covers_the_guides() -> None:
     metrics = {rule.metric for _, rule in parsed.rules}
     assert metrics >= {
         "attainment_probability", "pace_against_plan", "pipeline_gap_coverage",
-        "conversion_drop", "stalled_deals", "slipped_deals", "churn_exposure_share",
+        "conversion_drop", "stalled_deals", "slipped_share", "churn_exposure_share",
         "high_risk_customers", "churn_probability", "complaint_spike",
         "overdue_receivables_ratio", "forecast_gap",
     }

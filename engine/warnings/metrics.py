@@ -536,6 +536,28 @@ def slipped_deals(context: MetricContext, as_of: pd.Timestamp,
         ["open_deals", "open_pipeline"])
 
 
+@_metric("slipped_share", NODE_SCOPES, "ratio",
+         "Share of a node's open deals whose expected close date was pushed later at least "
+         "once (0.3 = 30%); NaN for nodes with fewer than min_open_deals open deals.",
+         "opportunities, stage_history with a close_date column", {"min_open_deals": 10})
+def slipped_share(context: MetricContext, as_of: pd.Timestamp,
+                  params: Mapping[str, Any]) -> pd.DataFrame:
+    """Slipped share of the open deals per node (a team that plans optimistically shows it)."""
+    tables = context.tables
+    _require(tables, "slipped_share", S.OPPORTUNITIES, S.STAGE_HISTORY)
+    if S.CLOSE_DATE not in tables[S.STAGE_HISTORY].columns:
+        raise MetricUnavailable("slipped_share", "a close_date column in stage_history")
+    nodes = _funnel(context, as_of, params)
+    enough = nodes["open_deals"] >= int(params.get("min_open_deals", 10))
+    nodes = nodes[nodes["slipped_deals"].notna() & enough]
+    return _funnel_metric(
+        context, nodes, nodes["slipped_deals"] / nodes["open_deals"],
+        lambda r: f"{r['slipped_deals']:.0f} of {r['open_deals']:.0f} open deals "
+                  f"({r['slipped_deals'] / r['open_deals']:.0%}) had their close date pushed "
+                  "out",
+        ["slipped_deals", "open_deals", "open_pipeline"])
+
+
 @_metric("deal_days_in_stage", ("opportunity",), "days",
          "Days an open deal has spent in its current stage; NaN for deals smaller than "
          "min_amount (too small to alert on one by one).", "opportunities, stage_history",

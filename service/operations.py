@@ -356,8 +356,6 @@ def customer(state: AppState, principal: Principal, customer_id: str) -> api.Cus
 
 # --- forecasts ---------------------------------------------------------------------------------
 
-_FREQ_WORD = {"D": "daily", "W": "weekly", "M": "monthly", "Q": "quarterly"}
-
 
 def _forecaster(state: AppState) -> tuple[ServedForecaster, str]:
     loaded = state.model("forecast")
@@ -376,23 +374,16 @@ def forecasts(state: AppState, level: str, horizon: int | None,
               freq: str | None) -> api.ForecastOut:
     """The champion forecaster's forecasts of one level, from the end of its history.
 
-    The checks are those of ``engine.pipelines.forecast.forecast_champion``, on the model loaded
-    at start-up rather than a fresh registry lookup.
+    The checks are the CLI's (``ServedForecaster.cannot_answer``), on the model loaded at
+    start-up rather than a fresh registry lookup.
     """
     served, version = _forecaster(state)
-    if freq is not None and freq != served.freq:
+    problem = served.cannot_answer(freq, level, horizon)
+    if problem is not None:
         raise _fail(status.HTTP_400_BAD_REQUEST,
-                    f"the served forecaster is {_FREQ_WORD.get(served.freq, served.freq)} "
-                    f"({served.freq}); train and promote one with --freq {freq} to forecast at "
-                    f"{freq}")
-    if level not in served.levels:
-        raise _fail(status.HTTP_400_BAD_REQUEST,
-                    f"no forecasts at level {level!r}; levels: {', '.join(served.levels)}")
-    longest = int(served.forecaster.horizon)
-    steps = longest if horizon is None else horizon
-    if not 1 <= steps <= longest:
-        raise _fail(status.HTTP_400_BAD_REQUEST,
-                    f"horizon must be between 1 and {longest} (the served forecaster's horizon)")
+                    f"{problem}; train and promote a forecaster with that --freq, --level or "
+                    "--horizon to ask for it")
+    steps = int(served.forecaster.horizon) if horizon is None else horizon
     frame = served.predict(steps, level)
     points = [api.ForecastPoint(**{**r, S.DS: pd.Timestamp(r[S.DS]).date()})
               for r in _records(frame, api.ForecastPoint.model_fields)]

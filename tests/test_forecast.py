@@ -410,3 +410,18 @@ def test_bad_parameters_raise(company: pd.DataFrame) -> None:
         RevenueForecaster(candidates=("arima",)).fit(company)
     with pytest.raises(ValueError, match="interval"):
         RevenueForecaster(interval=0.9).fit(company)
+
+
+def test_served_forecaster_says_why_it_cannot_answer() -> None:
+    from types import SimpleNamespace
+
+    from engine.pipelines.forecast import ServedForecaster
+
+    served = ServedForecaster(SimpleNamespace(horizon=6), "M",  # type: ignore[arg-type]
+                              ["company", "region"])
+    assert served.cannot_answer("M", "region", 6) is None
+    assert served.cannot_answer(None, "company", None) is None
+    assert "freq M, not W" in (served.cannot_answer("W", "company", 3) or "")
+    assert "no level 'rep'" in (served.cannot_answer("M", "rep", 3) or "")
+    assert "1 to 6 periods ahead, not 7" in (served.cannot_answer("M", "company", 7) or "")
+    assert "not 0" in (served.cannot_answer("M", "company", 0) or "")

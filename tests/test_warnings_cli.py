@@ -274,3 +274,16 @@ def test_evaluate_since_replays_dates_so_for_can_elapse(cli: Any, data: Path,
         refused = cli("evaluate", "--data", str(data), "--rules", str(rules), "--as-of",
                       "2026-11-16", *bad)
         assert refused.exit_code == 2, bad
+
+
+def test_default_rules_come_with_the_package_outside_the_repository(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.warnings.cli import default_rules_path
+
+    repo_pack = Path(__file__).resolve().parents[1] / "rules" / "default.yaml"
+    monkeypatch.chdir(tmp_path)  # no rules/ here: the packaged pack is used
+    packaged = default_rules_path()
+    assert packaged.is_absolute() and packaged.read_bytes() == repo_pack.read_bytes()
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "default.yaml").write_text("groups: []\n")
+    assert default_rules_path() == Path("rules") / "default.yaml"  # a local pack wins

@@ -62,6 +62,18 @@ class ServedForecaster:
         self.freq = freq
         self.levels = list(levels)
 
+    def cannot_answer(self, freq: str | None, level: str, horizon: int | None) -> str | None:
+        """Why this forecaster cannot give ``level`` at ``freq`` ``horizon`` periods ahead, in
+        plain words (callers add what to do about it); None when it can."""
+        if freq is not None and freq != self.freq:
+            return f"the champion forecasts at freq {self.freq}, not {freq}"
+        if level not in self.levels:
+            return f"the champion has no level {level!r} (it has {', '.join(self.levels)})"
+        longest = int(self.forecaster.horizon)
+        if horizon is not None and not 1 <= horizon <= longest:
+            return f"the champion forecasts 1 to {longest} periods ahead, not {horizon}"
+        return None
+
     def predict(self, horizon: int | None = None, level: str | None = None) -> pd.DataFrame:
         frame = self.forecaster.predict(horizon)
         if level is not None:
@@ -256,14 +268,8 @@ def forecast_champion(freq: str, horizon: int, level: str | None = None
     """Forecast with the registry's champion; raises if its frequency differs."""
     champion = tracking.load_champion(KIND)
     served: ServedForecaster = champion.estimator
-    if served.freq != freq:
-        raise ValueError(f"the champion forecasts at freq {served.freq}, not {freq}: use --fit "
-                         f"or train with --freq {freq}")
-    wanted = level or S.LEVEL_COMPANY
-    if wanted not in served.levels:
-        raise ValueError(f"the champion has no level {wanted!r} (it has "
-                         f"{', '.join(served.levels)}): use --fit or train with --level")
-    if horizon > served.forecaster.horizon:
-        raise ValueError(f"the champion forecasts {served.forecaster.horizon} periods ahead at "
-                         f"most: use --fit for {horizon}")
+    problem = served.cannot_answer(freq, level or S.LEVEL_COMPANY, horizon)
+    if problem is not None:
+        raise ValueError(f"{problem}: use --fit, or train a forecaster with that --freq, "
+                         "--level or --horizon")
     return _only(served.predict(horizon), level), champion.version

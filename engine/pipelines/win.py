@@ -187,7 +187,9 @@ def _data_notes(tables: Tables, rows: pd.DataFrame, split: W.TimeSplit) -> list[
                      "learns from age, amount, owner and segment win rates and period timing "
                      "only (an honest fallback, weaker than with stage history)")
     opps = tables[S.OPPORTUNITIES]
-    if W.ORIGINAL_CLOSE_DATE in opps.columns:
+    history = tables.get(S.STAGE_HISTORY)
+    recorded = history is not None and S.CLOSE_DATE in history.columns
+    if W.ORIGINAL_CLOSE_DATE in opps.columns and not recorded:
         notes.append(f"expected close dates at past dates fall back to {W.ORIGINAL_CLOSE_DATE} "
                      "(the expectation recorded at creation)")
     notes.append(f"{len(rows):,} deal-period rows, {rows[W.LABEL].mean():.1%} won in period; "

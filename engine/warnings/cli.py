@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,9 +96,12 @@ RulesOpt = Annotated[
 
 
 def default_rules_path() -> Path:
-    """``rules/default.yaml`` of the working directory, else the one beside the package."""
+    """``rules/default.yaml`` of the working directory, else the pack installed with quotacast
+    (the ``rules`` package's data)."""
     local = Path("rules") / "default.yaml"
-    return local if local.is_file() else Path(__file__).resolve().parents[2] / local
+    if local.is_file():
+        return local
+    return Path(str(resources.files("rules").joinpath("default.yaml")))
 
 
 def _rules(path: Path | None) -> RuleFile:

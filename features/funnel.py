@@ -203,16 +203,31 @@ def _sinks(history: pd.DataFrame) -> set[str]:
     return set(history[S.STAGE]) - set(history.loc[left, S.STAGE])
 
 
+def _precedence_votes(first: pd.DataFrame, stages: list[str]) -> np.ndarray:
+    """``votes[a, b]``: deals that first entered stage ``a`` before stage ``b``.
+
+    A deals x stages matrix of first-entry ranks (absent = never entered) compared stage by
+    stage: no pairwise join of every deal's stages with each other.
+    """
+    deal = pd.factorize(first[S.OPPORTUNITY_ID])[0]
+    stage = pd.Categorical(first[S.STAGE], categories=stages).codes
+    never = np.iinfo(np.int64).max
+    rank = np.full((int(deal.max()) + 1 if deal.size else 0, len(stages)), never, np.int64)
+    rank[deal, stage] = first["_rank"].to_numpy(dtype=np.int64)
+    entered = rank != never
+    votes = np.zeros((len(stages), len(stages)), dtype=np.int64)
+    for a in range(len(stages)):  # stages, a handful
+        votes[a] = ((rank[:, [a]] < rank) & entered[:, [a]] & entered).sum(axis=0)
+    return votes
+
+
 def _ordered_stages(history: pd.DataFrame) -> list[str]:
     """Stages ranked by how often they come before each other stage (Copeland score)."""
     if history.empty:
         return []
     first = _first_entries(history)
-    pairs = first.merge(first, on=S.OPPORTUNITY_ID, suffixes=("_a", "_b"))
-    pairs = pairs[pairs["_rank_a"] < pairs["_rank_b"]]
     stages = sorted(first[S.STAGE].unique())
-    crossed = pd.crosstab(pairs[f"{S.STAGE}_a"], pairs[f"{S.STAGE}_b"])
-    votes = crossed.reindex(index=stages, columns=stages, fill_value=0).to_numpy()
+    votes = _precedence_votes(first, stages)
     beats = np.sign(votes - votes.T).sum(axis=1)
     mean_rank = first.groupby(S.STAGE)["_rank"].mean().reindex(stages).to_numpy()
     sink = np.isin(stages, list(_sinks(history)))

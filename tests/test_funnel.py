@@ -110,6 +110,24 @@ def test_stage_order_is_inferred_from_stage_changes_before_as_of(tables: Tables)
     assert F.stage_order(tables, "2017-01-06") == ["prospect"]
 
 
+def test_precedence_votes_count_every_ordered_pair_of_first_entries() -> None:
+    rng = np.random.default_rng(3)
+    rows = []
+    for deal in range(300):  # random walks with repeats, skips and regressions
+        for day, stage in enumerate(rng.choice(list("ABCDE"), rng.integers(1, 8))):
+            rows.append((f"o{deal}", str(stage), T("2024-01-01") + pd.Timedelta(days=day)))
+    history = pd.DataFrame(rows, columns=[S.OPPORTUNITY_ID, S.STAGE, S.ENTERED_AT])
+    first = F._first_entries(history)
+    stages = sorted(first[S.STAGE].unique())
+    expected = np.zeros((len(stages), len(stages)), dtype=np.int64)
+    for _, deal in first.groupby(S.OPPORTUNITY_ID):  # the definition, pair by pair
+        order = list(deal[S.STAGE])
+        for i, a in enumerate(order):
+            for b in order[i + 1:]:
+                expected[stages.index(a), stages.index(b)] += 1
+    np.testing.assert_array_equal(F._precedence_votes(first, stages), expected)
+
+
 def test_stage_order_survives_skipped_stages() -> None:
     # Most deals jump from a to d; an average position would put d before b and c.
     paths = [["a", "d"]] * 6 + [["a", "b", "c", "d"]] * 2 + [["a", "c", "d"]]

@@ -517,18 +517,24 @@ def stalled_deals(context: MetricContext, as_of: pd.Timestamp,
         ["stalled_pipeline", "open_deals", "open_pipeline"])
 
 
+def _slip_nodes(context: MetricContext, as_of: pd.Timestamp, params: Mapping[str, Any],
+                metric: str) -> pd.DataFrame:
+    """Funnel nodes with their slipped deals; unavailable without recorded close dates."""
+    tables = context.tables
+    _require(tables, metric, S.OPPORTUNITIES, S.STAGE_HISTORY)
+    if S.CLOSE_DATE not in tables[S.STAGE_HISTORY].columns:
+        raise MetricUnavailable(metric, "a close_date column in stage_history")
+    nodes = _funnel(context, as_of, params)
+    return nodes[nodes["slipped_deals"].notna()]
+
+
 @_metric("slipped_deals", NODE_SCOPES, "count",
          "Open deals whose expected close date was pushed later at least once.",
          "opportunities, stage_history with a close_date column")
 def slipped_deals(context: MetricContext, as_of: pd.Timestamp,
                   params: Mapping[str, Any]) -> pd.DataFrame:
     """Slipped open deals per node."""
-    tables = context.tables
-    _require(tables, "slipped_deals", S.OPPORTUNITIES, S.STAGE_HISTORY)
-    if S.CLOSE_DATE not in tables[S.STAGE_HISTORY].columns:
-        raise MetricUnavailable("slipped_deals", "a close_date column in stage_history")
-    nodes = _funnel(context, as_of, params)
-    nodes = nodes[nodes["slipped_deals"].notna()]
+    nodes = _slip_nodes(context, as_of, params, "slipped_deals")
     return _funnel_metric(
         context, nodes, nodes["slipped_deals"],
         lambda r: f"{r['slipped_deals']:.0f} of {r['open_deals']:.0f} open deals had their "
@@ -543,13 +549,8 @@ def slipped_deals(context: MetricContext, as_of: pd.Timestamp,
 def slipped_share(context: MetricContext, as_of: pd.Timestamp,
                   params: Mapping[str, Any]) -> pd.DataFrame:
     """Slipped share of the open deals per node (a team that plans optimistically shows it)."""
-    tables = context.tables
-    _require(tables, "slipped_share", S.OPPORTUNITIES, S.STAGE_HISTORY)
-    if S.CLOSE_DATE not in tables[S.STAGE_HISTORY].columns:
-        raise MetricUnavailable("slipped_share", "a close_date column in stage_history")
-    nodes = _funnel(context, as_of, params)
-    enough = nodes["open_deals"] >= int(params.get("min_open_deals", 10))
-    nodes = nodes[nodes["slipped_deals"].notna() & enough]
+    nodes = _slip_nodes(context, as_of, params, "slipped_share")
+    nodes = nodes[nodes["open_deals"] >= int(params.get("min_open_deals", 10))]
     return _funnel_metric(
         context, nodes, nodes["slipped_deals"] / nodes["open_deals"],
         lambda r: f"{r['slipped_deals']:.0f} of {r['open_deals']:.0f} open deals "

@@ -62,6 +62,7 @@ __all__ = [
     "RunRate",
     "Simulation",
     "build_inputs",
+    "choose_half_life",
     "churn_adjustment",
     "estimate_run_rate",
     "feasibility",
@@ -312,8 +313,12 @@ class _Errors:
     group_sigmas: tuple[float, ...] = ()
 
 
+# Company log errors, rep log errors net of the company's, and mean predictions per backtest.
+Backtest = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 def _backtest_errors(sums: np.ndarray, lag: int, usable: int, shift: float, half_life: float
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     ) -> Backtest:
     """Company log errors, rep log errors net of the company's, and mean predictions."""
     errors_c, errors_r, means = [], [], []
     index = seasonal_index(sums[:, :usable].sum(axis=0))
@@ -367,25 +372,35 @@ def _group_sigmas(u: np.ndarray, groups: Sequence[np.ndarray], active: np.ndarra
     return tuple(out)
 
 
+def _best_backtest(sums: np.ndarray, lag: int, usable: int, shift: float,
+                   active: np.ndarray) -> tuple[float, Backtest]:
+    """:func:`choose_half_life` and the backtest of the half-life it chose (computed once)."""
+    middle = HALF_LIFE_GRID[len(HALF_LIFE_GRID) // 2]
+    best = (middle, _backtest_errors(sums, lag, usable, shift, middle))
+    if len(best[1][0]) < 4 or not active.any():  # nothing to choose on
+        return best
+    best_score = math.inf
+    for half_life in HALF_LIFE_GRID:  # a handful of candidates
+        backtest = (best[1] if half_life == middle
+                    else _backtest_errors(sums, lag, usable, shift, half_life))
+        e_c, u, _ = backtest
+        score = float(np.mean((u[:, active] + e_c[:, None]) ** 2))
+        if score < best_score:
+            best, best_score = (half_life, backtest), score
+    return best
+
+
 def choose_half_life(sums: np.ndarray, lag: int, usable: int, shift: float,
                      active: np.ndarray) -> float:
     """The half-life of :data:`HALF_LIFE_GRID` whose backtested rep predictions erred least
     (mean squared log error over the active reps and the backtest windows); the grid's
     middle value when there is nothing to backtest."""
-    best, best_score = HALF_LIFE_GRID[len(HALF_LIFE_GRID) // 2], math.inf
-    for half_life in HALF_LIFE_GRID:  # a handful of candidates
-        e_c, u, _ = _backtest_errors(sums, lag, usable, shift, half_life)
-        if len(e_c) < 4 or not active.any():
-            return best
-        score = float(np.mean((u[:, active] + e_c[:, None]) ** 2))
-        if score < best_score:
-            best, best_score = half_life, score
-    return best
+    return _best_backtest(sums, lag, usable, shift, active)[0]
 
 
 def _error_model(sums: np.ndarray, lag: int, usable: int, shift: float,
-                 groups: Sequence[np.ndarray], active: np.ndarray, half_life: float
-                 ) -> _Errors:
+                 groups: Sequence[np.ndarray], active: np.ndarray, half_life: float,
+                 backtest: Backtest | None = None) -> _Errors:
     """Backtest the estimator on the last year of complete windows; fit the log-error model.
 
     The company's mean log error shifts the forecast only as far as it stands out from its
@@ -394,9 +409,10 @@ def _error_model(sums: np.ndarray, lag: int, usable: int, shift: float,
     of its windows rather than a lasting bias, and then it counts as spread; a lasting drift
     (a sales cycle that lengthens, say) is kept. Rep errors net of the company's keep a shrunk
     bias (a rep whose book the trailing rate keeps over- or under-estimating), and spreads are
-    measured around the biases.
+    measured around the biases. ``backtest`` is :func:`_backtest_errors` at ``half_life``
+    when the caller already has it.
     """
-    e_c, u, means = _backtest_errors(sums, lag, usable, shift, half_life)
+    e_c, u, means = backtest or _backtest_errors(sums, lag, usable, shift, half_life)
     n = len(e_c)
     n_reps = sums.shape[0]
     if n < 4:
@@ -475,9 +491,9 @@ def estimate_run_rate(events: pd.DataFrame, rep_codes: np.ndarray, n_reps: int, 
                               active)
     positive = predicted[0][predicted[0] > 0]
     shift = float(max(0.25 * np.median(positive), 1.0)) if positive.size else 1.0
-    half_life = choose_half_life(sums, lag, weeks, shift, active)
+    half_life, backtest = _best_backtest(sums, lag, weeks, shift, active)
     mean, factor = _predict_at(sums, 0, lag, weeks, index, half_life) or predicted
-    err = _error_model(sums, lag, weeks, shift, groups, active, half_life)
+    err = _error_model(sums, lag, weeks, shift, groups, active, half_life, backtest)
     groups_used = tuple(groups) if len(err.group_sigmas) == len(groups) else ()
     notes = (f"run rate: weighted mean of the last {min(weeks - lag, _YEAR_WEEKS)} weekly "
              f"windows of {window.length} days (weights halve every {half_life:g} weeks, "

@@ -28,6 +28,7 @@ import mlflow
 import mlflow.pyfunc
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.pyfunc import PythonModel
@@ -261,17 +262,22 @@ def _param(value: Any) -> Any:
     return value if isinstance(value, str | int | float | bool) else json.dumps(value, default=str)
 
 
-def _alias_version(name: str, alias: str) -> str | None:
-    """The version carrying ``alias``; None when there is none. Raises
+def _by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The model version carrying ``alias``; None when there is none. Raises
     :class:`RegistryUnavailableError` when the registry cannot be asked."""
     try:
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         if exc.error_code in _MISSING_CODES:
             return None
         raise _unavailable(exc) from exc
     except OSError as exc:
         raise _unavailable(exc) from exc
+
+
+def _alias_version(name: str, alias: str) -> str | None:
+    mv = _by_alias(MlflowClient(), name, alias)
+    return None if mv is None else str(mv.version)
 
 
 def _gate(tags: dict[str, str], champion: str) -> tuple[bool, str]:
@@ -327,17 +333,12 @@ def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
     """
     name = model_name(kind)
     client = MlflowClient()
-    try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if exc.error_code not in _MISSING_CODES:
-            raise _unavailable(exc) from exc
+    mv = _by_alias(client, name, alias)
+    if mv is None:
         raise ChampionMissingError(
             f"no {alias} for {name} yet: run `quotacast train {kind}` then "
             f"`quotacast promote {kind}`"
-        ) from exc
-    except OSError as exc:
-        raise _unavailable(exc) from exc
+        )
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
     estimator = pyfunc.unwrap_python_model().estimator
     run = client.get_run(mv.run_id) if mv.run_id else None

@@ -30,7 +30,7 @@ from engine.cli_common import (
 from engine.cli_models import plan_app, promote, score_app, train_app
 from engine.config import get_settings
 from engine.io import BadInput, validate_tables, write_data_dir
-from engine.summary import data_end, table_summary
+from engine.summary import data_end, default_as_of, table_summary
 from engine.warnings.cli import warnings_app
 from service.cli import keys_app, serve
 
@@ -223,7 +223,7 @@ def features(
 
     when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
-    when = when if when is not None else data_end(tables)
+    when = when if when is not None else default_as_of(tables)
     with err.status(f"computing customer features as of {when.date()}"):
         frame = customer_features(tables, when)
     err.print(f"{len(frame):,} customers x {frame.shape[1] - 2} features as of {when.date()}")
@@ -241,5 +241,27 @@ app.command("serve")(serve)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a Python traceback is never the answer to a user.
+
+    Expected failures exit through ``fail``/``bad_input`` with plain words. Anything else is a
+    bug or an unforeseen shape of data: the user gets one plain line and exit 1, and the
+    traceback goes to a file for the bug report.
+    """
+    try:
+        app()  # standalone: usage errors, exits and Ctrl-C end here with their own exit codes
+    except Exception as exc:  # the last line of defence, see the docstring
+        report = _write_crash_report()
+        err.print(f"[red]error:[/red] quotacast could not finish ({type(exc).__name__}: {exc}). "
+                  f"Nothing was written. Details for a bug report: {report}", highlight=False)
+        raise SystemExit(1) from None
+
+
+def _write_crash_report() -> str:
+    """Write the current exception's traceback to a temporary file and return its path."""
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="quotacast-error-", suffix=".txt",
+                                     delete=False) as handle:
+        traceback.print_exc(file=handle)
+    return handle.name

@@ -167,7 +167,8 @@ AsOfOpt = Annotated[
     str | None,
     typer.Option(
         "--as-of",
-        help="ISO date; default: the last date in the data. Only rows dated before it are used.",
+        help="ISO date; only rows dated before it are used (default: the day after the last "
+        "dated row, so every row counts).",
     ),
 ]
 

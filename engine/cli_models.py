@@ -23,7 +23,7 @@ from engine.cli_common import (
     settings_of,
 )
 from engine.io import Tables
-from engine.summary import data_end
+from engine.summary import default_as_of
 
 __all__ = ["MODEL_KINDS", "plan_app", "promote", "score_app", "train_app", "use_tracking"]
 
@@ -159,7 +159,7 @@ def _notes(notes: list[str]) -> None:
 
 
 def _as_of_or_end(tables: Tables, when: pd.Timestamp | None) -> pd.Timestamp:
-    return when if when is not None else data_end(tables)
+    return when if when is not None else default_as_of(tables)
 
 
 @train_app.command("win")
@@ -192,7 +192,7 @@ def train_win_cmd(
 PeriodOpt = Annotated[
     str | None,
     typer.Option("--period", "-p", help="2017, 2017Q3 or 2017-08 (default: the quarter of "
-                 "--as-of)."),
+                 "the last day before --as-of)."),
 ]
 DrawsOpt = Annotated[int, typer.Option("--draws", min=100, max=1_000_000,
                                        help="Monte Carlo draws.")]
@@ -205,7 +205,9 @@ def _period(period: str | None, when: pd.Timestamp) -> str:
     from features.hierarchy import period_bounds
     from models.win import period_of
 
-    chosen = period if period is not None else period_of(when, "Q")
+    # The quarter holding the last day before --as-of: the default as-of is the day after the
+    # data's last row, which may already open the next quarter.
+    chosen = period if period is not None else period_of(when - pd.Timedelta(days=1), "Q")
     try:
         period_bounds(chosen)
     except ValueError as exc:

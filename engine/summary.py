@@ -7,7 +7,7 @@ import pandas as pd
 from engine import schemas as S
 from engine.io import Tables
 
-__all__ = ["data_end", "table_summary"]
+__all__ = ["data_end", "default_as_of", "table_summary"]
 
 
 def _date_range(spec: S.TableSpec, frame: pd.DataFrame) -> tuple[object, object]:
@@ -53,14 +53,26 @@ def table_summary(tables: Tables) -> pd.DataFrame:
 
 
 def data_end(tables: Tables) -> pd.Timestamp:
-    """The last date in the data: the default ``--as-of`` of every command."""
+    """The last day that holds a dated row (forward-looking dates such as expected closes aside)."""
     ends = [
         frame[c].max()
         for name, frame in tables.frames.items()
         for c in S.TABLES[name].columns_of_kind("date")
         if c in frame.columns and not frame.empty and c not in S.FORWARD_LOOKING_DATES
     ]
+    opps = tables.get(S.OPPORTUNITIES)
+    if opps is not None and not opps.empty:
+        # A closed deal's close date is an event that happened, not an expectation.
+        ends.append(opps.loc[opps[S.STATUS] != S.STATUS_OPEN, S.CLOSE_DATE].max())
     ends = [e for e in ends if pd.notna(e)]
     if not ends:
         raise ValueError("the data holds no dates")
     return pd.Timestamp(max(ends)).normalize()
+
+
+def default_as_of(tables: Tables) -> pd.Timestamp:
+    """The default ``--as-of`` of every command: the day after the last dated row.
+
+    A result as of T uses only rows dated before T, so this default lets every row count.
+    """
+    return data_end(tables) + pd.Timedelta(days=1)

@@ -42,6 +42,7 @@ __all__ = [
     "PromotionDecision",
     "RegisteredRun",
     "RegistryUnavailableError",
+    "beats_baseline",
     "configure",
     "load_champion",
     "log_and_register",
@@ -60,6 +61,10 @@ TAG_VALUE = "quotacast.metric_value"
 TAG_HOLDOUT = "quotacast.holdout"
 TAG_CHAMPION_VERSION = "quotacast.champion_version"
 TAG_CHAMPION_VALUE = "quotacast.champion_metric_value"
+# The simplest baseline's gate metric on the same holdout: a version that does not beat it is
+# registered (the evidence is worth keeping) but never promoted, not even as the first champion.
+TAG_BASELINE = "quotacast.baseline"
+TAG_BASELINE_VALUE = "quotacast.baseline_metric_value"
 
 
 class FramePredictor(Protocol):
@@ -192,6 +197,7 @@ def log_and_register(
     greater_is_better: bool,
     holdout: str,
     champion_value: float | None = None,
+    baseline: tuple[str, float] | None = None,
     artifacts: Mapping[str, Path | pd.DataFrame | dict[str, Any]] | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> RegisteredRun:
@@ -207,6 +213,8 @@ def log_and_register(
         greater_is_better: direction of ``gate_metric``.
         holdout: a fingerprint of the holdout the metrics were measured on.
         champion_value: the current champion's ``gate_metric`` on the same holdout, if any.
+        baseline: ``(name, value)`` of the simplest baseline's ``gate_metric`` on the same
+            holdout; :func:`promote` refuses a version that does not strictly beat it.
         artifacts: files, frames (saved as CSV) or dicts (saved as JSON) to attach to the run.
         tags: extra run tags.
     """
@@ -233,6 +241,9 @@ def log_and_register(
         TAG_VALUE: repr(float(metrics[gate_metric])),
         TAG_HOLDOUT: holdout,
     }
+    if baseline is not None:
+        version_tags[TAG_BASELINE] = baseline[0]
+        version_tags[TAG_BASELINE_VALUE] = repr(float(baseline[1]))
     if champion is not None and champion_value is not None:
         version_tags[TAG_CHAMPION_VERSION] = champion
         version_tags[TAG_CHAMPION_VALUE] = repr(float(champion_value))
@@ -280,6 +291,22 @@ def _alias_version(name: str, alias: str) -> str | None:
     return None if mv is None else str(mv.version)
 
 
+def beats_baseline(tags: Mapping[str, str]) -> tuple[bool, str]:
+    """Whether a version's gate metric strictly beats its simplest baseline on the same holdout.
+
+    Versions registered without a baseline pass (nothing to compare with).
+    """
+    if TAG_BASELINE_VALUE not in tags:
+        return True, "no baseline recorded"
+    metric = tags[TAG_METRIC]
+    value, base = float(tags[TAG_VALUE]), float(tags[TAG_BASELINE_VALUE])
+    higher = tags[TAG_GREATER_IS_BETTER] == "True"
+    ok = value > base if higher else value < base
+    relation = "beats" if ok else "does not beat"
+    return ok, (f"{metric} {value:.4f} {relation} the baseline {tags.get(TAG_BASELINE, '?')}'s "
+                f"{base:.4f} on the same holdout")
+
+
 def _gate(tags: dict[str, str], champion: str) -> tuple[bool, str]:
     metric = tags[TAG_METRIC]
     challenger_value = float(tags[TAG_VALUE])
@@ -313,8 +340,14 @@ def promote(kind: str, version: str | None = None, force: bool = False) -> Promo
     champion = _alias_version(name, CHAMPION)
     if champion == candidate:
         return PromotionDecision(False, candidate, f"v{candidate} is already the champion")
+    beats, against_baseline = beats_baseline(tags)
     if force:
         ok, reason = True, "forced (--force): the gate was skipped"
+        if not beats:
+            reason += f"; beware, {against_baseline}"
+    elif not beats:
+        ok, reason = False, (f"{against_baseline}: a model no better than its simplest baseline "
+                             "is never promoted (the commands that need it use their fallback)")
     elif champion is None:
         ok, reason = True, "there was no champion yet"
     else:

@@ -143,8 +143,10 @@ def resolve_as_of(state: AppState, as_of: date | None) -> pd.Timestamp:
 
 
 def default_period(as_of: pd.Timestamp) -> str:
-    """The quarter holding ``as_of``: the period a planner looks at first."""
-    return f"{as_of.year}Q{as_of.quarter}"
+    """The quarter holding the last day before ``as_of``: the period a planner looks at first
+    (the default as-of is the day after the data's last row, which may open a new quarter)."""
+    day = as_of - pd.Timedelta(days=1)
+    return f"{day.year}Q{day.quarter}"
 
 
 def _resolve_period(state: AppState, period: str | None, as_of: pd.Timestamp) -> str:

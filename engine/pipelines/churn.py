@@ -34,7 +34,7 @@ import pandas as pd
 from engine import schemas as S
 from engine import tracking
 from engine.io import Tables
-from engine.summary import data_end
+from engine.summary import default_as_of
 from features.customer import FEATURE_DESCRIPTIONS, customer_history, features_at
 from features.labels import CHURNED, labels_at
 from features.table import snapshot_dates, training_table
@@ -206,10 +206,10 @@ def _first_day(tables: Tables) -> pd.Timestamp:
 
 
 def _resolve_as_of(tables: Tables, as_of: pd.Timestamp | str | None) -> pd.Timestamp:
-    """The given as_of (at midnight), else the last date in the data; checked against the data."""
+    """The given as_of (at midnight), else the day after the data's last row; checked."""
     if tables.orders.empty:
         raise ValueError("the orders table is empty: nothing to learn churn from")
-    stamp = (pd.Timestamp(as_of) if as_of is not None else data_end(tables)).normalize()
+    stamp = (pd.Timestamp(as_of) if as_of is not None else default_as_of(tables)).normalize()
     first = _first_day(tables)
     if stamp <= first:
         raise ValueError(f"as_of {stamp.date()} is not after the first order ({first.date()}): "

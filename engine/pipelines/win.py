@@ -24,6 +24,7 @@ import pandas as pd
 from engine import schemas as S
 from engine import tracking
 from engine.io import Tables
+from engine.summary import default_as_of
 from features.funnel import funnel_notes
 from models import win as W
 from models.classification import (
@@ -88,9 +89,7 @@ def _resolve_as_of(tables: Tables, as_of: pd.Timestamp | str | None) -> pd.Times
         raise ValueError("no opportunities table: there is no pipeline to learn wins from")
     if as_of is not None:
         return pd.Timestamp(as_of).normalize()
-    closed = opps.loc[opps[S.STATUS] != S.STATUS_OPEN, S.CLOSE_DATE]
-    last = pd.concat([opps[S.CREATED_AT], closed, tables.orders[S.ORDER_DATE]]).max()
-    return pd.Timestamp(last).normalize() + pd.Timedelta(days=1)
+    return default_as_of(tables)
 
 
 def fit_win_model(rows: pd.DataFrame, seed: int = 42) -> tuple[W.WinModel, W.TimeSplit,

@@ -35,7 +35,7 @@ from engine.cli_common import (
     read_data,
     settings_of,
 )
-from engine.summary import data_end
+from engine.summary import default_as_of
 from engine.warnings.engine import (
     EvaluationReport,
     OutOfOrder,
@@ -300,7 +300,7 @@ def evaluate_command(
     )
     tables = read_data(data_source(ctx, data))
     when = parse_as_of(as_of)
-    day = (when if when is not None else data_end(tables)).date()
+    day = (when if when is not None else default_as_of(tables)).date()
     dates = _replay_dates(day, since, every)
     providers = default_providers(settings.mlflow_tracking_uri)
     with _store(ctx) as store:

@@ -1,0 +1,80 @@
+"""The data as its export would have looked on an earlier day: for short-history checks.
+
+Real users arrive with young CRMs. To prove that every model answers on three, six or nine
+months of history, the shared datasets are cut to their first N months *as an export made on the
+cut day would show them*: rows dated on or after the cut are gone, payments not yet made are
+unpaid, and deals that closed later are still open at the last stage they had reached.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from engine import schemas as S
+from engine.io import Tables
+
+__all__ = ["cut_history", "export_at", "first_day"]
+
+_DATED = {S.ORDERS: S.ORDER_DATE, S.INTERACTIONS: S.OCCURRED_AT, S.RECEIVABLES: S.ISSUED_AT,
+          S.OPPORTUNITIES: S.CREATED_AT, S.STAGE_HISTORY: S.ENTERED_AT}
+
+
+def first_day(tables: Tables) -> pd.Timestamp:
+    """The first day with an order or a created deal."""
+    starts = [tables.orders[S.ORDER_DATE].min()]
+    opps = tables.get(S.OPPORTUNITIES)
+    if opps is not None and not opps.empty:
+        starts.append(opps[S.CREATED_AT].min())
+    return pd.Timestamp(min(s for s in starts if pd.notna(s))).normalize()
+
+
+def _reopened(opps: pd.DataFrame, history: pd.DataFrame | None,
+              cutoff: pd.Timestamp) -> pd.DataFrame:
+    """Deals closed on or after ``cutoff`` are open again, at the stage they had reached."""
+    later = (opps[S.STATUS] != S.STATUS_OPEN) & (opps[S.CLOSE_DATE] >= cutoff)
+    if not later.any():
+        return opps
+    opps = opps.copy()
+    reached = pd.Series(dtype=object)
+    if history is not None and not history.empty:
+        reached = (history.sort_values(S.ENTERED_AT)
+                   .drop_duplicates(S.OPPORTUNITY_ID, keep="last")
+                   .set_index(S.OPPORTUNITY_ID)[S.STAGE])
+    open_stages = opps.loc[opps[S.STATUS] == S.STATUS_OPEN, S.STAGE]
+    usual = open_stages.mode().iloc[0] if not open_stages.empty else S.STATUS_OPEN
+    stage = opps.loc[later, S.OPPORTUNITY_ID].map(reached).fillna(usual)
+    opps[S.STAGE] = opps[S.STAGE].astype(object)
+    opps.loc[later, S.STAGE] = stage.to_numpy()
+    opps.loc[later, S.STATUS] = S.STATUS_OPEN
+    return opps
+
+
+def export_at(tables: Tables, cutoff: pd.Timestamp | str) -> Tables:
+    """The tables as an export made on ``cutoff`` would hold them (rows before it only)."""
+    cutoff = pd.Timestamp(cutoff)
+    frames = dict(tables.frames)
+    for name, column in _DATED.items():
+        frame = frames.get(name)
+        if frame is not None and column in frame.columns:
+            frames[name] = frame.loc[frame[column] < cutoff]
+    receivables = frames.get(S.RECEIVABLES)
+    if receivables is not None and S.PAID_AT in receivables.columns:
+        receivables = receivables.copy()
+        receivables.loc[receivables[S.PAID_AT] >= cutoff, S.PAID_AT] = pd.NaT
+        frames[S.RECEIVABLES] = receivables
+    opps = frames.get(S.OPPORTUNITIES)
+    if opps is not None and not opps.empty:
+        frames[S.OPPORTUNITIES] = _reopened(opps, frames.get(S.STAGE_HISTORY), cutoff)
+    return Tables(frames, tables.source, tables.derived)
+
+
+def cut_history(tables: Tables, months: int, start: pd.Timestamp | str | None = None) -> Tables:
+    """The first ``months`` months of history (from ``start``, default the data's first day)."""
+    begin = first_day(tables) if start is None else pd.Timestamp(start)
+    frames = export_at(tables, begin + pd.DateOffset(months=months)).frames
+    frames = {name: frame for name, frame in frames.items()}
+    for name, column in _DATED.items():
+        frame = frames.get(name)
+        if frame is not None and column in frame.columns:
+            frames[name] = frame.loc[frame[column] >= begin]
+    return Tables(frames, tables.source, tables.derived)

@@ -30,3 +30,38 @@ def registry(tmp_path: Path) -> Iterator[Path]:
     tracking.configure(f"sqlite:///{tmp_path / 'mlflow.db'}")
     yield tmp_path
     tracking.configure(previous)
+
+
+REAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "real"
+REAL_DATASETS = ("online-retail", "crm-sales", "superstore")
+
+
+def real_data_dir(name: str, months: int | None, root: Path) -> Path:
+    """A data directory of a real imported dataset, cut to its first ``months`` months.
+
+    The fixtures are the full imports of ../shared/data (``quotacast import``), gzipped in
+    tests/fixtures/real; the cut keeps what an export made on the cut day would hold
+    (engine/history.py). Written once per (name, months) under ``root``.
+    """
+    from engine.history import cut_history
+    from engine.io import load_tables, write_data_dir
+
+    target = root / f"{name}-{months or 'all'}m"
+    if not target.exists():
+        tables = load_tables(str(REAL_FIXTURES / name))
+        if months is not None:
+            tables = cut_history(tables, months)
+        frames = {t: f for t, f in tables.frames.items() if t not in tables.derived}
+        write_data_dir(frames, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def real_data(tmp_path_factory: pytest.TempPathFactory):
+    """``real_data(name, months=None) -> Path``: see :func:`real_data_dir`."""
+    root = tmp_path_factory.mktemp("real")
+
+    def make(name: str, months: int | None = None) -> Path:
+        return real_data_dir(name, months, root)
+
+    return make

@@ -227,7 +227,7 @@ def test_requests_outside_the_data_are_400(world: World) -> None:
 
 def test_feasibility_defaults_to_the_current_quarter(world: World) -> None:
     body = world.get("/v1/feasibility").json()
-    assert (body["period"], body["as_of"]) == ("2026Q4", "2026-11-15")
+    assert (body["period"], body["as_of"]) == ("2026Q4", "2026-11-16")
     company = next(n for n in body["nodes"] if n["level"] == "company")
     assert company["target"] > 0 and 0 <= company["p_attain"] <= 1
     assert company["p10"] <= company["p50"] <= company["p90"]

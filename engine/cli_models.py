@@ -316,25 +316,47 @@ def train_forecast_cmd(
     level: LevelOpt = None,
     horizon: Annotated[int | None, typer.Option(min=1, help="Periods ahead.")] = None,
     as_json: JsonOpt = False,
+    as_of: AsOfOpt = None,
+    promote_now: Annotated[bool, typer.Option(
+        "--promote", help="Promote it at once if it passes the gate (needed for forecasters "
+        "other than monthly company ones, which `quotacast promote` does not name).")] = False,
 ) -> None:
-    """Backtest the candidate forecasters, log them to MLflow, register the challenger."""
+    """Backtest the candidate forecasters, log them to MLflow, register the challenger.
+
+    Each frequency and level set has its own registered model and champion, so a weekly or a
+    product forecaster is trained beside the monthly one.
+    """
+    from engine import tracking
     from engine.cli_common import progress
-    from engine.pipelines.forecast import train_forecast
+    from engine.pipelines.forecast import forecast_kind, train_forecast
 
     freq = _freq(freq)
+    when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
     _level(tables, level)
     use_tracking(ctx)
     settings = settings_of(ctx)
     with progress("backtesting forecasters") as step:
-        result = train_forecast(tables, freq=freq, level=level, horizon=horizon,
-                                n_jobs=settings.n_jobs, seed=settings.seed,
-                                progress=lambda done, total: step(f"{done}/{total}"))
+        try:
+            result = train_forecast(tables, freq=freq, level=level, horizon=horizon,
+                                    n_jobs=settings.n_jobs, seed=settings.seed, as_of=when,
+                                    progress=lambda done, total: step(f"{done}/{total}"))
+        except ValueError as exc:
+            fail(str(exc))
     _notes(result.notes)
     table = result.table.sort_values(["level", "mase"])
     print_frame(table[["model", "level", "mase", "wape", "coverage_80"]],
                 "backtest accuracy per model and level", limit=40)
     _registered(result, as_json)
+    kind = forecast_kind(freq, level)
+    if promote_now:
+        decision = tracking.promote(kind)
+        verb = "promoted" if decision.promoted else "did not promote"
+        err.print(f"{verb} {result.model_name} v{decision.version}: {decision.reason}",
+                  highlight=False)
+    elif kind != "forecast":
+        err.print(f"to serve it: `quotacast train forecast --freq {freq}"
+                  f"{'' if level is None else ' --level ' + level} --promote`", highlight=False)
 
 
 @plan_app.command("forecast")
@@ -348,28 +370,40 @@ def forecast_cmd(
                                       "champion.")] = False,
     out: OutOpt = None,
     as_json: JsonOpt = False,
+    as_of: AsOfOpt = None,
 ) -> None:
-    """Revenue forecast per node of a level, with P10/P50/P90 (champion model, or --fit)."""
+    """Revenue forecast per node of a level, with P10/P50/P90 (champion model, or --fit).
+
+    Forecasts start with the first period not complete in the data before --as-of: an
+    incomplete last period is forecast whole (never below what it already booked).
+    """
     from engine import tracking
     from engine.pipelines.forecast import forecast_champion, forecast_fresh
 
     freq = _freq(freq)
+    when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
     _level(tables, level)
     settings = settings_of(ctx)
-    if fit:
-        with err.status("fitting forecasters"):
-            frame, notes = forecast_fresh(tables, freq=freq, horizon=horizon, level=level,
-                                          n_jobs=settings.n_jobs, seed=settings.seed)
-        _notes(notes)
-    else:
+    why_fresh = None
+    if not fit:
         use_tracking(ctx)
         try:
-            frame, version = forecast_champion(freq, horizon, level)
-        except tracking.ChampionMissingError as exc:
-            fail(f"{exc} (or use --fit)")
+            frame, version, notes = forecast_champion(tables, freq, horizon, level, as_of=when)
+            err.print(f"forecast by champion v{version}")
+        except (tracking.ChampionMissingError, ValueError) as exc:
+            why_fresh = str(exc)
+    if fit or why_fresh is not None:
+        if why_fresh is not None:
+            err.print(f"{why_fresh}; fitting a fresh forecaster on this data instead (as --fit)",
+                      markup=False, highlight=False)
+        try:
+            with err.status("fitting forecasters"):
+                frame, notes = forecast_fresh(tables, freq=freq, horizon=horizon, level=level,
+                                              n_jobs=settings.n_jobs, seed=settings.seed,
+                                              as_of=when)
         except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from exc
-        err.print(f"forecast by champion v{version}")
+            fail(str(exc))
+    _notes(notes)
     print_frame(frame, f"revenue forecast ({level or 'company'}, {horizon} x {freq})", limit=24)
     emit(frame, out, as_json)

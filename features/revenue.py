@@ -8,11 +8,18 @@ events, so company = sum of regions = sum of teams = sum of reps for every ``ds`
 A node's series starts at its first revenue and runs, zero-filled, to the last period of the
 data (or of ``as_of``); the last period is flagged ``partial`` when it is not complete, so that
 a forecaster never mistakes a half month for a bad month.
+
+Where the data ends (:func:`data_end_of`): data with one date per month (or quarter, or week),
+always at the same place in its period (the 1st, the 15th, the last day...), is *monthly data*:
+each row stands for its whole month, so the month of the last row is complete whatever day it
+is dated on. Transaction data (many days per period) is observed up to ``as_of`` (default the
+day after its last row), and a period that ends later is partial.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -24,6 +31,9 @@ from features.hierarchy import UNASSIGNED, categorical_columns, revenue_events
 __all__ = [
     "FREQS",
     "PARTIAL",
+    "DataEnd",
+    "data_end_of",
+    "data_granularity",
     "period_ordinals",
     "period_starts",
     "revenue_series",
@@ -66,22 +76,99 @@ def period_starts(ordinals: np.ndarray, freq: str) -> np.ndarray:
     return starts.astype("datetime64[ns]")
 
 
-def _last_period(last_date: np.datetime64, freq: str, observed_until: np.datetime64
-                 ) -> tuple[int, bool]:
-    """The period holding ``last_date`` and whether data stops before that period ends."""
-    last = int(period_ordinals(np.array([last_date]), freq)[0])
-    period_end = period_starts(np.array([last + 1]), freq)[0]
-    return last, bool(period_end > observed_until)
+_ORDER = {"D": 0, "W": 1, "M": 2, "Q": 3}
+_NAMES = {"D": "day", "W": "week", "M": "month", "Q": "quarter"}
+# Share of dates that must sit at the same place of their period (and alone in it) for the
+# data to count as one row per period: a stray correction row does not change the verdict.
+_CONSISTENT = 0.95
 
 
-def _end_of_data(events: pd.DataFrame, freq: str, as_of: pd.Timestamp | None
-                 ) -> tuple[int, bool]:
-    """Last period and its partial flag, from ``as_of`` or else the last event's day."""
-    if as_of is not None:
-        until = np.datetime64(pd.Timestamp(as_of).as_unit("ns"))
-        return _last_period(until - np.timedelta64(1, "ns"), freq, until)
-    last_day = np.datetime64(events[S.DS].max().normalize().as_unit("ns"))
-    return _last_period(last_day, freq, last_day + _DAY)
+def _position(days: np.ndarray, freq: str) -> np.ndarray:
+    """Where each day sits in its ``freq`` period: days since the start, or -1 on its last day."""
+    ords = period_ordinals(days, freq)
+    start = period_starts(ords, freq).astype("datetime64[D]")
+    end = period_starts(ords + 1, freq).astype("datetime64[D]")
+    offset = (days - start).astype(np.int64)
+    return np.where(days == end - np.timedelta64(1, "D"), -1, offset)
+
+
+def data_granularity(dates: np.ndarray) -> str:
+    """The data's own period: the coarsest of Q, M, W with one date per period, every one at
+    the same place of its period (all on the 1st, all on the 15th, all on the last day...);
+    else ``D`` (transactions). Fewer than three distinct dates are read as ``D``."""
+    days = np.unique(np.asarray(dates).astype("datetime64[D]"))
+    if days.size < 3:
+        return "D"
+    for freq in ("Q", "M", "W"):
+        ords = period_ordinals(days, freq)
+        alone = np.unique(ords).size >= _CONSISTENT * days.size
+        position = _position(days, freq)
+        _, counts = np.unique(position, return_counts=True)
+        same_place = counts.max() >= _CONSISTENT * days.size
+        if alone and same_place:
+            return freq
+    return "D"
+
+
+@dataclass(frozen=True)
+class DataEnd:
+    """Where revenue data ends at one frequency.
+
+    Attributes:
+        granularity: the data's own period (:func:`data_granularity`).
+        observed_until: the first instant not covered by the data.
+        last: period number of the last period holding data (complete or not).
+        partial: whether that period is incomplete.
+        covered: the share of the last period's days the data covers (1.0 when complete).
+    """
+
+    granularity: str
+    observed_until: pd.Timestamp
+    last: int
+    partial: bool
+    covered: float
+
+    def last_start(self, freq: str) -> pd.Timestamp:
+        return pd.Timestamp(period_starts(np.array([self.last]), freq)[0])
+
+    def first_open(self, freq: str) -> pd.Timestamp:
+        """The first period not complete in the data: the partial one, else the next."""
+        return pd.Timestamp(period_starts(np.array([self.last + (0 if self.partial else 1)]),
+                                          freq)[0])
+
+
+def data_end_of(dates: np.ndarray, freq: str, as_of: pd.Timestamp | None = None) -> DataEnd:
+    """The end of the data at ``freq``: see the module docstring.
+
+    Args:
+        dates: the revenue event dates (those before ``as_of`` only).
+        freq: D, W, M or Q.
+        as_of: the day the data was observed to (default the day after the last date).
+
+    Raises:
+        ValueError: no dates, or ``freq`` finer than the data's own period (weekly forecasts of
+            monthly figures).
+    """
+    _check_freq(freq)
+    dates = np.asarray(dates).astype("datetime64[ns]")
+    if dates.size == 0:
+        raise ValueError("no revenue before the as-of date")
+    native = data_granularity(dates)
+    if _ORDER[freq] < _ORDER[native]:
+        raise ValueError(
+            f"the data holds one row per {_NAMES[native]}: forecast at --freq "
+            f"{' or '.join(f for f in FREQS if _ORDER[f] >= _ORDER[native])}, not {freq}")
+    last_day = dates.max().astype("datetime64[D]")
+    until = (np.datetime64(pd.Timestamp(as_of).as_unit("ns")) if as_of is not None
+             else (last_day + _DAY).astype("datetime64[ns]"))
+    if native != "D":
+        # A row of monthly data stands for its whole month, whatever day it is dated on.
+        native_last = int(period_ordinals(np.array([last_day]), native)[0])
+        until = max(until, period_starts(np.array([native_last + 1]), native)[0])
+    last = int(period_ordinals(np.array([until - np.timedelta64(1, "ns")]), freq)[0])
+    start, end = period_starts(np.array([last, last + 1]), freq)
+    covered = float((until - start) / (end - start))
+    return DataEnd(native, pd.Timestamp(until), last, bool(end > until), min(covered, 1.0))
 
 
 def _level_codes(events: pd.DataFrame, level: str) -> tuple[np.ndarray, np.ndarray]:
@@ -168,13 +255,19 @@ def revenue_series(tables: Tables, freq: str = "M", levels: Sequence[str] | None
                    as_of: pd.Timestamp | None = None) -> pd.DataFrame:
     """Revenue per node and period: ``level, key, ds, y, partial`` (``ds`` = period start).
 
+    ``attrs["data_end"]`` holds the :class:`DataEnd` the series were cut at.
+
     Args:
         tables: validated tables; ``orders`` is required.
         freq: ``D``, ``W`` (weeks starting Monday), ``M`` or ``Q``.
         levels: hierarchy levels and/or categorical columns (``product``, ``segment``...);
             default company, region, team, rep.
         as_of: when given, only revenue dated before it; the series then run to the period
-            holding the day before ``as_of``.
+            holding the day before ``as_of`` (or to the end of the last row's period, for data
+            with one row per period).
+
+    Raises:
+        ValueError: ``freq`` finer than the data's own period (see :func:`data_end_of`).
     """
     _check_freq(freq)
     chosen = _checked_levels(tables, levels)
@@ -182,10 +275,12 @@ def revenue_series(tables: Tables, freq: str = "M", levels: Sequence[str] | None
     events = revenue_events(tables, as_of=as_of, columns=extra)
     if events.empty:
         return _empty_series()
-    last, partial = _end_of_data(events, freq, as_of)
+    end = data_end_of(events[S.DS].to_numpy(), freq, as_of)
+    last, partial = end.last, end.partial
     ords = period_ordinals(events[S.DS].to_numpy(), freq)
     amounts = events[S.AMOUNT].to_numpy(dtype=float)
     parts = [_level_series(lv, events, ords, amounts, last, freq) for lv in chosen]
     series = pd.concat(parts, ignore_index=True)
     series[PARTIAL] = partial & (series.pop("_ord").to_numpy() == last)
+    series.attrs["data_end"] = end
     return series

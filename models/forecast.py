@@ -84,7 +84,16 @@ from models.backtest import (
 from models.metrics import MODEL, YHAT, YHAT_P10, YHAT_P50, YHAT_P90, metrics_table
 from models.reconcile import Hierarchy, build_hierarchy, mint_projection, shrunk_covariance
 
-__all__ = ["CANDIDATES", "COMBINATIONS", "COMBINED", "RECONCILED", "RevenueForecaster"]
+__all__ = [
+    "CANDIDATES",
+    "COMBINATIONS",
+    "COMBINED",
+    "MIN_WINDOWS",
+    "RECONCILED",
+    "RevenueForecaster",
+    "sane_intervals",
+    "short_min_history",
+]
 
 CANDIDATES = ("seasonal_naive", "ets", "theta", "prophet", "lgbm")
 COMBINATIONS = ("backtest_weights", "level_weights", "select", "mean")
@@ -96,6 +105,12 @@ _MAX_HISTORY = {"D": 364, "W": 156, "M": 120, "Q": 40}
 _QUANTILES = (0.1, 0.5, 0.9)
 # Least number of scaled errors behind one conformal quantile.
 _MIN_CALIBRATION = 40
+# Least number of backtest windows an interval's width may rest on; with fewer, the band is
+# widened to at least a random walk's (see ``_widened``).
+MIN_WINDOWS = 3
+# Shortest training history of a backtest window or a fully modelled series when the history
+# is shorter than two seasons.
+_MIN_SHORT_HISTORY = 3
 # Combination: candidates kept per series, and the weight (in windows) of the level's average
 # score when shrinking a series' own backtest score.
 _TOP_K = 4
@@ -134,6 +149,13 @@ def fallback_forecast(train: Panel, horizon: int, season: int) -> np.ndarray:
     return np.where(
         short, mean_forecast(train, horizon), seasonal_naive_forecast(train, horizon, season)
     )
+
+
+def short_min_history(n_periods: int, season: int) -> int:
+    """Observations a series needs for the full candidate set (and a backtest window for
+    training): one season, or half the history when that is shorter (at least 3), so that
+    a young history still gets backtest windows instead of none."""
+    return int(min(season, max(_MIN_SHORT_HISTORY, n_periods // 2)))
 
 
 def _recent(values: np.ndarray, max_history: int) -> list[np.ndarray]:
@@ -713,7 +735,14 @@ class RevenueForecaster:
         panel = to_panel(series, self.freq)
         letter = {"D": "D", "W-MON": "W", "MS": "M", "QS": "Q"}[panel.freq]
         season = season_length(self.freq)
-        min_history = self.min_history if self.min_history is not None else season
+        n_periods = panel.values.shape[1]
+        min_history = (self.min_history if self.min_history is not None
+                       else short_min_history(n_periods, season))
+        if min_history < season and self.min_history is None:
+            notes.append(
+                f"short history ({n_periods} periods, under the {season} of a season): series "
+                f"with at least {min_history} observations get every candidate, and backtest "
+                "windows start from that much history")
         tree, panel, tree_rows = self._align_tree(panel, hierarchy, notes)
         cutoffs = rolling_origin_splits(
             panel.values.shape[1], self.horizon, self.n_windows, None, min_history
@@ -959,6 +988,10 @@ class RevenueForecaster:
         """
         tree, rows = plan.tree, plan.tree_rows
         assert tree is not None
+        if not windows:
+            final.preds[RECONCILED] = _reconciled(final.preds[COMBINED], tree, rows,
+                                                  "bottom_up", windows)
+            return "bottom_up"
         methods = ["bottom_up"] + (["mint_shrink"] if len(windows) > 1 else [])
         for w in windows:
             known = _known_before(windows, w.cutoff)
@@ -1019,12 +1052,12 @@ class RevenueForecaster:
                 tables.append(window_table(panel, w, {name: pred}, bands))
         self.backtest_ = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
         self.metrics_ = metrics_table(self.backtest_) if len(self.backtest_) else pd.DataFrame()
-        if not quantiles[output]:
-            # No backtest window at all (a very short history): random-walk-like intervals.
-            quantiles[output] = _in_sample_quantiles(panel, self.horizon)
-            self.notes_.append("no backtest window: intervals from in-sample one-step errors")
+        scored_windows = sum(1 for w in windows if output in w.preds)
+        quantiles[output] = _widened(quantiles[output], panel, self.horizon, scored_windows,
+                                     self.notes_)
         self.quantiles_ = quantiles[output]
-        self.forecast_ = self._forecast_frame(plan, final, levels, quantiles, output)
+        frame = self._forecast_frame(plan, final, levels, quantiles, output)
+        self.forecast_ = sane_intervals(frame, self.notes_)
 
     def _forecast_frame(
         self,
@@ -1163,6 +1196,53 @@ def _in_sample_quantiles(panel: Panel, horizon: int) -> dict[str, np.ndarray]:
     base = _finite_sample_quantiles(scaled) if scaled.size else np.array([-1.0, 0.0, 1.0])
     steps = np.sqrt(np.arange(1, horizon + 1))[:, None]
     return {"": base[None, :] * steps}
+
+
+def _widened(quantiles: dict[str, np.ndarray], panel: Panel, horizon: int, n_windows: int,
+             notes: list[str]) -> dict[str, np.ndarray]:
+    """The conformal quantiles, widened when fewer than :data:`MIN_WINDOWS` windows back them.
+
+    The floor is a random walk's band: the quantiles of each series' scaled one-step changes,
+    growing with the square root of the step (:func:`_in_sample_quantiles`). Each level's
+    10% quantile becomes the lower of the two and its 90% quantile the higher.
+    """
+    if n_windows >= MIN_WINDOWS and quantiles:
+        return quantiles
+    floor = _in_sample_quantiles(panel, horizon)[""]
+    if not quantiles:
+        notes.append("no backtest window: 80% intervals are a random walk's (quantiles of the "
+                     "one-step changes of the history, growing with the square root of the step)")
+        return {"": floor}
+    notes.append(
+        f"intervals rest on {n_windows} backtest window(s), fewer than {MIN_WINDOWS}: widened to "
+        "at least a random walk's (quantiles of the one-step changes of the history, growing "
+        "with the square root of the step)")
+    out = {}
+    for name, q in quantiles.items():
+        wide = q.copy()
+        wide[:, 0] = np.minimum(q[:, 0], floor[: len(q), 0])
+        wide[:, 2] = np.maximum(q[:, 2], floor[: len(q), 2])
+        out[name] = wide
+    return out
+
+
+def sane_intervals(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Forecast rows checked before they are written: no negative revenue, quantiles in order
+    and the mean inside its own 80% band (a band that excludes its mean says the errors it was
+    calibrated on were one-sided: it is stretched to the mean, and the notes say so)."""
+    frame = frame.copy()
+    cols = [YHAT, YHAT_P10, YHAT_P50, YHAT_P90]
+    values = np.maximum(frame[cols].to_numpy(float), 0.0)
+    point, bands = values[:, 0], np.sort(values[:, 1:], axis=1)
+    outside = np.isfinite(point) & ((point > bands[:, 2]) | (point < bands[:, 0]))
+    if outside.any():
+        notes.append(
+            f"{int(outside.sum())} forecast(s) lay outside their own 80% band (one-sided "
+            "backtest errors): the band was stretched to include the mean")
+        bands[:, 0] = np.fmin(bands[:, 0], point)
+        bands[:, 2] = np.fmax(bands[:, 2], point)
+    frame[cols] = np.column_stack([point, bands])
+    return frame
 
 
 def _known_before(windows: list[Window], cutoff: int) -> list[Window]:

@@ -1,17 +1,28 @@
 """Revenue forecast wiring: series -> backtested forecaster -> MLflow (wiring only).
 
-``train_forecast`` builds the revenue series of the requested levels, fits
-:class:`models.forecast.RevenueForecaster` (which backtests every candidate on rolling origins),
-logs the backtest table, the metrics per model and level and fan charts of the top nodes, and
-registers the fitted forecaster as ``challenger``. The promotion gate compares the final
-(reconciled or combined) forecast's backtest MASE; the champion is re-scored on the same
-backtest windows by re-fitting its parameters on the same series, unless it was trained on
-exactly this holdout already.
+``train_forecast`` builds the revenue series of the requested levels as of ``as_of`` (default
+the day after the last dated row), fits :class:`models.forecast.RevenueForecaster` (which
+backtests every candidate on rolling origins), logs the backtest table, the metrics per model
+and level and fan charts of the top nodes, and registers the fitted forecaster as
+``challenger`` of its own registered model: one per frequency and level set
+(:func:`forecast_kind`: ``forecast`` for monthly company/hierarchy forecasts,
+``forecast-W-company``, ``forecast-M-product``... otherwise), so a weekly or a product
+forecaster is trained beside the monthly champion, never instead of it.
+
+The promotion gate compares the final (reconciled or combined) forecast's backtest MASE; the
+champion is re-scored on the same backtest windows by re-fitting its parameters on the same
+series, unless it was trained on exactly this holdout already. The seasonal naive's MASE on the
+same windows is recorded as the baseline: a forecaster that does not beat it is never promoted.
+
+The end of the data (:func:`features.revenue.data_end_of`): a trailing period that the data
+covers only in part is left out of training and forecast as a whole period, never below the
+revenue already booked in it; a period complete in the data is never forecast again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,14 +33,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from engine import schemas as S
 from engine import tracking
 from engine.io import Tables
+from engine.summary import default_as_of
 from features.hierarchy import rep_hierarchy
-from features.revenue import PARTIAL, revenue_series
-from models.forecast import COMBINED, RECONCILED, RevenueForecaster
+from features.revenue import PARTIAL, DataEnd, revenue_series
+from models.forecast import COMBINED, RECONCILED, RevenueForecaster, sane_intervals
+from models.metrics import YHAT, YHAT_P10, YHAT_P50, YHAT_P90
 
 __all__ = [
     "FORECAST_COLUMNS",
@@ -38,6 +52,7 @@ __all__ = [
     "ServedForecaster",
     "forecast_champion",
     "forecast_fresh",
+    "forecast_kind",
     "forecast_levels",
     "train_forecast",
 ]
@@ -47,6 +62,8 @@ GATE_METRIC = "mase"
 FORECAST_COLUMNS = (S.LEVEL, S.KEY, S.DS, "yhat", "yhat_p10", "yhat_p50", "yhat_p90")
 HIERARCHY = (S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP)
 HORIZONS = {"D": 28, "W": 13, "M": 6, "Q": 4}
+BASELINE = "seasonal_naive"
+_PERIOD_NAMES = {"D": "day", "W": "week", "M": "month", "Q": "quarter"}
 Progress = Callable[[int, int], None]
 
 
@@ -61,6 +78,10 @@ class ServedForecaster:
         self.forecaster = forecaster
         self.freq = freq
         self.levels = list(levels)
+
+    def first_period(self) -> pd.Timestamp:
+        """The first period it forecasts (the one after its training history)."""
+        return pd.Timestamp(self.forecaster.forecast_[S.DS].min())
 
     def cannot_answer(self, freq: str | None, level: str, horizon: int | None) -> str | None:
         """Why this forecaster cannot give ``level`` at ``freq`` ``horizon`` periods ahead, in
@@ -114,17 +135,75 @@ def forecast_levels(tables: Tables, level: str | None) -> list[str]:
     return [S.LEVEL_COMPANY, level]
 
 
+def forecast_kind(freq: str, level: str | None) -> str:
+    """The registered model kind of forecasters at ``freq`` for ``level``: one champion each.
+
+    Company and hierarchy levels share one forecaster per frequency (they are reconciled
+    together); another column (``product``...) has its own. Monthly company forecasts keep the
+    plain ``forecast`` name the README, the demo and the service use.
+    """
+    group = S.LEVEL_COMPANY if level is None or level in (S.LEVEL_COMPANY, *HIERARCHY) else level
+    return KIND if (freq, group) == ("M", S.LEVEL_COMPANY) else f"{KIND}-{freq}-{group}"
+
+
 def _hierarchy(tables: Tables, levels: Sequence[str]) -> pd.DataFrame | None:
     if not set(HIERARCHY) <= set(levels):
         return None
     return rep_hierarchy(tables)[[S.REP, S.TEAM, S.REGION]]
 
 
-def _series(tables: Tables, freq: str, levels: Sequence[str]) -> pd.DataFrame:
-    series = revenue_series(tables, freq, levels=list(levels))
-    return series[~series[PARTIAL]] if PARTIAL in series.columns else series
+@dataclass(frozen=True)
+class _Series:
+    """Complete periods to learn from, the trailing partial period (revenue so far) and the
+    end of the data."""
+
+    complete: pd.DataFrame
+    partial: pd.DataFrame
+    end: DataEnd
+    notes: list[str]
 
 
+def _series(tables: Tables, freq: str, levels: Sequence[str], as_of: pd.Timestamp | None
+            ) -> _Series:
+    """The revenue series as of ``as_of`` (default the day after the last dated row).
+
+    Raises:
+        ValueError: no revenue before ``as_of``, or ``freq`` finer than the data's own period.
+    """
+    when = default_as_of(tables) if as_of is None else pd.Timestamp(as_of)
+    series = revenue_series(tables, freq, levels=list(levels), as_of=when)
+    if series.empty:
+        raise ValueError(f"no revenue dated before {when.date()}: nothing to forecast from")
+    end: DataEnd = series.attrs["data_end"]
+    flagged = series[PARTIAL].astype(bool)
+    complete, partial = series[~flagged], series[flagged]
+    notes = _end_notes(complete, partial, end, freq)
+    return _Series(complete.reset_index(drop=True), partial.reset_index(drop=True), end, notes)
+
+
+def _end_notes(complete: pd.DataFrame, partial: pd.DataFrame, end: DataEnd, freq: str
+               ) -> list[str]:
+    """What the summary says about the end of the data."""
+    name = _PERIOD_NAMES[freq]
+    notes = []
+    if end.granularity != "D":
+        notes.append(f"the data holds one row per {_PERIOD_NAMES[end.granularity]}: each row "
+                     f"counts for its whole {_PERIOD_NAMES[end.granularity]}, whatever day it "
+                     "is dated on")
+    if not end.partial:
+        notes.append(f"data complete through the {name} of {end.last_start(freq).date()}: "
+                     f"forecasts start with the next {name}")
+        return notes
+    company = complete[complete[S.LEVEL] == S.LEVEL_COMPANY].sort_values(S.DS)[S.Y]
+    so_far = float(partial.loc[partial[S.LEVEL] == S.LEVEL_COMPANY, S.Y].sum())
+    usual = float(company.tail(3).mean()) if len(company) else math.nan
+    pace = (f"; its revenue so far, {so_far:,.0f}, is {so_far / usual:.0%} of an average of the "
+            f"{min(len(company), 3)} {name}s before it" if usual > 0 else "")
+    notes.append(
+        f"the last {name}, {end.last_start(freq).date()}, is incomplete: the data covers "
+        f"{end.covered:.0%} of its days{pace}. It is left out of training and forecast as a "
+        f"whole {name}, never below the revenue already booked in it")
+    return notes
 def _fit(series: pd.DataFrame, hierarchy: pd.DataFrame | None, params: dict[str, Any],
          progress: Progress | None) -> RevenueForecaster:
     return RevenueForecaster(**params).fit(series, hierarchy, progress=progress)
@@ -135,7 +214,8 @@ def _final_model(metrics: pd.DataFrame) -> str:
 
 
 def _summary(metrics: pd.DataFrame) -> dict[str, float]:
-    """Flat metrics for MLflow: ``<model>_<level>_<metric>`` plus the final model's averages."""
+    """Flat metrics for MLflow: ``<model>_<level>_<metric>`` plus the final model's averages
+    (and the baseline's mase averaged the same way, as ``baseline_mase``)."""
     flat: dict[str, float] = {}
     for row in metrics.itertuples(index=False):
         for name in ("mase", "wape", "smape", "pinball", "coverage_80"):
@@ -145,6 +225,9 @@ def _summary(metrics: pd.DataFrame) -> dict[str, float]:
     final = metrics[metrics["model"] == _final_model(metrics)]
     for name in ("mase", "wape", "coverage_80"):
         flat[name] = float(final[name].mean())
+    baseline = metrics[metrics["model"] == BASELINE]
+    if len(baseline) and baseline["mase"].notna().any():
+        flat[f"baseline_{GATE_METRIC}"] = float(baseline["mase"].mean())
     return flat
 
 
@@ -156,12 +239,13 @@ def _holdout(series: pd.DataFrame, params: dict[str, Any]) -> str:
     return f"{window}/{digest.hexdigest()[:12]}"
 
 
-def _champion_value(series: pd.DataFrame, hierarchy: pd.DataFrame | None, holdout: str,
-                    notes: list[str]) -> float | None:
+def _champion_value(kind: str, series: pd.DataFrame, hierarchy: pd.DataFrame | None,
+                    holdout: str, params: dict[str, Any], notes: list[str]) -> float | None:
     try:
-        champion = tracking.load_champion(KIND)
+        champion = tracking.load_champion(kind)
     except tracking.ChampionMissingError:
-        notes.append("no champion yet: the first promotion needs no comparison")
+        notes.append(f"no champion for {tracking.model_name(kind)} yet: the first promotion "
+                     "needs no comparison (but must beat the seasonal naive)")
         return None
     if champion.holdout == holdout and GATE_METRIC in champion.metrics:
         value = champion.metrics[GATE_METRIC]
@@ -169,8 +253,20 @@ def _champion_value(series: pd.DataFrame, hierarchy: pd.DataFrame | None, holdou
                      f"data: {GATE_METRIC} {value:.3f}")
         return value
     served: ServedForecaster = champion.estimator
-    params = {k: v for k, v in vars(served.forecaster).items() if not k.endswith("_")}
-    refit = _fit(series, hierarchy, params, None)
+    theirs = {k: v for k, v in vars(served.forecaster).items() if not k.endswith("_")}
+    if theirs.get("freq") != params["freq"]:
+        notes.append(f"champion v{champion.version} forecasts at freq {theirs.get('freq')}, not "
+                     f"{params['freq']}: not compared")
+        return None
+    # The champion's own choices, on today's windows (same horizon and windows as ours).
+    theirs |= {k: params[k] for k in ("horizon", "n_windows", "n_jobs")}
+    try:
+        refit = _fit(series, hierarchy, theirs, None)
+    except ValueError as exc:
+        notes.append(f"champion v{champion.version} could not be re-backtested ({exc})")
+        return None
+    if refit.metrics_.empty:
+        return None
     value = _summary(refit.metrics_)[GATE_METRIC]
     notes.append(f"champion v{champion.version} re-backtested on the same windows: "
                  f"{GATE_METRIC} {value:.3f}")
@@ -205,7 +301,8 @@ def _fan_charts(model: RevenueForecaster, series: pd.DataFrame, folder: Path, to
 
 def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
                    horizon: int | None = None, n_windows: int = 3, n_jobs: int = 1,
-                   seed: int = 42, progress: Progress | None = None) -> ForecastTraining:
+                   seed: int = 42, as_of: pd.Timestamp | None = None,
+                   progress: Progress | None = None) -> ForecastTraining:
     """Backtest the candidates, log everything to MLflow and register a ``challenger``.
 
     Args:
@@ -217,18 +314,36 @@ def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
         n_windows: rolling backtest origins.
         n_jobs: parallel workers.
         seed: random seed.
+        as_of: only rows dated before it (default the day after the last dated row).
         progress: ``progress(done, total)`` after each unit of work.
+
+    Raises:
+        ValueError: too little history for a single backtest window (in plain words).
     """
     levels = forecast_levels(tables, level)
-    series = _series(tables, freq, levels)
+    data = _series(tables, freq, levels, as_of)
+    series = data.complete
     hierarchy = _hierarchy(tables, levels)
     params: dict[str, Any] = {"freq": freq, "horizon": horizon or HORIZONS[freq],
                               "n_windows": n_windows, "n_jobs": n_jobs, "seed": seed}
     model = _fit(series, hierarchy, params, progress)
-    notes = list(model.notes_)
+    if model.metrics_.empty:
+        periods = series[S.DS].nunique()
+        name = _PERIOD_NAMES[freq]
+        raise ValueError(
+            f"too little history to backtest a forecaster at --freq {freq}: {periods} complete "
+            f"{name}(s) before {data.end.observed_until.date()}. Use a finer --freq (W or D), "
+            "or `quotacast forecast --fit` for a simple forecast with wide intervals")
+    kind = forecast_kind(freq, level)
+    notes = [*data.notes, *model.notes_]
     holdout = _holdout(series, params)
-    champion_value = _champion_value(series, hierarchy, holdout, notes)
+    champion_value = _champion_value(kind, series, hierarchy, holdout, params, notes)
     metrics = _summary(model.metrics_)
+    baseline = metrics.get(f"baseline_{GATE_METRIC}")
+    if baseline is not None and not metrics[GATE_METRIC] < baseline:
+        notes.append(f"the forecast's backtest {GATE_METRIC} {metrics[GATE_METRIC]:.3f} does not "
+                     f"beat the seasonal naive's {baseline:.3f}: it is registered but will not "
+                     "be promoted")
     served = ServedForecaster(model, freq, levels)
     with tempfile.TemporaryDirectory() as tmp:
         charts = _fan_charts(model, series, Path(tmp))
@@ -236,26 +351,48 @@ def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
                                      "metrics_by_model_level.csv": model.metrics_}
         artifacts |= {p.name: p for p in charts}
         run = tracking.log_and_register(
-            KIND, served, input_example=pd.DataFrame({"horizon": [float(params["horizon"])]}),
+            kind, served, input_example=pd.DataFrame({"horizon": [float(params["horizon"])]}),
             params={**params, "levels": levels, "series": int(series.groupby(
-                [S.LEVEL, S.KEY]).ngroups)},
+                [S.LEVEL, S.KEY]).ngroups),
+                "data_until": str(data.end.observed_until.date())},
             metrics=metrics, gate_metric=GATE_METRIC, greater_is_better=False,
-            holdout=holdout, champion_value=champion_value, artifacts=artifacts,
+            holdout=holdout, champion_value=champion_value,
+            baseline=None if baseline is None else (BASELINE, baseline), artifacts=artifacts,
         )
     return ForecastTraining(run.run_id, run.version, run.model_name, metrics, model.metrics_,
                             notes, served)
 
 
 def forecast_fresh(tables: Tables, *, freq: str, horizon: int, level: str | None = None,
-                   n_jobs: int = 1, seed: int = 42, progress: Progress | None = None
-                   ) -> tuple[pd.DataFrame, list[str]]:
-    """Fit a forecaster on the current data (``--fit``) and forecast ``horizon`` periods."""
+                   n_jobs: int = 1, seed: int = 42, as_of: pd.Timestamp | None = None,
+                   progress: Progress | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Fit a forecaster on the data before ``as_of`` (``--fit``) and forecast ``horizon``
+    periods from the first one not complete in the data."""
     levels = forecast_levels(tables, level)
-    series = _series(tables, freq, levels)
+    data = _series(tables, freq, levels, as_of)
     params = {"freq": freq, "horizon": horizon, "n_windows": 3, "n_jobs": n_jobs, "seed": seed}
-    model = _fit(series, _hierarchy(tables, levels), params, progress)
-    frame = model.predict(horizon)
-    return _only(frame, level), list(model.notes_)
+    model = _fit(data.complete, _hierarchy(tables, levels), params, progress)
+    notes = [*data.notes, *model.notes_]
+    frame = _booked_floor(model.predict(horizon), data.partial, notes)
+    return _only(frame, level), notes
+
+
+def _booked_floor(frame: pd.DataFrame, partial: pd.DataFrame, notes: list[str]
+                  ) -> pd.DataFrame:
+    """Forecasts of a partly observed period are never below the revenue already booked."""
+    if partial.empty:
+        return frame
+    booked = partial.set_index([S.LEVEL, S.KEY, S.DS])[S.Y]
+    index = pd.MultiIndex.from_frame(frame[[S.LEVEL, S.KEY, S.DS]])
+    floor = booked.reindex(index).fillna(0.0).to_numpy()
+    frame = frame.copy()
+    cols = [YHAT, YHAT_P10, YHAT_P50, YHAT_P90]
+    raised = (frame[cols].to_numpy(float) < floor[:, None]).any(axis=1)
+    if raised.any():
+        notes.append(f"{int(raised.sum())} forecast(s) of the incomplete period were raised to "
+                     "the revenue already booked in it")
+    frame[cols] = np.maximum(frame[cols].to_numpy(float), floor[:, None])
+    return sane_intervals(frame, notes)
 
 
 def _only(frame: pd.DataFrame, level: str | None) -> pd.DataFrame:
@@ -263,13 +400,35 @@ def _only(frame: pd.DataFrame, level: str | None) -> pd.DataFrame:
     return frame[frame[S.LEVEL] == wanted].reset_index(drop=True)[list(FORECAST_COLUMNS)]
 
 
-def forecast_champion(freq: str, horizon: int, level: str | None = None
-                      ) -> tuple[pd.DataFrame, str]:
-    """Forecast with the registry's champion; raises if its frequency differs."""
-    champion = tracking.load_champion(KIND)
+def forecast_champion(tables: Tables, freq: str, horizon: int, level: str | None = None,
+                      as_of: pd.Timestamp | None = None
+                      ) -> tuple[pd.DataFrame, str, list[str]]:
+    """Forecast with the champion for ``freq`` and ``level`` (see :func:`forecast_kind`).
+
+    Raises:
+        tracking.ChampionMissingError: no champion for that frequency and level.
+        ValueError: the champion cannot answer (other horizon, or the data's end moved since
+            it was trained), in plain words with what to do.
+    """
+    kind = forecast_kind(freq, level)
+    champion = tracking.load_champion(kind)
     served: ServedForecaster = champion.estimator
     problem = served.cannot_answer(freq, level or S.LEVEL_COMPANY, horizon)
+    retrain = f"`quotacast train forecast --freq {freq}{_level_flag(level)}`"
     if problem is not None:
-        raise ValueError(f"{problem}: use --fit, or train a forecaster with that --freq, "
-                         "--level or --horizon")
-    return _only(served.predict(horizon), level), champion.version
+        raise ValueError(f"{problem}: use --fit, or {retrain} with that --horizon")
+    levels = forecast_levels(tables, level)
+    data = _series(tables, freq, levels, as_of)
+    first, wanted = served.first_period(), data.end.first_open(freq)
+    if first != wanted:
+        raise ValueError(
+            f"champion v{champion.version} forecasts from {first.date()}, but the data as of "
+            f"{data.end.observed_until.date()} is complete up to {wanted.date()}: retrain with "
+            f"{retrain} (then promote it), or use --fit")
+    notes = list(data.notes)
+    frame = _booked_floor(served.predict(horizon), data.partial, notes)
+    return _only(frame, level), champion.version, notes
+
+
+def _level_flag(level: str | None) -> str:
+    return "" if level is None else f" --level {level}"

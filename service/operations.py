@@ -116,15 +116,15 @@ def tables_of(state: AppState) -> Tables:
     return state.data.tables
 
 
-def _data_end(state: AppState) -> pd.Timestamp:
-    """The last date of the loaded data (503 when none is loaded)."""
+def _default_as_of(state: AppState) -> pd.Timestamp:
+    """The day after the loaded data's last date, so every row counts (503 when none)."""
     tables_of(state)
     assert state.data.end is not None  # set whenever tables are
-    return state.data.end
+    return state.data.end + pd.Timedelta(days=1)
 
 
 def resolve_as_of(state: AppState, as_of: date | None) -> pd.Timestamp:
-    """``as_of`` as a timestamp (default: the last date in the data); 400 when outside the data.
+    """``as_of`` as a timestamp (default: the day after the data's last date); 400 when outside.
 
     Accepted: after the first order and at most a month past the last date, which keeps every
     simulation inside the history it learns from.
@@ -133,7 +133,7 @@ def resolve_as_of(state: AppState, as_of: date | None) -> pd.Timestamp:
     start, end = state.data.start, state.data.end
     assert start is not None and end is not None  # set whenever tables are
     if as_of is None:
-        return end
+        return end + pd.Timedelta(days=1)
     stamp = pd.Timestamp(as_of)
     if not start < stamp <= end + _AS_OF_SLACK:
         raise _fail(status.HTTP_400_BAD_REQUEST,
@@ -285,7 +285,7 @@ def churn_scores(state: AppState) -> pd.DataFrame:
         raise _fail(status.HTTP_503_SERVICE_UNAVAILABLE,
                     "no churn model is served: run `quotacast train churn` and "
                     "`quotacast promote churn`, then POST /v1/models/reload")
-    end = _data_end(state)
+    end = _default_as_of(state)
     return state.scores_cache.get(
         ("scores", model.version, end),
         lambda: score_churn(tables, as_of=end, model=model.estimator))
@@ -325,7 +325,7 @@ def at_risk(state: AppState, principal: Principal, owner: str | None, min_probab
     selected = scores.loc[keep]
     start = (page - 1) * page_size
     rows = selected.iloc[start:start + page_size].to_dict("records")
-    return api.AtRiskPage(as_of=_data_end(state).date(), owner=chosen,
+    return api.AtRiskPage(as_of=_default_as_of(state).date(), owner=chosen,
                           min_probability=min_probability, total=len(selected),
                           page=page, page_size=page_size, items=[_risk(r) for r in rows])
 
@@ -345,7 +345,7 @@ def customer(state: AppState, principal: Principal, customer_id: str) -> api.Cus
     detail = api.CustomerDetail(
         customer_id=customer_id, account_manager=manager,
         region=_text(row.get(S.REGION)), segment=_text(row.get(S.SEGMENT)),
-        as_of=_data_end(state).date(), scored=False)
+        as_of=_default_as_of(state).date(), scored=False)
     position = np.flatnonzero((scores[S.CUSTOMER_ID].astype(str) == customer_id).to_numpy())
     if position.size == 0:
         return detail

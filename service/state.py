@@ -22,7 +22,7 @@ from engine import schemas as S
 from engine import tracking
 from engine.config import Settings
 from engine.io import BadInput, Tables, load_tables
-from engine.summary import default_as_of
+from engine.summary import data_end
 from engine.warnings.store import AlertStore
 from service.config import ServiceSettings
 from service.keys import KeyStore
@@ -53,7 +53,8 @@ class DataState:
         source: the directory or SQL URL.
         tables: the validated tables, or None when they could not be loaded.
         problems: every problem found (``table:line: column: check (value)``).
-        start: first order date; end: the day after the last dated row (the default as_of).
+        start: first order date; end: the last date in the data (the default as_of is the
+            day after it).
     """
 
     source: str
@@ -163,7 +164,7 @@ def load_data(source: str) -> DataState:
         state.problems = [f"-:0: -: cannot read the data ({exc})"]
         return state
     state.tables = tables
-    state.end = default_as_of(tables)
+    state.end = data_end(tables)
     state.start = pd.Timestamp(tables.orders[S.ORDER_DATE].min()).normalize()
     return state
 

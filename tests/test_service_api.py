@@ -296,7 +296,7 @@ def test_forecasts_of_the_served_forecaster(world: World) -> None:
 
 
 def test_warnings_evaluate_list_and_silence(world: World) -> None:
-    evaluated = world.post("/v1/warnings/evaluate", {"as_of": "2026-11-15"}, who="sales_ops")
+    evaluated = world.post("/v1/warnings/evaluate", {"as_of": "2026-11-16"}, who="sales_ops")
     assert evaluated.status_code == 200
     report = evaluated.json()
     assert report["evaluated"] or report["already"]

@@ -30,7 +30,8 @@ class ProbaModel:
 EXAMPLE = pd.DataFrame({"a": [0.1, -2.0, 3.0], "b": [0.0, 1.0, -1.0]})
 
 
-def _register(value: float, champion_value: float | None = None) -> tracking.RegisteredRun:
+def _register(value: float, champion_value: float | None = None,
+              baseline: tuple[str, float] | None = None) -> tracking.RegisteredRun:
     return tracking.log_and_register(
         "churn",
         ProbaModel(),
@@ -41,6 +42,7 @@ def _register(value: float, champion_value: float | None = None) -> tracking.Reg
         greater_is_better=True,
         holdout="2024-01-01/180d",
         champion_value=champion_value,
+        baseline=baseline,
         artifacts={"features.json": {"features": ["a", "b"]}},
     )
 
@@ -93,6 +95,34 @@ def test_gate_refuses_when_compared_with_another_champion(registry: Path) -> Non
     _register(0.9)  # trained without a comparison against the champion
     decision = tracking.promote("churn")
     assert not decision.promoted and "retrain" in decision.reason
+
+
+def test_a_model_no_better_than_its_baseline_is_registered_but_never_promoted(
+        registry: Path) -> None:
+    run = _register(0.50, baseline=("recency", 0.50))  # a tie with the baseline is no better
+    assert run.version == "1"
+    decision = tracking.promote("churn")
+    assert not decision.promoted
+    assert "does not beat the baseline recency" in decision.reason
+    with pytest.raises(tracking.ChampionMissingError):
+        tracking.load_champion("churn")
+    forced = tracking.promote("churn", force=True)
+    assert forced.promoted and "beware" in forced.reason
+
+
+def test_a_model_that_beats_its_baseline_is_promoted_first(registry: Path) -> None:
+    _register(0.81, baseline=("recency", 0.80))
+    decision = tracking.promote("churn")
+    assert decision.promoted and decision.reason == "there was no champion yet"
+
+
+def test_baseline_direction_follows_the_metric() -> None:
+    tags = {tracking.TAG_METRIC: "mase", tracking.TAG_GREATER_IS_BETTER: "False",
+            tracking.TAG_VALUE: "0.9", tracking.TAG_BASELINE: "seasonal_naive",
+            tracking.TAG_BASELINE_VALUE: "1.0"}
+    assert tracking.beats_baseline(tags)[0]
+    assert not tracking.beats_baseline({**tags, tracking.TAG_VALUE: "1.1"})[0]
+    assert tracking.beats_baseline({tracking.TAG_METRIC: "mase"}) == (True, "no baseline recorded")
 
 
 @pytest.fixture()

@@ -79,9 +79,9 @@ def test_lengths_skip_what_the_data_lacks(sweep: ModuleType) -> None:
 
 
 def test_one_forecast_cell_end_to_end(sweep: ModuleType, tmp_path: Path) -> None:
-    tables = monthly_tables()
-    data = sweep.ForecastData("tiny", tables, "state", sweep._origin(tables))
-    assert data.origin == pd.Timestamp("2021-01-01")
+    tables = monthly_tables(24)  # 2020-01 .. 2021-12
+    data = sweep.ForecastData("tiny", tables, "state", sweep.forecast_origins(tables, 3))
+    assert data.origins == (pd.Timestamp("2021-01-01"),)  # 2020-01 has no history before it
     cell = sweep.Cell("forecast", "tiny", 3.0, "3")
     sweep._run(cell, lambda: sweep.forecast_cell(cell, data, 3), tmp_path / "fail.log")
     assert cell.answered, cell.note
@@ -93,8 +93,9 @@ def test_one_forecast_cell_end_to_end(sweep: ModuleType, tmp_path: Path) -> None
     assert "churn tiny 3" in (tmp_path / "fail.log").read_text()
     table = sweep.write_outputs([cell, broken], ["forecast tiny 24 months: too short"],
                                 tmp_path, "header")
-    assert list(table["answered"]) == ["yes", "yes", "NO", "NO"]
+    assert list(table["family"]) == ["churn", "churn", "forecast", "forecast"]  # family order
+    assert list(table["answered"]) == ["NO", "NO", "yes", "yes"]
     markdown = (tmp_path / "history_sweep.md").read_text()
-    assert "| forecast | tiny | 3 | mase | yes |" in markdown
+    assert "| forecast | tiny | 3 | yes | mase " in markdown
     assert "skipped: forecast tiny 24 months" in markdown
     assert (tmp_path / "history_sweep.png").stat().st_size > 0

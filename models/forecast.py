@@ -108,6 +108,8 @@ _MIN_CALIBRATION = 40
 # Least number of backtest windows an interval's width may rest on; with fewer, the band is
 # widened to at least a random walk's (see ``_widened``).
 MIN_WINDOWS = 3
+# ... and least number of backtest errors (all series of a level pooled).
+MIN_ERRORS = 20
 # Shortest training history of a backtest window or a fully modelled series when the history
 # is shorter than two seasons.
 _MIN_SHORT_HISTORY = 3
@@ -1052,9 +1054,10 @@ class RevenueForecaster:
                 tables.append(window_table(panel, w, {name: pred}, bands))
         self.backtest_ = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
         self.metrics_ = metrics_table(self.backtest_) if len(self.backtest_) else pd.DataFrame()
-        scored_windows = sum(1 for w in windows if output in w.preds)
-        quantiles[output] = _widened(quantiles[output], panel, self.horizon, scored_windows,
-                                     self.notes_)
+        backed = [w for w in windows if output in w.preds]
+        n_errors = sum(int(np.isfinite(w.actual[w.eligible]).sum()) for w in backed)
+        quantiles[output] = _widened(quantiles[output], panel, self.horizon, len(backed),
+                                     n_errors, self.notes_)
         self.quantiles_ = quantiles[output]
         frame = self._forecast_frame(plan, final, levels, quantiles, output)
         self.forecast_ = sane_intervals(frame, self.notes_)
@@ -1199,14 +1202,15 @@ def _in_sample_quantiles(panel: Panel, horizon: int) -> dict[str, np.ndarray]:
 
 
 def _widened(quantiles: dict[str, np.ndarray], panel: Panel, horizon: int, n_windows: int,
-             notes: list[str]) -> dict[str, np.ndarray]:
-    """The conformal quantiles, widened when fewer than :data:`MIN_WINDOWS` windows back them.
+             n_errors: int, notes: list[str]) -> dict[str, np.ndarray]:
+    """The conformal quantiles, widened when fewer than :data:`MIN_WINDOWS` windows or
+    :data:`MIN_ERRORS` errors back them.
 
     The floor is a random walk's band: the quantiles of each series' scaled one-step changes,
     growing with the square root of the step (:func:`_in_sample_quantiles`). Each level's
     10% quantile becomes the lower of the two and its 90% quantile the higher.
     """
-    if n_windows >= MIN_WINDOWS and quantiles:
+    if n_windows >= MIN_WINDOWS and n_errors >= MIN_ERRORS and quantiles:
         return quantiles
     floor = _in_sample_quantiles(panel, horizon)[""]
     if not quantiles:
@@ -1214,9 +1218,9 @@ def _widened(quantiles: dict[str, np.ndarray], panel: Panel, horizon: int, n_win
                      "one-step changes of the history, growing with the square root of the step)")
         return {"": floor}
     notes.append(
-        f"intervals rest on {n_windows} backtest window(s), fewer than {MIN_WINDOWS}: widened to "
-        "at least a random walk's (quantiles of the one-step changes of the history, growing "
-        "with the square root of the step)")
+        f"intervals rest on {n_windows} backtest window(s) and {n_errors} errors (fewer than "
+        f"{MIN_WINDOWS} or {MIN_ERRORS}): widened to at least a random walk's (quantiles of the "
+        "one-step changes of the history, growing with the square root of the step)")
     out = {}
     for name, q in quantiles.items():
         wide = q.copy()

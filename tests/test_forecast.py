@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 import engine.schemas as S
+from engine.io import Tables, validate_tables
+from engine.pipelines.forecast import forecast_fresh, train_forecast
 from models.backtest import PARTIAL, Panel, backtest, rolling_origin_splits, to_panel
 from models.forecast import RevenueForecaster
 from models.metrics import (
@@ -34,6 +36,7 @@ from models.reconcile import (
 )
 
 FAST = ("seasonal_naive", "ets", "theta", "lgbm")
+T = pd.Timestamp
 OUTPUT = [S.LEVEL, S.KEY, S.DS, YHAT, YHAT_P10, YHAT_P50, YHAT_P90]
 
 
@@ -425,3 +428,165 @@ def test_served_forecaster_says_why_it_cannot_answer() -> None:
     assert "no level 'rep'" in (served.cannot_answer("M", "rep", 3) or "")
     assert "1 to 6 periods ahead, not 7" in (served.cannot_answer("M", "company", 7) or "")
     assert "not 0" in (served.cannot_answer("M", "company", 0) or "")
+
+
+# --- the pipeline on data as users have it ----------------------------------------------------
+
+CHEAP = ("seasonal_naive", "theta")
+
+
+def monthly_tables(dated: str, months: int = 36, seed: int = 3) -> Tables:
+    """One order per month (seasonal revenue) dated at the start, middle or end of the month."""
+    firsts = pd.date_range("2017-01-01", periods=months, freq="MS")
+    dates = {"start": firsts, "mid": firsts + pd.Timedelta(days=14),
+             "end": firsts + pd.offsets.MonthEnd(0)}[dated]
+    rng = np.random.default_rng(seed)
+    t = np.arange(months)
+    amounts = 1000 * (1 + 0.3 * np.sin(2 * np.pi * t / 12)) * rng.lognormal(0, 0.05, months)
+    orders = pd.DataFrame({S.ORDER_ID: [str(i) for i in t], S.CUSTOMER_ID: "c1",
+                           S.ORDER_DATE: dates.strftime("%Y-%m-%d"),
+                           S.AMOUNT: [f"{a:.2f}" for a in amounts]})
+    customers = pd.DataFrame({S.CUSTOMER_ID: ["c1"], S.REGION: ["north"]})
+    tables, problems = validate_tables({S.ORDERS: orders, S.CUSTOMERS: customers})
+    assert problems == []
+    return tables
+
+
+@pytest.mark.parametrize("dated", ["start", "mid", "end"])
+def test_monthly_rows_dated_anywhere_forecast_the_months_after_the_last(dated: str) -> None:
+    tables = monthly_tables(dated)  # the last row is in 2019-12
+    frame, notes = forecast_fresh(tables, freq="M", horizon=12, candidates=CHEAP)
+    expected = pd.date_range("2020-01-01", periods=12, freq="MS")
+    assert frame[S.DS].tolist() == list(expected)
+    assert any("one row per month" in n for n in notes)
+    quarterly, _ = forecast_fresh(tables, freq="Q", horizon=2, candidates=CHEAP)
+    assert quarterly[S.DS].tolist() == [T("2020-01-01"), T("2020-04-01")]
+
+
+def test_an_earlier_as_of_forecasts_from_there() -> None:
+    frame, _ = forecast_fresh(monthly_tables("start"), freq="M", horizon=3,
+                              as_of=T("2019-07-01"), candidates=CHEAP)
+    assert frame[S.DS].min() == T("2019-07-01")  # June is the last month seen
+
+
+def daily_tables(end: str) -> Tables:
+    days = pd.date_range("2019-01-01", end)
+    rng = np.random.default_rng(5)
+    orders = pd.DataFrame({S.ORDER_ID: [str(i) for i in range(len(days))], S.CUSTOMER_ID: "c1",
+                           S.ORDER_DATE: days.strftime("%Y-%m-%d"),
+                           S.AMOUNT: [f"{a:.2f}" for a in rng.gamma(4, 25, len(days))]})
+    customers = pd.DataFrame({S.CUSTOMER_ID: ["c1"], S.REGION: ["north"]})
+    tables, problems = validate_tables({S.ORDERS: orders, S.CUSTOMERS: customers})
+    assert problems == []
+    return tables
+
+
+def test_trailing_partial_month_is_forecast_whole_and_never_below_what_it_booked() -> None:
+    tables = daily_tables("2020-03-27")  # March is 27/31 complete: a big share already booked
+    booked = float(tables.orders.loc[tables.orders[S.ORDER_DATE] >= T("2020-03-01"),
+                                     S.AMOUNT].sum())
+    frame, notes = forecast_fresh(tables, freq="M", horizon=3, candidates=CHEAP)
+    assert frame[S.DS].tolist() == [T("2020-03-01"), T("2020-04-01"), T("2020-05-01")]
+    march = frame.iloc[0]
+    assert march[YHAT_P10] >= booked - 1e-6 and march[YHAT] >= booked - 1e-6
+    assert any("2020-03-01, is incomplete: the data covers 87% of its days" in n for n in notes)
+
+
+def test_sane_intervals_orders_clips_and_keeps_the_mean_inside() -> None:
+    from models.forecast import sane_intervals
+
+    rng = np.random.default_rng(11)
+    n = 200
+    frame = pd.DataFrame({S.LEVEL: "company", S.KEY: "all",
+                          S.DS: pd.date_range("2020-01-01", periods=n),
+                          YHAT: rng.normal(10, 20, n), YHAT_P10: rng.normal(5, 20, n),
+                          YHAT_P50: rng.normal(10, 20, n), YHAT_P90: rng.normal(15, 20, n)})
+    notes: list[str] = []
+    out = sane_intervals(frame, notes)
+    values = out[[YHAT_P10, YHAT_P50, YHAT_P90]].to_numpy()
+    assert (values >= 0).all() and (out[YHAT] >= 0).all()
+    assert (np.diff(values, axis=1) >= 0).all()
+    assert ((out[YHAT] >= out[YHAT_P10]) & (out[YHAT] <= out[YHAT_P90])).all()
+    assert any("outside their own 80% band" in n for n in notes)
+
+
+def test_short_history_gets_windows_and_widened_intervals() -> None:
+    series = pd.DataFrame({S.LEVEL: "company", S.KEY: "all",
+                           S.DS: pd.date_range("2020-01-01", periods=8, freq="MS"),
+                           S.Y: [100.0, 120, 90, 130, 110, 125, 95, 140]})
+    model = RevenueForecaster(horizon=4, candidates=CHEAP).fit(series)
+    assert model.backtest_["cutoff"].nunique() >= 1  # eight months still get backtest windows
+    assert any("widened" in n for n in model.notes_)
+    forecast = model.predict()
+    assert (forecast[YHAT_P10] <= forecast[YHAT]).all()
+    assert (forecast[YHAT] <= forecast[YHAT_P90]).all()
+    assert (forecast[YHAT_P90] - forecast[YHAT_P10] > 0).all()
+
+
+def test_a_forecaster_that_does_not_beat_seasonal_naive_is_never_promoted(registry) -> None:
+    from engine import tracking
+
+    firsts = pd.date_range("2016-01-01", periods=48, freq="MS")
+    pattern = np.tile([5.0, 7, 9, 12, 10, 8, 6, 5, 9, 14, 20, 30], 4) * 100  # repeats exactly
+    orders = pd.DataFrame({S.ORDER_ID: [str(i) for i in range(48)], S.CUSTOMER_ID: "c1",
+                           S.ORDER_DATE: firsts.strftime("%Y-%m-%d"),
+                           S.AMOUNT: [str(a) for a in pattern]})
+    tables, _ = validate_tables({S.ORDERS: orders, S.CUSTOMERS: pd.DataFrame(
+        {S.CUSTOMER_ID: ["c1"], S.REGION: ["north"]})})
+    result = train_forecast(tables, freq="M", horizon=3, candidates=("seasonal_naive", "theta"))
+    assert result.metrics["baseline_mase"] == pytest.approx(0.0, abs=1e-9)
+    assert any("will not be promoted" in n for n in result.notes)
+    decision = tracking.promote("forecast")
+    assert not decision.promoted and "never promoted" in decision.reason
+
+
+def test_each_freq_has_its_own_champion(registry) -> None:
+    from engine import tracking
+    from engine.pipelines.forecast import forecast_champion, forecast_kind
+
+    tables = daily_tables("2020-06-30")
+    assert forecast_kind("M", None) == "forecast"
+    assert forecast_kind("W", "region") == "forecast-W-company"
+    assert forecast_kind("M", "product") == "forecast-M-product"
+    for freq in ("M", "W"):
+        result = train_forecast(tables, freq=freq, horizon=3, candidates=CHEAP)
+        assert result.model_name == tracking.model_name(forecast_kind(freq, None))
+        tracking.promote(forecast_kind(freq, None), force=True)
+    weekly, _, _ = forecast_champion(tables, "W", 3)
+    assert weekly[S.DS].min() == T("2020-06-29")  # the Monday week holding 2020-06-30
+    monthly, _, _ = forecast_champion(tables, "M", 3)
+    assert monthly[S.DS].min() == T("2020-07-01")
+    with pytest.raises(tracking.ChampionMissingError):
+        forecast_champion(tables, "Q", 1)
+    with pytest.raises(ValueError, match="complete up to 2020-03-01: retrain"):
+        forecast_champion(tables, "M", 3, as_of=T("2020-03-01"))
+
+
+REAL_CASES = [(name, months, freq) for name in ("online-retail", "crm-sales", "superstore")
+              for months in (3, 6, 9) for freq in ("D", "W", "M", "Q")]
+
+
+@pytest.mark.parametrize(("name", "months", "freq"), REAL_CASES)
+def test_train_and_forecast_on_young_real_data_answer_or_say_why(
+        real_data, registry, name: str, months: int, freq: str) -> None:
+    from engine.io import load_tables
+
+    tables = load_tables(str(real_data(name, months)))
+    horizon = {"D": 7, "W": 4, "M": 3, "Q": 2}[freq]
+    plain = ("too little history", "no revenue dated before", "no complete")
+    try:
+        result = train_forecast(tables, freq=freq, horizon=horizon, candidates=CHEAP)
+    except ValueError as exc:
+        assert str(exc).startswith(plain), str(exc)
+    else:
+        assert np.isfinite(result.metrics["mase"])
+        assert "baseline_mase" in result.metrics
+    try:
+        frame, _ = forecast_fresh(tables, freq=freq, horizon=horizon, candidates=CHEAP)
+    except ValueError as exc:
+        assert str(exc).startswith(plain), str(exc)
+    else:
+        assert len(frame) == horizon
+        values = frame[[YHAT_P10, YHAT_P50, YHAT_P90]].to_numpy()
+        assert (values >= 0).all() and (np.diff(values, axis=1) >= 0).all()
+        assert ((frame[YHAT] >= frame[YHAT_P10]) & (frame[YHAT] <= frame[YHAT_P90])).all()

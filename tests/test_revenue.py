@@ -18,7 +18,14 @@ from features.hierarchy import (
     period_bounds,
     rep_hierarchy,
 )
-from features.revenue import PARTIAL, period_ordinals, period_starts, revenue_series
+from features.revenue import (
+    PARTIAL,
+    data_end_of,
+    data_granularity,
+    period_ordinals,
+    period_starts,
+    revenue_series,
+)
 
 T = pd.Timestamp
 
@@ -294,3 +301,68 @@ def test_rows_dated_on_or_after_as_of_change_nothing(as_of: date, late: list[tup
     before = revenue_series(_BASE, freq, as_of=cutoff)
     after = revenue_series(grown, freq, as_of=cutoff)
     pd.testing.assert_frame_equal(before, after)
+
+
+# --- the data's own granularity and where it ends ---------------------------------------------
+
+
+def monthly_dates(dated: str, months: int = 24, start: str = "2018-01-01") -> pd.Series:
+    """One date per month at the start, the middle or the end of the month."""
+    firsts = pd.date_range(start, periods=months, freq="MS")
+    shift = {"start": pd.Timedelta(0), "mid": pd.Timedelta(days=14)}
+    return pd.Series(firsts + pd.offsets.MonthEnd(0) if dated == "end" else firsts + shift[dated])
+
+
+@pytest.mark.parametrize("dated", ["start", "mid", "end"])
+def test_one_row_per_month_is_monthly_data_wherever_it_is_dated(dated: str) -> None:
+    dates = monthly_dates(dated).to_numpy()
+    assert data_granularity(dates) == "M"
+    end = data_end_of(dates, "M")  # default as-of: the day after the last row
+    assert not end.partial and end.covered == 1.0
+    assert end.last_start("M") == T("2019-12-01")
+    assert end.first_open("M") == T("2020-01-01")
+    assert data_end_of(dates, "Q").first_open("Q") == T("2020-01-01")
+
+
+def test_granularity_of_weeks_quarters_and_transactions() -> None:
+    assert data_granularity(pd.date_range("2020-01-05", periods=30, freq="W-SUN").to_numpy()) == "W"
+    assert data_granularity(pd.date_range("2015-03-31", periods=12, freq="QE").to_numpy()) == "Q"
+    rng = np.random.default_rng(0)
+    # Sparse transactions, about one a month on random days: not monthly data.
+    days = pd.Timestamp("2020-01-01") + pd.to_timedelta(np.sort(rng.choice(700, 24, False)), "D")
+    assert data_granularity(days.to_numpy()) == "D"
+    assert data_granularity(pd.date_range("2020-01-01", periods=90).to_numpy()) == "D"
+
+
+def test_monthly_data_cannot_be_forecast_weekly() -> None:
+    with pytest.raises(ValueError, match="one row per month: forecast at --freq M or Q, not W"):
+        data_end_of(monthly_dates("start").to_numpy(), "W")
+
+
+def test_trailing_partial_period_is_recognised_from_the_days_covered() -> None:
+    days = pd.date_range("2020-01-01", "2020-03-10").to_numpy()
+    end = data_end_of(days, "M")
+    assert end.partial and end.last_start("M") == T("2020-03-01")
+    assert end.covered == pytest.approx(10 / 31)
+    assert end.first_open("M") == T("2020-03-01")
+    whole = data_end_of(pd.date_range("2020-01-01", "2020-03-31").to_numpy(), "M")
+    assert not whole.partial and whole.first_open("M") == T("2020-04-01")
+
+
+def test_monthly_data_seen_mid_month_has_the_next_month_open() -> None:
+    dates = monthly_dates("end").to_numpy()  # last row 2019-12-31
+    end = data_end_of(dates[:-1], "M", as_of=T("2019-12-15"))  # December not reported yet
+    assert end.partial and end.first_open("M") == T("2019-12-01")
+
+
+@pytest.mark.parametrize("dated", ["start", "mid", "end"])
+def test_series_of_monthly_rows_keep_their_last_month(dated: str) -> None:
+    dates = monthly_dates(dated, months=6)
+    orders = pd.DataFrame({S.ORDER_ID: [str(i) for i in range(6)], S.CUSTOMER_ID: "c1",
+                           S.ORDER_DATE: dates.dt.strftime("%Y-%m-%d"),
+                           S.AMOUNT: [str(10 * (i + 1)) for i in range(6)]})
+    tables = tables_of(orders=orders, customers=CUSTOMERS.iloc[:1])
+    series = revenue_series(tables, "M", levels=[S.LEVEL_COMPANY])
+    assert series[S.DS].tolist() == list(pd.date_range("2018-01-01", periods=6, freq="MS"))
+    assert series[S.Y].tolist() == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+    assert not series[PARTIAL].any()

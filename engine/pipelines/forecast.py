@@ -177,6 +177,11 @@ def _series(tables: Tables, freq: str, levels: Sequence[str], as_of: pd.Timestam
     end: DataEnd = series.attrs["data_end"]
     flagged = series[PARTIAL].astype(bool)
     complete, partial = series[~flagged], series[flagged]
+    if complete.empty:
+        name = _PERIOD_NAMES[freq]
+        raise ValueError(
+            f"no complete {name} before {end.observed_until.date()} yet (the data covers "
+            f"{end.covered:.0%} of the first one): forecast at a finer --freq")
     notes = _end_notes(complete, partial, end, freq)
     return _Series(complete.reset_index(drop=True), partial.reset_index(drop=True), end, notes)
 
@@ -302,6 +307,7 @@ def _fan_charts(model: RevenueForecaster, series: pd.DataFrame, folder: Path, to
 def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
                    horizon: int | None = None, n_windows: int = 3, n_jobs: int = 1,
                    seed: int = 42, as_of: pd.Timestamp | None = None,
+                   candidates: Sequence[str] | None = None,
                    progress: Progress | None = None) -> ForecastTraining:
     """Backtest the candidates, log everything to MLflow and register a ``challenger``.
 
@@ -315,6 +321,7 @@ def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
         n_jobs: parallel workers.
         seed: random seed.
         as_of: only rows dated before it (default the day after the last dated row).
+        candidates: the forecasters to backtest (default all of them).
         progress: ``progress(done, total)`` after each unit of work.
 
     Raises:
@@ -325,7 +332,8 @@ def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
     series = data.complete
     hierarchy = _hierarchy(tables, levels)
     params: dict[str, Any] = {"freq": freq, "horizon": horizon or HORIZONS[freq],
-                              "n_windows": n_windows, "n_jobs": n_jobs, "seed": seed}
+                              "n_windows": n_windows, "n_jobs": n_jobs, "seed": seed,
+                              **_candidates(candidates)}
     model = _fit(series, hierarchy, params, progress)
     if model.metrics_.empty:
         periods = series[S.DS].nunique()
@@ -365,16 +373,22 @@ def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
 
 def forecast_fresh(tables: Tables, *, freq: str, horizon: int, level: str | None = None,
                    n_jobs: int = 1, seed: int = 42, as_of: pd.Timestamp | None = None,
+                   candidates: Sequence[str] | None = None,
                    progress: Progress | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Fit a forecaster on the data before ``as_of`` (``--fit``) and forecast ``horizon``
     periods from the first one not complete in the data."""
     levels = forecast_levels(tables, level)
     data = _series(tables, freq, levels, as_of)
-    params = {"freq": freq, "horizon": horizon, "n_windows": 3, "n_jobs": n_jobs, "seed": seed}
+    params = {"freq": freq, "horizon": horizon, "n_windows": 3, "n_jobs": n_jobs, "seed": seed,
+              **_candidates(candidates)}
     model = _fit(data.complete, _hierarchy(tables, levels), params, progress)
     notes = [*data.notes, *model.notes_]
     frame = _booked_floor(model.predict(horizon), data.partial, notes)
     return _only(frame, level), notes
+
+
+def _candidates(candidates: Sequence[str] | None) -> dict[str, Any]:
+    return {} if candidates is None else {"candidates": tuple(candidates)}
 
 
 def _booked_floor(frame: pd.DataFrame, partial: pd.DataFrame, notes: list[str]

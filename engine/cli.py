@@ -69,6 +69,8 @@ def validate(
     print_frame(summary, f"{source}: all tables valid")
     if tables.derived:
         err.print(f"derived (not given): {', '.join(sorted(tables.derived))}")
+    if tables.orders.empty:
+        err.print("orders has no rows: revenue is the won opportunities, on their close_date")
     emit(summary, out, as_json)
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "Problem",
     "Tables",
     "atomic_path",
+    "empty_table",
     "is_sql_url",
     "load_tables",
     "read_source",
@@ -87,7 +88,8 @@ class Tables:
     Attributes:
         frames: table name -> frame, for every table present (and ``customers`` when derived).
         source: where the tables came from (a directory or a SQL URL).
-        derived: tables that were not given but derived (``customers`` from the other tables).
+        derived: tables that were not given but derived (``customers`` from the other tables,
+            an empty ``orders`` when only opportunities were given).
     """
 
     frames: dict[str, pd.DataFrame]
@@ -105,11 +107,29 @@ class Tables:
 
     @property
     def orders(self) -> pd.DataFrame:
-        return self.frames[S.ORDERS]
+        """The orders; without rows (but with typed columns) when only deals were given."""
+        frame = self.frames.get(S.ORDERS)
+        return frame if frame is not None else empty_table(S.ORDERS)
 
     @property
     def customers(self) -> pd.DataFrame:
         return self.frames[S.CUSTOMERS]
+
+
+_EMPTY_COLUMNS = {S.ORDERS: (S.ORDER_ID, S.CUSTOMER_ID, S.ORDER_DATE, S.AMOUNT, S.OPPORTUNITY_ID)}
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    """A table without rows, with the parsed dtypes of its required columns.
+
+    ``orders`` also gets ``order_id`` and ``opportunity_id``, so that code joining orders to
+    deals needs no special case.
+    """
+    spec = S.TABLES[name]
+    columns = _EMPTY_COLUMNS.get(name, tuple(spec.required_columns))
+    return pd.DataFrame(
+        {c: pd.Series(dtype=S.DTYPES[spec.columns[c].kind]) for c in columns}
+    )
 
 
 # --- finding and reading files ---------------------------------------------------------------
@@ -338,14 +358,19 @@ def _bad_cells(values: pd.Series, parsed: pd.Series) -> pd.Series:
     return bad
 
 
-def parse_table(spec: S.TableSpec, raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
-    """Parse the contract's columns of one raw table; report missing columns and bad cells."""
+def parse_table(
+    spec: S.TableSpec, raw: pd.DataFrame, may_be_empty: bool = False
+) -> tuple[pd.DataFrame, list[Problem]]:
+    """Parse the contract's columns of one raw table; report missing columns and bad cells.
+
+    A table without rows is a problem unless ``may_be_empty`` (orders beside opportunities).
+    """
     problems = [
         Problem(spec.name, 1, col, "missing required column", ", ".join(map(str, raw.columns)))
         for col in spec.required_columns
         if col not in raw.columns
     ]
-    if raw.empty:
+    if raw.empty and not may_be_empty:
         problems.append(Problem(spec.name, 0, "-", "empty table", "no rows"))
     frame = raw.copy()
     for name, col in spec.columns.items():
@@ -514,36 +539,50 @@ def derive_customers(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame({S.CUSTOMER_ID: pd.Series(unique, dtype=object)})
 
 
+def _stands_in(spec: S.TableSpec, raw: dict[str, pd.DataFrame]) -> bool:
+    """True when the table ``spec`` may be absent or empty: its stand-in table has rows."""
+    other = raw.get(spec.optional_with) if spec.optional_with else None
+    return other is not None and not other.empty
+
+
+def _missing_table(name: str, spec: S.TableSpec) -> Problem:
+    expected = f"expected {name}.csv, {name}.csv.gz or {name}.parquet"
+    if spec.optional_with:
+        expected += f", or rows in {spec.optional_with}"
+    return Problem(name, 0, "-", "required table is missing", expected)
+
+
 def validate_tables(raw: dict[str, pd.DataFrame]) -> tuple[Tables, list[Problem]]:
-    """Parse and check raw tables; returns the typed tables and every problem found."""
+    """Parse and check raw tables; returns the typed tables and every problem found.
+
+    ``orders`` may be absent or empty when ``opportunities`` has rows (won deals are then the
+    revenue): an absent one becomes an empty typed frame, listed in ``derived``.
+    """
     problems = [
-        Problem(
-            name,
-            0,
-            "-",
-            "required table is missing",
-            f"expected {name}.csv, {name}.csv.gz or {name}.parquet",
-        )
+        _missing_table(name, spec)
         for name, spec in S.TABLES.items()
-        if spec.required and name not in raw
+        if spec.required and name not in raw and not _stands_in(spec, raw)
     ]
     frames: dict[str, pd.DataFrame] = {}
     for name, frame in raw.items():
         spec = S.TABLES[name]
-        parsed, parse_problems = parse_table(spec, frame)
+        parsed, parse_problems = parse_table(spec, frame, may_be_empty=_stands_in(spec, raw))
         problems += parse_problems
         if any(p.check == "missing required column" for p in parse_problems):
             continue
         skip = {(p.line, p.column) for p in parse_problems}
         problems += check_table(spec, parsed, skip)
         frames[name] = parsed
-    derived: frozenset[str] = frozenset()
+    derived: set[str] = set()
+    if S.ORDERS not in raw and _stands_in(S.TABLES[S.ORDERS], raw):
+        frames[S.ORDERS] = empty_table(S.ORDERS)
+        derived.add(S.ORDERS)
     if S.CUSTOMERS not in raw and S.ORDERS in frames:
         frames[S.CUSTOMERS] = derive_customers(frames)
-        derived = frozenset({S.CUSTOMERS})
-    problems += cross_table_problems(frames, derived)
+        derived.add(S.CUSTOMERS)
+    problems += cross_table_problems(frames, frozenset(derived))
     clean = {name: f.reset_index(drop=True) for name, f in frames.items()}
-    return Tables(clean, derived=derived), problems
+    return Tables(clean, derived=frozenset(derived)), problems
 
 
 def load_tables(source: str | Path, on_table: Callable[[str], None] | None = None) -> Tables:

@@ -24,6 +24,7 @@ __all__ = [
     "CUSTOMERS",
     "CUSTOMER_ID",
     "DS",
+    "DTYPES",
     "DUE_DATE",
     "ENTERED_AT",
     "FORWARD_LOOKING_DATES",
@@ -164,6 +165,9 @@ class TableSpec:
     columns: dict[str, ColumnSpec]
     unique: tuple[tuple[str, ...], ...] = ()
     checks: dict[str, tuple[pa.Check, ...]] = field(default_factory=dict)
+    # A required table may be absent or empty when this other table has rows (orders, when
+    # opportunities exist: won deals are then the revenue).
+    optional_with: str | None = None
 
     @property
     def required_columns(self) -> list[str]:
@@ -195,6 +199,7 @@ TABLES: dict[str, TableSpec] = {
                 OPPORTUNITY_ID: _opt("id"),
             },
             unique=((ORDER_ID,),),
+            optional_with=OPPORTUNITIES,
         ),
         TableSpec(
             CUSTOMERS,
@@ -300,7 +305,7 @@ TABLES: dict[str, TableSpec] = {
     )
 }
 
-_DTYPES: dict[ColumnKind, str] = {
+DTYPES: dict[ColumnKind, str] = {
     "id": "object",
     "text": "object",
     "date": "datetime64[ns]",
@@ -317,7 +322,7 @@ def pandera_schema(spec: TableSpec, present: list[str]) -> pa.DataFrameSchema:
     """
     columns = {
         name: pa.Column(
-            _DTYPES[col.kind],
+            DTYPES[col.kind],
             checks=list(spec.checks.get(name, ())),
             nullable=col.nullable,
             unique=(name,) in spec.unique,

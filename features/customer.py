@@ -788,10 +788,14 @@ def pipeline_features(opportunities: _Opportunities | None, day: int, n: int) ->
 
 
 def known_customers(history: CustomerHistory, day: int) -> np.ndarray:
-    """Codes of customers known before the day: created, ordered or interacted before it."""
+    """Codes of customers known before the day: created, ordered, interacted or in a deal
+    created before it (a young CRM may hold deals and no order yet)."""
     known = (history.created < day) | history.orders.days.any_before(day)
     if history.interactions is not None:
         known |= history.interactions.events.any_before(day)
+    deals = history.opportunities
+    if deals is not None:
+        known[deals.codes[deals.created < day]] = True
     return np.flatnonzero(known)
 
 

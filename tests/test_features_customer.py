@@ -316,7 +316,7 @@ def as_seen_at(frames: dict[str, pd.DataFrame], day: int) -> dict[str, pd.DataFr
     deals = frames[S.OPPORTUNITIES][frames[S.OPPORTUNITIES][S.CREATED_AT] < cut].copy()
     deals.loc[deals[S.CLOSE_DATE] >= cut, S.STATUS] = S.STATUS_OPEN
     customers = frames[S.CUSTOMERS]
-    seen = set(orders[S.CUSTOMER_ID]) | set(touches[S.CUSTOMER_ID])
+    seen = set(orders[S.CUSTOMER_ID]) | set(touches[S.CUSTOMER_ID]) | set(deals[S.CUSTOMER_ID])
     customers = customers[(customers[S.CREATED_AT] < cut) | customers[S.CUSTOMER_ID].isin(seen)]
     return {S.CUSTOMERS: customers, S.ORDERS: orders, S.INTERACTIONS: touches,
             S.RECEIVABLES: bills, S.OPPORTUNITIES: deals}

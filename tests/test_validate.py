@@ -162,13 +162,57 @@ def test_bad_input_names_table_line_column_and_writes_nothing(case: str, tmp_pat
 
 
 def test_missing_required_table(tmp_path: Path) -> None:
-    tables = {k: v for k, v in VALID.items() if k != "orders"}
+    tables = {k: v for k, v in VALID.items() if k not in ("orders", "opportunities",
+                                                         "stage_history")}
     code, lines = run_validate(write_dir(tmp_path / "d", tables), tmp_path / "o.csv")
     assert code == 2
     assert lines == [
         "orders:0: -: required table is missing (expected orders.csv, orders.csv.gz or "
-        "orders.parquet)"
+        "orders.parquet, or rows in opportunities)"
     ]
+
+
+ORDERS_HEADER = "order_id,customer_id,order_date,amount,product,opportunity_id\n"
+
+
+@pytest.mark.parametrize("orders", ["absent", "header only"])
+def test_orders_are_optional_when_opportunities_have_rows(orders: str, tmp_path: Path) -> None:
+    given = {k: v for k, v in VALID.items() if k != "orders"}
+    if orders == "header only":
+        given["orders"] = ORDERS_HEADER
+    data = write_dir(tmp_path / "d", given)
+    result = runner.invoke(app, ["validate", "--data", str(data)])
+    assert result.exit_code == 0, result.stderr
+    assert "revenue is the won opportunities" in result.stderr
+    tables = load_tables(data)
+    assert tables.orders.empty
+    assert tables.orders[S.ORDER_DATE].dtype == "datetime64[ns]"
+    assert tables.orders[S.AMOUNT].dtype == "float64"
+    assert (S.ORDERS in tables.derived) == (orders == "absent")
+    # Customers are still derived from the deals when their table is absent too.
+    del given["customers"]
+    assert sorted(load_tables(write_dir(tmp_path / "e", given)).customers[S.CUSTOMER_ID]) == [
+        "c1", "c2"]
+
+
+def test_won_deals_are_the_revenue_without_orders(tmp_path: Path) -> None:
+    from features.hierarchy import revenue_events
+
+    tables = load_tables(write_dir(tmp_path / "d", {k: v for k, v in VALID.items()
+                                                    if k != "orders"}))
+    events = revenue_events(tables, as_of=pd.Timestamp("2023-07-01"))
+    assert events[[S.DS, S.AMOUNT, S.REP]].to_dict("records") == [
+        {S.DS: pd.Timestamp("2023-03-04"), S.AMOUNT: 900.0, S.REP: "ben"}]
+
+
+def test_empty_orders_without_deals_is_still_bad_input(tmp_path: Path) -> None:
+    header = "opportunity_id,owner,created_at,close_date,stage,status,amount,customer_id\n"
+    given = {**VALID, "orders": ORDERS_HEADER, "opportunities": header}
+    del given["stage_history"]
+    code, lines = run_validate(write_dir(tmp_path / "d", given), tmp_path / "o.csv")
+    assert code == 2
+    assert "orders:0: -: empty table (no rows)" in lines
+    assert "opportunities:0: -: empty table (no rows)" in lines
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:

@@ -287,3 +287,22 @@ def test_default_rules_come_with_the_package_outside_the_repository(
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "default.yaml").write_text("groups: []\n")
     assert default_rules_path() == Path("rules") / "default.yaml"  # a local pack wins
+
+
+def test_default_as_of_is_the_day_after_the_last_row_so_that_row_counts(
+        cli: Any, data: Path, rules: Path) -> None:
+    # Ana's order on the data's last day (11-15) brings North to plan (200 of ~200 expected).
+    with (data / "orders.csv").open("a", encoding="utf-8") as orders:
+        orders.write("C1,2026-11-15,50\n")
+    north = '{region="North", scope="region"}'
+    on_last_day = cli("evaluate", "--data", str(data), "--rules", str(rules), "--as-of",
+                      "2026-11-15", "--no-deliver", "--json")
+    assert on_last_day.exit_code == 0, on_last_day.output
+    assert ("PaceBehindPlan", north, "firing") in {
+        (r["rule"], r["labels"], r["state"]) for r in _json(on_last_day.stdout)}
+    by_default = cli("evaluate", "--data", str(data), "--rules", str(rules), "--no-deliver",
+                     "--json")
+    assert by_default.exit_code == 0, by_default.output
+    assert "evaluated 2 rule(s) at 2026-11-16" in by_default.stderr
+    states = {(r["rule"], r["labels"]): r["state"] for r in _json(by_default.stdout)}
+    assert states[("PaceBehindPlan", north)] == "resolved"

@@ -258,6 +258,22 @@ def test_churn_model_missing_makes_the_metric_unavailable() -> None:
         compute_metric("churn_exposure", context, AS_OF)
 
 
+def test_a_provider_that_cannot_answer_on_this_data_makes_the_metric_unavailable() -> None:
+    calls: list[str] = []
+
+    def young(*args: Any) -> pd.DataFrame:
+        calls.append("called")
+        raise ValueError("the orders table is empty: nothing to learn churn from")
+
+    context = MetricContext(_tables(), Providers(churn_scores=young, attainment=young))
+    for metric in ("churn_exposure", "high_risk_customers"):
+        with pytest.raises(MetricUnavailable, match="a churn model: the orders table is empty"):
+            compute_metric(metric, context, AS_OF)
+    with pytest.raises(MetricUnavailable, match="the attainment of 2026Q4: the orders table"):
+        compute_metric("attainment_probability", context, AS_OF)
+    assert len(calls) == 2  # asked once per provider, the refusal cached like an answer
+
+
 def test_catalogue_documents_every_metric() -> None:
     table = catalogue()
     assert list(table["metric"]) == list(METRICS)

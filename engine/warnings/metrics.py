@@ -808,12 +808,21 @@ _CHURN_NEEDS = ("the churn scoring pipeline: engine/pipelines/churn.py score_chu
                 "as_of=...) returning customer_id, churn_probability, revenue_at_risk")
 
 
+def _frame_or_reason(compute: Callable[[], pd.DataFrame], what: str) -> pd.DataFrame | str:
+    """A provider's frame, or why it cannot give one on this data (a string, cached as such).
+
+    ``LookupError``: no model trained yet (``tracking.ChampionMissingError``); ``ValueError``:
+    the data cannot support it (too little history, no orders yet), the pipelines' own words.
+    """
+    try:
+        return compute()
+    except (LookupError, ValueError) as exc:
+        return f"{what}: {exc}"
+
+
 def _scores_or_reason(provider: ChurnScores, tables: Tables, as_of: pd.Timestamp
                       ) -> pd.DataFrame | str:
-    try:
-        return provider(tables, as_of)
-    except LookupError as exc:  # e.g. tracking.ChampionMissingError: no model trained yet
-        return f"a churn model: {exc}"
+    return _frame_or_reason(lambda: provider(tables, as_of), "a churn model")
 
 
 def _churn(context: MetricContext, as_of: pd.Timestamp, metric: str) -> pd.DataFrame:
@@ -972,8 +981,12 @@ def _period_frame(context: MetricContext, as_of: pd.Timestamp, params: Mapping[s
             and provider.attainment == context.providers.attainment):
         name, provider = "attainment", provider.attainment
     period = resolve_period(params["period"], as_of)
-    frame: pd.DataFrame = context.cached(
-        (name, as_of, period), lambda: provider(context.tables, period, as_of))
+    frame: pd.DataFrame | str = context.cached(
+        (name, as_of, period),
+        lambda: _frame_or_reason(lambda: provider(context.tables, period, as_of),
+                                 f"the {name} of {period}"))
+    if isinstance(frame, str):
+        raise MetricUnavailable(metric, frame)
     return frame, period
 
 

@@ -25,7 +25,19 @@ up to its origin. Scores pool every series and origin:
   seconds of the process and its finished children (Prophet's CmdStan), which the neighbours'
   load disturbs much less than wall time. total_*: both datasets together.
 
-Run from the repository root: ``.venv/bin/python benchmarks/forecast.py``.
+Run from the repository root: ``.venv/bin/python -m benchmarks.forecast [--suite real]``.
+
+``--suite real`` (issue 13: real data as users have it), against AutoETS and the seasonal naive
+in the same run, on three origins each:
+
+- ``us_retail_monthly`` (``us-retail-sales-monthly``, one row per month dated on the 1st): for
+  each origin a data directory's ``orders`` holds one row per month up to it, and
+  ``quotacast forecast --fit``'s pipeline (``forecast_fresh``, default ``--as-of``) forecasts 12
+  months; the run checks that they are exactly the 12 months after the last row.
+- ``aus_tourism_quarterly`` (304 quarterly Region x State x Purpose series) and
+  ``aus_retail_quarterly`` (the ABS series summed to calendar quarters, the partly observed
+  first and last quarters dropped): 4 quarters ahead from origins 12, 8 and 4 quarters before
+  the end; the seasonal naive and MASE use a season of 4.
 """
 
 from __future__ import annotations
@@ -47,13 +59,23 @@ import engine.schemas as S
 from models.forecast import RevenueForecaster
 from models.metrics import YHAT, YHAT_P10, YHAT_P90, interval_coverage, mase, mase_scale
 
-__all__ = ["Dataset", "load_aus_retail", "load_superstore", "main", "run", "warm_up"]
+__all__ = [
+    "Dataset",
+    "load_aus_retail",
+    "load_aus_retail_quarterly",
+    "load_aus_tourism",
+    "load_superstore",
+    "load_us_retail",
+    "main",
+    "run",
+    "warm_up",
+]
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HORIZON, SEASON, HOLDOUT = 12, 12, 24
 LO, HI = "lo", "hi"  # interval columns of the peers' forecasts, before renaming
 
-Forecaster = Callable[[pd.DataFrame, pd.DataFrame | None, int], pd.DataFrame]
+Forecaster = Callable[["Dataset", pd.DataFrame, int], pd.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,26 @@ class Dataset:
     name: str
     series: pd.DataFrame
     hierarchy: pd.DataFrame | None
+    freq: str = "M"
+
+    @property
+    def horizon(self) -> int:
+        return HORIZON if self.freq == "M" else 4
+
+    @property
+    def season(self) -> int:
+        return SEASON if self.freq == "M" else 4
+
+    @property
+    def holdout(self) -> int:
+        return HOLDOUT if self.freq == "M" else 12
+
+    @property
+    def alias(self) -> str:
+        return "MS" if self.freq == "M" else "QS"
+
+    def offset(self, n: int) -> pd.DateOffset:
+        return pd.DateOffset(months=n if self.freq == "M" else 3 * n)
 
 
 def load_aus_retail(path: Path) -> Dataset:
@@ -106,18 +148,76 @@ def load_superstore(path: Path) -> Dataset:
     return Dataset("superstore", pd.concat(frames, ignore_index=True), hierarchy)
 
 
-# --- methods: (training series, hierarchy, n_jobs) -> level, key, ds, yhat, lo, hi ------------
+def load_us_retail(path: Path) -> Dataset:
+    """US retail sales, one row per month dated on the 1st (forecast through the pipeline)."""
+    raw = pd.read_csv(path, parse_dates=["ds"])
+    series = pd.DataFrame({S.LEVEL: S.LEVEL_COMPANY, S.KEY: S.COMPANY_KEY, S.DS: raw["ds"],
+                           S.Y: raw["y"].astype(float)})
+    return Dataset("us_retail_monthly", series, None, "M")
 
 
-def ours(train: pd.DataFrame, hierarchy: pd.DataFrame | None, n_jobs: int) -> pd.DataFrame:
-    model = RevenueForecaster(freq="M", horizon=HORIZON, n_jobs=n_jobs)
-    forecast = model.fit(train, hierarchy).predict()
+def load_aus_tourism(path: Path) -> Dataset:
+    """Quarterly overnight trips per Region x State x Purpose (304 series)."""
+    raw = pd.read_csv(path)
+    ds = pd.PeriodIndex(raw["Quarter"].str.replace(" ", ""), freq="Q").to_timestamp()
+    series = pd.DataFrame({S.LEVEL: "region_state_purpose",
+                           S.KEY: raw["Region"] + "/" + raw["State"] + "/" + raw["Purpose"],
+                           S.DS: ds, S.Y: raw["Trips"].astype(float)})
+    return Dataset("aus_tourism_quarterly", series, None, "Q")
+
+
+def load_aus_retail_quarterly(path: Path) -> Dataset:
+    """ABS retail turnover summed to calendar quarters (complete quarters only)."""
+    monthly = load_aus_retail(path).series
+    quarter = monthly[S.DS].dt.to_period("Q").dt.to_timestamp()
+    grouped = monthly.assign(**{S.DS: quarter}).groupby([S.LEVEL, S.KEY, S.DS])[S.Y]
+    sums = grouped.agg(["sum", "size"]).reset_index()
+    series = sums.loc[sums["size"] == 3, [S.LEVEL, S.KEY, S.DS, "sum"]].rename(
+        columns={"sum": S.Y})
+    end = series[S.DS].max()
+    alive = series.groupby(S.KEY)[S.DS].max() == end
+    series = series[series[S.KEY].isin(alive[alive].index)].reset_index(drop=True)
+    return Dataset("aus_retail_quarterly", series, None, "Q")
+
+
+# --- methods: (dataset, training series, n_jobs) -> level, key, ds, yhat, lo, hi --------------
+
+
+def ours(dataset: Dataset, train: pd.DataFrame, n_jobs: int) -> pd.DataFrame:
+    if dataset.name == "us_retail_monthly":
+        return _ours_from_orders(dataset, train, n_jobs)
+    model = RevenueForecaster(freq=dataset.freq, horizon=dataset.horizon, n_jobs=n_jobs)
+    forecast = model.fit(train, dataset.hierarchy).predict()
     for note in model.notes_:
         print(f"    note: {note}", file=sys.stderr)
     return forecast.rename(columns={YHAT_P10: LO, YHAT_P90: HI})
 
 
-def _statsforecast(train: pd.DataFrame, n_jobs: int, model: object, name: str) -> pd.DataFrame:
+def _ours_from_orders(dataset: Dataset, train: pd.DataFrame, n_jobs: int) -> pd.DataFrame:
+    """The whole ``forecast --fit`` path: orders dated on the 1st, default as-of."""
+    from engine.io import validate_tables
+    from engine.pipelines.forecast import forecast_fresh
+
+    orders = pd.DataFrame({S.ORDER_ID: [str(i) for i in range(len(train))],
+                           S.CUSTOMER_ID: "c1", S.ORDER_DATE: train[S.DS].dt.strftime("%Y-%m-%d"),
+                           S.AMOUNT: train[S.Y].astype(str)})
+    customers = pd.DataFrame({S.CUSTOMER_ID: ["c1"], S.REGION: ["US"]})
+    tables, problems = validate_tables({S.ORDERS: orders, S.CUSTOMERS: customers})
+    if problems:
+        raise SystemExit(f"the benchmark's orders do not validate: {problems[:3]}")
+    frame, notes = forecast_fresh(tables, freq="M", horizon=dataset.horizon, n_jobs=n_jobs)
+    expected = pd.date_range(train[S.DS].max(), periods=dataset.horizon + 1, freq="MS")[1:]
+    if frame[S.DS].tolist() != list(expected):
+        raise SystemExit(f"forecast periods {frame[S.DS].min():%Y-%m}.. are not the "
+                         f"{dataset.horizon} months after the last row {train[S.DS].max():%Y-%m}")
+    for note in notes:
+        print(f"    note: {note}", file=sys.stderr)
+    frame = frame.assign(**{S.LEVEL: train[S.LEVEL].iloc[0], S.KEY: train[S.KEY].iloc[0]})
+    return frame.rename(columns={YHAT_P10: LO, YHAT_P90: HI})
+
+
+def _statsforecast(dataset: Dataset, train: pd.DataFrame, n_jobs: int, model: object,
+                   name: str) -> pd.DataFrame:
     from statsforecast import StatsForecast
 
     ids = train[[S.LEVEL, S.KEY]].drop_duplicates().reset_index(drop=True)
@@ -131,44 +231,45 @@ def _statsforecast(train: pd.DataFrame, n_jobs: int, model: object, name: str) -
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sf = StatsForecast(models=[model], freq="MS", n_jobs=n_jobs)
-        out = sf.forecast(df=frame, h=HORIZON, level=[80])
+        sf = StatsForecast(models=[model], freq=dataset.alias, n_jobs=n_jobs)
+        out = sf.forecast(df=frame, h=dataset.horizon, level=[80])
     out = out.join(ids, on="unique_id")
     return out.rename(columns={name: YHAT, f"{name}-lo-80": LO, f"{name}-hi-80": HI})
 
 
-def autoets(train: pd.DataFrame, hierarchy: pd.DataFrame | None, n_jobs: int) -> pd.DataFrame:
+def autoets(dataset: Dataset, train: pd.DataFrame, n_jobs: int) -> pd.DataFrame:
     from statsforecast.models import AutoETS
 
-    return _statsforecast(train, n_jobs, AutoETS(season_length=SEASON), "AutoETS")
+    return _statsforecast(dataset, train, n_jobs, AutoETS(season_length=dataset.season),
+                          "AutoETS")
 
 
-def seasonal_naive(
-    train: pd.DataFrame, hierarchy: pd.DataFrame | None, n_jobs: int
-) -> pd.DataFrame:
+def seasonal_naive(dataset: Dataset, train: pd.DataFrame, n_jobs: int) -> pd.DataFrame:
     from statsforecast.models import SeasonalNaive
 
-    return _statsforecast(train, n_jobs, SeasonalNaive(season_length=SEASON), "SeasonalNaive")
+    return _statsforecast(dataset, train, n_jobs, SeasonalNaive(season_length=dataset.season),
+                          "SeasonalNaive")
 
 
-def _prophet_series(ds: np.ndarray, y: np.ndarray) -> pd.DataFrame:
+def _prophet_series(ds: np.ndarray, y: np.ndarray, horizon: int, alias: str) -> pd.DataFrame:
     logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
     from prophet import Prophet
 
     model = Prophet()  # defaults, including its 80% interval
     model.fit(pd.DataFrame({"ds": ds, "y": y}))
-    future = model.make_future_dataframe(periods=HORIZON, freq="MS", include_history=False)
+    future = model.make_future_dataframe(periods=horizon, freq=alias, include_history=False)
     out = model.predict(future)
     return pd.DataFrame(
         {S.DS: out["ds"], YHAT: out["yhat"], LO: out["yhat_lower"], HI: out["yhat_upper"]}
     )
 
 
-def prophet(train: pd.DataFrame, hierarchy: pd.DataFrame | None, n_jobs: int) -> pd.DataFrame:
+def prophet(dataset: Dataset, train: pd.DataFrame, n_jobs: int) -> pd.DataFrame:
     from joblib import Parallel, delayed
 
     groups = list(train.groupby([S.LEVEL, S.KEY], sort=False))
-    tasks = (delayed(_prophet_series)(g[S.DS].to_numpy(), g[S.Y].to_numpy()) for _, g in groups)
+    tasks = (delayed(_prophet_series)(g[S.DS].to_numpy(), g[S.Y].to_numpy(), dataset.horizon,
+                                      dataset.alias) for _, g in groups)
     outs = Parallel(n_jobs=n_jobs)(tasks)
     return pd.concat(
         [
@@ -190,17 +291,18 @@ METHODS: dict[str, Forecaster] = {
 # --- protocol -------------------------------------------------------------------------------
 
 
-def origins(series: pd.DataFrame, n_origins: int) -> list[pd.Timestamp]:
-    """Last training month of each origin, spread evenly over the held-out 24 months."""
-    end = series[S.DS].max()
-    step = (HOLDOUT - HORIZON) // max(n_origins - 1, 1)
-    return [end - pd.DateOffset(months=HOLDOUT - i * step) for i in range(n_origins)]
+def origins(dataset: Dataset, n_origins: int) -> list[pd.Timestamp]:
+    """Last training period of each origin, spread evenly over the held-out periods."""
+    end = dataset.series[S.DS].max()
+    step = (dataset.holdout - dataset.horizon) // max(n_origins - 1, 1)
+    return [end - dataset.offset(dataset.holdout - i * step) for i in range(n_origins)]
 
 
-def score(train: pd.DataFrame, test: pd.DataFrame, forecast: pd.DataFrame) -> pd.DataFrame:
+def score(train: pd.DataFrame, test: pd.DataFrame, forecast: pd.DataFrame, season: int
+          ) -> pd.DataFrame:
     """Per-series rows of one origin: MASE, and the pooled sums WAPE and coverage need."""
     keys = [S.LEVEL, S.KEY]
-    scales = train.groupby(keys)[S.Y].apply(lambda y: mase_scale(y.to_numpy(), SEASON))
+    scales = train.groupby(keys)[S.Y].apply(lambda y: mase_scale(y.to_numpy(), season))
     joined = test.merge(forecast[[*keys, S.DS, YHAT, LO, HI]], on=[*keys, S.DS], how="left")
     rows = []
     for (level, key), g in joined.groupby(keys):
@@ -234,16 +336,16 @@ def run(
     rows = []
     for name, method in methods.items():
         scored, seconds, cpu = [], 0.0, 0.0
-        for origin in origins(dataset.series, n_origins):
+        for origin in origins(dataset, n_origins):
             train = dataset.series[dataset.series[S.DS] <= origin]
-            end = origin + pd.DateOffset(months=HORIZON)
+            end = origin + dataset.offset(dataset.horizon)
             test = dataset.series[(dataset.series[S.DS] > origin) & (dataset.series[S.DS] <= end)]
             print(f"  {dataset.name} {name} origin {origin:%Y-%m}", file=sys.stderr, flush=True)
             start, start_cpu = time.perf_counter(), _cpu_seconds()
-            forecast = method(train, dataset.hierarchy, n_jobs)
+            forecast = method(dataset, train, n_jobs)
             seconds += time.perf_counter() - start
             cpu += _cpu_seconds() - start_cpu
-            scored.append(score(train, test, forecast))
+            scored.append(score(train, test, forecast, dataset.season))
         table = pd.concat(scored, ignore_index=True)
         rows.append(
             {
@@ -263,9 +365,19 @@ def run(
 
 def warm_up(dataset: Dataset, methods: dict[str, Forecaster], n_jobs: int) -> None:
     """Run every method once, untimed, so imports and JIT compilation are not timed."""
-    company = dataset.series[dataset.series[S.LEVEL] == S.LEVEL_COMPANY]
+    top = dataset.series[dataset.series[S.LEVEL] == S.LEVEL_COMPANY]
+    if top.empty:
+        top = dataset.series[dataset.series[S.KEY] == dataset.series[S.KEY].iloc[0]]
+    company = Dataset(dataset.name, top, None, dataset.freq)
     for method in methods.values():
-        method(company, None, n_jobs)
+        method(company, company.series, n_jobs)
+
+
+def _limited(dataset: Dataset, limit: int) -> Dataset:
+    """The first ``limit`` series of the dataset's bottom level, plus its other levels."""
+    keep = dataset.series[S.KEY].drop_duplicates().iloc[:limit]
+    mask = dataset.series[S.KEY].isin(keep) | (dataset.series[S.LEVEL] == S.LEVEL_COMPANY)
+    return Dataset(dataset.name, dataset.series[mask], dataset.hierarchy, dataset.freq)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -274,16 +386,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--origins", type=int, default=3, help="forecast origins (>= 2)")
     parser.add_argument("--n-jobs", type=int, default=1, help="parallel jobs for every method")
     parser.add_argument("--limit", type=int, default=0, help="first N aus series only (smoke runs)")
-    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="*", default=None, choices=list(METHODS),
+                        help="default: all for --suite monthly; ours, AutoETS and seasonal "
+                        "naive for --suite real")
+    parser.add_argument("--suite", choices=("monthly", "real"), default="monthly")
+    parser.add_argument("--datasets", nargs="*", default=None, help="names to run (default all)")
     args = parser.parse_args(argv)
-    aus = load_aus_retail(args.data / "aus-retail-turnover" / "aus_retail.csv")
+    retail_csv = args.data / "aus-retail-turnover" / "aus_retail.csv"
+    if args.suite == "real":
+        datasets = [
+            load_us_retail(args.data / "us-retail-sales-monthly" / "example_retail_sales.csv"),
+            load_aus_tourism(args.data / "aus-tourism-hierarchical" / "tourism.csv"),
+            load_aus_retail_quarterly(retail_csv),
+        ]
+        default_methods = ["RevenueForecaster", "AutoETS", "seasonal naive"]
+    else:
+        datasets = [load_aus_retail(retail_csv),
+                    load_superstore(args.data / "superstore-sales" / "Sample - Superstore.csv")]
+        default_methods = list(METHODS)
+    if args.datasets:
+        datasets = [d for d in datasets if d.name in args.datasets]
     if args.limit:
-        keep = aus.series[S.KEY].drop_duplicates().iloc[: args.limit]
-        aus = Dataset(aus.name, aus.series[aus.series[S.KEY].isin(keep)], None)
-    store = load_superstore(args.data / "superstore-sales" / "Sample - Superstore.csv")
-    methods = {m: METHODS[m] for m in args.methods}
-    warm_up(store, methods, args.n_jobs)
-    rows = [r for ds in (aus, store) for r in run(ds, args.origins, args.n_jobs, methods)]
+        datasets = [_limited(d, args.limit) for d in datasets]
+    methods = {m: METHODS[m] for m in (args.methods or default_methods)}
+    warm_up(datasets[-1], methods, args.n_jobs)
+    rows = [r for ds in datasets for r in run(ds, args.origins, args.n_jobs, methods)]
     table = pd.DataFrame(rows)
     totals = table.groupby("method", sort=False)[["wall_s", "cpu_s"]].sum()
     table["total_wall_s"] = table["method"].map(totals["wall_s"])

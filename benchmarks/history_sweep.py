@@ -7,10 +7,11 @@ For each history length N the real datasets are cut to N months (:func:`engine.h
 .cut_history`: an export made on the cut day) and each model family is trained through its
 pipeline on a temporary MLflow store, then scored next to its peers on the same cases:
 
-- ``churn`` (online-retail, ~12.3 months; the file itself is the ``full`` point): ours
-  (:func:`engine.pipelines.churn.train_churn`) vs BG/NBD (``lifetimes``, fitted on purchases
-  before the holdout's as_of) vs the recency rule, ROC-AUC and PR-AUC on the pipeline's own
-  holdout customers. The horizon is the pipeline's choice when it makes one, else the longest of
+- ``churn`` (online-retail, ~12.3 months; the file itself is the ``full`` point): ours (the
+  candidate :func:`engine.pipelines.churn.train_churn` registers) vs BG/NBD (``lifetimes``, as in
+  benchmarks/churn.py, fitted on purchases before the holdout's as_of) vs the pipeline's
+  baselines (recency rule, RFM logistic), ROC-AUC and PR-AUC on the pipeline's own holdout
+  customers. The horizon is the pipeline's choice when it makes one, else the longest of
   :data:`CHURN_HORIZONS` that its split allows.
 - ``win`` (crm-sales, ~14.4 months): ours (:func:`engine.pipelines.win.train_win`) vs the
   historical stage rates, log loss and ROC-AUC on the pipeline's holdout.
@@ -336,17 +337,23 @@ def churn_cell(cell: Cell, tables: Tables) -> Cell:
     result = CP.train_churn(tables, **kwargs)
     cell.answered = True
     comparison = result.baselines
-    ours_row = "churn_model" if "churn_model" in comparison.index else comparison.index[0]
+    ours_row = getattr(result, "chosen", "churn_model")  # the registered candidate
     cell.scores[OURS] = _row(comparison, ours_row, ("roc_auc", "pr_auc"))
-    if "recency_rule" in comparison.index:
-        cell.scores["recency rule"] = _row(comparison, "recency_rule", ("roc_auc", "pr_auc"))
+    for row, name in (("recency_rule", "recency rule"), ("rfm_logistic", "RFM logistic")):
+        if row in comparison.index:  # the pipeline's baselines, on its holdout
+            cell.scores[name] = _row(comparison, row, ("roc_auc", "pr_auc"))
     split = result.split
     cutoff = split.last_day + _DAY
     past = CP.tables_before(tables, cutoff)
     holdout = training_table(past, [split.holdout], split.horizon_days, CP.LOOKBACK_DAYS,
                              split.last_day)
-    notes = [f"{split.horizon_days}-day horizon, holdout {split.holdout.date()}, "
-             f"{len(holdout):,} customers ({holdout[CHURNED].mean():.0%} churned)"]
+    notes = [f"ours = {ours_row}; {split.horizon_days}-day horizon, holdout "
+             f"{split.holdout.date()}, {len(holdout):,} customers "
+             f"({holdout[CHURNED].mean():.0%} churned)"]
+    n = _row(comparison, ours_row, ("n",))["n"]
+    if np.isfinite(n) and int(n) != len(holdout):
+        notes.append(f"BG/NBD scored on a rebuilt holdout of {len(holdout):,} customers, the "
+                     f"pipeline's had {int(n):,}")
     try:
         p_bg = _bench("churn").bgnbd_churn(past.orders, split.holdout, split.horizon_days,
                                            holdout[S.CUSTOMER_ID])
@@ -609,6 +616,8 @@ def ours_forecast(tables: Tables, history: pd.DataFrame, level: str, origin: pd.
         with temporary_registry():
             result = FP.train_forecast(tables, level=level, **common)
             passed, _ = gate_of(result.model_name, result.version)
+        if result.served is None:
+            raise RuntimeError("train forecast returned no served forecaster")
         return result.served.predict(horizon), passed, "train forecast"
     except ValueError as exc:
         frames = [FP.forecast_fresh(tables, level=lv, **common)[0] for lv in (None, level)]

@@ -3,7 +3,8 @@
 Walks back through every past quarter whose outcome is known and, at one third and two thirds
 of each quarter, predicts ``p_attain`` for every node with a target, using only data dated
 before that moment: the win model is retrained on the past at the quarter's first checkpoint
-(falling back to historical stage rates while there is too little history), the run rate and
+(falling back to historical stage rates while there is too little history; the promotion gate
+is not applied: the replay judges the model itself), the run rate and
 its spread are estimated from revenue before the checkpoint. Each prediction is then scored
 against whether the node actually reached its target.
 
@@ -17,7 +18,9 @@ Datasets:
 - ``demo``: the synthetic company (``generate("medium")``) with its own targets;
 - ``crm``: Maven's CRM Sales Opportunities (agents, managers, regional offices). It has no
   targets: each node's target for a quarter is **its actual revenue of the prior quarter**, so
-  the first quarter with revenue only serves as the second one's target.
+  the first quarter with revenue only serves as the second one's target. A deal open at a
+  checkpoint is valued at its list price, as an export made then would show it (its close
+  value only exists once it is won: using it would tell the simulation which deals win).
 
 Churn scores are not used here (a churn model per checkpoint would dominate the run time);
 the run rate already carries the usual churn. Run from the repository root::
@@ -117,11 +120,29 @@ def known_quarters(tables: Tables) -> list[str]:
 
 
 def win_model_at(tables: Tables, snapshots: pd.DataFrame, as_of: pd.Timestamp) -> object:
-    rows = W.win_training_rows(snapshots, tables[S.OPPORTUNITIES], as_of)
+    """The win model ``quotacast train win`` would fit at ``as_of``, else stage rates."""
     try:
-        return fit_win_model(rows)[0]
+        rows, split, _ = W.labelled_rows(snapshots, tables[S.OPPORTUNITIES], as_of)
+        return fit_win_model(rows, split=split)[0]
     except ValueError:
-        return W.StageRateWinModel().fit(rows)
+        return W.StageRateWinModel().fit(
+            W.win_training_rows(snapshots, tables[S.OPPORTUNITIES], as_of))
+
+
+def known_at(tables: Tables, as_of: pd.Timestamp) -> Tables:
+    """The tables with the deal values an export made at ``as_of`` would show.
+
+    The crm-sales import gives a won deal its final ``close_value`` as amount and every other
+    deal its list price; a deal still open at ``as_of`` had no close value yet, so its amount
+    then is its list price. Without the list price column the tables are returned unchanged.
+    """
+    opps = tables[S.OPPORTUNITIES]
+    if W.AMOUNT_AT_CREATION not in opps.columns:
+        return tables
+    open_then = (opps[S.STATUS] == S.STATUS_OPEN) | (opps[S.CLOSE_DATE] >= as_of)
+    amount = opps[S.AMOUNT].where(~open_then, opps[W.AMOUNT_AT_CREATION])
+    frames = dict(tables.frames) | {S.OPPORTUNITIES: opps.assign(**{S.AMOUNT: amount})}
+    return Tables(frames, tables.source, tables.derived)
 
 
 def checkpoint(tables: Tables, period: str, fraction: float) -> pd.Timestamp:
@@ -176,7 +197,8 @@ def replay(name: str, tables: Tables, draws: int, seed: int) -> pd.DataFrame:
         for fraction in FRACTIONS:
             as_of = checkpoint(tables, period, fraction)
             frame, simulation = FZ.feasibility_with_simulation(
-                tables, period, as_of, draws=draws, seed=seed, win_model=model)
+                known_at(tables, as_of), period, as_of, draws=draws, seed=seed,
+                win_model=model)
             index = pd.MultiIndex.from_frame(frame[[S.PERIOD, S.LEVEL, S.KEY]])
             outcome_amount = actual.reindex(index).fillna(0.0).to_numpy()
             frame = frame.assign(actual=outcome_amount, fraction=fraction, dataset=name,

@@ -68,6 +68,7 @@ __all__ = [
     "feasibility",
     "feasibility_with_simulation",
     "fit_stage_rates",
+    "interval_problems",
     "recalibrate",
     "simulate",
     "simulate_deals",
@@ -118,6 +119,9 @@ HALF_LIFE_GRID = (2.0, 4.0, 8.0, 13.0, 26.0)
 # Dispersion of the run rate when there is no backtest to measure it on (log scale).
 DEFAULT_COMMON_SIGMA = 0.20
 DEFAULT_REP_SIGMA = 0.45
+# Independent backtest windows (weekly backtests / window length in weeks) the run-rate
+# spread needs; with fewer it is widened to at least the defaults above, and said so.
+MIN_INDEPENDENT_WINDOWS = 2
 _LEVEL_ORDER = {level: i for i, level in enumerate(S.HIERARCHY_LEVELS)}
 Method = Literal["even_probability", "proportional_p50"]
 
@@ -166,12 +170,14 @@ class RunRate:
     sigma_g * Z_g + sigma * Z_rep) - shift`` with ``Z`` shared by all reps in a draw, ``Z_g``
     shared by the reps of one group (one team, one region) and ``Z_rep`` independent: the
     distribution of the estimator's backtested log errors, with the correlation between reps
-    of a team or region kept (the shift keeps small reps, whose revenue can be zero or
-    negative, on a sensible scale).
+    of a team or region kept. The shift keeps windows whose revenue can be zero or negative on
+    a sensible log scale; it is each rep's own (a quarter of its typical window), so a small
+    book is not stretched by a big one's scale, and a draw never goes below ``floor``, the
+    lowest window the rep's history holds (0 unless returns made a window negative).
 
     Attributes:
         mean: point estimate per rep (the estimator's prediction).
-        shift: additive shift of the log scale.
+        shift: additive shift of the log scale, per rep.
         bias: per-rep mean log error (shrunk), added to ``bias_common``.
         sigma: per-rep log-scale spread of the idiosyncratic error.
         bias_common: mean company log error (shrunk).
@@ -182,10 +188,11 @@ class RunRate:
         backtests: number of past windows the error model was measured on.
         seasonal: the seasonal / growth factor applied to the trailing mean.
         notes: how the estimate was made, in plain words.
+        floor: lowest value a rep's draw may take (default 0: no negative run rate).
     """
 
     mean: np.ndarray
-    shift: float
+    shift: np.ndarray | float
     bias: np.ndarray
     sigma: np.ndarray
     bias_common: float
@@ -196,6 +203,7 @@ class RunRate:
     backtests: int = 0
     seasonal: float = 1.0
     notes: tuple[str, ...] = ()
+    floor: np.ndarray | float = 0.0
 
     @classmethod
     def zero(cls, n_reps: int) -> RunRate:
@@ -204,7 +212,7 @@ class RunRate:
         return cls(zeros, 1.0, zeros, zeros, 0.0, 0.0, np.zeros(n_reps, bool))
 
     def expected(self) -> np.ndarray:
-        """Mean of the draws per rep (lognormal mean)."""
+        """Mean of the draws per rep (lognormal mean; the floor, rarely reached, ignored)."""
         var = self.sigma_common**2 + self.sigma**2 + sum(s**2 for s in self.group_sigmas)
         scale = np.exp(self.bias_common + self.bias + var / 2)
         return np.where(self.active, (self.mean + self.shift) * scale - self.shift, 0.0)
@@ -218,7 +226,7 @@ class RunRate:
         for codes, sigma in zip(self.group_codes, self.group_sigmas, strict=True):
             shared = rng.standard_normal((draws, int(codes.max()) + 1 if codes.size else 0))
             log = log + sigma * shared[:, codes]
-        values = (self.mean + self.shift) * np.exp(log) - self.shift
+        values = np.maximum((self.mean + self.shift) * np.exp(log) - self.shift, self.floor)
         return np.where(self.active, values, 0.0)
 
 
@@ -317,10 +325,14 @@ class _Errors:
 Backtest = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def _backtest_errors(sums: np.ndarray, lag: int, usable: int, shift: float, half_life: float
-                     ) -> Backtest:
-    """Company log errors, rep log errors net of the company's, and mean predictions."""
+def _backtest_errors(sums: np.ndarray, lag: int, usable: int, shift: np.ndarray,
+                     half_life: float) -> Backtest:
+    """Company log errors, rep log errors net of the company's, and mean predictions.
+
+    ``shift`` is per rep (:func:`_rep_shifts`); the company's is their median.
+    """
     errors_c, errors_r, means = [], [], []
+    shift_c = float(np.median(shift)) if np.size(shift) else 1.0
     index = seasonal_index(sums[:, :usable].sum(axis=0))
     for j in range(lag, min(lag + _YEAR_WEEKS, usable)):  # at most 52 backtests
         predicted = _predict_at(sums, j, lag, usable, index, half_life)
@@ -329,8 +341,8 @@ def _backtest_errors(sums: np.ndarray, lag: int, usable: int, shift: float, half
         pred, actual = predicted[0], sums[:, j]
         # Both sides floored: returns can make a short window's actual or predicted net
         # revenue negative, and the log of a negative ratio would turn every draw into NaN.
-        floor = shift * 0.05
-        e_c = math.log(max(actual.sum() + shift, floor) / max(pred.sum() + shift, floor))
+        floor, floor_c = shift * 0.05, shift_c * 0.05
+        e_c = math.log(max(actual.sum() + shift_c, floor_c) / max(pred.sum() + shift_c, floor_c))
         e_r = np.log(np.maximum(actual + shift, floor) / np.maximum(pred + shift, floor))
         errors_c.append(e_c)
         errors_r.append(e_r - e_c)
@@ -372,7 +384,7 @@ def _group_sigmas(u: np.ndarray, groups: Sequence[np.ndarray], active: np.ndarra
     return tuple(out)
 
 
-def _best_backtest(sums: np.ndarray, lag: int, usable: int, shift: float,
+def _best_backtest(sums: np.ndarray, lag: int, usable: int, shift: np.ndarray,
                    active: np.ndarray) -> tuple[float, Backtest]:
     """:func:`choose_half_life` and the backtest of the half-life it chose (computed once)."""
     middle = HALF_LIFE_GRID[len(HALF_LIFE_GRID) // 2]
@@ -390,7 +402,7 @@ def _best_backtest(sums: np.ndarray, lag: int, usable: int, shift: float,
     return best
 
 
-def choose_half_life(sums: np.ndarray, lag: int, usable: int, shift: float,
+def choose_half_life(sums: np.ndarray, lag: int, usable: int, shift: np.ndarray,
                      active: np.ndarray) -> float:
     """The half-life of :data:`HALF_LIFE_GRID` whose backtested rep predictions erred least
     (mean squared log error over the active reps and the backtest windows); the grid's
@@ -398,7 +410,7 @@ def choose_half_life(sums: np.ndarray, lag: int, usable: int, shift: float,
     return _best_backtest(sums, lag, usable, shift, active)[0]
 
 
-def _error_model(sums: np.ndarray, lag: int, usable: int, shift: float,
+def _error_model(sums: np.ndarray, lag: int, usable: int, shift: np.ndarray,
                  groups: Sequence[np.ndarray], active: np.ndarray, half_life: float,
                  backtest: Backtest | None = None) -> _Errors:
     """Backtest the estimator on the last year of complete windows; fit the log-error model.
@@ -409,8 +421,9 @@ def _error_model(sums: np.ndarray, lag: int, usable: int, shift: float,
     of its windows rather than a lasting bias, and then it counts as spread; a lasting drift
     (a sales cycle that lengthens, say) is kept. Rep errors net of the company's keep a shrunk
     bias (a rep whose book the trailing rate keeps over- or under-estimating), and spreads are
-    measured around the biases. ``backtest`` is :func:`_backtest_errors` at ``half_life``
-    when the caller already has it.
+    measured around the biases. With fewer than :data:`MIN_INDEPENDENT_WINDOWS` independent
+    windows (a young history) the spreads are widened to at least the defaults. ``backtest``
+    is :func:`_backtest_errors` at ``half_life`` when the caller already has it.
     """
     e_c, u, means = backtest or _backtest_errors(sums, lag, usable, shift, half_life)
     n = len(e_c)
@@ -432,6 +445,10 @@ def _error_model(sums: np.ndarray, lag: int, usable: int, shift: float,
     var_r = ((u - bias_r) ** 2).mean(axis=0)
     pooled = _pooled_variance(var_r, means.mean(axis=0) + shift)
     var = (n_eff * var_r + 4.0 * pooled) / (n_eff + 4.0)
+    if n / max(lag, 1) < MIN_INDEPENDENT_WINDOWS:
+        # Too few independent windows to trust a narrow spread: at least the defaults.
+        sigma_c = max(sigma_c, DEFAULT_COMMON_SIGMA)
+        var = np.maximum(var, DEFAULT_REP_SIGMA**2)
     shared = _group_sigmas(u - u.mean(axis=0), groups, active)
     # What reps share is no longer theirs alone: the total per rep stays as measured.
     own = var - sum(s**2 for s in shared)
@@ -489,8 +506,7 @@ def estimate_run_rate(events: pd.DataFrame, rep_codes: np.ndarray, n_reps: int, 
     if predicted is None:
         return _pace_run_rate(rep_codes, day, created, amount, n_reps, window, data_start,
                               active)
-    positive = predicted[0][predicted[0] > 0]
-    shift = float(max(0.25 * np.median(positive), 1.0)) if positive.size else 1.0
+    shift = _rep_shifts(sums[:, lag:weeks])
     half_life, backtest = _best_backtest(sums, lag, weeks, shift, active)
     mean, factor = _predict_at(sums, 0, lag, weeks, index, half_life) or predicted
     err = _error_model(sums, lag, weeks, shift, groups, active, half_life, backtest)
@@ -498,11 +514,32 @@ def estimate_run_rate(events: pd.DataFrame, rep_codes: np.ndarray, n_reps: int, 
     notes = (f"run rate: weighted mean of the last {min(weeks - lag, _YEAR_WEEKS)} weekly "
              f"windows of {window.length} days (weights halve every {half_life:g} weeks, "
              f"chosen by backtest), seasonal factor {factor:.2f}; spread from "
-             f"{err.backtests} backtests" + ("" if err.backtests >= 4 else
-                                              " (too few: default spread used)"),)
+             f"{err.backtests} backtests" + _spread_remark(err.backtests, lag),)
     return RunRate(mean, shift, err.bias, err.sigma, err.bias_common, err.sigma_common, active,
                    groups_used, err.group_sigmas if groups_used else (), err.backtests, factor,
-                   notes)
+                   notes, np.minimum(sums[:, lag:weeks].min(axis=1, initial=0.0), 0.0))
+
+
+def _rep_shifts(sums: np.ndarray) -> np.ndarray:
+    """Each rep's shift of the log scale: a quarter of its typical complete window (mean of
+    the positive parts), at least 1.
+
+    One shift for all reps, taken from the median rep, let a small book's draws swing around
+    the big books' scale: P50 -10 and P10 -228 for a rep that never had a negative window.
+    """
+    typical = np.clip(sums, 0.0, None).mean(axis=1) if sums.size else np.zeros(len(sums))
+    return np.maximum(0.25 * typical, 1.0)
+
+
+def _spread_remark(backtests: int, lag: int) -> str:
+    """How the number of backtests bounded the spread (see :func:`_error_model`)."""
+    if backtests < 4:
+        return " (too few: default spread used)"
+    independent = backtests / max(lag, 1)
+    if independent < MIN_INDEPENDENT_WINDOWS:
+        return (f" (about {independent:.1f} independent windows, fewer than "
+                f"{MIN_INDEPENDENT_WINDOWS}: spread widened to at least the default)")
+    return ""
 
 
 def _pace_run_rate(rep: np.ndarray, day: np.ndarray, created: np.ndarray, amount: np.ndarray,
@@ -512,16 +549,17 @@ def _pace_run_rate(rep: np.ndarray, day: np.ndarray, created: np.ndarray, amount
     if span <= 0:
         zeros = np.zeros(n_reps)
         return RunRate(zeros, 1.0, zeros, zeros, 0.0, 0.0, np.zeros(n_reps, bool), notes=(
-            "run rate: no history before as_of, none assumed",))
+            "run rate: no revenue before as_of, none assumed (deals not yet in the pipeline "
+            "are not counted: the outlook is a floor)",))
     new = (created >= data_start) & (day >= data_start)
     seen = np.bincount(rep[new], weights=amount[new], minlength=n_reps)
     mean = seen * window.length / span
-    positive = mean[mean > 0]
-    shift = float(max(0.25 * np.median(positive), 1.0)) if positive.size else 1.0
+    shift = np.maximum(0.25 * np.abs(mean), 1.0)
     return RunRate(mean, shift, np.zeros(n_reps), np.full(n_reps, DEFAULT_REP_SIGMA), 0.0,
                    DEFAULT_COMMON_SIGMA, active, notes=(
                        f"run rate: only {span} days of history, the pace since the first "
-                       "revenue is scaled to the rest of the period with a default spread",))
+                       "revenue is scaled to the rest of the period with a default spread",),
+                   floor=np.minimum(mean, 0.0))
 
 
 # === churn ====================================================================================
@@ -703,6 +741,9 @@ class Simulation:
         pipeline_in_period, deals_in_period: open deals counted (probability > 0) per node.
         conversion: historical share of pipeline won in the rest of the period.
         notes: how each component was obtained.
+        lowest: the lowest revenue each node's draws may take: closed to date plus its reps'
+            run-rate floors (below closed to date only where returns made past windows
+            negative); ``None`` for simulations made without it.
     """
 
     nodes: pd.DataFrame
@@ -715,6 +756,7 @@ class Simulation:
     deals_in_period: np.ndarray
     conversion: float
     notes: list[str] = field(default_factory=list)
+    lowest: np.ndarray | None = None
 
     def node_index(self, level: str, key: str) -> int:
         """Row of a node; KeyError when absent."""
@@ -790,7 +832,9 @@ def simulate(inputs: CellInputs, draws: int = 10_000, seed: int = 42,
         shared = np.random.default_rng(common_seed).standard_normal((draws, 1))
         deals *= np.exp(sigma * shared - sigma**2 / 2)  # mean 1: the expectation stays
     rates = inputs.run_rate.draw(draws, np.random.default_rng(rate_seed))
-    rates = rates + inputs.churn_rep
+    # Churn moves run rate between reps; it cannot take a rep below its floor.
+    floor = np.broadcast_to(np.asarray(inputs.run_rate.floor, dtype=float), rates.shape[1:])
+    rates = np.maximum(rates + inputs.churn_rep, floor)
     totals = deals + rates[:, inputs.rep_of_cell] * inputs.share_cell + inputs.closed_cell
     nodes, matrix = _node_matrix(inputs.cells, inputs.levels)
     node_draws = np.asarray((matrix @ totals.T).T)
@@ -805,9 +849,10 @@ def simulate(inputs: CellInputs, draws: int = 10_000, seed: int = 42,
         "count": np.bincount(inputs.deal_cell[counted], minlength=n_cells).astype(float),
     }
     sums = {k: matrix @ v for k, v in per_cell.items()}
+    lowest = matrix @ (inputs.closed_cell + floor[inputs.rep_of_cell] * inputs.share_cell)
     return Simulation(nodes, node_draws, matrix @ inputs.closed_cell, sums["pipeline"],
                       sums["rate"], sums["churn"], sums["amount"], sums["count"],
-                      inputs.conversion, list(inputs.notes))
+                      inputs.conversion, list(inputs.notes), lowest)
 
 
 # === summary ==================================================================================
@@ -855,13 +900,44 @@ def summarise(simulation: Simulation, targets: pd.DataFrame | None, period: str,
         PIPELINE_IN_PERIOD: simulation.pipeline_in_period,
         DEALS_IN_PERIOD: simulation.deals_in_period,
     })
+    problems = interval_problems(frame, simulation.lowest)
     if not all_nodes:
         frame = frame[frame[TARGET].notna()]
     order = frame[S.LEVEL].map(_LEVEL_ORDER).fillna(len(_LEVEL_ORDER))
     frame = frame.assign(_order=order).sort_values(["_order", S.LEVEL, S.KEY], kind="stable")
     frame = frame.drop(columns="_order").reset_index(drop=True)
-    frame.attrs["notes"] = list(simulation.notes)
+    frame.attrs["notes"] = list(simulation.notes) + problems
     return frame
+
+
+def interval_problems(frame: pd.DataFrame, lowest: np.ndarray | None = None,
+                      tolerance: float = 1e-6) -> list[str]:
+    """What is wrong with the intervals of a feasibility frame, in plain words (none: ``[]``).
+
+    Checked before anything is written: quantiles in order (``p10 <= p50 <= p90``), and no
+    quantile below the lowest revenue the node can have: what it already closed, less only
+    what returns took in past windows (``lowest``, per row of ``frame``; without it, closed
+    to date).
+    """
+    q = frame[[P10, P50, P90]].to_numpy(dtype=float)
+    closed = frame[CLOSED_TO_DATE].to_numpy(dtype=float)
+    bound = closed if lowest is None else np.minimum(np.asarray(lowest, dtype=float), closed)
+    slack = tolerance * np.maximum(np.abs(q).max(axis=1, initial=0.0), 1.0)
+    names = frame[S.LEVEL].astype(str) + "=" + frame[S.KEY].astype(str)
+    problems = []
+    unordered = (np.diff(q, axis=1) < -slack[:, None]).any(axis=1)
+    if unordered.any():
+        problems.append(f"interval check: quantiles out of order for {_some(names[unordered])}")
+    below = q[:, 0] < bound - slack
+    if below.any():
+        problems.append(f"interval check: P10 below the revenue already closed (or below zero) "
+                        f"for {_some(names[below])}")
+    return problems
+
+
+def _some(names: pd.Series, shown: int = 5) -> str:
+    listed = ", ".join(names.iloc[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 # === building the inputs from tables ============================================================
@@ -1070,9 +1146,15 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
     notes = list(run_rate.notes)
     pipeline_sigma = (float(win_model.period_spread()) if hasattr(win_model, "period_spread")
                       else 0.0)
-    if pipeline_sigma > 0:
+    measured = (win_model.period_spread_measured()
+                if hasattr(win_model, "period_spread_measured") else True)
+    if pipeline_sigma > 0 and measured:
         notes.append(f"pipeline: the period's deal wins share a company-wide factor of spread "
                      f"{pipeline_sigma:.2f}, measured on past periods' won vs expected amounts")
+    elif pipeline_sigma > 0:
+        notes.append(f"pipeline: too few past periods to measure how far a period's deal wins "
+                     f"stray from their expectation; a wide default spread of "
+                     f"{pipeline_sigma:.2f} is used (intervals widened)")
     if churn is None:
         notes.append("churn: no churn scores given, no churn adjustment")
     return CellInputs(
@@ -1150,19 +1232,35 @@ def feasibility_with_simulation(
     return frame, simulation
 
 
+def _won_and_lost(tables: Tables, as_of: pd.Timestamp) -> bool:
+    """Whether deals were both won and lost before ``as_of`` (rates need both)."""
+    opps = tables.get(S.OPPORTUNITIES)
+    if opps is None:
+        return False
+    closed = opps.loc[(opps[S.STATUS] != S.STATUS_OPEN) & (opps[S.CLOSE_DATE] < as_of), S.STATUS]
+    return bool((closed == S.STATUS_WON).any() and (closed != S.STATUS_WON).any())
+
+
 def fit_stage_rates(tables: Tables, as_of: pd.Timestamp, every_days: int = 28
                     ) -> tuple[W.StageRateWinModel, str]:
-    """Historical in-period win rates by stage (the fallback win model) and a note saying so."""
+    """Historical in-period win rates by stage (the fallback win model) and a note saying so.
+
+    Without won and lost deals before ``as_of`` there is nothing to learn rates from: every
+    open deal gets :data:`models.win.FLAT_WIN_RATE` (and the note says so).
+    """
     dates = W.snapshot_dates(tables, as_of, every_days=every_days)
     rows = (W.win_training_rows(W.deal_snapshots(tables, dates), tables[S.OPPORTUNITIES], as_of)
-            if dates and tables.has(S.OPPORTUNITIES) else pd.DataFrame())
+            if dates and _won_and_lost(tables, as_of) else pd.DataFrame())
     if rows.empty or W.LABEL not in rows.columns:
-        return W.StageRateWinModel().fit(rows), (
-            "win model: no champion and no closed history; every open deal is counted at a "
-            f"flat {W.FLAT_WIN_RATE:.0%} in-period win rate")
+        return W.StageRateWinModel().fit(pd.DataFrame()), (
+            "win model: no champion and no won and lost deals before "
+            f"{pd.Timestamp(as_of).date()}; every open deal expected in the period is counted "
+            f"at a flat {W.FLAT_WIN_RATE:.0%} win rate")
     return W.StageRateWinModel().fit(rows), (
-        "win model: no champion registered; historical in-period win rates by stage and days "
-        f"left ({len(rows):,} deal snapshots) are used instead")
+        "win model: no champion registered (a trained win model becomes champion only when "
+        "it beats stage rates on its holdout); historical in-period win rates by stage and "
+        "days left "
+        f"({len(rows):,} deal snapshots) are used instead")
 
 
 # === recalibration ==============================================================================

@@ -8,11 +8,15 @@ close date falls relative to both (:func:`period_features`).
 
 Training rows come from the past reconstructed as of many snapshot dates ``T'`` (weekly by
 default). Each snapshot is paired with the periods it can ask about (the current month, quarter
-and year, and the next month and quarter); the label of a row is known once its period has
-ended, so a training set for ``as_of`` holds only rows whose period ended before ``as_of``
-(:func:`win_training_rows`). Rows whose deal is expected, at ``T'``, to close after the period
-end are left out: the simulation never counts such deals (they are the next period's pipeline),
-so the model is trained on exactly the rows it is asked about.
+and year, and the next month and quarter), and when those cannot be split into training and
+holdout slices (a young CRM) also with rolling windows of 7 to 91 days from ``T'``
+(:func:`labelled_rows`); the label of a row is known once its period has ended, so a training
+set for ``as_of`` holds only rows whose period ended before ``as_of``
+(:func:`win_training_rows`). The split in time is sized to the
+history (:func:`sized_split`): three slices when there is enough, else two. Rows whose deal is
+expected, at ``T'``, to close after the period end are left out: the simulation never counts
+such deals (they are the next period's pipeline), so the model is trained on exactly the rows
+it is asked about.
 
 Two estimators share one interface (``predict_frame(frame) -> DataFrame`` with
 ``win_probability``): :class:`WinModel` (LightGBM, Platt-calibrated on a later time slice) and
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +43,7 @@ from features.hierarchy import period_bounds
 from models.classification import classification_metrics
 
 __all__ = [
+    "AMOUNT_AT_CREATION",
     "CATEGORICAL_FEATURES",
     "FLAT_WIN_RATE",
     "LABEL",
@@ -47,6 +52,7 @@ __all__ = [
     "PERIOD_END",
     "PERIOD_FEATURES",
     "PERIOD_START",
+    "ROLLING_WINDOWS",
     "WIN_PROBABILITY",
     "StageRateWinModel",
     "TimeSplit",
@@ -55,8 +61,10 @@ __all__ = [
     "deal_inputs",
     "deal_snapshots",
     "holdout_metrics",
+    "labelled_rows",
     "period_features",
     "period_of",
+    "sized_split",
     "snapshot_dates",
     "time_split",
     "win_labels",
@@ -71,6 +79,11 @@ PERIOD_END = "period_end"
 # recorded when the deal was created. Known from creation on, so it is point-in-time safe and
 # stands in for the expected close at a past date when stage_history has no close_date column.
 ORIGINAL_CLOSE_DATE = "original_close_date"
+# An optional opportunities column (the crm-sales import has it): the deal's list value, known
+# from creation. CRMs often rewrite a won deal's amount to its final value at close, so at a
+# past date the amount of a deal that was later won is not what was known then (a leak that
+# also makes every open deal look "lost" when served). When present, the amount features use it.
+AMOUNT_AT_CREATION = "list_price"
 
 P_DAYS_TO_START = "period_days_to_start"
 P_DAYS_LEFT = "period_days_left"
@@ -99,6 +112,18 @@ NEXT_FREQS = ("M", "Q")
 # Buckets of days left in the period, for the stage-rate model and the conversion curve.
 DAYS_LEFT_EDGES = (0, 15, 31, 61, 92, 183, 100_000)
 EARLY_STOPPING_ROUNDS = 100
+# Boosting rounds when there is no calibration slice to stop early on (young histories).
+UNSTOPPED_ROUNDS = 150
+# Rolling windows (days) paired with every snapshot besides the calendar periods when calendar
+# periods alone cannot be split into training and holdout slices (:func:`labelled_rows`): a
+# young CRM has hardly a calendar period over. Only then: a model that learned from short
+# windows extrapolates their rates to a quarter's days left, and on crm-sales at two months of
+# closes that under-predicted the quarter's pipeline wins fivefold.
+ROLLING_WINDOWS = (7, 14, 28, 56, 91)
+# Past (snapshot, period) groups needed to measure the spread of a period's pipeline wins, and
+# the spread assumed below that (log scale; the crm-sales data measures 0.3 to 0.55).
+MIN_SPREAD_GROUPS = 4
+DEFAULT_PERIOD_SPREAD = 0.5
 # In-period win rate assumed when there is no closed history at all.
 FLAT_WIN_RATE = 0.2
 _DAY = pd.Timedelta(days=1)
@@ -172,7 +197,33 @@ def deal_inputs(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFrame:
     as_of = pd.Timestamp(as_of)
     deals = F.opportunity_features(tables, as_of)
     deals = _with_close_fallback(tables, deals, as_of)
-    return deals.assign(**{LOG_AMOUNT: np.log1p(deals[S.AMOUNT].clip(lower=0.0))})
+    deals = _with_creation_amounts(tables, deals, as_of)
+    value = deals[_AMOUNT_FEATURE_SOURCE] if _AMOUNT_FEATURE_SOURCE in deals.columns else deals[
+        S.AMOUNT]
+    return deals.drop(columns=[_AMOUNT_FEATURE_SOURCE], errors="ignore").assign(
+        **{LOG_AMOUNT: np.log1p(value.clip(lower=0.0))})
+
+
+_AMOUNT_FEATURE_SOURCE = "_amount_known"
+
+
+def _with_creation_amounts(tables: Tables, deals: pd.DataFrame, as_of: pd.Timestamp
+                           ) -> pd.DataFrame:
+    """With :data:`AMOUNT_AT_CREATION` in the data, the amount features use it (see there):
+    ``log_amount`` and the ratio to the owner's median value of deals won before ``as_of``."""
+    opps = tables.get(S.OPPORTUNITIES)
+    if opps is None or AMOUNT_AT_CREATION not in opps.columns or deals.empty:
+        return deals
+    value = pd.to_numeric(opps.set_index(S.OPPORTUNITY_ID)[AMOUNT_AT_CREATION], errors="coerce")
+    value = value[~value.index.duplicated()]
+    known = deals[S.OPPORTUNITY_ID].map(value).astype(float)
+    known = known.where(known.notna(), deals[S.AMOUNT])
+    won = opps[(opps[S.STATUS] == S.STATUS_WON) & (opps[S.CLOSE_DATE] < as_of)]
+    won_value = pd.to_numeric(won[AMOUNT_AT_CREATION], errors="coerce")
+    medians = won_value.groupby(won[S.OWNER]).median()
+    median = deals[S.OWNER].map(medians).astype(float).fillna(won_value.median())
+    return deals.assign(**{_AMOUNT_FEATURE_SOURCE: known,
+                           F.F_AMOUNT_VS_OWNER: known / median.where(median > 0)})
 
 
 def snapshot_dates(
@@ -235,19 +286,29 @@ def win_labels(
     return won.astype(np.int8)
 
 
-def _period_pairs(dates: pd.Series) -> pd.DataFrame:
-    """For each distinct snapshot date: the periods it is paired with and their bounds."""
+def _period_pairs(dates: pd.Series, windows: Sequence[int] = ()) -> pd.DataFrame:
+    """For each distinct snapshot date: the periods it is paired with and their bounds.
+
+    Calendar periods (current month, quarter and year, next month and quarter), and with
+    ``windows`` also rolling windows ``[T', T' + h)`` of ``h`` days: a young CRM has few
+    calendar periods that have ended, but a week or a month after each snapshot is known.
+    """
     rows = []
     for date in pd.Series(dates.unique()):
         wanted = [(f, 0) for f in CURRENT_FREQS] + [(f, 1) for f in NEXT_FREQS]
         for freq, ahead in wanted:
             start, end = period_bounds(period_of(date, freq, ahead))
             rows.append({S.AS_OF: date, PERIOD_START: start, PERIOD_END: end})
-    return pd.DataFrame(rows)
+        for days in windows:
+            day = pd.Timestamp(date).normalize()
+            rows.append({S.AS_OF: date, PERIOD_START: day,
+                         PERIOD_END: day + pd.Timedelta(days=int(days))})
+    return pd.DataFrame(rows).drop_duplicates([S.AS_OF, PERIOD_START, PERIOD_END])
 
 
 def win_training_rows(
-    snapshots: pd.DataFrame, opportunities: pd.DataFrame, as_of: pd.Timestamp | str
+    snapshots: pd.DataFrame, opportunities: pd.DataFrame, as_of: pd.Timestamp | str,
+    windows: Sequence[int] = (),
 ) -> pd.DataFrame:
     """Snapshot deals x periods whose outcome is known before ``as_of``, with their label.
 
@@ -256,6 +317,8 @@ def win_training_rows(
         opportunities: the opportunities table (final statuses and actual close dates).
         as_of: training date; only periods that ended on or before it are kept, so no label
             uses an outcome that was unknown at ``as_of``.
+        windows: lengths in days of rolling windows ``[T', T' + h)`` paired with each
+            snapshot besides the calendar periods; ``()`` for calendar periods only.
 
     Returns:
         The snapshot columns plus ``period_start``, ``period_end``, the period features and
@@ -265,7 +328,7 @@ def win_training_rows(
     seen = snapshots[snapshots[S.AS_OF] < as_of]
     if seen.empty:
         return _empty_rows(snapshots)
-    pairs = _period_pairs(seen[S.AS_OF])
+    pairs = _period_pairs(seen[S.AS_OF], windows)
     pairs = pairs[pairs[PERIOD_END] <= as_of]
     rows = seen.merge(pairs, on=S.AS_OF, how="inner")
     rows = pd.concat(
@@ -296,7 +359,8 @@ class TimeSplit:
     ``train`` rows ended (their period) before ``calibrate_from``; ``calibrate`` rows were seen
     on or after it and ended before ``holdout_from``; ``holdout`` rows were seen on or after
     ``holdout_from``. A row seen before a boundary but ending after it is dropped, so no label
-    of a later slice is known when an earlier slice is fitted.
+    of a later slice is known when an earlier slice is fitted. A two-slice split (too little
+    history for three) has an empty ``calibrate`` and ``calibrate_from == holdout_from``.
     """
 
     train: pd.DataFrame
@@ -304,12 +368,45 @@ class TimeSplit:
     holdout: pd.DataFrame
     calibrate_from: pd.Timestamp
     holdout_from: pd.Timestamp
+    notes: tuple[str, ...] = ()
+
+    @property
+    def slices(self) -> int:
+        """3, or 2 when there is no calibration slice."""
+        return 3 if len(self.calibrate) else 2
 
     def describe(self) -> str:
-        return (
-            f"calibrate from {self.calibrate_from.date()}, holdout from "
-            f"{self.holdout_from.date()} ({len(self.holdout)} rows)"
-        )
+        cal = (f"calibrate from {self.calibrate_from.date()}, " if self.slices == 3
+               else "no calibration slice, ")
+        return (f"{cal}holdout from {self.holdout_from.date()} ({len(self.holdout)} rows, "
+                f"{int(self.holdout[LABEL].sum()) if LABEL in self.holdout else 0} won)")
+
+
+# A slice judges or calibrates only with this many rows, won and not won each.
+MIN_SLICE_ROWS = 100
+MIN_SLICE_CLASS = 10
+# Shares of the snapshot dates (calibrate, holdout) tried in turn; then two slices.
+SPLIT_SHARES = ((0.2, 0.2), (0.25, 0.25), (0.3, 0.3))
+TWO_SLICE_SHARES = (0.2, 0.3, 0.4)
+
+
+def _usable(frame: pd.DataFrame, min_rows: int = MIN_SLICE_ROWS) -> bool:
+    """Enough rows, won and not won, to fit or judge on."""
+    if len(frame) < min_rows:
+        return False
+    won = int(frame[LABEL].sum())
+    return min(won, len(frame) - won) >= MIN_SLICE_CLASS
+
+
+def _split_at(rows: pd.DataFrame, cal_from: pd.Timestamp, hold_from: pd.Timestamp
+              ) -> TimeSplit:
+    seen, ended = rows[S.AS_OF], rows[PERIOD_END]
+    calibrate = rows[(seen >= cal_from) & (ended <= hold_from)]
+    if cal_from == hold_from:
+        calibrate = rows.iloc[:0]
+    return TimeSplit(train=rows[ended <= cal_from], calibrate=calibrate,
+                     holdout=rows[seen >= hold_from], calibrate_from=cal_from,
+                     holdout_from=hold_from)
 
 
 def time_split(
@@ -321,14 +418,70 @@ def time_split(
         raise ValueError("too few snapshot dates with a known outcome to train the win model")
     cal_from = pd.Timestamp(dates[int(len(dates) * (1 - calibrate_share - holdout_share))])
     hold_from = pd.Timestamp(dates[int(len(dates) * (1 - holdout_share))])
-    seen, ended = rows[S.AS_OF], rows[PERIOD_END]
-    return TimeSplit(
-        train=rows[ended <= cal_from],
-        calibrate=rows[(seen >= cal_from) & (ended <= hold_from)],
-        holdout=rows[seen >= hold_from],
-        calibrate_from=cal_from,
-        holdout_from=hold_from,
-    )
+    return _split_at(rows, cal_from, hold_from)
+
+
+def sized_split(rows: pd.DataFrame) -> tuple[TimeSplit, list[str]]:
+    """The first time split whose slices can each do their job, and notes on any fallback.
+
+    Tries :func:`time_split` at :data:`SPLIT_SHARES` (train, calibrate and holdout each need
+    :data:`MIN_SLICE_ROWS` rows with won and not-won ones); with too little history for three
+    slices, a two-slice split (no separate calibration, said in a note).
+
+    Raises:
+        ValueError: not even two usable slices (too few closed deals).
+    """
+    dates = np.sort(rows[S.AS_OF].unique()) if len(rows) else np.array([])
+    if len(dates) >= 3:
+        for cal_share, hold_share in SPLIT_SHARES:
+            split = time_split(rows, cal_share, hold_share)
+            if all(_usable(f) for f in (split.train, split.calibrate, split.holdout)):
+                notes = ([] if (cal_share, hold_share) == SPLIT_SHARES[0] else [
+                    f"split sized to the history: calibration and holdout slices each take "
+                    f"{hold_share:.0%} of the snapshot dates"])
+                return replace(split, notes=tuple(notes)), notes
+    if len(dates) >= 2:
+        for hold_share in TWO_SLICE_SHARES:
+            hold_from = pd.Timestamp(dates[min(int(len(dates) * (1 - hold_share)),
+                                               len(dates) - 1)])
+            split = _split_at(rows, hold_from, hold_from)
+            if _usable(split.train) and _usable(split.holdout):
+                notes = [
+                    "too little closed history for a separate calibration slice: the model "
+                    f"is fitted on the older rows and judged on the latest {hold_share:.0%} of "
+                    "snapshot dates, without Platt scaling"]
+                return replace(split, notes=tuple(notes)), notes
+    raise ValueError(
+        f"too little closed history to train the win model: {len(rows):,} labelled deal "
+        f"snapshots over {len(dates)} snapshot dates do not give a training and a later "
+        f"holdout slice with at least {MIN_SLICE_ROWS} rows and {MIN_SLICE_CLASS} won and "
+        f"not-won each; feasibility uses historical stage win rates until more deals close")
+
+
+def labelled_rows(snapshots: pd.DataFrame, opportunities: pd.DataFrame,
+                  as_of: pd.Timestamp | str) -> tuple[pd.DataFrame, TimeSplit, list[str]]:
+    """Training rows and their split: calendar periods, or with rolling windows when needed.
+
+    Calendar periods are what feasibility asks about; when they cannot be split into usable
+    slices (:func:`sized_split`), rolling windows of :data:`ROLLING_WINDOWS` days are added
+    and a note says so.
+
+    Raises:
+        ValueError: not even the rolling windows give a training and a holdout slice.
+    """
+    rows = win_training_rows(snapshots, opportunities, as_of)
+    try:
+        split, notes = sized_split(rows)
+        return rows, split, notes
+    except ValueError:
+        pass
+    rows = win_training_rows(snapshots, opportunities, as_of, ROLLING_WINDOWS)
+    split, notes = sized_split(rows)
+    note = ("too few calendar periods have ended to learn from: rolling windows of "
+            f"{', '.join(str(d) for d in ROLLING_WINDOWS)} days after each snapshot are "
+            "labelled too (longer periods are extrapolated from them: treat the win "
+            "probabilities of a whole quarter with care)")
+    return rows, replace(split, notes=(note, *split.notes)), [note, *notes]
 
 
 # --- shared pieces of both estimators ---------------------------------------------------------
@@ -359,10 +512,11 @@ def period_spread(rows: pd.DataFrame, p: np.ndarray, min_expected: float = 5.0) 
     ``v = sum p(1-p)a^2 / (sum p a)^2``, so the shared part is estimated as the mean of
     ``(r - 1)^2 - v`` (method of moments, at least 0), on groups expecting at least
     ``min_expected`` wins. Returns its square root: the spread of a common multiplicative
-    factor on the period's pipeline wins.
+    factor on the period's pipeline wins; NaN with fewer than :data:`MIN_SPREAD_GROUPS` such
+    groups (too little history to measure it).
     """
     if rows.empty or LABEL not in rows.columns or len(p) != len(rows):
-        return 0.0
+        return math.nan
     amount = rows[S.AMOUNT].to_numpy(dtype=float).clip(min=0.0)
     frame = pd.DataFrame({
         "g1": rows[S.AS_OF].to_numpy(), "g2": rows[PERIOD_END].to_numpy(),
@@ -371,8 +525,8 @@ def period_spread(rows: pd.DataFrame, p: np.ndarray, min_expected: float = 5.0) 
     })
     groups = frame.groupby(["g1", "g2"])[["exp", "won", "var", "n"]].sum()
     groups = groups[(groups["n"] >= min_expected) & (groups["exp"] > 0)]
-    if len(groups) < 4:
-        return 0.0
+    if len(groups) < MIN_SPREAD_GROUPS:
+        return math.nan
     excess = (groups["won"] / groups["exp"] - 1.0) ** 2 - groups["var"] / groups["exp"] ** 2
     return float(math.sqrt(max(float(excess.mean()), 0.0)))
 
@@ -389,9 +543,15 @@ class _Converts:
         return float(self.conversion_.iloc[bucket])
 
     def period_spread(self) -> float:
-        """Spread of the common factor of a period's pipeline wins (0 for models fitted before
-        it was measured)."""
-        return float(getattr(self, "period_spread_", 0.0))
+        """Spread of the common factor of a period's pipeline wins: as measured, else (too
+        little history) :data:`DEFAULT_PERIOD_SPREAD`; 0 for models fitted before it was
+        measured."""
+        value = float(getattr(self, "period_spread_", 0.0))
+        return DEFAULT_PERIOD_SPREAD if math.isnan(value) else value
+
+    def period_spread_measured(self) -> bool:
+        """False when :meth:`period_spread` is the default (too little history to measure)."""
+        return not math.isnan(float(getattr(self, "period_spread_", 0.0)))
 
 
 def _check_fitted(model: object, attribute: str) -> None:
@@ -431,6 +591,7 @@ class StageRateWinModel(_Converts):
             self.bucket_rate_ = pd.Series(dtype=float)
             self.cell_rate_ = pd.Series(dtype=float)
             self.conversion_ = pd.Series([FLAT_WIN_RATE] * (len(DAYS_LEFT_EDGES) - 1))
+            self.period_spread_ = math.nan
             return self
         stage, bucket = self._keys(rows)
         y = rows[LABEL].to_numpy(dtype=float)
@@ -536,8 +697,10 @@ class WinModel(_Converts):
         if train[LABEL].nunique() < 2:
             raise ValueError("the win model needs won and not-won rows in its training slice")
         self._learn_encoding(train)
-        params = _lgbm_params(self.seed) | dict(self.params or {})
-        both = calibrate[LABEL].nunique() == 2
+        both = len(calibrate) > 0 and calibrate[LABEL].nunique() == 2
+        # Without a later slice to stop on, a fixed, shorter boosting run.
+        fixed = {} if both else {"n_estimators": UNSTOPPED_ROUNDS}
+        params = _lgbm_params(self.seed) | fixed | dict(self.params or {})
         fit_args: dict[str, Any] = {}
         if both:
             fit_args = {
@@ -551,9 +714,11 @@ class WinModel(_Converts):
             logit = _logit(self.raw_probability(calibrate)).reshape(-1, 1)
             self.calibrator_ = LogisticRegression(C=1e4).fit(logit, calibrate[LABEL])
         self.conversion_ = conversion_curve(pd.concat([train, calibrate]))
-        # Measured on the later slice, where the booster's probabilities are out of sample.
+        # Measured on the later slice, where the booster's probabilities are out of sample
+        # (on the training rows when there is none: in sample, so rather too narrow).
+        judged = calibrate if len(calibrate) else train
         self.period_spread_ = period_spread(
-            calibrate, self.predict_frame(calibrate)[WIN_PROBABILITY].to_numpy(dtype=float))
+            judged, self.predict_frame(judged)[WIN_PROBABILITY].to_numpy(dtype=float))
         self.feature_importance_ = pd.Series(
             self.booster_.booster_.feature_importance("gain"),
             index=self.booster_.booster_.feature_name(),

@@ -11,8 +11,10 @@ import pytest
 from engine import feasibility as FZ
 from engine import schemas as S
 from engine import tracking
-from engine.io import Tables, validate_tables
+from engine.history import export_at
+from engine.io import Tables, load_tables, validate_tables
 from engine.pipelines.feasibility import run_feasibility
+from engine.summary import default_as_of
 from models import win as W
 
 PERIOD = "2024Q3"
@@ -387,3 +389,153 @@ def test_pipeline_factor_widens_the_company_keeps_mean_and_coherence(tables: Tab
                                                             rel=0.01)
     np.testing.assert_allclose(shared.draws[:, reps].sum(axis=1), shared.draws[:, company],
                                rtol=1e-12)
+
+
+def _stream(rep_amounts: dict[int, float], start: str, end: str) -> tuple[pd.DataFrame,
+                                                                          np.ndarray]:
+    """Daily unlinked revenue of each rep (rep index -> amount a day), with small noise."""
+    rng = np.random.default_rng(11)
+    days = pd.date_range(start, end, freq="D")
+    frames, codes = [], []
+    for rep, amount in rep_amounts.items():
+        frames.append(pd.DataFrame({S.DS: days, S.AMOUNT: amount * rng.lognormal(
+            0, 0.3, len(days))}))
+        codes.append(np.full(len(days), rep, dtype=np.int64))
+    events = pd.concat(frames, ignore_index=True)
+    events[S.CREATED_AT] = pd.Series(pd.NaT, index=events.index, dtype="datetime64[ns]")
+    return events, np.concatenate(codes)
+
+
+def _quarter(as_of: str = "2024-07-01") -> FZ.Window:
+    return FZ.Window(FZ._day(as_of), FZ._day("2024-07-01"), FZ._day("2024-10-01"))
+
+
+def test_a_small_book_beside_big_ones_never_goes_negative() -> None:
+    """One shift for all reps, from the median rep, once gave a tiny book P50 -10, P10 -228."""
+    events, reps = _stream({0: 1000.0, 1: 800.0, 2: 1200.0, 3: 0.5}, "2022-01-03", "2024-06-30")
+    rate = FZ.estimate_run_rate(events, reps, 4, _quarter(), FZ._day("2022-01-03"))
+    draws = rate.draw(20_000, np.random.default_rng(0))
+    assert (draws >= 0).all()
+    small = np.quantile(draws[:, 3], [0.1, 0.5, 0.9])
+    assert 0 < small[0] < small[1] < small[2] < 5 * 46  # around 92 days x 0.5
+    assert np.asarray(rate.shift)[3] < np.asarray(rate.shift)[0] / 100
+
+
+def test_returns_let_a_rep_fall_only_as_low_as_its_history() -> None:
+    events, reps = _stream({0: 1000.0, 1: 50.0}, "2022-01-03", "2024-06-30")
+    # Rep 1 once had a quarter of returns: net -3,000.
+    events = pd.concat([events, pd.DataFrame({S.DS: [pd.Timestamp("2023-05-02")],
+                                              S.AMOUNT: [-8000.0], S.CREATED_AT: [pd.NaT]})],
+                       ignore_index=True)
+    reps = np.append(reps, 1)
+    rate = FZ.estimate_run_rate(events, reps, 2, _quarter(), FZ._day("2022-01-03"))
+    floor = np.asarray(rate.floor)
+    assert floor[0] == 0.0 and floor[1] < -2000
+    draws = rate.draw(20_000, np.random.default_rng(1))
+    assert draws[:, 0].min() >= 0 and draws[:, 1].min() >= floor[1] - 1e-9
+
+
+def test_few_backtest_windows_widen_the_spread_and_say_so() -> None:
+    steady = {0: 100.0, 1: 100.0}
+    long_events, reps = _stream(steady, "2022-01-03", "2024-06-30")
+    long_rate = FZ.estimate_run_rate(long_events, reps, 2, _quarter(), FZ._day("2022-01-03"))
+    # 32 weeks of history: a few backtests of a 13-week window, well under 2 independent.
+    short_events, reps = _stream(steady, "2023-11-20", "2024-06-30")
+    short_rate = FZ.estimate_run_rate(short_events, reps, 2, _quarter(), FZ._day("2023-11-20"))
+    assert 4 <= short_rate.backtests < 2 * 13
+    assert "widened" in short_rate.notes[0] and "widened" not in long_rate.notes[0]
+    assert short_rate.sigma_common >= FZ.DEFAULT_COMMON_SIGMA
+    total = np.sqrt(short_rate.sigma**2 + sum(g**2 for g in short_rate.group_sigmas))
+    assert (total >= FZ.DEFAULT_REP_SIGMA - 1e-9).all()
+    assert long_rate.sigma_common < FZ.DEFAULT_COMMON_SIGMA
+
+
+def test_interval_problems_are_named() -> None:
+    frame = pd.DataFrame({S.LEVEL: ["rep", "rep", "rep"], S.KEY: ["a", "b", "c"],
+                          "closed_to_date": [100.0, 100.0, 100.0],
+                          "p10": [120.0, 90.0, 130.0], "p50": [150.0, 150.0, 120.0],
+                          "p90": [200.0, 200.0, 210.0]})
+    problems = FZ.interval_problems(frame)
+    assert len(problems) == 2
+    assert "out of order for rep=c" in problems[0] and "P10 below" in problems[1]
+    assert "rep=b" in problems[1] and "rep=a" not in " ".join(problems)
+    # Rep b's history has returns that could take 20 off what it closed: that is possible.
+    assert len(FZ.interval_problems(frame, lowest=np.array([100.0, 80.0, 100.0]))) == 1
+
+
+def _sane(frame: pd.DataFrame, simulation: FZ.Simulation) -> None:
+    """The sanity properties every written interval has (crm-sales has no returns)."""
+    q = frame[["p10", "p50", "p90"]]
+    assert (q["p10"] <= q["p50"]).all() and (q["p50"] <= q["p90"]).all()
+    assert (q["p10"] >= frame["closed_to_date"] - 1e-6).all() and (q.to_numpy() >= 0).all()
+    assert frame["p_attain"].dropna().between(0, 1).all()
+    assert not any(n.startswith("interval check") for n in frame.attrs["notes"])
+    nodes = simulation.nodes
+    for parent in np.flatnonzero((nodes[S.LEVEL] != S.LEVEL_REP).to_numpy()):
+        children = np.flatnonzero((nodes["parent"] == parent).to_numpy())
+        if children.size:
+            np.testing.assert_allclose(simulation.draws[:, children].sum(axis=1),
+                                       simulation.draws[:, parent], rtol=1e-9)
+
+
+def _crm_targets(tables: Tables, period: str) -> pd.DataFrame:
+    """A target of 20,000 per rep of the org chart, summed up the hierarchy."""
+    org = tables[S.ORG]
+    reps = pd.DataFrame({S.LEVEL: S.LEVEL_REP, S.KEY: org[S.REP], S.AMOUNT: 20_000.0})
+    teams = org.groupby(S.TEAM).size().mul(20_000.0).rename(S.AMOUNT).reset_index()
+    regions = org.groupby(S.REGION).size().mul(20_000.0).rename(S.AMOUNT).reset_index()
+    frames = [reps, teams.rename(columns={S.TEAM: S.KEY}).assign(**{S.LEVEL: S.LEVEL_TEAM}),
+              regions.rename(columns={S.REGION: S.KEY}).assign(**{S.LEVEL: S.LEVEL_REGION}),
+              pd.DataFrame({S.LEVEL: [S.LEVEL_COMPANY], S.KEY: [S.COMPANY_KEY],
+                            S.AMOUNT: [20_000.0 * len(org)]})]
+    return pd.concat(frames, ignore_index=True).assign(**{S.PERIOD: period})
+
+
+@pytest.mark.shared_data
+def test_a_three_month_old_crm_answers_with_sane_intervals(real_data) -> None:
+    """crm-sales cut to three months: deals, no closed deal and no order yet, no targets."""
+    tables = load_tables(str(real_data("crm-sales", 3)))
+    as_of = default_as_of(tables)
+    result = run_feasibility(tables, "2017Q1", as_of, draws=1000, all_nodes=True,
+                             use_churn=False, models={})
+    win_notes = [n for n in result.notes if n.startswith("win model:")]
+    assert len(win_notes) == 1 and "flat 20%" in win_notes[0]
+    assert any("wide default spread" in n for n in result.notes)
+    frame = result.frame
+    company = frame[frame[S.LEVEL] == S.LEVEL_COMPANY].iloc[0]
+    assert company["closed_to_date"] == 0 and company["p10"] > 0
+    assert company["p90"] > 1.5 * company["p10"]  # a guessed win rate: a wide interval
+    _sane(frame, result.simulation)
+    # With targets written for the quarter, recalibration keeps every parent's total.
+    targeted = Tables(dict(tables.frames) | {S.TARGETS: _crm_targets(tables, "2017Q1")},
+                      tables.source, tables.derived)
+    planned = run_feasibility(targeted, "2017Q1", as_of, draws=1000, use_churn=False,
+                              models={})
+    out = FZ.recalibrate(planned.frame, planned.simulation).set_index([S.LEVEL, S.KEY])
+    revised = out["recalibrated_target"]
+    assert revised[(S.LEVEL_COMPANY, S.COMPANY_KEY)] == 20_000.0 * len(tables[S.ORG])
+    assert revised.loc[S.LEVEL_REGION].sum() == pytest.approx(
+        revised[(S.LEVEL_COMPANY, S.COMPANY_KEY)], rel=1e-12)
+    assert out["p_attain_after"].between(0, 1).all()
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("months", [6, 9])
+def test_young_crm_intervals_are_sane(real_data, months: int) -> None:
+    tables = load_tables(str(real_data("crm-sales", months)))
+    as_of = default_as_of(tables)
+    period = W.period_of(as_of - pd.Timedelta(days=1), "Q")
+    result = run_feasibility(tables, period, as_of, draws=1000, all_nodes=True,
+                             use_churn=False, models={})
+    _sane(result.frame, result.simulation)
+    company = result.frame[result.frame[S.LEVEL] == S.LEVEL_COMPANY].iloc[0]
+    assert company["p10"] > company["closed_to_date"]  # open deals and run rate add revenue
+
+
+@pytest.mark.shared_data
+def test_later_rows_of_a_real_crm_change_nothing_as_of_t(real_data) -> None:
+    full = load_tables(str(real_data("crm-sales")))
+    as_of = pd.Timestamp("2017-05-15")
+    runs = [FZ.feasibility(export_at(full, cut), "2017Q2", as_of, draws=500, all_nodes=True)
+            for cut in ("2017-06-01", "2017-09-01")]
+    pd.testing.assert_frame_equal(runs[0], runs[1])

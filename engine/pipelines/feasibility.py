@@ -141,6 +141,7 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
         tables, period, as_of, draws=draws, seed=seed, win_model=win_model, churn=churn,
         levels=levels, all_nodes=all_nodes)
     notes += [n for n in simulation.notes if not n.startswith("churn:") or churn is not None]
+    notes += [n for n in frame.attrs.get("notes", []) if n.startswith("interval check")]
     frame.attrs["notes"] = notes
     return FeasibilityResult(frame, simulation, notes)
 
@@ -154,4 +155,8 @@ def run_recalibration(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
                              use_churn=use_churn, progress=progress)
     _say(progress, f"recalibrating targets ({method})")
     frame = FZ.recalibrate(result.frame, result.simulation, method=method)
+    if frame.empty:
+        return frame, [*result.notes, f"recalibration: no node has a target in {period}, so "
+                       "there is nothing to recalibrate; add a targets table (period, level, "
+                       "key, amount)"]
     return frame, [*result.notes, f"recalibration: {method}"]

@@ -1,12 +1,14 @@
 """Win / slip wiring: tables -> deal snapshots -> labelled rows -> model -> MLflow.
 
 The training rows for ``as_of`` are deals open at weekly past dates, each paired with the
-periods that date can ask about (:mod:`models.win`); a row is kept only when its period ended
-before ``as_of``, so every label was known then. The rows are split by time
-(:func:`models.win.time_split`): the booster learns on the oldest, Platt scaling is fitted on a
-later slice and the model, the historical stage-rate baseline and the current champion are all
-scored on the latest slice, so the promotion gate (log loss, lower is better) compares like
-with like.
+periods that date can ask about, and with rolling windows when a young history has too few
+calendar periods over (:func:`models.win.labelled_rows`); a row is kept only
+when its period ended before ``as_of``, so every label was known then. The rows are split by
+time, sized to the history (:func:`models.win.sized_split`): the booster learns on the oldest,
+Platt scaling is fitted on a later slice (skipped, with a note, when the history is too short
+for three slices) and the model, the historical stage-rate baseline and the current champion
+are all scored on the latest slice, so the promotion gate (log loss, lower is better) compares
+like with like, and a model that does not beat stage rates is never promoted.
 """
 
 from __future__ import annotations
@@ -92,9 +94,14 @@ def _resolve_as_of(tables: Tables, as_of: pd.Timestamp | str | None) -> pd.Times
     return default_as_of(tables)
 
 
-def fit_win_model(rows: pd.DataFrame, seed: int = 42) -> tuple[W.WinModel, W.TimeSplit,
-                                                                pd.DataFrame]:
+def fit_win_model(rows: pd.DataFrame, seed: int = 42, split: W.TimeSplit | None = None
+                  ) -> tuple[W.WinModel, W.TimeSplit, pd.DataFrame]:
     """Split rows by time, fit the model and the baseline, compare them on the holdout.
+
+    Args:
+        rows: labelled rows (:func:`models.win.labelled_rows`).
+        seed: LightGBM's seed.
+        split: their split (default :func:`models.win.sized_split`).
 
     Returns:
         The model, the split and the holdout metrics (rows ``win_model``, ``stage_rates``).
@@ -104,8 +111,9 @@ def fit_win_model(rows: pd.DataFrame, seed: int = 42) -> tuple[W.WinModel, W.Tim
     """
     if len(rows) < MIN_ROWS or rows[W.LABEL].nunique() < 2:
         raise ValueError(f"too little closed history to train the win model: {len(rows)} "
-                         f"labelled deal snapshots (at least {MIN_ROWS}, won and not won)")
-    split = W.time_split(rows)
+                         f"labelled deal snapshots (at least {MIN_ROWS}, won and not won); "
+                         "feasibility uses historical stage win rates until more deals close")
+    split = split or W.sized_split(rows)[0]
     model = W.WinModel(seed=seed).fit(split.train, split.calibrate)
     baseline = W.StageRateWinModel().fit(pd.concat([split.train, split.calibrate]))
     comparison = pd.DataFrame.from_dict(
@@ -193,12 +201,28 @@ def _data_notes(tables: Tables, rows: pd.DataFrame, split: W.TimeSplit) -> list[
                      "(the expectation recorded at creation)")
     notes.append(f"{len(rows):,} deal-period rows, {rows[W.LABEL].mean():.1%} won in period; "
                  f"{split.describe()}")
-    return notes
+    return notes + list(split.notes)
+
+
+def _check_closed(opps: pd.DataFrame, cutoff: pd.Timestamp) -> None:
+    """Raise a plain ValueError when no deal was won, or none lost, before ``cutoff``."""
+    closed = opps[(opps[S.STATUS] != S.STATUS_OPEN) & (opps[S.CLOSE_DATE] < cutoff)]
+    won = int((closed[S.STATUS] == S.STATUS_WON).sum())
+    if won == 0 or won == len(closed):
+        raise ValueError(
+            f"{len(closed):,} deals closed before {cutoff.date()} ({won:,} won): the win model "
+            "needs won and lost deals to learn from; until then feasibility counts open deals "
+            "at historical stage win rates (a flat "
+            f"{W.FLAT_WIN_RATE:.0%} while nothing has closed)")
 
 
 def train_win(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed: int = 42,
               progress: Progress | None = None, snapshot_days: int = 7) -> WinTraining:
     """Train the win / slip model, evaluate on a later slice, log and register a challenger.
+
+    The stage-rate baseline's log loss on the same holdout is registered with the version: a
+    model that does not beat it is registered but never promoted (:func:`engine.tracking
+    .promote`), and feasibility keeps using stage rates.
 
     Args:
         tables: validated tables with ``opportunities``.
@@ -212,19 +236,27 @@ def train_win(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed: 
         ValueError: no opportunities, or too little closed history.
     """
     cutoff = _resolve_as_of(tables, as_of)
+    _check_closed(tables[S.OPPORTUNITIES], cutoff)
     dates = W.snapshot_dates(tables, cutoff, every_days=snapshot_days)
     _say(progress, f"reconstructing the pipeline at {len(dates)} past dates")
     snapshots = W.deal_snapshots(tables, dates)
-    rows = W.win_training_rows(snapshots, tables[S.OPPORTUNITIES], cutoff)
+    rows, split, _ = W.labelled_rows(snapshots, tables[S.OPPORTUNITIES], cutoff)
     _say(progress, f"training LightGBM on {len(rows):,} deal-period rows")
-    model, split, comparison = fit_win_model(rows, seed)
+    model, split, comparison = fit_win_model(rows, seed, split)
     notes = _data_notes(tables, rows, split)
     champion_value = _champion_value(split.holdout, notes)
+    gate = comparison[GATE_METRIC].astype(float)
+    baseline_value, own_value = float(gate[BASELINE]), float(gate["win_model"])
+    if not own_value < baseline_value:
+        notes.append(f"the model's {GATE_METRIC} {own_value:.4f} does not beat stage rates' "
+                     f"{baseline_value:.4f} on the holdout: it is registered but will not be "
+                     "promoted, and feasibility keeps using stage rates")
     metrics = _metrics(comparison, champion_value)
     params = {"as_of": str(cutoff.date()), "seed": seed, "snapshot_days": snapshot_days,
               "snapshots": len(dates), "rows": len(rows), "gate_metric": GATE_METRIC,
               "calibrate_from": str(split.calibrate_from.date()),
-              "holdout_from": str(split.holdout_from.date()),
+              "holdout_from": str(split.holdout_from.date()), "slices": split.slices,
+              "rolling_windows": any("rolling windows" in n for n in split.notes),
               "features": model.numeric_ + list(model.categories_)}
     _say(progress, "logging to MLflow")
     with tempfile.TemporaryDirectory() as tmp:
@@ -233,6 +265,7 @@ def train_win(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed: 
             metrics=metrics, gate_metric=GATE_METRIC, greater_is_better=False,
             holdout=_fingerprint(split.holdout), champion_value=champion_value,
             artifacts=_artifacts(model, split.holdout, comparison, Path(tmp)),
+            baseline=(BASELINE, baseline_value),
         )
     return WinTraining(run.run_id, run.version, run.model_name, run.metrics, comparison, notes,
                        model, champion_value, split)

@@ -16,20 +16,24 @@ pipeline on a temporary MLflow store, then scored next to its peers on the same 
 - ``win`` (crm-sales, ~14.4 months): ours (:func:`engine.pipelines.win.train_win`) vs the
   historical stage rates, log loss and ROC-AUC on the pipeline's holdout.
 - ``forecast`` (aus-retail: the 20 largest State x Industry series, summed per state; superstore:
-  per ship region): the history is the N months before a fixed origin (the forecast origin: so
-  every length forecasts the same months), the holdout the ``min(N, 12)`` months after it.
-  Ours (:class:`models.forecast.RevenueForecaster` on the pipeline's series, without Prophet to
-  keep the sweep short) vs statsforecast AutoETS and seasonal naive (naive while the history is
-  shorter than a season), both with their own 80% intervals: MASE (scaled by the history's
-  seasonal, else lag-1, naive error; mean over the company and every level key) and the share of
-  actuals inside the 80% interval.
+  per ship region; monthly): from each of up to three origins (1 January of the data's last
+  years), the history is the N months before the origin and the holdout the ``min(N, 12)``
+  months after it. Ours is ``train forecast`` (:func:`engine.pipelines.forecast.train_forecast`
+  with ``as_of`` = the origin, on a temporary registry, its gate recorded; without Prophet to
+  keep the sweep short), or ``forecast --fit`` (:func:`forecast_fresh`) where training refuses;
+  peers are statsforecast AutoETS and seasonal naive (naive while the history is shorter than a
+  season), with their own 80% intervals. Metrics: MASE (scaled by the seasonal naive error of
+  the 36 months before the origin, the same for every history length; mean over the company and
+  every level key, then over origins) and the share of actuals inside the 80% interval.
 - ``feasibility`` (crm-sales with each node's prior-quarter revenue as its target, as
   benchmarks/feasibility_replay.py does): ``p_attain`` of
   :func:`engine.pipelines.feasibility.run_feasibility` at the cut, for the quarter in progress
   then, vs the pace rule (closed so far / share of the quarter elapsed, through a lognormal whose
   spread is the dispersion of log(actual / pace) at that level in earlier quarters): Brier score
-  against whether each node reached its target. The win model is ours when it passed the
-  promotion gate at that cut, else the stage-rate fallback (what the product would use).
+  against whether each node reached its target (when no node has a target in that quarter, the
+  next one is scored as a plan check made at the cut, ours alone). The win model is ours when
+  it passed the promotion gate at that cut, else the stage-rate fallback (what the product
+  would use); no churn adjustment.
 
 A cell whose dataset is shorter than N is skipped and said so. Each cell records whether our
 model answered, its metric next to the best peer's and whether the trained model passed the
@@ -105,6 +109,9 @@ MAX_HORIZON = 12
 SEASON = 12
 AUS_SERIES = 20
 FORECAST_ORIGINS = 3  # the last three Januaries that leave enough history
+# MASE is scaled by the naive error of the 36 months before the origin (whatever the history
+# length given to the models), so one origin's MASE compares across history lengths.
+SCALE_MONTHS = 36
 DRAWS = 2000
 # Metric -> "higher" / "lower" is better; coverage is best nearest its nominal 80%.
 DIRECTION = {"roc_auc": "higher", "pr_auc": "higher", "log_loss": "lower", "brier": "lower",
@@ -507,8 +514,9 @@ def mase_and_coverage(history: pd.DataFrame, forecast: pd.DataFrame, actual: pd.
     """Mean MASE over series and share of actuals inside ``[p10, p90]``, and periods missed.
 
     All frames are long ``level, key, ds`` with ``y`` (history, actual) or ``yhat``,
-    ``yhat_p10``, ``yhat_p90`` (forecast). A series' MASE uses its own history's scale; an
-    actual with no forecast counts as missed (returned), not as an error.
+    ``yhat_p10``, ``yhat_p90`` (forecast). A series' MASE is scaled by ``history``'s in-sample
+    seasonal (else lag-1) naive error; an actual with no forecast counts as missed (returned),
+    not as an error.
     """
     keys = [S.LEVEL, S.KEY]
     scales = history.sort_values(S.DS).groupby(keys)[S.Y].apply(
@@ -649,17 +657,20 @@ def forecast_cell(cell: Cell, data: ForecastData, months: int) -> Cell:
         tables = cut_history(data.tables, months, start=origin - pd.DateOffset(months=months))
         history = _history_series(tables, data.level, origin)
         actual = _actuals(data.tables, data.level, origin, horizon)
+        scale_history = _history_series(cut_history(
+            data.tables, SCALE_MONTHS, start=origin - pd.DateOffset(months=SCALE_MONTHS)),
+            data.level, origin)
         series = history.groupby([S.LEVEL, S.KEY]).ngroups
         frame, passed, remark = ours_forecast(tables, history, data.level, origin, horizon)
         gates.append(passed)
         how.add(remark)
-        mase, coverage, missed = mase_and_coverage(history, frame, actual)
+        mase, coverage, missed = mase_and_coverage(scale_history, frame, actual)
         per_origin.setdefault(OURS, []).append((mase, coverage))
         if missed:
             notes.append(f"at {origin.date()} ours left {missed} holdout series-months "
                          "unforecast")
         for name, peer in peer_forecasts(history, horizon, origin).items():
-            p_mase, p_cov, _ = mase_and_coverage(history, peer, actual)
+            p_mase, p_cov, _ = mase_and_coverage(scale_history, peer, actual)
             per_origin.setdefault(name, []).append((p_mase, p_cov))
     cell.answered = len(per_origin.get(OURS, [])) == len(origins) > 0
     for name, values in per_origin.items():

@@ -120,6 +120,8 @@ class DataEnd:
         last: period number of the last period holding data (complete or not).
         partial: whether that period is incomplete.
         covered: the share of the last period's days the data covers (1.0 when complete).
+        first_covered: the share of the first period's days the data covers (data that starts
+            mid-month leaves its first month short, just like a partial last one).
     """
 
     granularity: str
@@ -127,6 +129,7 @@ class DataEnd:
     last: int
     partial: bool
     covered: float
+    first_covered: float = 1.0
 
     def last_start(self, freq: str) -> pd.Timestamp:
         return pd.Timestamp(period_starts(np.array([self.last]), freq)[0])
@@ -168,7 +171,14 @@ def data_end_of(dates: np.ndarray, freq: str, as_of: pd.Timestamp | None = None)
     last = int(period_ordinals(np.array([until - np.timedelta64(1, "ns")]), freq)[0])
     start, end = period_starts(np.array([last, last + 1]), freq)
     covered = float((until - start) / (end - start))
-    return DataEnd(native, pd.Timestamp(until), last, bool(end > until), min(covered, 1.0))
+    first_covered = 1.0
+    if native == "D":
+        first_day = dates.min().astype("datetime64[D]").astype("datetime64[ns]")
+        first = int(period_ordinals(np.array([first_day]), freq)[0])
+        begin, stop = period_starts(np.array([first, first + 1]), freq)
+        first_covered = float((stop - first_day) / (stop - begin))
+    return DataEnd(native, pd.Timestamp(until), last, bool(end > until), min(covered, 1.0),
+                   first_covered)
 
 
 def _level_codes(events: pd.DataFrame, level: str) -> tuple[np.ndarray, np.ndarray]:

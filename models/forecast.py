@@ -742,7 +742,7 @@ class RevenueForecaster:
                        else short_min_history(n_periods, season))
         if min_history < season and self.min_history is None:
             notes.append(
-                f"short history ({n_periods} periods, under the {season} of a season): series "
+                f"short history ({n_periods} periods, under two seasons of {season}): series "
                 f"with at least {min_history} observations get every candidate, and backtest "
                 "windows start from that much history")
         tree, panel, tree_rows = self._align_tree(panel, hierarchy, notes)

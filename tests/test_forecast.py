@@ -469,8 +469,8 @@ def test_an_earlier_as_of_forecasts_from_there() -> None:
     assert frame[S.DS].min() == T("2019-07-01")  # June is the last month seen
 
 
-def daily_tables(end: str) -> Tables:
-    days = pd.date_range("2019-01-01", end)
+def daily_tables(end: str, start: str = "2019-01-01") -> Tables:
+    days = pd.date_range(start, end)
     rng = np.random.default_rng(5)
     orders = pd.DataFrame({S.ORDER_ID: [str(i) for i in range(len(days))], S.CUSTOMER_ID: "c1",
                            S.ORDER_DATE: days.strftime("%Y-%m-%d"),
@@ -490,6 +490,12 @@ def test_trailing_partial_month_is_forecast_whole_and_never_below_what_it_booked
     march = frame.iloc[0]
     assert march[YHAT_P10] >= booked - 1e-6 and march[YHAT] >= booked - 1e-6
     assert any("2020-03-01, is incomplete: the data covers 87% of its days" in n for n in notes)
+
+
+def test_a_first_month_covered_in_part_is_left_out_of_training() -> None:
+    tables = daily_tables("2020-06-30", start="2019-01-20")
+    _, notes = forecast_fresh(tables, freq="M", horizon=2, candidates=CHEAP)
+    assert any("the first month, 2019-01-01, is covered only 39%" in n for n in notes)
 
 
 def test_sane_intervals_orders_clips_and_keeps_the_mean_inside() -> None:

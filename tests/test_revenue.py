@@ -366,3 +366,10 @@ def test_series_of_monthly_rows_keep_their_last_month(dated: str) -> None:
     assert series[S.DS].tolist() == list(pd.date_range("2018-01-01", periods=6, freq="MS"))
     assert series[S.Y].tolist() == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
     assert not series[PARTIAL].any()
+
+
+def test_a_first_period_covered_in_part_is_measured() -> None:
+    days = pd.date_range("2020-01-10", "2020-04-30").to_numpy()
+    assert data_end_of(days, "M").first_covered == pytest.approx(22 / 31)
+    assert data_end_of(days, "D").first_covered == 1.0
+    assert data_end_of(monthly_dates("mid").to_numpy(), "M").first_covered == 1.0

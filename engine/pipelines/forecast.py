@@ -177,13 +177,26 @@ def _series(tables: Tables, freq: str, levels: Sequence[str], as_of: pd.Timestam
     end: DataEnd = series.attrs["data_end"]
     flagged = series[PARTIAL].astype(bool)
     complete, partial = series[~flagged], series[flagged]
+    complete, lead_note = _without_short_first_period(complete, end, freq)
     if complete.empty:
         name = _PERIOD_NAMES[freq]
         raise ValueError(
             f"no complete {name} before {end.observed_until.date()} yet (the data covers "
             f"{end.covered:.0%} of the first one): forecast at a finer --freq")
-    notes = _end_notes(complete, partial, end, freq)
+    notes = _end_notes(complete, partial, end, freq) + lead_note
     return _Series(complete.reset_index(drop=True), partial.reset_index(drop=True), end, notes)
+
+
+def _without_short_first_period(complete: pd.DataFrame, end: DataEnd, freq: str
+                                ) -> tuple[pd.DataFrame, list[str]]:
+    """The complete periods without a first one the data covers only in part (it would read as
+    a slump), when at least three periods remain."""
+    first = complete[S.DS].min()
+    if end.first_covered >= 1.0 or complete[S.DS].nunique() < 4:
+        return complete, []
+    note = (f"the first {_PERIOD_NAMES[freq]}, {first.date()}, is covered only "
+            f"{end.first_covered:.0%} by the data: left out of training")
+    return complete[complete[S.DS] > first], [note]
 
 
 def _end_notes(complete: pd.DataFrame, partial: pd.DataFrame, end: DataEnd, freq: str

@@ -140,6 +140,16 @@ def model_name(kind: str) -> str:
     return kind if kind.startswith(_PREFIX) else f"{_PREFIX}{kind}"
 
 
+def _command_args(kind: str) -> str:
+    """The CLI words that name a model kind: ``forecast-W-product`` -> ``forecast --freq W
+    --level product`` (one forecaster per frequency and level group)."""
+    model, _, rest = kind.partition("-")
+    if not rest:
+        return kind
+    freq, _, group = rest.partition("-")
+    return f"{model} --freq {freq}" + ("" if group in ("", "company") else f" --level {group}")
+
+
 def _artifact_root(tracking_uri: str) -> str | None:
     """Artifacts live beside a SQLite store (``mlruns/`` next to ``mlflow.db``)."""
     if not tracking_uri.startswith("sqlite:///"):
@@ -335,7 +345,8 @@ def promote(kind: str, version: str | None = None, force: bool = False) -> Promo
     client = MlflowClient()
     candidate = version or _alias_version(name, CHALLENGER)
     if candidate is None:
-        raise ChampionMissingError(f"no challenger for {name}: run `quotacast train {kind}` first")
+        raise ChampionMissingError(f"no challenger for {name}: run `quotacast train "
+                                   f"{_command_args(kind)}` first")
     tags = dict(client.get_model_version(name, candidate).tags)
     champion = _alias_version(name, CHAMPION)
     if champion == candidate:
@@ -369,8 +380,8 @@ def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
     mv = _by_alias(client, name, alias)
     if mv is None:
         raise ChampionMissingError(
-            f"no {alias} for {name} yet: run `quotacast train {kind}` then "
-            f"`quotacast promote {kind}`"
+            f"no {alias} for {name} yet: run `quotacast train {_command_args(kind)}` then "
+            f"`quotacast promote {_command_args(kind)}`"
         )
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
     estimator = pyfunc.unwrap_python_model().estimator

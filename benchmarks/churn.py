@@ -1,32 +1,31 @@
-"""Churn models on one holdout each: ours vs recency rule, RFM logistic and BG/NBD; scoring speed.
+"""Churn on real histories of every length: ours vs BG/NBD, recency and RFM, same holdout each.
 
 Usage::
 
-    .venv/bin/python benchmarks/churn.py [--retail ../shared/data/online-retail] [--no-large]
+    .venv/bin/python benchmarks/churn.py [--data ../data] [--months 3 6 9 13] [--no-demo]
+        [--no-large]
 
-Prints one table (dataset, split, model, ROC-AUC, PR-AUC, Brier, top-decile lift) and one line
-for scoring the ``large`` demo company end to end. Needs ``lifetimes`` (a dev-only dependency)
-for BG/NBD.
+Prints one table (dataset, months, horizon, model, ROC-AUC, PR-AUC, Brier, top-decile lift, n)
+and, unless ``--no-large``, one line for scoring the ``large`` demo company end to end.
 
-Datasets and splits (every model of a dataset and split sees the same rows):
+Cases (every model of a case is scored on the same holdout customers):
 
-- ``demo``: the ``medium`` demo company, split exactly as ``quotacast train churn`` splits it
-  (:func:`engine.pipelines.churn.plan_split`: training, calibration and holdout label windows
-  never overlap).
-- ``online-retail``, holdout as of 2011-06-01, horizon 180 days. The data starts 2010-12-01,
-  so no training snapshot can have a 180-day label window that ends before 2011-06-01, and
-  ``train churn`` refuses. Two honest-about-it variants are reported:
-  ``overlap``: training snapshots 2011-01..04 and calibration 2011-05 with 180-day labels
-  that run into the holdout's label window (optimistic for the supervised models: ours, RFM
-  and the rule's link were fitted on outcomes of the holdout period);
-  ``strict-90d``: 90-day labels for training (2011-01..02) and calibration (2011-03), whose
-  windows all end before 2011-06-01; the supervised models then rank by 90-day risk and their
-  probabilities are for 90 days, so only the ranking metrics compare.
-- BG/NBD (``lifetimes.BetaGeoFitter``) is fitted on purchase days before the holdout's as_of
-  and needs no labels; its churn probability is the model's probability of no purchase within
-  the horizon, ``1 - P(alive) * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x))``.
+- ``online-retail`` cut to its first 3, 6, 9 and 13 months (``engine.history.cut_history``;
+  the file holds 12.3 months, so 13 is all of it), split exactly as ``quotacast train churn``
+  splits it without ``--horizon-days`` (:func:`engine.pipelines.churn.candidate_splits`), and
+  the whole file again with the 60-day horizon of issue 13;
+- ``crm-sales`` and ``superstore`` (whole imports): the gate must refuse a chance-level model;
+- ``demo (medium)``: the generated company, 180-day horizon.
 
-Scoring speed: the model trained on the demo company scores the ``large`` company
+Models: ``ours`` is what training registers (the best candidate on the holdout); ``lightgbm``
+(stacked on point-in-time BG/NBD outputs) and ``bg_nbd`` (our scipy BG/NBD, refitted on the
+purchases before the holdout) are the candidates; ``bg_nbd (lifetimes)`` is the same model from
+the ``lifetimes`` library (dev dependency), an independent check of ours; ``recency_rule`` (days
+since the last order against the customer's own cycle), ``recency (days)`` (plain days since the
+last order) and ``rfm_logistic`` are the baselines. The ``gate`` column says whether the
+registered model would be promotable (beats the recency rule, or chance when higher).
+
+Scoring speed: a model trained on the demo company scores the ``large`` company
 (:func:`engine.pipelines.churn.score_churn`: features at the data end, probabilities, reasons)
 in a fresh subprocess that loads the cached tables (not timed), resets the kernel's peak-RSS
 mark, scores, and reports wall seconds and peak resident memory.
@@ -41,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,32 +52,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine import schemas as S  # noqa: E402
-from engine.io import Tables, validate_tables  # noqa: E402
-from engine.pipelines.churn import (  # noqa: E402
-    LOOKBACK_DAYS,
-    evaluate_models,
-    fit_baselines,
-    plan_split,
-    score_churn,
-    tables_before,
-)
-from engine.summary import data_end  # noqa: E402
+from engine.io import Tables, load_tables  # noqa: E402
+from engine.pipelines import churn as pipeline  # noqa: E402
+from engine.pipelines.churn import score_churn, tables_before  # noqa: E402
+from engine.summary import default_as_of  # noqa: E402
 from features.labels import CHURNED  # noqa: E402
-from features.table import training_table  # noqa: E402
-from models.churn import ChurnModel  # noqa: E402
 from models.classification import classification_metrics  # noqa: E402
 
-__all__ = ["bgnbd_churn", "main"]
+__all__ = ["bgnbd_churn", "main", "run_case"]
 
 HORIZON = 180
-RETAIL_HOLDOUT = pd.Timestamp("2011-06-01")
 SHOWN = ("roc_auc", "pr_auc", "brier", "top_decile_lift", "base_rate", "n")
 GIB = 2**30
-BGNBD_PENALTIES = (0.0, 0.01, 0.1, 1.0)
+BGNBD_PENALTIES = (0.0, 0.001, 0.01, 0.1, 1.0)
 _DAY = pd.Timedelta(days=1)
 
 
-# --- BG/NBD ------------------------------------------------------------------------------------
+# --- BG/NBD from lifetimes, an independent check ----------------------------------------------
 
 
 def _fit_bgnbd(x: pd.Series, recency: pd.Series, age: pd.Series) -> tuple[Any, float]:
@@ -88,7 +79,9 @@ def _fit_bgnbd(x: pd.Series, recency: pd.Series, age: pd.Series) -> tuple[Any, f
 
     for penalty in BGNBD_PENALTIES:
         try:
-            return BetaGeoFitter(penalizer_coef=penalty).fit(x, recency, age), penalty
+            with warnings.catch_warnings():  # lifetimes' optimizer probes log(0) on the way
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return BetaGeoFitter(penalizer_coef=penalty).fit(x, recency, age), penalty
         except ConvergenceError:
             continue
     raise RuntimeError(f"BG/NBD did not converge with any penalty in {BGNBD_PENALTIES}")
@@ -96,7 +89,7 @@ def _fit_bgnbd(x: pd.Series, recency: pd.Series, age: pd.Series) -> tuple[Any, f
 
 def bgnbd_churn(orders: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int,
                 customers: pd.Series) -> np.ndarray:
-    """P(no purchase in ``[as_of, as_of + horizon)``) under a BG/NBD fitted before as_of.
+    """P(no purchase in ``[as_of, as_of + horizon)``) under lifetimes' BG/NBD fitted before as_of.
 
     Purchase days (a positive amount) before as_of give each customer's repeat frequency x,
     recency and age T, in days. Given alive, the posterior purchase rate is Gamma(r + x,
@@ -110,92 +103,79 @@ def bgnbd_churn(orders: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int,
     recency = (summary["last"] - summary["first"]).dt.days.astype(float)
     age = (as_of - summary["first"]).dt.days.astype(float)
     model, penalty = _fit_bgnbd(x, recency, age)
-    alive = np.asarray(model.conditional_probability_alive(x, recency, age), dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        alive = np.asarray(model.conditional_probability_alive(x, recency, age), dtype=float)
     r, alpha = float(model.params_["r"]), float(model.params_["alpha"])
     quiet = ((alpha + age) / (alpha + age + horizon_days)) ** (r + x)
     p_churn = pd.Series(1 - alive * (1 - quiet.to_numpy()), index=summary.index)
-    params = ", ".join(f"{k} {v:.3g}" for k, v in model.params_.items())
-    print(f"  BG/NBD at {as_of.date()}: {params} (penalty {penalty})", file=sys.stderr)
+    print(f"  lifetimes BG/NBD at {as_of.date()}: penalty {penalty}", file=sys.stderr)
     out = p_churn.reindex(customers.to_numpy()).to_numpy()
     if np.isnan(out).any():
         raise RuntimeError("BG/NBD gave no probability for some holdout customers")
     return out
 
 
-# --- one dataset, one split --------------------------------------------------------------------
+# --- one case -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Case:
-    """A dataset and a split: which snapshots train, calibrate and test, with which horizons."""
+    """A dataset at a history length, with a horizon (None: as training would choose it)."""
 
     dataset: str
-    split: str
+    months: str
     tables: Tables
-    train: tuple[pd.Timestamp, ...]
-    calibration: pd.Timestamp
-    holdout: pd.Timestamp
-    last_day: pd.Timestamp
-    train_horizon: int = HORIZON
+    horizon_days: int | None = None
 
 
-def run_case(case: Case) -> tuple[pd.DataFrame, ChurnModel]:
-    """Fit every model on the case's training rows and score them on its holdout."""
-    fit_rows = training_table(case.tables, [*case.train, case.calibration], case.train_horizon,
-                              LOOKBACK_DAYS, case.last_day)
-    holdout = training_table(case.tables, [case.holdout], HORIZON, LOOKBACK_DAYS, case.last_day)
-    train = fit_rows.loc[fit_rows[S.AS_OF] != case.calibration]
-    calibration = fit_rows.loc[fit_rows[S.AS_OF] == case.calibration]
+def run_case(case: Case) -> tuple[pd.DataFrame, Any]:
+    """Split as ``train churn`` would, fit candidates and baselines, score all on the holdout."""
     start = time.perf_counter()
-    ours = ChurnModel(random_state=42).fit(train, train[CHURNED], calibration,
-                                           calibration[CHURNED])
-    fitted = time.perf_counter() - start
-    table = evaluate_models({"ours (LightGBM)": ours, **fit_baselines(fit_rows)}, holdout)
-    table = table.rename(index={"recency_rule": "recency rule", "rfm_logistic": "RFM logistic"})
-    p_bg = bgnbd_churn(case.tables.orders, case.holdout, HORIZON, holdout[S.CUSTOMER_ID])
-    table.loc["BG/NBD"] = classification_metrics(holdout[CHURNED].to_numpy(), p_bg)
-    print(f"{case.dataset} {case.split}: {len(train):,} training rows, {len(calibration):,} "
-          f"calibration rows, {len(holdout):,} holdout customers; ours kept "
-          f"{ours.best_iteration_} trees ({ours.calibration_method_}) in {fitted:.1f} s",
-          file=sys.stderr)
-    return table.assign(dataset=case.dataset, split=case.split).reset_index(), ours
-
-
-def demo_case(tables: Tables) -> Case:
-    """The split ``train churn`` would make at the data end."""
-    cutoff = data_end(tables)
-    past = tables_before(tables, cutoff)
-    first = pd.Timestamp(past.orders[S.ORDER_DATE].min())
-    split = plan_split(first, cutoff - _DAY, HORIZON)
-    return Case("demo (medium)", "strict", past, split.train, split.calibration, split.holdout,
-                split.last_day)
-
-
-def retail_cases(tables: Tables) -> list[Case]:
-    """The two online-retail variants around the 2011-06-01 holdout (see the module doc)."""
-    last = pd.Timestamp(tables.orders[S.ORDER_DATE].max()).normalize()
-    first = pd.Timestamp(tables.orders[S.ORDER_DATE].min())
+    cutoff = default_as_of(case.tables)
+    past = tables_before(case.tables, cutoff)
+    split, train, holdout = pipeline._labelled(past, cutoff, case.horizon_days)
+    notes: list[str] = []
+    candidates = pipeline._fit_candidates(train, split.horizon_days, 42, notes)
+    models = {**candidates, **pipeline.fit_baselines(train)}
+    table = pipeline.evaluate_models(models, holdout)
+    chosen = pipeline._best_candidate(table, candidates)
+    baseline = pipeline.gate_baseline(table, holdout)
+    value = float(table["pr_auc"].astype(float).to_dict()[chosen])
+    gate = "promotable" if value > baseline[1] else f"refused (< {baseline[0]})"
+    y = holdout[CHURNED].to_numpy()
+    recency = holdout["hist_recency_days"].to_numpy(dtype=float)
+    table.loc["recency (days)"] = classification_metrics(
+        y, (pd.Series(recency).rank(pct=True).fillna(1.0) * 0.98 + 0.01).to_numpy())
     try:
-        plan_split(first, RETAIL_HOLDOUT + pd.Timedelta(days=HORIZON - 1), HORIZON)
-    except ValueError as exc:
-        print(f"online-retail: train churn would refuse: {exc}", file=sys.stderr)
-    months = [pd.Timestamp(f"2011-{m:02d}-01") for m in range(1, 6)]
-    return [
-        Case("online-retail", "overlap", tables, tuple(months[:4]), months[4], RETAIL_HOLDOUT,
-             last),
-        Case("online-retail", "strict-90d", tables, tuple(months[:2]), months[2],
-             RETAIL_HOLDOUT, last, train_horizon=90),
-    ]
+        p_bg = bgnbd_churn(past.orders, split.holdout, split.horizon_days,
+                           holdout[S.CUSTOMER_ID])
+        table.loc["bg_nbd (lifetimes)"] = classification_metrics(y, p_bg)
+    except (ImportError, RuntimeError) as exc:
+        print(f"  lifetimes BG/NBD left out: {exc}", file=sys.stderr)
+    table.loc[f"ours = {chosen}"] = table.loc[chosen]
+    print(f"{case.dataset} {case.months}: {split.horizon_days}-day horizon, "
+          f"{len(split.train)} snapshots, {len(train):,} training rows, {len(holdout):,} "
+          f"holdout customers (as of {split.holdout.date()}); {gate}; "
+          f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+    order = [f"ours = {chosen}", "lightgbm", "bg_nbd", "bg_nbd (lifetimes)", "recency_rule",
+             "recency (days)", "rfm_logistic"]
+    table = table.loc[[m for m in order if m in table.index]]
+    out = table.assign(dataset=case.dataset, months=case.months,
+                       horizon=split.horizon_days, gate=gate)
+    return out.rename_axis("model").reset_index(), candidates.get("lightgbm")
 
 
-def retail_tables(source: Path) -> Tables:
-    from engine.importers import import_dataset
+def real_cases(root: Path, months: list[int]) -> list[Case]:
+    """online-retail at each history length, its 60-day case, crm-sales and superstore."""
+    from engine.history import cut_history
 
-    result = import_dataset("online-retail", source)
-    tables, problems = validate_tables(result.frames)
-    if problems:
-        raise SystemExit(f"online-retail does not validate: {problems[:3]}")
-    return tables
+    retail = load_tables(str(root / "online-retail"))
+    cases = [Case("online-retail", f"{m}m", cut_history(retail, m)) for m in months]
+    cases.append(Case("online-retail", "13m", retail, 60))
+    cases += [Case(name, "all", load_tables(str(root / name)))
+              for name in ("crm-sales", "superstore")]
+    return cases
 
 
 # --- scoring the large company in a subprocess -------------------------------------------------
@@ -237,7 +217,7 @@ def score_child(folder: Path, model_path: Path) -> dict[str, float]:
             "known_customers": float(tables.customers[S.CUSTOMER_ID].nunique())}
 
 
-def score_large(model: ChurnModel, cache: Path, seed: int) -> dict[str, float]:
+def score_large(model: Any, cache: Path, seed: int) -> dict[str, float]:
     folder = prepare_large(cache, seed)
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / "model.pkl"
@@ -255,9 +235,11 @@ def score_large(model: ChurnModel, cache: Path, seed: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     """Print the comparison table, then the large-scoring line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--retail", type=Path, default=REPO.parent / "shared" / "data"
-                        / "online-retail")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "data",
+                        help="imported datasets (online-retail, crm-sales, superstore)")
+    parser.add_argument("--months", type=int, nargs="+", default=[3, 6, 9, 13])
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--no-demo", action="store_true")
     parser.add_argument("--no-large", action="store_true")
     parser.add_argument("--cache", type=Path,
                         default=Path(tempfile.gettempdir()) / "quotacast-bench-churn")
@@ -267,19 +249,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         print(json.dumps(score_child(args.child, args.model)))
         return
-    from engine.synthetic import generate
+    cases = real_cases(args.data, args.months)
+    if not args.no_demo:
+        from engine.io import validate_tables
+        from engine.synthetic import generate
 
-    retail = retail_tables(args.retail)
-    demo = validate_tables(generate("medium", seed=args.seed))[0]
-    rows = []
-    for case in retail_cases(retail):
-        rows.append(run_case(case)[0])
-    demo_rows, ours = run_case(demo_case(demo))
-    rows.append(demo_rows)
-    table = pd.concat(rows, ignore_index=True)[["dataset", "split", "model", *SHOWN]]
+        demo = validate_tables(generate("medium", seed=args.seed))[0]
+        cases.append(Case("demo (medium)", "all", demo, HORIZON))
+    rows, ours = [], None
+    for case in cases:
+        table, model = run_case(case)
+        rows.append(table)
+        ours = model if case.dataset.startswith("demo") else ours
+    table = pd.concat(rows, ignore_index=True)[["dataset", "months", "horizon", "model",
+                                                *SHOWN, "gate"]]
     table["n"] = table["n"].astype(int)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if not args.no_large:
+    if not args.no_large and ours is not None:
         m = score_large(ours, args.cache, args.seed)
         print(f"\nscore churn, large company: {m['customers']:,.0f} active customers (of "
               f"{m['known_customers']:,.0f}) scored with reasons in {m['seconds']:.1f} s; peak "

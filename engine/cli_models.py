@@ -36,7 +36,10 @@ score_app = typer.Typer(help="Score with the champion model.", no_args_is_help=T
 plan_app = typer.Typer()
 
 HorizonOpt = Annotated[
-    int, typer.Option("--horizon-days", min=7, max=730, help="Churn horizon H in days.")
+    int | None,
+    typer.Option("--horizon-days", min=7, max=730,
+                 help="Churn horizon H in days (default: train picks the longest of "
+                      "180/90/60/30 the history allows; score uses the model's)."),
 ]
 
 
@@ -60,10 +63,10 @@ def train_churn_cmd(
     ctx: typer.Context,
     data: DataOpt = None,
     as_of: AsOfOpt = None,
-    horizon_days: HorizonOpt = 180,
+    horizon_days: HorizonOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train the churn model on monthly snapshots, evaluate it on a later slice, register it."""
+    """Train LightGBM and BG/NBD on weekly snapshots, evaluate on a later one, register the best."""
     from engine.pipelines.churn import train_churn
 
     when = parse_as_of(as_of)
@@ -111,7 +114,7 @@ def score_churn_cmd(
     ctx: typer.Context,
     data: DataOpt = None,
     as_of: AsOfOpt = None,
-    horizon_days: HorizonOpt = 180,
+    horizon_days: HorizonOpt = None,
     owner: Annotated[str | None, typer.Option(help="Only this account manager's customers.")]
     = None,
     out: OutOpt = None,
@@ -119,16 +122,19 @@ def score_churn_cmd(
 ) -> None:
     """At-risk customers, riskiest first by revenue at risk, with the reasons in plain words."""
     from engine import tracking
-    from engine.pipelines.churn import score_churn
+    from engine.pipelines.churn import score_churn, score_churn_fallback
 
     when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
     use_tracking(ctx)
     with err.status("scoring churn risk"):
         try:
-            scores = score_churn(tables, as_of=when, horizon_days=horizon_days, owner=owner)
-        except tracking.ChampionMissingError as exc:
-            fail(str(exc))
+            try:
+                scores = score_churn(tables, as_of=when, horizon_days=horizon_days, owner=owner)
+            except tracking.ChampionMissingError:
+                scores, fallback = score_churn_fallback(tables, as_of=when,
+                                                        horizon_days=horizon_days, owner=owner)
+                err.print(fallback, markup=False, highlight=False)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
     at_risk = scores["revenue_at_risk"].sum()

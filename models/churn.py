@@ -6,13 +6,17 @@ All three follow the scikit-learn estimator conventions (``__init__`` only store
 compared on one holdout, and served through ``predict_frame`` (what MLflow's pyfunc calls).
 
 :class:`ChurnModel`
-    LightGBM on every ``hist_``, ``cx_``, ``ar_``, ``pipe_`` and ``cat_`` feature. Churners are
-    the minority, so positives are up-weighted (``class_weight="balanced"``) to give the trees
-    enough of them to split on; the weighting distorts the probabilities, which the calibration
-    step then maps back to observed rates. Boosting stops early on a later time slice (weighted
-    log loss, the training objective), and that slice then fits the calibration map: isotonic
-    when it holds enough cases on both sides, else Platt scaling on the log-odds, both strictly
-    increasing so the ranking (ROC-AUC, PR-AUC) is exactly that of the trees.
+    LightGBM on every ``hist_``, ``cx_``, ``ar_``, ``pipe_`` and ``cat_`` feature, and on
+    the ``btyd_`` outputs of a BG/NBD fitted before each snapshot (stacking,
+    :mod:`models.btyd`). Churners may be the minority, so positives are up-weighted
+    (``class_weight="balanced"``) to give the trees enough of them to split on; the weighting
+    distorts the probabilities, which the calibration step then maps back to observed rates.
+    Boosting stops early on rows the trees did not learn from: either a later time slice, or
+    (cross-fitting, what the pipeline uses) each of four boosters on the customers left out
+    of its training folds; the model averages the boosters' log-odds and the out-of-fold
+    log-odds fit the calibration map: isotonic when there are enough cases on both sides,
+    else Platt scaling on the log-odds, both strictly increasing so the ranking (ROC-AUC,
+    PR-AUC) is exactly that of the trees.
     Reasons come from LightGBM's per-row contributions (``pred_contrib=True``, TreeSHAP on the
     log-odds): contributions are summed per family of related features (recency, complaints,
     spend trend, ...) and the three families that push risk up most are phrased with the real
@@ -64,7 +68,7 @@ __all__ = [
 CHURN_PROBABILITY = "churn_probability"
 REASONS = "reasons"
 REASON_SEPARATOR = "; "
-FEATURE_PREFIXES = ("hist_", "cx_", "ar_", "pipe_", "cat_")
+FEATURE_PREFIXES = ("hist_", "cx_", "ar_", "pipe_", "cat_", "btyd_")
 # Blaming the account manager is not a reason the account manager can act on, and with many
 # reps the category mostly learns noise; the column stays available to filter on.
 DEFAULT_EXCLUDE = ("cat_account_manager",)
@@ -177,6 +181,7 @@ _FAMILIES: tuple[tuple[str, str], ...] = (
     ("contact", r"^cx_(interactions_|days_since_last_interaction)"),
     ("receivables", r"^ar_"),
     ("pipeline", r"^pipe_"),
+    ("btyd", r"^btyd_"),
 )
 
 
@@ -378,6 +383,13 @@ def _pipeline_phrase(feature: str, get: Getter) -> str | None:
     return None
 
 
+def _btyd_phrase(feature: str, get: Getter) -> str | None:
+    alive = get("btyd_p_alive")
+    if _missing(alive):
+        return None
+    return f"buying pattern says {alive:.0%} likely still a customer"
+
+
 def _category_phrase(feature: str, get: Getter) -> str | None:
     value = get(feature)
     return None if _missing(value) else f"{feature.removeprefix('cat_')} {value}"
@@ -398,6 +410,7 @@ _PHRASES: dict[str, Callable[[str, Getter], str | None]] = {
     "contact": _contact_phrase,
     "receivables": _receivables_phrase,
     "pipeline": _pipeline_phrase,
+    "btyd": _btyd_phrase,
 }
 
 
@@ -446,6 +459,9 @@ class ChurnModel:
         n_jobs: LightGBM threads. One by default: on a small shared machine, OpenMP threads
             that wait for a busy core made training six times slower than a single thread.
     """
+
+    # The churn horizon the model was trained for (set by the pipeline; None when unknown).
+    horizon_days_: int | None = None
 
     def __init__(
         self,
@@ -553,41 +569,96 @@ class ChurnModel:
                 out[column] = sorted(values, key=str)
         return out
 
-    def fit(self, X: pd.DataFrame, y: object, X_cal: pd.DataFrame, y_cal: object) -> ChurnModel:
-        """Boost on ``(X, y)``, stop early and calibrate on the later slice ``(X_cal, y_cal)``.
-
-        Args:
-            X: training feature frame (earlier snapshots).
-            y: 1 for churned, 0 otherwise.
-            X_cal: a later time slice, disjoint in time from the training labels.
-            y_cal: its labels.
-        """
-        y_fit, y_late = _labels(y), _labels(y_cal)
-        _both_classes(y_fit, "training slice")
-        _both_classes(y_late, "calibration slice")
-        self.features_ = (
-            list(self.features) if self.features is not None else (feature_columns(X, self.exclude))
-        )
-        if not self.features_:
-            raise ValueError("no feature columns (hist_, cx_, ar_, pipe_, cat_) in the frame")
-        _require_columns(X, self.features_)
-        self.categories_ = self._learn_categories(X)
-        train_m, late_m = self._matrix(X), self._matrix(X_cal)
-        train = lgb.Dataset(train_m, y_fit, weight=self._weights(y_fit), free_raw_data=False)
-        late = lgb.Dataset(late_m, y_late, weight=self._weights(y_late), reference=train)
-        self.booster_ = lgb.train(
-            self._lgb_params(),
+    def _train(self, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame, y_val: np.ndarray,
+               seed: int) -> lgb.Booster:
+        train = lgb.Dataset(X, y, weight=self._weights(y), free_raw_data=False)
+        late = lgb.Dataset(X_val, y_val, weight=self._weights(y_val), reference=train)
+        return lgb.train(
+            {**self._lgb_params(), "seed": seed},
             train,
             num_boost_round=self.n_estimators,
             valid_sets=[late],
             callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
         )
-        self.best_iteration_ = int(self.booster_.best_iteration or self.n_estimators)
-        self.calibration_method_ = _calibration_method(y_late, self.calibration)
-        self.calibrator_ = _Calibrator(self.calibration_method_).fit(self._margin(late_m), y_late)
-        self.n_train_, self.n_calibration_ = int(y_fit.size), int(y_late.size)
+
+    def _prepare(self, X: pd.DataFrame) -> None:
+        self.features_ = (
+            list(self.features) if self.features is not None else (feature_columns(X, self.exclude))
+        )
+        if not self.features_:
+            raise ValueError("no feature columns (hist_, cx_, ar_, pipe_, cat_, btyd_) in the "
+                             "frame")
+        _require_columns(X, self.features_)
+        self.categories_ = self._learn_categories(X)
+
+    def fit(self, X: pd.DataFrame, y: object, X_cal: pd.DataFrame | None = None,
+            y_cal: object = None, groups: object = None, n_folds: int = 4) -> ChurnModel:
+        """Boost, stop early and calibrate on rows the trees did not learn from.
+
+        Two ways:
+
+        - ``X_cal, y_cal`` given: boost on ``(X, y)``, stop early and calibrate on that later
+          slice (one booster);
+        - else cross-fitting on ``groups`` (customer ids: a customer's snapshots stay in one
+          fold): ``n_folds`` boosters, each trained on the other folds and stopped early on its
+          own; the model averages their log-odds, and the calibration map is fitted on the
+          out-of-fold log-odds, so every row trains and every row calibrates, never both in
+          one booster.
+
+        Args:
+            X: training feature frame.
+            y: 1 for churned, 0 otherwise.
+            X_cal: a later time slice, disjoint in time from the training labels.
+            y_cal: its labels.
+            groups: one group key per row of ``X`` (cross-fitting).
+            n_folds: folds of the cross-fitting.
+        """
+        y_fit = _labels(y)
+        _both_classes(y_fit, "training slice")
+        self._prepare(X)
+        train_m = self._matrix(X)
+        if X_cal is not None:
+            y_late = _labels(y_cal)
+            _both_classes(y_late, "calibration slice")
+            late_m = self._matrix(X_cal)
+            self.boosters_ = [self._train(train_m, y_fit, late_m, y_late, self.random_state)]
+            self._best()
+            margin, y_margin = self._margin(late_m), y_late
+        else:
+            if groups is None:
+                raise ValueError("fit needs a calibration slice (X_cal, y_cal) or groups")
+            fold = _folds(groups, n_folds)
+            if len(np.unique(fold)) < 2:
+                raise ValueError("cross-fitting needs at least two groups")
+            self.boosters_, margin = [], np.zeros(len(y_fit))
+            for k in np.unique(fold):
+                out = fold == k
+                _both_classes(y_fit[~out], "training folds")
+                _both_classes(y_fit[out], "validation fold")
+                booster = self._train(train_m.loc[~out], y_fit[~out], train_m.loc[out],
+                                      y_fit[out], self.random_state + int(k))
+                self.boosters_.append(booster)
+                best = int(booster.best_iteration or self.n_estimators)
+                margin[out] = booster.predict(train_m.loc[out], num_iteration=best,
+                                              raw_score=True)
+            self._best()
+            y_margin = y_fit
+        self.calibration_method_ = _calibration_method(y_margin, self.calibration)
+        self.calibrator_ = _Calibrator(self.calibration_method_).fit(margin, y_margin)
+        self.n_train_, self.n_calibration_ = int(y_fit.size), int(y_margin.size)
         self._families()
         return self
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Models pickled before cross-fitting held one ``booster_``: they still load."""
+        if "booster_" in state and "boosters_" not in state:
+            state["boosters_"] = [state.pop("booster_")]
+            state["iterations_"] = [state["best_iteration_"]]
+        self.__dict__.update(state)
+
+    def _best(self) -> None:
+        self.iterations_ = [int(b.best_iteration or self.n_estimators) for b in self.boosters_]
+        self.best_iteration_ = round(float(np.mean(self.iterations_)))
 
     def _families(self) -> None:
         """Which features pool into which reason family (fixed once the features are)."""
@@ -601,14 +672,12 @@ class ChurnModel:
     # -- predicting ---------------------------------------------------------------------------
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "booster_"):
+        if not hasattr(self, "boosters_"):
             raise NotFittedError("ChurnModel is not fitted yet: call fit(X, y, X_cal, y_cal)")
 
     def _margin(self, X: pd.DataFrame) -> np.ndarray:
-        return np.asarray(
-            self.booster_.predict(X, num_iteration=self.best_iteration_, raw_score=True),
-            dtype=float,
-        )
+        return np.mean([np.asarray(b.predict(X, num_iteration=n, raw_score=True), dtype=float)
+                        for b, n in zip(self.boosters_, self.iterations_, strict=True)], axis=0)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities as scikit-learn's ``(n, 2)`` array (stay, churn)."""
@@ -637,10 +706,9 @@ class ChurnModel:
 
     def _contributions(self, X: pd.DataFrame) -> np.ndarray:
         """TreeSHAP contributions, ``(n, features + 1)``; the last column is the bias."""
-        return np.asarray(
-            self.booster_.predict(X, num_iteration=self.best_iteration_, pred_contrib=True),
-            dtype=float,
-        )
+        # TreeSHAP is additive: the mean of the boosters' contributions explains their mean.
+        return np.mean([np.asarray(b.predict(X, num_iteration=n, pred_contrib=True), dtype=float)
+                        for b, n in zip(self.boosters_, self.iterations_, strict=True)], axis=0)
 
     def reasons(self, frame: pd.DataFrame) -> pd.Series:
         """Top drivers pushing risk up, in plain words, joined by ``; ``.
@@ -695,8 +763,16 @@ class ChurnModel:
     def feature_importance(self, kind: Literal["gain", "split"] = "gain") -> pd.Series:
         """LightGBM feature importance by total gain (default) or split count."""
         self._check_fitted()
-        values = self.booster_.feature_importance(kind, iteration=self.best_iteration_)
+        values = np.sum([b.feature_importance(kind, iteration=n)
+                         for b, n in zip(self.boosters_, self.iterations_, strict=True)], axis=0)
         return pd.Series(values, index=self.features_, name=f"importance_{kind}")
+
+
+def _folds(groups: object, n_folds: int) -> np.ndarray:
+    """A fold per row from a stable hash of its group (same group, same fold, every run)."""
+    keys = pd.Series(np.asarray(groups)).astype(str)
+    hashed = pd.util.hash_pandas_object(keys, index=False).to_numpy()
+    return (hashed % np.uint64(max(n_folds, 2))).astype(int)
 
 
 def _plain(value: Any) -> Any:
@@ -831,5 +907,6 @@ def describe_params(model: ChurnModel) -> Mapping[str, Any]:
         n_features=len(model.features_),
         n_train=model.n_train_,
         n_calibration=model.n_calibration_,
+        n_boosters=len(model.boosters_),
     )
     return params

@@ -219,11 +219,14 @@ def test_split_label_windows_never_overlap(horizon: int) -> None:
     first, last = pd.Timestamp("2024-01-01"), pd.Timestamp("2026-11-14")
     split = plan_split(first, last, horizon)
     h = pd.Timedelta(days=horizon)
-    assert split.holdout + h - DAY <= last  # the holdout's label window is complete
-    assert split.calibration + h <= split.holdout  # ends before the holdout's as_of
-    assert all(t + h <= split.calibration for t in split.train)
-    assert split.holdout + pd.Timedelta(days=31) + h - DAY > last  # and it is the latest one
-    assert list(split.train) == sorted(split.train) and split.train[0] >= first
+    assert split.holdout + h - DAY == last  # the holdout's label window: the last H days
+    assert all(t + h <= split.holdout for t in split.train)  # every training window ends first
+    assert split.train[-1] + h == split.holdout  # the latest training window touches it
+    assert list(split.train) == sorted(split.train)
+    assert split.train[0] >= first + pd.Timedelta(days=pipeline.MIN_HISTORY_DAYS)
+    gaps = {b - a for a, b in zip(split.train, split.train[1:], strict=False)}
+    assert gaps == {pd.Timedelta(days=split.step_days)} and split.step_days % 7 == 0
+    assert len(split.train) <= pipeline.MAX_SNAPSHOTS
 
 
 def test_training_sees_nothing_after_as_of(small: Tables, trained: ChurnTraining) -> None:
@@ -231,7 +234,7 @@ def test_training_sees_nothing_after_as_of(small: Tables, trained: ChurnTraining
     assert split.last_day == AS_OF - DAY
     h = pd.Timedelta(days=split.horizon_days)
     assert split.holdout + h <= AS_OF  # the whole holdout label window is before as_of
-    assert all(t + h <= split.calibration for t in split.train)
+    assert all(t + h <= split.holdout for t in split.train)
     # Rewrite the future: drop every real order on or after as_of and add a purchase for every
     # customer instead. Had any label or feature looked past as_of, something would change.
     orders = small.orders
@@ -245,7 +248,7 @@ def test_training_sees_nothing_after_as_of(small: Tables, trained: ChurnTraining
     other = train_churn(Tables({**small.frames, S.ORDERS: rewritten}), as_of=AS_OF, seed=3)
     assert other.split == split
     assert other.metrics == pytest.approx(trained.metrics, nan_ok=True)
-    probe = customer_features(small, AS_OF)
+    probe = pipeline._active_features(small, AS_OF, split.horizon_days)
     pd.testing.assert_frame_equal(other.model.predict_frame(probe),
                                   trained.model.predict_frame(probe))
     past = tables_before(small, AS_OF)
@@ -262,16 +265,23 @@ def test_run_is_logged_with_evidence(trained: ChurnTraining) -> None:
                 "recency_rule_pr_auc", "rfm_logistic_roc_auc"):
         assert key in m
     assert any(k.startswith("segment_roc_auc.") for k in m)
-    assert list(trained.baselines.index) == ["churn_model", "recency_rule", "rfm_logistic"]
+    assert list(trained.baselines.index) == ["lightgbm", "bg_nbd", "recency_rule",
+                                             "rfm_logistic"]
+    # The registered model is the best candidate, and it beats the baselines on the demo.
+    assert trained.chosen == "lightgbm" and m["pr_auc"] == m["lightgbm_pr_auc"]
+    assert m["pr_auc"] >= m["bg_nbd_pr_auc"]
     assert m["pr_auc"] > max(m["recency_rule_pr_auc"], m["rfm_logistic_pr_auc"])
+    assert trained.promotable and m["baseline_pr_auc"] == pytest.approx(trained.baseline[1])
     files = {a.path for a in MlflowClient().list_artifacts(trained.run_id)}
     assert {"calibration.png", "feature_importance.png", "features.json",
             "segment_auc.csv", "baselines.csv", "split.json"} <= files
+    tags = MlflowClient().get_model_version("quotacast-churn", trained.version).tags
+    assert tracking.beats_baseline(tags)[0]
 
 
 def test_pyfunc_serves_probabilities_not_labels(small: Tables, trained: ChurnTraining) -> None:
     served = tracking.load_pyfunc("churn", tracking.CHALLENGER)
-    frame = serving_example(customer_features(small, AS_OF), rows=200)
+    frame = serving_example(pipeline._active_features(small, AS_OF, 90), rows=200)
     out = served.predict(frame)
     p = out[CHURN_PROBABILITY].to_numpy(dtype=float)
     assert ((p > 0) & (p < 1)).all()
@@ -284,9 +294,9 @@ def test_probabilities_are_calibrated_on_the_demo_company() -> None:
     tables = validate_tables(generate("medium", seed=11))[0]
     last = pd.Timestamp(tables.orders[S.ORDER_DATE].max())
     split = plan_split(pd.Timestamp(tables.orders[S.ORDER_DATE].min()), last, 180)
-    table = training_table(tables, split.as_ofs, 180, pipeline.LOOKBACK_DAYS, last)
-    train, calibration, holdout = pipeline._slices(table, split)
-    model = ChurnModel().fit(train, train[CHURNED], calibration, calibration[CHURNED])
+    table = training_table(tables, split.as_ofs, 180, pipeline.LOOKBACK_DAYS, last, btyd=True)
+    train, holdout = pipeline._slices(table, split)
+    model = ChurnModel().fit(train, train[CHURNED], groups=train[S.CUSTOMER_ID])
     p = model.predict_proba_frame(holdout)[CHURN_PROBABILITY]
     reliability = reliability_table(holdout[CHURNED], p)
     judged = reliability.loc[reliability["n"] >= MIN_BIN_CASES]
@@ -375,10 +385,12 @@ def test_bad_arguments_give_clear_errors(small: Tables, trained: ChurnTraining) 
         score_churn(small, as_of=pd.Timestamp("2020-01-01"), model=trained.model)
     with pytest.raises(ValueError, match="no history before it"):
         train_churn(small, as_of=pd.Timestamp("2020-01-01"))
-    with pytest.raises(ValueError, match="too little history"):
-        train_churn(small, as_of=pd.Timestamp("2025-06-01"))
-    with pytest.raises(ValueError, match="too little history"):
-        train_churn(small, horizon_days=365)
+    # Two months of history: not even a 30-day horizon has a training window and a holdout.
+    with pytest.raises(ValueError, match=r"too little history.*even a 30-day horizon"):
+        train_churn(small, as_of=pd.Timestamp("2024-03-01"))
+    # A horizon the history cannot hold: the message names the longest one it can.
+    with pytest.raises(ValueError, match="supports --horizon-days 511 at most"):
+        train_churn(small, horizon_days=600)
 
 
 def test_scoring_without_a_champion_says_what_to_do(small: Tables, registry: Path) -> None:

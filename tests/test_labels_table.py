@@ -10,9 +10,10 @@ import pytest
 
 from engine import schemas as S
 from engine.io import Tables
-from features.customer import customer_features
+from features.customer import customer_features, customer_history
 from features.labels import CHURNED, churn_labels, label_window_complete
-from features.table import DROPPED_AS_OFS, snapshot_dates, training_table
+from features.table import DROPPED_AS_OFS, btyd_columns, snapshot_dates, training_table
+from models.btyd import BTYD_FEATURES
 
 T = pd.Timestamp("2024-07-01")  # lookback window from 2023-07-02; horizon ends 2024-12-27
 
@@ -132,3 +133,25 @@ def test_training_table_with_an_explicit_data_end_and_nothing_left() -> None:
                            data_end=pd.Timestamp("2023-08-01"))
     assert table.empty and CHURNED in table.columns and "hist_recency_days" in table.columns
     assert table.attrs[DROPPED_AS_OFS] == [pd.Timestamp("2023-06-01")]
+
+
+def test_btyd_columns_are_fitted_on_each_snapshots_past_only() -> None:
+    tables = company()
+    as_ofs = [pd.Timestamp("2022-09-01"), pd.Timestamp("2023-06-01")]
+    table = training_table(tables, as_ofs, horizon_days=90, btyd=True)
+    plain = training_table(tables, as_ofs, horizon_days=90)
+    # The same rows and features, plus the three BG/NBD columns.
+    assert list(table.columns) == [*plain.columns[:-1], *BTYD_FEATURES, CHURNED]
+    pd.testing.assert_frame_equal(table[list(plain.columns)], plain)
+    for as_of in as_ofs:
+        # Refit on the orders before as_of alone: the same numbers, so nothing later leaked in.
+        orders = tables.orders
+        past = Tables({**tables.frames, S.ORDERS: orders.loc[orders[S.ORDER_DATE] < as_of]})
+        history = customer_history(past)
+        rows = table.loc[table[S.AS_OF] == as_of]
+        codes = np.searchsorted(history.ids, rows[S.CUSTOMER_ID].to_numpy())
+        alone = btyd_columns(history, as_of, 90, codes)
+        for name in BTYD_FEATURES:
+            np.testing.assert_allclose(rows[name].to_numpy(), alone[name], rtol=1e-6)
+        p = rows["btyd_p_churn"]
+        assert p.between(0, 1).all() and p.nunique() > 10

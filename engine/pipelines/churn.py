@@ -1,18 +1,29 @@
-"""Churn wiring: tables -> point-in-time snapshots -> model and baselines -> MLflow; scoring.
+"""Churn wiring: tables -> point-in-time snapshots -> candidates and baselines -> MLflow; scoring.
 
-The time split (:func:`plan_split`) is the heart of honest evaluation. With monthly snapshots
-and a label horizon ``H`` (a snapshot at ``t`` is labelled by purchases in ``[t, t + H)``):
+The time split (:func:`plan_split`) is the heart of honest evaluation. With a label horizon ``H``
+(a snapshot at ``t`` is labelled by purchases in ``[t, t + H)``) and the data's last day ``L``:
 
-- the *holdout* is the latest snapshot whose label window is complete in the data;
-- the *calibration* snapshot is the latest one whose label window ends before the holdout's
-  as_of, so its outcomes were all known before the holdout period began;
-- *training* snapshots are those whose label windows end before the calibration snapshot.
+- the *holdout* snapshot is ``L + 1 - H``: its label window is the last ``H`` days of the data,
+  complete and as recent as can be;
+- *training* snapshots are weekly (wider apart when there are many), the latest one ``H`` days
+  before the holdout, so every training label window ends before the holdout's begins.
+  Training windows overlap each other (many snapshots from a short history); the holdout's
+  never overlaps any of them, so the model never learns from an outcome of the holdout period.
+- Early stopping and calibration use cross-fitting on customers (:class:`models.churn.ChurnModel`):
+  a customer's snapshots all fall in one fold, so no booster is stopped or calibrated on a
+  customer it learned from.
 
-So no label window overlaps a later slice's: the model never learns from an outcome observed
-during its calibration or holdout period, early stopping and calibration see a slice the trees
-could not have memorized, and the holdout stands where a model trained today would stand. It
-costs two horizons of data (the price of being able to trust the numbers); with less history
-training refuses with a clear error instead of quietly evaluating on leaked labels.
+It costs ``28 + 2H`` days of history at least (four weeks before the first snapshot). Without
+``--horizon-days`` the longest of :data:`HORIZONS` whose split has at least
+:data:`AUTO_MIN_SNAPSHOTS` training snapshots is chosen (the shortest that fits at all on a very
+young history), and the summary says so; a horizon the history cannot hold is refused with the
+longest one it can.
+
+Candidates: LightGBM stacked on the features and on a BG/NBD refitted before every snapshot
+(``btyd_`` columns), and the BG/NBD itself. The registered model is the candidate with the best
+holdout PR-AUC; it is promotable only when it beats the simplest baseline (the recency rule, or
+chance when that is higher) on the same holdout. Scoring without a champion falls back on the
+BG/NBD fitted on the data before as_of (:func:`score_churn_fallback`).
 
 Boundary convention (``features.customer``, ``features.labels``): ``as_of`` is a midnight; rows
 dated before it are history, rows dated on or after it are the future.
@@ -36,11 +47,14 @@ from engine import tracking
 from engine.io import Tables
 from engine.summary import default_as_of
 from features.customer import FEATURE_DESCRIPTIONS, customer_history, features_at
-from features.labels import CHURNED, labels_at
-from features.table import snapshot_dates, training_table
+from features.labels import CHURNED, churn_codes
+from features.table import btyd_columns, training_table
+from models.btyd import BTYD_P_CHURN, BtydChurn
 from models.churn import (
     CHURN_PROBABILITY,
+    CYCLE,
     REASONS,
+    RECENCY,
     ChurnModel,
     RecencyCycleRule,
     RfmLogistic,
@@ -55,9 +69,12 @@ from models.classification import (
 )
 
 __all__ = [
+    "AUTO_MIN_SNAPSHOTS",
     "BASELINES",
+    "CANDIDATES",
     "EXPECTED_REVENUE",
     "GATE_METRIC",
+    "HORIZONS",
     "KIND",
     "LOOKBACK_DAYS",
     "MIN_HISTORY_DAYS",
@@ -65,12 +82,18 @@ __all__ = [
     "SCORE_COLUMNS",
     "ChurnSplit",
     "ChurnTraining",
+    "candidate_splits",
+    "chance_level",
+    "choose_horizon",
     "evaluate_models",
     "expected_revenue",
     "fit_baselines",
+    "gate_baseline",
     "plan_split",
     "score_churn",
+    "score_churn_fallback",
     "serving_example",
+    "supported_horizon",
     "tables_before",
     "train_churn",
 ]
@@ -79,15 +102,28 @@ KIND = "churn"
 # PR-AUC (average precision) is the gate: the product is a riskiest-first list worked from the
 # top, and PR-AUC rewards precision where the list is read while ROC-AUC is dominated by the
 # easy mass of safe customers. Its dependence on the churn rate does not matter here because
-# champion and challenger are always scored on the same holdout.
+# champion, challenger and baselines are always scored on the same holdout.
 GATE_METRIC = "pr_auc"
 LOOKBACK_DAYS = 365  # active at T: a purchase in the year before T (labels and scoring agree)
-MIN_HISTORY_DAYS = 90  # the first snapshot needs a quarter of history behind it
-MIN_TRAIN_SNAPSHOTS = 3
+MIN_HISTORY_DAYS = 28  # the first training snapshot needs four weeks of history behind it
+HORIZONS = (180, 90, 60, 30)  # tried longest first when --horizon-days is not given
+AUTO_MIN_SNAPSHOTS = 4  # a horizon is chosen automatically only with this many snapshots
+STEP_DAYS = 7  # weekly snapshots ...
+MAX_SNAPSHOTS = 40  # ... thinned to at most this many over a long history
+FALLBACK_HORIZON_DAYS = 90  # scoring without a champion and without --horizon-days
 REVENUE_AT_RISK = "revenue_at_risk"
 EXPECTED_REVENUE = "expected_revenue"
 SCORE_COLUMNS = (S.CUSTOMER_ID, S.ACCOUNT_MANAGER, CHURN_PROBABILITY, REVENUE_AT_RISK, REASONS)
+CANDIDATES = ("lightgbm", "bg_nbd")
 BASELINES = ("recency_rule", "rfm_logistic")
+# "Chance": the PR-AUC a random ranking reaches only once in 100 on the same holdout (a model
+# must be clearly better than luck to serve, not better than luck's average).
+CHANCE_QUANTILE = 0.99
+CHANCE_DRAWS = 1000
+# Weak-evidence thresholds, said in the training summary.
+_FEW_HOLDOUT = 300
+_FEW_CHURNERS = 50
+_SHORT_HISTORY_DAYS = 180
 # Expected revenue: the trailing window, annualized over at most this many days of tenure and
 # at least the minimum, so a two-week-old customer's first order is not multiplied by 26.
 REVENUE_WINDOW_DAYS = 365
@@ -105,76 +141,139 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ChurnSplit:
-    """Which snapshots train, calibrate and test a churn model.
+    """Which snapshots train and test a churn model.
 
     Attributes:
-        train: as_ofs of the training snapshots (label windows end before ``calibration``).
-        calibration: as_of of the early-stopping and calibration snapshot.
-        holdout: as_of of the evaluation snapshot.
+        train: as_ofs of the training snapshots (label windows end on or before ``holdout``).
+        holdout: as_of of the evaluation snapshot (its label window ends on ``last_day``).
         horizon_days: label horizon.
         last_day: the last day of data used (inclusive).
+        step_days: days between training snapshots.
+        chosen: how the horizon was picked (None when the user gave it).
     """
 
     train: tuple[pd.Timestamp, ...]
-    calibration: pd.Timestamp
     holdout: pd.Timestamp
     horizon_days: int
     last_day: pd.Timestamp
+    step_days: int = STEP_DAYS
+    chosen: str | None = None
 
     @property
     def as_ofs(self) -> list[pd.Timestamp]:
-        return [*self.train, self.calibration, self.holdout]
+        return [*self.train, self.holdout]
 
     def describe(self) -> dict[str, Any]:
         return {
             "train": [str(t.date()) for t in self.train],
-            "calibration": str(self.calibration.date()),
             "holdout": str(self.holdout.date()),
             "horizon_days": self.horizon_days,
+            "step_days": self.step_days,
             "last_day": str(self.last_day.date()),
+            "chosen": self.chosen or "given",
         }
 
 
-def _window_ends_before(t: pd.Timestamp, horizon_days: int, later: pd.Timestamp) -> bool:
-    """The label window ``[t, t + H)`` ends before ``later`` (its last day is before it)."""
-    return t + pd.Timedelta(days=horizon_days) <= later
+def _training_snapshots(first_day: pd.Timestamp, holdout: pd.Timestamp, horizon_days: int,
+                        min_history_days: int) -> tuple[tuple[pd.Timestamp, ...], int]:
+    """Weekly as_ofs back from ``holdout - H`` to four weeks after the first day, thinned."""
+    latest = holdout - pd.Timedelta(days=horizon_days)
+    earliest = first_day.normalize() + pd.Timedelta(days=min_history_days)
+    if latest < earliest:
+        return (), STEP_DAYS
+    weeks = (latest - earliest).days // STEP_DAYS + 1
+    every = -(-weeks // MAX_SNAPSHOTS)  # ceil: at most MAX_SNAPSHOTS snapshots
+    step = STEP_DAYS * every
+    count = (latest - earliest).days // step + 1
+    return tuple(latest - pd.Timedelta(days=step * k) for k in reversed(range(count))), step
+
+
+def supported_horizon(first_day: pd.Timestamp, last_day: pd.Timestamp,
+                      min_history_days: int = MIN_HISTORY_DAYS) -> int:
+    """The longest horizon in days with at least one training snapshot (0 when none)."""
+    days = (last_day.normalize() - first_day.normalize()).days + 1
+    return max((days - min_history_days) // 2, 0)
+
+
+def _needed_days(horizon_days: int, snapshots: int, min_history_days: int) -> int:
+    return min_history_days + 2 * horizon_days + STEP_DAYS * (snapshots - 1)
 
 
 def plan_split(first_day: pd.Timestamp, last_day: pd.Timestamp, horizon_days: int,
-               min_history_days: int = MIN_HISTORY_DAYS,
-               min_train_snapshots: int = MIN_TRAIN_SNAPSHOTS) -> ChurnSplit:
-    """Monthly snapshots split by time, no label window overlapping a later slice.
+               min_history_days: int = MIN_HISTORY_DAYS, min_train_snapshots: int = 1,
+               chosen: str | None = None) -> ChurnSplit:
+    """Weekly training snapshots and a strictly later holdout, for one horizon.
 
     Args:
         first_day: the first day of data.
         last_day: the last day of data (inclusive).
         horizon_days: label horizon in days.
-        min_history_days: days of data before the first snapshot.
+        min_history_days: days of data before the first training snapshot.
         min_train_snapshots: fewest training snapshots accepted.
+        chosen: how the horizon was picked, for the summary.
 
     Raises:
-        ValueError: when the data is too short for the three slices; the message says how
-            much history the horizon needs.
+        ValueError: when the data is too short; the message says how much history the horizon
+            needs and the longest horizon this history supports.
     """
     if horizon_days <= 0:
         raise ValueError(f"horizon_days must be positive, got {horizon_days}")
-    start = first_day.normalize() + pd.Timedelta(days=min_history_days)
-    snapshots = snapshot_dates(start, last_day) if start <= last_day else []
-    complete = [t for t in snapshots if t + pd.Timedelta(days=horizon_days - 1) <= last_day]
-    holdout = complete[-1] if complete else None
-    calibration = next((t for t in reversed(complete) if holdout is not None
-                        and _window_ends_before(t, horizon_days, holdout)), None)
-    train = tuple(t for t in complete if calibration is not None
-                  and _window_ends_before(t, horizon_days, calibration))
-    if holdout is None or calibration is None or len(train) < min_train_snapshots:
-        needed = min_history_days + 3 * horizon_days + 31 * (min_train_snapshots + 1)
+    holdout = last_day.normalize() + pd.Timedelta(days=1 - horizon_days)
+    train, step = _training_snapshots(first_day, holdout, horizon_days, min_history_days)
+    if len(train) < min_train_snapshots:
+        days = (last_day.normalize() - first_day.normalize()).days + 1
+        longest = supported_horizon(first_day, last_day, min_history_days)
+        can = (f"this history supports --horizon-days {longest} at most (or leave "
+               "--horizon-days out to let training choose)" if longest >= 7 else
+               "use more history")
         raise ValueError(
             f"too little history to train a {horizon_days}-day churn model: the data covers "
-            f"{first_day.date()} to {last_day.date()} ({(last_day - first_day).days + 1} days); "
-            f"a split whose training, calibration and holdout label windows do not overlap "
-            f"needs about {needed} days. Use more history or a shorter --horizon-days."
+            f"{first_day.date()} to {last_day.date()} ({days} days); training label windows "
+            f"that end before a {horizon_days}-day holdout window need about "
+            f"{_needed_days(horizon_days, min_train_snapshots, min_history_days)} days; {can}."
         )
-    return ChurnSplit(train, calibration, holdout, horizon_days, last_day)
+    return ChurnSplit(train, holdout, horizon_days, last_day.normalize(), step, chosen)
+
+
+def candidate_splits(first_day: pd.Timestamp, last_day: pd.Timestamp,
+                     min_history_days: int = MIN_HISTORY_DAYS) -> list[ChurnSplit]:
+    """Every horizon of :data:`HORIZONS` the history allows, best first: those with
+    :data:`AUTO_MIN_SNAPSHOTS` training snapshots longest first, then those with fewer."""
+    out: list[ChurnSplit] = []
+    for needed in (AUTO_MIN_SNAPSHOTS, 1):
+        for horizon in HORIZONS:
+            if any(s.horizon_days == horizon for s in out):
+                continue
+            try:
+                split = plan_split(first_day, last_day, horizon, min_history_days, needed)
+            except ValueError:
+                continue
+            longer = [h for h in HORIZONS if h > horizon]
+            if out:
+                why = f"the next of {'/'.join(map(str, HORIZONS))} days this history allows"
+            else:
+                why = (f"the longest of {'/'.join(map(str, HORIZONS))} days this history "
+                       "allows" + (f" (a {longer[-1]}-day horizon needs about "
+                                   f"{_needed_days(longer[-1], needed, min_history_days)} days)"
+                                   if longer else ""))
+            out.append(ChurnSplit(split.train, split.holdout, horizon, split.last_day,
+                                  split.step_days, why))
+    return out
+
+
+def choose_horizon(first_day: pd.Timestamp, last_day: pd.Timestamp,
+                   min_history_days: int = MIN_HISTORY_DAYS) -> ChurnSplit:
+    """The longest of :data:`HORIZONS` with :data:`AUTO_MIN_SNAPSHOTS` training snapshots, else
+    the longest with one (a very young history), else ValueError."""
+    splits = candidate_splits(first_day, last_day, min_history_days)
+    if splits:
+        return splits[0]
+    days = (last_day.normalize() - first_day.normalize()).days + 1
+    raise ValueError(
+        f"too little history to train a churn model: the data covers {first_day.date()} to "
+        f"{last_day.date()} ({days} days); even a {HORIZONS[-1]}-day horizon needs about "
+        f"{_needed_days(HORIZONS[-1], 1, min_history_days)} days. Use more history; meanwhile "
+        "`quotacast score churn` answers with its BG/NBD fallback.")
 
 
 def tables_before(tables: Tables, cutoff: pd.Timestamp) -> Tables:
@@ -252,6 +351,264 @@ def _fingerprint(holdout: pd.DataFrame, split: ChurnSplit) -> str:
             f"{digest.hexdigest()[:12]}")
 
 
+def _value(comparison: pd.DataFrame, model: str, metric: str = GATE_METRIC) -> float:
+    """One model's holdout metric from the comparison table."""
+    return float(comparison[metric].astype(float).to_dict()[model])
+
+
+def chance_level(y: np.ndarray, quantile: float = CHANCE_QUANTILE, draws: int = CHANCE_DRAWS,
+                 seed: int = 0) -> float:
+    """The PR-AUC a random ranking reaches on these labels once in 1 / (1 - quantile) tries.
+
+    A random ranking's PR-AUC averages the churn rate, but on a small holdout (or one with a
+    handful of churners) it often lands well above it; beating this level is what "better than
+    chance" means on this holdout.
+    """
+    labels = np.asarray(y, dtype=int)
+    n, positives = labels.size, int(labels.sum())
+    if positives in (0, n):
+        return float(labels.mean())
+    rng = np.random.default_rng(seed)
+    # A random ranking puts the churners at random ranks; PR-AUC (average precision) is the
+    # mean over churners of the precision at each one's rank: k / rank of the k-th churner.
+    # Drawn in chunks of 100 rankings so a large holdout stays within a few tens of MB.
+    values = []
+    for size in [100] * (draws // 100) + [draws % 100]:
+        if size:
+            ranks = np.sort(rng.random((size, n)).argsort(axis=1)[:, :positives], axis=1) + 1
+            values.append((np.arange(1, positives + 1) / ranks).mean(axis=1))
+    return float(np.quantile(np.concatenate(values), quantile))
+
+
+def gate_baseline(comparison: pd.DataFrame, holdout: pd.DataFrame) -> tuple[str, float]:
+    """The simplest baseline's gate metric on the holdout: the recency rule's, or chance
+    (:func:`chance_level`) when a random ranking does as well as the rule."""
+    chance = chance_level(holdout[CHURNED].to_numpy())
+    rule = _value(comparison, "recency_rule")
+    if np.isfinite(rule) and rule > chance:
+        return "recency_rule", rule
+    return "chance", chance
+
+
+@dataclass
+class ChurnTraining:
+    """What :func:`train_churn` produced.
+
+    Attributes:
+        run_id: the MLflow run.
+        version: the registered version (alias ``challenger``).
+        model_name: the registered model name.
+        metrics: everything logged: the registered candidate's unprefixed, every model's
+            prefixed by its name, the champion's prefixed ``champion_``.
+        baselines: holdout metrics, one row per model (candidates and baselines).
+        notes: plain-word remarks (horizon, split, weakness, candidates, gate).
+        split: the snapshots used.
+        model: the registered estimator (the best candidate).
+        chosen: its name (``lightgbm`` or ``bg_nbd``).
+        baseline: the gate's baseline and its value on the holdout.
+        promotable: whether it beats that baseline (else it is never promoted).
+        champion_value: the champion's gate metric on the same holdout, if there is one.
+        segments: ROC-AUC per customer segment on the holdout.
+    """
+
+    run_id: str
+    version: str
+    model_name: str
+    metrics: dict[str, float]
+    baselines: pd.DataFrame
+    notes: list[str]
+    split: ChurnSplit
+    model: Any
+    chosen: str = "lightgbm"
+    baseline: tuple[str, float] = ("recency_rule", float("nan"))
+    promotable: bool = True
+    champion_value: float | None = None
+    segments: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def _say(progress: Progress | None, message: str) -> None:
+    if progress is not None:
+        progress(message)
+
+
+def _slices(table: pd.DataFrame, split: ChurnSplit) -> tuple[pd.DataFrame, pd.DataFrame]:
+    as_of = table[S.AS_OF]
+    train = table.loc[as_of.isin(list(split.train))]
+    holdout = table.loc[as_of == split.holdout]
+    for name, frame in (("training", train), ("holdout", holdout)):
+        churned = int(frame[CHURNED].sum())
+        if churned in (0, len(frame)):
+            raise ValueError(f"too little history to train: the {name} snapshots have "
+                             f"{len(frame)} active customer rows of which {churned} churned; "
+                             "both outcomes are needed. Use more history or another "
+                             "--horizon-days.")
+    return train, holdout
+
+
+def _fit_candidates(train: pd.DataFrame, horizon_days: int, seed: int, notes: list[str]
+                    ) -> dict[str, Any]:
+    """LightGBM (cross-fitted on customers) and the calibrated BG/NBD; a candidate that
+    cannot be fitted on this history is left out with a note."""
+    y = train[CHURNED].to_numpy()
+    out: dict[str, Any] = {}
+    try:
+        model = ChurnModel(random_state=seed).fit(train, y, groups=train[S.CUSTOMER_ID])
+        model.horizon_days_ = horizon_days
+        out["lightgbm"] = model
+    except ValueError as exc:
+        notes.append(f"LightGBM left out: {exc}")
+    if train[BTYD_P_CHURN].notna().any():
+        btyd = BtydChurn(horizon_days).fit(train, y)
+        btyd.horizon_days_ = horizon_days
+        out["bg_nbd"] = btyd
+    else:
+        notes.append("BG/NBD left out: no customer had a repeat purchase before the snapshots")
+    if not out:
+        raise ValueError("too little history to train any churn candidate (see the notes); "
+                         "use more history")
+    return out
+
+
+def _best_candidate(comparison: pd.DataFrame, candidates: dict[str, Any]) -> str:
+    """Best holdout PR-AUC; a tie goes to the simpler BG/NBD."""
+    ranked = sorted(candidates, key=lambda name: (
+        float(np.nan_to_num(_value(comparison, name), nan=-1.0)), name == "bg_nbd"))
+    return ranked[-1]
+
+
+def _artifacts(model: Any, holdout: pd.DataFrame, p: np.ndarray, comparison: pd.DataFrame,
+               segments: pd.DataFrame, split: ChurnSplit, tmp: Path
+               ) -> dict[str, Path | pd.DataFrame | dict[str, Any]]:
+    reliability = reliability_table(holdout[CHURNED].to_numpy(), p)
+    out: dict[str, Path | pd.DataFrame | dict[str, Any]] = {
+        "calibration.png": plot_calibration(reliability, tmp / "calibration.png",
+                                            f"Churn calibration, holdout {split.holdout.date()}"),
+        "reliability.csv": reliability,
+        "segment_auc.csv": segments,
+        "baselines.csv": comparison.reset_index(),
+        "split.json": split.describe(),
+    }
+    if not isinstance(model, BtydChurn):
+        importance = model.feature_importance()
+        out |= {
+            "feature_importance.png": plot_feature_importance(importance,
+                                                              tmp / "feature_importance.png"),
+            "feature_importance.csv": importance.rename_axis("feature").reset_index(),
+            "features.json": {"features": model.features_,
+                              "descriptions": {f: FEATURE_DESCRIPTIONS.get(f, "")
+                                               for f in model.features_}},
+        }
+    return out
+
+
+def _metrics(comparison: pd.DataFrame, chosen: str, segments: pd.DataFrame,
+             champion: float | None, baseline: tuple[str, float]) -> dict[str, float]:
+    # The registered candidate unprefixed (the gate's), every model prefixed by its name.
+    rows = comparison.astype(float).to_dict(orient="index")
+    metrics = {str(k): float(v) for k, v in rows[chosen].items() if np.isfinite(v)}
+    for name, row in rows.items():
+        metrics |= {f"{name}_{k}": float(v) for k, v in row.items() if np.isfinite(v)}
+    metrics |= _segment_metrics(segments)
+    metrics[f"baseline_{GATE_METRIC}"] = baseline[1]
+    if champion is not None:
+        metrics[f"champion_{GATE_METRIC}"] = champion
+    return metrics
+
+
+def _labelled(past: Tables, cutoff: pd.Timestamp, horizon_days: int | None
+              ) -> tuple[ChurnSplit, pd.DataFrame, pd.DataFrame]:
+    """The split, training rows and holdout rows. Without a given horizon, the next shorter
+    allowed horizon is tried when a longer one leaves a slice with a single outcome."""
+    first, last = _first_day(past), cutoff - _DAY
+    if horizon_days is not None:
+        splits = [plan_split(first, last, horizon_days)]
+    else:
+        splits = candidate_splits(first, last) or [choose_horizon(first, last)]
+    skipped: list[str] = []
+    for split in splits:
+        table = training_table(past, split.as_ofs, split.horizon_days, LOOKBACK_DAYS,
+                               split.last_day, btyd=True)
+        try:
+            train, holdout = _slices(table, split)
+        except ValueError:
+            if split is splits[-1]:
+                raise
+            skipped.append(f"{split.horizon_days} days (a slice with a single outcome)")
+            continue
+        if skipped:
+            split = ChurnSplit(split.train, split.holdout, split.horizon_days, split.last_day,
+                               split.step_days, f"{split.chosen}; skipped "
+                               + ", ".join(skipped))
+        return split, train, holdout
+    raise AssertionError("unreachable: the last split raises")
+
+
+def train_churn(tables: Tables, *, as_of: pd.Timestamp | None = None,
+                horizon_days: int | None = None, seed: int = 42,
+                progress: Callable[[str], None] | None = None) -> ChurnTraining:
+    """Train the candidates, evaluate them on a later snapshot, log to MLflow, register the best.
+
+    Only data dated before ``as_of`` is used (default: the day after the data's last row). The
+    split is :func:`plan_split` (or :func:`choose_horizon` without ``horizon_days``); LightGBM
+    stacked on BG/NBD outputs and BG/NBD itself are the candidates, the recency rule and the
+    RFM logistic regression the baselines, and all of them, plus the current champion (if
+    any), are scored on the same holdout. The best candidate by :data:`GATE_METRIC` is
+    registered as ``challenger``, with the simplest baseline's value as its promotion gate.
+
+    Args:
+        tables: validated tables.
+        as_of: data cutoff; rows dated on or after it are ignored.
+        horizon_days: churned = no purchase within this many days of a snapshot; None chooses
+            the longest of :data:`HORIZONS` the history allows.
+        seed: LightGBM's seed.
+        progress: called with a short message at each stage.
+
+    Raises:
+        ValueError: as_of before any data, or too little history for the split.
+    """
+    cutoff = _resolve_as_of(tables, as_of)
+    past = tables_before(tables, cutoff)
+    _say(progress, "building the training snapshots")
+    split, train, holdout = _labelled(past, cutoff, horizon_days)
+    horizon = split.horizon_days
+    notes = _split_notes(split, train, holdout, cutoff, _first_day(past))
+    _say(progress, f"training LightGBM and BG/NBD on {len(train):,} rows")
+    candidates = _fit_candidates(train, horizon, seed, notes)
+    baselines = fit_baselines(train)
+    _say(progress, f"evaluating on the holdout of {split.holdout.date()}")
+    comparison = evaluate_models({**candidates, **baselines}, holdout)
+    chosen = _best_candidate(comparison, candidates)
+    model = candidates[chosen]
+    baseline = gate_baseline(comparison, holdout)
+    value = _value(comparison, chosen)
+    promotable = bool(value > baseline[1])
+    notes += _verdict(comparison, chosen, baseline, promotable)
+    p = _probabilities(model, holdout)
+    segments = segment_auc(holdout[CHURNED].to_numpy(), p, holdout[_SEGMENT_FEATURE]
+                           if _SEGMENT_FEATURE in holdout else np.full(len(holdout), None))
+    champion_value, _ = _champion_value(holdout, notes)
+    metrics = _metrics(comparison, chosen, segments, champion_value, baseline)
+    _say(progress, "logging to MLflow")
+    described = dict(model.describe()) if isinstance(model, BtydChurn) else dict(
+        describe_params(model))
+    params = {**described, "candidate": chosen, "horizon_days": horizon, "seed": seed,
+              "lookback_days": LOOKBACK_DAYS, "as_of": str(cutoff.date()),
+              "holdout_as_of": str(split.holdout.date()), "train_snapshots": len(split.train),
+              "step_days": split.step_days, "horizon_choice": split.chosen or "given",
+              "gate_metric": GATE_METRIC, "gate_baseline": baseline[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        run = tracking.log_and_register(
+            KIND, model, input_example=serving_example(holdout.drop(columns=[CHURNED])),
+            params=params, metrics=metrics, gate_metric=GATE_METRIC, greater_is_better=True,
+            holdout=_fingerprint(holdout, split), champion_value=champion_value,
+            baseline=baseline,
+            artifacts=_artifacts(model, holdout, p, comparison, segments, split, Path(tmp)),
+        )
+    return ChurnTraining(run.run_id, run.version, run.model_name, run.metrics, comparison,
+                         notes, split, model, chosen, baseline, promotable, champion_value,
+                         segments)
+
+
 def _champion_value(holdout: pd.DataFrame, notes: list[str]) -> tuple[float | None, str | None]:
     """The champion's gate metric on this holdout, or None (with a note) when there is none."""
     try:
@@ -280,147 +637,6 @@ def _segment_metrics(table: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-@dataclass
-class ChurnTraining:
-    """What :func:`train_churn` produced.
-
-    Attributes:
-        run_id: the MLflow run.
-        version: the registered version (alias ``challenger``).
-        model_name: the registered model name.
-        metrics: everything logged: ours unprefixed, baselines and champion prefixed.
-        baselines: holdout metrics, one row per model (``churn_model`` and the baselines).
-        notes: plain-word remarks (split, calibration, champion comparison).
-        split: the snapshots used.
-        model: the fitted model.
-        champion_value: the champion's gate metric on the same holdout, if there is one.
-        segments: ROC-AUC per customer segment on the holdout.
-    """
-
-    run_id: str
-    version: str
-    model_name: str
-    metrics: dict[str, float]
-    baselines: pd.DataFrame
-    notes: list[str]
-    split: ChurnSplit
-    model: ChurnModel
-    champion_value: float | None = None
-    segments: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-
-def _say(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)
-
-
-def _slices(table: pd.DataFrame, split: ChurnSplit
-            ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    as_of = table[S.AS_OF]
-    train = table.loc[as_of.isin(list(split.train))]
-    calibration = table.loc[as_of == split.calibration]
-    holdout = table.loc[as_of == split.holdout]
-    for name, frame in (("training", train), ("calibration", calibration),
-                        ("holdout", holdout)):
-        churned = int(frame[CHURNED].sum())
-        if churned in (0, len(frame)):
-            raise ValueError(f"too little history to train: the {name} slice has {len(frame)} "
-                             f"active customers of which {churned} churned; both outcomes "
-                             "are needed")
-    return train, calibration, holdout
-
-
-def _artifacts(model: ChurnModel, holdout: pd.DataFrame, p: np.ndarray, comparison: pd.DataFrame,
-               segments: pd.DataFrame, split: ChurnSplit, tmp: Path
-               ) -> dict[str, Path | pd.DataFrame | dict[str, Any]]:
-    reliability = reliability_table(holdout[CHURNED].to_numpy(), p)
-    importance = model.feature_importance()
-    return {
-        "calibration.png": plot_calibration(reliability, tmp / "calibration.png",
-                                            f"Churn calibration, holdout {split.holdout.date()}"),
-        "feature_importance.png": plot_feature_importance(importance,
-                                                          tmp / "feature_importance.png"),
-        "reliability.csv": reliability,
-        "segment_auc.csv": segments,
-        "baselines.csv": comparison.reset_index(),
-        "feature_importance.csv": importance.rename_axis("feature").reset_index(),
-        "features.json": {"features": model.features_,
-                          "descriptions": {f: FEATURE_DESCRIPTIONS.get(f, "")
-                                           for f in model.features_}},
-        "split.json": split.describe(),
-    }
-
-
-def _metrics(comparison: pd.DataFrame, segments: pd.DataFrame, champion: float | None
-             ) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for name in ("churn_model", *BASELINES):
-        prefix = "" if name == "churn_model" else f"{name}_"  # ours unprefixed: the gate's
-        metrics |= {f"{prefix}{k}": float(v) for k, v in comparison.loc[name].items()
-                    if np.isfinite(v)}
-    metrics |= _segment_metrics(segments)
-    if champion is not None:
-        metrics[f"champion_{GATE_METRIC}"] = champion
-    return metrics
-
-
-def train_churn(tables: Tables, *, as_of: pd.Timestamp | None = None, horizon_days: int = 180,
-                seed: int = 42, progress: Callable[[str], None] | None = None
-                ) -> ChurnTraining:
-    """Train, evaluate on a later time slice, log to MLflow and register a ``challenger``.
-
-    Only data dated before ``as_of`` is used (default: the last date in the data). Snapshots
-    are monthly and split by time (:func:`plan_split`); the model, the recency rule, the RFM
-    logistic regression and the current champion (if any) are all scored on the same holdout,
-    so the promotion gate compares like with like on :data:`GATE_METRIC` (PR-AUC).
-
-    Args:
-        tables: validated tables.
-        as_of: data cutoff; rows dated on or after it are ignored.
-        horizon_days: churned = no purchase within this many days of a snapshot.
-        seed: LightGBM's seed.
-        progress: called with a short message at each stage.
-
-    Raises:
-        ValueError: as_of before any data, or too little history for the split.
-    """
-    cutoff = _resolve_as_of(tables, as_of)
-    past = tables_before(tables, cutoff)
-    split = plan_split(_first_day(past), cutoff - _DAY, horizon_days)
-    _say(progress, f"building {len(split.as_ofs)} monthly snapshots "
-                   f"({split.train[0].date()} .. {split.holdout.date()})")
-    table = training_table(past, split.as_ofs, horizon_days, LOOKBACK_DAYS, split.last_day)
-    train, calibration, holdout = _slices(table, split)
-    _say(progress, f"training LightGBM on {len(train):,} rows, calibrating on "
-                   f"{len(calibration):,}")
-    model = ChurnModel(random_state=seed).fit(train, train[CHURNED], calibration,
-                                              calibration[CHURNED])
-    _say(progress, f"evaluating on the holdout of {split.holdout.date()}")
-    baselines = fit_baselines(pd.concat([train, calibration]))
-    comparison = evaluate_models({"churn_model": model, **baselines}, holdout)
-    p = _probabilities(model, holdout)
-    segments = segment_auc(holdout[CHURNED].to_numpy(), p, holdout[_SEGMENT_FEATURE]
-                           if _SEGMENT_FEATURE in holdout else np.full(len(holdout), None))
-    notes = _notes(model, split, holdout, comparison)
-    champion_value, _ = _champion_value(holdout, notes)
-    metrics = _metrics(comparison, segments, champion_value)
-    _say(progress, "logging to MLflow")
-    params = {**describe_params(model), "horizon_days": horizon_days, "seed": seed,
-              "lookback_days": LOOKBACK_DAYS, "as_of": str(cutoff.date()),
-              "holdout_as_of": str(split.holdout.date()),
-              "calibration_as_of": str(split.calibration.date()),
-              "train_snapshots": len(split.train), "gate_metric": GATE_METRIC}
-    with tempfile.TemporaryDirectory() as tmp:
-        run = tracking.log_and_register(
-            KIND, model, input_example=serving_example(holdout.drop(columns=[CHURNED])),
-            params=params, metrics=metrics, gate_metric=GATE_METRIC, greater_is_better=True,
-            holdout=_fingerprint(holdout, split), champion_value=champion_value,
-            artifacts=_artifacts(model, holdout, p, comparison, segments, split, Path(tmp)),
-        )
-    return ChurnTraining(run.run_id, run.version, run.model_name, run.metrics, comparison,
-                         notes, split, model, champion_value, segments)
-
-
 def serving_example(features: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
     """A few feature rows as a served model receives them: categoricals as plain strings.
 
@@ -433,20 +649,58 @@ def serving_example(features: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
     return example
 
 
-def _notes(model: ChurnModel, split: ChurnSplit, holdout: pd.DataFrame,
-           comparison: pd.DataFrame) -> list[str]:
-    ours = comparison.loc["churn_model"]
-    best = comparison.loc[list(BASELINES), GATE_METRIC].idxmax()
-    return [
-        f"split: {len(split.train)} training snapshots {split.train[0].date()} .. "
-        f"{split.train[-1].date()}, calibration {split.calibration.date()}, holdout "
-        f"{split.holdout.date()} ({split.horizon_days}-day label windows never overlap)",
+def _split_notes(split: ChurnSplit, train: pd.DataFrame, holdout: pd.DataFrame,
+                 cutoff: pd.Timestamp, first: pd.Timestamp) -> list[str]:
+    """Horizon choice, split, and what makes the evidence weak, in plain words."""
+    horizon = split.horizon_days
+    notes = [
+        f"horizon: {horizon} days" + (f", {split.chosen}" if split.chosen else
+                                      " (--horizon-days)"),
+        f"split: {len(split.train)} training snapshots every {split.step_days} days "
+        f"{split.train[0].date()} .. {split.train[-1].date()} ({horizon}-day label windows, "
+        f"all ending by {split.holdout.date()}); holdout {split.holdout.date()}, its label "
+        f"window the last {horizon} days of the data; early stopping and calibration by "
+        "cross-fitting on customers",
         f"holdout: {len(holdout):,} active customers, {holdout[CHURNED].mean():.1%} churned",
-        f"early stopping kept {model.best_iteration_} trees; calibration: "
-        f"{model.calibration_method_} on {model.n_calibration_:,} rows",
-        f"{GATE_METRIC} {ours[GATE_METRIC]:.4f} vs best baseline {best} "
-        f"{comparison.loc[best, GATE_METRIC]:.4f}",
     ]
+    weak = []
+    days = (cutoff - first).days
+    if days < _SHORT_HISTORY_DAYS:
+        weak.append(f"only {days} days of history: features see at most "
+                    f"{(split.train[-1] - first).days} days behind a training snapshot")
+    if len(split.train) < AUTO_MIN_SNAPSHOTS:
+        weak.append(f"only {len(split.train)} training snapshot(s)")
+    churners = int(holdout[CHURNED].sum())
+    if len(holdout) < _FEW_HOLDOUT or min(churners, len(holdout) - churners) < _FEW_CHURNERS:
+        weak.append(f"a small holdout ({len(holdout)} customers, {churners} churned): its "
+                    "metrics are noisy")
+    if horizon < 60:
+        weak.append(f"a {horizon}-day horizon: a customer with a slower buying cycle looks "
+                    "churned when it is only between orders")
+    if weak:
+        notes.append("weak evidence: " + "; ".join(weak) + ". Scores improve as history grows.")
+    return notes
+
+
+def _verdict(comparison: pd.DataFrame, chosen: str, baseline: tuple[str, float],
+             promotable: bool) -> list[str]:
+    row = comparison.loc[chosen]
+    names = {"lightgbm": "LightGBM (stacked on BG/NBD)", "bg_nbd": "BG/NBD"}
+    others = ", ".join(f"{names.get(n, n)} {comparison.loc[n, GATE_METRIC]:.4f}"
+                       for n in comparison.index if n != chosen)
+    notes = [f"registered {names[chosen]}, the best candidate on the holdout: ROC-AUC "
+             f"{row['roc_auc']:.4f}, {GATE_METRIC} {row[GATE_METRIC]:.4f} (others: {others})"]
+    what = ("the recency rule's" if baseline[0] == "recency_rule" else
+            "chance level (what a random ranking reaches once in 100 on this holdout)")
+    if promotable:
+        notes.append(f"gate: {GATE_METRIC} {row[GATE_METRIC]:.4f} beats {what} "
+                     f"{baseline[1]:.4f}: it can be promoted")
+    else:
+        notes.append(f"gate: {GATE_METRIC} {row[GATE_METRIC]:.4f} does not beat {what} "
+                     f"{baseline[1]:.4f}: no better than the simplest baseline, so it is "
+                     "registered but will never be promoted; `score churn` keeps using the "
+                     "champion, or without one its BG/NBD fallback")
+    return notes
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -489,29 +743,75 @@ def _check_owner(owner: str, known: Sequence[str]) -> None:
     raise ValueError(f"unknown owner {owner!r}: {hint}")
 
 
-def _active_features(tables: Tables, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Features at as_of of the customers active then (a purchase in the last 365 days)."""
+def _model_horizon(estimator: Any) -> int | None:
+    """The horizon a registered churn model was trained for (None for older models)."""
+    for name in ("horizon_days_", "horizon_days"):
+        value = getattr(estimator, name, None)
+        if isinstance(value, int | np.integer) and value > 0:
+            return int(value)
+    return None
+
+
+def _active_features(tables: Tables, as_of: pd.Timestamp, horizon_days: int) -> pd.DataFrame:
+    """Features at as_of of the customers active then (a purchase in the last 365 days), with
+    the ``btyd_`` columns of a BG/NBD fitted on the purchases before as_of."""
     history = customer_history(tables)
-    features = features_at(history, as_of)
-    # labels_at defines "active" for training; reusing it keeps scoring on the same population
-    # (its churn column looks past as_of and is dropped unread).
-    active = labels_at(history.orders.purchases, history.ids, as_of, 1, LOOKBACK_DAYS)
-    return features.loc[features[S.CUSTOMER_ID].isin(active[S.CUSTOMER_ID])]
+    # churn_codes defines "active" for training; reusing it keeps scoring on the same
+    # population (its labels look past as_of and are dropped unread).
+    active, _ = churn_codes(history.orders.purchases, as_of, 1, LOOKBACK_DAYS)
+    features = features_at(history, as_of, rows=active)
+    for name, values in btyd_columns(history, as_of, horizon_days, active).items():
+        features[name] = values
+    return features
 
 
-def score_churn(tables: Tables, *, as_of: pd.Timestamp | None = None, horizon_days: int = 180,
-                owner: str | None = None, model: Any | None = None) -> pd.DataFrame:
+def _scored(tables: Tables, stamp: pd.Timestamp, features: pd.DataFrame, scored: pd.DataFrame,
+            revenue_days: int, owner: str | None) -> pd.DataFrame:
+    managers = _account_managers(tables)
+    manager = features[S.CUSTOMER_ID].map(managers) if len(managers) else pd.Series(
+        None, index=features.index, dtype=object)
+    expected = expected_revenue(features, revenue_days)
+    p = scored[CHURN_PROBABILITY].to_numpy(dtype=float)
+    out = pd.DataFrame({
+        S.CUSTOMER_ID: features[S.CUSTOMER_ID].to_numpy(),
+        S.ACCOUNT_MANAGER: manager.to_numpy(),
+        CHURN_PROBABILITY: p,
+        REVENUE_AT_RISK: expected * p,
+        REASONS: scored[REASONS].to_numpy() if REASONS in scored else "",
+        S.AS_OF: stamp,
+        EXPECTED_REVENUE: expected,
+    })
+    if owner is not None:
+        out = out.loc[out[S.ACCOUNT_MANAGER] == owner]
+    return out.sort_values([REVENUE_AT_RISK, CHURN_PROBABILITY, S.CUSTOMER_ID],
+                           ascending=[False, False, True], ignore_index=True)
+
+
+def _check_scoring(tables: Tables, as_of: pd.Timestamp | None, horizon_days: int | None,
+                   owner: str | None) -> pd.Timestamp:
+    stamp = _resolve_as_of(tables, as_of)
+    if horizon_days is not None and horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    if owner is not None:
+        _check_owner(owner, [str(m) for m in _account_managers(tables).dropna().unique()])
+    return stamp
+
+
+def score_churn(tables: Tables, *, as_of: pd.Timestamp | None = None,
+                horizon_days: int | None = None, owner: str | None = None,
+                model: Any | None = None) -> pd.DataFrame:
     """At-risk customers at ``as_of``, riskiest first by revenue at risk.
 
     ``revenue_at_risk`` = :func:`expected_revenue` (the customer's trailing-365-day net revenue
-    as a daily rate over its tenure in that year, at least 90 days, times ``horizon_days``)
-    times ``churn_probability``.
+    as a daily rate over its tenure in that year, at least 90 days, times the horizon) times
+    ``churn_probability``.
 
     Args:
         tables: validated tables.
-        as_of: scoring date (default: the last date in the data); features use rows before it.
-        horizon_days: the horizon the revenue at risk is measured over; it should be the one
-            the model was trained for.
+        as_of: scoring date (default: the day after the data's last row); features use rows
+            before it.
+        horizon_days: the horizon the revenue at risk is measured over; default the one the
+            model was trained for (its probabilities always refer to that one).
         owner: keep only this account manager's customers.
         model: an estimator with ``predict_frame``; default the registered champion.
 
@@ -520,32 +820,49 @@ def score_churn(tables: Tables, *, as_of: pd.Timestamp | None = None, horizon_da
         ``reasons``, then ``as_of`` and ``expected_revenue``.
 
     Raises:
-        tracking.ChampionMissingError: no model given and no champion registered.
+        tracking.ChampionMissingError: no model given and no champion registered (see
+            :func:`score_churn_fallback`).
         ValueError: unknown owner, or as_of before any data.
     """
-    stamp = _resolve_as_of(tables, as_of)
-    if horizon_days <= 0:
-        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
-    managers = _account_managers(tables)
-    if owner is not None:
-        _check_owner(owner, [str(m) for m in managers.dropna().unique()])
+    stamp = _check_scoring(tables, as_of, horizon_days, owner)
     estimator = model if model is not None else tracking.load_champion(KIND).estimator
-    features = _active_features(tables, stamp)
-    manager = features[S.CUSTOMER_ID].map(managers) if len(managers) else pd.Series(
-        None, index=features.index, dtype=object)
-    if owner is not None:
-        features, manager = features.loc[manager == owner], manager.loc[manager == owner]
+    trained = _model_horizon(estimator)
+    feature_days = trained or horizon_days or FALLBACK_HORIZON_DAYS
+    features = _active_features(tables, stamp, feature_days)
     scored = pd.DataFrame(estimator.predict_frame(features), index=features.index)
-    expected = expected_revenue(features, horizon_days)
-    out = pd.DataFrame({
-        S.CUSTOMER_ID: features[S.CUSTOMER_ID].to_numpy(),
-        S.ACCOUNT_MANAGER: manager.to_numpy(),
-        CHURN_PROBABILITY: scored[CHURN_PROBABILITY].to_numpy(dtype=float),
-        REVENUE_AT_RISK: expected * scored[CHURN_PROBABILITY].to_numpy(dtype=float),
-        REASONS: scored[REASONS].to_numpy() if REASONS in scored else "",
-        S.AS_OF: stamp,
-        EXPECTED_REVENUE: expected,
-    })
-    return out.sort_values([REVENUE_AT_RISK, CHURN_PROBABILITY, S.CUSTOMER_ID],
-                           ascending=[False, False, True], ignore_index=True)
+    return _scored(tables, stamp, features, scored, horizon_days or feature_days, owner)
 
+
+def _recency_fallback(features: pd.DataFrame) -> pd.DataFrame:
+    """How overdue each customer is against its own cycle, as a score in (0, 1): recency /
+    (recency + cycle); customers without a repeat order are measured on the median cycle."""
+    recency = features[RECENCY].to_numpy(dtype=float)
+    cycle = features[CYCLE].to_numpy(dtype=float)
+    known = cycle[np.isfinite(cycle) & (cycle > 0)]
+    cycle = np.where(np.isfinite(cycle) & (cycle > 0), cycle,
+                     float(np.median(known)) if known.size else 30.0)
+    score = np.nan_to_num(recency / (recency + cycle), nan=1.0)
+    reasons = [f"no order for {r:.0f} days, usual cycle {c:.0f} days" if np.isfinite(r) else ""
+               for r, c in zip(recency, cycle, strict=True)]
+    return pd.DataFrame({CHURN_PROBABILITY: score, REASONS: reasons}, index=features.index)
+
+
+def score_churn_fallback(tables: Tables, *, as_of: pd.Timestamp | None = None,
+                         horizon_days: int | None = None, owner: str | None = None
+                         ) -> tuple[pd.DataFrame, str]:
+    """:func:`score_churn` without a champion: BG/NBD fitted on the data before as_of, else the
+    recency rule; returns the scores and one plain line saying which fallback answered."""
+    stamp = _check_scoring(tables, as_of, horizon_days, owner)
+    horizon = horizon_days or FALLBACK_HORIZON_DAYS
+    features = _active_features(tables, stamp, horizon)
+    if features[BTYD_P_CHURN].notna().any():
+        scored = BtydChurn(horizon).predict_frame(features)
+        note = (f"no churn champion: scored with a BG/NBD model fitted on the purchases before "
+                f"{stamp.date()} (fallback; probabilities of no purchase in {horizon} days)")
+    else:
+        scored = _recency_fallback(features)
+        note = (f"no churn champion and too few repeat purchases for BG/NBD: ranked by the "
+                f"recency-against-own-cycle rule (fallback; a ranking score, not a calibrated "
+                f"{horizon}-day probability)")
+    frame = _scored(tables, stamp, features, scored, horizon, owner)
+    return frame, note

@@ -324,8 +324,8 @@ def train_forecast_cmd(
     as_json: JsonOpt = False,
     as_of: AsOfOpt = None,
     promote_now: Annotated[bool, typer.Option(
-        "--promote", help="Promote it at once if it passes the gate (needed for forecasters "
-        "other than monthly company ones, which `quotacast promote` does not name).")] = False,
+        "--promote", help="Promote it at once if it passes the gate (as `quotacast promote "
+        "forecast --freq F --level L` would).")] = False,
 ) -> None:
     """Backtest the candidate forecasters, log them to MLflow, register the challenger.
 

@@ -545,15 +545,53 @@ def combine(
         return np.where(total > 0, np.nansum(np.nan_to_num(stack) * w, axis=0) / total, np.nan)
 
 
+def error_growth(errors: list[np.ndarray], horizon: int) -> np.ndarray:
+    """``(horizon,)`` relative spread of the errors by step, ``(step + 1) ** b``.
+
+    ``b`` is fitted (least squares on logs, weighted by the number of errors) to the mean
+    absolute error of each step over every series and window, and kept within [0, 1]: errors
+    do not shrink with the horizon and grow at most linearly. Without two steps to fit on,
+    ``b = 0.5`` (a random walk).
+    """
+    steps, means, counts = [], [], []
+    for h in range(horizon):
+        column = [e[:, h] for e in errors if e.shape[1] > h]
+        values = np.abs(np.concatenate(column)) if column else np.empty(0)
+        values = values[np.isfinite(values)]
+        if values.size and values.mean() > 0:
+            steps.append(h + 1)
+            means.append(values.mean())
+            counts.append(values.size)
+    b = 0.5
+    if len(steps) >= 2:
+        x, y, w = np.log(steps), np.log(means), np.asarray(counts, float)
+        xm, ym = np.average(x, weights=w), np.average(y, weights=w)
+        denominator = float(np.sum(w * (x - xm) ** 2))
+        if denominator > 0:
+            b = float(np.clip(np.sum(w * (x - xm) * (y - ym)) / denominator, 0.0, 1.0))
+    return np.arange(1, horizon + 1, dtype=float) ** b
+
+
 def _pooled_errors(
-    errors: list[np.ndarray], levels: np.ndarray, level: str, step: int, horizon: int
+    errors: list[np.ndarray], levels: np.ndarray, level: str, step: int, horizon: int,
+    growth: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Scaled errors of ``level`` around ``step`` (widening the step range until enough)."""
+    """Scaled errors of ``level`` around ``step`` (widening the step range until enough).
+
+    Errors borrowed from other steps are rescaled to ``step`` by ``growth`` (the relative
+    spread of each step), so that pooled bands still widen with the horizon.
+    """
     rows = levels == level
     radius = 0
+    if growth is None:
+        growth = np.ones(max([horizon, *(e.shape[1] for e in errors)]))
     while True:
         lo, hi = max(step - radius, 0), step + radius + 1
-        parts = [e[rows, lo:hi].ravel() for e in errors if e.shape[1] > lo]
+        parts = [
+            (e[rows, lo:hi] * (growth[step] / growth[lo : min(hi, e.shape[1])])).ravel()
+            for e in errors
+            if e.shape[1] > lo
+        ]
         sample = np.concatenate(parts) if parts else np.empty(0)
         sample = sample[np.isfinite(sample)]
         if sample.size >= _MIN_CALIBRATION or (lo == 0 and hi >= horizon):
@@ -579,12 +617,13 @@ def conformal_quantiles(
     everything = np.full(len(levels), "")
     pools = {"": everything, **{lv: levels for lv in np.unique(levels)}}
     result: dict[str, np.ndarray] = {}
+    growth = error_growth(errors, max([horizon, *(e.shape[1] for e in errors)]))
     for name, labels in pools.items():
         qs = []
         for step in range(horizon):
-            sample = _pooled_errors(errors, labels, name, step, horizon)
+            sample = _pooled_errors(errors, labels, name, step, horizon, growth)
             if sample.size < _MIN_CALIBRATION and name:
-                sample = _pooled_errors(errors, everything, "", step, horizon)
+                sample = _pooled_errors(errors, everything, "", step, horizon, growth)
             if sample.size == 0:
                 break
             qs.append(_finite_sample_quantiles(sample))

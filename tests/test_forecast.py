@@ -616,3 +616,13 @@ def test_train_and_forecast_on_young_real_data_answer_or_say_why(
         values = frame[[YHAT_P10, YHAT_P50, YHAT_P90]].to_numpy()
         assert (values >= 0).all() and (np.diff(values, axis=1) >= 0).all()
         assert ((frame[YHAT] >= frame[YHAT_P10]) & (frame[YHAT] <= frame[YHAT_P90])).all()
+
+
+def test_a_hierarchy_level_without_an_org_chart_is_a_plain_column() -> None:
+    from engine.pipelines.forecast import forecast_levels
+
+    tables = daily_tables("2019-12-31")
+    assert forecast_levels(tables, S.LEVEL_REGION) == [S.LEVEL_COMPANY, S.LEVEL_REGION]
+    frame, _ = forecast_fresh(tables, freq="M", horizon=2, level=S.LEVEL_REGION,
+                              candidates=CHEAP)
+    assert frame[S.KEY].unique().tolist() == ["north"] and len(frame) == 2

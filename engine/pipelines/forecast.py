@@ -130,8 +130,9 @@ def forecast_levels(tables: Tables, level: str | None) -> list[str]:
         if tables.has(S.ORG) or level == S.LEVEL_COMPANY:
             return [S.LEVEL_COMPANY, *HIERARCHY] if tables.has(S.ORG) else [S.LEVEL_COMPANY]
         return [S.LEVEL_COMPANY]
-    if level in HIERARCHY:
+    if level in HIERARCHY and tables.has(S.ORG):
         return [S.LEVEL_COMPANY, *HIERARCHY]
+    # Without an org chart a region (say) is just the customers' region column.
     return [S.LEVEL_COMPANY, level]
 
 
@@ -149,7 +150,8 @@ def forecast_kind(freq: str, level: str | None) -> str:
 def _hierarchy(tables: Tables, levels: Sequence[str]) -> pd.DataFrame | None:
     if not set(HIERARCHY) <= set(levels):
         return None
-    return rep_hierarchy(tables)[[S.REP, S.TEAM, S.REGION]]
+    frame = rep_hierarchy(tables)[[S.REP, S.TEAM, S.REGION]]
+    return frame if len(frame) else None
 
 
 @dataclass(frozen=True)

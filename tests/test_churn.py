@@ -310,6 +310,7 @@ def test_probabilities_are_calibrated_on_the_demo_company() -> None:
 
 def test_gate_promotes_better_and_refuses_worse(small: Tables, registry: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "MAX_SNAPSHOTS", 8)  # three trainings: keep each quick
     weak = partial(ChurnModel, features=["hist_tenure_days"])  # knows only the tenure
     monkeypatch.setattr(pipeline, "ChurnModel", weak)
     first = train_churn(small, as_of=AS_OF)

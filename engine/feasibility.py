@@ -120,7 +120,7 @@ HALF_LIFE_GRID = (2.0, 4.0, 8.0, 13.0, 26.0)
 DEFAULT_COMMON_SIGMA = 0.20
 DEFAULT_REP_SIGMA = 0.45
 # Independent backtest windows (weekly backtests / window length in weeks) the run-rate
-# spread needs; with fewer it is widened to at least the defaults above, and said so.
+# spread needs; with fewer it is widened towards at least the defaults above, and said so.
 MIN_INDEPENDENT_WINDOWS = 2
 _LEVEL_ORDER = {level: i for i, level in enumerate(S.HIERARCHY_LEVELS)}
 Method = Literal["even_probability", "proportional_p50"]
@@ -422,7 +422,8 @@ def _error_model(sums: np.ndarray, lag: int, usable: int, shift: np.ndarray,
     (a sales cycle that lengthens, say) is kept. Rep errors net of the company's keep a shrunk
     bias (a rep whose book the trailing rate keeps over- or under-estimating), and spreads are
     measured around the biases. With fewer than :data:`MIN_INDEPENDENT_WINDOWS` independent
-    windows (a young history) the spreads are widened to at least the defaults. ``backtest``
+    windows (a young history) the spreads are widened towards at least the defaults, fully
+    with none. ``backtest``
     is :func:`_backtest_errors` at ``half_life`` when the caller already has it.
     """
     e_c, u, means = backtest or _backtest_errors(sums, lag, usable, shift, half_life)
@@ -445,10 +446,13 @@ def _error_model(sums: np.ndarray, lag: int, usable: int, shift: np.ndarray,
     var_r = ((u - bias_r) ** 2).mean(axis=0)
     pooled = _pooled_variance(var_r, means.mean(axis=0) + shift)
     var = (n_eff * var_r + 4.0 * pooled) / (n_eff + 4.0)
-    if n / max(lag, 1) < MIN_INDEPENDENT_WINDOWS:
-        # Too few independent windows to trust a narrow spread: at least the defaults.
-        sigma_c = max(sigma_c, DEFAULT_COMMON_SIGMA)
-        var = np.maximum(var, DEFAULT_REP_SIGMA**2)
+    independent = n / max(lag, 1)
+    if independent < MIN_INDEPENDENT_WINDOWS:
+        # Too few independent windows to trust a narrow spread: pulled up towards the
+        # defaults, the more the fewer windows there are.
+        w = independent / MIN_INDEPENDENT_WINDOWS
+        sigma_c = math.sqrt(w * sigma_c**2 + (1 - w) * max(sigma_c, DEFAULT_COMMON_SIGMA)**2)
+        var = w * var + (1 - w) * np.maximum(var, DEFAULT_REP_SIGMA**2)
     shared = _group_sigmas(u - u.mean(axis=0), groups, active)
     # What reps share is no longer theirs alone: the total per rep stays as measured.
     own = var - sum(s**2 for s in shared)
@@ -538,7 +542,7 @@ def _spread_remark(backtests: int, lag: int) -> str:
     independent = backtests / max(lag, 1)
     if independent < MIN_INDEPENDENT_WINDOWS:
         return (f" (about {independent:.1f} independent windows, fewer than "
-                f"{MIN_INDEPENDENT_WINDOWS}: spread widened to at least the default)")
+                f"{MIN_INDEPENDENT_WINDOWS}: spread widened towards the default)")
     return ""
 
 

@@ -444,10 +444,13 @@ def test_few_backtest_windows_widen_the_spread_and_say_so() -> None:
     short_rate = FZ.estimate_run_rate(short_events, reps, 2, _quarter(), FZ._day("2023-11-20"))
     assert 4 <= short_rate.backtests < 2 * 13
     assert "widened" in short_rate.notes[0] and "widened" not in long_rate.notes[0]
-    assert short_rate.sigma_common >= FZ.DEFAULT_COMMON_SIGMA
+    # Pulled towards the defaults by the share of missing windows (here most of them).
+    share = 1 - short_rate.backtests / 13 / FZ.MIN_INDEPENDENT_WINDOWS
+    assert short_rate.sigma_common >= np.sqrt(share) * FZ.DEFAULT_COMMON_SIGMA
     total = np.sqrt(short_rate.sigma**2 + sum(g**2 for g in short_rate.group_sigmas))
-    assert (total >= FZ.DEFAULT_REP_SIGMA - 1e-9).all()
-    assert long_rate.sigma_common < FZ.DEFAULT_COMMON_SIGMA
+    assert (total >= np.sqrt(share) * FZ.DEFAULT_REP_SIGMA).all()
+    assert long_rate.sigma_common < short_rate.sigma_common
+    assert (long_rate.sigma < total).all()
 
 
 def test_interval_problems_are_named() -> None:

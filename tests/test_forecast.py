@@ -564,7 +564,7 @@ def test_each_freq_has_its_own_champion(registry) -> None:
     assert monthly[S.DS].min() == T("2020-07-01")
     with pytest.raises(tracking.ChampionMissingError):
         forecast_champion(tables, "Q", 1)
-    with pytest.raises(ValueError, match="complete up to 2020-03-01: retrain"):
+    with pytest.raises(ValueError, match="the first period to forecast is 2020-03-01: retrain"):
         forecast_champion(tables, "M", 3, as_of=T("2020-03-01"))
 
 

@@ -451,9 +451,9 @@ def forecast_champion(tables: Tables, freq: str, horizon: int, level: str | None
     first, wanted = served.first_period(), data.end.first_open(freq)
     if first != wanted:
         raise ValueError(
-            f"champion v{champion.version} forecasts from {first.date()}, but the data as of "
-            f"{data.end.observed_until.date()} is complete up to {wanted.date()}: retrain with "
-            f"{retrain} (then promote it), or use --fit")
+            f"champion v{champion.version} forecasts from {first.date()}, but with the data as "
+            f"of {data.end.observed_until.date()} the first period to forecast is "
+            f"{wanted.date()}: retrain with {retrain} (then promote it), or use --fit")
     notes = list(data.notes)
     frame = _booked_floor(served.predict(horizon), data.partial, notes)
     return _only(frame, level), champion.version, notes

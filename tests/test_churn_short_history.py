@@ -129,7 +129,8 @@ def test_churn_trains_and_answers_on_a_young_history(real_data, registry: Path, 
     assert result.promotable and result.metrics["pr_auc"] > result.metrics["recency_rule_pr_auc"]
     notes = " | ".join(result.notes)
     assert f"horizon: {horizon} days" in notes and "it can be promoted" in notes
-    assert ("weak evidence" in notes) == (months < 6)
+    assert "weak evidence" in notes and "less than a year" in notes  # and says why
+    assert ("only 1 training snapshot" in notes) == (months == 3)
     scores = score_churn(tables, model=result.model)
     p = scores[CHURN_PROBABILITY]
     assert len(scores) > 500 and ((p > 0) & (p < 1)).all() and p.nunique() > 50

@@ -123,7 +123,7 @@ CHANCE_DRAWS = 1000
 # Weak-evidence thresholds, said in the training summary.
 _FEW_HOLDOUT = 300
 _FEW_CHURNERS = 50
-_SHORT_HISTORY_DAYS = 180
+_SHORT_HISTORY_DAYS = 365
 # Expected revenue: the trailing window, annualized over at most this many days of tenure and
 # at least the minimum, so a two-week-old customer's first order is not multiplied by 26.
 REVENUE_WINDOW_DAYS = 365
@@ -666,8 +666,9 @@ def _split_notes(split: ChurnSplit, train: pd.DataFrame, holdout: pd.DataFrame,
     weak = []
     days = (cutoff - first).days
     if days < _SHORT_HISTORY_DAYS:
-        weak.append(f"only {days} days of history: features see at most "
-                    f"{(split.train[-1] - first).days} days behind a training snapshot")
+        weak.append(f"{days} days of history, less than a year: seasonal buying is not seen "
+                    f"and features see at most {(split.train[-1] - first).days} days behind "
+                    "the latest training snapshot")
     if len(split.train) < AUTO_MIN_SNAPSHOTS:
         weak.append(f"only {len(split.train)} training snapshot(s)")
     churners = int(holdout[CHURNED].sum())

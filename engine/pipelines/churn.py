@@ -537,7 +537,8 @@ def _labelled(past: Tables, cutoff: pd.Timestamp, horizon_days: int | None
             continue
         if skipped:
             split = ChurnSplit(split.train, split.holdout, split.horizon_days, split.last_day,
-                               split.step_days, f"{split.chosen}; skipped "
+                               split.step_days, f"the longest of {'/'.join(map(str, HORIZONS))} "
+                               "days whose slices hold both outcomes; skipped "
                                + ", ".join(skipped))
         return split, train, holdout
     raise AssertionError("unreachable: the last split raises")

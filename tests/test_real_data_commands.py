@@ -13,7 +13,10 @@ whole README command table on every length.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -129,7 +132,7 @@ def family_win(s: Session) -> None:
 
 def family_forecast(s: Session, freq: str) -> None:
     s.run("train", "forecast", "--data", s.data, "--freq", freq, "--horizon", "3")
-    s.run("promote", "forecast")
+    s.run("promote", "forecast", "--freq", freq)
     s.run("forecast", "--data", s.data, "--freq", freq, "--horizon", "3")
     s.run("forecast", "--data", s.data, "--freq", "Q", "--horizon", "3", "--fit")
     s.run("forecast", "--data", s.data, "--freq", "M", "--horizon", "3", "--fit", "--level",
@@ -185,3 +188,18 @@ def test_a_young_crm_without_orders_validates_and_warns(
     evaluated = session.run("warnings", "evaluate", "--data", session.data, "--no-deliver")
     assert evaluated.exit_code == 0
     assert "a churn model: the orders table is empty" in evaluated.stderr
+
+
+def test_the_console_script_answers_a_young_crm(
+        real_data: Callable[..., Path], tmp_path: Path) -> None:
+    """As a user runs it: a subprocess through ``engine.cli.main`` (the crash handler too)."""
+    data = str(real_data("crm-sales", 3))
+    env = {**os.environ, "QUOTACAST_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}",
+           "QUOTACAST_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"}
+    for args, code in ((["validate", "--data", data], 0), (["train", "win", "--data", data], 1)):
+        done = subprocess.run([sys.executable, "-c", "from engine.cli import main; main()",
+                               *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert done.returncode == code, done.stderr
+        assert "Traceback" not in done.stderr and CRASH_LINE not in done.stderr
+        assert code == 0 or "error: " in done.stderr

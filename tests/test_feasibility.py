@@ -13,7 +13,7 @@ from engine import schemas as S
 from engine import tracking
 from engine.history import export_at
 from engine.io import Tables, load_tables, validate_tables
-from engine.pipelines.feasibility import run_feasibility
+from engine.pipelines.feasibility import run_feasibility, run_recalibration
 from engine.summary import default_as_of
 from models import win as W
 
@@ -542,3 +542,9 @@ def test_later_rows_of_a_real_crm_change_nothing_as_of_t(real_data) -> None:
     runs = [FZ.feasibility(export_at(full, cut), "2017Q2", as_of, draws=500, all_nodes=True)
             for cut in ("2017-06-01", "2017-09-01")]
     pd.testing.assert_frame_equal(runs[0], runs[1])
+
+
+def test_recalibration_without_targets_says_so(tables: Tables, registry: Path) -> None:
+    untargeted = Tables({k: v for k, v in tables.frames.items() if k != S.TARGETS})
+    frame, notes = run_recalibration(untargeted, PERIOD, AS_OF, draws=200, use_churn=False)
+    assert frame.empty and "no node has a target in 2024Q3" in notes[-1]

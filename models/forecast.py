@@ -37,10 +37,14 @@ How :class:`RevenueForecaster` works, in the order ``fit`` does it:
    averaged over levels, is kept. See ``models.reconcile`` for what is coherent (``yhat``) and
    what is not (quantiles).
 5. **Conformal intervals.** Backtest errors of the final forecasts, divided by each series'
-   MASE scale, are pooled per level and horizon step (neighbouring steps are pooled too while
-   fewer than ``_MIN_CALIBRATION`` errors are available); their 10/50/90% quantiles, times the
-   series' scale, are added to ``yhat``. The same method calibrates every candidate, so
-   ``metrics_`` compares them on equal terms.
+   MASE scale and by its spread relative to its level (``series_spread``: its own mean
+   absolute error shrunk towards the level's), are pooled per level and horizon step
+   (neighbouring steps are pooled too while fewer than ``_MIN_CALIBRATION`` errors are
+   available, rescaled by the fitted growth of the errors with the step, ``error_growth``);
+   their 10/50/90% quantiles, times the series' scale and spread, are added to ``yhat``. The
+   same method calibrates every candidate, so ``metrics_`` compares them on equal terms. With
+   fewer than ``MIN_WINDOWS`` windows or ``MIN_ERRORS`` errors the bands are widened to at
+   least a random walk's, and ``sane_intervals`` checks every forecast row before it is kept.
 
 6. **Short series** (fewer than ``min_history`` observations) get a fallback: seasonal naive
    with at least one season, else the mean; their intervals use the seasonal naive's
@@ -117,6 +121,8 @@ _MIN_SHORT_HISTORY = 3
 # score when shrinking a series' own backtest score.
 _TOP_K = 4
 _SHRINK_WINDOWS = 4.0
+# Conformal spread per series: the level's mean counts as this many errors of the series.
+_SPREAD_SHRINK = 12.0
 
 Progress = Callable[[int, int], None]
 
@@ -632,6 +638,36 @@ def conformal_quantiles(
     return result
 
 
+def series_spread(errors: list[np.ndarray], levels: np.ndarray) -> np.ndarray:
+    """``(n_series,)`` how widely each series erred relative to its level (1 = as its level).
+
+    Each series' mean absolute scaled backtest error, shrunk towards its level's mean as if
+    the level had ``_SPREAD_SHRINK`` errors of its own, divided by that mean. Conformal errors
+    are divided by it before they are pooled and bands multiplied by it afterwards, so a
+    smooth series does not get a volatile neighbour's band (and vice versa). 1 without errors.
+    """
+    spread = np.ones(len(levels))
+    if not errors:
+        return spread
+    width = max(e.shape[1] for e in errors)
+    padded = [np.pad(e, ((0, 0), (0, width - e.shape[1])), constant_values=np.nan)
+              for e in errors]
+    magnitude = np.abs(np.hstack(padded))
+    counts = np.isfinite(magnitude).sum(axis=1)
+    totals = np.nansum(magnitude, axis=1)
+    for level in np.unique(levels):
+        rows = levels == level
+        n_level = counts[rows].sum()
+        if n_level == 0:
+            continue
+        mean = totals[rows].sum() / n_level
+        if not mean > 0:
+            continue
+        shrunk = (totals[rows] + _SPREAD_SHRINK * mean) / (counts[rows] + _SPREAD_SHRINK)
+        spread[rows] = shrunk / mean
+    return spread
+
+
 def _finite_sample_quantiles(sample: np.ndarray) -> np.ndarray:
     """10/50/90% quantiles with the split-conformal correction ceil((n+1)q)/n outwards."""
     n = sample.size
@@ -1071,12 +1107,15 @@ class RevenueForecaster:
         panel = plan.panel
         scored = [*models, COMBINED, *([RECONCILED] if output == RECONCILED else [])]
         tables, quantiles = [], {}
+        spread: dict[str, np.ndarray] = {}
         for name in scored:
             errors = [
                 _scaled_errors(w, w.preds[name], final.scale) if name in w.preds else None
                 for w in windows
             ]
             usable = [e for e in errors if e is not None]
+            spread[name] = series_spread(usable, levels)
+            usable = [e / spread[name][:, None] for e in usable]
             quantiles[name] = conformal_quantiles(usable, levels, self.horizon) if usable else {}
             for w in windows:
                 if name not in w.preds:
@@ -1087,9 +1126,11 @@ class RevenueForecaster:
                     for k in _known_before(windows, w.cutoff)
                     if name in k.preds
                 ]
+                own = series_spread(known, levels)
+                known = [e / own[:, None] for e in known]
                 q = conformal_quantiles(known, levels, w.steps) if known else {}
                 pred = np.where(w.eligible[:, None], w.preds[name], np.nan)
-                bands = {name: apply_quantiles(pred, w.scale, levels, q)}
+                bands = {name: apply_quantiles(pred, w.scale * own, levels, q)}
                 tables.append(window_table(panel, w, {name: pred}, bands))
         self.backtest_ = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
         self.metrics_ = metrics_table(self.backtest_) if len(self.backtest_) else pd.DataFrame()
@@ -1098,6 +1139,7 @@ class RevenueForecaster:
         quantiles[output] = _widened(quantiles[output], panel, self.horizon, len(backed),
                                      n_errors, self.notes_)
         self.quantiles_ = quantiles[output]
+        self.spread_ = spread[output]
         frame = self._forecast_frame(plan, final, levels, quantiles, output)
         self.forecast_ = sane_intervals(frame, self.notes_)
 
@@ -1111,7 +1153,7 @@ class RevenueForecaster:
     ) -> pd.DataFrame:
         panel = plan.panel
         point = np.maximum(final.preds[output], 0.0)
-        bands = apply_quantiles(point, final.scale, levels, quantiles[output])
+        bands = apply_quantiles(point, final.scale * self.spread_, levels, quantiles[output])
         # Fallback series borrow the seasonal naive's calibration when it exists.
         naive_q = quantiles.get("seasonal_naive") or quantiles[output]
         fallback_rows = ~final.eligible

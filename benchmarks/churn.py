@@ -34,6 +34,8 @@ mark, scores, and reports wall seconds and peak resident memory.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import pickle
 import subprocess
@@ -79,7 +81,8 @@ def _fit_bgnbd(x: pd.Series, recency: pd.Series, age: pd.Series) -> tuple[Any, f
 
     for penalty in BGNBD_PENALTIES:
         try:
-            with warnings.catch_warnings():  # lifetimes' optimizer probes log(0) on the way
+            # lifetimes' optimizer probes log(0) on the way and prints its failures.
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore", RuntimeWarning)
                 return BetaGeoFitter(penalizer_coef=penalty).fit(x, recency, age), penalty
         except ConvergenceError:

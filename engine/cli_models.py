@@ -126,6 +126,9 @@ def score_churn_cmd(
 
     when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
+    if tables.orders.empty:
+        fail("the orders table is empty: no customer has bought yet, so there is no churn risk "
+             "to score")
     use_tracking(ctx)
     with err.status("scoring churn risk"):
         try:

@@ -137,7 +137,7 @@ def plan(dates: dict[str, str], levels: list[str]) -> list[Step]:
         steps += [
             Step(f"train forecast {freq}", ("train", "forecast", "--data", "{data}", "--freq",
                                             freq, "--horizon", "3")),
-            Step(f"promote forecast ({freq})", ("promote", "forecast")),
+            Step(f"promote forecast --freq {freq}", ("promote", "forecast", "--freq", freq)),
             Step(f"forecast {freq} (champion)", ("forecast", "--data", "{data}", "--freq", freq,
                                                  "--horizon", "3", "--out",
                                                  f"{{work}}/fc_{freq}.csv")),
@@ -145,11 +145,18 @@ def plan(dates: dict[str, str], levels: list[str]) -> list[Step]:
                                             "--horizon", "3", "--fit", "--out",
                                             f"{{work}}/fit_{freq}.csv")),
         ]
-    steps.append(Step("forecast M --fit --as-of", (
-        "forecast", "--data", "{data}", "--freq", "M", "--horizon", "3", "--fit", "--as-of", mid,
-        "--out", "{work}/fit_mid.csv")))
+    steps += [
+        Step("train forecast M --as-of", ("train", "forecast", "--data", "{data}", "--freq", "M",
+                                          "--horizon", "3", "--as-of", mid)),
+        Step("forecast M --fit --as-of", (
+            "forecast", "--data", "{data}", "--freq", "M", "--horizon", "3", "--fit", "--as-of",
+            mid, "--out", "{work}/fit_mid.csv")),
+    ]
     for level in levels:
         steps += [
+            Step(f"train forecast M --level {level} --promote", (
+                "train", "forecast", "--data", "{data}", "--freq", "M", "--horizon", "3",
+                "--level", level, "--promote")),
             Step(f"forecast M --level {level} (champion)", (
                 "forecast", "--data", "{data}", "--freq", "M", "--horizon", "3", "--level", level,
                 "--out", f"{{work}}/fc_{level}.csv")),
@@ -264,6 +271,8 @@ def _last_line(stderr: str) -> str:
     """The line that says what happened: a crash, an error, a usage error, else the last."""
     lines = [line.strip(_BOX) for line in stderr.splitlines()]
     lines = [line for line in lines if line and not line.startswith("Try '")]
+    prose = [line for line in lines if not any(c in _BOX[:-1] for c in line)]  # no table rows
+    lines = prose or lines
     crash = [line for line in lines if CRASH_LINE in line]
     errors = [line for line in lines if line.startswith("error:") or line.startswith(_USAGE)]
     return (crash or errors or lines or [""])[-1][:300]

@@ -290,6 +290,13 @@ def _sqlite(tmp_path: Path, tables: dict[str, str]) -> str:
     return f"sqlite:///{path}"
 
 
+def test_sql_source_without_orders_loads_when_deals_exist(tmp_path: Path) -> None:
+    url = _sqlite(tmp_path, {k: v for k, v in VALID.items() if k != "orders"})
+    tables = load_tables(url)
+    assert tables.orders.empty and S.ORDERS in tables.derived
+    assert len(tables["opportunities"]) == 2
+
+
 def test_sql_source_loads_the_same_tables(tmp_path: Path) -> None:
     url = _sqlite(tmp_path, VALID)
     from_sql = load_tables(url)

@@ -1136,8 +1136,8 @@ class RevenueForecaster:
         self.metrics_ = metrics_table(self.backtest_) if len(self.backtest_) else pd.DataFrame()
         backed = [w for w in windows if output in w.preds]
         n_errors = sum(int(np.isfinite(w.actual[w.eligible]).sum()) for w in backed)
-        quantiles[output] = _widened(quantiles[output], panel, self.horizon, len(backed),
-                                     n_errors, self.notes_)
+        quantiles[output] = _widened(quantiles[output], panel, final.scale, self.horizon,
+                                     len(backed), n_errors, self.notes_)
         self.quantiles_ = quantiles[output]
         self.spread_ = spread[output]
         frame = self._forecast_frame(plan, final, levels, quantiles, output)
@@ -1266,14 +1266,20 @@ def _note_incoherent_history(
         )
 
 
-def _in_sample_quantiles(panel: Panel, horizon: int) -> dict[str, np.ndarray]:
+def _in_sample_quantiles(panel: Panel, horizon: int, scales: np.ndarray | None = None
+                         ) -> dict[str, np.ndarray]:
     """10/50/90% quantiles of scaled one-step naive errors, widened by sqrt(step).
 
     The last resort when no backtest window exists: a random walk's error grows with the
-    square root of the horizon.
+    square root of the horizon. ``scales`` (default each series' mean absolute one-step change)
+    are the units the quantiles will be multiplied by.
     """
     diffs = np.diff(panel.values, axis=1)
-    scale = np.nanmean(np.abs(diffs), axis=1, keepdims=True) if diffs.size else np.ones((1, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        own = (np.nanmean(np.abs(diffs), axis=1, keepdims=True) if diffs.size
+               else np.ones((panel.n_series, 1)))
+    scale = own if scales is None else np.asarray(scales, float)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         scaled = (diffs / np.where(scale > 0, scale, np.nan)).ravel()
     scaled = scaled[np.isfinite(scaled)]
@@ -1282,8 +1288,8 @@ def _in_sample_quantiles(panel: Panel, horizon: int) -> dict[str, np.ndarray]:
     return {"": base[None, :] * steps}
 
 
-def _widened(quantiles: dict[str, np.ndarray], panel: Panel, horizon: int, n_windows: int,
-             n_errors: int, notes: list[str]) -> dict[str, np.ndarray]:
+def _widened(quantiles: dict[str, np.ndarray], panel: Panel, scales: np.ndarray, horizon: int,
+             n_windows: int, n_errors: int, notes: list[str]) -> dict[str, np.ndarray]:
     """The conformal quantiles, widened when fewer than :data:`MIN_WINDOWS` windows or
     :data:`MIN_ERRORS` errors back them.
 
@@ -1293,7 +1299,7 @@ def _widened(quantiles: dict[str, np.ndarray], panel: Panel, horizon: int, n_win
     """
     if n_windows >= MIN_WINDOWS and n_errors >= MIN_ERRORS and quantiles:
         return quantiles
-    floor = _in_sample_quantiles(panel, horizon)[""]
+    floor = _in_sample_quantiles(panel, horizon, scales)[""]
     if not quantiles:
         notes.append("no backtest window: 80% intervals are a random walk's (quantiles of the "
                      "one-step changes of the history, growing with the square root of the step)")

@@ -182,7 +182,7 @@ def test_split_is_sized_to_the_history() -> None:
     assert min(len(split.train), len(split.calibrate), len(split.holdout)) >= W.MIN_SLICE_ROWS
     # Four dates: two slices, no calibration, said so; the holdout is strictly later.
     split, notes = W.sized_split(_rows(4, 70))
-    assert split.slices == 2 and "without Platt scaling" in notes[0]
+    assert split.slices == 2 and "fixed number of boosting rounds" in notes[0]
     assert split.train[W.PERIOD_END].max() <= split.holdout[S.AS_OF].min()
     with pytest.raises(ValueError, match="too little closed history"):
         W.sized_split(_rows(2, 60))
@@ -226,5 +226,6 @@ def test_win_model_on_three_and_nine_months_of_a_real_pipeline(real_data, months
     assert split.slices == 3 and notes == [] and split.holdout[W.LABEL].sum() >= 100
     assert (rows[W.PERIOD_END] <= cutoff).all()
     model, _, table = win_pipeline.fit_win_model(rows, split=split)
-    assert table.loc["win_model", "roc_auc"] > 0.5
+    assert table.loc["win_model", "log_loss"] < table.loc["stage_rates", "log_loss"]
+    assert table.loc["win_model", "roc_auc"] > table.loc["stage_rates", "roc_auc"]
     assert model.predict_frame(split.holdout)[W.WIN_PROBABILITY].between(0, 1).all()

@@ -4,11 +4,13 @@ The training rows for ``as_of`` are deals open at weekly past dates, each paired
 periods that date can ask about, and with rolling windows when a young history has too few
 calendar periods over (:func:`models.win.labelled_rows`); a row is kept only
 when its period ended before ``as_of``, so every label was known then. The rows are split by
-time, sized to the history (:func:`models.win.sized_split`): the booster learns on the oldest,
-Platt scaling is fitted on a later slice (skipped, with a note, when the history is too short
-for three slices) and the model, the historical stage-rate baseline and the current champion
-are all scored on the latest slice, so the promotion gate (log loss, lower is better) compares
-like with like, and a model that does not beat stage rates is never promoted.
+time, sized to the history (:func:`models.win.sized_split`): the booster learns on the oldest
+(starting from the stage rates' log-odds or from nothing, whichever does better on the later
+slice), stops early on a later slice (a fixed number of rounds, with a note, when the history
+is too short for three slices) and the model, the historical stage-rate baseline and the
+current champion are all scored on the latest slice, so the promotion gate (log loss, lower
+is better) compares like with like, and a model that does not beat stage rates is never
+promoted.
 """
 
 from __future__ import annotations

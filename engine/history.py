@@ -15,6 +15,7 @@ from engine.io import Tables
 
 __all__ = ["cut_history", "export_at", "first_day"]
 
+LIST_PRICE = "list_price"  # the quoted value some exports carry beside the closing amount
 _DATED = {S.ORDERS: S.ORDER_DATE, S.INTERACTIONS: S.OCCURRED_AT, S.RECEIVABLES: S.ISSUED_AT,
           S.OPPORTUNITIES: S.CREATED_AT, S.STAGE_HISTORY: S.ENTERED_AT}
 
@@ -46,6 +47,12 @@ def _reopened(opps: pd.DataFrame, history: pd.DataFrame | None,
     opps[S.STAGE] = opps[S.STAGE].astype(object)
     opps.loc[later, S.STAGE] = stage.to_numpy()
     opps.loc[later, S.STATUS] = S.STATUS_OPEN
+    if LIST_PRICE in opps.columns:
+        # The amount at the close (e.g. crm-sales' close value) was not known while the deal
+        # was open: an open deal is valued at its quoted price, as the importer values the
+        # deals still open in the source.
+        quoted = pd.to_numeric(opps.loc[later, LIST_PRICE], errors="coerce")
+        opps.loc[later, S.AMOUNT] = quoted.fillna(opps.loc[later, S.AMOUNT]).to_numpy()
     return opps
 
 

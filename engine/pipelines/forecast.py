@@ -179,7 +179,8 @@ def _series(tables: Tables, freq: str, levels: Sequence[str], as_of: pd.Timestam
     end: DataEnd = series.attrs["data_end"]
     flagged = series[PARTIAL].astype(bool)
     complete, partial = series[~flagged], series[flagged]
-    complete, lead_note = _without_short_first_period(complete, end, freq)
+    complete, lead_note = _without_short_first_period(complete, end, freq,
+                                                      _data_start(tables))
     if complete.empty:
         name = _PERIOD_NAMES[freq]
         raise ValueError(
@@ -189,11 +190,25 @@ def _series(tables: Tables, freq: str, levels: Sequence[str], as_of: pd.Timestam
     return _Series(complete.reset_index(drop=True), partial.reset_index(drop=True), end, notes)
 
 
-def _without_short_first_period(complete: pd.DataFrame, end: DataEnd, freq: str
-                                ) -> tuple[pd.DataFrame, list[str]]:
+def _data_start(tables: Tables) -> pd.Timestamp | None:
+    """The first day of the data: its first order or its first created deal (a pipeline that
+    began before its first sale covers the months of that first sale)."""
+    starts = []
+    for table, column in ((S.ORDERS, S.ORDER_DATE), (S.OPPORTUNITIES, S.CREATED_AT)):
+        frame = tables.get(table)
+        if frame is not None and column in frame.columns and frame[column].notna().any():
+            starts.append(pd.Timestamp(frame[column].min()))
+    return min(starts).normalize() if starts else None
+
+
+def _without_short_first_period(complete: pd.DataFrame, end: DataEnd, freq: str,
+                                start: pd.Timestamp | None) -> tuple[pd.DataFrame, list[str]]:
     """The complete periods without a first one the data covers only in part (it would read as
-    a slump), when at least three periods remain."""
+    a slump), when at least three periods remain. Data that starts before the first period
+    with revenue (deals created earlier) covers that period."""
     first = complete[S.DS].min()
+    if start is not None and start <= first:
+        return complete, []
     if end.first_covered >= 1.0 or complete[S.DS].nunique() < 4:
         return complete, []
     note = (f"the first {_PERIOD_NAMES[freq]}, {first.date()}, is covered only "

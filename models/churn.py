@@ -45,6 +45,7 @@ from scipy.special import expit
 from sklearn.exceptions import NotFittedError
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -53,6 +54,7 @@ from features.customer import FEATURE_DESCRIPTIONS, format_feature
 __all__ = [
     "CHURN_PROBABILITY",
     "FEATURE_PREFIXES",
+    "LINEAR_WEIGHTS",
     "REASONS",
     "REASON_SEPARATOR",
     "ChurnModel",
@@ -83,6 +85,8 @@ ISOTONIC_MIN_CLASS = 100
 # Weight of the raw sigmoid blended into the isotonic step function: breaks its ties so the
 # calibrated score stays strictly increasing, at a cost of at most 0.001 in probability.
 _TIE_BREAK = 1e-3
+# Weights of the RFM logistic regression in the blended score, tried on the inner slice.
+LINEAR_WEIGHTS = (0.0, 0.25, 0.5, 0.75)
 _P_MIN, _P_MAX = 1e-4, 1 - 1e-4
 
 Calibration = Literal["auto", "isotonic", "sigmoid"]
@@ -458,6 +462,15 @@ class ChurnModel:
         random_state: seed of LightGBM's bagging and feature sampling.
         n_jobs: LightGBM threads. One by default: on a small shared machine, OpenMP threads
             that wait for a busy core made training six times slower than a single thread.
+        linear_weight: weight of an RFM logistic regression (:class:`RfmLogistic`, fitted on
+            the same rows) in the score: the boosters' log-odds and the regression's, each
+            divided by its out-of-fold spread, are averaged with weights ``1 - w`` and ``w``
+            before calibration. The regression extrapolates smoothly where the trees are flat
+            (a season or a tenure the training snapshots never saw); 0 is the trees alone.
+            None (default) chooses it from :data:`LINEAR_WEIGHTS` by the ROC-AUC of the
+            out-of-fold scores on an inner validation slice (the latest quarter of the
+            training ``periods``, all rows without them); only the cross-fitted mode
+            (``groups``) blends. The choice is ``linear_weight_``.
     """
 
     # The churn horizon the model was trained for (set by the pipeline; None when unknown).
@@ -481,6 +494,7 @@ class ChurnModel:
         min_contribution: float = 0.1,
         random_state: int = 42,
         n_jobs: int = 1,
+        linear_weight: float | None = None,
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -498,6 +512,7 @@ class ChurnModel:
         self.min_contribution = min_contribution
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.linear_weight = linear_weight
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor parameters (scikit-learn convention; logged with each run)."""
@@ -520,6 +535,7 @@ class ChurnModel:
                 "min_contribution",
                 "random_state",
                 "n_jobs",
+                "linear_weight",
             )
         }
 
@@ -592,7 +608,8 @@ class ChurnModel:
         self.categories_ = self._learn_categories(X)
 
     def fit(self, X: pd.DataFrame, y: object, X_cal: pd.DataFrame | None = None,
-            y_cal: object = None, groups: object = None, n_folds: int = 4) -> ChurnModel:
+            y_cal: object = None, groups: object = None, n_folds: int = 4,
+            periods: object = None) -> ChurnModel:
         """Boost, stop early and calibrate on rows the trees did not learn from.
 
         Two ways:
@@ -612,9 +629,13 @@ class ChurnModel:
             y_cal: its labels.
             groups: one group key per row of ``X`` (cross-fitting).
             n_folds: folds of the cross-fitting.
+            periods: the snapshot (as_of) of each row: its latest quarter is the inner
+                validation slice that chooses ``linear_weight`` when that is None.
         """
         y_fit = _labels(y)
         _both_classes(y_fit, "training slice")
+        self.__dict__.pop("linear_", None)
+        self.linear_weight_ = 0.0
         self._prepare(X)
         train_m = self._matrix(X)
         if X_cal is not None:
@@ -631,6 +652,8 @@ class ChurnModel:
             if len(np.unique(fold)) < 2:
                 raise ValueError("cross-fitting needs at least two groups")
             self.boosters_, margin = [], np.zeros(len(y_fit))
+            linear = self._linear_columns()
+            linear_margin = np.zeros(len(y_fit))
             for k in np.unique(fold):
                 out = fold == k
                 _both_classes(y_fit[~out], "training folds")
@@ -641,7 +664,17 @@ class ChurnModel:
                 best = int(booster.best_iteration or self.n_estimators)
                 margin[out] = booster.predict(train_m.loc[out], num_iteration=best,
                                               raw_score=True)
+                if linear:
+                    part = RfmLogistic(*linear).fit(train_m.loc[~out], y_fit[~out])
+                    linear_margin[out] = part.log_odds(train_m.loc[out])
             self._best()
+            if linear:
+                self.scales_ = (_spread(margin), _spread(linear_margin))
+                self.linear_weight_ = self._choose_weight(margin, linear_margin, y_fit,
+                                                          _inner(periods, len(y_fit)))
+                if self.linear_weight_ > 0:
+                    self.linear_ = RfmLogistic(*linear).fit(train_m, y_fit)
+                    margin = self._blend(margin, linear_margin)
             y_margin = y_fit
         self.calibration_method_ = _calibration_method(y_margin, self.calibration)
         self.calibrator_ = _Calibrator(self.calibration_method_).fit(margin, y_margin)
@@ -650,11 +683,44 @@ class ChurnModel:
         return self
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Models pickled before cross-fitting held one ``booster_``: they still load."""
+        """Models pickled before cross-fitting held one ``booster_``, models pickled before the
+        blend no ``linear_``: they still load (trees alone)."""
         if "booster_" in state and "boosters_" not in state:
             state["boosters_"] = [state.pop("booster_")]
             state["iterations_"] = [state["best_iteration_"]]
+        state.setdefault("linear_weight", 0.0)
+        state.setdefault("linear_weight_", 0.0)
         self.__dict__.update(state)
+
+    def _linear_columns(self) -> tuple[str, str, str] | None:
+        """Recency, frequency and monetary columns of the blended regression, or None (no
+        blend: zero weight, or a column not among the features)."""
+        columns = (RECENCY, FREQUENCY, MONETARY)
+        if self.linear_weight == 0 or not set(columns) <= set(self.features_):
+            return None
+        return columns
+
+    def _blend(self, trees: np.ndarray, linear: np.ndarray, weight: float | None = None
+               ) -> np.ndarray:
+        w = self.linear_weight_ if weight is None else weight
+        return (1 - w) * trees / self.scales_[0] + w * linear / self.scales_[1]
+
+    def _choose_weight(self, trees: np.ndarray, linear: np.ndarray, y: np.ndarray,
+                       inner: np.ndarray) -> float:
+        """The given weight, else the one of :data:`LINEAR_WEIGHTS` whose blend of out-of-fold
+        log-odds ranks the inner slice best (ROC-AUC; the first, lightest, on a tie)."""
+        if self.linear_weight is not None:
+            return float(self.linear_weight)
+        if len(np.unique(y[inner])) < 2:
+            return 0.0
+        scores = [roc_auc_score(y[inner], self._blend(trees[inner], linear[inner], w))
+                  for w in LINEAR_WEIGHTS]
+        return float(LINEAR_WEIGHTS[int(np.argmax(scores))])
+
+    def _score(self, X: pd.DataFrame, trees: np.ndarray) -> np.ndarray:
+        """The calibrated score from the boosters' log-odds (blended when fitted so)."""
+        linear = getattr(self, "linear_", None)
+        return trees if linear is None else self._blend(trees, linear.log_odds(X))
 
     def _best(self) -> None:
         self.iterations_ = [int(b.best_iteration or self.n_estimators) for b in self.boosters_]
@@ -691,7 +757,8 @@ class ChurnModel:
     def _probability(self, X: pd.DataFrame) -> np.ndarray:
         if len(X) == 0:
             return np.zeros(0)
-        return np.asarray(self.calibrator_.transform(self._margin(X)), dtype=float)
+        return np.asarray(self.calibrator_.transform(self._score(X, self._margin(X))),
+                          dtype=float)
 
     def predict_proba_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``churn_probability`` per row of a feature frame, index kept."""
@@ -756,7 +823,8 @@ class ChurnModel:
             return _probability_frame(frame, np.zeros(0)).assign(**{REASONS: ""})
         # One TreeSHAP pass serves both: the contributions sum to the raw log-odds.
         contrib = self._contributions(X)
-        out = _probability_frame(frame, self.calibrator_.transform(contrib.sum(axis=1)))
+        out = _probability_frame(frame, self.calibrator_.transform(
+            self._score(X, contrib.sum(axis=1))))
         out[REASONS] = self._phrase_rows(X, contrib[:, :-1])
         return out
 
@@ -773,6 +841,24 @@ def _folds(groups: object, n_folds: int) -> np.ndarray:
     keys = pd.Series(np.asarray(groups)).astype(str)
     hashed = pd.util.hash_pandas_object(keys, index=False).to_numpy()
     return (hashed % np.uint64(max(n_folds, 2))).astype(int)
+
+
+def _inner(periods: object, n: int) -> np.ndarray:
+    """Rows of the latest quarter of the distinct periods (at least one); all without them."""
+    if periods is None:
+        return np.ones(n, dtype=bool)
+    values = pd.Series(np.asarray(periods))
+    distinct = np.sort(values.dropna().unique())
+    if distinct.size == 0:
+        return np.ones(n, dtype=bool)
+    latest = distinct[-max(1, distinct.size // 4):]
+    return values.isin(latest).to_numpy()
+
+
+def _spread(values: np.ndarray) -> float:
+    """Standard deviation, 1 when there is none (a constant score)."""
+    spread = float(np.std(values))
+    return spread if np.isfinite(spread) and spread > 0 else 1.0
 
 
 def _plain(value: Any) -> Any:
@@ -895,6 +981,14 @@ class RfmLogistic:
         p = self.pipeline_.predict_proba(self._design(frame))[:, 1] if len(frame) else (np.zeros(0))
         return _probability_frame(frame, p)
 
+    def log_odds(self, frame: pd.DataFrame) -> np.ndarray:
+        """The regression's log-odds of churn per row."""
+        if not hasattr(self, "pipeline_"):
+            raise NotFittedError("RfmLogistic is not fitted yet")
+        if not len(frame):
+            return np.zeros(0)
+        return np.asarray(self.pipeline_.decision_function(self._design(frame)), dtype=float)
+
     predict_frame = predict_proba_frame
 
 
@@ -908,5 +1002,6 @@ def describe_params(model: ChurnModel) -> Mapping[str, Any]:
         n_train=model.n_train_,
         n_calibration=model.n_calibration_,
         n_boosters=len(model.boosters_),
+        rfm_logistic_weight=model.linear_weight_,
     )
     return params

@@ -41,6 +41,7 @@ from models.churn import (
     ChurnModel,
     RecencyCycleRule,
     RfmLogistic,
+    _inner,
     phrase_reason,
 )
 from models.classification import (
@@ -167,6 +168,52 @@ def test_isotonic_keeps_the_ranking_of_the_trees() -> None:
     order = np.argsort(margin)
     assert (np.diff(p[order]) >= 0).all()  # strictly increasing map, no reordering
     assert len(np.unique(p)) == len(np.unique(margin))  # ...and no ties created
+
+
+def test_cross_fitted_model_blends_the_rfm_regression() -> None:
+    frame, y = _tiny_frame(3000, seed=3)
+    train, test, y_train = frame.iloc[:2400], frame.iloc[2400:], y[:2400]
+    fit = partial(ChurnModel, n_estimators=150, calibration="isotonic")
+    blended = fit(linear_weight=0.5).fit(train, y_train, groups=train[S.CUSTOMER_ID])
+    trees = fit(linear_weight=0.0).fit(train, y_train, groups=train[S.CUSTOMER_ID])
+    assert hasattr(blended, "linear_") and not hasattr(trees, "linear_")
+    X = blended._matrix(test)
+    assert np.allclose(blended._margin(X), trees._margin(X))  # same boosters
+    # The regression is the RFM logistic of the same rows; the score averages the two
+    # log-odds, each over its out-of-fold spread, and the calibration keeps its order.
+    rfm = RfmLogistic().fit(train, y_train).predict_proba_frame(test)[CHURN_PROBABILITY]
+    assert np.allclose(blended.linear_.log_odds(X), np.log(rfm / (1 - rfm)))
+    score = (0.5 * blended._margin(X) / blended.scales_[0]
+             + 0.5 * blended.linear_.log_odds(X) / blended.scales_[1])
+    p = blended.predict_proba_frame(test)[CHURN_PROBABILITY].to_numpy()
+    assert (np.diff(p[np.argsort(score)]) >= -1e-12).all()
+    assert np.allclose(blended.predict_frame(test)[CHURN_PROBABILITY], p)
+    p_trees = trees.predict_proba_frame(test)[CHURN_PROBABILITY].to_numpy()
+    assert not np.allclose(p, p_trees)
+    # A model pickled before the blend existed loads and scores with its trees alone.
+    state = {k: v for k, v in trees.__dict__.items() if k != "linear_weight"}
+    old = ChurnModel.__new__(ChurnModel)
+    old.__setstate__(state)
+    assert old.linear_weight == 0.0
+    assert np.allclose(old.predict_proba_frame(test)[CHURN_PROBABILITY], p_trees)
+    # Left to choose (the default), the weight is the inner slice's best: when churn follows
+    # complaints alone, which the regression never sees, the trees stand alone.
+    rng = np.random.default_rng(5)
+    y_complaints = (rng.random(len(train)) < 1 / (1 + np.exp(
+        1.5 - 1.5 * train["cx_complaints_90d"].to_numpy()))).astype(int)
+    chosen = fit().fit(train, y_complaints, groups=train[S.CUSTOMER_ID],
+                       periods=np.repeat(np.arange(8), 300))
+    assert chosen.linear_weight_ == 0.0 and not hasattr(chosen, "linear_")
+    assert blended.linear_weight_ == 0.5 and trees.linear_weight_ == 0.0
+
+
+def test_inner_slice_is_the_latest_quarter_of_the_periods() -> None:
+    periods = pd.Series(pd.to_datetime(["2026-01-05", "2026-01-12", "2026-01-19", "2026-01-26",
+                                        "2026-02-02", "2026-02-09", "2026-02-16", "2026-02-23"]))
+    rows = pd.concat([periods, periods.iloc[::-1]], ignore_index=True)
+    inner = _inner(rows, len(rows))
+    assert rows[inner].isin(periods.iloc[-2:]).all() and inner.sum() == 4
+    assert _inner(None, 3).all() and _inner(periods.iloc[:2], 2).tolist() == [False, True]
 
 
 def test_phrases_quote_values() -> None:

@@ -452,7 +452,8 @@ def _fit_candidates(train: pd.DataFrame, horizon_days: int, seed: int, notes: li
     y = train[CHURNED].to_numpy()
     out: dict[str, Any] = {}
     try:
-        model = ChurnModel(random_state=seed).fit(train, y, groups=train[S.CUSTOMER_ID])
+        model = ChurnModel(random_state=seed).fit(train, y, groups=train[S.CUSTOMER_ID],
+                                                  periods=train[S.AS_OF])
         model.horizon_days_ = horizon_days
         out["lightgbm"] = model
     except ValueError as exc:

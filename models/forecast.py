@@ -218,7 +218,10 @@ def _ets_one(
         try:
             fitted = AutoETS(season_length=season, model=model_spec, damped=damped).fit(y)
             mean = fitted.predict(h=horizon)["mean"]
-        except (ValueError, NotImplementedError, ZeroDivisionError, np.linalg.LinAlgError):
+        except (ValueError, KeyError, IndexError, NotImplementedError, ZeroDivisionError,
+                np.linalg.LinAlgError):
+            # statsforecast fails in several ways on a handful of points (KeyError 'fitted'
+            # on three quarters); the combination then falls back for that series.
             return np.full(horizon, np.nan), None
     components = fitted.model_["components"]
     return np.asarray(mean, float), ("".join(components[:3]), components[3] == "D")

@@ -626,3 +626,11 @@ def test_a_hierarchy_level_without_an_org_chart_is_a_plain_column() -> None:
     frame, _ = forecast_fresh(tables, freq="M", horizon=2, level=S.LEVEL_REGION,
                               candidates=CHEAP)
     assert frame[S.KEY].unique().tolist() == ["north"] and len(frame) == 2
+
+
+@pytest.mark.parametrize("y", [[1.0, 2.0, 3.0], [5.0, 6.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+def test_ets_on_a_handful_of_points_gives_nan_not_an_error(y: list[float]) -> None:
+    from models.forecast import _ets_one
+
+    mean, spec = _ets_one(np.array(y), 2, 4, None)  # statsforecast raised KeyError 'fitted'
+    assert mean.shape == (2,) and (spec is None or np.isfinite(mean).all())

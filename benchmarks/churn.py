@@ -18,11 +18,13 @@ Cases (every model of a case is scored on the same holdout customers):
 - ``demo (medium)``: the generated company, 180-day horizon.
 
 Models: ``ours`` is what training registers (the best candidate on the holdout); ``lightgbm``
-(stacked on point-in-time BG/NBD outputs) and ``bg_nbd`` (our scipy BG/NBD, refitted on the
-purchases before the holdout) are the candidates; ``bg_nbd (lifetimes)`` is the same model from
-the ``lifetimes`` library (dev dependency), an independent check of ours; ``recency_rule`` (days
-since the last order against the customer's own cycle), ``recency (days)`` (plain days since the
-last order) and ``rfm_logistic`` are the baselines. The ``gate`` column says whether the
+(stacked on point-in-time BG/NBD outputs, blended with an RFM logistic regression at the weight
+the latest training snapshots pick out of fold; the weight is printed) and ``bg_nbd`` (our
+scipy BG/NBD, refitted on the purchases before the holdout) are the candidates;
+``bg_nbd (lifetimes)`` is the same model from the ``lifetimes`` library (dev dependency), an
+independent check of ours; ``recency_rule`` (days since the last order against the customer's
+own cycle), ``recency (days)`` (plain days since the last order) and ``rfm_logistic`` are the
+baselines. The ``gate`` column says whether the
 registered model would be promotable (beats the recency rule, or chance when higher).
 
 Scoring speed: a model trained on the demo company scores the ``large`` company
@@ -157,9 +159,10 @@ def run_case(case: Case) -> tuple[pd.DataFrame, Any]:
     except (ImportError, RuntimeError) as exc:
         print(f"  lifetimes BG/NBD left out: {exc}", file=sys.stderr)
     table.loc[f"ours = {chosen}"] = table.loc[chosen]
+    weight = getattr(candidates.get("lightgbm"), "linear_weight_", None)
     print(f"{case.dataset} {case.months}: {split.horizon_days}-day horizon, "
           f"{len(split.train)} snapshots, {len(train):,} training rows, {len(holdout):,} "
-          f"holdout customers (as of {split.holdout.date()}); {gate}; "
+          f"holdout customers (as of {split.holdout.date()}); RFM blend weight {weight}; {gate}; "
           f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
     order = [f"ours = {chosen}", "lightgbm", "bg_nbd", "bg_nbd (lifetimes)", "recency_rule",
              "recency (days)", "rfm_logistic"]

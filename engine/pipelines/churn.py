@@ -20,7 +20,9 @@ young history), and the summary says so; a horizon the history cannot hold is re
 longest one it can.
 
 Candidates: LightGBM stacked on the features and on a BG/NBD refitted before every snapshot
-(``btyd_`` columns), and the BG/NBD itself. The registered model is the candidate with the best
+(``btyd_`` columns), its log-odds blended with an RFM logistic regression's at the weight that
+ranks the latest quarter of the training snapshots best out of fold (never the holdout), and
+the BG/NBD itself. The registered model is the candidate with the best
 holdout PR-AUC; it is promotable only when it beats the simplest baseline (the recency rule, or
 chance when that is higher) on the same holdout. Scoring without a champion falls back on the
 BG/NBD fitted on the data before as_of (:func:`score_churn_fallback`).
@@ -456,6 +458,10 @@ def _fit_candidates(train: pd.DataFrame, horizon_days: int, seed: int, notes: li
                                                   periods=train[S.AS_OF])
         model.horizon_days_ = horizon_days
         out["lightgbm"] = model
+        if model.linear_weight_ > 0:
+            notes.append(f"LightGBM is blended with the RFM logistic regression (weight "
+                         f"{model.linear_weight_:g}, the best on the latest training snapshots "
+                         "out of fold)")
     except ValueError as exc:
         notes.append(f"LightGBM left out: {exc}")
     if train[BTYD_P_CHURN].notna().any():

@@ -91,19 +91,28 @@ def promote(
     model: Annotated[str, typer.Argument(help="churn, forecast or win")],
     version: Annotated[str | None, typer.Option(help="Promote this version instead.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Skip the holdout comparison.")] = False,
+    freq: Annotated[str, typer.Option("--freq", help="forecast only: the frequency of the "
+                                      "forecaster (D, W, M or Q).")] = "M",
+    level: Annotated[str | None, typer.Option("--level", help="forecast only: the level it "
+                                              "was trained for (product, segment...).")] = None,
 ) -> None:
     """Move the champion alias to the challenger if it is at least as good on the same holdout."""
     from engine import tracking
 
     if model not in MODEL_KINDS:
         raise typer.BadParameter(f"expected one of {', '.join(MODEL_KINDS)}", param_hint="MODEL")
+    kind = model
+    if model == "forecast":
+        from engine.pipelines.forecast import forecast_kind
+
+        kind = forecast_kind(_freq(freq), level)
     use_tracking(ctx)
     try:
-        decision = tracking.promote(model, version=version, force=force)
+        decision = tracking.promote(kind, version=version, force=force)
     except tracking.ChampionMissingError as exc:
         fail(str(exc))
     verb = "promoted" if decision.promoted else "kept the champion; did not promote"
-    err.print(f"{verb} {tracking.model_name(model)} v{decision.version}: {decision.reason}",
+    err.print(f"{verb} {tracking.model_name(kind)} v{decision.version}: {decision.reason}",
               highlight=False)
     if not decision.promoted and not decision.reason.endswith("already the champion"):
         raise typer.Exit(1)
@@ -364,8 +373,8 @@ def train_forecast_cmd(
         err.print(f"{verb} {result.model_name} v{decision.version}: {decision.reason}",
                   highlight=False)
     elif kind != "forecast":
-        err.print(f"to serve it: `quotacast train forecast --freq {freq}"
-                  f"{'' if level is None else ' --level ' + level} --promote`", highlight=False)
+        err.print(f"to serve it: `quotacast promote forecast --freq {freq}"
+                  f"{'' if level is None else ' --level ' + level}`", highlight=False)
 
 
 @plan_app.command("forecast")

@@ -18,9 +18,9 @@ from typing import Any, Generic, TypeVar
 
 import pandas as pd
 
-from engine import schemas as S
 from engine import tracking
 from engine.config import Settings
+from engine.history import first_day
 from engine.io import BadInput, Tables, load_tables
 from engine.summary import data_end
 from engine.warnings.store import AlertStore
@@ -165,7 +165,7 @@ def load_data(source: str) -> DataState:
         return state
     state.tables = tables
     state.end = data_end(tables)
-    state.start = pd.Timestamp(tables.orders[S.ORDER_DATE].min()).normalize()
+    state.start = first_day(tables)
     return state
 
 

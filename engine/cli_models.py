@@ -262,7 +262,9 @@ def feasibility_cmd(
     _notes(result.notes)
     shown = ["level", "key", "target", "closed_to_date", "p_attain", "p10", "p50", "p90",
              "must_hit", "stretch"]
-    print_frame(result.frame[shown], f"feasibility of {chosen} as of {when.date()}", limit=30)
+    if not result.frame.empty:
+        print_frame(result.frame[shown], f"feasibility of {chosen} as of {when.date()}",
+                    limit=30)
     emit(result.frame, out, as_json)
 
 

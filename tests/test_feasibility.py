@@ -538,9 +538,17 @@ def test_young_crm_intervals_are_sane(real_data, months: int) -> None:
 @pytest.mark.shared_data
 def test_later_rows_of_a_real_crm_change_nothing_as_of_t(real_data) -> None:
     full = load_tables(str(real_data("crm-sales")))
-    as_of = pd.Timestamp("2017-05-15")
-    runs = [FZ.feasibility(export_at(full, cut), "2017Q2", as_of, draws=500, all_nodes=True)
-            for cut in ("2017-06-01", "2017-09-01")]
+    as_of, cut = pd.Timestamp("2017-05-15"), pd.Timestamp("2017-06-01")
+    base = export_at(full, cut)
+    # The same export with every later row appended: orders and new deals dated after the cut.
+    frames = dict(base.frames)
+    for name, column in ((S.ORDERS, S.ORDER_DATE), (S.OPPORTUNITIES, S.CREATED_AT)):
+        later = full.frames[name].loc[full.frames[name][column] >= cut]
+        assert len(later) > 100
+        frames[name] = pd.concat([base.frames[name], later], ignore_index=True)
+    appended = Tables(frames, base.source, base.derived)
+    runs = [FZ.feasibility(t, "2017Q2", as_of, draws=500, all_nodes=True)
+            for t in (base, appended)]
     pd.testing.assert_frame_equal(runs[0], runs[1])
 
 

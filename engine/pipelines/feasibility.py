@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from engine import feasibility as FZ
+from engine import schemas as S
 from engine import tracking
 from engine.io import Tables
 from engine.pipelines import churn as churn_pipeline
@@ -141,7 +142,16 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
         tables, period, as_of, draws=draws, seed=seed, win_model=win_model, churn=churn,
         levels=levels, all_nodes=all_nodes)
     notes += [n for n in simulation.notes if not n.startswith("churn:") or churn is not None]
+    if not tables.has(S.OPPORTUNITIES):
+        # Notes about deals that do not exist help nobody: say once where revenue comes from.
+        notes = [n for n in notes if not n.startswith(("win model", "pipeline"))]
+        notes.append("pipeline: the data has no opportunities table; the outlook is revenue "
+                     "closed to date plus the run rate")
     notes += [n for n in frame.attrs.get("notes", []) if n.startswith("interval check")]
+    if frame.empty and not all_nodes:
+        notes.append(f"no node has a target in {period}: add rows to the targets table "
+                     "(period, level, key, amount), or pass --all-nodes to see every node's "
+                     "outlook without one")
     frame.attrs["notes"] = notes
     return FeasibilityResult(frame, simulation, notes)
 

@@ -31,11 +31,18 @@ How :class:`RevenueForecaster` works, in the order ``fit`` does it:
    noisy verdict on one series: the level's average counts as ``_SHRINK_WINDOWS`` windows),
    keeps the best ``_TOP_K`` candidates and weights them by inverse squared score.
    ``level_weights`` uses the level's average only, ``select`` the single best candidate,
-   ``mean`` equal weights. Without any evidence a series gets the mean of ETS and Theta.
+   ``mean`` equal weights. Without any evidence a series gets the mean of ETS and Theta, and
+   the backtest weights are blended with that default as if it had earned ``_PRIOR_WINDOWS``
+   window of evidence (``with_prior``): a verdict of one or two windows is noisy (on the demo
+   company LightGBM did best in the first window, on 16 months, and worst by far in the next
+   two), so the pull towards the default fades as windows accumulate.
 4. **Reconciliation** (with a hierarchy): the combined forecasts of every backtest window are
-   reconciled bottom-up and with MinT (shrink); the method with the lower backtest MASE,
-   averaged over levels, is kept. See ``models.reconcile`` for what is coherent (``yhat``) and
-   what is not (quantiles).
+   reconciled bottom-up, with MinT's structural diagonal (``wls_struct``: needs no errors)
+   and with MinT (shrink, covariance of earlier windows' errors); the method with the lowest
+   backtest MASE, averaged over levels, is kept. Without evidence (the first window, or no
+   window) ``wls_struct`` is used: bottom-up sums the noisiest forecasts (the reps'), which
+   made the demo company's top levels far worse than their own combined forecasts. See
+   ``models.reconcile`` for what is coherent (``yhat``) and what is not (quantiles).
 5. **Conformal intervals.** Backtest errors of the final forecasts, divided by each series'
    MASE scale and by its spread relative to its level (``series_spread``: its own mean
    absolute error shrunk towards the level's), are pooled per level and horizon step
@@ -53,7 +60,7 @@ How :class:`RevenueForecaster` works, in the order ``fit`` does it:
 Nothing in ``backtest_`` sees past its cutoff: the combination weights, MinT covariance and
 interval quantiles used in a window are learned only from the errors of earlier windows that
 were known by that cutoff (prequential). The first window therefore uses the default
-combination, bottom-up reconciliation and has no intervals; ``metrics_``'s ``coverage_80`` is
+combination, structural (WLS) reconciliation and has no intervals; ``metrics_``'s ``coverage_80`` is
 measured on the later windows, an honest out-of-sample estimate. The final forecasts use
 everything.
 
@@ -94,6 +101,7 @@ __all__ = [
     "COMBINED",
     "MIN_WINDOWS",
     "RECONCILED",
+    "RECONCILIATIONS",
     "RevenueForecaster",
     "sane_intervals",
     "short_min_history",
@@ -101,6 +109,9 @@ __all__ = [
 
 CANDIDATES = ("seasonal_naive", "ets", "theta", "prophet", "lgbm")
 COMBINATIONS = ("backtest_weights", "level_weights", "select", "mean")
+# Reconciliation methods, and the one used without backtest evidence.
+RECONCILIATIONS = ("bottom_up", "wls_struct", "mint_shrink")
+_DEFAULT_RECONCILIATION = "wls_struct"
 # Names of the derived forecasts in `backtest_` and `metrics_`.
 COMBINED, RECONCILED = "combination", "reconciled"
 
@@ -121,6 +132,9 @@ _MIN_SHORT_HISTORY = 3
 # score when shrinking a series' own backtest score.
 _TOP_K = 4
 _SHRINK_WINDOWS = 4.0
+# Combination: the default models' equal weights count as this many backtest windows of
+# evidence (``with_prior``).
+_PRIOR_WINDOWS = 1.0
 # Conformal spread per series: the level's mean counts as this many errors of the series.
 _SPREAD_SHRINK = 12.0
 
@@ -527,6 +541,26 @@ def combination_weights(
     return _inverse_square(shrunk, _TOP_K)
 
 
+def with_prior(weights: np.ndarray, n_scored: np.ndarray, default: np.ndarray) -> np.ndarray:
+    """Backtest weights blended with the default models' equal weights, as if the default had
+    ``_PRIOR_WINDOWS`` windows of evidence behind it.
+
+    One or two backtest windows are a noisy verdict (a candidate that happened to do well in
+    one window can fail badly in the next), so the weights earned on few windows are pulled
+    towards the default pair, and the pull fades as windows accumulate.
+
+    Args:
+        weights: ``(n_series, n_models)`` unnormalised weights (all-zero rows: no evidence).
+        n_scored: ``(n_series,)`` windows behind each row.
+        default: ``(n_models,)`` True for the default models.
+    """
+    total = weights.sum(axis=1, keepdims=True)
+    evidence = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    prior = np.broadcast_to(default / max(default.sum(), 1), weights.shape)
+    n = np.where(total[:, 0] > 0, n_scored, 0).astype(float)[:, None]
+    return (n * evidence + _PRIOR_WINDOWS * prior) / (n + _PRIOR_WINDOWS)
+
+
 def combine(
     preds: dict[str, np.ndarray], models: Sequence[str], weights: np.ndarray, default: Sequence[str]
 ) -> np.ndarray:
@@ -764,7 +798,7 @@ class RevenueForecaster:
         weights_: level, key, model, weight: the combination used for the final forecasts.
         quantiles_: level -> ``(horizon, 3)`` scaled-error quantiles of the published
             forecasts ("" holds the all-levels pool).
-        reconciliation_: ``bottom_up``, ``mint_shrink`` or None without a hierarchy.
+        reconciliation_: one of :data:`RECONCILIATIONS`, or None without a hierarchy.
         notes_: plain-language remarks (fallbacks, skipped candidates, choices made).
         forecast_: the forecasts ``predict`` serves.
     """
@@ -1002,9 +1036,9 @@ class RevenueForecaster:
         levels = panel.ids[S.LEVEL].astype(str).to_numpy()
         default: list[str] = [m for m in ("ets", "theta") if m in models] or models
         for w in windows:
-            weights = self._weights(_known_before(windows, w.cutoff), models, levels)
+            weights = self._weights(_known_before(windows, w.cutoff), models, levels, default)
             w.preds[COMBINED] = self._combined(plan, w, models, weights, default)
-        weights = self._weights(windows, models, levels)
+        weights = self._weights(windows, models, levels, default)
         self.weights_ = _weights_frame(panel, models, weights)
         final.preds[COMBINED] = self._combined(plan, final, models, weights, default)
         short = np.flatnonzero(~final.eligible)
@@ -1024,13 +1058,17 @@ class RevenueForecaster:
             self.reconciliation_ = self._reconcile(plan, windows, final, levels, notes)
         self._calibrate(plan, models, windows, final, levels, output)
 
-    def _weights(self, windows: list[Window], models: list[str], levels: np.ndarray) -> np.ndarray:
+    def _weights(self, windows: list[Window], models: list[str], levels: np.ndarray,
+                 default: list[str]) -> np.ndarray:
         """Combination weights learned from ``windows`` (all zero without any)."""
         if not windows:
             return np.zeros((len(levels), len(models)))
         scores = np.stack([_window_scores(w, models) for w in windows])
         n_scored = np.sum(np.isfinite(scores).any(axis=2), axis=0)
-        return combination_weights(_nanmean(scores, 0), n_scored, levels, self.combine)
+        weights = combination_weights(_nanmean(scores, 0), n_scored, levels, self.combine)
+        if self.combine not in ("backtest_weights", "level_weights"):
+            return weights
+        return with_prior(weights, n_scored, np.array([m in default for m in models]))
 
     def _combined(
         self,
@@ -1060,9 +1098,10 @@ class RevenueForecaster:
     ) -> str:
         """Reconcile every window and the final forecasts; returns the method kept.
 
-        Both methods are run in every window. The one a window publishes as ``reconciled`` is
-        the one with the lower MASE on the errors known at its cutoff (bottom-up when none
-        are), and MinT's covariance too comes only from those errors, so reconciled backtests
+        Every method is run in every window. The one a window publishes as ``reconciled`` is
+        the one with the lowest MASE on the errors known at its cutoff (``wls_struct`` when
+        none are), and MinT's covariance too comes only from those errors (``wls_struct``'s
+        structural diagonal without any), so reconciled backtests
         never see past their cutoff either. The final forecasts use the method that did best
         over all windows.
         """
@@ -1070,27 +1109,29 @@ class RevenueForecaster:
         assert tree is not None
         if not windows:
             final.preds[RECONCILED] = _reconciled(final.preds[COMBINED], tree, rows,
-                                                  "bottom_up", windows)
-            return "bottom_up"
-        methods = ["bottom_up"] + (["mint_shrink"] if len(windows) > 1 else [])
+                                                  _DEFAULT_RECONCILIATION, windows)
+            return _DEFAULT_RECONCILIATION
+        methods = [*RECONCILIATIONS[:2], *(RECONCILIATIONS[2:] if len(windows) > 1 else [])]
         for w in windows:
             known = _known_before(windows, w.cutoff)
             for method in methods:
-                used = method if known else "bottom_up"
                 w.preds[f"{RECONCILED}:{method}"] = _reconciled(
-                    w.preds[COMBINED], tree, rows, used, known
+                    w.preds[COMBINED], tree, rows, method, known
                 )
         for w in windows:
             best = _best_reconciliation(_known_before(windows, w.cutoff), methods, rows, levels)
             w.preds[RECONCILED] = w.preds[f"{RECONCILED}:{best}"]
         scores = _reconciliation_scores(windows, methods, rows, levels)
         chosen = min(methods, key=lambda m: scores[m])
-        if len(methods) > 1:
-            notes.append(
-                "reconciliation: backtest MASE averaged over levels "
-                + ", ".join(f"{m} {scores[m]:.3f}" for m in methods)
-                + f"; kept {chosen}"
-            )
+        published = _level_averaged_mase(windows, [w.preds[RECONCILED] for w in windows],
+                                         rows, levels)
+        notes.append(
+            "reconciliation: backtest MASE averaged over levels "
+            + ", ".join(f"{m} {scores[m]:.3f}" for m in methods)
+            + f"; kept {chosen}. The backtest's `reconciled` rows ({published:.3f}) reconcile "
+            "each window with the method that did best in the windows before it "
+            f"({_DEFAULT_RECONCILIATION} in the first)"
+        )
         for w in windows:
             for method in methods:
                 del w.preds[f"{RECONCILED}:{method}"]
@@ -1357,12 +1398,18 @@ def _reconciled(
     """Reconciled forecasts of all series: tree nodes made coherent, other series unchanged.
 
     Bottom forecasts are clipped at zero before summing so that every level stays
-    non-negative and coherent. MinT's covariance comes from ``others``' errors.
+    non-negative and coherent. MinT (shrink) takes its covariance from ``others``' errors
+    (the structural diagonal without any).
     """
     out = base.copy()
     node_base = np.nan_to_num(base[rows], nan=0.0)
     bottom = node_base[: tree.n_bottom]
-    if method == "mint_shrink":
+    if method == "wls_struct" or (method == "mint_shrink" and not others):
+        # MinT with the structural diagonal (each node's variance proportional to its number
+        # of bottom nodes): needs no errors at all (Athanasopoulos et al. 2017).
+        covariance = np.diag(tree.summing.sum(axis=1))
+        bottom = mint_projection(tree.summing, covariance) @ node_base
+    elif method == "mint_shrink":
         errors = np.hstack(
             [
                 np.nan_to_num(w.actual[rows], nan=0.0)
@@ -1392,7 +1439,7 @@ def _best_reconciliation(
 ) -> str:
     """The method with the lower MASE on the known errors; bottom-up without any."""
     if not known or len(methods) == 1:
-        return "bottom_up"
+        return _DEFAULT_RECONCILIATION
     scores = _reconciliation_scores(known, methods, rows, levels)
     return min(methods, key=lambda m: scores[m])
 

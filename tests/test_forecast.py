@@ -11,9 +11,17 @@ import pytest
 
 import engine.schemas as S
 from engine.io import Tables, validate_tables
-from engine.pipelines.forecast import forecast_fresh, train_forecast
+from engine.pipelines.forecast import (
+    _hierarchy,
+    _series,
+    _summary,
+    forecast_fresh,
+    forecast_levels,
+    train_forecast,
+)
+from engine.synthetic import generate
 from models.backtest import PARTIAL, Panel, backtest, rolling_origin_splits, to_panel
-from models.forecast import RevenueForecaster
+from models.forecast import RevenueForecaster, _reconciled, with_prior
 from models.metrics import (
     YHAT,
     YHAT_P10,
@@ -258,6 +266,34 @@ def test_reconcile_mint_is_coherent(org: pd.DataFrame) -> None:
         assert result[level].sum() == pytest.approx(result[S.LEVEL_COMPANY].sum())
 
 
+def test_structural_reconciliation_needs_no_errors_and_keeps_the_top(org: pd.DataFrame) -> None:
+    tree = build_hierarchy(org)
+    n_bottom = tree.n_bottom
+    # Every upper node's own forecast says twice what its bottom nodes add up to.
+    base = np.where(tree.summing.sum(axis=1) > 1, 2.0, 1.0) * tree.summing.sum(axis=1)
+    base = np.repeat(base[:, None], 2, axis=1)
+    rows = np.arange(len(tree.nodes))
+    company = len(tree.nodes) - 1
+    bottom_up = _reconciled(base, tree, rows, "bottom_up", [])
+    structural = _reconciled(base, tree, rows, "wls_struct", [])
+    assert bottom_up[company, 0] == pytest.approx(n_bottom)
+    # The upper levels' own forecasts count: the company lands between the two views.
+    assert n_bottom < structural[company, 0] < 2 * n_bottom
+    np.testing.assert_allclose(tree.summing @ structural[:n_bottom], structural)
+    # MinT (shrink) without any errors to estimate a covariance from is the structural one.
+    np.testing.assert_allclose(_reconciled(base, tree, rows, "mint_shrink", []), structural)
+
+
+def test_with_prior_pulls_weights_of_few_windows_towards_the_default() -> None:
+    # Models lgbm, ets, theta; the default pair is ets and theta.
+    weights = np.array([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    out = with_prior(weights, np.array([1, 0, 99]), np.array([False, True, True]))
+    np.testing.assert_allclose(out[0], [0.5, 0.25, 0.25])  # one window: half the default
+    np.testing.assert_allclose(out[1], [0.0, 0.5, 0.5])  # no evidence: the default
+    np.testing.assert_allclose(out[2], [0.99, 0.005, 0.005])
+    np.testing.assert_allclose(out.sum(axis=1), 1.0)
+
+
 # --- the forecaster ---------------------------------------------------------------------------
 
 
@@ -297,6 +333,19 @@ def test_progress_is_reported_to_the_end(fitted: RevenueForecaster) -> None:
     done = [d for d, _ in PROGRESS]
     assert done == sorted(done) and len(done) > 4
     assert PROGRESS[-1][0] == PROGRESS[-1][1]
+
+
+def test_demo_company_forecast_beats_the_seasonal_naive() -> None:
+    # The promotion gate of `quotacast demo`: the reconciled forecast's backtest MASE, averaged
+    # over levels, must beat the seasonal naive's (34 months, the first window trains on 16).
+    tables, _ = validate_tables(generate("small", seed=42))
+    levels = forecast_levels(tables, None)
+    data = _series(tables, "M", levels, None)
+    model = RevenueForecaster(freq="M", horizon=6, n_windows=3, candidates=FAST)
+    model.fit(data.complete, _hierarchy(tables, levels))
+    metrics = _summary(model.metrics_)
+    assert metrics["mase"] < metrics["baseline_mase"]
+    assert any(note.startswith("reconciliation: ") for note in model.notes_)
 
 
 def test_predict_before_fit_raises() -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 from engine import schemas as S
 from engine.io import Tables
 
-__all__ = ["cut_history", "export_at", "first_day"]
+__all__ = ["cut_history", "export_at", "first_day", "tables_before"]
 
 LIST_PRICE = "list_price"  # the quoted value some exports carry beside the closing amount
 _DATED = {S.ORDERS: S.ORDER_DATE, S.INTERACTIONS: S.OCCURRED_AT, S.RECEIVABLES: S.ISSUED_AT,
@@ -56,8 +56,13 @@ def _reopened(opps: pd.DataFrame, history: pd.DataFrame | None,
     return opps
 
 
-def export_at(tables: Tables, cutoff: pd.Timestamp | str) -> Tables:
-    """The tables as an export made on ``cutoff`` would hold them (rows before it only)."""
+def tables_before(tables: Tables, cutoff: pd.Timestamp | str) -> Tables:
+    """The tables as they stood at ``cutoff``: rows dated on or after it are dropped.
+
+    Orders, interactions, receivables (by issue date; a payment on or after the cutoff is not
+    known yet), opportunities (by creation) and stage changes are cut. Customers stay whole:
+    features only count a customer from its creation or first event before each as_of.
+    """
     cutoff = pd.Timestamp(cutoff)
     frames = dict(tables.frames)
     for name, column in _DATED.items():
@@ -66,13 +71,24 @@ def export_at(tables: Tables, cutoff: pd.Timestamp | str) -> Tables:
             frames[name] = frame.loc[frame[column] < cutoff]
     receivables = frames.get(S.RECEIVABLES)
     if receivables is not None and S.PAID_AT in receivables.columns:
-        receivables = receivables.copy()
-        receivables.loc[receivables[S.PAID_AT] >= cutoff, S.PAID_AT] = pd.NaT
-        frames[S.RECEIVABLES] = receivables
+        late = receivables[S.PAID_AT] >= cutoff
+        if late.any():
+            receivables = receivables.copy()
+            receivables.loc[late, S.PAID_AT] = pd.NaT
+            frames[S.RECEIVABLES] = receivables
+    return Tables(frames, tables.source, tables.derived)
+
+
+def export_at(tables: Tables, cutoff: pd.Timestamp | str) -> Tables:
+    """The tables as an export made on ``cutoff`` would hold them: :func:`tables_before`, and
+    deals that closed on or after it open again at the stage they had reached."""
+    past = tables_before(tables, cutoff)
+    frames = dict(past.frames)
     opps = frames.get(S.OPPORTUNITIES)
     if opps is not None and not opps.empty:
-        frames[S.OPPORTUNITIES] = _reopened(opps, frames.get(S.STAGE_HISTORY), cutoff)
-    return Tables(frames, tables.source, tables.derived)
+        frames[S.OPPORTUNITIES] = _reopened(opps, frames.get(S.STAGE_HISTORY),
+                                            pd.Timestamp(cutoff))
+    return Tables(frames, past.source, past.derived)
 
 
 def cut_history(tables: Tables, months: int, start: pd.Timestamp | str | None = None) -> Tables:

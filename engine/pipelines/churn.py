@@ -46,6 +46,7 @@ import pandas as pd
 
 from engine import schemas as S
 from engine import tracking
+from engine.history import tables_before
 from engine.io import Tables
 from engine.summary import default_as_of
 from features.customer import FEATURE_DESCRIPTIONS, customer_history, features_at
@@ -276,30 +277,6 @@ def choose_horizon(first_day: pd.Timestamp, last_day: pd.Timestamp,
         f"{last_day.date()} ({days} days); even a {HORIZONS[-1]}-day horizon needs about "
         f"{_needed_days(HORIZONS[-1], 1, min_history_days)} days. Use more history; meanwhile "
         "`quotacast score churn` answers with its BG/NBD fallback.")
-
-
-def tables_before(tables: Tables, cutoff: pd.Timestamp) -> Tables:
-    """The tables as they stood at ``cutoff``: rows dated on or after it are dropped.
-
-    Orders, interactions, receivables (by issue date; a payment on or after the cutoff is not
-    known yet), opportunities (by creation) and stage changes are cut. Customers stay whole:
-    features only count a customer from its creation or first event before each as_of.
-    """
-    dated = {S.ORDERS: S.ORDER_DATE, S.INTERACTIONS: S.OCCURRED_AT, S.RECEIVABLES: S.ISSUED_AT,
-             S.OPPORTUNITIES: S.CREATED_AT, S.STAGE_HISTORY: S.ENTERED_AT}
-    frames = dict(tables.frames)
-    for name, column in dated.items():
-        frame = frames.get(name)
-        if frame is not None and column in frame.columns:
-            frames[name] = frame.loc[frame[column] < cutoff]
-    receivables = frames.get(S.RECEIVABLES)
-    if receivables is not None and S.PAID_AT in receivables.columns:
-        late = receivables[S.PAID_AT] >= cutoff
-        if late.any():
-            receivables = receivables.copy()
-            receivables.loc[late, S.PAID_AT] = pd.NaT
-            frames[S.RECEIVABLES] = receivables
-    return Tables(frames, tables.source, tables.derived)
 
 
 def _first_day(tables: Tables) -> pd.Timestamp:

@@ -78,7 +78,7 @@ sys.path.insert(0, str(REPO))
 
 from engine import schemas as S  # noqa: E402
 from engine import tracking  # noqa: E402
-from engine.history import cut_history, first_day  # noqa: E402
+from engine.history import cut_history, first_day, tables_before  # noqa: E402
 from engine.io import Tables, load_tables, validate_tables  # noqa: E402
 from engine.summary import default_as_of  # noqa: E402
 from features.hierarchy import period_bounds  # noqa: E402
@@ -351,7 +351,7 @@ def churn_cell(cell: Cell, tables: Tables) -> Cell:
             cell.scores[name] = _row(comparison, row, ("roc_auc", "pr_auc"))
     split = result.split
     cutoff = split.last_day + _DAY
-    past = CP.tables_before(tables, cutoff)
+    past = tables_before(tables, cutoff)
     holdout = training_table(past, [split.holdout], split.horizon_days, CP.LOOKBACK_DAYS,
                              split.last_day)
     notes = [f"ours = {ours_row}; {split.horizon_days}-day horizon, holdout "

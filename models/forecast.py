@@ -35,7 +35,13 @@ How :class:`RevenueForecaster` works, in the order ``fit`` does it:
    the backtest weights are blended with that default as if it had earned ``_PRIOR_WINDOWS``
    window of evidence (``with_prior``): a verdict of one or two windows is noisy (on the demo
    company LightGBM did best in the first window, on 16 months, and worst by far in the next
-   two), so the pull towards the default fades as windows accumulate.
+   two), so the pull towards the default fades as windows accumulate. When every backtest
+   window trained on less than a season but the full history holds one (12 months of a
+   monthly series), the windows measured forecasts that could not be seasonal: the final
+   forecasts then ignore them and use the default with the seasonal naive added, ETS and
+   Theta forecasting the series divided by the observed season's shrunk indices
+   (``observed_season_indices``). On aus-retail per state from 12 months this took MASE from
+   4.35 to 1.06 (benchmarks/history_sweep.py).
 4. **Reconciliation** (with a hierarchy): the combined forecasts of every backtest window are
    reconciled bottom-up, with MinT's structural diagonal (``wls_struct``: needs no errors)
    and with MinT (shrink, covariance of earlier windows' errors); the method with the lowest
@@ -171,6 +177,51 @@ def fallback_forecast(train: Panel, horizon: int, season: int) -> np.ndarray:
     return np.where(
         short, mean_forecast(train, horizon), seasonal_naive_forecast(train, horizon, season)
     )
+
+
+def observed_season_indices(values: np.ndarray, season: int) -> np.ndarray:
+    """``(n_series, season)`` multiplicative indices of the last ``season`` grid positions, for
+    series that have seen at least one full season but are too short for the seasonal models
+    (statsforecast's ETS and Theta need more than two seasons); 1 elsewhere.
+
+    One season's ratios to its own mean mix seasonality with noise (and trend: a trend fitted
+    on one season would absorb a peak at its end), so they are shrunk towards 1 by the
+    evidence: ``k / (k + 1)`` for ``k`` full seasons observed (half-way with one season).
+    """
+    n_series, n_dates = values.shape
+    out = np.ones((n_series, season))
+    if season < 2 or n_dates < season:
+        return out
+    n_obs = np.sum(np.isfinite(values), axis=1)
+    last = values[:, -season:]
+    for i in range(n_series):
+        y = last[i]
+        if not (season <= n_obs[i] < 2 * season) or not np.all(np.isfinite(y)):
+            continue
+        if np.any(y <= 0):
+            continue
+        ratio = y / y.mean()
+        k = n_obs[i] // season
+        out[i] = 1.0 + (ratio - 1.0) * k / (k + 1.0)
+    return out
+
+
+def deseasonalised(
+    fn: Callable[[Panel, int], np.ndarray], train: Panel, horizon: int, season: int
+) -> np.ndarray:
+    """``fn``'s forecasts on the series divided by :func:`observed_season_indices`, re-seasoned.
+
+    Series without indices (too short, or long enough for seasonal models) are unchanged.
+    """
+    indices = observed_season_indices(train.values, season)
+    if np.allclose(indices, 1.0):
+        return fn(train, horizon)
+    n_dates = train.values.shape[1]
+    past = np.tile(indices, int(np.ceil(n_dates / season)) + 1)[:, -n_dates:]
+    # The last grid position holds the last index: the future starts at index 0 again.
+    future = np.tile(indices, int(np.ceil(horizon / season)))[:, :horizon]
+    adjusted = Panel(train.ids, train.dates, train.values / past, train.freq)
+    return fn(adjusted, horizon) * future
 
 
 def short_min_history(n_periods: int, season: int) -> int:
@@ -985,15 +1036,26 @@ class RevenueForecaster:
             )
         )
 
+        def theta(train: Panel, horizon: int) -> np.ndarray:
+            return theta_forecast(train, horizon, plan.season, max_history)
+
+        # Without a backtest window trained on a full season, nothing measured whether the
+        # season matters: ETS and Theta then use the observed season's indices (and the
+        # default combination adds the seasonal naive, see ``_learn``).
+        no_seasonal_window = all(c < plan.season for c in plan.cutoffs)
+
         def run(train: Panel, horizon: int) -> dict[str, np.ndarray]:
             out: dict[str, np.ndarray] = {}
+            unseasoned = no_seasonal_window and train.values.shape[1] >= plan.season
             for name in models:
                 if name == "seasonal_naive":
                     out[name] = seasonal_naive_forecast(train, horizon, plan.season)
                 elif name == "ets":
-                    out[name] = ets(train, horizon)
+                    out[name] = (deseasonalised(ets, train, horizon, plan.season)
+                                 if unseasoned else ets(train, horizon))
                 elif name == "theta":
-                    out[name] = theta_forecast(train, horizon, plan.season, max_history)
+                    out[name] = (deseasonalised(theta, train, horizon, plan.season)
+                                 if unseasoned else theta(train, horizon))
                 elif name == "lgbm":
                     codes = (
                         train.ids[S.LEVEL]
@@ -1038,9 +1100,17 @@ class RevenueForecaster:
         for w in windows:
             weights = self._weights(_known_before(windows, w.cutoff), models, levels, default)
             w.preds[COMBINED] = self._combined(plan, w, models, weights, default)
-        weights = self._weights(windows, models, levels, default)
+        # Windows all trained on less than a season scored forecasts that could not be
+        # seasonal (seasonal naive was plain naive): no evidence about final forecasts that
+        # have a season. They then use the default, with the seasonal naive added.
+        final_windows, final_default = windows, default
+        if final.cutoff >= plan.season and all(w.cutoff < plan.season for w in windows):
+            final_windows = []
+            if "seasonal_naive" in models:
+                final_default = [*default, "seasonal_naive"]
+        weights = self._weights(final_windows, models, levels, final_default)
         self.weights_ = _weights_frame(panel, models, weights)
-        final.preds[COMBINED] = self._combined(plan, final, models, weights, default)
+        final.preds[COMBINED] = self._combined(plan, final, models, weights, final_default)
         short = np.flatnonzero(~final.eligible)
         if short.size:
             names = ", ".join(

@@ -21,7 +21,12 @@ from engine.pipelines.forecast import (
 )
 from engine.synthetic import generate
 from models.backtest import PARTIAL, Panel, backtest, rolling_origin_splits, to_panel
-from models.forecast import RevenueForecaster, _reconciled, with_prior
+from models.forecast import (
+    RevenueForecaster,
+    _reconciled,
+    observed_season_indices,
+    with_prior,
+)
 from models.metrics import (
     YHAT,
     YHAT_P10,
@@ -295,6 +300,35 @@ def test_with_prior_pulls_weights_of_few_windows_towards_the_default() -> None:
 
 
 # --- the forecaster ---------------------------------------------------------------------------
+
+
+def test_observed_season_indices_are_shrunk_and_only_for_one_season() -> None:
+    season = np.tile([1.0, 1.0, 1.0, 2.0], 1) * 100.0
+    one = observed_season_indices(season[None, :], 4)
+    # Ratios to the trend of one season, normalised, then half-way towards 1.
+    assert one.shape == (1, 4) and np.isclose(one.mean(), 1.0)
+    assert one[0, 3] > 1.2 and one[0, :3].max() < 1.0
+    three = observed_season_indices(np.tile(season, 3)[None, :], 4)
+    short = observed_season_indices(np.array([[np.nan, 1.0, 2.0, 3.0]]), 4)
+    assert np.allclose(three, 1.0) and np.allclose(short, 1.0)
+
+
+def test_one_observed_season_is_forecast_seasonal() -> None:
+    """12 months with a December peak: no backtest window saw a season, yet the forecast
+    repeats the peak (seasonal naive in the default, ETS/Theta on the observed indices)."""
+    rng = np.random.default_rng(3)
+    pattern = np.array([1.0] * 11 + [2.0])
+    rows = []
+    for k in range(3):
+        y = 100.0 * (k + 1) * pattern * rng.normal(1.0, 0.03, 12)
+        rows.append(pd.DataFrame({S.LEVEL: "rep", S.KEY: f"r{k}",
+                                  S.DS: pd.date_range("2020-01-01", periods=12, freq="MS"),
+                                  S.Y: y}))
+    model = RevenueForecaster(horizon=12, candidates=FAST, n_jobs=1).fit(pd.concat(rows))
+    out = model.predict().sort_values([S.KEY, S.DS])
+    for _, frame in out.groupby(S.KEY):
+        yhat = frame[YHAT].to_numpy()
+        assert yhat[11] > 1.4 * yhat[:11].mean()
 
 
 def test_forecasts_are_coherent_for_yhat(fitted: RevenueForecaster, org: pd.DataFrame) -> None:

@@ -759,6 +759,9 @@ class WinModel(_Converts):
             else:
                 self.booster_ = plain
         self.calibrator_ = _platt_map(self, calibrate) if both else None
+        if both:
+            self.calibrated_days_left_ = (float(calibrate[P_DAYS_LEFT].min()),
+                                          float(calibrate[P_DAYS_LEFT].max()))
         self.conversion_ = conversion_curve(pd.concat([train, calibrate]))
         # Measured on the later slice, where the booster's probabilities are out of sample
         # (on the training rows when there is none: in sample, so rather too narrow).
@@ -776,7 +779,12 @@ class WinModel(_Converts):
         raw = self.raw_probability(frame)
         if self.calibrator_ is None:
             return pd.DataFrame({WIN_PROBABILITY: raw}, index=frame.index)
-        p = self.calibrator_.predict_proba(_logit(raw).reshape(-1, 1))[:, 1]
+        mapped = self.calibrator_.predict_proba(_logit(raw).reshape(-1, 1))[:, 1]
+        # The map is only applied inside the days-left range it was fitted on: a map fitted on
+        # short horizons (few wins left) would drag longer-horizon probabilities far down.
+        low, high = getattr(self, "calibrated_days_left_", (-np.inf, np.inf))
+        days_left = frame[P_DAYS_LEFT].to_numpy(dtype=float)
+        p = np.where((days_left >= low) & (days_left <= high), mapped, raw)
         return pd.DataFrame({WIN_PROBABILITY: p}, index=frame.index)
 
 

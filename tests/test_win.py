@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from engine import schemas as S
 from engine import tracking
@@ -76,6 +77,24 @@ def test_time_split_slices_do_not_overlap(tables: Tables, snapshots: pd.DataFram
     assert (split.calibrate[S.AS_OF] >= split.calibrate_from).all()
     assert (split.calibrate[W.PERIOD_END] <= split.holdout_from).all()
     assert (split.holdout[S.AS_OF] >= split.holdout_from).all()
+
+
+def test_platt_map_applies_only_inside_the_days_left_it_was_fitted_on(
+        tables: Tables, snapshots: pd.DataFrame) -> None:
+    rows = W.win_training_rows(snapshots, tables[S.OPPORTUNITIES], AS_OF)
+    split = W.time_split(rows)
+    model = W.WinModel(seed=1).fit(split.train, split.calibrate)
+    # A map that sends every probability to about 0.01, as if fitted on 10-to-20-day rows.
+    model.calibrator_ = LogisticRegression().fit(np.array([[-1.0], [0.0], [1.0], [2.0]] * 50),
+                                                 np.array([0] * 198 + [1, 1]))
+    model.calibrated_days_left_ = (10.0, 20.0)
+    frame = split.holdout
+    inside = frame[W.P_DAYS_LEFT].between(10, 20).to_numpy()
+    assert inside.any() and (~inside).any()
+    p = model.predict_frame(frame)[W.WIN_PROBABILITY].to_numpy()
+    raw = model.raw_probability(frame)
+    np.testing.assert_allclose(p[~inside], raw[~inside])
+    assert (p[inside] < 0.05).all() and not np.allclose(p[inside], raw[inside])
 
 
 def test_model_is_informative_and_calibrated(tables: Tables, snapshots: pd.DataFrame) -> None:

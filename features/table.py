@@ -3,15 +3,15 @@
 The tables are prepared once (:func:`features.customer.customer_history`); each snapshot is
 then a handful of vectorized window queries, so many snapshots cost little more than one.
 
-With ``btyd=True`` every snapshot also carries the ``btyd_`` columns of a BG/NBD model fitted
-on the purchases before that snapshot's as_of only (:func:`btyd_columns`), so a model stacked on
-them never sees a parameter learned from its own future.
+``extra`` adds columns computed per snapshot from the history before its as_of only, such as the
+outputs of a model stacked underneath (models/btyd.py: ``btyd_columns``), so that a model
+trained on them never sees a parameter learned from its own future.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,11 +27,10 @@ from features.customer import (
     features_at,
 )
 from features.labels import CHURNED, churn_codes, label_window_complete
-from models.btyd import btyd_features, purchase_summary
 
 __all__ = [
     "DROPPED_AS_OFS",
-    "btyd_columns",
+    "ExtraColumns",
     "snapshot_dates",
     "snapshot_rows",
     "training_table",
@@ -42,6 +41,10 @@ log = logging.getLogger(__name__)
 # Key of ``DataFrame.attrs`` listing the snapshots dropped for an incomplete label window.
 DROPPED_AS_OFS = "dropped_as_ofs"
 
+# ``(history, as_of, horizon_days, rows) -> {column: values of those customer rows}``
+ExtraColumns = Callable[[CustomerHistory, pd.Timestamp, int, np.ndarray],
+                        Mapping[str, np.ndarray]]
+
 
 def snapshot_dates(start: pd.Timestamp | str, end: pd.Timestamp | str,
                    freq: str = "MS") -> list[pd.Timestamp]:
@@ -49,32 +52,16 @@ def snapshot_dates(start: pd.Timestamp | str, end: pd.Timestamp | str,
     return list(pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq=freq, normalize=True))
 
 
-def btyd_columns(history: CustomerHistory, as_of: pd.Timestamp | str, horizon_days: int,
-                 rows: np.ndarray) -> dict[str, np.ndarray]:
-    """``btyd_p_alive``, ``btyd_p_churn``, ``btyd_expected_purchases`` of customers ``rows``.
-
-    The BG/NBD is fitted on every customer with a purchase day before as_of (and nothing
-    later); its columns are NaN when it cannot be fitted (no repeat purchase yet).
-    """
-    _, day = as_of_day(as_of)
-    purchases = history.orders.purchases
-    days = purchases.count(purchases.day0, day)
-    summary = purchase_summary(purchases.first_before(day), purchases.last_before(day), days,
-                               day)
-    columns, _ = btyd_features(summary, np.flatnonzero(days > 0), rows, horizon_days)
-    return columns
-
-
 def snapshot_rows(history: CustomerHistory, as_of: pd.Timestamp, horizon_days: int,
                   lookback_days: int, windows: Sequence[int] = WINDOWS,
-                  btyd: bool = False) -> pd.DataFrame:
-    """Features and churn label of the customers active at one as_of (``btyd_`` columns too
-    when ``btyd``)."""
+                  extra: ExtraColumns | None = None) -> pd.DataFrame:
+    """Features and churn label of the customers active at one as_of (and ``extra``'s
+    columns)."""
     active, churned = churn_codes(history.orders.purchases, as_of, horizon_days, lookback_days)
     # Active customers bought before as_of, so they are known: their rows are feature rows.
     table = features_at(history, as_of, windows, rows=active)
-    if btyd:
-        for name, values in btyd_columns(history, as_of, horizon_days, active).items():
+    if extra is not None:
+        for name, values in extra(history, as_of, horizon_days, active).items():
             table[name] = values
     table[CHURNED] = churned
     return table
@@ -112,12 +99,12 @@ def _complete_snapshots(as_ofs: Sequence[pd.Timestamp], horizon_days: int, end: 
 
 def training_table(tables: Tables, as_ofs: Sequence[pd.Timestamp], horizon_days: int = 180,
                    lookback_days: int = 365, data_end: pd.Timestamp | None = None,
-                   btyd: bool = False) -> pd.DataFrame:
+                   extra: ExtraColumns | None = None) -> pd.DataFrame:
     """Features plus ``churned`` for the customers active at each as_of, stacked.
 
     Snapshots whose label window ``[as_of, as_of + horizon_days)`` runs past ``data_end``
     (default: the last order date) are dropped: they are logged as a warning and listed in
-    ``table.attrs["dropped_as_ofs"]``. ``btyd`` adds the :func:`btyd_columns` of each snapshot.
+    ``table.attrs["dropped_as_ofs"]``. ``extra`` adds its columns to each snapshot.
 
     Returns:
         The :func:`features.customer.customer_features` columns plus ``churned``, one row per
@@ -127,9 +114,9 @@ def training_table(tables: Tables, as_ofs: Sequence[pd.Timestamp], horizon_days:
     kept, dropped = _complete_snapshots(as_ofs, horizon_days, end)
     history = customer_history(tables)
     # With no snapshot left, the empty frame still carries every column (from the data end).
-    frames = [snapshot_rows(history, t, horizon_days, lookback_days, btyd=btyd)
+    frames = [snapshot_rows(history, t, horizon_days, lookback_days, extra=extra)
               for t in kept] or [
-        snapshot_rows(history, end, horizon_days, lookback_days, btyd=btyd).iloc[:0]]
+        snapshot_rows(history, end, horizon_days, lookback_days, extra=extra).iloc[:0]]
     table = _concat_snapshots(frames)
     table.attrs[DROPPED_AS_OFS] = dropped
     return table

@@ -37,6 +37,8 @@ from scipy.special import betaln, expit, gammaln, logit
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 
+from features.customer import CustomerHistory, as_of_day
+
 __all__ = [
     "BTYD_EXPECTED",
     "BTYD_FEATURES",
@@ -45,6 +47,7 @@ __all__ = [
     "BgNbd",
     "BtydChurn",
     "BtydSummary",
+    "btyd_columns",
     "btyd_features",
     "purchase_summary",
 ]
@@ -253,3 +256,19 @@ def _btyd_reasons(frame: pd.DataFrame) -> list[str]:
             parts.append(f"buying pattern says {p:.0%} likely still a customer")
         out.append("; ".join(parts))
     return out
+
+
+def btyd_columns(history: CustomerHistory, as_of: pd.Timestamp | str, horizon_days: int,
+                 rows: np.ndarray) -> dict[str, np.ndarray]:
+    """``btyd_p_alive``, ``btyd_p_churn``, ``btyd_expected_purchases`` of customers ``rows``.
+
+    The BG/NBD is fitted on every customer with a purchase day before as_of (and nothing
+    later); its columns are NaN when it cannot be fitted (no repeat purchase yet).
+    """
+    _, day = as_of_day(as_of)
+    purchases = history.orders.purchases
+    days = purchases.count(purchases.day0, day)
+    summary = purchase_summary(purchases.first_before(day), purchases.last_before(day), days,
+                               day)
+    columns, _ = btyd_features(summary, np.flatnonzero(days > 0), rows, horizon_days)
+    return columns

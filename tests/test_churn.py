@@ -34,6 +34,7 @@ from engine.synthetic import generate
 from features.customer import customer_features
 from features.labels import CHURNED
 from features.table import training_table
+from models.btyd import btyd_columns
 from models.churn import (
     CHURN_PROBABILITY,
     REASON_SEPARATOR,
@@ -341,7 +342,8 @@ def test_probabilities_are_calibrated_on_the_demo_company() -> None:
     tables = validate_tables(generate("medium", seed=11))[0]
     last = pd.Timestamp(tables.orders[S.ORDER_DATE].max())
     split = plan_split(pd.Timestamp(tables.orders[S.ORDER_DATE].min()), last, 180)
-    table = training_table(tables, split.as_ofs, 180, pipeline.LOOKBACK_DAYS, last, btyd=True)
+    table = training_table(tables, split.as_ofs, 180, pipeline.LOOKBACK_DAYS, last,
+                           extra=btyd_columns)
     train, holdout = pipeline._slices(table, split)
     model = ChurnModel().fit(train, train[CHURNED], groups=train[S.CUSTOMER_ID])
     p = model.predict_proba_frame(holdout)[CHURN_PROBABILITY]

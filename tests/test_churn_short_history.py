@@ -31,7 +31,7 @@ from engine.pipelines.churn import (
 )
 from features.labels import CHURNED
 from features.table import training_table
-from models.btyd import BTYD_FEATURES, BgNbd, purchase_summary
+from models.btyd import BTYD_FEATURES, BgNbd, btyd_columns, purchase_summary
 from models.churn import CHURN_PROBABILITY, ChurnModel
 
 pytestmark = pytest.mark.shared_data
@@ -193,7 +193,7 @@ def test_later_rows_change_nothing_as_of_t(real_data) -> None:
     assert nine.orders[S.ORDER_DATE].max() > t > six.orders[S.ORDER_DATE].max()
     split = choose_horizon(FIRST, t - DAY)
     tables = [training_table(x, split.as_ofs, split.horizon_days, pipeline.LOOKBACK_DAYS,
-                             split.last_day, btyd=True) for x in (six, nine)]
+                             split.last_day, extra=btyd_columns) for x in (six, nine)]
     pd.testing.assert_frame_equal(tables[0], tables[1])
     assert tables[0][list(BTYD_FEATURES)].notna().all().all()
     assert tables[0][CHURNED].between(0, 1).all()

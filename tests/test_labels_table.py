@@ -12,8 +12,8 @@ from engine import schemas as S
 from engine.io import Tables
 from features.customer import customer_features, customer_history
 from features.labels import CHURNED, churn_labels, label_window_complete
-from features.table import DROPPED_AS_OFS, btyd_columns, snapshot_dates, training_table
-from models.btyd import BTYD_FEATURES
+from features.table import DROPPED_AS_OFS, snapshot_dates, training_table
+from models.btyd import BTYD_FEATURES, btyd_columns
 
 T = pd.Timestamp("2024-07-01")  # lookback window from 2023-07-02; horizon ends 2024-12-27
 
@@ -138,7 +138,7 @@ def test_training_table_with_an_explicit_data_end_and_nothing_left() -> None:
 def test_btyd_columns_are_fitted_on_each_snapshots_past_only() -> None:
     tables = company()
     as_ofs = [pd.Timestamp("2022-09-01"), pd.Timestamp("2023-06-01")]
-    table = training_table(tables, as_ofs, horizon_days=90, btyd=True)
+    table = training_table(tables, as_ofs, horizon_days=90, extra=btyd_columns)
     plain = training_table(tables, as_ofs, horizon_days=90)
     # The same rows and features, plus the three BG/NBD columns.
     assert list(table.columns) == [*plain.columns[:-1], *BTYD_FEATURES, CHURNED]

@@ -51,8 +51,8 @@ from engine.io import Tables
 from engine.summary import default_as_of
 from features.customer import FEATURE_DESCRIPTIONS, customer_history, features_at
 from features.labels import CHURNED, churn_codes
-from features.table import btyd_columns, training_table
-from models.btyd import BTYD_P_CHURN, BtydChurn
+from features.table import training_table
+from models.btyd import BTYD_P_CHURN, BtydChurn, btyd_columns
 from models.churn import (
     CHURN_PROBABILITY,
     CYCLE,
@@ -511,7 +511,7 @@ def _labelled(past: Tables, cutoff: pd.Timestamp, horizon_days: int | None
     skipped: list[str] = []
     for split in splits:
         table = training_table(past, split.as_ofs, split.horizon_days, LOOKBACK_DAYS,
-                               split.last_day, btyd=True)
+                               split.last_day, extra=btyd_columns)
         try:
             train, holdout = _slices(table, split)
         except ValueError:

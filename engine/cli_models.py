@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 import pandas as pd
 import typer
@@ -24,6 +24,9 @@ from engine.cli_common import (
 )
 from engine.io import Tables
 from engine.summary import default_as_of
+
+if TYPE_CHECKING:  # mlflow is imported only by the commands that need it
+    from engine import tracking
 
 __all__ = ["MODEL_KINDS", "plan_app", "promote", "score_app", "train_app", "use_tracking"]
 
@@ -97,7 +100,6 @@ def promote(
                                               "was trained for (product, segment...).")] = None,
 ) -> None:
     """Move the champion alias to the challenger if it is at least as good on the same holdout."""
-    from engine import tracking
 
     if model not in MODEL_KINDS:
         raise typer.BadParameter(f"expected one of {', '.join(MODEL_KINDS)}", param_hint="MODEL")
@@ -107,6 +109,16 @@ def promote(
 
         kind = forecast_kind(_freq(freq), level)
     use_tracking(ctx)
+    decision = _promote_and_say(kind, version=version, force=force)
+    if not decision.promoted and not decision.reason.endswith("already the champion"):
+        raise typer.Exit(1)
+
+
+def _promote_and_say(kind: str, version: str | None = None,
+                     force: bool = False) -> tracking.PromotionDecision:
+    """Promote ``kind``'s challenger (or ``version``) through the gate and say what happened."""
+    from engine import tracking
+
     try:
         decision = tracking.promote(kind, version=version, force=force)
     except tracking.ChampionMissingError as exc:
@@ -114,8 +126,7 @@ def promote(
     verb = "promoted" if decision.promoted else "kept the champion; did not promote"
     err.print(f"{verb} {tracking.model_name(kind)} v{decision.version}: {decision.reason}",
               highlight=False)
-    if not decision.promoted and not decision.reason.endswith("already the champion"):
-        raise typer.Exit(1)
+    return decision
 
 
 @score_app.command("churn")
@@ -346,7 +357,6 @@ def train_forecast_cmd(
     Each frequency and level set has its own registered model and champion, so a weekly or a
     product forecaster is trained beside the monthly one.
     """
-    from engine import tracking
     from engine.cli_common import progress
     from engine.pipelines.forecast import forecast_kind, train_forecast
 
@@ -370,10 +380,7 @@ def train_forecast_cmd(
     _registered(result, as_json)
     kind = forecast_kind(freq, level)
     if promote_now:
-        decision = tracking.promote(kind)
-        verb = "promoted" if decision.promoted else "did not promote"
-        err.print(f"{verb} {result.model_name} v{decision.version}: {decision.reason}",
-                  highlight=False)
+        _promote_and_say(kind)
     elif kind != "forecast":
         err.print(f"to serve it: `quotacast promote forecast --freq {freq}"
                   f"{'' if level is None else ' --level ' + level}`", highlight=False)

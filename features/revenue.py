@@ -31,6 +31,7 @@ from features.hierarchy import UNASSIGNED, categorical_columns, revenue_events
 __all__ = [
     "FREQS",
     "PARTIAL",
+    "PERIOD_NAMES",
     "DataEnd",
     "data_end_of",
     "data_granularity",
@@ -77,7 +78,7 @@ def period_starts(ordinals: np.ndarray, freq: str) -> np.ndarray:
 
 
 _ORDER = {"D": 0, "W": 1, "M": 2, "Q": 3}
-_NAMES = {"D": "day", "W": "week", "M": "month", "Q": "quarter"}
+PERIOD_NAMES = {"D": "day", "W": "week", "M": "month", "Q": "quarter"}
 # Share of dates that must sit at the same place of their period (and alone in it) for the
 # data to count as one row per period: a stray correction row does not change the verdict.
 _CONSISTENT = 0.95
@@ -159,7 +160,7 @@ def data_end_of(dates: np.ndarray, freq: str, as_of: pd.Timestamp | None = None)
     native = data_granularity(dates)
     if _ORDER[freq] < _ORDER[native]:
         raise ValueError(
-            f"the data holds one row per {_NAMES[native]}: forecast at --freq "
+            f"the data holds one row per {PERIOD_NAMES[native]}: forecast at --freq "
             f"{' or '.join(f for f in FREQS if _ORDER[f] >= _ORDER[native])}, not {freq}")
     last_day = dates.max().astype("datetime64[D]")
     until = (np.datetime64(pd.Timestamp(as_of).as_unit("ns")) if as_of is not None

@@ -38,10 +38,11 @@ import pandas as pd
 
 from engine import schemas as S
 from engine import tracking
+from engine.history import first_day
 from engine.io import Tables
 from engine.summary import default_as_of
 from features.hierarchy import rep_hierarchy
-from features.revenue import PARTIAL, DataEnd, revenue_series
+from features.revenue import PARTIAL, PERIOD_NAMES, DataEnd, revenue_series
 from models.forecast import COMBINED, RECONCILED, RevenueForecaster, sane_intervals
 from models.metrics import YHAT, YHAT_P10, YHAT_P50, YHAT_P90
 
@@ -63,7 +64,6 @@ FORECAST_COLUMNS = (S.LEVEL, S.KEY, S.DS, "yhat", "yhat_p10", "yhat_p50", "yhat_
 HIERARCHY = (S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP)
 HORIZONS = {"D": 28, "W": 13, "M": 6, "Q": 4}
 BASELINE = "seasonal_naive"
-_PERIOD_NAMES = {"D": "day", "W": "week", "M": "month", "Q": "quarter"}
 Progress = Callable[[int, int], None]
 
 
@@ -180,25 +180,14 @@ def _series(tables: Tables, freq: str, levels: Sequence[str], as_of: pd.Timestam
     flagged = series[PARTIAL].astype(bool)
     complete, partial = series[~flagged], series[flagged]
     complete, lead_note = _without_short_first_period(complete, end, freq,
-                                                      _data_start(tables))
+                                                      first_day(tables))
     if complete.empty:
-        name = _PERIOD_NAMES[freq]
+        name = PERIOD_NAMES[freq]
         raise ValueError(
             f"no complete {name} before {end.observed_until.date()} yet (the data covers "
             f"{end.covered:.0%} of the first one): forecast at a finer --freq")
     notes = _end_notes(complete, partial, end, freq) + lead_note
     return _Series(complete.reset_index(drop=True), partial.reset_index(drop=True), end, notes)
-
-
-def _data_start(tables: Tables) -> pd.Timestamp | None:
-    """The first day of the data: its first order or its first created deal (a pipeline that
-    began before its first sale covers the months of that first sale)."""
-    starts = []
-    for table, column in ((S.ORDERS, S.ORDER_DATE), (S.OPPORTUNITIES, S.CREATED_AT)):
-        frame = tables.get(table)
-        if frame is not None and column in frame.columns and frame[column].notna().any():
-            starts.append(pd.Timestamp(frame[column].min()))
-    return min(starts).normalize() if starts else None
 
 
 def _without_short_first_period(complete: pd.DataFrame, end: DataEnd, freq: str,
@@ -211,7 +200,7 @@ def _without_short_first_period(complete: pd.DataFrame, end: DataEnd, freq: str,
         return complete, []
     if end.first_covered >= 1.0 or complete[S.DS].nunique() < 4:
         return complete, []
-    note = (f"the first {_PERIOD_NAMES[freq]}, {first.date()}, is covered only "
+    note = (f"the first {PERIOD_NAMES[freq]}, {first.date()}, is covered only "
             f"{end.first_covered:.0%} by the data: left out of training")
     return complete[complete[S.DS] > first], [note]
 
@@ -219,11 +208,11 @@ def _without_short_first_period(complete: pd.DataFrame, end: DataEnd, freq: str,
 def _end_notes(complete: pd.DataFrame, partial: pd.DataFrame, end: DataEnd, freq: str
                ) -> list[str]:
     """What the summary says about the end of the data."""
-    name = _PERIOD_NAMES[freq]
+    name = PERIOD_NAMES[freq]
     notes = []
     if end.granularity != "D":
-        notes.append(f"the data holds one row per {_PERIOD_NAMES[end.granularity]}: each row "
-                     f"counts for its whole {_PERIOD_NAMES[end.granularity]}, whatever day it "
+        notes.append(f"the data holds one row per {PERIOD_NAMES[end.granularity]}: each row "
+                     f"counts for its whole {PERIOD_NAMES[end.granularity]}, whatever day it "
                      "is dated on")
     if not end.partial:
         notes.append(f"data complete through the {name} of {end.last_start(freq).date()}: "
@@ -367,7 +356,7 @@ def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
     model = _fit(series, hierarchy, params, progress)
     if model.metrics_.empty:
         periods = series[S.DS].nunique()
-        name = _PERIOD_NAMES[freq]
+        name = PERIOD_NAMES[freq]
         raise ValueError(
             f"too little history to backtest a forecaster at --freq {freq}: {periods} complete "
             f"{name}(s) before {data.end.observed_until.date()}. Use a finer --freq (W or D), "

@@ -23,7 +23,7 @@ from engine.cli_common import (
     settings_of,
 )
 from engine.io import Tables
-from engine.summary import default_as_of
+from engine.summary import default_as_of, default_period
 
 if TYPE_CHECKING:  # mlflow is imported only by the commands that need it
     from engine import tracking
@@ -232,11 +232,8 @@ ChurnOpt = Annotated[
 
 def _period(period: str | None, when: pd.Timestamp) -> str:
     from features.hierarchy import period_bounds
-    from models.win import period_of
 
-    # The quarter holding the last day before --as-of: the default as-of is the day after the
-    # data's last row, which may already open the next quarter.
-    chosen = period if period is not None else period_of(when - pd.Timedelta(days=1), "Q")
+    chosen = period if period is not None else default_period(when)
     try:
         period_bounds(chosen)
     except ValueError as exc:

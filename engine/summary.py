@@ -7,7 +7,7 @@ import pandas as pd
 from engine import schemas as S
 from engine.io import Tables
 
-__all__ = ["data_end", "default_as_of", "table_summary"]
+__all__ = ["data_end", "default_as_of", "default_period", "table_summary"]
 
 
 def _date_range(spec: S.TableSpec, frame: pd.DataFrame) -> tuple[object, object]:
@@ -76,3 +76,10 @@ def default_as_of(tables: Tables) -> pd.Timestamp:
     A result as of T uses only rows dated before T, so this default lets every row count.
     """
     return data_end(tables) + pd.Timedelta(days=1)
+
+
+def default_period(as_of: pd.Timestamp) -> str:
+    """The default ``--period``: the quarter holding the last day before ``as_of`` (the default
+    as-of is the day after the data's last row, which may already open the next quarter)."""
+    day = pd.Timestamp(as_of) - pd.Timedelta(days=1)
+    return f"{day.year}Q{day.quarter}"

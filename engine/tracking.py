@@ -42,6 +42,7 @@ __all__ = [
     "PromotionDecision",
     "RegisteredRun",
     "RegistryUnavailableError",
+    "beats",
     "beats_baseline",
     "configure",
     "load_champion",
@@ -301,6 +302,11 @@ def _alias_version(name: str, alias: str) -> str | None:
     return None if mv is None else str(mv.version)
 
 
+def beats(value: float, baseline: float, greater_is_better: bool) -> bool:
+    """The promotion gate's one comparison: strictly better than the baseline."""
+    return bool(value > baseline if greater_is_better else value < baseline)
+
+
 def beats_baseline(tags: Mapping[str, str]) -> tuple[bool, str]:
     """Whether a version's gate metric strictly beats its simplest baseline on the same holdout.
 
@@ -310,8 +316,7 @@ def beats_baseline(tags: Mapping[str, str]) -> tuple[bool, str]:
         return True, "no baseline recorded"
     metric = tags[TAG_METRIC]
     value, base = float(tags[TAG_VALUE]), float(tags[TAG_BASELINE_VALUE])
-    higher = tags[TAG_GREATER_IS_BETTER] == "True"
-    ok = value > base if higher else value < base
+    ok = beats(value, base, greater_is_better=tags[TAG_GREATER_IS_BETTER] == "True")
     relation = "beats" if ok else "does not beat"
     return ok, (f"{metric} {value:.4f} {relation} the baseline {tags.get(TAG_BASELINE, '?')}'s "
                 f"{base:.4f} on the same holdout")

@@ -26,6 +26,7 @@ from engine.io import Tables
 from engine.pipelines.churn import EXPECTED_REVENUE, REVENUE_AT_RISK, score_churn
 from engine.pipelines.feasibility import run_feasibility
 from engine.pipelines.forecast import ServedForecaster
+from engine.summary import default_period
 from engine.warnings.cli import default_rules_path
 from engine.warnings.engine import OutOfOrder, evaluate, with_extra_receiver
 from engine.warnings.metrics import ForecastFromAttainment, MetricContext, Providers
@@ -47,7 +48,6 @@ __all__ = [
     "at_risk",
     "churn_scores",
     "customer",
-    "default_period",
     "evaluate_warnings",
     "expire_silence",
     "feasibility",
@@ -133,20 +133,13 @@ def resolve_as_of(state: AppState, as_of: date | None) -> pd.Timestamp:
     start, end = state.data.start, state.data.end
     assert start is not None and end is not None  # set whenever tables are
     if as_of is None:
-        return end + pd.Timedelta(days=1)
+        return _default_as_of(state)
     stamp = pd.Timestamp(as_of)
     if not start < stamp <= end + _AS_OF_SLACK:
         raise _fail(status.HTTP_400_BAD_REQUEST,
                     f"as_of {as_of} is outside the data: expected a date after {start.date()} "
                     f"and at most {_AS_OF_SLACK.days} days after {end.date()}")
     return stamp
-
-
-def default_period(as_of: pd.Timestamp) -> str:
-    """The quarter holding the last day before ``as_of``: the period a planner looks at first
-    (the default as-of is the day after the data's last row, which may open a new quarter)."""
-    day = as_of - pd.Timedelta(days=1)
-    return f"{day.year}Q{day.quarter}"
 
 
 def _resolve_period(state: AppState, period: str | None, as_of: pd.Timestamp) -> str:

@@ -53,8 +53,8 @@ class DataState:
         source: the directory or SQL URL.
         tables: the validated tables, or None when they could not be loaded.
         problems: every problem found (``table:line: column: check (value)``).
-        start: first order date; end: the last date in the data (the default as_of is the
-            day after it).
+        start: the first day with an order or a created deal.
+        end: the last date in the data (the default as_of is the day after it).
     """
 
     source: str

@@ -566,7 +566,7 @@ def train_churn(tables: Tables, *, as_of: pd.Timestamp | None = None,
     model = candidates[chosen]
     baseline = gate_baseline(comparison, holdout)
     value = _value(comparison, chosen)
-    promotable = bool(value > baseline[1])
+    promotable = tracking.beats(value, baseline[1], greater_is_better=True)
     notes += _verdict(comparison, chosen, baseline, promotable)
     p = _probabilities(model, holdout)
     segments = segment_auc(holdout[CHURNED].to_numpy(), p, holdout[_SEGMENT_FEATURE]

@@ -367,7 +367,8 @@ def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
     champion_value = _champion_value(kind, series, hierarchy, holdout, params, notes)
     metrics = _summary(model.metrics_)
     baseline = metrics.get(f"baseline_{GATE_METRIC}")
-    if baseline is not None and not metrics[GATE_METRIC] < baseline:
+    if baseline is not None and not tracking.beats(metrics[GATE_METRIC], baseline,
+                                                   greater_is_better=False):
         notes.append(f"the forecast's backtest {GATE_METRIC} {metrics[GATE_METRIC]:.3f} does not "
                      f"beat the seasonal naive's {baseline:.3f}: it is registered but will not "
                      "be promoted")

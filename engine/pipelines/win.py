@@ -249,7 +249,7 @@ def train_win(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed: 
     champion_value = _champion_value(split.holdout, notes)
     gate = comparison[GATE_METRIC].astype(float)
     baseline_value, own_value = float(gate[BASELINE]), float(gate["win_model"])
-    if not own_value < baseline_value:
+    if not tracking.beats(own_value, baseline_value, greater_is_better=False):
         notes.append(f"the model's {GATE_METRIC} {own_value:.4f} does not beat stage rates' "
                      f"{baseline_value:.4f} on the holdout: it is registered but will not be "
                      "promoted, and feasibility keeps using stage rates")

@@ -15,7 +15,6 @@ from engine.io import Tables
 
 __all__ = ["cut_history", "export_at", "first_day", "tables_before"]
 
-LIST_PRICE = "list_price"  # the quoted value some exports carry beside the closing amount
 _DATED = {S.ORDERS: S.ORDER_DATE, S.INTERACTIONS: S.OCCURRED_AT, S.RECEIVABLES: S.ISSUED_AT,
           S.OPPORTUNITIES: S.CREATED_AT, S.STAGE_HISTORY: S.ENTERED_AT}
 
@@ -47,11 +46,11 @@ def _reopened(opps: pd.DataFrame, history: pd.DataFrame | None,
     opps[S.STAGE] = opps[S.STAGE].astype(object)
     opps.loc[later, S.STAGE] = stage.to_numpy()
     opps.loc[later, S.STATUS] = S.STATUS_OPEN
-    if LIST_PRICE in opps.columns:
+    if S.LIST_PRICE in opps.columns:
         # The amount at the close (e.g. crm-sales' close value) was not known while the deal
         # was open: an open deal is valued at its quoted price, as the importer values the
         # deals still open in the source.
-        quoted = pd.to_numeric(opps.loc[later, LIST_PRICE], errors="coerce")
+        quoted = opps.loc[later, S.LIST_PRICE]
         opps.loc[later, S.AMOUNT] = quoted.fillna(opps.loc[later, S.AMOUNT]).to_numpy()
     return opps
 

@@ -45,7 +45,6 @@ N_LINES = "n_lines"
 PROFIT = "profit"
 SUB_CATEGORY = "sub_category"
 SHIP_REGION = "ship_region"
-LIST_PRICE = "list_price"
 YEAR_ESTABLISHED = "year_established"
 ANNUAL_REVENUE = "annual_revenue"
 EMPLOYEES = "employees"
@@ -509,7 +508,7 @@ def crm_opportunities(deals: pd.DataFrame, list_prices: pd.Series) -> pd.DataFra
         S.AMOUNT: deals[_Crm.CLOSE_VALUE].where(won, list_price).astype("float64"),
         S.CUSTOMER_ID: deals[_Crm.ACCOUNT],
         S.PRODUCT: deals[_Crm.PRODUCT],
-        LIST_PRICE: list_price.astype("float64"),
+        S.LIST_PRICE: list_price.astype("float64"),
     }).reset_index(drop=True)
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "LEVEL_REGION",
     "LEVEL_REP",
     "LEVEL_TEAM",
+    "LIST_PRICE",
     "MANAGER",
     "OCCURRED_AT",
     "OPPORTUNITIES",
@@ -101,6 +102,10 @@ CLOSE_DATE = "close_date"
 # Optional: the expected close date recorded when the deal was created (lets slips be measured
 # without knowing later expectations).
 ORIGINAL_CLOSE_DATE = "original_close_date"
+# Optional: the deal's quoted (list) value, known from creation. CRMs often rewrite a won deal's
+# amount to its final value at close, so the amount of a deal later won is not what was known
+# at a past date; where this column exists, features and cuts of the past use it instead.
+LIST_PRICE = "list_price"
 STAGE = "stage"
 STATUS = "status"
 ENTERED_AT = "entered_at"
@@ -227,6 +232,7 @@ TABLES: dict[str, TableSpec] = {
                 CUSTOMER_ID: _opt("id"),
                 PRODUCT: _opt("text"),
                 ORIGINAL_CLOSE_DATE: _opt("date"),
+                LIST_PRICE: _opt("number"),
             },
             unique=((OPPORTUNITY_ID,),),
             checks={

@@ -43,7 +43,6 @@ from features.hierarchy import period_bounds
 from models.classification import classification_metrics
 
 __all__ = [
-    "AMOUNT_AT_CREATION",
     "CATEGORICAL_FEATURES",
     "FLAT_WIN_RATE",
     "LABEL",
@@ -79,11 +78,6 @@ PERIOD_END = "period_end"
 # recorded when the deal was created. Known from creation on, so it is point-in-time safe and
 # stands in for the expected close at a past date when stage_history has no close_date column.
 ORIGINAL_CLOSE_DATE = "original_close_date"
-# An optional opportunities column (the crm-sales import has it): the deal's list value, known
-# from creation. CRMs often rewrite a won deal's amount to its final value at close, so at a
-# past date the amount of a deal that was later won is not what was known then (a leak that
-# also makes every open deal look "lost" when served). When present, the amount features use it.
-AMOUNT_AT_CREATION = "list_price"
 
 P_DAYS_TO_START = "period_days_to_start"
 P_DAYS_LEFT = "period_days_left"
@@ -209,17 +203,17 @@ _AMOUNT_FEATURE_SOURCE = "_amount_known"
 
 def _with_creation_amounts(tables: Tables, deals: pd.DataFrame, as_of: pd.Timestamp
                            ) -> pd.DataFrame:
-    """With :data:`AMOUNT_AT_CREATION` in the data, the amount features use it (see there):
+    """With :data:`engine.schemas.LIST_PRICE` in the data, the amount features use it:
     ``log_amount`` and the ratio to the owner's median value of deals won before ``as_of``."""
     opps = tables.get(S.OPPORTUNITIES)
-    if opps is None or AMOUNT_AT_CREATION not in opps.columns or deals.empty:
+    if opps is None or S.LIST_PRICE not in opps.columns or deals.empty:
         return deals
-    value = pd.to_numeric(opps.set_index(S.OPPORTUNITY_ID)[AMOUNT_AT_CREATION], errors="coerce")
+    value = pd.to_numeric(opps.set_index(S.OPPORTUNITY_ID)[S.LIST_PRICE], errors="coerce")
     value = value[~value.index.duplicated()]
     known = deals[S.OPPORTUNITY_ID].map(value).astype(float)
     known = known.where(known.notna(), deals[S.AMOUNT])
     won = opps[(opps[S.STATUS] == S.STATUS_WON) & (opps[S.CLOSE_DATE] < as_of)]
-    won_value = pd.to_numeric(won[AMOUNT_AT_CREATION], errors="coerce")
+    won_value = pd.to_numeric(won[S.LIST_PRICE], errors="coerce")
     medians = won_value.groupby(won[S.OWNER]).median()
     median = deals[S.OWNER].map(medians).astype(float).fillna(won_value.median())
     return deals.assign(**{_AMOUNT_FEATURE_SOURCE: known,

@@ -173,7 +173,7 @@ def test_amount_features_use_the_value_known_at_creation(tables: Tables) -> None
     opps = tables[S.OPPORTUNITIES]
     won = opps[S.STATUS] == S.STATUS_WON
     # Like the crm-sales import: won deals carry their final value, the list price is kept.
-    rewritten = opps.assign(**{W.AMOUNT_AT_CREATION: opps[S.AMOUNT],
+    rewritten = opps.assign(**{S.LIST_PRICE: opps[S.AMOUNT],
                                S.AMOUNT: opps[S.AMOUNT].where(~won, opps[S.AMOUNT] * 3.0)})
     frames = dict(tables.frames) | {S.OPPORTUNITIES: rewritten}
     with_list = Tables(frames, tables.source, tables.derived)

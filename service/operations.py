@@ -271,7 +271,7 @@ def recalibration(state: AppState, period: str | None, as_of: date | None,
 
 
 def churn_scores(state: AppState) -> pd.DataFrame:
-    """Every active customer scored at the last date of the data (cached per model version)."""
+    """Every active customer scored as of the default as-of (cached per model version)."""
     tables = tables_of(state)
     model = state.model("churn")
     if model is None:

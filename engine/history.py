@@ -50,7 +50,7 @@ def _reopened(opps: pd.DataFrame, history: pd.DataFrame | None,
         # The amount at the close (e.g. crm-sales' close value) was not known while the deal
         # was open: an open deal is valued at its quoted price, as the importer values the
         # deals still open in the source.
-        quoted = opps.loc[later, S.LIST_PRICE]
+        quoted = pd.to_numeric(opps.loc[later, S.LIST_PRICE], errors="coerce")
         opps.loc[later, S.AMOUNT] = quoted.fillna(opps.loc[later, S.AMOUNT]).to_numpy()
     return opps
 

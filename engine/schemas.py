@@ -102,9 +102,11 @@ CLOSE_DATE = "close_date"
 # Optional: the expected close date recorded when the deal was created (lets slips be measured
 # without knowing later expectations).
 ORIGINAL_CLOSE_DATE = "original_close_date"
-# Optional: the deal's quoted (list) value, known from creation. CRMs often rewrite a won deal's
-# amount to its final value at close, so the amount of a deal later won is not what was known
-# at a past date; where this column exists, features and cuts of the past use it instead.
+# An extra opportunities column some exports carry (the crm-sales import does): the deal's quoted
+# (list) value, known from creation. CRMs often rewrite a won deal's amount to its final value at
+# close, so the amount of a deal later won is not what was known at a past date; where this
+# column exists, the win model's features and cuts of the past use it instead. Not parsed by
+# validation (an extra column), so readers convert it with ``pd.to_numeric``.
 LIST_PRICE = "list_price"
 STAGE = "stage"
 STATUS = "status"
@@ -232,7 +234,6 @@ TABLES: dict[str, TableSpec] = {
                 CUSTOMER_ID: _opt("id"),
                 PRODUCT: _opt("text"),
                 ORIGINAL_CLOSE_DATE: _opt("date"),
-                LIST_PRICE: _opt("number"),
             },
             unique=((OPPORTUNITY_ID,),),
             checks={

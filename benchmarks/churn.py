@@ -12,7 +12,7 @@ Cases (every model of a case is scored on the same holdout customers):
 
 - ``online-retail`` cut to its first 3, 6, 9 and 13 months (``engine.history.cut_history``;
   the file holds 12.3 months, so 13 is all of it), split exactly as ``quotacast train churn``
-  splits it without ``--horizon-days`` (:func:`engine.pipelines.churn.candidate_splits`), and
+  splits it without ``--horizon-days`` (:func:`service.usecases.churn.candidate_splits`), and
   the whole file again with the 60-day horizon of issue 13;
 - ``crm-sales`` and ``superstore`` (whole imports): the gate must refuse a chance-level model;
 - ``demo (medium)``: the generated company, 180-day horizon.
@@ -28,7 +28,7 @@ baselines. The ``gate`` column says whether the
 registered model would be promotable (beats the recency rule, or chance when higher).
 
 Scoring speed: a model trained on the demo company scores the ``large`` company
-(:func:`engine.pipelines.churn.score_churn`: features at the data end, probabilities, reasons)
+(:func:`service.usecases.churn.score_churn`: features at the data end, probabilities, reasons)
 in a fresh subprocess that loads the cached tables (not timed), resets the kernel's peak-RSS
 mark, scores, and reports wall seconds and peak resident memory.
 """
@@ -57,11 +57,11 @@ sys.path.insert(0, str(REPO))
 
 from engine import schemas as S  # noqa: E402
 from engine.io import Tables, load_tables  # noqa: E402
-from engine.pipelines import churn as pipeline  # noqa: E402
-from engine.pipelines.churn import score_churn, tables_before  # noqa: E402
 from engine.summary import default_as_of  # noqa: E402
 from features.labels import CHURNED  # noqa: E402
 from models.classification import classification_metrics  # noqa: E402
+from service.usecases import churn as pipeline  # noqa: E402
+from service.usecases.churn import score_churn, tables_before  # noqa: E402
 
 __all__ = ["bgnbd_churn", "main", "run_case"]
 

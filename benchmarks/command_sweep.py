@@ -5,8 +5,8 @@
     python benchmarks/command_sweep.py --report results.jsonl   # the table of an earlier run
 
 Each data directory gets a fresh temporary MLflow store and alert database and its own working
-directory. Commands run in this process through typer's runner on ``engine.cli.app`` (an
-exception that escapes is reported as the crash handler of ``engine.cli.main`` would report it,
+directory. Commands run in this process through typer's runner on ``service.cli.app.app`` (an
+exception that escapes is reported as the crash handler of ``service.cli.app.main`` would report it,
 with its traceback in the log); ``--subprocess`` runs each as ``quotacast ...`` instead, exactly
 what a user sees, at about five seconds of start-up per command. For each command the sweep
 records the exit code, the wall time and the last line of stderr, and flags:
@@ -77,10 +77,10 @@ class Outcome:
 
 # Who fixes what: the first matching path of the innermost repository frame, else the command.
 OWNERS = (
-    ("churn", ("models/churn", "engine/pipelines/churn", "features/table", "features/labels")),
-    ("win/feasibility", ("models/win", "engine/pipelines/win", "engine/feasibility",
-                         "engine/pipelines/feasibility", "features/funnel")),
-    ("forecast", ("models/forecast", "models/reconcile", "engine/pipelines/forecast",
+    ("churn", ("models/churn", "service/usecases/churn", "features/table", "features/labels")),
+    ("win/feasibility", ("models/win", "service/usecases/win", "models/feasibility",
+                         "service/usecases/feasibility", "features/funnel")),
+    ("forecast", ("models/forecast", "models/reconcile", "service/usecases/forecast",
                   "features/revenue")),
 )
 COMMAND_OWNERS = (("train churn", "churn"), ("score churn", "churn"), ("promote churn", "churn"),
@@ -100,7 +100,7 @@ def blame(label: str, trace: str) -> tuple[str, str]:
         for owner, prefixes in OWNERS:
             if path.startswith(prefixes):
                 return where, owner
-        if not path.startswith("engine/cli_models"):
+        if not path.startswith("service/cli/models"):
             return where, "command sweep (engine/io, cli, warnings, features/customer)"
     owner = next((o for prefix, o in COMMAND_OWNERS if label.startswith(prefix)), "")
     return where, owner or "command sweep (engine/io, cli, warnings, features/customer)"
@@ -299,7 +299,7 @@ def run_in_process(args: list[str], cwd: Path, env: dict[str, str]
 
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from service.cli.app import app
 
     here = Path.cwd()
     os.chdir(cwd)

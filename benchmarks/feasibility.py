@@ -29,8 +29,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import feasibility as FZ
 from engine import schemas as S
+from models import feasibility as FZ
 
 PANDAS_DRAWS = 200
 

@@ -51,13 +51,13 @@ from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import feasibility as FZ
 from engine import schemas as S
 from engine.io import Tables, validate_tables
-from engine.pipelines.win import fit_win_model
 from features.hierarchy import attribute_revenue, period_bounds
+from models import feasibility as FZ
 from models import win as W
 from models.classification import MIN_BIN_CASES, plot_calibration, reliability_table
+from service.usecases.win import fit_win_model
 
 OUT = Path(__file__).resolve().parent / "out"
 CRM_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "crm-sales-opportunities"

@@ -196,7 +196,7 @@ def ours(dataset: Dataset, train: pd.DataFrame, n_jobs: int) -> pd.DataFrame:
 def _ours_from_orders(dataset: Dataset, train: pd.DataFrame, n_jobs: int) -> pd.DataFrame:
     """The whole ``forecast --fit`` path: orders dated on the 1st, default as-of."""
     from engine.io import validate_tables
-    from engine.pipelines.forecast import forecast_fresh
+    from service.usecases.forecast import forecast_fresh
 
     orders = pd.DataFrame({S.ORDER_ID: [str(i) for i in range(len(train))],
                            S.CUSTOMER_ID: "c1", S.ORDER_DATE: train[S.DS].dt.strftime("%Y-%m-%d"),

@@ -8,17 +8,17 @@ For each history length N the real datasets are cut to N months (:func:`engine.h
 pipeline on a temporary MLflow store, then scored next to its peers on the same cases:
 
 - ``churn`` (online-retail, ~12.3 months; the file itself is the ``full`` point): ours (the
-  candidate :func:`engine.pipelines.churn.train_churn` registers) vs BG/NBD (``lifetimes``, as in
+  candidate :func:`service.usecases.churn.train_churn` registers) vs BG/NBD (``lifetimes``, as in
   benchmarks/churn.py, fitted on purchases before the holdout's as_of) vs the pipeline's
   baselines (recency rule, RFM logistic), ROC-AUC and PR-AUC on the pipeline's own holdout
   customers. The horizon is the pipeline's choice when it makes one, else the longest of
   :data:`CHURN_HORIZONS` that its split allows.
-- ``win`` (crm-sales, ~14.4 months): ours (:func:`engine.pipelines.win.train_win`) vs the
+- ``win`` (crm-sales, ~14.4 months): ours (:func:`service.usecases.win.train_win`) vs the
   historical stage rates, log loss and ROC-AUC on the pipeline's holdout.
 - ``forecast`` (aus-retail: the 20 largest State x Industry series, summed per state; superstore:
   per ship region; monthly): from each of up to three origins (1 January of the data's last
   years), the history is the N months before the origin and the holdout the ``min(N, 12)``
-  months after it. Ours is ``train forecast`` (:func:`engine.pipelines.forecast.train_forecast`
+  months after it. Ours is ``train forecast`` (:func:`service.usecases.forecast.train_forecast`
   with ``as_of`` = the origin, on a temporary registry, its gate recorded; without Prophet to
   keep the sweep short), or ``forecast --fit`` (:func:`forecast_fresh`) where training refuses;
   peers are statsforecast AutoETS and seasonal naive (naive while the history is shorter than a
@@ -27,7 +27,7 @@ pipeline on a temporary MLflow store, then scored next to its peers on the same 
   every level key, then over origins) and the share of actuals inside the 80% interval.
 - ``feasibility`` (crm-sales with each node's prior-quarter revenue as its target, as
   benchmarks/feasibility_replay.py does): ``p_attain`` of
-  :func:`engine.pipelines.feasibility.run_feasibility` at the cut, for the quarter in progress
+  :func:`service.usecases.feasibility.run_feasibility` at the cut, for the quarter in progress
   then, vs the pace rule (closed so far / share of the quarter elapsed, through a lognormal whose
   spread is the dispersion of log(actual / pace) at that level in earlier quarters): Brier score
   against whether each node reached its target (when no node has a target in that quarter, the
@@ -316,7 +316,7 @@ def _row(frame: pd.DataFrame, name: str, metrics: Sequence[str]) -> dict[str, fl
 
 def _churn_horizon(tables: Tables, train: Callable[..., Any]) -> int | None:
     """None when the pipeline chooses its own horizon; else the longest one its split allows."""
-    from engine.pipelines import churn as CP
+    from service.usecases import churn as CP
 
     default = inspect.signature(train).parameters["horizon_days"].default
     if default is None:
@@ -334,10 +334,10 @@ def _churn_horizon(tables: Tables, train: Callable[..., Any]) -> int | None:
 
 def churn_cell(cell: Cell, tables: Tables) -> Cell:
     """Ours vs BG/NBD vs recency rule on the pipeline's holdout customers (adapter)."""
-    from engine.pipelines import churn as CP
     from features.labels import CHURNED
     from features.table import training_table
     from models.classification import classification_metrics
+    from service.usecases import churn as CP
 
     horizon = _churn_horizon(tables, CP.train_churn)
     kwargs: dict[str, Any] = {} if horizon is None else {"horizon_days": horizon}
@@ -387,7 +387,7 @@ class WinState:
 
 def win_cell(cell: Cell, tables: Tables, state: WinState) -> Cell:
     """Ours vs stage rates on the pipeline's holdout (adapter)."""
-    from engine.pipelines import win as WP
+    from service.usecases import win as WP
 
     result = WP.train_win(tables)
     cell.answered = True
@@ -452,8 +452,8 @@ def feasibility_cell(cell: Cell, full: Tables, tables: Tables, state: WinState) 
     revenue), the next quarter is scored as a plan check made at the cut; the pace rule cannot
     speak before a quarter starts, so ours stands alone there.
     """
-    from engine.pipelines.feasibility import run_feasibility
     from features.hierarchy import attribute_revenue
+    from service.usecases.feasibility import run_feasibility
 
     replay = _bench("feasibility_replay")
     as_of = default_as_of(tables)
@@ -613,7 +613,7 @@ def ours_forecast(tables: Tables, history: pd.DataFrame, level: str, origin: pd.
     user would fall back. Returns the forecasts, whether the gate passed (None: no gate) and a
     remark.
     """
-    from engine.pipelines import forecast as FP
+    from service.usecases import forecast as FP
 
     if not {"as_of", "candidates"} <= set(inspect.signature(FP.train_forecast).parameters):
         frame, passed = _direct_forecast(history, horizon)

@@ -49,16 +49,16 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import feasibility as FZ
 from engine import schemas as S
 from engine import tracking
+from engine.alerting.engine import EvaluationReport, evaluate
+from engine.alerting.rules import RuleFile, load_rules
+from engine.alerting.store import FIRING, AlertStore
 from engine.io import Tables, load_tables, write_data_dir
 from engine.summary import data_end
-from engine.warnings.engine import EvaluationReport, evaluate
-from engine.warnings.metrics import ForecastFromAttainment, MetricContext, Providers
-from engine.warnings.rules import RuleFile, load_rules
-from engine.warnings.store import FIRING, AlertStore
 from features.hierarchy import attribute_revenue, period_bounds
+from features.metrics import ForecastFromAttainment, MetricContext, Providers
+from models import feasibility as FZ
 
 REPO = Path(__file__).resolve().parents[1]
 TROUBLE_HORIZON = pd.Timedelta(days=180)
@@ -90,8 +90,8 @@ def _quiet() -> Iterator[None]:
 
 def train_champions(tables: Tables, start: pd.Timestamp, registry: Path) -> dict[str, Any]:
     """Train and promote churn and win models as of ``start``; the loaded champions by kind."""
-    from engine.pipelines.churn import train_churn
-    from engine.pipelines.win import train_win
+    from service.usecases.churn import train_churn
+    from service.usecases.win import train_win
 
     tracking.configure(f"sqlite:///{registry}")
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -114,7 +114,7 @@ class ChampionProviders:
     scores: dict[pd.Timestamp, pd.DataFrame] = field(default_factory=dict)
 
     def churn_scores(self, tables: Tables, as_of: pd.Timestamp) -> pd.DataFrame:
-        from engine.pipelines.churn import score_churn
+        from service.usecases.churn import score_churn
 
         if as_of not in self.scores:
             self.scores = {as_of: score_churn(tables, as_of=as_of, model=self.churn_model)}

@@ -1,8 +1,8 @@
-"""The HTTP service (FastAPI) over the engine: ``create_app`` in :mod:`service.main`.
+"""The top floor: every entry point and the only wiring.
 
-Only this package imports FastAPI. Routes (:mod:`service.routes`) are thin; the engine calls,
-their caches and the HTTP errors live in :mod:`service.operations`; who may do what in
-:mod:`service.auth`; the start-up state in :mod:`service.state`.
+:mod:`service.usecases` (train, score, forecast, feasibility: shared by CLI and HTTP),
+:mod:`service.cli` (the ``quotacast`` command line) and :mod:`service.http` (the FastAPI app).
+Only this package imports FastAPI and typer.
 """
 
 from __future__ import annotations

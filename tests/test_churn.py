@@ -19,17 +19,6 @@ from sklearn.exceptions import NotFittedError
 from engine import schemas as S
 from engine import tracking
 from engine.io import Tables, validate_tables
-from engine.pipelines import churn as pipeline
-from engine.pipelines.churn import (
-    SCORE_COLUMNS,
-    ChurnTraining,
-    expected_revenue,
-    plan_split,
-    score_churn,
-    serving_example,
-    tables_before,
-    train_churn,
-)
 from engine.synthetic import generate
 from features.customer import customer_features
 from features.labels import CHURNED
@@ -53,6 +42,17 @@ from models.classification import (
     reliability_table,
     segment_auc,
     top_fraction_lift,
+)
+from service.usecases import churn as pipeline
+from service.usecases.churn import (
+    SCORE_COLUMNS,
+    ChurnTraining,
+    expected_revenue,
+    plan_split,
+    score_churn,
+    serving_example,
+    tables_before,
+    train_churn,
 )
 
 AS_OF = pd.Timestamp("2026-10-01")  # before the small company's data end (2026-11-14)

@@ -18,10 +18,14 @@ from typer.testing import CliRunner
 
 from engine import schemas as S
 from engine import tracking
-from engine.cli import app
 from engine.io import Tables, load_tables
-from engine.pipelines import churn as pipeline
-from engine.pipelines.churn import (
+from features.labels import CHURNED
+from features.table import training_table
+from models.btyd import BTYD_FEATURES, BgNbd, btyd_columns, purchase_summary
+from models.churn import CHURN_PROBABILITY, ChurnModel
+from service.cli.app import app
+from service.usecases import churn as pipeline
+from service.usecases.churn import (
     chance_level,
     choose_horizon,
     plan_split,
@@ -29,10 +33,6 @@ from engine.pipelines.churn import (
     score_churn_fallback,
     train_churn,
 )
-from features.labels import CHURNED
-from features.table import training_table
-from models.btyd import BTYD_FEATURES, BgNbd, btyd_columns, purchase_summary
-from models.churn import CHURN_PROBABILITY, ChurnModel
 
 pytestmark = pytest.mark.shared_data
 DAY = pd.Timedelta(days=1)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
 from engine.io import load_tables
+from service.cli.app import app
 
 FIXTURES = Path(__file__).parent / "fixtures" / "importers"
 runner = CliRunner()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 BOOM = """
 import sys
-import engine.cli as cli
+import service.cli.app as cli
 
 @cli.app.command("boom")
 def boom() -> None:

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine import tracking
-from engine.cli import app
+from service.cli.app import app
 
 runner = CliRunner()
 

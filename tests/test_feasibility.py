@@ -1,4 +1,4 @@
-"""Target feasibility: simulation, coherence, point in time, recalibration (engine.feasibility)."""
+"""Target feasibility: simulation, coherence, point in time, recalibration (models.feasibility)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import feasibility as FZ
 from engine import schemas as S
 from engine import tracking
 from engine.history import export_at
 from engine.io import Tables, load_tables, validate_tables
-from engine.pipelines.feasibility import run_feasibility, run_recalibration
 from engine.summary import default_as_of
+from models import feasibility as FZ
 from models import win as W
+from service.usecases.feasibility import run_feasibility, run_recalibration
 
 PERIOD = "2024Q3"
 AS_OF = pd.Timestamp("2024-08-15")

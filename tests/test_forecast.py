@@ -11,14 +11,6 @@ import pytest
 
 import engine.schemas as S
 from engine.io import Tables, validate_tables
-from engine.pipelines.forecast import (
-    _hierarchy,
-    _series,
-    _summary,
-    forecast_fresh,
-    forecast_levels,
-    train_forecast,
-)
 from engine.synthetic import generate
 from models.backtest import PARTIAL, Panel, backtest, rolling_origin_splits, to_panel
 from models.forecast import (
@@ -46,6 +38,14 @@ from models.reconcile import (
     reconcile_bottom_up,
     reconcile_mint,
     shrunk_covariance,
+)
+from service.usecases.forecast import (
+    _hierarchy,
+    _series,
+    _summary,
+    forecast_fresh,
+    forecast_levels,
+    train_forecast,
 )
 
 FAST = ("seasonal_naive", "ets", "theta", "lgbm")
@@ -501,7 +501,7 @@ def test_bad_parameters_raise(company: pd.DataFrame) -> None:
 def test_served_forecaster_says_why_it_cannot_answer() -> None:
     from types import SimpleNamespace
 
-    from engine.pipelines.forecast import ServedForecaster
+    from service.usecases.forecast import ServedForecaster
 
     served = ServedForecaster(SimpleNamespace(horizon=6), "M",  # type: ignore[arg-type]
                               ["company", "region"])
@@ -631,7 +631,7 @@ def test_a_forecaster_that_does_not_beat_seasonal_naive_is_never_promoted(regist
 
 def test_each_freq_has_its_own_champion(registry) -> None:
     from engine import tracking
-    from engine.pipelines.forecast import forecast_champion, forecast_kind
+    from service.usecases.forecast import forecast_champion, forecast_kind
 
     tables = daily_tables("2020-06-30")
     assert forecast_kind("M", None) == "forecast"
@@ -702,7 +702,7 @@ def test_train_and_forecast_on_young_real_data_answer_or_say_why(
 
 
 def test_a_hierarchy_level_without_an_org_chart_is_a_plain_column() -> None:
-    from engine.pipelines.forecast import forecast_levels
+    from service.usecases.forecast import forecast_levels
 
     tables = daily_tables("2019-12-31")
     assert forecast_levels(tables, S.LEVEL_REGION) == [S.LEVEL_COMPANY, S.LEVEL_REGION]

@@ -27,8 +27,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.warnings.rules import NO_VALUE
+from engine.alerting.rules import NO_VALUE
+from service.cli.app import app
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

@@ -2,7 +2,7 @@
 
 The fixtures are the three public imports (tests/fixtures/real), cut to their first 3, 6 and 9
 months as an export made on that day would hold them, and whole. Each case runs a family of
-commands through the real command line (typer's runner on ``engine.cli.app``) in a fresh MLflow
+commands through the real command line (typer's runner on ``service.cli.app.app``) in a fresh MLflow
 store and alert database, and asserts what issue 13 asks of each: exit 0 or 1 (never 2: the data
 is valid), no traceback, no crash report, and on exit 1 a message that says what happened.
 
@@ -27,10 +27,10 @@ from _pytest.mark.structures import ParameterSet
 from typer.testing import CliRunner, Result
 
 from engine import schemas as S
-from engine.cli import app
 from engine.io import Tables, load_tables
 from engine.summary import default_as_of
 from features.hierarchy import UNASSIGNED, revenue_events
+from service.cli.app import app
 
 pytestmark = pytest.mark.slow
 
@@ -192,12 +192,12 @@ def test_a_young_crm_without_orders_validates_and_warns(
 
 def test_the_console_script_answers_a_young_crm(
         real_data: Callable[..., Path], tmp_path: Path) -> None:
-    """As a user runs it: a subprocess through ``engine.cli.main`` (the crash handler too)."""
+    """As a user runs it: a subprocess through ``service.cli.app.main`` (the crash handler too)."""
     data = str(real_data("crm-sales", 3))
     env = {**os.environ, "QUOTACAST_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}",
            "QUOTACAST_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"}
     for args, code in ((["validate", "--data", data], 0), (["train", "win", "--data", data], 1)):
-        done = subprocess.run([sys.executable, "-c", "from engine.cli import main; main()",
+        done = subprocess.run([sys.executable, "-c", "from service.cli.app import main; main()",
                                *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=300, check=False)
         assert done.returncode == code, done.stderr

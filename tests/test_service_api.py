@@ -24,9 +24,9 @@ from test_service_support import (
 )
 
 from engine import schemas as S
-from service.main import create_app
-from service.ratelimit import TokenBucketLimiter
-from service.state import AppState
+from service.http.app import create_app
+from service.http.ratelimit import TokenBucketLimiter
+from service.http.state import AppState
 
 ROLES = ("admin", "planner", "sales_ops", "account_manager")
 

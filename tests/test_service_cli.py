@@ -1,4 +1,4 @@
-"""``quotacast keys add/revoke/list`` and ``quotacast serve``, mounted as engine/cli.py will."""
+"""``quotacast keys add/revoke/list`` and ``quotacast serve``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import typer
 from typer.testing import CliRunner
 
 from engine.config import Settings
-from service.cli import RedactKeys, keys_app, serve
-from service.keys import KeyStore, Role
+from service.cli.serve import RedactKeys, keys_app, serve
+from service.http.keys import KeyStore, Role
 
 runner = CliRunner()
 
@@ -119,7 +119,7 @@ def launched(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     import threadpoolctl
     import uvicorn
 
-    import service.main
+    import service.http.app
 
     seen: dict[str, Any] = {}
 
@@ -130,7 +130,7 @@ def launched(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     def run(server: uvicorn.Server) -> None:
         seen.update(app=server.config.app, host=server.config.host, port=server.config.port)
 
-    monkeypatch.setattr(service.main, "create_app", create_app)
+    monkeypatch.setattr(service.http.app, "create_app", create_app)
     monkeypatch.setattr(uvicorn.Server, "run", run)
     monkeypatch.setattr(threadpoolctl, "threadpool_limits",
                         lambda **kw: seen.update(blas_limits=kw))

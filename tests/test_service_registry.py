@@ -26,8 +26,8 @@ from test_service_support import (
 
 from engine import tracking
 from engine.io import write_data_dir
-from service.main import create_app
-from service.state import AppState
+from service.http.app import create_app
+from service.http.state import AppState
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,8 @@ from test_service_support import (
     settings_for,
 )
 
-from service.keys import KeyStore
-from service.main import create_app
+from service.http.app import create_app
+from service.http.keys import KeyStore
 
 SEED = 20261115
 MAX_EXAMPLES = 8

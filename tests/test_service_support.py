@@ -26,13 +26,13 @@ from engine import schemas as S
 from engine import tracking
 from engine.config import Settings
 from engine.io import Tables, load_tables, write_data_dir
-from engine.pipelines.forecast import ServedForecaster
 from engine.synthetic import generate
 from features.revenue import revenue_series
 from models.churn import CHURN_PROBABILITY, REASONS
 from models.forecast import RevenueForecaster
 from models.win import WIN_PROBABILITY
-from service.config import ServiceSettings
+from service.http.config import ServiceSettings
+from service.usecases.forecast import ServedForecaster
 
 __all__ = [
     "SEED",

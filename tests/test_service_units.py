@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from service.charts import feasibility_svg
-from service.keys import KeyStore, Role, key_id_of
-from service.metrics import RequestMetrics
-from service.ratelimit import TokenBucketLimiter
-from service.schemas import FeasibilityNode, SilenceIn
+from service.http.charts import feasibility_svg
+from service.http.keys import KeyStore, Role, key_id_of
+from service.http.metrics import RequestMetrics
+from service.http.ratelimit import TokenBucketLimiter
+from service.http.schemas import FeasibilityNode, SilenceIn
 
 
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:

@@ -151,7 +151,7 @@ def test_cli_stops_with_a_plain_error_when_the_registry_is_down(
         registry_down: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from service.cli.app import app
 
     monkeypatch.setenv("QUOTACAST_MLFLOW_TRACKING_URI", registry_down)
     result = CliRunner().invoke(app, ["promote", "churn"])

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from engine import schemas as S
-from engine.cli import app
 from engine.io import BadInput, load_tables, write_data_dir, write_frame
+from service.cli.app import app
 
 VALID: dict[str, str] = {
     "org": "rep,team,region,manager\nana,north-1,north,maria\nben,south-1,south,sam\n",

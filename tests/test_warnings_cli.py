@@ -1,7 +1,7 @@
 """``quotacast warnings ...`` end to end on a temporary SQLite database.
 
 The sub-app is mounted in a tiny typer app whose root callback sets the settings, as
-``engine/cli.py`` does.
+``service/cli/app.py`` does.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import typer
 from typer.testing import CliRunner
 
 from engine.config import Settings
-from engine.warnings.cli import warnings_app
+from service.cli.warnings import warnings_app
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_COLUMNS = ["rule", "labels", "state", "severity", "value", "threshold", "since",
@@ -278,7 +278,7 @@ def test_evaluate_since_replays_dates_so_for_can_elapse(cli: Any, data: Path,
 
 def test_default_rules_come_with_the_package_outside_the_repository(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.warnings.cli import default_rules_path
+    from service.cli.warnings import default_rules_path
 
     repo_pack = Path(__file__).resolve().parents[1] / "rules" / "default.yaml"
     monkeypatch.chdir(tmp_path)  # no rules/ here: the packaged pack is used

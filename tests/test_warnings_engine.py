@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.warnings.engine import (
+from engine.alerting.engine import (
     EXTRA_RECEIVER,
     _expand,
     apply_rule,
@@ -25,8 +25,8 @@ from engine.warnings.engine import (
     step,
     with_extra_receiver,
 )
-from engine.warnings.rules import RuleFile, parse_matcher, parse_rules
-from engine.warnings.store import FIRING, NORMAL, PENDING, RESOLVED, AlertInstance, Silence
+from engine.alerting.rules import RuleFile, parse_matcher, parse_rules
+from engine.alerting.store import FIRING, NORMAL, PENDING, RESOLVED, AlertInstance, Silence
 
 REPO = Path(__file__).resolve().parents[1]
 D0 = date(2026, 1, 1)

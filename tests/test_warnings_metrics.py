@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from engine.io import Tables, validate_tables
-from engine.warnings.metrics import (
+from features.metrics import (
     METRICS,
     ForecastFromAttainment,
     MetricContext,
@@ -236,7 +236,7 @@ def test_unavailable_metrics_say_what_they_need() -> None:
     cases = {
         "overdue_receivables_ratio": "receivables",
         "stalled_deals": "stage_history",
-        "churn_exposure": "engine/pipelines/churn.py score_churn",
+        "churn_exposure": "service/usecases/churn.py score_churn",
         "attainment_probability": "feasibility",
         "forecast_gap": "forecaster",
     }
@@ -283,8 +283,8 @@ def test_catalogue_documents_every_metric() -> None:
 
 def test_default_providers_wire_the_modules_that_exist() -> None:
     providers = default_providers("sqlite:///unused.db")  # nothing is imported or called yet
-    for name, module in (("churn_scores", "engine.pipelines.churn"),
-                         ("attainment", "engine.pipelines.feasibility")):
+    for name, module in (("churn_scores", "service.usecases.churn"),
+                         ("attainment", "service.usecases.feasibility")):
         assert (getattr(providers, name) is not None) == (find_spec(module) is not None)
     # The period forecast is the feasibility simulation's expected revenue.
     assert isinstance(providers.period_forecast, ForecastFromAttainment)

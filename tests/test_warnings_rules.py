@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.warnings.rules import (
+from engine.alerting.rules import (
     RuleFileError,
     check_template,
     compare,

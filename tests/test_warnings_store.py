@@ -24,13 +24,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from engine.io import Tables
-from engine.warnings import notify
-from engine.warnings.engine import OutOfOrder, evaluate
-from engine.warnings.metrics import METRICS, MetricContext, MetricSpec, Providers
-from engine.warnings.notify import DeliveryPolicy, backoff, deliver
-from engine.warnings.rules import RuleFile, parse_matcher, parse_rules
-from engine.warnings.store import (
+from engine.alerting import notify
+from engine.alerting.engine import OutOfOrder, evaluate
+from engine.alerting.notify import DeliveryPolicy, backoff, deliver
+from engine.alerting.rules import RuleFile, parse_matcher, parse_rules
+from engine.alerting.store import (
     FIRING,
     NORMAL,
     PENDING,
@@ -39,6 +37,8 @@ from engine.warnings.store import (
     AlreadyEvaluated,
     Base,
 )
+from engine.io import Tables
+from features.metrics import METRICS, MetricContext, MetricSpec, Providers
 
 POSTGRES_ENV = "QUOTACAST_TEST_POSTGRES_URL"
 D0 = date(2026, 10, 1)
@@ -407,7 +407,7 @@ def test_backoff_doubles_and_is_capped() -> None:
 
 
 def test_postgres_urls_use_the_installed_driver() -> None:
-    from engine.warnings.store import _driver_url
+    from engine.alerting.store import _driver_url
 
     url = _driver_url("postgresql://u:p@127.0.0.1/db")
     assert url.startswith(("postgresql+psycopg://", "postgresql://"))

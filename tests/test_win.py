@@ -12,12 +12,12 @@ from sklearn.linear_model import LogisticRegression
 from engine import schemas as S
 from engine import tracking
 from engine.io import Tables, load_tables, validate_tables
-from engine.pipelines import win as win_pipeline
-from engine.pipelines.feasibility import run_feasibility
 from engine.summary import default_as_of
 from engine.synthetic import generate
 from features import funnel as F
 from models import win as W
+from service.usecases import win as win_pipeline
+from service.usecases.feasibility import run_feasibility
 
 AS_OF = pd.Timestamp("2026-07-01")
 

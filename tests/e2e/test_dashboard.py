@@ -37,10 +37,10 @@ from test_service_support import (
 
 from engine import schemas as S
 from engine import tracking
-from engine.pipelines.churn import train_churn
-from engine.pipelines.win import train_win
-from service.main import create_app
-from service.state import AppState
+from service.http.app import create_app
+from service.http.state import AppState
+from service.usecases.churn import train_churn
+from service.usecases.win import train_win
 
 sync_api = pytest.importorskip("playwright.sync_api")
 

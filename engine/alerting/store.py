@@ -1,0 +1,535 @@
+"""Alert state, its full history, silences and the notification outbox, in a SQL database.
+
+SQLAlchemy 2.0-style ORM over any URL (``sqlite:///quotacast.db`` by default, PostgreSQL by URL;
+``QUOTACAST_DATABASE_URL``). Tables are created on first use and only portable types are used
+(strings, floats, dates, timestamps, JSON), so the same code runs on SQLite and PostgreSQL.
+
+Tables (prefixed ``warning_`` because the database is shared with the API keys):
+
+- ``warning_alerts``: one row per (rule, label set): its current state and the dates that drive
+  ``for`` and ``keep_firing_for``, the last value, rendered annotations, mute flags and what was
+  last notified.
+- ``warning_history``: one row per state change, never updated.
+- ``warning_evaluations``: one row per (rule, as_of) evaluated: what makes evaluation idempotent
+  and lets an earlier as_of be refused.
+- ``warning_silences``: Alertmanager-like silences (matchers, window in as_of time, author,
+  comment).
+- ``warning_outbox``: notifications written in the same transaction as the state change they
+  announce, then delivered (at least once) by :mod:`engine.alerting.notify`.
+
+Dates of alert state are as_of dates (the evaluation date); wall-clock timestamps (naive UTC) only
+record when something was written and schedule delivery retries.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from engine.alerting.rules import Matcher, parse_matcher
+
+__all__ = [
+    "FIRING",
+    "NORMAL",
+    "PENDING",
+    "RESOLVED",
+    "STATES",
+    "AlertInstance",
+    "AlertRow",
+    "AlertStore",
+    "AlreadyEvaluated",
+    "Base",
+    "EvaluationRow",
+    "HistoryRow",
+    "OutboxMessage",
+    "OutboxRow",
+    "Silence",
+    "SilenceRow",
+    "Transition",
+    "json_safe",
+    "utcnow",
+]
+
+NORMAL, PENDING, FIRING, RESOLVED = "normal", "pending", "firing", "resolved"
+STATES = (NORMAL, PENDING, FIRING, RESOLVED)
+OUTBOX_PENDING, OUTBOX_DELIVERED, OUTBOX_DEAD = "pending", "delivered", "dead"
+
+
+def utcnow() -> datetime:
+    """Wall-clock now as naive UTC (the one convention for timestamps in these tables)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def json_safe(value: Any) -> Any:
+    """A value JSON and both databases accept: numpy scalars unwrapped, NaN/inf -> None."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if hasattr(value, "isoformat"):  # pandas Timestamp
+        return value.isoformat()
+    return None if _is_missing(value) else str(value)
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        return bool(value != value)  # NaN, NaT, pd.NA
+    except (TypeError, ValueError):
+        return False
+
+
+# --- plain values the engine works with --------------------------------------------------------
+
+
+@dataclass
+class AlertInstance:
+    """One alert: a rule at one label set, with the dates its state machine needs.
+
+    ``since`` is when it entered ``state``; ``active_at`` when the current breach began (the
+    clock of ``for``); ``keep_firing_since`` the first evaluation that saw a firing alert's
+    condition clear (the clock of ``keep_firing_for``). All are as_of dates.
+    """
+
+    rule: str
+    fingerprint: str
+    labels: dict[str, str]
+    state: str = NORMAL
+    since: date | None = None
+    active_at: date | None = None
+    fired_at: date | None = None
+    resolved_at: date | None = None
+    keep_firing_since: date | None = None
+    last_eval_at: date | None = None
+    value: float | None = None
+    threshold: float | None = None
+    op: str = ""
+    severity: str = "warning"
+    annotations: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    silenced_by: list[str] = field(default_factory=list)
+    inhibited: bool = False
+    notified_state: str | None = None
+    last_notified_at: date | None = None
+
+    @property
+    def muted(self) -> bool:
+        return bool(self.silenced_by) or self.inhibited
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A state change of one alert at one as_of."""
+
+    rule: str
+    fingerprint: str
+    labels: dict[str, str]
+    as_of: date
+    from_state: str
+    to_state: str
+    value: float | None
+    threshold: float | None
+    message: str
+    silenced: bool = False
+    inhibited: bool = False
+
+
+@dataclass(frozen=True)
+class Silence:
+    """Alertmanager-like silence: alerts matching all ``matchers`` are not notified while
+    ``starts_at <= as_of < ends_at`` (as_of time) and it has not been expired."""
+
+    id: str
+    matchers: list[Matcher]
+    starts_at: date
+    ends_at: date
+    created_by: str
+    comment: str
+    created_at: datetime | None = None
+    expired_at: datetime | None = None
+
+    def active_at(self, as_of: date) -> bool:
+        return self.expired_at is None and self.starts_at <= as_of < self.ends_at
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(m.matches(labels) for m in self.matchers)
+
+
+@dataclass
+class OutboxMessage:
+    """One notification to one destination (``kind`` webhook or file, ``target`` URL or path)."""
+
+    dedup_key: str
+    receiver: str
+    kind: str
+    target: str
+    payload: dict[str, Any]
+    as_of: date
+    options: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    status: str = OUTBOX_PENDING
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
+class AlreadyEvaluated(Exception):
+    """Another evaluation recorded the same (rule, as_of) first (a concurrent run)."""
+
+
+# --- the tables --------------------------------------------------------------------------------
+
+
+class Base(DeclarativeBase):
+    """Metadata of the warning tables only (other modules keep their own)."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: sa.JSON, list[str]: sa.JSON}
+
+
+class AlertRow(Base):
+    __tablename__ = "warning_alerts"
+    __table_args__ = (sa.UniqueConstraint("rule", "fingerprint", name="uq_warning_alert"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule: Mapped[str] = mapped_column(sa.String(200), index=True)
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    labels: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(sa.String(16), index=True)
+    since: Mapped[date | None]
+    active_at: Mapped[date | None]
+    fired_at: Mapped[date | None]
+    resolved_at: Mapped[date | None]
+    keep_firing_since: Mapped[date | None]
+    last_eval_at: Mapped[date | None]
+    value: Mapped[float | None] = mapped_column(sa.Float)
+    threshold: Mapped[float | None] = mapped_column(sa.Float)
+    op: Mapped[str] = mapped_column(sa.String(4))
+    severity: Mapped[str] = mapped_column(sa.String(16))
+    annotations: Mapped[dict[str, Any]]
+    details: Mapped[dict[str, Any]]
+    message: Mapped[str] = mapped_column(sa.Text)
+    silenced_by: Mapped[list[str]]
+    inhibited: Mapped[bool]
+    notified_state: Mapped[str | None] = mapped_column(sa.String(16))
+    last_notified_at: Mapped[date | None]
+    updated_at: Mapped[datetime]
+
+
+class HistoryRow(Base):
+    __tablename__ = "warning_history"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule: Mapped[str] = mapped_column(sa.String(200), index=True)
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    labels: Mapped[dict[str, Any]]
+    as_of: Mapped[date]
+    from_state: Mapped[str] = mapped_column(sa.String(16))
+    to_state: Mapped[str] = mapped_column(sa.String(16))
+    value: Mapped[float | None] = mapped_column(sa.Float)
+    threshold: Mapped[float | None] = mapped_column(sa.Float)
+    message: Mapped[str] = mapped_column(sa.Text)
+    silenced: Mapped[bool]
+    inhibited: Mapped[bool]
+    recorded_at: Mapped[datetime]
+
+
+class EvaluationRow(Base):
+    __tablename__ = "warning_evaluations"
+
+    rule: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    as_of: Mapped[date] = mapped_column(primary_key=True)
+    alerts: Mapped[int]
+    evaluated_at: Mapped[datetime]
+
+
+class SilenceRow(Base):
+    __tablename__ = "warning_silences"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    matchers: Mapped[list[str]]
+    starts_at: Mapped[date]
+    ends_at: Mapped[date]
+    created_by: Mapped[str] = mapped_column(sa.String(200))
+    comment: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime]
+    expired_at: Mapped[datetime | None]
+
+
+class OutboxRow(Base):
+    __tablename__ = "warning_outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dedup_key: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    receiver: Mapped[str] = mapped_column(sa.String(200))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    target: Mapped[str] = mapped_column(sa.Text)
+    options: Mapped[dict[str, Any]]
+    payload: Mapped[dict[str, Any]]
+    as_of: Mapped[date]
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    attempts: Mapped[int]
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+
+_ALERT_FIELDS = [f.name for f in fields(AlertInstance)]
+_OUTBOX_FIELDS = [f.name for f in fields(OutboxMessage)]
+
+
+def _alert_of(row: AlertRow) -> AlertInstance:
+    return AlertInstance(**{name: getattr(row, name) for name in _ALERT_FIELDS})
+
+
+def _copy_alert(alert: AlertInstance, row: AlertRow) -> None:
+    for name in _ALERT_FIELDS:
+        value = getattr(alert, name)
+        if name in ("labels", "annotations", "details", "silenced_by", "value", "threshold"):
+            value = json_safe(value)
+        setattr(row, name, value)
+
+
+def _silence_of(row: SilenceRow) -> Silence:
+    return Silence(row.id, [parse_matcher(m) for m in row.matchers], row.starts_at, row.ends_at,
+                   row.created_by, row.comment, row.created_at, row.expired_at)
+
+
+def _message_of(row: OutboxRow) -> OutboxMessage:
+    return OutboxMessage(**{name: getattr(row, name) for name in _OUTBOX_FIELDS})
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+
+def _driver_url(url: str) -> str:
+    """``postgresql://`` means psycopg (3) when psycopg2, SQLAlchemy's default, is absent."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme) and importlib.util.find_spec("psycopg2") is None:
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
+
+
+class AlertStore:
+    """The warning tables at one SQLAlchemy URL; tables are created on first use."""
+
+    def __init__(self, url: str):
+        self.url = url
+        url = _driver_url(url)
+        options: dict[str, Any] = {}
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            # One shared connection, or every session would see its own empty database.
+            options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+        self.engine = sa.create_engine(url, **options)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        """Release the connections."""
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session whose work is committed together, or not at all."""
+        with self._sessions.begin() as session:
+            yield session
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def last_evaluated(self, rules: Iterable[str]) -> dict[str, date]:
+        """The latest as_of evaluated for each of ``rules`` (absent when never evaluated)."""
+        names = list(rules)
+        query = (sa.select(EvaluationRow.rule, sa.func.max(EvaluationRow.as_of))
+                 .where(EvaluationRow.rule.in_(names)).group_by(EvaluationRow.rule))
+        with self.transaction() as session:
+            return {rule: as_of for rule, as_of in session.execute(query)}
+
+    def alerts(self, rules: Iterable[str] | None = None, states: Iterable[str] | None = None
+               ) -> list[AlertInstance]:
+        """Alerts, optionally only of some rules and states, in a stable order."""
+        query = sa.select(AlertRow).order_by(AlertRow.rule, AlertRow.fingerprint)
+        if rules is not None:
+            query = query.where(AlertRow.rule.in_(list(rules)))
+        if states is not None:
+            query = query.where(AlertRow.state.in_(list(states)))
+        with self.transaction() as session:
+            return [_alert_of(row) for row in session.scalars(query)]
+
+    def history(self, rule: str | None = None, limit: int | None = None) -> list[Transition]:
+        """State changes, newest first."""
+        query = sa.select(HistoryRow).order_by(HistoryRow.as_of.desc(), HistoryRow.id.desc())
+        if rule is not None:
+            query = query.where(HistoryRow.rule == rule)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.transaction() as session:
+            return [Transition(r.rule, r.fingerprint, r.labels, r.as_of, r.from_state, r.to_state,
+                               r.value, r.threshold, r.message, r.silenced, r.inhibited)
+                    for r in session.scalars(query)]
+
+    # --- silences -------------------------------------------------------------------------------
+
+    def add_silence(self, matchers: list[Matcher], starts_at: date, ends_at: date,
+                    created_by: str, comment: str) -> Silence:
+        """Record a silence; its id is a UUID, as in Alertmanager."""
+        if not matchers:
+            raise ValueError("a silence needs at least one matcher")
+        if ends_at <= starts_at:
+            raise ValueError(f"ends ({ends_at}) must be after starts ({starts_at})")
+        row = SilenceRow(id=str(uuid.uuid4()), matchers=[str(m) for m in matchers],
+                         starts_at=starts_at, ends_at=ends_at, created_by=created_by,
+                         comment=comment, created_at=utcnow(), expired_at=None)
+        with self.transaction() as session:
+            session.add(row)
+        return _silence_of(row)
+
+    def silences(self, include_expired: bool = False) -> list[Silence]:
+        """Silences, oldest first (expired ones only when asked)."""
+        query = sa.select(SilenceRow).order_by(SilenceRow.created_at, SilenceRow.id)
+        if not include_expired:
+            query = query.where(SilenceRow.expired_at.is_(None))
+        with self.transaction() as session:
+            return [_silence_of(row) for row in session.scalars(query)]
+
+    def expire_silence(self, silence_id: str) -> bool:
+        """Expire a silence now (it stops applying at every as_of); False when unknown/expired."""
+        with self.transaction() as session:
+            row = session.get(SilenceRow, silence_id)
+            if row is None or row.expired_at is not None:
+                return False
+            row.expired_at = utcnow()
+            return True
+
+    # --- the evaluation transaction -------------------------------------------------------------
+
+    def commit_evaluation(self, as_of: date, evaluated: Mapping[str, int],
+                          alerts: list[AlertInstance], transitions: list[Transition],
+                          outgoing: list[OutboxMessage]) -> int:
+        """Write one evaluation whole: alert states, history, outbox and evaluation markers.
+
+        Returns:
+            how many outbox rows were written (a message already there is not written twice).
+
+        Raises:
+            AlreadyEvaluated: another run recorded one of these (rule, as_of) first.
+        """
+        now = utcnow()
+        try:
+            with self.transaction() as session:
+                done = session.scalars(sa.select(EvaluationRow.rule).where(
+                    EvaluationRow.rule.in_(list(evaluated)), EvaluationRow.as_of == as_of)).all()
+                if done:
+                    raise AlreadyEvaluated(
+                        f"already evaluated at {as_of}: {', '.join(sorted(done))}")
+                self._save_alerts(session, alerts, now)
+                session.add_all(_history_row(t, now) for t in transitions)
+                written = self._add_outbox(session, outgoing, now)
+                session.add_all(EvaluationRow(rule=rule, as_of=as_of, alerts=count,
+                                              evaluated_at=now)
+                                for rule, count in evaluated.items())
+        except sa.exc.IntegrityError as exc:
+            # A concurrent run inserted the same (rule, as_of) or alert first; ours is void.
+            raise AlreadyEvaluated(f"a concurrent evaluation at {as_of} won: {exc.orig}") from exc
+        return written
+
+    @staticmethod
+    def _save_alerts(session: Session, alerts: list[AlertInstance], now: datetime) -> None:
+        rules = sorted({a.rule for a in alerts})
+        existing = {(r.rule, r.fingerprint): r for r in session.scalars(
+            sa.select(AlertRow).where(AlertRow.rule.in_(rules)))}
+        for alert in alerts:
+            row = existing.get((alert.rule, alert.fingerprint))
+            if row is None:
+                row = AlertRow()
+                session.add(row)
+            _copy_alert(alert, row)
+            row.updated_at = now
+
+    @staticmethod
+    def _add_outbox(session: Session, outgoing: list[OutboxMessage], now: datetime) -> int:
+        keys = [m.dedup_key for m in outgoing]
+        known = set(session.scalars(sa.select(OutboxRow.dedup_key).where(
+            OutboxRow.dedup_key.in_(keys))))
+        fresh = [m for m in outgoing if m.dedup_key not in known]
+        session.add_all(OutboxRow(
+            dedup_key=m.dedup_key, receiver=m.receiver, kind=m.kind, target=m.target,
+            options=json_safe(m.options), payload=json_safe(m.payload), as_of=m.as_of,
+            status=OUTBOX_PENDING, attempts=0, next_attempt_at=now, last_error=None,
+            created_at=now, delivered_at=None) for m in fresh)
+        return len(fresh)
+
+    # --- the outbox -----------------------------------------------------------------------------
+
+    def claim_due(self, now: datetime, lease: timedelta, limit: int = 100) -> list[OutboxMessage]:
+        """Take pending messages whose time has come, counting the attempt and leasing them.
+
+        The lease pushes ``next_attempt_at`` forward so a concurrent deliverer skips them; a
+        crash while sending leaves them to be retried once the lease runs out (at least once).
+        ``FOR UPDATE SKIP LOCKED`` keeps two PostgreSQL deliverers apart (SQLite ignores it and
+        serialises writers anyway).
+        """
+        query = (sa.select(OutboxRow)
+                 .where(OutboxRow.status == OUTBOX_PENDING, OutboxRow.next_attempt_at <= now)
+                 .order_by(OutboxRow.id).limit(limit).with_for_update(skip_locked=True))
+        with self.transaction() as session:
+            rows = list(session.scalars(query))
+            for row in rows:
+                row.attempts += 1
+                row.next_attempt_at = now + lease
+            return [_message_of(row) for row in rows]
+
+    def mark_delivered(self, message_id: int, now: datetime) -> None:
+        with self.transaction() as session:
+            row = session.get_one(OutboxRow, message_id)
+            row.status, row.delivered_at, row.last_error = OUTBOX_DELIVERED, now, None
+
+    def mark_failed(self, message_id: int, error: str, retry_at: datetime | None) -> None:
+        """Record a failed attempt: retry at ``retry_at``, or give up (dead) when None."""
+        with self.transaction() as session:
+            row = session.get_one(OutboxRow, message_id)
+            row.last_error = error[:2000]
+            if retry_at is None:
+                row.status = OUTBOX_DEAD
+            else:
+                row.next_attempt_at = retry_at
+
+    def next_attempt(self) -> datetime | None:
+        """When the earliest pending message is due (None when nothing is pending)."""
+        with self.transaction() as session:
+            return session.scalar(sa.select(sa.func.min(OutboxRow.next_attempt_at))
+                                  .where(OutboxRow.status == OUTBOX_PENDING))
+
+    def outbox(self, status: str | None = None) -> list[OutboxMessage]:
+        """Outbox messages in the order they were written."""
+        query = sa.select(OutboxRow).order_by(OutboxRow.id)
+        if status is not None:
+            query = query.where(OutboxRow.status == status)
+        with self.transaction() as session:
+            return [_message_of(row) for row in session.scalars(query)]
+
+
+def _history_row(t: Transition, now: datetime) -> HistoryRow:
+    return HistoryRow(rule=t.rule, fingerprint=t.fingerprint, labels=json_safe(t.labels),
+                      as_of=t.as_of, from_state=t.from_state, to_state=t.to_state,
+                      value=json_safe(t.value), threshold=json_safe(t.threshold),
+                      message=t.message, silenced=t.silenced, inhibited=t.inhibited,
+                      recorded_at=now)

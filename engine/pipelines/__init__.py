@@ -1,1 +1,0 @@
-"""Wiring only: data -> features -> models -> tracking, one module per model kind."""

@@ -1,0 +1,269 @@
+"""The ``quotacast`` command line (typer + rich): a thin shell over the engine's functions.
+
+Human summaries go to stderr, machine-readable results to ``--out FILE`` or ``--json`` on
+stdout. Exit codes: 0 ok, 1 failure, 2 bad input or usage (CONTRACTS.md section 3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from engine.config import get_settings
+from engine.io import BadInput, validate_tables, write_data_dir
+from engine.summary import data_end, default_as_of, table_summary
+from service.cli.common import (
+    EXIT_BAD_INPUT,
+    AsOfOpt,
+    DataOpt,
+    JsonOpt,
+    OutOpt,
+    bad_input,
+    data_source,
+    emit,
+    err,
+    parse_as_of,
+    print_frame,
+    read_data,
+    settings_of,
+)
+from service.cli.models import plan_app, promote, score_app, train_app
+from service.cli.serve import keys_app, serve
+from service.cli.warnings import warnings_app
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="quotacast",
+    help="Forecasting and risk warnings for sales planning: is the target achievable, where is "
+    "the gap, which customers are slipping away.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    """Read the settings once, at the entry point."""
+    ctx.obj = get_settings()
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+@app.command()
+def validate(
+    ctx: typer.Context, data: DataOpt = None, out: OutOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Check every table of a data directory or database; list every problem at once.
+
+    With --out, the per-table summary (rows, columns, date range) is written there.
+    """
+    source = data_source(ctx, data)
+    tables = read_data(source)
+    summary = table_summary(tables)
+    print_frame(summary, f"{source}: all tables valid")
+    if tables.derived:
+        err.print(f"derived (not given): {', '.join(sorted(tables.derived))}")
+    if tables.orders.empty:
+        err.print("orders has no rows: revenue is the won opportunities, on their close_date")
+    emit(summary, out, as_json)
+
+
+@app.command("import")
+def import_(
+    kind: Annotated[str, typer.Argument(help="online-retail, crm-sales or superstore")],
+    src: Annotated[Path, typer.Argument(help="The dataset's folder or main file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Data directory to create.")],
+    fmt: Annotated[str, typer.Option("--format", help="csv, csv.gz or parquet")] = "csv",
+) -> None:
+    """Convert a known public dataset into a quotacast data directory."""
+    from engine.importers import KINDS, import_dataset
+
+    if kind not in KINDS:
+        raise typer.BadParameter(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if fmt not in ("csv", "csv.gz", "parquet"):
+        raise typer.BadParameter("expected csv, csv.gz or parquet", param_hint="--format")
+    try:
+        result = import_dataset(kind, src)
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="SRC") from exc
+    for note in result.notes:
+        err.print(f"- {note}", markup=False, highlight=False)
+    tables, problems = validate_tables(result.frames)
+    if problems:
+        bad_input(BadInput(problems))
+    write_data_dir(result.frames, out, fmt=fmt)
+    print_frame(table_summary(tables), f"imported {kind} into {out}")
+
+
+DEMO_OUTPUT = Path("demo-output")
+
+
+def _demo_step(title: str) -> None:
+    err.rule(f"[bold]{title}[/bold]")
+
+
+def _try_promote(ctx: typer.Context, kind: str) -> None:
+    """Promote, but a challenger that loses the gate is a normal outcome in a demo re-run."""
+    try:
+        promote(ctx, kind)
+    except typer.Exit:
+        err.print(f"the {kind} champion stays in place")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the demo data.")] = Path(
+        "demo-data"
+    ),
+    size: Annotated[str, typer.Option(help="small, medium or large")] = "medium",
+    seed: Annotated[int | None, typer.Option(help="Random seed (default QUOTACAST_SEED).")] = None,
+    models: Annotated[
+        bool, typer.Option("--models/--data-only", help="Also train, score and warn.")
+    ] = True,
+) -> None:
+    """Generate a realistic company, train every model, score, warn, and show where to look.
+
+    Results go to ./demo-output/ (at-risk customers, feasibility, recalibration, forecasts,
+    alerts); models to the MLflow registry (QUOTACAST_MLFLOW_TRACKING_URI); alerts to the
+    quotacast database (QUOTACAST_DATABASE_URL).
+    """
+    from engine.synthetic import SIZES, generate
+
+    if size not in SIZES:
+        raise typer.BadParameter(f"expected one of {', '.join(SIZES)}", param_hint="--size")
+    settings = settings_of(ctx)
+    seed = settings.seed if seed is None else seed
+    _demo_step(f"1. a {size} demo company (seed {seed})")
+    with err.status(f"generating the {size} demo company"):
+        frames = generate(size, seed=seed)
+        write_data_dir(frames, out)
+    tables = read_data(str(out))
+    print_frame(table_summary(tables), f"demo company written to {out}")
+    end = data_end(tables)
+    err.print(f"data runs to {end.date()}")
+    if not models:
+        return
+    _run_demo_models(ctx, str(out), end)
+    _demo_where_to_look(settings.mlflow_tracking_uri, str(out))
+
+
+def _run_demo_models(ctx: typer.Context, data: str, end: pd.Timestamp) -> None:
+    from service.cli.models import (
+        feasibility_cmd,
+        forecast_cmd,
+        recalibrate_cmd,
+        score_churn_cmd,
+        train_churn_cmd,
+        train_forecast_cmd,
+        train_win_cmd,
+    )
+    from service.cli.warnings import default_rules_path, evaluate_command
+
+    DEMO_OUTPUT.mkdir(exist_ok=True)
+    _demo_step("2. churn: train, promote, score the at-risk customers")
+    train_churn_cmd(ctx, data=data, as_of=None, horizon_days=180, as_json=False)
+    _try_promote(ctx, "churn")
+    score_churn_cmd(ctx, data=data, as_of=None, horizon_days=180, owner=None,
+                    out=DEMO_OUTPUT / "at_risk.csv", as_json=False)
+    _demo_step("3. revenue forecast: backtest the candidates, promote, forecast 6 months")
+    train_forecast_cmd(ctx, data=data, freq="M", level=None, horizon=6, as_json=False)
+    _try_promote(ctx, "forecast")
+    forecast_cmd(ctx, data=data, horizon=6, freq="M", level=None, fit=False,
+                 out=DEMO_OUTPUT / "forecast.csv", as_json=False)
+    _demo_step("4. win/slip model and this quarter's feasibility")
+    train_win_cmd(ctx, data=data, as_of=None, as_json=False)
+    _try_promote(ctx, "win")
+    feasibility_cmd(ctx, data=data, period=None, as_of=None, draws=10_000, churn=True,
+                    all_nodes=False, out=DEMO_OUTPUT / "feasibility.csv", as_json=False)
+    recalibrate_cmd(ctx, data=data, period=None, as_of=None, method="even_probability",
+                    draws=10_000, churn=True, out=DEMO_OUTPUT / "recalibration.csv",
+                    as_json=False)
+    _demo_step("5. early warnings (rules/default.yaml), evaluated weekly over the last 5 weeks")
+
+    def evaluate_since(since: str | None) -> None:
+        evaluate_command(ctx, data=data, rules=default_rules_path(), as_of=None,
+                         out=DEMO_OUTPUT / "alerts.csv", as_json=False, webhook=None,
+                         notify_file=None, send=True, deliver_wait=10.0, since=since,
+                         every="7d")
+
+    try:
+        # Weekly dates let rules with a `for` duration get past pending.
+        evaluate_since((end - pd.Timedelta(days=35)).date().isoformat())
+    except typer.Exit as exit_:
+        if exit_.exit_code != EXIT_BAD_INPUT:
+            raise
+        # The alert store already holds later evaluations (an earlier demo on other data):
+        # states only move forward, so evaluate the last date alone.
+        evaluate_since(None)
+
+
+def _demo_where_to_look(tracking_uri: str, data: str) -> None:
+    _demo_step("where to look")
+    err.print(f"- results: {DEMO_OUTPUT}/ (at_risk, forecast, feasibility, recalibration, alerts)")
+    err.print(f"- models and runs: mlflow ui --backend-store-uri {tracking_uri}")
+    err.print(f"- the dashboard: quotacast keys add --role admin, then quotacast serve --data "
+              f"{data} and open http://127.0.0.1:8000/?key=THE_KEY")
+
+
+@app.command()
+def features(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    as_of: AsOfOpt = None,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Point-in-time customer feature table: one row per customer, rows dated before --as-of."""
+    from features.customer import customer_features
+
+    when = parse_as_of(as_of)
+    tables = read_data(data_source(ctx, data))
+    when = when if when is not None else default_as_of(tables)
+    with err.status(f"computing customer features as of {when.date()}"):
+        frame = customer_features(tables, when)
+    err.print(f"{len(frame):,} customers x {frame.shape[1] - 2} features as of {when.date()}")
+    emit(frame, out, as_json)
+
+
+app.add_typer(train_app, name="train")
+app.add_typer(score_app, name="score")
+app.command()(promote)
+for _command in plan_app.registered_commands:
+    app.registered_commands.append(_command)
+app.add_typer(warnings_app, name="warnings")
+app.add_typer(keys_app, name="keys")
+app.command("serve")(serve)
+
+
+def main() -> None:
+    """Console-script entry point: a Python traceback is never the answer to a user.
+
+    Expected failures exit through ``fail``/``bad_input`` with plain words. Anything else is a
+    bug or an unforeseen shape of data: the user gets one plain line and exit 1, and the
+    traceback goes to a file for the bug report.
+    """
+    try:
+        app()  # standalone: usage errors, exits and Ctrl-C end here with their own exit codes
+    except Exception as exc:  # the last line of defence, see the docstring
+        report = _write_crash_report()
+        err.print(f"[red]error:[/red] quotacast could not finish ({type(exc).__name__}: {exc}). "
+                  f"Nothing was written. Details for a bug report: {report}", highlight=False)
+        raise SystemExit(1) from None
+
+
+def _write_crash_report() -> str:
+    """Write the current exception's traceback to a temporary file and return its path."""
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="quotacast-error-", suffix=".txt",
+                                     delete=False) as handle:
+        traceback.print_exc(file=handle)
+    return handle.name

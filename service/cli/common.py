@@ -1,0 +1,178 @@
+"""Plumbing shared by every command group of the CLI: console, progress, I/O options.
+
+Command modules (``service/cli/app.py``, sub-apps such as ``service/cli/warnings.py``) import
+from here, never from each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from engine import schemas as S
+from engine.config import Settings
+from engine.io import BadInput, Tables, load_tables, write_frame
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILURE",
+    "AsOfOpt",
+    "DataOpt",
+    "JsonOpt",
+    "OutOpt",
+    "bad_input",
+    "data_source",
+    "emit",
+    "err",
+    "fail",
+    "parse_as_of",
+    "print_frame",
+    "progress",
+    "read_data",
+    "settings_of",
+]
+
+_probe = Console(stderr=True)
+# Piped or captured stderr has no width to measure: 80 columns would fold every table.
+err = _probe if _probe.is_terminal else Console(stderr=True, width=160)
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+def fail(message: str) -> NoReturn:
+    """Exit 1 with a plain-words error on stderr (a failure that is not bad input)."""
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(EXIT_FAILURE)
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """The settings read once by the root command (``ctx.obj``)."""
+    settings: Settings = ctx.find_root().obj
+    return settings
+
+
+def bad_input(problems: BadInput) -> NoReturn:
+    """Print every problem, one per line, and exit with status 2."""
+    for problem in problems.problems:
+        typer.echo(str(problem), err=True)
+    err.print(f"[red]{len(problems.problems)} problem(s); nothing was written.[/red]")
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@contextmanager
+def progress(description: str, total: int | None = None) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar on stderr; yields ``step(label)`` to advance it."""
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(description, total=total)
+
+        def step(label: str) -> None:
+            bar.update(task, advance=1, description=f"{description}: {label}")
+
+        yield step
+
+
+def read_data(source: str) -> Tables:
+    """Load and validate a data source; bad input exits 2 with every problem listed."""
+    try:
+        with progress("reading tables", total=len(S.TABLES)) as step:
+            return load_tables(source, on_table=step)
+    except BadInput as problems:
+        bad_input(problems)
+
+
+def parse_as_of(value: str | None) -> pd.Timestamp | None:
+    """``--as-of`` as a timestamp; a clear usage error otherwise."""
+    if value is None:
+        return None
+    try:
+        return pd.Timestamp(date.fromisoformat(value))
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected an ISO date like 2017-08-31, got {value!r}") from exc
+
+
+def emit(frame: pd.DataFrame, out: Path | None, as_json: bool) -> None:
+    """Write results to ``--out`` (atomically) and/or as JSON records on stdout."""
+    if out is not None:
+        try:
+            write_frame(frame, out)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--out") from exc
+        err.print(f"wrote {len(frame):,} rows to {out}")
+    if as_json:
+        typer.echo(frame.to_json(orient="records", date_format="iso"))
+
+
+def print_frame(frame: pd.DataFrame, title: str, limit: int = 20) -> None:
+    """A frame as a rich table on stderr (the first ``limit`` rows)."""
+    table = Table(title=title, title_justify="left")
+    for column in frame.columns:
+        table.add_column(
+            str(column), justify="right" if frame[column].dtype.kind in "if" else "left"
+        )
+    for row in frame.head(limit).itertuples(index=False):
+        table.add_row(*(_cell(v) for v in row))
+    err.print(table)
+    if len(frame) > limit:
+        err.print(f"... and {len(frame) - limit:,} more rows")
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float | int) and abs(value) >= 10_000:
+        for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= size:
+                return f"{value / size:,.2f}{suffix}"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, pd.Timestamp):
+        return str(value.date()) if value == value.normalize() else str(value)
+    return str(value)
+
+
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Data directory or SQLAlchemy URL (default: QUOTACAST_DATA, else ./demo-data).",
+    ),
+]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Write results to a .csv or .parquet file.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON records on stdout.")]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="ISO date; only rows dated before it are used (default: the day after the last "
+        "dated row, so every row counts).",
+    ),
+]
+
+
+def data_source(ctx: typer.Context, data: str | None) -> str:
+    """``--data`` if given, else the ``QUOTACAST_DATA`` setting."""
+    return data if data is not None else settings_of(ctx).data

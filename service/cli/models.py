@@ -1,0 +1,433 @@
+"""Model commands: ``train``, ``promote`` and ``score`` (thin shells over service/usecases)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Protocol
+
+import pandas as pd
+import typer
+
+from engine import schemas as S
+from engine.io import Tables
+from engine.summary import default_as_of, default_period
+from service.cli.common import (
+    AsOfOpt,
+    DataOpt,
+    JsonOpt,
+    OutOpt,
+    data_source,
+    emit,
+    err,
+    fail,
+    parse_as_of,
+    print_frame,
+    read_data,
+    settings_of,
+)
+
+if TYPE_CHECKING:  # mlflow is imported only by the commands that need it
+    from engine import tracking
+
+__all__ = ["MODEL_KINDS", "plan_app", "promote", "score_app", "train_app", "use_tracking"]
+
+MODEL_KINDS = ("churn", "forecast", "win")
+
+train_app = typer.Typer(help="Train a model, log it to MLflow and register it as challenger.",
+                        no_args_is_help=True)
+score_app = typer.Typer(help="Score with the champion model.", no_args_is_help=True)
+# Planning commands (feasibility, recalibrate) are top-level; this app only collects them.
+plan_app = typer.Typer()
+
+HorizonOpt = Annotated[
+    int | None,
+    typer.Option("--horizon-days", min=7, max=730,
+                 help="Churn horizon H in days (default: train picks the longest of "
+                      "180/90/60/30 the history allows; score uses the model's)."),
+]
+
+
+def use_tracking(ctx: typer.Context) -> None:
+    """Point MLflow at ``QUOTACAST_MLFLOW_TRACKING_URI`` (only commands that need it import it).
+
+    A registry that does not answer stops the command with a plain error (exit 1): falling back
+    to "no champion" would quietly give other numbers.
+    """
+    from engine import tracking
+
+    uri = settings_of(ctx).mlflow_tracking_uri
+    tracking.configure(uri)
+    if not tracking.registry_reachable():
+        fail(f"the model registry at {tracking.describe_uri(uri)} does not answer: check "
+             "QUOTACAST_MLFLOW_TRACKING_URI and that the server is up")
+
+
+@train_app.command("churn")
+def train_churn_cmd(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    as_of: AsOfOpt = None,
+    horizon_days: HorizonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train LightGBM and BG/NBD on weekly snapshots, evaluate on a later one, register the best."""
+    from service.usecases.churn import train_churn
+
+    when = parse_as_of(as_of)
+    tables = read_data(data_source(ctx, data))
+    use_tracking(ctx)
+    with err.status("training the churn model") as status:
+        try:
+            result = train_churn(
+                tables, as_of=when, horizon_days=horizon_days, seed=settings_of(ctx).seed,
+                progress=lambda message: status.update(f"churn: {message}"),
+            )
+        except ValueError as exc:
+            fail(str(exc))
+    _notes(result.notes)
+    baselines = result.baselines.rename_axis("model").reset_index()
+    print_frame(baselines, "holdout metrics (ours against the baselines)")
+    _registered(result, as_json)
+
+
+def promote(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="churn, forecast or win")],
+    version: Annotated[str | None, typer.Option(help="Promote this version instead.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Skip the holdout comparison.")] = False,
+    freq: Annotated[str, typer.Option("--freq", help="forecast only: the frequency of the "
+                                      "forecaster (D, W, M or Q).")] = "M",
+    level: Annotated[str | None, typer.Option("--level", help="forecast only: the level it "
+                                              "was trained for (product, segment...).")] = None,
+) -> None:
+    """Move the champion alias to the challenger if it is at least as good on the same holdout."""
+
+    if model not in MODEL_KINDS:
+        raise typer.BadParameter(f"expected one of {', '.join(MODEL_KINDS)}", param_hint="MODEL")
+    kind = model
+    if model == "forecast":
+        from service.usecases.forecast import forecast_kind
+
+        kind = forecast_kind(_freq(freq), level)
+    use_tracking(ctx)
+    decision = _promote_and_say(kind, version=version, force=force)
+    if not decision.promoted and not decision.reason.endswith("already the champion"):
+        raise typer.Exit(1)
+
+
+def _promote_and_say(kind: str, version: str | None = None,
+                     force: bool = False) -> tracking.PromotionDecision:
+    """Promote ``kind``'s challenger (or ``version``) through the gate and say what happened."""
+    from engine import tracking
+
+    try:
+        decision = tracking.promote(kind, version=version, force=force)
+    except tracking.ChampionMissingError as exc:
+        fail(str(exc))
+    verb = "promoted" if decision.promoted else "kept the champion; did not promote"
+    err.print(f"{verb} {tracking.model_name(kind)} v{decision.version}: {decision.reason}",
+              highlight=False)
+    return decision
+
+
+@score_app.command("churn")
+def score_churn_cmd(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    as_of: AsOfOpt = None,
+    horizon_days: HorizonOpt = None,
+    owner: Annotated[str | None, typer.Option(help="Only this account manager's customers.")]
+    = None,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """At-risk customers, riskiest first by revenue at risk, with the reasons in plain words."""
+    from engine import tracking
+    from service.usecases.churn import score_churn, score_churn_fallback
+
+    when = parse_as_of(as_of)
+    tables = read_data(data_source(ctx, data))
+    if tables.orders.empty:
+        fail("the orders table is empty: no customer has bought yet, so there is no churn risk "
+             "to score")
+    use_tracking(ctx)
+    with err.status("scoring churn risk"):
+        try:
+            try:
+                scores = score_churn(tables, as_of=when, horizon_days=horizon_days, owner=owner)
+            except tracking.ChampionMissingError:
+                scores, fallback = score_churn_fallback(tables, as_of=when,
+                                                        horizon_days=horizon_days, owner=owner)
+                err.print(fallback, markup=False, highlight=False)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    at_risk = scores["revenue_at_risk"].sum()
+    err.print(f"{len(scores):,} active customers; revenue at risk {at_risk:,.0f}")
+    print_frame(scores.head(10), "riskiest customers", limit=10)
+    emit(scores, out, as_json)
+
+
+class _Trained(Protocol):
+    run_id: str
+    version: str
+    model_name: str
+    metrics: dict[str, float]
+
+
+def _registered(result: _Trained, as_json: bool) -> None:
+    """Say what a training run registered; ``--json`` prints run id, version and metrics."""
+    err.print(f"run id {result.run_id}")
+    err.print(f"registered {result.model_name} version {result.version} as challenger")
+    if as_json:
+        summary = {"run_id": result.run_id, "version": result.version, **result.metrics}
+        typer.echo(pd.Series(summary).to_json())
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        err.print(f"- {note}", markup=False, highlight=False)
+
+
+def _as_of_or_end(tables: Tables, when: pd.Timestamp | None) -> pd.Timestamp:
+    return when if when is not None else default_as_of(tables)
+
+
+@train_app.command("win")
+def train_win_cmd(
+    ctx: typer.Context, data: DataOpt = None, as_of: AsOfOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Train the win/slip model (won AND closed inside the period) on past pipeline snapshots."""
+    from features.funnel import funnel_notes
+    from service.usecases.win import train_win
+
+    when = parse_as_of(as_of)
+    tables = read_data(data_source(ctx, data))
+    if not tables.has(S.OPPORTUNITIES):
+        fail("the data has no opportunities table: there is no pipeline to learn from")
+    use_tracking(ctx)
+    _notes(funnel_notes(tables))
+    with err.status("training the win/slip model") as status:
+        try:
+            result = train_win(
+                tables, as_of=_as_of_or_end(tables, when), seed=settings_of(ctx).seed,
+                progress=lambda message: status.update(f"win: {message}"),
+            )
+        except ValueError as exc:
+            fail(str(exc))
+    _notes(result.notes)
+    print_frame(result.comparison.rename_axis("model").reset_index(), "holdout metrics")
+    _registered(result, as_json)
+
+
+PeriodOpt = Annotated[
+    str | None,
+    typer.Option("--period", "-p", help="2017, 2017Q3 or 2017-08 (default: the quarter of "
+                 "the last day before --as-of)."),
+]
+DrawsOpt = Annotated[int, typer.Option("--draws", min=100, max=1_000_000,
+                                       help="Monte Carlo draws.")]
+ChurnOpt = Annotated[
+    bool, typer.Option("--churn/--no-churn", help="Adjust for churn risk (champion churn model).")
+]
+
+
+def _period(period: str | None, when: pd.Timestamp) -> str:
+    from features.hierarchy import period_bounds
+
+    chosen = period if period is not None else default_period(when)
+    try:
+        period_bounds(chosen)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--period") from exc
+    return chosen
+
+
+@plan_app.command("feasibility")
+def feasibility_cmd(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    period: PeriodOpt = None,
+    as_of: AsOfOpt = None,
+    draws: DrawsOpt = 10_000,
+    churn: ChurnOpt = True,
+    all_nodes: Annotated[bool, typer.Option("--all-nodes",
+                                            help="Also nodes without a target.")] = False,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Is the target achievable? P(attain), P10/P50/P90, gap, must-hit and stretch per node."""
+    from service.usecases.feasibility import run_feasibility
+
+    when = parse_as_of(as_of)
+    tables = read_data(data_source(ctx, data))
+    when = _as_of_or_end(tables, when)
+    chosen = _period(period, when)
+    use_tracking(ctx)
+    with err.status(f"simulating {chosen} as of {when.date()}") as status:
+        result = run_feasibility(
+            tables, chosen, when, draws=draws, seed=settings_of(ctx).seed, use_churn=churn,
+            all_nodes=all_nodes, progress=lambda message: status.update(message),
+        )
+    _notes(result.notes)
+    shown = ["level", "key", "target", "closed_to_date", "p_attain", "p10", "p50", "p90",
+             "must_hit", "stretch"]
+    if not result.frame.empty:
+        print_frame(result.frame[shown], f"feasibility of {chosen} as of {when.date()}",
+                    limit=30)
+    emit(result.frame, out, as_json)
+
+
+@plan_app.command("recalibrate")
+def recalibrate_cmd(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    period: PeriodOpt = None,
+    as_of: AsOfOpt = None,
+    method: Annotated[str, typer.Option(
+        help="even_probability (children end with the same chance) or proportional_p50.")]
+    = "even_probability",
+    draws: DrawsOpt = 10_000,
+    churn: ChurnOpt = True,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revised targets for the rest of the period; every parent's total still holds."""
+    from service.usecases.feasibility import run_recalibration
+
+    if method not in ("even_probability", "proportional_p50"):
+        raise typer.BadParameter("expected even_probability or proportional_p50",
+                                 param_hint="--method")
+    when = parse_as_of(as_of)
+    tables = read_data(data_source(ctx, data))
+    when = _as_of_or_end(tables, when)
+    chosen = _period(period, when)
+    use_tracking(ctx)
+    with err.status(f"recalibrating {chosen} as of {when.date()}") as status:
+        frame, notes = run_recalibration(
+            tables, chosen, when, method=method,  # type: ignore[arg-type]
+            draws=draws, seed=settings_of(ctx).seed, use_churn=churn,
+            progress=lambda message: status.update(message),
+        )
+    _notes(notes)
+    print_frame(frame, f"recalibrated targets for {chosen} as of {when.date()}", limit=30)
+    emit(frame, out, as_json)
+
+
+FreqOpt = Annotated[str, typer.Option("--freq", help="D, W, M or Q.")]
+LevelOpt = Annotated[
+    str | None,
+    typer.Option("--level", help="company (default), region, team, rep, or a column such as "
+                 "product or segment."),
+]
+
+
+def _freq(freq: str) -> str:
+    if freq not in ("D", "W", "M", "Q"):
+        raise typer.BadParameter("expected D, W, M or Q", param_hint="--freq")
+    return freq
+
+
+def _level(tables: Tables, level: str | None) -> None:
+    from features.hierarchy import categorical_columns
+
+    known = {S.LEVEL_COMPANY, S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP, *categorical_columns(
+        tables)}
+    if level is not None and level not in known:
+        raise typer.BadParameter(f"unknown level {level!r}; expected one of "
+                                 f"{', '.join(sorted(known))}", param_hint="--level")
+
+
+@train_app.command("forecast")
+def train_forecast_cmd(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    freq: FreqOpt = "M",
+    level: LevelOpt = None,
+    horizon: Annotated[int | None, typer.Option(min=1, help="Periods ahead.")] = None,
+    as_json: JsonOpt = False,
+    as_of: AsOfOpt = None,
+    promote_now: Annotated[bool, typer.Option(
+        "--promote", help="Promote it at once if it passes the gate (as `quotacast promote "
+        "forecast --freq F --level L` would).")] = False,
+) -> None:
+    """Backtest the candidate forecasters, log them to MLflow, register the challenger.
+
+    Each frequency and level set has its own registered model and champion, so a weekly or a
+    product forecaster is trained beside the monthly one.
+    """
+    from service.cli.common import progress
+    from service.usecases.forecast import forecast_kind, train_forecast
+
+    freq = _freq(freq)
+    when = parse_as_of(as_of)
+    tables = read_data(data_source(ctx, data))
+    _level(tables, level)
+    use_tracking(ctx)
+    settings = settings_of(ctx)
+    with progress("backtesting forecasters") as step:
+        try:
+            result = train_forecast(tables, freq=freq, level=level, horizon=horizon,
+                                    n_jobs=settings.n_jobs, seed=settings.seed, as_of=when,
+                                    progress=lambda done, total: step(f"{done}/{total}"))
+        except ValueError as exc:
+            fail(str(exc))
+    _notes(result.notes)
+    table = result.table.sort_values(["level", "mase"])
+    print_frame(table[["model", "level", "mase", "wape", "coverage_80"]],
+                "backtest accuracy per model and level", limit=40)
+    _registered(result, as_json)
+    kind = forecast_kind(freq, level)
+    if promote_now:
+        _promote_and_say(kind)
+    elif kind != "forecast":
+        err.print(f"to serve it: `quotacast promote forecast --freq {freq}"
+                  f"{'' if level is None else ' --level ' + level}`", highlight=False)
+
+
+@plan_app.command("forecast")
+def forecast_cmd(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    horizon: Annotated[int, typer.Option(min=1, help="Periods ahead.")] = 6,
+    freq: FreqOpt = "M",
+    level: LevelOpt = None,
+    fit: Annotated[bool, typer.Option("--fit", help="Fit fresh instead of loading the "
+                                      "champion.")] = False,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Revenue forecast per node of a level, with P10/P50/P90 (champion model, or --fit).
+
+    Forecasts start with the first period not complete in the data before --as-of: an
+    incomplete last period is forecast whole (never below what it already booked).
+    """
+    from engine import tracking
+    from service.usecases.forecast import forecast_champion, forecast_fresh
+
+    freq = _freq(freq)
+    when = parse_as_of(as_of)
+    tables = read_data(data_source(ctx, data))
+    _level(tables, level)
+    settings = settings_of(ctx)
+    why_fresh = None
+    if not fit:
+        use_tracking(ctx)
+        try:
+            frame, version, notes = forecast_champion(tables, freq, horizon, level, as_of=when)
+            err.print(f"forecast by champion v{version}")
+        except (tracking.ChampionMissingError, ValueError) as exc:
+            why_fresh = str(exc)
+    if fit or why_fresh is not None:
+        if why_fresh is not None:
+            err.print(f"{why_fresh}; fitting a fresh forecaster on this data instead (as --fit)",
+                      markup=False, highlight=False)
+        try:
+            with err.status("fitting forecasters"):
+                frame, notes = forecast_fresh(tables, freq=freq, horizon=horizon, level=level,
+                                              n_jobs=settings.n_jobs, seed=settings.seed,
+                                              as_of=when)
+        except ValueError as exc:
+            fail(str(exc))
+    _notes(notes)
+    print_frame(frame, f"revenue forecast ({level or 'company'}, {horizon} x {freq})", limit=24)
+    emit(frame, out, as_json)

@@ -1,0 +1,145 @@
+"""``quotacast serve`` and ``quotacast keys add/revoke/list``.
+
+Mounted by ``service/cli/app.py`` as ``app.command("serve")(serve)`` and
+``app.add_typer(keys_app, name="keys")``; both read the settings the root callback put in
+``ctx.obj``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Annotated
+
+import typer
+
+from service.cli.common import EXIT_FAILURE, DataOpt, err, print_frame, settings_of
+from service.http.keys import KeyStore, Role, key_id_of
+
+__all__ = ["RedactKeys", "keys_app", "serve"]
+
+keys_app = typer.Typer(
+    help="API keys of the HTTP service: created once (the key is printed once), revoked by id.",
+    no_args_is_help=True,
+)
+
+
+def _store(ctx: typer.Context) -> KeyStore:
+    return KeyStore(settings_of(ctx).database_url)
+
+
+@keys_app.command("add")
+def keys_add(
+    ctx: typer.Context,
+    role: Annotated[Role, typer.Option("--role", help="admin, planner, sales_ops or "
+                                       "account_manager.", case_sensitive=False)],
+    owner: Annotated[str | None, typer.Option(
+        "--owner", help="The account manager's name (as in customers.account_manager); "
+        "required for account_manager keys.")] = None,
+) -> None:
+    """Create an API key; it is printed once, as the last word of the last line."""
+    store = _store(ctx)
+    try:
+        key, token = store.create(role, owner)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    finally:
+        store.close()
+    err.print("Store this key now: only its hash is kept, it cannot be shown again.",
+              markup=False, highlight=False)
+    scope = f" for {key.owner}" if key.owner else ""
+    typer.echo(f"created {key.role.value} key {key.key_id}{scope}: {token}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="The key id (8 hex digits) or the whole key.")],
+) -> None:
+    """Revoke a key: it stops working at once."""
+    found = key_id_of(key_id)
+    if found is None:
+        raise typer.BadParameter("expected a key id of 8 hex digits or a whole key qk_...",
+                                 param_hint="KEY_ID")
+    store = _store(ctx)
+    try:
+        done = store.revoke(found)
+    finally:
+        store.close()
+    if not done:
+        err.print(f"Error: no active key {found}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_FAILURE)
+    typer.echo(f"revoked key {found}")
+
+
+@keys_app.command("list")
+def keys_list(
+    ctx: typer.Context,
+    include_revoked: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+) -> None:
+    """Keys (ids, roles, owners; never the keys themselves)."""
+    import pandas as pd
+
+    store = _store(ctx)
+    try:
+        keys = store.list_keys(include_revoked)
+    finally:
+        store.close()
+    frame = pd.DataFrame([{"key_id": k.key_id, "role": k.role.value, "owner": k.owner or "",
+                           "created_at": k.created_at.isoformat(timespec="seconds"),
+                           "revoked": k.revoked_at is not None} for k in keys],
+                         columns=["key_id", "role", "owner", "created_at", "revoked"])
+    print_frame(frame, f"{len(frame)} key(s)")
+
+
+def _one_blas_thread() -> None:
+    """Numerical work per request runs with one BLAS thread.
+
+    With several request threads on two cores, BLAS threads fight the server's threads: a
+    numpy-heavy endpoint ran 4.7x faster with OPENBLAS_NUM_THREADS=1 (ARCHITECTURE.md). The
+    variable only acts before numpy is loaded, and the CLI has loaded it already, so the limit
+    is also applied to the loaded BLAS through threadpoolctl; the variable still reaches any
+    child process.
+    """
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+class RedactKeys(logging.Filter):
+    """Hides API keys in access log lines (a dashboard sign-in link carries one as ``?key=``)."""
+
+    _KEY = re.compile(r"qk_[0-9a-f]{8}_[A-Za-z0-9_-]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._KEY.sub("qk_[redacted]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+def serve(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Start the HTTP service (API under /v1, dashboard at /) over data D."""
+    import uvicorn
+
+    from service.http.app import create_app
+
+    settings = settings_of(ctx)
+    if data is not None:
+        settings = settings.model_copy(update={"data": data})
+    _one_blas_thread()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info")
+    # After Config: it (re)configures uvicorn's loggers.
+    logging.getLogger("uvicorn.access").addFilter(RedactKeys())
+    err.print(f"serving {settings.data} on http://{host}:{port} (dashboard at /, API docs at "
+              "/docs)", markup=False, highlight=False)
+    uvicorn.Server(config).run()

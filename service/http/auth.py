@@ -1,0 +1,128 @@
+"""Who may do what: API key authentication, the role matrix, the owner scope, the rate limit.
+
+The access matrix (``yes``: allowed; ``own``: only the key owner's customers):
+
+    permission       routes                                      admin planner sales_ops AM
+    planning         feasibility, what-if, recalibration,        yes   yes     yes       -
+                     forecasts, warnings and silences (read)
+    warnings:write   warnings/evaluate, add/expire silences      yes   -       yes       -
+    customers        customers/at-risk, customers/{id}           yes   yes     yes       own
+    models           models (read)                               yes   yes     yes       -
+    models:admin     models/reload                               yes   -       -         -
+
+An account manager's key carries its ``owner`` (the name in ``customers.account_manager``):
+another manager's customer answers 404, exactly as an unknown one, so a key cannot probe which
+customers exist; an explicit ``owner=`` filter naming someone else answers 403.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from fastapi import HTTPException, status
+
+from service.http.keys import KeyStore, Role
+from service.http.ratelimit import TokenBucketLimiter
+
+__all__ = [
+    "MATRIX",
+    "Permission",
+    "Principal",
+    "authenticate",
+    "authorize",
+    "customer_owner",
+    "throttle",
+]
+
+
+class Permission(StrEnum):
+    """What a route needs."""
+
+    PLANNING = "planning"
+    WARNINGS_WRITE = "warnings:write"
+    CUSTOMERS = "customers"
+    MODELS = "models"
+    MODELS_ADMIN = "models:admin"
+
+
+MATRIX: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(Permission),
+    Role.PLANNER: frozenset({Permission.PLANNING, Permission.CUSTOMERS, Permission.MODELS}),
+    Role.SALES_OPS: frozenset({Permission.PLANNING, Permission.WARNINGS_WRITE,
+                               Permission.CUSTOMERS, Permission.MODELS}),
+    Role.ACCOUNT_MANAGER: frozenset({Permission.CUSTOMERS}),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller, as its API key says."""
+
+    key_id: str
+    role: Role
+    owner: str | None = None
+
+    def can(self, permission: Permission) -> bool:
+        return permission in MATRIX[self.role]
+
+    @property
+    def scoped_to(self) -> str | None:
+        """The only account manager whose customers this key sees (None: all of them)."""
+        return self.owner if self.role is Role.ACCOUNT_MANAGER else None
+
+    @property
+    def name(self) -> str:
+        """How the caller is recorded (as the author of a silence)."""
+        return self.owner or f"{self.role.value} key {self.key_id}"
+
+
+def authenticate(keys: KeyStore, token: str | None) -> Principal:
+    """The principal of a key; 401 for no key, an unknown, malformed or revoked one."""
+    # One message for every failure: telling "revoked" from "unknown" would help a thief.
+    if token:
+        key = keys.verify(token)
+        if key is not None:
+            return Principal(key.key_id, key.role, key.owner)
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        detail="a valid API key is required (X-API-Key header or Authorization: Bearer KEY)",
+        headers={"WWW-Authenticate": 'Bearer realm="quotacast"'},
+    )
+
+
+def authorize(principal: Principal, permission: Permission) -> Principal:
+    """The principal itself when its role has ``permission``; 403 otherwise."""
+    if not principal.can(permission):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"role {principal.role.value} may not use this endpoint ({permission.value})",
+        )
+    return principal
+
+
+def throttle(limiter: TokenBucketLimiter, principal: Principal) -> None:
+    """Take one token of the key's bucket; 429 with ``Retry-After`` when it is empty."""
+    wait = limiter.take(principal.key_id)
+    if wait > 0:
+        retry = limiter.retry_after(wait)
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"rate limit of this key exceeded; retry in {retry} s",
+            headers={"Retry-After": retry},
+        )
+
+
+def customer_owner(principal: Principal, owner: str | None) -> str | None:
+    """The account manager filter a customer list applies for this caller.
+
+    Account managers always see their own customers only, and asking for another manager's is
+    refused (403); the other roles see everybody's, or ``owner``'s when given.
+    """
+    mine = principal.scoped_to
+    if mine is None:
+        return owner
+    if owner is not None and owner != mine:
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            detail="an account manager key sees its own customers only")
+    return mine

@@ -1,0 +1,43 @@
+"""Settings of the HTTP service only (the engine's live in :mod:`engine.config`).
+
+Read once at the entry point (``quotacast serve``) like the engine's settings, from environment
+variables with the same ``QUOTACAST_`` prefix or a ``.env`` file, and overridden in tests by
+passing an instance to :func:`service.http.app.create_app`.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServiceSettings"]
+
+
+class ServiceSettings(BaseSettings):
+    """How the service protects itself and how much work one request may cost.
+
+    Attributes:
+        rate_limit_per_minute: requests a key may make per minute, on average (token bucket
+            refill rate).
+        rate_limit_burst: requests a key may make at once (the bucket's size).
+        max_body_bytes: largest request body accepted; larger ones get 413.
+        rules: warning rule file (default: ``rules/default.yaml``, as the CLI).
+        draws: Monte Carlo draws of a feasibility request.
+        registry_check_seconds: how long a registry reachability answer is reused by /readyz.
+        deliver_notifications: send warning notifications right after an evaluation (one
+            attempt; the rest stays in the outbox for ``quotacast warnings deliver``).
+        cookie_secure: mark the dashboard's key cookie ``Secure`` (behind HTTPS).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="QUOTACAST_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    rate_limit_per_minute: float = Field(default=600.0, gt=0)
+    rate_limit_burst: int = Field(default=60, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1)
+    rules: str | None = None
+    draws: int = Field(default=10_000, ge=100)
+    registry_check_seconds: float = Field(default=30.0, ge=0)
+    deliver_notifications: bool = True
+    cookie_secure: bool = False

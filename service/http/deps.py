@@ -1,0 +1,82 @@
+"""Dependencies as ``Annotated`` aliases: the state, the caller and what the caller may do.
+
+A route states what it needs in its signature (``user: PlanningUser, state: StateDep``) and
+FastAPI resolves it in that order: authentication, rate limit and role come before anything
+reads the data, so a caller without a valid key learns nothing else (401 before 403, 404 or
+503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from service.http.auth import Permission, Principal, authenticate, authorize, throttle
+from service.http.state import AppState
+
+__all__ = [
+    "API_KEY_HEADER",
+    "BEARER",
+    "CustomerReader",
+    "ModelAdmin",
+    "ModelReader",
+    "PlanningUser",
+    "PrincipalDep",
+    "StateDep",
+    "WarningsEditor",
+    "get_state",
+    "key_from_headers",
+]
+
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="An API key from `quotacast keys add`.")
+BEARER = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
+
+
+def get_state(request: Request) -> AppState:
+    """The state the lifespan built for this app."""
+    state: AppState = request.app.state.quotacast
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def key_from_headers(api_key: str | None,
+                     bearer: HTTPAuthorizationCredentials | None) -> str | None:
+    """The key of ``X-API-Key``, else of ``Authorization: Bearer``."""
+    return api_key or (bearer.credentials if bearer is not None else None)
+
+
+def current_principal(
+    state: StateDep,
+    api_key: Annotated[str | None, Security(API_KEY_HEADER)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+) -> Principal:
+    """The caller (401 without a valid key), one token of its rate limit taken (429)."""
+    principal = authenticate(state.keys, key_from_headers(api_key, bearer))
+    throttle(state.limiter, principal)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def allowed(permission: Permission) -> Callable[[Principal], Principal]:
+    """A dependency that lets through callers whose role has ``permission`` (403 otherwise)."""
+
+    def check(principal: PrincipalDep) -> Principal:
+        return authorize(principal, permission)
+
+    check.__name__ = f"allowed_{permission.name.lower()}"
+    return check
+
+
+PlanningUser = Annotated[Principal, Depends(allowed(Permission.PLANNING))]
+WarningsEditor = Annotated[Principal, Depends(allowed(Permission.WARNINGS_WRITE))]
+CustomerReader = Annotated[Principal, Depends(allowed(Permission.CUSTOMERS))]
+ModelReader = Annotated[Principal, Depends(allowed(Permission.MODELS))]
+ModelAdmin = Annotated[Principal, Depends(allowed(Permission.MODELS_ADMIN))]

@@ -1,0 +1,172 @@
+"""API keys: created once, shown once, stored hashed in the quotacast database.
+
+A key reads ``qk_<key id>_<secret>``: the key id (8 hex digits) names the key in listings, logs
+and ``quotacast keys revoke``; the secret is 32 random bytes. Only the SHA-256 of the whole key
+is stored. A slow password hash is not needed: the secret has 256 bits of entropy, so no
+dictionary or brute-force attack applies, and a fast hash keeps every request's check cheap.
+
+The table ``api_keys`` lives in the database of ``QUOTACAST_DATABASE_URL``, beside the warning
+tables (``warning_*``), with its own metadata so each module creates only its own tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.util
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+__all__ = ["ApiKey", "KeyStore", "Role", "key_id_of"]
+
+_PREFIX = "qk"
+_KEY_RE = re.compile(r"^qk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
+_ID_RE = re.compile(r"^[0-9a-f]{8}$")
+
+
+class Role(StrEnum):
+    """What a key may do (the access matrix is in :mod:`service.http.auth`)."""
+
+    ADMIN = "admin"
+    PLANNER = "planner"
+    SALES_OPS = "sales_ops"
+    ACCOUNT_MANAGER = "account_manager"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored key, without its secret."""
+
+    key_id: str
+    role: Role
+    owner: str | None
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class _Base(DeclarativeBase):
+    """Metadata of the key table only."""
+
+
+class _KeyRow(_Base):
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64))
+    role: Mapped[str] = mapped_column(sa.String(32))
+    owner: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _key_of(row: _KeyRow) -> ApiKey:
+    return ApiKey(row.key_id, Role(row.role), row.owner, row.created_at, row.revoked_at)
+
+
+def key_id_of(text: str) -> str | None:
+    """The key id of a whole key or of a bare key id; None when it is neither."""
+    text = text.strip()
+    if _ID_RE.match(text):
+        return text
+    found = _KEY_RE.match(text)
+    return found.group(1) if found else None
+
+
+def _engine_for(url: str) -> sa.Engine:
+    # ``postgresql://`` means psycopg (3) when psycopg2, SQLAlchemy's default, is absent (as the
+    # warning store does), so one URL serves both stores.
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme) and importlib.util.find_spec("psycopg2") is None:
+            url = "postgresql+psycopg://" + url[len(scheme):]
+    options: dict[str, Any] = {}
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        # One shared connection, or every session would see its own empty database.
+        options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+    return sa.create_engine(url, **options)
+
+
+class KeyStore:
+    """The ``api_keys`` table at one SQLAlchemy URL; created on first use."""
+
+    def __init__(self, url: str):
+        self.engine = _engine_for(url)
+        _Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        """Release the connections."""
+        self.engine.dispose()
+
+    def create(self, role: Role | str, owner: str | None = None) -> tuple[ApiKey, str]:
+        """Create a key; returns it and the whole key text, which is never stored.
+
+        Raises:
+            ValueError: unknown role, an account manager key without owner, or an owner on a
+                key of another role (it would scope nothing and mislead).
+        """
+        role = Role(role)
+        owner = owner.strip() if owner else None
+        if role is Role.ACCOUNT_MANAGER and not owner:
+            raise ValueError("an account_manager key needs --owner (the account manager's name)")
+        if role is not Role.ACCOUNT_MANAGER and owner:
+            raise ValueError(f"--owner applies to account_manager keys only, not {role.value}")
+        with self._sessions.begin() as session:
+            key_id = secrets.token_hex(4)
+            while session.get(_KeyRow, key_id) is not None:  # 1 in 4 billion, but be sure
+                key_id = secrets.token_hex(4)
+            token = f"{_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+            row = _KeyRow(key_id=key_id, key_hash=_digest(token), role=role.value, owner=owner,
+                          created_at=_now(), revoked_at=None)
+            session.add(row)
+        return _key_of(row), token
+
+    def revoke(self, key_id: str) -> bool:
+        """Revoke a key now; False when unknown or already revoked."""
+        with self._sessions.begin() as session:
+            row = session.get(_KeyRow, key_id)
+            if row is None or row.revoked_at is not None:
+                return False
+            row.revoked_at = _now()
+            return True
+
+    def verify(self, token: str) -> ApiKey | None:
+        """The active key that ``token`` is, or None (unknown, malformed or revoked)."""
+        found = _KEY_RE.match(token.strip())
+        if found is None:
+            return None
+        with self._sessions.begin() as session:
+            row = session.get(_KeyRow, found.group(1))
+            if row is None or row.revoked_at is not None:
+                return None
+            # Constant-time comparison: response time says nothing about how close a guess was.
+            if not hmac.compare_digest(row.key_hash, _digest(token.strip())):
+                return None
+            return _key_of(row)
+
+    def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
+        """Stored keys, oldest first."""
+        query = sa.select(_KeyRow).order_by(_KeyRow.created_at, _KeyRow.key_id)
+        if not include_revoked:
+            query = query.where(_KeyRow.revoked_at.is_(None))
+        with self._sessions.begin() as session:
+            return [_key_of(row) for row in session.scalars(query)]

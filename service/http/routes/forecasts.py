@@ -1,0 +1,31 @@
+"""Revenue forecasts of the champion forecaster."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from service.http import operations as ops
+from service.http.deps import PlanningUser, StateDep
+from service.http.routes import errors
+from service.http.schemas import ForecastOut
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["forecasts"], responses=errors(400, 401, 403, 429, 503))
+
+
+@router.get("/forecasts", response_model=ForecastOut)
+def get_forecasts(
+    user: PlanningUser,
+    state: StateDep,
+    level: Annotated[str, Query(min_length=1, max_length=100,
+                                description="company, region, team, rep, ...")] = "company",
+    horizon: Annotated[int | None, Query(
+        ge=1, le=1000, description="Periods ahead; default: the forecaster's horizon.")] = None,
+    freq: Annotated[Literal["D", "W", "M", "Q"] | None, Query(
+        description="Must be the served forecaster's frequency; default: that one.")] = None,
+) -> ForecastOut:
+    """Revenue forecast per series of one level, with 80% intervals."""
+    return ops.forecasts(state, level, horizon, freq)

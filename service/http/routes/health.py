@@ -1,0 +1,57 @@
+"""Liveness, readiness and Prometheus metrics (no key needed: probes and scrapers)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from service.http import operations as ops
+from service.http.deps import StateDep
+from service.http.metrics import escape_label
+from service.http.schemas import LiveOut, ReadyOut
+from service.http.state import MODEL_KINDS, AppState
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/livez", response_model=LiveOut)
+def livez() -> LiveOut:
+    """The process answers."""
+    return LiveOut()
+
+
+@router.get("/readyz", response_model=ReadyOut,
+            responses={503: {"model": ReadyOut, "description": "The data is not loaded."}})
+def readyz(state: StateDep) -> JSONResponse:
+    """Ready once the data is loaded; which models are served and whether the registry answers."""
+    report = ops.readiness(state)
+    code = status.HTTP_200_OK if report.ready else status.HTTP_503_SERVICE_UNAVAILABLE
+    return JSONResponse(report.model_dump(mode="json"), status_code=code)
+
+
+def _gauges(state: AppState) -> str:
+    reachable = state.registry.reachable
+    lines = ["# HELP quotacast_ready Whether the data is loaded.",
+             "# TYPE quotacast_ready gauge", f"quotacast_ready {int(state.data.ok)}",
+             "# HELP quotacast_registry_reachable Last answer of the registry probe.",
+             "# TYPE quotacast_registry_reachable gauge",
+             f"quotacast_registry_reachable {int(bool(reachable))}",
+             "# HELP quotacast_model_info The model version served per kind.",
+             "# TYPE quotacast_model_info gauge"]
+    for kind in MODEL_KINDS:
+        model = state.model(kind)
+        if model is not None:
+            lines.append(f'quotacast_model_info{{kind="{escape_label(kind)}",'
+                         f'version="{escape_label(model.version)}"}} 1')
+    return "\n".join(lines) + "\n"
+
+
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "Prometheus text format 0.0.4."}})
+def metrics(state: StateDep) -> PlainTextResponse:
+    """Request counts and latencies per route and status, in the Prometheus text format."""
+    return PlainTextResponse(state.metrics.render() + _gauges(state),
+                             media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,1 @@
+"""Use cases shared by the CLI and HTTP: train, score, forecast, feasibility."""

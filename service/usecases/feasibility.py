@@ -1,0 +1,172 @@
+"""Feasibility wiring: tables + champion win model + churn scores + run rate -> simulation.
+
+Each ingredient falls back rather than failing, and says so in the notes:
+
+- win / slip probabilities: the registered ``champion`` win model; without one, historical
+  in-period win rates by stage and days left (:func:`models.feasibility.fit_stage_rates`);
+- churn: the ``champion`` churn model's scores at ``as_of``; without one, no churn adjustment;
+- run rate: always estimated from the revenue history (:func:`models.feasibility
+  .estimate_run_rate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from engine import schemas as S
+from engine import tracking
+from engine.io import Tables
+from models import feasibility as FZ
+from service.usecases import churn as churn_pipeline
+
+__all__ = [
+    "FeasibilityResult",
+    "champion_churn_scores",
+    "champion_win_model",
+    "run_feasibility",
+    "run_recalibration",
+]
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class FeasibilityResult:
+    """A feasibility run: the output frame, the simulation behind it and what was used.
+
+    Attributes:
+        frame: :data:`models.feasibility.FEASIBILITY_COLUMNS` then the extra columns.
+        simulation: the draws per node (what :func:`models.feasibility.recalibrate` needs).
+        notes: plain-word remarks: which models were used, fallbacks, run-rate method.
+    """
+
+    frame: pd.DataFrame
+    simulation: FZ.Simulation
+    notes: list[str] = field(default_factory=list)
+
+
+def _say(progress: Progress | None, message: str) -> None:
+    if progress is not None:
+        progress(message)
+
+
+StageRates = Callable[[Tables, pd.Timestamp], tuple[Any, str]]
+
+
+def _champion(kind: str, models: Mapping[str, tracking.LoadedModel] | None
+              ) -> tracking.LoadedModel | None:
+    """The given model of ``kind`` (None when the caller has none), else the registry's."""
+    if models is not None:
+        return models.get(kind)
+    try:
+        return tracking.load_champion(kind)
+    except tracking.ChampionMissingError:
+        return None
+
+
+def champion_win_model(notes: list[str],
+                       models: Mapping[str, tracking.LoadedModel] | None = None) -> Any | None:
+    """The champion win model's estimator, or None."""
+    loaded = _champion("win", models)
+    if loaded is None:
+        return None
+    notes.append(f"win model: champion v{loaded.version} ({loaded.model_name})")
+    return loaded.estimator
+
+
+def champion_churn_scores(tables: Tables, as_of: pd.Timestamp, notes: list[str],
+                          horizon_days: int = FZ.CHURN_HORIZON_DAYS,
+                          models: Mapping[str, tracking.LoadedModel] | None = None
+                          ) -> pd.DataFrame | None:
+    """Churn probabilities at ``as_of`` from the champion churn model, or None with a note
+    (no champion, or no customer it can score at ``as_of``)."""
+    loaded = _champion("churn", models)
+    if loaded is None:
+        notes.append("churn: no champion churn model, churn adjustment skipped")
+        return None
+    try:
+        scores = churn_pipeline.score_churn(tables, as_of=as_of, horizon_days=horizon_days,
+                                            model=loaded.estimator)
+    except ValueError as exc:
+        notes.append(f"churn: not scored at {as_of.date()} ({exc}); churn adjustment skipped")
+        return None
+    notes.append(f"churn: champion v{loaded.version} scored {len(scores):,} active customers "
+                 f"({horizon_days}-day probabilities)")
+    return scores
+
+
+def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
+                    draws: int = 10_000, seed: int = 42, levels: Sequence[str] | None = None,
+                    all_nodes: bool = False, use_churn: bool = True,
+                    churn_horizon_days: int = FZ.CHURN_HORIZON_DAYS,
+                    models: Mapping[str, tracking.LoadedModel] | None = None,
+                    stage_rates: StageRates = FZ.fit_stage_rates,
+                    progress: Progress | None = None) -> FeasibilityResult:
+    """Attainment distribution per node with a target in ``period`` (``quotacast feasibility``).
+
+    Args:
+        tables: validated tables.
+        period: ``2017``, ``2017Q3`` or ``2017-08``.
+        as_of: the date T; only rows dated before it are used.
+        draws: Monte Carlo draws.
+        seed: random seed.
+        levels: extra levels to report besides those with targets.
+        all_nodes: also report hierarchy nodes without a target.
+        use_churn: apply the champion churn model's scores when there is one.
+        churn_horizon_days: horizon of the churn probabilities.
+        models: already-loaded champions by kind (``win``, ``churn``), as the service holds
+            them; a kind missing there counts as having no champion. ``None`` loads them from
+            the registry.
+        stage_rates: fits the fallback win model (the service passes a cached one).
+        progress: called with a short message at each stage.
+
+    Raises:
+        ValueError: the period or ``as_of`` cannot be simulated (from the engine).
+    """
+    as_of = pd.Timestamp(as_of)
+    notes: list[str] = []
+    _say(progress, "loading the win model")
+    win_model = champion_win_model(notes, models)
+    if win_model is None:
+        _say(progress, "no champion win model: fitting historical stage win rates")
+        win_model, note = stage_rates(tables, as_of)
+        notes.append(note)
+    churn = (champion_churn_scores(tables, as_of, notes, churn_horizon_days, models)
+             if use_churn else None)
+    _say(progress, f"simulating {draws:,} draws")
+    frame, simulation = FZ.feasibility_with_simulation(
+        tables, period, as_of, draws=draws, seed=seed, win_model=win_model, churn=churn,
+        levels=levels, all_nodes=all_nodes)
+    notes += [n for n in simulation.notes if not n.startswith("churn:") or churn is not None]
+    if not tables.has(S.OPPORTUNITIES):
+        # Notes about deals that do not exist help nobody: say once where revenue comes from.
+        notes = [n for n in notes if not n.startswith(("win model", "pipeline"))]
+        notes.append("pipeline: the data has no opportunities table; the outlook is revenue "
+                     "closed to date plus the run rate")
+    notes += [n for n in frame.attrs.get("notes", []) if n.startswith("interval check")]
+    if frame.empty and not all_nodes:
+        notes.append(f"no node has a target in {period}: add rows to the targets table "
+                     "(period, level, key, amount), or pass --all-nodes to see every node's "
+                     "outlook without one")
+    frame.attrs["notes"] = notes
+    return FeasibilityResult(frame, simulation, notes)
+
+
+def run_recalibration(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
+                      method: FZ.Method = "even_probability", draws: int = 10_000,
+                      seed: int = 42, use_churn: bool = True, progress: Progress | None = None
+                      ) -> tuple[pd.DataFrame, list[str]]:
+    """Revised targets for the rest of ``period`` (``quotacast recalibrate``) and the notes."""
+    result = run_feasibility(tables, period, as_of, draws=draws, seed=seed,
+                             use_churn=use_churn, progress=progress)
+    _say(progress, f"recalibrating targets ({method})")
+    frame = FZ.recalibrate(result.frame, result.simulation, method=method)
+    if frame.empty:
+        return frame, [*result.notes, f"recalibration: no node has a target in {period}, so "
+                       "there is nothing to recalibrate; add a targets table (period, level, "
+                       "key, amount)"]
+    return frame, [*result.notes, f"recalibration: {method}"]

@@ -55,8 +55,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine import schemas as S  # noqa: E402
 from engine.io import Tables, load_tables  # noqa: E402
+from engine.schemas import AMOUNT, CUSTOMER_ID, ORDER_DATE  # noqa: E402
 from engine.summary import default_as_of  # noqa: E402
 from features.labels import CHURNED  # noqa: E402
 from models.classification import classification_metrics  # noqa: E402
@@ -101,8 +101,8 @@ def bgnbd_churn(orders: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int,
     alpha + T), so no purchase in t more days has probability ((alpha + T) / (alpha + T + t))
     ** (r + x); a dead customer never buys again.
     """
-    bought = orders.loc[(orders[S.AMOUNT] > 0) & (orders[S.ORDER_DATE] < as_of)]
-    days = bought.assign(day=bought[S.ORDER_DATE].dt.normalize()).groupby(S.CUSTOMER_ID)["day"]
+    bought = orders.loc[(orders[AMOUNT] > 0) & (orders[ORDER_DATE] < as_of)]
+    days = bought.assign(day=bought[ORDER_DATE].dt.normalize()).groupby(CUSTOMER_ID)["day"]
     summary = pd.DataFrame({"first": days.min(), "last": days.max(), "n": days.nunique()})
     x = (summary["n"] - 1).astype(float)
     recency = (summary["last"] - summary["first"]).dt.days.astype(float)
@@ -154,7 +154,7 @@ def run_case(case: Case) -> tuple[pd.DataFrame, Any]:
         y, (pd.Series(recency).rank(pct=True).fillna(1.0) * 0.98 + 0.01).to_numpy())
     try:
         p_bg = bgnbd_churn(past.orders, split.holdout, split.horizon_days,
-                           holdout[S.CUSTOMER_ID])
+                           holdout[CUSTOMER_ID])
         table.loc["bg_nbd (lifetimes)"] = classification_metrics(y, p_bg)
     except (ImportError, RuntimeError) as exc:
         print(f"  lifetimes BG/NBD left out: {exc}", file=sys.stderr)
@@ -220,7 +220,7 @@ def score_child(folder: Path, model_path: Path) -> dict[str, float]:
     return {"seconds": seconds, "peak_gib": _rss_gib("VmHWM"), "loaded_gib": loaded,
             "customers": float(len(scores)),
             "with_reasons": float((scores["reasons"].str.len() > 0).sum()),
-            "known_customers": float(tables.customers[S.CUSTOMER_ID].nunique())}
+            "known_customers": float(tables.customers[CUSTOMER_ID].nunique())}
 
 
 def score_large(model: Any, cache: Path, seed: int) -> dict[str, float]:

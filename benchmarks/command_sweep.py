@@ -199,24 +199,35 @@ def sweep_dates(tables: object) -> dict[str, str]:
 
 def generated_targets(tables: object, as_of: pd.Timestamp) -> pd.DataFrame:
     """Targets for the quarter of the last data day: each node's last-90-day revenue + 10%."""
-    from engine import schemas as S
     from engine.io import Tables
+    from engine.schemas import (
+        AMOUNT,
+        COMPANY_KEY,
+        KEY,
+        LEVEL,
+        LEVEL_COMPANY,
+        LEVEL_REGION,
+        LEVEL_REP,
+        LEVEL_TEAM,
+        ORG,
+        PERIOD,
+    )
     from features.hierarchy import UNASSIGNED, revenue_events
 
     assert isinstance(tables, Tables)
     period = pd.Period(as_of - pd.Timedelta(days=1), freq="Q")
     label = f"{period.year}Q{period.quarter}"
     events = revenue_events(tables, as_of=as_of, since=as_of - pd.Timedelta(days=90))
-    company = max(float(events[S.AMOUNT].sum()) * 1.1, 1000.0)
-    rows = [{S.PERIOD: label, S.LEVEL: S.LEVEL_COMPANY, S.KEY: S.COMPANY_KEY, S.AMOUNT: company}]
-    org = tables.get(S.ORG)
-    for level in (S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP):
-        sums = events.groupby(level, observed=True)[S.AMOUNT].sum()
+    company = max(float(events[AMOUNT].sum()) * 1.1, 1000.0)
+    rows = [{PERIOD: label, LEVEL: LEVEL_COMPANY, KEY: COMPANY_KEY, AMOUNT: company}]
+    org = tables.get(ORG)
+    for level in (LEVEL_REGION, LEVEL_TEAM, LEVEL_REP):
+        sums = events.groupby(level, observed=True)[AMOUNT].sum()
         for key, amount in sums.items():
             known = org is None or key in set(org[level])
             if key != UNASSIGNED and known and amount > 0:
-                rows.append({S.PERIOD: label, S.LEVEL: level, S.KEY: key,
-                             S.AMOUNT: round(float(amount) * 1.1, 2)})
+                rows.append({PERIOD: label, LEVEL: level, KEY: key,
+                             AMOUNT: round(float(amount) * 1.1, 2)})
     return pd.DataFrame(rows)
 
 

@@ -29,67 +29,88 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import schemas as S
-from models import feasibility as FZ
+from engine.schemas import (
+    AMOUNT,
+    COMPANY_KEY,
+    HIERARCHY_LEVELS,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_REP,
+    LEVEL_TEAM,
+    PERIOD,
+    REGION,
+    REP,
+    TEAM,
+)
+from models.feasibility import (
+    CellInputs,
+    RunRate,
+    build_inputs,
+    fit_stage_rates,
+    simulate,
+    summarise,
+)
 
 PANDAS_DRAWS = 200
 
 
-def scenario(n_deals: int, n_reps: int, seed: int = 0) -> FZ.CellInputs:
+def scenario(n_deals: int, n_reps: int, seed: int = 0) -> CellInputs:
     """A company of ``n_reps`` reps with ``n_deals`` open deals and a run rate per rep."""
     rng = np.random.default_rng(seed)
     reps = np.array([f"rep{i:04d}" for i in range(n_reps)], dtype=object)
-    cells = pd.DataFrame({S.REP: reps,
-                          S.TEAM: [f"team{i // 10:03d}" for i in range(n_reps)],
-                          S.REGION: [f"region{i // 50:02d}" for i in range(n_reps)]})
-    run_rate = FZ.RunRate(
+    cells = pd.DataFrame({REP: reps,
+                          TEAM: [f"team{i // 10:03d}" for i in range(n_reps)],
+                          REGION: [f"region{i // 50:02d}" for i in range(n_reps)]})
+    run_rate = RunRate(
         mean=rng.lognormal(12, 0.5, n_reps), shift=1e4, bias=np.zeros(n_reps),
         sigma=np.full(n_reps, 0.15), bias_common=0.0, sigma_common=0.06,
         active=np.ones(n_reps, bool),
         group_codes=(np.arange(n_reps) // 50, np.arange(n_reps) // 10),
         group_sigmas=(0.03, 0.02))
-    return FZ.CellInputs(
+    return CellInputs(
         cells=cells, rep_of_cell=np.arange(n_reps), reps=reps,
         closed_cell=rng.lognormal(12, 0.5, n_reps),
         deal_cell=rng.integers(0, n_reps, n_deals), deal_p=rng.beta(1.2, 3.0, n_deals),
         deal_amount=rng.lognormal(9, 1.0, n_deals), run_rate=run_rate,
         share_cell=np.ones(n_reps), churn_rep=np.zeros(n_reps),
-        levels=list(S.HIERARCHY_LEVELS), conversion=0.3)
+        levels=list(HIERARCHY_LEVELS), conversion=0.3)
 
 
-def targets_for(inputs: FZ.CellInputs) -> pd.DataFrame:
+def targets_for(inputs: CellInputs) -> pd.DataFrame:
     """A target per node: its expected revenue (so P(attain) is near one half)."""
     expected = (inputs.closed_cell + inputs.run_rate.expected()
                 + np.bincount(inputs.deal_cell, inputs.deal_p * inputs.deal_amount,
                               len(inputs.cells)))
-    frames = [pd.DataFrame({S.LEVEL: S.LEVEL_COMPANY, S.KEY: [S.COMPANY_KEY],
-                            S.AMOUNT: [expected.sum()]})]
-    for level in (S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP):
+    frames = [pd.DataFrame({LEVEL: LEVEL_COMPANY, KEY: [COMPANY_KEY],
+                            AMOUNT: [expected.sum()]})]
+    for level in (LEVEL_REGION, LEVEL_TEAM, LEVEL_REP):
         sums = pd.Series(expected).groupby(inputs.cells[level].to_numpy()).sum()
-        frames.append(pd.DataFrame({S.LEVEL: level, S.KEY: sums.index, S.AMOUNT: sums.values}))
-    return pd.concat(frames, ignore_index=True).assign(**{S.PERIOD: "2026Q4"})
+        frames.append(pd.DataFrame({LEVEL: level, KEY: sums.index, AMOUNT: sums.values}))
+    return pd.concat(frames, ignore_index=True).assign(**{PERIOD: "2026Q4"})
 
 
-def ours(inputs: FZ.CellInputs, targets: pd.DataFrame, draws: int, exact: bool = False
+def ours(inputs: CellInputs, targets: pd.DataFrame, draws: int, exact: bool = False
          ) -> tuple[float, float, pd.DataFrame]:
     """Seconds and peak traced MiB of simulate + summarise."""
     tracemalloc.start()
     t0 = time.perf_counter()
-    simulation = FZ.simulate(inputs, draws=draws, seed=1, exact=exact)
-    frame = FZ.summarise(simulation, targets, "2026Q4", pd.Timestamp("2026-11-16"))
+    simulation = simulate(inputs, draws=draws, seed=1, exact=exact)
+    frame = summarise(simulation, targets, "2026Q4", pd.Timestamp("2026-11-16"))
     seconds = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     return seconds, peak, frame
 
 
-def straightforward_pandas(inputs: FZ.CellInputs, targets: pd.DataFrame, draws: int
+def straightforward_pandas(inputs: CellInputs, targets: pd.DataFrame, draws: int
                            ) -> tuple[float, pd.DataFrame]:
     """One draw at a time with pandas group-bys; seconds for ``draws`` draws and the frame."""
     rng = np.random.default_rng(1)
     deals = pd.DataFrame({"rep": inputs.reps[inputs.deal_cell], "p": inputs.deal_p,
                           "amount": inputs.deal_amount})
-    nodes = inputs.cells.set_index(S.REP)
+    nodes = inputs.cells.set_index(REP)
     base = pd.Series(inputs.closed_cell, index=inputs.reps)
     t0 = time.perf_counter()
     rows = []
@@ -99,13 +120,13 @@ def straightforward_pandas(inputs: FZ.CellInputs, targets: pd.DataFrame, draws: 
                                                                          fill_value=0.0)
         rate = pd.Series(inputs.run_rate.draw(1, rng)[0], index=inputs.reps)
         total = rep + rate + base
-        per = {(S.LEVEL_REP, k): v for k, v in total.items()}
-        for level in (S.LEVEL_TEAM, S.LEVEL_REGION):
+        per = {(LEVEL_REP, k): v for k, v in total.items()}
+        for level in (LEVEL_TEAM, LEVEL_REGION):
             per |= {(level, k): v for k, v in total.groupby(nodes[level]).sum().items()}
-        per[(S.LEVEL_COMPANY, S.COMPANY_KEY)] = total.sum()
+        per[(LEVEL_COMPANY, COMPANY_KEY)] = total.sum()
         rows.append(per)
     table = pd.DataFrame(rows)
-    lookup = targets.set_index([S.LEVEL, S.KEY])[S.AMOUNT]
+    lookup = targets.set_index([LEVEL, KEY])[AMOUNT]
     frame = pd.DataFrame({
         "p_attain": (table >= lookup.reindex(table.columns).to_numpy()).mean(),
         "p10": table.quantile(0.1), "p50": table.quantile(0.5), "p90": table.quantile(0.9)})
@@ -125,11 +146,11 @@ def whole_company(size: str, draws: int) -> None:
     as_of = data_end(tables)
     period = str(as_of.to_period("Q"))
     t1 = time.perf_counter()
-    model, _ = FZ.fit_stage_rates(tables, as_of)
+    model, _ = fit_stage_rates(tables, as_of)
     t2 = time.perf_counter()
-    inputs = FZ.build_inputs(tables, period, as_of, model)
+    inputs = build_inputs(tables, period, as_of, model)
     t3 = time.perf_counter()
-    FZ.simulate(inputs, draws=draws)
+    simulate(inputs, draws=draws)
     t4 = time.perf_counter()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"Feasibility of {period} as of {as_of.date()} on the {size} demo company "
@@ -158,16 +179,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     inputs = scenario(args.deals, args.reps)
     targets = targets_for(inputs)
-    FZ.simulate(scenario(1000, 10), draws=100, seed=0)  # warm-up: imports, thread pool
+    simulate(scenario(1000, 10), draws=100, seed=0)  # warm-up: imports, thread pool
     runs = [ours(inputs, targets, args.draws) for _ in range(3)]
     seconds = min(r[0] for r in runs)
     peak = max(r[1] for r in runs)
-    frame = runs[0][2].set_index([S.LEVEL, S.KEY])
+    frame = runs[0][2].set_index([LEVEL, KEY])
     exact_seconds, exact_peak, exact_frame = ours(inputs, targets, args.draws, exact=True)
-    exact_frame = exact_frame.set_index([S.LEVEL, S.KEY])
+    exact_frame = exact_frame.set_index([LEVEL, KEY])
     pd_seconds, pd_frame = straightforward_pandas(inputs, targets, args.pandas_draws)
     scaled = pd_seconds * args.draws / args.pandas_draws
-    company = (S.LEVEL_COMPANY, S.COMPANY_KEY)
+    company = (LEVEL_COMPANY, COMPANY_KEY)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     table = pd.DataFrame([
         {"implementation": "quotacast (small deals pooled as a normal per rep)",

@@ -51,12 +51,33 @@ from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import schemas as S
 from engine.io import Tables, validate_tables
+from engine.schemas import (
+    AMOUNT,
+    CLOSE_DATE,
+    COMPANY_KEY,
+    DS,
+    HIERARCHY_LEVELS,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    OPPORTUNITIES,
+    PERIOD,
+    STATUS,
+    STATUS_OPEN,
+    TARGETS,
+)
 from features.hierarchy import attribute_revenue, period_bounds
-from models import feasibility as FZ
-from models import win as W
 from models.classification import MIN_BIN_CASES, plot_calibration, reliability_table
+from models.feasibility import Simulation, feasibility_with_simulation
+from models.win import (
+    AMOUNT_AT_CREATION,
+    StageRateWinModel,
+    deal_snapshots,
+    labelled_rows,
+    snapshot_dates,
+    win_training_rows,
+)
 from service.usecases.win import fit_win_model
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -80,15 +101,15 @@ def demo_tables() -> Tables:
 def quarter_actuals(tables: Tables) -> pd.DataFrame:
     """Revenue per node and quarter: ``period, level, key, amount``."""
     events = attribute_revenue(tables, columns=[])
-    quarter = events[S.DS].dt.to_period("Q").astype(str).str.replace("Q", "Q", regex=False)
+    quarter = events[DS].dt.to_period("Q").astype(str).str.replace("Q", "Q", regex=False)
     frames = []
-    for level in S.HIERARCHY_LEVELS:
-        keys = (pd.Series(S.COMPANY_KEY, index=events.index) if level == S.LEVEL_COMPANY
+    for level in HIERARCHY_LEVELS:
+        keys = (pd.Series(COMPANY_KEY, index=events.index) if level == LEVEL_COMPANY
                 else events[level].astype(object))
-        sums = events[S.AMOUNT].groupby([quarter, keys]).sum()
-        frames.append(sums.rename_axis([S.PERIOD, S.KEY]).reset_index(name=S.AMOUNT)
-                      .assign(**{S.LEVEL: level}))
-    return pd.concat(frames, ignore_index=True)[[S.PERIOD, S.LEVEL, S.KEY, S.AMOUNT]]
+        sums = events[AMOUNT].groupby([quarter, keys]).sum()
+        frames.append(sums.rename_axis([PERIOD, KEY]).reset_index(name=AMOUNT)
+                      .assign(**{LEVEL: level}))
+    return pd.concat(frames, ignore_index=True)[[PERIOD, LEVEL, KEY, AMOUNT]]
 
 
 def crm_tables() -> Tables:
@@ -99,21 +120,21 @@ def crm_tables() -> Tables:
     tables, problems = validate_tables(result.frames)
     assert not problems, problems
     actual = quarter_actuals(tables)
-    following = {p: str(pd.Period(p, freq="Q") + 1) for p in actual[S.PERIOD].unique()}
-    targets = actual.assign(**{S.PERIOD: actual[S.PERIOD].map(following)})
-    targets = targets[targets[S.AMOUNT] > 0]
-    frames = dict(tables.frames) | {S.TARGETS: targets.reset_index(drop=True)}
+    following = {p: str(pd.Period(p, freq="Q") + 1) for p in actual[PERIOD].unique()}
+    targets = actual.assign(**{PERIOD: actual[PERIOD].map(following)})
+    targets = targets[targets[AMOUNT] > 0]
+    frames = dict(tables.frames) | {TARGETS: targets.reset_index(drop=True)}
     return Tables(frames, tables.source, tables.derived)
 
 
 def known_quarters(tables: Tables) -> list[str]:
     """Quarters with targets that ended by the last date of the data."""
     events = attribute_revenue(tables, columns=[])
-    last = events[S.DS].max()
-    periods = sorted(tables[S.TARGETS][S.PERIOD].astype(str).unique())
+    last = events[DS].max()
+    periods = sorted(tables[TARGETS][PERIOD].astype(str).unique())
     quarters = [p for p in periods if "Q" in p]
     return [p for p in quarters if period_bounds(p)[1] <= last + pd.Timedelta(days=1)
-            and period_bounds(p)[0] >= events[S.DS].min()]
+            and period_bounds(p)[0] >= events[DS].min()]
 
 
 # --- one checkpoint --------------------------------------------------------------------------
@@ -122,11 +143,11 @@ def known_quarters(tables: Tables) -> list[str]:
 def win_model_at(tables: Tables, snapshots: pd.DataFrame, as_of: pd.Timestamp) -> object:
     """The win model ``quotacast train win`` would fit at ``as_of``, else stage rates."""
     try:
-        rows, split, _ = W.labelled_rows(snapshots, tables[S.OPPORTUNITIES], as_of)
+        rows, split, _ = labelled_rows(snapshots, tables[OPPORTUNITIES], as_of)
         return fit_win_model(rows, split=split)[0]
     except ValueError:
-        return W.StageRateWinModel().fit(
-            W.win_training_rows(snapshots, tables[S.OPPORTUNITIES], as_of))
+        return StageRateWinModel().fit(
+            win_training_rows(snapshots, tables[OPPORTUNITIES], as_of))
 
 
 def known_at(tables: Tables, as_of: pd.Timestamp) -> Tables:
@@ -136,12 +157,12 @@ def known_at(tables: Tables, as_of: pd.Timestamp) -> Tables:
     deal its list price; a deal still open at ``as_of`` had no close value yet, so its amount
     then is its list price. Without the list price column the tables are returned unchanged.
     """
-    opps = tables[S.OPPORTUNITIES]
-    if W.AMOUNT_AT_CREATION not in opps.columns:
+    opps = tables[OPPORTUNITIES]
+    if AMOUNT_AT_CREATION not in opps.columns:
         return tables
-    open_then = (opps[S.STATUS] == S.STATUS_OPEN) | (opps[S.CLOSE_DATE] >= as_of)
-    amount = opps[S.AMOUNT].where(~open_then, opps[W.AMOUNT_AT_CREATION])
-    frames = dict(tables.frames) | {S.OPPORTUNITIES: opps.assign(**{S.AMOUNT: amount})}
+    open_then = (opps[STATUS] == STATUS_OPEN) | (opps[CLOSE_DATE] >= as_of)
+    amount = opps[AMOUNT].where(~open_then, opps[AMOUNT_AT_CREATION])
+    frames = dict(tables.frames) | {OPPORTUNITIES: opps.assign(**{AMOUNT: amount})}
     return Tables(frames, tables.source, tables.derived)
 
 
@@ -168,10 +189,10 @@ def pace_sigma(history: pd.DataFrame, level: str, fraction: float, before: pd.Ti
     return float(max(np.sqrt((ratios**2).mean()), 0.05))
 
 
-def pit(simulation: FZ.Simulation, frame: pd.DataFrame, outcome: np.ndarray) -> np.ndarray:
+def pit(simulation: Simulation, frame: pd.DataFrame, outcome: np.ndarray) -> np.ndarray:
     """Where each actual fell in its simulated distribution (share of draws below it)."""
     rows = np.array([simulation.node_index(level, key)
-                     for level, key in zip(frame[S.LEVEL], frame[S.KEY], strict=True)],
+                     for level, key in zip(frame[LEVEL], frame[KEY], strict=True)],
                     dtype=np.int64)
     if rows.size == 0:
         return np.zeros(0)
@@ -180,11 +201,11 @@ def pit(simulation: FZ.Simulation, frame: pd.DataFrame, outcome: np.ndarray) -> 
 
 def replay(name: str, tables: Tables, draws: int, seed: int) -> pd.DataFrame:
     """Predictions of the model and the pace baseline at every checkpoint, with outcomes."""
-    actual = quarter_actuals(tables).set_index([S.PERIOD, S.LEVEL, S.KEY])[S.AMOUNT]
+    actual = quarter_actuals(tables).set_index([PERIOD, LEVEL, KEY])[AMOUNT]
     quarters = known_quarters(tables)
-    last = attribute_revenue(tables, columns=[])[S.DS].max() + pd.Timedelta(days=1)
+    last = attribute_revenue(tables, columns=[])[DS].max() + pd.Timedelta(days=1)
     t0 = time.time()
-    snapshots = W.deal_snapshots(tables, W.snapshot_dates(tables, last))
+    snapshots = deal_snapshots(tables, snapshot_dates(tables, last))
     print(f"[{name}] {len(quarters)} quarters, deal snapshots in {time.time() - t0:.0f} s",
           file=sys.stderr)
     rows: list[pd.DataFrame] = []
@@ -196,16 +217,16 @@ def replay(name: str, tables: Tables, draws: int, seed: int) -> pd.DataFrame:
         model = win_model_at(tables, snapshots, checkpoint(tables, period, FRACTIONS[0]))
         for fraction in FRACTIONS:
             as_of = checkpoint(tables, period, fraction)
-            frame, simulation = FZ.feasibility_with_simulation(
+            frame, simulation = feasibility_with_simulation(
                 known_at(tables, as_of), period, as_of, draws=draws, seed=seed,
                 win_model=model)
-            index = pd.MultiIndex.from_frame(frame[[S.PERIOD, S.LEVEL, S.KEY]])
+            index = pd.MultiIndex.from_frame(frame[[PERIOD, LEVEL, KEY]])
             outcome_amount = actual.reindex(index).fillna(0.0).to_numpy()
             frame = frame.assign(actual=outcome_amount, fraction=fraction, dataset=name,
                                  outcome=(outcome_amount >= frame["target"]).astype(int),
                                  pit=pit(simulation, frame, outcome_amount))
             frame["p_pace"] = np.nan
-            for level, part in frame.groupby(S.LEVEL):
+            for level, part in frame.groupby(LEVEL):
                 sigma = pace_sigma(history, str(level), fraction, as_of)
                 frame.loc[part.index, "p_pace"] = pace_probability(
                     part["closed_to_date"].to_numpy(), part["target"].to_numpy(), fraction,
@@ -213,7 +234,7 @@ def replay(name: str, tables: Tables, draws: int, seed: int) -> pd.DataFrame:
             rows.append(frame)
             pace = np.maximum(frame["closed_to_date"] / fraction, _EPS)
             seen = pd.DataFrame({
-                "level": frame[S.LEVEL], "fraction": fraction, "period_end": end,
+                "level": frame[LEVEL], "fraction": fraction, "period_end": end,
                 "log_ratio": np.log(np.maximum(frame["actual"], _EPS) / pace)})
             history = seen if history.empty else pd.concat([history, seen], ignore_index=True)
         print(f"[{name}] {period} done ({time.time() - t0:.0f} s)", file=sys.stderr)
@@ -252,7 +273,7 @@ def plot(results: pd.DataFrame, name: str) -> Path:
 def summary(results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (name, level), part in [*results.groupby(["dataset", pd.Series("all", results.index)]),
-                                *results.groupby(["dataset", S.LEVEL])]:
+                                *results.groupby(["dataset", LEVEL])]:
         y = part["outcome"].to_numpy()
         row = {"dataset": name, "level": level, "cases": len(part), "hit rate": y.mean()}
         for column, label in (("p_attain", "model"), ("p_pace", "pace")):

@@ -39,8 +39,17 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine import schemas as S  # noqa: E402
 from engine.io import Tables  # noqa: E402
+from engine.schemas import (  # noqa: E402
+    AMOUNT,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    INTERACTIONS,
+    OPPORTUNITIES,
+    ORDER_DATE,
+    ORDERS,
+    RECEIVABLES,
+)
 from features.customer import (  # noqa: E402
     WINDOWS,
     as_of_day,
@@ -53,7 +62,7 @@ from features.customer import (  # noqa: E402
 
 __all__ = ["main"]
 
-TABLES = (S.CUSTOMERS, S.ORDERS, S.INTERACTIONS, S.RECEIVABLES, S.OPPORTUNITIES)
+TABLES = (CUSTOMERS, ORDERS, INTERACTIONS, RECEIVABLES, OPPORTUNITIES)
 VARIANTS = ("duckdb rfm", "ours rfm", "ours all", "ours training")
 GIB = 2**30
 
@@ -82,15 +91,15 @@ def prepare(size: str, seed: int, cache: Path, fresh: bool = False) -> Path:
 def load(folder: Path, only_rfm: bool = False) -> Tables:
     """The cached tables, already validated; for RFM alone just the three order columns."""
     if only_rfm:
-        columns = [S.CUSTOMER_ID, S.ORDER_DATE, S.AMOUNT]
-        return Tables({S.ORDERS: pd.read_parquet(folder / f"{S.ORDERS}.parquet", columns=columns)})
+        columns = [CUSTOMER_ID, ORDER_DATE, AMOUNT]
+        return Tables({ORDERS: pd.read_parquet(folder / f"{ORDERS}.parquet", columns=columns)})
     return Tables({name: pd.read_parquet(folder / f"{name}.parquet") for name in TABLES
                    if (folder / f"{name}.parquet").exists()})
 
 
 def as_ofs(tables: Tables, snapshots: int) -> list[pd.Timestamp]:
     """The last order date, or it and the month starts before it."""
-    end, _ = as_of_day(tables.orders[S.ORDER_DATE].max())
+    end, _ = as_of_day(tables.orders[ORDER_DATE].max())
     if snapshots == 1:
         return [end]
     starts = pd.date_range(end=end, periods=snapshots, freq="MS")
@@ -103,14 +112,14 @@ def as_ofs(tables: Tables, snapshots: int) -> list[pd.Timestamp]:
 def ours_rfm(tables: Tables, stamps: list[pd.Timestamp]) -> list[pd.DataFrame]:
     """RFM from the sorted order timeline, prepared once."""
     orders = tables.orders
-    ids, (codes,) = customer_index([orders[S.CUSTOMER_ID]])
+    ids, (codes,) = customer_index([orders[CUSTOMER_ID]])
     history = order_history(orders, codes, len(ids))
     out = []
     for stamp in stamps:
         _, day = as_of_day(stamp)
         rows = np.flatnonzero(history.days.any_before(day))
         frame = pd.DataFrame({k: v[rows] for k, v in rfm_features(history, day).items()})
-        frame.insert(0, S.CUSTOMER_ID, ids[rows])
+        frame.insert(0, CUSTOMER_ID, ids[rows])
         out.append(frame)
     return out
 
@@ -122,15 +131,15 @@ def _rfm_sql(source: str, stamp: pd.Timestamp) -> str:
         inside = f"d >= {day} - INTERVAL {w} DAY"
         columns.append(f"count(*) FILTER (WHERE bought AND {inside}) AS hist_frequency_{w}d")
         columns.append(f"coalesce(sum(net) FILTER (WHERE {inside}), 0) AS hist_monetary_{w}d")
-    return (f"SELECT {S.CUSTOMER_ID}, {', '.join(columns)} FROM {source} WHERE d < {day} "
-            f"GROUP BY {S.CUSTOMER_ID} ORDER BY {S.CUSTOMER_ID}")
+    return (f"SELECT {CUSTOMER_ID}, {', '.join(columns)} FROM {source} WHERE d < {day} "
+            f"GROUP BY {CUSTOMER_ID} ORDER BY {CUSTOMER_ID}")
 
 
 def _days_sql(stamp: pd.Timestamp | None) -> str:
     """Customer-days: net amount and whether anything was bought (before ``stamp`` if given)."""
-    where = f"WHERE {S.ORDER_DATE} < TIMESTAMP '{stamp}'" if stamp is not None else ""
-    return (f"SELECT {S.CUSTOMER_ID}, CAST({S.ORDER_DATE} AS DATE) AS d, sum({S.AMOUNT}) AS net,"
-            f" max({S.AMOUNT}) > 0 AS bought FROM orders {where} GROUP BY ALL")
+    where = f"WHERE {ORDER_DATE} < TIMESTAMP '{stamp}'" if stamp is not None else ""
+    return (f"SELECT {CUSTOMER_ID}, CAST({ORDER_DATE} AS DATE) AS d, sum({AMOUNT}) AS net,"
+            f" max({AMOUNT}) > 0 AS bought FROM orders {where} GROUP BY ALL")
 
 
 def duckdb_rfm(tables: Tables, stamps: list[pd.Timestamp]) -> list[pd.DataFrame]:
@@ -217,9 +226,9 @@ def measure(variant: str, folder: Path, snapshots: int, out: Path | None) -> dic
 def check_rfm(ours: Path, duck: Path) -> str:
     """Whether our RFM equals DuckDB's (same customers, values within float rounding)."""
     a, b = pd.read_parquet(ours), pd.read_parquet(duck)
-    if a[S.CUSTOMER_ID].tolist() != b[S.CUSTOMER_ID].tolist():
+    if a[CUSTOMER_ID].tolist() != b[CUSTOMER_ID].tolist():
         return "NO (customers differ)"
-    for column in a.columns.drop(S.CUSTOMER_ID):
+    for column in a.columns.drop(CUSTOMER_ID):
         if not np.allclose(a[column].to_numpy(float), b[column].to_numpy(float), rtol=1e-9,
                            atol=1e-6, equal_nan=True):
             return f"NO ({column})"
@@ -248,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     folder = prepare(args.size, args.seed, args.cache, args.fresh)
     tables = load(folder, only_rfm=True)
     print(f"{args.size} company (seed {args.seed}): {len(tables.orders):,} orders, "
-          f"{tables.orders[S.CUSTOMER_ID].nunique():,} customers with orders; data ready in "
+          f"{tables.orders[CUSTOMER_ID].nunique():,} customers with orders; data ready in "
           f"{time.perf_counter() - start:.0f} s; {os.cpu_count()} CPUs", file=sys.stderr)
     del tables
     rows = []

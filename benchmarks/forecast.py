@@ -55,7 +55,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import engine.schemas as S
+from engine.schemas import (
+    AMOUNT,
+    COMPANY_KEY,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    DS,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    ORDER_DATE,
+    ORDER_ID,
+    ORDERS,
+    REGION,
+    Y,
+)
 from models.forecast import RevenueForecaster
 from models.metrics import YHAT, YHAT_P10, YHAT_P90, interval_coverage, mase, mase_scale
 
@@ -112,16 +126,16 @@ def load_aus_retail(path: Path) -> Dataset:
     raw = pd.read_csv(path)
     series = pd.DataFrame(
         {
-            S.LEVEL: "state_industry",
-            S.KEY: raw["SeriesID"],
-            S.DS: pd.to_datetime(raw["Month"], format="%Y-%m"),
-            S.Y: raw["Turnover"].astype(float),
+            LEVEL: "state_industry",
+            KEY: raw["SeriesID"],
+            DS: pd.to_datetime(raw["Month"], format="%Y-%m"),
+            Y: raw["Turnover"].astype(float),
         }
     )
-    end = series[S.DS].max()
+    end = series[DS].max()
     first_origin = end - pd.DateOffset(months=HOLDOUT)
-    alive = series.groupby(S.KEY)[S.DS].max() > first_origin
-    return Dataset("aus_retail", series[series[S.KEY].isin(alive[alive].index)], None)
+    alive = series.groupby(KEY)[DS].max() > first_origin
+    return Dataset("aus_retail", series[series[KEY].isin(alive[alive].index)], None)
 
 
 def load_superstore(path: Path) -> Dataset:
@@ -132,18 +146,18 @@ def load_superstore(path: Path) -> Dataset:
         {
             "region": raw["Region"],
             "region_category": raw["Region"] + "/" + raw["Category"],
-            S.DS: ds,
-            S.Y: raw["Sales"].astype(float),
+            DS: ds,
+            Y: raw["Sales"].astype(float),
         }
     )
     months = pd.date_range(str(ds.min()), str(ds.max()), freq="MS")
     frames = []
-    for level in ("region_category", "region", S.LEVEL_COMPANY):
-        keys = orders[level] if level != S.LEVEL_COMPANY else pd.Series(S.COMPANY_KEY, orders.index)
-        sums = orders.groupby([keys.rename(S.KEY), S.DS])[S.Y].sum()
+    for level in ("region_category", "region", LEVEL_COMPANY):
+        keys = orders[level] if level != LEVEL_COMPANY else pd.Series(COMPANY_KEY, orders.index)
+        sums = orders.groupby([keys.rename(KEY), DS])[Y].sum()
         keys_seen = sums.index.get_level_values(0).unique()
-        grid = pd.MultiIndex.from_product([keys_seen, months], names=[S.KEY, S.DS])
-        frames.append(sums.reindex(grid, fill_value=0.0).reset_index().assign(**{S.LEVEL: level}))
+        grid = pd.MultiIndex.from_product([keys_seen, months], names=[KEY, DS])
+        frames.append(sums.reindex(grid, fill_value=0.0).reset_index().assign(**{LEVEL: level}))
     hierarchy = orders[["region_category", "region"]].drop_duplicates().reset_index(drop=True)
     return Dataset("superstore", pd.concat(frames, ignore_index=True), hierarchy)
 
@@ -151,8 +165,8 @@ def load_superstore(path: Path) -> Dataset:
 def load_us_retail(path: Path) -> Dataset:
     """US retail sales, one row per month dated on the 1st (forecast through the pipeline)."""
     raw = pd.read_csv(path, parse_dates=["ds"])
-    series = pd.DataFrame({S.LEVEL: S.LEVEL_COMPANY, S.KEY: S.COMPANY_KEY, S.DS: raw["ds"],
-                           S.Y: raw["y"].astype(float)})
+    series = pd.DataFrame({LEVEL: LEVEL_COMPANY, KEY: COMPANY_KEY, DS: raw["ds"],
+                           Y: raw["y"].astype(float)})
     return Dataset("us_retail_monthly", series, None, "M")
 
 
@@ -160,23 +174,23 @@ def load_aus_tourism(path: Path) -> Dataset:
     """Quarterly overnight trips per Region x State x Purpose (304 series)."""
     raw = pd.read_csv(path)
     ds = pd.PeriodIndex(raw["Quarter"].str.replace(" ", ""), freq="Q").to_timestamp()
-    series = pd.DataFrame({S.LEVEL: "region_state_purpose",
-                           S.KEY: raw["Region"] + "/" + raw["State"] + "/" + raw["Purpose"],
-                           S.DS: ds, S.Y: raw["Trips"].astype(float)})
+    series = pd.DataFrame({LEVEL: "region_state_purpose",
+                           KEY: raw["Region"] + "/" + raw["State"] + "/" + raw["Purpose"],
+                           DS: ds, Y: raw["Trips"].astype(float)})
     return Dataset("aus_tourism_quarterly", series, None, "Q")
 
 
 def load_aus_retail_quarterly(path: Path) -> Dataset:
     """ABS retail turnover summed to calendar quarters (complete quarters only)."""
     monthly = load_aus_retail(path).series
-    quarter = monthly[S.DS].dt.to_period("Q").dt.to_timestamp()
-    grouped = monthly.assign(**{S.DS: quarter}).groupby([S.LEVEL, S.KEY, S.DS])[S.Y]
+    quarter = monthly[DS].dt.to_period("Q").dt.to_timestamp()
+    grouped = monthly.assign(**{DS: quarter}).groupby([LEVEL, KEY, DS])[Y]
     sums = grouped.agg(["sum", "size"]).reset_index()
-    series = sums.loc[sums["size"] == 3, [S.LEVEL, S.KEY, S.DS, "sum"]].rename(
-        columns={"sum": S.Y})
-    end = series[S.DS].max()
-    alive = series.groupby(S.KEY)[S.DS].max() == end
-    series = series[series[S.KEY].isin(alive[alive].index)].reset_index(drop=True)
+    series = sums.loc[sums["size"] == 3, [LEVEL, KEY, DS, "sum"]].rename(
+        columns={"sum": Y})
+    end = series[DS].max()
+    alive = series.groupby(KEY)[DS].max() == end
+    series = series[series[KEY].isin(alive[alive].index)].reset_index(drop=True)
     return Dataset("aus_retail_quarterly", series, None, "Q")
 
 
@@ -198,21 +212,21 @@ def _ours_from_orders(dataset: Dataset, train: pd.DataFrame, n_jobs: int) -> pd.
     from engine.io import validate_tables
     from service.usecases.forecast import forecast_fresh
 
-    orders = pd.DataFrame({S.ORDER_ID: [str(i) for i in range(len(train))],
-                           S.CUSTOMER_ID: "c1", S.ORDER_DATE: train[S.DS].dt.strftime("%Y-%m-%d"),
-                           S.AMOUNT: train[S.Y].astype(str)})
-    customers = pd.DataFrame({S.CUSTOMER_ID: ["c1"], S.REGION: ["US"]})
-    tables, problems = validate_tables({S.ORDERS: orders, S.CUSTOMERS: customers})
+    orders = pd.DataFrame({ORDER_ID: [str(i) for i in range(len(train))],
+                           CUSTOMER_ID: "c1", ORDER_DATE: train[DS].dt.strftime("%Y-%m-%d"),
+                           AMOUNT: train[Y].astype(str)})
+    customers = pd.DataFrame({CUSTOMER_ID: ["c1"], REGION: ["US"]})
+    tables, problems = validate_tables({ORDERS: orders, CUSTOMERS: customers})
     if problems:
         raise SystemExit(f"the benchmark's orders do not validate: {problems[:3]}")
     frame, notes = forecast_fresh(tables, freq="M", horizon=dataset.horizon, n_jobs=n_jobs)
-    expected = pd.date_range(train[S.DS].max(), periods=dataset.horizon + 1, freq="MS")[1:]
-    if frame[S.DS].tolist() != list(expected):
-        raise SystemExit(f"forecast periods {frame[S.DS].min():%Y-%m}.. are not the "
-                         f"{dataset.horizon} months after the last row {train[S.DS].max():%Y-%m}")
+    expected = pd.date_range(train[DS].max(), periods=dataset.horizon + 1, freq="MS")[1:]
+    if frame[DS].tolist() != list(expected):
+        raise SystemExit(f"forecast periods {frame[DS].min():%Y-%m}.. are not the "
+                         f"{dataset.horizon} months after the last row {train[DS].max():%Y-%m}")
     for note in notes:
         print(f"    note: {note}", file=sys.stderr)
-    frame = frame.assign(**{S.LEVEL: train[S.LEVEL].iloc[0], S.KEY: train[S.KEY].iloc[0]})
+    frame = frame.assign(**{LEVEL: train[LEVEL].iloc[0], KEY: train[KEY].iloc[0]})
     return frame.rename(columns={YHAT_P10: LO, YHAT_P90: HI})
 
 
@@ -220,13 +234,13 @@ def _statsforecast(dataset: Dataset, train: pd.DataFrame, n_jobs: int, model: ob
                    name: str) -> pd.DataFrame:
     from statsforecast import StatsForecast
 
-    ids = train[[S.LEVEL, S.KEY]].drop_duplicates().reset_index(drop=True)
+    ids = train[[LEVEL, KEY]].drop_duplicates().reset_index(drop=True)
     uid = pd.Series(ids.index, pd.MultiIndex.from_frame(ids))
     frame = pd.DataFrame(
         {
-            "unique_id": uid.reindex(pd.MultiIndex.from_frame(train[[S.LEVEL, S.KEY]])).to_numpy(),
-            "ds": train[S.DS].to_numpy(),
-            "y": train[S.Y].to_numpy(),
+            "unique_id": uid.reindex(pd.MultiIndex.from_frame(train[[LEVEL, KEY]])).to_numpy(),
+            "ds": train[DS].to_numpy(),
+            "y": train[Y].to_numpy(),
         }
     )
     with warnings.catch_warnings():
@@ -260,20 +274,20 @@ def _prophet_series(ds: np.ndarray, y: np.ndarray, horizon: int, alias: str) -> 
     future = model.make_future_dataframe(periods=horizon, freq=alias, include_history=False)
     out = model.predict(future)
     return pd.DataFrame(
-        {S.DS: out["ds"], YHAT: out["yhat"], LO: out["yhat_lower"], HI: out["yhat_upper"]}
+        {DS: out["ds"], YHAT: out["yhat"], LO: out["yhat_lower"], HI: out["yhat_upper"]}
     )
 
 
 def prophet(dataset: Dataset, train: pd.DataFrame, n_jobs: int) -> pd.DataFrame:
     from joblib import Parallel, delayed
 
-    groups = list(train.groupby([S.LEVEL, S.KEY], sort=False))
-    tasks = (delayed(_prophet_series)(g[S.DS].to_numpy(), g[S.Y].to_numpy(), dataset.horizon,
+    groups = list(train.groupby([LEVEL, KEY], sort=False))
+    tasks = (delayed(_prophet_series)(g[DS].to_numpy(), g[Y].to_numpy(), dataset.horizon,
                                       dataset.alias) for _, g in groups)
     outs = Parallel(n_jobs=n_jobs)(tasks)
     return pd.concat(
         [
-            out.assign(**{S.LEVEL: lv, S.KEY: k})
+            out.assign(**{LEVEL: lv, KEY: k})
             for ((lv, k), _), out in zip(groups, outs, strict=True)
         ],
         ignore_index=True,
@@ -293,7 +307,7 @@ METHODS: dict[str, Forecaster] = {
 
 def origins(dataset: Dataset, n_origins: int) -> list[pd.Timestamp]:
     """Last training period of each origin, spread evenly over the held-out periods."""
-    end = dataset.series[S.DS].max()
+    end = dataset.series[DS].max()
     step = (dataset.holdout - dataset.horizon) // max(n_origins - 1, 1)
     return [end - dataset.offset(dataset.holdout - i * step) for i in range(n_origins)]
 
@@ -301,18 +315,18 @@ def origins(dataset: Dataset, n_origins: int) -> list[pd.Timestamp]:
 def score(train: pd.DataFrame, test: pd.DataFrame, forecast: pd.DataFrame, season: int
           ) -> pd.DataFrame:
     """Per-series rows of one origin: MASE, and the pooled sums WAPE and coverage need."""
-    keys = [S.LEVEL, S.KEY]
-    scales = train.groupby(keys)[S.Y].apply(lambda y: mase_scale(y.to_numpy(), season))
-    joined = test.merge(forecast[[*keys, S.DS, YHAT, LO, HI]], on=[*keys, S.DS], how="left")
+    keys = [LEVEL, KEY]
+    scales = train.groupby(keys)[Y].apply(lambda y: mase_scale(y.to_numpy(), season))
+    joined = test.merge(forecast[[*keys, DS, YHAT, LO, HI]], on=[*keys, DS], how="left")
     rows = []
     for (level, key), g in joined.groupby(keys):
         scale = scales.get((level, key), np.nan)
         rows.append(
             {
-                "mase": mase(g[S.Y], g[YHAT], scale),
-                "abs_error": float(np.abs(g[S.Y] - g[YHAT]).sum()),
-                "abs_y": float(np.abs(g[S.Y]).sum()),
-                "inside": interval_coverage(g[S.Y], g[LO], g[HI]) * len(g),
+                "mase": mase(g[Y], g[YHAT], scale),
+                "abs_error": float(np.abs(g[Y] - g[YHAT]).sum()),
+                "abs_y": float(np.abs(g[Y]).sum()),
+                "inside": interval_coverage(g[Y], g[LO], g[HI]) * len(g),
                 "n": len(g),
                 "missing": int(g[YHAT].isna().sum()),
             }
@@ -337,9 +351,9 @@ def run(
     for name, method in methods.items():
         scored, seconds, cpu = [], 0.0, 0.0
         for origin in origins(dataset, n_origins):
-            train = dataset.series[dataset.series[S.DS] <= origin]
+            train = dataset.series[dataset.series[DS] <= origin]
             end = origin + dataset.offset(dataset.horizon)
-            test = dataset.series[(dataset.series[S.DS] > origin) & (dataset.series[S.DS] <= end)]
+            test = dataset.series[(dataset.series[DS] > origin) & (dataset.series[DS] <= end)]
             print(f"  {dataset.name} {name} origin {origin:%Y-%m}", file=sys.stderr, flush=True)
             start, start_cpu = time.perf_counter(), _cpu_seconds()
             forecast = method(dataset, train, n_jobs)
@@ -351,7 +365,7 @@ def run(
             {
                 "dataset": dataset.name,
                 "method": name,
-                "series": dataset.series[[S.LEVEL, S.KEY]].drop_duplicates().shape[0],
+                "series": dataset.series[[LEVEL, KEY]].drop_duplicates().shape[0],
                 "MASE": table["mase"].mean(),
                 "WAPE": table["abs_error"].sum() / table["abs_y"].sum(),
                 "cov80": table["inside"].sum() / table["n"].sum(),
@@ -365,9 +379,9 @@ def run(
 
 def warm_up(dataset: Dataset, methods: dict[str, Forecaster], n_jobs: int) -> None:
     """Run every method once, untimed, so imports and JIT compilation are not timed."""
-    top = dataset.series[dataset.series[S.LEVEL] == S.LEVEL_COMPANY]
+    top = dataset.series[dataset.series[LEVEL] == LEVEL_COMPANY]
     if top.empty:
-        top = dataset.series[dataset.series[S.KEY] == dataset.series[S.KEY].iloc[0]]
+        top = dataset.series[dataset.series[KEY] == dataset.series[KEY].iloc[0]]
     company = Dataset(dataset.name, top, None, dataset.freq)
     for method in methods.values():
         method(company, company.series, n_jobs)
@@ -375,8 +389,8 @@ def warm_up(dataset: Dataset, methods: dict[str, Forecaster], n_jobs: int) -> No
 
 def _limited(dataset: Dataset, limit: int) -> Dataset:
     """The first ``limit`` series of the dataset's bottom level, plus its other levels."""
-    keep = dataset.series[S.KEY].drop_duplicates().iloc[:limit]
-    mask = dataset.series[S.KEY].isin(keep) | (dataset.series[S.LEVEL] == S.LEVEL_COMPANY)
+    keep = dataset.series[KEY].drop_duplicates().iloc[:limit]
+    mask = dataset.series[KEY].isin(keep) | (dataset.series[LEVEL] == LEVEL_COMPANY)
     return Dataset(dataset.name, dataset.series[mask], dataset.hierarchy, dataset.freq)
 
 

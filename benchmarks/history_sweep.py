@@ -76,10 +76,25 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine import schemas as S  # noqa: E402
 from engine import tracking  # noqa: E402
 from engine.history import cut_history, first_day, tables_before  # noqa: E402
 from engine.io import Tables, load_tables, validate_tables  # noqa: E402
+from engine.schemas import (  # noqa: E402
+    AMOUNT,
+    COMPANY_KEY,
+    CUSTOMER_ID,
+    DS,
+    HIERARCHY_LEVELS,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    ORDER_DATE,
+    ORDER_ID,
+    ORDERS,
+    PERIOD,
+    TARGETS,
+    Y,
+)
 from engine.summary import default_as_of  # noqa: E402
 from features.hierarchy import period_bounds  # noqa: E402
 
@@ -220,10 +235,10 @@ def _valid(frames: dict[str, pd.DataFrame], name: str) -> Tables:
 def crm_with_targets(tables: Tables) -> Tables:
     """crm-sales plus targets: each node's actual revenue of the prior quarter (the replay's)."""
     actual = _bench("feasibility_replay").quarter_actuals(tables)
-    following = {p: str(pd.Period(p, freq="Q") + 1) for p in actual[S.PERIOD].unique()}
-    targets = actual.assign(**{S.PERIOD: actual[S.PERIOD].map(following)})
-    targets = targets[targets[S.AMOUNT] > 0].reset_index(drop=True)
-    return Tables(dict(tables.frames) | {S.TARGETS: targets}, tables.source, tables.derived)
+    following = {p: str(pd.Period(p, freq="Q") + 1) for p in actual[PERIOD].unique()}
+    targets = actual.assign(**{PERIOD: actual[PERIOD].map(following)})
+    targets = targets[targets[AMOUNT] > 0].reset_index(drop=True)
+    return Tables(dict(tables.frames) | {TARGETS: targets}, tables.source, tables.derived)
 
 
 def aus_retail_tables(path: Path, n_series: int = AUS_SERIES) -> Tables:
@@ -235,13 +250,13 @@ def aus_retail_tables(path: Path, n_series: int = AUS_SERIES) -> Tables:
     largest = last_year.groupby("SeriesID")["Turnover"].sum().nlargest(n_series).index
     kept = raw[raw["SeriesID"].isin(largest)].dropna(subset=["Turnover"])
     orders = pd.DataFrame({
-        S.ORDER_ID: kept["SeriesID"] + "-" + kept["Month"].dt.strftime("%Y-%m"),
-        S.CUSTOMER_ID: kept["SeriesID"].astype(str),
-        S.ORDER_DATE: kept["Month"],
-        S.AMOUNT: kept["Turnover"].astype(float) * 1e6,  # AUD millions -> AUD
+        ORDER_ID: kept["SeriesID"] + "-" + kept["Month"].dt.strftime("%Y-%m"),
+        CUSTOMER_ID: kept["SeriesID"].astype(str),
+        ORDER_DATE: kept["Month"],
+        AMOUNT: kept["Turnover"].astype(float) * 1e6,  # AUD millions -> AUD
         "state": kept["State"].astype(str),
     }).reset_index(drop=True)
-    return _valid({S.ORDERS: orders}, "aus-retail")
+    return _valid({ORDERS: orders}, "aus-retail")
 
 
 @dataclass(frozen=True)
@@ -322,7 +337,7 @@ def _churn_horizon(tables: Tables, train: Callable[..., Any]) -> int | None:
     if default is None:
         return None
     last = default_as_of(tables) - _DAY
-    start = pd.Timestamp(tables.orders[S.ORDER_DATE].min()).normalize()
+    start = pd.Timestamp(tables.orders[ORDER_DATE].min()).normalize()
     for horizon in CHURN_HORIZONS:
         try:
             CP.plan_split(start, last, horizon)
@@ -363,7 +378,7 @@ def churn_cell(cell: Cell, tables: Tables) -> Cell:
                      f"pipeline's had {int(n):,}")
     try:
         p_bg = _bench("churn").bgnbd_churn(past.orders, split.holdout, split.horizon_days,
-                                           holdout[S.CUSTOMER_ID])
+                                           holdout[CUSTOMER_ID])
         metrics = classification_metrics(holdout[CHURNED].to_numpy(), p_bg)
         cell.scores["BG/NBD"] = {m: float(metrics[m]) for m in ("roc_auc", "pr_auc")}
     except (RuntimeError, ValueError) as exc:
@@ -417,20 +432,20 @@ def pace_sigmas(events: pd.DataFrame, as_of: pd.Timestamp, fraction: float,
     company). A level with fewer than five finite ratios gets ``default``.
     """
     out: dict[str, float] = {}
-    quarters = sorted(events[S.DS].dt.to_period("Q").astype(str).unique())
-    ratios: dict[str, list[float]] = {level: [] for level in S.HIERARCHY_LEVELS}
-    first = events[S.DS].min()
+    quarters = sorted(events[DS].dt.to_period("Q").astype(str).unique())
+    ratios: dict[str, list[float]] = {level: [] for level in HIERARCHY_LEVELS}
+    first = events[DS].min()
     for quarter in quarters:
         start, end = period_bounds(quarter)
         if end > as_of or start < first:  # not over yet, or the data starts inside it
             continue
         checkpoint = start + pd.Timedelta(days=round((end - start).days * fraction))
-        inside = events[(events[S.DS] >= start) & (events[S.DS] < end)]
-        for level in S.HIERARCHY_LEVELS:
-            keys = (pd.Series(S.COMPANY_KEY, index=inside.index) if level == S.LEVEL_COMPANY
+        inside = events[(events[DS] >= start) & (events[DS] < end)]
+        for level in HIERARCHY_LEVELS:
+            keys = (pd.Series(COMPANY_KEY, index=inside.index) if level == LEVEL_COMPANY
                     else inside[level].astype(object))
-            total = inside[S.AMOUNT].groupby(keys).sum()
-            early = inside[S.AMOUNT].where(inside[S.DS] < checkpoint, 0.0).groupby(keys).sum()
+            total = inside[AMOUNT].groupby(keys).sum()
+            early = inside[AMOUNT].where(inside[DS] < checkpoint, 0.0).groupby(keys).sum()
             pace = np.maximum(early / fraction, 1e-4)
             ratio = np.log(np.maximum(total, 1e-4) / pace)
             ratios[level] += [float(r) for r in ratio if np.isfinite(r)]
@@ -474,8 +489,8 @@ def feasibility_cell(cell: Cell, full: Tables, tables: Tables, state: WinState) 
     cell.answered = True
     start, end = period_bounds(period)
     fraction = max((as_of - start).days, 0) / (end - start).days
-    actual = replay.quarter_actuals(full).set_index([S.PERIOD, S.LEVEL, S.KEY])[S.AMOUNT]
-    index = pd.MultiIndex.from_frame(frame[[S.PERIOD, S.LEVEL, S.KEY]].astype(str))
+    actual = replay.quarter_actuals(full).set_index([PERIOD, LEVEL, KEY])[AMOUNT]
+    index = pd.MultiIndex.from_frame(frame[[PERIOD, LEVEL, KEY]].astype(str))
     y = (actual.reindex(index).fillna(0.0).to_numpy() >= frame["target"].to_numpy()).astype(float)
     p_ours = frame["p_attain"].to_numpy(dtype=float)
     cell.scores[OURS] = {"brier": float(np.mean((p_ours - y) ** 2))}
@@ -485,7 +500,7 @@ def feasibility_cell(cell: Cell, full: Tables, tables: Tables, state: WinState) 
         p_pace = np.array([
             replay.pace_probability(np.array([c]), np.array([t]), fraction,
                                     sigmas.get(str(lv), replay.DEFAULT_PACE_SIGMA))[0]
-            for c, t, lv in zip(frame["closed_to_date"], frame["target"], frame[S.LEVEL],
+            for c, t, lv in zip(frame["closed_to_date"], frame["target"], frame[LEVEL],
                                 strict=True)])
         cell.scores["pace rule"] = {"brier": float(np.mean((p_pace - y) ** 2))}
     used = "our win model" if state.model is not None else "stage-rate fallback"
@@ -518,18 +533,18 @@ def mase_and_coverage(history: pd.DataFrame, forecast: pd.DataFrame, actual: pd.
     seasonal (else lag-1) naive error; an actual with no forecast counts as missed (returned),
     not as an error.
     """
-    keys = [S.LEVEL, S.KEY]
-    scales = history.sort_values(S.DS).groupby(keys)[S.Y].apply(
+    keys = [LEVEL, KEY]
+    scales = history.sort_values(DS).groupby(keys)[Y].apply(
         lambda y: _scale(y.to_numpy(dtype=float)))
-    joined = actual.merge(forecast, on=[*keys, S.DS], how="left")
+    joined = actual.merge(forecast, on=[*keys, DS], how="left")
     missed = int(joined["yhat"].isna().sum())
     joined = joined.dropna(subset=["yhat"])
     if joined.empty:
         return math.nan, math.nan, missed
-    error = (joined[S.Y] - joined["yhat"]).abs()
-    per_series = error.groupby([joined[S.LEVEL], joined[S.KEY]]).mean() / scales.reindex(
-        error.groupby([joined[S.LEVEL], joined[S.KEY]]).mean().index)
-    inside = ((joined[S.Y] >= joined["yhat_p10"]) & (joined[S.Y] <= joined["yhat_p90"]))
+    error = (joined[Y] - joined["yhat"]).abs()
+    per_series = error.groupby([joined[LEVEL], joined[KEY]]).mean() / scales.reindex(
+        error.groupby([joined[LEVEL], joined[KEY]]).mean().index)
+    inside = ((joined[Y] >= joined["yhat_p10"]) & (joined[Y] <= joined["yhat_p90"]))
     has_band = joined[["yhat_p10", "yhat_p90"]].notna().all(axis=1)
     coverage = float(inside[has_band].mean()) if has_band.any() else math.nan
     return float(per_series.dropna().mean()), coverage, missed
@@ -547,8 +562,8 @@ def peer_forecasts(history: pd.DataFrame, horizon: int, origin: pd.Timestamp
 
     dates = pd.date_range(origin, periods=horizon, freq="MS")
     out: dict[str, list[pd.DataFrame]] = {"AutoETS": [], "seasonal naive": []}
-    for (level, key), part in history.sort_values(S.DS).groupby([S.LEVEL, S.KEY]):
-        y = part[S.Y].to_numpy(dtype=float)
+    for (level, key), part in history.sort_values(DS).groupby([LEVEL, KEY]):
+        y = part[Y].to_numpy(dtype=float)
         naive: Any = SeasonalNaive(SEASON) if len(y) >= SEASON else Naive()
         fits: dict[str, dict[str, np.ndarray] | None] = {"seasonal naive": None, "AutoETS": None}
         with _quiet():
@@ -566,7 +581,7 @@ def peer_forecasts(history: pd.DataFrame, horizon: int, origin: pd.Timestamp
             if fit is None:
                 continue
             out[name].append(pd.DataFrame({
-                S.LEVEL: level, S.KEY: key, S.DS: dates,
+                LEVEL: level, KEY: key, DS: dates,
                 "yhat": np.maximum(fit["mean"], 0.0),
                 "yhat_p10": np.maximum(fit["lo-80"], 0.0), "yhat_p90": fit["hi-80"]}))
     return {name: pd.concat(parts, ignore_index=True) for name, parts in out.items() if parts}
@@ -576,14 +591,14 @@ def _history_series(tables: Tables, level: str, origin: pd.Timestamp) -> pd.Data
     """Monthly revenue (company and ``level``) before ``origin``: whole months only."""
     from features.revenue import PARTIAL, revenue_series
 
-    series = revenue_series(tables, "M", levels=[S.LEVEL_COMPANY, level], as_of=origin)
+    series = revenue_series(tables, "M", levels=[LEVEL_COMPANY, level], as_of=origin)
     return series[~series[PARTIAL]].drop(columns=[PARTIAL]).reset_index(drop=True)
 
 
 def _actuals(full: Tables, level: str, origin: pd.Timestamp, horizon: int) -> pd.DataFrame:
     end = origin + pd.DateOffset(months=horizon)
     series = _history_series(full, level, end)
-    return series[series[S.DS] >= origin][[S.LEVEL, S.KEY, S.DS, S.Y]]
+    return series[series[DS] >= origin][[LEVEL, KEY, DS, Y]]
 
 
 def _direct_forecast(history: pd.DataFrame, horizon: int) -> tuple[pd.DataFrame, bool | None]:
@@ -660,7 +675,7 @@ def forecast_cell(cell: Cell, data: ForecastData, months: int) -> Cell:
         scale_history = _history_series(cut_history(
             data.tables, SCALE_MONTHS, start=origin - pd.DateOffset(months=SCALE_MONTHS)),
             data.level, origin)
-        series = history.groupby([S.LEVEL, S.KEY]).ngroups
+        series = history.groupby([LEVEL, KEY]).ngroups
         frame, passed, remark = ours_forecast(tables, history, data.level, origin, horizon)
         gates.append(passed)
         how.add(remark)

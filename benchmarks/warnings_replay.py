@@ -49,16 +49,34 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import schemas as S
 from engine import tracking
 from engine.alerting.engine import EvaluationReport, evaluate
 from engine.alerting.rules import RuleFile, load_rules
 from engine.alerting.store import FIRING, AlertStore
 from engine.io import Tables, load_tables, write_data_dir
+from engine.schemas import (
+    AMOUNT,
+    COMPANY_KEY,
+    CUSTOMER_ID,
+    DS,
+    HIERARCHY_LEVELS,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_TEAM,
+    ORDER_DATE,
+    ORDERS,
+    ORG,
+    PERIOD,
+    REGION,
+    TARGETS,
+    TEAM,
+)
 from engine.summary import data_end
 from features.hierarchy import attribute_revenue, period_bounds
 from features.metrics import ForecastFromAttainment, MetricContext, Providers
-from models import feasibility as FZ
+from models.feasibility import feasibility
 
 REPO = Path(__file__).resolve().parents[1]
 TROUBLE_HORIZON = pd.Timedelta(days=180)
@@ -121,7 +139,7 @@ class ChampionProviders:
         return self.scores[as_of]
 
     def attainment(self, tables: Tables, period: str, as_of: pd.Timestamp) -> pd.DataFrame:
-        return FZ.feasibility(tables, period, as_of, win_model=self.win_model,
+        return feasibility(tables, period, as_of, win_model=self.win_model,
                               churn=self.churn_scores(tables, as_of))
 
     def providers(self) -> Providers:
@@ -214,7 +232,7 @@ def truth_at(truth: pd.DataFrame, customers: pd.Series, when: pd.Series) -> pd.D
     ``churned_before``: it had already left for good (it stopped ordering); ``churns_within``:
     it leaves within :data:`TROUBLE_HORIZON`; ``in_trouble``: any of these.
     """
-    t = truth.set_index(S.CUSTOMER_ID).reindex(customers.to_numpy())
+    t = truth.set_index(CUSTOMER_ID).reindex(customers.to_numpy())
     stamp = pd.to_datetime(when.to_numpy())
     began = t["decline_date"].to_numpy()
     declining = (began <= stamp) & (began > stamp - DECLINE_DAYS)
@@ -230,13 +248,13 @@ def truth_at(truth: pd.DataFrame, customers: pd.Series, when: pd.Series) -> pd.D
 def chance(tables: Tables, truth: pd.DataFrame, dates: list[date]) -> pd.Series:
     """Mean over the dates of each truth rate among active customers (an order in the
     365 days before)."""
-    orders = tables[S.ORDERS]
+    orders = tables[ORDERS]
     rates = []
     for day in dates:
         stamp = pd.Timestamp(day)
-        recent = orders[(orders[S.ORDER_DATE] < stamp)
-                        & (orders[S.ORDER_DATE] >= stamp - pd.Timedelta(days=ACTIVE_DAYS))]
-        active = pd.Series(recent[S.CUSTOMER_ID].unique())
+        recent = orders[(orders[ORDER_DATE] < stamp)
+                        & (orders[ORDER_DATE] >= stamp - pd.Timedelta(days=ACTIVE_DAYS))]
+        active = pd.Series(recent[CUSTOMER_ID].unique())
         rates.append(truth_at(truth, active, pd.Series(stamp, index=active.index)).mean())
     return pd.DataFrame(rates).mean()
 
@@ -261,24 +279,24 @@ def node_outcomes(found: pd.DataFrame, tables: Tables) -> pd.DataFrame:
     """Plan and pipeline alerts at nodes whose quarter is over: did the node miss its target?"""
     plan = found[found["labels"].map(lambda labels: labels.get("concern") in ("plan", "pipeline"))]
     events = attribute_revenue(tables, columns=[])
-    quarter = events[S.DS].dt.to_period("Q").astype(str)
-    targets = tables[S.TARGETS].set_index([S.PERIOD, S.LEVEL, S.KEY])[S.AMOUNT]
+    quarter = events[DS].dt.to_period("Q").astype(str)
+    targets = tables[TARGETS].set_index([PERIOD, LEVEL, KEY])[AMOUNT]
     last = pd.Timestamp(data_end(tables))
     rows = []
     for rule, labels, where, message in zip(plan["rule"], plan["labels"], plan["node"],
                                             plan["told_message"], strict=True):
         found_period = _PERIOD.search(str(message))
         scope = str(labels.get("scope", ""))
-        if found_period is None or scope not in S.HIERARCHY_LEVELS:
+        if found_period is None or scope not in HIERARCHY_LEVELS:
             continue
         period = found_period.group(1)
         if period_bounds(period)[1] > last:
             continue  # not over yet
-        key = S.COMPANY_KEY if scope == S.LEVEL_COMPANY else str(labels[scope])
+        key = COMPANY_KEY if scope == LEVEL_COMPANY else str(labels[scope])
         mine = quarter == period
-        if scope != S.LEVEL_COMPANY:
+        if scope != LEVEL_COMPANY:
             mine &= events[scope].astype(object) == key
-        actual = float(events.loc[mine, S.AMOUNT].sum())
+        actual = float(events.loc[mine, AMOUNT].sum())
         target = float(targets.get((period, scope, key), float("nan")))
         rows.append({"rule": rule, "node": where, "period": period, "target": target,
                      "actual": actual, "missed": actual < target})
@@ -296,24 +314,24 @@ def node_recall(found: pd.DataFrame, tables: Tables, dates: list[date],
                                      strict=True):
         match = _PERIOD.search(str(message))
         scope = str(labels.get("scope", ""))
-        if match is not None and scope in S.HIERARCHY_LEVELS:
-            key = S.COMPANY_KEY if scope == S.LEVEL_COMPANY else str(labels[scope])
+        if match is not None and scope in HIERARCHY_LEVELS:
+            key = COMPANY_KEY if scope == LEVEL_COMPANY else str(labels[scope])
             seen.add((match.group(1), scope, key, bool(told)))
     events = attribute_revenue(tables, columns=[])
-    quarter = events[S.DS].dt.to_period("Q").astype(str)
+    quarter = events[DS].dt.to_period("Q").astype(str)
     last = pd.Timestamp(data_end(tables))
     periods = sorted({f"{d.year}Q{(d.month - 1) // 3 + 1}" for d in dates})
-    targets = tables[S.TARGETS]
+    targets = tables[TARGETS]
     rows = []
     for period in periods:
         if period_bounds(period)[1] > last:
             continue
         mine = events[quarter == period]
-        for scope in (S.LEVEL_COMPANY, S.LEVEL_REGION, S.LEVEL_TEAM):
-            goals = targets[(targets[S.PERIOD].astype(str) == period)
-                            & (targets[S.LEVEL] == scope)].set_index(S.KEY)[S.AMOUNT]
-            actual = (pd.Series({S.COMPANY_KEY: mine[S.AMOUNT].sum()}) if scope ==
-                      S.LEVEL_COMPANY else mine.groupby(mine[scope].astype(object))[S.AMOUNT]
+        for scope in (LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM):
+            goals = targets[(targets[PERIOD].astype(str) == period)
+                            & (targets[LEVEL] == scope)].set_index(KEY)[AMOUNT]
+            actual = (pd.Series({COMPANY_KEY: mine[AMOUNT].sum()}) if scope ==
+                      LEVEL_COMPANY else mine.groupby(mine[scope].astype(object))[AMOUNT]
                       .sum())
             for node_key, target in goals.items():
                 done = float(actual.get(node_key, 0.0))
@@ -329,14 +347,14 @@ def node_recall(found: pd.DataFrame, tables: Tables, dates: list[date],
 def _with_ancestors(frame: pd.DataFrame, seen: set[tuple[str, str, str, bool]],
                     tables: Tables) -> pd.DataFrame:
     """Mark nodes whose region or the company had a told alert about the same quarter."""
-    org = tables[S.ORG].drop_duplicates(S.TEAM).set_index(S.TEAM)[S.REGION]
+    org = tables[ORG].drop_duplicates(TEAM).set_index(TEAM)[REGION]
     covered = []
     for period, where, alerted in zip(frame["period"], frame["node"], frame["alerted"],
                                       strict=True):
         scope, _, key = where.partition(" ")
-        above = [(S.LEVEL_COMPANY, S.COMPANY_KEY)] if scope != S.LEVEL_COMPANY else []
-        if scope == S.LEVEL_TEAM and key in org.index:
-            above.append((S.LEVEL_REGION, str(org[key])))
+        above = [(LEVEL_COMPANY, COMPANY_KEY)] if scope != LEVEL_COMPANY else []
+        if scope == LEVEL_TEAM and key in org.index:
+            above.append((LEVEL_REGION, str(org[key])))
         covered.append(alerted or any((period, s, k, True) in seen for s, k in above))
     return frame.assign(covered=covered)
 

@@ -10,48 +10,67 @@ from __future__ import annotations
 
 import pandas as pd
 
-from engine import schemas as S
 from engine.io import Tables
+from engine.schemas import (
+    AMOUNT,
+    CLOSE_DATE,
+    CREATED_AT,
+    ENTERED_AT,
+    INTERACTIONS,
+    ISSUED_AT,
+    LIST_PRICE,
+    OCCURRED_AT,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    ORDER_DATE,
+    ORDERS,
+    PAID_AT,
+    RECEIVABLES,
+    STAGE,
+    STAGE_HISTORY,
+    STATUS,
+    STATUS_OPEN,
+)
 
 __all__ = ["cut_history", "export_at", "first_day", "tables_before"]
 
-_DATED = {S.ORDERS: S.ORDER_DATE, S.INTERACTIONS: S.OCCURRED_AT, S.RECEIVABLES: S.ISSUED_AT,
-          S.OPPORTUNITIES: S.CREATED_AT, S.STAGE_HISTORY: S.ENTERED_AT}
+_DATED = {ORDERS: ORDER_DATE, INTERACTIONS: OCCURRED_AT, RECEIVABLES: ISSUED_AT,
+          OPPORTUNITIES: CREATED_AT, STAGE_HISTORY: ENTERED_AT}
 
 
 def first_day(tables: Tables) -> pd.Timestamp:
     """The first day with an order or a created deal."""
-    starts = [tables.orders[S.ORDER_DATE].min()]
-    opps = tables.get(S.OPPORTUNITIES)
+    starts = [tables.orders[ORDER_DATE].min()]
+    opps = tables.get(OPPORTUNITIES)
     if opps is not None and not opps.empty:
-        starts.append(opps[S.CREATED_AT].min())
+        starts.append(opps[CREATED_AT].min())
     return pd.Timestamp(min(s for s in starts if pd.notna(s))).normalize()
 
 
 def _reopened(opps: pd.DataFrame, history: pd.DataFrame | None,
               cutoff: pd.Timestamp) -> pd.DataFrame:
     """Deals closed on or after ``cutoff`` are open again, at the stage they had reached."""
-    later = (opps[S.STATUS] != S.STATUS_OPEN) & (opps[S.CLOSE_DATE] >= cutoff)
+    later = (opps[STATUS] != STATUS_OPEN) & (opps[CLOSE_DATE] >= cutoff)
     if not later.any():
         return opps
     opps = opps.copy()
     reached = pd.Series(dtype=object)
     if history is not None and not history.empty:
-        reached = (history.sort_values(S.ENTERED_AT)
-                   .drop_duplicates(S.OPPORTUNITY_ID, keep="last")
-                   .set_index(S.OPPORTUNITY_ID)[S.STAGE])
-    open_stages = opps.loc[opps[S.STATUS] == S.STATUS_OPEN, S.STAGE]
-    usual = open_stages.mode().iloc[0] if not open_stages.empty else S.STATUS_OPEN
-    stage = opps.loc[later, S.OPPORTUNITY_ID].map(reached).fillna(usual)
-    opps[S.STAGE] = opps[S.STAGE].astype(object)
-    opps.loc[later, S.STAGE] = stage.to_numpy()
-    opps.loc[later, S.STATUS] = S.STATUS_OPEN
-    if S.LIST_PRICE in opps.columns:
+        reached = (history.sort_values(ENTERED_AT)
+                   .drop_duplicates(OPPORTUNITY_ID, keep="last")
+                   .set_index(OPPORTUNITY_ID)[STAGE])
+    open_stages = opps.loc[opps[STATUS] == STATUS_OPEN, STAGE]
+    usual = open_stages.mode().iloc[0] if not open_stages.empty else STATUS_OPEN
+    stage = opps.loc[later, OPPORTUNITY_ID].map(reached).fillna(usual)
+    opps[STAGE] = opps[STAGE].astype(object)
+    opps.loc[later, STAGE] = stage.to_numpy()
+    opps.loc[later, STATUS] = STATUS_OPEN
+    if LIST_PRICE in opps.columns:
         # The amount at the close (e.g. crm-sales' close value) was not known while the deal
         # was open: an open deal is valued at its quoted price, as the importer values the
         # deals still open in the source.
-        quoted = pd.to_numeric(opps.loc[later, S.LIST_PRICE], errors="coerce")
-        opps.loc[later, S.AMOUNT] = quoted.fillna(opps.loc[later, S.AMOUNT]).to_numpy()
+        quoted = pd.to_numeric(opps.loc[later, LIST_PRICE], errors="coerce")
+        opps.loc[later, AMOUNT] = quoted.fillna(opps.loc[later, AMOUNT]).to_numpy()
     return opps
 
 
@@ -68,13 +87,13 @@ def tables_before(tables: Tables, cutoff: pd.Timestamp | str) -> Tables:
         frame = frames.get(name)
         if frame is not None and column in frame.columns:
             frames[name] = frame.loc[frame[column] < cutoff]
-    receivables = frames.get(S.RECEIVABLES)
-    if receivables is not None and S.PAID_AT in receivables.columns:
-        late = receivables[S.PAID_AT] >= cutoff
+    receivables = frames.get(RECEIVABLES)
+    if receivables is not None and PAID_AT in receivables.columns:
+        late = receivables[PAID_AT] >= cutoff
         if late.any():
             receivables = receivables.copy()
-            receivables.loc[late, S.PAID_AT] = pd.NaT
-            frames[S.RECEIVABLES] = receivables
+            receivables.loc[late, PAID_AT] = pd.NaT
+            frames[RECEIVABLES] = receivables
     return Tables(frames, tables.source, tables.derived)
 
 
@@ -83,9 +102,9 @@ def export_at(tables: Tables, cutoff: pd.Timestamp | str) -> Tables:
     deals that closed on or after it open again at the stage they had reached."""
     past = tables_before(tables, cutoff)
     frames = dict(past.frames)
-    opps = frames.get(S.OPPORTUNITIES)
+    opps = frames.get(OPPORTUNITIES)
     if opps is not None and not opps.empty:
-        frames[S.OPPORTUNITIES] = _reopened(opps, frames.get(S.STAGE_HISTORY),
+        frames[OPPORTUNITIES] = _reopened(opps, frames.get(STAGE_HISTORY),
                                             pd.Timestamp(cutoff))
     return Tables(frames, past.source, past.derived)
 

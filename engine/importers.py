@@ -26,7 +26,29 @@ from typing import ClassVar
 
 import pandas as pd
 
-from engine import schemas as S
+from engine import schemas
+from engine.schemas import (
+    ACCOUNT_MANAGER,
+    AMOUNT,
+    CHANNEL,
+    CLOSE_DATE,
+    CREATED_AT,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    LIST_PRICE,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    ORDER_DATE,
+    ORDER_ID,
+    ORDERS,
+    ORG,
+    OWNER,
+    REP,
+    STATUS_LOST,
+    STATUS_OPEN,
+    STATUS_WON,
+    TEAM,
+)
 
 __all__ = ["KINDS", "ImportResult", "import_dataset"]
 
@@ -242,7 +264,7 @@ def online_retail_tables(raw: pd.DataFrame, file_name: str = "online_retail.csv.
     customers = retail_customers(kept)
     notes += drop_notes + retail_vanished_notes(lines, kept)
     notes += retail_order_notes(kept, orders) + retail_customer_notes(kept)
-    return ImportResult({S.ORDERS: orders, S.CUSTOMERS: customers}, notes)
+    return ImportResult({ORDERS: orders, CUSTOMERS: customers}, notes)
 
 
 def retail_lines(raw: pd.DataFrame, file_name: str) -> pd.DataFrame:
@@ -280,26 +302,27 @@ def retail_orders(lines: pd.DataFrame) -> pd.DataFrame:
     grouped = lines.assign(_value=value).groupby(_Retail.INVOICE, sort=True)
     orders = grouped.agg(
         **{
-            S.CUSTOMER_ID: (_Retail.CUSTOMER, "first"),
+            CUSTOMER_ID: (_Retail.CUSTOMER, "first"),
             # A few invoices have lines stamped a minute apart: the invoice is when it started.
-            S.ORDER_DATE: (_Retail.DATE, "min"),
-            S.AMOUNT: ("_value", "sum"),
+            ORDER_DATE: (_Retail.DATE, "min"),
+            AMOUNT: ("_value", "sum"),
             QUANTITY: (_Retail.QUANTITY, "sum"),
             N_LINES: (_Retail.QUANTITY, "size"),
         }
-    ).reset_index(names=S.ORDER_ID)
+    ).reset_index(names=ORDER_ID)
     # Dates only: the times are UK local time without a zone, and daily is the finest grain
     # quotacast forecasts at.
-    orders[S.ORDER_DATE] = orders[S.ORDER_DATE].dt.normalize()
-    orders[S.AMOUNT] = orders[S.AMOUNT].round(_DECIMALS)
-    return orders[[S.ORDER_ID, S.CUSTOMER_ID, S.ORDER_DATE, S.AMOUNT, QUANTITY, N_LINES]]
+    orders[ORDER_DATE] = orders[ORDER_DATE].dt.normalize()
+    orders[AMOUNT] = orders[AMOUNT].round(_DECIMALS)
+    return orders[[ORDER_ID, CUSTOMER_ID, ORDER_DATE, AMOUNT, QUANTITY, N_LINES]]
 
 
 def retail_customers(lines: pd.DataFrame) -> pd.DataFrame:
     """One row per CustomerID; region is the country of most of the customer's invoices."""
     invoices = lines.drop_duplicates([_Retail.CUSTOMER, _Retail.INVOICE, _Retail.COUNTRY])
     region = _dominant(invoices, _Retail.CUSTOMER, _Retail.COUNTRY)
-    return pd.DataFrame({S.CUSTOMER_ID: region.index.astype(object), S.REGION: region.to_numpy()})
+    return pd.DataFrame({CUSTOMER_ID: region.index.astype(object),
+                         schemas.REGION: region.to_numpy()})
 
 
 def retail_vanished_notes(lines: pd.DataFrame, kept: pd.DataFrame) -> list[str]:
@@ -315,13 +338,13 @@ def retail_vanished_notes(lines: pd.DataFrame, kept: pd.DataFrame) -> list[str]:
 
 def retail_order_notes(lines: pd.DataFrame, orders: pd.DataFrame) -> list[str]:
     """What the user should know about how invoices became orders."""
-    cancelled = orders[S.ORDER_ID].str.startswith(_Retail.CANCELLATION)
+    cancelled = orders[ORDER_ID].str.startswith(_Retail.CANCELLATION)
     stamps = _several(lines, _Retail.INVOICE, _Retail.DATE)
     return [
         f"orders: {len(orders):,} invoices from {len(lines):,} lines; amount = sum of "
         "Quantity x UnitPrice; order_date = the invoice's day (time of day dropped)",
         f"{int(cancelled.sum()):,} cancellation invoices (InvoiceNo starting with 'C') kept as "
-        f"orders with negative amounts (total {orders.loc[cancelled, S.AMOUNT].sum():,.2f})",
+        f"orders with negative amounts (total {orders.loc[cancelled, AMOUNT].sum():,.2f})",
         f"{stamps:,} invoices have lines stamped at different minutes; the earliest is used",
         "non-product lines (postage POST/DOT/C2, manual M, discount D, bank charges, ...) are "
         "kept as part of their invoice's amount",
@@ -372,8 +395,8 @@ class _Crm:
     PRICE = "sales_price"
     DATE_FORMAT = "%Y-%m-%d"
     STATUS: ClassVar[dict[str, str]] = {
-        "Won": S.STATUS_WON, "Lost": S.STATUS_LOST,
-        "Engaging": S.STATUS_OPEN, "Prospecting": S.STATUS_OPEN,
+        "Won": STATUS_WON, "Lost": STATUS_LOST,
+        "Engaging": STATUS_OPEN, "Prospecting": STATUS_OPEN,
     }
     # Misspellings in accounts.csv, corrected so that segments and regions read right.
     TYPOS: ClassVar[dict[str, str]] = {"technolgy": "technology", "Philipines": "Philippines"}
@@ -418,8 +441,8 @@ def crm_tables(pipeline: pd.DataFrame, accounts: pd.DataFrame, teams: pd.DataFra
     notes += product_notes + crm_opportunity_notes(deals, opportunities)
     notes += crm_order_notes(opportunities, orders) + crm_customer_notes(accounts, customers)
     notes += crm_org_notes(org, opportunities)
-    return ImportResult({S.CUSTOMERS: customers, S.ORDERS: orders,
-                         S.OPPORTUNITIES: opportunities, S.ORG: org}, notes)
+    return ImportResult({CUSTOMERS: customers, ORDERS: orders,
+                         OPPORTUNITIES: opportunities, ORG: org}, notes)
 
 
 def crm_deals(pipeline: pd.DataFrame) -> pd.DataFrame:
@@ -473,7 +496,7 @@ def snapshot_date(deals: pd.DataFrame) -> pd.Timestamp:
 
 def median_won_cycle(deals: pd.DataFrame) -> pd.Timedelta:
     """Median time from engage_date to close_date of won deals (whole days)."""
-    won = deals[deals[_Crm.STAGE].map(_Crm.STATUS) == S.STATUS_WON]
+    won = deals[deals[_Crm.STAGE].map(_Crm.STATUS) == STATUS_WON]
     days = (won[_Crm.CLOSE] - won[_Crm.ENGAGE]).dt.days.median()
     return pd.Timedelta(days=round(float(days)))
 
@@ -497,18 +520,18 @@ def crm_opportunities(deals: pd.DataFrame, list_prices: pd.Series) -> pd.DataFra
     if unknown.any():
         raise ValueError(f"{_Crm.PIPELINE}: product(s) not in {_Crm.PRODUCTS}: "
                          f"{_examples(deals.loc[unknown, _Crm.PRODUCT])}")
-    won = status == S.STATUS_WON
+    won = status == STATUS_WON
     return pd.DataFrame({
-        S.OPPORTUNITY_ID: deals[_Crm.OPPORTUNITY],
-        S.OWNER: deals[_Crm.AGENT].str.strip(),
-        S.CREATED_AT: created,
-        S.CLOSE_DATE: deals[_Crm.CLOSE].where(status != S.STATUS_OPEN, expected_close),
-        S.STAGE: deals[_Crm.STAGE],
-        S.STATUS: status,
-        S.AMOUNT: deals[_Crm.CLOSE_VALUE].where(won, list_price).astype("float64"),
-        S.CUSTOMER_ID: deals[_Crm.ACCOUNT],
-        S.PRODUCT: deals[_Crm.PRODUCT],
-        S.LIST_PRICE: list_price.astype("float64"),
+        OPPORTUNITY_ID: deals[_Crm.OPPORTUNITY],
+        OWNER: deals[_Crm.AGENT].str.strip(),
+        CREATED_AT: created,
+        CLOSE_DATE: deals[_Crm.CLOSE].where(status != STATUS_OPEN, expected_close),
+        schemas.STAGE: deals[_Crm.STAGE],
+        schemas.STATUS: status,
+        AMOUNT: deals[_Crm.CLOSE_VALUE].where(won, list_price).astype("float64"),
+        CUSTOMER_ID: deals[_Crm.ACCOUNT],
+        schemas.PRODUCT: deals[_Crm.PRODUCT],
+        LIST_PRICE: list_price.astype("float64"),
     }).reset_index(drop=True)
 
 
@@ -518,15 +541,15 @@ def crm_orders(opportunities: pd.DataFrame) -> pd.DataFrame:
     A won deal without an account cannot be an order (orders need a customer_id); it stays a
     won opportunity, which the contract counts as revenue on its close_date.
     """
-    won = opportunities[(opportunities[S.STATUS] == S.STATUS_WON)
-                        & opportunities[S.CUSTOMER_ID].notna()]
+    won = opportunities[(opportunities[schemas.STATUS] == STATUS_WON)
+                        & opportunities[CUSTOMER_ID].notna()]
     return pd.DataFrame({
-        S.ORDER_ID: won[S.OPPORTUNITY_ID],
-        S.CUSTOMER_ID: won[S.CUSTOMER_ID],
-        S.ORDER_DATE: won[S.CLOSE_DATE],
-        S.AMOUNT: won[S.AMOUNT],
-        S.PRODUCT: won[S.PRODUCT],
-        S.OPPORTUNITY_ID: won[S.OPPORTUNITY_ID],
+        ORDER_ID: won[OPPORTUNITY_ID],
+        CUSTOMER_ID: won[CUSTOMER_ID],
+        ORDER_DATE: won[CLOSE_DATE],
+        AMOUNT: won[AMOUNT],
+        schemas.PRODUCT: won[schemas.PRODUCT],
+        OPPORTUNITY_ID: won[OPPORTUNITY_ID],
     }).reset_index(drop=True)
 
 
@@ -546,10 +569,10 @@ def crm_customers(accounts: pd.DataFrame, deals: pd.DataFrame) -> pd.DataFrame:
         return _as_id(accounts[column])
 
     return pd.DataFrame({
-        S.CUSTOMER_ID: account,
-        S.ACCOUNT_MANAGER: account.map(manager),
-        S.REGION: _as_id(accounts[_Crm.LOCATION]).replace(_Crm.TYPOS),
-        S.SEGMENT: _as_id(accounts[_Crm.SECTOR]).replace(_Crm.TYPOS),
+        CUSTOMER_ID: account,
+        ACCOUNT_MANAGER: account.map(manager),
+        schemas.REGION: _as_id(accounts[_Crm.LOCATION]).replace(_Crm.TYPOS),
+        schemas.SEGMENT: _as_id(accounts[_Crm.SECTOR]).replace(_Crm.TYPOS),
         YEAR_ESTABLISHED: optional_number(_Crm.YEAR),
         # Renamed from `revenue`: it is the account's own annual revenue (USD millions), not
         # revenue that quotacast measures.
@@ -563,24 +586,24 @@ def crm_org(teams: pd.DataFrame) -> pd.DataFrame:
     """Agents -> teams (named after their manager) -> regional offices."""
     manager = teams[_Crm.MANAGER].str.strip()
     return pd.DataFrame({
-        S.REP: teams[_Crm.AGENT].str.strip(),
-        S.TEAM: manager,
-        S.REGION: teams[_Crm.OFFICE].str.strip(),
-        S.MANAGER: manager,
+        REP: teams[_Crm.AGENT].str.strip(),
+        TEAM: manager,
+        schemas.REGION: teams[_Crm.OFFICE].str.strip(),
+        schemas.MANAGER: manager,
     }).reset_index(drop=True)
 
 
 def crm_opportunity_notes(deals: pd.DataFrame, opportunities: pd.DataFrame) -> list[str]:
     """What the user should know about how pipeline rows became opportunities."""
-    status = opportunities[S.STATUS]
-    is_open = status == S.STATUS_OPEN
+    status = opportunities[schemas.STATUS]
+    is_open = status == STATUS_OPEN
     snapshot = snapshot_date(deals)
-    overdue = is_open & (opportunities[S.CLOSE_DATE] < snapshot)
-    no_account = opportunities[S.CUSTOMER_ID].isna()
+    overdue = is_open & (opportunities[CLOSE_DATE] < snapshot)
+    no_account = opportunities[CUSTOMER_ID].isna()
     counts = status.value_counts()
     return [
-        f"opportunities: {len(opportunities):,} ({counts.get(S.STATUS_WON, 0):,} won, "
-        f"{counts.get(S.STATUS_LOST, 0):,} lost, {int(is_open.sum()):,} open); "
+        f"opportunities: {len(opportunities):,} ({counts.get(STATUS_WON, 0):,} won, "
+        f"{counts.get(STATUS_LOST, 0):,} lost, {int(is_open.sum()):,} open); "
         "stage = deal_stage; Won -> won, Lost -> lost, Engaging/Prospecting -> open",
         f"{int(deals[_Crm.ENGAGE].isna().sum()):,} deals have no engage_date (Prospecting): "
         f"created_at set to {snapshot:%Y-%m-%d}, the last date in the data, the one day they "
@@ -598,8 +621,8 @@ def crm_opportunity_notes(deals: pd.DataFrame, opportunities: pd.DataFrame) -> l
 
 def crm_order_notes(opportunities: pd.DataFrame, orders: pd.DataFrame) -> list[str]:
     """What the user should know about the orders made from won deals."""
-    won = opportunities[S.STATUS] == S.STATUS_WON
-    orphans = int((won & opportunities[S.CUSTOMER_ID].isna()).sum())
+    won = opportunities[schemas.STATUS] == STATUS_WON
+    orphans = int((won & opportunities[CUSTOMER_ID].isna()).sum())
     return [
         f"orders: {len(orders):,}, one per won deal with an account (order_id = opportunity_id, "
         "order_date = close_date, amount = close_value)",
@@ -615,7 +638,7 @@ def crm_customer_notes(accounts: pd.DataFrame, customers: pd.DataFrame) -> list[
         for wrong, right in _Crm.TYPOS.items()
         if (n := int(accounts[[_Crm.SECTOR, _Crm.LOCATION]].isin([wrong]).any(axis=1).sum()))
     ]
-    without = _count(int(customers[S.ACCOUNT_MANAGER].isna().sum()), "account")
+    without = _count(int(customers[ACCOUNT_MANAGER].isna().sum()), "account")
     return [
         f"customers: {len(customers):,} accounts; segment = sector, region = office_location; "
         "year_established, annual_revenue (USD millions, was `revenue`), employees and "
@@ -628,11 +651,12 @@ def crm_customer_notes(accounts: pd.DataFrame, customers: pd.DataFrame) -> list[
 
 def crm_org_notes(org: pd.DataFrame, opportunities: pd.DataFrame) -> list[str]:
     """What the user should know about the org table."""
-    idle = int((~org[S.REP].isin(opportunities[S.OWNER])).sum())
-    unknown = opportunities.loc[~opportunities[S.OWNER].isin(org[S.REP]), S.OWNER].nunique()
+    idle = int((~org[REP].isin(opportunities[OWNER])).sum())
+    unknown = opportunities.loc[~opportunities[OWNER].isin(org[REP]), OWNER].nunique()
     notes = [
-        f"org: {len(org):,} agents in {org[S.TEAM].nunique():,} teams (named after their "
-        f"manager) and {org[S.REGION].nunique():,} regions (regional_office); {idle:,} agents "
+        f"org: {len(org):,} agents in {org[TEAM].nunique():,} teams (named after their "
+        f"manager) and {org[schemas.REGION].nunique():,} regions (regional_office); "
+        f"{idle:,} agents "
         "have no deals and are kept",
     ]
     if unknown:
@@ -686,7 +710,7 @@ def superstore_tables(raw: pd.DataFrame, file_name: str = "Sample - Superstore.c
     customers = superstore_customers(lines)
     notes = [f"read {len(lines):,} order lines from {file_name} (amounts in USD)"]
     notes += superstore_notes(lines, orders, customers)
-    return ImportResult({S.ORDERS: orders, S.CUSTOMERS: customers}, notes)
+    return ImportResult({ORDERS: orders, CUSTOMERS: customers}, notes)
 
 
 def superstore_lines(raw: pd.DataFrame, file_name: str) -> pd.DataFrame:
@@ -716,22 +740,22 @@ def superstore_orders(lines: pd.DataFrame) -> pd.DataFrame:
     grouped = lines.groupby(_Store.ORDER, sort=True)
     orders = grouped.agg(
         **{
-            S.CUSTOMER_ID: (_Store.CUSTOMER, "first"),
-            S.ORDER_DATE: (_Store.DATE, "first"),
-            S.AMOUNT: (_Store.SALES, "sum"),
-            S.CHANNEL: (_Store.SHIP_MODE, "first"),
+            CUSTOMER_ID: (_Store.CUSTOMER, "first"),
+            ORDER_DATE: (_Store.DATE, "first"),
+            AMOUNT: (_Store.SALES, "sum"),
+            CHANNEL: (_Store.SHIP_MODE, "first"),
             SHIP_REGION: (_Store.REGION, "first"),
             QUANTITY: (_Store.QUANTITY, "sum"),
             PROFIT: (_Store.PROFIT, "sum"),
             N_LINES: (_Store.SALES, "size"),
         }
     )
-    orders[S.AMOUNT] = orders[S.AMOUNT].round(_DECIMALS)
+    orders[AMOUNT] = orders[AMOUNT].round(_DECIMALS)
     orders[PROFIT] = orders[PROFIT].round(_DECIMALS)
-    orders[S.PRODUCT] = _dominant(lines, _Store.ORDER, _Store.CATEGORY, _Store.SALES)
+    orders[schemas.PRODUCT] = _dominant(lines, _Store.ORDER, _Store.CATEGORY, _Store.SALES)
     orders[SUB_CATEGORY] = _dominant(lines, _Store.ORDER, _Store.SUB_CATEGORY, _Store.SALES)
-    orders = orders.reset_index(names=S.ORDER_ID)
-    return orders[[S.ORDER_ID, S.CUSTOMER_ID, S.ORDER_DATE, S.AMOUNT, S.PRODUCT, S.CHANNEL,
+    orders = orders.reset_index(names=ORDER_ID)
+    return orders[[ORDER_ID, CUSTOMER_ID, ORDER_DATE, AMOUNT, schemas.PRODUCT, CHANNEL,
                    SUB_CATEGORY, SHIP_REGION, QUANTITY, PROFIT, N_LINES]]
 
 
@@ -741,9 +765,9 @@ def superstore_customers(lines: pd.DataFrame) -> pd.DataFrame:
     segment = _dominant(orders, _Store.CUSTOMER, _Store.SEGMENT)
     region = _dominant(orders, _Store.CUSTOMER, _Store.REGION)
     return pd.DataFrame({
-        S.CUSTOMER_ID: segment.index.astype(object),
-        S.SEGMENT: segment.to_numpy(),
-        S.REGION: region.reindex(segment.index).to_numpy(),
+        CUSTOMER_ID: segment.index.astype(object),
+        schemas.SEGMENT: segment.to_numpy(),
+        schemas.REGION: region.reindex(segment.index).to_numpy(),
     })
 
 

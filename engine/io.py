@@ -27,7 +27,38 @@ import numpy as np
 import pandas as pd
 import pandera.errors as pa_errors
 
-from engine import schemas as S
+from engine.schemas import (
+    ACCOUNT_MANAGER,
+    AMOUNT,
+    COMPANY_KEY,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    DTYPES,
+    HIERARCHY_LEVELS,
+    INTERACTIONS,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_REP,
+    LEVEL_TEAM,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    ORDER_DATE,
+    ORDER_ID,
+    ORDERS,
+    ORG,
+    OWNER,
+    RECEIVABLES,
+    REP,
+    SEVERITY,
+    SEVERITY_WORDS,
+    STAGE_HISTORY,
+    TABLES,
+    TARGETS,
+    TableSpec,
+    pandera_schema,
+)
 
 __all__ = [
     "BadInput",
@@ -77,7 +108,7 @@ class BadInput(Exception):
 
 
 def _problem_order(p: Problem) -> tuple[int, str, int, str, str]:
-    table_rank = list(S.TABLES).index(p.table) if p.table in S.TABLES else len(S.TABLES)
+    table_rank = list(TABLES).index(p.table) if p.table in TABLES else len(TABLES)
     return (table_rank, p.table, p.line, p.column, p.check)
 
 
@@ -108,15 +139,15 @@ class Tables:
     @property
     def orders(self) -> pd.DataFrame:
         """The orders; without rows (but with typed columns) when only deals were given."""
-        frame = self.frames.get(S.ORDERS)
-        return frame if frame is not None else empty_table(S.ORDERS)
+        frame = self.frames.get(ORDERS)
+        return frame if frame is not None else empty_table(ORDERS)
 
     @property
     def customers(self) -> pd.DataFrame:
-        return self.frames[S.CUSTOMERS]
+        return self.frames[CUSTOMERS]
 
 
-_EMPTY_COLUMNS = {S.ORDERS: (S.ORDER_ID, S.CUSTOMER_ID, S.ORDER_DATE, S.AMOUNT, S.OPPORTUNITY_ID)}
+_EMPTY_COLUMNS = {ORDERS: (ORDER_ID, CUSTOMER_ID, ORDER_DATE, AMOUNT, OPPORTUNITY_ID)}
 
 
 def empty_table(name: str) -> pd.DataFrame:
@@ -125,10 +156,10 @@ def empty_table(name: str) -> pd.DataFrame:
     ``orders`` also gets ``order_id`` and ``opportunity_id``, so that code joining orders to
     deals needs no special case.
     """
-    spec = S.TABLES[name]
+    spec = TABLES[name]
     columns = _EMPTY_COLUMNS.get(name, tuple(spec.required_columns))
     return pd.DataFrame(
-        {c: pd.Series(dtype=S.DTYPES[spec.columns[c].kind]) for c in columns}
+        {c: pd.Series(dtype=DTYPES[spec.columns[c].kind]) for c in columns}
     )
 
 
@@ -155,7 +186,7 @@ def find_table_files(directory: Path) -> tuple[dict[str, Path], list[Problem]]:
     problems: list[Problem] = []
     for path in sorted(p for p in directory.iterdir() if p.is_file()):
         table, suffix = _split_name(path)
-        if table not in S.TABLES:
+        if table not in TABLES:
             continue
         if suffix not in SUFFIXES:
             problems.append(
@@ -246,7 +277,7 @@ def _read_sql(
         return {}, [Problem("-", 0, "-", "cannot open the SQL database", str(exc).splitlines()[0])]
     raw: dict[str, pd.DataFrame] = {}
     try:
-        for table in S.TABLES:
+        for table in TABLES:
             if table in names:
                 if on_table:
                     on_table(table)
@@ -359,7 +390,7 @@ def _bad_cells(values: pd.Series, parsed: pd.Series) -> pd.Series:
 
 
 def parse_table(
-    spec: S.TableSpec, raw: pd.DataFrame, may_be_empty: bool = False
+    spec: TableSpec, raw: pd.DataFrame, may_be_empty: bool = False
 ) -> tuple[pd.DataFrame, list[Problem]]:
     """Parse the contract's columns of one raw table; report missing columns and bad cells.
 
@@ -381,7 +412,7 @@ def parse_table(
             parsed = _parse_dates(values)
             check = "unparseable date, expected ISO 8601 like 2017-08-31"
         elif col.kind == "number":
-            parsed = _parse_numbers(values, S.SEVERITY_WORDS if name == S.SEVERITY else None)
+            parsed = _parse_numbers(values, SEVERITY_WORDS if name == SEVERITY else None)
             check = "not a number"
         else:
             frame[name] = _as_text(values)
@@ -410,14 +441,14 @@ def _line(index_value: object) -> int:
 
 
 def check_table(
-    spec: S.TableSpec, frame: pd.DataFrame, skip_cells: set[tuple[int, str]]
+    spec: TableSpec, frame: pd.DataFrame, skip_cells: set[tuple[int, str]]
 ) -> list[Problem]:
     """Run the table's pandera schema lazily and turn its failure cases into problems.
 
     ``skip_cells`` are (line, column) cells that already failed parsing: their emptiness is not
     reported a second time as a missing value.
     """
-    schema = S.pandera_schema(spec, [c for c in spec.columns if c in frame.columns])
+    schema = pandera_schema(spec, [c for c in spec.columns if c in frame.columns])
     try:
         schema.validate(frame, lazy=True)
     except pa_errors.SchemaErrors as exc:
@@ -426,7 +457,7 @@ def check_table(
 
 
 def _failure_problems(
-    spec: S.TableSpec, cases: pd.DataFrame, skip: set[tuple[int, str]]
+    spec: TableSpec, cases: pd.DataFrame, skip: set[tuple[int, str]]
 ) -> list[Problem]:
     problems: list[Problem] = []
     compound: dict[int, list[str]] = {}
@@ -465,33 +496,33 @@ def _reference_problems(
 
 
 def _target_problems(frames: dict[str, pd.DataFrame]) -> list[Problem]:
-    targets = frames[S.TARGETS]
-    allowed = set(S.HIERARCHY_LEVELS)
-    for table in (S.CUSTOMERS, S.ORDERS):
+    targets = frames[TARGETS]
+    allowed = set(HIERARCHY_LEVELS)
+    for table in (CUSTOMERS, ORDERS):
         if table in frames:
             allowed |= set(frames[table].columns)
     problems = [
         Problem(
-            S.TARGETS,
+            TARGETS,
             _line(idx),
-            S.LEVEL,
+            LEVEL,
             "unknown level, expected company, region, team, rep or a column of customers/orders",
             str(val),
         )
-        for idx, val in targets[S.LEVEL].items()
+        for idx, val in targets[LEVEL].items()
         if val is not None and val not in allowed
     ]
-    company = targets[S.LEVEL] == S.LEVEL_COMPANY
-    wrong_key = company & (targets[S.KEY] != S.COMPANY_KEY)
+    company = targets[LEVEL] == LEVEL_COMPANY
+    wrong_key = company & (targets[KEY] != COMPANY_KEY)
     problems += [
-        Problem(S.TARGETS, _line(idx), S.KEY, f"company targets use key '{S.COMPANY_KEY}'", str(v))
-        for idx, v in targets.loc[wrong_key, S.KEY].items()
+        Problem(TARGETS, _line(idx), KEY, f"company targets use key '{COMPANY_KEY}'", str(v))
+        for idx, v in targets.loc[wrong_key, KEY].items()
     ]
-    if S.ORG in frames:
-        for level in (S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP):
-            rows = targets[targets[S.LEVEL] == level]
+    if ORG in frames:
+        for level in (LEVEL_REGION, LEVEL_TEAM, LEVEL_REP):
+            rows = targets[targets[LEVEL] == level]
             problems += _reference_problems(
-                S.TARGETS, rows, S.KEY, S.ORG, frames[S.ORG][level], level
+                TARGETS, rows, KEY, ORG, frames[ORG][level], level
             )
     return problems
 
@@ -499,31 +530,31 @@ def _target_problems(frames: dict[str, pd.DataFrame]) -> list[Problem]:
 def cross_table_problems(frames: dict[str, pd.DataFrame], derived: frozenset[str]) -> list[Problem]:
     """References between tables: customers, opportunities and reps that must exist."""
     problems: list[Problem] = []
-    if S.CUSTOMERS in frames and S.CUSTOMERS not in derived:
-        known = frames[S.CUSTOMERS][S.CUSTOMER_ID]
-        for child in (S.ORDERS, S.OPPORTUNITIES, S.INTERACTIONS, S.RECEIVABLES):
+    if CUSTOMERS in frames and CUSTOMERS not in derived:
+        known = frames[CUSTOMERS][CUSTOMER_ID]
+        for child in (ORDERS, OPPORTUNITIES, INTERACTIONS, RECEIVABLES):
             if child in frames:
                 problems += _reference_problems(
-                    child, frames[child], S.CUSTOMER_ID, S.CUSTOMERS, known, "customer"
+                    child, frames[child], CUSTOMER_ID, CUSTOMERS, known, "customer"
                 )
-    if S.OPPORTUNITIES in frames:
-        known = frames[S.OPPORTUNITIES][S.OPPORTUNITY_ID]
-        for child in (S.ORDERS, S.STAGE_HISTORY):
+    if OPPORTUNITIES in frames:
+        known = frames[OPPORTUNITIES][OPPORTUNITY_ID]
+        for child in (ORDERS, STAGE_HISTORY):
             if child in frames:
                 problems += _reference_problems(
-                    child, frames[child], S.OPPORTUNITY_ID, S.OPPORTUNITIES, known, "opportunity"
+                    child, frames[child], OPPORTUNITY_ID, OPPORTUNITIES, known, "opportunity"
                 )
-    if S.ORG in frames:
-        reps = frames[S.ORG][S.REP]
-        if S.OPPORTUNITIES in frames:
+    if ORG in frames:
+        reps = frames[ORG][REP]
+        if OPPORTUNITIES in frames:
             problems += _reference_problems(
-                S.OPPORTUNITIES, frames[S.OPPORTUNITIES], S.OWNER, S.ORG, reps, "rep"
+                OPPORTUNITIES, frames[OPPORTUNITIES], OWNER, ORG, reps, "rep"
             )
-        if S.CUSTOMERS in frames and S.CUSTOMERS not in derived:
+        if CUSTOMERS in frames and CUSTOMERS not in derived:
             problems += _reference_problems(
-                S.CUSTOMERS, frames[S.CUSTOMERS], S.ACCOUNT_MANAGER, S.ORG, reps, "rep"
+                CUSTOMERS, frames[CUSTOMERS], ACCOUNT_MANAGER, ORG, reps, "rep"
             )
-    if S.TARGETS in frames:
+    if TARGETS in frames:
         problems += _target_problems(frames)
     return problems
 
@@ -531,21 +562,21 @@ def cross_table_problems(frames: dict[str, pd.DataFrame], derived: frozenset[str
 def derive_customers(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The customers table when it is absent: every customer id named by another table."""
     ids = [
-        frames[t][S.CUSTOMER_ID]
-        for t in (S.ORDERS, S.OPPORTUNITIES, S.INTERACTIONS, S.RECEIVABLES)
-        if t in frames and S.CUSTOMER_ID in frames[t].columns
+        frames[t][CUSTOMER_ID]
+        for t in (ORDERS, OPPORTUNITIES, INTERACTIONS, RECEIVABLES)
+        if t in frames and CUSTOMER_ID in frames[t].columns
     ]
     unique = pd.unique(pd.concat(ids, ignore_index=True).dropna()) if ids else []
-    return pd.DataFrame({S.CUSTOMER_ID: pd.Series(unique, dtype=object)})
+    return pd.DataFrame({CUSTOMER_ID: pd.Series(unique, dtype=object)})
 
 
-def _stands_in(spec: S.TableSpec, raw: dict[str, pd.DataFrame]) -> bool:
+def _stands_in(spec: TableSpec, raw: dict[str, pd.DataFrame]) -> bool:
     """True when the table ``spec`` may be absent or empty: its stand-in table has rows."""
     other = raw.get(spec.optional_with) if spec.optional_with else None
     return other is not None and not other.empty
 
 
-def _missing_table(name: str, spec: S.TableSpec) -> Problem:
+def _missing_table(name: str, spec: TableSpec) -> Problem:
     expected = f"expected {name}.csv, {name}.csv.gz or {name}.parquet"
     if spec.optional_with:
         expected += f", or rows in {spec.optional_with}"
@@ -560,12 +591,12 @@ def validate_tables(raw: dict[str, pd.DataFrame]) -> tuple[Tables, list[Problem]
     """
     problems = [
         _missing_table(name, spec)
-        for name, spec in S.TABLES.items()
+        for name, spec in TABLES.items()
         if spec.required and name not in raw and not _stands_in(spec, raw)
     ]
     frames: dict[str, pd.DataFrame] = {}
     for name, frame in raw.items():
-        spec = S.TABLES[name]
+        spec = TABLES[name]
         parsed, parse_problems = parse_table(spec, frame, may_be_empty=_stands_in(spec, raw))
         problems += parse_problems
         if any(p.check == "missing required column" for p in parse_problems):
@@ -574,12 +605,12 @@ def validate_tables(raw: dict[str, pd.DataFrame]) -> tuple[Tables, list[Problem]
         problems += check_table(spec, parsed, skip)
         frames[name] = parsed
     derived: set[str] = set()
-    if S.ORDERS not in raw and _stands_in(S.TABLES[S.ORDERS], raw):
-        frames[S.ORDERS] = empty_table(S.ORDERS)
-        derived.add(S.ORDERS)
-    if S.CUSTOMERS not in raw and S.ORDERS in frames:
-        frames[S.CUSTOMERS] = derive_customers(frames)
-        derived.add(S.CUSTOMERS)
+    if ORDERS not in raw and _stands_in(TABLES[ORDERS], raw):
+        frames[ORDERS] = empty_table(ORDERS)
+        derived.add(ORDERS)
+    if CUSTOMERS not in raw and ORDERS in frames:
+        frames[CUSTOMERS] = derive_customers(frames)
+        derived.add(CUSTOMERS)
     problems += cross_table_problems(frames, frozenset(derived))
     clean = {name: f.reset_index(drop=True) for name, f in frames.items()}
     return Tables(clean, derived=frozenset(derived)), problems

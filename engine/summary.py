@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import pandas as pd
 
-from engine import schemas as S
 from engine.io import Tables
+from engine.schemas import (
+    CLOSE_DATE,
+    FORWARD_LOOKING_DATES,
+    OPPORTUNITIES,
+    STATUS,
+    STATUS_OPEN,
+    TABLES,
+    TableSpec,
+)
 
 __all__ = ["data_end", "default_as_of", "default_period", "table_summary"]
 
 
-def _date_range(spec: S.TableSpec, frame: pd.DataFrame) -> tuple[object, object]:
+def _date_range(spec: TableSpec, frame: pd.DataFrame) -> tuple[object, object]:
     dates = [frame[c] for c in spec.columns_of_kind("date") if c in frame.columns]
     if not dates or frame.empty:
         return None, None
@@ -23,7 +31,7 @@ def _date_range(spec: S.TableSpec, frame: pd.DataFrame) -> tuple[object, object]
 def table_summary(tables: Tables) -> pd.DataFrame:
     """One row per table: rows, columns, first and last date, and whether it was derived."""
     rows = []
-    for name, spec in S.TABLES.items():
+    for name, spec in TABLES.items():
         frame = tables.get(name)
         if frame is None:
             rows.append(
@@ -57,13 +65,13 @@ def data_end(tables: Tables) -> pd.Timestamp:
     ends = [
         frame[c].max()
         for name, frame in tables.frames.items()
-        for c in S.TABLES[name].columns_of_kind("date")
-        if c in frame.columns and not frame.empty and c not in S.FORWARD_LOOKING_DATES
+        for c in TABLES[name].columns_of_kind("date")
+        if c in frame.columns and not frame.empty and c not in FORWARD_LOOKING_DATES
     ]
-    opps = tables.get(S.OPPORTUNITIES)
+    opps = tables.get(OPPORTUNITIES)
     if opps is not None and not opps.empty:
         # A closed deal's close date is an event that happened, not an expectation.
-        ends.append(opps.loc[opps[S.STATUS] != S.STATUS_OPEN, S.CLOSE_DATE].max())
+        ends.append(opps.loc[opps[STATUS] != STATUS_OPEN, CLOSE_DATE].max())
     ends = [e for e in ends if pd.notna(e)]
     if not ends:
         raise ValueError("the data holds no dates")

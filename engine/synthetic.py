@@ -30,7 +30,53 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import schemas as S
+from engine.schemas import (
+    ACCOUNT_MANAGER,
+    AMOUNT,
+    CHANNEL,
+    CLOSE_DATE,
+    COMPANY_KEY,
+    CREATED_AT,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    DUE_DATE,
+    ENTERED_AT,
+    INTERACTIONS,
+    INVOICE_ID,
+    ISSUED_AT,
+    KEY,
+    KIND,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_REP,
+    LEVEL_TEAM,
+    MANAGER,
+    OCCURRED_AT,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    ORDER_DATE,
+    ORDER_ID,
+    ORDERS,
+    ORG,
+    OWNER,
+    PAID_AT,
+    PERIOD,
+    PRODUCT,
+    RECEIVABLES,
+    REGION,
+    REP,
+    SEGMENT,
+    SEVERITY,
+    STAGE,
+    STAGE_HISTORY,
+    STATUS,
+    STATUS_LOST,
+    STATUS_OPEN,
+    STATUS_WON,
+    TARGETS,
+    TEAM,
+)
 
 __all__ = ["DEFAULT_END", "SIZES", "SizeSpec", "generate", "generate_with_truth"]
 
@@ -280,10 +326,10 @@ def _org(spec: SizeSpec, rng: np.random.Generator) -> _Org:
     names, leads = people[: len(team)], people[len(team) :]
     region = np.array(team_region)[team]
     frame = pd.DataFrame({
-        S.REP: names,
-        S.TEAM: np.array(team_names, dtype=object)[team],
-        S.REGION: np.array(regions, dtype=object)[region],
-        S.MANAGER: leads[team],
+        REP: names,
+        TEAM: np.array(team_names, dtype=object)[team],
+        REGION: np.array(regions, dtype=object)[region],
+        MANAGER: leads[team],
     })
     n = len(team)
     return _Org(
@@ -846,15 +892,15 @@ def _targets(revenue: np.ndarray, org: _Org, cal: _Calendar, last_year: int,
         previous = revenue[:, 12 * y : 12 * (y + 1)]
         rep = _rep_month_targets(previous, rng)
         nodes = [
-            (S.LEVEL_REP, org.names, rep),
-            (S.LEVEL_TEAM, org.team_names, _sum_by(rep, org.team, len(org.team_names))),
-            (S.LEVEL_REGION, org.region_names, _sum_by(rep, org.region, len(org.region_names))),
-            (S.LEVEL_COMPANY, np.array([S.COMPANY_KEY], dtype=object), rep.sum(0, keepdims=True)),
+            (LEVEL_REP, org.names, rep),
+            (LEVEL_TEAM, org.team_names, _sum_by(rep, org.team, len(org.team_names))),
+            (LEVEL_REGION, org.region_names, _sum_by(rep, org.region, len(org.region_names))),
+            (LEVEL_COMPANY, np.array([COMPANY_KEY], dtype=object), rep.sum(0, keepdims=True)),
         ]
         for level, keys, monthly in nodes:
             for period, amount in _period_columns(year, monthly).items():
                 frames.append(pd.DataFrame({
-                    S.PERIOD: period, S.LEVEL: level, S.KEY: keys, S.AMOUNT: amount,
+                    PERIOD: period, LEVEL: level, KEY: keys, AMOUNT: amount,
                 }))
     return pd.concat(frames, ignore_index=True)
 
@@ -916,11 +962,11 @@ def _dates(cal: _Calendar, days: np.ndarray) -> np.ndarray:
 def _customer_frame(cust: _Customers, ids: np.ndarray, keep: np.ndarray, org: _Org,
                     cal: _Calendar) -> pd.DataFrame:
     return _frame({
-        S.CUSTOMER_ID: ids[keep],
-        S.ACCOUNT_MANAGER: org.names[cust.manager[keep]],
-        S.REGION: org.region_names[cust.region[keep]],
-        S.SEGMENT: np.array(SEGMENTS, dtype=object)[cust.segment[keep]],
-        S.CREATED_AT: cal.dates(cust.created[keep]),
+        CUSTOMER_ID: ids[keep],
+        ACCOUNT_MANAGER: org.names[cust.manager[keep]],
+        REGION: org.region_names[cust.region[keep]],
+        SEGMENT: np.array(SEGMENTS, dtype=object)[cust.segment[keep]],
+        CREATED_AT: cal.dates(cust.created[keep]),
     })
 
 
@@ -930,13 +976,13 @@ def _order_frame(orders: _Orders, cust_ids: np.ndarray, deal_ids: np.ndarray, ca
     linked = np.flatnonzero(orders.deal >= 0)
     deal[linked] = deal_ids[orders.deal[linked]]
     return _frame({
-        S.ORDER_ID: _ids("O", len(orders.day)),
-        S.CUSTOMER_ID: cust_ids[orders.cust],
-        S.ORDER_DATE: cal.dates(orders.day),
-        S.AMOUNT: np.round(orders.amount, 2),
-        S.PRODUCT: np.array(PRODUCTS, dtype=object)[orders.product],
-        S.CHANNEL: np.array(CHANNELS, dtype=object)[orders.channel],
-        S.OPPORTUNITY_ID: deal,
+        ORDER_ID: _ids("O", len(orders.day)),
+        CUSTOMER_ID: cust_ids[orders.cust],
+        ORDER_DATE: cal.dates(orders.day),
+        AMOUNT: np.round(orders.amount, 2),
+        PRODUCT: np.array(PRODUCTS, dtype=object)[orders.product],
+        CHANNEL: np.array(CHANNELS, dtype=object)[orders.channel],
+        OPPORTUNITY_ID: deal,
     })
 
 
@@ -949,18 +995,18 @@ def _opportunity_frame(deals: _Deals, rows: np.ndarray, deal_ids: np.ndarray,
     last_stage = np.zeros(deals.close.size, np.int64)
     last_stage[deals.h_deal[order][last]] = deals.h_stage[order][last]
     open_ = deals.close > cal.end
-    status = np.where(open_, S.STATUS_OPEN, np.where(deals.won, S.STATUS_WON, S.STATUS_LOST))
+    status = np.where(open_, STATUS_OPEN, np.where(deals.won, STATUS_WON, STATUS_LOST))
     close = _expected_close(deals, cal, rng)
     return _frame({
-        S.OPPORTUNITY_ID: deal_ids[rows],
-        S.OWNER: org.names[deals.owner[rows]],
-        S.CREATED_AT: cal.dates(deals.created[rows]),
-        S.CLOSE_DATE: cal.dates(close[rows]),
-        S.STAGE: np.array(STAGES, dtype=object)[last_stage[rows]],
-        S.STATUS: status[rows].astype(object),
-        S.AMOUNT: deals.amount[rows],
-        S.CUSTOMER_ID: cust_ids[deals.cust[rows]],
-        S.PRODUCT: np.array(PRODUCTS, dtype=object)[deals.product[rows]],
+        OPPORTUNITY_ID: deal_ids[rows],
+        OWNER: org.names[deals.owner[rows]],
+        CREATED_AT: cal.dates(deals.created[rows]),
+        CLOSE_DATE: cal.dates(close[rows]),
+        STAGE: np.array(STAGES, dtype=object)[last_stage[rows]],
+        STATUS: status[rows].astype(object),
+        AMOUNT: deals.amount[rows],
+        CUSTOMER_ID: cust_ids[deals.cust[rows]],
+        PRODUCT: np.array(PRODUCTS, dtype=object)[deals.product[rows]],
         ORIGINAL_CLOSE_DATE: cal.dates(deals.original_close[rows]),
     })
 
@@ -1004,10 +1050,10 @@ def _history_frame(deals: _Deals, deal_ids: np.ndarray, cal: _Calendar,
     order = _history_order(deals)
     order = order[pd.notna(deal_ids[deals.h_deal[order]])]
     return _frame({
-        S.OPPORTUNITY_ID: deal_ids[deals.h_deal[order]],
-        S.STAGE: np.array(STAGES, dtype=object)[deals.h_stage[order]],
-        S.ENTERED_AT: cal.dates(deals.h_day[order]),
-        S.CLOSE_DATE: cal.dates(_recorded_close(deals, order, cal, rng)),
+        OPPORTUNITY_ID: deal_ids[deals.h_deal[order]],
+        STAGE: np.array(STAGES, dtype=object)[deals.h_stage[order]],
+        ENTERED_AT: cal.dates(deals.h_day[order]),
+        CLOSE_DATE: cal.dates(_recorded_close(deals, order, cal, rng)),
     })
 
 
@@ -1022,10 +1068,10 @@ def _interaction_frame(sim: _Simulation, created: np.ndarray, cust_ids: np.ndarr
     rows = np.flatnonzero(keep)
     rows = rows[np.lexsort((who[rows], day[rows]))]
     return _frame({
-        S.CUSTOMER_ID: cust_ids[who[rows]],
-        S.OCCURRED_AT: cal.dates(day[rows]),
-        S.KIND: np.array(KINDS, dtype=object)[log.pop("kind", np.int8)[rows]],
-        S.SEVERITY: log.pop("severity", np.float32)[rows].astype(np.float64),
+        CUSTOMER_ID: cust_ids[who[rows]],
+        OCCURRED_AT: cal.dates(day[rows]),
+        KIND: np.array(KINDS, dtype=object)[log.pop("kind", np.int8)[rows]],
+        SEVERITY: log.pop("severity", np.float32)[rows].astype(np.float64),
     })
 
 
@@ -1033,12 +1079,12 @@ def _receivable_frame(orders: _Orders, bills: dict[str, np.ndarray], cust_ids: n
                       cal: _Calendar) -> pd.DataFrame:
     rows = bills["row"]
     return _frame({
-        S.INVOICE_ID: _ids("INV", rows.size),
-        S.CUSTOMER_ID: cust_ids[orders.cust[rows]],
-        S.ISSUED_AT: cal.dates(orders.day[rows]),
-        S.DUE_DATE: cal.dates(bills["due"]),
-        S.AMOUNT: np.round(orders.amount[rows], 2),
-        S.PAID_AT: _dates(cal, bills["paid"]),
+        INVOICE_ID: _ids("INV", rows.size),
+        CUSTOMER_ID: cust_ids[orders.cust[rows]],
+        ISSUED_AT: cal.dates(orders.day[rows]),
+        DUE_DATE: cal.dates(bills["due"]),
+        AMOUNT: np.round(orders.amount[rows], 2),
+        PAID_AT: _dates(cal, bills["paid"]),
     })
 
 
@@ -1050,8 +1096,8 @@ def _truth_frame(sim: _Simulation, cust: _Customers, ids: np.ndarray, keep: np.n
     signal = logits[:, 1:]
     cause = np.where(signal.max(axis=1) >= _SIGNAL_MIN_LOGIT, signal.argmax(axis=1) + 1, 0)
     frame = pd.DataFrame({
-        S.CUSTOMER_ID: ids[keep],
-        S.SEGMENT: np.array(SEGMENTS, dtype=object)[cust.segment[keep]],
+        CUSTOMER_ID: ids[keep],
+        SEGMENT: np.array(SEGMENTS, dtype=object)[cust.segment[keep]],
         TRUTH_CHURNED: churned,
         TRUTH_CHURN_DATE: _dates(cal, np.where(churned, st.churn_day[keep], np.nan)),
         TRUTH_CAUSE: _where_object(churned, np.array(CAUSES, dtype=object)[cause]),
@@ -1141,15 +1187,15 @@ def _tables(c: _Company, rngs: list[np.random.Generator]
     deal_rows, deal_ids = _deal_ids(c, kept)
     bills = _receivables(c.orders, c.cust, c.sim.state.churn_day, c.cal, r_bill)
     tables = {
-        S.ORDERS: _order_frame(c.orders, cust_ids, deal_ids, c.cal),
-        S.CUSTOMERS: _customer_frame(c.cust, cust_ids, kept, c.org, c.cal),
-        S.OPPORTUNITIES: _opportunity_frame(c.deals, deal_rows, deal_ids, cust_ids, c.org, c.cal,
+        ORDERS: _order_frame(c.orders, cust_ids, deal_ids, c.cal),
+        CUSTOMERS: _customer_frame(c.cust, cust_ids, kept, c.org, c.cal),
+        OPPORTUNITIES: _opportunity_frame(c.deals, deal_rows, deal_ids, cust_ids, c.org, c.cal,
                                             r_out),
-        S.STAGE_HISTORY: _history_frame(c.deals, deal_ids, c.cal, r_out),
-        S.INTERACTIONS: _interaction_frame(c.sim, c.cust.created, cust_ids, c.cal),
-        S.ORG: c.org.frame,
-        S.TARGETS: c.targets,
-        S.RECEIVABLES: _receivable_frame(c.orders, bills, cust_ids, c.cal),
+        STAGE_HISTORY: _history_frame(c.deals, deal_ids, c.cal, r_out),
+        INTERACTIONS: _interaction_frame(c.sim, c.cust.created, cust_ids, c.cal),
+        ORG: c.org.frame,
+        TARGETS: c.targets,
+        RECEIVABLES: _receivable_frame(c.orders, bills, cust_ids, c.cal),
     }
     return tables, _truth_frame(c.sim, c.cust, cust_ids, kept, c.cal)
 

@@ -23,8 +23,33 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from engine import schemas as S
 from engine.io import Tables
+from engine.schemas import (
+    ACCOUNT_MANAGER,
+    AMOUNT,
+    AS_OF,
+    CLOSE_DATE,
+    CREATED_AT,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    DUE_DATE,
+    INTERACTIONS,
+    ISSUED_AT,
+    KIND,
+    OCCURRED_AT,
+    OPPORTUNITIES,
+    ORDER_DATE,
+    ORDERS,
+    PAID_AT,
+    PRODUCT,
+    RECEIVABLES,
+    REGION,
+    SEGMENT,
+    SEVERITY,
+    STATUS,
+    STATUS_LOST,
+    STATUS_WON,
+)
 
 __all__ = [
     "FEATURE_DESCRIPTIONS",
@@ -73,9 +98,9 @@ _GROSS, _RETURNS = "gross", "returns"
 _COMPLAINTS, _TICKETS, _SEVERITY, _SEVERITY_N = "complaints", "tickets", "severity", "severity_n"
 # customers column -> categorical feature.
 _CATEGORIES = {
-    S.SEGMENT: "cat_segment",
-    S.REGION: "cat_region",
-    S.ACCOUNT_MANAGER: "cat_account_manager",
+    SEGMENT: "cat_segment",
+    REGION: "cat_region",
+    ACCOUNT_MANAGER: "cat_account_manager",
 }
 
 Arrays = dict[str, np.ndarray]
@@ -439,19 +464,19 @@ def _daily_sums(keys: np.ndarray, amounts: np.ndarray, day0: int, span: int,
 
 def order_history(orders: pd.DataFrame, codes: np.ndarray, n_customers: int) -> OrderHistory:
     """Sort the orders once by (customer, day) and sum them per customer-day."""
-    days, known = _day_ints(orders[S.ORDER_DATE])
+    days, known = _day_ints(orders[ORDER_DATE])
     known &= codes >= 0
     order, keys, day0, span = _sort_events(codes[known], days[known])
     del days  # the keys carry them now; at ten million rows every copy counts
-    amounts = orders[S.AMOUNT].to_numpy(dtype=np.float64)[known][order]
+    amounts = orders[AMOUNT].to_numpy(dtype=np.float64)[known][order]
     daily, bought_days = _daily_sums(keys, amounts, day0, span, n_customers)
     bought = amounts > 0
     del amounts
     products = None
-    if S.PRODUCT in orders.columns:
+    if PRODUCT in orders.columns:
         rows = np.flatnonzero(known)[order[bought]]
         del order
-        product_codes = pd.factorize(orders[S.PRODUCT])[0][rows]
+        product_codes = pd.factorize(orders[PRODUCT])[0][rows]
         products = _product_days(keys[bought], span, day0, product_codes, n_customers)
     return OrderHistory(daily, daily.subset(bought_days), products)
 
@@ -483,13 +508,13 @@ def _is_kind(kinds: pd.Series, kind: str) -> np.ndarray:
 def interaction_history(interactions: pd.DataFrame, codes: np.ndarray,
                         n_customers: int) -> InteractionHistory:
     """Sort the interactions once by (customer, day) and flag complaints and tickets."""
-    days, known = _day_ints(interactions[S.OCCURRED_AT])
+    days, known = _day_ints(interactions[OCCURRED_AT])
     known &= codes >= 0
     order, keys, day0, span = _sort_events(codes[known], days[known])
-    complaint, ticket = (_is_kind(interactions[S.KIND], kind)[known][order]
+    complaint, ticket = (_is_kind(interactions[KIND], kind)[known][order]
                          for kind in (KIND_COMPLAINT, KIND_TICKET))
-    severity = (interactions[S.SEVERITY].to_numpy(dtype=np.float64)[known][order]
-                if S.SEVERITY in interactions.columns else np.full(len(keys), np.nan))
+    severity = (interactions[SEVERITY].to_numpy(dtype=np.float64)[known][order]
+                if SEVERITY in interactions.columns else np.full(len(keys), np.nan))
     sums = {
         _COMPLAINTS: PrefixSums.of(complaint.astype(np.float64)),
         _TICKETS: PrefixSums.of(ticket.astype(np.float64)),
@@ -511,11 +536,11 @@ class _Receivables:
 
 def _receivables(frame: pd.DataFrame, codes: np.ndarray) -> _Receivables:
     known = codes >= 0
-    paid = (_day_numbers(frame[S.PAID_AT]) if S.PAID_AT in frame.columns
+    paid = (_day_numbers(frame[PAID_AT]) if PAID_AT in frame.columns
             else np.full(len(frame), np.nan))
-    return _Receivables(codes[known], _day_numbers(frame[S.ISSUED_AT])[known],
-                        _day_numbers(frame[S.DUE_DATE])[known], paid[known],
-                        frame[S.AMOUNT].to_numpy(dtype=np.float64)[known])
+    return _Receivables(codes[known], _day_numbers(frame[ISSUED_AT])[known],
+                        _day_numbers(frame[DUE_DATE])[known], paid[known],
+                        frame[AMOUNT].to_numpy(dtype=np.float64)[known])
 
 
 @dataclass(frozen=True)
@@ -530,11 +555,11 @@ class _Opportunities:
 
 def _opportunities(frame: pd.DataFrame, codes: np.ndarray) -> _Opportunities:
     known = codes >= 0
-    status = frame[S.STATUS].to_numpy()[known]
-    amount = frame[S.AMOUNT].to_numpy(dtype=np.float64)[known]
-    return _Opportunities(codes[known], _day_numbers(frame[S.CREATED_AT])[known],
-                          _day_numbers(frame[S.CLOSE_DATE])[known], status == S.STATUS_WON,
-                          status == S.STATUS_LOST, amount)
+    status = frame[STATUS].to_numpy()[known]
+    amount = frame[AMOUNT].to_numpy(dtype=np.float64)[known]
+    return _Opportunities(codes[known], _day_numbers(frame[CREATED_AT])[known],
+                          _day_numbers(frame[CLOSE_DATE])[known], status == STATUS_WON,
+                          status == STATUS_LOST, amount)
 
 
 @dataclass(frozen=True)
@@ -561,11 +586,11 @@ class CustomerHistory:
 
 def _customer_columns(tables: Tables) -> dict[str, pd.Series]:
     """Every ``customer_id`` column, by table, that names customers."""
-    names = (S.CUSTOMERS, S.ORDERS, S.INTERACTIONS, S.RECEIVABLES, S.OPPORTUNITIES)
+    names = (CUSTOMERS, ORDERS, INTERACTIONS, RECEIVABLES, OPPORTUNITIES)
     return {
-        name: frame[S.CUSTOMER_ID]
+        name: frame[CUSTOMER_ID]
         for name in names
-        if (frame := tables.get(name)) is not None and S.CUSTOMER_ID in frame.columns
+        if (frame := tables.get(name)) is not None and CUSTOMER_ID in frame.columns
     }
 
 
@@ -576,8 +601,8 @@ def _attributes(customers: pd.DataFrame | None, codes: np.ndarray, n: int
     attributes = {column: np.full(n, None, dtype=object) for column in _CATEGORIES}
     if customers is None:
         return created, attributes
-    if S.CREATED_AT in customers.columns:
-        created[codes] = _day_numbers(customers[S.CREATED_AT])
+    if CREATED_AT in customers.columns:
+        created[codes] = _day_numbers(customers[CREATED_AT])
     for column, values in attributes.items():
         if column in customers.columns:
             values[codes] = customers[column].to_numpy(dtype=object)
@@ -590,21 +615,21 @@ def customer_history(tables: Tables) -> CustomerHistory:
     ids, code_list = customer_index(list(columns.values()))
     codes = dict(zip(columns, code_list, strict=True))
     n = len(ids)
-    created, attributes = _attributes(tables.get(S.CUSTOMERS), codes.get(S.CUSTOMERS,
+    created, attributes = _attributes(tables.get(CUSTOMERS), codes.get(CUSTOMERS,
                                       np.zeros(0, np.int64)), n)
-    interactions = tables.get(S.INTERACTIONS)
-    receivables = tables.get(S.RECEIVABLES)
-    opportunities = tables.get(S.OPPORTUNITIES)
+    interactions = tables.get(INTERACTIONS)
+    receivables = tables.get(RECEIVABLES)
+    opportunities = tables.get(OPPORTUNITIES)
     return CustomerHistory(
         ids=ids,
         created=created,
-        orders=order_history(tables.orders, codes[S.ORDERS], n),
-        interactions=(interaction_history(interactions, codes[S.INTERACTIONS], n)
+        orders=order_history(tables.orders, codes[ORDERS], n),
+        interactions=(interaction_history(interactions, codes[INTERACTIONS], n)
                       if interactions is not None else None),
-        receivables=(_receivables(receivables, codes[S.RECEIVABLES])
+        receivables=(_receivables(receivables, codes[RECEIVABLES])
                      if receivables is not None else None),
-        opportunities=(_opportunities(opportunities, codes[S.OPPORTUNITIES])
-                       if S.OPPORTUNITIES in codes and opportunities is not None else None),
+        opportunities=(_opportunities(opportunities, codes[OPPORTUNITIES])
+                       if OPPORTUNITIES in codes and opportunities is not None else None),
         attributes=attributes,
     )
 
@@ -829,8 +854,8 @@ def features_at(history: CustomerHistory, as_of: pd.Timestamp | str,
     numeric |= pipeline_features(history.opportunities, day, n)
     rows = known_customers(history, day) if rows is None else rows
     columns: dict[str, object] = {
-        S.CUSTOMER_ID: history.ids[rows],
-        S.AS_OF: np.full(len(rows), stamp.to_datetime64(), dtype="datetime64[ns]"),
+        CUSTOMER_ID: history.ids[rows],
+        AS_OF: np.full(len(rows), stamp.to_datetime64(), dtype="datetime64[ns]"),
     }
     columns |= {name: values[rows].astype(np.float64) for name, values in numeric.items()}
     columns |= category_features(history, rows)

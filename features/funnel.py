@@ -30,8 +30,39 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from engine import schemas as S
 from engine.io import Tables
+from engine.schemas import (
+    AMOUNT,
+    AS_OF,
+    CLOSE_DATE,
+    COMPANY_KEY,
+    CREATED_AT,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    DS,
+    ENTERED_AT,
+    HIERARCHY_LEVELS,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_REP,
+    LEVEL_TEAM,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    ORG,
+    OWNER,
+    PERIOD,
+    PRODUCT,
+    SEGMENT,
+    STAGE,
+    STAGE_HISTORY,
+    STATUS,
+    STATUS_OPEN,
+    STATUS_WON,
+    TABLES,
+    TARGETS,
+)
 from features.hierarchy import (
     NODE_COLUMNS,
     UNASSIGNED,
@@ -152,18 +183,18 @@ def _days(delta: pd.Series) -> pd.Series:
 
 def funnel_notes(tables: Tables) -> list[str]:
     """What the funnel cannot know from these tables, in words the CLI can print."""
-    history = tables.get(S.STAGE_HISTORY)
+    history = tables.get(STAGE_HISTORY)
     if history is None:
         return [HISTORY_MISSING_NOTE]
-    return [] if S.CLOSE_DATE in history.columns else [CLOSE_HISTORY_MISSING_NOTE]
+    return [] if CLOSE_DATE in history.columns else [CLOSE_HISTORY_MISSING_NOTE]
 
 
 def _opportunities(tables: Tables) -> pd.DataFrame:
     """The opportunities table, or an empty one of the same shape when it is absent."""
-    opps = tables.get(S.OPPORTUNITIES)
+    opps = tables.get(OPPORTUNITIES)
     if opps is not None:
         return opps
-    spec = S.TABLES[S.OPPORTUNITIES]
+    spec = TABLES[OPPORTUNITIES]
     dtypes = {"date": "datetime64[ns]", "number": "float64"}
     return pd.DataFrame({c: pd.Series(dtype=dtypes.get(col.kind, object))
                          for c, col in spec.columns.items()})
@@ -172,8 +203,8 @@ def _opportunities(tables: Tables) -> pd.DataFrame:
 def snapshot_date(tables: Tables) -> pd.Timestamp:
     """The date the opportunities table describes: its latest creation or actual close."""
     opps = _opportunities(tables)
-    closed = opps[S.STATUS] != S.STATUS_OPEN
-    dates = pd.concat([opps[S.CREATED_AT], opps.loc[closed, S.CLOSE_DATE]])
+    closed = opps[STATUS] != STATUS_OPEN
+    dates = pd.concat([opps[CREATED_AT], opps.loc[closed, CLOSE_DATE]])
     return pd.Timestamp(dates.max())
 
 
@@ -182,25 +213,25 @@ def snapshot_date(tables: Tables) -> pd.Timestamp:
 
 def _history_before(tables: Tables, as_of: pd.Timestamp, ids: pd.Series) -> pd.DataFrame:
     """Stage changes of the given deals entered before ``as_of``, in time order per deal."""
-    history = tables.get(S.STAGE_HISTORY)
+    history = tables.get(STAGE_HISTORY)
     if history is None:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in (S.OPPORTUNITY_ID, S.STAGE)}
-                            | {S.ENTERED_AT: pd.Series(dtype="datetime64[ns]")})
-    seen = (history[S.ENTERED_AT] < as_of) & history[S.OPPORTUNITY_ID].isin(ids)
-    return history[seen].sort_values([S.OPPORTUNITY_ID, S.ENTERED_AT], kind="stable")
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in (OPPORTUNITY_ID, STAGE)}
+                            | {ENTERED_AT: pd.Series(dtype="datetime64[ns]")})
+    seen = (history[ENTERED_AT] < as_of) & history[OPPORTUNITY_ID].isin(ids)
+    return history[seen].sort_values([OPPORTUNITY_ID, ENTERED_AT], kind="stable")
 
 
 def _first_entries(history: pd.DataFrame) -> pd.DataFrame:
     """First entry of each deal into each stage, with its rank among the deal's stages."""
-    first = history.drop_duplicates([S.OPPORTUNITY_ID, S.STAGE])[[S.OPPORTUNITY_ID, S.STAGE]]
-    return first.assign(_rank=first.groupby(S.OPPORTUNITY_ID).cumcount())
+    first = history.drop_duplicates([OPPORTUNITY_ID, STAGE])[[OPPORTUNITY_ID, STAGE]]
+    return first.assign(_rank=first.groupby(OPPORTUNITY_ID).cumcount())
 
 
 def _sinks(history: pd.DataFrame) -> set[str]:
     """Stages no deal has left (Won, Lost...): they end the order whatever their votes."""
-    following = history.groupby(S.OPPORTUNITY_ID, sort=False)[S.STAGE].shift(-1)
-    left = following.notna() & following.ne(history[S.STAGE])
-    return set(history[S.STAGE]) - set(history.loc[left, S.STAGE])
+    following = history.groupby(OPPORTUNITY_ID, sort=False)[STAGE].shift(-1)
+    left = following.notna() & following.ne(history[STAGE])
+    return set(history[STAGE]) - set(history.loc[left, STAGE])
 
 
 def _precedence_votes(first: pd.DataFrame, stages: list[str]) -> np.ndarray:
@@ -209,8 +240,8 @@ def _precedence_votes(first: pd.DataFrame, stages: list[str]) -> np.ndarray:
     A deals x stages matrix of first-entry ranks (absent = never entered) compared stage by
     stage: no pairwise join of every deal's stages with each other.
     """
-    deal = pd.factorize(first[S.OPPORTUNITY_ID])[0]
-    stage = pd.Categorical(first[S.STAGE], categories=stages).codes
+    deal = pd.factorize(first[OPPORTUNITY_ID])[0]
+    stage = pd.Categorical(first[STAGE], categories=stages).codes
     never = np.iinfo(np.int64).max
     rank = np.full((int(deal.max()) + 1 if deal.size else 0, len(stages)), never, np.int64)
     rank[deal, stage] = first["_rank"].to_numpy(dtype=np.int64)
@@ -226,10 +257,10 @@ def _ordered_stages(history: pd.DataFrame) -> list[str]:
     if history.empty:
         return []
     first = _first_entries(history)
-    stages = sorted(first[S.STAGE].unique())
+    stages = sorted(first[STAGE].unique())
     votes = _precedence_votes(first, stages)
     beats = np.sign(votes - votes.T).sum(axis=1)
-    mean_rank = first.groupby(S.STAGE)["_rank"].mean().reindex(stages).to_numpy()
+    mean_rank = first.groupby(STAGE)["_rank"].mean().reindex(stages).to_numpy()
     sink = np.isin(stages, list(_sinks(history)))
     # Sinks last (a Lost reached from the first stage only has few votes); then most
     # precedences first, ties by average position, then by name (stages are sorted).
@@ -241,40 +272,40 @@ def stage_order(tables: Tables, as_of: pd.Timestamp | str) -> list[str]:
     """Stages in funnel order, inferred from stage changes entered before ``as_of``."""
     as_of = pd.Timestamp(as_of)
     opps = _opportunities(tables)
-    ids = opps.loc[opps[S.CREATED_AT] < as_of, S.OPPORTUNITY_ID]
+    ids = opps.loc[opps[CREATED_AT] < as_of, OPPORTUNITY_ID]
     return _ordered_stages(_history_before(tables, as_of, ids))
 
 
 def _stage_runs(history: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """One row per uninterrupted stay in a stage: deal, stage, entered_at, stage_index."""
-    previous = history.groupby(S.OPPORTUNITY_ID, sort=False)[S.STAGE].shift()
-    runs = history.loc[history[S.STAGE].ne(previous), [S.OPPORTUNITY_ID, S.STAGE, S.ENTERED_AT]]
+    previous = history.groupby(OPPORTUNITY_ID, sort=False)[STAGE].shift()
+    runs = history.loc[history[STAGE].ne(previous), [OPPORTUNITY_ID, STAGE, ENTERED_AT]]
     index = {stage: float(i) for i, stage in enumerate(order)}
-    return runs.assign(**{STAGE_INDEX: runs[S.STAGE].map(index).astype(float)})
+    return runs.assign(**{STAGE_INDEX: runs[STAGE].map(index).astype(float)})
 
 
 def _run_stats(runs: pd.DataFrame) -> pd.DataFrame:
     """Per deal: stage at T, when it was entered, stage changes and regressions so far."""
-    by_deal = runs.groupby(S.OPPORTUNITY_ID, sort=False)
+    by_deal = runs.groupby(OPPORTUNITY_ID, sort=False)
     went_back = runs[STAGE_INDEX] < by_deal[STAGE_INDEX].shift()
-    last = by_deal[[S.STAGE, S.ENTERED_AT]].last()
-    return last.rename(columns={S.ENTERED_AT: ENTERED_STAGE_AT}).assign(**{
+    last = by_deal[[STAGE, ENTERED_AT]].last()
+    return last.rename(columns={ENTERED_AT: ENTERED_STAGE_AT}).assign(**{
         STAGE_CHANGES: by_deal.size() - 1.0,
-        REGRESSIONS: went_back.groupby(runs[S.OPPORTUNITY_ID], sort=False).sum().astype(float),
+        REGRESSIONS: went_back.groupby(runs[OPPORTUNITY_ID], sort=False).sum().astype(float),
     })
 
 
 def _recorded_closes(history: pd.DataFrame) -> pd.DataFrame:
     """Per deal: last expected close recorded before T, number of slips, days slipped."""
-    dates = pd.to_datetime(history[S.CLOSE_DATE], errors="coerce", format="ISO8601")
-    recorded = pd.DataFrame({S.OPPORTUNITY_ID: history[S.OPPORTUNITY_ID], S.CLOSE_DATE: dates})
-    recorded = recorded.dropna(subset=[S.CLOSE_DATE])
-    moved = _days(recorded.groupby(S.OPPORTUNITY_ID, sort=False)[S.CLOSE_DATE].diff())
+    dates = pd.to_datetime(history[CLOSE_DATE], errors="coerce", format="ISO8601")
+    recorded = pd.DataFrame({OPPORTUNITY_ID: history[OPPORTUNITY_ID], CLOSE_DATE: dates})
+    recorded = recorded.dropna(subset=[CLOSE_DATE])
+    moved = _days(recorded.groupby(OPPORTUNITY_ID, sort=False)[CLOSE_DATE].diff())
     later = moved.where(moved > 0, 0.0)
     by_deal = recorded.assign(_slip=(later > 0).astype(float), _days=later)
-    grouped = by_deal.groupby(S.OPPORTUNITY_ID, sort=False)
+    grouped = by_deal.groupby(OPPORTUNITY_ID, sort=False)
     return pd.DataFrame({
-        S.CLOSE_DATE: grouped[S.CLOSE_DATE].last(),
+        CLOSE_DATE: grouped[CLOSE_DATE].last(),
         CLOSE_SLIPS: grouped["_slip"].sum(),
         DAYS_SLIPPED: grouped["_days"].sum(),
     })
@@ -295,15 +326,15 @@ class _Funnel:
 
 def _status_at(opps: pd.DataFrame, as_of: pd.Timestamp) -> pd.Series:
     """won/lost for deals closed before ``as_of``, open for the rest."""
-    closed = (opps[S.STATUS] != S.STATUS_OPEN) & (opps[S.CLOSE_DATE] < as_of)
-    return opps[S.STATUS].where(closed, S.STATUS_OPEN)
+    closed = (opps[STATUS] != STATUS_OPEN) & (opps[CLOSE_DATE] < as_of)
+    return opps[STATUS].where(closed, STATUS_OPEN)
 
 
 def _snapshot_describes(opps: pd.DataFrame, status_at: pd.Series, snapshot_ok: bool
                         ) -> pd.Series:
     """Where the opportunities row itself tells the state at T (see module docstring)."""
-    closed_before = status_at != S.STATUS_OPEN
-    still_open = (opps[S.STATUS] == S.STATUS_OPEN) & snapshot_ok
+    closed_before = status_at != STATUS_OPEN
+    still_open = (opps[STATUS] == STATUS_OPEN) & snapshot_ok
     return closed_before | still_open
 
 
@@ -314,25 +345,25 @@ def _close_at(opps: pd.DataFrame, closes: pd.DataFrame | None, status_at: pd.Ser
     The latest expectation known before T wins: one recorded in the history, else the snapshot
     where it describes T, else the expectation recorded at creation (``original_close_date``).
     """
-    expected = opps[S.CLOSE_DATE].where(describes)
+    expected = opps[CLOSE_DATE].where(describes)
     if closes is not None:
-        recorded = opps[S.OPPORTUNITY_ID].map(closes[S.CLOSE_DATE])
+        recorded = opps[OPPORTUNITY_ID].map(closes[CLOSE_DATE])
         expected = recorded.where(recorded.notna(), expected)
     if ORIGINAL_CLOSE_DATE in opps.columns:
         original = pd.to_datetime(opps[ORIGINAL_CLOSE_DATE], errors="coerce", format="ISO8601")
         expected = expected.where(expected.notna(), original)
-    return opps[S.CLOSE_DATE].where(status_at != S.STATUS_OPEN, expected)
+    return opps[CLOSE_DATE].where(status_at != STATUS_OPEN, expected)
 
 
 def _with_history(state: pd.DataFrame, stats: pd.DataFrame, describes: pd.Series,
                   opps: pd.DataFrame, order: dict[str, float]) -> pd.DataFrame:
     """Stage and history counts from the deal's history, else from the snapshot where valid."""
-    ids = state[S.OPPORTUNITY_ID]
+    ids = state[OPPORTUNITY_ID]
     from_history = ids.isin(stats.index)
-    for column in (S.STAGE, ENTERED_STAGE_AT, STAGE_CHANGES, REGRESSIONS):
+    for column in (STAGE, ENTERED_STAGE_AT, STAGE_CHANGES, REGRESSIONS):
         state[column] = ids.map(stats[column])
-    state[S.STAGE] = state[S.STAGE].where(from_history, opps[S.STAGE].where(describes))
-    state[STAGE_INDEX] = state[S.STAGE].map(order).astype(float)
+    state[STAGE] = state[STAGE].where(from_history, opps[STAGE].where(describes))
+    state[STAGE_INDEX] = state[STAGE].map(order).astype(float)
     state[HISTORY_EXACT] = from_history
     return state
 
@@ -341,7 +372,7 @@ def _slips(state: pd.DataFrame, closes: pd.DataFrame | None) -> pd.DataFrame:
     """Close-date slips and days slipped before T per deal (NaN without recorded closes)."""
     for column in (CLOSE_SLIPS, DAYS_SLIPPED):
         values = closes[column] if closes is not None else pd.Series(dtype=float)
-        state[column] = state[S.OPPORTUNITY_ID].map(values).astype(float)
+        state[column] = state[OPPORTUNITY_ID].map(values).astype(float)
     return state
 
 
@@ -349,17 +380,17 @@ def _funnel_at(tables: Tables, as_of: pd.Timestamp | str) -> _Funnel:
     """Reconstruct every deal created before ``as_of`` as it stood then."""
     as_of = pd.Timestamp(as_of)
     everything = _opportunities(tables)
-    opps = everything[everything[S.CREATED_AT] < as_of].reset_index(drop=True)
-    history = _history_before(tables, as_of, opps[S.OPPORTUNITY_ID])
+    opps = everything[everything[CREATED_AT] < as_of].reset_index(drop=True)
+    history = _history_before(tables, as_of, opps[OPPORTUNITY_ID])
     order = _ordered_stages(history)
     runs = _stage_runs(history, order)
-    closes = _recorded_closes(history) if S.CLOSE_DATE in history.columns else None
+    closes = _recorded_closes(history) if CLOSE_DATE in history.columns else None
     status_at = _status_at(opps, as_of)
     describes = _snapshot_describes(opps, status_at, as_of >= snapshot_date(tables))
-    keep = [c for c in (S.OPPORTUNITY_ID, S.OWNER, S.CUSTOMER_ID, S.AMOUNT, S.CREATED_AT,
-                        S.PRODUCT) if c in opps.columns]
-    state = opps[keep].assign(**{S.STATUS: status_at,
-                                 S.CLOSE_DATE: _close_at(opps, closes, status_at, describes)})
+    keep = [c for c in (OPPORTUNITY_ID, OWNER, CUSTOMER_ID, AMOUNT, CREATED_AT,
+                        PRODUCT) if c in opps.columns]
+    state = opps[keep].assign(**{STATUS: status_at,
+                                 CLOSE_DATE: _close_at(opps, closes, status_at, describes)})
     positions = {stage: float(i) for i, stage in enumerate(order)}
     state = _with_history(state, _run_stats(runs), describes, opps, positions)
     state[DAYS_IN_STAGE] = _days(as_of - state[ENTERED_STAGE_AT])
@@ -389,7 +420,7 @@ def _shrunk_win_rates(won: pd.Series, keys: pd.Series, prior: float) -> pd.Serie
 
 def _win_rate_of(closed: pd.DataFrame, keys_closed: pd.Series, keys_open: pd.Series) -> pd.Series:
     """Each open deal's key's shrunk win rate on deals closed before T (prior for unseen keys)."""
-    won = closed[S.STATUS] == S.STATUS_WON
+    won = closed[STATUS] == STATUS_WON
     # Laplace on the company rate too, so a first won or lost deal does not make it 1 or 0.
     prior = (won.sum() + 1.0) / (len(won) + 2.0)
     rates = _shrunk_win_rates(won, keys_closed, prior)
@@ -398,23 +429,23 @@ def _win_rate_of(closed: pd.DataFrame, keys_closed: pd.Series, keys_open: pd.Ser
 
 def _owner_median_ratio(state: pd.DataFrame, open_deals: pd.DataFrame) -> pd.Series:
     """Deal amount / its owner's median won deal (company median when the owner has none)."""
-    won = state[state[S.STATUS] == S.STATUS_WON]
-    medians = won.groupby(S.OWNER)[S.AMOUNT].median()
-    median = open_deals[S.OWNER].map(medians).astype(float).fillna(won[S.AMOUNT].median())
-    return open_deals[S.AMOUNT] / median.where(median > 0)
+    won = state[state[STATUS] == STATUS_WON]
+    medians = won.groupby(OWNER)[AMOUNT].median()
+    median = open_deals[OWNER].map(medians).astype(float).fillna(won[AMOUNT].median())
+    return open_deals[AMOUNT] / median.where(median > 0)
 
 
 def _segments(tables: Tables, deals: pd.DataFrame) -> pd.Series:
     """The segment of each deal's customer."""
-    return customer_column(tables, S.SEGMENT, deals.get(S.CUSTOMER_ID, pd.Series(
+    return customer_column(tables, SEGMENT, deals.get(CUSTOMER_ID, pd.Series(
         np.nan, index=deals.index, dtype=object)))
 
 
 def _segment_win_rate(tables: Tables, closed: pd.DataFrame, open_deals: pd.DataFrame
                       ) -> pd.Series:
     """Shrunk win rate of each open deal's customer segment (NaN without segments)."""
-    customers = tables.get(S.CUSTOMERS)
-    if customers is None or S.SEGMENT not in customers.columns:
+    customers = tables.get(CUSTOMERS)
+    if customers is None or SEGMENT not in customers.columns:
         return pd.Series(np.nan, index=open_deals.index)
     return _win_rate_of(closed, _segments(tables, closed), _segments(tables, open_deals))
 
@@ -431,29 +462,29 @@ def opportunity_features(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFr
     """
     when = pd.Timestamp(as_of)
     state = opportunity_state(tables, when)
-    deals = state[state[S.STATUS] == S.STATUS_OPEN]
-    closed = state[state[S.STATUS] != S.STATUS_OPEN]
-    base = [c for c in (S.OPPORTUNITY_ID, S.OWNER, S.CUSTOMER_ID, S.AMOUNT, S.CLOSE_DATE,
-                        S.PRODUCT) if c in deals.columns]
+    deals = state[state[STATUS] == STATUS_OPEN]
+    closed = state[state[STATUS] != STATUS_OPEN]
+    base = [c for c in (OPPORTUNITY_ID, OWNER, CUSTOMER_ID, AMOUNT, CLOSE_DATE,
+                        PRODUCT) if c in deals.columns]
     features = deals[base].assign(**{
-        F_STAGE: deals[S.STAGE],
+        F_STAGE: deals[STAGE],
         F_STAGE_INDEX: deals[STAGE_INDEX],
-        F_AGE: _days(when - deals[S.CREATED_AT]),
+        F_AGE: _days(when - deals[CREATED_AT]),
         F_DAYS_IN_STAGE: deals[DAYS_IN_STAGE],
         F_STAGE_CHANGES: deals[STAGE_CHANGES],
         F_REGRESSIONS: deals[REGRESSIONS],
         F_CLOSE_SLIPS: deals[CLOSE_SLIPS],
         F_DAYS_SLIPPED: deals[DAYS_SLIPPED],
-        F_OVERDUE: _overdue(deals[S.CLOSE_DATE], when),
-        F_DAYS_TO_CLOSE: _days(deals[S.CLOSE_DATE] - when),
+        F_OVERDUE: _overdue(deals[CLOSE_DATE], when),
+        F_DAYS_TO_CLOSE: _days(deals[CLOSE_DATE] - when),
         F_AMOUNT_VS_OWNER: _owner_median_ratio(state, deals),
-        F_OWNER_WIN_RATE: _win_rate_of(closed, closed[S.OWNER], deals[S.OWNER]),
+        F_OWNER_WIN_RATE: _win_rate_of(closed, closed[OWNER], deals[OWNER]),
         F_SEGMENT_WIN_RATE: _segment_win_rate(tables, closed, deals),
         F_HISTORY_EXACT: deals[HISTORY_EXACT].astype(bool),
     })
-    features.insert(1, S.AS_OF, when)
-    if tables.has(S.CUSTOMERS) and S.SEGMENT in tables[S.CUSTOMERS].columns:
-        features[S.SEGMENT] = _segments(tables, deals)
+    features.insert(1, AS_OF, when)
+    if tables.has(CUSTOMERS) and SEGMENT in tables[CUSTOMERS].columns:
+        features[SEGMENT] = _segments(tables, deals)
     return features.reset_index(drop=True)
 
 
@@ -463,26 +494,26 @@ def opportunity_features(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFr
 def _deal_attributes(tables: Tables) -> pd.DataFrame:
     """Per deal id: its owner's ``rep, team, region``, its ``product`` and customer ``segment``."""
     opps = _opportunities(tables)
-    if not tables.has(S.OPPORTUNITIES):
-        return pd.DataFrame(columns=[*NODE_COLUMNS, S.SEGMENT], index=pd.Index([], dtype=object))
-    attrs = opportunity_nodes(tables).set_index(S.OPPORTUNITY_ID)
-    if S.PRODUCT in opps.columns:
-        attrs[S.PRODUCT] = opps[S.PRODUCT].to_numpy()
-    customers = opps.get(S.CUSTOMER_ID, pd.Series(np.nan, index=opps.index, dtype=object))
-    attrs[S.SEGMENT] = customer_column(tables, S.SEGMENT, customers).to_numpy()
+    if not tables.has(OPPORTUNITIES):
+        return pd.DataFrame(columns=[*NODE_COLUMNS, SEGMENT], index=pd.Index([], dtype=object))
+    attrs = opportunity_nodes(tables).set_index(OPPORTUNITY_ID)
+    if PRODUCT in opps.columns:
+        attrs[PRODUCT] = opps[PRODUCT].to_numpy()
+    customers = opps.get(CUSTOMER_ID, pd.Series(np.nan, index=opps.index, dtype=object))
+    attrs[SEGMENT] = customer_column(tables, SEGMENT, customers).to_numpy()
     return attrs
 
 
 def _with_nodes(frame: pd.DataFrame, attributes: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (keyed by ``opportunity_id``) with the node columns of its deals."""
     new = attributes[[c for c in attributes.columns if c not in frame.columns]]
-    return frame.join(new, on=S.OPPORTUNITY_ID)
+    return frame.join(new, on=OPPORTUNITY_ID)
 
 
 def _keys(frame: pd.DataFrame, level: str) -> pd.Series:
     """The node key of each row at ``level`` (``all`` for company, unassigned when missing)."""
-    if level == S.LEVEL_COMPANY:
-        return pd.Series(S.COMPANY_KEY, index=frame.index, dtype=object)
+    if level == LEVEL_COMPANY:
+        return pd.Series(COMPANY_KEY, index=frame.index, dtype=object)
     if level not in frame.columns:
         return pd.Series(UNASSIGNED, index=frame.index, dtype=object)
     keys = frame[level].astype(object)
@@ -494,28 +525,28 @@ def _keys(frame: pd.DataFrame, level: str) -> pd.Series:
 
 def _terminal_stages(runs: pd.DataFrame, state: pd.DataFrame) -> set[str]:
     """Stages no deal ever left and no open deal is in (Won, Lost...): they have no exits."""
-    open_now = state.loc[state[S.STATUS] == S.STATUS_OPEN, S.STAGE]
+    open_now = state.loc[state[STATUS] == STATUS_OPEN, STAGE]
     return _sinks(runs) - set(open_now.dropna())
 
 
 def _stage_exits(funnel: _Funnel) -> pd.DataFrame:
     """Each stage visit that ended before T: when, whether it went forward, how many days."""
-    runs, state = funnel.runs, funnel.state.set_index(S.OPPORTUNITY_ID)
+    runs, state = funnel.runs, funnel.state.set_index(OPPORTUNITY_ID)
     terminal = _terminal_stages(runs, funnel.state)
-    following = runs.groupby(S.OPPORTUNITY_ID, sort=False)[
-        [S.ENTERED_AT, S.STAGE, STAGE_INDEX]].shift(-1)
-    status = runs[S.OPPORTUNITY_ID].map(state[S.STATUS])
-    moved = following[S.ENTERED_AT].notna()
-    to_terminal = following[S.STAGE].isin(terminal)
+    following = runs.groupby(OPPORTUNITY_ID, sort=False)[
+        [ENTERED_AT, STAGE, STAGE_INDEX]].shift(-1)
+    status = runs[OPPORTUNITY_ID].map(state[STATUS])
+    moved = following[ENTERED_AT].notna()
+    to_terminal = following[STAGE].isin(terminal)
     # The last visit of a deal closed before T ends at its close; entering Won/Lost is decided by
     # the outcome, not by where the inferred order put those stages.
-    closed_at = runs[S.OPPORTUNITY_ID].map(state[S.CLOSE_DATE]).where(status != S.STATUS_OPEN)
-    exit_at = following[S.ENTERED_AT].where(moved, closed_at)
+    closed_at = runs[OPPORTUNITY_ID].map(state[CLOSE_DATE]).where(status != STATUS_OPEN)
+    exit_at = following[ENTERED_AT].where(moved, closed_at)
     ahead = (following[STAGE_INDEX] > runs[STAGE_INDEX]) & ~to_terminal
-    forward = ahead | ((status == S.STATUS_WON) & (to_terminal | ~moved))
+    forward = ahead | ((status == STATUS_WON) & (to_terminal | ~moved))
     exits = runs.assign(**{_EXIT_AT: exit_at, _FORWARD: forward.astype(float),
-                           "_days": _days(exit_at - runs[S.ENTERED_AT])})
-    return exits[exits[_EXIT_AT].notna() & ~exits[S.STAGE].isin(terminal)]
+                           "_days": _days(exit_at - runs[ENTERED_AT])})
+    return exits[exits[_EXIT_AT].notna() & ~exits[STAGE].isin(terminal)]
 
 
 def _windowed(exits: pd.DataFrame, as_of: pd.Timestamp, trailing_days: int, baseline_days: int
@@ -557,13 +588,13 @@ def _rates(counts: pd.DataFrame) -> pd.DataFrame:
 
 def _conversion_table(exits: pd.DataFrame, level: str) -> pd.DataFrame:
     """Per (key, stage): exits and forward share in both windows, median days (recent)."""
-    keys = _keys(exits, level).rename(S.KEY)
-    counts = exits.groupby([keys, exits[S.STAGE]]).agg(_COUNTED)
+    keys = _keys(exits, level).rename(KEY)
+    counts = exits.groupby([keys, exits[STAGE]]).agg(_COUNTED)
     table = _rates(counts).assign(median_days_in_stage=counts["_days_recent"])
-    return table.reset_index().assign(**{S.LEVEL: level})
+    return table.reset_index().assign(**{LEVEL: level})
 
 
-_CONVERSION_COLUMNS = [S.LEVEL, S.KEY, S.STAGE, STAGE_INDEX, "exits", "conversion",
+_CONVERSION_COLUMNS = [LEVEL, KEY, STAGE, STAGE_INDEX, "exits", "conversion",
                        "exits_baseline", "conversion_baseline", "median_days_in_stage"]
 
 
@@ -583,10 +614,10 @@ def stage_conversion(tables: Tables, as_of: pd.Timestamp | str,
     """
     funnel = _funnel_at(tables, as_of)
     exits = _funnel_exits(funnel, _deal_attributes(tables), (trailing_days, baseline_days))
-    chosen = list(S.HIERARCHY_LEVELS if levels is None else levels)
+    chosen = list(HIERARCHY_LEVELS if levels is None else levels)
     table = pd.concat([_conversion_table(exits, lv) for lv in chosen], ignore_index=True)
     index = {stage: float(i) for i, stage in enumerate(funnel.order)}
-    table[STAGE_INDEX] = table[S.STAGE].map(index).astype(float)
+    table[STAGE_INDEX] = table[STAGE].map(index).astype(float)
     return table.reindex(columns=_CONVERSION_COLUMNS)
 
 
@@ -606,10 +637,10 @@ class _Scope:
 
 def _open_measures(deals: pd.DataFrame, scope: _Scope) -> pd.DataFrame:
     """Per deal open at T: what the pipeline metrics add up (NaN where the data cannot tell)."""
-    close, in_stage = deals[S.CLOSE_DATE], deals[DAYS_IN_STAGE]
+    close, in_stage = deals[CLOSE_DATE], deals[DAYS_IN_STAGE]
     in_period = ((close >= scope.start) & (close < scope.end)).astype(float).where(close.notna())
     stalled = (in_stage >= scope.stall_days).astype(float).where(in_stage.notna())
-    amount = deals[S.AMOUNT]
+    amount = deals[AMOUNT]
     return pd.DataFrame({
         "open_deals": 1.0,
         "open_pipeline": amount,
@@ -624,12 +655,12 @@ def _open_measures(deals: pd.DataFrame, scope: _Scope) -> pd.DataFrame:
 
 def _closed_measures(deals: pd.DataFrame, scope: _Scope) -> pd.DataFrame:
     """Per deal closed before T: won amount in the period, won (1) or lost (0) per window."""
-    close, won = deals[S.CLOSE_DATE], (deals[S.STATUS] == S.STATUS_WON).astype(float)
+    close, won = deals[CLOSE_DATE], (deals[STATUS] == STATUS_WON).astype(float)
     recent_from = scope.as_of - pd.Timedelta(days=scope.windows[0])
     baseline_from = recent_from - pd.Timedelta(days=scope.windows[1])
     in_period = (close >= scope.start) & (close < scope.end)
     return pd.DataFrame({
-        "won_to_date": (deals[S.AMOUNT] * won).where(in_period, 0.0),
+        "won_to_date": (deals[AMOUNT] * won).where(in_period, 0.0),
         "win_rate": won.where(close >= recent_from),
         "win_rate_baseline": won.where((close >= baseline_from) & (close < recent_from)),
     }, index=deals.index)
@@ -640,7 +671,7 @@ _RATES = ("win_rate", "win_rate_baseline")
 
 def _deal_measures(deals: pd.DataFrame, scope: _Scope) -> pd.DataFrame:
     """Per deal created before T, every quantity a node metric sums or averages."""
-    open_ = deals[S.STATUS] == S.STATUS_OPEN
+    open_ = deals[STATUS] == STATUS_OPEN
     measures = pd.concat([_open_measures(deals[open_], scope),
                           _closed_measures(deals[~open_], scope)])
     return measures.reindex(deals.index).fillna({"open_deals": 0.0, "open_pipeline": 0.0,
@@ -657,9 +688,9 @@ def _largest_drop(table: pd.DataFrame) -> pd.DataFrame:
     """Per key: the stage whose conversion fell most from baseline, among well-observed stages."""
     enough = (table["exits"] >= MIN_EXITS) & (table["exits_baseline"] >= MIN_EXITS)
     rows = table.assign(_drop=table["conversion_baseline"] - table["conversion"])[enough]
-    worst = rows.sort_values("_drop", ascending=False, kind="stable").drop_duplicates(S.KEY)
-    worst = worst.set_index(S.KEY)[["_drop", S.STAGE]]
-    return worst.rename(columns={"_drop": "conversion_drop", S.STAGE: "conversion_drop_stage"})
+    worst = rows.sort_values("_drop", ascending=False, kind="stable").drop_duplicates(KEY)
+    worst = worst.set_index(KEY)[["_drop", STAGE]]
+    return worst.rename(columns={"_drop": "conversion_drop", STAGE: "conversion_drop_stage"})
 
 
 def _conversion_metrics(exits: pd.DataFrame, level: str) -> pd.DataFrame:
@@ -669,7 +700,7 @@ def _conversion_metrics(exits: pd.DataFrame, level: str) -> pd.DataFrame:
         _n_recent=table["exits"], _f_recent=table["exits"] * table["conversion"].fillna(0.0),
         _n_baseline=table["exits_baseline"],
         _f_baseline=table["exits_baseline"] * table["conversion_baseline"].fillna(0.0),
-    ).groupby(S.KEY)[["_n_recent", "_f_recent", "_n_baseline", "_f_baseline"]].sum()
+    ).groupby(KEY)[["_n_recent", "_f_recent", "_n_baseline", "_f_baseline"]].sum()
     velocity = exits["_days_recent"].groupby(_keys(exits, level)).median()
     return pd.concat([
         _rates(counts)[["conversion", "conversion_baseline"]],
@@ -681,31 +712,31 @@ def _conversion_metrics(exits: pd.DataFrame, level: str) -> pd.DataFrame:
 def _node_keys(tables: Tables, level: str, targets: pd.DataFrame | None) -> list[str]:
     """Nodes listed even without activity: the hierarchy's, and those with a target."""
     keys: set[str] = set()
-    if level == S.LEVEL_COMPANY:
-        keys.add(S.COMPANY_KEY)
-    elif level in (S.LEVEL_REP, S.LEVEL_TEAM) or (level == S.LEVEL_REGION and tables.has(S.ORG)):
+    if level == LEVEL_COMPANY:
+        keys.add(COMPANY_KEY)
+    elif level in (LEVEL_REP, LEVEL_TEAM) or (level == LEVEL_REGION and tables.has(ORG)):
         keys |= set(rep_hierarchy(tables)[level].dropna())
     if targets is not None:
-        keys |= set(targets.loc[targets[S.LEVEL] == level, S.KEY].dropna())
+        keys |= set(targets.loc[targets[LEVEL] == level, KEY].dropna())
     return sorted(keys)
 
 
 def _period_targets(tables: Tables, targets: pd.DataFrame | None, period: str
                     ) -> pd.DataFrame | None:
     """The targets of ``period`` (default: the data's ``targets`` table)."""
-    chosen = targets if targets is not None else tables.get(S.TARGETS)
+    chosen = targets if targets is not None else tables.get(TARGETS)
     if chosen is None:
         return None
-    return chosen[chosen[S.PERIOD].astype(str) == str(period)]
+    return chosen[chosen[PERIOD].astype(str) == str(period)]
 
 
 def _period_revenue(tables: Tables, bounds: tuple[pd.Timestamp, ...], levels: Sequence[str]
                     ) -> pd.DataFrame:
     """Revenue events of the period dated before T."""
     start, end, as_of = bounds
-    extra = [lv for lv in levels if lv not in S.HIERARCHY_LEVELS]
+    extra = [lv for lv in levels if lv not in HIERARCHY_LEVELS]
     events = revenue_events(tables, as_of=as_of, columns=extra, since=start)
-    return events[events[S.DS] < end]
+    return events[events[DS] < end]
 
 
 _COUNTS = ("open_deals", "open_pipeline", "won_to_date", "revenue_to_date")
@@ -719,21 +750,21 @@ def _level_metrics(level: str, measures: pd.DataFrame, deals: pd.DataFrame,
     """One row per key of ``level`` with every node metric except targets."""
     frame = pd.concat([
         _aggregated(measures, _keys(deals, level)),
-        revenue[S.AMOUNT].groupby(_keys(revenue, level)).sum().rename("revenue_to_date"),
+        revenue[AMOUNT].groupby(_keys(revenue, level)).sum().rename("revenue_to_date"),
         _conversion_metrics(exits, level),
     ], axis=1)
-    return frame.rename_axis(S.KEY).reset_index().assign(**{S.LEVEL: level})
+    return frame.rename_axis(KEY).reset_index().assign(**{LEVEL: level})
 
 
 def _listed(frame: pd.DataFrame, level: str, keys: list[str]) -> pd.DataFrame:
     """``frame`` with a row for each of ``keys`` it lacks; counts of idle nodes are zero."""
-    missing = sorted(set(keys) - set(frame[S.KEY]))
-    idle_nodes = pd.DataFrame({S.LEVEL: [level] * len(missing), S.KEY: missing})
+    missing = sorted(set(keys) - set(frame[KEY]))
+    idle_nodes = pd.DataFrame({LEVEL: [level] * len(missing), KEY: missing})
     frame = pd.concat([frame, idle_nodes], ignore_index=True)
     frame[list(_COUNTS)] = frame[list(_COUNTS)].fillna(0.0)
     idle = frame["open_deals"] == 0
     frame.loc[idle, list(_OPEN_COUNTS)] = frame.loc[idle, list(_OPEN_COUNTS)].fillna(0.0)
-    return frame.sort_values(S.KEY, kind="stable")
+    return frame.sort_values(KEY, kind="stable")
 
 
 def _with_targets(nodes: pd.DataFrame, targets: pd.DataFrame | None) -> pd.DataFrame:
@@ -741,8 +772,8 @@ def _with_targets(nodes: pd.DataFrame, targets: pd.DataFrame | None) -> pd.DataF
     if targets is None:
         amounts = pd.Series(np.nan, index=nodes.index)
     else:
-        lookup = targets.set_index([S.LEVEL, S.KEY])[S.AMOUNT]
-        amounts = pd.Series(lookup.reindex(pd.MultiIndex.from_frame(nodes[[S.LEVEL, S.KEY]]))
+        lookup = targets.set_index([LEVEL, KEY])[AMOUNT]
+        amounts = pd.Series(lookup.reindex(pd.MultiIndex.from_frame(nodes[[LEVEL, KEY]]))
                             .to_numpy(), index=nodes.index)
     remaining = (amounts - nodes["revenue_to_date"]).clip(lower=0.0)
     # Nothing left to cover (target met) or no target: coverage is undefined, not infinite.
@@ -773,7 +804,7 @@ def funnel_node_metrics(tables: Tables, as_of: pd.Timestamp | str, period: str,
     funnel = _funnel_at(tables, as_of)
     start, end = period_bounds(period)
     scope = _Scope(start, end, funnel.as_of, stall_days, (trailing_days, baseline_days))
-    chosen = list(S.HIERARCHY_LEVELS if levels is None else levels)
+    chosen = list(HIERARCHY_LEVELS if levels is None else levels)
     attributes = _deal_attributes(tables)
     deals = _with_nodes(funnel.state, attributes)
     exits = _funnel_exits(funnel, attributes, scope.windows)
@@ -783,6 +814,6 @@ def funnel_node_metrics(tables: Tables, as_of: pd.Timestamp | str, period: str,
     parts = [_listed(_level_metrics(lv, measures, deals, exits, revenue), lv,
                      _node_keys(tables, lv, goals)) for lv in chosen]
     nodes = _with_targets(pd.concat(parts, ignore_index=True), goals)
-    nodes[S.PERIOD] = str(period)
-    nodes[S.AS_OF] = funnel.as_of
-    return nodes[[S.PERIOD, S.LEVEL, S.KEY, S.AS_OF, *NODE_METRICS]]
+    nodes[PERIOD] = str(period)
+    nodes[AS_OF] = funnel.as_of
+    return nodes[[PERIOD, LEVEL, KEY, AS_OF, *NODE_METRICS]]

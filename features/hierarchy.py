@@ -25,8 +25,28 @@ from typing import cast
 import numpy as np
 import pandas as pd
 
-from engine import schemas as S
 from engine.io import Tables
+from engine.schemas import (
+    ACCOUNT_MANAGER,
+    AMOUNT,
+    CLOSE_DATE,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    DS,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    ORDER_DATE,
+    ORDER_ID,
+    ORDERS,
+    ORG,
+    OWNER,
+    PERIOD_PATTERN,
+    REGION,
+    REP,
+    STATUS,
+    STATUS_WON,
+    TEAM,
+)
 
 __all__ = [
     "NODE_COLUMNS",
@@ -44,10 +64,10 @@ __all__ = [
 UNASSIGNED = "unassigned"
 # (since, as_of): events dated in [since, as_of); None leaves that end open.
 _Window = tuple[pd.Timestamp | None, pd.Timestamp | None]
-NODE_COLUMNS = (S.REP, S.TEAM, S.REGION)
+NODE_COLUMNS = (REP, TEAM, REGION)
 # Columns that identify or time a row, or name the hierarchy: never offered as categories.
 _NOT_CATEGORICAL = frozenset(
-    {S.CUSTOMER_ID, S.ORDER_ID, S.OPPORTUNITY_ID, S.ACCOUNT_MANAGER, S.AMOUNT, S.DS,
+    {CUSTOMER_ID, ORDER_ID, OPPORTUNITY_ID, ACCOUNT_MANAGER, AMOUNT, DS,
      *NODE_COLUMNS}
 )
 
@@ -55,7 +75,7 @@ _NOT_CATEGORICAL = frozenset(
 def period_bounds(period: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     """Start and exclusive end of a period written ``2017``, ``2017Q3`` or ``2017-08``."""
     text = str(period).strip()
-    if re.fullmatch(S.PERIOD_PATTERN, text) is None:
+    if re.fullmatch(PERIOD_PATTERN, text) is None:
         raise ValueError(f"period must look like 2017, 2017Q3 or 2017-08, got {period!r}")
     year = int(text[:4])
     if "Q" in text:
@@ -69,71 +89,71 @@ def period_bounds(period: str) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 def rep_hierarchy(tables: Tables) -> pd.DataFrame:
     """One row per known rep: ``rep``, ``team``, ``region``; reps outside ``org`` are unassigned."""
-    org = tables.get(S.ORG)
+    org = tables.get(ORG)
     known = (
-        org[[S.REP, S.TEAM, S.REGION]].astype(object)
+        org[[REP, TEAM, REGION]].astype(object)
         if org is not None
         else pd.DataFrame({c: pd.Series(dtype=object) for c in NODE_COLUMNS})
     )
     named = [
         frame[column]
         for frame, column in (
-            (tables.get(S.OPPORTUNITIES), S.OWNER),
-            (tables.get(S.CUSTOMERS), S.ACCOUNT_MANAGER),
+            (tables.get(OPPORTUNITIES), OWNER),
+            (tables.get(CUSTOMERS), ACCOUNT_MANAGER),
         )
         if frame is not None and column in frame.columns
     ]
     seen = pd.unique(pd.concat(named, ignore_index=True).dropna()) if named else []
-    extra = sorted(set(seen) - set(known[S.REP]))
-    orphans = pd.DataFrame({S.REP: extra, S.TEAM: UNASSIGNED, S.REGION: UNASSIGNED}, dtype=object)
+    extra = sorted(set(seen) - set(known[REP]))
+    orphans = pd.DataFrame({REP: extra, TEAM: UNASSIGNED, REGION: UNASSIGNED}, dtype=object)
     return pd.concat([known, orphans], ignore_index=True)
 
 
 def _nodes_of_reps(tables: Tables, reps: pd.Series, fallback_region: pd.Series) -> pd.DataFrame:
     """``rep``, ``team``, ``region`` for each rep value (aligned to ``reps``)."""
-    hierarchy = rep_hierarchy(tables).set_index(S.REP)
+    hierarchy = rep_hierarchy(tables).set_index(REP)
     rep = reps.astype(object).where(reps.notna(), UNASSIGNED)
-    team = rep.map(hierarchy[S.TEAM]).fillna(UNASSIGNED)
-    if tables.has(S.ORG):
-        region = rep.map(hierarchy[S.REGION]).fillna(UNASSIGNED)
+    team = rep.map(hierarchy[TEAM]).fillna(UNASSIGNED)
+    if tables.has(ORG):
+        region = rep.map(hierarchy[REGION]).fillna(UNASSIGNED)
     else:
         region = fallback_region.astype(object).where(fallback_region.notna(), UNASSIGNED)
-    return pd.DataFrame({S.REP: rep, S.TEAM: team, S.REGION: region}, index=reps.index)
+    return pd.DataFrame({REP: rep, TEAM: team, REGION: region}, index=reps.index)
 
 
 def customer_column(tables: Tables, column: str, customer_ids: pd.Series) -> pd.Series:
     """A column of ``customers`` for each of ``customer_ids`` (NaN where unknown or absent)."""
-    customers = tables.get(S.CUSTOMERS)
+    customers = tables.get(CUSTOMERS)
     if customers is None or column not in customers.columns:
         return pd.Series(np.nan, index=customer_ids.index, dtype=object)
-    values = customers.set_index(S.CUSTOMER_ID)[column]
+    values = customers.set_index(CUSTOMER_ID)[column]
     return customer_ids.map(values)
 
 
 def customer_nodes(tables: Tables) -> pd.DataFrame:
     """One row per customer: ``customer_id`` and the node of its account manager."""
     customers = _customers(tables)
-    ids = customers[S.CUSTOMER_ID].astype(object)
-    manager = _column_or_nan(customers, S.ACCOUNT_MANAGER)
-    nodes = _nodes_of_reps(tables, manager, _column_or_nan(customers, S.REGION))
-    return pd.concat([ids.rename(S.CUSTOMER_ID), nodes], axis=1).reset_index(drop=True)
+    ids = customers[CUSTOMER_ID].astype(object)
+    manager = _column_or_nan(customers, ACCOUNT_MANAGER)
+    nodes = _nodes_of_reps(tables, manager, _column_or_nan(customers, REGION))
+    return pd.concat([ids.rename(CUSTOMER_ID), nodes], axis=1).reset_index(drop=True)
 
 
 def opportunity_nodes(tables: Tables) -> pd.DataFrame:
     """One row per opportunity: ``opportunity_id`` and the node of its owner."""
-    opps = tables[S.OPPORTUNITIES]
-    region = customer_column(tables, S.REGION, _column_or_nan(opps, S.CUSTOMER_ID))
-    nodes = _nodes_of_reps(tables, opps[S.OWNER], region)
-    ids = opps[S.OPPORTUNITY_ID].astype(object).rename(S.OPPORTUNITY_ID)
+    opps = tables[OPPORTUNITIES]
+    region = customer_column(tables, REGION, _column_or_nan(opps, CUSTOMER_ID))
+    nodes = _nodes_of_reps(tables, opps[OWNER], region)
+    ids = opps[OPPORTUNITY_ID].astype(object).rename(OPPORTUNITY_ID)
     return pd.concat([ids, nodes], axis=1).reset_index(drop=True)
 
 
 def _customers(tables: Tables) -> pd.DataFrame:
     """The customers table, or the customer ids of ``orders`` when it is absent."""
-    customers = tables.get(S.CUSTOMERS)
+    customers = tables.get(CUSTOMERS)
     if customers is not None:
         return customers
-    return pd.DataFrame({S.CUSTOMER_ID: tables[S.ORDERS][S.CUSTOMER_ID].drop_duplicates()})
+    return pd.DataFrame({CUSTOMER_ID: tables[ORDERS][CUSTOMER_ID].drop_duplicates()})
 
 
 def _column_or_nan(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -155,12 +175,12 @@ def _is_categorical(values: pd.Series) -> bool:
 def categorical_columns(tables: Tables) -> dict[str, str]:
     """Categorical columns usable as levels: column -> table (``orders`` wins over customers)."""
     found: dict[str, str] = {}
-    for table in (S.ORDERS, S.CUSTOMERS):
+    for table in (ORDERS, CUSTOMERS):
         frame = tables.get(table)
         if frame is None:
             continue
         for column in frame.columns:
-            is_region = column == S.REGION and table == S.CUSTOMERS
+            is_region = column == REGION and table == CUSTOMERS
             if column in _NOT_CATEGORICAL or column in found or is_region:
                 continue
             if _is_categorical(frame[column]):
@@ -197,14 +217,14 @@ class _NodeLookup:
 def _node_lookup(tables: Tables) -> _NodeLookup:
     """Codes once per customer and per deal, so millions of orders only index arrays."""
     cust = customer_nodes(tables)
-    if tables.has(S.OPPORTUNITIES):
+    if tables.has(OPPORTUNITIES):
         deals = opportunity_nodes(tables)
     else:
-        deals = cust.iloc[:0].rename(columns={S.CUSTOMER_ID: S.OPPORTUNITY_ID})
+        deals = cust.iloc[:0].rename(columns={CUSTOMER_ID: OPPORTUNITY_ID})
     cats = {c: _categories(cust[c], deals[c]) for c in NODE_COLUMNS}
     return _NodeLookup(
-        customer_ids=pd.Index(cust[S.CUSTOMER_ID]),
-        deal_ids=pd.Index(deals[S.OPPORTUNITY_ID]),
+        customer_ids=pd.Index(cust[CUSTOMER_ID]),
+        deal_ids=pd.Index(deals[OPPORTUNITY_ID]),
         categories=cats,
         by_customer={c: np.append(_positions(cats[c], cust[c]), 0) for c in NODE_COLUMNS},
         by_deal={c: np.append(_positions(cats[c], deals[c]), 0) for c in NODE_COLUMNS},
@@ -267,14 +287,14 @@ def _deal_positions(lookup: _NodeLookup, linked_ids: pd.Series) -> np.ndarray:
 def _order_events(tables: Tables, lookup: _NodeLookup, window: _Window, columns: Sequence[str],
                   with_ids: bool) -> pd.DataFrame:
     """Revenue events from orders, attributed to the linked deal's owner or the account manager."""
-    orders = _dated(tables[S.ORDERS], S.ORDER_DATE, window)
-    linked_ids = _column_or_nan(orders, S.OPPORTUNITY_ID)
-    cust_pos = _positions(lookup.customer_ids, orders[S.CUSTOMER_ID])
-    ids = {S.CUSTOMER_ID: orders[S.CUSTOMER_ID].to_numpy(dtype=object),
-           S.OPPORTUNITY_ID: linked_ids.to_numpy(dtype=object)} if with_ids else {}
+    orders = _dated(tables[ORDERS], ORDER_DATE, window)
+    linked_ids = _column_or_nan(orders, OPPORTUNITY_ID)
+    cust_pos = _positions(lookup.customer_ids, orders[CUSTOMER_ID])
+    ids = {CUSTOMER_ID: orders[CUSTOMER_ID].to_numpy(dtype=object),
+           OPPORTUNITY_ID: linked_ids.to_numpy(dtype=object)} if with_ids else {}
     return pd.DataFrame({
-        S.DS: orders[S.ORDER_DATE].to_numpy(),
-        S.AMOUNT: orders[S.AMOUNT].to_numpy(dtype=float),
+        DS: orders[ORDER_DATE].to_numpy(),
+        AMOUNT: orders[AMOUNT].to_numpy(dtype=float),
         **_node_columns(lookup, cust_pos, _deal_positions(lookup, linked_ids)),
         **ids,
         **_extra_columns(tables, columns, orders, cust_pos),
@@ -284,20 +304,20 @@ def _order_events(tables: Tables, lookup: _NodeLookup, window: _Window, columns:
 def _won_deal_events(tables: Tables, lookup: _NodeLookup, window: _Window,
                      columns: Sequence[str], with_ids: bool) -> pd.DataFrame:
     """Revenue events of won opportunities that no (visible) order carries, on ``close_date``."""
-    opps = tables[S.OPPORTUNITIES]
+    opps = tables[OPPORTUNITIES]
     # Point in time: an order that arrives after as_of does not yet replace the deal's revenue.
-    orders = _dated(tables[S.ORDERS], S.ORDER_DATE, (None, window[1]))
-    carried = _column_or_nan(orders, S.OPPORTUNITY_ID).dropna().unique()
-    won = (opps[S.STATUS] == S.STATUS_WON) & ~opps[S.OPPORTUNITY_ID].isin(carried)
-    deals = _dated(opps[won], S.CLOSE_DATE, window)
-    customer_ids = _column_or_nan(deals, S.CUSTOMER_ID)
+    orders = _dated(tables[ORDERS], ORDER_DATE, (None, window[1]))
+    carried = _column_or_nan(orders, OPPORTUNITY_ID).dropna().unique()
+    won = (opps[STATUS] == STATUS_WON) & ~opps[OPPORTUNITY_ID].isin(carried)
+    deals = _dated(opps[won], CLOSE_DATE, window)
+    customer_ids = _column_or_nan(deals, CUSTOMER_ID)
     cust_pos = _positions(lookup.customer_ids, customer_ids)
-    ids = {S.CUSTOMER_ID: customer_ids.to_numpy(dtype=object),
-           S.OPPORTUNITY_ID: deals[S.OPPORTUNITY_ID].to_numpy(dtype=object)} if with_ids else {}
+    ids = {CUSTOMER_ID: customer_ids.to_numpy(dtype=object),
+           OPPORTUNITY_ID: deals[OPPORTUNITY_ID].to_numpy(dtype=object)} if with_ids else {}
     return pd.DataFrame({
-        S.DS: deals[S.CLOSE_DATE].to_numpy(),
-        S.AMOUNT: deals[S.AMOUNT].to_numpy(dtype=float),
-        **_node_columns(lookup, cust_pos, _positions(lookup.deal_ids, deals[S.OPPORTUNITY_ID])),
+        DS: deals[CLOSE_DATE].to_numpy(),
+        AMOUNT: deals[AMOUNT].to_numpy(dtype=float),
+        **_node_columns(lookup, cust_pos, _positions(lookup.deal_ids, deals[OPPORTUNITY_ID])),
         **ids,
         **_extra_columns(tables, columns, deals, cust_pos),
     })
@@ -316,11 +336,11 @@ def revenue_events(tables: Tables, as_of: pd.Timestamp | None = None,
     window = (None if since is None else pd.Timestamp(since),
               None if as_of is None else pd.Timestamp(as_of))
     parts = [_order_events(tables, lookup, window, wanted, with_ids)]
-    if tables.has(S.OPPORTUNITIES):
+    if tables.has(OPPORTUNITIES):
         parts.append(_won_deal_events(tables, lookup, window, wanted, with_ids))
     events = pd.concat(parts, ignore_index=True)
-    if events[S.DS].dtype != "datetime64[ns]":
-        events[S.DS] = events[S.DS].astype("datetime64[ns]")
+    if events[DS].dtype != "datetime64[ns]":
+        events[DS] = events[DS].astype("datetime64[ns]")
     return events
 
 
@@ -341,5 +361,5 @@ def attribute_revenue(tables: Tables, as_of: pd.Timestamp | None = None,
     """
     wanted = list(categorical_columns(tables)) if columns is None else list(columns)
     events = revenue_events(tables, as_of=as_of, columns=wanted, with_ids=True)
-    order = [S.CUSTOMER_ID, S.DS, S.AMOUNT, *NODE_COLUMNS, S.OPPORTUNITY_ID, *wanted]
+    order = [CUSTOMER_ID, DS, AMOUNT, *NODE_COLUMNS, OPPORTUNITY_ID, *wanted]
     return events[order]

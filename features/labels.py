@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from engine import schemas as S
+from engine.schemas import AS_OF, CUSTOMER_ID
 from features.customer import Timeline, as_of_day, customer_index, order_history
 
 __all__ = [
@@ -53,8 +53,8 @@ def labels_at(purchases: Timeline, ids: np.ndarray, as_of: pd.Timestamp | str,
     active, churned = churn_codes(purchases, as_of, horizon_days, lookback_days)
     stamp, _ = as_of_day(as_of)
     return pd.DataFrame({
-        S.CUSTOMER_ID: ids[active],
-        S.AS_OF: np.full(len(active), stamp.to_datetime64(), dtype="datetime64[ns]"),
+        CUSTOMER_ID: ids[active],
+        AS_OF: np.full(len(active), stamp.to_datetime64(), dtype="datetime64[ns]"),
         CHURNED: churned,
     })
 
@@ -68,7 +68,7 @@ def churn_labels(orders: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int = 
         ``[as_of, as_of + horizon_days)``), one row per customer with a purchase in
         ``[as_of - lookback_days, as_of)``, sorted by ``customer_id``.
     """
-    ids, (codes,) = customer_index([orders[S.CUSTOMER_ID]])
+    ids, (codes,) = customer_index([orders[CUSTOMER_ID]])
     history = order_history(orders, codes, len(ids))
     return labels_at(history.purchases, ids, as_of, horizon_days, lookback_days)
 

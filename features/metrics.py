@@ -25,8 +25,36 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine import schemas as S
 from engine.io import Tables
+from engine.schemas import (
+    AMOUNT,
+    CLOSE_DATE,
+    COMPANY_KEY,
+    CUSTOMER_ID,
+    DS,
+    DUE_DATE,
+    INTERACTIONS,
+    ISSUED_AT,
+    KEY,
+    KIND,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_REP,
+    LEVEL_TEAM,
+    OCCURRED_AT,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    OWNER,
+    PAID_AT,
+    PERIOD,
+    RECEIVABLES,
+    REGION,
+    REP,
+    STAGE_HISTORY,
+    TARGETS,
+    TEAM,
+)
 from features.customer import KIND_COMPLAINT
 from features.hierarchy import customer_nodes, opportunity_nodes, period_bounds, rep_hierarchy
 
@@ -52,19 +80,19 @@ __all__ = [
 SCOPE_COLUMN = "scope"
 VALUE = "value"
 EXPLANATION = "explanation"
-SCOPES = ("company", S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP, "customer", "opportunity")
-NODE_SCOPES = (S.LEVEL_COMPANY, S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP)
+SCOPES = ("company", LEVEL_REGION, LEVEL_TEAM, LEVEL_REP, "customer", "opportunity")
+NODE_SCOPES = (LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM, LEVEL_REP)
 # Labels of an alert at each scope, ancestors first: the hierarchy is company > region > team >
 # rep, and a customer (its account manager) or an opportunity (its owner) hangs below a rep.
 SCOPE_LABELS: dict[str, tuple[str, ...]] = {
-    S.LEVEL_COMPANY: (),
-    S.LEVEL_REGION: (S.REGION,),
-    S.LEVEL_TEAM: (S.REGION, S.TEAM),
-    S.LEVEL_REP: (S.REGION, S.TEAM, S.REP),
-    "customer": (S.REGION, S.TEAM, S.REP, S.CUSTOMER_ID),
-    "opportunity": (S.REGION, S.TEAM, S.REP, S.OPPORTUNITY_ID),
+    LEVEL_COMPANY: (),
+    LEVEL_REGION: (REGION,),
+    LEVEL_TEAM: (REGION, TEAM),
+    LEVEL_REP: (REGION, TEAM, REP),
+    "customer": (REGION, TEAM, REP, CUSTOMER_ID),
+    "opportunity": (REGION, TEAM, REP, OPPORTUNITY_ID),
 }
-_LABEL_COLUMNS = (S.REGION, S.TEAM, S.REP, S.CUSTOMER_ID, S.OPPORTUNITY_ID)
+_LABEL_COLUMNS = (REGION, TEAM, REP, CUSTOMER_ID, OPPORTUNITY_ID)
 _PERIOD_WORDS = ("year", "quarter", "month")
 
 
@@ -99,7 +127,7 @@ class ForecastFromAttainment:
 
     def __call__(self, tables: Tables, period: str, as_of: pd.Timestamp) -> pd.DataFrame:
         frame = self.attainment(tables, period, as_of)
-        return frame[[S.LEVEL, S.KEY, "expected"]]
+        return frame[[LEVEL, KEY, "expected"]]
 
 
 @dataclass
@@ -284,17 +312,17 @@ def _require(tables: Tables, metric: str, *names: str) -> None:
 def _node_labels(tables: Tables, level: str, keys: pd.Series) -> pd.DataFrame:
     """``region, team, rep`` of each node key at ``level`` (ancestors from the org table)."""
     out = pd.DataFrame(index=keys.index, columns=list(SCOPE_LABELS[level]), dtype=object)
-    if level == S.LEVEL_COMPANY:
+    if level == LEVEL_COMPANY:
         return out
     hierarchy = rep_hierarchy(tables)
     out[level] = keys.astype(object)
-    if level == S.LEVEL_TEAM:
-        region_of_team = hierarchy.drop_duplicates(S.TEAM).set_index(S.TEAM)[S.REGION]
-        out[S.REGION] = keys.map(region_of_team)
-    elif level == S.LEVEL_REP:
-        by_rep = hierarchy.drop_duplicates(S.REP).set_index(S.REP)
-        out[S.TEAM] = keys.map(by_rep[S.TEAM])
-        out[S.REGION] = keys.map(by_rep[S.REGION])
+    if level == LEVEL_TEAM:
+        region_of_team = hierarchy.drop_duplicates(TEAM).set_index(TEAM)[REGION]
+        out[REGION] = keys.map(region_of_team)
+    elif level == LEVEL_REP:
+        by_rep = hierarchy.drop_duplicates(REP).set_index(REP)
+        out[TEAM] = keys.map(by_rep[TEAM])
+        out[REGION] = keys.map(by_rep[REGION])
     return out
 
 
@@ -321,8 +349,8 @@ def _stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 def _level_key(frame: pd.DataFrame, level: str) -> pd.Series:
     """The node key of each row at a hierarchy level (``all`` for company)."""
-    if level == S.LEVEL_COMPANY:
-        return pd.Series(S.COMPANY_KEY, index=frame.index, dtype=object)
+    if level == LEVEL_COMPANY:
+        return pd.Series(COMPANY_KEY, index=frame.index, dtype=object)
     return frame[level].astype(object)
 
 
@@ -359,8 +387,8 @@ def _planned_share(targets: pd.DataFrame, level: str, keys: pd.Series, period: s
     months = _months(period)
     if not months:
         return share, phasing
-    mine = targets[(targets[S.LEVEL] == level) & targets[S.PERIOD].astype(str).isin(months)]
-    grid = mine.pivot_table(index=S.KEY, columns=S.PERIOD, values=S.AMOUNT, aggfunc="sum")
+    mine = targets[(targets[LEVEL] == level) & targets[PERIOD].astype(str).isin(months)]
+    grid = mine.pivot_table(index=KEY, columns=PERIOD, values=AMOUNT, aggfunc="sum")
     grid = grid.reindex(columns=months)
     complete = grid.notna().all(axis=1) & (grid.sum(axis=1) > 0)
     if not complete.any():
@@ -380,10 +408,10 @@ def _planned_share(targets: pd.DataFrame, level: str, keys: pd.Series, period: s
 def _pace_level(context: MetricContext, level: str, targets: pd.DataFrame,
                 revenue: pd.DataFrame, period: str, as_of: pd.Timestamp, elapsed: float
                 ) -> pd.DataFrame:
-    goals = targets[(targets[S.PERIOD].astype(str) == period) & (targets[S.LEVEL] == level)]
-    keys = goals[S.KEY].astype(object).reset_index(drop=True)
-    target = goals[S.AMOUNT].astype(float).reset_index(drop=True)
-    done = revenue[S.AMOUNT].groupby(_level_key(revenue, level), observed=True).sum()
+    goals = targets[(targets[PERIOD].astype(str) == period) & (targets[LEVEL] == level)]
+    keys = goals[KEY].astype(object).reset_index(drop=True)
+    target = goals[AMOUNT].astype(float).reset_index(drop=True)
+    done = revenue[AMOUNT].groupby(_level_key(revenue, level), observed=True).sum()
     to_date = keys.map(done).astype(float).fillna(0.0)
     share, phasing = _planned_share(targets, level, keys, period, as_of, elapsed)
     expected = target * share
@@ -412,16 +440,16 @@ def pace_against_plan(context: MetricContext, as_of: pd.Timestamp,
                       params: Mapping[str, Any]) -> pd.DataFrame:
     """Revenue to date against the plan to date, per node with a target."""
     tables = context.tables
-    _require(tables, "pace_against_plan", S.TARGETS)
+    _require(tables, "pace_against_plan", TARGETS)
     period = resolve_period(params["period"], as_of)
     start, end = period_bounds(period)
     elapsed = float(np.clip((as_of - start) / (end - start), 0.0, 1.0))
     if elapsed < float(params["min_elapsed_share"]):
         return _stack([])  # too early in the period for a pace to mean anything
     events = _revenue_events(context, as_of)
-    revenue = events[(events[S.DS] >= start) & (events[S.DS] < end)]
+    revenue = events[(events[DS] >= start) & (events[DS] < end)]
     return _stack([
-        _pace_level(context, level, tables[S.TARGETS], revenue, period, as_of, elapsed)
+        _pace_level(context, level, tables[TARGETS], revenue, period, as_of, elapsed)
         for level in NODE_SCOPES
     ])
 
@@ -446,10 +474,10 @@ def _funnel_metric(context: MetricContext, nodes: pd.DataFrame, value: pd.Series
                    words: Callable[[pd.Series], str], details: list[str]) -> pd.DataFrame:
     parts = []
     for level in NODE_SCOPES:
-        rows = nodes[nodes[S.LEVEL] == level]
+        rows = nodes[nodes[LEVEL] == level]
         if rows.empty:
             continue
-        keys = rows[S.KEY].astype(object)
+        keys = rows[KEY].astype(object)
         text = rows.apply(words, axis=1) if len(rows) else pd.Series(dtype=object)
         labels = _node_labels(context.tables, level, keys)
         parts.append(_frame(level, labels, value.loc[rows.index], text,
@@ -463,15 +491,15 @@ def _funnel_metric(context: MetricContext, nodes: pd.DataFrame, value: pd.Series
 def pipeline_coverage(context: MetricContext, as_of: pd.Timestamp,
                       params: Mapping[str, Any]) -> pd.DataFrame:
     """Coverage per node that still has target to reach."""
-    _require(context.tables, "pipeline_coverage", S.OPPORTUNITIES, S.TARGETS)
+    _require(context.tables, "pipeline_coverage", OPPORTUNITIES, TARGETS)
     nodes = _funnel(context, as_of, params)
     nodes = nodes[nodes["coverage"].notna()]
     return _funnel_metric(
         context, nodes, nodes["coverage"],
         lambda r: f"coverage {r['coverage']:.1f}x: open pipeline {_money(r['pipeline_in_period'])}"
-                  f" expected in {r[S.PERIOD]} against {_money(r['remaining_target'])} "
+                  f" expected in {r[PERIOD]} against {_money(r['remaining_target'])} "
                   "remaining target",
-        [S.PERIOD, "pipeline_in_period", "remaining_target", "target", "revenue_to_date"])
+        [PERIOD, "pipeline_in_period", "remaining_target", "target", "revenue_to_date"])
 
 
 _STAGE_HISTORY_NEEDED = "the stage_history table in the data"
@@ -484,7 +512,7 @@ _STAGE_HISTORY_NEEDED = "the stage_history table in the data"
 def conversion_drop(context: MetricContext, as_of: pd.Timestamp,
                     params: Mapping[str, Any]) -> pd.DataFrame:
     """Per node: the stage whose conversion fell most against its trailing rate."""
-    _require(context.tables, "conversion_drop", S.OPPORTUNITIES, S.STAGE_HISTORY)
+    _require(context.tables, "conversion_drop", OPPORTUNITIES, STAGE_HISTORY)
     nodes = _funnel(context, as_of, params)
     nodes = nodes[nodes["conversion_drop"].notna()]
     return _funnel_metric(
@@ -506,7 +534,7 @@ def _pct(value: float) -> str:
 def stalled_deals(context: MetricContext, as_of: pd.Timestamp,
                   params: Mapping[str, Any]) -> pd.DataFrame:
     """Stalled open deals per node."""
-    _require(context.tables, "stalled_deals", S.OPPORTUNITIES, S.STAGE_HISTORY)
+    _require(context.tables, "stalled_deals", OPPORTUNITIES, STAGE_HISTORY)
     nodes = _funnel(context, as_of, params)
     nodes = nodes[nodes["stalled_deals"].notna()]
     return _funnel_metric(
@@ -521,8 +549,8 @@ def _slip_nodes(context: MetricContext, as_of: pd.Timestamp, params: Mapping[str
                 metric: str) -> pd.DataFrame:
     """Funnel nodes with their slipped deals; unavailable without recorded close dates."""
     tables = context.tables
-    _require(tables, metric, S.OPPORTUNITIES, S.STAGE_HISTORY)
-    if S.CLOSE_DATE not in tables[S.STAGE_HISTORY].columns:
+    _require(tables, metric, OPPORTUNITIES, STAGE_HISTORY)
+    if CLOSE_DATE not in tables[STAGE_HISTORY].columns:
         raise MetricUnavailable(metric, "a close_date column in stage_history")
     nodes = _funnel(context, as_of, params)
     return nodes[nodes["slipped_deals"].notna()]
@@ -569,20 +597,20 @@ def deal_days_in_stage(context: MetricContext, as_of: pd.Timestamp,
     from features.funnel import F_DAYS_IN_STAGE, F_STAGE, opportunity_features
 
     tables = context.tables
-    _require(tables, "deal_days_in_stage", S.OPPORTUNITIES, S.STAGE_HISTORY)
+    _require(tables, "deal_days_in_stage", OPPORTUNITIES, STAGE_HISTORY)
     deals = opportunity_features(tables, as_of)
     deals = deals[deals[F_DAYS_IN_STAGE].notna()].reset_index(drop=True)
-    nodes = opportunity_nodes(tables).set_index(S.OPPORTUNITY_ID)
-    ids = deals[S.OPPORTUNITY_ID].astype(object)
-    labels = pd.DataFrame({c: ids.map(nodes[c]) for c in (S.REGION, S.TEAM, S.REP)})
-    labels[S.OPPORTUNITY_ID] = ids
+    nodes = opportunity_nodes(tables).set_index(OPPORTUNITY_ID)
+    ids = deals[OPPORTUNITY_ID].astype(object)
+    labels = pd.DataFrame({c: ids.map(nodes[c]) for c in (REGION, TEAM, REP)})
+    labels[OPPORTUNITY_ID] = ids
     words = [f"deal {i} ({_money(a)}, owner {o}) in stage {s} for {d:.0f} days"
-             for i, a, o, s, d in zip(ids, deals[S.AMOUNT], deals[S.OWNER], deals[F_STAGE],
+             for i, a, o, s, d in zip(ids, deals[AMOUNT], deals[OWNER], deals[F_STAGE],
                                       deals[F_DAYS_IN_STAGE], strict=True)]
-    days = deals[F_DAYS_IN_STAGE].where(deals[S.AMOUNT] >= float(params["min_amount"]))
+    days = deals[F_DAYS_IN_STAGE].where(deals[AMOUNT] >= float(params["min_amount"]))
     return _frame("opportunity", labels, days, pd.Series(words, dtype=object),
-                  {"stage": deals[F_STAGE], S.AMOUNT: deals[S.AMOUNT],
-                   S.CLOSE_DATE: deals[S.CLOSE_DATE].dt.date.astype(str)})
+                  {"stage": deals[F_STAGE], AMOUNT: deals[AMOUNT],
+                   CLOSE_DATE: deals[CLOSE_DATE].dt.date.astype(str)})
 
 
 # --- customer metrics computed here: complaints and receivables ----------------------------------
@@ -591,7 +619,7 @@ def deal_days_in_stage(context: MetricContext, as_of: pd.Timestamp,
 def _customer_nodes(context: MetricContext) -> pd.DataFrame:
     """Per customer: ``customer_id, rep, team, region`` (of its account manager)."""
     return context.cached(("customer_nodes",), lambda: customer_nodes(context.tables)
-                          .set_index(S.CUSTOMER_ID))
+                          .set_index(CUSTOMER_ID))
 
 
 def _customer_rollup(context: MetricContext, sums: pd.DataFrame, scopes: tuple[str, ...],
@@ -608,7 +636,7 @@ def _customer_rollup(context: MetricContext, sums: pd.DataFrame, scopes: tuple[s
     for scope in scopes:
         if scope == "customer":
             rows = sums.copy()
-            labels = nodes.assign(**{S.CUSTOMER_ID: sums.index.to_series()})
+            labels = nodes.assign(**{CUSTOMER_ID: sums.index.to_series()})
         else:
             key = _level_key(nodes.reset_index(), scope).to_numpy()
             rows = sums.groupby(key).sum()
@@ -642,17 +670,17 @@ def _with_top_customers(context: MetricContext, frame: pd.DataFrame, weight: pd.
     if frame.empty or ranked.empty:
         return frame
     where = _customer_nodes(context).reindex(ranked.index).reset_index()
-    where[S.LEVEL_COMPANY] = S.COMPANY_KEY
+    where[LEVEL_COMPANY] = COMPANY_KEY
     named: dict[tuple[str, str], str] = {}
     for scope in NODE_SCOPES:
         top = where.groupby(scope, sort=False, observed=True).head(n)
-        for key, ids in top.groupby(scope, sort=False, observed=True)[S.CUSTOMER_ID]:
+        for key, ids in top.groupby(scope, sort=False, observed=True)[CUSTOMER_ID]:
             named[(scope, str(key))] = ", ".join(describe(str(c)) for c in ids)
     for i, row in frame.iterrows():  # one row per node (tens), not per customer
         scope = str(row[SCOPE_COLUMN])
         if scope not in NODE_SCOPES:
             continue
-        key = S.COMPANY_KEY if scope == S.LEVEL_COMPANY else str(row[scope])
+        key = COMPANY_KEY if scope == LEVEL_COMPANY else str(row[scope])
         text = named.get((scope, key), "")
         if text:
             frame.at[i, TOP_CUSTOMERS] = text
@@ -664,14 +692,14 @@ def _yearly_revenue(context: MetricContext, as_of: pd.Timestamp) -> pd.Series:
     """Per customer: revenue of the 365 days before ``as_of`` (what makes an account matter)."""
     def compute() -> pd.Series:
         events = _revenue_events(context, as_of)
-        recent = events[events[S.DS] >= as_of - pd.Timedelta(days=365)]
-        return recent[S.AMOUNT].groupby(recent[S.CUSTOMER_ID].astype(object)).sum()
+        recent = events[events[DS] >= as_of - pd.Timedelta(days=365)]
+        return recent[AMOUNT].groupby(recent[CUSTOMER_ID].astype(object)).sum()
 
     series: pd.Series = context.cached(("yearly_revenue", as_of), compute)
     return series
 
 
-_CUSTOMER_SCOPES = ("company", S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP, "customer")
+_CUSTOMER_SCOPES = ("company", LEVEL_REGION, LEVEL_TEAM, LEVEL_REP, "customer")
 
 
 @_metric("complaint_spike", _CUSTOMER_SCOPES, "ratio",
@@ -684,18 +712,18 @@ _CUSTOMER_SCOPES = ("company", S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP, "custo
 def complaint_spike(context: MetricContext, as_of: pd.Timestamp,
                     params: Mapping[str, Any]) -> pd.DataFrame:
     """Recent complaints against their trailing rate, per customer and per account manager."""
-    _require(context.tables, "complaint_spike", S.INTERACTIONS)
+    _require(context.tables, "complaint_spike", INTERACTIONS)
     window, baseline = int(params["window_days"]), int(params["baseline_days"])
-    found = context.tables[S.INTERACTIONS]
-    complaints = found[found[S.KIND].astype(str).str.strip().str.lower() == KIND_COMPLAINT]
+    found = context.tables[INTERACTIONS]
+    complaints = found[found[KIND].astype(str).str.strip().str.lower() == KIND_COMPLAINT]
     recent_from = as_of - pd.Timedelta(days=window)
     baseline_from = recent_from - pd.Timedelta(days=baseline)
-    when = complaints[S.OCCURRED_AT]
+    when = complaints[OCCURRED_AT]
     counts = pd.DataFrame({
         "complaints": (when >= recent_from) & (when < as_of),
         "baseline_complaints": (when >= baseline_from) & (when < recent_from),
-    }).astype(float).groupby(complaints[S.CUSTOMER_ID].to_numpy()).sum()
-    counts = counts[counts.sum(axis=1) > 0].rename_axis(S.CUSTOMER_ID)
+    }).astype(float).groupby(complaints[CUSTOMER_ID].to_numpy()).sum()
+    counts = counts[counts.sum(axis=1) > 0].rename_axis(CUSTOMER_ID)
     floor = float(params["min_revenue"])
     if floor > 0:
         revenue = _yearly_revenue(context, as_of).reindex(counts.index).fillna(0.0)
@@ -724,25 +752,25 @@ def _usual_lateness(invoices: pd.DataFrame, paid_at: pd.Series, as_of: pd.Timest
     """Per customer: the 90th percentile of days late of its invoices paid in the last 365
     days before ``as_of`` (0 when on time or no history)."""
     paid = paid_at.notna() & (paid_at < as_of) & (paid_at >= as_of - pd.Timedelta(days=365))
-    late = ((paid_at[paid] - invoices.loc[paid, S.DUE_DATE]).dt.days.astype(float)
+    late = ((paid_at[paid] - invoices.loc[paid, DUE_DATE]).dt.days.astype(float)
             .clip(lower=0.0))
-    return late.groupby(invoices.loc[paid, S.CUSTOMER_ID].to_numpy()).quantile(0.9)
+    return late.groupby(invoices.loc[paid, CUSTOMER_ID].to_numpy()).quantile(0.9)
 
 
 def _open_invoices(context: MetricContext, as_of: pd.Timestamp, params: Mapping[str, Any]
                    ) -> pd.DataFrame:
     """Invoices outstanding at ``as_of`` with ``days_overdue``, ``allowed`` (days of lateness
     that count as normal) and ``late``; those past ``max_days_overdue`` are left out."""
-    invoices = context.tables[S.RECEIVABLES]
-    paid_at = invoices[S.PAID_AT] if S.PAID_AT in invoices.columns else pd.Series(
+    invoices = context.tables[RECEIVABLES]
+    paid_at = invoices[PAID_AT] if PAID_AT in invoices.columns else pd.Series(
         pd.NaT, index=invoices.index)
     # Outstanding at T: issued before T and not paid before T (a later payment was not known).
-    open_ = (invoices[S.ISSUED_AT] < as_of) & (paid_at.isna() | (paid_at >= as_of))
+    open_ = (invoices[ISSUED_AT] < as_of) & (paid_at.isna() | (paid_at >= as_of))
     allowed = pd.Series(float(params["grace_days"]), index=invoices.index)
     if params["usual_lateness"]:
         usual = _usual_lateness(invoices, paid_at, as_of)
-        allowed = allowed + invoices[S.CUSTOMER_ID].map(usual).astype(float).fillna(0.0)
-    days = (as_of - invoices[S.DUE_DATE]).dt.days.astype(float)
+        allowed = allowed + invoices[CUSTOMER_ID].map(usual).astype(float).fillna(0.0)
+    days = (as_of - invoices[DUE_DATE]).dt.days.astype(float)
     out = invoices[open_].assign(days_overdue=days[open_], allowed=allowed[open_])
     cap = float(params["max_days_overdue"])
     if cap > 0:  # longer overdue: written off or with collections, no longer news
@@ -760,16 +788,16 @@ def _open_invoices(context: MetricContext, as_of: pd.Timestamp, params: Mapping[
 def overdue_receivables_ratio(context: MetricContext, as_of: pd.Timestamp,
                               params: Mapping[str, Any]) -> pd.DataFrame:
     """Overdue share of outstanding receivables, per customer, account manager and region."""
-    _require(context.tables, "overdue_receivables_ratio", S.RECEIVABLES)
+    _require(context.tables, "overdue_receivables_ratio", RECEIVABLES)
     invoices = _open_invoices(context, as_of, params)
     late = invoices["late"]
-    owner = invoices[S.CUSTOMER_ID].to_numpy()
-    amount = invoices[S.AMOUNT].astype(float)
+    owner = invoices[CUSTOMER_ID].to_numpy()
+    amount = invoices[AMOUNT].astype(float)
     sums = pd.DataFrame({
         "outstanding": amount,
         "overdue": amount.where(late, 0.0),
         "overdue_invoices": late.astype(float),
-    }).groupby(owner).sum().rename_axis(S.CUSTOMER_ID)
+    }).groupby(owner).sum().rename_axis(CUSTOMER_ID)
     oldest = invoices["days_overdue"].where(late).groupby(owner).max()
     allowed = invoices["allowed"].groupby(owner).max()
     floor = float(params["min_overdue"])
@@ -784,7 +812,7 @@ def overdue_receivables_ratio(context: MetricContext, as_of: pd.Timestamp,
 
     frame = _customer_rollup(context, sums, _CUSTOMER_SCOPES, finish)
     is_customer = frame[SCOPE_COLUMN] == "customer"
-    customer = frame[S.CUSTOMER_ID]
+    customer = frame[CUSTOMER_ID]
     frame["oldest_days_overdue"] = np.where(is_customer, customer.map(oldest).astype(float),
                                             np.nan)
     frame["usual_days_late"] = np.where(is_customer, customer.map(allowed).astype(float)
@@ -834,7 +862,7 @@ def _churn(context: MetricContext, as_of: pd.Timestamp, metric: str) -> pd.DataF
                             lambda: _scores_or_reason(provider, context.tables, as_of))
     if isinstance(scores, str):
         raise MetricUnavailable(metric, scores)
-    return scores.drop_duplicates(S.CUSTOMER_ID).set_index(S.CUSTOMER_ID)
+    return scores.drop_duplicates(CUSTOMER_ID).set_index(CUSTOMER_ID)
 
 
 def _at_risk(scores: pd.DataFrame) -> Callable[[str], str]:
@@ -960,7 +988,7 @@ def _last_revenue(context: MetricContext, as_of: pd.Timestamp) -> pd.Series:
     """Per customer: the date of its last revenue before ``as_of``."""
     def compute() -> pd.Series:
         events = _revenue_events(context, as_of)
-        return events[S.DS].groupby(events[S.CUSTOMER_ID].astype(object)).max()
+        return events[DS].groupby(events[CUSTOMER_ID].astype(object)).max()
 
     series: pd.Series = context.cached(("last_revenue", as_of), compute)
     return series
@@ -993,32 +1021,32 @@ def _period_frame(context: MetricContext, as_of: pd.Timestamp, params: Mapping[s
 def _period_provider(context: MetricContext, as_of: pd.Timestamp, params: Mapping[str, Any],
                      metric: str, name: str, needs: str) -> tuple[pd.DataFrame, str]:
     frame, period = _period_frame(context, as_of, params, metric, name, needs)
-    return frame[frame[S.LEVEL].isin(NODE_SCOPES)], period
+    return frame[frame[LEVEL].isin(NODE_SCOPES)], period
 
 
 def _node_rows(context: MetricContext, frame: pd.DataFrame, value: pd.Series,
                words: pd.Series, details: list[str]) -> pd.DataFrame:
     parts = []
     for level in NODE_SCOPES:
-        rows = frame[frame[S.LEVEL] == level]
-        labels = _node_labels(context.tables, level, rows[S.KEY].astype(object))
+        rows = frame[frame[LEVEL] == level]
+        labels = _node_labels(context.tables, level, rows[KEY].astype(object))
         parts.append(_frame(level, labels, value.loc[rows.index], words.loc[rows.index],
                             {d: rows[d] for d in details if d in rows.columns}))
     return _stack(parts)
 
 
-_CHILD = {S.LEVEL_COMPANY: S.LEVEL_REGION, S.LEVEL_REGION: S.LEVEL_TEAM,
-          S.LEVEL_TEAM: S.LEVEL_REP}
+_CHILD = {LEVEL_COMPANY: LEVEL_REGION, LEVEL_REGION: LEVEL_TEAM,
+          LEVEL_TEAM: LEVEL_REP}
 
 
 def _parents(context: MetricContext, frame: pd.DataFrame) -> pd.Series:
     """The parent node key of each row (``all`` under the company; NaN for the company)."""
-    parent = pd.Series([S.COMPANY_KEY if lv == S.LEVEL_REGION else None
-                        for lv in frame[S.LEVEL]], index=frame.index, dtype=object)
-    for level, above in ((S.LEVEL_TEAM, S.LEVEL_REGION), (S.LEVEL_REP, S.LEVEL_TEAM)):
-        rows = frame.index[frame[S.LEVEL] == level]
+    parent = pd.Series([COMPANY_KEY if lv == LEVEL_REGION else None
+                        for lv in frame[LEVEL]], index=frame.index, dtype=object)
+    for level, above in ((LEVEL_TEAM, LEVEL_REGION), (LEVEL_REP, LEVEL_TEAM)):
+        rows = frame.index[frame[LEVEL] == level]
         if len(rows):
-            labels = _node_labels(context.tables, level, frame.loc[rows, S.KEY].astype(object))
+            labels = _node_labels(context.tables, level, frame.loc[rows, KEY].astype(object))
             parent.loc[rows] = labels[above].to_numpy()
     return parent
 
@@ -1034,7 +1062,7 @@ def _shortfalls(context: MetricContext, frame: pd.DataFrame, n: int = 3) -> pd.S
     behind = frame.assign(_short=short, _parent=_parents(context, frame))[short > 0]
     behind = behind.sort_values("_short", ascending=False, kind="stable")
     named: dict[tuple[str, str], list[str]] = {}
-    for i, level, key, parent, amount in zip(behind.index, behind[S.LEVEL], behind[S.KEY],
+    for i, level, key, parent, amount in zip(behind.index, behind[LEVEL], behind[KEY],
                                              behind["_parent"], behind["_short"],
                                              strict=True):
         mine = named.setdefault((str(level), str(parent)), [])
@@ -1042,7 +1070,7 @@ def _shortfalls(context: MetricContext, frame: pd.DataFrame, n: int = 3) -> pd.S
             odds = f" (P {_pct(float(chance.loc[i]))})" if chance is not None else ""
             mine.append(f"{level} {key} {_money(amount)} short{odds}")
     return pd.Series([", ".join(named.get((_CHILD.get(str(level), ""), str(key)), []))
-                      for level, key in zip(frame[S.LEVEL], frame[S.KEY], strict=True)],
+                      for level, key in zip(frame[LEVEL], frame[KEY], strict=True)],
                      index=frame.index, dtype=object)
 
 
@@ -1090,13 +1118,13 @@ _FORECAST_NEEDS = ("the revenue forecaster: a provider (tables, period, as_of) -
 def forecast_gap(context: MetricContext, as_of: pd.Timestamp,
                  params: Mapping[str, Any]) -> pd.DataFrame:
     """The forecast's shortfall against target per node."""
-    _require(context.tables, "forecast_gap", S.TARGETS)
+    _require(context.tables, "forecast_gap", TARGETS)
     frame, period = _period_provider(context, as_of, params, "forecast_gap", "period_forecast",
                                      _FORECAST_NEEDS)
-    targets = context.tables[S.TARGETS]
-    targets = targets[targets[S.PERIOD].astype(str) == period].set_index([S.LEVEL, S.KEY])
-    index = pd.MultiIndex.from_frame(frame[[S.LEVEL, S.KEY]])
-    target = pd.Series(targets[S.AMOUNT].reindex(index).to_numpy(), index=frame.index)
+    targets = context.tables[TARGETS]
+    targets = targets[targets[PERIOD].astype(str) == period].set_index([LEVEL, KEY])
+    index = pd.MultiIndex.from_frame(frame[[LEVEL, KEY]])
+    target = pd.Series(targets[AMOUNT].reindex(index).to_numpy(), index=frame.index)
     gap = (target - frame["expected"]) / target.where(target > 0)
     words = pd.Series([
         f"forecast {_money(e)} against {_money(t)} target in {period}: gap {_money(t - e)} "

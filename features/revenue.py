@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from engine import schemas as S
 from engine.io import Tables
+from engine.schemas import AMOUNT, COMPANY_KEY, DS, HIERARCHY_LEVELS, KEY, LEVEL, LEVEL_COMPANY, Y
 from features.hierarchy import UNASSIGNED, categorical_columns, revenue_events
 
 __all__ = [
@@ -184,8 +184,8 @@ def data_end_of(dates: np.ndarray, freq: str, as_of: pd.Timestamp | None = None)
 
 def _level_codes(events: pd.DataFrame, level: str) -> tuple[np.ndarray, np.ndarray]:
     """Integer code of each event's key at ``level`` and the keys (missing -> unassigned)."""
-    if level == S.LEVEL_COMPANY:
-        return np.zeros(len(events), dtype=np.int64), np.array([S.COMPANY_KEY], dtype=object)
+    if level == LEVEL_COMPANY:
+        return np.zeros(len(events), dtype=np.int64), np.array([COMPANY_KEY], dtype=object)
     values = events[level]
     if isinstance(values.dtype, pd.CategoricalDtype):
         codes = values.cat.codes.to_numpy().astype(np.int64)
@@ -234,10 +234,10 @@ def _level_series(level: str, events: pd.DataFrame, ords: np.ndarray, amounts: n
     codes, keys = _level_codes(events, level)
     key_grid, ord_grid, y = _zero_filled(codes, ords, amounts, last)
     return pd.DataFrame({
-        S.LEVEL: level,
-        S.KEY: keys[key_grid],
-        S.DS: period_starts(ord_grid, freq),
-        S.Y: y,
+        LEVEL: level,
+        KEY: keys[key_grid],
+        DS: period_starts(ord_grid, freq),
+        Y: y,
         "_ord": ord_grid,
     })
 
@@ -245,16 +245,16 @@ def _level_series(level: str, events: pd.DataFrame, ords: np.ndarray, amounts: n
 def _empty_series() -> pd.DataFrame:
     """No revenue: the series columns with their types."""
     return pd.DataFrame({
-        S.LEVEL: pd.Series(dtype=object), S.KEY: pd.Series(dtype=object),
-        S.DS: pd.Series(dtype="datetime64[ns]"), S.Y: pd.Series(dtype=float),
+        LEVEL: pd.Series(dtype=object), KEY: pd.Series(dtype=object),
+        DS: pd.Series(dtype="datetime64[ns]"), Y: pd.Series(dtype=float),
         PARTIAL: pd.Series(dtype=bool),
     })
 
 
 def _checked_levels(tables: Tables, levels: Sequence[str] | None) -> list[str]:
     """The requested levels (default the hierarchy); ``ValueError`` naming unknown ones."""
-    chosen = list(S.HIERARCHY_LEVELS if levels is None else levels)
-    known = set(S.HIERARCHY_LEVELS) | set(categorical_columns(tables))
+    chosen = list(HIERARCHY_LEVELS if levels is None else levels)
+    known = set(HIERARCHY_LEVELS) | set(categorical_columns(tables))
     unknown = [level for level in chosen if level not in known]
     if unknown:
         raise ValueError(f"unknown level(s) {', '.join(unknown)}: expected company, region, team, "
@@ -282,14 +282,14 @@ def revenue_series(tables: Tables, freq: str = "M", levels: Sequence[str] | None
     """
     _check_freq(freq)
     chosen = _checked_levels(tables, levels)
-    extra = [level for level in chosen if level not in S.HIERARCHY_LEVELS]
+    extra = [level for level in chosen if level not in HIERARCHY_LEVELS]
     events = revenue_events(tables, as_of=as_of, columns=extra)
     if events.empty:
         return _empty_series()
-    end = data_end_of(events[S.DS].to_numpy(), freq, as_of)
+    end = data_end_of(events[DS].to_numpy(), freq, as_of)
     last, partial = end.last, end.partial
-    ords = period_ordinals(events[S.DS].to_numpy(), freq)
-    amounts = events[S.AMOUNT].to_numpy(dtype=float)
+    ords = period_ordinals(events[DS].to_numpy(), freq)
+    amounts = events[AMOUNT].to_numpy(dtype=float)
     parts = [_level_series(lv, events, ords, amounts, last, freq) for lv in chosen]
     series = pd.concat(parts, ignore_index=True)
     series[PARTIAL] = partial & (series.pop("_ord").to_numpy() == last)

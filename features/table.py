@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
 
-from engine import schemas as S
 from engine.io import Tables
+from engine.schemas import ORDER_DATE
 from features.customer import (
     WINDOWS,
     CustomerHistory,
@@ -81,7 +81,7 @@ def _data_end(tables: Tables, data_end: pd.Timestamp | str | None) -> pd.Timesta
     """The given data end, else the last order date."""
     if data_end is not None:
         return pd.Timestamp(data_end)
-    return pd.Timestamp(tables.orders[S.ORDER_DATE].max())
+    return pd.Timestamp(tables.orders[ORDER_DATE].max())
 
 
 def _complete_snapshots(as_ofs: Sequence[pd.Timestamp], horizon_days: int, end: pd.Timestamp

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-import engine.schemas as S
+from engine.schemas import DS, KEY, LEVEL, Y
 from models.metrics import CUTOFF, MODEL, SCALE, YHAT, YHAT_P10, YHAT_P50, YHAT_P90, H, mase_scale
 
 __all__ = [
@@ -107,7 +107,7 @@ class Panel:
 
 
 def _check_columns(series: pd.DataFrame) -> None:
-    missing = [c for c in (S.LEVEL, S.KEY, S.DS, S.Y) if c not in series.columns]
+    missing = [c for c in (LEVEL, KEY, DS, Y) if c not in series.columns]
     if missing:
         raise ValueError(f"series frame is missing columns: {', '.join(missing)}")
 
@@ -139,7 +139,7 @@ def to_panel(series: pd.DataFrame, freq: str) -> Panel:
     frame = _drop_partial(series)
     if frame.empty:
         raise ValueError("series frame has no complete periods")
-    ds = pd.to_datetime(frame[S.DS])
+    ds = pd.to_datetime(frame[DS])
     grid = pd.date_range(ds.min(), ds.max(), freq=alias)
     off_grid = pd.DatetimeIndex(ds.unique()).difference(grid)
     if len(off_grid):
@@ -148,8 +148,8 @@ def to_panel(series: pd.DataFrame, freq: str) -> Panel:
             f"{', '.join(str(d.date()) for d in off_grid[:5])}"
         )
     wide = (
-        frame.assign(**{S.DS: ds})
-        .pivot_table(index=[S.LEVEL, S.KEY], columns=S.DS, values=S.Y, aggfunc="sum")
+        frame.assign(**{DS: ds})
+        .pivot_table(index=[LEVEL, KEY], columns=DS, values=Y, aggfunc="sum")
         .reindex(columns=grid)
     )
     values = wide.to_numpy(float)
@@ -293,13 +293,13 @@ def window_table(
     frames = []
     for name, values in preds.items():
         columns = {
-            S.LEVEL: np.repeat(panel.ids[S.LEVEL].to_numpy(), steps),
-            S.KEY: np.repeat(panel.ids[S.KEY].to_numpy(), steps),
+            LEVEL: np.repeat(panel.ids[LEVEL].to_numpy(), steps),
+            KEY: np.repeat(panel.ids[KEY].to_numpy(), steps),
             MODEL: name,
             CUTOFF: cutoff,
-            S.DS: np.tile(dates, n),
+            DS: np.tile(dates, n),
             H: np.tile(np.arange(1, steps + 1), n),
-            S.Y: window.actual.ravel(),
+            Y: window.actual.ravel(),
             YHAT: values.ravel(),
             SCALE: np.repeat(window.scale, steps),
         }
@@ -307,7 +307,7 @@ def window_table(
             flat = bands[name].reshape(-1, 3)
             columns.update({YHAT_P10: flat[:, 0], YHAT_P50: flat[:, 1], YHAT_P90: flat[:, 2]})
         frame = pd.DataFrame(columns)
-        frames.append(frame.loc[frame[YHAT].notna() & frame[S.Y].notna()])
+        frames.append(frame.loc[frame[YHAT].notna() & frame[Y].notna()])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -39,8 +39,33 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from engine import schemas as S
 from engine.io import Tables
+from engine.schemas import (
+    AMOUNT,
+    AS_OF,
+    CLOSE_DATE,
+    COMPANY_KEY,
+    CREATED_AT,
+    CUSTOMER_ID,
+    DS,
+    HIERARCHY_LEVELS,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_REP,
+    LEVEL_TEAM,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    PERIOD,
+    REGION,
+    REP,
+    STATUS,
+    STATUS_OPEN,
+    STATUS_WON,
+    TARGETS,
+    TEAM,
+)
 from features.hierarchy import (
     UNASSIGNED,
     attribute_revenue,
@@ -50,8 +75,18 @@ from features.hierarchy import (
     period_bounds,
     rep_hierarchy,
 )
-from models import win as W
 from models.churn import CHURN_PROBABILITY
+from models.win import (
+    FLAT_WIN_RATE,
+    LABEL,
+    WIN_PROBABILITY,
+    StageRateWinModel,
+    deal_inputs,
+    deal_snapshots,
+    period_features,
+    snapshot_dates,
+    win_training_rows,
+)
 
 __all__ = [
     "EXTRA_COLUMNS",
@@ -86,19 +121,19 @@ GAP = "gap"
 MUST_HIT = "must_hit"
 STRETCH = "stretch"
 PIPELINE_NEEDED = "pipeline_needed_for_p80"
-FEASIBILITY_COLUMNS = (S.PERIOD, S.LEVEL, S.KEY, TARGET, CLOSED_TO_DATE, P_ATTAIN, EXPECTED,
+FEASIBILITY_COLUMNS = (PERIOD, LEVEL, KEY, TARGET, CLOSED_TO_DATE, P_ATTAIN, EXPECTED,
                        P10, P50, P90, GAP, MUST_HIT, STRETCH, PIPELINE_NEEDED)
 EXPECTED_PIPELINE = "expected_pipeline"
 EXPECTED_RUN_RATE = "expected_run_rate"
 CHURN_ADJUSTMENT = "churn_adjustment"
 PIPELINE_IN_PERIOD = "pipeline_in_period"
 DEALS_IN_PERIOD = "deals_in_period"
-EXTRA_COLUMNS = (S.AS_OF, EXPECTED_PIPELINE, EXPECTED_RUN_RATE, CHURN_ADJUSTMENT,
+EXTRA_COLUMNS = (AS_OF, EXPECTED_PIPELINE, EXPECTED_RUN_RATE, CHURN_ADJUSTMENT,
                  PIPELINE_IN_PERIOD, DEALS_IN_PERIOD)
 RECALIBRATED_TARGET = "recalibrated_target"
 P_ATTAIN_BEFORE = "p_attain_before"
 P_ATTAIN_AFTER = "p_attain_after"
-RECALIBRATION_COLUMNS = (S.PERIOD, S.LEVEL, S.KEY, TARGET, RECALIBRATED_TARGET,
+RECALIBRATION_COLUMNS = (PERIOD, LEVEL, KEY, TARGET, RECALIBRATED_TARGET,
                          P_ATTAIN_BEFORE, P_ATTAIN_AFTER)
 
 MUST_HIT_QUANTILE = 0.10  # reached with 90% probability
@@ -122,7 +157,7 @@ DEFAULT_REP_SIGMA = 0.45
 # Independent backtest windows (weekly backtests / window length in weeks) the run-rate
 # spread needs; with fewer it is widened towards at least the defaults above, and said so.
 MIN_INDEPENDENT_WINDOWS = 2
-_LEVEL_ORDER = {level: i for i, level in enumerate(S.HIERARCHY_LEVELS)}
+_LEVEL_ORDER = {level: i for i, level in enumerate(HIERARCHY_LEVELS)}
 Method = Literal["even_probability", "proportional_p50"]
 
 
@@ -496,10 +531,10 @@ def estimate_run_rate(events: pd.DataFrame, rep_codes: np.ndarray, n_reps: int, 
     """
     if window.length <= 0:
         return RunRate.zero(n_reps)
-    day = _days(events[S.DS])
-    created = _days(events[S.CREATED_AT])
+    day = _days(events[DS])
+    created = _days(events[CREATED_AT])
     created = np.where(np.isnan(created), np.inf, created)
-    amount = events[S.AMOUNT].to_numpy(dtype=float)
+    amount = events[AMOUNT].to_numpy(dtype=float)
     weeks = max((window.as_of + window.offset - data_start) // _WEEK + 1, 1)
     sums = _window_sums(rep_codes, day, created, amount, n_reps, window.as_of, window.offset,
                         window.length, weeks)
@@ -585,7 +620,7 @@ def churn_adjustment(scores: pd.DataFrame, customer_revenue: pd.Series, window_d
         window_days: days of the period still to come.
         horizon_days: the horizon ``churn_probability`` refers to.
     """
-    p = scores.set_index(S.CUSTOMER_ID)[CHURN_PROBABILITY].astype(float).clip(0.0, 1.0)
+    p = scores.set_index(CUSTOMER_ID)[CHURN_PROBABILITY].astype(float).clip(0.0, 1.0)
     revenue = customer_revenue[customer_revenue > 0]
     p = p.reindex(revenue.index)
     p = p.fillna(float(p.mean()) if p.notna().any() else 0.0)
@@ -764,8 +799,8 @@ class Simulation:
 
     def node_index(self, level: str, key: str) -> int:
         """Row of a node; KeyError when absent."""
-        match = np.flatnonzero((self.nodes[S.LEVEL] == level).to_numpy()
-                               & (self.nodes[S.KEY] == key).to_numpy())
+        match = np.flatnonzero((self.nodes[LEVEL] == level).to_numpy()
+                               & (self.nodes[KEY] == key).to_numpy())
         if match.size == 0:
             raise KeyError(f"no node {level}={key}")
         return int(match[0])
@@ -777,10 +812,10 @@ def _node_matrix(cells: pd.DataFrame, levels: Sequence[str]) -> tuple[pd.DataFra
     frames, rows, cols = [], [], []
     offset = 0
     for level in levels:
-        keys = (np.full(len(cells), S.COMPANY_KEY, dtype=object) if level == S.LEVEL_COMPANY
+        keys = (np.full(len(cells), COMPANY_KEY, dtype=object) if level == LEVEL_COMPANY
                 else cells[level].to_numpy(dtype=object))
         codes, uniques = pd.factorize(keys, sort=True)
-        frames.append(pd.DataFrame({S.LEVEL: level, S.KEY: np.asarray(uniques, dtype=object)}))
+        frames.append(pd.DataFrame({LEVEL: level, KEY: np.asarray(uniques, dtype=object)}))
         rows.append(codes + offset)
         cols.append(np.arange(len(cells)))
         offset += len(uniques)
@@ -794,27 +829,27 @@ def _node_matrix(cells: pd.DataFrame, levels: Sequence[str]) -> tuple[pd.DataFra
 
 def _parents(nodes: pd.DataFrame, cells: pd.DataFrame, levels: Sequence[str]) -> np.ndarray:
     """Row of each node's parent: rep -> team -> region -> company; extra levels -> company."""
-    index = {(lv, k): i for i, (lv, k) in enumerate(zip(nodes[S.LEVEL], nodes[S.KEY],
+    index = {(lv, k): i for i, (lv, k) in enumerate(zip(nodes[LEVEL], nodes[KEY],
                                                         strict=True))}
-    up = {S.LEVEL_REP: S.LEVEL_TEAM, S.LEVEL_TEAM: S.LEVEL_REGION,
-          S.LEVEL_REGION: S.LEVEL_COMPANY}
+    up = {LEVEL_REP: LEVEL_TEAM, LEVEL_TEAM: LEVEL_REGION,
+          LEVEL_REGION: LEVEL_COMPANY}
     parent = np.full(len(nodes), -1, dtype=np.int64)
-    company = index.get((S.LEVEL_COMPANY, S.COMPANY_KEY), -1)
+    company = index.get((LEVEL_COMPANY, COMPANY_KEY), -1)
     for level in levels:
-        if level == S.LEVEL_COMPANY:
+        if level == LEVEL_COMPANY:
             continue
-        above = up.get(level, S.LEVEL_COMPANY)
-        if above != S.LEVEL_COMPANY and above not in levels:
-            above = S.LEVEL_COMPANY
-        if above == S.LEVEL_COMPANY:
-            pairs = pd.DataFrame({level: cells[level].unique()}).assign(_up=S.COMPANY_KEY)
+        above = up.get(level, LEVEL_COMPANY)
+        if above != LEVEL_COMPANY and above not in levels:
+            above = LEVEL_COMPANY
+        if above == LEVEL_COMPANY:
+            pairs = pd.DataFrame({level: cells[level].unique()}).assign(_up=COMPANY_KEY)
         else:
             # A team listed under several regions (no org table) takes the most frequent one.
             pairs = (cells.groupby([level, above]).size().reset_index(name="_n")
                      .sort_values([level, "_n"], ascending=[True, False], kind="stable")
                      .drop_duplicates(level).rename(columns={above: "_up"}))
         for key, up_key in zip(pairs[level], pairs["_up"], strict=True):  # nodes, not deals
-            parent[index[(level, key)]] = (company if above == S.LEVEL_COMPANY
+            parent[index[(level, key)]] = (company if above == LEVEL_COMPANY
                                            else index[(above, up_key)])
     return parent
 
@@ -865,9 +900,9 @@ def simulate(inputs: CellInputs, draws: int = 10_000, seed: int = 42,
 def _targets_of(nodes: pd.DataFrame, targets: pd.DataFrame | None, period: str) -> np.ndarray:
     if targets is None or targets.empty:
         return np.full(len(nodes), np.nan)
-    chosen = targets[targets[S.PERIOD].astype(str) == str(period)]
-    lookup = chosen.groupby([S.LEVEL, S.KEY])[S.AMOUNT].sum()
-    index = pd.MultiIndex.from_frame(nodes[[S.LEVEL, S.KEY]].astype(object))
+    chosen = targets[targets[PERIOD].astype(str) == str(period)]
+    lookup = chosen.groupby([LEVEL, KEY])[AMOUNT].sum()
+    index = pd.MultiIndex.from_frame(nodes[[LEVEL, KEY]].astype(object))
     return lookup.reindex(index).to_numpy(dtype=float)
 
 
@@ -895,11 +930,11 @@ def summarise(simulation: Simulation, targets: pd.DataFrame | None, period: str,
     conversion = simulation.conversion if simulation.conversion > 0 else np.nan
     needed = np.where(p_attain >= 0.8, 0.0, np.maximum(target - q[1], 0.0) / conversion)
     frame = pd.DataFrame({
-        S.PERIOD: str(period), S.LEVEL: nodes[S.LEVEL], S.KEY: nodes[S.KEY],
+        PERIOD: str(period), LEVEL: nodes[LEVEL], KEY: nodes[KEY],
         TARGET: target, CLOSED_TO_DATE: simulation.closed, P_ATTAIN: p_attain,
         EXPECTED: expected, P10: q[0], P50: q[2], P90: q[4], GAP: target - expected,
         MUST_HIT: q[0], STRETCH: q[3], PIPELINE_NEEDED: needed,
-        S.AS_OF: pd.Timestamp(as_of), EXPECTED_PIPELINE: simulation.expected_pipeline,
+        AS_OF: pd.Timestamp(as_of), EXPECTED_PIPELINE: simulation.expected_pipeline,
         EXPECTED_RUN_RATE: simulation.expected_run_rate, CHURN_ADJUSTMENT: simulation.churn,
         PIPELINE_IN_PERIOD: simulation.pipeline_in_period,
         DEALS_IN_PERIOD: simulation.deals_in_period,
@@ -907,8 +942,8 @@ def summarise(simulation: Simulation, targets: pd.DataFrame | None, period: str,
     problems = interval_problems(frame, simulation.lowest)
     if not all_nodes:
         frame = frame[frame[TARGET].notna()]
-    order = frame[S.LEVEL].map(_LEVEL_ORDER).fillna(len(_LEVEL_ORDER))
-    frame = frame.assign(_order=order).sort_values(["_order", S.LEVEL, S.KEY], kind="stable")
+    order = frame[LEVEL].map(_LEVEL_ORDER).fillna(len(_LEVEL_ORDER))
+    frame = frame.assign(_order=order).sort_values(["_order", LEVEL, KEY], kind="stable")
     frame = frame.drop(columns="_order").reset_index(drop=True)
     frame.attrs["notes"] = list(simulation.notes) + problems
     return frame
@@ -927,7 +962,7 @@ def interval_problems(frame: pd.DataFrame, lowest: np.ndarray | None = None,
     closed = frame[CLOSED_TO_DATE].to_numpy(dtype=float)
     bound = closed if lowest is None else np.minimum(np.asarray(lowest, dtype=float), closed)
     slack = tolerance * np.maximum(np.abs(q).max(axis=1, initial=0.0), 1.0)
-    names = frame[S.LEVEL].astype(str) + "=" + frame[S.KEY].astype(str)
+    names = frame[LEVEL].astype(str) + "=" + frame[KEY].astype(str)
     problems = []
     unordered = (np.diff(q, axis=1) < -slack[:, None]).any(axis=1)
     if unordered.any():
@@ -951,13 +986,13 @@ def _extra_levels(targets: pd.DataFrame | None, period: str,
                   levels: Sequence[str] | None) -> list[str]:
     wanted = list(levels or [])
     if targets is not None:
-        chosen = targets[targets[S.PERIOD].astype(str) == str(period)]
-        wanted += [lv for lv in chosen[S.LEVEL].unique() if lv not in S.HIERARCHY_LEVELS]
-    return sorted({lv for lv in wanted if lv not in S.HIERARCHY_LEVELS})
+        chosen = targets[targets[PERIOD].astype(str) == str(period)]
+        wanted += [lv for lv in chosen[LEVEL].unique() if lv not in HIERARCHY_LEVELS]
+    return sorted({lv for lv in wanted if lv not in HIERARCHY_LEVELS})
 
 
 def _node_columns(extra: Sequence[str]) -> list[str]:
-    return [S.REP, S.TEAM, S.REGION, *extra]
+    return [REP, TEAM, REGION, *extra]
 
 
 def _filled(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -970,12 +1005,12 @@ def _filled(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 def _deal_nodes(tables: Tables, deals: pd.DataFrame, extra: Sequence[str]) -> pd.DataFrame:
     """Node columns of each open deal: its owner's rep/team/region and the extra levels."""
-    nodes = opportunity_nodes(tables).drop_duplicates(S.OPPORTUNITY_ID).set_index(
-        S.OPPORTUNITY_ID)
-    out = pd.DataFrame({c: deals[S.OPPORTUNITY_ID].map(nodes[c]) for c in (S.REP, S.TEAM,
-                                                                           S.REGION)},
+    nodes = opportunity_nodes(tables).drop_duplicates(OPPORTUNITY_ID).set_index(
+        OPPORTUNITY_ID)
+    out = pd.DataFrame({c: deals[OPPORTUNITY_ID].map(nodes[c]) for c in (REP, TEAM,
+                                                                           REGION)},
                        index=deals.index)
-    customers = deals.get(S.CUSTOMER_ID, pd.Series(np.nan, index=deals.index, dtype=object))
+    customers = deals.get(CUSTOMER_ID, pd.Series(np.nan, index=deals.index, dtype=object))
     for level in extra:
         own = deals[level] if level in deals.columns else pd.Series(np.nan, deals.index)
         out[level] = own.where(own.notna(), customer_column(tables, level, customers))
@@ -984,19 +1019,19 @@ def _deal_nodes(tables: Tables, deals: pd.DataFrame, extra: Sequence[str]) -> pd
 
 def _with_created(tables: Tables, events: pd.DataFrame) -> pd.DataFrame:
     """Events plus the creation date of their linked deal (NaT when unlinked)."""
-    opps = tables.get(S.OPPORTUNITIES)
+    opps = tables.get(OPPORTUNITIES)
     if opps is None:
-        return events.assign(**{S.CREATED_AT: pd.Series(pd.NaT, index=events.index,
+        return events.assign(**{CREATED_AT: pd.Series(pd.NaT, index=events.index,
                                                          dtype="datetime64[ns]")})
-    created = opps.drop_duplicates(S.OPPORTUNITY_ID).set_index(S.OPPORTUNITY_ID)[S.CREATED_AT]
-    return events.assign(**{S.CREATED_AT: events[S.OPPORTUNITY_ID].map(created)})
+    created = opps.drop_duplicates(OPPORTUNITY_ID).set_index(OPPORTUNITY_ID)[CREATED_AT]
+    return events.assign(**{CREATED_AT: events[OPPORTUNITY_ID].map(created)})
 
 
 def _reps(tables: Tables, events: pd.DataFrame, deal_nodes: pd.DataFrame,
           targets: pd.DataFrame | None) -> np.ndarray:
-    named = [rep_hierarchy(tables)[S.REP], events[S.REP], deal_nodes[S.REP]]
+    named = [rep_hierarchy(tables)[REP], events[REP], deal_nodes[REP]]
     if targets is not None:
-        named.append(targets.loc[targets[S.LEVEL] == S.LEVEL_REP, S.KEY])
+        named.append(targets.loc[targets[LEVEL] == LEVEL_REP, KEY])
     values = pd.concat(named, ignore_index=True).astype(object)
     values = values.where(values.notna(), UNASSIGNED).astype(str)
     return np.array(sorted(set(values) | {UNASSIGNED}), dtype=object)
@@ -1004,10 +1039,10 @@ def _reps(tables: Tables, events: pd.DataFrame, deal_nodes: pd.DataFrame,
 
 def _home_cells(tables: Tables, reps: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
     """Each rep's own cell: its team and region from the hierarchy, extra levels unassigned."""
-    hierarchy = rep_hierarchy(tables).drop_duplicates(S.REP).set_index(S.REP)
-    base = pd.DataFrame({S.REP: reps})
-    base[S.TEAM] = base[S.REP].map(hierarchy[S.TEAM])
-    base[S.REGION] = base[S.REP].map(hierarchy[S.REGION])
+    hierarchy = rep_hierarchy(tables).drop_duplicates(REP).set_index(REP)
+    base = pd.DataFrame({REP: reps})
+    base[TEAM] = base[REP].map(hierarchy[TEAM])
+    base[REGION] = base[REP].map(hierarchy[REGION])
     return _filled(base, columns)
 
 
@@ -1048,24 +1083,24 @@ def _run_rate_shares(n_cells: int, cell_rep: np.ndarray, home: np.ndarray,
 def _open_deals(tables: Tables, as_of: pd.Timestamp, start: pd.Timestamp, end: pd.Timestamp,
                 win_model: Any) -> pd.DataFrame:
     """Deals open at ``as_of`` with their in-period win probability (0 when not countable)."""
-    if not tables.has(S.OPPORTUNITIES) or as_of >= end:
-        return pd.DataFrame({S.OPPORTUNITY_ID: pd.Series(dtype=object),
-                             S.AMOUNT: pd.Series(dtype=float), "p": pd.Series(dtype=float)})
-    deals = W.deal_inputs(tables, as_of)
-    deals = pd.concat([deals, W.period_features(deals, start, end, as_of)], axis=1)
-    p = (win_model.predict_frame(deals)[W.WIN_PROBABILITY].to_numpy(dtype=float)
+    if not tables.has(OPPORTUNITIES) or as_of >= end:
+        return pd.DataFrame({OPPORTUNITY_ID: pd.Series(dtype=object),
+                             AMOUNT: pd.Series(dtype=float), "p": pd.Series(dtype=float)})
+    deals = deal_inputs(tables, as_of)
+    deals = pd.concat([deals, period_features(deals, start, end, as_of)], axis=1)
+    p = (win_model.predict_frame(deals)[WIN_PROBABILITY].to_numpy(dtype=float)
          if len(deals) else np.zeros(0))
     # Expected after the period end: next period's pipeline, never counted here.
-    outside = (deals[S.CLOSE_DATE] >= end).to_numpy()
+    outside = (deals[CLOSE_DATE] >= end).to_numpy()
     return deals.assign(p=np.where(outside, 0.0, np.clip(p, 0.0, 1.0)))
 
 
 def _customer_run_rate(events: pd.DataFrame, as_of: pd.Timestamp, window_days: int
                        ) -> pd.Series:
     """Each customer's unlinked revenue of the last year, scaled to the window."""
-    recent = events[(events[S.DS] >= as_of - pd.Timedelta(days=365))
-                    & events[S.OPPORTUNITY_ID].isna()]
-    return recent.groupby(S.CUSTOMER_ID)[S.AMOUNT].sum() * window_days / 365.0
+    recent = events[(events[DS] >= as_of - pd.Timedelta(days=365))
+                    & events[OPPORTUNITY_ID].isna()]
+    return recent.groupby(CUSTOMER_ID)[AMOUNT].sum() * window_days / 365.0
 
 
 def _churn_by_rep(tables: Tables, churn: pd.DataFrame | None, events: pd.DataFrame,
@@ -1075,7 +1110,7 @@ def _churn_by_rep(tables: Tables, churn: pd.DataFrame | None, events: pd.DataFra
         return np.zeros(len(reps))
     revenue = _customer_run_rate(events, as_of, window.length)
     adjust = churn_adjustment(churn, revenue, window.length, horizon_days)
-    owner = customer_nodes(tables).drop_duplicates(S.CUSTOMER_ID).set_index(S.CUSTOMER_ID)[S.REP]
+    owner = customer_nodes(tables).drop_duplicates(CUSTOMER_ID).set_index(CUSTOMER_ID)[REP]
     rep = adjust.index.to_series().map(owner).fillna(UNASSIGNED).astype(str)
     codes = pd.Index(reps).get_indexer(pd.Index(rep))
     ok = codes >= 0
@@ -1090,13 +1125,13 @@ def _pipeline_matured(tables: Tables, as_of: pd.Timestamp, quantile: float = 0.9
     would inflate the rate. Windows start once the usual sales cycle (``quantile`` of the
     created-to-won days of deals won before ``as_of``) has passed since the first deal.
     """
-    opps = tables.get(S.OPPORTUNITIES)
+    opps = tables.get(OPPORTUNITIES)
     if opps is None or opps.empty:
         return -(2**62)
-    won = opps[(opps[S.STATUS] == S.STATUS_WON) & (opps[S.CLOSE_DATE] < as_of)]
-    cycle = ((won[S.CLOSE_DATE] - won[S.CREATED_AT]).dt.days.quantile(quantile)
+    won = opps[(opps[STATUS] == STATUS_WON) & (opps[CLOSE_DATE] < as_of)]
+    cycle = ((won[CLOSE_DATE] - won[CREATED_AT]).dt.days.quantile(quantile)
              if len(won) else 0.0)
-    first = opps.loc[opps[S.CREATED_AT] < as_of, S.CREATED_AT].min()
+    first = opps.loc[opps[CREATED_AT] < as_of, CREATED_AT].min()
     if pd.isna(first) or pd.isna(cycle):
         return -(2**62)
     return _day(first) + int(max(cycle, 0.0))
@@ -1118,7 +1153,7 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
     """
     as_of = pd.Timestamp(as_of)
     start, end = period_bounds(period)
-    targets = tables.get(S.TARGETS)
+    targets = tables.get(TARGETS)
     extra = _extra_levels(targets, period, levels)
     columns = _node_columns(extra)
     window = Window(_day(as_of), _day(start), _day(end))
@@ -1129,20 +1164,20 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
     reps = _reps(tables, events_nodes, deal_nodes, targets)
     home_cells = _home_cells(tables, reps, columns)
     cells = _cells([home_cells, events_nodes, deal_nodes], columns)
-    cell_rep = pd.Index(reps).get_indexer(pd.Index(cells[S.REP]))
+    cell_rep = pd.Index(reps).get_indexer(pd.Index(cells[REP]))
     home = _cell_codes(cells, home_cells, columns)
     event_cell = _cell_codes(cells, events_nodes, columns)
-    in_period = ((events[S.DS] >= start) & (events[S.DS] < end)).to_numpy()
-    closed = np.bincount(event_cell[in_period], events[S.AMOUNT].to_numpy()[in_period],
+    in_period = ((events[DS] >= start) & (events[DS] < end)).to_numpy()
+    closed = np.bincount(event_cell[in_period], events[AMOUNT].to_numpy()[in_period],
                          len(cells))
     rep_of_event = cell_rep[event_cell]
-    data_start = (max(_day(events[S.DS].min()), _pipeline_matured(tables, as_of))
+    data_start = (max(_day(events[DS].min()), _pipeline_matured(tables, as_of))
                   if len(events) else window.as_of)
-    groups = [pd.factorize(home_cells[level])[0] for level in (S.REGION, S.TEAM)]
+    groups = [pd.factorize(home_cells[level])[0] for level in (REGION, TEAM)]
     run_rate = estimate_run_rate(events, rep_of_event, len(reps), window, data_start, groups)
-    recent = (events[S.DS] >= as_of - pd.Timedelta(days=365)).to_numpy()
+    recent = (events[DS] >= as_of - pd.Timedelta(days=365)).to_numpy()
     share = _run_rate_shares(len(cells), cell_rep, home, event_cell[recent],
-                             events[S.AMOUNT].to_numpy()[recent])
+                             events[AMOUNT].to_numpy()[recent])
     churn_rep = _churn_by_rep(tables, churn, events, as_of, window, reps, churn_horizon_days)
     days_left = window.end - max(window.as_of, window.start)
     conversion = (win_model.conversion_at(days_left)
@@ -1165,9 +1200,9 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
         cells=cells, rep_of_cell=cell_rep, reps=reps, closed_cell=closed,
         deal_cell=(_cell_codes(cells, deal_nodes, columns) if len(deals)
                    else np.zeros(0, dtype=np.int64)),
-        deal_p=deals["p"].to_numpy(dtype=float), deal_amount=deals[S.AMOUNT].to_numpy(float),
+        deal_p=deals["p"].to_numpy(dtype=float), deal_amount=deals[AMOUNT].to_numpy(float),
         run_rate=run_rate, share_cell=share, churn_rep=churn_rep,
-        levels=[*S.HIERARCHY_LEVELS, *extra], conversion=conversion or float("nan"),
+        levels=[*HIERARCHY_LEVELS, *extra], conversion=conversion or float("nan"),
         notes=notes, pipeline_sigma=pipeline_sigma,
     )
 
@@ -1232,35 +1267,35 @@ def feasibility_with_simulation(
     simulation = simulate_period(tables, period, as_of, win_model, draws=draws, seed=seed,
                                  churn=churn, levels=levels, threads=threads)
     simulation.notes[:0] = notes
-    frame = summarise(simulation, tables.get(S.TARGETS), period, as_of, all_nodes=all_nodes)
+    frame = summarise(simulation, tables.get(TARGETS), period, as_of, all_nodes=all_nodes)
     return frame, simulation
 
 
 def _won_and_lost(tables: Tables, as_of: pd.Timestamp) -> bool:
     """Whether deals were both won and lost before ``as_of`` (rates need both)."""
-    opps = tables.get(S.OPPORTUNITIES)
+    opps = tables.get(OPPORTUNITIES)
     if opps is None:
         return False
-    closed = opps.loc[(opps[S.STATUS] != S.STATUS_OPEN) & (opps[S.CLOSE_DATE] < as_of), S.STATUS]
-    return bool((closed == S.STATUS_WON).any() and (closed != S.STATUS_WON).any())
+    closed = opps.loc[(opps[STATUS] != STATUS_OPEN) & (opps[CLOSE_DATE] < as_of), STATUS]
+    return bool((closed == STATUS_WON).any() and (closed != STATUS_WON).any())
 
 
 def fit_stage_rates(tables: Tables, as_of: pd.Timestamp, every_days: int = 28
-                    ) -> tuple[W.StageRateWinModel, str]:
+                    ) -> tuple[StageRateWinModel, str]:
     """Historical in-period win rates by stage (the fallback win model) and a note saying so.
 
     Without won and lost deals before ``as_of`` there is nothing to learn rates from: every
     open deal gets :data:`models.win.FLAT_WIN_RATE` (and the note says so).
     """
-    dates = W.snapshot_dates(tables, as_of, every_days=every_days)
-    rows = (W.win_training_rows(W.deal_snapshots(tables, dates), tables[S.OPPORTUNITIES], as_of)
+    dates = snapshot_dates(tables, as_of, every_days=every_days)
+    rows = (win_training_rows(deal_snapshots(tables, dates), tables[OPPORTUNITIES], as_of)
             if dates and _won_and_lost(tables, as_of) else pd.DataFrame())
-    if rows.empty or W.LABEL not in rows.columns:
-        return W.StageRateWinModel().fit(pd.DataFrame()), (
+    if rows.empty or LABEL not in rows.columns:
+        return StageRateWinModel().fit(pd.DataFrame()), (
             "win model: no champion and no won and lost deals before "
             f"{pd.Timestamp(as_of).date()}; every open deal expected in the period is counted "
-            f"at a flat {W.FLAT_WIN_RATE:.0%} win rate")
-    return W.StageRateWinModel().fit(rows), (
+            f"at a flat {FLAT_WIN_RATE:.0%} win rate")
+    return StageRateWinModel().fit(rows), (
         "win model: no champion registered (a trained win model becomes champion only when "
         "it beats stage rates on its holdout); historical in-period win rates by stage and "
         "days left "
@@ -1320,9 +1355,9 @@ def _close_exactly(values: np.ndarray, weights: np.ndarray, group: np.ndarray,
 def _groups(nodes: pd.DataFrame, targeted: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(parent row, targeted child rows) per parent and child level, parents top-down."""
     frame = nodes.assign(_row=np.arange(len(nodes)))[(nodes["parent"] >= 0) & targeted]
-    depth = nodes[S.LEVEL].map(_LEVEL_ORDER).fillna(1).to_numpy()
+    depth = nodes[LEVEL].map(_LEVEL_ORDER).fillna(1).to_numpy()
     out = [(int(rows["parent"].iloc[0]), rows["_row"].to_numpy())
-           for _, rows in frame.groupby(["parent", S.LEVEL], sort=False)]
+           for _, rows in frame.groupby(["parent", LEVEL], sort=False)]
     return sorted(out, key=lambda g: (depth[g[1][0]], g[0]))
 
 
@@ -1366,8 +1401,8 @@ def recalibrate(feasibility_frame: pd.DataFrame, simulation: Simulation, *,
     if method not in ("even_probability", "proportional_p50"):
         raise ValueError(f"unknown method {method!r}: even_probability or proportional_p50")
     nodes = simulation.nodes
-    keyed = feasibility_frame.set_index([S.LEVEL, S.KEY])[TARGET]
-    index = pd.MultiIndex.from_frame(nodes[[S.LEVEL, S.KEY]].astype(object))
+    keyed = feasibility_frame.set_index([LEVEL, KEY])[TARGET]
+    index = pd.MultiIndex.from_frame(nodes[[LEVEL, KEY]].astype(object))
     target = keyed.reindex(index).to_numpy(dtype=float)
     revised = target.copy()
     sorted_draws = np.sort(simulation.draws, axis=0)
@@ -1384,12 +1419,12 @@ def recalibrate(feasibility_frame: pd.DataFrame, simulation: Simulation, *,
             values = closed.copy()
         revised[rows] = _close_exactly(values, weights, group, np.array([total]))
     frame = pd.DataFrame({
-        S.PERIOD: feasibility_frame[S.PERIOD].iloc[0] if len(feasibility_frame) else "",
-        S.LEVEL: nodes[S.LEVEL], S.KEY: nodes[S.KEY], TARGET: target,
+        PERIOD: feasibility_frame[PERIOD].iloc[0] if len(feasibility_frame) else "",
+        LEVEL: nodes[LEVEL], KEY: nodes[KEY], TARGET: target,
         RECALIBRATED_TARGET: revised,
         P_ATTAIN_BEFORE: _attained(simulation.draws, target),
         P_ATTAIN_AFTER: _attained(simulation.draws, revised),
     })
-    wanted = pd.MultiIndex.from_frame(feasibility_frame[[S.LEVEL, S.KEY]].astype(object))
-    frame = frame.set_index([S.LEVEL, S.KEY]).reindex(wanted).reset_index()
+    wanted = pd.MultiIndex.from_frame(feasibility_frame[[LEVEL, KEY]].astype(object))
+    frame = frame.set_index([LEVEL, KEY]).reindex(wanted).reset_index()
     return frame[list(RECALIBRATION_COLUMNS)]

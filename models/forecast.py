@@ -86,7 +86,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import engine.schemas as S
+from engine.schemas import COMPANY_KEY, DS, KEY, LEVEL, LEVEL_COMPANY
 from models.backtest import (
     Panel,
     Window,
@@ -340,7 +340,7 @@ class EtsCandidate:
         self.specs: dict[tuple[str, str], EtsSpec] = {}
 
     def __call__(self, train: Panel, horizon: int) -> np.ndarray:
-        keys = list(zip(train.ids[S.LEVEL], train.ids[S.KEY], strict=True))
+        keys = list(zip(train.ids[LEVEL], train.ids[KEY], strict=True))
         ys = _recent(train.values, self.max_history)
         specs = [self.specs.get(k) for k in keys]
         results = _parallel_chunks(_ets_chunk, [ys, specs], self.n_jobs, horizon, self.season)
@@ -926,7 +926,7 @@ class RevenueForecaster:
         if "prophet" not in self.candidates:
             return rows
         budget = self.prophet_budget * panel.n_series
-        sizes = panel.ids[S.LEVEL].value_counts(sort=False).sort_values(kind="stable")
+        sizes = panel.ids[LEVEL].value_counts(sort=False).sort_values(kind="stable")
         spent = 0
         for level, size in sizes.items():
             cost = int(size) * (n_cutoffs + 1)
@@ -937,13 +937,13 @@ class RevenueForecaster:
                 )
                 continue
             spent += cost
-            rows |= (panel.ids[S.LEVEL] == level).to_numpy()
+            rows |= (panel.ids[LEVEL] == level).to_numpy()
         return rows
 
     def _reconciled_levels(self, panel: Panel, hierarchy: pd.DataFrame) -> list[str]:
-        columns = [*hierarchy.columns, S.LEVEL_COMPANY]
+        columns = [*hierarchy.columns, LEVEL_COMPANY]
         wanted = columns if self.levels_to_reconcile is None else list(self.levels_to_reconcile)
-        present = set(panel.ids[S.LEVEL])
+        present = set(panel.ids[LEVEL])
         return [lv for lv in dict.fromkeys(wanted) if lv in present and lv in columns]
 
     def _align_tree(
@@ -963,10 +963,10 @@ class RevenueForecaster:
             )
             return None, panel, np.empty(0, dtype=int)
         frame = hierarchy.copy()
-        if S.LEVEL_COMPANY not in frame:
-            frame[S.LEVEL_COMPANY] = S.COMPANY_KEY
+        if LEVEL_COMPANY not in frame:
+            frame[LEVEL_COMPANY] = COMPANY_KEY
         bottom_level = build_hierarchy(frame, levels).levels[0]
-        have = set(panel.ids.loc[panel.ids[S.LEVEL] == bottom_level, S.KEY].astype(str))
+        have = set(panel.ids.loc[panel.ids[LEVEL] == bottom_level, KEY].astype(str))
         kept = frame[frame[bottom_level].astype(str).isin(have)]
         if len(kept) < len(frame):
             notes.append(
@@ -1026,12 +1026,12 @@ class RevenueForecaster:
         """The candidates as one backtest function (a fresh ETS state per fit)."""
         max_history = _MAX_HISTORY[plan.letter]
         ets = EtsCandidate(plan.season, max_history, self.n_jobs)
-        level_names = sorted(set(plan.panel.ids[S.LEVEL]))
+        level_names = sorted(set(plan.panel.ids[LEVEL]))
         lgbm_cfg = LgbmSettings(plan.season, plan.letter, max_history, self.seed, self.n_jobs)
         prophet_keys = set(
             zip(
-                plan.panel.ids.loc[plan.prophet_rows, S.LEVEL],
-                plan.panel.ids.loc[plan.prophet_rows, S.KEY],
+                plan.panel.ids.loc[plan.prophet_rows, LEVEL],
+                plan.panel.ids.loc[plan.prophet_rows, KEY],
                 strict=True,
             )
         )
@@ -1058,13 +1058,13 @@ class RevenueForecaster:
                                  if unseasoned else theta(train, horizon))
                 elif name == "lgbm":
                     codes = (
-                        train.ids[S.LEVEL]
+                        train.ids[LEVEL]
                         .map({lv: i for i, lv in enumerate(level_names)})
                         .to_numpy(float)
                     )
                     out[name] = lgbm_forecast(train, horizon, lgbm_cfg, codes)
                 elif name == "prophet" and prophet_keys:
-                    keys = zip(train.ids[S.LEVEL], train.ids[S.KEY], strict=True)
+                    keys = zip(train.ids[LEVEL], train.ids[KEY], strict=True)
                     rows = np.array([k in prophet_keys for k in keys])
                     out[name] = prophet_forecast(
                         train, horizon, rows, plan.letter == "D", self.n_jobs
@@ -1095,7 +1095,7 @@ class RevenueForecaster:
     ) -> None:
         """Combination, reconciliation, calibration and the tables, from the windows."""
         panel = plan.panel
-        levels = panel.ids[S.LEVEL].astype(str).to_numpy()
+        levels = panel.ids[LEVEL].astype(str).to_numpy()
         default: list[str] = [m for m in ("ets", "theta") if m in models] or models
         for w in windows:
             weights = self._weights(_known_before(windows, w.cutoff), models, levels, default)
@@ -1114,7 +1114,7 @@ class RevenueForecaster:
         short = np.flatnonzero(~final.eligible)
         if short.size:
             names = ", ".join(
-                f"{panel.ids.at[i, S.LEVEL]}/{panel.ids.at[i, S.KEY]}" for i in short[:10]
+                f"{panel.ids.at[i, LEVEL]}/{panel.ids.at[i, KEY]}" for i in short[:10]
             )
             notes.append(
                 f"{short.size} series with fewer than {plan.min_history} observations use a "
@@ -1278,9 +1278,9 @@ class RevenueForecaster:
         dates = panel.future_dates(self.horizon)
         frame = pd.DataFrame(
             {
-                S.LEVEL: np.repeat(panel.ids[S.LEVEL].to_numpy(), self.horizon),
-                S.KEY: np.repeat(panel.ids[S.KEY].to_numpy(), self.horizon),
-                S.DS: np.tile(dates, panel.n_series),
+                LEVEL: np.repeat(panel.ids[LEVEL].to_numpy(), self.horizon),
+                KEY: np.repeat(panel.ids[KEY].to_numpy(), self.horizon),
+                DS: np.tile(dates, panel.n_series),
                 YHAT: point.ravel(),
             }
         )
@@ -1308,7 +1308,7 @@ class RevenueForecaster:
         horizon = self.horizon if horizon is None else horizon
         if not 1 <= horizon <= self.horizon:
             raise ValueError(f"horizon must be between 1 and the fitted horizon {self.horizon}")
-        keep = self.forecast_.groupby([S.LEVEL, S.KEY], sort=False).cumcount() < horizon
+        keep = self.forecast_.groupby([LEVEL, KEY], sort=False).cumcount() < horizon
         return self.forecast_.loc[keep].reset_index(drop=True)
 
 
@@ -1322,9 +1322,9 @@ def _weights_frame(panel: Panel, models: list[str], weights: np.ndarray) -> pd.D
     total = weights.sum(axis=1, keepdims=True)
     normalised = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
     frame = pd.DataFrame(normalised, columns=models)
-    frame[S.LEVEL] = panel.ids[S.LEVEL].to_numpy()
-    frame[S.KEY] = panel.ids[S.KEY].to_numpy()
-    return frame.melt(id_vars=[S.LEVEL, S.KEY], var_name=MODEL, value_name="weight")
+    frame[LEVEL] = panel.ids[LEVEL].to_numpy()
+    frame[KEY] = panel.ids[KEY].to_numpy()
+    return frame.melt(id_vars=[LEVEL, KEY], var_name=MODEL, value_name="weight")
 
 
 def _panel_with_nodes(panel: Panel, tree: Hierarchy, notes: list[str]) -> tuple[Panel, np.ndarray]:
@@ -1332,7 +1332,7 @@ def _panel_with_nodes(panel: Panel, tree: Hierarchy, notes: list[str]) -> tuple[
     panel row of each node in tree order."""
     index = {
         (str(lv), str(k)): i
-        for i, (lv, k) in enumerate(zip(panel.ids[S.LEVEL], panel.ids[S.KEY], strict=True))
+        for i, (lv, k) in enumerate(zip(panel.ids[LEVEL], panel.ids[KEY], strict=True))
     }
     bottom_rows = [
         index[(str(lv), str(k))]
@@ -1349,7 +1349,7 @@ def _panel_with_nodes(panel: Panel, tree: Hierarchy, notes: list[str]) -> tuple[
         members = tree.summing[i] > 0
         started = started_bottom[members].any(axis=0)
         extra_values.append(np.where(started, tree.summing[i] @ bottom, np.nan))
-        extra_ids.append({S.LEVEL: lv, S.KEY: k})
+        extra_ids.append({LEVEL: lv, KEY: k})
         rows.append(panel.n_series + len(extra_ids) - 1)
     if extra_ids:
         notes.append(

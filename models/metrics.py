@@ -22,7 +22,7 @@ from typing import TypeAlias
 import numpy as np
 import pandas as pd
 
-import engine.schemas as S
+from engine.schemas import KEY, LEVEL, Y
 
 __all__ = [
     "CUTOFF",
@@ -143,7 +143,7 @@ def interval_coverage(
     return float(np.mean((yy >= lo) & (yy <= hi)))
 
 
-def metrics_table(backtest: pd.DataFrame, by: Sequence[str] = (MODEL, S.LEVEL)) -> pd.DataFrame:
+def metrics_table(backtest: pd.DataFrame, by: Sequence[str] = (MODEL, LEVEL)) -> pd.DataFrame:
     """Accuracy of a backtest table, one row per group of ``by``.
 
     MASE, sMAPE and the scaled pinball loss are computed per series and origin and then
@@ -160,13 +160,13 @@ def metrics_table(backtest: pd.DataFrame, by: Sequence[str] = (MODEL, S.LEVEL)) 
         ``n_series``.
     """
     by = list(by)
-    y = backtest[S.Y].to_numpy(float)
+    y = backtest[Y].to_numpy(float)
     yhat = backtest[YHAT].to_numpy(float)
     scale = backtest[SCALE].to_numpy(float)
     scale = np.where(scale > 0, scale, np.nan)
     error = np.abs(y - yhat)
     denominator = np.abs(y) + np.abs(yhat)
-    rows = backtest[[*by, S.KEY, CUTOFF]].copy()
+    rows = backtest[[*by, KEY, CUTOFF]].copy()
     rows["mase"] = error / scale
     rows["smape"] = np.divide(2 * error, denominator, out=np.zeros_like(y), where=denominator > 0)
     rows["_abs_error"], rows["_abs_y"] = error, np.abs(y)
@@ -182,14 +182,14 @@ def metrics_table(backtest: pd.DataFrame, by: Sequence[str] = (MODEL, S.LEVEL)) 
         has_interval = backtest[YHAT_P10].notna().to_numpy() & backtest[YHAT_P90].notna().to_numpy()
         rows["coverage_80"] = np.where(has_interval, inside, np.nan)
     per_origin = [c for c in ("mase", "smape", "pinball") if c in rows]
-    averaged = rows.groupby([*by, S.KEY, CUTOFF], sort=False)[per_origin].mean().groupby(by).mean()
+    averaged = rows.groupby([*by, KEY, CUTOFF], sort=False)[per_origin].mean().groupby(by).mean()
     grouped = rows.groupby(by)
     pooled = pd.DataFrame(
         {"wape": grouped["_abs_error"].sum() / grouped["_abs_y"].sum().replace(0, np.nan)}
     )
     if "coverage_80" in rows:
         pooled["coverage_80"] = grouped["coverage_80"].mean()
-    pooled["n_series"] = grouped[S.KEY].nunique()
+    pooled["n_series"] = grouped[KEY].nunique()
     table = averaged.join(pooled).reset_index()
     columns = [*by, "mase", "wape", "smape", "pinball", "coverage_80", "n_series"]
     return table.reindex(columns=columns)

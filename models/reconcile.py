@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-import engine.schemas as S
+from engine.schemas import COMPANY_KEY, DS, KEY, LEVEL, LEVEL_COMPANY
 from models.metrics import YHAT
 
 __all__ = [
@@ -95,8 +95,8 @@ def build_hierarchy(hierarchy: pd.DataFrame, levels: Sequence[str] | None = None
         ValueError: unknown levels, or a node with two parents on one level.
     """
     frame = hierarchy.copy()
-    if S.LEVEL_COMPANY not in frame.columns:
-        frame[S.LEVEL_COMPANY] = S.COMPANY_KEY
+    if LEVEL_COMPANY not in frame.columns:
+        frame[LEVEL_COMPANY] = COMPANY_KEY
     wanted = list(frame.columns) if levels is None else list(levels)
     unknown = [lv for lv in wanted if lv not in frame.columns]
     if unknown:
@@ -112,13 +112,13 @@ def build_hierarchy(hierarchy: pd.DataFrame, levels: Sequence[str] | None = None
             rows.append(np.isin(bottom, members.to_numpy()))
     order = np.argsort(bottom, kind="stable")
     summing = np.array(rows, dtype=float)[:, order]
-    ids = pd.DataFrame(nodes, columns=[S.LEVEL, S.KEY])
+    ids = pd.DataFrame(nodes, columns=[LEVEL, KEY])
     return Hierarchy(ids, summing, ordered)
 
 
 def _wide(forecasts: pd.DataFrame, nodes: pd.DataFrame, column: str) -> pd.DataFrame:
     """``column`` as a nodes x ds table in the order of ``nodes`` (missing nodes are NaN)."""
-    wide = forecasts.pivot_table(index=[S.LEVEL, S.KEY], columns=S.DS, values=column, aggfunc="sum")
+    wide = forecasts.pivot_table(index=[LEVEL, KEY], columns=DS, values=column, aggfunc="sum")
     index = pd.MultiIndex.from_frame(nodes.astype(str))
     wide.index = pd.MultiIndex.from_arrays(
         [wide.index.get_level_values(0).astype(str), wide.index.get_level_values(1).astype(str)]
@@ -130,9 +130,9 @@ def _long(nodes: pd.DataFrame, dates: pd.Index, values: np.ndarray, column: str)
     """nodes x dates array -> long frame level, key, ds, column."""
     return pd.DataFrame(
         {
-            S.LEVEL: np.repeat(nodes[S.LEVEL].to_numpy(), len(dates)),
-            S.KEY: np.repeat(nodes[S.KEY].to_numpy(), len(dates)),
-            S.DS: np.tile(np.asarray(dates), len(nodes)),
+            LEVEL: np.repeat(nodes[LEVEL].to_numpy(), len(dates)),
+            KEY: np.repeat(nodes[KEY].to_numpy(), len(dates)),
+            DS: np.tile(np.asarray(dates), len(nodes)),
             column: values.ravel(),
         }
     )
@@ -224,8 +224,8 @@ def reconcile_mint(
     """
     tree = build_hierarchy(hierarchy)
     base = _wide(forecasts, tree.nodes, YHAT)
-    errors = residuals.assign(**{S.LEVEL: residuals[S.LEVEL].astype(str)}).set_index(
-        [S.LEVEL, S.KEY]
+    errors = residuals.assign(**{LEVEL: residuals[LEVEL].astype(str)}).set_index(
+        [LEVEL, KEY]
     )
     errors.index = pd.MultiIndex.from_arrays(
         [errors.index.get_level_values(0).astype(str), errors.index.get_level_values(1).astype(str)]

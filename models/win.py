@@ -36,9 +36,30 @@ import pandas as pd
 from lightgbm import LGBMClassifier, early_stopping
 from sklearn.linear_model import LogisticRegression
 
-from engine import schemas as S
 from engine.io import Tables
-from features import funnel as F
+from engine.schemas import (
+    AMOUNT,
+    AS_OF,
+    CLOSE_DATE,
+    CREATED_AT,
+    LIST_PRICE,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    OWNER,
+    PRODUCT,
+    SEGMENT,
+    STATUS,
+    STATUS_OPEN,
+    STATUS_WON,
+)
+from features.funnel import (
+    F_AMOUNT_VS_OWNER,
+    F_DAYS_TO_CLOSE,
+    F_OVERDUE,
+    F_STAGE,
+    FEATURES,
+    opportunity_features,
+)
 from features.hierarchy import period_bounds
 from models.classification import classification_metrics
 
@@ -94,9 +115,9 @@ PERIOD_FEATURES = (
     P_CLOSE_KNOWN,
 )
 LOG_AMOUNT = "log_amount"
-CATEGORICAL_FEATURES = (F.F_STAGE, S.PRODUCT, S.SEGMENT)
+CATEGORICAL_FEATURES = (F_STAGE, PRODUCT, SEGMENT)
 NUMERIC_FEATURES = (
-    *[f for f in F.FEATURES if f != F.F_STAGE],
+    *[f for f in FEATURES if f != F_STAGE],
     LOG_AMOUNT,
     *PERIOD_FEATURES,
 )
@@ -146,7 +167,7 @@ def period_features(deals: pd.DataFrame, start: Any, end: Any, as_of: Any) -> pd
         end: period end (exclusive), likewise.
         as_of: the date the deals are seen at, likewise.
     """
-    close = deals[S.CLOSE_DATE]
+    close = deals[CLOSE_DATE]
     return pd.DataFrame(
         {
             P_DAYS_TO_START: np.maximum((start - as_of) / _DAY, 0.0),
@@ -165,19 +186,19 @@ def period_features(deals: pd.DataFrame, start: Any, end: Any, as_of: Any) -> pd
 
 def _with_close_fallback(tables: Tables, deals: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """Expected close unknown at ``as_of`` -> the creation-time one, when the data has it."""
-    opps = tables.get(S.OPPORTUNITIES)
+    opps = tables.get(OPPORTUNITIES)
     if opps is None or ORIGINAL_CLOSE_DATE not in opps.columns:
         return deals
     original = pd.to_datetime(
-        deals[S.OPPORTUNITY_ID].map(opps.set_index(S.OPPORTUNITY_ID)[ORIGINAL_CLOSE_DATE]),
+        deals[OPPORTUNITY_ID].map(opps.set_index(OPPORTUNITY_ID)[ORIGINAL_CLOSE_DATE]),
         errors="coerce",
     )
-    close = deals[S.CLOSE_DATE].fillna(original)
+    close = deals[CLOSE_DATE].fillna(original)
     return deals.assign(
         **{
-            S.CLOSE_DATE: close,
-            F.F_OVERDUE: (close < as_of).astype(float).where(close.notna()),
-            F.F_DAYS_TO_CLOSE: (close - as_of) / _DAY,
+            CLOSE_DATE: close,
+            F_OVERDUE: (close < as_of).astype(float).where(close.notna()),
+            F_DAYS_TO_CLOSE: (close - as_of) / _DAY,
         }
     )
 
@@ -189,11 +210,11 @@ def deal_inputs(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFrame:
     reconstruct it (no close dates in ``stage_history``).
     """
     as_of = pd.Timestamp(as_of)
-    deals = F.opportunity_features(tables, as_of)
+    deals = opportunity_features(tables, as_of)
     deals = _with_close_fallback(tables, deals, as_of)
     deals = _with_creation_amounts(tables, deals, as_of)
     value = deals[_AMOUNT_FEATURE_SOURCE] if _AMOUNT_FEATURE_SOURCE in deals.columns else deals[
-        S.AMOUNT]
+        AMOUNT]
     return deals.drop(columns=[_AMOUNT_FEATURE_SOURCE], errors="ignore").assign(
         **{LOG_AMOUNT: np.log1p(value.clip(lower=0.0))})
 
@@ -205,19 +226,19 @@ def _with_creation_amounts(tables: Tables, deals: pd.DataFrame, as_of: pd.Timest
                            ) -> pd.DataFrame:
     """With :data:`engine.schemas.LIST_PRICE` in the data, the amount features use it:
     ``log_amount`` and the ratio to the owner's median value of deals won before ``as_of``."""
-    opps = tables.get(S.OPPORTUNITIES)
-    if opps is None or S.LIST_PRICE not in opps.columns or deals.empty:
+    opps = tables.get(OPPORTUNITIES)
+    if opps is None or LIST_PRICE not in opps.columns or deals.empty:
         return deals
-    value = pd.to_numeric(opps.set_index(S.OPPORTUNITY_ID)[S.LIST_PRICE], errors="coerce")
+    value = pd.to_numeric(opps.set_index(OPPORTUNITY_ID)[LIST_PRICE], errors="coerce")
     value = value[~value.index.duplicated()]
-    known = deals[S.OPPORTUNITY_ID].map(value).astype(float)
-    known = known.where(known.notna(), deals[S.AMOUNT])
-    won = opps[(opps[S.STATUS] == S.STATUS_WON) & (opps[S.CLOSE_DATE] < as_of)]
-    won_value = pd.to_numeric(won[S.LIST_PRICE], errors="coerce")
-    medians = won_value.groupby(won[S.OWNER]).median()
-    median = deals[S.OWNER].map(medians).astype(float).fillna(won_value.median())
+    known = deals[OPPORTUNITY_ID].map(value).astype(float)
+    known = known.where(known.notna(), deals[AMOUNT])
+    won = opps[(opps[STATUS] == STATUS_WON) & (opps[CLOSE_DATE] < as_of)]
+    won_value = pd.to_numeric(won[LIST_PRICE], errors="coerce")
+    medians = won_value.groupby(won[OWNER]).median()
+    median = deals[OWNER].map(medians).astype(float).fillna(won_value.median())
     return deals.assign(**{_AMOUNT_FEATURE_SOURCE: known,
-                           F.F_AMOUNT_VS_OWNER: known / median.where(median > 0)})
+                           F_AMOUNT_VS_OWNER: known / median.where(median > 0)})
 
 
 def snapshot_dates(
@@ -230,13 +251,13 @@ def snapshot_dates(
     later, whose labels would all be "not won yet".
     """
     as_of = pd.Timestamp(as_of).normalize()
-    opps = tables.get(S.OPPORTUNITIES)
+    opps = tables.get(OPPORTUNITIES)
     if opps is None or opps.empty:
         return []
     closed = opps.loc[
-        (opps[S.STATUS] != S.STATUS_OPEN) & (opps[S.CLOSE_DATE] < as_of), S.CLOSE_DATE
+        (opps[STATUS] != STATUS_OPEN) & (opps[CLOSE_DATE] < as_of), CLOSE_DATE
     ]
-    first = pd.Timestamp(opps[S.CREATED_AT].min()).normalize() + pd.Timedelta(days=warmup_days)
+    first = pd.Timestamp(opps[CREATED_AT].min()).normalize() + pd.Timedelta(days=warmup_days)
     if len(closed):
         first = max(first, pd.Timestamp(closed.min()).normalize())
     count = max(int((as_of - first) / _DAY) // every_days, 0)
@@ -273,10 +294,10 @@ def win_labels(
     A won deal whose close falls after ``end`` slipped and counts 0. Valid only for rows whose
     ``end`` is before the date the opportunities table describes (the caller keeps those).
     """
-    final = opportunities.set_index(S.OPPORTUNITY_ID)
-    status = ids.map(final[S.STATUS])
-    close = ids.map(final[S.CLOSE_DATE])
-    won = (status == S.STATUS_WON) & (close >= start) & (close < end)
+    final = opportunities.set_index(OPPORTUNITY_ID)
+    status = ids.map(final[STATUS])
+    close = ids.map(final[CLOSE_DATE])
+    won = (status == STATUS_WON) & (close >= start) & (close < end)
     return won.astype(np.int8)
 
 
@@ -292,12 +313,12 @@ def _period_pairs(dates: pd.Series, windows: Sequence[int] = ()) -> pd.DataFrame
         wanted = [(f, 0) for f in CURRENT_FREQS] + [(f, 1) for f in NEXT_FREQS]
         for freq, ahead in wanted:
             start, end = period_bounds(period_of(date, freq, ahead))
-            rows.append({S.AS_OF: date, PERIOD_START: start, PERIOD_END: end})
+            rows.append({AS_OF: date, PERIOD_START: start, PERIOD_END: end})
         for days in windows:
             day = pd.Timestamp(date).normalize()
-            rows.append({S.AS_OF: date, PERIOD_START: day,
+            rows.append({AS_OF: date, PERIOD_START: day,
                          PERIOD_END: day + pd.Timedelta(days=int(days))})
-    return pd.DataFrame(rows).drop_duplicates([S.AS_OF, PERIOD_START, PERIOD_END])
+    return pd.DataFrame(rows).drop_duplicates([AS_OF, PERIOD_START, PERIOD_END])
 
 
 def win_training_rows(
@@ -319,19 +340,19 @@ def win_training_rows(
         ``won_in_period``.
     """
     as_of = pd.Timestamp(as_of)
-    seen = snapshots[snapshots[S.AS_OF] < as_of]
+    seen = snapshots[snapshots[AS_OF] < as_of]
     if seen.empty:
         return _empty_rows(snapshots)
-    pairs = _period_pairs(seen[S.AS_OF], windows)
+    pairs = _period_pairs(seen[AS_OF], windows)
     pairs = pairs[pairs[PERIOD_END] <= as_of]
-    rows = seen.merge(pairs, on=S.AS_OF, how="inner")
+    rows = seen.merge(pairs, on=AS_OF, how="inner")
     rows = pd.concat(
-        [rows, period_features(rows, rows[PERIOD_START], rows[PERIOD_END], rows[S.AS_OF])], axis=1
+        [rows, period_features(rows, rows[PERIOD_START], rows[PERIOD_END], rows[AS_OF])], axis=1
     )
     # The simulation never counts a deal expected after the period end: train on what it asks.
-    rows = rows[~(rows[S.CLOSE_DATE] >= rows[PERIOD_END])].reset_index(drop=True)
+    rows = rows[~(rows[CLOSE_DATE] >= rows[PERIOD_END])].reset_index(drop=True)
     rows[LABEL] = win_labels(
-        opportunities, rows[S.OPPORTUNITY_ID], rows[PERIOD_START], rows[PERIOD_END]
+        opportunities, rows[OPPORTUNITY_ID], rows[PERIOD_START], rows[PERIOD_END]
     ).to_numpy()
     return rows
 
@@ -394,7 +415,7 @@ def _usable(frame: pd.DataFrame, min_rows: int = MIN_SLICE_ROWS) -> bool:
 
 def _split_at(rows: pd.DataFrame, cal_from: pd.Timestamp, hold_from: pd.Timestamp
               ) -> TimeSplit:
-    seen, ended = rows[S.AS_OF], rows[PERIOD_END]
+    seen, ended = rows[AS_OF], rows[PERIOD_END]
     calibrate = rows[(seen >= cal_from) & (ended <= hold_from)]
     if cal_from == hold_from:
         calibrate = rows.iloc[:0]
@@ -407,7 +428,7 @@ def time_split(
     rows: pd.DataFrame, calibrate_share: float = 0.2, holdout_share: float = 0.2
 ) -> TimeSplit:
     """Split training rows by snapshot date into train / calibrate / holdout."""
-    dates = np.sort(rows[S.AS_OF].unique())
+    dates = np.sort(rows[AS_OF].unique())
     if len(dates) < 3:
         raise ValueError("too few snapshot dates with a known outcome to train the win model")
     cal_from = pd.Timestamp(dates[int(len(dates) * (1 - calibrate_share - holdout_share))])
@@ -425,7 +446,7 @@ def sized_split(rows: pd.DataFrame) -> tuple[TimeSplit, list[str]]:
     Raises:
         ValueError: not even two usable slices (too few closed deals).
     """
-    dates = np.sort(rows[S.AS_OF].unique()) if len(rows) else np.array([])
+    dates = np.sort(rows[AS_OF].unique()) if len(rows) else np.array([])
     if len(dates) >= 3:
         for cal_share, hold_share in SPLIT_SHARES:
             split = time_split(rows, cal_share, hold_share)
@@ -488,7 +509,7 @@ def _days_left_bucket(days_left: pd.Series) -> np.ndarray:
 def conversion_curve(rows: pd.DataFrame) -> pd.Series:
     """Amount-weighted share of open pipeline won inside the period, by days-left bucket."""
     bucket = _days_left_bucket(rows[P_DAYS_LEFT])
-    amount = rows[S.AMOUNT].to_numpy(dtype=float)
+    amount = rows[AMOUNT].to_numpy(dtype=float)
     won = pd.Series(amount * rows[LABEL].to_numpy(), index=bucket).groupby(level=0).sum()
     total = pd.Series(amount, index=bucket).groupby(level=0).sum()
     rate = (won / total.where(total > 0)).reindex(range(len(DAYS_LEFT_EDGES) - 1))
@@ -511,9 +532,9 @@ def period_spread(rows: pd.DataFrame, p: np.ndarray, min_expected: float = 5.0) 
     """
     if rows.empty or LABEL not in rows.columns or len(p) != len(rows):
         return math.nan
-    amount = rows[S.AMOUNT].to_numpy(dtype=float).clip(min=0.0)
+    amount = rows[AMOUNT].to_numpy(dtype=float).clip(min=0.0)
     frame = pd.DataFrame({
-        "g1": rows[S.AS_OF].to_numpy(), "g2": rows[PERIOD_END].to_numpy(),
+        "g1": rows[AS_OF].to_numpy(), "g2": rows[PERIOD_END].to_numpy(),
         "exp": p * amount, "won": rows[LABEL].to_numpy(dtype=float) * amount,
         "var": p * (1 - p) * amount**2, "n": p,
     })
@@ -572,7 +593,7 @@ class StageRateWinModel(_Converts):
 
     @staticmethod
     def _keys(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        stage = frame[F.F_STAGE].astype(object).where(frame[F.F_STAGE].notna(), "(unknown)")
+        stage = frame[F_STAGE].astype(object).where(frame[F_STAGE].notna(), "(unknown)")
         return stage.astype(str).to_numpy(), _days_left_bucket(frame[P_DAYS_LEFT])
 
     def fit(self, rows: pd.DataFrame) -> StageRateWinModel:
@@ -796,9 +817,9 @@ def _platt_map(model: WinModel, calibrate: pd.DataFrame) -> LogisticRegression |
     snapshot dates and kept (refitted on the whole slice) only if it lowers the log loss of the
     second half; with too little to check (one snapshot date), it is kept.
     """
-    dates = np.sort(calibrate[S.AS_OF].unique())
-    first = calibrate[calibrate[S.AS_OF] < dates[len(dates) // 2]]
-    second = calibrate[calibrate[S.AS_OF] >= dates[len(dates) // 2]]
+    dates = np.sort(calibrate[AS_OF].unique())
+    first = calibrate[calibrate[AS_OF] < dates[len(dates) // 2]]
+    second = calibrate[calibrate[AS_OF] >= dates[len(dates) // 2]]
     if len(dates) >= 2 and first[LABEL].nunique() == 2 and second[LABEL].nunique() == 2:
         trial = _fit_platt(model, first)
         raw = model.raw_probability(second)

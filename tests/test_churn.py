@@ -16,9 +16,18 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from engine import schemas as S
 from engine import tracking
 from engine.io import Tables, validate_tables
+from engine.schemas import (
+    ACCOUNT_MANAGER,
+    AMOUNT,
+    CUSTOMER_ID,
+    ORDER_DATE,
+    ORDER_ID,
+    ORDERS,
+    PAID_AT,
+    RECEIVABLES,
+)
 from engine.synthetic import generate
 from features.customer import customer_features
 from features.labels import CHURNED
@@ -93,7 +102,7 @@ def _tiny_frame(n: int = 3000, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]
     logit = -3 + 2.5 * np.log(recency / cycle) + 1.2 * complaints
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     frame = pd.DataFrame({
-        S.CUSTOMER_ID: [f"C{i:05d}" for i in range(n)],
+        CUSTOMER_ID: [f"C{i:05d}" for i in range(n)],
         "hist_recency_days": np.round(recency),
         "hist_cycle_median_days": np.round(cycle),
         "hist_frequency_365d": np.round(365 / cycle),
@@ -175,8 +184,8 @@ def test_cross_fitted_model_blends_the_rfm_regression() -> None:
     frame, y = _tiny_frame(3000, seed=3)
     train, test, y_train = frame.iloc[:2400], frame.iloc[2400:], y[:2400]
     fit = partial(ChurnModel, n_estimators=150, calibration="isotonic")
-    blended = fit(linear_weight=0.5).fit(train, y_train, groups=train[S.CUSTOMER_ID])
-    trees = fit(linear_weight=0.0).fit(train, y_train, groups=train[S.CUSTOMER_ID])
+    blended = fit(linear_weight=0.5).fit(train, y_train, groups=train[CUSTOMER_ID])
+    trees = fit(linear_weight=0.0).fit(train, y_train, groups=train[CUSTOMER_ID])
     assert hasattr(blended, "linear_") and not hasattr(trees, "linear_")
     X = blended._matrix(test)
     assert np.allclose(blended._margin(X), trees._margin(X))  # same boosters
@@ -202,7 +211,7 @@ def test_cross_fitted_model_blends_the_rfm_regression() -> None:
     rng = np.random.default_rng(5)
     y_complaints = (rng.random(len(train)) < 1 / (1 + np.exp(
         1.5 - 1.5 * train["cx_complaints_90d"].to_numpy()))).astype(int)
-    chosen = fit().fit(train, y_complaints, groups=train[S.CUSTOMER_ID],
+    chosen = fit().fit(train, y_complaints, groups=train[CUSTOMER_ID],
                        periods=np.repeat(np.arange(8), 300))
     assert chosen.linear_weight_ == 0.0 and not hasattr(chosen, "linear_")
     assert blended.linear_weight_ == 0.5 and trees.linear_weight_ == 0.0
@@ -287,21 +296,21 @@ def test_training_sees_nothing_after_as_of(small: Tables, trained: ChurnTraining
     # customer instead. Had any label or feature looked past as_of, something would change.
     orders = small.orders
     future = pd.DataFrame({
-        S.ORDER_ID: [f"X{i}" for i in range(len(small.customers))],
-        S.CUSTOMER_ID: small.customers[S.CUSTOMER_ID].to_numpy(),
-        S.ORDER_DATE: AS_OF + pd.to_timedelta(np.arange(len(small.customers)) % 40, "D"),
-        S.AMOUNT: 1_000.0,
+        ORDER_ID: [f"X{i}" for i in range(len(small.customers))],
+        CUSTOMER_ID: small.customers[CUSTOMER_ID].to_numpy(),
+        ORDER_DATE: AS_OF + pd.to_timedelta(np.arange(len(small.customers)) % 40, "D"),
+        AMOUNT: 1_000.0,
     })
-    rewritten = pd.concat([orders.loc[orders[S.ORDER_DATE] < AS_OF], future], ignore_index=True)
-    other = train_churn(Tables({**small.frames, S.ORDERS: rewritten}), as_of=AS_OF, seed=3)
+    rewritten = pd.concat([orders.loc[orders[ORDER_DATE] < AS_OF], future], ignore_index=True)
+    other = train_churn(Tables({**small.frames, ORDERS: rewritten}), as_of=AS_OF, seed=3)
     assert other.split == split
     assert other.metrics == pytest.approx(trained.metrics, nan_ok=True)
     probe = pipeline._active_features(small, AS_OF, split.horizon_days)
     pd.testing.assert_frame_equal(other.model.predict_frame(probe),
                                   trained.model.predict_frame(probe))
     past = tables_before(small, AS_OF)
-    assert past.orders[S.ORDER_DATE].max() < AS_OF
-    assert (past[S.RECEIVABLES][S.PAID_AT].dropna() < AS_OF).all()
+    assert past.orders[ORDER_DATE].max() < AS_OF
+    assert (past[RECEIVABLES][PAID_AT].dropna() < AS_OF).all()
 
 
 def test_run_is_logged_with_evidence(trained: ChurnTraining) -> None:
@@ -340,12 +349,12 @@ def test_pyfunc_serves_probabilities_not_labels(small: Tables, trained: ChurnTra
 @pytest.mark.slow
 def test_probabilities_are_calibrated_on_the_demo_company() -> None:
     tables = validate_tables(generate("medium", seed=11))[0]
-    last = pd.Timestamp(tables.orders[S.ORDER_DATE].max())
-    split = plan_split(pd.Timestamp(tables.orders[S.ORDER_DATE].min()), last, 180)
+    last = pd.Timestamp(tables.orders[ORDER_DATE].max())
+    split = plan_split(pd.Timestamp(tables.orders[ORDER_DATE].min()), last, 180)
     table = training_table(tables, split.as_ofs, 180, pipeline.LOOKBACK_DAYS, last,
                            extra=btyd_columns)
     train, holdout = pipeline._slices(table, split)
-    model = ChurnModel().fit(train, train[CHURNED], groups=train[S.CUSTOMER_ID])
+    model = ChurnModel().fit(train, train[CHURNED], groups=train[CUSTOMER_ID])
     p = model.predict_proba_frame(holdout)[CHURN_PROBABILITY]
     reliability = reliability_table(holdout[CHURNED], p)
     judged = reliability.loc[reliability["n"] >= MIN_BIN_CASES]
@@ -383,20 +392,20 @@ def test_gate_promotes_better_and_refuses_worse(small: Tables, registry: Path,
 def test_score_columns_order_and_revenue_at_risk(small: Tables, trained: ChurnTraining) -> None:
     scores = score_churn(small, as_of=AS_OF, model=trained.model)
     assert tuple(scores.columns[:5]) == SCORE_COLUMNS
-    assert scores[S.CUSTOMER_ID].is_unique
+    assert scores[CUSTOMER_ID].is_unique
     assert scores[pipeline.REVENUE_AT_RISK].is_monotonic_decreasing
     assert np.allclose(scores[pipeline.REVENUE_AT_RISK],
                        scores[pipeline.EXPECTED_REVENUE] * scores[CHURN_PROBABILITY])
     # Active customers only: a purchase in the year before as_of.
     orders = small.orders
-    recent = orders.loc[(orders[S.ORDER_DATE] < AS_OF)
-                        & (orders[S.ORDER_DATE] >= AS_OF - pd.Timedelta(days=365))
-                        & (orders[S.AMOUNT] > 0), S.CUSTOMER_ID]
-    assert set(scores[S.CUSTOMER_ID]) == set(recent)
+    recent = orders.loc[(orders[ORDER_DATE] < AS_OF)
+                        & (orders[ORDER_DATE] >= AS_OF - pd.Timedelta(days=365))
+                        & (orders[AMOUNT] > 0), CUSTOMER_ID]
+    assert set(scores[CUSTOMER_ID]) == set(recent)
     top = scores.iloc[0]
     assert top[REASONS] and top[CHURN_PROBABILITY] > 0.05
     # The revenue estimate by hand for the top customer.
-    row = customer_features(small, AS_OF).set_index(S.CUSTOMER_ID).loc[[top[S.CUSTOMER_ID]]]
+    row = customer_features(small, AS_OF).set_index(CUSTOMER_ID).loc[[top[CUSTOMER_ID]]]
     days = min(max(row["hist_tenure_days"].iloc[0], 90), 365)
     assert expected_revenue(row, 180)[0] == pytest.approx(
         max(row["hist_monetary_365d"].iloc[0], 0) / days * 180)
@@ -408,9 +417,9 @@ def test_reasons_quote_the_customers_own_history(small: Tables, trained: ChurnTr
     assert len(overdue[REASONS].split(REASON_SEPARATOR)) <= 3
     # By hand from the raw orders: days since the last purchase day, median gap between days.
     orders = small.orders
-    mine = orders.loc[(orders[S.CUSTOMER_ID] == overdue[S.CUSTOMER_ID])
-                      & (orders[S.ORDER_DATE] < AS_OF) & (orders[S.AMOUNT] > 0)]
-    days = np.unique(mine[S.ORDER_DATE].dt.normalize().to_numpy())
+    mine = orders.loc[(orders[CUSTOMER_ID] == overdue[CUSTOMER_ID])
+                      & (orders[ORDER_DATE] < AS_OF) & (orders[AMOUNT] > 0)]
+    days = np.unique(mine[ORDER_DATE].dt.normalize().to_numpy())
     recency = (AS_OF - pd.Timestamp(days[-1])).days
     cycle = np.median(np.diff(days).astype("timedelta64[D]").astype(float))
     assert f"no order for {recency} days, usual cycle {cycle:.0f} days" in overdue[REASONS]
@@ -418,15 +427,15 @@ def test_reasons_quote_the_customers_own_history(small: Tables, trained: ChurnTr
 
 def test_owner_filters(small: Tables, trained: ChurnTraining) -> None:
     everyone = score_churn(small, as_of=AS_OF, model=trained.model)
-    owner = everyone[S.ACCOUNT_MANAGER].value_counts().index[0]
+    owner = everyone[ACCOUNT_MANAGER].value_counts().index[0]
     mine = score_churn(small, as_of=AS_OF, model=trained.model, owner=owner)
-    assert len(mine) > 0 and (mine[S.ACCOUNT_MANAGER] == owner).all()
-    expected = everyone.loc[everyone[S.ACCOUNT_MANAGER] == owner].reset_index(drop=True)
+    assert len(mine) > 0 and (mine[ACCOUNT_MANAGER] == owner).all()
+    expected = everyone.loc[everyone[ACCOUNT_MANAGER] == owner].reset_index(drop=True)
     pd.testing.assert_frame_equal(mine, expected)
 
 
 def test_bad_arguments_give_clear_errors(small: Tables, trained: ChurnTraining) -> None:
-    owner = str(small.customers[S.ACCOUNT_MANAGER].dropna().iloc[0])
+    owner = str(small.customers[ACCOUNT_MANAGER].dropna().iloc[0])
     with pytest.raises(ValueError, match=f"did you mean '{owner}'"):
         score_churn(small, model=trained.model, owner=owner[:-1] + "x")
     with pytest.raises(ValueError, match="known account managers: .*" + owner):

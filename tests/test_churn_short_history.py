@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from engine import schemas as S
 from engine import tracking
 from engine.io import Tables, load_tables
+from engine.schemas import AMOUNT, AS_OF, CUSTOMER_ID, ORDER_DATE, ORDER_ID, ORDERS
 from features.labels import CHURNED
 from features.table import training_table
 from models.btyd import BTYD_FEATURES, BgNbd, btyd_columns, purchase_summary
@@ -120,7 +120,7 @@ def test_churn_trains_and_answers_on_a_young_history(real_data, registry: Path, 
     result = train_churn(tables)
     split = result.split
     assert split.horizon_days == horizon and "the longest of" in (split.chosen or "")
-    assert split.last_day == pd.Timestamp(tables.orders[S.ORDER_DATE].max()).normalize()
+    assert split.last_day == pd.Timestamp(tables.orders[ORDER_DATE].max()).normalize()
     assert list(result.baselines.index) == ["lightgbm", "bg_nbd", "recency_rule",
                                             "rfm_logistic"]
     # The registered model is the best candidate on the holdout, and it beats the rule.
@@ -134,7 +134,7 @@ def test_churn_trains_and_answers_on_a_young_history(real_data, registry: Path, 
     scores = score_churn(tables, model=result.model)
     p = scores[CHURN_PROBABILITY]
     assert len(scores) > 500 and ((p > 0) & (p < 1)).all() and p.nunique() > 50
-    assert scores[S.AS_OF].iloc[0] == pd.Timestamp(tables.orders[S.ORDER_DATE].max()
+    assert scores[AS_OF].iloc[0] == pd.Timestamp(tables.orders[ORDER_DATE].max()
                                                    ).normalize() + DAY
 
 
@@ -173,13 +173,13 @@ def test_score_without_a_champion_falls_back_on_bgnbd(real_data, tmp_path: Path)
 
 def test_without_repeat_purchases_the_fallback_is_the_recency_rule() -> None:
     orders = pd.DataFrame({
-        S.ORDER_ID: ["a", "b", "c"], S.CUSTOMER_ID: ["A", "B", "C"],
-        S.ORDER_DATE: pd.to_datetime(["2024-01-05", "2024-02-01", "2024-03-01"]),
-        S.AMOUNT: [10.0, 20.0, 30.0],
+        ORDER_ID: ["a", "b", "c"], CUSTOMER_ID: ["A", "B", "C"],
+        ORDER_DATE: pd.to_datetime(["2024-01-05", "2024-02-01", "2024-03-01"]),
+        AMOUNT: [10.0, 20.0, 30.0],
     })
-    scores, note = score_churn_fallback(Tables({S.ORDERS: orders}))
+    scores, note = score_churn_fallback(Tables({ORDERS: orders}))
     assert "recency-against-own-cycle rule" in note and "not a calibrated" in note
-    p = scores.set_index(S.CUSTOMER_ID)[CHURN_PROBABILITY]
+    p = scores.set_index(CUSTOMER_ID)[CHURN_PROBABILITY]
     assert p["A"] > p["B"] > p["C"]  # A bought first: the most overdue
 
 
@@ -190,7 +190,7 @@ def test_later_rows_change_nothing_as_of_t(real_data) -> None:
     six = _tables(real_data, "online-retail", 6)
     nine = _tables(real_data, "online-retail", 9)  # three more months appended
     t = pd.Timestamp("2011-06-01")  # the six-month cut's end
-    assert nine.orders[S.ORDER_DATE].max() > t > six.orders[S.ORDER_DATE].max()
+    assert nine.orders[ORDER_DATE].max() > t > six.orders[ORDER_DATE].max()
     split = choose_horizon(FIRST, t - DAY)
     tables = [training_table(x, split.as_ofs, split.horizon_days, pipeline.LOOKBACK_DAYS,
                              split.last_day, extra=btyd_columns) for x in (six, nine)]

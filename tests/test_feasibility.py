@@ -8,13 +8,69 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import schemas as S
-from engine import tracking
+from engine import schemas, tracking
 from engine.history import export_at
 from engine.io import Tables, load_tables, validate_tables
+from engine.schemas import (
+    ACCOUNT_MANAGER,
+    AMOUNT,
+    CLOSE_DATE,
+    COMPANY_KEY,
+    CREATED_AT,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    DS,
+    ENTERED_AT,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_REP,
+    LEVEL_TEAM,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    ORDER_DATE,
+    ORDER_ID,
+    ORDERS,
+    ORG,
+    OWNER,
+    PRODUCT,
+    REGION,
+    REP,
+    STAGE,
+    STAGE_HISTORY,
+    STATUS,
+    STATUS_LOST,
+    STATUS_OPEN,
+    STATUS_WON,
+    TARGETS,
+    TEAM,
+)
 from engine.summary import default_as_of
-from models import feasibility as FZ
-from models import win as W
+from models.feasibility import (
+    DEFAULT_COMMON_SIGMA,
+    DEFAULT_REP_SIGMA,
+    FEASIBILITY_COLUMNS,
+    HALF_LIFE_GRID,
+    MIN_INDEPENDENT_WINDOWS,
+    RECALIBRATION_COLUMNS,
+    Simulation,
+    Window,
+    _day,
+    _error_model,
+    _pipeline_matured,
+    build_inputs,
+    choose_half_life,
+    churn_adjustment,
+    estimate_run_rate,
+    feasibility,
+    feasibility_with_simulation,
+    interval_problems,
+    recalibrate,
+    simulate,
+    simulate_deals,
+)
+from models.win import LABEL, PERIOD_END, WIN_PROBABILITY, period_of, period_spread
 from service.usecases.feasibility import run_feasibility, run_recalibration
 
 PERIOD = "2024Q3"
@@ -30,8 +86,8 @@ class FixedWin:
         self.p = p or {}
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        p = frame[S.OPPORTUNITY_ID].map(self.p).fillna(0.5).to_numpy(dtype=float)
-        return pd.DataFrame({W.WIN_PROBABILITY: p}, index=frame.index)
+        p = frame[OPPORTUNITY_ID].map(self.p).fillna(0.5).to_numpy(dtype=float)
+        return pd.DataFrame({WIN_PROBABILITY: p}, index=frame.index)
 
     def conversion_at(self, days_left: float) -> float:
         return 0.25
@@ -44,65 +100,65 @@ def _orders(rng: np.random.Generator, until: pd.Timestamp) -> pd.DataFrame:
         for c in range(2):
             days = pd.date_range("2022-09-05", until - pd.Timedelta(days=1), freq="7D")
             amounts = (100.0 * (i + 1)) * rng.lognormal(0, 0.3, len(days))
-            rows.append(pd.DataFrame({S.CUSTOMER_ID: f"c{i}{c}", S.ORDER_DATE: days,
-                                      S.AMOUNT: amounts.round(2)}))
+            rows.append(pd.DataFrame({CUSTOMER_ID: f"c{i}{c}", ORDER_DATE: days,
+                                      AMOUNT: amounts.round(2)}))
     orders = pd.concat(rows, ignore_index=True)
-    return orders.assign(**{S.ORDER_ID: [f"o{i}" for i in range(len(orders))]})
+    return orders.assign(**{ORDER_ID: [f"o{i}" for i in range(len(orders))]})
 
 
 def _deal(did: str, owner: str, created: str, close: str, status: str, amount: float
           ) -> dict[str, object]:
-    return {S.OPPORTUNITY_ID: did, S.OWNER: owner, S.CREATED_AT: created, S.CLOSE_DATE: close,
-            S.STAGE: "closed" if status != S.STATUS_OPEN else "proposal", S.STATUS: status,
-            S.AMOUNT: amount}
+    return {OPPORTUNITY_ID: did, OWNER: owner, CREATED_AT: created, CLOSE_DATE: close,
+            STAGE: "closed" if status != STATUS_OPEN else "proposal", STATUS: status,
+            AMOUNT: amount}
 
 
 def _deals() -> pd.DataFrame:
     rows = [
-        _deal("D1", "r1", "2024-06-01", "2024-07-20", S.STATUS_WON, 5000.0),  # closed in period
-        _deal("D2", "r3", "2024-05-01", "2024-06-15", S.STATUS_LOST, 3000.0),
-        _deal("D3", "r1", "2024-07-01", "2024-09-10", S.STATUS_OPEN, 8000.0),
-        _deal("D4", "r2", "2024-07-10", "2024-09-20", S.STATUS_OPEN, 6000.0),
-        _deal("D5", "r3", "2024-06-20", "2024-08-30", S.STATUS_OPEN, 4000.0),
-        _deal("D6", "r4", "2024-08-01", "2024-09-25", S.STATUS_OPEN, 9000.0),
-        _deal(BIG_LATE_DEAL, "r4", "2024-07-01", "2024-11-15", S.STATUS_OPEN, 1e6),
+        _deal("D1", "r1", "2024-06-01", "2024-07-20", STATUS_WON, 5000.0),  # closed in period
+        _deal("D2", "r3", "2024-05-01", "2024-06-15", STATUS_LOST, 3000.0),
+        _deal("D3", "r1", "2024-07-01", "2024-09-10", STATUS_OPEN, 8000.0),
+        _deal("D4", "r2", "2024-07-10", "2024-09-20", STATUS_OPEN, 6000.0),
+        _deal("D5", "r3", "2024-06-20", "2024-08-30", STATUS_OPEN, 4000.0),
+        _deal("D6", "r4", "2024-08-01", "2024-09-25", STATUS_OPEN, 9000.0),
+        _deal(BIG_LATE_DEAL, "r4", "2024-07-01", "2024-11-15", STATUS_OPEN, 1e6),
     ]
     return pd.DataFrame(rows)
 
 
 def _history(deals: pd.DataFrame) -> pd.DataFrame:
     """One stage change at creation (with the expected close recorded then), and the close."""
-    opened = deals.assign(**{S.STAGE: "proposal", S.ENTERED_AT: deals[S.CREATED_AT]})
-    closed = deals[deals[S.STATUS] != S.STATUS_OPEN]
-    closed = closed.assign(**{S.ENTERED_AT: closed[S.CLOSE_DATE], S.STAGE: "closed"})
+    opened = deals.assign(**{STAGE: "proposal", ENTERED_AT: deals[CREATED_AT]})
+    closed = deals[deals[STATUS] != STATUS_OPEN]
+    closed = closed.assign(**{ENTERED_AT: closed[CLOSE_DATE], STAGE: "closed"})
     both = pd.concat([opened, closed], ignore_index=True)
-    return both[[S.OPPORTUNITY_ID, S.STAGE, S.ENTERED_AT, S.CLOSE_DATE]]
+    return both[[OPPORTUNITY_ID, STAGE, ENTERED_AT, CLOSE_DATE]]
 
 
 def _targets() -> pd.DataFrame:
-    rows = [(S.LEVEL_REP, r, 14_000.0 * (i + 1)) for i, r in enumerate(REPS)]
-    rows += [(S.LEVEL_TEAM, "A", 42_000.0), (S.LEVEL_TEAM, "B", 98_000.0),
-             (S.LEVEL_REGION, "North", 42_000.0), (S.LEVEL_REGION, "South", 98_000.0),
-             (S.LEVEL_COMPANY, S.COMPANY_KEY, 140_000.0)]
-    return pd.DataFrame(rows, columns=[S.LEVEL, S.KEY, S.AMOUNT]).assign(**{S.PERIOD: PERIOD})
+    rows = [(LEVEL_REP, r, 14_000.0 * (i + 1)) for i, r in enumerate(REPS)]
+    rows += [(LEVEL_TEAM, "A", 42_000.0), (LEVEL_TEAM, "B", 98_000.0),
+             (LEVEL_REGION, "North", 42_000.0), (LEVEL_REGION, "South", 98_000.0),
+             (LEVEL_COMPANY, COMPANY_KEY, 140_000.0)]
+    return pd.DataFrame(rows, columns=[LEVEL, KEY, AMOUNT]).assign(**{schemas.PERIOD: PERIOD})
 
 
 def _frames(until: pd.Timestamp = AS_OF) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(7)
     orders = _orders(rng, until)
     deals = _deals()
-    won = deals[deals[S.STATUS] == S.STATUS_WON]
+    won = deals[deals[STATUS] == STATUS_WON]
     orders = pd.concat([orders, pd.DataFrame({
-        S.ORDER_ID: "o-" + won[S.OPPORTUNITY_ID], S.CUSTOMER_ID: "c00",
-        S.ORDER_DATE: won[S.CLOSE_DATE], S.AMOUNT: won[S.AMOUNT],
-        S.OPPORTUNITY_ID: won[S.OPPORTUNITY_ID]})], ignore_index=True)
-    customers = pd.DataFrame({S.CUSTOMER_ID: [f"c{i}{c}" for i in range(4) for c in range(2)]})
-    customers[S.ACCOUNT_MANAGER] = [f"r{int(c[1]) + 1}" for c in customers[S.CUSTOMER_ID]]
+        ORDER_ID: "o-" + won[OPPORTUNITY_ID], CUSTOMER_ID: "c00",
+        ORDER_DATE: won[CLOSE_DATE], AMOUNT: won[AMOUNT],
+        OPPORTUNITY_ID: won[OPPORTUNITY_ID]})], ignore_index=True)
+    customers = pd.DataFrame({CUSTOMER_ID: [f"c{i}{c}" for i in range(4) for c in range(2)]})
+    customers[ACCOUNT_MANAGER] = [f"r{int(c[1]) + 1}" for c in customers[CUSTOMER_ID]]
     org = pd.DataFrame([(r, t, g) for r, (t, g) in REPS.items()],
-                       columns=[S.REP, S.TEAM, S.REGION])
-    return {S.ORDERS: orders.astype({S.ORDER_DATE: str}), S.CUSTOMERS: customers,
-            S.OPPORTUNITIES: deals, S.STAGE_HISTORY: _history(deals), S.ORG: org,
-            S.TARGETS: _targets()}
+                       columns=[REP, TEAM, REGION])
+    return {ORDERS: orders.astype({ORDER_DATE: str}), CUSTOMERS: customers,
+            OPPORTUNITIES: deals, STAGE_HISTORY: _history(deals), ORG: org,
+            TARGETS: _targets()}
 
 
 def _tables(frames: dict[str, pd.DataFrame]) -> Tables:
@@ -117,14 +173,14 @@ def tables() -> Tables:
 
 
 def _run(tables: Tables, as_of: pd.Timestamp = AS_OF, seed: int = 1, draws: int = 4000,
-         model: FixedWin | None = None) -> tuple[pd.DataFrame, FZ.Simulation]:
-    return FZ.feasibility_with_simulation(tables, PERIOD, as_of, draws=draws, seed=seed,
+         model: FixedWin | None = None) -> tuple[pd.DataFrame, Simulation]:
+    return feasibility_with_simulation(tables, PERIOD, as_of, draws=draws, seed=seed,
                                           win_model=model or FixedWin())
 
 
 def test_output_columns_and_ranges(tables: Tables) -> None:
     frame, _ = _run(tables)
-    assert list(frame.columns[: len(FZ.FEASIBILITY_COLUMNS)]) == list(FZ.FEASIBILITY_COLUMNS)
+    assert list(frame.columns[: len(FEASIBILITY_COLUMNS)]) == list(FEASIBILITY_COLUMNS)
     assert len(frame) == 9  # every node with a target
     assert frame["p_attain"].between(0, 1).all()
     assert (frame["p10"] <= frame["p50"]).all() and (frame["p50"] <= frame["p90"]).all()
@@ -138,14 +194,14 @@ def test_parent_draws_are_the_sum_of_children_draws(tables: Tables) -> None:
     nodes = sim.nodes
     for parent in range(len(nodes)):
         children = np.flatnonzero((nodes["parent"] == parent).to_numpy()
-                                  & (nodes[S.LEVEL] != nodes[S.LEVEL].iloc[parent]).to_numpy())
+                                  & (nodes[LEVEL] != nodes[LEVEL].iloc[parent]).to_numpy())
         if children.size == 0:
             continue
         np.testing.assert_allclose(sim.draws[:, children].sum(axis=1), sim.draws[:, parent],
                                    rtol=1e-12)
-    by = frame.set_index([S.LEVEL, S.KEY])
-    company = by.loc[(S.LEVEL_COMPANY, S.COMPANY_KEY)]
-    regions = by.loc[S.LEVEL_REGION]
+    by = frame.set_index([LEVEL, KEY])
+    company = by.loc[(LEVEL_COMPANY, COMPANY_KEY)]
+    regions = by.loc[LEVEL_REGION]
     # Targets add up here, so the company's expected equals the regions' exactly.
     assert company["expected"] == pytest.approx(regions["expected"].sum(), rel=1e-12)
     assert company["closed_to_date"] == pytest.approx(regions["closed_to_date"].sum(), rel=1e-12)
@@ -158,9 +214,9 @@ def test_a_period_that_is_over_gives_the_actual(tables: Tables) -> None:
     late = _tables(frames)
     frame, _ = _run(late, as_of=pd.Timestamp("2024-10-05"))
     orders = late.orders
-    in_q3 = orders[(orders[S.ORDER_DATE] >= "2024-07-01") & (orders[S.ORDER_DATE] < "2024-10-01")]
-    company = frame[frame[S.LEVEL] == S.LEVEL_COMPANY].iloc[0]
-    assert company["closed_to_date"] == pytest.approx(in_q3[S.AMOUNT].sum())
+    in_q3 = orders[(orders[ORDER_DATE] >= "2024-07-01") & (orders[ORDER_DATE] < "2024-10-01")]
+    company = frame[frame[LEVEL] == LEVEL_COMPANY].iloc[0]
+    assert company["closed_to_date"] == pytest.approx(in_q3[AMOUNT].sum())
     for column in ("expected", "p10", "p50", "p90", "must_hit", "stretch"):
         np.testing.assert_allclose(frame[column], frame["closed_to_date"])
     assert set(frame["p_attain"]) <= {0.0, 1.0}
@@ -176,8 +232,8 @@ def test_before_the_period_it_is_a_plan_check(tables: Tables) -> None:
 def test_a_deal_expected_after_the_period_is_never_counted(tables: Tables) -> None:
     certain = FixedWin({BIG_LATE_DEAL: 1.0})
     frame, sim = _run(tables, model=certain)
-    without = Tables({**tables.frames, S.OPPORTUNITIES: tables[S.OPPORTUNITIES][
-        tables[S.OPPORTUNITIES][S.OPPORTUNITY_ID] != BIG_LATE_DEAL]})
+    without = Tables({**tables.frames, OPPORTUNITIES: tables[OPPORTUNITIES][
+        tables[OPPORTUNITIES][OPPORTUNITY_ID] != BIG_LATE_DEAL]})
     _, sim_without = _run(without, model=certain)
     np.testing.assert_array_equal(sim.draws, sim_without.draws)
     assert frame["p90"].max() < 1e6  # the million-dollar deal never shows up
@@ -194,15 +250,15 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tables: Tables) -> None
 def test_rows_dated_after_as_of_change_nothing(tables: Tables) -> None:
     frames = _frames()
     after = AS_OF + pd.Timedelta(days=3)
-    frames[S.ORDERS] = pd.concat([frames[S.ORDERS], pd.DataFrame({
-        S.ORDER_ID: ["late1", "late2"], S.CUSTOMER_ID: ["c00", "c31"],
-        S.ORDER_DATE: [str(after.date())] * 2, S.AMOUNT: [1e5, 2e5]})], ignore_index=True)
+    frames[ORDERS] = pd.concat([frames[ORDERS], pd.DataFrame({
+        ORDER_ID: ["late1", "late2"], CUSTOMER_ID: ["c00", "c31"],
+        ORDER_DATE: [str(after.date())] * 2, AMOUNT: [1e5, 2e5]})], ignore_index=True)
     new_deal = pd.DataFrame([_deal("D-new", "r2", str(after.date()), "2024-09-01",
-                                   S.STATUS_WON, 7e4)])
-    frames[S.OPPORTUNITIES] = pd.concat([frames[S.OPPORTUNITIES], new_deal], ignore_index=True)
-    frames[S.STAGE_HISTORY] = pd.concat([frames[S.STAGE_HISTORY], pd.DataFrame({
-        S.OPPORTUNITY_ID: ["D3", "D-new"], S.STAGE: ["negotiation", "proposal"],
-        S.ENTERED_AT: [after, after], S.CLOSE_DATE: ["2024-12-01", "2024-09-01"]})],
+                                   STATUS_WON, 7e4)])
+    frames[OPPORTUNITIES] = pd.concat([frames[OPPORTUNITIES], new_deal], ignore_index=True)
+    frames[STAGE_HISTORY] = pd.concat([frames[STAGE_HISTORY], pd.DataFrame({
+        OPPORTUNITY_ID: ["D3", "D-new"], STAGE: ["negotiation", "proposal"],
+        ENTERED_AT: [after, after], CLOSE_DATE: ["2024-12-01", "2024-09-01"]})],
         ignore_index=True)
     a, _ = _run(tables)
     b, _ = _run(_tables(frames))
@@ -211,34 +267,34 @@ def test_rows_dated_after_as_of_change_nothing(tables: Tables) -> None:
 
 def test_recalibration_keeps_parent_totals_and_evens_probabilities(tables: Tables) -> None:
     frame, sim = _run(tables)
-    out = FZ.recalibrate(frame, sim, method="even_probability")
-    assert list(out.columns) == list(FZ.RECALIBRATION_COLUMNS)
-    by = out.set_index([S.LEVEL, S.KEY])["recalibrated_target"]
-    assert by[(S.LEVEL_COMPANY, S.COMPANY_KEY)] == 140_000.0
-    assert by[S.LEVEL_REGION].sum() == pytest.approx(140_000.0, rel=1e-12)
-    assert by[(S.LEVEL_TEAM, "A")] == pytest.approx(by[(S.LEVEL_REGION, "North")], rel=1e-12)
-    assert by[("rep", "r3")] + by[("rep", "r4")] == pytest.approx(by[(S.LEVEL_TEAM, "B")],
+    out = recalibrate(frame, sim, method="even_probability")
+    assert list(out.columns) == list(RECALIBRATION_COLUMNS)
+    by = out.set_index([LEVEL, KEY])["recalibrated_target"]
+    assert by[(LEVEL_COMPANY, COMPANY_KEY)] == 140_000.0
+    assert by[LEVEL_REGION].sum() == pytest.approx(140_000.0, rel=1e-12)
+    assert by[(LEVEL_TEAM, "A")] == pytest.approx(by[(LEVEL_REGION, "North")], rel=1e-12)
+    assert by[("rep", "r3")] + by[("rep", "r4")] == pytest.approx(by[(LEVEL_TEAM, "B")],
                                                                   rel=1e-12)
-    reps = out[out[S.LEVEL] == S.LEVEL_REP].set_index(S.KEY)
+    reps = out[out[LEVEL] == LEVEL_REP].set_index(KEY)
     for pair in (["r1", "r2"], ["r3", "r4"]):
         after = reps.loc[pair, "p_attain_after"]
         assert after.max() - after.min() <= 0.02
     before = reps["p_attain_before"]
     assert before.max() - before.min() > 0.2  # there was something to even out
     # Closed revenue stays credited: no rep is asked for less than it already has.
-    closed = frame.set_index([S.LEVEL, S.KEY])["closed_to_date"]
-    assert (by.loc[S.LEVEL_REP] >= closed.loc[S.LEVEL_REP]).all()
+    closed = frame.set_index([LEVEL, KEY])["closed_to_date"]
+    assert (by.loc[LEVEL_REP] >= closed.loc[LEVEL_REP]).all()
 
 
 def test_proportional_recalibration_keeps_totals(tables: Tables) -> None:
     frame, sim = _run(tables)
-    out = FZ.recalibrate(frame, sim, method="proportional_p50").set_index([S.LEVEL, S.KEY])
+    out = recalibrate(frame, sim, method="proportional_p50").set_index([LEVEL, KEY])
     revised = out["recalibrated_target"]
-    assert revised.loc[S.LEVEL_REGION].sum() == pytest.approx(140_000.0, rel=1e-12)
+    assert revised.loc[LEVEL_REGION].sum() == pytest.approx(140_000.0, rel=1e-12)
     assert revised.loc[[("rep", "r1"), ("rep", "r2")]].sum() == pytest.approx(
-        revised[(S.LEVEL_TEAM, "A")], rel=1e-12)
+        revised[(LEVEL_TEAM, "A")], rel=1e-12)
     with pytest.raises(ValueError, match="unknown method"):
-        FZ.recalibrate(frame, sim, method="nonsense")  # type: ignore[arg-type]
+        recalibrate(frame, sim, method="nonsense")  # type: ignore[arg-type]
 
 
 def test_simulate_deals_mean_and_thread_invariance() -> None:
@@ -246,56 +302,56 @@ def test_simulate_deals_mean_and_thread_invariance() -> None:
     n = 3000
     p, amount = rng.random(n), rng.lognormal(8, 1, n)
     cell = rng.integers(0, 7, n)
-    one = FZ.simulate_deals(p, amount, cell, 8, 2000, seed=5, threads=1, chunk_elements=50_000)
-    two = FZ.simulate_deals(p, amount, cell, 8, 2000, seed=5, threads=2, chunk_elements=50_000)
+    one = simulate_deals(p, amount, cell, 8, 2000, seed=5, threads=1, chunk_elements=50_000)
+    two = simulate_deals(p, amount, cell, 8, 2000, seed=5, threads=2, chunk_elements=50_000)
     np.testing.assert_array_equal(one, two)
     expected = np.bincount(cell, p * amount, 8)
     sd = np.sqrt(np.bincount(cell, p * (1 - p) * amount**2, 8))
     assert np.all(np.abs(one.mean(axis=0) - expected) < 5 * sd / np.sqrt(2000) + 1e-9)
     assert (one[:, 7] == 0).all()  # an empty cell stays empty
-    certain = FZ.simulate_deals(np.array([1.0, 0.0]), np.array([3.0, 5.0]), np.array([0, 0]),
+    certain = simulate_deals(np.array([1.0, 0.0]), np.array([3.0, 5.0]), np.array([0, 0]),
                                 1, 10, seed=1)
     assert (certain == 3.0).all()
 
 
 def test_run_rate_of_a_steady_stream() -> None:
     days = pd.date_range("2022-01-03", "2024-06-30", freq="D")
-    events = pd.DataFrame({S.DS: days, S.AMOUNT: 10.0,
-                           S.CREATED_AT: pd.Series(pd.NaT, index=range(len(days)),
+    events = pd.DataFrame({DS: days, AMOUNT: 10.0,
+                           CREATED_AT: pd.Series(pd.NaT, index=range(len(days)),
                                                    dtype="datetime64[ns]")})
     as_of = pd.Timestamp("2024-07-01")
-    window = FZ.Window(FZ._day(as_of), FZ._day("2024-07-01"), FZ._day("2024-10-01"))
-    rate = FZ.estimate_run_rate(events, np.zeros(len(days), dtype=np.int64), 1, window,
-                                FZ._day(days[0]))
+    window = Window(_day(as_of), _day("2024-07-01"), _day("2024-10-01"))
+    rate = estimate_run_rate(events, np.zeros(len(days), dtype=np.int64), 1, window,
+                                _day(days[0]))
     assert rate.mean[0] == pytest.approx(920.0, rel=0.01)  # 92 days x 10
     assert rate.backtests >= 4 and rate.expected()[0] == pytest.approx(920.0, rel=0.05)
 
 
 def test_churn_adjustment_moves_revenue_between_customers_only() -> None:
-    scores = pd.DataFrame({S.CUSTOMER_ID: ["a", "b", "c"], "churn_probability": [0.9, 0.1, 0.1]})
+    scores = pd.DataFrame({CUSTOMER_ID: ["a", "b", "c"], "churn_probability": [0.9, 0.1, 0.1]})
     revenue = pd.Series([1000.0, 1000.0, 2000.0], index=["a", "b", "c"])
-    adjust = FZ.churn_adjustment(scores, revenue, window_days=60, horizon_days=90)
+    adjust = churn_adjustment(scores, revenue, window_days=60, horizon_days=90)
     assert adjust.sum() == pytest.approx(0.0, abs=1e-9)
     assert adjust["a"] < 0 < adjust["b"]
 
 
 def test_extra_levels_are_coherent_with_the_company(tables: Tables) -> None:
     frames = dict(tables.frames)
-    orders = frames[S.ORDERS].copy()
-    orders[S.PRODUCT] = np.where(np.arange(len(orders)) % 3 == 0, "gadget", "widget")
-    product_targets = pd.DataFrame({S.PERIOD: PERIOD, S.LEVEL: S.PRODUCT,
-                                    S.KEY: ["gadget", "widget"], S.AMOUNT: [50_000.0, 90_000.0]})
-    frames[S.ORDERS] = orders
-    frames[S.TARGETS] = pd.concat([frames[S.TARGETS], product_targets], ignore_index=True)
+    orders = frames[ORDERS].copy()
+    orders[PRODUCT] = np.where(np.arange(len(orders)) % 3 == 0, "gadget", "widget")
+    product_targets = pd.DataFrame({schemas.PERIOD: PERIOD, LEVEL: PRODUCT,
+                                    KEY: ["gadget", "widget"], AMOUNT: [50_000.0, 90_000.0]})
+    frames[ORDERS] = orders
+    frames[TARGETS] = pd.concat([frames[TARGETS], product_targets], ignore_index=True)
     frame, sim = _run(Tables(frames))
-    products = np.flatnonzero((sim.nodes[S.LEVEL] == S.PRODUCT).to_numpy())
-    company = sim.node_index(S.LEVEL_COMPANY, S.COMPANY_KEY)
+    products = np.flatnonzero((sim.nodes[LEVEL] == PRODUCT).to_numpy())
+    company = sim.node_index(LEVEL_COMPANY, COMPANY_KEY)
     # Deals without a product land in "unassigned"; all product nodes add up to the company.
     np.testing.assert_allclose(sim.draws[:, products].sum(axis=1), sim.draws[:, company],
                                rtol=1e-12)
-    assert set(frame.loc[frame[S.LEVEL] == S.PRODUCT, S.KEY]) == {"gadget", "widget"}
-    out = FZ.recalibrate(frame, sim).set_index([S.LEVEL, S.KEY])["recalibrated_target"]
-    assert out.loc[S.PRODUCT].sum() == pytest.approx(140_000.0, rel=1e-12)
+    assert set(frame.loc[frame[LEVEL] == PRODUCT, KEY]) == {"gadget", "widget"}
+    out = recalibrate(frame, sim).set_index([LEVEL, KEY])["recalibrated_target"]
+    assert out.loc[PRODUCT].sum() == pytest.approx(140_000.0, rel=1e-12)
 
 
 def test_pipeline_falls_back_without_champions(tables: Tables, tmp_path: Path) -> None:
@@ -323,9 +379,9 @@ def test_half_life_follows_a_step_and_smooths_a_steady_book() -> None:
     stepped = np.where(np.arange(weeks) < 20, 2000.0, 1000.0)  # doubled 20 weeks ago
     steady = np.full(weeks, 1000.0)
     active = np.array([True])
-    fast = FZ.choose_half_life(_weekly_sums(stepped, 0.02, 1), lag, weeks, 100.0, active)
-    slow = FZ.choose_half_life(_weekly_sums(steady, 0.30, 2), lag, weeks, 100.0, active)
-    assert fast == min(FZ.HALF_LIFE_GRID)
+    fast = choose_half_life(_weekly_sums(stepped, 0.02, 1), lag, weeks, 100.0, active)
+    slow = choose_half_life(_weekly_sums(steady, 0.30, 2), lag, weeks, 100.0, active)
+    assert fast == min(HALF_LIFE_GRID)
     assert slow >= 13.0
 
 
@@ -335,26 +391,26 @@ def test_a_lasting_drift_shifts_the_run_rate_and_noise_does_not() -> None:
     # Revenue falling 1% a week: the trailing mean keeps over-predicting (a lasting bias).
     falling = 1000.0 * 0.99 ** -np.arange(weeks)[None, :]
     active = np.array([True])
-    drift = FZ._error_model(falling, lag, weeks, 10.0, [], active, 26.0)
+    drift = _error_model(falling, lag, weeks, 10.0, [], active, 26.0)
     assert drift.bias_common < -0.02
     noisy = _weekly_sums(np.full(weeks, 1000.0), 0.3, 3)
-    flat = FZ._error_model(noisy, lag, weeks, 10.0, [], active, 26.0)
+    flat = _error_model(noisy, lag, weeks, 10.0, [], active, 26.0)
     assert abs(flat.bias_common) < abs(drift.bias_common) / 2
 
 
 def test_run_rate_windows_wait_for_the_pipeline_to_mature() -> None:
     """An export that starts with its first deal: early wins would all look like run rate."""
     deals = pd.DataFrame({
-        S.OPPORTUNITY_ID: ["a", "b", "c"], S.CREATED_AT: pd.to_datetime(
+        OPPORTUNITY_ID: ["a", "b", "c"], CREATED_AT: pd.to_datetime(
             ["2024-01-01", "2024-02-01", "2024-03-01"]),
-        S.CLOSE_DATE: pd.to_datetime(["2024-03-01", "2024-03-01", "2024-03-31"]),
-        S.STATUS: [S.STATUS_WON, S.STATUS_WON, S.STATUS_LOST]})
-    tables = Tables({S.OPPORTUNITIES: deals})
-    matured = FZ._pipeline_matured(tables, pd.Timestamp("2024-06-01"))
+        CLOSE_DATE: pd.to_datetime(["2024-03-01", "2024-03-01", "2024-03-31"]),
+        STATUS: [STATUS_WON, STATUS_WON, STATUS_LOST]})
+    tables = Tables({OPPORTUNITIES: deals})
+    matured = _pipeline_matured(tables, pd.Timestamp("2024-06-01"))
     cycle = np.quantile([60, 29], 0.9)  # created-to-won days of the two wins
-    assert matured == FZ._day("2024-01-01") + int(cycle)
-    before_any_win = FZ._pipeline_matured(tables, pd.Timestamp("2024-02-15"))
-    assert before_any_win == FZ._day("2024-01-01")
+    assert matured == _day("2024-01-01") + int(cycle)
+    before_any_win = _pipeline_matured(tables, pd.Timestamp("2024-02-15"))
+    assert before_any_win == _day("2024-01-01")
 
 
 def test_period_spread_measures_shared_fortunes_only() -> None:
@@ -365,25 +421,25 @@ def test_period_spread_measures_shared_fortunes_only() -> None:
     dates = np.repeat(pd.date_range("2024-01-01", periods=groups, freq="7D"), deals)
 
     def rows(won: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame({S.AS_OF: dates, W.PERIOD_END: pd.Timestamp("2030-01-01"),
-                             S.AMOUNT: amount.ravel(), W.LABEL: won.ravel().astype(int)})
+        return pd.DataFrame({schemas.AS_OF: dates, PERIOD_END: pd.Timestamp("2030-01-01"),
+                             AMOUNT: amount.ravel(), LABEL: won.ravel().astype(int)})
 
     independent = rng.random((groups, deals)) < p
-    assert W.period_spread(rows(independent), p.ravel()) < 0.1  # the estimate's noise floor
+    assert period_spread(rows(independent), p.ravel()) < 0.1  # the estimate's noise floor
     # A period-wide factor on the odds: good quarters win more of everything.
     shift = rng.normal(0, 0.5, (groups, 1))
     odds = p / (1 - p) * np.exp(shift)
     shared = rng.random((groups, deals)) < odds / (1 + odds)
-    assert 0.2 < W.period_spread(rows(shared), p.ravel()) < 0.6
+    assert 0.2 < period_spread(rows(shared), p.ravel()) < 0.6
 
 
 def test_pipeline_factor_widens_the_company_keeps_mean_and_coherence(tables: Tables) -> None:
-    inputs = FZ.build_inputs(tables, PERIOD, AS_OF, FixedWin())
-    plain = FZ.simulate(inputs, draws=20_000, seed=4)
+    inputs = build_inputs(tables, PERIOD, AS_OF, FixedWin())
+    plain = simulate(inputs, draws=20_000, seed=4)
     inputs.pipeline_sigma = 0.4
-    shared = FZ.simulate(inputs, draws=20_000, seed=4)
-    company = plain.node_index(S.LEVEL_COMPANY, S.COMPANY_KEY)
-    reps = np.flatnonzero((plain.nodes[S.LEVEL] == S.LEVEL_REP).to_numpy())
+    shared = simulate(inputs, draws=20_000, seed=4)
+    company = plain.node_index(LEVEL_COMPANY, COMPANY_KEY)
+    reps = np.flatnonzero((plain.nodes[LEVEL] == LEVEL_REP).to_numpy())
     assert shared.draws[:, company].std() > plain.draws[:, company].std()
     assert shared.draws[:, company].mean() == pytest.approx(plain.draws[:, company].mean(),
                                                             rel=0.01)
@@ -398,22 +454,22 @@ def _stream(rep_amounts: dict[int, float], start: str, end: str) -> tuple[pd.Dat
     days = pd.date_range(start, end, freq="D")
     frames, codes = [], []
     for rep, amount in rep_amounts.items():
-        frames.append(pd.DataFrame({S.DS: days, S.AMOUNT: amount * rng.lognormal(
+        frames.append(pd.DataFrame({DS: days, AMOUNT: amount * rng.lognormal(
             0, 0.3, len(days))}))
         codes.append(np.full(len(days), rep, dtype=np.int64))
     events = pd.concat(frames, ignore_index=True)
-    events[S.CREATED_AT] = pd.Series(pd.NaT, index=events.index, dtype="datetime64[ns]")
+    events[CREATED_AT] = pd.Series(pd.NaT, index=events.index, dtype="datetime64[ns]")
     return events, np.concatenate(codes)
 
 
-def _quarter(as_of: str = "2024-07-01") -> FZ.Window:
-    return FZ.Window(FZ._day(as_of), FZ._day("2024-07-01"), FZ._day("2024-10-01"))
+def _quarter(as_of: str = "2024-07-01") -> Window:
+    return Window(_day(as_of), _day("2024-07-01"), _day("2024-10-01"))
 
 
 def test_a_small_book_beside_big_ones_never_goes_negative() -> None:
     """One shift for all reps, from the median rep, once gave a tiny book P50 -10, P10 -228."""
     events, reps = _stream({0: 1000.0, 1: 800.0, 2: 1200.0, 3: 0.5}, "2022-01-03", "2024-06-30")
-    rate = FZ.estimate_run_rate(events, reps, 4, _quarter(), FZ._day("2022-01-03"))
+    rate = estimate_run_rate(events, reps, 4, _quarter(), _day("2022-01-03"))
     draws = rate.draw(20_000, np.random.default_rng(0))
     assert (draws >= 0).all()
     small = np.quantile(draws[:, 3], [0.1, 0.5, 0.9])
@@ -424,11 +480,11 @@ def test_a_small_book_beside_big_ones_never_goes_negative() -> None:
 def test_returns_let_a_rep_fall_only_as_low_as_its_history() -> None:
     events, reps = _stream({0: 1000.0, 1: 50.0}, "2022-01-03", "2024-06-30")
     # Rep 1 once had a quarter of returns: net -3,000.
-    events = pd.concat([events, pd.DataFrame({S.DS: [pd.Timestamp("2023-05-02")],
-                                              S.AMOUNT: [-8000.0], S.CREATED_AT: [pd.NaT]})],
+    events = pd.concat([events, pd.DataFrame({DS: [pd.Timestamp("2023-05-02")],
+                                              AMOUNT: [-8000.0], CREATED_AT: [pd.NaT]})],
                        ignore_index=True)
     reps = np.append(reps, 1)
-    rate = FZ.estimate_run_rate(events, reps, 2, _quarter(), FZ._day("2022-01-03"))
+    rate = estimate_run_rate(events, reps, 2, _quarter(), _day("2022-01-03"))
     floor = np.asarray(rate.floor)
     assert floor[0] == 0.0 and floor[1] < -2000
     draws = rate.draw(20_000, np.random.default_rng(1))
@@ -438,35 +494,35 @@ def test_returns_let_a_rep_fall_only_as_low_as_its_history() -> None:
 def test_few_backtest_windows_widen_the_spread_and_say_so() -> None:
     steady = {0: 100.0, 1: 100.0}
     long_events, reps = _stream(steady, "2022-01-03", "2024-06-30")
-    long_rate = FZ.estimate_run_rate(long_events, reps, 2, _quarter(), FZ._day("2022-01-03"))
+    long_rate = estimate_run_rate(long_events, reps, 2, _quarter(), _day("2022-01-03"))
     # 32 weeks of history: a few backtests of a 13-week window, well under 2 independent.
     short_events, reps = _stream(steady, "2023-11-20", "2024-06-30")
-    short_rate = FZ.estimate_run_rate(short_events, reps, 2, _quarter(), FZ._day("2023-11-20"))
+    short_rate = estimate_run_rate(short_events, reps, 2, _quarter(), _day("2023-11-20"))
     assert 4 <= short_rate.backtests < 2 * 13
     assert "widened" in short_rate.notes[0] and "widened" not in long_rate.notes[0]
     # Pulled towards the defaults by the share of missing windows (here most of them).
-    share = 1 - short_rate.backtests / 13 / FZ.MIN_INDEPENDENT_WINDOWS
-    assert short_rate.sigma_common >= np.sqrt(share) * FZ.DEFAULT_COMMON_SIGMA
+    share = 1 - short_rate.backtests / 13 / MIN_INDEPENDENT_WINDOWS
+    assert short_rate.sigma_common >= np.sqrt(share) * DEFAULT_COMMON_SIGMA
     total = np.sqrt(short_rate.sigma**2 + sum(g**2 for g in short_rate.group_sigmas))
-    assert (total >= np.sqrt(share) * FZ.DEFAULT_REP_SIGMA).all()
+    assert (total >= np.sqrt(share) * DEFAULT_REP_SIGMA).all()
     assert long_rate.sigma_common < short_rate.sigma_common
     assert (long_rate.sigma < total).all()
 
 
 def test_interval_problems_are_named() -> None:
-    frame = pd.DataFrame({S.LEVEL: ["rep", "rep", "rep"], S.KEY: ["a", "b", "c"],
+    frame = pd.DataFrame({LEVEL: ["rep", "rep", "rep"], KEY: ["a", "b", "c"],
                           "closed_to_date": [100.0, 100.0, 100.0],
                           "p10": [120.0, 90.0, 130.0], "p50": [150.0, 150.0, 120.0],
                           "p90": [200.0, 200.0, 210.0]})
-    problems = FZ.interval_problems(frame)
+    problems = interval_problems(frame)
     assert len(problems) == 2
     assert "out of order for rep=c" in problems[0] and "P10 below" in problems[1]
     assert "rep=b" in problems[1] and "rep=a" not in " ".join(problems)
     # Rep b's history has returns that could take 20 off what it closed: that is possible.
-    assert len(FZ.interval_problems(frame, lowest=np.array([100.0, 80.0, 100.0]))) == 1
+    assert len(interval_problems(frame, lowest=np.array([100.0, 80.0, 100.0]))) == 1
 
 
-def _sane(frame: pd.DataFrame, simulation: FZ.Simulation) -> None:
+def _sane(frame: pd.DataFrame, simulation: Simulation) -> None:
     """The sanity properties every written interval has (crm-sales has no returns)."""
     q = frame[["p10", "p50", "p90"]]
     assert (q["p10"] <= q["p50"]).all() and (q["p50"] <= q["p90"]).all()
@@ -474,7 +530,7 @@ def _sane(frame: pd.DataFrame, simulation: FZ.Simulation) -> None:
     assert frame["p_attain"].dropna().between(0, 1).all()
     assert not any(n.startswith("interval check") for n in frame.attrs["notes"])
     nodes = simulation.nodes
-    for parent in np.flatnonzero((nodes[S.LEVEL] != S.LEVEL_REP).to_numpy()):
+    for parent in np.flatnonzero((nodes[LEVEL] != LEVEL_REP).to_numpy()):
         children = np.flatnonzero((nodes["parent"] == parent).to_numpy())
         if children.size:
             np.testing.assert_allclose(simulation.draws[:, children].sum(axis=1),
@@ -483,15 +539,15 @@ def _sane(frame: pd.DataFrame, simulation: FZ.Simulation) -> None:
 
 def _crm_targets(tables: Tables, period: str) -> pd.DataFrame:
     """A target of 20,000 per rep of the org chart, summed up the hierarchy."""
-    org = tables[S.ORG]
-    reps = pd.DataFrame({S.LEVEL: S.LEVEL_REP, S.KEY: org[S.REP], S.AMOUNT: 20_000.0})
-    teams = org.groupby(S.TEAM).size().mul(20_000.0).rename(S.AMOUNT).reset_index()
-    regions = org.groupby(S.REGION).size().mul(20_000.0).rename(S.AMOUNT).reset_index()
-    frames = [reps, teams.rename(columns={S.TEAM: S.KEY}).assign(**{S.LEVEL: S.LEVEL_TEAM}),
-              regions.rename(columns={S.REGION: S.KEY}).assign(**{S.LEVEL: S.LEVEL_REGION}),
-              pd.DataFrame({S.LEVEL: [S.LEVEL_COMPANY], S.KEY: [S.COMPANY_KEY],
-                            S.AMOUNT: [20_000.0 * len(org)]})]
-    return pd.concat(frames, ignore_index=True).assign(**{S.PERIOD: period})
+    org = tables[ORG]
+    reps = pd.DataFrame({LEVEL: LEVEL_REP, KEY: org[REP], AMOUNT: 20_000.0})
+    teams = org.groupby(TEAM).size().mul(20_000.0).rename(AMOUNT).reset_index()
+    regions = org.groupby(REGION).size().mul(20_000.0).rename(AMOUNT).reset_index()
+    frames = [reps, teams.rename(columns={TEAM: KEY}).assign(**{LEVEL: LEVEL_TEAM}),
+              regions.rename(columns={REGION: KEY}).assign(**{LEVEL: LEVEL_REGION}),
+              pd.DataFrame({LEVEL: [LEVEL_COMPANY], KEY: [COMPANY_KEY],
+                            AMOUNT: [20_000.0 * len(org)]})]
+    return pd.concat(frames, ignore_index=True).assign(**{schemas.PERIOD: period})
 
 
 @pytest.mark.shared_data
@@ -505,20 +561,20 @@ def test_a_three_month_old_crm_answers_with_sane_intervals(real_data) -> None:
     assert len(win_notes) == 1 and "flat 20%" in win_notes[0]
     assert any("wide default spread" in n for n in result.notes)
     frame = result.frame
-    company = frame[frame[S.LEVEL] == S.LEVEL_COMPANY].iloc[0]
+    company = frame[frame[LEVEL] == LEVEL_COMPANY].iloc[0]
     assert company["closed_to_date"] == 0 and company["p10"] > 0
     assert company["p90"] > 1.5 * company["p10"]  # a guessed win rate: a wide interval
     _sane(frame, result.simulation)
     # With targets written for the quarter, recalibration keeps every parent's total.
-    targeted = Tables(dict(tables.frames) | {S.TARGETS: _crm_targets(tables, "2017Q1")},
+    targeted = Tables(dict(tables.frames) | {TARGETS: _crm_targets(tables, "2017Q1")},
                       tables.source, tables.derived)
     planned = run_feasibility(targeted, "2017Q1", as_of, draws=1000, use_churn=False,
                               models={})
-    out = FZ.recalibrate(planned.frame, planned.simulation).set_index([S.LEVEL, S.KEY])
+    out = recalibrate(planned.frame, planned.simulation).set_index([LEVEL, KEY])
     revised = out["recalibrated_target"]
-    assert revised[(S.LEVEL_COMPANY, S.COMPANY_KEY)] == 20_000.0 * len(tables[S.ORG])
-    assert revised.loc[S.LEVEL_REGION].sum() == pytest.approx(
-        revised[(S.LEVEL_COMPANY, S.COMPANY_KEY)], rel=1e-12)
+    assert revised[(LEVEL_COMPANY, COMPANY_KEY)] == 20_000.0 * len(tables[ORG])
+    assert revised.loc[LEVEL_REGION].sum() == pytest.approx(
+        revised[(LEVEL_COMPANY, COMPANY_KEY)], rel=1e-12)
     assert out["p_attain_after"].between(0, 1).all()
 
 
@@ -527,11 +583,11 @@ def test_a_three_month_old_crm_answers_with_sane_intervals(real_data) -> None:
 def test_young_crm_intervals_are_sane(real_data, months: int) -> None:
     tables = load_tables(str(real_data("crm-sales", months)))
     as_of = default_as_of(tables)
-    period = W.period_of(as_of - pd.Timedelta(days=1), "Q")
+    period = period_of(as_of - pd.Timedelta(days=1), "Q")
     result = run_feasibility(tables, period, as_of, draws=1000, all_nodes=True,
                              use_churn=False, models={})
     _sane(result.frame, result.simulation)
-    company = result.frame[result.frame[S.LEVEL] == S.LEVEL_COMPANY].iloc[0]
+    company = result.frame[result.frame[LEVEL] == LEVEL_COMPANY].iloc[0]
     assert company["p10"] > company["closed_to_date"]  # open deals and run rate add revenue
 
 
@@ -542,17 +598,17 @@ def test_later_rows_of_a_real_crm_change_nothing_as_of_t(real_data) -> None:
     base = export_at(full, cut)
     # The same export with every later row appended: orders and new deals dated after the cut.
     frames = dict(base.frames)
-    for name, column in ((S.ORDERS, S.ORDER_DATE), (S.OPPORTUNITIES, S.CREATED_AT)):
+    for name, column in ((ORDERS, ORDER_DATE), (OPPORTUNITIES, CREATED_AT)):
         later = full.frames[name].loc[full.frames[name][column] >= cut]
         assert len(later) > 100
         frames[name] = pd.concat([base.frames[name], later], ignore_index=True)
     appended = Tables(frames, base.source, base.derived)
-    runs = [FZ.feasibility(t, "2017Q2", as_of, draws=500, all_nodes=True)
+    runs = [feasibility(t, "2017Q2", as_of, draws=500, all_nodes=True)
             for t in (base, appended)]
     pd.testing.assert_frame_equal(runs[0], runs[1])
 
 
 def test_recalibration_without_targets_says_so(tables: Tables, registry: Path) -> None:
-    untargeted = Tables({k: v for k, v in tables.frames.items() if k != S.TARGETS})
+    untargeted = Tables({k: v for k, v in tables.frames.items() if k != TARGETS})
     frame, notes = run_recalibration(untargeted, PERIOD, AS_OF, draws=200, use_churn=False)
     assert frame.empty and "no node has a target in 2024Q3" in notes[-1]

@@ -16,8 +16,32 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import schemas as S
 from engine.io import Tables, validate_tables
+from engine.schemas import (
+    AMOUNT,
+    AS_OF,
+    CLOSE_DATE,
+    CREATED_AT,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    DUE_DATE,
+    INTERACTIONS,
+    ISSUED_AT,
+    KIND,
+    OCCURRED_AT,
+    OPPORTUNITIES,
+    ORDER_DATE,
+    ORDERS,
+    PAID_AT,
+    PRODUCT,
+    RECEIVABLES,
+    SEGMENT,
+    SEVERITY,
+    STATUS,
+    STATUS_LOST,
+    STATUS_OPEN,
+    STATUS_WON,
+)
 from features.customer import (
     FEATURE_DESCRIPTIONS,
     WINDOWS,
@@ -31,7 +55,7 @@ T = pd.Timestamp("2024-07-01")
 NAN = float("nan")
 
 RAW = {
-    S.CUSTOMERS: """customer_id,segment,region,account_manager,created_at
+    CUSTOMERS: """customer_id,segment,region,account_manager,created_at
 A,smb,north,ann,2023-01-15
 B,ent,south,bob,2024-03-01
 C,smb,north,ann,
@@ -39,7 +63,7 @@ D,ent,south,bob,2024-09-01
 E,,north,ann,2024-06-15
 F,mid,east,cid,
 """,
-    S.ORDERS: """order_id,customer_id,order_date,amount,product
+    ORDERS: """order_id,customer_id,order_date,amount,product
 o1,A,2024-01-01,100,p1
 o2,A,2024-02-01,200,p2
 o3,A,2024-03-02,100,p1
@@ -53,7 +77,7 @@ o10,C,2023-06-01,80,p1
 o11,C,2023-07-01,-20,p1
 o12,D,2024-09-05,70,p1
 """,
-    S.INTERACTIONS: """customer_id,occurred_at,kind,severity
+    INTERACTIONS: """customer_id,occurred_at,kind,severity
 A,2024-01-20,complaint,2
 A,2024-05-01,ticket,1
 A,2024-06-10,Complaint,3
@@ -61,7 +85,7 @@ A,2024-07-01,complaint,4
 B,2024-06-25,call,
 F,2024-05-05,visit,
 """,
-    S.RECEIVABLES: """invoice_id,customer_id,issued_at,due_date,amount,paid_at
+    RECEIVABLES: """invoice_id,customer_id,issued_at,due_date,amount,paid_at
 i1,A,2024-05-01,2024-05-31,300,2024-06-15
 i2,A,2024-06-01,2024-06-30,200,
 i3,A,2024-06-20,2024-07-20,150,2024-07-05
@@ -69,7 +93,7 @@ i4,B,2024-04-01,2024-05-01,1000,2024-07-10
 i5,B,2024-03-01,2024-03-31,500,2024-03-20
 i6,C,2024-07-02,2024-08-01,90,
 """,
-    S.OPPORTUNITIES: """opportunity_id,owner,created_at,close_date,stage,status,amount,customer_id
+    OPPORTUNITIES: """opportunity_id,owner,created_at,close_date,stage,status,amount,customer_id
 d1,ann,2024-05-01,2024-08-01,proposal,open,1000,A
 d2,ann,2024-02-01,2024-06-01,closed,lost,500,A
 d3,ann,2024-06-01,2024-07-15,closed,won,700,A
@@ -90,7 +114,7 @@ def tables_from(raw: dict[str, str]) -> Tables:
 
 @pytest.fixture(scope="module")
 def tiny() -> pd.DataFrame:
-    return customer_features(tables_from(RAW), T).set_index(S.CUSTOMER_ID)
+    return customer_features(tables_from(RAW), T).set_index(CUSTOMER_ID)
 
 
 def check(features: pd.DataFrame, column: str, expected: dict[str, float]) -> None:
@@ -101,7 +125,7 @@ def check(features: pd.DataFrame, column: str, expected: dict[str, float]) -> No
 def test_one_row_per_customer_known_before_as_of(tiny: pd.DataFrame) -> None:
     # D is created after as_of and only orders after it; F is known through an interaction.
     assert list(tiny.index) == ["A", "B", "C", "E", "F"]
-    assert (tiny[S.AS_OF] == T).all()
+    assert (tiny[AS_OF] == T).all()
 
 
 def test_recency_frequency_monetary(tiny: pd.DataFrame) -> None:
@@ -182,7 +206,7 @@ def test_categories(tiny: pd.DataFrame) -> None:
 
 
 def test_every_feature_is_described_and_float(tiny: pd.DataFrame) -> None:
-    features = [c for c in tiny.columns if c != S.AS_OF]
+    features = [c for c in tiny.columns if c != AS_OF]
     assert set(features) == set(FEATURE_DESCRIPTIONS)
     numeric = [c for c in features if not c.startswith("cat_")]
     assert all(tiny[c].dtype == np.float64 for c in numeric)
@@ -193,9 +217,9 @@ def test_every_feature_is_described_and_float(tiny: pd.DataFrame) -> None:
 
 
 def test_absent_optional_tables_give_missing_features() -> None:
-    full = customer_features(tables_from(RAW), T).set_index(S.CUSTOMER_ID)
-    only_orders = customer_features(tables_from({S.ORDERS: RAW[S.ORDERS]}), T)
-    only_orders = only_orders.set_index(S.CUSTOMER_ID)
+    full = customer_features(tables_from(RAW), T).set_index(CUSTOMER_ID)
+    only_orders = customer_features(tables_from({ORDERS: RAW[ORDERS]}), T)
+    only_orders = only_orders.set_index(CUSTOMER_ID)
     # Without customers and interactions only customers with orders before as_of are known.
     assert list(only_orders.index) == ["A", "B", "C"]
     assert list(only_orders.columns) == list(full.columns)
@@ -207,11 +231,11 @@ def test_absent_optional_tables_give_missing_features() -> None:
 
 
 def test_orders_without_product_and_empty_optional_tables() -> None:
-    raw = {**RAW, S.ORDERS: RAW[S.ORDERS].replace(",product", "").replace(",p1", "")
+    raw = {**RAW, ORDERS: RAW[ORDERS].replace(",product", "").replace(",p1", "")
            .replace(",p2", "").replace(",p3", "")}
     tables = tables_from(raw)
-    tables.frames[S.INTERACTIONS] = tables[S.INTERACTIONS].iloc[:0]
-    features = customer_features(tables, T).set_index(S.CUSTOMER_ID)
+    tables.frames[INTERACTIONS] = tables[INTERACTIONS].iloc[:0]
+    features = customer_features(tables, T).set_index(CUSTOMER_ID)
     assert features["hist_products_365d"].isna().all()
     assert "F" not in features.index  # known only through an interaction
     check(features, "cx_interactions_365d", {"A": 0, "B": 0})
@@ -219,38 +243,38 @@ def test_orders_without_product_and_empty_optional_tables() -> None:
 
 
 def test_as_of_is_taken_at_midnight_and_times_of_day_count() -> None:
-    raw = {S.ORDERS: "customer_id,order_date,amount\nA,2024-06-30T23:30:00,10\n"
+    raw = {ORDERS: "customer_id,order_date,amount\nA,2024-06-30T23:30:00,10\n"
                      "A,2024-07-01T00:30:00,10\nB,2024-07-01T00:00:00,5\n"}
     features = customer_features(tables_from(raw), pd.Timestamp("2024-07-01 15:00"))
-    assert features[S.CUSTOMER_ID].tolist() == ["A"]
+    assert features[CUSTOMER_ID].tolist() == ["A"]
     assert features["hist_recency_days"].tolist() == [1.0]
     assert features["hist_monetary_30d"].tolist() == [10.0]
-    assert (features[S.AS_OF] == T).all()
+    assert (features[AS_OF] == T).all()
 
 
 # --- point in time -------------------------------------------------------------------------
 
 FUTURE = {
-    S.ORDERS: "o20,A,2024-07-01,999,p9\no21,C,2024-08-01,50,p1\no22,E,2024-07-02,-10,p1\n",
-    S.INTERACTIONS: "C,2024-07-01,complaint,4\nE,2025-01-01,ticket,2\n",
-    S.RECEIVABLES: "i7,A,2024-07-01,2024-07-02,80,\ni8,B,2024-07-03,2024-07-04,70,2024-07-05\n",
-    S.OPPORTUNITIES: "d7,ann,2024-07-01,2024-07-09,proposal,open,5000,C\n",
-    S.CUSTOMERS: "G,smb,north,ann,2024-07-01\n",
+    ORDERS: "o20,A,2024-07-01,999,p9\no21,C,2024-08-01,50,p1\no22,E,2024-07-02,-10,p1\n",
+    INTERACTIONS: "C,2024-07-01,complaint,4\nE,2025-01-01,ticket,2\n",
+    RECEIVABLES: "i7,A,2024-07-01,2024-07-02,80,\ni8,B,2024-07-03,2024-07-04,70,2024-07-05\n",
+    OPPORTUNITIES: "d7,ann,2024-07-01,2024-07-09,proposal,open,5000,C\n",
+    CUSTOMERS: "G,smb,north,ann,2024-07-01\n",
 }
 
 
 def test_rows_dated_on_or_after_as_of_change_nothing(tiny: pd.DataFrame) -> None:
     raw = {name: RAW[name] + FUTURE.get(name, "") for name in RAW}
     # Later knowledge about old rows: i2 gets paid, d1 is lost, both after as_of.
-    raw[S.RECEIVABLES] = raw[S.RECEIVABLES].replace("2024-06-30,200,", "2024-06-30,200,2024-07-01")
-    raw[S.OPPORTUNITIES] = raw[S.OPPORTUNITIES].replace(
+    raw[RECEIVABLES] = raw[RECEIVABLES].replace("2024-06-30,200,", "2024-06-30,200,2024-07-01")
+    raw[OPPORTUNITIES] = raw[OPPORTUNITIES].replace(
         "2024-08-01,proposal,open,1000", "2024-07-03,closed,lost,1000")
-    later = customer_features(tables_from(raw), T).set_index(S.CUSTOMER_ID)
+    later = customer_features(tables_from(raw), T).set_index(CUSTOMER_ID)
     pd.testing.assert_frame_equal(later, tiny)
 
 
 KINDS = ("complaint", "ticket", "call")
-STATUSES = (S.STATUS_OPEN, S.STATUS_WON, S.STATUS_LOST)
+STATUSES = (STATUS_OPEN, STATUS_WON, STATUS_LOST)
 DAY0 = pd.Timestamp("2023-01-01")
 days = st.integers(0, 500)
 customer = st.integers(0, 4)
@@ -281,27 +305,27 @@ def worlds(draw: st.DrawFn) -> tuple[dict[str, pd.DataFrame], int]:
                           max_size=10))
     created = draw(st.lists(maybe, min_size=5, max_size=5))
     frames = {
-        S.CUSTOMERS: pd.DataFrame({S.CUSTOMER_ID: _ids(list(range(5))),
-                                   S.SEGMENT: ["a", "b", "a", "c", None],
-                                   S.CREATED_AT: _dates(created)}),
-        S.ORDERS: pd.DataFrame({S.CUSTOMER_ID: _ids([o[0] for o in orders]),
-                                S.ORDER_DATE: _dates([o[1] for o in orders]),
-                                S.AMOUNT: [float(o[2]) for o in orders],
-                                S.PRODUCT: [o[3] for o in orders]}),
-        S.INTERACTIONS: pd.DataFrame({S.CUSTOMER_ID: _ids([t[0] for t in touches]),
-                                      S.OCCURRED_AT: _dates([t[1] for t in touches]),
-                                      S.KIND: [t[2] for t in touches],
-                                      S.SEVERITY: [float(t[3] or "nan") for t in touches]}),
-        S.RECEIVABLES: pd.DataFrame({S.CUSTOMER_ID: _ids([b[0] for b in bills]),
-                                     S.ISSUED_AT: _dates([b[1] for b in bills]),
-                                     S.DUE_DATE: _dates([b[2] for b in bills]),
-                                     S.PAID_AT: _dates([b[3] for b in bills]),
-                                     S.AMOUNT: [100.0] * len(bills)}),
-        S.OPPORTUNITIES: pd.DataFrame({S.CUSTOMER_ID: _ids([d[0] for d in deals]),
-                                       S.CREATED_AT: _dates([d[1] for d in deals]),
-                                       S.CLOSE_DATE: _dates([d[2] for d in deals]),
-                                       S.STATUS: [d[3] for d in deals],
-                                       S.AMOUNT: [250.0] * len(deals)}),
+        CUSTOMERS: pd.DataFrame({CUSTOMER_ID: _ids(list(range(5))),
+                                   SEGMENT: ["a", "b", "a", "c", None],
+                                   CREATED_AT: _dates(created)}),
+        ORDERS: pd.DataFrame({CUSTOMER_ID: _ids([o[0] for o in orders]),
+                                ORDER_DATE: _dates([o[1] for o in orders]),
+                                AMOUNT: [float(o[2]) for o in orders],
+                                PRODUCT: [o[3] for o in orders]}),
+        INTERACTIONS: pd.DataFrame({CUSTOMER_ID: _ids([t[0] for t in touches]),
+                                      OCCURRED_AT: _dates([t[1] for t in touches]),
+                                      KIND: [t[2] for t in touches],
+                                      SEVERITY: [float(t[3] or "nan") for t in touches]}),
+        RECEIVABLES: pd.DataFrame({CUSTOMER_ID: _ids([b[0] for b in bills]),
+                                     ISSUED_AT: _dates([b[1] for b in bills]),
+                                     DUE_DATE: _dates([b[2] for b in bills]),
+                                     PAID_AT: _dates([b[3] for b in bills]),
+                                     AMOUNT: [100.0] * len(bills)}),
+        OPPORTUNITIES: pd.DataFrame({CUSTOMER_ID: _ids([d[0] for d in deals]),
+                                       CREATED_AT: _dates([d[1] for d in deals]),
+                                       CLOSE_DATE: _dates([d[2] for d in deals]),
+                                       STATUS: [d[3] for d in deals],
+                                       AMOUNT: [250.0] * len(deals)}),
     }
     return frames, cut
 
@@ -309,17 +333,17 @@ def worlds(draw: st.DrawFn) -> tuple[dict[str, pd.DataFrame], int]:
 def as_seen_at(frames: dict[str, pd.DataFrame], day: int) -> dict[str, pd.DataFrame]:
     """The database as it looked at the start of ``day``: nothing dated on or after it."""
     cut = DAY0 + pd.Timedelta(days=day)
-    orders = frames[S.ORDERS][frames[S.ORDERS][S.ORDER_DATE] < cut]
-    touches = frames[S.INTERACTIONS][frames[S.INTERACTIONS][S.OCCURRED_AT] < cut]
-    bills = frames[S.RECEIVABLES][frames[S.RECEIVABLES][S.ISSUED_AT] < cut].copy()
-    bills.loc[bills[S.PAID_AT] >= cut, S.PAID_AT] = pd.NaT
-    deals = frames[S.OPPORTUNITIES][frames[S.OPPORTUNITIES][S.CREATED_AT] < cut].copy()
-    deals.loc[deals[S.CLOSE_DATE] >= cut, S.STATUS] = S.STATUS_OPEN
-    customers = frames[S.CUSTOMERS]
-    seen = set(orders[S.CUSTOMER_ID]) | set(touches[S.CUSTOMER_ID]) | set(deals[S.CUSTOMER_ID])
-    customers = customers[(customers[S.CREATED_AT] < cut) | customers[S.CUSTOMER_ID].isin(seen)]
-    return {S.CUSTOMERS: customers, S.ORDERS: orders, S.INTERACTIONS: touches,
-            S.RECEIVABLES: bills, S.OPPORTUNITIES: deals}
+    orders = frames[ORDERS][frames[ORDERS][ORDER_DATE] < cut]
+    touches = frames[INTERACTIONS][frames[INTERACTIONS][OCCURRED_AT] < cut]
+    bills = frames[RECEIVABLES][frames[RECEIVABLES][ISSUED_AT] < cut].copy()
+    bills.loc[bills[PAID_AT] >= cut, PAID_AT] = pd.NaT
+    deals = frames[OPPORTUNITIES][frames[OPPORTUNITIES][CREATED_AT] < cut].copy()
+    deals.loc[deals[CLOSE_DATE] >= cut, STATUS] = STATUS_OPEN
+    customers = frames[CUSTOMERS]
+    seen = set(orders[CUSTOMER_ID]) | set(touches[CUSTOMER_ID]) | set(deals[CUSTOMER_ID])
+    customers = customers[(customers[CREATED_AT] < cut) | customers[CUSTOMER_ID].isin(seen)]
+    return {CUSTOMERS: customers, ORDERS: orders, INTERACTIONS: touches,
+            RECEIVABLES: bills, OPPORTUNITIES: deals}
 
 
 @settings(max_examples=80, deadline=None)
@@ -341,31 +365,31 @@ def random_frames(seed: int, n_customers: int = 25, n_orders: int = 600) -> dict
     ids = np.array([f"k{i:02d}" for i in range(n_customers)], dtype=object)
     when = DAY0 + pd.to_timedelta(rng.integers(0, 700, n_orders), unit="D")
     orders = pd.DataFrame({
-        S.CUSTOMER_ID: ids[rng.integers(0, n_customers, n_orders)],
-        S.ORDER_DATE: when.astype("datetime64[ns]"),
-        S.AMOUNT: np.round(rng.normal(100, 80, n_orders), 2),
-        S.PRODUCT: rng.choice(np.array(["p0", "p1", "p2", "p3", "p4"], dtype=object), n_orders),
+        CUSTOMER_ID: ids[rng.integers(0, n_customers, n_orders)],
+        ORDER_DATE: when.astype("datetime64[ns]"),
+        AMOUNT: np.round(rng.normal(100, 80, n_orders), 2),
+        PRODUCT: rng.choice(np.array(["p0", "p1", "p2", "p3", "p4"], dtype=object), n_orders),
     })
     n_touch = 200
     touches = pd.DataFrame({
-        S.CUSTOMER_ID: ids[rng.integers(0, n_customers, n_touch)],
-        S.OCCURRED_AT: (DAY0 + pd.to_timedelta(rng.integers(0, 700, n_touch), unit="D")
+        CUSTOMER_ID: ids[rng.integers(0, n_customers, n_touch)],
+        OCCURRED_AT: (DAY0 + pd.to_timedelta(rng.integers(0, 700, n_touch), unit="D")
                         ).astype("datetime64[ns]"),
-        S.KIND: rng.choice(np.array(KINDS, dtype=object), n_touch),
-        S.SEVERITY: np.where(rng.random(n_touch) < 0.3, np.nan, rng.integers(1, 5, n_touch)),
+        KIND: rng.choice(np.array(KINDS, dtype=object), n_touch),
+        SEVERITY: np.where(rng.random(n_touch) < 0.3, np.nan, rng.integers(1, 5, n_touch)),
     })
-    return {S.ORDERS: orders, S.INTERACTIONS: touches}
+    return {ORDERS: orders, INTERACTIONS: touches}
 
 
 def plain_features(frames: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> pd.DataFrame:
     """The same features, one customer at a time, the obvious way."""
-    orders = frames[S.ORDERS][frames[S.ORDERS][S.ORDER_DATE] < as_of]
-    touches = frames[S.INTERACTIONS][frames[S.INTERACTIONS][S.OCCURRED_AT] < as_of]
+    orders = frames[ORDERS][frames[ORDERS][ORDER_DATE] < as_of]
+    touches = frames[INTERACTIONS][frames[INTERACTIONS][OCCURRED_AT] < as_of]
     rows = {}
-    for cid in sorted(set(orders[S.CUSTOMER_ID]) | set(touches[S.CUSTOMER_ID])):
-        own = orders[orders[S.CUSTOMER_ID] == cid]
-        bought = own[own[S.AMOUNT] > 0]
-        days_ = np.array(sorted(set(bought[S.ORDER_DATE])), dtype="datetime64[ns]")
+    for cid in sorted(set(orders[CUSTOMER_ID]) | set(touches[CUSTOMER_ID])):
+        own = orders[orders[CUSTOMER_ID] == cid]
+        bought = own[own[AMOUNT] > 0]
+        days_ = np.array(sorted(set(bought[ORDER_DATE])), dtype="datetime64[ns]")
         gaps = np.diff(days_).astype("timedelta64[D]").astype(float)
         row: dict[str, float] = {
             "hist_recency_days": (as_of - days_.max()).days if len(days_) else NAN,
@@ -376,14 +400,14 @@ def plain_features(frames: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> pd.D
         for w in WINDOWS:
             start = as_of - pd.Timedelta(days=w)
             row[f"hist_frequency_{w}d"] = float((days_ >= start).sum())
-            row[f"hist_monetary_{w}d"] = own.loc[own[S.ORDER_DATE] >= start, S.AMOUNT].sum()
-            mine = touches[(touches[S.CUSTOMER_ID] == cid) & (touches[S.OCCURRED_AT] >= start)]
-            row[f"cx_complaints_{w}d"] = float((mine[S.KIND] == "complaint").sum())
-        year = bought[bought[S.ORDER_DATE] >= as_of - pd.Timedelta(days=365)]
-        row["hist_products_365d"] = float(year[S.PRODUCT].nunique())
-        recent = touches[(touches[S.CUSTOMER_ID] == cid)
-                         & (touches[S.OCCURRED_AT] >= as_of - pd.Timedelta(days=90))]
-        row["cx_severity_max_90d"] = recent[S.SEVERITY].max()
+            row[f"hist_monetary_{w}d"] = own.loc[own[ORDER_DATE] >= start, AMOUNT].sum()
+            mine = touches[(touches[CUSTOMER_ID] == cid) & (touches[OCCURRED_AT] >= start)]
+            row[f"cx_complaints_{w}d"] = float((mine[KIND] == "complaint").sum())
+        year = bought[bought[ORDER_DATE] >= as_of - pd.Timedelta(days=365)]
+        row["hist_products_365d"] = float(year[PRODUCT].nunique())
+        recent = touches[(touches[CUSTOMER_ID] == cid)
+                         & (touches[OCCURRED_AT] >= as_of - pd.Timedelta(days=90))]
+        row["cx_severity_max_90d"] = recent[SEVERITY].max()
         rows[cid] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -394,7 +418,7 @@ def test_matches_a_plain_per_customer_implementation(seed: int) -> None:
     tables = Tables(frames)
     for as_of in (pd.Timestamp("2023-03-15"), pd.Timestamp("2024-01-01"),
                   pd.Timestamp("2025-06-01")):
-        ours = customer_features(tables, as_of).set_index(S.CUSTOMER_ID)
+        ours = customer_features(tables, as_of).set_index(CUSTOMER_ID)
         plain = plain_features(frames, as_of)
         assert list(ours.index) == list(plain.index)
         for column in plain.columns:

@@ -9,8 +9,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import engine.schemas as S
 from engine.io import Tables, validate_tables
+from engine.schemas import (
+    AMOUNT,
+    COMPANY_KEY,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    DS,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    ORDER_DATE,
+    ORDER_ID,
+    ORDERS,
+    REGION,
+    REP,
+    TEAM,
+    Y,
+)
 from engine.synthetic import generate
 from models.backtest import PARTIAL, Panel, backtest, rolling_origin_splits, to_panel
 from models.forecast import (
@@ -50,7 +67,7 @@ from service.usecases.forecast import (
 
 FAST = ("seasonal_naive", "ets", "theta", "lgbm")
 T = pd.Timestamp
-OUTPUT = [S.LEVEL, S.KEY, S.DS, YHAT, YHAT_P10, YHAT_P50, YHAT_P90]
+OUTPUT = [LEVEL, KEY, DS, YHAT, YHAT_P10, YHAT_P50, YHAT_P90]
 
 
 # --- synthetic data ---------------------------------------------------------------------------
@@ -61,9 +78,9 @@ def org_frame(n_reps: int = 8) -> pd.DataFrame:
     reps = range(n_reps)
     return pd.DataFrame(
         {
-            S.REP: [f"rep{i}" for i in reps],
-            S.TEAM: [f"team{i // 2}" for i in reps],
-            S.REGION: [f"region{i // 4}" for i in reps],
+            REP: [f"rep{i}" for i in reps],
+            TEAM: [f"team{i // 2}" for i in reps],
+            REGION: [f"region{i // 4}" for i in reps],
         }
     )
 
@@ -89,16 +106,16 @@ def long_frame(values: np.ndarray, org: pd.DataFrame, start: str = "2019-01-01")
 
     def add(level: str, key: str, y: np.ndarray) -> None:
         keep = ~np.isnan(y)
-        rows.append(pd.DataFrame({S.LEVEL: level, S.KEY: key, S.DS: dates[keep], S.Y: y[keep]}))
+        rows.append(pd.DataFrame({LEVEL: level, KEY: key, DS: dates[keep], Y: y[keep]}))
 
-    for i, rep in enumerate(org[S.REP]):
-        add(S.REP, rep, values[i])
-    for level in (S.TEAM, S.REGION):
+    for i, rep in enumerate(org[REP]):
+        add(REP, rep, values[i])
+    for level in (TEAM, REGION):
         for key, members in org.groupby(level).groups.items():
             block = values[list(members)]
             total = np.nansum(block, axis=0)
             add(level, str(key), np.where(np.isnan(block).all(axis=0), np.nan, total))
-    add(S.LEVEL_COMPANY, S.COMPANY_KEY, np.nansum(values, axis=0))
+    add(LEVEL_COMPANY, COMPANY_KEY, np.nansum(values, axis=0))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -150,10 +167,10 @@ def test_metrics_table_averages_series_and_pools_wape() -> None:
     table = pd.DataFrame(
         {
             "model": "m",
-            S.LEVEL: "rep",
-            S.KEY: ["a", "a", "b", "b"],
+            LEVEL: "rep",
+            KEY: ["a", "a", "b", "b"],
             "cutoff": pd.Timestamp("2020-01-01"),
-            S.Y: [10.0, 10.0, 1.0, 1.0],
+            Y: [10.0, 10.0, 1.0, 1.0],
             YHAT: [8.0, 12.0, 1.0, 3.0],
             "scale": [2.0, 2.0, 1.0, 1.0],
             YHAT_P10: [9.0, 9.0, 0.0, 2.0],
@@ -183,10 +200,10 @@ def test_rolling_origin_splits() -> None:
 def test_to_panel_drops_partial_and_zero_fills_after_start() -> None:
     series = pd.DataFrame(
         {
-            S.LEVEL: "rep",
-            S.KEY: ["a", "a", "a", "b"],
-            S.DS: pd.to_datetime(["2020-01-01", "2020-03-01", "2020-04-01", "2020-02-01"]),
-            S.Y: [1.0, 3.0, 99.0, 2.0],
+            LEVEL: "rep",
+            KEY: ["a", "a", "a", "b"],
+            DS: pd.to_datetime(["2020-01-01", "2020-03-01", "2020-04-01", "2020-02-01"]),
+            Y: [1.0, 3.0, 99.0, 2.0],
             PARTIAL: [False, False, True, False],
         }
     )
@@ -197,8 +214,8 @@ def test_to_panel_drops_partial_and_zero_fills_after_start() -> None:
 
 def test_to_panel_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="missing columns: y"):
-        to_panel(pd.DataFrame({S.LEVEL: [], S.KEY: [], S.DS: []}), "M")
-    off = pd.DataFrame({S.LEVEL: "x", S.KEY: "k", S.DS: pd.to_datetime(["2020-01-15"]), S.Y: 1.0})
+        to_panel(pd.DataFrame({LEVEL: [], KEY: [], DS: []}), "M")
+    off = pd.DataFrame({LEVEL: "x", KEY: "k", DS: pd.to_datetime(["2020-01-15"]), Y: 1.0})
     with pytest.raises(ValueError, match="not period starts"):
         to_panel(off, "M")
 
@@ -212,7 +229,7 @@ def test_backtest_gives_model_only_the_past(company: pd.DataFrame) -> None:
 
     table = backtest(last_value, company, horizon=6, n_windows=2, freq="M")
     assert sorted(table["cutoff"].unique()) == seen
-    assert (table[S.DS] > table["cutoff"]).all()
+    assert (table[DS] > table["cutoff"]).all()
     assert set(table["h"]) == set(range(1, 7))
 
 
@@ -223,25 +240,25 @@ def test_reconcile_bottom_up_sums_every_level(org: pd.DataFrame) -> None:
     dates = pd.date_range("2024-01-01", periods=2, freq="MS")
     bottom = pd.DataFrame(
         {
-            S.LEVEL: S.REP,
-            S.KEY: np.repeat(org[S.REP].to_numpy()[:-1], 2),  # the last rep never sold
-            S.DS: np.tile(dates, len(org) - 1),
+            LEVEL: REP,
+            KEY: np.repeat(org[REP].to_numpy()[:-1], 2),  # the last rep never sold
+            DS: np.tile(dates, len(org) - 1),
             YHAT: np.arange(2 * (len(org) - 1), dtype=float),
         }
     )
-    result = reconcile_bottom_up(bottom, org).set_index([S.LEVEL, S.KEY, S.DS])[YHAT]
+    result = reconcile_bottom_up(bottom, org).set_index([LEVEL, KEY, DS])[YHAT]
     for ds in dates:
-        at = result.xs(ds, level=S.DS)
-        total = at[S.LEVEL_COMPANY].sum()
-        for level in (S.REGION, S.TEAM, S.REP):
+        at = result.xs(ds, level=DS)
+        total = at[LEVEL_COMPANY].sum()
+        for level in (REGION, TEAM, REP):
             assert at[level].sum() == pytest.approx(total)
-        assert at[(S.REP, org[S.REP].iloc[-1])] == 0.0
-    assert result[(S.TEAM, "team0", dates[0])] == pytest.approx(0.0 + 2.0)
+        assert at[(REP, org[REP].iloc[-1])] == 0.0
+    assert result[(TEAM, "team0", dates[0])] == pytest.approx(0.0 + 2.0)
 
 
 def test_build_hierarchy_rejects_two_parents() -> None:
     bad = pd.DataFrame(
-        {S.REP: ["a", "b", "c"], S.TEAM: ["t1", "t1", "t2"], S.REGION: ["r1", "r2", "r2"]}
+        {REP: ["a", "b", "c"], TEAM: ["t1", "t1", "t2"], REGION: ["r1", "r2", "r2"]}
     )
     with pytest.raises(ValueError, match="not a tree"):
         build_hierarchy(bad)
@@ -261,14 +278,14 @@ def test_reconcile_mint_is_coherent(org: pd.DataFrame) -> None:
     rng = np.random.default_rng(1)
     ds = pd.Timestamp("2024-01-01")
     base = tree.nodes.copy()
-    base[S.DS] = ds
+    base[DS] = ds
     base[YHAT] = rng.uniform(10, 100, len(tree.nodes))
     residuals = pd.concat(
         [tree.nodes, pd.DataFrame(rng.normal(size=(len(tree.nodes), 24)))], axis=1
     )
-    result = reconcile_mint(base, org, residuals).set_index([S.LEVEL, S.KEY])[YHAT]
-    for level in (S.REGION, S.TEAM, S.REP):
-        assert result[level].sum() == pytest.approx(result[S.LEVEL_COMPANY].sum())
+    result = reconcile_mint(base, org, residuals).set_index([LEVEL, KEY])[YHAT]
+    for level in (REGION, TEAM, REP):
+        assert result[level].sum() == pytest.approx(result[LEVEL_COMPANY].sum())
 
 
 def test_structural_reconciliation_needs_no_errors_and_keeps_the_top(org: pd.DataFrame) -> None:
@@ -321,12 +338,12 @@ def test_one_observed_season_is_forecast_seasonal() -> None:
     rows = []
     for k in range(3):
         y = 100.0 * (k + 1) * pattern * rng.normal(1.0, 0.03, 12)
-        rows.append(pd.DataFrame({S.LEVEL: "rep", S.KEY: f"r{k}",
-                                  S.DS: pd.date_range("2020-01-01", periods=12, freq="MS"),
-                                  S.Y: y}))
+        rows.append(pd.DataFrame({LEVEL: "rep", KEY: f"r{k}",
+                                  DS: pd.date_range("2020-01-01", periods=12, freq="MS"),
+                                  Y: y}))
     model = RevenueForecaster(horizon=12, candidates=FAST, n_jobs=1).fit(pd.concat(rows))
-    out = model.predict().sort_values([S.KEY, S.DS])
-    for _, frame in out.groupby(S.KEY):
+    out = model.predict().sort_values([KEY, DS])
+    for _, frame in out.groupby(KEY):
         yhat = frame[YHAT].to_numpy()
         assert yhat[11] > 1.4 * yhat[:11].mean()
 
@@ -334,13 +351,13 @@ def test_one_observed_season_is_forecast_seasonal() -> None:
 def test_forecasts_are_coherent_for_yhat(fitted: RevenueForecaster, org: pd.DataFrame) -> None:
     forecast = fitted.predict()
     assert list(forecast.columns) == OUTPUT
-    by_level = forecast.groupby([S.DS, S.LEVEL])[YHAT].sum().unstack()
-    for level in (S.REGION, S.TEAM, S.REP):
-        np.testing.assert_allclose(by_level[level], by_level[S.LEVEL_COMPANY], rtol=1e-9)
-    teams = forecast[forecast[S.LEVEL] == S.TEAM].set_index([S.KEY, S.DS])[YHAT]
-    reps = forecast[forecast[S.LEVEL] == S.REP].merge(org, left_on=S.KEY, right_on=S.REP)
+    by_level = forecast.groupby([DS, LEVEL])[YHAT].sum().unstack()
+    for level in (REGION, TEAM, REP):
+        np.testing.assert_allclose(by_level[level], by_level[LEVEL_COMPANY], rtol=1e-9)
+    teams = forecast[forecast[LEVEL] == TEAM].set_index([KEY, DS])[YHAT]
+    reps = forecast[forecast[LEVEL] == REP].merge(org, left_on=KEY, right_on=REP)
     np.testing.assert_allclose(
-        reps.groupby([S.TEAM, S.DS])[YHAT].sum().sort_index(), teams.sort_index()
+        reps.groupby([TEAM, DS])[YHAT].sum().sort_index(), teams.sort_index()
     )
 
 
@@ -350,14 +367,14 @@ def test_forecasts_are_never_negative_and_ordered(fitted: RevenueForecaster) -> 
     assert np.isfinite(values).all() and (values >= 0).all()
     assert (forecast[YHAT_P10] <= forecast[YHAT_P50]).all()
     assert (forecast[YHAT_P50] <= forecast[YHAT_P90]).all()
-    assert len(fitted.predict(horizon=2)) == 2 * forecast.groupby([S.LEVEL, S.KEY]).ngroups
+    assert len(fitted.predict(horizon=2)) == 2 * forecast.groupby([LEVEL, KEY]).ngroups
 
 
 def test_fitted_tables(fitted: RevenueForecaster) -> None:
     assert {"combination", "reconciled", "ets", "lgbm"} <= set(fitted.metrics_["model"])
     assert {"mase", "wape", "smape", "pinball", "coverage_80"} <= set(fitted.metrics_.columns)
     assert fitted.backtest_["cutoff"].nunique() == 3
-    weights = fitted.weights_.groupby([S.LEVEL, S.KEY])["weight"].sum()
+    weights = fitted.weights_.groupby([LEVEL, KEY])["weight"].sum()
     np.testing.assert_allclose(weights, 1.0)
     with pytest.raises(ValueError, match="fitted horizon"):
         fitted.predict(horizon=7)
@@ -396,7 +413,7 @@ def test_same_seed_same_forecasts(
 
 
 def test_parallel_fit_matches_serial(company: pd.DataFrame) -> None:
-    reps = company[company[S.LEVEL] == S.REP]
+    reps = company[company[LEVEL] == REP]
     # ETS is the candidate fitted in worker processes; LightGBM uses threads.
     candidates = ("ets", "lgbm")
     serial = RevenueForecaster(horizon=3, n_windows=1, candidates=candidates, n_jobs=1)
@@ -411,9 +428,9 @@ def test_backtest_never_sees_the_future(
     """Changing data after a cutoff changes none of that cutoff's (or earlier) forecasts."""
     cutoffs = sorted(fitted.backtest_["cutoff"].unique())
     cutoff = cutoffs[window]
-    changed = company.assign(**{S.Y: company[S.Y].where(company[S.DS] <= cutoff, company[S.Y] * 3)})
+    changed = company.assign(**{Y: company[Y].where(company[DS] <= cutoff, company[Y] * 3)})
     refit = RevenueForecaster(horizon=6, n_windows=3, candidates=FAST).fit(changed, org)
-    columns = [S.LEVEL, S.KEY, "model", "cutoff", S.DS, YHAT, YHAT_P10, YHAT_P50, YHAT_P90]
+    columns = [LEVEL, KEY, "model", "cutoff", DS, YHAT, YHAT_P10, YHAT_P50, YHAT_P90]
 
     def upto(table: pd.DataFrame) -> pd.DataFrame:
         return table.loc[table["cutoff"] <= cutoff, columns].reset_index(drop=True)
@@ -427,13 +444,13 @@ def test_backtest_never_sees_the_future(
 def test_short_series_fall_back_with_a_note() -> None:
     dates = pd.date_range("2020-01-01", periods=36, freq="MS")
     rng = np.random.default_rng(3)
-    long = pd.DataFrame({S.LEVEL: "rep", S.KEY: "old", S.DS: dates, S.Y: rng.uniform(50, 150, 36)})
+    long = pd.DataFrame({LEVEL: "rep", KEY: "old", DS: dates, Y: rng.uniform(50, 150, 36)})
     young = pd.DataFrame(
-        {S.LEVEL: "rep", S.KEY: "new", S.DS: dates[-5:], S.Y: [10.0, 20, 30, 20, 10]}
+        {LEVEL: "rep", KEY: "new", DS: dates[-5:], Y: [10.0, 20, 30, 20, 10]}
     )
     model = RevenueForecaster(horizon=4, n_windows=2, candidates=("seasonal_naive", "theta"))
     forecast = model.fit(pd.concat([long, young])).predict()
-    new = forecast[forecast[S.KEY] == "new"]
+    new = forecast[forecast[KEY] == "new"]
     assert any("fallback" in note and "rep/new" in note for note in model.notes_)
     np.testing.assert_allclose(new[YHAT].to_numpy(), 18.0)  # the mean of its history
     assert (new[YHAT_P90] > new[YHAT_P10]).all()
@@ -456,10 +473,10 @@ def test_interval_coverage_near_nominal_on_stationary_series() -> None:
     dates = pd.date_range("2015-01-01", periods=values.shape[1], freq="MS")
     train = pd.DataFrame(
         {
-            S.LEVEL: "rep",
-            S.KEY: np.repeat([f"s{i:02d}" for i in range(40)], 96),
-            S.DS: np.tile(dates[:96], 40),
-            S.Y: values[:, :96].ravel(),
+            LEVEL: "rep",
+            KEY: np.repeat([f"s{i:02d}" for i in range(40)], 96),
+            DS: np.tile(dates[:96], 40),
+            Y: values[:, :96].ravel(),
         }
     )
     model = RevenueForecaster(
@@ -479,7 +496,7 @@ def test_prophet_candidate_on_a_tiny_case() -> None:
     noise = np.random.default_rng(5).normal(0, 5, 30)
     season = 100 + 20 * np.sin(2 * np.pi * np.arange(30) / 12) + noise
     series = pd.DataFrame(
-        {S.LEVEL: S.LEVEL_COMPANY, S.KEY: S.COMPANY_KEY, S.DS: dates, S.Y: season}
+        {LEVEL: LEVEL_COMPANY, KEY: COMPANY_KEY, DS: dates, Y: season}
     )
     model = RevenueForecaster(
         horizon=3, n_windows=1, candidates=("seasonal_naive", "prophet"), prophet_budget=2.0
@@ -526,11 +543,11 @@ def monthly_tables(dated: str, months: int = 36, seed: int = 3) -> Tables:
     rng = np.random.default_rng(seed)
     t = np.arange(months)
     amounts = 1000 * (1 + 0.3 * np.sin(2 * np.pi * t / 12)) * rng.lognormal(0, 0.05, months)
-    orders = pd.DataFrame({S.ORDER_ID: [str(i) for i in t], S.CUSTOMER_ID: "c1",
-                           S.ORDER_DATE: dates.strftime("%Y-%m-%d"),
-                           S.AMOUNT: [f"{a:.2f}" for a in amounts]})
-    customers = pd.DataFrame({S.CUSTOMER_ID: ["c1"], S.REGION: ["north"]})
-    tables, problems = validate_tables({S.ORDERS: orders, S.CUSTOMERS: customers})
+    orders = pd.DataFrame({ORDER_ID: [str(i) for i in t], CUSTOMER_ID: "c1",
+                           ORDER_DATE: dates.strftime("%Y-%m-%d"),
+                           AMOUNT: [f"{a:.2f}" for a in amounts]})
+    customers = pd.DataFrame({CUSTOMER_ID: ["c1"], REGION: ["north"]})
+    tables, problems = validate_tables({ORDERS: orders, CUSTOMERS: customers})
     assert problems == []
     return tables
 
@@ -540,36 +557,36 @@ def test_monthly_rows_dated_anywhere_forecast_the_months_after_the_last(dated: s
     tables = monthly_tables(dated)  # the last row is in 2019-12
     frame, notes = forecast_fresh(tables, freq="M", horizon=12, candidates=CHEAP)
     expected = pd.date_range("2020-01-01", periods=12, freq="MS")
-    assert frame[S.DS].tolist() == list(expected)
+    assert frame[DS].tolist() == list(expected)
     assert any("one row per month" in n for n in notes)
     quarterly, _ = forecast_fresh(tables, freq="Q", horizon=2, candidates=CHEAP)
-    assert quarterly[S.DS].tolist() == [T("2020-01-01"), T("2020-04-01")]
+    assert quarterly[DS].tolist() == [T("2020-01-01"), T("2020-04-01")]
 
 
 def test_an_earlier_as_of_forecasts_from_there() -> None:
     frame, _ = forecast_fresh(monthly_tables("start"), freq="M", horizon=3,
                               as_of=T("2019-07-01"), candidates=CHEAP)
-    assert frame[S.DS].min() == T("2019-07-01")  # June is the last month seen
+    assert frame[DS].min() == T("2019-07-01")  # June is the last month seen
 
 
 def daily_tables(end: str, start: str = "2019-01-01") -> Tables:
     days = pd.date_range(start, end)
     rng = np.random.default_rng(5)
-    orders = pd.DataFrame({S.ORDER_ID: [str(i) for i in range(len(days))], S.CUSTOMER_ID: "c1",
-                           S.ORDER_DATE: days.strftime("%Y-%m-%d"),
-                           S.AMOUNT: [f"{a:.2f}" for a in rng.gamma(4, 25, len(days))]})
-    customers = pd.DataFrame({S.CUSTOMER_ID: ["c1"], S.REGION: ["north"]})
-    tables, problems = validate_tables({S.ORDERS: orders, S.CUSTOMERS: customers})
+    orders = pd.DataFrame({ORDER_ID: [str(i) for i in range(len(days))], CUSTOMER_ID: "c1",
+                           ORDER_DATE: days.strftime("%Y-%m-%d"),
+                           AMOUNT: [f"{a:.2f}" for a in rng.gamma(4, 25, len(days))]})
+    customers = pd.DataFrame({CUSTOMER_ID: ["c1"], REGION: ["north"]})
+    tables, problems = validate_tables({ORDERS: orders, CUSTOMERS: customers})
     assert problems == []
     return tables
 
 
 def test_trailing_partial_month_is_forecast_whole_and_never_below_what_it_booked() -> None:
     tables = daily_tables("2020-03-27")  # March is 27/31 complete: a big share already booked
-    booked = float(tables.orders.loc[tables.orders[S.ORDER_DATE] >= T("2020-03-01"),
-                                     S.AMOUNT].sum())
+    booked = float(tables.orders.loc[tables.orders[ORDER_DATE] >= T("2020-03-01"),
+                                     AMOUNT].sum())
     frame, notes = forecast_fresh(tables, freq="M", horizon=3, candidates=CHEAP)
-    assert frame[S.DS].tolist() == [T("2020-03-01"), T("2020-04-01"), T("2020-05-01")]
+    assert frame[DS].tolist() == [T("2020-03-01"), T("2020-04-01"), T("2020-05-01")]
     march = frame.iloc[0]
     assert march[YHAT_P10] >= booked - 1e-6 and march[YHAT] >= booked - 1e-6
     assert any("2020-03-01, is incomplete: the data covers 87% of its days" in n for n in notes)
@@ -586,8 +603,8 @@ def test_sane_intervals_orders_clips_and_keeps_the_mean_inside() -> None:
 
     rng = np.random.default_rng(11)
     n = 200
-    frame = pd.DataFrame({S.LEVEL: "company", S.KEY: "all",
-                          S.DS: pd.date_range("2020-01-01", periods=n),
+    frame = pd.DataFrame({LEVEL: "company", KEY: "all",
+                          DS: pd.date_range("2020-01-01", periods=n),
                           YHAT: rng.normal(10, 20, n), YHAT_P10: rng.normal(5, 20, n),
                           YHAT_P50: rng.normal(10, 20, n), YHAT_P90: rng.normal(15, 20, n)})
     notes: list[str] = []
@@ -600,9 +617,9 @@ def test_sane_intervals_orders_clips_and_keeps_the_mean_inside() -> None:
 
 
 def test_short_history_gets_windows_and_widened_intervals() -> None:
-    series = pd.DataFrame({S.LEVEL: "company", S.KEY: "all",
-                           S.DS: pd.date_range("2020-01-01", periods=8, freq="MS"),
-                           S.Y: [100.0, 120, 90, 130, 110, 125, 95, 140]})
+    series = pd.DataFrame({LEVEL: "company", KEY: "all",
+                           DS: pd.date_range("2020-01-01", periods=8, freq="MS"),
+                           Y: [100.0, 120, 90, 130, 110, 125, 95, 140]})
     model = RevenueForecaster(horizon=4, candidates=CHEAP).fit(series)
     assert model.backtest_["cutoff"].nunique() >= 1  # eight months still get backtest windows
     assert any("widened" in n for n in model.notes_)
@@ -617,11 +634,11 @@ def test_a_forecaster_that_does_not_beat_seasonal_naive_is_never_promoted(regist
 
     firsts = pd.date_range("2016-01-01", periods=48, freq="MS")
     pattern = np.tile([5.0, 7, 9, 12, 10, 8, 6, 5, 9, 14, 20, 30], 4) * 100  # repeats exactly
-    orders = pd.DataFrame({S.ORDER_ID: [str(i) for i in range(48)], S.CUSTOMER_ID: "c1",
-                           S.ORDER_DATE: firsts.strftime("%Y-%m-%d"),
-                           S.AMOUNT: [str(a) for a in pattern]})
-    tables, _ = validate_tables({S.ORDERS: orders, S.CUSTOMERS: pd.DataFrame(
-        {S.CUSTOMER_ID: ["c1"], S.REGION: ["north"]})})
+    orders = pd.DataFrame({ORDER_ID: [str(i) for i in range(48)], CUSTOMER_ID: "c1",
+                           ORDER_DATE: firsts.strftime("%Y-%m-%d"),
+                           AMOUNT: [str(a) for a in pattern]})
+    tables, _ = validate_tables({ORDERS: orders, CUSTOMERS: pd.DataFrame(
+        {CUSTOMER_ID: ["c1"], REGION: ["north"]})})
     result = train_forecast(tables, freq="M", horizon=3, candidates=("seasonal_naive", "theta"))
     assert result.metrics["baseline_mase"] == pytest.approx(0.0, abs=1e-9)
     assert any("will not be promoted" in n for n in result.notes)
@@ -642,9 +659,9 @@ def test_each_freq_has_its_own_champion(registry) -> None:
         assert result.model_name == tracking.model_name(forecast_kind(freq, None))
         tracking.promote(forecast_kind(freq, None), force=True)
     weekly, _, _ = forecast_champion(tables, "W", 3)
-    assert weekly[S.DS].min() == T("2020-06-29")  # the Monday week holding 2020-06-30
+    assert weekly[DS].min() == T("2020-06-29")  # the Monday week holding 2020-06-30
     monthly, _, _ = forecast_champion(tables, "M", 3)
-    assert monthly[S.DS].min() == T("2020-07-01")
+    assert monthly[DS].min() == T("2020-07-01")
     with pytest.raises(tracking.ChampionMissingError):
         forecast_champion(tables, "Q", 1)
     with pytest.raises(ValueError, match="the first period to forecast is 2020-03-01: retrain"):
@@ -705,10 +722,10 @@ def test_a_hierarchy_level_without_an_org_chart_is_a_plain_column() -> None:
     from service.usecases.forecast import forecast_levels
 
     tables = daily_tables("2019-12-31")
-    assert forecast_levels(tables, S.LEVEL_REGION) == [S.LEVEL_COMPANY, S.LEVEL_REGION]
-    frame, _ = forecast_fresh(tables, freq="M", horizon=2, level=S.LEVEL_REGION,
+    assert forecast_levels(tables, LEVEL_REGION) == [LEVEL_COMPANY, LEVEL_REGION]
+    frame, _ = forecast_fresh(tables, freq="M", horizon=2, level=LEVEL_REGION,
                               candidates=CHEAP)
-    assert frame[S.KEY].unique().tolist() == ["north"] and len(frame) == 2
+    assert frame[KEY].unique().tolist() == ["north"] and len(frame) == 2
 
 
 @pytest.mark.parametrize("y", [[1.0, 1.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0, 5.0]])

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import schemas as S
 from engine.io import Tables, validate_tables
+from engine.schemas import AMOUNT, CUSTOMER_ID, DS, KEY, LEVEL, ORDER_DATE, ORDER_ID, ORDERS, Y
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,22 +38,22 @@ def monthly_tables(months: int = 20) -> Tables:
         for customer in ("a", "b"):
             for i, day in enumerate(dates):
                 season = 1 + 0.3 * np.sin(2 * np.pi * day.month / 12)
-                rows.append({S.ORDER_ID: f"{state}-{customer}-{i}",
-                             S.CUSTOMER_ID: f"{state}-{customer}", S.ORDER_DATE: day,
-                             S.AMOUNT: base * season * (1 + 0.01 * i) + rng.normal(0, 2),
+                rows.append({ORDER_ID: f"{state}-{customer}-{i}",
+                             CUSTOMER_ID: f"{state}-{customer}", ORDER_DATE: day,
+                             AMOUNT: base * season * (1 + 0.01 * i) + rng.normal(0, 2),
                              "state": state})
-    tables, problems = validate_tables({S.ORDERS: pd.DataFrame(rows)})
+    tables, problems = validate_tables({ORDERS: pd.DataFrame(rows)})
     assert not problems
     return tables
 
 
 def test_mase_and_coverage_by_hand(sweep: ModuleType) -> None:
-    keys = {S.LEVEL: "company", S.KEY: "all"}
-    history = pd.DataFrame({**keys, S.DS: pd.date_range("2021-01-01", periods=3, freq="MS"),
-                            S.Y: [10.0, 12.0, 11.0]})  # lag-1 scale: (2 + 1) / 2 = 1.5
+    keys = {LEVEL: "company", KEY: "all"}
+    history = pd.DataFrame({**keys, DS: pd.date_range("2021-01-01", periods=3, freq="MS"),
+                            Y: [10.0, 12.0, 11.0]})  # lag-1 scale: (2 + 1) / 2 = 1.5
     ahead = pd.date_range("2021-04-01", periods=3, freq="MS")
-    actual = pd.DataFrame({**keys, S.DS: ahead, S.Y: [12.0, 9.0, 11.0]})
-    forecast = pd.DataFrame({**keys, S.DS: ahead[:2], "yhat": [11.0, 11.0],
+    actual = pd.DataFrame({**keys, DS: ahead, Y: [12.0, 9.0, 11.0]})
+    forecast = pd.DataFrame({**keys, DS: ahead[:2], "yhat": [11.0, 11.0],
                              "yhat_p10": [10.0, 10.0], "yhat_p90": [13.0, 10.5]})
     mase, coverage, missed = sweep.mase_and_coverage(history, forecast, actual)
     assert mase == pytest.approx((1 + 2) / 2 / 1.5)

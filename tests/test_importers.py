@@ -20,9 +20,31 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine import schemas as S
 from engine.importers import KINDS, ImportResult, import_dataset
 from engine.io import load_tables, validate_tables, write_data_dir
+from engine.schemas import (
+    ACCOUNT_MANAGER,
+    AMOUNT,
+    CHANNEL,
+    CLOSE_DATE,
+    CREATED_AT,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    MANAGER,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    ORDER_DATE,
+    ORDER_ID,
+    ORDERS,
+    ORG,
+    PRODUCT,
+    REGION,
+    REP,
+    SEGMENT,
+    STAGE,
+    STATUS,
+    TEAM,
+)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "importers"
 RETAIL = FIXTURES / "online-retail"
@@ -58,10 +80,10 @@ def retail() -> ImportResult:
 
 def test_online_retail_fixture_validates(retail: ImportResult) -> None:
     frames = _valid(retail)
-    assert set(frames) == {S.ORDERS, S.CUSTOMERS}
+    assert set(frames) == {ORDERS, CUSTOMERS}
     # 30 invoices in the slice: 2 without a customer and 3 bad-debt 'A' entries are dropped.
-    assert len(frames[S.ORDERS]) == 25
-    assert len(frames[S.CUSTOMERS]) == 11
+    assert len(frames[ORDERS]) == 25
+    assert len(frames[CUSTOMERS]) == 11
 
 
 def test_online_retail_drop_notes_count_exactly(retail: ImportResult) -> None:
@@ -75,35 +97,35 @@ def test_online_retail_drop_notes_count_exactly(retail: ImportResult) -> None:
 
 
 def test_online_retail_cancellations_are_negative(retail: ImportResult) -> None:
-    orders = retail.frames[S.ORDERS].set_index(S.ORDER_ID)
-    assert orders.loc["C536379", S.AMOUNT] == pytest.approx(-27.5)  # Quantity -1 x 27.50
-    assert (orders.loc[orders.index.str.startswith("C"), S.AMOUNT] < 0).all()
-    assert (orders.loc[~orders.index.str.startswith("C"), S.AMOUNT] > 0).all()
+    orders = retail.frames[ORDERS].set_index(ORDER_ID)
+    assert orders.loc["C536379", AMOUNT] == pytest.approx(-27.5)  # Quantity -1 x 27.50
+    assert (orders.loc[orders.index.str.startswith("C"), AMOUNT] < 0).all()
+    assert (orders.loc[~orders.index.str.startswith("C"), AMOUNT] > 0).all()
     assert _note(retail, "9 cancellation invoices")
 
 
 def test_online_retail_order_is_invoice_total_on_its_day(retail: ImportResult) -> None:
     raw = pd.read_csv(RETAIL / "online_retail.csv", dtype={"InvoiceNo": str})
     lines = raw[raw["InvoiceNo"] == "536591"]
-    orders = retail.frames[S.ORDERS].set_index(S.ORDER_ID)
+    orders = retail.frames[ORDERS].set_index(ORDER_ID)
     expected = (lines["Quantity"] * lines["UnitPrice"]).sum()
-    assert orders.loc["536591", S.AMOUNT] == pytest.approx(expected)
+    assert orders.loc["536591", AMOUNT] == pytest.approx(expected)
     # Its 40 lines are stamped at two different minutes; the order is the invoice's day.
-    assert orders.loc["536591", S.ORDER_DATE] == pd.Timestamp("2010-12-01")
-    assert orders.loc["536591", S.CUSTOMER_ID] == "14606"
+    assert orders.loc["536591", ORDER_DATE] == pd.Timestamp("2010-12-01")
+    assert orders.loc["536591", CUSTOMER_ID] == "14606"
     assert _note(retail, "1 invoices have lines stamped")
 
 
 def test_online_retail_region_is_the_usual_country(retail: ImportResult) -> None:
-    customers = retail.frames[S.CUSTOMERS].set_index(S.CUSTOMER_ID)
+    customers = retail.frames[CUSTOMERS].set_index(CUSTOMER_ID)
     # 12457 has 6 invoices shipped from Switzerland and 2 from Cyprus.
-    assert customers.loc["12457", S.REGION] == "Switzerland"
-    assert customers.loc["12583", S.REGION] == "France"
+    assert customers.loc["12457", REGION] == "Switzerland"
+    assert customers.loc["12583", REGION] == "France"
 
 
 def test_online_retail_accepts_the_file_itself() -> None:
     by_file = import_dataset("online-retail", RETAIL / "online_retail.csv")
-    assert len(by_file.frames[S.ORDERS]) == 25
+    assert len(by_file.frames[ORDERS]) == 25
 
 
 # --- crm-sales -------------------------------------------------------------------------------
@@ -120,15 +142,15 @@ def _pipeline() -> pd.DataFrame:
 
 def test_crm_fixture_validates(crm: ImportResult) -> None:
     frames = _valid(crm)
-    assert set(frames) == {S.OPPORTUNITIES, S.ORDERS, S.CUSTOMERS, S.ORG}
-    assert len(frames[S.OPPORTUNITIES]) == 246
-    assert len(frames[S.ORDERS]) == 66  # every won deal in the slice has an account
-    assert len(frames[S.CUSTOMERS]) == 85
-    assert len(frames[S.ORG]) == 35
+    assert set(frames) == {OPPORTUNITIES, ORDERS, CUSTOMERS, ORG}
+    assert len(frames[OPPORTUNITIES]) == 246
+    assert len(frames[ORDERS]) == 66  # every won deal in the slice has an account
+    assert len(frames[CUSTOMERS]) == 85
+    assert len(frames[ORG]) == 35
 
 
 def test_crm_gtxpro_is_normalised(crm: ImportResult) -> None:
-    products = set(crm.frames[S.OPPORTUNITIES][S.PRODUCT]) | set(crm.frames[S.ORDERS][S.PRODUCT])
+    products = set(crm.frames[OPPORTUNITIES][PRODUCT]) | set(crm.frames[ORDERS][PRODUCT])
     assert "GTXPro" not in products
     assert "GTX Pro" in products
     renamed = int((_pipeline()["product"] == "GTXPro").sum())
@@ -137,33 +159,33 @@ def test_crm_gtxpro_is_normalised(crm: ImportResult) -> None:
 
 
 def test_crm_status_amount_and_dates(crm: ImportResult) -> None:
-    opps = crm.frames[S.OPPORTUNITIES].set_index(S.OPPORTUNITY_ID)
+    opps = crm.frames[OPPORTUNITIES].set_index(OPPORTUNITY_ID)
     pipeline = _pipeline().set_index("opportunity_id")
     expected_status = pipeline["deal_stage"].map(
         {"Won": "won", "Lost": "lost", "Engaging": "open", "Prospecting": "open"})
-    pd.testing.assert_series_equal(opps[S.STATUS], expected_status, check_names=False)
-    won, lost, is_open = (opps[S.STATUS] == s for s in ("won", "lost", "open"))
+    pd.testing.assert_series_equal(opps[STATUS], expected_status, check_names=False)
+    won, lost, is_open = (opps[STATUS] == s for s in ("won", "lost", "open"))
     close_value = pd.to_numeric(pipeline["close_value"])
-    assert (opps.loc[won, S.AMOUNT] == close_value[won]).all()
+    assert (opps.loc[won, AMOUNT] == close_value[won]).all()
     # Lost deals are worth their list price, not their close_value of 0.
-    assert (opps.loc[lost | is_open, S.AMOUNT] == opps.loc[lost | is_open, "list_price"]).all()
-    assert (opps.loc[lost, S.AMOUNT] > 0).all()
+    assert (opps.loc[lost | is_open, AMOUNT] == opps.loc[lost | is_open, "list_price"]).all()
+    assert (opps.loc[lost, AMOUNT] > 0).all()
     # Prospecting deals have no engage_date: created on the last day in the data (the slice
     # holds the deals of the first months only).
-    prospecting = opps[S.STAGE] == "Prospecting"
-    assert (opps.loc[prospecting, S.CREATED_AT] == pd.Timestamp("2017-03-31")).all()
+    prospecting = opps[STAGE] == "Prospecting"
+    assert (opps.loc[prospecting, CREATED_AT] == pd.Timestamp("2017-03-31")).all()
     # Open deals close, as expected, one median won cycle after they were created.
-    cycle = (opps.loc[won, S.CLOSE_DATE] - opps.loc[won, S.CREATED_AT]).dt.days.median()
-    assert (opps.loc[is_open, S.CLOSE_DATE] - opps.loc[is_open, S.CREATED_AT]
+    cycle = (opps.loc[won, CLOSE_DATE] - opps.loc[won, CREATED_AT]).dt.days.median()
+    assert (opps.loc[is_open, CLOSE_DATE] - opps.loc[is_open, CREATED_AT]
             == pd.Timedelta(days=round(cycle))).all()
     assert _note(crm, "close_date of the 120 open deals is expected")
 
 
 def test_crm_missing_account_is_kept_open_without_customer(crm: ImportResult) -> None:
-    opps = crm.frames[S.OPPORTUNITIES]
-    no_account = opps[S.CUSTOMER_ID].isna()
+    opps = crm.frames[OPPORTUNITIES]
+    no_account = opps[CUSTOMER_ID].isna()
     assert int(no_account.sum()) == 74  # 39 Engaging + 35 Prospecting in the slice
-    assert (opps.loc[no_account, S.STATUS] == "open").all()
+    assert (opps.loc[no_account, STATUS] == "open").all()
     assert _note(crm, "74 deals have no account")
 
 
@@ -178,28 +200,28 @@ def test_crm_won_deal_without_account_stays_an_opportunity(tmp_path: Path) -> No
 
     result = import_dataset("crm-sales", tmp_path / "sales_pipeline.csv")
     frames = _valid(result)
-    opps = frames[S.OPPORTUNITIES].set_index(S.OPPORTUNITY_ID)
-    assert opps.loc[orphan, S.STATUS] == "won"
-    assert pd.isna(opps.loc[orphan, S.CUSTOMER_ID])
-    assert orphan not in set(frames[S.ORDERS][S.OPPORTUNITY_ID])
-    assert len(frames[S.ORDERS]) == 65
+    opps = frames[OPPORTUNITIES].set_index(OPPORTUNITY_ID)
+    assert opps.loc[orphan, STATUS] == "won"
+    assert pd.isna(opps.loc[orphan, CUSTOMER_ID])
+    assert orphan not in set(frames[ORDERS][OPPORTUNITY_ID])
+    assert len(frames[ORDERS]) == 65
     assert _note(result, "1 won deal without an account: no order made")
 
 
 def test_crm_orders_customers_and_org(crm: ImportResult) -> None:
     frames = crm.frames
-    orders, opps = frames[S.ORDERS], frames[S.OPPORTUNITIES].set_index(S.OPPORTUNITY_ID)
-    linked = opps.loc[orders[S.OPPORTUNITY_ID]]
-    assert (linked[S.STATUS] == "won").all()
-    assert (orders[S.ORDER_DATE].to_numpy() == linked[S.CLOSE_DATE].to_numpy()).all()
-    assert (orders[S.AMOUNT].to_numpy() == linked[S.AMOUNT].to_numpy()).all()
-    customers = frames[S.CUSTOMERS].set_index(S.CUSTOMER_ID)
-    assert "technolgy" not in set(customers[S.SEGMENT])
-    assert customers.loc["Acme Corporation", S.SEGMENT] == "technology"
-    managers = customers[S.ACCOUNT_MANAGER].dropna()
-    assert set(managers) <= set(frames[S.ORG][S.REP])
-    org = frames[S.ORG].set_index(S.REP)
-    assert org.loc["Moses Frase", [S.TEAM, S.REGION, S.MANAGER]].tolist() == [
+    orders, opps = frames[ORDERS], frames[OPPORTUNITIES].set_index(OPPORTUNITY_ID)
+    linked = opps.loc[orders[OPPORTUNITY_ID]]
+    assert (linked[STATUS] == "won").all()
+    assert (orders[ORDER_DATE].to_numpy() == linked[CLOSE_DATE].to_numpy()).all()
+    assert (orders[AMOUNT].to_numpy() == linked[AMOUNT].to_numpy()).all()
+    customers = frames[CUSTOMERS].set_index(CUSTOMER_ID)
+    assert "technolgy" not in set(customers[SEGMENT])
+    assert customers.loc["Acme Corporation", SEGMENT] == "technology"
+    managers = customers[ACCOUNT_MANAGER].dropna()
+    assert set(managers) <= set(frames[ORG][REP])
+    org = frames[ORG].set_index(REP)
+    assert org.loc["Moses Frase", [TEAM, REGION, MANAGER]].tolist() == [
         "Dustin Brinkmann", "Central", "Dustin Brinkmann"]
 
 
@@ -213,30 +235,30 @@ def store() -> ImportResult:
 
 def test_superstore_fixture_validates(store: ImportResult) -> None:
     frames = _valid(store)
-    assert set(frames) == {S.ORDERS, S.CUSTOMERS}
-    assert len(frames[S.ORDERS]) == 150
-    assert frames[S.ORDERS][S.CUSTOMER_ID].isin(frames[S.CUSTOMERS][S.CUSTOMER_ID]).all()
+    assert set(frames) == {ORDERS, CUSTOMERS}
+    assert len(frames[ORDERS]) == 150
+    assert frames[ORDERS][CUSTOMER_ID].isin(frames[CUSTOMERS][CUSTOMER_ID]).all()
 
 
 def test_superstore_us_dates_are_month_first(store: ImportResult) -> None:
-    orders = store.frames[S.ORDERS].set_index(S.ORDER_ID)
-    assert orders.loc["CA-2018-152156", S.ORDER_DATE] == pd.Timestamp("2018-11-08")  # 11/8/2018
-    assert orders.loc["US-2017-108966", S.ORDER_DATE] == pd.Timestamp("2017-10-11")  # 10/11/2017
-    assert orders.loc["CA-2019-114412", S.ORDER_DATE] == pd.Timestamp("2019-04-15")  # 4/15/2019
+    orders = store.frames[ORDERS].set_index(ORDER_ID)
+    assert orders.loc["CA-2018-152156", ORDER_DATE] == pd.Timestamp("2018-11-08")  # 11/8/2018
+    assert orders.loc["US-2017-108966", ORDER_DATE] == pd.Timestamp("2017-10-11")  # 10/11/2017
+    assert orders.loc["CA-2019-114412", ORDER_DATE] == pd.Timestamp("2019-04-15")  # 4/15/2019
 
 
 def test_superstore_orders_aggregate_their_lines(store: ImportResult) -> None:
-    orders = store.frames[S.ORDERS].set_index(S.ORDER_ID)
+    orders = store.frames[ORDERS].set_index(ORDER_ID)
     first = orders.loc["CA-2018-152156"]
-    assert first[S.AMOUNT] == pytest.approx(261.96 + 731.94)
-    assert (first[S.PRODUCT], first[S.CHANNEL], first["n_lines"]) == (
+    assert first[AMOUNT] == pytest.approx(261.96 + 731.94)
+    assert (first[PRODUCT], first[CHANNEL], first["n_lines"]) == (
         "Furniture", "Second Class", 2)
     # 7 lines over three categories; Furniture and Technology lines hold most of the sales.
     mixed = orders.loc["CA-2016-115812"]
     assert mixed["n_lines"] == 7
-    assert mixed[S.PRODUCT] in {"Furniture", "Technology"}
-    customers = store.frames[S.CUSTOMERS].set_index(S.CUSTOMER_ID)
-    assert customers.loc["CG-12520", [S.SEGMENT, S.REGION]].tolist() == ["Consumer", "South"]
+    assert mixed[PRODUCT] in {"Furniture", "Technology"}
+    customers = store.frames[CUSTOMERS].set_index(CUSTOMER_ID)
+    assert customers.loc["CG-12520", [SEGMENT, REGION]].tolist() == ["Consumer", "South"]
 
 
 def test_superstore_reads_windows_1252_copies(tmp_path: Path) -> None:
@@ -306,35 +328,35 @@ def _import_full(kind: str, src: Path) -> dict[str, pd.DataFrame]:
 @pytest.mark.shared_data
 def test_full_online_retail(shared_data: Path) -> None:
     frames = _import_full("online-retail", shared_data / "online-retail")
-    orders = frames[S.ORDERS]
+    orders = frames[ORDERS]
     # SOURCE.md: 22,190 invoices and 4,372 customers with a CustomerID; 4 invoices (1 customer)
     # hold only zero-price lines.
     assert len(orders) == 22_186
-    assert len(frames[S.CUSTOMERS]) == 4_371
-    assert int(orders[S.ORDER_ID].str.startswith("C").sum()) == 3_654
-    assert orders[S.ORDER_DATE].min() == pd.Timestamp("2010-12-01")
-    assert orders[S.ORDER_DATE].max() == pd.Timestamp("2011-12-09")
+    assert len(frames[CUSTOMERS]) == 4_371
+    assert int(orders[ORDER_ID].str.startswith("C").sum()) == 3_654
+    assert orders[ORDER_DATE].min() == pd.Timestamp("2010-12-01")
+    assert orders[ORDER_DATE].max() == pd.Timestamp("2011-12-09")
 
 
 @pytest.mark.shared_data
 def test_full_crm_sales(shared_data: Path) -> None:
     frames = _import_full("crm-sales", shared_data / "crm-sales-opportunities")
-    opps = frames[S.OPPORTUNITIES]
-    assert opps[S.STATUS].value_counts().to_dict() == {"won": 4_238, "lost": 2_473, "open": 2_089}
-    assert int(opps[S.CUSTOMER_ID].isna().sum()) == 1_425
-    assert len(frames[S.ORDERS]) == 4_238
-    assert len(frames[S.CUSTOMERS]) == 85
-    assert len(frames[S.ORG]) == 35
+    opps = frames[OPPORTUNITIES]
+    assert opps[STATUS].value_counts().to_dict() == {"won": 4_238, "lost": 2_473, "open": 2_089}
+    assert int(opps[CUSTOMER_ID].isna().sum()) == 1_425
+    assert len(frames[ORDERS]) == 4_238
+    assert len(frames[CUSTOMERS]) == 85
+    assert len(frames[ORG]) == 35
     # SOURCE.md: won close_value by quarter, 2017 Q1..Q4 = 1.13M, 3.09M, 2.98M, 2.80M.
-    quarterly = frames[S.ORDERS].groupby(frames[S.ORDERS][S.ORDER_DATE].dt.quarter)[S.AMOUNT].sum()
+    quarterly = frames[ORDERS].groupby(frames[ORDERS][ORDER_DATE].dt.quarter)[AMOUNT].sum()
     assert (quarterly / 1e6).round(2).tolist() == [1.13, 3.09, 2.98, 2.80]
 
 
 @pytest.mark.shared_data
 def test_full_superstore(shared_data: Path) -> None:
     frames = _import_full("superstore", shared_data / "superstore-sales")
-    orders = frames[S.ORDERS]
+    orders = frames[ORDERS]
     assert len(orders) == 5_009
-    assert len(frames[S.CUSTOMERS]) == 793
-    assert orders[S.ORDER_DATE].min() == pd.Timestamp("2016-01-03")
-    assert orders[S.ORDER_DATE].max() == pd.Timestamp("2019-12-30")
+    assert len(frames[CUSTOMERS]) == 793
+    assert orders[ORDER_DATE].min() == pd.Timestamp("2016-01-03")
+    assert orders[ORDER_DATE].max() == pd.Timestamp("2019-12-30")

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import schemas as S
 from engine.io import Tables
+from engine.schemas import AMOUNT, AS_OF, CUSTOMER_ID, CUSTOMERS, ORDER_DATE, ORDERS, SEGMENT
 from features.customer import customer_features, customer_history
 from features.labels import CHURNED, churn_labels, label_window_complete
 from features.table import DROPPED_AS_OFS, snapshot_dates, training_table
@@ -21,9 +21,9 @@ T = pd.Timestamp("2024-07-01")  # lookback window from 2023-07-02; horizon ends 
 def orders_frame(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
     dates = pd.to_datetime([r[1] for r in rows], format="ISO8601")
     return pd.DataFrame({
-        S.CUSTOMER_ID: pd.Series([r[0] for r in rows], dtype=object),
-        S.ORDER_DATE: dates.astype("datetime64[ns]"),
-        S.AMOUNT: [float(r[2]) for r in rows],
+        CUSTOMER_ID: pd.Series([r[0] for r in rows], dtype=object),
+        ORDER_DATE: dates.astype("datetime64[ns]"),
+        AMOUNT: [float(r[2]) for r in rows],
     })
 
 
@@ -41,16 +41,16 @@ BOUNDARIES = orders_frame([
 
 def test_churn_labels_boundaries() -> None:
     labels = churn_labels(BOUNDARIES, T, horizon_days=180, lookback_days=365)
-    assert list(labels.columns) == [S.CUSTOMER_ID, S.AS_OF, CHURNED]
-    assert dict(zip(labels[S.CUSTOMER_ID], labels[CHURNED], strict=True)) == {
+    assert list(labels.columns) == [CUSTOMER_ID, AS_OF, CHURNED]
+    assert dict(zip(labels[CUSTOMER_ID], labels[CHURNED], strict=True)) == {
         "A": 0, "B": 0, "C": 1, "D": 1, "F": 1, "H": 1}
-    assert (labels[S.AS_OF] == T).all()
+    assert (labels[AS_OF] == T).all()
 
 
 def test_churn_labels_with_shorter_windows() -> None:
     labels = churn_labels(BOUNDARIES, T, horizon_days=31, lookback_days=30)
     # Active in [2024-06-01, 2024-07-01): A, B, H; only A buys in [2024-07-01, 2024-08-01).
-    assert dict(zip(labels[S.CUSTOMER_ID], labels[CHURNED], strict=True)) == {
+    assert dict(zip(labels[CUSTOMER_ID], labels[CHURNED], strict=True)) == {
         "A": 0, "B": 1, "H": 1}
 
 
@@ -82,17 +82,17 @@ def company(seed: int = 7, n_customers: int = 60, n_orders: int = 1500) -> Table
     start = pd.Timestamp("2022-01-01")
     # Later customers get a segment nobody had before, to exercise category unions.
     segments = np.where(np.arange(n_customers) < n_customers - 5, "old", "new").astype(object)
-    customers = pd.DataFrame({S.CUSTOMER_ID: ids, S.SEGMENT: segments})
+    customers = pd.DataFrame({CUSTOMER_ID: ids, SEGMENT: segments})
     who = np.where(rng.random(n_orders) < 0.9, rng.integers(0, n_customers - 5, n_orders),
                    rng.integers(n_customers - 5, n_customers, n_orders))
     late = who >= n_customers - 5
     offset = np.where(late, rng.integers(500, 730, n_orders), rng.integers(0, 730, n_orders))
     orders = pd.DataFrame({
-        S.CUSTOMER_ID: ids[who],
-        S.ORDER_DATE: (start + pd.to_timedelta(offset, unit="D")).astype("datetime64[ns]"),
-        S.AMOUNT: np.round(rng.gamma(2.0, 60.0, n_orders) - 10, 2),
+        CUSTOMER_ID: ids[who],
+        ORDER_DATE: (start + pd.to_timedelta(offset, unit="D")).astype("datetime64[ns]"),
+        AMOUNT: np.round(rng.gamma(2.0, 60.0, n_orders) - 10, 2),
     })
-    return Tables({S.CUSTOMERS: customers, S.ORDERS: orders})
+    return Tables({CUSTOMERS: customers, ORDERS: orders})
 
 
 def test_training_table_matches_per_snapshot_features_and_labels() -> None:
@@ -103,7 +103,7 @@ def test_training_table_matches_per_snapshot_features_and_labels() -> None:
     for as_of in as_ofs:
         labels = churn_labels(tables.orders, as_of, horizon_days=90, lookback_days=180)
         features = customer_features(tables, as_of)
-        expected.append(features.merge(labels, on=[S.CUSTOMER_ID, S.AS_OF]))
+        expected.append(features.merge(labels, on=[CUSTOMER_ID, AS_OF]))
     plain = pd.concat(expected, ignore_index=True)
     assert len(table) == len(plain) > 0
     assert table[CHURNED].isin([0, 1]).all() and 0 < table[CHURNED].mean() < 1
@@ -117,13 +117,13 @@ def test_training_table_matches_per_snapshot_features_and_labels() -> None:
 def test_training_table_drops_snapshots_past_the_data_end(caplog: pytest.LogCaptureFixture
                                                           ) -> None:
     tables = company()
-    last = tables.orders[S.ORDER_DATE].max()  # 2023-12-30 or so
+    last = tables.orders[ORDER_DATE].max()  # 2023-12-30 or so
     as_ofs = snapshot_dates(last - pd.Timedelta(days=200), last, freq="MS")
     with caplog.at_level(logging.WARNING, logger="features.table"):
         table = training_table(tables, as_ofs, horizon_days=90)
     dropped = [t for t in as_ofs if t + pd.Timedelta(days=89) > last.normalize()]
     assert dropped and table.attrs[DROPPED_AS_OFS] == dropped
-    assert sorted(table[S.AS_OF].unique()) == [t for t in as_ofs if t not in dropped]
+    assert sorted(table[AS_OF].unique()) == [t for t in as_ofs if t not in dropped]
     assert "dropped" in caplog.text and str(dropped[0].date()) in caplog.text
 
 
@@ -146,10 +146,10 @@ def test_btyd_columns_are_fitted_on_each_snapshots_past_only() -> None:
     for as_of in as_ofs:
         # Refit on the orders before as_of alone: the same numbers, so nothing later leaked in.
         orders = tables.orders
-        past = Tables({**tables.frames, S.ORDERS: orders.loc[orders[S.ORDER_DATE] < as_of]})
+        past = Tables({**tables.frames, ORDERS: orders.loc[orders[ORDER_DATE] < as_of]})
         history = customer_history(past)
-        rows = table.loc[table[S.AS_OF] == as_of]
-        codes = np.searchsorted(history.ids, rows[S.CUSTOMER_ID].to_numpy())
+        rows = table.loc[table[AS_OF] == as_of]
+        codes = np.searchsorted(history.ids, rows[CUSTOMER_ID].to_numpy())
         alone = btyd_columns(history, as_of, 90, codes)
         for name in BTYD_FEATURES:
             np.testing.assert_allclose(rows[name].to_numpy(), alone[name], rtol=1e-6)

@@ -26,8 +26,19 @@ import pytest
 from _pytest.mark.structures import ParameterSet
 from typer.testing import CliRunner, Result
 
-from engine import schemas as S
 from engine.io import Tables, load_tables
+from engine.schemas import (
+    AMOUNT,
+    COMPANY_KEY,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_REP,
+    LEVEL_TEAM,
+    ORG,
+    PERIOD,
+)
 from engine.summary import default_as_of
 from features.hierarchy import UNASSIGNED, revenue_events
 from service.cli.app import app
@@ -47,13 +58,13 @@ def generated_targets(tables: Tables, as_of: pd.Timestamp) -> pd.DataFrame:
     period = pd.Period(as_of - pd.Timedelta(days=1), freq="Q")
     events = revenue_events(tables, as_of=as_of, since=as_of - pd.Timedelta(days=90))
     label = f"{period.year}Q{period.quarter}"
-    rows = [(S.LEVEL_COMPANY, S.COMPANY_KEY, max(float(events[S.AMOUNT].sum()), 1000.0))]
-    org = tables.get(S.ORG)
-    for level in (S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP):
-        sums = events.groupby(level, observed=True)[S.AMOUNT].sum()
+    rows = [(LEVEL_COMPANY, COMPANY_KEY, max(float(events[AMOUNT].sum()), 1000.0))]
+    org = tables.get(ORG)
+    for level in (LEVEL_REGION, LEVEL_TEAM, LEVEL_REP):
+        sums = events.groupby(level, observed=True)[AMOUNT].sum()
         rows += [(level, str(key), float(amount)) for key, amount in sums.items()
                  if amount > 0 and key != UNASSIGNED and (org is None or key in set(org[level]))]
-    return pd.DataFrame([{S.PERIOD: label, S.LEVEL: level, S.KEY: key, S.AMOUNT: amount * 1.1}
+    return pd.DataFrame([{PERIOD: label, LEVEL: level, KEY: key, AMOUNT: amount * 1.1}
                          for level, key, amount in rows])
 
 

@@ -10,8 +10,37 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import schemas as S
+from engine import schemas
 from engine.io import Tables, validate_tables
+from engine.schemas import (
+    ACCOUNT_MANAGER,
+    AMOUNT,
+    CHANNEL,
+    CLOSE_DATE,
+    COMPANY_KEY,
+    CREATED_AT,
+    CUSTOMER_ID,
+    DS,
+    HIERARCHY_LEVELS,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_REP,
+    LEVEL_TEAM,
+    OPPORTUNITY_ID,
+    ORDER_DATE,
+    ORDER_ID,
+    OWNER,
+    PRODUCT,
+    REGION,
+    REP,
+    SEGMENT,
+    STAGE,
+    STATUS,
+    TEAM,
+    Y,
+)
 from features.hierarchy import (
     UNASSIGNED,
     attribute_revenue,
@@ -30,39 +59,39 @@ from features.revenue import (
 T = pd.Timestamp
 
 ORG = pd.DataFrame({
-    S.REP: ["ann", "bob", "cid", "dee"],
-    S.TEAM: ["north-a", "north-a", "north-b", "south-a"],
-    S.REGION: ["north", "north", "north", "south"],
+    REP: ["ann", "bob", "cid", "dee"],
+    TEAM: ["north-a", "north-a", "north-b", "south-a"],
+    REGION: ["north", "north", "north", "south"],
 })
 CUSTOMERS = pd.DataFrame({
-    S.CUSTOMER_ID: ["c1", "c2", "c3", "c4"],
-    S.ACCOUNT_MANAGER: ["ann", "dee", None, "bob"],
-    S.REGION: ["east", "west", "west", "east"],
-    S.SEGMENT: ["smb", "enterprise", "smb", None],
+    CUSTOMER_ID: ["c1", "c2", "c3", "c4"],
+    ACCOUNT_MANAGER: ["ann", "dee", None, "bob"],
+    REGION: ["east", "west", "west", "east"],
+    SEGMENT: ["smb", "enterprise", "smb", None],
 })
 # o1: won, carried by order 4 -> revenue on the order, owner cid (not c2's manager dee).
 # o2: won, no order -> 70 on its close date 2017-02-15, owner bob.
 # o3: lost -> no revenue; o4: won with a close date after every order -> 5 on 2017-03-31.
 OPPORTUNITIES = pd.DataFrame({
-    S.OPPORTUNITY_ID: ["o1", "o2", "o3", "o4"],
-    S.OWNER: ["cid", "bob", "ann", "dee"],
-    S.CREATED_AT: ["2016-12-01", "2017-01-01", "2017-01-01", "2017-01-01"],
-    S.CLOSE_DATE: ["2017-03-01", "2017-02-15", "2017-02-20", "2017-03-31"],
-    S.STAGE: ["won", "won", "lost", "won"],
-    S.STATUS: ["won", "won", "lost", "won"],
-    S.AMOUNT: ["40", "70", "90", "5"],
-    S.CUSTOMER_ID: ["c2", "c1", "c1", "c4"],
-    S.PRODUCT: ["gadget", None, "gadget", "widget"],
+    OPPORTUNITY_ID: ["o1", "o2", "o3", "o4"],
+    OWNER: ["cid", "bob", "ann", "dee"],
+    CREATED_AT: ["2016-12-01", "2017-01-01", "2017-01-01", "2017-01-01"],
+    CLOSE_DATE: ["2017-03-01", "2017-02-15", "2017-02-20", "2017-03-31"],
+    STAGE: ["won", "won", "lost", "won"],
+    STATUS: ["won", "won", "lost", "won"],
+    AMOUNT: ["40", "70", "90", "5"],
+    CUSTOMER_ID: ["c2", "c1", "c1", "c4"],
+    PRODUCT: ["gadget", None, "gadget", "widget"],
 })
 ORDERS = pd.DataFrame({
-    S.ORDER_ID: ["1", "2", "3", "4", "5", "6"],
-    S.CUSTOMER_ID: ["c1", "c1", "c3", "c2", "c4", "c1"],
-    S.ORDER_DATE: ["2017-01-05", "2017-03-20", "2017-01-10", "2017-03-10", "2017-03-02",
+    ORDER_ID: ["1", "2", "3", "4", "5", "6"],
+    CUSTOMER_ID: ["c1", "c1", "c3", "c2", "c4", "c1"],
+    ORDER_DATE: ["2017-01-05", "2017-03-20", "2017-01-10", "2017-03-10", "2017-03-02",
                    "2017-03-15"],
-    S.AMOUNT: ["100", "10", "20", "50", "30", "-15"],
-    S.PRODUCT: ["widget", "widget", "gadget", "gadget", None, "widget"],
-    S.CHANNEL: ["web", "web", "direct", "direct", "web", "web"],
-    S.OPPORTUNITY_ID: [None, None, None, "o1", None, None],
+    AMOUNT: ["100", "10", "20", "50", "30", "-15"],
+    PRODUCT: ["widget", "widget", "gadget", "gadget", None, "widget"],
+    CHANNEL: ["web", "web", "direct", "direct", "web", "web"],
+    OPPORTUNITY_ID: [None, None, None, "o1", None, None],
 })
 
 
@@ -79,8 +108,8 @@ def tables() -> Tables:
 
 
 def series_of(series: pd.DataFrame, level: str, key: str) -> pd.Series:
-    rows = series[(series[S.LEVEL] == level) & (series[S.KEY] == key)]
-    return pd.Series(rows[S.Y].to_numpy(), index=pd.DatetimeIndex(rows[S.DS]))
+    rows = series[(series[LEVEL] == level) & (series[KEY] == key)]
+    return pd.Series(rows[Y].to_numpy(), index=pd.DatetimeIndex(rows[DS]))
 
 
 # --- period helpers ---------------------------------------------------------------------------
@@ -119,18 +148,19 @@ def test_period_ordinals_start_weeks_on_monday_and_quarters_on_the_first() -> No
 
 def test_rep_hierarchy_puts_reps_without_org_row_in_unassigned() -> None:
     customers = CUSTOMERS.copy()
-    customers[S.ACCOUNT_MANAGER] = ["ann", "dee", None, "zed"]
-    org = ORG[ORG[S.REP] != "bob"]
-    tables = Tables({S.CUSTOMERS: customers, S.OPPORTUNITIES: OPPORTUNITIES, S.ORG: org})
-    hierarchy = rep_hierarchy(tables).set_index(S.REP)
-    assert hierarchy.loc["ann", S.TEAM] == "north-a"
+    customers[ACCOUNT_MANAGER] = ["ann", "dee", None, "zed"]
+    org = ORG[ORG[REP] != "bob"]
+    tables = Tables({schemas.CUSTOMERS: customers, schemas.OPPORTUNITIES: OPPORTUNITIES,
+                     schemas.ORG: org})
+    hierarchy = rep_hierarchy(tables).set_index(REP)
+    assert hierarchy.loc["ann", TEAM] == "north-a"
     for orphan in ("bob", "zed"):  # an owner and an account manager missing from org
         assert tuple(hierarchy.loc[orphan]) == (UNASSIGNED, UNASSIGNED)
     assert len(hierarchy) == 5
 
 
 def test_attribute_revenue_follows_the_attribution_rule(tables: Tables) -> None:
-    events = attribute_revenue(tables).sort_values([S.DS, S.AMOUNT]).reset_index(drop=True)
+    events = attribute_revenue(tables).sort_values([DS, AMOUNT]).reset_index(drop=True)
     north_a, north_b = ("north-a", "north"), ("north-b", "north")
     rows = [
         ("c1", "2017-01-05", 100.0, "ann", *north_a, None),  # the account manager's
@@ -142,49 +172,49 @@ def test_attribute_revenue_follows_the_attribution_rule(tables: Tables) -> None:
         ("c1", "2017-03-20", 10.0, "ann", *north_a, None),
         ("c4", "2017-03-31", 5.0, "dee", "south-a", "south", "o4"),
     ]
-    columns = [S.CUSTOMER_ID, S.DS, S.AMOUNT, S.REP, S.TEAM, S.REGION, S.OPPORTUNITY_ID]
-    expected = pd.DataFrame(rows, columns=columns).astype({S.DS: "datetime64[ns]"})
-    got = events[columns].astype({c: object for c in (S.REP, S.TEAM, S.REGION)})
+    columns = [CUSTOMER_ID, DS, AMOUNT, REP, TEAM, REGION, OPPORTUNITY_ID]
+    expected = pd.DataFrame(rows, columns=columns).astype({DS: "datetime64[ns]"})
+    got = events[columns].astype({c: object for c in (REP, TEAM, REGION)})
     pd.testing.assert_frame_equal(got, expected)
 
 
 def value_at(events: pd.DataFrame, amount: float, column: str) -> object:
     """The ``column`` of the one event of ``amount``."""
-    return events.loc[events[S.AMOUNT] == amount, column].item()
+    return events.loc[events[AMOUNT] == amount, column].item()
 
 
 def test_attribute_revenue_carries_categorical_columns(tables: Tables) -> None:
     events = attribute_revenue(tables)
-    assert {S.PRODUCT, S.CHANNEL, S.SEGMENT} <= set(events.columns)
-    assert S.ORDER_ID not in events.columns and events.columns.is_unique
-    assert value_at(events, 50.0, S.SEGMENT) == "enterprise"  # from the customer
-    assert value_at(events, 5.0, S.PRODUCT) == "widget"  # a won deal's own product
-    assert events.loc[events[S.AMOUNT] == 70.0, S.CHANNEL].isna().all()  # deals have none
-    assert list(attribute_revenue(tables, columns=[S.SEGMENT]).columns)[-1] == S.SEGMENT
+    assert {PRODUCT, CHANNEL, SEGMENT} <= set(events.columns)
+    assert ORDER_ID not in events.columns and events.columns.is_unique
+    assert value_at(events, 50.0, SEGMENT) == "enterprise"  # from the customer
+    assert value_at(events, 5.0, PRODUCT) == "widget"  # a won deal's own product
+    assert events.loc[events[AMOUNT] == 70.0, CHANNEL].isna().all()  # deals have none
+    assert list(attribute_revenue(tables, columns=[SEGMENT]).columns)[-1] == SEGMENT
 
 
 def test_won_deal_counts_once_whether_or_not_an_order_carries_it(tables: Tables) -> None:
     events = attribute_revenue(tables)
-    assert events[S.AMOUNT].sum() == pytest.approx(100 + 10 + 20 + 50 + 30 - 15 + 70 + 5)
-    assert (events[S.OPPORTUNITY_ID] == "o1").sum() == 1  # the order, not the deal's 40
-    assert not (events[S.OPPORTUNITY_ID] == "o3").any()  # lost
+    assert events[AMOUNT].sum() == pytest.approx(100 + 10 + 20 + 50 + 30 - 15 + 70 + 5)
+    assert (events[OPPORTUNITY_ID] == "o1").sum() == 1  # the order, not the deal's 40
+    assert not (events[OPPORTUNITY_ID] == "o3").any()  # lost
 
 
 def test_won_deal_is_matched_only_against_orders_seen_before_as_of(tables: Tables) -> None:
     # On 2017-03-05 o1 is won (2017-03-01) but its order (2017-03-10) is not there yet.
-    early = attribute_revenue(tables, as_of=T("2017-03-05")).set_index(S.OPPORTUNITY_ID)
-    assert early.loc["o1", S.AMOUNT] == 40.0
-    assert early.loc["o1", S.DS] == T("2017-03-01")
-    assert early[S.DS].max() < T("2017-03-05")
-    late = attribute_revenue(tables, as_of=T("2017-03-11")).set_index(S.OPPORTUNITY_ID)
-    assert late.loc["o1", S.AMOUNT] == 50.0
+    early = attribute_revenue(tables, as_of=T("2017-03-05")).set_index(OPPORTUNITY_ID)
+    assert early.loc["o1", AMOUNT] == 40.0
+    assert early.loc["o1", DS] == T("2017-03-01")
+    assert early[DS].max() < T("2017-03-05")
+    late = attribute_revenue(tables, as_of=T("2017-03-11")).set_index(OPPORTUNITY_ID)
+    assert late.loc["o1", AMOUNT] == 50.0
 
 
 def test_crm_only_won_deals_make_revenue() -> None:
-    orders = ORDERS.iloc[:1].assign(**{S.AMOUNT: "0"})
+    orders = ORDERS.iloc[:1].assign(**{AMOUNT: "0"})
     tables = tables_of(orders=orders, opportunities=OPPORTUNITIES, org=ORG)
-    series = revenue_series(tables, "M", levels=[S.LEVEL_COMPANY])
-    assert series[S.Y].tolist() == [0.0, 70.0, 45.0]
+    series = revenue_series(tables, "M", levels=[LEVEL_COMPANY])
+    assert series[Y].tolist() == [0.0, 70.0, 45.0]
 
 
 # --- revenue series -------------------------------------------------------------------------------
@@ -193,40 +223,40 @@ def test_crm_only_won_deals_make_revenue() -> None:
 def test_monthly_series_by_hand(tables: Tables) -> None:
     series = revenue_series(tables, "M")
     months = pd.DatetimeIndex(["2017-01-01", "2017-02-01", "2017-03-01"])
-    assert series_of(series, S.LEVEL_COMPANY, S.COMPANY_KEY).to_dict() == dict(
+    assert series_of(series, LEVEL_COMPANY, COMPANY_KEY).to_dict() == dict(
         zip(months, [120.0, 70.0, 80.0], strict=True))
-    assert series_of(series, S.LEVEL_REP, "bob").to_dict() == dict(
+    assert series_of(series, LEVEL_REP, "bob").to_dict() == dict(
         zip(months[1:], [70.0, 30.0], strict=True))
-    assert series_of(series, S.LEVEL_REGION, "south").to_dict() == {months[2]: 5.0}
-    assert list(series.columns) == [S.LEVEL, S.KEY, S.DS, S.Y, PARTIAL]
-    assert series[S.LEVEL].unique().tolist() == list(S.HIERARCHY_LEVELS)
+    assert series_of(series, LEVEL_REGION, "south").to_dict() == {months[2]: 5.0}
+    assert list(series.columns) == [LEVEL, KEY, DS, Y, PARTIAL]
+    assert series[LEVEL].unique().tolist() == list(HIERARCHY_LEVELS)
 
 
 def test_series_starts_at_first_revenue_and_fills_gaps_with_zero(tables: Tables) -> None:
     series = revenue_series(tables, "W")
-    cid = series_of(series, S.LEVEL_REP, "cid")
+    cid = series_of(series, LEVEL_REP, "cid")
     assert cid.index[0] == T("2017-03-06")  # no padding back to the company's first week
-    company = series_of(series, S.LEVEL_COMPANY, S.COMPANY_KEY)
+    company = series_of(series, LEVEL_COMPANY, COMPANY_KEY)
     assert company.index[0] == T("2017-01-02") and company.index[-1] == T("2017-03-27")
     assert len(company) == 13 and (company == 0).sum() == 5  # every week present
-    dee = series_of(series, S.LEVEL_REP, "dee")
+    dee = series_of(series, LEVEL_REP, "dee")
     assert dee.tolist() == [5.0]
 
 
 @pytest.mark.parametrize("freq", ["D", "W", "M", "Q"])
 def test_levels_add_up_to_the_company(tables: Tables, freq: str) -> None:
-    series = revenue_series(tables, freq, levels=[*S.HIERARCHY_LEVELS, S.PRODUCT, S.SEGMENT])
-    totals = series.pivot_table(index=S.DS, columns=S.LEVEL, values=S.Y, aggfunc="sum")
+    series = revenue_series(tables, freq, levels=[*HIERARCHY_LEVELS, PRODUCT, SEGMENT])
+    totals = series.pivot_table(index=DS, columns=LEVEL, values=Y, aggfunc="sum")
     for level in totals.columns:
-        np.testing.assert_allclose(totals[level], totals[S.LEVEL_COMPANY], err_msg=level)
-    assert totals[S.LEVEL_COMPANY].sum() == pytest.approx(270.0)
+        np.testing.assert_allclose(totals[level], totals[LEVEL_COMPANY], err_msg=level)
+    assert totals[LEVEL_COMPANY].sum() == pytest.approx(270.0)
 
 
 def test_missing_categories_are_unassigned_and_unknown_levels_rejected(tables: Tables) -> None:
-    series = revenue_series(tables, "Q", levels=[S.PRODUCT, S.SEGMENT])
-    by_key = series.groupby([S.LEVEL, S.KEY])[S.Y].sum()
-    assert by_key[(S.PRODUCT, UNASSIGNED)] == 100.0  # the order without product + deal o2
-    assert by_key[(S.SEGMENT, UNASSIGNED)] == 35.0  # customer c4 has no segment
+    series = revenue_series(tables, "Q", levels=[PRODUCT, SEGMENT])
+    by_key = series.groupby([LEVEL, KEY])[Y].sum()
+    assert by_key[(PRODUCT, UNASSIGNED)] == 100.0  # the order without product + deal o2
+    assert by_key[(SEGMENT, UNASSIGNED)] == 35.0  # customer c4 has no segment
     with pytest.raises(ValueError, match="colour"):
         revenue_series(tables, "M", levels=["colour"])
 
@@ -239,7 +269,7 @@ def test_missing_categories_are_unassigned_and_unknown_levels_rejected(tables: T
 ])
 def test_last_period_is_marked_partial(tables: Tables, as_of: str | None, partial: bool) -> None:
     series = revenue_series(tables, "M", as_of=None if as_of is None else T(as_of))
-    last = series[S.DS] == series[S.DS].max()
+    last = series[DS] == series[DS].max()
     assert series.loc[last, PARTIAL].eq(partial).all()
     assert not series.loc[~last, PARTIAL].any()
 
@@ -247,26 +277,26 @@ def test_last_period_is_marked_partial(tables: Tables, as_of: str | None, partia
 def test_partial_without_as_of_follows_the_last_day_of_data() -> None:
     tables = tables_of(orders=ORDERS.iloc[:5], customers=CUSTOMERS, org=ORG)  # ends 2017-03-20
     series = revenue_series(tables, "M")
-    assert series.loc[series[S.DS] == T("2017-03-01"), PARTIAL].all()
+    assert series.loc[series[DS] == T("2017-03-01"), PARTIAL].all()
     weekly = revenue_series(tables, "W")  # 2017-03-20 is a Monday: its week has just begun
-    assert weekly.loc[weekly[S.DS] == T("2017-03-20"), PARTIAL].all()
+    assert weekly.loc[weekly[DS] == T("2017-03-20"), PARTIAL].all()
 
 
 def test_as_of_keeps_only_earlier_revenue(tables: Tables) -> None:
     series = revenue_series(tables, "M", as_of=T("2017-03-05"))
-    company = series_of(series, S.LEVEL_COMPANY, S.COMPANY_KEY)
+    company = series_of(series, LEVEL_COMPANY, COMPANY_KEY)
     assert company.tolist() == [120.0, 70.0, 30.0 + 40.0]  # c4's order and o1 without order yet
-    assert series_of(series, S.LEVEL_REP, "dee").empty
+    assert series_of(series, LEVEL_REP, "dee").empty
     assert revenue_series(tables, "M", as_of=T("2016-01-01")).empty
 
 
 def test_region_falls_back_to_customer_region_without_org() -> None:
     tables = tables_of(orders=ORDERS, customers=CUSTOMERS)
-    series = revenue_series(tables, "Q", levels=[S.LEVEL_REGION, S.LEVEL_TEAM])
-    regions = series[series[S.LEVEL] == S.LEVEL_REGION].set_index(S.KEY)[S.Y]
+    series = revenue_series(tables, "Q", levels=[LEVEL_REGION, LEVEL_TEAM])
+    regions = series[series[LEVEL] == LEVEL_REGION].set_index(KEY)[Y]
     assert regions.to_dict() == {"east": 125.0, "west": 70.0}
-    teams = series[series[S.LEVEL] == S.LEVEL_TEAM]
-    assert teams[S.KEY].tolist() == [UNASSIGNED]
+    teams = series[series[LEVEL] == LEVEL_TEAM]
+    assert teams[KEY].tolist() == [UNASSIGNED]
 
 
 # --- point in time ------------------------------------------------------------------------------
@@ -287,17 +317,17 @@ def test_rows_dated_on_or_after_as_of_change_nothing(as_of: date, late: list[tup
                                                      freq: str) -> None:
     cutoff = pd.Timestamp(as_of)
     extra = pd.DataFrame({
-        S.ORDER_ID: [f"late{i}" for i in range(len(late))],
-        S.CUSTOMER_ID: [c for _, c, _, _ in late],
-        S.ORDER_DATE: [cutoff + pd.Timedelta(days=d) for d, _, _, _ in late],
-        S.AMOUNT: [float(a) for _, _, a, _ in late],
-        S.OPPORTUNITY_ID: [o for _, _, _, o in late],
+        ORDER_ID: [f"late{i}" for i in range(len(late))],
+        CUSTOMER_ID: [c for _, c, _, _ in late],
+        ORDER_DATE: [cutoff + pd.Timedelta(days=d) for d, _, _, _ in late],
+        AMOUNT: [float(a) for _, _, a, _ in late],
+        OPPORTUNITY_ID: [o for _, _, _, o in late],
     })
-    orders = _BASE[S.ORDERS]
+    orders = _BASE[schemas.ORDERS]
     if late:
-        orders = pd.concat([orders, extra.astype({S.ORDER_DATE: "datetime64[ns]"})],
+        orders = pd.concat([orders, extra.astype({ORDER_DATE: "datetime64[ns]"})],
                            ignore_index=True)
-    grown = Tables({**_BASE.frames, S.ORDERS: orders})
+    grown = Tables({**_BASE.frames, schemas.ORDERS: orders})
     before = revenue_series(_BASE, freq, as_of=cutoff)
     after = revenue_series(grown, freq, as_of=cutoff)
     pd.testing.assert_frame_equal(before, after)
@@ -358,13 +388,13 @@ def test_monthly_data_seen_mid_month_has_the_next_month_open() -> None:
 @pytest.mark.parametrize("dated", ["start", "mid", "end"])
 def test_series_of_monthly_rows_keep_their_last_month(dated: str) -> None:
     dates = monthly_dates(dated, months=6)
-    orders = pd.DataFrame({S.ORDER_ID: [str(i) for i in range(6)], S.CUSTOMER_ID: "c1",
-                           S.ORDER_DATE: dates.dt.strftime("%Y-%m-%d"),
-                           S.AMOUNT: [str(10 * (i + 1)) for i in range(6)]})
+    orders = pd.DataFrame({ORDER_ID: [str(i) for i in range(6)], CUSTOMER_ID: "c1",
+                           ORDER_DATE: dates.dt.strftime("%Y-%m-%d"),
+                           AMOUNT: [str(10 * (i + 1)) for i in range(6)]})
     tables = tables_of(orders=orders, customers=CUSTOMERS.iloc[:1])
-    series = revenue_series(tables, "M", levels=[S.LEVEL_COMPANY])
-    assert series[S.DS].tolist() == list(pd.date_range("2018-01-01", periods=6, freq="MS"))
-    assert series[S.Y].tolist() == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+    series = revenue_series(tables, "M", levels=[LEVEL_COMPANY])
+    assert series[DS].tolist() == list(pd.date_range("2018-01-01", periods=6, freq="MS"))
+    assert series[Y].tolist() == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
     assert not series[PARTIAL].any()
 
 

@@ -23,7 +23,7 @@ from test_service_support import (
     settings_for,
 )
 
-from engine import schemas as S
+from engine.schemas import ACCOUNT_MANAGER, CUSTOMER_ID
 from service.http.app import create_app
 from service.http.ratelimit import TokenBucketLimiter
 from service.http.state import AppState
@@ -448,6 +448,6 @@ def test_dashboard_of_an_account_manager_shows_their_customers_only(world: World
     assert f"<td>{other}</td>" not in page
     rows = [line for line in page.splitlines() if "data-customer=" in line]
     mine = set(world.company.tables.customers.loc[
-        world.company.tables.customers[S.ACCOUNT_MANAGER] == world.company.manager,
-        S.CUSTOMER_ID])
+        world.company.tables.customers[ACCOUNT_MANAGER] == world.company.manager,
+        CUSTOMER_ID])
     assert rows and all(line.split('"')[1] in mine for line in rows)

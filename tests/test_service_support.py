@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import schemas as S
 from engine import tracking
 from engine.config import Settings
 from engine.io import Tables, load_tables, write_data_dir
+from engine.schemas import ACCOUNT_MANAGER, CUSTOMER_ID, LEVEL_COMPANY, LEVEL_REGION
 from engine.synthetic import generate
 from features.revenue import revenue_series
 from models.churn import CHURN_PROBABILITY, REASONS
@@ -69,14 +69,14 @@ class Company:
 
     def customer_of(self, manager: str) -> str:
         customers = self.tables.customers
-        return str(customers.loc[customers[S.ACCOUNT_MANAGER] == manager, S.CUSTOMER_ID].iloc[0])
+        return str(customers.loc[customers[ACCOUNT_MANAGER] == manager, CUSTOMER_ID].iloc[0])
 
 
 def make_company(root: Path) -> Company:
     """Write the small company to ``root/data`` and load it back."""
     data = write_data_dir(company_frames(), root / "data")
     tables = load_tables(str(data))
-    managers = tables.customers[S.ACCOUNT_MANAGER].value_counts().index
+    managers = tables.customers[ACCOUNT_MANAGER].value_counts().index
     return Company(data, tables, str(managers[0]), str(managers[1]))
 
 
@@ -84,7 +84,7 @@ class StubChurn:
     """Churn probability from a hash of the customer id: fixed, spread over [0, 1)."""
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        ids = frame[S.CUSTOMER_ID].astype(str)
+        ids = frame[CUSTOMER_ID].astype(str)
         p = np.array([zlib.crc32(i.encode()) % 1000 / 1000 for i in ids])
         reasons = np.where(p > 0.5, "no order for 90 days, usual cycle 12 days; spend down 40%",
                            "")
@@ -130,15 +130,15 @@ def register_stubs(tracking_uri: str, tables: Tables, kinds: tuple[str, ...] = (
     versions = {}
     if "churn" in kinds:
         versions["churn"] = _register("churn", StubChurn(),
-                                      pd.DataFrame({S.CUSTOMER_ID: ["C1", "C2"]}), "pr_auc")
+                                      pd.DataFrame({CUSTOMER_ID: ["C1", "C2"]}), "pr_auc")
     if "win" in kinds:
         versions["win"] = _register("win", StubWin(), pd.DataFrame({"stage": ["proposal"]}),
                                     "auc")
     if "forecast" in kinds:
-        series = revenue_series(tables, "M", levels=[S.LEVEL_COMPANY, S.LEVEL_REGION])
+        series = revenue_series(tables, "M", levels=[LEVEL_COMPANY, LEVEL_REGION])
         fitted = RevenueForecaster(freq="M", horizon=3, n_windows=1,
                                    candidates=("seasonal_naive",)).fit(series)
-        served = ServedForecaster(fitted, "M", [S.LEVEL_COMPANY, S.LEVEL_REGION])
+        served = ServedForecaster(fitted, "M", [LEVEL_COMPANY, LEVEL_REGION])
         versions["forecast"] = _register("forecast", served,
                                          pd.DataFrame({"horizon": [3.0]}), "skill")
     return versions

@@ -8,9 +8,49 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import schemas as S
 from engine import synthetic as syn
 from engine.io import load_tables, validate_tables, write_data_dir
+from engine.schemas import (
+    ACCOUNT_MANAGER,
+    AMOUNT,
+    CLOSE_DATE,
+    CREATED_AT,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    DUE_DATE,
+    ENTERED_AT,
+    INTERACTIONS,
+    ISSUED_AT,
+    KEY,
+    KIND,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_REP,
+    LEVEL_TEAM,
+    OCCURRED_AT,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    ORDER_DATE,
+    ORDERS,
+    ORG,
+    OWNER,
+    PAID_AT,
+    PERIOD,
+    RECEIVABLES,
+    REGION,
+    REP,
+    SEGMENT,
+    SEVERITY,
+    STAGE,
+    STAGE_HISTORY,
+    STATUS,
+    STATUS_OPEN,
+    STATUS_WON,
+    TABLES,
+    TARGETS,
+    TEAM,
+)
 
 END = pd.Timestamp(syn.DEFAULT_END)
 DAY = pd.Timedelta(days=1)
@@ -32,8 +72,8 @@ def truth(company: tuple[dict[str, pd.DataFrame], pd.DataFrame]) -> pd.DataFrame
 
 
 def _run_rate(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    orders = tables[S.ORDERS]
-    return orders[orders[S.OPPORTUNITY_ID].isna()].sort_values([S.CUSTOMER_ID, S.ORDER_DATE])
+    orders = tables[ORDERS]
+    return orders[orders[OPPORTUNITY_ID].isna()].sort_values([CUSTOMER_ID, ORDER_DATE])
 
 
 # --- contract ----------------------------------------------------------------------------------
@@ -53,15 +93,15 @@ def test_round_trips_through_a_csv_data_directory(tables: dict[str, pd.DataFrame
 
 
 def test_every_table_with_contract_and_optional_columns(tables: dict[str, pd.DataFrame]) -> None:
-    assert set(tables) == set(S.TABLES)
-    for name, spec in S.TABLES.items():
+    assert set(tables) == set(TABLES)
+    for name, spec in TABLES.items():
         missing = set(spec.columns) - set(tables[name].columns)
         assert not missing, f"{name} lacks {missing}"
         assert len(tables[name]) > 0, name
 
 
 def test_dates_are_dates_amounts_cents_ids_strings(tables: dict[str, pd.DataFrame]) -> None:
-    for name, spec in S.TABLES.items():
+    for name, spec in TABLES.items():
         frame = tables[name]
         for column in spec.columns_of_kind("date"):
             values = frame[column].dropna()
@@ -69,10 +109,10 @@ def test_dates_are_dates_amounts_cents_ids_strings(tables: dict[str, pd.DataFram
             assert (values == values.dt.normalize()).all(), (name, column)
         for column in spec.columns_of_kind("id"):
             assert frame[column].dropna().map(type).eq(str).all(), (name, column)
-        if S.AMOUNT in frame.columns:
-            cents = frame[S.AMOUNT] * 100
+        if AMOUNT in frame.columns:
+            cents = frame[AMOUNT] * 100
             assert np.allclose(cents, cents.round(), atol=1e-6), name
-    severity = tables[S.INTERACTIONS][S.SEVERITY].dropna()
+    severity = tables[INTERACTIONS][SEVERITY].dropna()
     assert severity.between(1, 4).all() and (severity == severity.round()).all()
 
 
@@ -83,8 +123,8 @@ def test_same_seed_same_company_other_seed_other_company(
     for name, frame in company[0].items():
         pd.testing.assert_frame_equal(frame, again[name], obj=name)
     pd.testing.assert_frame_equal(company[1], truth)
-    other = syn.generate("small", seed=43)[S.ORDERS]
-    assert not other[S.AMOUNT].equals(again[S.ORDERS][S.AMOUNT])
+    other = syn.generate("small", seed=43)[ORDERS]
+    assert not other[AMOUNT].equals(again[ORDERS][AMOUNT])
 
 
 def test_custom_size_and_mid_week_end() -> None:
@@ -93,8 +133,8 @@ def test_custom_size_and_mid_week_end() -> None:
     end = pd.Timestamp(2024, 6, 12)  # a Wednesday: the simulated week runs past it
     tables = syn.generate(spec, seed=5, end=end.date())
     _assert_events_not_after(tables, end)
-    assert tables[S.ORDERS][S.ORDER_DATE].min() >= pd.Timestamp(2023, 1, 1)
-    assert len(tables[S.ORG]) == 2
+    assert tables[ORDERS][ORDER_DATE].min() >= pd.Timestamp(2023, 1, 1)
+    assert len(tables[ORG]) == 2
     assert validate_tables(tables)[1] == []
     with pytest.raises(ValueError, match="unknown size"):
         syn.generate("huge")
@@ -106,14 +146,14 @@ def test_custom_size_and_mid_week_end() -> None:
 def _assert_events_not_after(tables: dict[str, pd.DataFrame], end: pd.Timestamp) -> None:
     """Only forward-looking dates pass the end: expected closes (of open deals, and as recorded
     at each stage change), invoice due dates."""
-    forward = {(S.OPPORTUNITIES, S.CLOSE_DATE), (S.OPPORTUNITIES, syn.ORIGINAL_CLOSE_DATE),
-               (S.STAGE_HISTORY, S.CLOSE_DATE), (S.RECEIVABLES, S.DUE_DATE)}
+    forward = {(OPPORTUNITIES, CLOSE_DATE), (OPPORTUNITIES, syn.ORIGINAL_CLOSE_DATE),
+               (STAGE_HISTORY, CLOSE_DATE), (RECEIVABLES, DUE_DATE)}
     for name, frame in tables.items():
         for column in frame.select_dtypes("datetime").columns:
             if (name, column) not in forward:
                 assert frame[column].max() <= end, (name, column)
-    deals = tables[S.OPPORTUNITIES]
-    assert deals.loc[deals[S.STATUS] != S.STATUS_OPEN, S.CLOSE_DATE].max() <= end
+    deals = tables[OPPORTUNITIES]
+    assert deals.loc[deals[STATUS] != STATUS_OPEN, CLOSE_DATE].max() <= end
 
 
 def test_events_dated_on_or_before_end(tables: dict[str, pd.DataFrame]) -> None:
@@ -123,27 +163,27 @@ def test_events_dated_on_or_before_end(tables: dict[str, pd.DataFrame]) -> None:
 def test_yearly_and_weekly_seasonality(tables: dict[str, pd.DataFrame]) -> None:
     """On run-rate revenue: won enterprise deals are too lumpy for a small company."""
     orders = _run_rate(tables)
-    when = orders[S.ORDER_DATE]
+    when = orders[ORDER_DATE]
     full_years = orders[when.dt.year < END.year]
-    by_quarter = full_years.groupby([when.dt.year, when.dt.quarter])[S.AMOUNT].sum().unstack()
+    by_quarter = full_years.groupby([when.dt.year, when.dt.quarter])[AMOUNT].sum().unstack()
     assert (by_quarter[4] / by_quarter[3]).mean() > 1.15
-    by_month = full_years.groupby(when.dt.month)[S.AMOUNT].sum()
+    by_month = full_years.groupby(when.dt.month)[AMOUNT].sum()
     assert by_month[[7, 8]].sum() < 0.97 * by_month[[5, 6]].sum()
-    assert (tables[S.ORDERS][S.ORDER_DATE].dt.dayofweek >= 5).mean() < 0.05
+    assert (tables[ORDERS][ORDER_DATE].dt.dayofweek >= 5).mean() < 0.05
 
 
 def test_customer_base_grows(tables: dict[str, pd.DataFrame]) -> None:
-    orders = tables[S.ORDERS]
-    active = orders.groupby(orders[S.ORDER_DATE].dt.year)[S.CUSTOMER_ID].nunique()
+    orders = tables[ORDERS]
+    active = orders.groupby(orders[ORDER_DATE].dt.year)[CUSTOMER_ID].nunique()
     assert active.is_monotonic_increasing and active.iloc[-1] > 1.05 * active.iloc[0]
-    created = tables[S.CUSTOMERS][S.CREATED_AT]
+    created = tables[CUSTOMERS][CREATED_AT]
     assert (created.dt.year == END.year).sum() > 0.05 * len(created)
 
 
 def test_revenue_grows_year_on_year() -> None:
     """Needs the demo size: in a small company a few big accounts swing the total."""
-    orders = syn.generate("medium", seed=3)[S.ORDERS]
-    yearly = orders.groupby(orders[S.ORDER_DATE].dt.year)[S.AMOUNT].sum()
+    orders = syn.generate("medium", seed=3)[ORDERS]
+    yearly = orders.groupby(orders[ORDER_DATE].dt.year)[AMOUNT].sum()
     assert yearly[END.year - 1] > 1.03 * yearly[END.year - 2]
 
 
@@ -152,7 +192,7 @@ def test_revenue_grows_year_on_year() -> None:
 
 def test_truth_covers_every_customer(tables: dict[str, pd.DataFrame], truth: pd.DataFrame
                                      ) -> None:
-    assert truth[S.CUSTOMER_ID].tolist() == tables[S.CUSTOMERS][S.CUSTOMER_ID].tolist()
+    assert truth[CUSTOMER_ID].tolist() == tables[CUSTOMERS][CUSTOMER_ID].tolist()
     churned = truth[syn.TRUTH_CHURNED]
     assert truth.loc[churned, syn.TRUTH_CHURN_DATE].notna().all()
     assert truth.loc[~churned, syn.TRUTH_CHURN_DATE].isna().all()
@@ -161,25 +201,25 @@ def test_truth_covers_every_customer(tables: dict[str, pd.DataFrame], truth: pd.
 
 def test_no_orders_or_interactions_after_churn(tables: dict[str, pd.DataFrame],
                                                truth: pd.DataFrame) -> None:
-    churn = truth.set_index(S.CUSTOMER_ID)[syn.TRUTH_CHURN_DATE]
-    for name, column in ((S.ORDERS, S.ORDER_DATE), (S.INTERACTIONS, S.OCCURRED_AT)):
+    churn = truth.set_index(CUSTOMER_ID)[syn.TRUTH_CHURN_DATE]
+    for name, column in ((ORDERS, ORDER_DATE), (INTERACTIONS, OCCURRED_AT)):
         frame = tables[name]
-        after = frame[column] >= frame[S.CUSTOMER_ID].map(churn)
+        after = frame[column] >= frame[CUSTOMER_ID].map(churn)
         assert not after.any(), name
 
 
 def test_nothing_happens_to_a_customer_before_it_exists(tables: dict[str, pd.DataFrame]
                                                         ) -> None:
-    created = tables[S.CUSTOMERS].set_index(S.CUSTOMER_ID)[S.CREATED_AT]
-    for name, column in ((S.ORDERS, S.ORDER_DATE), (S.INTERACTIONS, S.OCCURRED_AT),
-                         (S.OPPORTUNITIES, S.CREATED_AT)):
+    created = tables[CUSTOMERS].set_index(CUSTOMER_ID)[CREATED_AT]
+    for name, column in ((ORDERS, ORDER_DATE), (INTERACTIONS, OCCURRED_AT),
+                         (OPPORTUNITIES, CREATED_AT)):
         frame = tables[name]
-        assert (frame[column] >= frame[S.CUSTOMER_ID].map(created)).all(), name
+        assert (frame[column] >= frame[CUSTOMER_ID].map(created)).all(), name
 
 
 def test_annual_churn_is_plausible(tables: dict[str, pd.DataFrame], truth: pd.DataFrame
                                    ) -> None:
-    created = tables[S.CUSTOMERS][S.CREATED_AT]
+    created = tables[CUSTOMERS][CREATED_AT]
     churn = truth[syn.TRUTH_CHURN_DATE]
     rates = []
     for year in range(END.year - 2, END.year):
@@ -198,40 +238,40 @@ def test_most_but_not_all_churners_show_signals(truth: pd.DataFrame) -> None:
 
 def _reference_dates(truth: pd.DataFrame) -> pd.Series:
     """Churn date for churners, the day after the end for the others."""
-    return truth.set_index(S.CUSTOMER_ID)[syn.TRUTH_CHURN_DATE].fillna(END + DAY)
+    return truth.set_index(CUSTOMER_ID)[syn.TRUTH_CHURN_DATE].fillna(END + DAY)
 
 
 def test_churners_complain_more_before_leaving(tables: dict[str, pd.DataFrame],
                                                truth: pd.DataFrame) -> None:
     ref = _reference_dates(truth)
-    complaints = tables[S.INTERACTIONS]
-    complaints = complaints[complaints[S.KIND] == "complaint"]
-    before = complaints[S.OCCURRED_AT] >= complaints[S.CUSTOMER_ID].map(ref) - 120 * DAY
-    counts = complaints[before].groupby(S.CUSTOMER_ID).size().reindex(ref.index, fill_value=0)
-    churned = truth.set_index(S.CUSTOMER_ID)[syn.TRUTH_CHURNED]
+    complaints = tables[INTERACTIONS]
+    complaints = complaints[complaints[KIND] == "complaint"]
+    before = complaints[OCCURRED_AT] >= complaints[CUSTOMER_ID].map(ref) - 120 * DAY
+    counts = complaints[before].groupby(CUSTOMER_ID).size().reindex(ref.index, fill_value=0)
+    churned = truth.set_index(CUSTOMER_ID)[syn.TRUTH_CHURNED]
     assert counts[churned].mean() > 2.5 * counts[~churned].mean()
 
 
 def test_churners_gaps_stretch_and_spend_falls(tables: dict[str, pd.DataFrame],
                                                truth: pd.DataFrame) -> None:
     orders = _run_rate(tables)
-    orders = orders.assign(gap=orders.groupby(S.CUSTOMER_ID)[S.ORDER_DATE].diff().dt.days)
-    by_customer = orders[orders.groupby(S.CUSTOMER_ID)[S.ORDER_DATE].transform("size") >= 8]
-    grouped = by_customer.groupby(S.CUSTOMER_ID)
+    orders = orders.assign(gap=orders.groupby(CUSTOMER_ID)[ORDER_DATE].diff().dt.days)
+    by_customer = orders[orders.groupby(CUSTOMER_ID)[ORDER_DATE].transform("size") >= 8]
+    grouped = by_customer.groupby(CUSTOMER_ID)
     last_gaps = grouped["gap"].apply(lambda g: g.iloc[-2:].mean())
     stretch = last_gaps / grouped["gap"].median().clip(lower=1)
-    spend = grouped[S.AMOUNT].apply(lambda a: a.iloc[-3:].mean() / a.iloc[:-3].mean())
-    churned = truth.set_index(S.CUSTOMER_ID)[syn.TRUTH_CHURNED].reindex(stretch.index)
+    spend = grouped[AMOUNT].apply(lambda a: a.iloc[-3:].mean() / a.iloc[:-3].mean())
+    churned = truth.set_index(CUSTOMER_ID)[syn.TRUTH_CHURNED].reindex(stretch.index)
     assert stretch[churned].median() > 1.1 * stretch[~churned].median()
     assert spend[churned].median() < 0.9 * spend[~churned].median()
 
 
 def test_account_managers_work_in_the_customers_region(tables: dict[str, pd.DataFrame]) -> None:
-    customers = tables[S.CUSTOMERS]
-    region_of = tables[S.ORG].set_index(S.REP)[S.REGION]
-    assert (customers[S.ACCOUNT_MANAGER].map(region_of) == customers[S.REGION]).all()
-    assert customers[S.SEGMENT].nunique() == 3
-    assert tables[S.ORG].groupby(S.TEAM)[S.REGION].nunique().eq(1).all()
+    customers = tables[CUSTOMERS]
+    region_of = tables[ORG].set_index(REP)[REGION]
+    assert (customers[ACCOUNT_MANAGER].map(region_of) == customers[REGION]).all()
+    assert customers[SEGMENT].nunique() == 3
+    assert tables[ORG].groupby(TEAM)[REGION].nunique().eq(1).all()
 
 
 # --- opportunities -----------------------------------------------------------------------------
@@ -239,76 +279,76 @@ def test_account_managers_work_in_the_customers_region(tables: dict[str, pd.Data
 
 def test_won_deals_have_one_linked_order_on_the_close_date(tables: dict[str, pd.DataFrame]
                                                           ) -> None:
-    deals = tables[S.OPPORTUNITIES].set_index(S.OPPORTUNITY_ID)
-    linked = tables[S.ORDERS].dropna(subset=[S.OPPORTUNITY_ID]).set_index(S.OPPORTUNITY_ID)
+    deals = tables[OPPORTUNITIES].set_index(OPPORTUNITY_ID)
+    linked = tables[ORDERS].dropna(subset=[OPPORTUNITY_ID]).set_index(OPPORTUNITY_ID)
     assert linked.index.is_unique
-    won = deals[deals[S.STATUS] == S.STATUS_WON]
+    won = deals[deals[STATUS] == STATUS_WON]
     assert set(linked.index) == set(won.index)
     linked = linked.loc[won.index]
-    assert (linked[S.ORDER_DATE] == won[S.CLOSE_DATE]).all()
-    assert np.allclose(linked[S.AMOUNT], won[S.AMOUNT])
-    assert (linked[S.CUSTOMER_ID] == won[S.CUSTOMER_ID]).all()
+    assert (linked[ORDER_DATE] == won[CLOSE_DATE]).all()
+    assert np.allclose(linked[AMOUNT], won[AMOUNT])
+    assert (linked[CUSTOMER_ID] == won[CUSTOMER_ID]).all()
 
 
 def test_stage_history_walks_the_funnel(tables: dict[str, pd.DataFrame]) -> None:
-    deals = tables[S.OPPORTUNITIES].set_index(S.OPPORTUNITY_ID)
-    history = tables[S.STAGE_HISTORY]
-    first = history.groupby(S.OPPORTUNITY_ID).first()
-    last = history.groupby(S.OPPORTUNITY_ID).last()
-    assert (first[S.STAGE] == syn.STAGES[0]).all()
-    assert (first[S.ENTERED_AT] == deals.loc[first.index, S.CREATED_AT]).all()
-    assert (last[S.STAGE] == deals.loc[last.index, S.STAGE]).all()
-    closed = deals[deals[S.STATUS] != S.STATUS_OPEN]
-    assert (last.loc[closed.index, S.ENTERED_AT] == closed[S.CLOSE_DATE]).all()
-    rank = history[S.STAGE].map({s: i for i, s in enumerate(syn.STAGES)})
-    assert (rank.groupby(history[S.OPPORTUNITY_ID]).diff() < 0).any(), "no regressions"
+    deals = tables[OPPORTUNITIES].set_index(OPPORTUNITY_ID)
+    history = tables[STAGE_HISTORY]
+    first = history.groupby(OPPORTUNITY_ID).first()
+    last = history.groupby(OPPORTUNITY_ID).last()
+    assert (first[STAGE] == syn.STAGES[0]).all()
+    assert (first[ENTERED_AT] == deals.loc[first.index, CREATED_AT]).all()
+    assert (last[STAGE] == deals.loc[last.index, STAGE]).all()
+    closed = deals[deals[STATUS] != STATUS_OPEN]
+    assert (last.loc[closed.index, ENTERED_AT] == closed[CLOSE_DATE]).all()
+    rank = history[STAGE].map({s: i for i, s in enumerate(syn.STAGES)})
+    assert (rank.groupby(history[OPPORTUNITY_ID]).diff() < 0).any(), "no regressions"
 
 
 def test_stage_history_records_the_expected_close_and_its_pushes(
         tables: dict[str, pd.DataFrame]) -> None:
-    deals = tables[S.OPPORTUNITIES].set_index(S.OPPORTUNITY_ID)
-    history = tables[S.STAGE_HISTORY]
-    first = history.groupby(S.OPPORTUNITY_ID).first()
+    deals = tables[OPPORTUNITIES].set_index(OPPORTUNITY_ID)
+    history = tables[STAGE_HISTORY]
+    first = history.groupby(OPPORTUNITY_ID).first()
     planned = deals.loc[first.index, syn.ORIGINAL_CLOSE_DATE]
-    assert (first[S.CLOSE_DATE] == planned).all()  # recorded at creation: the plan
-    closing = history[history[S.STAGE] == syn.STAGES[-1]].set_index(S.OPPORTUNITY_ID)
-    assert (closing[S.CLOSE_DATE] == deals.loc[closing.index, S.CLOSE_DATE]).all()
+    assert (first[CLOSE_DATE] == planned).all()  # recorded at creation: the plan
+    closing = history[history[STAGE] == syn.STAGES[-1]].set_index(OPPORTUNITY_ID)
+    assert (closing[CLOSE_DATE] == deals.loc[closing.index, CLOSE_DATE]).all()
     # A change after the planned close pushes it to a month end ahead of that change.
-    open_rows = history[history[S.STAGE] != syn.STAGES[-1]]
-    late = open_rows[open_rows[S.ENTERED_AT] > open_rows[S.OPPORTUNITY_ID].map(
+    open_rows = history[history[STAGE] != syn.STAGES[-1]]
+    late = open_rows[open_rows[ENTERED_AT] > open_rows[OPPORTUNITY_ID].map(
         deals[syn.ORIGINAL_CLOSE_DATE])]
     assert len(late) > 0
-    pushed = late[late[S.CLOSE_DATE] > late[S.ENTERED_AT]]
+    pushed = late[late[CLOSE_DATE] > late[ENTERED_AT]]
     assert len(pushed) >= 0.8 * len(late)  # all but the stale deals nobody updates
-    assert pushed[S.CLOSE_DATE].dt.is_month_end.all()
+    assert pushed[CLOSE_DATE].dt.is_month_end.all()
 
 
 def test_win_rate_rises_with_stage_reached(tables: dict[str, pd.DataFrame]) -> None:
-    deals = tables[S.OPPORTUNITIES]
-    closed = deals[deals[S.STATUS] != S.STATUS_OPEN].set_index(S.OPPORTUNITY_ID)
-    history = tables[S.STAGE_HISTORY]
+    deals = tables[OPPORTUNITIES]
+    closed = deals[deals[STATUS] != STATUS_OPEN].set_index(OPPORTUNITY_ID)
+    history = tables[STAGE_HISTORY]
     rates = []
     for stage in syn.STAGES[:4]:
-        reached = history.loc[history[S.STAGE] == stage, S.OPPORTUNITY_ID].unique()
-        status = closed[S.STATUS].reindex(reached).dropna()
-        rates.append((status == S.STATUS_WON).mean())
+        reached = history.loc[history[STAGE] == stage, OPPORTUNITY_ID].unique()
+        status = closed[STATUS].reindex(reached).dropna()
+        rates.append((status == STATUS_WON).mean())
     assert rates == sorted(rates) and rates[-1] > rates[0] + 0.25
 
 
 def test_open_pipeline_for_this_and_next_quarter(tables: dict[str, pd.DataFrame]) -> None:
-    deals = tables[S.OPPORTUNITIES]
-    open_deals = deals[deals[S.STATUS] == S.STATUS_OPEN]
+    deals = tables[OPPORTUNITIES]
+    open_deals = deals[deals[STATUS] == STATUS_OPEN]
     assert len(open_deals) >= 10
-    assert (open_deals[S.STAGE] != syn.STAGES[-1]).all()
-    quarters = open_deals[S.CLOSE_DATE].dt.to_period("Q")
+    assert (open_deals[STAGE] != syn.STAGES[-1]).all()
+    quarters = open_deals[CLOSE_DATE].dt.to_period("Q")
     this = END.to_period("Q")
     assert (quarters == this).any() and (quarters == this + 1).any()
 
 
 def test_close_dates_slip(tables: dict[str, pd.DataFrame]) -> None:
-    deals = tables[S.OPPORTUNITIES]
-    won = deals[deals[S.STATUS] == S.STATUS_WON]
-    slip = (won[S.CLOSE_DATE] - won[syn.ORIGINAL_CLOSE_DATE]).dt.days
+    deals = tables[OPPORTUNITIES]
+    won = deals[deals[STATUS] == STATUS_WON]
+    slip = (won[CLOSE_DATE] - won[syn.ORIGINAL_CLOSE_DATE]).dt.days
     assert slip.median() > 0 and (slip < 0).any()
 
 
@@ -316,28 +356,28 @@ def test_close_dates_slip(tables: dict[str, pd.DataFrame]) -> None:
 
 
 def _targets_by(tables: dict[str, pd.DataFrame], level: str) -> pd.Series:
-    targets = tables[S.TARGETS]
-    return targets[targets[S.LEVEL] == level].set_index([S.PERIOD, S.KEY])[S.AMOUNT].sort_index()
+    targets = tables[TARGETS]
+    return targets[targets[LEVEL] == level].set_index([PERIOD, KEY])[AMOUNT].sort_index()
 
 
 def test_children_targets_sum_to_their_parent(tables: dict[str, pd.DataFrame]) -> None:
-    org = tables[S.ORG]
-    rep = _targets_by(tables, S.LEVEL_REP)
-    team_of = org.set_index(S.REP)[S.TEAM]
-    region_of = org.drop_duplicates(S.TEAM).set_index(S.TEAM)[S.REGION]
+    org = tables[ORG]
+    rep = _targets_by(tables, LEVEL_REP)
+    team_of = org.set_index(REP)[TEAM]
+    region_of = org.drop_duplicates(TEAM).set_index(TEAM)[REGION]
     periods = rep.index.get_level_values(0)
     team = rep.groupby([periods, rep.index.get_level_values(1).map(team_of)]).sum()
-    pd.testing.assert_series_equal(team, _targets_by(tables, S.LEVEL_TEAM), check_names=False)
+    pd.testing.assert_series_equal(team, _targets_by(tables, LEVEL_TEAM), check_names=False)
     region = team.groupby([team.index.get_level_values(0),
                            team.index.get_level_values(1).map(region_of)]).sum()
-    pd.testing.assert_series_equal(region, _targets_by(tables, S.LEVEL_REGION), check_names=False)
+    pd.testing.assert_series_equal(region, _targets_by(tables, LEVEL_REGION), check_names=False)
     company = region.groupby(level=0).sum()
     assert np.array_equal(company.to_numpy(),
-                          _targets_by(tables, S.LEVEL_COMPANY).droplevel(1)[company.index])
+                          _targets_by(tables, LEVEL_COMPANY).droplevel(1)[company.index])
 
 
 def test_targets_cover_every_period_and_months_add_up(tables: dict[str, pd.DataFrame]) -> None:
-    company = _targets_by(tables, S.LEVEL_COMPANY).droplevel(1)
+    company = _targets_by(tables, LEVEL_COMPANY).droplevel(1)
     for year in range(END.year - 2, END.year + 1):
         months = company[[f"{year}-{m:02d}" for m in range(1, 13)]].to_numpy()
         quarters = company[[f"{year}Q{q}" for q in range(1, 5)]].to_numpy()
@@ -349,13 +389,13 @@ def test_targets_are_ex_ante_some_easy_some_out_of_reach(tables: dict[str, pd.Da
                                                          ) -> None:
     """Rep attainment last year, revenue attributed like features/hierarchy does."""
     year = END.year - 1
-    orders = tables[S.ORDERS]
-    orders = orders[orders[S.ORDER_DATE].dt.year == year]
-    owner = tables[S.OPPORTUNITIES].set_index(S.OPPORTUNITY_ID)[S.OWNER]
-    manager = tables[S.CUSTOMERS].set_index(S.CUSTOMER_ID)[S.ACCOUNT_MANAGER]
-    rep = orders[S.OPPORTUNITY_ID].map(owner).fillna(orders[S.CUSTOMER_ID].map(manager))
-    revenue = orders.groupby(rep)[S.AMOUNT].sum()
-    target = _targets_by(tables, S.LEVEL_REP).loc[str(year)]
+    orders = tables[ORDERS]
+    orders = orders[orders[ORDER_DATE].dt.year == year]
+    owner = tables[OPPORTUNITIES].set_index(OPPORTUNITY_ID)[OWNER]
+    manager = tables[CUSTOMERS].set_index(CUSTOMER_ID)[ACCOUNT_MANAGER]
+    rep = orders[OPPORTUNITY_ID].map(owner).fillna(orders[CUSTOMER_ID].map(manager))
+    revenue = orders.groupby(rep)[AMOUNT].sum()
+    target = _targets_by(tables, LEVEL_REP).loc[str(year)]
     attainment = revenue.reindex(target.index, fill_value=0) / target
     assert attainment.min() < 0.9 and attainment.max() > 1.05
 
@@ -365,11 +405,11 @@ def test_targets_are_ex_ante_some_easy_some_out_of_reach(tables: dict[str, pd.Da
 
 def test_receivables_pay_late_or_not_at_all(tables: dict[str, pd.DataFrame], truth: pd.DataFrame
                                             ) -> None:
-    bills = tables[S.RECEIVABLES]
-    paid = bills.dropna(subset=[S.PAID_AT])
-    assert (paid[S.PAID_AT] > paid[S.ISSUED_AT]).all()
-    assert (bills[S.DUE_DATE] - bills[S.ISSUED_AT]).dt.days.isin([30, 45, 60]).all()
-    assert 0 < bills[S.PAID_AT].isna().mean() < 0.3
-    delay = (paid[S.PAID_AT] - paid[S.DUE_DATE]).dt.days
-    late = paid[S.CUSTOMER_ID].map(truth.set_index(S.CUSTOMER_ID)[syn.TRUTH_LATE_PAYER])
+    bills = tables[RECEIVABLES]
+    paid = bills.dropna(subset=[PAID_AT])
+    assert (paid[PAID_AT] > paid[ISSUED_AT]).all()
+    assert (bills[DUE_DATE] - bills[ISSUED_AT]).dt.days.isin([30, 45, 60]).all()
+    assert 0 < bills[PAID_AT].isna().mean() < 0.3
+    delay = (paid[PAID_AT] - paid[DUE_DATE]).dt.days
+    late = paid[CUSTOMER_ID].map(truth.set_index(CUSTOMER_ID)[syn.TRUTH_LATE_PAYER])
     assert delay[late].median() > delay[~late].median() + 14

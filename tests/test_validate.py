@@ -15,8 +15,18 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from engine import schemas as S
 from engine.io import BadInput, load_tables, write_data_dir, write_frame
+from engine.schemas import (
+    AMOUNT,
+    CREATED_AT,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    DS,
+    ORDER_DATE,
+    ORDERS,
+    REP,
+    SEVERITY,
+)
 from service.cli.app import app
 
 VALID: dict[str, str] = {
@@ -65,9 +75,9 @@ def run_validate(data: Path, out: Path) -> tuple[int, list[str]]:
 def test_valid_directory_loads_typed_tables(tmp_path: Path) -> None:
     tables = load_tables(write_dir(tmp_path / "d"))
     orders = tables.orders
-    assert orders[S.ORDER_DATE].dtype == "datetime64[ns]"
-    assert orders[S.AMOUNT].tolist() == [120.5, 900.0, -20.0]
-    assert tables["interactions"][S.SEVERITY].tolist()[0] == 3.0  # "high" -> 3
+    assert orders[ORDER_DATE].dtype == "datetime64[ns]"
+    assert orders[AMOUNT].tolist() == [120.5, 900.0, -20.0]
+    assert tables["interactions"][SEVERITY].tolist()[0] == 3.0  # "high" -> 3
     assert tables.derived == frozenset()
 
 
@@ -186,12 +196,12 @@ def test_orders_are_optional_when_opportunities_have_rows(orders: str, tmp_path:
     assert "revenue is the won opportunities" in result.stderr
     tables = load_tables(data)
     assert tables.orders.empty
-    assert tables.orders[S.ORDER_DATE].dtype == "datetime64[ns]"
-    assert tables.orders[S.AMOUNT].dtype == "float64"
-    assert (S.ORDERS in tables.derived) == (orders == "absent")
+    assert tables.orders[ORDER_DATE].dtype == "datetime64[ns]"
+    assert tables.orders[AMOUNT].dtype == "float64"
+    assert (ORDERS in tables.derived) == (orders == "absent")
     # Customers are still derived from the deals when their table is absent too.
     del given["customers"]
-    assert sorted(load_tables(write_dir(tmp_path / "e", given)).customers[S.CUSTOMER_ID]) == [
+    assert sorted(load_tables(write_dir(tmp_path / "e", given)).customers[CUSTOMER_ID]) == [
         "c1", "c2"]
 
 
@@ -201,8 +211,8 @@ def test_won_deals_are_the_revenue_without_orders(tmp_path: Path) -> None:
     tables = load_tables(write_dir(tmp_path / "d", {k: v for k, v in VALID.items()
                                                     if k != "orders"}))
     events = revenue_events(tables, as_of=pd.Timestamp("2023-07-01"))
-    assert events[[S.DS, S.AMOUNT, S.REP]].to_dict("records") == [
-        {S.DS: pd.Timestamp("2023-03-04"), S.AMOUNT: 900.0, S.REP: "ben"}]
+    assert events[[DS, AMOUNT, REP]].to_dict("records") == [
+        {DS: pd.Timestamp("2023-03-04"), AMOUNT: 900.0, REP: "ben"}]
 
 
 def test_empty_orders_without_deals_is_still_bad_input(tmp_path: Path) -> None:
@@ -247,7 +257,7 @@ def test_utf8_bom_is_fine(tmp_path: Path) -> None:
     data = write_dir(tmp_path / "d")
     (data / "customers.csv").write_bytes(b"\xef\xbb\xbf" + VALID["customers"].encode())
     tables = load_tables(data)
-    assert S.CUSTOMER_ID in tables.customers.columns
+    assert CUSTOMER_ID in tables.customers.columns
 
 
 def test_unknown_extension_and_two_files_for_one_table(tmp_path: Path) -> None:
@@ -271,14 +281,14 @@ def test_csv_gz_and_parquet_read_like_csv(tmp_path: Path) -> None:
     (data / "customers.csv").unlink()
     customers.to_parquet(data / "customers.parquet")
     tables = load_tables(data)
-    assert tables.orders[S.AMOUNT].sum() == pytest.approx(1000.5)
-    assert tables.customers[S.CREATED_AT].dtype == "datetime64[ns]"
+    assert tables.orders[AMOUNT].sum() == pytest.approx(1000.5)
+    assert tables.customers[CREATED_AT].dtype == "datetime64[ns]"
 
 
 def test_customers_derived_when_absent(tmp_path: Path) -> None:
     tables = load_tables(write_dir(tmp_path / "d", {"orders": VALID["orders"]}))
-    assert sorted(tables.customers[S.CUSTOMER_ID]) == ["c1", "c2"]
-    assert tables.derived == frozenset({S.CUSTOMERS})
+    assert sorted(tables.customers[CUSTOMER_ID]) == ["c1", "c2"]
+    assert tables.derived == frozenset({CUSTOMERS})
 
 
 def _sqlite(tmp_path: Path, tables: dict[str, str]) -> str:
@@ -293,7 +303,7 @@ def _sqlite(tmp_path: Path, tables: dict[str, str]) -> str:
 def test_sql_source_without_orders_loads_when_deals_exist(tmp_path: Path) -> None:
     url = _sqlite(tmp_path, {k: v for k, v in VALID.items() if k != "orders"})
     tables = load_tables(url)
-    assert tables.orders.empty and S.ORDERS in tables.derived
+    assert tables.orders.empty and ORDERS in tables.derived
     assert len(tables["opportunities"]) == 2
 
 

@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from engine import schemas as S
 from engine.config import Settings
 from engine.io import BadInput, Tables, load_tables, write_frame
+from engine.schemas import TABLES
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -91,7 +91,7 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[[s
 def read_data(source: str) -> Tables:
     """Load and validate a data source; bad input exits 2 with every problem listed."""
     try:
-        with progress("reading tables", total=len(S.TABLES)) as step:
+        with progress("reading tables", total=len(TABLES)) as step:
             return load_tables(source, on_table=step)
     except BadInput as problems:
         bad_input(problems)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Protocol
 import pandas as pd
 import typer
 
-from engine import schemas as S
 from engine.io import Tables
+from engine.schemas import LEVEL_COMPANY, LEVEL_REGION, LEVEL_REP, LEVEL_TEAM, OPPORTUNITIES
 from engine.summary import default_as_of, default_period
 from service.cli.common import (
     AsOfOpt,
@@ -201,7 +201,7 @@ def train_win_cmd(
 
     when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
-    if not tables.has(S.OPPORTUNITIES):
+    if not tables.has(OPPORTUNITIES):
         fail("the data has no opportunities table: there is no pipeline to learn from")
     use_tracking(ctx)
     _notes(funnel_notes(tables))
@@ -329,7 +329,7 @@ def _freq(freq: str) -> str:
 def _level(tables: Tables, level: str | None) -> None:
     from features.hierarchy import categorical_columns
 
-    known = {S.LEVEL_COMPANY, S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP, *categorical_columns(
+    known = {LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM, LEVEL_REP, *categorical_columns(
         tables)}
     if level is not None and level not in known:
         raise typer.BadParameter(f"unknown level {level!r}; expected one of "

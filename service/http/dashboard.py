@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from fastapi import HTTPException
 from markupsafe import Markup
 
-from engine import schemas as S
+from engine.schemas import LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM
 from service.http import operations as ops
 from service.http.auth import Permission, Principal
 from service.http.charts import feasibility_svg, risk_colour
@@ -26,7 +26,7 @@ __all__ = ["AT_RISK_ROWS", "Section", "dashboard_context", "money", "percent"]
 
 AT_RISK_ROWS = 20
 # Levels drawn in the chart; reps are many, so they are listed in the table only.
-_CHART_LEVELS = (S.LEVEL_COMPANY, S.LEVEL_REGION, S.LEVEL_TEAM)
+_CHART_LEVELS = (LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM)
 T = TypeVar("T")
 
 

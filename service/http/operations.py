@@ -20,18 +20,27 @@ import numpy as np
 import pandas as pd
 from fastapi import HTTPException, status
 
-from engine import schemas as S
 from engine.alerting.engine import OutOfOrder, evaluate, with_extra_receiver
 from engine.alerting.notify import DeliveryPolicy, deliver
 from engine.alerting.rules import ALERTNAME, RuleFile, RuleFileError, load_rules, parse_matcher
 from engine.alerting.store import FIRING, NORMAL, PENDING, RESOLVED, AlertInstance, AlreadyEvaluated
 from engine.alerting.store import Silence as StoreSilence
 from engine.io import Tables
+from engine.schemas import ACCOUNT_MANAGER, CUSTOMER_ID, DS, KEY, LEVEL, REGION, SEGMENT
 from engine.summary import default_period
 from features.hierarchy import period_bounds
 from features.metrics import ForecastFromAttainment, MetricContext, Providers
-from models import feasibility as FZ
 from models.churn import CHURN_PROBABILITY, REASON_SEPARATOR, REASONS
+from models.feasibility import (
+    MUST_HIT_QUANTILE,
+    P_ATTAIN,
+    STRETCH_QUANTILE,
+    TARGET,
+    Method,
+    Simulation,
+    fit_stage_rates,
+    recalibrate,
+)
 from service.cli.warnings import default_rules_path
 from service.http import schemas as api
 from service.http.auth import Principal, customer_owner
@@ -164,7 +173,7 @@ class FeasibilityRun:
     """One simulation of a period as of a date, with the models that went into it."""
 
     def __init__(self, period: str, as_of: pd.Timestamp, frame: pd.DataFrame,
-                 simulation: FZ.Simulation, notes: list[str], draws: int):
+                 simulation: Simulation, notes: list[str], draws: int):
         self.period = period
         self.as_of = as_of
         self.frame = frame
@@ -180,7 +189,7 @@ def _simulate(state: AppState, period: str, as_of: pd.Timestamp,
 
     def stage_rates(tables: Tables, when: pd.Timestamp) -> tuple[Any, str]:
         return state.feasibility_cache.get(
-            ("stage-rates", when), lambda: FZ.fit_stage_rates(tables, when))
+            ("stage-rates", when), lambda: fit_stage_rates(tables, when))
 
     draws = state.options.draws
     try:
@@ -213,7 +222,7 @@ def feasibility(state: AppState, period: str | None, as_of: date | None) -> api.
 
 
 def _node_row(run: FeasibilityRun, level: str, key: str) -> pd.Series | None:
-    match = run.frame[(run.frame[S.LEVEL] == level) & (run.frame[S.KEY] == key)]
+    match = run.frame[(run.frame[LEVEL] == level) & (run.frame[KEY] == key)]
     return None if match.empty else match.iloc[0]
 
 
@@ -231,14 +240,14 @@ def what_if(state: AppState, body: api.WhatIfIn) -> api.WhatIfOut:
                     f"no node {body.level}={body.key!r} in the simulation of {run.period}") from exc
     draws = run.simulation.draws[:, column]
     current = _node_row(run, body.level, body.key)
-    quantiles = (np.quantile(draws, [FZ.MUST_HIT_QUANTILE, 0.5, FZ.STRETCH_QUANTILE, 0.9])
+    quantiles = (np.quantile(draws, [MUST_HIT_QUANTILE, 0.5, STRETCH_QUANTILE, 0.9])
                  if len(draws) else np.full(4, np.nan))
     expected = float(draws.mean()) if len(draws) else float(run.simulation.closed[column])
     return api.WhatIfOut(
         period=run.period, as_of=run.as_of.date(), level=body.level, key=body.key,
         proposed_target=body.target, p_attain=_attained(draws, body.target, expected),
-        current_target=None if current is None else _number(current[FZ.TARGET]),
-        p_attain_current=None if current is None else _number(current[FZ.P_ATTAIN]),
+        current_target=None if current is None else _number(current[TARGET]),
+        p_attain_current=None if current is None else _number(current[P_ATTAIN]),
         expected=_number(expected), p10=_number(quantiles[0]), p50=_number(quantiles[1]),
         p90=_number(quantiles[3]), gap=_number(body.target - expected),
         must_hit=_number(quantiles[0]), stretch=_number(quantiles[2]),
@@ -254,11 +263,11 @@ def _attained(draws: np.ndarray, target: float, expected: float) -> float:
 
 
 def recalibration(state: AppState, period: str | None, as_of: date | None,
-                  method: FZ.Method) -> api.RecalibrationOut:
+                  method: Method) -> api.RecalibrationOut:
     """Revised targets for the rest of the period that keep every parent's total."""
     run = feasibility_run(state, period, as_of)
     try:
-        frame = FZ.recalibrate(run.frame, run.simulation, method=method)
+        frame = recalibrate(run.frame, run.simulation, method=method)
     except ValueError as exc:
         raise _fail(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     nodes = [api.RecalibrationNode(**row)
@@ -291,7 +300,7 @@ def _reasons(value: Any) -> list[str]:
 
 def _risk(row: Mapping[Any, Any]) -> api.CustomerRisk:
     return api.CustomerRisk(
-        customer_id=str(row[S.CUSTOMER_ID]), account_manager=_text(row[S.ACCOUNT_MANAGER]),
+        customer_id=str(row[CUSTOMER_ID]), account_manager=_text(row[ACCOUNT_MANAGER]),
         churn_probability=_number(row[CHURN_PROBABILITY]) or 0.0,
         revenue_at_risk=_number(row[REVENUE_AT_RISK]) or 0.0,
         expected_revenue=_number(row.get(EXPECTED_REVENUE)), reasons=_reasons(row[REASONS]))
@@ -299,9 +308,9 @@ def _risk(row: Mapping[Any, Any]) -> api.CustomerRisk:
 
 def _known_managers(state: AppState) -> set[str]:
     customers = tables_of(state).customers
-    if S.ACCOUNT_MANAGER not in customers.columns:
+    if ACCOUNT_MANAGER not in customers.columns:
         return set()
-    return {str(m) for m in customers[S.ACCOUNT_MANAGER].dropna().unique()}
+    return {str(m) for m in customers[ACCOUNT_MANAGER].dropna().unique()}
 
 
 def at_risk(state: AppState, principal: Principal, owner: str | None, min_probability: float,
@@ -314,7 +323,7 @@ def at_risk(state: AppState, principal: Principal, owner: str | None, min_probab
     scores = churn_scores(state)
     keep = scores[CHURN_PROBABILITY] >= min_probability
     if chosen is not None:
-        keep &= scores[S.ACCOUNT_MANAGER] == chosen
+        keep &= scores[ACCOUNT_MANAGER] == chosen
     selected = scores.loc[keep]
     start = (page - 1) * page_size
     rows = selected.iloc[start:start + page_size].to_dict("records")
@@ -326,9 +335,9 @@ def at_risk(state: AppState, principal: Principal, owner: str | None, min_probab
 def customer(state: AppState, principal: Principal, customer_id: str) -> api.CustomerDetail:
     """One customer's score and reasons; 404 for an unknown customer or another manager's."""
     customers = tables_of(state).customers
-    found = customers.loc[customers[S.CUSTOMER_ID].astype(str) == customer_id]
-    manager = (_text(found.iloc[0][S.ACCOUNT_MANAGER])
-               if len(found) and S.ACCOUNT_MANAGER in found.columns else None)
+    found = customers.loc[customers[CUSTOMER_ID].astype(str) == customer_id]
+    manager = (_text(found.iloc[0][ACCOUNT_MANAGER])
+               if len(found) and ACCOUNT_MANAGER in found.columns else None)
     mine = principal.scoped_to
     # Another manager's customer answers exactly as an unknown one: a key cannot probe ids.
     if found.empty or (mine is not None and manager != mine):
@@ -337,9 +346,9 @@ def customer(state: AppState, principal: Principal, customer_id: str) -> api.Cus
     row = found.iloc[0]
     detail = api.CustomerDetail(
         customer_id=customer_id, account_manager=manager,
-        region=_text(row.get(S.REGION)), segment=_text(row.get(S.SEGMENT)),
+        region=_text(row.get(REGION)), segment=_text(row.get(SEGMENT)),
         as_of=_default_as_of(state).date(), scored=False)
-    position = np.flatnonzero((scores[S.CUSTOMER_ID].astype(str) == customer_id).to_numpy())
+    position = np.flatnonzero((scores[CUSTOMER_ID].astype(str) == customer_id).to_numpy())
     if position.size == 0:
         return detail
     risk = _risk(scores.iloc[position[0]].to_dict())
@@ -380,7 +389,7 @@ def forecasts(state: AppState, level: str, horizon: int | None,
                     "--horizon to ask for it")
     steps = int(served.forecaster.horizon) if horizon is None else horizon
     frame = served.predict(steps, level)
-    points = [api.ForecastPoint(**{**r, S.DS: pd.Timestamp(r[S.DS]).date()})
+    points = [api.ForecastPoint(**{**r, DS: pd.Timestamp(r[DS]).date()})
               for r in _records(frame, api.ForecastPoint.model_fields)]
     return api.ForecastOut(level=level, freq=served.freq, horizon=steps, model_version=version,
                            points=points)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
 
-from engine import schemas as S
+from engine.schemas import PERIOD_PATTERN
 
 __all__ = [
     "AlertList",
@@ -56,7 +56,7 @@ def _iso_date_text(value: Any) -> Any:
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
-PeriodText = Annotated[str, StringConstraints(pattern=S.PERIOD_PATTERN, max_length=7)]
+PeriodText = Annotated[str, StringConstraints(pattern=PERIOD_PATTERN, max_length=7)]
 
 
 class _Out(BaseModel):

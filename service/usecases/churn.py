@@ -44,10 +44,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine import schemas as S
 from engine import tracking
 from engine.history import tables_before
 from engine.io import Tables
+from engine.schemas import ACCOUNT_MANAGER, AS_OF, CUSTOMER_ID, CUSTOMERS, ORDER_DATE
 from engine.summary import default_as_of
 from features.customer import FEATURE_DESCRIPTIONS, customer_history, features_at
 from features.labels import CHURNED, churn_codes
@@ -116,7 +116,7 @@ MAX_SNAPSHOTS = 40  # ... thinned to at most this many over a long history
 FALLBACK_HORIZON_DAYS = 90  # scoring without a champion and without --horizon-days
 REVENUE_AT_RISK = "revenue_at_risk"
 EXPECTED_REVENUE = "expected_revenue"
-SCORE_COLUMNS = (S.CUSTOMER_ID, S.ACCOUNT_MANAGER, CHURN_PROBABILITY, REVENUE_AT_RISK, REASONS)
+SCORE_COLUMNS = (CUSTOMER_ID, ACCOUNT_MANAGER, CHURN_PROBABILITY, REVENUE_AT_RISK, REASONS)
 CANDIDATES = ("lightgbm", "bg_nbd")
 BASELINES = ("recency_rule", "rfm_logistic")
 # "Chance": the PR-AUC a random ranking reaches only once in 100 on the same holdout (a model
@@ -280,7 +280,7 @@ def choose_horizon(first_day: pd.Timestamp, last_day: pd.Timestamp,
 
 
 def _first_day(tables: Tables) -> pd.Timestamp:
-    return pd.Timestamp(tables.orders[S.ORDER_DATE].min()).normalize()
+    return pd.Timestamp(tables.orders[ORDER_DATE].min()).normalize()
 
 
 def _resolve_as_of(tables: Tables, as_of: pd.Timestamp | str | None) -> pd.Timestamp:
@@ -324,7 +324,7 @@ def evaluate_models(models: dict[str, Any], holdout: pd.DataFrame) -> pd.DataFra
 def _fingerprint(holdout: pd.DataFrame, split: ChurnSplit) -> str:
     """Names the holdout: date, horizon, size and a hash of who was in it and what happened."""
     digest = hashlib.sha1(usedforsecurity=False)
-    for values in (holdout[S.CUSTOMER_ID].astype(str), holdout[CHURNED].astype(str)):
+    for values in (holdout[CUSTOMER_ID].astype(str), holdout[CHURNED].astype(str)):
         digest.update("\n".join(values).encode())
     return (f"{split.holdout.date()}/{split.horizon_days}d/{len(holdout)} customers/"
             f"{digest.hexdigest()[:12]}")
@@ -411,7 +411,7 @@ def _say(progress: Progress | None, message: str) -> None:
 
 
 def _slices(table: pd.DataFrame, split: ChurnSplit) -> tuple[pd.DataFrame, pd.DataFrame]:
-    as_of = table[S.AS_OF]
+    as_of = table[AS_OF]
     train = table.loc[as_of.isin(list(split.train))]
     holdout = table.loc[as_of == split.holdout]
     for name, frame in (("training", train), ("holdout", holdout)):
@@ -431,8 +431,8 @@ def _fit_candidates(train: pd.DataFrame, horizon_days: int, seed: int, notes: li
     y = train[CHURNED].to_numpy()
     out: dict[str, Any] = {}
     try:
-        model = ChurnModel(random_state=seed).fit(train, y, groups=train[S.CUSTOMER_ID],
-                                                  periods=train[S.AS_OF])
+        model = ChurnModel(random_state=seed).fit(train, y, groups=train[CUSTOMER_ID],
+                                                  periods=train[AS_OF])
         model.horizon_days_ = horizon_days
         out["lightgbm"] = model
         if model.linear_weight_ > 0:
@@ -709,10 +709,10 @@ def expected_revenue(features: pd.DataFrame, horizon_days: int) -> np.ndarray:
 
 def _account_managers(tables: Tables) -> pd.Series:
     """customer_id -> account manager (empty when the data names none)."""
-    customers = tables.get(S.CUSTOMERS)
-    if customers is None or S.ACCOUNT_MANAGER not in customers.columns:
+    customers = tables.get(CUSTOMERS)
+    if customers is None or ACCOUNT_MANAGER not in customers.columns:
         return pd.Series(dtype=object)
-    return customers.set_index(S.CUSTOMER_ID)[S.ACCOUNT_MANAGER]
+    return customers.set_index(CUSTOMER_ID)[ACCOUNT_MANAGER]
 
 
 def _check_owner(owner: str, known: Sequence[str]) -> None:
@@ -721,7 +721,7 @@ def _check_owner(owner: str, known: Sequence[str]) -> None:
         return
     if not known:
         raise ValueError(f"unknown owner {owner!r}: the data names no account managers "
-                         f"(customers.{S.ACCOUNT_MANAGER} is absent or empty)")
+                         f"(customers.{ACCOUNT_MANAGER} is absent or empty)")
     close = difflib.get_close_matches(owner, known, n=3, cutoff=0.6)
     hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close else
             f"known account managers: {', '.join(sorted(known)[:20])}"
@@ -754,22 +754,22 @@ def _active_features(tables: Tables, as_of: pd.Timestamp, horizon_days: int) -> 
 def _scored(tables: Tables, stamp: pd.Timestamp, features: pd.DataFrame, scored: pd.DataFrame,
             revenue_days: int, owner: str | None) -> pd.DataFrame:
     managers = _account_managers(tables)
-    manager = features[S.CUSTOMER_ID].map(managers) if len(managers) else pd.Series(
+    manager = features[CUSTOMER_ID].map(managers) if len(managers) else pd.Series(
         None, index=features.index, dtype=object)
     expected = expected_revenue(features, revenue_days)
     p = scored[CHURN_PROBABILITY].to_numpy(dtype=float)
     out = pd.DataFrame({
-        S.CUSTOMER_ID: features[S.CUSTOMER_ID].to_numpy(),
-        S.ACCOUNT_MANAGER: manager.to_numpy(),
+        CUSTOMER_ID: features[CUSTOMER_ID].to_numpy(),
+        ACCOUNT_MANAGER: manager.to_numpy(),
         CHURN_PROBABILITY: p,
         REVENUE_AT_RISK: expected * p,
         REASONS: scored[REASONS].to_numpy() if REASONS in scored else "",
-        S.AS_OF: stamp,
+        AS_OF: stamp,
         EXPECTED_REVENUE: expected,
     })
     if owner is not None:
-        out = out.loc[out[S.ACCOUNT_MANAGER] == owner]
-    return out.sort_values([REVENUE_AT_RISK, CHURN_PROBABILITY, S.CUSTOMER_ID],
+        out = out.loc[out[ACCOUNT_MANAGER] == owner]
+    return out.sort_values([REVENUE_AT_RISK, CHURN_PROBABILITY, CUSTOMER_ID],
                            ascending=[False, False, True], ignore_index=True)
 
 

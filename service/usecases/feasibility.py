@@ -17,10 +17,17 @@ from typing import Any
 
 import pandas as pd
 
-from engine import schemas as S
 from engine import tracking
 from engine.io import Tables
-from models import feasibility as FZ
+from engine.schemas import OPPORTUNITIES
+from models.feasibility import (
+    CHURN_HORIZON_DAYS,
+    Method,
+    Simulation,
+    feasibility_with_simulation,
+    fit_stage_rates,
+    recalibrate,
+)
 from service.usecases import churn as churn_pipeline
 
 __all__ = [
@@ -45,7 +52,7 @@ class FeasibilityResult:
     """
 
     frame: pd.DataFrame
-    simulation: FZ.Simulation
+    simulation: Simulation
     notes: list[str] = field(default_factory=list)
 
 
@@ -79,7 +86,7 @@ def champion_win_model(notes: list[str],
 
 
 def champion_churn_scores(tables: Tables, as_of: pd.Timestamp, notes: list[str],
-                          horizon_days: int = FZ.CHURN_HORIZON_DAYS,
+                          horizon_days: int = CHURN_HORIZON_DAYS,
                           models: Mapping[str, tracking.LoadedModel] | None = None
                           ) -> pd.DataFrame | None:
     """Churn probabilities at ``as_of`` from the champion churn model, or None with a note
@@ -102,9 +109,9 @@ def champion_churn_scores(tables: Tables, as_of: pd.Timestamp, notes: list[str],
 def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
                     draws: int = 10_000, seed: int = 42, levels: Sequence[str] | None = None,
                     all_nodes: bool = False, use_churn: bool = True,
-                    churn_horizon_days: int = FZ.CHURN_HORIZON_DAYS,
+                    churn_horizon_days: int = CHURN_HORIZON_DAYS,
                     models: Mapping[str, tracking.LoadedModel] | None = None,
-                    stage_rates: StageRates = FZ.fit_stage_rates,
+                    stage_rates: StageRates = fit_stage_rates,
                     progress: Progress | None = None) -> FeasibilityResult:
     """Attainment distribution per node with a target in ``period`` (``quotacast feasibility``).
 
@@ -138,11 +145,11 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
     churn = (champion_churn_scores(tables, as_of, notes, churn_horizon_days, models)
              if use_churn else None)
     _say(progress, f"simulating {draws:,} draws")
-    frame, simulation = FZ.feasibility_with_simulation(
+    frame, simulation = feasibility_with_simulation(
         tables, period, as_of, draws=draws, seed=seed, win_model=win_model, churn=churn,
         levels=levels, all_nodes=all_nodes)
     notes += [n for n in simulation.notes if not n.startswith("churn:") or churn is not None]
-    if not tables.has(S.OPPORTUNITIES):
+    if not tables.has(OPPORTUNITIES):
         # Notes about deals that do not exist help nobody: say once where revenue comes from.
         notes = [n for n in notes if not n.startswith(("win model", "pipeline"))]
         notes.append("pipeline: the data has no opportunities table; the outlook is revenue "
@@ -157,14 +164,14 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
 
 
 def run_recalibration(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
-                      method: FZ.Method = "even_probability", draws: int = 10_000,
+                      method: Method = "even_probability", draws: int = 10_000,
                       seed: int = 42, use_churn: bool = True, progress: Progress | None = None
                       ) -> tuple[pd.DataFrame, list[str]]:
     """Revised targets for the rest of ``period`` (``quotacast recalibrate``) and the notes."""
     result = run_feasibility(tables, period, as_of, draws=draws, seed=seed,
                              use_churn=use_churn, progress=progress)
     _say(progress, f"recalibrating targets ({method})")
-    frame = FZ.recalibrate(result.frame, result.simulation, method=method)
+    frame = recalibrate(result.frame, result.simulation, method=method)
     if frame.empty:
         return frame, [*result.notes, f"recalibration: no node has a target in {period}, so "
                        "there is nothing to recalibrate; add a targets table (period, level, "

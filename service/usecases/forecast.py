@@ -36,10 +36,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from engine import schemas as S
 from engine import tracking
 from engine.history import first_day
 from engine.io import Tables
+from engine.schemas import (
+    DS,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_REP,
+    LEVEL_TEAM,
+    ORG,
+    REGION,
+    REP,
+    TEAM,
+    Y,
+)
 from engine.summary import default_as_of
 from features.hierarchy import rep_hierarchy
 from features.revenue import PARTIAL, PERIOD_NAMES, DataEnd, revenue_series
@@ -60,8 +73,8 @@ __all__ = [
 
 KIND = "forecast"
 GATE_METRIC = "mase"
-FORECAST_COLUMNS = (S.LEVEL, S.KEY, S.DS, "yhat", "yhat_p10", "yhat_p50", "yhat_p90")
-HIERARCHY = (S.LEVEL_REGION, S.LEVEL_TEAM, S.LEVEL_REP)
+FORECAST_COLUMNS = (LEVEL, KEY, DS, "yhat", "yhat_p10", "yhat_p50", "yhat_p90")
+HIERARCHY = (LEVEL_REGION, LEVEL_TEAM, LEVEL_REP)
 HORIZONS = {"D": 28, "W": 13, "M": 6, "Q": 4}
 BASELINE = "seasonal_naive"
 Progress = Callable[[int, int], None]
@@ -81,7 +94,7 @@ class ServedForecaster:
 
     def first_period(self) -> pd.Timestamp:
         """The first period it forecasts (the one after its training history)."""
-        return pd.Timestamp(self.forecaster.forecast_[S.DS].min())
+        return pd.Timestamp(self.forecaster.forecast_[DS].min())
 
     def cannot_answer(self, freq: str | None, level: str, horizon: int | None) -> str | None:
         """Why this forecaster cannot give ``level`` at ``freq`` ``horizon`` periods ahead, in
@@ -98,16 +111,16 @@ class ServedForecaster:
     def predict(self, horizon: int | None = None, level: str | None = None) -> pd.DataFrame:
         frame = self.forecaster.predict(horizon)
         if level is not None:
-            frame = frame[frame[S.LEVEL] == level].reset_index(drop=True)
+            frame = frame[frame[LEVEL] == level].reset_index(drop=True)
         return frame
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         horizon = int(frame["horizon"].iloc[0]) if "horizon" in frame.columns else None
         out = self.predict(horizon)
         if "level" in frame.columns:
-            out = out[out[S.LEVEL].isin(set(frame["level"].dropna()))]
+            out = out[out[LEVEL].isin(set(frame["level"].dropna()))]
         out = out.reset_index(drop=True)
-        out[S.DS] = out[S.DS].dt.strftime("%Y-%m-%d")
+        out[DS] = out[DS].dt.strftime("%Y-%m-%d")
         return out
 
 
@@ -126,14 +139,14 @@ class ForecastTraining:
 
 def forecast_levels(tables: Tables, level: str | None) -> list[str]:
     """The levels to forecast: company, plus the org hierarchy or one other level."""
-    if level is None or level == S.LEVEL_COMPANY:
-        if tables.has(S.ORG) or level == S.LEVEL_COMPANY:
-            return [S.LEVEL_COMPANY, *HIERARCHY] if tables.has(S.ORG) else [S.LEVEL_COMPANY]
-        return [S.LEVEL_COMPANY]
-    if level in HIERARCHY and tables.has(S.ORG):
-        return [S.LEVEL_COMPANY, *HIERARCHY]
+    if level is None or level == LEVEL_COMPANY:
+        if tables.has(ORG) or level == LEVEL_COMPANY:
+            return [LEVEL_COMPANY, *HIERARCHY] if tables.has(ORG) else [LEVEL_COMPANY]
+        return [LEVEL_COMPANY]
+    if level in HIERARCHY and tables.has(ORG):
+        return [LEVEL_COMPANY, *HIERARCHY]
     # Without an org chart a region (say) is just the customers' region column.
-    return [S.LEVEL_COMPANY, level]
+    return [LEVEL_COMPANY, level]
 
 
 def forecast_kind(freq: str, level: str | None) -> str:
@@ -143,14 +156,14 @@ def forecast_kind(freq: str, level: str | None) -> str:
     together); another column (``product``...) has its own. Monthly company forecasts keep the
     plain ``forecast`` name the README, the demo and the service use.
     """
-    group = S.LEVEL_COMPANY if level is None or level in (S.LEVEL_COMPANY, *HIERARCHY) else level
-    return KIND if (freq, group) == ("M", S.LEVEL_COMPANY) else f"{KIND}-{freq}-{group}"
+    group = LEVEL_COMPANY if level is None or level in (LEVEL_COMPANY, *HIERARCHY) else level
+    return KIND if (freq, group) == ("M", LEVEL_COMPANY) else f"{KIND}-{freq}-{group}"
 
 
 def _hierarchy(tables: Tables, levels: Sequence[str]) -> pd.DataFrame | None:
     if not set(HIERARCHY) <= set(levels):
         return None
-    frame = rep_hierarchy(tables)[[S.REP, S.TEAM, S.REGION]]
+    frame = rep_hierarchy(tables)[[REP, TEAM, REGION]]
     return frame if len(frame) else None
 
 
@@ -195,14 +208,14 @@ def _without_short_first_period(complete: pd.DataFrame, end: DataEnd, freq: str,
     """The complete periods without a first one the data covers only in part (it would read as
     a slump), when at least three periods remain. Data that starts before the first period
     with revenue (deals created earlier) covers that period."""
-    first = complete[S.DS].min()
+    first = complete[DS].min()
     if start is not None and start <= first:
         return complete, []
-    if end.first_covered >= 1.0 or complete[S.DS].nunique() < 4:
+    if end.first_covered >= 1.0 or complete[DS].nunique() < 4:
         return complete, []
     note = (f"the first {PERIOD_NAMES[freq]}, {first.date()}, is covered only "
             f"{end.first_covered:.0%} by the data: left out of training")
-    return complete[complete[S.DS] > first], [note]
+    return complete[complete[DS] > first], [note]
 
 
 def _end_notes(complete: pd.DataFrame, partial: pd.DataFrame, end: DataEnd, freq: str
@@ -218,8 +231,8 @@ def _end_notes(complete: pd.DataFrame, partial: pd.DataFrame, end: DataEnd, freq
         notes.append(f"data complete through the {name} of {end.last_start(freq).date()}: "
                      f"forecasts start with the next {name}")
         return notes
-    company = complete[complete[S.LEVEL] == S.LEVEL_COMPANY].sort_values(S.DS)[S.Y]
-    so_far = float(partial.loc[partial[S.LEVEL] == S.LEVEL_COMPANY, S.Y].sum())
+    company = complete[complete[LEVEL] == LEVEL_COMPANY].sort_values(DS)[Y]
+    so_far = float(partial.loc[partial[LEVEL] == LEVEL_COMPANY, Y].sum())
     usual = float(company.tail(3).mean()) if len(company) else math.nan
     pace = (f"; its revenue so far, {so_far:,.0f}, is {so_far / usual:.0%} of an average of the "
             f"{min(len(company), 3)} {name}s before it" if usual > 0 else "")
@@ -257,7 +270,7 @@ def _summary(metrics: pd.DataFrame) -> dict[str, float]:
 
 def _holdout(series: pd.DataFrame, params: dict[str, Any]) -> str:
     digest = hashlib.sha1(usedforsecurity=False)
-    digest.update(pd.util.hash_pandas_object(series[[S.LEVEL, S.KEY, S.DS, S.Y]],
+    digest.update(pd.util.hash_pandas_object(series[[LEVEL, KEY, DS, Y]],
                                              index=False).to_numpy().tobytes())
     window = f"{params['freq']}/h{params['horizon']}/w{params['n_windows']}"
     return f"{window}/{digest.hexdigest()[:12]}"
@@ -301,18 +314,18 @@ def _fan_charts(model: RevenueForecaster, series: pd.DataFrame, folder: Path, to
                 ) -> list[Path]:
     """Fan charts (history, forecast, 80% band) of the company and the largest nodes."""
     forecast = model.predict()
-    size = series.groupby([S.LEVEL, S.KEY])[S.Y].sum().sort_values(ascending=False)
-    nodes = [n for n in size.index if n[0] == S.LEVEL_COMPANY]
-    nodes += [n for n in size.index if n[0] != S.LEVEL_COMPANY][: top - 1]
+    size = series.groupby([LEVEL, KEY])[Y].sum().sort_values(ascending=False)
+    nodes = [n for n in size.index if n[0] == LEVEL_COMPANY]
+    nodes += [n for n in size.index if n[0] != LEVEL_COMPANY][: top - 1]
     paths = []
     for level, key in nodes:
-        past = series[(series[S.LEVEL] == level) & (series[S.KEY] == key)]
-        ahead = forecast[(forecast[S.LEVEL] == level) & (forecast[S.KEY] == key)]
+        past = series[(series[LEVEL] == level) & (series[KEY] == key)]
+        ahead = forecast[(forecast[LEVEL] == level) & (forecast[KEY] == key)]
         fig, ax = plt.subplots(figsize=(8, 3.5))
-        ax.plot(past[S.DS], past[S.Y], color="black", lw=1.2, label="revenue")
-        ax.fill_between(ahead[S.DS], ahead["yhat_p10"], ahead["yhat_p90"], alpha=0.3,
+        ax.plot(past[DS], past[Y], color="black", lw=1.2, label="revenue")
+        ax.fill_between(ahead[DS], ahead["yhat_p10"], ahead["yhat_p90"], alpha=0.3,
                         label="P10-P90")
-        ax.plot(ahead[S.DS], ahead["yhat"], color="C0", lw=1.8, label="forecast")
+        ax.plot(ahead[DS], ahead["yhat"], color="C0", lw=1.8, label="forecast")
         ax.set_title(f"{level} {key}")
         ax.legend(loc="upper left")
         fig.tight_layout()
@@ -355,7 +368,7 @@ def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
                               **_candidates(candidates)}
     model = _fit(series, hierarchy, params, progress)
     if model.metrics_.empty:
-        periods = series[S.DS].nunique()
+        periods = series[DS].nunique()
         name = PERIOD_NAMES[freq]
         raise ValueError(
             f"too little history to backtest a forecaster at --freq {freq}: {periods} complete "
@@ -381,7 +394,7 @@ def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
         run = tracking.log_and_register(
             kind, served, input_example=pd.DataFrame({"horizon": [float(params["horizon"])]}),
             params={**params, "levels": levels, "series": int(series.groupby(
-                [S.LEVEL, S.KEY]).ngroups),
+                [LEVEL, KEY]).ngroups),
                 "data_until": str(data.end.observed_until.date())},
             metrics=metrics, gate_metric=GATE_METRIC, greater_is_better=False,
             holdout=holdout, champion_value=champion_value,
@@ -416,8 +429,8 @@ def _booked_floor(frame: pd.DataFrame, partial: pd.DataFrame, notes: list[str]
     """Forecasts of a partly observed period are never below the revenue already booked."""
     if partial.empty:
         return frame
-    booked = partial.set_index([S.LEVEL, S.KEY, S.DS])[S.Y]
-    index = pd.MultiIndex.from_frame(frame[[S.LEVEL, S.KEY, S.DS]])
+    booked = partial.set_index([LEVEL, KEY, DS])[Y]
+    index = pd.MultiIndex.from_frame(frame[[LEVEL, KEY, DS]])
     floor = booked.reindex(index).fillna(0.0).to_numpy()
     frame = frame.copy()
     cols = [YHAT, YHAT_P10, YHAT_P50, YHAT_P90]
@@ -430,8 +443,8 @@ def _booked_floor(frame: pd.DataFrame, partial: pd.DataFrame, notes: list[str]
 
 
 def _only(frame: pd.DataFrame, level: str | None) -> pd.DataFrame:
-    wanted = level or S.LEVEL_COMPANY
-    return frame[frame[S.LEVEL] == wanted].reset_index(drop=True)[list(FORECAST_COLUMNS)]
+    wanted = level or LEVEL_COMPANY
+    return frame[frame[LEVEL] == wanted].reset_index(drop=True)[list(FORECAST_COLUMNS)]
 
 
 def forecast_champion(tables: Tables, freq: str, horizon: int, level: str | None = None,
@@ -447,7 +460,7 @@ def forecast_champion(tables: Tables, freq: str, horizon: int, level: str | None
     kind = forecast_kind(freq, level)
     champion = tracking.load_champion(kind)
     served: ServedForecaster = champion.estimator
-    problem = served.cannot_answer(freq, level or S.LEVEL_COMPANY, horizon)
+    problem = served.cannot_answer(freq, level or LEVEL_COMPANY, horizon)
     retrain = f"`quotacast train forecast --freq {freq}{_level_flag(level)}`"
     if problem is not None:
         raise ValueError(f"{problem}: use --fit, or {retrain} with that --horizon")

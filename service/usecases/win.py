@@ -25,17 +25,43 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine import schemas as S
 from engine import tracking
 from engine.io import Tables
+from engine.schemas import (
+    AS_OF,
+    CLOSE_DATE,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    STAGE_HISTORY,
+    STATUS,
+    STATUS_OPEN,
+    STATUS_WON,
+)
 from engine.summary import default_as_of
 from features.funnel import funnel_notes
-from models import win as W
 from models.classification import (
     classification_metrics,
     plot_calibration,
     plot_feature_importance,
     reliability_table,
+)
+from models.win import (
+    CATEGORICAL_FEATURES,
+    DAYS_LEFT_EDGES,
+    FLAT_WIN_RATE,
+    LABEL,
+    NUMERIC_FEATURES,
+    ORIGINAL_CLOSE_DATE,
+    PERIOD_END,
+    WIN_PROBABILITY,
+    StageRateWinModel,
+    TimeSplit,
+    WinModel,
+    deal_snapshots,
+    holdout_metrics,
+    labelled_rows,
+    sized_split,
+    snapshot_dates,
 )
 
 __all__ = [
@@ -77,9 +103,9 @@ class WinTraining:
     metrics: dict[str, float]
     comparison: pd.DataFrame
     notes: list[str]
-    model: W.WinModel
+    model: WinModel
     champion_value: float | None = None
-    split: W.TimeSplit | None = field(default=None, repr=False)
+    split: TimeSplit | None = field(default=None, repr=False)
 
 
 def _say(progress: Progress | None, message: str) -> None:
@@ -88,7 +114,7 @@ def _say(progress: Progress | None, message: str) -> None:
 
 
 def _resolve_as_of(tables: Tables, as_of: pd.Timestamp | str | None) -> pd.Timestamp:
-    opps = tables.get(S.OPPORTUNITIES)
+    opps = tables.get(OPPORTUNITIES)
     if opps is None or opps.empty:
         raise ValueError("no opportunities table: there is no pipeline to learn wins from")
     if as_of is not None:
@@ -96,8 +122,8 @@ def _resolve_as_of(tables: Tables, as_of: pd.Timestamp | str | None) -> pd.Times
     return default_as_of(tables)
 
 
-def fit_win_model(rows: pd.DataFrame, seed: int = 42, split: W.TimeSplit | None = None
-                  ) -> tuple[W.WinModel, W.TimeSplit, pd.DataFrame]:
+def fit_win_model(rows: pd.DataFrame, seed: int = 42, split: TimeSplit | None = None
+                  ) -> tuple[WinModel, TimeSplit, pd.DataFrame]:
     """Split rows by time, fit the model and the baseline, compare them on the holdout.
 
     Args:
@@ -111,26 +137,26 @@ def fit_win_model(rows: pd.DataFrame, seed: int = 42, split: W.TimeSplit | None 
     Raises:
         ValueError: too few rows, or no won / not-won rows to learn from.
     """
-    if len(rows) < MIN_ROWS or rows[W.LABEL].nunique() < 2:
+    if len(rows) < MIN_ROWS or rows[LABEL].nunique() < 2:
         raise ValueError(f"too little closed history to train the win model: {len(rows)} "
                          f"labelled deal snapshots (at least {MIN_ROWS}, won and not won); "
                          "feasibility uses historical stage win rates until more deals close")
-    split = split or W.sized_split(rows)[0]
-    model = W.WinModel(seed=seed).fit(split.train, split.calibrate)
-    baseline = W.StageRateWinModel().fit(pd.concat([split.train, split.calibrate]))
+    split = split or sized_split(rows)[0]
+    model = WinModel(seed=seed).fit(split.train, split.calibrate)
+    baseline = StageRateWinModel().fit(pd.concat([split.train, split.calibrate]))
     comparison = pd.DataFrame.from_dict(
-        {"win_model": W.holdout_metrics(model, split.holdout),
-         BASELINE: W.holdout_metrics(baseline, split.holdout)}, orient="index")
+        {"win_model": holdout_metrics(model, split.holdout),
+         BASELINE: holdout_metrics(baseline, split.holdout)}, orient="index")
     return model, split, comparison.rename_axis("model")
 
 
 def _fingerprint(holdout: pd.DataFrame) -> str:
     """Names the holdout: first snapshot, size and a hash of which deals and outcomes."""
     digest = hashlib.sha1(usedforsecurity=False)
-    for values in (holdout[S.OPPORTUNITY_ID].astype(str), holdout[S.AS_OF].astype(str),
-                   holdout[W.PERIOD_END].astype(str), holdout[W.LABEL].astype(str)):
+    for values in (holdout[OPPORTUNITY_ID].astype(str), holdout[AS_OF].astype(str),
+                   holdout[PERIOD_END].astype(str), holdout[LABEL].astype(str)):
         digest.update("\n".join(values).encode())
-    first = pd.Timestamp(holdout[S.AS_OF].min()).date() if len(holdout) else "none"
+    first = pd.Timestamp(holdout[AS_OF].min()).date() if len(holdout) else "none"
     return f"{first}/{len(holdout)} deal-periods/{digest.hexdigest()[:12]}"
 
 
@@ -142,21 +168,21 @@ def _champion_value(holdout: pd.DataFrame, notes: list[str]) -> float | None:
         notes.append("no champion yet: the first promotion needs no comparison")
         return None
     try:
-        p = champion.estimator.predict_frame(holdout)[W.WIN_PROBABILITY].to_numpy(dtype=float)
+        p = champion.estimator.predict_frame(holdout)[WIN_PROBABILITY].to_numpy(dtype=float)
     except (KeyError, ValueError, AttributeError) as exc:
         notes.append(f"champion v{champion.version} could not score this holdout ({exc}); "
                      "promotion will need --force")
         return None
-    value = classification_metrics(holdout[W.LABEL].to_numpy(), p)[GATE_METRIC]
+    value = classification_metrics(holdout[LABEL].to_numpy(), p)[GATE_METRIC]
     notes.append(f"champion v{champion.version}: {GATE_METRIC} {value:.4f} on the same holdout")
     return float(value)
 
 
 def serving_example(rows: pd.DataFrame, n: int = 5) -> pd.DataFrame:
     """A few input rows as the served model receives them (features, no label or dates)."""
-    columns = [c for c in (*W.NUMERIC_FEATURES, *W.CATEGORICAL_FEATURES) if c in rows.columns]
+    columns = [c for c in (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES) if c in rows.columns]
     example = rows[columns].head(n).copy()
-    for column in W.CATEGORICAL_FEATURES:
+    for column in CATEGORICAL_FEATURES:
         if column in example.columns:
             values = example[column].astype(object)
             example[column] = values.where(values.notna(), np.nan)
@@ -173,10 +199,10 @@ def _metrics(comparison: pd.DataFrame, champion: float | None) -> dict[str, floa
     return metrics
 
 
-def _artifacts(model: W.WinModel, holdout: pd.DataFrame, comparison: pd.DataFrame, tmp: Path
+def _artifacts(model: WinModel, holdout: pd.DataFrame, comparison: pd.DataFrame, tmp: Path
                ) -> dict[str, Path | pd.DataFrame | dict[str, Any]]:
-    p = model.predict_frame(holdout)[W.WIN_PROBABILITY].to_numpy()
-    reliability = reliability_table(holdout[W.LABEL].to_numpy(), p)
+    p = model.predict_frame(holdout)[WIN_PROBABILITY].to_numpy()
+    reliability = reliability_table(holdout[LABEL].to_numpy(), p)
     return {
         "calibration.png": plot_calibration(reliability, tmp / "calibration.png",
                                             "Win in period: calibration on the holdout"),
@@ -184,38 +210,38 @@ def _artifacts(model: W.WinModel, holdout: pd.DataFrame, comparison: pd.DataFram
                                                           tmp / "feature_importance.png"),
         "reliability.csv": reliability,
         "comparison.csv": comparison.reset_index(),
-        "conversion.json": {"days_left_edges": list(W.DAYS_LEFT_EDGES),
+        "conversion.json": {"days_left_edges": list(DAYS_LEFT_EDGES),
                             "conversion": [float(x) for x in model.conversion_]},
     }
 
 
-def _data_notes(tables: Tables, rows: pd.DataFrame, split: W.TimeSplit) -> list[str]:
+def _data_notes(tables: Tables, rows: pd.DataFrame, split: TimeSplit) -> list[str]:
     notes = list(funnel_notes(tables))
-    if not tables.has(S.STAGE_HISTORY):
+    if not tables.has(STAGE_HISTORY):
         notes.append("without stage_history the model cannot see a past deal's stage: it "
                      "learns from age, amount, owner and segment win rates and period timing "
                      "only (an honest fallback, weaker than with stage history)")
-    opps = tables[S.OPPORTUNITIES]
-    history = tables.get(S.STAGE_HISTORY)
-    recorded = history is not None and S.CLOSE_DATE in history.columns
-    if W.ORIGINAL_CLOSE_DATE in opps.columns and not recorded:
-        notes.append(f"expected close dates at past dates fall back to {W.ORIGINAL_CLOSE_DATE} "
+    opps = tables[OPPORTUNITIES]
+    history = tables.get(STAGE_HISTORY)
+    recorded = history is not None and CLOSE_DATE in history.columns
+    if ORIGINAL_CLOSE_DATE in opps.columns and not recorded:
+        notes.append(f"expected close dates at past dates fall back to {ORIGINAL_CLOSE_DATE} "
                      "(the expectation recorded at creation)")
-    notes.append(f"{len(rows):,} deal-period rows, {rows[W.LABEL].mean():.1%} won in period; "
+    notes.append(f"{len(rows):,} deal-period rows, {rows[LABEL].mean():.1%} won in period; "
                  f"{split.describe()}")
     return notes + list(split.notes)
 
 
 def _check_closed(opps: pd.DataFrame, cutoff: pd.Timestamp) -> None:
     """Raise a plain ValueError when no deal was won, or none lost, before ``cutoff``."""
-    closed = opps[(opps[S.STATUS] != S.STATUS_OPEN) & (opps[S.CLOSE_DATE] < cutoff)]
-    won = int((closed[S.STATUS] == S.STATUS_WON).sum())
+    closed = opps[(opps[STATUS] != STATUS_OPEN) & (opps[CLOSE_DATE] < cutoff)]
+    won = int((closed[STATUS] == STATUS_WON).sum())
     if won == 0 or won == len(closed):
         raise ValueError(
             f"{len(closed):,} deals closed before {cutoff.date()} ({won:,} won): the win model "
             "needs won and lost deals to learn from; until then feasibility counts open deals "
             "at historical stage win rates (a flat "
-            f"{W.FLAT_WIN_RATE:.0%} while nothing has closed)")
+            f"{FLAT_WIN_RATE:.0%} while nothing has closed)")
 
 
 def train_win(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed: int = 42,
@@ -238,11 +264,11 @@ def train_win(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed: 
         ValueError: no opportunities, or too little closed history.
     """
     cutoff = _resolve_as_of(tables, as_of)
-    _check_closed(tables[S.OPPORTUNITIES], cutoff)
-    dates = W.snapshot_dates(tables, cutoff, every_days=snapshot_days)
+    _check_closed(tables[OPPORTUNITIES], cutoff)
+    dates = snapshot_dates(tables, cutoff, every_days=snapshot_days)
     _say(progress, f"reconstructing the pipeline at {len(dates)} past dates")
-    snapshots = W.deal_snapshots(tables, dates)
-    rows, split, _ = W.labelled_rows(snapshots, tables[S.OPPORTUNITIES], cutoff)
+    snapshots = deal_snapshots(tables, dates)
+    rows, split, _ = labelled_rows(snapshots, tables[OPPORTUNITIES], cutoff)
     _say(progress, f"training LightGBM on {len(rows):,} deal-period rows")
     model, split, comparison = fit_win_model(rows, seed, split)
     notes = _data_notes(tables, rows, split)

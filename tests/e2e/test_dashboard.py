@@ -35,8 +35,8 @@ from test_service_support import (
     settings_for,
 )
 
-from engine import schemas as S
 from engine import tracking
+from engine.schemas import ACCOUNT_MANAGER, CUSTOMER_ID
 from service.http.app import create_app
 from service.http.state import AppState
 from service.usecases.churn import train_churn
@@ -172,8 +172,8 @@ def test_account_manager_sees_only_their_customers(site: Site, browser_context: 
     heading = page.locator("#at-risk h2").inner_text()
     assert heading == "My customers at risk"
     customers = site.company.tables.customers
-    mine = set(customers.loc[customers[S.ACCOUNT_MANAGER] == site.company.manager,
-                             S.CUSTOMER_ID])
+    mine = set(customers.loc[customers[ACCOUNT_MANAGER] == site.company.manager,
+                             CUSTOMER_ID])
     shown = page.locator("#at-risk-table tbody tr").evaluate_all(
         "rows => rows.map(r => r.dataset.customer)")
     assert shown and set(shown) <= mine

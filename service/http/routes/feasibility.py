@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from engine import schemas as S
+from engine.schemas import PERIOD_PATTERN
 from service.http import operations as ops
 from service.http.deps import PlanningUser, StateDep
 from service.http.routes import errors
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1", tags=["feasibility"],
                    responses=errors(400, 401, 403, 429, 503))
 
 Period = Annotated[str | None, Query(
-    pattern=S.PERIOD_PATTERN, max_length=7,
+    pattern=PERIOD_PATTERN, max_length=7,
     description="`2017`, `2017Q3` or `2017-08`; default: the quarter holding as_of.")]
 AsOf = Annotated[IsoDate | None, Query(
     description="Only rows dated before it are used; default: the last date in the data.")]

@@ -56,8 +56,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.io import Tables, load_tables  # noqa: E402
+from engine.periods import default_as_of  # noqa: E402
 from engine.schemas import AMOUNT, CUSTOMER_ID, ORDER_DATE  # noqa: E402
-from engine.summary import default_as_of  # noqa: E402
 from features.labels import CHURNED  # noqa: E402
 from models.classification import classification_metrics  # noqa: E402
 from service.usecases import churn as pipeline  # noqa: E402

@@ -190,7 +190,7 @@ def plan(dates: dict[str, str], levels: list[str]) -> list[Step]:
 
 def sweep_dates(tables: object) -> dict[str, str]:
     """``mid``: a month before the default as-of; ``since``: three weeks after ``mid``."""
-    from engine.summary import default_as_of
+    from engine.periods import default_as_of
 
     end = default_as_of(tables)  # type: ignore[arg-type]
     mid = end - pd.Timedelta(days=30)
@@ -234,7 +234,7 @@ def generated_targets(tables: object, as_of: pd.Timestamp) -> pd.DataFrame:
 def with_targets(source: Path, target_dir: Path) -> tuple[Path | None, str]:
     """A copy of ``source`` with generated targets; (None, why) when it cannot be made."""
     from engine.io import BadInput, load_tables
-    from engine.summary import default_as_of
+    from engine.periods import default_as_of
 
     try:
         tables = load_tables(str(source))

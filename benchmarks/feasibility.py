@@ -137,7 +137,7 @@ def straightforward_pandas(inputs: CellInputs, targets: pd.DataFrame, draws: int
 def whole_company(size: str, draws: int) -> None:
     """Time each stage of a feasibility run on the generated company of ``size``."""
     from engine.io import validate_tables
-    from engine.summary import data_end
+    from engine.periods import data_end
     from engine.synthetic import generate
 
     t0 = time.perf_counter()

@@ -52,6 +52,7 @@ from scipy.stats import norm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.io import Tables, validate_tables
+from engine.periods import period_bounds
 from engine.schemas import (
     AMOUNT,
     CLOSE_DATE,
@@ -67,7 +68,7 @@ from engine.schemas import (
     STATUS_OPEN,
     TARGETS,
 )
-from features.hierarchy import attribute_revenue, period_bounds
+from features.hierarchy import attribute_revenue
 from models.classification import MIN_BIN_CASES, plot_calibration, reliability_table
 from models.feasibility import Simulation, feasibility_with_simulation
 from models.win import (

@@ -77,8 +77,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine import tracking  # noqa: E402
-from engine.history import cut_history, first_day, tables_before  # noqa: E402
+from engine.history import cut_history, tables_before  # noqa: E402
 from engine.io import Tables, load_tables, validate_tables  # noqa: E402
+from engine.periods import (  # noqa: E402
+    default_as_of,
+    first_day,
+    period_bounds,
+)
 from engine.schemas import (  # noqa: E402
     AMOUNT,
     COMPANY_KEY,
@@ -95,8 +100,6 @@ from engine.schemas import (  # noqa: E402
     TARGETS,
     Y,
 )
-from engine.summary import default_as_of  # noqa: E402
-from features.hierarchy import period_bounds  # noqa: E402
 
 __all__ = [
     "LENGTHS",

@@ -54,6 +54,7 @@ from engine.alerting.engine import EvaluationReport, evaluate
 from engine.alerting.rules import RuleFile, load_rules
 from engine.alerting.store import FIRING, AlertStore
 from engine.io import Tables, load_tables, write_data_dir
+from engine.periods import data_end, period_bounds
 from engine.schemas import (
     AMOUNT,
     COMPANY_KEY,
@@ -73,8 +74,7 @@ from engine.schemas import (
     TARGETS,
     TEAM,
 )
-from engine.summary import data_end
-from features.hierarchy import attribute_revenue, period_bounds
+from features.hierarchy import attribute_revenue
 from features.metrics import ForecastFromAttainment, MetricContext, Providers
 from models.feasibility import feasibility
 

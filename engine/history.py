@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from engine.io import Tables
+from engine.periods import first_day
 from engine.schemas import (
     AMOUNT,
     CLOSE_DATE,
@@ -38,13 +39,6 @@ _DATED = {ORDERS: ORDER_DATE, INTERACTIONS: OCCURRED_AT, RECEIVABLES: ISSUED_AT,
           OPPORTUNITIES: CREATED_AT, STAGE_HISTORY: ENTERED_AT}
 
 
-def first_day(tables: Tables) -> pd.Timestamp:
-    """The first day with an order or a created deal."""
-    starts = [tables.orders[ORDER_DATE].min()]
-    opps = tables.get(OPPORTUNITIES)
-    if opps is not None and not opps.empty:
-        starts.append(opps[CREATED_AT].min())
-    return pd.Timestamp(min(s for s in starts if pd.notna(s))).normalize()
 
 
 def _reopened(opps: pd.DataFrame, history: pd.DataFrame | None,

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from engine.io import Tables
+from engine.periods import period_bounds
 from engine.schemas import (
     AMOUNT,
     AS_OF,
@@ -68,7 +69,6 @@ from features.hierarchy import (
     UNASSIGNED,
     customer_column,
     opportunity_nodes,
-    period_bounds,
     rep_hierarchy,
     revenue_events,
 )

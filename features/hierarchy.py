@@ -17,7 +17,6 @@ own ``region`` column is not used.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -40,7 +39,6 @@ from engine.schemas import (
     ORDERS,
     ORG,
     OWNER,
-    PERIOD_PATTERN,
     REGION,
     REP,
     STATUS,
@@ -56,7 +54,6 @@ __all__ = [
     "customer_column",
     "customer_nodes",
     "opportunity_nodes",
-    "period_bounds",
     "rep_hierarchy",
     "revenue_events",
 ]
@@ -72,19 +69,6 @@ _NOT_CATEGORICAL = frozenset(
 )
 
 
-def period_bounds(period: str) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """Start and exclusive end of a period written ``2017``, ``2017Q3`` or ``2017-08``."""
-    text = str(period).strip()
-    if re.fullmatch(PERIOD_PATTERN, text) is None:
-        raise ValueError(f"period must look like 2017, 2017Q3 or 2017-08, got {period!r}")
-    year = int(text[:4])
-    if "Q" in text:
-        start, months = pd.Timestamp(year, 3 * int(text[5]) - 2, 1), 3
-    elif "-" in text:
-        start, months = pd.Timestamp(year, int(text[5:7]), 1), 1
-    else:
-        start, months = pd.Timestamp(year, 1, 1), 12
-    return start, start + pd.DateOffset(months=months)
 
 
 def rep_hierarchy(tables: Tables) -> pd.DataFrame:

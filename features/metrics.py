@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from engine.io import Tables
+from engine.periods import period_bounds
 from engine.schemas import (
     AMOUNT,
     CLOSE_DATE,
@@ -56,7 +57,7 @@ from engine.schemas import (
     TEAM,
 )
 from features.customer import KIND_COMPLAINT
-from features.hierarchy import customer_nodes, opportunity_nodes, period_bounds, rep_hierarchy
+from features.hierarchy import customer_nodes, opportunity_nodes, rep_hierarchy
 
 __all__ = [
     "EXPLANATION",

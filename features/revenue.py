@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 
 from engine.io import Tables
+from engine.periods import PERIOD_NAMES
 from engine.schemas import AMOUNT, COMPANY_KEY, DS, HIERARCHY_LEVELS, KEY, LEVEL, LEVEL_COMPANY, Y
 from features.hierarchy import UNASSIGNED, categorical_columns, revenue_events
 
 __all__ = [
     "FREQS",
     "PARTIAL",
-    "PERIOD_NAMES",
     "DataEnd",
     "data_end_of",
     "data_granularity",
@@ -78,7 +78,6 @@ def period_starts(ordinals: np.ndarray, freq: str) -> np.ndarray:
 
 
 _ORDER = {"D": 0, "W": 1, "M": 2, "Q": 3}
-PERIOD_NAMES = {"D": "day", "W": "week", "M": "month", "Q": "quarter"}
 # Share of dates that must sit at the same place of their period (and alone in it) for the
 # data to count as one row per period: a stray correction row does not change the verdict.
 _CONSISTENT = 0.95

@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import sparse
 
 from engine.io import Tables
+from engine.periods import period_bounds
 from engine.schemas import (
     AMOUNT,
     AS_OF,
@@ -72,7 +73,6 @@ from features.hierarchy import (
     customer_column,
     customer_nodes,
     opportunity_nodes,
-    period_bounds,
     rep_hierarchy,
 )
 from models.churn import CHURN_PROBABILITY

@@ -37,6 +37,7 @@ from lightgbm import LGBMClassifier, early_stopping
 from sklearn.linear_model import LogisticRegression
 
 from engine.io import Tables
+from engine.periods import period_bounds, period_of
 from engine.schemas import (
     AMOUNT,
     AS_OF,
@@ -60,7 +61,6 @@ from features.funnel import (
     FEATURES,
     opportunity_features,
 )
-from features.hierarchy import period_bounds
 from models.classification import classification_metrics
 
 __all__ = [
@@ -83,7 +83,6 @@ __all__ = [
     "holdout_metrics",
     "labelled_rows",
     "period_features",
-    "period_of",
     "sized_split",
     "snapshot_dates",
     "time_split",
@@ -148,14 +147,6 @@ _EPS = 1e-6
 # --- periods -------------------------------------------------------------------------------------
 
 
-def period_of(date: pd.Timestamp, freq: str, ahead: int = 0) -> str:
-    """The period label (``2017``, ``2017Q3``, ``2017-08``) holding ``date``, ``ahead`` later."""
-    stamp = pd.Period(pd.Timestamp(date), freq={"Y": "Y", "Q": "Q", "M": "M"}[freq]) + ahead
-    return (
-        str(stamp.year)
-        if freq == "Y"
-        else (f"{stamp.year}Q{stamp.quarter}" if freq == "Q" else f"{stamp.year}-{stamp.month:02d}")
-    )
 
 
 def period_features(deals: pd.DataFrame, start: Any, end: Any, as_of: Any) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import pytest
 from engine import schemas, tracking
 from engine.history import export_at
 from engine.io import Tables, load_tables, validate_tables
+from engine.periods import default_as_of, period_of
 from engine.schemas import (
     ACCOUNT_MANAGER,
     AMOUNT,
@@ -46,7 +47,6 @@ from engine.schemas import (
     TARGETS,
     TEAM,
 )
-from engine.summary import default_as_of
 from models.feasibility import (
     DEFAULT_COMMON_SIGMA,
     DEFAULT_REP_SIGMA,
@@ -70,7 +70,7 @@ from models.feasibility import (
     simulate,
     simulate_deals,
 )
-from models.win import LABEL, PERIOD_END, WIN_PROBABILITY, period_of, period_spread
+from models.win import LABEL, PERIOD_END, WIN_PROBABILITY, period_spread
 from service.usecases.feasibility import run_feasibility, run_recalibration
 
 PERIOD = "2024Q3"

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 from conftest import REAL_FIXTURES
 
-from engine.history import cut_history, export_at, first_day
+from engine.history import cut_history, export_at
 from engine.io import load_tables, write_data_dir
+from engine.periods import first_day
 from engine.schemas import (
     AMOUNT,
     CLOSE_DATE,

@@ -27,6 +27,7 @@ from _pytest.mark.structures import ParameterSet
 from typer.testing import CliRunner, Result
 
 from engine.io import Tables, load_tables
+from engine.periods import default_as_of
 from engine.schemas import (
     AMOUNT,
     COMPANY_KEY,
@@ -39,7 +40,6 @@ from engine.schemas import (
     ORG,
     PERIOD,
 )
-from engine.summary import default_as_of
 from features.hierarchy import UNASSIGNED, revenue_events
 from service.cli.app import app
 

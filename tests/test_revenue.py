@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from engine import schemas
 from engine.io import Tables, validate_tables
+from engine.periods import period_bounds
 from engine.schemas import (
     ACCOUNT_MANAGER,
     AMOUNT,
@@ -41,12 +42,7 @@ from engine.schemas import (
     TEAM,
     Y,
 )
-from features.hierarchy import (
-    UNASSIGNED,
-    attribute_revenue,
-    period_bounds,
-    rep_hierarchy,
-)
+from features.hierarchy import UNASSIGNED, attribute_revenue, rep_hierarchy
 from features.revenue import (
     PARTIAL,
     data_end_of,

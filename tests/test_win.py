@@ -11,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 from engine import schemas, tracking
 from engine.io import Tables, load_tables, validate_tables
+from engine.periods import default_as_of
 from engine.schemas import (
     AMOUNT,
     CLOSE_DATE,
@@ -21,7 +22,6 @@ from engine.schemas import (
     STATUS_LOST,
     STATUS_WON,
 )
-from engine.summary import default_as_of
 from engine.synthetic import generate
 from features.funnel import F_AMOUNT_VS_OWNER, F_STAGE
 from models.win import (

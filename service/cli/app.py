@@ -14,7 +14,8 @@ import typer
 
 from engine.config import get_settings
 from engine.io import BadInput, validate_tables, write_data_dir
-from engine.summary import data_end, default_as_of, table_summary
+from engine.periods import data_end, default_as_of
+from engine.summary import table_summary
 from service.cli.common import (
     EXIT_BAD_INPUT,
     AsOfOpt,

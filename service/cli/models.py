@@ -8,8 +8,8 @@ import pandas as pd
 import typer
 
 from engine.io import Tables
+from engine.periods import default_as_of, default_period
 from engine.schemas import LEVEL_COMPANY, LEVEL_REGION, LEVEL_REP, LEVEL_TEAM, OPPORTUNITIES
-from engine.summary import default_as_of, default_period
 from service.cli.common import (
     AsOfOpt,
     DataOpt,
@@ -231,7 +231,7 @@ ChurnOpt = Annotated[
 
 
 def _period(period: str | None, when: pd.Timestamp) -> str:
-    from features.hierarchy import period_bounds
+    from engine.periods import period_bounds
 
     chosen = period if period is not None else default_period(when)
     try:

@@ -49,7 +49,7 @@ from engine.alerting.store import (
     AlreadyEvaluated,
     Silence,
 )
-from engine.summary import default_as_of
+from engine.periods import default_as_of
 from features.metrics import MetricContext, catalogue, default_providers
 from service.cli.common import (
     EXIT_BAD_INPUT,

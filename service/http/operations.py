@@ -26,9 +26,8 @@ from engine.alerting.rules import ALERTNAME, RuleFile, RuleFileError, load_rules
 from engine.alerting.store import FIRING, NORMAL, PENDING, RESOLVED, AlertInstance, AlreadyEvaluated
 from engine.alerting.store import Silence as StoreSilence
 from engine.io import Tables
+from engine.periods import default_period, period_bounds
 from engine.schemas import ACCOUNT_MANAGER, CUSTOMER_ID, DS, KEY, LEVEL, REGION, SEGMENT
-from engine.summary import default_period
-from features.hierarchy import period_bounds
 from features.metrics import ForecastFromAttainment, MetricContext, Providers
 from models.churn import CHURN_PROBABILITY, REASON_SEPARATOR, REASONS
 from models.feasibility import (

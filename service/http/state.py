@@ -21,9 +21,8 @@ import pandas as pd
 from engine import tracking
 from engine.alerting.store import AlertStore
 from engine.config import Settings
-from engine.history import first_day
 from engine.io import BadInput, Tables, load_tables
-from engine.summary import data_end
+from engine.periods import data_end, first_day
 from service.http.config import ServiceSettings
 from service.http.keys import KeyStore
 from service.http.metrics import RequestMetrics

@@ -47,8 +47,8 @@ import pandas as pd
 from engine import tracking
 from engine.history import tables_before
 from engine.io import Tables
+from engine.periods import default_as_of
 from engine.schemas import ACCOUNT_MANAGER, AS_OF, CUSTOMER_ID, CUSTOMERS, ORDER_DATE
-from engine.summary import default_as_of
 from features.customer import FEATURE_DESCRIPTIONS, customer_history, features_at
 from features.labels import CHURNED, churn_codes
 from features.table import training_table

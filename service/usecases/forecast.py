@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 
 from engine import tracking
-from engine.history import first_day
 from engine.io import Tables
+from engine.periods import PERIOD_NAMES, default_as_of, first_day
 from engine.schemas import (
     DS,
     KEY,
@@ -53,9 +53,8 @@ from engine.schemas import (
     TEAM,
     Y,
 )
-from engine.summary import default_as_of
 from features.hierarchy import rep_hierarchy
-from features.revenue import PARTIAL, PERIOD_NAMES, DataEnd, revenue_series
+from features.revenue import PARTIAL, DataEnd, revenue_series
 from models.forecast import COMBINED, RECONCILED, RevenueForecaster, sane_intervals
 from models.metrics import YHAT, YHAT_P10, YHAT_P50, YHAT_P90
 

@@ -27,6 +27,7 @@ import pandas as pd
 
 from engine import tracking
 from engine.io import Tables
+from engine.periods import default_as_of
 from engine.schemas import (
     AS_OF,
     CLOSE_DATE,
@@ -37,7 +38,6 @@ from engine.schemas import (
     STATUS_OPEN,
     STATUS_WON,
 )
-from engine.summary import default_as_of
 from features.funnel import funnel_notes
 from models.classification import (
     classification_metrics,

@@ -3,7 +3,7 @@
 Validation happens here, at the edge, and loudly: :func:`load_tables` collects every problem of
 every table (files, encodings, columns, cells, references between tables) and raises one
 :class:`BadInput` carrying all of them, each naming table, line, column and value
-(CONTRACTS.md section 2). Inside quotacast the frames are trusted.
+(README, "When the data is wrong"). Inside quotacast the frames are trusted.
 
 Line numbers count the header as line 1, so the first data row of a CSV file is line 2. For a
 SQL source the row's primary key stands in for the line (its 1-based row number when the table

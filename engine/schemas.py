@@ -1,9 +1,9 @@
 """The one vocabulary of quotacast: table names, column names and the table schemas.
 
 Every other module takes column names from here instead of retyping strings. The schemas
-follow CONTRACTS.md section 1; each table is described once as a :class:`TableSpec` (what the
-loader needs to parse raw text) and turned into a pandera ``DataFrameSchema`` (what the
-validator checks on the parsed frame).
+follow the data contract (README, "Your data"); each table is described once as a
+:class:`TableSpec` (what the loader needs to parse raw text) and turned into a pandera
+``DataFrameSchema`` (what the validator checks on the parsed frame).
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ class ColumnSpec:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One table of the data directory (CONTRACTS.md section 1)."""
+    """One table of the data directory (README, "Your data")."""
 
     name: str
     required: bool

@@ -1210,7 +1210,7 @@ def generate_with_truth(size: str | SizeSpec = "small", seed: int = 42, end: dat
         end: last date of the data.
 
     Returns:
-        The tables by name (CONTRACTS.md section 1) and the truth, never written to a data
+        The tables by name (README, "Your data") and the truth, never written to a data
         directory: one row per customer with ``churned``, ``churn_date``, the main ``cause``,
         ``signals_before_churn``, the start of a decline, incidents, the own cycle, whether a
         late payer, and the churn-logit contributions (at churn, or at the end for the others).

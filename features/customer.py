@@ -89,7 +89,8 @@ TREND_DAYS = 90  # spend in the last TREND_DAYS against the TREND_DAYS before
 BREADTH_DAYS = 365  # window of distinct products and of the returns share
 SEVERITY_DAYS = 90
 PIPELINE_DAYS = 180  # window of recently won and lost deals
-# Interaction kinds with their own features; schemas.py names no kinds (CONTRACTS.md: "e.g.").
+# Interaction kinds with their own features; schemas.py names no kinds (the data contract only
+# gives examples).
 KIND_COMPLAINT = "complaint"
 KIND_TICKET = "ticket"
 

@@ -1,6 +1,6 @@
 """Who owns what: reps, teams and regions, and the revenue events attributed to them.
 
-The hierarchy is company > region > team > rep (CONTRACTS.md section 1, table ``org``).
+The hierarchy is company > region > team > rep (table ``org``).
 Attribution rule, used by every room that splits money by node:
 
 - an order linked to an opportunity belongs to the opportunity's ``owner``;

@@ -1,6 +1,6 @@
 """Revenue as long series ``level, key, ds, y`` for every node of the hierarchy.
 
-Revenue is what targets measure (CONTRACTS.md section 1): the sum of ``orders.amount`` by
+Revenue is what targets measure (README, "Your data"): the sum of ``orders.amount`` by
 ``order_date`` plus won opportunities that no order carries, on their ``close_date``, attributed
 to nodes by :func:`features.hierarchy.attribute_revenue`. Every level is a partition of the same
 events, so company = sum of regions = sum of teams = sum of reps for every ``ds``.

@@ -66,7 +66,7 @@ __all__ = [
     "reason_family",
 ]
 
-# Output columns (CONTRACTS.md, `score churn`); schemas.py has no names for them yet.
+# Output columns (`score churn`, README); schemas.py has no names for them yet.
 CHURN_PROBABILITY = "churn_probability"
 REASONS = "reasons"
 REASON_SEPARATOR = "; "

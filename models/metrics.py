@@ -42,7 +42,7 @@ __all__ = [
     "wape",
 ]
 
-# Columns of forecast and backtest frames (CONTRACTS.md `forecast` output and ARCHITECTURE.md
+# Columns of forecast and backtest frames (the `forecast` output, README, and
 # backtests); engine/schemas.py does not name them yet, so they are named once here.
 YHAT = "yhat"
 YHAT_P10 = "yhat_p10"

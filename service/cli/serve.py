@@ -97,7 +97,7 @@ def _one_blas_thread() -> None:
     """Numerical work per request runs with one BLAS thread.
 
     With several request threads on two cores, BLAS threads fight the server's threads: a
-    numpy-heavy endpoint ran 4.7x faster with OPENBLAS_NUM_THREADS=1 (ARCHITECTURE.md). The
+    numpy-heavy endpoint ran 4.7x faster with OPENBLAS_NUM_THREADS=1 (measured on 2 cores). The
     variable only acts before numpy is loaded, and the CLI has loaded it already, so the limit
     is also applied to the loaded BLAS through threadpoolctl; the variable still reaches any
     child process.

@@ -26,7 +26,6 @@ from engine.alerting.rules import ALERTNAME, RuleFile, RuleFileError, load_rules
 from engine.alerting.store import FIRING, NORMAL, PENDING, RESOLVED, AlertInstance, AlreadyEvaluated
 from engine.alerting.store import Silence as StoreSilence
 from engine.io import Tables
-from engine.periods import default_period, period_bounds
 from engine.schemas import ACCOUNT_MANAGER, CUSTOMER_ID, DS, KEY, LEVEL, REGION, SEGMENT
 from features.metrics import ForecastFromAttainment, MetricContext, Providers
 from models.churn import CHURN_PROBABILITY, REASON_SEPARATOR, REASONS
@@ -44,9 +43,11 @@ from service.cli.warnings import default_rules_path
 from service.http import schemas as api
 from service.http.auth import Principal, customer_owner
 from service.http.state import MODEL_KINDS, AppState, load_models, probe_registry
+from service.usecases import request
 from service.usecases.churn import EXPECTED_REVENUE, REVENUE_AT_RISK, score_churn
 from service.usecases.feasibility import run_feasibility
 from service.usecases.forecast import ServedForecaster
+from service.usecases.request import DataSpan, RequestError
 
 __all__ = [
     "ACTIVE_STATES",
@@ -73,8 +74,6 @@ __all__ = [
 ACTIVE_STATES = (PENDING, FIRING, RESOLVED)
 _STATE_ORDER = {FIRING: 0, PENDING: 1, RESOLVED: 2, NORMAL: 3}
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
-# How far past the data's last date an as_of may be: "as of today" on an export a few weeks old.
-_AS_OF_SLACK = pd.Timedelta(days=31)
 _evaluation_lock = threading.Lock()
 
 
@@ -124,45 +123,35 @@ def tables_of(state: AppState) -> Tables:
     return state.data.tables
 
 
+def _span(state: AppState) -> DataSpan:
+    """The days the loaded data covers (503 when none is loaded)."""
+    tables_of(state)
+    assert state.data.start is not None and state.data.end is not None  # set with the tables
+    return DataSpan(start=state.data.start, end=state.data.end)
+
+
 def _default_as_of(state: AppState) -> pd.Timestamp:
     """The day after the loaded data's last date, so every row counts (503 when none)."""
-    tables_of(state)
-    assert state.data.end is not None  # set whenever tables are
-    return state.data.end + pd.Timedelta(days=1)
+    return _span(state).default_as_of
 
 
 def resolve_as_of(state: AppState, as_of: date | None) -> pd.Timestamp:
     """``as_of`` as a timestamp (default: the day after the data's last date); 400 when outside.
 
-    Accepted: after the first order and at most a month past the last date, which keeps every
-    simulation inside the history it learns from.
+    The rules are :func:`service.usecases.request.resolve_as_of`'s.
     """
-    tables_of(state)
-    start, end = state.data.start, state.data.end
-    assert start is not None and end is not None  # set whenever tables are
-    if as_of is None:
-        return _default_as_of(state)
-    stamp = pd.Timestamp(as_of)
-    if not start < stamp <= end + _AS_OF_SLACK:
-        raise _fail(status.HTTP_400_BAD_REQUEST,
-                    f"as_of {as_of} is outside the data: expected a date after {start.date()} "
-                    f"and at most {_AS_OF_SLACK.days} days after {end.date()}")
-    return stamp
+    span = _span(state)
+    try:
+        return request.resolve_as_of(as_of, span)
+    except RequestError as exc:
+        raise _fail(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
 
 
 def _resolve_period(state: AppState, period: str | None, as_of: pd.Timestamp) -> str:
-    if period is None:
-        return default_period(as_of)
     try:
-        period_bounds(period)
-    except ValueError as exc:
+        return request.resolve_period(period, as_of, _span(state))
+    except RequestError as exc:
         raise _fail(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-    first, last = state.data.start, state.data.end
-    assert first is not None and last is not None
-    if not first.year - 1 <= int(period[:4]) <= last.year + 1:
-        raise _fail(status.HTTP_400_BAD_REQUEST,
-                    f"period {period} is too far from the data ({first.year}..{last.year})")
-    return period
 
 
 # --- feasibility -------------------------------------------------------------------------------

@@ -1,0 +1,158 @@
+"""One request resolver: the as-of date, the period and the level of a request, with the same
+rules for the CLI and the HTTP service.
+
+The base rules live in :mod:`engine.periods` (period bounds, the data's first and last day, the
+default as-of and period); this module applies them to what a caller sent and refuses what
+cannot be answered with one exception, :class:`RequestError`, naming the parameter. The HTTP
+layer answers it with 400, the CLI with a usage error (exit 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+
+from engine.io import Tables
+from engine.periods import data_end, default_period, first_day, period_bounds
+from engine.schemas import HIERARCHY_LEVELS
+from features.hierarchy import categorical_columns
+
+__all__ = [
+    "AS_OF_SLACK",
+    "DataSpan",
+    "RequestError",
+    "known_levels",
+    "parse_as_of",
+    "resolve_as_of",
+    "resolve_level",
+    "resolve_period",
+]
+
+# How far past the data's last date an as_of may be: "as of today" on an export a few weeks old.
+AS_OF_SLACK = pd.Timedelta(days=31)
+
+
+class RequestError(ValueError):
+    """A request parameter that cannot be answered (HTTP 400, CLI exit 2).
+
+    Attributes:
+        parameter: the parameter's name as the service spells it (``as_of``, ``period``,
+            ``level``); the CLI shows it as ``--as-of``.
+    """
+
+    def __init__(self, parameter: str, message: str):
+        super().__init__(message)
+        self.parameter = parameter
+
+    @property
+    def option(self) -> str:
+        """The parameter as a CLI option (``--as-of``)."""
+        return "--" + self.parameter.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class DataSpan:
+    """The days the data covers.
+
+    Attributes:
+        start: the first day with an order or a created deal.
+        end: the last day holding a dated row.
+    """
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+
+    @classmethod
+    def of(cls, tables: Tables) -> DataSpan:
+        """The span of ``tables``."""
+        return cls(start=first_day(tables), end=data_end(tables))
+
+    @property
+    def default_as_of(self) -> pd.Timestamp:
+        """The day after the last dated row, so every row counts."""
+        return self.end + pd.Timedelta(days=1)
+
+
+def parse_as_of(value: str | date | pd.Timestamp | None) -> pd.Timestamp | None:
+    """An as-of as a timestamp at midnight (None stays None); an ISO date when given as text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return pd.Timestamp(date.fromisoformat(value))
+        except ValueError as exc:
+            raise RequestError(
+                "as_of", f"expected an ISO date like 2017-08-31, got {value!r}") from exc
+    return pd.Timestamp(value).normalize()
+
+
+def resolve_as_of(as_of: str | date | pd.Timestamp | None, span: DataSpan, *,
+                  bounded: bool = True) -> pd.Timestamp:
+    """The as-of of a request: the one given, else the day after the data's last date.
+
+    Args:
+        as_of: what the caller sent (an ISO date as text, a date or a timestamp), or None.
+        span: the days the data covers.
+        bounded: refuse an as_of not after the data's first day or more than
+            :data:`AS_OF_SLACK` past its last day, which keeps every simulation inside the
+            history it learns from.
+
+    Raises:
+        RequestError: ``as_of`` is not a date, or (``bounded``) outside the data.
+    """
+    stamp = parse_as_of(as_of)
+    if stamp is None:
+        return span.default_as_of
+    if bounded and not span.start < stamp <= span.end + AS_OF_SLACK:
+        raise RequestError(
+            "as_of", f"as_of {stamp.date()} is outside the data: expected a date after "
+            f"{span.start.date()} and at most {AS_OF_SLACK.days} days after {span.end.date()}")
+    return stamp
+
+
+def resolve_period(period: str | None, as_of: pd.Timestamp, span: DataSpan | None = None) -> str:
+    """The period of a request: the one given, else the quarter holding the day before as_of.
+
+    Args:
+        period: ``2017``, ``2017Q3`` or ``2017-08``, or None.
+        as_of: the resolved as-of (the default period depends on it).
+        span: when given, a period more than a year away from the data is refused.
+
+    Raises:
+        RequestError: ``period`` is malformed, or (``span``) too far from the data.
+    """
+    if period is None:
+        return default_period(as_of)
+    try:
+        period_bounds(period)
+    except ValueError as exc:
+        raise RequestError("period", str(exc)) from exc
+    if span is not None and not span.start.year - 1 <= int(period[:4]) <= span.end.year + 1:
+        raise RequestError("period", f"period {period} is too far from the data "
+                                     f"({span.start.year}..{span.end.year})")
+    return period
+
+
+def known_levels(tables: Tables) -> set[str]:
+    """The levels a request may name: the hierarchy's and every categorical column's."""
+    return {*HIERARCHY_LEVELS, *categorical_columns(tables)}
+
+
+def resolve_level(level: str | None, tables: Tables | Iterable[str]) -> str | None:
+    """The level of a request, checked against the data (None, the company, stays None).
+
+    Args:
+        level: ``company``, ``region``, ``team``, ``rep`` or a categorical column, or None.
+        tables: the data, or the known levels themselves.
+
+    Raises:
+        RequestError: an unknown level.
+    """
+    known = known_levels(tables) if isinstance(tables, Tables) else set(tables)
+    if level is not None and level not in known:
+        raise RequestError("level", f"unknown level {level!r}; expected one of "
+                                    f"{', '.join(sorted(known))}")
+    return level

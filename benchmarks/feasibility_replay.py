@@ -62,23 +62,18 @@ from engine.schemas import (
     KEY,
     LEVEL,
     LEVEL_COMPANY,
+    LIST_PRICE,
     OPPORTUNITIES,
     PERIOD,
     STATUS,
     STATUS_OPEN,
     TARGETS,
 )
+from features.deals import deal_snapshot_dates, deal_snapshots, win_training_rows
 from features.hierarchy import attribute_revenue
 from models.classification import MIN_BIN_CASES, plot_calibration, reliability_table
 from models.feasibility import Simulation, feasibility_with_simulation
-from models.win import (
-    AMOUNT_AT_CREATION,
-    StageRateWinModel,
-    deal_snapshots,
-    labelled_rows,
-    snapshot_dates,
-    win_training_rows,
-)
+from models.win import StageRateWinModel, labelled_rows
 from service.usecases.win import fit_win_model
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -159,10 +154,10 @@ def known_at(tables: Tables, as_of: pd.Timestamp) -> Tables:
     then is its list price. Without the list price column the tables are returned unchanged.
     """
     opps = tables[OPPORTUNITIES]
-    if AMOUNT_AT_CREATION not in opps.columns:
+    if LIST_PRICE not in opps.columns:
         return tables
     open_then = (opps[STATUS] == STATUS_OPEN) | (opps[CLOSE_DATE] >= as_of)
-    amount = opps[AMOUNT].where(~open_then, opps[AMOUNT_AT_CREATION])
+    amount = opps[AMOUNT].where(~open_then, opps[LIST_PRICE])
     frames = dict(tables.frames) | {OPPORTUNITIES: opps.assign(**{AMOUNT: amount})}
     return Tables(frames, tables.source, tables.derived)
 
@@ -206,7 +201,7 @@ def replay(name: str, tables: Tables, draws: int, seed: int) -> pd.DataFrame:
     quarters = known_quarters(tables)
     last = attribute_revenue(tables, columns=[])[DS].max() + pd.Timedelta(days=1)
     t0 = time.time()
-    snapshots = deal_snapshots(tables, snapshot_dates(tables, last))
+    snapshots = deal_snapshots(tables, deal_snapshot_dates(tables, last))
     print(f"[{name}] {len(quarters)} quarters, deal snapshots in {time.time() - t0:.0f} s",
           file=sys.stderr)
     rows: list[pd.DataFrame] = []

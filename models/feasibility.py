@@ -67,6 +67,14 @@ from engine.schemas import (
     TARGETS,
     TEAM,
 )
+from features.deals import (
+    LABEL,
+    deal_inputs,
+    deal_snapshot_dates,
+    deal_snapshots,
+    period_features,
+    win_training_rows,
+)
 from features.hierarchy import (
     UNASSIGNED,
     attribute_revenue,
@@ -76,17 +84,7 @@ from features.hierarchy import (
     rep_hierarchy,
 )
 from models.churn import CHURN_PROBABILITY
-from models.win import (
-    FLAT_WIN_RATE,
-    LABEL,
-    WIN_PROBABILITY,
-    StageRateWinModel,
-    deal_inputs,
-    deal_snapshots,
-    period_features,
-    snapshot_dates,
-    win_training_rows,
-)
+from models.win import FLAT_WIN_RATE, WIN_PROBABILITY, StageRateWinModel
 
 __all__ = [
     "EXTRA_COLUMNS",
@@ -1287,7 +1285,7 @@ def fit_stage_rates(tables: Tables, as_of: pd.Timestamp, every_days: int = 28
     Without won and lost deals before ``as_of`` there is nothing to learn rates from: every
     open deal gets :data:`models.win.FLAT_WIN_RATE` (and the note says so).
     """
-    dates = snapshot_dates(tables, as_of, every_days=every_days)
+    dates = deal_snapshot_dates(tables, as_of, every_days=every_days)
     rows = (win_training_rows(deal_snapshots(tables, dates), tables[OPPORTUNITIES], as_of)
             if dates and _won_and_lost(tables, as_of) else pd.DataFrame())
     if rows.empty or LABEL not in rows.columns:

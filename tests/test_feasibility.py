@@ -47,6 +47,7 @@ from engine.schemas import (
     TARGETS,
     TEAM,
 )
+from features.deals import LABEL, PERIOD_END
 from models.feasibility import (
     DEFAULT_COMMON_SIGMA,
     DEFAULT_REP_SIGMA,
@@ -70,7 +71,7 @@ from models.feasibility import (
     simulate,
     simulate_deals,
 )
-from models.win import LABEL, PERIOD_END, WIN_PROBABILITY, period_spread
+from models.win import WIN_PROBABILITY, period_spread
 from service.usecases.feasibility import run_feasibility, run_recalibration
 
 PERIOD = "2024Q3"

@@ -23,29 +23,31 @@ from engine.schemas import (
     STATUS_WON,
 )
 from engine.synthetic import generate
-from features.funnel import F_AMOUNT_VS_OWNER, F_STAGE
-from models.win import (
+from features.deals import (
     LABEL,
     LOG_AMOUNT,
-    MIN_SLICE_ROWS,
     P_CLOSE_KNOWN,
     P_CLOSE_TO_END,
     P_DAYS_LEFT,
     P_DAYS_TO_START,
     PERIOD_END,
+    deal_inputs,
+    deal_snapshot_dates,
+    deal_snapshots,
+    period_features,
+    win_labels,
+    win_training_rows,
+)
+from features.funnel import F_AMOUNT_VS_OWNER, F_STAGE
+from models.win import (
+    MIN_SLICE_ROWS,
     UNSTOPPED_ROUNDS,
     WIN_PROBABILITY,
     StageRateWinModel,
     WinModel,
-    deal_inputs,
-    deal_snapshots,
     labelled_rows,
-    period_features,
     sized_split,
-    snapshot_dates,
     time_split,
-    win_labels,
-    win_training_rows,
 )
 from service.usecases import win as win_pipeline
 from service.usecases.feasibility import run_feasibility
@@ -62,7 +64,7 @@ def tables() -> Tables:
 
 @pytest.fixture(scope="module")
 def snapshots(tables: Tables) -> pd.DataFrame:
-    return deal_snapshots(tables, snapshot_dates(tables, AS_OF, every_days=21))
+    return deal_snapshots(tables, deal_snapshot_dates(tables, AS_OF, every_days=21))
 
 
 def test_won_but_slipped_counts_zero() -> None:
@@ -270,7 +272,7 @@ def test_win_model_on_three_and_nine_months_of_a_real_pipeline(real_data, months
         with pytest.raises(ValueError, match="0 deals closed before 2017-01-20"):
             win_pipeline.train_win(tables)
         return
-    snapshots = deal_snapshots(tables, snapshot_dates(tables, cutoff))
+    snapshots = deal_snapshots(tables, deal_snapshot_dates(tables, cutoff))
     rows, split, notes = labelled_rows(snapshots, tables[OPPORTUNITIES], cutoff)
     # Calendar periods suffice for three slices at nine months: no rolling windows.
     assert split.slices == 3 and notes == [] and split.holdout[LABEL].sum() >= 100

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine import tracking
 from engine.io import Tables
-from engine.periods import default_as_of
 from engine.schemas import (
     AS_OF,
     CLOSE_DATE,
@@ -38,48 +35,51 @@ from engine.schemas import (
     STATUS_OPEN,
     STATUS_WON,
 )
+from features.deals import (
+    CATEGORICAL_FEATURES,
+    LABEL,
+    NUMERIC_FEATURES,
+    ORIGINAL_CLOSE_DATE,
+    PERIOD_END,
+    deal_snapshot_dates,
+    deal_snapshots,
+)
 from features.funnel import funnel_notes
+from models.base import WIN
 from models.classification import (
-    classification_metrics,
     plot_calibration,
     plot_feature_importance,
     reliability_table,
 )
 from models.win import (
-    CATEGORICAL_FEATURES,
     DAYS_LEFT_EDGES,
     FLAT_WIN_RATE,
-    LABEL,
-    NUMERIC_FEATURES,
-    ORIGINAL_CLOSE_DATE,
-    PERIOD_END,
     WIN_PROBABILITY,
     StageRateWinModel,
     TimeSplit,
     WinModel,
-    deal_snapshots,
     holdout_metrics,
     labelled_rows,
     sized_split,
-    snapshot_dates,
+)
+from service.usecases.train import (
+    Progress,
+    beats_baseline,
+    champion_value,
+    classifier_score,
+    register,
+    say,
+    training_as_of,
 )
 
 __all__ = [
-    "GATE_METRIC",
-    "KIND",
     "WinTraining",
     "fit_win_model",
     "serving_example",
     "train_win",
 ]
 
-KIND = "win"
-# Log loss judges the probabilities themselves, which is what the simulation consumes.
-GATE_METRIC = "log_loss"
-BASELINE = "stage_rates"
 MIN_ROWS = 200
-
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -108,18 +108,12 @@ class WinTraining:
     split: TimeSplit | None = field(default=None, repr=False)
 
 
-def _say(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)
-
-
-def _resolve_as_of(tables: Tables, as_of: pd.Timestamp | str | None) -> pd.Timestamp:
+def _win_as_of(tables: Tables, as_of: pd.Timestamp | str | None) -> pd.Timestamp:
+    """The as-of of training; there must be opportunities to learn from."""
     opps = tables.get(OPPORTUNITIES)
     if opps is None or opps.empty:
         raise ValueError("no opportunities table: there is no pipeline to learn wins from")
-    if as_of is not None:
-        return pd.Timestamp(as_of).normalize()
-    return default_as_of(tables)
+    return training_as_of(tables, as_of)
 
 
 def fit_win_model(rows: pd.DataFrame, seed: int = 42, split: TimeSplit | None = None
@@ -146,7 +140,7 @@ def fit_win_model(rows: pd.DataFrame, seed: int = 42, split: TimeSplit | None = 
     baseline = StageRateWinModel().fit(pd.concat([split.train, split.calibrate]))
     comparison = pd.DataFrame.from_dict(
         {"win_model": holdout_metrics(model, split.holdout),
-         BASELINE: holdout_metrics(baseline, split.holdout)}, orient="index")
+         WIN.baseline: holdout_metrics(baseline, split.holdout)}, orient="index")
     return model, split, comparison.rename_axis("model")
 
 
@@ -160,22 +154,8 @@ def _fingerprint(holdout: pd.DataFrame) -> str:
     return f"{first}/{len(holdout)} deal-periods/{digest.hexdigest()[:12]}"
 
 
-def _champion_value(holdout: pd.DataFrame, notes: list[str]) -> float | None:
-    """The champion's log loss on this holdout, or None (with a note)."""
-    try:
-        champion = tracking.load_champion(KIND)
-    except tracking.ChampionMissingError:
-        notes.append("no champion yet: the first promotion needs no comparison")
-        return None
-    try:
-        p = champion.estimator.predict_frame(holdout)[WIN_PROBABILITY].to_numpy(dtype=float)
-    except (KeyError, ValueError, AttributeError) as exc:
-        notes.append(f"champion v{champion.version} could not score this holdout ({exc}); "
-                     "promotion will need --force")
-        return None
-    value = classification_metrics(holdout[LABEL].to_numpy(), p)[GATE_METRIC]
-    notes.append(f"champion v{champion.version}: {GATE_METRIC} {value:.4f} on the same holdout")
-    return float(value)
+def _probabilities(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    return model.predict_frame(frame)[WIN_PROBABILITY].to_numpy(dtype=float)
 
 
 def serving_example(rows: pd.DataFrame, n: int = 5) -> pd.DataFrame:
@@ -192,10 +172,10 @@ def serving_example(rows: pd.DataFrame, n: int = 5) -> pd.DataFrame:
 def _metrics(comparison: pd.DataFrame, champion: float | None) -> dict[str, float]:
     metrics = {str(k): float(v) for k, v in comparison.loc["win_model"].items()
                if np.isfinite(v)}
-    metrics |= {f"{BASELINE}_{k}": float(v) for k, v in comparison.loc[BASELINE].items()
-                if np.isfinite(v)}
+    metrics |= {f"{WIN.baseline}_{k}": float(v)
+                for k, v in comparison.loc[WIN.baseline].items() if np.isfinite(v)}
     if champion is not None:
-        metrics[f"champion_{GATE_METRIC}"] = champion
+        metrics[f"champion_{WIN.gate_metric}"] = champion
     return metrics
 
 
@@ -263,37 +243,37 @@ def train_win(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed: 
     Raises:
         ValueError: no opportunities, or too little closed history.
     """
-    cutoff = _resolve_as_of(tables, as_of)
+    cutoff = _win_as_of(tables, as_of)
     _check_closed(tables[OPPORTUNITIES], cutoff)
-    dates = snapshot_dates(tables, cutoff, every_days=snapshot_days)
-    _say(progress, f"reconstructing the pipeline at {len(dates)} past dates")
+    dates = deal_snapshot_dates(tables, cutoff, every_days=snapshot_days)
+    say(progress, f"reconstructing the pipeline at {len(dates)} past dates")
     snapshots = deal_snapshots(tables, dates)
     rows, split, _ = labelled_rows(snapshots, tables[OPPORTUNITIES], cutoff)
-    _say(progress, f"training LightGBM on {len(rows):,} deal-period rows")
+    say(progress, f"training LightGBM on {len(rows):,} deal-period rows")
     model, split, comparison = fit_win_model(rows, seed, split)
     notes = _data_notes(tables, rows, split)
-    champion_value = _champion_value(split.holdout, notes)
-    gate = comparison[GATE_METRIC].astype(float)
-    baseline_value, own_value = float(gate[BASELINE]), float(gate["win_model"])
-    if not tracking.beats(own_value, baseline_value, greater_is_better=False):
-        notes.append(f"the model's {GATE_METRIC} {own_value:.4f} does not beat stage rates' "
+    champion, _ = champion_value(WIN.name, classifier_score(
+        WIN, split.holdout, split.holdout[LABEL].to_numpy(), _probabilities), notes)
+    gate = comparison[WIN.gate_metric].astype(float)
+    baseline_value, own_value = float(gate[WIN.baseline]), float(gate["win_model"])
+    if not beats_baseline(WIN, own_value, baseline_value):
+        notes.append(f"the model's {WIN.gate_metric} {own_value:.4f} does not beat stage rates' "
                      f"{baseline_value:.4f} on the holdout: it is registered but will not be "
                      "promoted, and feasibility keeps using stage rates")
-    metrics = _metrics(comparison, champion_value)
+    metrics = _metrics(comparison, champion)
     params = {"as_of": str(cutoff.date()), "seed": seed, "snapshot_days": snapshot_days,
-              "snapshots": len(dates), "rows": len(rows), "gate_metric": GATE_METRIC,
+              "snapshots": len(dates), "rows": len(rows), "gate_metric": WIN.gate_metric,
               "calibrate_from": str(split.calibrate_from.date()),
               "holdout_from": str(split.holdout_from.date()), "slices": split.slices,
               "rolling_windows": any("rolling windows" in n for n in split.notes),
               "features": model.numeric_ + list(model.categories_)}
-    _say(progress, "logging to MLflow")
+    say(progress, "logging to MLflow")
     with tempfile.TemporaryDirectory() as tmp:
-        run = tracking.log_and_register(
-            KIND, model, input_example=serving_example(split.holdout), params=params,
-            metrics=metrics, gate_metric=GATE_METRIC, greater_is_better=False,
-            holdout=_fingerprint(split.holdout), champion_value=champion_value,
+        run = register(
+            WIN, model, input_example=serving_example(split.holdout), params=params,
+            metrics=metrics, holdout=_fingerprint(split.holdout), champion_value=champion,
             artifacts=_artifacts(model, split.holdout, comparison, Path(tmp)),
-            baseline=(BASELINE, baseline_value),
+            baseline=(WIN.baseline, baseline_value),
         )
     return WinTraining(run.run_id, run.version, run.model_name, run.metrics, comparison, notes,
-                       model, champion_value, split)
+                       model, champion, split)

@@ -17,6 +17,7 @@ import pytest
 from engine.io import Tables, validate_tables
 from features.metrics import (
     METRICS,
+    SCOPES,
     ForecastFromAttainment,
     MetricContext,
     MetricUnavailable,
@@ -279,6 +280,29 @@ def test_catalogue_documents_every_metric() -> None:
     assert list(table["metric"]) == list(METRICS)
     for column in ("scopes", "unit", "meaning", "needs"):
         assert (table[column].str.len() > 0).all(), column
+
+
+UNITS = {"ratio", "share", "probability", "count", "amount", "days"}
+DOMAINS = {"plan", "pipeline", "customers", "churn", "targets"}
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_every_catalogue_entry_is_well_formed(name: str) -> None:
+    """One entry per metric: known scopes and unit, its function in a domain module."""
+    spec = METRICS[name]
+    assert spec.name == name
+    assert spec.scopes and set(spec.scopes) <= set(SCOPES)
+    assert spec.unit in UNITS
+    module = spec.fn.__module__.split(".")
+    assert module[:2] == ["features", "metrics"] and module[2] in DOMAINS, spec.fn.__module__
+
+
+def test_catalogue_order_is_the_listed_order() -> None:
+    """``quotacast warnings metrics`` and rule errors list the metrics in this order."""
+    assert list(METRICS)[:3] == ["pace_against_plan", "pipeline_coverage", "conversion_drop"]
+    assert list(METRICS)[-3:] == ["attainment_probability", "forecast_gap",
+                                  "pipeline_gap_coverage"]
+    assert len(METRICS) == 16
 
 
 def test_default_providers_wire_the_modules_that_exist() -> None:

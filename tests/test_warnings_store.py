@@ -35,8 +35,8 @@ from engine.alerting.store import (
     RESOLVED,
     AlertStore,
     AlreadyEvaluated,
-    Base,
 )
+from engine.db import Base, driver_url
 from engine.io import Tables
 from features.metrics import METRICS, MetricContext, MetricSpec, Providers
 
@@ -407,8 +407,6 @@ def test_backoff_doubles_and_is_capped() -> None:
 
 
 def test_postgres_urls_use_the_installed_driver() -> None:
-    from engine.alerting.store import _driver_url
-
-    url = _driver_url("postgresql://u:p@127.0.0.1/db")
+    url = driver_url("postgresql://u:p@127.0.0.1/db")
     assert url.startswith(("postgresql+psycopg://", "postgresql://"))
-    assert _driver_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert driver_url("sqlite:///x.db") == "sqlite:///x.db"

@@ -1,7 +1,8 @@
 """Alert state, its full history, silences and the notification outbox, in a SQL database.
 
 SQLAlchemy 2.0-style ORM over any URL (``sqlite:///quotacast.db`` by default, PostgreSQL by URL;
-``QUOTACAST_DATABASE_URL``). Tables are created on first use and only portable types are used
+``QUOTACAST_DATABASE_URL``), opened by :mod:`engine.db` with the tables declared on its one
+``Base``. Tables are created on first use and only portable types are used
 (strings, floats, dates, timestamps, JSON), so the same code runs on SQLite and PostgreSQL.
 
 Tables (prefixed ``warning_`` because the database is shared with the API keys):
@@ -23,20 +24,19 @@ record when something was written and schedule delivery retries.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from engine.alerting.rules import Matcher, parse_matcher
+from engine.db import Base, open_database
 
 __all__ = [
     "FIRING",
@@ -48,7 +48,6 @@ __all__ = [
     "AlertRow",
     "AlertStore",
     "AlreadyEvaluated",
-    "Base",
     "EvaluationRow",
     "HistoryRow",
     "OutboxMessage",
@@ -199,12 +198,6 @@ class AlreadyEvaluated(Exception):
 # --- the tables --------------------------------------------------------------------------------
 
 
-class Base(DeclarativeBase):
-    """Metadata of the warning tables only (other modules keep their own)."""
-
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: sa.JSON, list[str]: sa.JSON}
-
-
 class AlertRow(Base):
     __tablename__ = "warning_alerts"
     __table_args__ = (sa.UniqueConstraint("rule", "fingerprint", name="uq_warning_alert"),)
@@ -293,6 +286,7 @@ class OutboxRow(Base):
     delivered_at: Mapped[datetime | None]
 
 
+_TABLES = (AlertRow, HistoryRow, EvaluationRow, SilenceRow, OutboxRow)
 _ALERT_FIELDS = [f.name for f in fields(AlertInstance)]
 _OUTBOX_FIELDS = [f.name for f in fields(OutboxMessage)]
 
@@ -321,27 +315,12 @@ def _message_of(row: OutboxRow) -> OutboxMessage:
 # --- the store ---------------------------------------------------------------------------------
 
 
-def _driver_url(url: str) -> str:
-    """``postgresql://`` means psycopg (3) when psycopg2, SQLAlchemy's default, is absent."""
-    for scheme in ("postgresql://", "postgres://"):
-        if url.startswith(scheme) and importlib.util.find_spec("psycopg2") is None:
-            return "postgresql+psycopg://" + url[len(scheme):]
-    return url
-
-
 class AlertStore:
     """The warning tables at one SQLAlchemy URL; tables are created on first use."""
 
     def __init__(self, url: str):
         self.url = url
-        url = _driver_url(url)
-        options: dict[str, Any] = {}
-        if url in ("sqlite://", "sqlite:///:memory:"):
-            # One shared connection, or every session would see its own empty database.
-            options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
-        self.engine = sa.create_engine(url, **options)
-        Base.metadata.create_all(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.engine, self._sessions = open_database(url, _TABLES)
 
     def close(self) -> None:
         """Release the connections."""

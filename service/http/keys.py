@@ -6,24 +6,24 @@ is stored. A slow password hash is not needed: the secret has 256 bits of entrop
 dictionary or brute-force attack applies, and a fast hash keeps every request's check cheap.
 
 The table ``api_keys`` lives in the database of ``QUOTACAST_DATABASE_URL``, beside the warning
-tables (``warning_*``), with its own metadata so each module creates only its own tables.
+tables (``warning_*``), declared on the one ``Base`` of :mod:`engine.db`; each store creates only
+its own tables.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import importlib.util
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.orm import Mapped, mapped_column
+
+from engine.db import Base, open_database
 
 __all__ = ["ApiKey", "KeyStore", "Role", "key_id_of"]
 
@@ -56,11 +56,7 @@ class ApiKey:
         return self.revoked_at is None
 
 
-class _Base(DeclarativeBase):
-    """Metadata of the key table only."""
-
-
-class _KeyRow(_Base):
+class _KeyRow(Base):
     __tablename__ = "api_keys"
 
     key_id: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
@@ -92,26 +88,11 @@ def key_id_of(text: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _engine_for(url: str) -> sa.Engine:
-    # ``postgresql://`` means psycopg (3) when psycopg2, SQLAlchemy's default, is absent (as the
-    # warning store does), so one URL serves both stores.
-    for scheme in ("postgresql://", "postgres://"):
-        if url.startswith(scheme) and importlib.util.find_spec("psycopg2") is None:
-            url = "postgresql+psycopg://" + url[len(scheme):]
-    options: dict[str, Any] = {}
-    if url in ("sqlite://", "sqlite:///:memory:"):
-        # One shared connection, or every session would see its own empty database.
-        options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
-    return sa.create_engine(url, **options)
-
-
 class KeyStore:
     """The ``api_keys`` table at one SQLAlchemy URL; created on first use."""
 
     def __init__(self, url: str):
-        self.engine = _engine_for(url)
-        _Base.metadata.create_all(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.engine, self._sessions = open_database(url, [_KeyRow])
 
     def close(self) -> None:
         """Release the connections."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,11 +47,11 @@ import pandas as pd
 from engine import tracking
 from engine.history import tables_before
 from engine.io import Tables
-from engine.periods import default_as_of
 from engine.schemas import ACCOUNT_MANAGER, AS_OF, CUSTOMER_ID, CUSTOMERS, ORDER_DATE
 from features.customer import FEATURE_DESCRIPTIONS, customer_history, features_at
 from features.labels import CHURNED, churn_codes
 from features.table import training_table
+from models.base import CHURN
 from models.btyd import BTYD_P_CHURN, BtydChurn, btyd_columns
 from models.churn import (
     CHURN_PROBABILITY,
@@ -70,15 +70,22 @@ from models.classification import (
     reliability_table,
     segment_auc,
 )
+from service.usecases.train import (
+    Progress,
+    beats_baseline,
+    champion_value,
+    classifier_score,
+    register,
+    say,
+    training_as_of,
+)
 
 __all__ = [
     "AUTO_MIN_SNAPSHOTS",
     "BASELINES",
     "CANDIDATES",
     "EXPECTED_REVENUE",
-    "GATE_METRIC",
     "HORIZONS",
-    "KIND",
     "LOOKBACK_DAYS",
     "MIN_HISTORY_DAYS",
     "REVENUE_AT_RISK",
@@ -101,12 +108,6 @@ __all__ = [
     "train_churn",
 ]
 
-KIND = "churn"
-# PR-AUC (average precision) is the gate: the product is a riskiest-first list worked from the
-# top, and PR-AUC rewards precision where the list is read while ROC-AUC is dominated by the
-# easy mass of safe customers. Its dependence on the churn rate does not matter here because
-# champion, challenger and baselines are always scored on the same holdout.
-GATE_METRIC = "pr_auc"
 LOOKBACK_DAYS = 365  # active at T: a purchase in the year before T (labels and scoring agree)
 MIN_HISTORY_DAYS = 28  # the first training snapshot needs four weeks of history behind it
 HORIZONS = (180, 90, 60, 30)  # tried longest first when --horizon-days is not given
@@ -135,8 +136,6 @@ _REVENUE_FEATURE = "hist_monetary_365d"
 _TENURE_FEATURE = "hist_tenure_days"
 _SEGMENT_FEATURE = "cat_segment"
 _DAY = pd.Timedelta(days=1)
-
-Progress = Callable[[str], None]
 
 
 # --- the time split --------------------------------------------------------------------------
@@ -279,20 +278,17 @@ def choose_horizon(first_day: pd.Timestamp, last_day: pd.Timestamp,
         "`quotacast score churn` answers with its BG/NBD fallback.")
 
 
-def _first_day(tables: Tables) -> pd.Timestamp:
+def _first_order_day(tables: Tables) -> pd.Timestamp:
+    """The day of the first order: churn learns from purchases only, so deals created earlier
+    (which :func:`engine.periods.first_day` counts) are no history for it."""
     return pd.Timestamp(tables.orders[ORDER_DATE].min()).normalize()
 
 
-def _resolve_as_of(tables: Tables, as_of: pd.Timestamp | str | None) -> pd.Timestamp:
-    """The given as_of (at midnight), else the day after the data's last row; checked."""
+def _churn_as_of(tables: Tables, as_of: pd.Timestamp | str | None) -> pd.Timestamp:
+    """The as-of of training and scoring, after the first order (there must be history)."""
     if tables.orders.empty:
         raise ValueError("the orders table is empty: nothing to learn churn from")
-    stamp = (pd.Timestamp(as_of) if as_of is not None else default_as_of(tables)).normalize()
-    first = _first_day(tables)
-    if stamp <= first:
-        raise ValueError(f"as_of {stamp.date()} is not after the first order ({first.date()}): "
-                         f"there is no history before it")
-    return stamp
+    return training_as_of(tables, as_of, after=("the first order", _first_order_day(tables)))
 
 
 # --- fitting and evaluating ------------------------------------------------------------------
@@ -330,7 +326,7 @@ def _fingerprint(holdout: pd.DataFrame, split: ChurnSplit) -> str:
             f"{digest.hexdigest()[:12]}")
 
 
-def _value(comparison: pd.DataFrame, model: str, metric: str = GATE_METRIC) -> float:
+def _value(comparison: pd.DataFrame, model: str, metric: str = CHURN.gate_metric) -> float:
     """One model's holdout metric from the comparison table."""
     return float(comparison[metric].astype(float).to_dict()[model])
 
@@ -363,9 +359,9 @@ def gate_baseline(comparison: pd.DataFrame, holdout: pd.DataFrame) -> tuple[str,
     """The simplest baseline's gate metric on the holdout: the recency rule's, or chance
     (:func:`chance_level`) when a random ranking does as well as the rule."""
     chance = chance_level(holdout[CHURNED].to_numpy())
-    rule = _value(comparison, "recency_rule")
+    rule = _value(comparison, CHURN.baseline)
     if np.isfinite(rule) and rule > chance:
-        return "recency_rule", rule
+        return CHURN.baseline, rule
     return "chance", chance
 
 
@@ -403,11 +399,6 @@ class ChurnTraining:
     promotable: bool = True
     champion_value: float | None = None
     segments: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-
-def _say(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)
 
 
 def _slices(table: pd.DataFrame, split: ChurnSplit) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -493,9 +484,9 @@ def _metrics(comparison: pd.DataFrame, chosen: str, segments: pd.DataFrame,
     for name, row in rows.items():
         metrics |= {f"{name}_{k}": float(v) for k, v in row.items() if np.isfinite(v)}
     metrics |= _segment_metrics(segments)
-    metrics[f"baseline_{GATE_METRIC}"] = baseline[1]
+    metrics[f"baseline_{CHURN.gate_metric}"] = baseline[1]
     if champion is not None:
-        metrics[f"champion_{GATE_METRIC}"] = champion
+        metrics[f"champion_{CHURN.gate_metric}"] = champion
     return metrics
 
 
@@ -503,7 +494,7 @@ def _labelled(past: Tables, cutoff: pd.Timestamp, horizon_days: int | None
               ) -> tuple[ChurnSplit, pd.DataFrame, pd.DataFrame]:
     """The split, training rows and holdout rows. Without a given horizon, the next shorter
     allowed horizon is tried when a longer one leaves a slice with a single outcome."""
-    first, last = _first_day(past), cutoff - _DAY
+    first, last = _first_order_day(past), cutoff - _DAY
     if horizon_days is not None:
         splits = [plan_split(first, last, horizon_days)]
     else:
@@ -528,88 +519,71 @@ def _labelled(past: Tables, cutoff: pd.Timestamp, horizon_days: int | None
     raise AssertionError("unreachable: the last split raises")
 
 
-def train_churn(tables: Tables, *, as_of: pd.Timestamp | None = None,
-                horizon_days: int | None = None, seed: int = 42,
-                progress: Callable[[str], None] | None = None) -> ChurnTraining:
+def train_churn(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed: int = 42,
+                progress: Progress | None = None, horizon_days: int | None = None
+                ) -> ChurnTraining:
     """Train the candidates, evaluate them on a later snapshot, log to MLflow, register the best.
 
     Only data dated before ``as_of`` is used (default: the day after the data's last row). The
     split is :func:`plan_split` (or :func:`choose_horizon` without ``horizon_days``); LightGBM
     stacked on BG/NBD outputs and BG/NBD itself are the candidates, the recency rule and the
     RFM logistic regression the baselines, and all of them, plus the current champion (if
-    any), are scored on the same holdout. The best candidate by :data:`GATE_METRIC` is
-    registered as ``challenger``, with the simplest baseline's value as its promotion gate.
+    any), are scored on the same holdout. The best candidate by the gate metric
+    (:data:`models.base.CHURN`) is registered as ``challenger``, with the simplest baseline's
+    value as its promotion gate.
 
     Args:
         tables: validated tables.
         as_of: data cutoff; rows dated on or after it are ignored.
-        horizon_days: churned = no purchase within this many days of a snapshot; None chooses
-            the longest of :data:`HORIZONS` the history allows.
         seed: LightGBM's seed.
         progress: called with a short message at each stage.
+        horizon_days: churned = no purchase within this many days of a snapshot; None chooses
+            the longest of :data:`HORIZONS` the history allows.
 
     Raises:
         ValueError: as_of before any data, or too little history for the split.
     """
-    cutoff = _resolve_as_of(tables, as_of)
+    cutoff = _churn_as_of(tables, as_of)
     past = tables_before(tables, cutoff)
-    _say(progress, "building the training snapshots")
+    say(progress, "building the training snapshots")
     split, train, holdout = _labelled(past, cutoff, horizon_days)
     horizon = split.horizon_days
-    notes = _split_notes(split, train, holdout, cutoff, _first_day(past))
-    _say(progress, f"training LightGBM and BG/NBD on {len(train):,} rows")
+    notes = _split_notes(split, train, holdout, cutoff, _first_order_day(past))
+    say(progress, f"training LightGBM and BG/NBD on {len(train):,} rows")
     candidates = _fit_candidates(train, horizon, seed, notes)
     baselines = fit_baselines(train)
-    _say(progress, f"evaluating on the holdout of {split.holdout.date()}")
+    say(progress, f"evaluating on the holdout of {split.holdout.date()}")
     comparison = evaluate_models({**candidates, **baselines}, holdout)
     chosen = _best_candidate(comparison, candidates)
     model = candidates[chosen]
     baseline = gate_baseline(comparison, holdout)
     value = _value(comparison, chosen)
-    promotable = tracking.beats(value, baseline[1], greater_is_better=True)
+    promotable = beats_baseline(CHURN, value, baseline[1])
     notes += _verdict(comparison, chosen, baseline, promotable)
     p = _probabilities(model, holdout)
     segments = segment_auc(holdout[CHURNED].to_numpy(), p, holdout[_SEGMENT_FEATURE]
                            if _SEGMENT_FEATURE in holdout else np.full(len(holdout), None))
-    champion_value, _ = _champion_value(holdout, notes)
-    metrics = _metrics(comparison, chosen, segments, champion_value, baseline)
-    _say(progress, "logging to MLflow")
+    champion, _ = champion_value(CHURN.name, classifier_score(
+        CHURN, holdout, holdout[CHURNED].to_numpy(), _probabilities), notes)
+    metrics = _metrics(comparison, chosen, segments, champion, baseline)
+    say(progress, "logging to MLflow")
     described = dict(model.describe()) if isinstance(model, BtydChurn) else dict(
         describe_params(model))
     params = {**described, "candidate": chosen, "horizon_days": horizon, "seed": seed,
               "lookback_days": LOOKBACK_DAYS, "as_of": str(cutoff.date()),
               "holdout_as_of": str(split.holdout.date()), "train_snapshots": len(split.train),
               "step_days": split.step_days, "horizon_choice": split.chosen or "given",
-              "gate_metric": GATE_METRIC, "gate_baseline": baseline[0]}
+              "gate_metric": CHURN.gate_metric, "gate_baseline": baseline[0]}
     with tempfile.TemporaryDirectory() as tmp:
-        run = tracking.log_and_register(
-            KIND, model, input_example=serving_example(holdout.drop(columns=[CHURNED])),
-            params=params, metrics=metrics, gate_metric=GATE_METRIC, greater_is_better=True,
-            holdout=_fingerprint(holdout, split), champion_value=champion_value,
-            baseline=baseline,
+        run = register(
+            CHURN, model, input_example=serving_example(holdout.drop(columns=[CHURNED])),
+            params=params, metrics=metrics, holdout=_fingerprint(holdout, split),
+            champion_value=champion, baseline=baseline,
             artifacts=_artifacts(model, holdout, p, comparison, segments, split, Path(tmp)),
         )
     return ChurnTraining(run.run_id, run.version, run.model_name, run.metrics, comparison,
-                         notes, split, model, chosen, baseline, promotable, champion_value,
+                         notes, split, model, chosen, baseline, promotable, champion,
                          segments)
-
-
-def _champion_value(holdout: pd.DataFrame, notes: list[str]) -> tuple[float | None, str | None]:
-    """The champion's gate metric on this holdout, or None (with a note) when there is none."""
-    try:
-        champion = tracking.load_champion(KIND)
-    except tracking.ChampionMissingError:
-        notes.append("no champion yet: the first promotion needs no comparison")
-        return None, None
-    try:
-        p = _probabilities(champion.estimator, holdout)
-    except (KeyError, ValueError) as exc:  # a champion trained on features that are gone
-        notes.append(f"champion v{champion.version} could not score this holdout ({exc}); "
-                     f"promotion will need --force")
-        return None, None
-    value = classification_metrics(holdout[CHURNED].to_numpy(), p)[GATE_METRIC]
-    notes.append(f"champion v{champion.version}: {GATE_METRIC} {value:.4f} on the same holdout")
-    return value, champion.version
 
 
 def _segment_metrics(table: pd.DataFrame) -> dict[str, float]:
@@ -670,19 +644,20 @@ def _split_notes(split: ChurnSplit, train: pd.DataFrame, holdout: pd.DataFrame,
 
 def _verdict(comparison: pd.DataFrame, chosen: str, baseline: tuple[str, float],
              promotable: bool) -> list[str]:
+    gate = CHURN.gate_metric
     row = comparison.loc[chosen]
     names = {"lightgbm": "LightGBM (stacked on BG/NBD)", "bg_nbd": "BG/NBD"}
-    others = ", ".join(f"{names.get(n, n)} {comparison.loc[n, GATE_METRIC]:.4f}"
+    others = ", ".join(f"{names.get(n, n)} {comparison.loc[n, gate]:.4f}"
                        for n in comparison.index if n != chosen)
     notes = [f"registered {names[chosen]}, the best candidate on the holdout: ROC-AUC "
-             f"{row['roc_auc']:.4f}, {GATE_METRIC} {row[GATE_METRIC]:.4f} (others: {others})"]
-    what = ("the recency rule's" if baseline[0] == "recency_rule" else
+             f"{row['roc_auc']:.4f}, {gate} {row[gate]:.4f} (others: {others})"]
+    what = ("the recency rule's" if baseline[0] == CHURN.baseline else
             "chance level (what a random ranking reaches once in 100 on this holdout)")
     if promotable:
-        notes.append(f"gate: {GATE_METRIC} {row[GATE_METRIC]:.4f} beats {what} "
+        notes.append(f"gate: {gate} {row[gate]:.4f} beats {what} "
                      f"{baseline[1]:.4f}: it can be promoted")
     else:
-        notes.append(f"gate: {GATE_METRIC} {row[GATE_METRIC]:.4f} does not beat {what} "
+        notes.append(f"gate: {gate} {row[gate]:.4f} does not beat {what} "
                      f"{baseline[1]:.4f}: no better than the simplest baseline, so it is "
                      "registered but will never be promoted; `score churn` keeps using the "
                      "champion, or without one its BG/NBD fallback")
@@ -775,7 +750,7 @@ def _scored(tables: Tables, stamp: pd.Timestamp, features: pd.DataFrame, scored:
 
 def _check_scoring(tables: Tables, as_of: pd.Timestamp | None, horizon_days: int | None,
                    owner: str | None) -> pd.Timestamp:
-    stamp = _resolve_as_of(tables, as_of)
+    stamp = _churn_as_of(tables, as_of)
     if horizon_days is not None and horizon_days <= 0:
         raise ValueError(f"horizon_days must be positive, got {horizon_days}")
     if owner is not None:
@@ -811,7 +786,7 @@ def score_churn(tables: Tables, *, as_of: pd.Timestamp | None = None,
         ValueError: unknown owner, or as_of before any data.
     """
     stamp = _check_scoring(tables, as_of, horizon_days, owner)
-    estimator = model if model is not None else tracking.load_champion(KIND).estimator
+    estimator = model if model is not None else tracking.load_champion(CHURN.name).estimator
     trained = _model_horizon(estimator)
     feature_days = trained or horizon_days or FALLBACK_HORIZON_DAYS
     features = _active_features(tables, stamp, feature_days)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Progress",
+    "Scored",
     "Trained",
     "beats_baseline",
     "champion_value",

@@ -50,7 +50,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import tracking
-from engine.alerting.engine import EvaluationReport, evaluate
+from engine.alerting.evaluate import EvaluationReport, evaluate
 from engine.alerting.rules import RuleFile, load_rules
 from engine.alerting.store import FIRING, AlertStore
 from engine.io import Tables, load_tables, write_data_dir
@@ -77,6 +77,7 @@ from engine.schemas import (
 from features.hierarchy import attribute_revenue
 from features.metrics import ForecastFromAttainment, MetricContext, Providers
 from models.feasibility import feasibility
+from service.cli.warnings import METRIC_CATALOGUE, metric_source
 
 REPO = Path(__file__).resolve().parents[1]
 TROUBLE_HORIZON = pd.Timedelta(days=180)
@@ -164,7 +165,8 @@ def run(tables: Tables, rules: RuleFile, providers: Providers, dates: list[date]
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            reports.append(evaluate(rules, MetricContext(tables, providers), store, day))
+            reports.append(evaluate(rules, metric_source(MetricContext(tables, providers)),
+                                    store, day))
         seconds.append(time.perf_counter() - started)
         report = reports[-1]
         print(f"  {day}: {len(report.transitions)} state changes, {report.notifications} "
@@ -425,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42, help="Seed of the demo company.")
     parser.add_argument("--rules", type=Path, default=REPO / "rules" / "default.yaml")
     args = parser.parse_args(argv)
-    rules = load_rules(args.rules)
+    rules = load_rules(args.rules, catalogue=METRIC_CATALOGUE)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="warnings-replay-") as tmp:

@@ -12,21 +12,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.alerting.engine import (
+from engine.alerting.mute import Inhibitor, Muter, Silencer, mute
+from engine.alerting.route import (
     EXTRA_RECEIVER,
-    _expand,
-    apply_rule,
-    fingerprint,
-    inhibited,
     plan_notifications,
     route_alert,
-    run_rule_tests,
-    silenced_by,
-    step,
     with_extra_receiver,
 )
-from engine.alerting.rules import RuleFile, parse_matcher, parse_rules
+from engine.alerting.rules import InhibitRule, RuleFile, parse_matcher, parse_rules
+from engine.alerting.ruletest import _expand, run_rule_tests
+from engine.alerting.state import apply_rule, fingerprint, step
 from engine.alerting.store import FIRING, NORMAL, PENDING, RESOLVED, AlertInstance, Silence
+from service.cli.warnings import METRIC_CATALOGUE
 
 REPO = Path(__file__).resolve().parents[1]
 D0 = date(2026, 1, 1)
@@ -134,7 +131,7 @@ RULES = {
 
 
 def _rules(extra: dict[str, Any] | None = None) -> RuleFile:
-    return parse_rules({**RULES, **(extra or {})}, "test.yaml")
+    return parse_rules({**RULES, **(extra or {})}, "test.yaml", catalogue=METRIC_CATALOGUE)
 
 
 def _frame(*rows: tuple[str, str, str | None, float]) -> pd.DataFrame:
@@ -151,7 +148,8 @@ def _run(rules: RuleFile, frames: list[pd.DataFrame], days: list[int]
     alerts: dict[str, AlertInstance] = {}
     moves = []
     for frame, day in zip(frames, days, strict=True):
-        new, transitions = apply_rule(group, rule, frame, alerts, D0 + day * DAY)
+        new, transitions = apply_rule(group, rule, frame, alerts, D0 + day * DAY,
+                                      METRIC_CATALOGUE)
         alerts = {a.fingerprint: a for a in new}
         moves.append([(t.from_state, t.to_state) for t in transitions])
     return alerts, moves
@@ -210,6 +208,11 @@ def test_scopes_outside_the_rule_are_ignored() -> None:
 
 
 # --- muting --------------------------------------------------------------------------------------
+
+
+def inhibited(target: AlertInstance, sources: list[AlertInstance], rules: list[InhibitRule],
+              by_hierarchy: bool) -> bool:
+    return bool(Inhibitor(sources, rules, by_hierarchy, METRIC_CATALOGUE).mutes(target))
 
 
 def _node(scope: str, state: str = FIRING, rule: str = "R", **labels: str) -> AlertInstance:
@@ -276,14 +279,29 @@ def test_inhibit_rules_need_equal_labels() -> None:
 def test_silences_match_labels_within_their_window() -> None:
     silence = Silence("s1", [parse_matcher("region=North"), parse_matcher('alertname=~"Pace.*"')],
                       D0, D0 + 7 * DAY, "ana", "quarter-end cleanup")
-    labels = {"alertname": "PaceBehind", "region": "North"}
-    assert silenced_by(labels, [silence], D0) == ["s1"]
-    assert silenced_by(labels, [silence], D0 + 6 * DAY) == ["s1"]
-    assert silenced_by(labels, [silence], D0 + 7 * DAY) == []  # ends is exclusive
-    assert silenced_by(labels, [silence], D0 - DAY) == []
-    assert silenced_by({**labels, "region": "South"}, [silence], D0) == []
+    alert = _alert(labels={"alertname": "PaceBehind", "region": "North"})
+    assert Silencer([silence], D0).mutes(alert) == ["s1"]
+    assert Silencer([silence], D0 + 6 * DAY).mutes(alert) == ["s1"]
+    assert Silencer([silence], D0 + 7 * DAY).mutes(alert) == []  # ends is exclusive
+    assert Silencer([silence], D0 - DAY).mutes(alert) == []
+    south = replace(alert, labels={**alert.labels, "region": "South"})
+    assert Silencer([silence], D0).mutes(south) == []
     expired = replace(silence, expired_at=pd.Timestamp("2026-01-02").to_pydatetime())
-    assert silenced_by(labels, [expired], D0) == []
+    assert Silencer([expired], D0).mutes(alert) == []
+
+
+def test_mute_sets_the_flags_of_both_muters() -> None:
+    north = _node("region", region="North")
+    team = _node("team", region="North", team="N1")
+    silence = Silence("s1", [parse_matcher("region=North")], D0, D0 + DAY, "ana", "why")
+    muters: list[Muter] = [Silencer([silence], D0),
+                           Inhibitor([north], [], True, METRIC_CATALOGUE)]
+    assert muters[1].mutes(team) == [north.fingerprint]  # the inhibiting source
+    muted = mute([north, team], *muters)
+    assert [(a.silenced_by, a.inhibited, a.muted) for a in muted] == [
+        (["s1"], False, True), (["s1"], True, True)]
+    quiet = mute([team], Silencer([], D0), Inhibitor([], [], True, METRIC_CATALOGUE))
+    assert not quiet[0].muted
 
 
 # --- routing and grouping ------------------------------------------------------------------------
@@ -377,7 +395,8 @@ def test_expanding_notation() -> None:
 
 
 def test_default_pack_unit_tests_pass() -> None:
-    report = run_rule_tests(REPO / "rules" / "tests" / "default_test.yaml")
+    report = run_rule_tests(REPO / "rules" / "tests" / "default_test.yaml",
+                            catalogue=METRIC_CATALOGUE)
     assert report.checks >= 20
     assert report.failures == [], "\n".join(str(f) for f in report.failures)
 
@@ -395,7 +414,7 @@ def test_failing_rule_test_shows_a_diff(tmp_path: Path) -> None:
         "  - eval_time: 2d\n    alertname: PaceBehind\n"
         "    exp_alerts:\n    - exp_labels: {region: North, scope: region, severity: warning}\n"
         "      exp_annotations: {summary: at 0.4}\n", encoding="utf-8")
-    report = run_rule_tests(tmp_path / "test.yaml")
+    report = run_rule_tests(tmp_path / "test.yaml", catalogue=METRIC_CATALOGUE)
     assert report.checks == 2
     first, second = report.failures
     assert first.eval_time == "1d" and "-{" in first.diff  # expected but still pending

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from engine.alerting.catalogue import MetricCatalogue
 from engine.alerting.rules import (
     RuleFileError,
     check_template,
@@ -18,6 +20,7 @@ from engine.alerting.rules import (
     parse_rules,
     render,
 )
+from service.cli.warnings import METRIC_CATALOGUE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,7 +119,7 @@ GOOD = {
 
 
 def test_parse_good_file() -> None:
-    parsed = parse_rules(GOOD, "good.yaml")
+    parsed = parse_rules(GOOD, "good.yaml", catalogue=METRIC_CATALOGUE)
     (_group, rule), = parsed.rules
     assert rule.scope == ["region"] and rule.for_ == timedelta(days=14)
     assert rule.keep_firing_for == timedelta(days=7)
@@ -145,7 +148,7 @@ def test_bad_file_reports_every_problem_with_file_rule_and_field() -> None:
         {"metric": "pace_against_plan", "scope": "rep", "op": "<", "threshold": 1},
     ]}], "route": {"receiver": "nobody"}}
     with pytest.raises(RuleFileError) as caught:
-        parse_rules(raw, "bad.yaml")
+        parse_rules(raw, "bad.yaml", catalogue=METRIC_CATALOGUE)
     text = "\n".join(caught.value.problems)
     expected = [
         "bad.yaml: rule 'UnknownMetric' (group 'g' #1): metric: unknown metric 'no_such_metric'",
@@ -172,13 +175,13 @@ def test_load_rules_reports_yaml_errors_with_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("groups:\n  - name: g\n    rules: [\n", encoding="utf-8")
     with pytest.raises(RuleFileError, match=r"broken.yaml:\d+: not valid YAML"):
-        load_rules(path)
+        load_rules(path, catalogue=METRIC_CATALOGUE)
     with pytest.raises(RuleFileError, match="cannot read"):
-        load_rules(tmp_path / "missing.yaml")
+        load_rules(tmp_path / "missing.yaml", catalogue=METRIC_CATALOGUE)
 
 
 def test_default_pack_parses_and_covers_the_guides() -> None:
-    parsed = load_rules(REPO / "rules" / "default.yaml")
+    parsed = load_rules(REPO / "rules" / "default.yaml", catalogue=METRIC_CATALOGUE)
     metrics = {rule.metric for _, rule in parsed.rules}
     assert metrics >= {
         "attainment_probability", "pace_against_plan", "pipeline_gap_coverage",
@@ -203,11 +206,37 @@ def test_default_pack_parses_and_covers_the_guides() -> None:
 def test_bool_params_take_true_or_false() -> None:
     rule = {"alert": "Late", "metric": "overdue_receivables_ratio", "scope": "customer",
             "op": ">", "threshold": 0.5, "params": {"usual_lateness": True}}
-    parsed = parse_rules({"groups": [{"name": "g", "rules": [rule]}]})
+    parsed = parse_rules({"groups": [{"name": "g", "rules": [rule]}]}, catalogue=METRIC_CATALOGUE)
     assert parsed.rules[0][1].params == {"usual_lateness": True}
     with pytest.raises(RuleFileError, match="usual_lateness must be true or false, got 'yes'"):
         parse_rules({"groups": [{"name": "g", "rules": [
-            {**rule, "params": {"usual_lateness": "yes"}}]}]})
+            {**rule, "params": {"usual_lateness": "yes"}}]}]}, catalogue=METRIC_CATALOGUE)
     with pytest.raises(RuleFileError, match="grace_days must be a number, got True"):
         parse_rules({"groups": [{"name": "g", "rules": [
-            {**rule, "params": {"grace_days": True}}]}]})
+            {**rule, "params": {"grace_days": True}}]}]}, catalogue=METRIC_CATALOGUE)
+
+
+@dataclass(frozen=True)
+class _Metric:
+    scopes: tuple[str, ...]
+    params: dict[str, object]
+
+
+def test_rules_are_checked_against_the_catalogue_passed_in() -> None:
+    catalogue = MetricCatalogue({"m": _Metric(("region",), {"days": 7})}, ("company", "region"),
+                                {"company": (), "region": ("region",)})
+    rule = {"alert": "A", "metric": "m", "scope": "region", "op": "<", "threshold": 1,
+            "params": {"days": 3}}
+    parsed = parse_rules({"groups": [{"name": "g", "rules": [rule]}]}, catalogue=catalogue)
+    assert parsed.rules[0][1].params == {"days": 3}
+    bad = [{**rule, "alert": "B", "metric": "pipeline_coverage"},
+           {**rule, "alert": "C", "scope": "team"}, {**rule, "alert": "D", "scope": "company"}]
+    with pytest.raises(RuleFileError) as caught:
+        parse_rules({"groups": [{"name": "g", "rules": bad}]}, "x.yaml", catalogue=catalogue)
+    assert caught.value.problems == [
+        "x.yaml: rule 'B' (group 'g' #1): metric: unknown metric 'pipeline_coverage'; known: m",
+        "x.yaml: rule 'C' (group 'g' #2): scope: expected one or more of company, region, got "
+        "['team']",
+        "x.yaml: rule 'D' (group 'g' #3): scope: company not available for metric 'm' (it has: "
+        "region)",
+    ]

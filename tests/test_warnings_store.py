@@ -25,7 +25,8 @@ import pytest
 import sqlalchemy as sa
 
 from engine.alerting import notify
-from engine.alerting.engine import OutOfOrder, evaluate
+from engine.alerting.catalogue import MetricSource
+from engine.alerting.evaluate import OutOfOrder, evaluate
 from engine.alerting.notify import DeliveryPolicy, backoff, deliver
 from engine.alerting.rules import RuleFile, parse_matcher, parse_rules
 from engine.alerting.store import (
@@ -39,6 +40,7 @@ from engine.alerting.store import (
 from engine.db import Base, driver_url
 from engine.io import Tables
 from features.metrics import METRICS, MetricContext, MetricSpec, Providers
+from service.cli.warnings import METRIC_CATALOGUE, metric_source
 
 POSTGRES_ENV = "QUOTACAST_TEST_POSTGRES_URL"
 D0 = date(2026, 10, 1)
@@ -113,11 +115,11 @@ def _rules(series: Series, receiver: dict[str, Any] | None = None, **rule: Any) 
     if receiver is not None:
         raw["receivers"] = [{"name": "out", **receiver}]
         raw["route"] = {"receiver": "out", "group_by": ["alertname", "region"]}
-    return parse_rules(raw, "test.yaml")
+    return parse_rules(raw, "test.yaml", catalogue=METRIC_CATALOGUE)
 
 
-def _context() -> MetricContext:
-    return MetricContext(Tables({}), Providers())
+def _source() -> MetricSource:
+    return metric_source(MetricContext(Tables({}), Providers()))
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -136,7 +138,7 @@ def test_lifecycle_is_persisted_with_history_and_notifications(
     north: list[tuple[str, str, str | None, float]] = [("region", "North", None, 0.5)]
     for day, rows in enumerate([north, north, north, [], []]):
         series.values[D0 + day * DAY] = rows
-        evaluate(rules, _context(), store, D0 + day * DAY)
+        evaluate(rules, _source(), store, D0 + day * DAY)
         if day == 2:
             (alert,) = store.alerts()
             assert (alert.state, alert.since, alert.active_at) == (FIRING, D0 + 2 * DAY, D0)
@@ -156,10 +158,10 @@ def test_same_as_of_twice_changes_nothing(store: AlertStore, series: Series,
                                           tmp_path: Path) -> None:
     rules = _rules(series, {"file_configs": [{"path": str(tmp_path / "a.jsonl")}]}, **{"for": 0})
     series.values[D0] = [("region", "North", None, 0.5)]
-    first = evaluate(rules, _context(), store, D0)
+    first = evaluate(rules, _source(), store, D0)
     assert first.notifications == 1 and len(first.transitions) == 1
     series.values[D0] = [("region", "North", None, 5.0)]  # even if the data changed meanwhile
-    second = evaluate(rules, _context(), store, D0)
+    second = evaluate(rules, _source(), store, D0)
     assert second.already == ["Low"] and second.evaluated == []
     assert second.transitions == [] and second.notifications == 0
     assert [a.state for a in store.alerts()] == [FIRING]
@@ -169,10 +171,10 @@ def test_same_as_of_twice_changes_nothing(store: AlertStore, series: Series,
 def test_earlier_as_of_is_refused_and_writes_nothing(store: AlertStore, series: Series) -> None:
     rules = _rules(series)
     series.values[D0 + 5 * DAY] = [("region", "North", None, 0.5)]
-    evaluate(rules, _context(), store, D0 + 5 * DAY)
+    evaluate(rules, _source(), store, D0 + 5 * DAY)
     before = (store.alerts(), store.history())
     with pytest.raises(OutOfOrder, match="earlier than the last evaluation of: Low"):
-        evaluate(rules, _context(), store, D0 + 3 * DAY)
+        evaluate(rules, _source(), store, D0 + 3 * DAY)
     assert (store.alerts(), store.history()) == before
     assert store.last_evaluated(["Low"]) == {"Low": D0 + 5 * DAY}
 
@@ -182,10 +184,10 @@ def test_a_concurrent_evaluation_loses_whole(store: AlertStore, series: Series) 
     series.values[D0] = [("region", "North", None, 0.5)]
     real = store.last_evaluated
     store.last_evaluated = lambda rules: {}  # type: ignore[method-assign]
-    evaluate(rules, _context(), store, D0)
+    evaluate(rules, _source(), store, D0)
     # The second run read "never evaluated" before the first committed; its commit fails.
     with pytest.raises(AlreadyEvaluated):
-        evaluate(rules, _context(), store, D0)
+        evaluate(rules, _source(), store, D0)
     store.last_evaluated = real  # type: ignore[method-assign]
     assert len(store.history()) == 1 and len(store.alerts()) == 1
 
@@ -197,7 +199,7 @@ def test_unavailable_metric_is_skipped_not_fatal(store: AlertStore, series: Seri
          "threshold": 1},
     ]}]}
     series.values[D0] = [("region", "North", None, 0.5)]
-    report = evaluate(parse_rules(raw, "t.yaml"), _context(), store, D0)
+    report = evaluate(parse_rules(raw, "t.yaml", catalogue=METRIC_CATALOGUE), _source(), store, D0)
     assert report.evaluated == ["Low"]
     assert list(report.skipped) == ["Churn"]
     assert "not available yet: needs the churn scoring pipeline" in report.skipped["Churn"]
@@ -215,7 +217,7 @@ def test_silenced_and_inhibited_alerts_change_state_but_are_not_notified(
                                 "known issue")
     series.values[D0] = [("team", "North", "N1", 0.5), ("team", "North", "N2", 0.5),
                          ("region", "South", None, 0.5), ("team", "South", "S1", 0.5)]
-    report = evaluate(rules, _context(), store, D0)
+    report = evaluate(rules, _source(), store, D0)
     by_team = {a.labels.get("team", a.labels["region"]): a for a in store.alerts()}
     assert all(a.state == FIRING for a in by_team.values())
     assert by_team["N1"].silenced_by == [silence.id]
@@ -227,7 +229,7 @@ def test_silenced_and_inhibited_alerts_change_state_but_are_not_notified(
     assert told == ["-", "N2"]
     # The silence ends: the still-firing alert is told then, once.
     series.values[D0 + 2 * DAY] = series.values[D0]
-    evaluate(rules, _context(), store, D0 + 2 * DAY)
+    evaluate(rules, _source(), store, D0 + 2 * DAY)
     deliver(store, DeliveryPolicy(max_wait=timedelta(0)))
     later = [a["labels"].get("team") for a in _lines(sink)[-1]["alerts"]]
     assert "N1" in later
@@ -302,7 +304,7 @@ def client() -> Iterator[httpx.Client]:
 def _fire(store: AlertStore, series: Series, url: str) -> None:
     rules = _rules(series, {"webhook_configs": [{"url": url, "timeout": "2s"}]}, **{"for": 0})
     series.values[D0] = [("region", "North", None, 0.5)]
-    assert evaluate(rules, _context(), store, D0).notifications == 1
+    assert evaluate(rules, _source(), store, D0).notifications == 1
 
 
 def test_crash_between_state_write_and_send_delivers_on_next_run(

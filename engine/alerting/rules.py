@@ -7,7 +7,7 @@ A rule file is YAML with four sections (only ``groups`` is required)::
         labels: {owner: sales-ops}        # added to every alert of the group
         rules:
           - alert: PipelineCoverageLow    # the alert's name (label ``alertname``)
-            metric: pipeline_coverage     # from the catalogue (features.metrics)
+            metric: pipeline_coverage     # from the metric catalogue the caller passes
             scope: [region, team]         # one scope or a list; labels come from the scope
             op: "<"                       # <, <=, >, >=, ==, !=
             threshold: 2
@@ -45,7 +45,8 @@ Prometheus habits work. Filters: ``humanize``, ``humanizePercentage`` (alias ``p
 ever evaluated as code.
 
 :func:`load_rules` reports every problem of a file at once, each naming the file, the rule (by
-``alert`` name and position) and the field.
+``alert`` name and position) and the field. Metrics, scopes and params are checked against the
+:class:`~engine.alerting.catalogue.MetricCatalogue` its caller passes.
 """
 
 from __future__ import annotations
@@ -67,11 +68,12 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from features.metrics import METRICS, SCOPES
+from engine.alerting.catalogue import MetricCatalogue
 
 __all__ = [
     "ALERTNAME",
@@ -374,6 +376,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+def _catalogue(info: ValidationInfo) -> MetricCatalogue:
+    """The catalogue :func:`parse_rules` validates with (a rule is never checked without)."""
+    context = info.context if isinstance(info.context, dict) else {}
+    catalogue = context.get("catalogue")
+    if not isinstance(catalogue, MetricCatalogue):
+        raise TypeError("rules are validated with a metric catalogue: use parse_rules")
+    return catalogue
+
+
 class Rule(_Model):
     """One alerting rule: ``metric op threshold`` per label set of ``scope``, held ``for``."""
 
@@ -398,17 +409,19 @@ class Rule(_Model):
 
     @field_validator("metric")
     @classmethod
-    def _known_metric(cls, value: str) -> str:
-        if value not in METRICS:
-            raise ValueError(f"unknown metric {value!r}; known: {', '.join(METRICS)}")
+    def _known_metric(cls, value: str, info: ValidationInfo) -> str:
+        metrics = _catalogue(info).metrics
+        if value not in metrics:
+            raise ValueError(f"unknown metric {value!r}; known: {', '.join(metrics)}")
         return value
 
     @field_validator("scope")
     @classmethod
-    def _known_scopes(cls, value: list[str]) -> list[str]:
-        unknown = [s for s in value if s not in SCOPES]
+    def _known_scopes(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        scopes = _catalogue(info).scopes
+        unknown = [s for s in value if s not in scopes]
         if unknown or not value:
-            raise ValueError(f"expected one or more of {', '.join(SCOPES)}, got {value!r}")
+            raise ValueError(f"expected one or more of {', '.join(scopes)}, got {value!r}")
         return value
 
     @field_validator("threshold")
@@ -432,8 +445,8 @@ class Rule(_Model):
         return value
 
     @model_validator(mode="after")
-    def _fits_metric(self) -> Rule:
-        spec = METRICS[self.metric]
+    def _fits_metric(self, info: ValidationInfo) -> Rule:
+        spec = _catalogue(info).metrics[self.metric]
         wrong = [s for s in self.scope if s not in spec.scopes]
         if wrong:
             raise ValueError(
@@ -651,13 +664,17 @@ def _unknown_receivers(path: str, raw: Any) -> list[str]:
     return problems
 
 
-def parse_rules(raw: Any, path: str = "<rules>") -> RuleFile:
-    """A parsed YAML document as a :class:`RuleFile`; :class:`RuleFileError` lists all problems."""
+def parse_rules(raw: Any, path: str = "<rules>", *, catalogue: MetricCatalogue) -> RuleFile:
+    """A parsed YAML document as a :class:`RuleFile`; :class:`RuleFileError` lists all problems.
+
+    Args:
+        catalogue: the metrics, scopes and params the rules may use.
+    """
     if not isinstance(raw, dict):
         raise RuleFileError([f"{path}: expected a mapping with a 'groups' list"])
     problems = _duplicate_names(path, raw) + _unknown_receivers(path, raw)
     try:
-        parsed = RuleFile.model_validate(raw)
+        parsed = RuleFile.model_validate(raw, context={"catalogue": catalogue})
     except ValidationError as exc:
         raise RuleFileError(_problem_lines(path, raw, exc) + problems) from None
     if problems:
@@ -665,8 +682,9 @@ def parse_rules(raw: Any, path: str = "<rules>") -> RuleFile:
     return parsed.model_copy(update={"path": path})
 
 
-def load_rules(path: str | Path) -> RuleFile:
-    """Read and check a rule file; :class:`RuleFileError` names every problem at once."""
+def load_rules(path: str | Path, *, catalogue: MetricCatalogue) -> RuleFile:
+    """Read and check a rule file (against ``catalogue``); :class:`RuleFileError` names every
+    problem at once."""
     text_path = str(path)
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -676,4 +694,4 @@ def load_rules(path: str | Path) -> RuleFile:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise RuleFileError([f"{text_path}{line}: not valid YAML: {exc}"]) from None
-    return parse_rules(raw, text_path)
+    return parse_rules(raw, text_path, catalogue=catalogue)

@@ -9,7 +9,7 @@ Extra notification targets may come from the settings ``warnings_webhook_url`` a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, timedelta
 from importlib import resources
@@ -20,16 +20,10 @@ import pandas as pd
 import sqlalchemy as sa
 import typer
 
-from engine.alerting.engine import (
-    EvaluationReport,
-    OutOfOrder,
-    evaluate,
-    format_labels,
-    node_name,
-    run_rule_tests,
-    with_extra_receiver,
-)
+from engine.alerting.catalogue import MetricCatalogue, MetricSource
+from engine.alerting.evaluate import EvaluationReport, OutOfOrder, evaluate
 from engine.alerting.notify import DeliveryPolicy, DeliveryReport, deliver
+from engine.alerting.route import with_extra_receiver
 from engine.alerting.rules import (
     ALERTNAME,
     RuleFile,
@@ -38,6 +32,8 @@ from engine.alerting.rules import (
     parse_duration,
     parse_matcher,
 )
+from engine.alerting.ruletest import run_rule_tests
+from engine.alerting.state import format_labels, node_name
 from engine.alerting.store import (
     FIRING,
     NORMAL,
@@ -50,7 +46,16 @@ from engine.alerting.store import (
     Silence,
 )
 from engine.periods import default_as_of
-from features.metrics import MetricContext, catalogue, default_providers
+from features.metrics import (
+    METRICS,
+    SCOPE_LABELS,
+    SCOPES,
+    MetricContext,
+    MetricUnavailable,
+    catalogue,
+    compute_metric,
+    default_providers,
+)
 from service.cli.common import (
     EXIT_BAD_INPUT,
     AsOfOpt,
@@ -67,13 +72,16 @@ from service.cli.common import (
     settings_of,
 )
 
-__all__ = ["ALERT_COLUMNS", "alerts_frame", "default_rules_path", "warnings_app"]
+__all__ = ["ALERT_COLUMNS", "METRIC_CATALOGUE", "alerts_frame", "default_rules_path",
+           "metric_source", "warnings_app"]
 
 ALERT_COLUMNS = ["rule", "labels", "state", "severity", "value", "threshold", "since", "message",
                  "as_of", "silenced", "inhibited"]
 _ACTIVE = (PENDING, FIRING, RESOLVED)
 _STATE_ORDER = {FIRING: 0, PENDING: 1, RESOLVED: 2, NORMAL: 3}
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+# The warning metrics, as the alerting core checks rule files against them.
+METRIC_CATALOGUE = MetricCatalogue(METRICS, SCOPES, SCOPE_LABELS)
 
 warnings_app = typer.Typer(
     name="warnings",
@@ -104,9 +112,18 @@ def default_rules_path() -> Path:
     return Path(str(resources.files("rules").joinpath("default.yaml")))
 
 
+def metric_source(context: MetricContext) -> MetricSource:
+    """The warning metrics of ``context`` (its tables, providers and cache) for one evaluation."""
+
+    def frame(metric: str, as_of: pd.Timestamp, params: Mapping[str, Any]) -> pd.DataFrame:
+        return compute_metric(metric, context, as_of, params)
+
+    return MetricSource(METRIC_CATALOGUE, frame, MetricUnavailable)
+
+
 def _rules(path: Path | None) -> RuleFile:
     try:
-        return load_rules(path or default_rules_path())
+        return load_rules(path or default_rules_path(), catalogue=METRIC_CATALOGUE)
     except RuleFileError as exc:
         for problem in exc.problems:
             typer.echo(problem, err=True)
@@ -206,8 +223,9 @@ def _show(alerts: list[AlertInstance], where: str, limit: int = _LIST_LIMIT) -> 
     for a in told[:limit]:
         kept = (f" (cleared {_iso(a.keep_firing_since)}, kept firing)"
                 if a.keep_firing_since is not None else "")
-        err.print(f"  {a.severity:<8} {a.rule} [{node_name(a.labels)}] since {_iso(a.since)}"
-                  f"{kept}: {a.message}", markup=False, highlight=False, soft_wrap=True)
+        node = node_name(a.labels, METRIC_CATALOGUE)
+        err.print(f"  {a.severity:<8} {a.rule} [{node}] since {_iso(a.since)}{kept}: {a.message}",
+                  markup=False, highlight=False, soft_wrap=True)
     if len(told) > limit:
         err.print(f"  ... and {len(told) - limit} more (all rows: --out FILE or --json)",
                   markup=False, highlight=False)
@@ -306,7 +324,8 @@ def evaluate_command(
     with _store(ctx) as store:
         for at in dates:
             try:
-                report = evaluate(rule_file, MetricContext(tables, providers), store, at)
+                report = evaluate(rule_file, metric_source(MetricContext(tables, providers)),
+                                  store, at)
             except OutOfOrder as exc:
                 err.print(f"[red]{exc}[/red]", highlight=False)
                 raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -390,7 +409,7 @@ def check_command(
     problems: list[str] = []
     for path in files:
         try:
-            parsed = load_rules(path)
+            parsed = load_rules(path, catalogue=METRIC_CATALOGUE)
         except RuleFileError as exc:
             problems += exc.problems
             continue
@@ -417,7 +436,7 @@ def test_command(
     failed = checks = 0
     for path in files:
         try:
-            report = run_rule_tests(path)
+            report = run_rule_tests(path, catalogue=METRIC_CATALOGUE)
         except RuleFileError as exc:
             for problem in exc.problems:
                 typer.echo(problem, err=True)

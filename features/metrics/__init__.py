@@ -22,12 +22,9 @@ domain (:mod:`~features.metrics.plan`, :mod:`~features.metrics.pipeline`,
 """
 
 from features.metrics.base import (
-    EXPLANATION,
     NODE_SCOPES,
-    SCOPE_COLUMN,
     SCOPE_LABELS,
     SCOPES,
-    VALUE,
     MetricUnavailable,
     resolve_period,
 )
@@ -40,13 +37,10 @@ from features.metrics.context import (
 from features.metrics.registry import METRICS, MetricSpec, catalogue, compute_metric
 
 __all__ = [
-    "EXPLANATION",
     "METRICS",
     "NODE_SCOPES",
     "SCOPES",
-    "SCOPE_COLUMN",
     "SCOPE_LABELS",
-    "VALUE",
     "ForecastFromAttainment",
     "MetricContext",
     "MetricSpec",

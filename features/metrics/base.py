@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from engine.alerting.catalogue import EXPLANATION, SCOPE_COLUMN, VALUE
 from engine.io import Tables
 from engine.periods import period_bounds
 from engine.schemas import (
@@ -34,14 +35,11 @@ from features.hierarchy import attribute_revenue, rep_hierarchy
 from features.metrics.context import MetricContext
 
 __all__ = [
-    "EXPLANATION",
     "LABEL_COLUMNS",
     "NODE_SCOPES",
     "PERIOD_PARAM",
     "SCOPES",
-    "SCOPE_COLUMN",
     "SCOPE_LABELS",
-    "VALUE",
     "MetricUnavailable",
     "frame_or_reason",
     "level_key",
@@ -55,9 +53,6 @@ __all__ = [
     "stack",
 ]
 
-SCOPE_COLUMN = "scope"
-VALUE = "value"
-EXPLANATION = "explanation"
 SCOPES = ("company", LEVEL_REGION, LEVEL_TEAM, LEVEL_REP, "customer", "opportunity")
 NODE_SCOPES = (LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM, LEVEL_REP)
 # Labels of an alert at each scope, ancestors first: the hierarchy is company > region > team >
@@ -134,7 +129,7 @@ def node_labels(tables: Tables, level: str, keys: pd.Series) -> pd.DataFrame:
 
 
 def metric_frame(scope: str, labels: pd.DataFrame, value: pd.Series, explanation: pd.Series,
-           details: Mapping[str, pd.Series | Any]) -> pd.DataFrame:
+                 details: Mapping[str, pd.Series | Any]) -> pd.DataFrame:
     """The standard metric frame: scope, label columns, value, explanation, details."""
     frame = pd.DataFrame({SCOPE_COLUMN: scope}, index=value.index)
     for column in LABEL_COLUMNS:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from engine.alerting.catalogue import EXPLANATION, SCOPE_COLUMN
 from engine.schemas import (
     AMOUNT,
     COMPANY_KEY,
@@ -31,9 +32,7 @@ from engine.schemas import (
 from features.customer import KIND_COMPLAINT
 from features.hierarchy import customer_nodes
 from features.metrics.base import (
-    EXPLANATION,
     NODE_SCOPES,
-    SCOPE_COLUMN,
     level_key,
     metric_frame,
     money,
@@ -63,7 +62,7 @@ def cached_customer_nodes(context: MetricContext) -> pd.DataFrame:
 
 
 def customer_rollup(context: MetricContext, sums: pd.DataFrame, scopes: tuple[str, ...],
-                     finish: Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]],
+                    finish: Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]],
                      ) -> pd.DataFrame:
     """Sum per-customer columns up to each scope and turn each row into (value, explanation).
 
@@ -92,7 +91,7 @@ TOP_CUSTOMERS = "top_customers"
 
 
 def with_top_customers(context: MetricContext, frame: pd.DataFrame, weight: pd.Series,
-                        describe: Callable[[str], str], n: int = 3) -> pd.DataFrame:
+                       describe: Callable[[str], str], n: int = 3) -> pd.DataFrame:
     """Name the ``n`` customers that weigh most under each node row, in its explanation.
 
     A rollup (an account manager, a team, a region) is explainable when it says which
@@ -177,7 +176,7 @@ def complaint_spike(context: MetricContext, as_of: pd.Timestamp,
     frame = customer_rollup(context, counts, CUSTOMER_SCOPES, finish)
     recent = counts["complaints"]
     return with_top_customers(context, frame, recent,
-                               lambda c: f"{c} ({recent[c]:.0f} complaints)")
+                              lambda c: f"{c} ({recent[c]:.0f} complaints)")
 
 
 def _usual_lateness(invoices: pd.DataFrame, paid_at: pd.Series, as_of: pd.Timestamp

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
-from engine.importers import KINDS, ImportResult, import_dataset
+from engine.importers import KINDS, SOURCES, ImportResult, Source, import_dataset
 from engine.io import load_tables, validate_tables, write_data_dir
 from engine.schemas import (
     ACCOUNT_MANAGER,
@@ -45,6 +46,7 @@ from engine.schemas import (
     STATUS,
     TEAM,
 )
+from service.cli.app import app
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "importers"
 RETAIL = FIXTURES / "online-retail"
@@ -68,6 +70,46 @@ def _note(result: ImportResult, start: str) -> str:
 
 def test_kinds_are_the_three_known_datasets() -> None:
     assert KINDS == ("online-retail", "crm-sales", "superstore")
+
+
+def test_every_source_is_one_registry_entry_with_its_files() -> None:
+    assert tuple(SOURCES) == KINDS
+    for name, source in SOURCES.items():
+        assert source.name == name
+        assert source.description and "\n" not in source.description
+        assert source.files and all(f.endswith((".csv", ".csv.gz")) for f in source.files)
+    assert SOURCES["crm-sales"].files_text() == ("sales_pipeline.csv with accounts.csv, "
+                                                 "sales_teams.csv, products.csv")
+    assert SOURCES["online-retail"].files_text() == "online_retail.csv.gz or online_retail.csv"
+
+
+def test_a_new_source_slots_in_as_one_entry(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    """What adding an importer takes: a read function and its Source in the registry."""
+    (tmp_path / "deals.csv").write_text("id,customer,day,value\nD1,C1,2026-01-05,120\n")
+
+    def read(path: Path) -> ImportResult:
+        raw = pd.read_csv(path, dtype=str)
+        orders = pd.DataFrame({ORDER_ID: raw["id"], CUSTOMER_ID: raw["customer"],
+                               ORDER_DATE: pd.to_datetime(raw["day"]),
+                               AMOUNT: raw["value"].astype(float)})
+        return ImportResult({ORDERS: orders}, [f"read {len(raw)} deals from {path.name}"])
+
+    monkeypatch.setitem(SOURCES, "toy", Source("toy", "a toy export -> orders", ("deals.csv",),
+                                               read))
+    result = import_dataset("toy", tmp_path)
+    assert result.notes == ["read 1 deals from deals.csv"]
+    assert _valid(result)[ORDERS][AMOUNT].tolist() == [120.0]
+
+
+def test_import_help_is_written_from_the_registry() -> None:
+    result = CliRunner().invoke(app, ["import", "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    for source in SOURCES.values():
+        assert f"{source.name}: {source.description}" in text
+        assert source.files_text() in text
+    assert "online-retail, crm-sales or superstore" in text
 
 
 # --- online-retail ---------------------------------------------------------------------------

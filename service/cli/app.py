@@ -13,6 +13,7 @@ import pandas as pd
 import typer
 
 from engine.config import get_settings
+from engine.importers import KINDS, SOURCES, import_dataset
 from engine.io import BadInput, validate_tables, write_data_dir
 from engine.periods import data_end, default_as_of
 from engine.summary import table_summary
@@ -75,16 +76,20 @@ def validate(
     emit(summary, out, as_json)
 
 
-@app.command("import")
+def _import_help() -> str:
+    """The import command's help, from the registry: one paragraph per dataset kind."""
+    kinds = "\n\n".join(f"{s.name}: {s.description}. SRC: {s.files_text()}"
+                        for s in SOURCES.values())
+    return f"Convert a known public dataset into a quotacast data directory.\n\n{kinds}"
+
+
+@app.command("import", help=_import_help())
 def import_(
-    kind: Annotated[str, typer.Argument(help="online-retail, crm-sales or superstore")],
+    kind: Annotated[str, typer.Argument(help=f"{', '.join(KINDS[:-1])} or {KINDS[-1]}")],
     src: Annotated[Path, typer.Argument(help="The dataset's folder or main file.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Data directory to create.")],
     fmt: Annotated[str, typer.Option("--format", help="csv, csv.gz or parquet")] = "csv",
 ) -> None:
-    """Convert a known public dataset into a quotacast data directory."""
-    from engine.importers import KINDS, import_dataset
-
     if kind not in KINDS:
         raise typer.BadParameter(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     if fmt not in ("csv", "csv.gz", "parquet"):

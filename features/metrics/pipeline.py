@@ -71,7 +71,7 @@ def _funnel_metric(context: MetricContext, nodes: pd.DataFrame, value: pd.Series
         text = rows.apply(words, axis=1) if len(rows) else pd.Series(dtype=object)
         labels = node_labels(context.tables, level, keys)
         parts.append(metric_frame(level, labels, value.loc[rows.index], text,
-                            {d: rows[d] for d in details}))
+                                  {d: rows[d] for d in details}))
     return stack(parts)
 
 
@@ -169,5 +169,5 @@ def deal_days_in_stage(context: MetricContext, as_of: pd.Timestamp,
                                       deals[F_DAYS_IN_STAGE], strict=True)]
     days = deals[F_DAYS_IN_STAGE].where(deals[AMOUNT] >= float(params["min_amount"]))
     return metric_frame("opportunity", labels, days, pd.Series(words, dtype=object),
-                  {"stage": deals[F_STAGE], AMOUNT: deals[AMOUNT],
-                   CLOSE_DATE: deals[CLOSE_DATE].dt.date.astype(str)})
+                        {"stage": deals[F_STAGE], AMOUNT: deals[AMOUNT],
+                         CLOSE_DATE: deals[CLOSE_DATE].dt.date.astype(str)})

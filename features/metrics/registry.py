@@ -135,7 +135,7 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
                  "below min_overdue; invoices more than max_days_overdue past due are left out (0 "
                  "= none)."),
         params={"grace_days": 0, "usual_lateness": False, "min_overdue": 0,
-               "max_days_overdue": 0},
+                "max_days_overdue": 0},
         needs="receivables",
         fn=overdue_receivables_ratio),
     MetricSpec(

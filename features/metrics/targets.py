@@ -60,7 +60,7 @@ def _period_frame(context: MetricContext, as_of: pd.Timestamp, params: Mapping[s
     frame: pd.DataFrame | str = context.cached(
         (name, as_of, period),
         lambda: frame_or_reason(lambda: provider(context.tables, period, as_of),
-                                 f"the {name} of {period}"))
+                                f"the {name} of {period}"))
     if isinstance(frame, str):
         raise MetricUnavailable(metric, frame)
     return frame, period
@@ -79,7 +79,7 @@ def _node_rows(context: MetricContext, frame: pd.DataFrame, value: pd.Series,
         rows = frame[frame[LEVEL] == level]
         labels = node_labels(context.tables, level, rows[KEY].astype(object))
         parts.append(metric_frame(level, labels, value.loc[rows.index], words.loc[rows.index],
-                            {d: rows[d] for d in details if d in rows.columns}))
+                                  {d: rows[d] for d in details if d in rows.columns}))
     return stack(parts)
 
 

@@ -3,7 +3,7 @@
 The registry: every importable dataset is one :class:`~engine.importers.common.Source` (its
 name, a one-line description, the files it reads, the function that converts them), defined in
 its own module and listed once in :data:`SOURCES`. ``quotacast import --help`` is written from
-it. Known today (each dataset's SOURCE.md tells its origin, licence and quirks):
+it. Known today:
 
 - ``online-retail`` (:mod:`~engine.importers.online_retail`): UCI Online Retail invoice lines.
 - ``crm-sales`` (:mod:`~engine.importers.crm_sales`): Maven Analytics CRM pipeline.

@@ -58,11 +58,12 @@ class Providers:
 
     Attributes:
         churn_scores: ``(tables, as_of) -> customer_id, churn_probability, revenue_at_risk``
-            (the ``score churn`` output of CONTRACTS.md; ``expected_revenue``, when present,
-            enables ``churn_exposure_share``).
+            (the ``score churn`` output of the data contract (README); ``expected_revenue``,
+            when present, enables ``churn_exposure_share``).
         attainment: ``(tables, period, as_of) -> level, key, target, p_attain, expected`` (the
-            ``feasibility`` output of CONTRACTS.md; its extra columns ``closed_to_date``,
-            ``expected_run_rate`` and ``pipeline_in_period`` enable ``pipeline_gap_coverage``).
+            ``feasibility`` output of the data contract (README); its extra columns
+            ``closed_to_date``, ``expected_run_rate`` and ``pipeline_in_period`` enable
+            ``pipeline_gap_coverage``).
         period_forecast: ``(tables, period, as_of) -> level, key, expected``: the period's
             expected revenue, closed to date plus the forecast of the rest of the period.
     """

@@ -1,7 +1,7 @@
 """``quotacast warnings ...``: evaluate rules, list alerts and history, silences, rule unit tests.
 
 A typer sub-app mounted by ``service/cli/app.py``: ``app.add_typer(warnings_app, name="warnings")``.
-Alert state lives in the database of ``QUOTACAST_DATABASE_URL`` (CONTRACTS.md section 4).
+Alert state lives in the database of ``QUOTACAST_DATABASE_URL`` (see the README).
 Extra notification targets may come from the settings ``warnings_webhook_url`` and
 ``warnings_notify_file`` (when the Settings class has them) or the ``--webhook`` and
 ``--notify-file`` options; every alert is then sent there too.
@@ -153,8 +153,9 @@ def _iso(day: date | None) -> str | None:
 
 
 def alerts_frame(alerts: Iterable[AlertInstance]) -> pd.DataFrame:
-    """Alerts as CONTRACTS' columns (``rule, labels, state, severity, value, threshold, since,
-    message``) plus ``as_of`` (last evaluation), ``silenced`` and ``inhibited``; worst first."""
+    """Alerts as the README's output columns (``rule, labels, state, severity, value, threshold,
+    since, message``) plus ``as_of`` (last evaluation), ``silenced`` and ``inhibited``; worst
+    first."""
     rows = [{
         "rule": a.rule,
         "labels": format_labels(a.labels, skip=(ALERTNAME, "severity")),

@@ -26,12 +26,13 @@ from models.metrics import CUTOFF, MODEL, SCALE, YHAT, YHAT_P10, YHAT_P50, YHAT_
 
 __all__ = [
     "PARTIAL",
+    "BacktestWindow",
     "ModelFn",
     "Panel",
-    "Window",
     "backtest",
     "backtest_panel",
     "freq_alias",
+    "known_before",
     "rolling_origin_splits",
     "season_length",
     "to_panel",
@@ -42,7 +43,7 @@ __all__ = [
 # Optional boolean column of the series frame: True on an incomplete last period.
 PARTIAL = "partial"
 
-# Our frequency letters (CONTRACTS.md `--freq {D,W,M,Q}`) and the pandas aliases of the
+# Our frequency letters (the CLI's `--freq {D,W,M,Q}`) and the pandas aliases of the
 # period-start timestamps the series frame uses.
 _ALIASES = {"D": "D", "W": "W-MON", "M": "MS", "Q": "QS"}
 _SEASONS = {"D": 7, "W": 52, "M": 12, "Q": 4}
@@ -200,7 +201,7 @@ def rolling_origin_splits(
 
 
 @dataclass(frozen=True)
-class Window:
+class BacktestWindow:
     """The outcome of one backtest origin, aligned with the panel's series.
 
     Attributes:
@@ -222,6 +223,19 @@ class Window:
         return int(self.actual.shape[1])
 
 
+def known_before(windows: Sequence[BacktestWindow], cutoff: int) -> list[BacktestWindow]:
+    """The parts of earlier windows whose test periods lie before ``cutoff``: what was known
+    at that cutoff (prequential learning never looks past it)."""
+    known = []
+    for w in windows:
+        steps = min(w.steps, cutoff - w.cutoff)
+        if steps <= 0:
+            continue
+        preds = {name: values[:, :steps] for name, values in w.preds.items()}
+        known.append(BacktestWindow(w.cutoff, w.eligible, w.actual[:, :steps], w.scale, preds))
+    return known
+
+
 # A forecaster for backtests: training panel and horizon -> model name -> (n_series, horizon).
 ModelFn = Callable[[Panel, int], dict[str, np.ndarray]]
 
@@ -239,7 +253,7 @@ def backtest_panel(
     min_train: int,
     season: int,
     progress: Callable[[], None] | None = None,
-) -> list[Window]:
+) -> list[BacktestWindow]:
     """Run ``model_fn`` at every cutoff on the series that were old enough then.
 
     ``model_fn`` receives ``panel.head(cutoff)`` restricted to eligible series: the data it
@@ -260,7 +274,7 @@ def backtest_panel(
                 preds[name] = full
         actual = panel.values[:, cutoff : cutoff + steps]
         scale = training_scales(train, season)
-        windows.append(Window(cutoff, eligible, actual, scale, preds))
+        windows.append(BacktestWindow(cutoff, eligible, actual, scale, preds))
         if progress is not None:
             progress()
     return windows
@@ -268,7 +282,7 @@ def backtest_panel(
 
 def window_table(
     panel: Panel,
-    window: Window,
+    window: BacktestWindow,
     preds: dict[str, np.ndarray] | None = None,
     bands: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:

@@ -1,9 +1,11 @@
 """Tests of models.forecast, models.backtest, models.reconcile and models.metrics.
 
-Small seeded synthetic panels only; Prophet runs once, on a tiny case.
+Small seeded synthetic panels only; Prophet runs on tiny cases only.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -30,12 +32,14 @@ from engine.schemas import (
 )
 from engine.synthetic import generate
 from models.backtest import PARTIAL, Panel, backtest, rolling_origin_splits, to_panel
-from models.forecast import (
-    RevenueForecaster,
-    _reconciled,
-    observed_season_indices,
-    with_prior,
-)
+from models.forecast import CANDIDATES, RevenueForecaster, sane_intervals
+from models.forecast.base import CandidateContext, Forecaster
+from models.forecast.candidates import REGISTRY, Candidate
+from models.forecast.combine import with_prior
+from models.forecast.naive import mean_forecast
+from models.forecast.reconciliation import reconciled
+from models.forecast.season import observed_season_indices
+from models.forecast.statistical import ets_one
 from models.metrics import (
     YHAT,
     YHAT_P10,
@@ -296,14 +300,14 @@ def test_structural_reconciliation_needs_no_errors_and_keeps_the_top(org: pd.Dat
     base = np.repeat(base[:, None], 2, axis=1)
     rows = np.arange(len(tree.nodes))
     company = len(tree.nodes) - 1
-    bottom_up = _reconciled(base, tree, rows, "bottom_up", [])
-    structural = _reconciled(base, tree, rows, "wls_struct", [])
+    bottom_up = reconciled(base, tree, rows, "bottom_up", [])
+    structural = reconciled(base, tree, rows, "wls_struct", [])
     assert bottom_up[company, 0] == pytest.approx(n_bottom)
     # The upper levels' own forecasts count: the company lands between the two views.
     assert n_bottom < structural[company, 0] < 2 * n_bottom
     np.testing.assert_allclose(tree.summing @ structural[:n_bottom], structural)
     # MinT (shrink) without any errors to estimate a covariance from is the structural one.
-    np.testing.assert_allclose(_reconciled(base, tree, rows, "mint_shrink", []), structural)
+    np.testing.assert_allclose(reconciled(base, tree, rows, "mint_shrink", []), structural)
 
 
 def test_with_prior_pulls_weights_of_few_windows_towards_the_default() -> None:
@@ -328,6 +332,52 @@ def test_observed_season_indices_are_shrunk_and_only_for_one_season() -> None:
     three = observed_season_indices(np.tile(season, 3)[None, :], 4)
     short = observed_season_indices(np.array([[np.nan, 1.0, 2.0, 3.0]]), 4)
     assert np.allclose(three, 1.0) and np.allclose(short, 1.0)
+
+
+@pytest.mark.parametrize("name", CANDIDATES)
+def test_every_registered_candidate_follows_the_forecaster_protocol(
+    name: str, company: pd.DataFrame
+) -> None:
+    """Each registry entry builds a Forecaster whose ``fit`` returns itself and whose
+    ``predict`` gives one row per series of the fitted panel; the same object is fitted again
+    on a longer panel (backtests reuse it, oldest origin first)."""
+    top = company[company[LEVEL].isin([LEVEL_COMPANY, REGION])]
+    panel = to_panel(top, "M")
+    context = CandidateContext(season=12, letter="M", max_history=120, seed=0, n_jobs=1,
+                               ids=panel.ids, n_fits=2, budget=2.0, notes=[])
+    forecaster = REGISTRY[name].build(context)
+    assert forecaster is not None
+    for end in (36, 48):
+        train = panel.head(end)
+        assert forecaster.fit(train) is forecaster
+        pred = forecaster.predict(4)
+        assert pred.shape == (panel.n_series, 4) and np.isfinite(pred).all()
+
+
+@dataclass
+class _HistoryMean:
+    """A candidate for the test below: each series' mean, flat."""
+
+    def fit(self, train: Panel) -> _HistoryMean:
+        self.train_ = train
+        return self
+
+    def predict(self, horizon: int) -> np.ndarray:
+        return mean_forecast(self.train_, horizon)
+
+
+def test_a_candidate_added_to_the_registry_is_backtested_and_weighted(
+    company: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(REGISTRY, "history_mean", Candidate(lambda context: _HistoryMean()))
+    model = RevenueForecaster(horizon=3, n_windows=2,
+                              candidates=("seasonal_naive", "history_mean"))
+    top = company[company[LEVEL] == LEVEL_COMPANY]
+    model.fit(top)
+    assert "history_mean" in set(model.backtest_["model"])
+    assert "history_mean" in set(model.weights_["model"])
+    checker: Forecaster = _HistoryMean()  # the protocol, checked by mypy
+    assert checker.fit(to_panel(top, "M")).predict(2).shape == (1, 2)
 
 
 def test_one_observed_season_is_forecast_seasonal() -> None:
@@ -599,8 +649,6 @@ def test_a_first_month_covered_in_part_is_left_out_of_training() -> None:
 
 
 def test_sane_intervals_orders_clips_and_keeps_the_mean_inside() -> None:
-    from models.forecast import sane_intervals
-
     rng = np.random.default_rng(11)
     n = 200
     frame = pd.DataFrame({LEVEL: "company", KEY: "all",
@@ -730,8 +778,6 @@ def test_a_hierarchy_level_without_an_org_chart_is_a_plain_column() -> None:
 
 @pytest.mark.parametrize("y", [[1.0, 1.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
 def test_ets_on_a_handful_of_points_gives_nan_not_an_error(y: list[float]) -> None:
-    from models.forecast import _ets_one
-
     # statsforecast raises KeyError 'fitted' on [1, 1], NotImplementedError on others
-    mean, spec = _ets_one(np.array(y), 2, 4, None)
+    mean, spec = ets_one(np.array(y), 2, 4, None)
     assert mean.shape == (2,) and (spec is None or np.isfinite(mean).all())

@@ -1,0 +1,477 @@
+"""The revenue forecaster: backtested candidates, a weighted combination, conformal intervals.
+
+How :class:`RevenueForecaster` works, in the order ``fit`` does it:
+
+1. **Panel.** The long series frame becomes a panel on a common date grid (partial last
+   periods dropped, zero-filled after each series' first revenue, see ``models.backtest``).
+2. **Candidates, backtested.** Every candidate of the registry
+   (:mod:`models.forecast.candidates`) that was asked for forecasts from ``n_windows`` rolling
+   origins (the last ``n_windows`` horizons by default) using only data before each origin,
+   then once more from the end of the data: ``seasonal_naive`` (:mod:`~models.forecast.naive`),
+   ``ets`` and ``theta`` (statsforecast, :mod:`~models.forecast.statistical`), ``prophet``
+   (on the levels its budget allows, :mod:`~models.forecast.prophet`) and ``lgbm`` (one global
+   LightGBM, :mod:`~models.forecast.lgbm`). ETS and Theta see at most the last
+   ``_MAX_HISTORY`` periods (10 years of months).
+3. **Combination** (:mod:`models.forecast.combine`): each series' candidates are weighted by
+   their backtest MASE, shrunk towards their level's and blended with the default pair (ETS and
+   Theta) while evidence is thin. When every backtest window trained on less than a season but
+   the full history holds one (12 months of a monthly series), the windows measured forecasts
+   that could not be seasonal: the final forecasts then ignore them and use the default with
+   the seasonal naive added, ETS and Theta forecasting the series divided by the observed
+   season's shrunk indices (:mod:`models.forecast.season`).
+4. **Reconciliation** (with a hierarchy, :mod:`models.forecast.reconciliation`): bottom-up,
+   ``wls_struct`` or MinT (shrink), whichever did best in the backtest, averaged over levels.
+5. **Conformal intervals** (:mod:`models.forecast.conformal`): backtest errors of the final
+   forecasts, scaled, pooled per level and horizon step; their 10/50/90% quantiles are added to
+   ``yhat``. The same method calibrates every candidate, so ``metrics_`` compares them on equal
+   terms. With fewer than ``MIN_WINDOWS`` windows or ``MIN_ERRORS`` errors the bands are widened
+   to at least a random walk's, and ``sane_intervals`` checks every forecast row before it is
+   kept.
+6. **Short series** (fewer than ``min_history`` observations) get a fallback: seasonal naive
+   with at least one season, else the mean; their intervals use the seasonal naive's
+   calibration. ``notes_`` says which series fell back and anything else worth knowing.
+
+Nothing in ``backtest_`` sees past its cutoff: the combination weights, MinT covariance and
+interval quantiles used in a window are learned only from the errors of earlier windows that
+were known by that cutoff (prequential). The first window therefore uses the default
+combination, structural (WLS) reconciliation and has no intervals; ``metrics_``'s
+``coverage_80`` is measured on the later windows, an honest out-of-sample estimate. The final
+forecasts use everything.
+
+All forecasts are clipped at zero: revenue forecasts are never negative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from engine.schemas import DS, KEY, LEVEL
+from models.backtest import (
+    BacktestWindow,
+    ModelFn,
+    Panel,
+    backtest_panel,
+    freq_alias,
+    known_before,
+    rolling_origin_splits,
+    season_length,
+    to_panel,
+    training_scales,
+    window_table,
+)
+from models.forecast.base import COMBINED, RECONCILED, CandidateContext, Forecaster
+from models.forecast.candidates import DEFAULT_PAIR, REGISTRY
+from models.forecast.combine import (
+    COMBINATIONS,
+    combined_forecast,
+    learned_weights,
+    weights_frame,
+)
+from models.forecast.conformal import (
+    apply_quantiles,
+    conformal_quantiles,
+    sane_intervals,
+    scaled_errors,
+    series_spread,
+    widened,
+)
+from models.forecast.reconciliation import align_tree, reconcile_windows
+from models.forecast.season import Deseasonalised
+from models.metrics import YHAT, YHAT_P10, YHAT_P50, YHAT_P90, metrics_table
+from models.reconcile import Hierarchy
+
+__all__ = ["Progress", "RevenueForecaster", "short_min_history"]
+
+# Longest history (periods) the statistical candidates see.
+_MAX_HISTORY = {"D": 364, "W": 156, "M": 120, "Q": 40}
+# Shortest training history of a backtest window or a fully modelled series when the history
+# is shorter than two seasons.
+_MIN_SHORT_HISTORY = 3
+
+Progress = Callable[[int, int], None]
+
+
+def short_min_history(n_periods: int, season: int) -> int:
+    """Observations a series needs for the full candidate set (and a backtest window for
+    training): one season, or half the history when that is shorter (at least 3), so that
+    a young history still gets backtest windows instead of none."""
+    return int(min(season, max(_MIN_SHORT_HISTORY, n_periods // 2)))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything ``fit`` derives from its inputs before running models."""
+
+    panel: Panel
+    season: int
+    letter: str
+    min_history: int
+    cutoffs: list[int]
+    tree: Hierarchy | None
+    tree_rows: np.ndarray  # panel row of every tree node, in tree order
+
+
+class RevenueForecaster:
+    """Backtested combination of forecasters with conformal intervals and reconciliation.
+
+    scikit-learn style: ``__init__`` only stores parameters, ``fit`` returns ``self`` and
+    learned state ends in ``_``. See the module docstring for the method.
+
+    Args:
+        freq: D, W, M or Q (the pandas aliases D, W-MON, MS, QS are accepted too).
+        horizon: periods to forecast.
+        n_windows: backtest origins (windows of ``horizon`` periods).
+        candidates: any names of the registry, :data:`~models.forecast.candidates.REGISTRY`.
+        combine: one of :data:`~models.forecast.combine.COMBINATIONS`.
+        levels_to_reconcile: levels kept coherent with the hierarchy given to ``fit``;
+            default every hierarchy level (plus ``company``) present in the series.
+        interval: nominal coverage of the ``yhat_p10``..``yhat_p90`` interval; only 0.8 is
+            supported (the output columns are the 10% and 90% quantiles).
+        n_jobs: parallel jobs for ETS, Prophet and LightGBM (-1: every core).
+        seed: random seed (LightGBM).
+        min_history: observations a series needs for the full candidate set; shorter series
+            fall back to seasonal naive or the mean. Default one season.
+        prophet_budget: Prophet's backtest-and-fit cost allowed, as a fraction of one Prophet
+            fit per series.
+
+    Attributes:
+        backtest_: level, key, model, cutoff, ds, h, y, yhat, scale, yhat_p10/p50/p90: every
+            candidate's, the ``combination``'s and (with a hierarchy) the ``reconciled``
+            backtest forecasts; intervals from errors known at each cutoff (none in the first
+            window).
+        metrics_: per model and level: mase, wape, smape, pinball, coverage_80, n_series.
+        weights_: level, key, model, weight: the combination used for the final forecasts.
+        quantiles_: level -> ``(horizon, 3)`` scaled-error quantiles of the published
+            forecasts ("" holds the all-levels pool).
+        reconciliation_: one of :data:`~models.forecast.reconciliation.RECONCILIATIONS`, or
+            None without a hierarchy.
+        notes_: plain-language remarks (fallbacks, skipped candidates, choices made).
+        forecast_: the forecasts ``predict`` serves.
+    """
+
+    def __init__(
+        self,
+        freq: str = "M",
+        horizon: int = 12,
+        n_windows: int = 3,
+        candidates: Sequence[str] = ("seasonal_naive", "ets", "theta", "prophet", "lgbm"),
+        combine: str = "backtest_weights",
+        levels_to_reconcile: Sequence[str] | None = None,
+        interval: float = 0.8,
+        n_jobs: int = 1,
+        seed: int = 42,
+        min_history: int | None = None,
+        prophet_budget: float = 0.5,
+    ) -> None:
+        self.freq = freq
+        self.horizon = horizon
+        self.n_windows = n_windows
+        self.candidates = candidates
+        self.combine = combine
+        self.levels_to_reconcile = levels_to_reconcile
+        self.interval = interval
+        self.n_jobs = n_jobs
+        self.seed = seed
+        self.min_history = min_history
+        self.prophet_budget = prophet_budget
+
+    # --- checks and planning ----------------------------------------------------------------
+
+    def _check_params(self) -> None:
+        known = tuple(REGISTRY)
+        unknown = [c for c in self.candidates if c not in known]
+        if unknown or not self.candidates:
+            raise ValueError(f"unknown or no candidates {unknown}: expected some of {known}")
+        if self.combine not in COMBINATIONS:
+            raise ValueError(f"combine must be one of {COMBINATIONS}, not {self.combine!r}")
+        if not np.isclose(self.interval, 0.8):
+            raise ValueError("only interval=0.8 is supported (yhat_p10..yhat_p90)")
+        if self.horizon < 1 or self.n_windows < 1:
+            raise ValueError("horizon and n_windows must be at least 1")
+        freq_alias(self.freq)
+
+    def _plan(
+        self, series: pd.DataFrame, hierarchy: pd.DataFrame | None, notes: list[str]
+    ) -> _Plan:
+        panel = to_panel(series, self.freq)
+        letter = {"D": "D", "W-MON": "W", "MS": "M", "QS": "Q"}[panel.freq]
+        season = season_length(self.freq)
+        n_periods = panel.values.shape[1]
+        min_history = (self.min_history if self.min_history is not None
+                       else short_min_history(n_periods, season))
+        if min_history < season and self.min_history is None:
+            notes.append(
+                f"short history ({n_periods} periods, under two seasons of {season}): series "
+                f"with at least {min_history} observations get every candidate, and backtest "
+                "windows start from that much history")
+        tree, panel, tree_rows = align_tree(panel, hierarchy, self.levels_to_reconcile, notes)
+        cutoffs = rolling_origin_splits(
+            panel.values.shape[1], self.horizon, self.n_windows, None, min_history
+        )
+        if len(cutoffs) < self.n_windows:
+            notes.append(
+                f"history of {panel.values.shape[1]} periods allows {len(cutoffs)} backtest "
+                f"window(s) of the {self.n_windows} asked for"
+            )
+        return _Plan(panel, season, letter, min_history, cutoffs, tree, tree_rows)
+
+    # --- fitting ----------------------------------------------------------------------------
+
+    def fit(
+        self,
+        series: pd.DataFrame,
+        hierarchy: pd.DataFrame | None = None,
+        progress: Progress | None = None,
+    ) -> RevenueForecaster:
+        """Backtest the candidates, learn the combination and intervals, refit on all data.
+
+        Args:
+            series: long frame ``level``, ``key``, ``ds``, ``y`` (optionally ``partial``).
+            hierarchy: one row per bottom node with one column per level (e.g. ``rep``,
+                ``team``, ``region``) to reconcile forecasts across; ``None`` for none.
+            progress: called as ``progress(done, total)`` after every unit of work.
+
+        Returns:
+            self.
+        """
+        self._check_params()
+        notes: list[str] = []
+        self.notes_ = notes
+        plan = self._plan(series, hierarchy, notes)
+        models = [c for c in REGISTRY if c in self.candidates]
+        total = (len(plan.cutoffs) + 1) * len(models) + 1
+        done = [0]
+
+        def tick() -> None:
+            # One unit per candidate and origin (plus the final fit), one for the rest.
+            done[0] = min(done[0] + 1, total - 1)
+            if progress is not None:
+                progress(done[0], total)
+
+        model_fn = self._model_fn(plan, models, self._forecasters(plan, models, notes), tick)
+        windows = backtest_panel(
+            model_fn, plan.panel, plan.cutoffs, self.horizon, plan.min_history, plan.season
+        )
+        final = self._final_window(plan, model_fn)
+        self._learn(plan, models, windows, final, notes)
+        if progress is not None:
+            progress(total, total)
+        return self
+
+    def _forecasters(self, plan: _Plan, models: list[str], notes: list[str]
+                     ) -> dict[str, tuple[Forecaster, bool]]:
+        """The selected candidates built from the registry (a fresh state per ``fit``), each
+        with whether it deseasonalises; candidates with nothing to forecast are left out."""
+        context = CandidateContext(
+            season=plan.season,
+            letter=plan.letter,
+            max_history=_MAX_HISTORY[plan.letter],
+            seed=self.seed,
+            n_jobs=self.n_jobs,
+            ids=plan.panel.ids,
+            n_fits=len(plan.cutoffs) + 1,
+            budget=self.prophet_budget,
+            notes=notes,
+        )
+        built = {}
+        for name in models:
+            candidate = REGISTRY[name]
+            forecaster = candidate.build(context)
+            if forecaster is not None:
+                built[name] = (forecaster, candidate.deseasonalise)
+        return built
+
+    def _model_fn(
+        self, plan: _Plan, models: list[str], forecasters: dict[str, tuple[Forecaster, bool]],
+        tick: Callable[[], None],
+    ) -> ModelFn:
+        """The candidates as one backtest function: every one fitted and asked for ``horizon``
+        periods, in registry order."""
+        # Without a backtest window trained on a full season, nothing measured whether the
+        # season matters: the seasonal models then use the observed season's indices (and the
+        # default combination adds the seasonal naive, see ``_learn``).
+        no_seasonal_window = all(c < plan.season for c in plan.cutoffs)
+
+        def run(train: Panel, horizon: int) -> dict[str, np.ndarray]:
+            out: dict[str, np.ndarray] = {}
+            unseasoned = no_seasonal_window and train.values.shape[1] >= plan.season
+            for name in models:
+                if name in forecasters:
+                    forecaster, deseasonalise = forecasters[name]
+                    if unseasoned and deseasonalise:
+                        forecaster = Deseasonalised(forecaster, plan.season)
+                    out[name] = forecaster.fit(train).predict(horizon)
+                tick()
+            return out
+
+        return run
+
+    def _final_window(
+        self, plan: _Plan, model_fn: ModelFn
+    ) -> BacktestWindow:
+        """Candidates refitted on the full history, as a window with no actuals."""
+        panel = plan.panel
+        eligible = panel.n_obs >= plan.min_history
+        preds: dict[str, np.ndarray] = {}
+        if eligible.any():
+            for name, values in model_fn(panel.subset(eligible), self.horizon).items():
+                full = np.full((panel.n_series, self.horizon), np.nan)
+                full[eligible] = values
+                preds[name] = full
+        actual = np.full((panel.n_series, self.horizon), np.nan)
+        scale = training_scales(panel, plan.season)
+        return BacktestWindow(panel.values.shape[1], eligible, actual, scale, preds)
+
+    def _learn(
+        self,
+        plan: _Plan,
+        models: list[str],
+        windows: list[BacktestWindow],
+        final: BacktestWindow,
+        notes: list[str],
+    ) -> None:
+        """Combination, reconciliation, calibration and the tables, from the windows."""
+        panel = plan.panel
+        levels = panel.ids[LEVEL].astype(str).to_numpy()
+        default: list[str] = [m for m in DEFAULT_PAIR if m in models] or models
+        for w in windows:
+            weights = learned_weights(known_before(windows, w.cutoff), models, levels, default,
+                                      self.combine)
+            w.preds[COMBINED] = combined_forecast(plan.panel, w, models, weights, default,
+                                                  plan.season)
+        # Windows all trained on less than a season scored forecasts that could not be
+        # seasonal (seasonal naive was plain naive): no evidence about final forecasts that
+        # have a season. They then use the default, with the seasonal naive added.
+        final_windows, final_default = windows, default
+        if final.cutoff >= plan.season and all(w.cutoff < plan.season for w in windows):
+            final_windows = []
+            if "seasonal_naive" in models:
+                final_default = [*default, "seasonal_naive"]
+        weights = learned_weights(final_windows, models, levels, final_default, self.combine)
+        self.weights_ = weights_frame(panel, models, weights)
+        final.preds[COMBINED] = combined_forecast(panel, final, models, weights, final_default,
+                                                  plan.season)
+        short = np.flatnonzero(~final.eligible)
+        if short.size:
+            names = ", ".join(
+                f"{panel.ids.at[i, LEVEL]}/{panel.ids.at[i, KEY]}" for i in short[:10]
+            )
+            notes.append(
+                f"{short.size} series with fewer than {plan.min_history} observations use a "
+                f"fallback (seasonal naive, or the mean under one season): {names}"
+                + (" ..." if short.size > 10 else "")
+            )
+        output = COMBINED
+        self.reconciliation_: str | None = None
+        if plan.tree is not None:
+            output = RECONCILED
+            self.reconciliation_ = reconcile_windows(plan.tree, plan.tree_rows, windows, final,
+                                                     levels, notes)
+        self._calibrate(plan, models, windows, final, levels, output)
+
+    def _calibrate(
+        self,
+        plan: _Plan,
+        models: list[str],
+        windows: list[BacktestWindow],
+        final: BacktestWindow,
+        levels: np.ndarray,
+        output: str,
+    ) -> None:
+        """Conformal quantiles per model; the backtest table, metrics and the forecasts."""
+        panel = plan.panel
+        scored = [*models, COMBINED, *([RECONCILED] if output == RECONCILED else [])]
+        tables, quantiles = [], {}
+        spread: dict[str, np.ndarray] = {}
+        for name in scored:
+            errors = [
+                scaled_errors(w, w.preds[name], final.scale) if name in w.preds else None
+                for w in windows
+            ]
+            usable = [e for e in errors if e is not None]
+            spread[name] = series_spread(usable, levels)
+            usable = [e / spread[name][:, None] for e in usable]
+            quantiles[name] = conformal_quantiles(usable, levels, self.horizon) if usable else {}
+            for w in windows:
+                if name not in w.preds:
+                    continue
+                # Intervals of a backtest window come only from errors known at its cutoff.
+                known = [
+                    scaled_errors(k, k.preds[name], w.scale)
+                    for k in known_before(windows, w.cutoff)
+                    if name in k.preds
+                ]
+                own = series_spread(known, levels)
+                known = [e / own[:, None] for e in known]
+                q = conformal_quantiles(known, levels, w.steps) if known else {}
+                pred = np.where(w.eligible[:, None], w.preds[name], np.nan)
+                bands = {name: apply_quantiles(pred, w.scale * own, levels, q)}
+                tables.append(window_table(panel, w, {name: pred}, bands))
+        self.backtest_ = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        self.metrics_ = metrics_table(self.backtest_) if len(self.backtest_) else pd.DataFrame()
+        backed = [w for w in windows if output in w.preds]
+        n_errors = sum(int(np.isfinite(w.actual[w.eligible]).sum()) for w in backed)
+        quantiles[output] = widened(quantiles[output], panel, final.scale, self.horizon,
+                                    len(backed), n_errors, self.notes_)
+        self.quantiles_ = quantiles[output]
+        self.spread_ = spread[output]
+        frame = self._forecast_frame(plan, final, levels, quantiles, output)
+        self.forecast_ = sane_intervals(frame, self.notes_)
+
+    def _forecast_frame(
+        self,
+        plan: _Plan,
+        final: BacktestWindow,
+        levels: np.ndarray,
+        quantiles: dict[str, dict[str, np.ndarray]],
+        output: str,
+    ) -> pd.DataFrame:
+        panel = plan.panel
+        point = np.maximum(final.preds[output], 0.0)
+        bands = apply_quantiles(point, final.scale * self.spread_, levels, quantiles[output])
+        # Fallback series borrow the seasonal naive's calibration when it exists.
+        naive_q = quantiles.get("seasonal_naive") or quantiles[output]
+        fallback_rows = ~final.eligible
+        if fallback_rows.any() and naive_q:
+            bands[fallback_rows] = apply_quantiles(
+                point[fallback_rows], final.scale[fallback_rows], levels[fallback_rows], naive_q
+            )
+        dates = panel.future_dates(self.horizon)
+        frame = pd.DataFrame(
+            {
+                LEVEL: np.repeat(panel.ids[LEVEL].to_numpy(), self.horizon),
+                KEY: np.repeat(panel.ids[KEY].to_numpy(), self.horizon),
+                DS: np.tile(dates, panel.n_series),
+                YHAT: point.ravel(),
+            }
+        )
+        flat = bands.reshape(-1, 3)
+        return frame.assign(**{YHAT_P10: flat[:, 0], YHAT_P50: flat[:, 1], YHAT_P90: flat[:, 2]})
+
+    # --- prediction -------------------------------------------------------------------------
+
+    def predict(self, horizon: int | None = None) -> pd.DataFrame:
+        """Forecasts from the end of the fitted history.
+
+        Args:
+            horizon: periods to return, at most the fitted ``horizon`` (default all of them).
+
+        Returns:
+            ``level``, ``key``, ``ds``, ``yhat``, ``yhat_p10``, ``yhat_p50``, ``yhat_p90``;
+            never negative; ``yhat`` coherent across the hierarchy given to ``fit``.
+
+        Raises:
+            RuntimeError: before ``fit``.
+            ValueError: for a horizon longer than the fitted one.
+        """
+        if not hasattr(self, "forecast_"):
+            raise RuntimeError("RevenueForecaster is not fitted: call fit() first")
+        horizon = self.horizon if horizon is None else horizon
+        if not 1 <= horizon <= self.horizon:
+            raise ValueError(f"horizon must be between 1 and the fitted horizon {self.horizon}")
+        keep = self.forecast_.groupby([LEVEL, KEY], sort=False).cumcount() < horizon
+        return self.forecast_.loc[keep].reset_index(drop=True)

@@ -76,8 +76,8 @@ from engine.schemas import (
 )
 from features.hierarchy import attribute_revenue
 from features.metrics import ForecastFromAttainment, MetricContext, Providers
+from features.metrics.alerting import METRIC_CATALOGUE, metric_source
 from models.feasibility import feasibility
-from service.cli.warnings import METRIC_CATALOGUE, metric_source
 
 REPO = Path(__file__).resolve().parents[1]
 TROUBLE_HORIZON = pd.Timedelta(days=180)

@@ -23,7 +23,7 @@ from engine.alerting.rules import InhibitRule, RuleFile, parse_matcher, parse_ru
 from engine.alerting.ruletest import _expand, run_rule_tests
 from engine.alerting.state import apply_rule, fingerprint, step
 from engine.alerting.store import FIRING, NORMAL, PENDING, RESOLVED, AlertInstance, Silence
-from service.cli.warnings import METRIC_CATALOGUE
+from features.metrics.alerting import METRIC_CATALOGUE
 
 REPO = Path(__file__).resolve().parents[1]
 D0 = date(2026, 1, 1)

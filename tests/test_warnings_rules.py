@@ -20,7 +20,7 @@ from engine.alerting.rules import (
     parse_rules,
     render,
 )
-from service.cli.warnings import METRIC_CATALOGUE
+from features.metrics.alerting import METRIC_CATALOGUE
 
 REPO = Path(__file__).resolve().parents[1]
 

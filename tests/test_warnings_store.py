@@ -40,7 +40,7 @@ from engine.alerting.store import (
 from engine.db import Base, driver_url
 from engine.io import Tables
 from features.metrics import METRICS, MetricContext, MetricSpec, Providers
-from service.cli.warnings import METRIC_CATALOGUE, metric_source
+from features.metrics.alerting import METRIC_CATALOGUE, metric_source
 
 POSTGRES_ENV = "QUOTACAST_TEST_POSTGRES_URL"
 D0 = date(2026, 10, 1)

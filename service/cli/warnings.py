@@ -9,7 +9,7 @@ Extra notification targets may come from the settings ``warnings_webhook_url`` a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from importlib import resources
@@ -20,7 +20,6 @@ import pandas as pd
 import sqlalchemy as sa
 import typer
 
-from engine.alerting.catalogue import MetricCatalogue, MetricSource
 from engine.alerting.evaluate import EvaluationReport, OutOfOrder, evaluate
 from engine.alerting.notify import DeliveryPolicy, DeliveryReport, deliver
 from engine.alerting.route import with_extra_receiver
@@ -46,16 +45,8 @@ from engine.alerting.store import (
     Silence,
 )
 from engine.periods import default_as_of
-from features.metrics import (
-    METRICS,
-    SCOPE_LABELS,
-    SCOPES,
-    MetricContext,
-    MetricUnavailable,
-    catalogue,
-    compute_metric,
-    default_providers,
-)
+from features.metrics import MetricContext, catalogue, default_providers
+from features.metrics.alerting import METRIC_CATALOGUE, metric_source
 from service.cli.common import (
     EXIT_BAD_INPUT,
     AsOfOpt,
@@ -72,16 +63,13 @@ from service.cli.common import (
     settings_of,
 )
 
-__all__ = ["ALERT_COLUMNS", "METRIC_CATALOGUE", "alerts_frame", "default_rules_path",
-           "metric_source", "warnings_app"]
+__all__ = ["ALERT_COLUMNS", "alerts_frame", "default_rules_path", "warnings_app"]
 
 ALERT_COLUMNS = ["rule", "labels", "state", "severity", "value", "threshold", "since", "message",
                  "as_of", "silenced", "inhibited"]
 _ACTIVE = (PENDING, FIRING, RESOLVED)
 _STATE_ORDER = {FIRING: 0, PENDING: 1, RESOLVED: 2, NORMAL: 3}
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
-# The warning metrics, as the alerting core checks rule files against them.
-METRIC_CATALOGUE = MetricCatalogue(METRICS, SCOPES, SCOPE_LABELS)
 
 warnings_app = typer.Typer(
     name="warnings",
@@ -110,15 +98,6 @@ def default_rules_path() -> Path:
     if local.is_file():
         return local
     return Path(str(resources.files("rules").joinpath("default.yaml")))
-
-
-def metric_source(context: MetricContext) -> MetricSource:
-    """The warning metrics of ``context`` (its tables, providers and cache) for one evaluation."""
-
-    def frame(metric: str, as_of: pd.Timestamp, params: Mapping[str, Any]) -> pd.DataFrame:
-        return compute_metric(metric, context, as_of, params)
-
-    return MetricSource(METRIC_CATALOGUE, frame, MetricUnavailable)
 
 
 def _rules(path: Path | None) -> RuleFile:

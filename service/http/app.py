@@ -21,18 +21,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.config import Settings, get_settings
 from service.http.config import ServiceSettings
+from service.http.errors import refused
 from service.http.metrics import RequestMetrics
 from service.http.middleware import BodyLimitMiddleware, MetricsMiddleware
-from service.http.routes import (
-    customers,
-    dashboard,
-    feasibility,
-    forecasts,
-    health,
-    models,
-    warnings,
-)
+from service.http.routes import ROUTERS
 from service.http.state import MODEL_KINDS, AppState, build_state
+from service.usecases.request import Refusal
 
 __all__ = ["app_factory", "create_app"]
 
@@ -123,11 +117,12 @@ def create_app(settings: Settings | None = None,
     app = FastAPI(title="quotacast", version=_version(), description=_DESCRIPTION,
                   lifespan=lifespan)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Refusal, refused)
     # Added last = outermost: metrics see every answer, 413s of the body limit included.
     app.add_middleware(BodyLimitMiddleware, limit=options.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=request_metrics)
-    for module in (health, feasibility, customers, forecasts, warnings, models, dashboard):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app
 
 

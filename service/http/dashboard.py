@@ -12,15 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from fastapi import HTTPException
 from markupsafe import Markup
 
 from engine.schemas import LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM
-from service.http import operations as ops
 from service.http.auth import Permission, Principal
 from service.http.charts import feasibility_svg, risk_colour
+from service.http.routes.customers import at_risk_page
+from service.http.routes.feasibility import feasibility
+from service.http.routes.warnings import alert_list
 from service.http.schemas import AlertList, FeasibilityNode, FeasibilityOut
 from service.http.state import MODEL_KINDS, AppState
+from service.usecases.request import Refusal
 
 __all__ = ["AT_RISK_ROWS", "Section", "dashboard_context", "money", "percent"]
 
@@ -60,8 +62,8 @@ def _section(allowed: bool, build: Callable[[], T]) -> Section:
         return Section()
     try:
         return Section(shown=True, content=build())
-    except HTTPException as exc:  # a missing model or data: say so in the section
-        return Section(shown=True, problem=str(exc.detail))
+    except Refusal as exc:  # a missing model or data: say so in the section
+        return Section(shown=True, problem=str(exc))
 
 
 def _feasibility_extra(result: FeasibilityOut) -> dict[str, Any]:
@@ -77,10 +79,10 @@ def _feasibility_extra(result: FeasibilityOut) -> dict[str, Any]:
 def dashboard_context(state: AppState, principal: Principal) -> dict[str, Any]:
     """Template variables of the dashboard for this caller."""
     planning = principal.can(Permission.PLANNING)
-    feasibility = _section(planning, lambda: ops.feasibility(state, None, None))
-    if isinstance(feasibility.content, FeasibilityOut):
-        feasibility.extra = _feasibility_extra(feasibility.content)
-    warnings: Section = _section(planning, lambda: ops.alerts(state, ["firing"]))
+    feasible = _section(planning, lambda: feasibility(state, None, None))
+    if isinstance(feasible.content, FeasibilityOut):
+        feasible.extra = _feasibility_extra(feasible.content)
+    warnings: Section = _section(planning, lambda: alert_list(state, ["firing"]))
     if isinstance(warnings.content, AlertList):
         # Muted alerts (inhibited by one above them, or silenced) are folded away: the page
         # leads with what nobody has been told about yet.
@@ -89,12 +91,12 @@ def dashboard_context(state: AppState, principal: Principal) -> dict[str, Any]:
                           "muted": [a for a in alerts if a.silenced or a.inhibited]}
     at_risk: Section = _section(
         principal.can(Permission.CUSTOMERS),
-        lambda: ops.at_risk(state, principal, None, 0.0, 1, AT_RISK_ROWS))
+        lambda: at_risk_page(state, principal, None, 0.0, 1, AT_RISK_ROWS))
     return {
         "principal": principal,
         "data": state.data,
         "models": {k: state.model(k) for k in MODEL_KINDS},
-        "feasibility": feasibility,
+        "feasibility": feasible,
         "warnings": warnings,
         "at_risk": at_risk,
         "colour": risk_colour,

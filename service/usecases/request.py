@@ -5,6 +5,11 @@ The base rules live in :mod:`engine.periods` (period bounds, the data's first an
 default as-of and period); this module applies them to what a caller sent and refuses what
 cannot be answered with one exception, :class:`RequestError`, naming the parameter. The HTTP
 layer answers it with 400, the CLI with a usage error (exit 2).
+
+The other refusals of a use case are here too, plain exceptions that know nothing of HTTP:
+:class:`BadRequest` (a well-formed request that cannot be answered), :class:`NotFound`,
+:class:`Conflict` and :class:`Unavailable` (the data or a model is not loaded). The HTTP layer
+maps each to one status code (``service.http.errors``).
 """
 
 from __future__ import annotations
@@ -22,8 +27,13 @@ from features.hierarchy import categorical_columns
 
 __all__ = [
     "AS_OF_SLACK",
+    "BadRequest",
+    "Conflict",
     "DataSpan",
+    "NotFound",
+    "Refusal",
     "RequestError",
+    "Unavailable",
     "known_levels",
     "parse_as_of",
     "resolve_as_of",
@@ -35,7 +45,27 @@ __all__ = [
 AS_OF_SLACK = pd.Timedelta(days=31)
 
 
-class RequestError(ValueError):
+class Refusal(Exception):
+    """A request a use case refuses, with a sentence saying why and what to do."""
+
+
+class BadRequest(Refusal, ValueError):
+    """A well-formed request that cannot be answered (HTTP 400)."""
+
+
+class NotFound(Refusal, LookupError):
+    """No such resource (HTTP 404)."""
+
+
+class Conflict(Refusal, RuntimeError):
+    """The request conflicts with the stored state (HTTP 409)."""
+
+
+class Unavailable(Refusal, RuntimeError):
+    """The data or a model the request needs is not loaded (HTTP 503)."""
+
+
+class RequestError(BadRequest):
     """A request parameter that cannot be answered (HTTP 400, CLI exit 2).
 
     Attributes:

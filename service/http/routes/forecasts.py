@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import pandas as pd
 from fastapi import APIRouter, Query
 
-from service.http import operations as ops
+from engine.schemas import DS
 from service.http.deps import PlanningUser, StateDep
-from service.http.routes import errors
-from service.http.schemas import ForecastOut
+from service.http.errors import errors
+from service.http.present import records
+from service.http.schemas import ForecastOut, ForecastPoint
+from service.usecases.forecasts import served_forecast
 
 __all__ = ["router"]
 
@@ -28,4 +31,8 @@ def get_forecasts(
         description="Must be the served forecaster's frequency; default: that one.")] = None,
 ) -> ForecastOut:
     """Revenue forecast per series of one level, with 80% intervals."""
-    return ops.forecasts(state, level, horizon, freq)
+    found = served_forecast(state, level, horizon, freq)
+    points = [ForecastPoint(**{**r, DS: pd.Timestamp(r[DS]).date()})
+              for r in records(found.frame, ForecastPoint.model_fields)]
+    return ForecastOut(level=found.level, freq=found.freq, horizon=found.horizon,
+                       model_version=found.model_version, points=points)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from service.http import operations as ops
 from service.http.deps import StateDep
 from service.http.metrics import escape_label
-from service.http.schemas import LiveOut, ReadyOut
+from service.http.routes.models import model_out, registry_out
+from service.http.schemas import DataStatus, LiveOut, ReadyOut
 from service.http.state import MODEL_KINDS, AppState
+from service.usecases.champions import served_models
 
 __all__ = ["router"]
 
@@ -22,11 +23,27 @@ def livez() -> LiveOut:
     return LiveOut()
 
 
+def _readiness(state: AppState) -> ReadyOut:
+    """What /readyz reports: data, models and registry."""
+    data = state.data
+    tables = {} if data.tables is None else {n: len(f) for n, f in data.tables.frames.items()}
+    return ReadyOut(
+        ready=data.ok,
+        data=DataStatus(source=data.source, ok=data.ok, tables=tables,
+                        problems=data.problems[:200],
+                        start=None if data.start is None else data.start.date(),
+                        end=None if data.end is None else data.end.date()),
+        models={k: model_out(k, m) for k, m in served_models(state, MODEL_KINDS).items()},
+        model_problems=dict(sorted(state.model_problems.items())),
+        registry=registry_out(state),
+    )
+
+
 @router.get("/readyz", response_model=ReadyOut,
             responses={503: {"model": ReadyOut, "description": "The data is not loaded."}})
 def readyz(state: StateDep) -> JSONResponse:
     """Ready once the data is loaded; which models are served and whether the registry answers."""
-    report = ops.readiness(state)
+    report = _readiness(state)
     code = status.HTTP_200_OK if report.ready else status.HTTP_503_SERVICE_UNAVAILABLE
     return JSONResponse(report.model_dump(mode="json"), status_code=code)
 

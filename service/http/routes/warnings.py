@@ -2,20 +2,62 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Response, status
 
-from service.http import operations as ops
+from engine.alerting.store import AlertInstance
+from engine.alerting.store import Silence as StoreSilence
 from service.http.deps import PlanningUser, StateDep, WarningsEditor
-from service.http.routes import errors
-from service.http.schemas import AlertList, EvaluateIn, EvaluationOut, SilenceIn, SilenceOut
+from service.http.errors import errors
+from service.http.present import number
+from service.http.schemas import (
+    AlertList,
+    AlertOut,
+    EvaluateIn,
+    EvaluationOut,
+    SilenceIn,
+    SilenceOut,
+)
+from service.usecases.alerts import (
+    add_silence,
+    current_alerts,
+    evaluate_rules,
+    expire_silence,
+    silences,
+)
+from service.usecases.served import Served
 
-__all__ = ["router"]
+__all__ = ["alert_list", "router"]
 
 router = APIRouter(prefix="/v1", tags=["warnings"], responses=errors(401, 403, 429))
 
 StateName = Literal["normal", "pending", "firing", "resolved", "active", "all"]
+
+
+def _alert(alert: AlertInstance) -> AlertOut:
+    labels = {k: str(v) for k, v in alert.labels.items()}
+    return AlertOut(
+        rule=alert.rule, labels=labels, state=alert.state, severity=alert.severity,
+        value=number(alert.value), threshold=number(alert.threshold), since=alert.since,
+        as_of=alert.last_eval_at, message=alert.message,
+        summary=alert.annotations.get("summary", alert.message),
+        description=alert.annotations.get("description", ""),
+        silenced=bool(alert.silenced_by), inhibited=alert.inhibited)
+
+
+def _silence(silence: StoreSilence) -> SilenceOut:
+    return SilenceOut(id=silence.id, matchers=[str(m) for m in silence.matchers],
+                      starts_at=silence.starts_at, ends_at=silence.ends_at,
+                      created_by=silence.created_by, comment=silence.comment,
+                      expired=silence.expired_at is not None)
+
+
+def alert_list(served: Served, wanted: Iterable[str] | None) -> AlertList:
+    """Current alerts, worst first (also the dashboard's)."""
+    found = current_alerts(served, wanted)
+    return AlertList(count=len(found), alerts=[_alert(a) for a in found])
 
 
 @router.get("/warnings", response_model=AlertList)
@@ -27,7 +69,7 @@ def get_warnings(
         "resolved; `all` includes normal.")] = None,
 ) -> AlertList:
     """Current alerts, worst first, with their explanations."""
-    return ops.alerts(state, alert_state)
+    return alert_list(state, alert_state)
 
 
 @router.post("/warnings/evaluate", response_model=EvaluationOut,
@@ -37,7 +79,12 @@ def post_evaluate(
     body: Annotated[EvaluateIn | None, Body()] = None,
 ) -> EvaluationOut:
     """Evaluate the rules at as_of: update alert states and history, queue notifications."""
-    return ops.evaluate_warnings(state, None if body is None else body.as_of)
+    done = evaluate_rules(state, None if body is None else body.as_of)
+    report = done.report
+    return EvaluationOut(
+        as_of=report.as_of, evaluated=report.evaluated, already=report.already,
+        skipped=report.skipped, transitions=len(report.transitions),
+        notifications=report.notifications, alerts=[_alert(a) for a in done.alerts])
 
 
 @router.get("/silences", response_model=list[SilenceOut])
@@ -46,14 +93,15 @@ def get_silences(
     include_expired: Annotated[bool, Query(description="Also expired silences.")] = False,
 ) -> list[SilenceOut]:
     """Silences, oldest first."""
-    return ops.silences(state, include_expired)
+    return [_silence(s) for s in silences(state, include_expired)]
 
 
 @router.post("/silences", response_model=SilenceOut, status_code=status.HTTP_201_CREATED,
              responses=errors(400, 413))
 def post_silence(user: WarningsEditor, state: StateDep, body: SilenceIn) -> SilenceOut:
     """Mute notifications of matching alerts for a window of as_of dates."""
-    return ops.add_silence(state, user, body)
+    return _silence(add_silence(state, body.matchers, body.starts_at, body.ends_at, user.name,
+                                body.comment))
 
 
 @router.delete("/silences/{silence_id}", status_code=status.HTTP_204_NO_CONTENT,
@@ -63,5 +111,5 @@ def delete_silence(
     silence_id: Annotated[str, Path(min_length=1, max_length=64)],
 ) -> Response:
     """Expire a silence now."""
-    ops.expire_silence(state, silence_id)
+    expire_silence(state, silence_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,158 @@
+"""Early warnings with the served models (the service's warnings resource): current alerts,
+an evaluation of the rules, silences.
+
+The alerting core is :mod:`engine.alerting`; the metrics it watches are the warning metrics of
+:mod:`features.metrics`, computed here with the served churn model and the cached feasibility
+simulation so that a warning and the feasibility page agree.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import pandas as pd
+
+from engine.alerting.evaluate import EvaluationReport, OutOfOrder, evaluate
+from engine.alerting.notify import DeliveryPolicy, deliver
+from engine.alerting.route import with_extra_receiver
+from engine.alerting.rules import ALERTNAME, RuleFile, RuleFileError, load_rules, parse_matcher
+from engine.alerting.store import FIRING, NORMAL, PENDING, RESOLVED, AlertInstance, AlreadyEvaluated
+from engine.alerting.store import Silence as StoreSilence
+from engine.io import Tables
+from features.metrics import ForecastFromAttainment, MetricContext, Providers
+from features.metrics.alerting import METRIC_CATALOGUE, metric_source
+from service.usecases.churn import score_churn
+from service.usecases.planning import feasibility_run
+from service.usecases.request import BadRequest, Conflict, NotFound, Unavailable, resolve_as_of
+from service.usecases.served import Served
+
+__all__ = [
+    "ACTIVE_STATES",
+    "Evaluation",
+    "add_silence",
+    "current_alerts",
+    "evaluate_rules",
+    "expire_silence",
+    "silences",
+]
+
+ACTIVE_STATES = (PENDING, FIRING, RESOLVED)
+_STATE_ORDER = {FIRING: 0, PENDING: 1, RESOLVED: 2, NORMAL: 3}
+_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+_evaluation_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation did, and the alerts of its rules that are not normal afterwards."""
+
+    report: EvaluationReport
+    alerts: list[AlertInstance]
+
+
+def _worst_first(found: Iterable[AlertInstance]) -> list[AlertInstance]:
+    return sorted(found, key=lambda a: (_STATE_ORDER.get(a.state, 9),
+                                        _SEVERITY_ORDER.get(a.severity, 9), a.rule,
+                                        sorted((k, str(v)) for k, v in a.labels.items()
+                                               if k != ALERTNAME)))
+
+
+def _states(wanted: Iterable[str] | None) -> list[str] | None:
+    chosen = list(wanted or ["active"])
+    if "all" in chosen:
+        return None
+    return sorted({s for c in chosen for s in (ACTIVE_STATES if c == "active" else (c,))})
+
+
+def current_alerts(served: Served, wanted: Iterable[str] | None) -> list[AlertInstance]:
+    """Current alerts in the ``wanted`` states, worst first.
+
+    Args:
+        wanted: alert states, ``active`` (pending, firing and resolved; the default) or
+            ``all``.
+    """
+    return _worst_first(served.alerts.alerts(states=_states(wanted)))
+
+
+def _rules(served: Served) -> RuleFile:
+    try:
+        rules = load_rules(served.rules, catalogue=METRIC_CATALOGUE)
+    except RuleFileError as exc:
+        raise Unavailable(f"the rule file {served.rules} is invalid: "
+                          f"{'; '.join(exc.problems[:3])}") from exc
+    settings = served.settings
+    return with_extra_receiver(rules, getattr(settings, "warnings_webhook_url", None),
+                               getattr(settings, "warnings_notify_file", None))
+
+
+def _providers(served: Served) -> Providers:
+    """The metrics of other modules, computed with the served models (and cached)."""
+    churn = served.model("churn")
+
+    def churn_scores_at(tables: Tables, as_of: pd.Timestamp) -> pd.DataFrame:
+        assert churn is not None
+        return score_churn(tables, as_of=as_of, model=churn.estimator)
+
+    def attainment(tables: Tables, period: str, as_of: pd.Timestamp) -> pd.DataFrame:
+        return feasibility_run(served, period, pd.Timestamp(as_of).date()).frame
+
+    return Providers(churn_scores=churn_scores_at if churn is not None else None,
+                     attainment=attainment,
+                     period_forecast=ForecastFromAttainment(attainment))
+
+
+def evaluate_rules(served: Served, as_of: date | None) -> Evaluation:
+    """Evaluate the rules at ``as_of``: alert states, history, notifications (one attempt).
+
+    Raises:
+        RequestError: ``as_of`` is outside the data.
+        Conflict: ``as_of`` is before the last evaluation of a rule.
+        Unavailable: the data is not loaded or the rule file is invalid.
+    """
+    tables = served.tables()
+    stamp = resolve_as_of(as_of, served.span())
+    rules = _rules(served)
+    with _evaluation_lock:
+        try:
+            report = evaluate(rules, metric_source(MetricContext(tables, _providers(served))),
+                              served.alerts, stamp.date())
+        except (OutOfOrder, AlreadyEvaluated) as exc:
+            raise Conflict(str(exc)) from exc
+        if served.deliver_notifications:
+            deliver(served.alerts, DeliveryPolicy(max_wait=timedelta(0)))
+    names = [rule.alert for _, rule in rules.rules]
+    now = _worst_first(served.alerts.alerts(rules=names, states=ACTIVE_STATES))
+    return Evaluation(report=report, alerts=now)
+
+
+def silences(served: Served, include_expired: bool) -> list[StoreSilence]:
+    """Silences, oldest first."""
+    return served.alerts.silences(include_expired)
+
+
+def add_silence(served: Served, matchers: Iterable[str], starts_at: date, ends_at: date,
+                author: str, comment: str) -> StoreSilence:
+    """Record a silence of the alerts all ``matchers`` (``label=value``, ``!=``, ``=~``,
+    ``!~``) match, from ``starts_at`` to ``ends_at`` (as_of dates).
+
+    Raises:
+        BadRequest: a matcher does not parse or the window is empty.
+    """
+    try:
+        parsed = [parse_matcher(m) for m in matchers]
+        return served.alerts.add_silence(parsed, starts_at, ends_at, author, comment)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+def expire_silence(served: Served, silence_id: str) -> None:
+    """Expire a silence now.
+
+    Raises:
+        NotFound: there is no active silence with that id.
+    """
+    if not served.alerts.expire_silence(silence_id):
+        raise NotFound(f"no active silence with id {silence_id!r}")

@@ -1,0 +1,59 @@
+"""Forecasts of the served champion forecaster (the service's forecasts resource).
+
+The pipeline that trains and promotes the forecaster is :mod:`service.usecases.forecast`; this
+module answers from the champion loaded at start-up, never a fresh registry lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from service.usecases.forecast import ServedForecaster
+from service.usecases.request import BadRequest, Unavailable
+from service.usecases.served import Served
+
+__all__ = ["ServedForecast", "served_forecast"]
+
+
+@dataclass(frozen=True)
+class ServedForecast:
+    """The champion's forecast of one level: ``level``, ``key``, ``ds`` and the quantiles."""
+
+    level: str
+    freq: str
+    horizon: int
+    model_version: str
+    frame: pd.DataFrame
+
+
+def _forecaster(served: Served) -> tuple[ServedForecaster, str]:
+    loaded = served.model("forecast")
+    if loaded is None:
+        raise Unavailable("no forecast model is served: run `quotacast train forecast` and "
+                          "`quotacast promote forecast`, then POST /v1/models/reload")
+    if not isinstance(loaded.estimator, ServedForecaster):
+        raise Unavailable(f"the forecast champion v{loaded.version} is a "
+                          f"{type(loaded.estimator).__name__}, not a ServedForecaster: retrain it")
+    return loaded.estimator, loaded.version
+
+
+def served_forecast(served: Served, level: str, horizon: int | None,
+                    freq: str | None) -> ServedForecast:
+    """The champion forecaster's forecasts of one level, from the end of its history.
+
+    The checks are the CLI's (``ServedForecaster.cannot_answer``).
+
+    Raises:
+        Unavailable: no forecaster is served.
+        BadRequest: the served forecaster has not that level, frequency or horizon.
+    """
+    forecaster, version = _forecaster(served)
+    problem = forecaster.cannot_answer(freq, level, horizon)
+    if problem is not None:
+        raise BadRequest(f"{problem}; train and promote a forecaster with that --freq, --level "
+                         "or --horizon to ask for it")
+    steps = int(forecaster.forecaster.horizon) if horizon is None else horizon
+    return ServedForecast(level=level, freq=forecaster.freq, horizon=steps,
+                          model_version=version, frame=forecaster.predict(steps, level))

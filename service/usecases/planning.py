@@ -1,0 +1,151 @@
+"""Feasibility, what-if and recalibration of a period with the served models (the service's
+planning resource).
+
+One simulation per (period, as_of, model versions) is computed and cached; the what-if and the
+recalibration read the same draws, so a planner's questions about one period agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine.io import Tables
+from engine.schemas import KEY, LEVEL
+from models.feasibility import (
+    MUST_HIT_QUANTILE,
+    P_ATTAIN,
+    STRETCH_QUANTILE,
+    TARGET,
+    Method,
+    Simulation,
+    attained,
+    fit_stage_rates,
+    recalibrate,
+)
+from service.usecases.feasibility import run_feasibility
+from service.usecases.request import BadRequest, NotFound, resolve_as_of, resolve_period
+from service.usecases.served import Served
+
+__all__ = ["FeasibilityRun", "WhatIf", "feasibility_run", "recalibration", "what_if"]
+
+
+@dataclass(frozen=True)
+class FeasibilityRun:
+    """One simulation of a period as of a date, with the models that went into it."""
+
+    period: str
+    as_of: pd.Timestamp
+    frame: pd.DataFrame
+    simulation: Simulation
+    notes: list[str]
+    draws: int
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """P(attain) of a proposed target for one node, beside the node's current target."""
+
+    period: str
+    as_of: date
+    level: str
+    key: str
+    proposed_target: float
+    p_attain: float
+    current_target: float | None
+    p_attain_current: float | None
+    expected: float
+    p10: float
+    p50: float
+    p90: float
+    gap: float
+    must_hit: float
+    stretch: float
+
+
+def _simulate(served: Served, period: str, as_of: pd.Timestamp,
+              models: Mapping[str, Any]) -> FeasibilityRun:
+    """``run_feasibility`` with the served models; stage rates fitted once per as_of (~2 s)."""
+
+    def stage_rates(tables: Tables, when: pd.Timestamp) -> tuple[Any, str]:
+        return served.feasibility_cache.get(
+            ("stage-rates", when), lambda: fit_stage_rates(tables, when))
+
+    try:
+        result = run_feasibility(served.tables(), period, as_of, draws=served.draws,
+                                 seed=served.settings.seed, models=models,
+                                 stage_rates=stage_rates)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    return FeasibilityRun(period, as_of, result.frame, result.simulation, result.notes,
+                          served.draws)
+
+
+def feasibility_run(served: Served, period: str | None,
+                    as_of: date | None) -> FeasibilityRun:
+    """The (cached) simulation of ``period`` as of ``as_of``, defaults resolved.
+
+    Raises:
+        RequestError: ``period`` or ``as_of`` cannot be answered.
+        Unavailable: the data is not loaded.
+    """
+    span = served.span()
+    stamp = resolve_as_of(as_of, span)
+    chosen = resolve_period(period, stamp, span)
+    models = dict(served.models)  # a copy: a reload may change the models meanwhile
+    versions = tuple(sorted((k, m.version) for k, m in models.items()))
+    key = ("feasibility", chosen, stamp, versions)
+    return served.feasibility_cache.get(key, lambda: _simulate(served, chosen, stamp, models))
+
+
+def _node_row(run: FeasibilityRun, level: str, key: str) -> pd.Series | None:
+    match = run.frame[(run.frame[LEVEL] == level) & (run.frame[KEY] == key)]
+    return None if match.empty else match.iloc[0]
+
+
+def what_if(served: Served, level: str, key: str, target: float, period: str | None = None,
+            as_of: date | None = None) -> WhatIf:
+    """P(attain) of a proposed target for one node, from the same draws as its feasibility.
+
+    Every simulated node can be asked about, with or without a target of its own.
+
+    Raises:
+        NotFound: the simulation has no such node.
+    """
+    run = feasibility_run(served, period, as_of)
+    try:
+        column = run.simulation.node_index(level, key)
+    except KeyError as exc:
+        raise NotFound(f"no node {level}={key!r} in the simulation of {run.period}") from exc
+    draws = run.simulation.draws[:, column]
+    current = _node_row(run, level, key)
+    quantiles = (np.quantile(draws, [MUST_HIT_QUANTILE, 0.5, STRETCH_QUANTILE, 0.9])
+                 if len(draws) else np.full(4, np.nan))
+    expected = float(draws.mean()) if len(draws) else float(run.simulation.closed[column])
+    return WhatIf(
+        period=run.period, as_of=run.as_of.date(), level=level, key=key, proposed_target=target,
+        p_attain=attained(draws, target, expected),
+        current_target=None if current is None else current[TARGET],
+        p_attain_current=None if current is None else current[P_ATTAIN],
+        expected=expected, p10=quantiles[0], p50=quantiles[1], p90=quantiles[3],
+        gap=target - expected, must_hit=quantiles[0], stretch=quantiles[2],
+    )
+
+
+def recalibration(served: Served, period: str | None, as_of: date | None,
+                  method: Method) -> tuple[FeasibilityRun, pd.DataFrame]:
+    """Revised targets for the rest of the period that keep every parent's total.
+
+    Raises:
+        BadRequest: the period cannot be recalibrated (no target to revise).
+    """
+    run = feasibility_run(served, period, as_of)
+    try:
+        return run, recalibrate(run.frame, run.simulation, method=method)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc

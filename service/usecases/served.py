@@ -1,0 +1,182 @@
+"""What a running service serves: the data loaded once, the champion models, the caches.
+
+The use cases of the service (:mod:`service.usecases.planning`, ``customers``, ``forecasts``,
+``alerts``, ``health``) are functions over a :class:`Served`; they know nothing of HTTP and
+refuse with the plain exceptions of :mod:`service.usecases.request`. The HTTP app's state extends
+:class:`Served` with what only HTTP needs (keys, rate limits, request metrics).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import pandas as pd
+
+from engine import tracking
+from engine.alerting.store import AlertStore
+from engine.config import Settings
+from engine.io import BadInput, Tables, load_tables
+from engine.periods import data_end, first_day
+from service.usecases.request import DataSpan, Unavailable
+
+__all__ = ["DataState", "Memo", "RegistryStatus", "Served", "load_data", "probe_registry"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataState:
+    """The data source, loaded and validated once.
+
+    Attributes:
+        source: the directory or SQL URL.
+        tables: the validated tables, or None when they could not be loaded.
+        problems: every problem found (``table:line: column: check (value)``).
+        start: the first day with an order or a created deal.
+        end: the last date in the data (the default as_of is the day after it).
+    """
+
+    source: str
+    tables: Tables | None = None
+    problems: list[str] = field(default_factory=list)
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.tables is not None
+
+
+@dataclass
+class RegistryStatus:
+    """The last answer of the registry probe and when it was asked (monotonic seconds)."""
+
+    uri: str
+    reachable: bool | None = None
+    checked_at: float = float("-inf")
+
+
+class Memo(Generic[T]):
+    """A small LRU cache whose values are computed once even under concurrent requests.
+
+    One lock for everything: the values are CPU-bound simulations on a two-core machine, so
+    computing two of them at once would not be faster, and a request for a value being computed
+    waits for it instead of computing it again. Re-entrant: a value may be computed from
+    another value of the same cache.
+    """
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._items: OrderedDict[Hashable, T] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            value = compute()
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+@dataclass(kw_only=True)
+class Served:
+    """What the service's use cases read: data, served models, stores, caches and settings.
+
+    Attributes:
+        settings: the engine settings (seed, database, MLflow, warning receivers).
+        data: the data loaded at start-up.
+        alerts: the alert store.
+        registry: the last answer of the registry probe.
+        rules: the warning rule file.
+        draws: Monte Carlo draws of a feasibility request.
+        deliver_notifications: send warning notifications right after an evaluation.
+        registry_check_seconds: how long a registry reachability answer is reused.
+        models: the champions served, per kind (loaded at start-up and on reload only).
+        model_problems: per kind, why it is not (or no longer) loaded.
+    """
+
+    settings: Settings
+    data: DataState
+    alerts: AlertStore
+    registry: RegistryStatus
+    rules: Path
+    draws: int = 10_000
+    deliver_notifications: bool = True
+    registry_check_seconds: float = 30.0
+    models: dict[str, tracking.LoadedModel] = field(default_factory=dict)
+    model_problems: dict[str, str] = field(default_factory=dict)
+    # Small: a large company's draws take tens of MB per (period, as_of).
+    feasibility_cache: Memo[Any] = field(default_factory=lambda: Memo(size=6))
+    scores_cache: Memo[Any] = field(default_factory=lambda: Memo(size=4))
+    models_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def model(self, kind: str) -> tracking.LoadedModel | None:
+        """The served model of ``kind`` (None when there is none)."""
+        return self.models.get(kind)
+
+    def clear_caches(self) -> None:
+        """Forget computed results (after the models changed)."""
+        self.feasibility_cache.clear()
+        self.scores_cache.clear()
+
+    def tables(self) -> Tables:
+        """The loaded tables.
+
+        Raises:
+            Unavailable: the data could not be loaded.
+        """
+        if self.data.tables is None:
+            shown = "; ".join(self.data.problems[:3])
+            more = len(self.data.problems) - 3
+            raise Unavailable(f"the data at {self.data.source} is not loaded: {shown}"
+                              + (f" (and {more} more problems, see /readyz)" if more > 0 else ""))
+        return self.data.tables
+
+    def span(self) -> DataSpan:
+        """The days the loaded data covers (:class:`Unavailable` when none is loaded)."""
+        self.tables()
+        assert self.data.start is not None and self.data.end is not None  # set with the tables
+        return DataSpan(start=self.data.start, end=self.data.end)
+
+
+def load_data(source: str) -> DataState:
+    """Load and validate the data once; problems are kept, never raised."""
+    state = DataState(source=source)
+    try:
+        tables = load_tables(source)
+    except BadInput as bad:
+        state.problems = [str(p) for p in bad.problems]
+        return state
+    except (OSError, ValueError) as exc:
+        state.problems = [f"-:0: -: cannot read the data ({exc})"]
+        return state
+    state.tables = tables
+    state.end = data_end(tables)
+    state.start = first_day(tables)
+    return state
+
+
+def probe_registry(served: Served, max_age: float | None = None) -> bool:
+    """Whether the registry answers, asking again when the last answer is older than ``max_age``
+    seconds (default: ``served.registry_check_seconds``)."""
+    age = served.registry_check_seconds if max_age is None else max_age
+    now = time.monotonic()
+    status = served.registry
+    if status.reachable is None or now - status.checked_at >= age:
+        status.reachable = tracking.registry_reachable()
+        status.checked_at = time.monotonic()
+    return bool(status.reachable)

@@ -1,6 +1,6 @@
 """Benchmark: RevenueForecaster against Prophet, AutoETS and seasonal naive on real data.
 
-Datasets (see their SOURCE.md under ../shared/data):
+Datasets (read from the data directory given by ``--data``; each has a SOURCE.md there):
 
 - ``aus-retail-turnover``: 152 monthly ABS retail turnover series (State x Industry). The 4
   series discontinued before the held-out period (ending 2010-02 and 2013-06) have nothing to

@@ -17,19 +17,21 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from models.backtest import BacktestWindow, Panel
+from models.backtest import BacktestWindow, Panel, known_before
 from models.metrics import YHAT, YHAT_P10, YHAT_P50, YHAT_P90
 
 __all__ = [
     "MIN_ERRORS",
     "MIN_WINDOWS",
     "apply_quantiles",
+    "calibration",
     "conformal_quantiles",
     "error_growth",
     "sane_intervals",
     "scaled_errors",
     "series_spread",
     "widened",
+    "window_bands",
 ]
 
 _QUANTILES = (0.1, 0.5, 0.9)
@@ -201,6 +203,39 @@ def scaled_errors(window: BacktestWindow, pred: np.ndarray, scale: np.ndarray) -
     errors = (window.actual - pred) / safe[:, None]
     errors[~window.eligible] = np.nan
     return errors
+
+
+def calibration(
+    windows: list[BacktestWindow],
+    name: str,
+    scale: np.ndarray,
+    levels: np.ndarray,
+    horizon: int,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The quantiles (:func:`conformal_quantiles`) and the spread (:func:`series_spread`) of
+    model ``name``'s forecasts from the errors of every window, in units of ``scale`` (the
+    scale of the forecasts they will calibrate)."""
+    usable = [scaled_errors(w, w.preds[name], scale) for w in windows if name in w.preds]
+    spread = series_spread(usable, levels)
+    usable = [e / spread[:, None] for e in usable]
+    return (conformal_quantiles(usable, levels, horizon) if usable else {}), spread
+
+
+def window_bands(
+    windows: list[BacktestWindow], window: BacktestWindow, name: str, levels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model ``name``'s forecasts of one backtest window (NaN on ineligible series) and their
+    ``(n_series, steps, 3)`` bands, calibrated only on the errors known at its cutoff."""
+    known = [
+        scaled_errors(k, k.preds[name], window.scale)
+        for k in known_before(windows, window.cutoff)
+        if name in k.preds
+    ]
+    own = series_spread(known, levels)
+    known = [e / own[:, None] for e in known]
+    q = conformal_quantiles(known, levels, window.steps) if known else {}
+    pred = np.where(window.eligible[:, None], window.preds[name], np.nan)
+    return pred, apply_quantiles(pred, window.scale * own, levels, q)
 
 
 def _in_sample_quantiles(panel: Panel, horizon: int, scales: np.ndarray | None = None

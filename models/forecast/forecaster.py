@@ -73,11 +73,10 @@ from models.forecast.combine import (
 )
 from models.forecast.conformal import (
     apply_quantiles,
-    conformal_quantiles,
+    calibration,
     sane_intervals,
-    scaled_errors,
-    series_spread,
     widened,
+    window_bands,
 )
 from models.forecast.reconciliation import align_tree, reconcile_windows
 from models.forecast.season import Deseasonalised
@@ -263,9 +262,9 @@ class RevenueForecaster:
         return self
 
     def _forecasters(self, plan: _Plan, models: list[str], notes: list[str]
-                     ) -> dict[str, tuple[Forecaster, bool]]:
-        """The selected candidates built from the registry (a fresh state per ``fit``), each
-        with whether it deseasonalises; candidates with nothing to forecast are left out."""
+                     ) -> dict[str, Forecaster]:
+        """The selected candidates built from the registry, a fresh state per ``fit``;
+        candidates with nothing to forecast (factory returned None) are left out."""
         context = CandidateContext(
             season=plan.season,
             letter=plan.letter,
@@ -277,20 +276,18 @@ class RevenueForecaster:
             budget=self.prophet_budget,
             notes=notes,
         )
-        built = {}
-        for name in models:
-            candidate = REGISTRY[name]
-            forecaster = candidate.build(context)
-            if forecaster is not None:
-                built[name] = (forecaster, candidate.deseasonalise)
-        return built
+        built = {name: REGISTRY[name].build(context) for name in models}
+        return {name: forecaster for name, forecaster in built.items() if forecaster is not None}
 
     def _model_fn(
-        self, plan: _Plan, models: list[str], forecasters: dict[str, tuple[Forecaster, bool]],
+        self,
+        plan: _Plan,
+        models: list[str],
+        forecasters: dict[str, Forecaster],
         tick: Callable[[], None],
     ) -> ModelFn:
-        """The candidates as one backtest function: every one fitted and asked for ``horizon``
-        periods, in registry order."""
+        """The candidates as one backtest function: each fitted on the training panel and
+        asked for ``horizon`` periods, in registry order (one progress unit each)."""
         # Without a backtest window trained on a full season, nothing measured whether the
         # season matters: the seasonal models then use the observed season's indices (and the
         # default combination adds the seasonal naive, see ``_learn``).
@@ -300,9 +297,9 @@ class RevenueForecaster:
             out: dict[str, np.ndarray] = {}
             unseasoned = no_seasonal_window and train.values.shape[1] >= plan.season
             for name in models:
-                if name in forecasters:
-                    forecaster, deseasonalise = forecasters[name]
-                    if unseasoned and deseasonalise:
+                forecaster = forecasters.get(name)
+                if forecaster is not None:
+                    if unseasoned and REGISTRY[name].deseasonalise:
                         forecaster = Deseasonalised(forecaster, plan.season)
                     out[name] = forecaster.fit(train).predict(horizon)
                 tick()
@@ -310,9 +307,7 @@ class RevenueForecaster:
 
         return run
 
-    def _final_window(
-        self, plan: _Plan, model_fn: ModelFn
-    ) -> BacktestWindow:
+    def _final_window(self, plan: _Plan, model_fn: ModelFn) -> BacktestWindow:
         """Candidates refitted on the full history, as a window with no actuals."""
         panel = plan.panel
         eligible = panel.n_obs >= plan.min_history
@@ -388,29 +383,13 @@ class RevenueForecaster:
         tables, quantiles = [], {}
         spread: dict[str, np.ndarray] = {}
         for name in scored:
-            errors = [
-                scaled_errors(w, w.preds[name], final.scale) if name in w.preds else None
-                for w in windows
-            ]
-            usable = [e for e in errors if e is not None]
-            spread[name] = series_spread(usable, levels)
-            usable = [e / spread[name][:, None] for e in usable]
-            quantiles[name] = conformal_quantiles(usable, levels, self.horizon) if usable else {}
+            quantiles[name], spread[name] = calibration(windows, name, final.scale, levels,
+                                                        self.horizon)
             for w in windows:
                 if name not in w.preds:
                     continue
-                # Intervals of a backtest window come only from errors known at its cutoff.
-                known = [
-                    scaled_errors(k, k.preds[name], w.scale)
-                    for k in known_before(windows, w.cutoff)
-                    if name in k.preds
-                ]
-                own = series_spread(known, levels)
-                known = [e / own[:, None] for e in known]
-                q = conformal_quantiles(known, levels, w.steps) if known else {}
-                pred = np.where(w.eligible[:, None], w.preds[name], np.nan)
-                bands = {name: apply_quantiles(pred, w.scale * own, levels, q)}
-                tables.append(window_table(panel, w, {name: pred}, bands))
+                pred, bands = window_bands(windows, w, name, levels)
+                tables.append(window_table(panel, w, {name: pred}, {name: bands}))
         self.backtest_ = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
         self.metrics_ = metrics_table(self.backtest_) if len(self.backtest_) else pd.DataFrame()
         backed = [w for w in windows if output in w.preds]

@@ -55,14 +55,12 @@ from models.feasibility import (
     HALF_LIFE_GRID,
     MIN_INDEPENDENT_WINDOWS,
     RECALIBRATION_COLUMNS,
+    RestOfPeriod,
     Simulation,
-    Window,
-    _day,
-    _error_model,
-    _pipeline_matured,
     build_inputs,
     choose_half_life,
     churn_adjustment,
+    day_number,
     estimate_run_rate,
     feasibility,
     feasibility_with_simulation,
@@ -71,6 +69,8 @@ from models.feasibility import (
     simulate,
     simulate_deals,
 )
+from models.feasibility.inputs import _pipeline_matured
+from models.feasibility.run_rate import _error_model
 from models.win import WIN_PROBABILITY, period_spread
 from service.usecases.feasibility import run_feasibility, run_recalibration
 
@@ -321,9 +321,9 @@ def test_run_rate_of_a_steady_stream() -> None:
                            CREATED_AT: pd.Series(pd.NaT, index=range(len(days)),
                                                    dtype="datetime64[ns]")})
     as_of = pd.Timestamp("2024-07-01")
-    window = Window(_day(as_of), _day("2024-07-01"), _day("2024-10-01"))
+    window = RestOfPeriod(day_number(as_of), day_number("2024-07-01"), day_number("2024-10-01"))
     rate = estimate_run_rate(events, np.zeros(len(days), dtype=np.int64), 1, window,
-                                _day(days[0]))
+                                day_number(days[0]))
     assert rate.mean[0] == pytest.approx(920.0, rel=0.01)  # 92 days x 10
     assert rate.backtests >= 4 and rate.expected()[0] == pytest.approx(920.0, rel=0.05)
 
@@ -409,9 +409,9 @@ def test_run_rate_windows_wait_for_the_pipeline_to_mature() -> None:
     tables = Tables({OPPORTUNITIES: deals})
     matured = _pipeline_matured(tables, pd.Timestamp("2024-06-01"))
     cycle = np.quantile([60, 29], 0.9)  # created-to-won days of the two wins
-    assert matured == _day("2024-01-01") + int(cycle)
+    assert matured == day_number("2024-01-01") + int(cycle)
     before_any_win = _pipeline_matured(tables, pd.Timestamp("2024-02-15"))
-    assert before_any_win == _day("2024-01-01")
+    assert before_any_win == day_number("2024-01-01")
 
 
 def test_period_spread_measures_shared_fortunes_only() -> None:
@@ -463,14 +463,14 @@ def _stream(rep_amounts: dict[int, float], start: str, end: str) -> tuple[pd.Dat
     return events, np.concatenate(codes)
 
 
-def _quarter(as_of: str = "2024-07-01") -> Window:
-    return Window(_day(as_of), _day("2024-07-01"), _day("2024-10-01"))
+def _quarter(as_of: str = "2024-07-01") -> RestOfPeriod:
+    return RestOfPeriod(day_number(as_of), day_number("2024-07-01"), day_number("2024-10-01"))
 
 
 def test_a_small_book_beside_big_ones_never_goes_negative() -> None:
     """One shift for all reps, from the median rep, once gave a tiny book P50 -10, P10 -228."""
     events, reps = _stream({0: 1000.0, 1: 800.0, 2: 1200.0, 3: 0.5}, "2022-01-03", "2024-06-30")
-    rate = estimate_run_rate(events, reps, 4, _quarter(), _day("2022-01-03"))
+    rate = estimate_run_rate(events, reps, 4, _quarter(), day_number("2022-01-03"))
     draws = rate.draw(20_000, np.random.default_rng(0))
     assert (draws >= 0).all()
     small = np.quantile(draws[:, 3], [0.1, 0.5, 0.9])
@@ -485,7 +485,7 @@ def test_returns_let_a_rep_fall_only_as_low_as_its_history() -> None:
                                               AMOUNT: [-8000.0], CREATED_AT: [pd.NaT]})],
                        ignore_index=True)
     reps = np.append(reps, 1)
-    rate = estimate_run_rate(events, reps, 2, _quarter(), _day("2022-01-03"))
+    rate = estimate_run_rate(events, reps, 2, _quarter(), day_number("2022-01-03"))
     floor = np.asarray(rate.floor)
     assert floor[0] == 0.0 and floor[1] < -2000
     draws = rate.draw(20_000, np.random.default_rng(1))
@@ -495,10 +495,10 @@ def test_returns_let_a_rep_fall_only_as_low_as_its_history() -> None:
 def test_few_backtest_windows_widen_the_spread_and_say_so() -> None:
     steady = {0: 100.0, 1: 100.0}
     long_events, reps = _stream(steady, "2022-01-03", "2024-06-30")
-    long_rate = estimate_run_rate(long_events, reps, 2, _quarter(), _day("2022-01-03"))
+    long_rate = estimate_run_rate(long_events, reps, 2, _quarter(), day_number("2022-01-03"))
     # 32 weeks of history: a few backtests of a 13-week window, well under 2 independent.
     short_events, reps = _stream(steady, "2023-11-20", "2024-06-30")
-    short_rate = estimate_run_rate(short_events, reps, 2, _quarter(), _day("2023-11-20"))
+    short_rate = estimate_run_rate(short_events, reps, 2, _quarter(), day_number("2023-11-20"))
     assert 4 <= short_rate.backtests < 2 * 13
     assert "widened" in short_rate.notes[0] and "widened" not in long_rate.notes[0]
     # Pulled towards the defaults by the share of missing windows (here most of them).

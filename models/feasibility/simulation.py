@@ -1,0 +1,455 @@
+"""The Monte Carlo of a period's revenue for every node: P(attain), quantiles, must-hit, stretch.
+
+Everything is drawn for bottom *cells* (a rep, with its team, region and any extra target level
+such as ``product``: :class:`CellInputs`), and every node's draws are sums of its cells' draws (a
+sparse matrix product), so every node's distribution is coherent with its children's: the
+parent's draws are the sum of the children's draws, never a sum of quantiles. Deals are
+simulated with 16-bit uniforms in float32 chunks on a few threads (:func:`simulate_deals`);
+there is no Python loop over deals or reps. :func:`summarise` turns the draws into the
+feasibility frame (:data:`FEASIBILITY_COLUMNS`): the probability of reaching the target
+(:func:`attained`), the quantiles, the must-hit and stretch levels and the pipeline needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from engine.schemas import (
+    AMOUNT,
+    AS_OF,
+    COMPANY_KEY,
+    HIERARCHY_LEVELS,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_REP,
+    LEVEL_TEAM,
+    PERIOD,
+)
+from models.feasibility.run_rate import RunRate
+
+__all__ = [
+    "EXTRA_COLUMNS",
+    "FEASIBILITY_COLUMNS",
+    "LEVEL_ORDER",
+    "MUST_HIT_QUANTILE",
+    "P_ATTAIN",
+    "STRETCH_QUANTILE",
+    "TARGET",
+    "CellInputs",
+    "Simulation",
+    "attained",
+    "interval_problems",
+    "simulate",
+    "simulate_deals",
+    "summarise",
+]
+
+# --- output vocabulary ----------------------------------------------------------------------
+TARGET = "target"
+CLOSED_TO_DATE = "closed_to_date"
+P_ATTAIN = "p_attain"
+EXPECTED = "expected"
+P10, P50, P90 = "p10", "p50", "p90"
+GAP = "gap"
+MUST_HIT = "must_hit"
+STRETCH = "stretch"
+PIPELINE_NEEDED = "pipeline_needed_for_p80"
+FEASIBILITY_COLUMNS = (PERIOD, LEVEL, KEY, TARGET, CLOSED_TO_DATE, P_ATTAIN, EXPECTED,
+                       P10, P50, P90, GAP, MUST_HIT, STRETCH, PIPELINE_NEEDED)
+EXPECTED_PIPELINE = "expected_pipeline"
+EXPECTED_RUN_RATE = "expected_run_rate"
+CHURN_ADJUSTMENT = "churn_adjustment"
+PIPELINE_IN_PERIOD = "pipeline_in_period"
+DEALS_IN_PERIOD = "deals_in_period"
+EXTRA_COLUMNS = (AS_OF, EXPECTED_PIPELINE, EXPECTED_RUN_RATE, CHURN_ADJUSTMENT,
+                 PIPELINE_IN_PERIOD, DEALS_IN_PERIOD)
+
+MUST_HIT_QUANTILE = 0.10  # reached with 90% probability
+STRETCH_QUANTILE = 0.70  # reached with 30% probability
+P80_QUANTILE = 0.20  # the revenue reached with 80% probability
+# Hierarchy levels top-down (company first); extra levels come after them.
+LEVEL_ORDER = {level: i for i, level in enumerate(HIERARCHY_LEVELS)}
+
+
+# === deals ====================================================================================
+
+
+def _clt_deals(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells: int,
+               max_share: float, min_count: int) -> np.ndarray:
+    """Deals small enough to be summed as a normal: each at most ``max_share`` of its cell's
+    standard deviation, in a cell with at least ``min_count`` such deals."""
+    if max_share <= 0 or len(p) == 0:
+        return np.zeros(len(p), dtype=bool)
+    sd = np.sqrt(np.bincount(cell, p * (1 - p) * amount**2, n_cells))
+    small = amount <= max_share * sd[cell]
+    count = np.bincount(cell[small], minlength=n_cells)
+    return small & (count[cell] >= min_count)
+
+
+def simulate_deals(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells: int,
+                   draws: int, seed: int, *, threads: int | None = None,
+                   chunk_elements: int = 4_000_000, clt_max_share: float = 0.2,
+                   clt_min_count: int = 50) -> np.ndarray:
+    """Wins of independent deals summed per cell: ``draws x n_cells`` (float64).
+
+    Each deal is won with probability ``p`` in each draw and then brings ``amount``. Uniforms
+    are 16-bit slices of the bit generator's raw output (four per 64-bit word), so ``p`` is
+    resolved to 1/65,536; deals with ``p`` at or above ``1 - 1/131,072`` are won in every draw
+    and deals with ``p`` of 0 are skipped. Chunks of draws are independent streams spawned
+    from ``seed``, so the result does not depend on ``threads``.
+
+    Many small deals in one cell add up to a near-normal total (central limit theorem): deals
+    whose amount is at most ``clt_max_share`` of their cell's standard deviation, in cells with
+    at least ``clt_min_count`` of them, are drawn as one normal per cell with the exact mean
+    and variance of their Bernoulli sum; the lumpy deals that shape the tails stay exact. Set
+    ``clt_max_share=0`` to draw every deal.
+
+    Args:
+        p: win probability per deal.
+        amount: amount per deal.
+        cell: the cell index of each deal.
+        n_cells: number of cells.
+        draws: number of draws.
+        seed: random seed.
+        threads: worker threads (default: up to 2, the cores we share).
+        chunk_elements: draws x deals per chunk (memory is about 7 bytes each).
+        clt_max_share: largest deal, relative to its cell's standard deviation, drawn as part
+            of the cell's normal.
+        clt_min_count: fewest small deals in a cell for the normal to be used.
+    """
+    out = np.zeros((draws, n_cells))
+    p = np.asarray(p, dtype=float)
+    amount = np.asarray(amount, dtype=float)
+    thr = np.round(p * 65536.0)
+    certain = thr >= 65536
+    if certain.any():
+        out += np.bincount(cell[certain], weights=amount[certain], minlength=n_cells)
+    keep = (thr > 0) & ~certain
+    small = keep & _clt_deals(p, amount, cell, n_cells, clt_max_share, clt_min_count)
+    normal_seed, bernoulli_seed = np.random.SeedSequence(seed).spawn(2)
+    if small.any():
+        mean = np.bincount(cell[small], p[small] * amount[small], n_cells)
+        sd = np.sqrt(np.bincount(cell[small], (p * (1 - p) * amount**2)[small], n_cells))
+        used = np.flatnonzero(sd > 0)
+        z = np.random.default_rng(normal_seed).standard_normal((draws, used.size))
+        out[:, used] += mean[used] + z * sd[used]
+    keep &= ~small
+    if not keep.any() or draws == 0:
+        return out
+    order = np.argsort(cell[keep], kind="stable")
+    cells = cell[keep][order]
+    thr16 = thr[keep][order].astype(np.uint16)
+    amt = np.asarray(amount, dtype=np.float32)[keep][order]
+    starts = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
+    targets = cells[starts]
+    n = len(thr16)
+    size = max(1, min(draws, chunk_elements // n))
+    bounds = [(lo, min(lo + size, draws)) for lo in range(0, draws, size)]
+    streams = bernoulli_seed.spawn(len(bounds))
+
+    def run(i: int) -> None:
+        lo, hi = bounds[i]
+        rows = hi - lo
+        bits = np.random.PCG64(streams[i]).random_raw((rows * n + 3) // 4)
+        uniforms = bits.view(np.uint16)[: rows * n].reshape(rows, n)
+        won = np.multiply(uniforms < thr16, amt, dtype=np.float32)
+        out[lo:hi, targets] += np.add.reduceat(won, starts, axis=1)
+
+    workers = threads or min(2, os.cpu_count() or 1)
+    if workers == 1 or len(bounds) == 1:
+        for i in range(len(bounds)):
+            run(i)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, range(len(bounds))))
+    return out
+
+
+
+# === cells, nodes and the simulation ============================================================
+
+
+@dataclass
+class CellInputs:
+    """Everything the simulation needs, at the level of bottom cells.
+
+    A cell is a rep together with its team, region and the keys of any extra target level
+    (``product``, ``segment``...). Attributes ending in ``_cell`` index ``cells``.
+
+    Attributes:
+        cells: one row per cell: ``rep``, ``team``, ``region`` and the extra levels.
+        rep_of_cell: the rep index (into ``reps``) of each cell.
+        reps: rep names.
+        closed_cell: revenue closed to date per cell.
+        deal_cell, deal_p, deal_amount: open deals: cell, in-period win probability, amount.
+        run_rate: run rate per rep.
+        share_cell: share of its rep's run rate that goes to each cell (sums to 1 per rep).
+        churn_rep: churn adjustment per rep (added to its run rate).
+        levels: the levels of the nodes, hierarchy first.
+        pipeline_sigma: spread of the company-wide factor that multiplies every cell's
+            pipeline wins in a draw (deals of one period share fortunes).
+    """
+
+    cells: pd.DataFrame
+    rep_of_cell: np.ndarray
+    reps: np.ndarray
+    closed_cell: np.ndarray
+    deal_cell: np.ndarray
+    deal_p: np.ndarray
+    deal_amount: np.ndarray
+    run_rate: RunRate
+    share_cell: np.ndarray
+    churn_rep: np.ndarray
+    levels: list[str]
+    conversion: float = float("nan")
+    notes: list[str] = field(default_factory=list)
+    pipeline_sigma: float = 0.0
+
+
+@dataclass
+class Simulation:
+    """Simulated period revenue for every node.
+
+    Attributes:
+        nodes: ``level``, ``key`` and ``parent`` (row number of the parent node, -1 for the
+            company) of each node; hierarchy levels nest (rep > team > region > company),
+            extra levels hang directly under the company.
+        draws: ``draws x nodes`` total period revenue (closed to date included).
+        closed: closed-to-date revenue per node.
+        expected_pipeline, expected_run_rate, churn: mean of each component per node.
+        pipeline_in_period, deals_in_period: open deals counted (probability > 0) per node.
+        conversion: historical share of pipeline won in the rest of the period.
+        notes: how each component was obtained.
+        lowest: the lowest revenue each node's draws may take: closed to date plus its reps'
+            run-rate floors (below closed to date only where returns made past windows
+            negative); ``None`` for simulations made without it.
+    """
+
+    nodes: pd.DataFrame
+    draws: np.ndarray
+    closed: np.ndarray
+    expected_pipeline: np.ndarray
+    expected_run_rate: np.ndarray
+    churn: np.ndarray
+    pipeline_in_period: np.ndarray
+    deals_in_period: np.ndarray
+    conversion: float
+    notes: list[str] = field(default_factory=list)
+    lowest: np.ndarray | None = None
+
+    def node_index(self, level: str, key: str) -> int:
+        """Row of a node; KeyError when absent."""
+        match = np.flatnonzero((self.nodes[LEVEL] == level).to_numpy()
+                               & (self.nodes[KEY] == key).to_numpy())
+        if match.size == 0:
+            raise KeyError(f"no node {level}={key}")
+        return int(match[0])
+
+
+def _node_matrix(cells: pd.DataFrame, levels: Sequence[str]) -> tuple[pd.DataFrame,
+                                                                        sparse.csr_matrix]:
+    """Nodes of every level and the 0/1 matrix (nodes x cells) that sums cells into them."""
+    frames, rows, cols = [], [], []
+    offset = 0
+    for level in levels:
+        keys = (np.full(len(cells), COMPANY_KEY, dtype=object) if level == LEVEL_COMPANY
+                else cells[level].to_numpy(dtype=object))
+        codes, uniques = pd.factorize(keys, sort=True)
+        frames.append(pd.DataFrame({LEVEL: level, KEY: np.asarray(uniques, dtype=object)}))
+        rows.append(codes + offset)
+        cols.append(np.arange(len(cells)))
+        offset += len(uniques)
+    nodes = pd.concat(frames, ignore_index=True)
+    matrix = sparse.csr_matrix((np.ones(sum(len(r) for r in rows)),
+                                (np.concatenate(rows), np.concatenate(cols))),
+                               shape=(offset, len(cells)))
+    nodes["parent"] = _parents(nodes, cells, levels)
+    return nodes, matrix
+
+
+def _parents(nodes: pd.DataFrame, cells: pd.DataFrame, levels: Sequence[str]) -> np.ndarray:
+    """Row of each node's parent: rep -> team -> region -> company; extra levels -> company."""
+    index = {(lv, k): i for i, (lv, k) in enumerate(zip(nodes[LEVEL], nodes[KEY],
+                                                        strict=True))}
+    up = {LEVEL_REP: LEVEL_TEAM, LEVEL_TEAM: LEVEL_REGION,
+          LEVEL_REGION: LEVEL_COMPANY}
+    parent = np.full(len(nodes), -1, dtype=np.int64)
+    company = index.get((LEVEL_COMPANY, COMPANY_KEY), -1)
+    for level in levels:
+        if level == LEVEL_COMPANY:
+            continue
+        above = up.get(level, LEVEL_COMPANY)
+        if above != LEVEL_COMPANY and above not in levels:
+            above = LEVEL_COMPANY
+        if above == LEVEL_COMPANY:
+            pairs = pd.DataFrame({level: cells[level].unique()}).assign(_up=COMPANY_KEY)
+        else:
+            # A team listed under several regions (no org table) takes the most frequent one.
+            pairs = (cells.groupby([level, above]).size().reset_index(name="_n")
+                     .sort_values([level, "_n"], ascending=[True, False], kind="stable")
+                     .drop_duplicates(level).rename(columns={above: "_up"}))
+        for key, up_key in zip(pairs[level], pairs["_up"], strict=True):  # nodes, not deals
+            parent[index[(level, key)]] = (company if above == LEVEL_COMPANY
+                                           else index[(above, up_key)])
+    return parent
+
+
+def simulate(inputs: CellInputs, draws: int = 10_000, seed: int = 42,
+             threads: int | None = None, exact: bool = False) -> Simulation:
+    """Draw the period's revenue for every cell and sum the cells into every node.
+
+    ``exact`` draws every deal as a Bernoulli (no normal pooling of small deals, see
+    :func:`simulate_deals`).
+    """
+    n_cells = len(inputs.cells)
+    deal_seed, rate_seed, common_seed = np.random.SeedSequence(seed).spawn(3)
+    deals = simulate_deals(inputs.deal_p, inputs.deal_amount, inputs.deal_cell, n_cells, draws,
+                           int(deal_seed.generate_state(1)[0]), threads=threads,
+                           clt_max_share=0.0 if exact else 0.2)
+    if inputs.pipeline_sigma > 0:
+        sigma = inputs.pipeline_sigma
+        shared = np.random.default_rng(common_seed).standard_normal((draws, 1))
+        deals *= np.exp(sigma * shared - sigma**2 / 2)  # mean 1: the expectation stays
+    rates = inputs.run_rate.draw(draws, np.random.default_rng(rate_seed))
+    # Churn moves run rate between reps; it cannot take a rep below its floor.
+    floor = np.broadcast_to(np.asarray(inputs.run_rate.floor, dtype=float), rates.shape[1:])
+    rates = np.maximum(rates + inputs.churn_rep, floor)
+    totals = deals + rates[:, inputs.rep_of_cell] * inputs.share_cell + inputs.closed_cell
+    nodes, matrix = _node_matrix(inputs.cells, inputs.levels)
+    node_draws = np.asarray((matrix @ totals.T).T)
+    expected_rate = ((inputs.run_rate.expected() + inputs.churn_rep)[inputs.rep_of_cell]
+                     * inputs.share_cell)
+    counted = inputs.deal_p > 0
+    per_cell = {
+        "pipeline": np.bincount(inputs.deal_cell, inputs.deal_p * inputs.deal_amount, n_cells),
+        "rate": expected_rate,
+        "churn": inputs.churn_rep[inputs.rep_of_cell] * inputs.share_cell,
+        "amount": np.bincount(inputs.deal_cell[counted], inputs.deal_amount[counted], n_cells),
+        "count": np.bincount(inputs.deal_cell[counted], minlength=n_cells).astype(float),
+    }
+    sums = {k: matrix @ v for k, v in per_cell.items()}
+    lowest = matrix @ (inputs.closed_cell + floor[inputs.rep_of_cell] * inputs.share_cell)
+    return Simulation(nodes, node_draws, matrix @ inputs.closed_cell, sums["pipeline"],
+                      sums["rate"], sums["churn"], sums["amount"], sums["count"],
+                      inputs.conversion, list(inputs.notes), lowest)
+
+
+
+# === summary ==================================================================================
+
+
+def _targets_of(nodes: pd.DataFrame, targets: pd.DataFrame | None, period: str) -> np.ndarray:
+    if targets is None or targets.empty:
+        return np.full(len(nodes), np.nan)
+    chosen = targets[targets[PERIOD].astype(str) == str(period)]
+    lookup = chosen.groupby([LEVEL, KEY])[AMOUNT].sum()
+    index = pd.MultiIndex.from_frame(nodes[[LEVEL, KEY]].astype(object))
+    return lookup.reindex(index).to_numpy(dtype=float)
+
+
+@overload
+def attained(draws: np.ndarray, target: float, expected: float | None = None) -> float: ...
+
+
+@overload
+def attained(draws: np.ndarray, target: np.ndarray, expected: np.ndarray | None = None
+             ) -> np.ndarray: ...
+
+
+def attained(draws: np.ndarray, target: Any, expected: Any = None) -> Any:
+    """P(attain): the share of draws reaching the target (a relative tolerance absorbs float
+    sums).
+
+    Args:
+        draws: ``draws x nodes``, or the draws of one node.
+        target: per node (NaN: no target, and NaN comes back), or one number for one node.
+        expected: what each node reaches when there are no draws (then 1 where it reaches the
+            target, else 0); without it, no draws give NaN.
+
+    Returns:
+        One share per node, or a float for one node.
+    """
+    target = np.asarray(target, dtype=float)
+    if len(draws) == 0 and expected is not None:
+        p = (np.asarray(expected, dtype=float) >= target).astype(float)
+    else:
+        tolerance = 1e-9 * np.maximum(np.abs(target), 1.0)
+        with np.errstate(invalid="ignore"):
+            p = (draws >= target - tolerance).mean(axis=0)
+    p = np.where(np.isnan(target), np.nan, p)
+    return float(p) if p.ndim == 0 else p
+
+
+def summarise(simulation: Simulation, targets: pd.DataFrame | None, period: str,
+              as_of: pd.Timestamp, *, all_nodes: bool = False) -> pd.DataFrame:
+    """The feasibility frame (:data:`FEASIBILITY_COLUMNS` then :data:`EXTRA_COLUMNS`).
+
+    ``gap`` is ``target - expected``: positive means the node is expected to fall short by
+    that much, negative that it is expected to beat its target.
+    """
+    nodes, draws = simulation.nodes, simulation.draws
+    target = _targets_of(nodes, targets, period)
+    q = np.quantile(draws, [MUST_HIT_QUANTILE, P80_QUANTILE, 0.5, STRETCH_QUANTILE, 0.9],
+                    axis=0) if len(draws) else np.full((5, len(nodes)), np.nan)
+    expected = draws.mean(axis=0) if len(draws) else simulation.closed
+    p_attain = attained(draws, target)
+    conversion = simulation.conversion if simulation.conversion > 0 else np.nan
+    needed = np.where(p_attain >= 0.8, 0.0, np.maximum(target - q[1], 0.0) / conversion)
+    frame = pd.DataFrame({
+        PERIOD: str(period), LEVEL: nodes[LEVEL], KEY: nodes[KEY],
+        TARGET: target, CLOSED_TO_DATE: simulation.closed, P_ATTAIN: p_attain,
+        EXPECTED: expected, P10: q[0], P50: q[2], P90: q[4], GAP: target - expected,
+        MUST_HIT: q[0], STRETCH: q[3], PIPELINE_NEEDED: needed,
+        AS_OF: pd.Timestamp(as_of), EXPECTED_PIPELINE: simulation.expected_pipeline,
+        EXPECTED_RUN_RATE: simulation.expected_run_rate, CHURN_ADJUSTMENT: simulation.churn,
+        PIPELINE_IN_PERIOD: simulation.pipeline_in_period,
+        DEALS_IN_PERIOD: simulation.deals_in_period,
+    })
+    problems = interval_problems(frame, simulation.lowest)
+    if not all_nodes:
+        frame = frame[frame[TARGET].notna()]
+    order = frame[LEVEL].map(LEVEL_ORDER).fillna(len(LEVEL_ORDER))
+    frame = frame.assign(_order=order).sort_values(["_order", LEVEL, KEY], kind="stable")
+    frame = frame.drop(columns="_order").reset_index(drop=True)
+    frame.attrs["notes"] = list(simulation.notes) + problems
+    return frame
+
+
+def interval_problems(frame: pd.DataFrame, lowest: np.ndarray | None = None,
+                      tolerance: float = 1e-6) -> list[str]:
+    """What is wrong with the intervals of a feasibility frame, in plain words (none: ``[]``).
+
+    Checked before anything is written: quantiles in order (``p10 <= p50 <= p90``), and no
+    quantile below the lowest revenue the node can have: what it already closed, less only
+    what returns took in past windows (``lowest``, per row of ``frame``; without it, closed
+    to date).
+    """
+    q = frame[[P10, P50, P90]].to_numpy(dtype=float)
+    closed = frame[CLOSED_TO_DATE].to_numpy(dtype=float)
+    bound = closed if lowest is None else np.minimum(np.asarray(lowest, dtype=float), closed)
+    slack = tolerance * np.maximum(np.abs(q).max(axis=1, initial=0.0), 1.0)
+    names = frame[LEVEL].astype(str) + "=" + frame[KEY].astype(str)
+    problems = []
+    unordered = (np.diff(q, axis=1) < -slack[:, None]).any(axis=1)
+    if unordered.any():
+        problems.append(f"interval check: quantiles out of order for {_some(names[unordered])}")
+    below = q[:, 0] < bound - slack
+    if below.any():
+        problems.append(f"interval check: P10 below the revenue already closed (or below zero) "
+                        f"for {_some(names[below])}")
+    return problems
+
+
+def _some(names: pd.Series, shown: int = 5) -> str:
+    listed = ", ".join(names.iloc[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")

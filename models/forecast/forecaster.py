@@ -64,7 +64,7 @@ from models.backtest import (
     window_table,
 )
 from models.forecast.base import COMBINED, RECONCILED, CandidateContext, Forecaster
-from models.forecast.candidates import DEFAULT_PAIR, REGISTRY
+from models.forecast.candidates import CANDIDATES, DEFAULT_PAIR, REGISTRY
 from models.forecast.combine import (
     COMBINATIONS,
     combined_forecast,
@@ -124,7 +124,8 @@ class RevenueForecaster:
         freq: D, W, M or Q (the pandas aliases D, W-MON, MS, QS are accepted too).
         horizon: periods to forecast.
         n_windows: backtest origins (windows of ``horizon`` periods).
-        candidates: any names of the registry, :data:`~models.forecast.candidates.REGISTRY`.
+        candidates: names in the registry (:data:`~models.forecast.candidates.REGISTRY`);
+            default every registered candidate.
         combine: one of :data:`~models.forecast.combine.COMBINATIONS`.
         levels_to_reconcile: levels kept coherent with the hierarchy given to ``fit``;
             default every hierarchy level (plus ``company``) present in the series.
@@ -157,7 +158,7 @@ class RevenueForecaster:
         freq: str = "M",
         horizon: int = 12,
         n_windows: int = 3,
-        candidates: Sequence[str] = ("seasonal_naive", "ets", "theta", "prophet", "lgbm"),
+        candidates: Sequence[str] = CANDIDATES,
         combine: str = "backtest_weights",
         levels_to_reconcile: Sequence[str] | None = None,
         interval: float = 0.8,

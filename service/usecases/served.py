@@ -1,7 +1,7 @@
 """What a running service serves: the data loaded once, the champion models, the caches.
 
 The use cases of the service (:mod:`service.usecases.planning`, ``customers``, ``forecasts``,
-``alerts``, ``health``) are functions over a :class:`Served`; they know nothing of HTTP and
+``alerts``, ``champions``) are functions over a :class:`Served`; they know nothing of HTTP and
 refuse with the plain exceptions of :mod:`service.usecases.request`. The HTTP app's state extends
 :class:`Served` with what only HTTP needs (keys, rate limits, request metrics).
 """

@@ -17,7 +17,7 @@ from engine.alerting.store import AlertStore
 from service.http.app import create_app
 from service.http.errors import refused, status_of
 from service.http.routes import ROUTERS
-from service.usecases.alerts import add_silence, expire_silence
+from service.usecases.alerts import add_silence, expire_silence, wanted_states
 from service.usecases.customers import churn_scores, find_customer
 from service.usecases.forecasts import served_forecast
 from service.usecases.planning import feasibility_run
@@ -108,3 +108,12 @@ def test_the_app_mounts_every_router_of_the_list(tmp_path: Path) -> None:
               if isinstance(route, APIRoute) and route.include_in_schema
               for method in route.methods}
     assert listed == documented
+
+
+def test_wanted_states_are_the_same_rule_for_cli_and_http() -> None:
+    assert wanted_states(None) == ["firing", "pending", "resolved"]
+    assert wanted_states(["firing", "active"]) == ["firing", "pending", "resolved"]
+    assert wanted_states(["normal", "all"]) is None
+    with pytest.raises(RequestError, match="active or all; got on-fire") as caught:
+        wanted_states(["on-fire"])
+    assert caught.value.option == "--state"

@@ -19,29 +19,50 @@ from engine.alerting.evaluate import EvaluationReport, OutOfOrder, evaluate
 from engine.alerting.notify import DeliveryPolicy, deliver
 from engine.alerting.route import with_extra_receiver
 from engine.alerting.rules import ALERTNAME, RuleFile, RuleFileError, load_rules, parse_matcher
-from engine.alerting.store import FIRING, NORMAL, PENDING, RESOLVED, AlertInstance, AlreadyEvaluated
+from engine.alerting.store import (
+    FIRING,
+    NORMAL,
+    PENDING,
+    RESOLVED,
+    STATES,
+    AlertInstance,
+    AlreadyEvaluated,
+)
 from engine.alerting.store import Silence as StoreSilence
 from engine.io import Tables
 from features.metrics import ForecastFromAttainment, MetricContext, Providers
 from features.metrics.alerting import METRIC_CATALOGUE, metric_source
 from service.usecases.churn import score_churn
 from service.usecases.planning import feasibility_run
-from service.usecases.request import BadRequest, Conflict, NotFound, Unavailable, resolve_as_of
+from service.usecases.request import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    RequestError,
+    Unavailable,
+    resolve_as_of,
+)
 from service.usecases.served import Served
 
 __all__ = [
     "ACTIVE_STATES",
+    "SEVERITY_ORDER",
+    "STATE_ORDER",
     "Evaluation",
     "add_silence",
     "current_alerts",
     "evaluate_rules",
     "expire_silence",
     "silences",
+    "wanted_states",
+    "worst_first",
 ]
 
+# What "active" alerts are: the ones a person may still need to look at.
 ACTIVE_STATES = (PENDING, FIRING, RESOLVED)
-_STATE_ORDER = {FIRING: 0, PENDING: 1, RESOLVED: 2, NORMAL: 3}
-_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+# Worst first: the order alerts are listed in.
+STATE_ORDER = {FIRING: 0, PENDING: 1, RESOLVED: 2, NORMAL: 3}
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 _evaluation_lock = threading.Lock()
 
 
@@ -53,28 +74,37 @@ class Evaluation:
     alerts: list[AlertInstance]
 
 
-def _worst_first(found: Iterable[AlertInstance]) -> list[AlertInstance]:
-    return sorted(found, key=lambda a: (_STATE_ORDER.get(a.state, 9),
-                                        _SEVERITY_ORDER.get(a.severity, 9), a.rule,
+def worst_first(found: Iterable[AlertInstance]) -> list[AlertInstance]:
+    """Alerts by state (firing first), then severity, rule and labels."""
+    return sorted(found, key=lambda a: (STATE_ORDER.get(a.state, 9),
+                                        SEVERITY_ORDER.get(a.severity, 9), a.rule,
                                         sorted((k, str(v)) for k, v in a.labels.items()
                                                if k != ALERTNAME)))
 
 
-def _states(wanted: Iterable[str] | None) -> list[str] | None:
-    chosen = list(wanted or ["active"])
-    if "all" in chosen:
-        return None
-    return sorted({s for c in chosen for s in (ACTIVE_STATES if c == "active" else (c,))})
-
-
-def current_alerts(served: Served, wanted: Iterable[str] | None) -> list[AlertInstance]:
-    """Current alerts in the ``wanted`` states, worst first.
+def wanted_states(wanted: Iterable[str] | None) -> list[str] | None:
+    """The alert states a request asks for (None: all of them).
 
     Args:
         wanted: alert states, ``active`` (pending, firing and resolved; the default) or
             ``all``.
+
+    Raises:
+        RequestError: an unknown state.
     """
-    return _worst_first(served.alerts.alerts(states=_states(wanted)))
+    chosen = list(wanted or ["active"])
+    if "all" in chosen:
+        return None
+    unknown = [s for s in chosen if s not in (*STATES, "active")]
+    if unknown:
+        raise RequestError("state", f"expected {', '.join(STATES)}, active or all; got "
+                                    f"{', '.join(unknown)}")
+    return sorted({s for c in chosen for s in (ACTIVE_STATES if c == "active" else (c,))})
+
+
+def current_alerts(served: Served, wanted: Iterable[str] | None) -> list[AlertInstance]:
+    """Current alerts in the ``wanted`` states (:func:`wanted_states`), worst first."""
+    return worst_first(served.alerts.alerts(states=wanted_states(wanted)))
 
 
 def _rules(served: Served) -> RuleFile:
@@ -124,7 +154,7 @@ def evaluate_rules(served: Served, as_of: date | None) -> Evaluation:
         if served.deliver_notifications:
             deliver(served.alerts, DeliveryPolicy(max_wait=timedelta(0)))
     names = [rule.alert for _, rule in rules.rules]
-    now = _worst_first(served.alerts.alerts(rules=names, states=ACTIVE_STATES))
+    now = worst_first(served.alerts.alerts(rules=names, states=ACTIVE_STATES))
     return Evaluation(report=report, alerts=now)
 
 

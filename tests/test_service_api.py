@@ -7,6 +7,7 @@ a temporary SQLite database and a temporary MLflow registry holding stub champio
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,7 @@ MATRIX: list[tuple[str, str, Any, set[str], int]] = [
     ("POST", "/v1/silences", SILENCE, EDITORS, 201),
     ("DELETE", "/v1/silences/no-such-silence", None, EDITORS, 404),
     ("GET", "/v1/customers/at-risk", None, set(ROLES), 200),
+    ("GET", "/v1/customers/no-such-customer", None, set(ROLES), 404),
     ("GET", "/v1/models", None, PLANNING, 200),
     ("POST", "/v1/models/reload", None, {"admin"}, 200),
 ]
@@ -377,6 +379,23 @@ def _operations(world: World) -> dict[tuple[str, str], dict[str, Any]]:
     document = world.client.get("/openapi.json").json()
     return {(method.upper(), path): op for path, ops in document["paths"].items()
             for method, op in ops.items()}
+
+
+def test_every_v1_route_has_its_roles_in_the_matrix(world: World) -> None:
+    """A new endpoint states who may call it: its row in MATRIX (one router per resource in
+    service/http/routes, one entry in ROUTERS, one row here)."""
+    templates = {(method, path) for method, path in _operations(world) if path.startswith("/v1/")}
+
+    def template_of(method: str, path: str) -> tuple[str, str] | None:
+        if (method, path) in templates:  # a literal path wins over a template matching it
+            return method, path
+        for m, template in templates:
+            pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+            if m == method and re.fullmatch(pattern, path):
+                return m, template
+        return None
+
+    assert {template_of(method, path) for method, path, *_ in MATRIX} == templates
 
 
 def test_openapi_documents_the_error_codes_of_every_route(world: World) -> None:

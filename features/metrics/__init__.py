@@ -32,7 +32,6 @@ from features.metrics.context import (
     ForecastFromAttainment,
     MetricContext,
     Providers,
-    default_providers,
 )
 from features.metrics.registry import METRICS, MetricSpec, catalogue, compute_metric
 
@@ -48,6 +47,5 @@ __all__ = [
     "Providers",
     "catalogue",
     "compute_metric",
-    "default_providers",
     "resolve_period",
 ]

@@ -8,8 +8,6 @@ rule of an evaluation, so two rules on one metric compute it once.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +24,6 @@ __all__ = [
     "MetricFn",
     "PeriodFrame",
     "Providers",
-    "default_providers",
 ]
 
 ChurnScores = Callable[[Tables, pd.Timestamp], pd.DataFrame]
@@ -73,63 +70,12 @@ class Providers:
     period_forecast: PeriodFrame | None = None
 
 
-def _lazy(module: str, name: str) -> Callable[..., Any] | None:
-    """A callable that imports ``module.name`` when first called, or None when the module is
-    not there (another engineer may still be writing it). Importing late keeps heavy
-    dependencies (MLflow) out of evaluations whose rules do not need them."""
-    if importlib.util.find_spec(module) is None:
-        return None
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
-
-    return call
-
-
-def default_providers(tracking_uri: str | None = None) -> Providers:
-    """The providers that exist in this installation, each found when its module exists:
-
-    - churn scores: ``service.usecases.churn.score_churn(tables, as_of=...)`` (without a
-      champion churn model its metrics are skipped as unavailable);
-    - attainment: ``service.usecases.feasibility.run_feasibility(tables, period, as_of).frame``;
-    - period forecast: the same simulation's ``expected`` (:class:`ForecastFromAttainment`),
-      computed once per evaluation for both.
-
-    Args:
-        tracking_uri: the MLflow registry the champions are loaded from
-            (``QUOTACAST_MLFLOW_TRACKING_URI``); it is configured when a provider is first
-            called, so evaluations whose rules need no model never import MLflow.
-    """
-    configure = _lazy("engine.tracking", "configure") if tracking_uri else None
-
-    def configured(call: Callable[..., Any] | None) -> Callable[..., Any] | None:
-        """``call`` with the registry configured first (None stays None)."""
-        if call is None:
-            return None
-
-        def run(*args: Any, **kwargs: Any) -> Any:
-            if configure is not None:
-                configure(tracking_uri)
-            return call(*args, **kwargs)
-
-        return run
-
-    score_churn = configured(_lazy("service.usecases.churn", "score_churn"))
-    run_feasibility = configured(_lazy("service.usecases.feasibility", "run_feasibility"))
-    churn = None if score_churn is None else (lambda t, as_of: score_churn(t, as_of=as_of))
-    attainment = None if run_feasibility is None else (
-        lambda t, period, as_of: run_feasibility(t, period, as_of).frame)
-    forecast = None if attainment is None else ForecastFromAttainment(attainment)
-    return Providers(churn_scores=churn, attainment=attainment, period_forecast=forecast)
-
-
-
 @dataclass
 class MetricContext:
     """Tables, providers and a cache shared by the metrics of one evaluation."""
 
     tables: Tables
-    providers: Providers = field(default_factory=default_providers)
+    providers: Providers = field(default_factory=Providers)
     cache: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     def cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:

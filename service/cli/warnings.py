@@ -45,7 +45,7 @@ from engine.alerting.store import (
     Silence,
 )
 from engine.periods import default_as_of
-from features.metrics import MetricContext, catalogue, default_providers
+from features.metrics import MetricContext, catalogue
 from features.metrics.alerting import METRIC_CATALOGUE, metric_source
 from service.cli.common import (
     EXIT_BAD_INPUT,
@@ -62,6 +62,7 @@ from service.cli.common import (
     read_data,
     settings_of,
 )
+from service.usecases.providers import model_providers
 
 __all__ = ["ALERT_COLUMNS", "alerts_frame", "default_rules_path", "warnings_app"]
 
@@ -300,7 +301,7 @@ def evaluate_command(
     when = parse_as_of(as_of)
     day = (when if when is not None else default_as_of(tables)).date()
     dates = _replay_dates(day, since, every)
-    providers = default_providers(settings.mlflow_tracking_uri)
+    providers = model_providers(settings.mlflow_tracking_uri)
     with _store(ctx) as store:
         for at in dates:
             try:

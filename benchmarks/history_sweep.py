@@ -354,6 +354,7 @@ def churn_cell(cell: Cell, tables: Tables) -> Cell:
     """Ours vs BG/NBD vs recency rule on the pipeline's holdout customers (adapter)."""
     from features.labels import CHURNED
     from features.table import training_table
+    from models.base import CHURN
     from models.classification import classification_metrics
     from service.usecases import churn as CP
 
@@ -386,7 +387,7 @@ def churn_cell(cell: Cell, tables: Tables) -> Cell:
         cell.scores["BG/NBD"] = {m: float(metrics[m]) for m in ("roc_auc", "pr_auc")}
     except (RuntimeError, ValueError) as exc:
         notes.append(f"BG/NBD failed ({_short(exc)})")
-    passed, why = gate_of(CP.KIND, result.version)
+    passed, why = gate_of(CHURN.name, result.version)
     cell.gate = _gate_word(passed)
     cell.note = "; ".join([*notes, f"gate: {why}"])
     return cell
@@ -405,6 +406,7 @@ class WinState:
 
 def win_cell(cell: Cell, tables: Tables, state: WinState) -> Cell:
     """Ours vs stage rates on the pipeline's holdout (adapter)."""
+    from models.base import WIN
     from service.usecases import win as WP
 
     result = WP.train_win(tables)
@@ -416,7 +418,7 @@ def win_cell(cell: Cell, tables: Tables, state: WinState) -> Cell:
         if name != "win_model":
             cell.scores[str(name).replace("_", " ")] = _row(comparison, str(name), metrics)
     n = int(_row(comparison, "win_model", ("n",)).get("n", 0))
-    ok, why = gate_of(WP.KIND, result.version)
+    ok, why = gate_of(WIN.name, result.version)
     cell.gate = _gate_word(ok)
     cell.note = f"{n:,} holdout deal-periods; gate: {why}"
     if ok:

@@ -125,6 +125,59 @@ def test_baseline_direction_follows_the_metric() -> None:
     assert tracking.beats_baseline({tracking.TAG_METRIC: "mase"}) == (True, "no baseline recorded")
 
 
+def test_champion_value_scores_the_champion_on_the_challengers_holdout(registry: Path) -> None:
+    """One champion comparison for every kind: the champion's gate metric on this holdout, or a
+    note saying why there is none."""
+    from models.base import CHURN
+    from service.usecases.train import champion_value, classifier_score
+
+    labels = (EXAMPLE["a"] > 0).to_numpy(dtype=int)
+
+    def probabilities(model: ProbaModel, frame: pd.DataFrame) -> np.ndarray:
+        return model.predict_frame(frame)["churn_probability"].to_numpy()
+
+    score = classifier_score(CHURN, EXAMPLE, labels, probabilities)
+    notes: list[str] = []
+    assert champion_value("churn", score, notes) == (None, None)
+    assert notes == ["no champion yet: the first promotion needs no comparison"]
+    _register(0.8)
+    tracking.promote("churn")
+    value, version = champion_value("churn", score, notes)
+    assert version == "1" and value == pytest.approx(1.0)  # it ranks these three rows right
+    assert notes[-1] == "champion v1: pr_auc 1.0000 on the same holdout"
+
+    def gone(model: ProbaModel, frame: pd.DataFrame) -> np.ndarray:
+        return probabilities(model, frame.drop(columns="b"))
+
+    assert champion_value("churn", classifier_score(CHURN, EXAMPLE, labels, gone),
+                          notes) == (None, None)
+    assert notes[-1].startswith("champion v1 could not score this holdout (")
+    assert notes[-1].endswith("promotion will need --force")
+
+
+def test_each_kind_has_one_gate_and_training_refuses_an_unknown_kind() -> None:
+    from engine.io import validate_tables
+    from models.base import MODEL_KINDS
+    from service.usecases.train import beats_baseline, train, training_as_of
+
+    assert list(MODEL_KINDS) == ["churn", "forecast", "win"]
+    churn, forecast = MODEL_KINDS["churn"], MODEL_KINDS["forecast"]
+    assert beats_baseline(churn, 0.6, 0.5) and not beats_baseline(churn, 0.5, 0.5)
+    assert beats_baseline(forecast, 0.9, 1.0) and not beats_baseline(forecast, 1.1, 1.0)
+    tables, problems = validate_tables({"orders": pd.DataFrame({
+        "order_id": ["1", "2"], "customer_id": ["c", "c"],
+        "order_date": ["2024-01-05", "2024-03-09"], "amount": ["10", "20"]})})
+    assert not problems
+    with pytest.raises(ValueError, match="unknown model kind 'nope'; expected one of churn"):
+        train("nope", tables)
+    assert training_as_of(tables, None) == pd.Timestamp("2024-03-10")
+    assert training_as_of(tables, "2024-02-01 13:00") == pd.Timestamp("2024-02-01")
+    with pytest.raises(ValueError, match=r"as_of 2024-01-05 is not after the first order "
+                                         r"\(2024-01-05\): there is no history before it"):
+        training_as_of(tables, "2024-01-05", after=("the first order",
+                                                     pd.Timestamp("2024-01-05")))
+
+
 @pytest.fixture()
 def registry_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A tracking URL where nothing listens (port 9, discard), asked once without retries."""

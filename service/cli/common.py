@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -21,6 +20,8 @@ from rich.table import Table
 from engine.config import Settings
 from engine.io import BadInput, Tables, load_tables, write_frame
 from engine.schemas import TABLES
+from service.usecases import request
+from service.usecases.request import RequestError
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -39,6 +40,7 @@ __all__ = [
     "progress",
     "read_data",
     "settings_of",
+    "usage_error",
 ]
 
 _probe = Console(stderr=True)
@@ -98,13 +100,17 @@ def read_data(source: str) -> Tables:
 
 
 def parse_as_of(value: str | None) -> pd.Timestamp | None:
-    """``--as-of`` as a timestamp; a clear usage error otherwise."""
-    if value is None:
-        return None
+    """``--as-of`` as a timestamp (:func:`service.usecases.request.parse_as_of`); a clear usage
+    error otherwise."""
     try:
-        return pd.Timestamp(date.fromisoformat(value))
-    except ValueError as exc:
-        raise typer.BadParameter(f"expected an ISO date like 2017-08-31, got {value!r}") from exc
+        return request.parse_as_of(value)
+    except RequestError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def usage_error(exc: RequestError) -> typer.BadParameter:
+    """A parameter the request resolver refused, as a usage error (exit 2) naming its option."""
+    return typer.BadParameter(str(exc), param_hint=exc.option)
 
 
 def emit(frame: pd.DataFrame, out: Path | None, as_json: bool) -> None:

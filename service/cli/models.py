@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
 import typer
 
 from engine.io import Tables
-from engine.periods import default_as_of, default_period
-from engine.schemas import LEVEL_COMPANY, LEVEL_REGION, LEVEL_REP, LEVEL_TEAM, OPPORTUNITIES
+from engine.periods import default_as_of
+from engine.schemas import OPPORTUNITIES
+from models.base import FORECAST, MODEL_KINDS
 from service.cli.common import (
     AsOfOpt,
     DataOpt,
@@ -23,14 +24,15 @@ from service.cli.common import (
     print_frame,
     read_data,
     settings_of,
+    usage_error,
 )
+from service.usecases.request import RequestError, resolve_level, resolve_period
 
 if TYPE_CHECKING:  # mlflow is imported only by the commands that need it
     from engine import tracking
+    from service.usecases.train import Trained
 
-__all__ = ["MODEL_KINDS", "plan_app", "promote", "score_app", "train_app", "use_tracking"]
-
-MODEL_KINDS = ("churn", "forecast", "win")
+__all__ = ["plan_app", "promote", "score_app", "train_app", "use_tracking"]
 
 train_app = typer.Typer(help="Train a model, log it to MLflow and register it as challenger.",
                         no_args_is_help=True)
@@ -70,16 +72,17 @@ def train_churn_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Train LightGBM and BG/NBD on weekly snapshots, evaluate on a later one, register the best."""
-    from service.usecases.churn import train_churn
+    from service.usecases.train import train
 
     when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
     use_tracking(ctx)
     with err.status("training the churn model") as status:
         try:
-            result = train_churn(
-                tables, as_of=when, horizon_days=horizon_days, seed=settings_of(ctx).seed,
+            result = train(
+                "churn", tables, as_of=when, seed=settings_of(ctx).seed,
                 progress=lambda message: status.update(f"churn: {message}"),
+                horizon_days=horizon_days,
             )
         except ValueError as exc:
             fail(str(exc))
@@ -104,7 +107,7 @@ def promote(
     if model not in MODEL_KINDS:
         raise typer.BadParameter(f"expected one of {', '.join(MODEL_KINDS)}", param_hint="MODEL")
     kind = model
-    if model == "forecast":
+    if model == FORECAST.name:
         from service.usecases.forecast import forecast_kind
 
         kind = forecast_kind(_freq(freq), level)
@@ -166,14 +169,7 @@ def score_churn_cmd(
     emit(scores, out, as_json)
 
 
-class _Trained(Protocol):
-    run_id: str
-    version: str
-    model_name: str
-    metrics: dict[str, float]
-
-
-def _registered(result: _Trained, as_json: bool) -> None:
+def _registered(result: Trained, as_json: bool) -> None:
     """Say what a training run registered; ``--json`` prints run id, version and metrics."""
     err.print(f"run id {result.run_id}")
     err.print(f"registered {result.model_name} version {result.version} as challenger")
@@ -188,6 +184,8 @@ def _notes(notes: list[str]) -> None:
 
 
 def _as_of_or_end(tables: Tables, when: pd.Timestamp | None) -> pd.Timestamp:
+    """The as-of of a planning command: any date (the CLI does not bound it to the data, as
+    the service does), by default the day after the data's last row."""
     return when if when is not None else default_as_of(tables)
 
 
@@ -197,7 +195,7 @@ def train_win_cmd(
 ) -> None:
     """Train the win/slip model (won AND closed inside the period) on past pipeline snapshots."""
     from features.funnel import funnel_notes
-    from service.usecases.win import train_win
+    from service.usecases.train import train
 
     when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
@@ -207,8 +205,8 @@ def train_win_cmd(
     _notes(funnel_notes(tables))
     with err.status("training the win/slip model") as status:
         try:
-            result = train_win(
-                tables, as_of=_as_of_or_end(tables, when), seed=settings_of(ctx).seed,
+            result = train(
+                "win", tables, as_of=when, seed=settings_of(ctx).seed,
                 progress=lambda message: status.update(f"win: {message}"),
             )
         except ValueError as exc:
@@ -231,14 +229,10 @@ ChurnOpt = Annotated[
 
 
 def _period(period: str | None, when: pd.Timestamp) -> str:
-    from engine.periods import period_bounds
-
-    chosen = period if period is not None else default_period(when)
     try:
-        period_bounds(chosen)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--period") from exc
-    return chosen
+        return resolve_period(period, when)
+    except RequestError as exc:
+        raise usage_error(exc) from exc
 
 
 @plan_app.command("feasibility")
@@ -327,13 +321,10 @@ def _freq(freq: str) -> str:
 
 
 def _level(tables: Tables, level: str | None) -> None:
-    from features.hierarchy import categorical_columns
-
-    known = {LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM, LEVEL_REP, *categorical_columns(
-        tables)}
-    if level is not None and level not in known:
-        raise typer.BadParameter(f"unknown level {level!r}; expected one of "
-                                 f"{', '.join(sorted(known))}", param_hint="--level")
+    try:
+        resolve_level(level, tables)
+    except RequestError as exc:
+        raise usage_error(exc) from exc
 
 
 @train_app.command("forecast")
@@ -355,7 +346,8 @@ def train_forecast_cmd(
     product forecaster is trained beside the monthly one.
     """
     from service.cli.common import progress
-    from service.usecases.forecast import forecast_kind, train_forecast
+    from service.usecases.forecast import forecast_kind
+    from service.usecases.train import train
 
     freq = _freq(freq)
     when = parse_as_of(as_of)
@@ -365,9 +357,9 @@ def train_forecast_cmd(
     settings = settings_of(ctx)
     with progress("backtesting forecasters") as step:
         try:
-            result = train_forecast(tables, freq=freq, level=level, horizon=horizon,
-                                    n_jobs=settings.n_jobs, seed=settings.seed, as_of=when,
-                                    progress=lambda done, total: step(f"{done}/{total}"))
+            result = train("forecast", tables, as_of=when, seed=settings.seed,
+                           progress=step, freq=freq, level=level, horizon=horizon,
+                           n_jobs=settings.n_jobs)
         except ValueError as exc:
             fail(str(exc))
     _notes(result.notes)

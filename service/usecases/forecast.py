@@ -38,7 +38,7 @@ import pandas as pd
 
 from engine import tracking
 from engine.io import Tables
-from engine.periods import PERIOD_NAMES, default_as_of, first_day
+from engine.periods import PERIOD_NAMES, first_day
 from engine.schemas import (
     DS,
     KEY,
@@ -55,12 +55,21 @@ from engine.schemas import (
 )
 from features.hierarchy import rep_hierarchy
 from features.revenue import PARTIAL, DataEnd, revenue_series
+from models.base import FORECAST
 from models.forecast import COMBINED, RECONCILED, RevenueForecaster, sane_intervals
 from models.metrics import YHAT, YHAT_P10, YHAT_P50, YHAT_P90
+from service.usecases.train import (
+    Progress,
+    Scored,
+    beats_baseline,
+    champion_value,
+    register,
+    say,
+    training_as_of,
+)
 
 __all__ = [
     "FORECAST_COLUMNS",
-    "GATE_METRIC",
     "ForecastTraining",
     "ServedForecaster",
     "forecast_champion",
@@ -70,13 +79,9 @@ __all__ = [
     "train_forecast",
 ]
 
-KIND = "forecast"
-GATE_METRIC = "mase"
 FORECAST_COLUMNS = (LEVEL, KEY, DS, "yhat", "yhat_p10", "yhat_p50", "yhat_p90")
 HIERARCHY = (LEVEL_REGION, LEVEL_TEAM, LEVEL_REP)
 HORIZONS = {"D": 28, "W": 13, "M": 6, "Q": 4}
-BASELINE = "seasonal_naive"
-Progress = Callable[[int, int], None]
 
 
 class ServedForecaster:
@@ -156,7 +161,8 @@ def forecast_kind(freq: str, level: str | None) -> str:
     plain ``forecast`` name the README, the demo and the service use.
     """
     group = LEVEL_COMPANY if level is None or level in (LEVEL_COMPANY, *HIERARCHY) else level
-    return KIND if (freq, group) == ("M", LEVEL_COMPANY) else f"{KIND}-{freq}-{group}"
+    kind = FORECAST.name
+    return kind if (freq, group) == ("M", LEVEL_COMPANY) else f"{kind}-{freq}-{group}"
 
 
 def _hierarchy(tables: Tables, levels: Sequence[str]) -> pd.DataFrame | None:
@@ -177,14 +183,14 @@ class _Series:
     notes: list[str]
 
 
-def _series(tables: Tables, freq: str, levels: Sequence[str], as_of: pd.Timestamp | None
+def _series(tables: Tables, freq: str, levels: Sequence[str], as_of: pd.Timestamp | str | None
             ) -> _Series:
     """The revenue series as of ``as_of`` (default the day after the last dated row).
 
     Raises:
         ValueError: no revenue before ``as_of``, or ``freq`` finer than the data's own period.
     """
-    when = default_as_of(tables) if as_of is None else pd.Timestamp(as_of)
+    when = training_as_of(tables, as_of)
     series = revenue_series(tables, freq, levels=list(levels), as_of=when)
     if series.empty:
         raise ValueError(f"no revenue dated before {when.date()}: nothing to forecast from")
@@ -242,7 +248,11 @@ def _end_notes(complete: pd.DataFrame, partial: pd.DataFrame, end: DataEnd, freq
     return notes
 def _fit(series: pd.DataFrame, hierarchy: pd.DataFrame | None, params: dict[str, Any],
          progress: Progress | None) -> RevenueForecaster:
-    return RevenueForecaster(**params).fit(series, hierarchy, progress=progress)
+    def counted(done: int, total: int) -> None:
+        say(progress, f"{done}/{total}")
+
+    return RevenueForecaster(**params).fit(series, hierarchy,
+                                           progress=None if progress is None else counted)
 
 
 def _final_model(metrics: pd.DataFrame) -> str:
@@ -261,9 +271,9 @@ def _summary(metrics: pd.DataFrame) -> dict[str, float]:
     final = metrics[metrics["model"] == _final_model(metrics)]
     for name in ("mase", "wape", "coverage_80"):
         flat[name] = float(final[name].mean())
-    baseline = metrics[metrics["model"] == BASELINE]
+    baseline = metrics[metrics["model"] == FORECAST.baseline]
     if len(baseline) and baseline["mase"].notna().any():
-        flat[f"baseline_{GATE_METRIC}"] = float(baseline["mase"].mean())
+        flat[f"baseline_{FORECAST.gate_metric}"] = float(baseline["mase"].mean())
     return flat
 
 
@@ -275,38 +285,35 @@ def _holdout(series: pd.DataFrame, params: dict[str, Any]) -> str:
     return f"{window}/{digest.hexdigest()[:12]}"
 
 
-def _champion_value(kind: str, series: pd.DataFrame, hierarchy: pd.DataFrame | None,
-                    holdout: str, params: dict[str, Any], notes: list[str]) -> float | None:
-    try:
-        champion = tracking.load_champion(kind)
-    except tracking.ChampionMissingError:
-        notes.append(f"no champion for {tracking.model_name(kind)} yet: the first promotion "
-                     "needs no comparison (but must beat the seasonal naive)")
-        return None
-    if champion.holdout == holdout and GATE_METRIC in champion.metrics:
-        value = champion.metrics[GATE_METRIC]
-        notes.append(f"champion v{champion.version} was backtested on these same windows and "
-                     f"data: {GATE_METRIC} {value:.3f}")
-        return value
-    served: ServedForecaster = champion.estimator
-    theirs = {k: v for k, v in vars(served.forecaster).items() if not k.endswith("_")}
-    if theirs.get("freq") != params["freq"]:
-        notes.append(f"champion v{champion.version} forecasts at freq {theirs.get('freq')}, not "
-                     f"{params['freq']}: not compared")
-        return None
-    # The champion's own choices, on today's windows (same horizon and windows as ours).
-    theirs |= {k: params[k] for k in ("horizon", "n_windows", "n_jobs")}
-    try:
-        refit = _fit(series, hierarchy, theirs, None)
-    except ValueError as exc:
-        notes.append(f"champion v{champion.version} could not be re-backtested ({exc})")
-        return None
-    if refit.metrics_.empty:
-        return None
-    value = _summary(refit.metrics_)[GATE_METRIC]
-    notes.append(f"champion v{champion.version} re-backtested on the same windows: "
-                 f"{GATE_METRIC} {value:.3f}")
-    return value
+def _champion_score(series: pd.DataFrame, hierarchy: pd.DataFrame | None, holdout: str,
+                    params: dict[str, Any]) -> Callable[[tracking.LoadedModel], Scored]:
+    """How :func:`service.usecases.train.champion_value` scores a forecast champion: its own
+    backtest when it was trained on exactly this holdout, else its choices re-backtested on
+    the same series and windows."""
+    gate = FORECAST.gate_metric
+
+    def score(champion: tracking.LoadedModel) -> Scored:
+        if champion.holdout == holdout and gate in champion.metrics:
+            value = champion.metrics[gate]
+            return value, (f" was backtested on these same windows and data: {gate} "
+                           f"{value:.3f}")
+        served: ServedForecaster = champion.estimator
+        theirs = {k: v for k, v in vars(served.forecaster).items() if not k.endswith("_")}
+        if theirs.get("freq") != params["freq"]:
+            return None, (f" forecasts at freq {theirs.get('freq')}, not {params['freq']}: "
+                          "not compared")
+        # The champion's own choices, on today's windows (same horizon and windows as ours).
+        theirs |= {k: params[k] for k in ("horizon", "n_windows", "n_jobs")}
+        try:
+            refit = _fit(series, hierarchy, theirs, None)
+        except ValueError as exc:
+            return None, f" could not be re-backtested ({exc})"
+        if refit.metrics_.empty:
+            return None, ""
+        value = _summary(refit.metrics_)[gate]
+        return value, f" re-backtested on the same windows: {gate} {value:.3f}"
+
+    return score
 
 
 def _fan_charts(model: RevenueForecaster, series: pd.DataFrame, folder: Path, top: int = 4
@@ -335,25 +342,24 @@ def _fan_charts(model: RevenueForecaster, series: pd.DataFrame, folder: Path, to
     return paths
 
 
-def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
+def train_forecast(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed: int = 42,
+                   progress: Progress | None = None, freq: str = "M", level: str | None = None,
                    horizon: int | None = None, n_windows: int = 3, n_jobs: int = 1,
-                   seed: int = 42, as_of: pd.Timestamp | None = None,
-                   candidates: Sequence[str] | None = None,
-                   progress: Progress | None = None) -> ForecastTraining:
+                   candidates: Sequence[str] | None = None) -> ForecastTraining:
     """Backtest the candidates, log everything to MLflow and register a ``challenger``.
 
     Args:
         tables: validated tables.
+        as_of: only rows dated before it (default the day after the last dated row).
+        seed: random seed.
+        progress: called with ``"done/total"`` after each unit of work.
         freq: D, W, M or Q.
         level: ``company`` (default: company plus the org hierarchy when there is one), a
             hierarchy level, or another categorical column such as ``product``.
         horizon: periods ahead (default 28 days, 13 weeks, 6 months or 4 quarters).
         n_windows: rolling backtest origins.
         n_jobs: parallel workers.
-        seed: random seed.
-        as_of: only rows dated before it (default the day after the last dated row).
         candidates: the forecasters to backtest (default all of them).
-        progress: ``progress(done, total)`` after each unit of work.
 
     Raises:
         ValueError: too little history for a single backtest window (in plain words).
@@ -376,12 +382,15 @@ def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
     kind = forecast_kind(freq, level)
     notes = [*data.notes, *model.notes_]
     holdout = _holdout(series, params)
-    champion_value = _champion_value(kind, series, hierarchy, holdout, params, notes)
+    champion, _ = champion_value(
+        kind, _champion_score(series, hierarchy, holdout, params), notes,
+        no_champion=f"no champion for {tracking.model_name(kind)} yet: the first promotion "
+                    "needs no comparison (but must beat the seasonal naive)")
     metrics = _summary(model.metrics_)
-    baseline = metrics.get(f"baseline_{GATE_METRIC}")
-    if baseline is not None and not tracking.beats(metrics[GATE_METRIC], baseline,
-                                                   greater_is_better=False):
-        notes.append(f"the forecast's backtest {GATE_METRIC} {metrics[GATE_METRIC]:.3f} does not "
+    gate = FORECAST.gate_metric
+    baseline = metrics.get(f"baseline_{gate}")
+    if baseline is not None and not beats_baseline(FORECAST, metrics[gate], baseline):
+        notes.append(f"the forecast's backtest {gate} {metrics[gate]:.3f} does not "
                      f"beat the seasonal naive's {baseline:.3f}: it is registered but will not "
                      "be promoted")
     served = ServedForecaster(model, freq, levels)
@@ -390,21 +399,22 @@ def train_forecast(tables: Tables, *, freq: str = "M", level: str | None = None,
         artifacts: dict[str, Any] = {"backtest.csv": model.backtest_,
                                      "metrics_by_model_level.csv": model.metrics_}
         artifacts |= {p.name: p for p in charts}
-        run = tracking.log_and_register(
-            kind, served, input_example=pd.DataFrame({"horizon": [float(params["horizon"])]}),
+        run = register(
+            FORECAST, served, registered=kind,
+            input_example=pd.DataFrame({"horizon": [float(params["horizon"])]}),
             params={**params, "levels": levels, "series": int(series.groupby(
                 [LEVEL, KEY]).ngroups),
                 "data_until": str(data.end.observed_until.date())},
-            metrics=metrics, gate_metric=GATE_METRIC, greater_is_better=False,
-            holdout=holdout, champion_value=champion_value,
-            baseline=None if baseline is None else (BASELINE, baseline), artifacts=artifacts,
+            metrics=metrics, holdout=holdout, champion_value=champion,
+            baseline=None if baseline is None else (FORECAST.baseline, baseline),
+            artifacts=artifacts,
         )
     return ForecastTraining(run.run_id, run.version, run.model_name, metrics, model.metrics_,
                             notes, served)
 
 
 def forecast_fresh(tables: Tables, *, freq: str, horizon: int, level: str | None = None,
-                   n_jobs: int = 1, seed: int = 42, as_of: pd.Timestamp | None = None,
+                   n_jobs: int = 1, seed: int = 42, as_of: pd.Timestamp | str | None = None,
                    candidates: Sequence[str] | None = None,
                    progress: Progress | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Fit a forecaster on the data before ``as_of`` (``--fit``) and forecast ``horizon``

@@ -23,7 +23,7 @@ import pandas as pd
 from engine import tracking
 from engine.io import Tables
 from engine.periods import default_as_of
-from models.base import MODEL_KINDS, Classifier, ModelKind
+from models.base import CHURN, FORECAST, MODEL_KINDS, WIN, Classifier, ModelKind
 from models.classification import classification_metrics
 
 if TYPE_CHECKING:
@@ -49,13 +49,13 @@ Progress = Callable[[str], None]
 # None and why it was not compared (same place; empty when there is nothing to say).
 Scored = tuple[float | None, str]
 
+_NO_CHAMPION = "no champion yet: the first promotion needs no comparison"
 # Where each kind's pipeline lives; imported on demand (each imports this module for the gate,
 # and their estimators are heavy for a command that trains one kind).
-_NO_CHAMPION = "no champion yet: the first promotion needs no comparison"
 _TRAINERS = {
-    "churn": ("service.usecases.churn", "train_churn"),
-    "forecast": ("service.usecases.forecast", "train_forecast"),
-    "win": ("service.usecases.win", "train_win"),
+    CHURN.name: ("service.usecases.churn", "train_churn"),
+    FORECAST.name: ("service.usecases.forecast", "train_forecast"),
+    WIN.name: ("service.usecases.win", "train_win"),
 }
 
 

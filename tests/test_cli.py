@@ -111,3 +111,25 @@ def test_features_and_warnings_answer_on_deals_without_orders(
     assert result.exit_code == 0, result.stderr
     assert "at 2023-03-05" in result.stderr
     assert "skipped" in result.stderr  # churn, stage history, targets: said, not crashed
+
+
+# --- usage errors: the model kinds (models.base) and the request resolver ----------------------
+
+
+def test_unknown_model_kind_level_period_or_date_are_usage_errors_naming_the_option(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = str(_write_dir(tmp_path / "d", CRM_ONLY))
+    env = _env(tmp_path)
+    kind = runner.invoke(app, ["promote", "nope"], env=env)
+    assert kind.exit_code == 2 and "expected one of churn, forecast, win" in kind.stderr
+    level = runner.invoke(app, ["train", "forecast", "--data", data, "--level", "planet"],
+                          env=env)
+    assert level.exit_code == 2 and "--level" in level.stderr
+    assert "unknown level 'planet'" in level.stderr
+    period = runner.invoke(app, ["recalibrate", "--data", data, "--period", "2023Q5"], env=env)
+    assert period.exit_code == 2 and "--period" in period.stderr
+    assert "period must look like" in period.stderr
+    date = runner.invoke(app, ["train", "win", "--data", data, "--as-of", "31/12/2023"], env=env)
+    assert date.exit_code == 2
+    assert "expected an ISO date" in date.stderr

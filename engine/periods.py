@@ -26,6 +26,7 @@ from engine.schemas import (
 
 __all__ = [
     "PERIOD_NAMES",
+    "as_of_after",
     "data_end",
     "default_as_of",
     "default_period",
@@ -86,7 +87,12 @@ def default_as_of(tables: Tables) -> pd.Timestamp:
 
     A result as of T uses only rows dated before T, so this default lets every row count.
     """
-    return data_end(tables) + pd.Timedelta(days=1)
+    return as_of_after(data_end(tables))
+
+
+def as_of_after(last_day: pd.Timestamp) -> pd.Timestamp:
+    """The as-of at which every row up to ``last_day`` counts: the next day."""
+    return pd.Timestamp(last_day).normalize() + pd.Timedelta(days=1)
 
 
 def default_period(as_of: pd.Timestamp) -> str:

@@ -278,7 +278,7 @@ def test_evaluate_since_replays_dates_so_for_can_elapse(cli: Any, data: Path,
 
 def test_default_rules_come_with_the_package_outside_the_repository(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.cli.warnings import default_rules_path
+    from rules import default_rules_path
 
     repo_pack = Path(__file__).resolve().parents[1] / "rules" / "default.yaml"
     monkeypatch.chdir(tmp_path)  # no rules/ here: the packaged pack is used

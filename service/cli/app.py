@@ -161,6 +161,7 @@ def demo(
 
 
 def _run_demo_models(ctx: typer.Context, data: str, end: pd.Timestamp) -> None:
+    from rules import default_rules_path
     from service.cli.models import (
         feasibility_cmd,
         forecast_cmd,
@@ -170,7 +171,7 @@ def _run_demo_models(ctx: typer.Context, data: str, end: pd.Timestamp) -> None:
         train_forecast_cmd,
         train_win_cmd,
     )
-    from service.cli.warnings import default_rules_path, evaluate_command
+    from service.cli.warnings import evaluate_command
 
     DEMO_OUTPUT.mkdir(exist_ok=True)
     _demo_step("2. churn: train, promote, score the at-risk customers")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,6 +46,7 @@ from engine.alerting.store import (
 from engine.periods import default_as_of
 from features.metrics import MetricContext, catalogue
 from features.metrics.alerting import METRIC_CATALOGUE, metric_source
+from rules import default_rules_path
 from service.cli.common import (
     EXIT_BAD_INPUT,
     AsOfOpt,
@@ -64,7 +64,7 @@ from service.cli.common import (
 )
 from service.usecases.providers import model_providers
 
-__all__ = ["ALERT_COLUMNS", "alerts_frame", "default_rules_path", "warnings_app"]
+__all__ = ["ALERT_COLUMNS", "alerts_frame", "warnings_app"]
 
 ALERT_COLUMNS = ["rule", "labels", "state", "severity", "value", "threshold", "since", "message",
                  "as_of", "silenced", "inhibited"]
@@ -90,15 +90,6 @@ RulesOpt = Annotated[
     Path | None,
     typer.Option("--rules", "-r", help="Rule file (default: rules/default.yaml)."),
 ]
-
-
-def default_rules_path() -> Path:
-    """``rules/default.yaml`` of the working directory, else the pack installed with quotacast
-    (the ``rules`` package's data)."""
-    local = Path("rules") / "default.yaml"
-    if local.is_file():
-        return local
-    return Path(str(resources.files("rules").joinpath("default.yaml")))
 
 
 def _rules(path: Path | None) -> RuleFile:

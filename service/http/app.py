@@ -20,12 +20,13 @@ from fastapi.exception_handlers import http_exception_handler
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.config import Settings, get_settings
+from models.base import MODEL_KINDS
 from service.http.config import ServiceSettings
 from service.http.errors import refused
 from service.http.metrics import RequestMetrics
 from service.http.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.http.routes import ROUTERS
-from service.http.state import MODEL_KINDS, AppState, build_state
+from service.http.state import AppState, build_state
 from service.usecases.request import Refusal
 
 __all__ = ["app_factory", "create_app"]

@@ -15,13 +15,14 @@ from typing import Any, TypeVar
 from markupsafe import Markup
 
 from engine.schemas import LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM
+from models.base import MODEL_KINDS
 from service.http.auth import Permission, Principal
 from service.http.charts import feasibility_svg, risk_colour
 from service.http.routes.customers import at_risk_page
 from service.http.routes.feasibility import feasibility
 from service.http.routes.warnings import alert_list
 from service.http.schemas import AlertList, FeasibilityNode, FeasibilityOut
-from service.http.state import MODEL_KINDS, AppState
+from service.http.state import AppState
 from service.usecases.request import Refusal
 
 __all__ = ["AT_RISK_ROWS", "Section", "dashboard_context", "money", "percent"]

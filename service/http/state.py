@@ -15,7 +15,7 @@ from engine import tracking
 from engine.alerting.store import AlertStore
 from engine.config import Settings
 from models.base import MODEL_KINDS
-from service.cli.warnings import default_rules_path
+from rules import default_rules_path
 from service.http.config import ServiceSettings
 from service.http.keys import KeyStore
 from service.http.metrics import RequestMetrics
@@ -23,7 +23,7 @@ from service.http.ratelimit import TokenBucketLimiter
 from service.usecases.champions import load_champions
 from service.usecases.served import RegistryStatus, Served, load_data
 
-__all__ = ["MODEL_KINDS", "AppState", "bound_registry_calls", "build_state"]
+__all__ = ["AppState", "bound_registry_calls", "build_state"]
 
 
 @dataclass(kw_only=True)

@@ -21,7 +21,7 @@ from datetime import date
 import pandas as pd
 
 from engine.io import Tables
-from engine.periods import data_end, default_period, first_day, period_bounds
+from engine.periods import as_of_after, data_end, default_period, first_day, period_bounds
 from engine.schemas import HIERARCHY_LEVELS
 from features.hierarchy import categorical_columns
 
@@ -103,7 +103,7 @@ class DataSpan:
     @property
     def default_as_of(self) -> pd.Timestamp:
         """The day after the last dated row, so every row counts."""
-        return self.end + pd.Timedelta(days=1)
+        return as_of_after(self.end)
 
 
 def parse_as_of(value: str | date | pd.Timestamp | None) -> pd.Timestamp | None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from models.base import MODEL_KINDS
 from service.http.deps import StateDep
 from service.http.metrics import escape_label
 from service.http.routes.models import model_out, registry_out
 from service.http.schemas import DataStatus, LiveOut, ReadyOut
-from service.http.state import MODEL_KINDS, AppState
+from service.http.state import AppState
 from service.usecases.champions import served_models
 
 __all__ = ["router"]

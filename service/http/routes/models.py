@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from engine import tracking
+from models.base import MODEL_KINDS
 from service.http.deps import ModelAdmin, ModelReader, StateDep
 from service.http.errors import errors
 from service.http.present import number
 from service.http.schemas import ModelOut, ModelsOut, RegistryOut
-from service.http.state import MODEL_KINDS
 from service.usecases.champions import load_champions, served_models
 from service.usecases.served import Served, probe_registry
 

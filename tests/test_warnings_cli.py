@@ -7,8 +7,12 @@ The sub-app is mounted in a tiny typer app whose root callback sets the settings
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import pytest
@@ -16,6 +20,7 @@ import typer
 from typer.testing import CliRunner
 
 from engine.config import Settings
+from service.cli import warnings as warnings_cli
 from service.cli.warnings import warnings_app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -306,3 +311,90 @@ def test_default_as_of_is_the_day_after_the_last_row_so_that_row_counts(
     assert "evaluated 2 rule(s) at 2026-11-16" in by_default.stderr
     states = {(r["rule"], r["labels"]): r["state"] for r in _json(by_default.stdout)}
     assert states[("PaceBehindPlan", north)] == "resolved"
+
+
+# --- delivery that is not lost, replays that resume ---------------------------------------------
+
+
+class _Hook(BaseHTTPRequestHandler):
+    """A webhook answering 503 while ``down`` is set, and recording what it accepted."""
+
+    down = True
+    accepted: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        status = 503 if type(self).down else 200
+        if status == 200:
+            type(self).accepted.append(body)
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[str, type[_Hook]]]:
+    handler = type("Hook", (_Hook,), {"down": True, "accepted": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_undelivered_notifications_fail_the_run_loudly_until_deliver_gets_them_out(
+        cli: Any, data: Path, rules: Path, hook: tuple[str, type[_Hook]]) -> None:
+    url, handler = hook
+    evaluated = cli("evaluate", "--data", str(data), "--rules", str(rules), "--as-of",
+                    "2026-11-16", "--webhook", url, "--deliver-wait", "0")
+    assert evaluated.exit_code == 1, evaluated.output
+    assert "NOT DELIVERED: 1 notification(s): 1 waiting for a retry" in evaluated.stderr
+    assert "up to 3d" in evaluated.stderr
+    still_down = cli("deliver", "--deliver-wait", "0")
+    assert still_down.exit_code == 1 and "NOT DELIVERED" in still_down.stderr
+    handler.down = False
+    back = cli("deliver", "--deliver-wait", "0")
+    assert back.exit_code == 0, back.output
+    assert "1 delivered" in back.stderr and "NOT DELIVERED" not in back.stderr
+    assert len(handler.accepted) == 1
+    again = cli("deliver")
+    assert again.exit_code == 0 and "nothing to deliver" in again.stderr
+    assert len(handler.accepted) == 1  # delivered once, never again
+
+
+def test_a_crashed_replay_resumes_when_rerun(cli: Any, data: Path, rules: Path,
+                                            tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["evaluate", "--data", str(data), "--rules", str(rules), "--as-of", "2026-11-16",
+            "--since", "2026-11-01", "--every", "1w", "--json"]
+
+    class Crash(BaseException):
+        """The process dying after two of the three dates were committed."""
+
+    real = warnings_cli.evaluate
+
+    def crashing(*a: Any, **k: Any) -> Any:
+        if a[3] == date(2026, 11, 16):
+            raise Crash
+        return real(*a, **k)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(warnings_cli, "evaluate", crashing)
+        with pytest.raises(Crash):
+            cli(*args)
+    assert not (tmp_path / "sent.jsonl").exists()  # queued before the crash, not sent
+    rerun = cli(*args)
+    assert rerun.exit_code == 0, rerun.output
+    assert "replay: 2 date(s) already evaluated were left as they are" in rerun.stderr
+    assert "evaluated 2 rule(s) at 2026-11-16" in rerun.stderr
+    states = {r["rule"]: r["state"] for r in _json(rerun.stdout)}
+    assert states["OverdueHigh"] == "firing"
+    sent = (tmp_path / "sent.jsonl").read_text().splitlines()
+    assert len(sent) >= 1 and cli("deliver").stderr.strip() == "nothing to deliver"
+    # The very same command once more: every date already done, nothing sent twice.
+    third = cli(*args)
+    assert third.exit_code == 0 and "already evaluated at 2026-11-16" in third.stderr
+    assert (tmp_path / "sent.jsonl").read_text().splitlines() == sent

@@ -341,7 +341,7 @@ def test_crash_during_send_is_retried_once_the_lease_ends(
         with pytest.raises(Crash):
             deliver(store, FAST, client=client)
     (message,) = store.outbox()
-    assert (message.status, message.attempts) == ("pending", 1)
+    assert (message.status, message.attempts) == ("sending", 1)
     assert deliver(store, FAST, client=client).delivered == 0  # still leased to the dead run
     assert message.next_attempt_at is not None
     later = message.next_attempt_at + timedelta(seconds=1)

@@ -9,7 +9,9 @@ changes.
 Evaluation is idempotent per (rule, as_of): a rule already evaluated at ``as_of`` is left as is
 (nothing recomputed, nothing sent twice). An ``as_of`` earlier than a rule's last evaluation is
 refused with :class:`OutOfOrder` before anything is written: alert state only moves forward in
-as_of time, so replaying the past needs a fresh database.
+as_of time, so replaying the past needs a fresh database. A replay that resumes (``resume``)
+leaves such rules alone instead: a replay interrupted by a crash is rerun as it was, and the
+dates it already covered are skipped.
 """
 
 from __future__ import annotations
@@ -106,12 +108,14 @@ def _with_mute_flags(transitions: list[Transition], alerts: list[AlertInstance]
                     inhibited=by_key[(t.rule, t.fingerprint)].inhibited) for t in transitions]
 
 
-def evaluate(rules: RuleFile, source: MetricSource, store: AlertStore, as_of: date
-             ) -> EvaluationReport:
+def evaluate(rules: RuleFile, source: MetricSource, store: AlertStore, as_of: date,
+             resume: bool = False) -> EvaluationReport:
     """Evaluate every rule at ``as_of``, record the state changes and queue notifications.
 
     Args:
         source: the metric frames and the catalogue the rules were checked against.
+        resume: a rule already evaluated at a later as_of is left alone (listed in
+            ``already``) instead of refused: a replay rerun after a crash.
 
     Raises:
         OutOfOrder: ``as_of`` is before the last evaluation of some rule (nothing written).
@@ -120,9 +124,9 @@ def evaluate(rules: RuleFile, source: MetricSource, store: AlertStore, as_of: da
     names = [rule.alert for _, rule in rules.rules]
     last = store.last_evaluated(names)
     later = {rule: day for rule, day in last.items() if day > as_of}
-    if later:
+    if later and not resume:
         raise OutOfOrder(as_of, later)
-    report = EvaluationReport(as_of, already=[n for n in names if last.get(n) == as_of])
+    report = EvaluationReport(as_of, already=[n for n in names if n in last and last[n] >= as_of])
     frames, report.skipped = _metric_frames(rules, source, as_of,
                                             set(names) - set(report.already))
     updated, transitions, counts = _apply_all(rules, frames, store.alerts(rules=list(frames)),

@@ -61,7 +61,10 @@ __all__ = [
 
 NORMAL, PENDING, FIRING, RESOLVED = "normal", "pending", "firing", "resolved"
 STATES = (NORMAL, PENDING, FIRING, RESOLVED)
-OUTBOX_PENDING, OUTBOX_DELIVERED, OUTBOX_DEAD = "pending", "delivered", "dead"
+# An outbox message is pending (waiting for its next attempt), sending (claimed by a deliverer
+# until its lease ends), delivered, or dead (given up; ``warnings deliver`` may still retry it).
+OUTBOX_PENDING, OUTBOX_SENDING, OUTBOX_DELIVERED, OUTBOX_DEAD = (
+    "pending", "sending", "delivered", "dead")
 
 
 def utcnow() -> datetime:
@@ -189,6 +192,7 @@ class OutboxMessage:
     next_attempt_at: datetime | None = None
     last_error: str | None = None
     delivered_at: datetime | None = None
+    created_at: datetime | None = None
 
 
 class AlreadyEvaluated(Exception):
@@ -459,43 +463,98 @@ class AlertStore:
     # --- the outbox -----------------------------------------------------------------------------
 
     def claim_due(self, now: datetime, lease: timedelta, limit: int = 100) -> list[OutboxMessage]:
-        """Take pending messages whose time has come, counting the attempt and leasing them.
+        """Take the messages whose time has come, counting the attempt and leasing them.
 
-        The lease pushes ``next_attempt_at`` forward so a concurrent deliverer skips them; a
-        crash while sending leaves them to be retried once the lease runs out (at least once).
-        ``FOR UPDATE SKIP LOCKED`` keeps two PostgreSQL deliverers apart (SQLite ignores it and
-        serialises writers anyway).
+        Due: pending with ``next_attempt_at`` passed, or ``sending`` whose lease has run out (its
+        deliverer died). Each is taken with a compare-and-set on (status, attempts,
+        ``next_attempt_at``), so of two deliverers racing for a message exactly one gets it,
+        on SQLite as on PostgreSQL; ``FOR UPDATE SKIP LOCKED`` also keeps PostgreSQL
+        deliverers from waiting on each other. The lease pushes ``next_attempt_at`` forward: a
+        crash while sending leaves the message to be retried once the lease runs out.
         """
         query = (sa.select(OutboxRow)
-                 .where(OutboxRow.status == OUTBOX_PENDING, OutboxRow.next_attempt_at <= now)
+                 .where(OutboxRow.status.in_([OUTBOX_PENDING, OUTBOX_SENDING]),
+                        OutboxRow.next_attempt_at <= now)
                  .order_by(OutboxRow.id).limit(limit).with_for_update(skip_locked=True))
         with self.transaction() as session:
-            rows = list(session.scalars(query))
-            for row in rows:
-                row.attempts += 1
-                row.next_attempt_at = now + lease
+            seen = [(row.id, row.status, row.attempts, row.next_attempt_at)
+                    for row in session.scalars(query)]
+            taken = []
+            for message_id, status, attempts, due in seen:
+                claimed = session.execute(
+                    sa.update(OutboxRow)
+                    .where(OutboxRow.id == message_id, OutboxRow.status == status,
+                           OutboxRow.attempts == attempts, OutboxRow.next_attempt_at == due)
+                    .values(status=OUTBOX_SENDING, attempts=attempts + 1,
+                            next_attempt_at=now + lease)
+                    .execution_options(synchronize_session=False))
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    taken.append(message_id)
+            rows = session.scalars(sa.select(OutboxRow).where(OutboxRow.id.in_(taken))
+                                   .order_by(OutboxRow.id)
+                                   .execution_options(populate_existing=True))
             return [_message_of(row) for row in rows]
 
-    def mark_delivered(self, message_id: int, now: datetime) -> None:
+    def mark_delivered(self, message_id: int, now: datetime) -> bool:
+        """Mark a message delivered, once: False when it already was (nothing changes)."""
         with self.transaction() as session:
-            row = session.get_one(OutboxRow, message_id)
-            row.status, row.delivered_at, row.last_error = OUTBOX_DELIVERED, now, None
+            done = session.execute(
+                sa.update(OutboxRow)
+                .where(OutboxRow.id == message_id, OutboxRow.status != OUTBOX_DELIVERED)
+                .values(status=OUTBOX_DELIVERED, delivered_at=now, last_error=None)
+                .execution_options(synchronize_session=False))
+            return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
-    def mark_failed(self, message_id: int, error: str, retry_at: datetime | None) -> None:
-        """Record a failed attempt: retry at ``retry_at``, or give up (dead) when None."""
+    def mark_failed(self, message_id: int, error: str, retry_at: datetime | None,
+                    attempts: int | None = None) -> bool:
+        """Record a failed attempt: retry at ``retry_at``, or give up (dead) when None.
+
+        Only while the message is still ``sending`` under this attempt (``attempts`` as
+        claimed, when given): False, and nothing written, when it was delivered or claimed
+        again meanwhile.
+        """
+        query = sa.update(OutboxRow).where(OutboxRow.id == message_id,
+                                           OutboxRow.status == OUTBOX_SENDING)
+        if attempts is not None:
+            query = query.where(OutboxRow.attempts == attempts)
+        values: dict[str, Any] = {"last_error": error[:2000]}
+        if retry_at is None:
+            values["status"] = OUTBOX_DEAD
+        else:
+            values.update(status=OUTBOX_PENDING, next_attempt_at=retry_at)
         with self.transaction() as session:
-            row = session.get_one(OutboxRow, message_id)
-            row.last_error = error[:2000]
-            if retry_at is None:
-                row.status = OUTBOX_DEAD
-            else:
-                row.next_attempt_at = retry_at
+            done = session.execute(query.values(**values)
+                                   .execution_options(synchronize_session=False))
+            return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+    def reschedule(self, now: datetime, pending: bool = True, dead: bool = False) -> int:
+        """Make pending messages (and dead ones, when asked) due at ``now``; how many.
+
+        Messages being sent (``sending``) are left to their deliverer.
+        """
+        statuses = [s for s, wanted in ((OUTBOX_PENDING, pending), (OUTBOX_DEAD, dead))
+                    if wanted]
+        if not statuses:
+            return 0
+        with self.transaction() as session:
+            done = session.execute(
+                sa.update(OutboxRow).where(OutboxRow.status.in_(statuses))
+                .values(status=OUTBOX_PENDING, next_attempt_at=now)
+                .execution_options(synchronize_session=False))
+            return int(done.rowcount)  # type: ignore[attr-defined]
 
     def next_attempt(self) -> datetime | None:
-        """When the earliest pending message is due (None when nothing is pending)."""
+        """When the earliest pending message (or lease) is due (None when nothing is)."""
         with self.transaction() as session:
             return session.scalar(sa.select(sa.func.min(OutboxRow.next_attempt_at))
-                                  .where(OutboxRow.status == OUTBOX_PENDING))
+                                  .where(OutboxRow.status.in_([OUTBOX_PENDING,
+                                                               OUTBOX_SENDING])))
+
+    def outbox_counts(self) -> dict[str, int]:
+        """How many outbox messages are in each status."""
+        query = sa.select(OutboxRow.status, sa.func.count()).group_by(OutboxRow.status)
+        with self.transaction() as session:
+            return {status: int(count) for status, count in session.execute(query)}
 
     def outbox(self, status: str | None = None) -> list[OutboxMessage]:
         """Outbox messages in the order they were written."""

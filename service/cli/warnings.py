@@ -26,6 +26,7 @@ from engine.alerting.rules import (
     ALERTNAME,
     RuleFile,
     RuleFileError,
+    format_duration,
     load_rules,
     parse_duration,
     parse_matcher,
@@ -223,20 +224,52 @@ def _note_report(report: EvaluationReport, notes: bool = True) -> None:
 
 
 def _note_delivery(report: DeliveryReport) -> None:
-    if report.delivered or report.dead or report.pending:
+    if report.delivered or report.dead or report.pending or report.failed:
         err.print(f"notifications: {report.delivered} delivered, {report.pending} pending for "
-                  f"the next run, {report.dead} failed for good", markup=False, highlight=False)
+                  f"the next run, {report.failed} failed for good", markup=False, highlight=False)
     for problem in report.errors:
         err.print(f"  - {problem}", markup=False, highlight=False)
 
 
-def _policy(wait: float) -> DeliveryPolicy:
-    return DeliveryPolicy(max_wait=timedelta(seconds=wait))
+def _alarm_undelivered(report: DeliveryReport, policy: DeliveryPolicy) -> None:
+    """The loud line while anything is undelivered, then exit 1."""
+    if not report.undelivered:
+        return
+    parts = []
+    if report.pending:
+        due = (f", next retry at {report.next_attempt_at:%Y-%m-%d %H:%M} UTC"
+               if report.next_attempt_at is not None else "")
+        parts.append(f"{report.pending} waiting for a retry{due} (retried with backoff for up "
+                     f"to {format_duration(policy.give_up_after)} after they were queued)")
+    if report.failed:
+        parts.append(f"{report.failed} given up")
+    err.print(f"[bold red]NOT DELIVERED: {report.undelivered} notification(s): "
+              f"{'; '.join(parts)}. Run `quotacast warnings deliver` once the receiver is back."
+              "[/bold red]", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
+
+def _policy(wait: float, give_up_after: str) -> DeliveryPolicy:
+    try:
+        horizon = parse_duration(give_up_after)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--give-up-after") from exc
+    if horizon <= timedelta(0):
+        raise typer.BadParameter("must be longer than 0", param_hint="--give-up-after")
+    return DeliveryPolicy(max_wait=timedelta(seconds=wait), give_up_after=horizon)
+
+
+DEFAULT_GIVE_UP = format_duration(DeliveryPolicy().give_up_after)
 
 DeliverWaitOpt = Annotated[
     float,
     typer.Option("--deliver-wait", min=0, help="Seconds to keep retrying failed notifications."),
+]
+GiveUpOpt = Annotated[
+    str,
+    typer.Option("--give-up-after", help="How long a notification that cannot be delivered is "
+                 "retried (with backoff from a minute to two hours) after it was queued, "
+                 "a duration like 3d."),
 ]
 
 
@@ -273,6 +306,7 @@ def evaluate_command(
     send: Annotated[bool, typer.Option(
         "--deliver/--no-deliver", help="Send queued notifications now.")] = True,
     deliver_wait: DeliverWaitOpt = 10.0,
+    give_up_after: GiveUpOpt = DEFAULT_GIVE_UP,
     since: Annotated[str | None, typer.Option(
         "--since", help="Replay: also evaluate every --every from this date up to --as-of, "
         "oldest first, so that `for` durations can elapse (dates already evaluated are left "
@@ -280,7 +314,12 @@ def evaluate_command(
     every: Annotated[str, typer.Option(
         "--every", help="Step between replayed dates (a duration like 7d or 1w).")] = "7d",
 ) -> None:
-    """Evaluate the rules at --as-of, update alert states, send notifications, summarise."""
+    """Evaluate the rules at --as-of, update alert states, send notifications, summarise.
+
+    Exits 1, after the summary, while a notification is not delivered (a receiver is down):
+    it stays queued and is retried by the next run or by `warnings deliver`.
+    """
+    policy = _policy(deliver_wait, give_up_after)
     rule_file = _rules(rules)
     settings = settings_of(ctx)
     rule_file = with_extra_receiver(
@@ -293,23 +332,36 @@ def evaluate_command(
     day = (when if when is not None else default_as_of(tables)).date()
     dates = _replay_dates(day, since, every)
     providers = model_providers(settings.mlflow_tracking_uri)
+    delivery: DeliveryReport | None = None
     with _store(ctx) as store:
+        resumed = 0
         for at in dates:
             try:
+                # Replayed dates before --as-of that some rule already got past are left as
+                # they are: rerunning an interrupted replay resumes it.
                 report = evaluate(rule_file, metric_source(MetricContext(tables, providers)),
-                                  store, at)
+                                  store, at, resume=at < day)
             except OutOfOrder as exc:
                 err.print(f"[red]{exc}[/red]", highlight=False)
                 raise typer.Exit(EXIT_BAD_INPUT) from None
             except AlreadyEvaluated as exc:
                 fail(f"{exc}; nothing of this run was written, run it again")
+            if at < day and report.already and not report.evaluated:
+                resumed += 1
+                continue
             _note_report(report, notes=at == day)
+        if resumed:
+            err.print(f"replay: {resumed} date(s) already evaluated were left as they are",
+                      markup=False, highlight=False)
         if send:
-            _note_delivery(deliver(store, _policy(deliver_wait)))
+            delivery = deliver(store, policy)
+            _note_delivery(delivery)
         names = [rule.alert for _, rule in rule_file.rules]
         alerts = store.alerts(rules=names, states=_ACTIVE)
     _show(alerts, f"alerts at {day}")
     emit(alerts_frame(alerts), out, as_json)
+    if delivery is not None:
+        _alarm_undelivered(delivery, policy)
 
 
 def _states(state: list[str] | None) -> list[str] | None:
@@ -364,13 +416,23 @@ def history_command(
 
 
 @warnings_app.command("deliver")
-def deliver_command(ctx: typer.Context, deliver_wait: DeliverWaitOpt = 10.0) -> None:
-    """Send pending notifications of the outbox (those a crash or a failing receiver left)."""
+def deliver_command(
+    ctx: typer.Context,
+    deliver_wait: DeliverWaitOpt = 10.0,
+    give_up_after: GiveUpOpt = DEFAULT_GIVE_UP,
+    scheduled: Annotated[bool, typer.Option(
+        "--scheduled", help="Only send what is due by the retry schedule, not the failed "
+        "ones (for a cron job).")] = False,
+) -> None:
+    """Send every undelivered notification now: pending ones (a crash or a failing receiver
+    left them) and failed ones. Exits 1 while any is still undelivered."""
+    policy = _policy(deliver_wait, give_up_after)
     with _store(ctx) as store:
-        report = deliver(store, _policy(deliver_wait))
+        report = deliver(store, policy, now_all=not scheduled, retry_failed=not scheduled)
     _note_delivery(report)
-    if not (report.delivered or report.dead or report.pending):
+    if not (report.delivered or report.dead or report.undelivered):
         err.print("nothing to deliver")
+    _alarm_undelivered(report, policy)
 
 
 @warnings_app.command("check")

@@ -398,3 +398,15 @@ def test_a_crashed_replay_resumes_when_rerun(cli: Any, data: Path, rules: Path,
     third = cli(*args)
     assert third.exit_code == 0 and "already evaluated at 2026-11-16" in third.stderr
     assert (tmp_path / "sent.jsonl").read_text().splitlines() == sent
+
+
+def test_a_silence_regex_re2_refuses_is_a_usage_error_and_nothing_is_stored(cli: Any) -> None:
+    for bad in ('rep=~"(a)\\\\1"', 'rep=~"(?!Ana).*"', 'rep=~"x{2000}"'):
+        refused = cli("silence", "add", "-m", bad, "--starts", "2026-11-01", "--ends",
+                      "2026-12-01", "--author", "ana", "--comment", "why")
+        assert refused.exit_code == 2, bad
+        assert "bad regular expression" in refused.stderr and "Traceback" not in refused.output
+    assert "0 silence(s)" in cli("silence", "list", "--all").stderr
+    slow_before = cli("silence", "add", "-m", 'rep=~"(.|.)*Z"', "--starts", "2026-11-01",
+                      "--ends", "2026-12-01", "--author", "ana", "--comment", "linear now")
+    assert slow_before.exit_code == 0

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
 from engine.alerting.catalogue import MetricCatalogue
+from engine.alerting.mute import Silencer
 from engine.alerting.rules import (
     RuleFileError,
     check_template,
@@ -20,6 +21,7 @@ from engine.alerting.rules import (
     parse_rules,
     render,
 )
+from engine.alerting.store import AlertInstance, Silence
 from features.metrics.alerting import METRIC_CATALOGUE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +67,39 @@ def test_matchers(text: str, labels: dict[str, str], expected: bool) -> None:
 def test_bad_matchers(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_matcher(bad)
+
+
+def test_a_pathological_regex_matches_in_linear_time() -> None:
+    """The finding: `(.|.)*Z` backtracked for minutes on a long label (RE2 does not)."""
+    matcher = parse_matcher('customer=~"(.|.)*Z"')
+    long = "C" * 40  # 2^40 paths for a backtracking engine
+    assert matcher.matches({"customer": long}) is False
+    assert matcher.matches({"customer": long + "Z"}) is True
+    assert parse_matcher('customer!~"(a*)*b"').matches({"customer": "a" * 10_000}) is True
+    silence = Silence("s1", [matcher], date(2026, 11, 1), date(2026, 12, 1), "ana", "why")
+    alerts = [AlertInstance("Overdue", f"f{k}", {"customer": f"{long}{k}"}) for k in range(500)]
+    assert all(Silencer([silence], date(2026, 11, 16)).mutes(a) == [] for a in alerts)
+
+
+@pytest.mark.parametrize(("bad", "why"), [
+    ('rep=~"(a)\\\\1"', "invalid escape"),  # a backreference
+    ('rep=~"(?=A)n"', "perl operator"),  # lookahead
+    ('rep!~"a{5000}"', "repetition size"),
+    ('rep=~"(("', "missing \\)"),
+    ('rep=~"' + "a" * 1001 + '"', "at most 1000"),
+])
+def test_regexes_re2_cannot_run_in_linear_time_are_refused_plainly(bad: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why) as refused:
+        parse_matcher(bad)
+    assert "bad regular expression" in str(refused.value) or "at most" in str(refused.value)
+    assert "Traceback" not in str(refused.value)
+
+
+def test_a_stored_matcher_re2_refuses_matches_nothing() -> None:
+    """Silences stored before patterns were checked are read back and never apply."""
+    old = parse_matcher('rep=~"(?=A).*"', check=False)
+    assert old.matches({"rep": "Ana"}) is False
+    assert parse_matcher('rep!~"(?=A).*"', check=False).matches({"rep": "Bo"}) is False
 
 
 def test_matcher_prints_back() -> None:

@@ -36,6 +36,7 @@ from engine.alerting.store import (
     RESOLVED,
     AlertStore,
     AlreadyEvaluated,
+    SilenceRow,
 )
 from engine.db import Base, driver_url
 from engine.io import Tables
@@ -412,3 +413,19 @@ def test_postgres_urls_use_the_installed_driver() -> None:
     url = driver_url("postgresql://u:p@127.0.0.1/db")
     assert url.startswith(("postgresql+psycopg://", "postgresql://"))
     assert driver_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_a_stored_silence_re2_refuses_is_read_back_and_never_applies(
+        store: AlertStore, series: Series, tmp_path: Path) -> None:
+    """A silence written before regexes were checked (Python-only syntax) breaks nothing."""
+    with store.transaction() as session:
+        session.add(SilenceRow(id="old", matchers=['region=~"(?=N).*"'], starts_at=D0,
+                               ends_at=D0 + DAY, created_by="ana", comment="lookahead",
+                               created_at=datetime(2026, 1, 1), expired_at=None))
+    (old,) = store.silences()
+    assert str(old.matchers[0]) == 'region=~"(?=N).*"'
+    sink = tmp_path / "sent.jsonl"
+    rules = _rules(series, {"file_configs": [{"path": str(sink)}]}, **{"for": 0})
+    series.values[D0] = [("region", "North", None, 0.5)]
+    report = evaluate(rules, _source(), store, D0)
+    assert report.notifications == 1 and not report.transitions[0].silenced

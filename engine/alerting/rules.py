@@ -51,6 +51,7 @@ ever evaluated as code.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -59,6 +60,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import re2
 import yaml
 from pydantic import (
     BaseModel,
@@ -77,6 +79,7 @@ from engine.alerting.catalogue import MetricCatalogue
 
 __all__ = [
     "ALERTNAME",
+    "MAX_REGEX_LENGTH",
     "OPS",
     "SEVERITIES",
     "Duration",
@@ -92,6 +95,7 @@ __all__ = [
     "WebhookConfig",
     "check_template",
     "compare",
+    "compile_regex",
     "format_duration",
     "load_rules",
     "matches_all",
@@ -154,12 +158,44 @@ _MATCHER = re.compile(
 )
 
 
+# Regexes of matchers run on RE2, as Alertmanager's (Go's regexp) do: time linear in the label
+# value whatever the pattern, so a silence like `(.|.)*Z` cannot hang an evaluation. RE2 has no
+# backreferences or lookaround, and refuses repetitions over 1000; a pattern is also capped in
+# length and in the memory of its compiled program.
+MAX_REGEX_LENGTH = 1000
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+_RE2_OPTIONS.max_mem = 1 << 20
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_regex(pattern: str) -> Any:
+    """``pattern`` compiled by RE2 (linear-time matching); a ValueError saying why it is refused.
+
+    Matchers anchor it at both ends (``fullmatch``), as Alertmanager does.
+    """
+    if len(pattern) > MAX_REGEX_LENGTH:
+        raise ValueError(f"regular expression of {len(pattern)} characters; at most "
+                         f"{MAX_REGEX_LENGTH}")
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(f"bad regular expression {pattern!r}: {reason} (RE2 syntax, as in "
+                         "Alertmanager: no backreferences or lookaround, repetitions up to "
+                         "1000)") from None
+
+
 @dataclass(frozen=True)
 class Matcher:
     """An Alertmanager label matcher: ``name op value`` with op in ``=``, ``!=``, ``=~``, ``!~``.
 
-    Regexes are anchored at both ends, and a missing label matches as the empty string, as in
-    Alertmanager.
+    Regexes (RE2, :func:`compile_regex`) are anchored at both ends, and a missing label matches
+    as the empty string, as in Alertmanager. A regex RE2 refuses (only possible for a matcher
+    stored before patterns were checked) matches nothing, with either op: a silence holding one
+    never applies.
     """
 
     name: str
@@ -172,7 +208,11 @@ class Matcher:
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        found = re.fullmatch(self.value, actual) is not None
+        try:
+            pattern = compile_regex(self.value)
+        except ValueError:
+            return False
+        found = pattern.fullmatch(actual) is not None
         return found if self.op == "=~" else not found
 
     def __str__(self) -> str:
@@ -180,8 +220,12 @@ class Matcher:
         return f'{self.name}{self.op}"{escaped}"'
 
 
-def parse_matcher(value: object) -> Matcher:
-    """``region="North"``, ``team!=T1``, ``rep=~"A.*"``: a matcher, else a ValueError saying why."""
+def parse_matcher(value: object, check: bool = True) -> Matcher:
+    """``region="North"``, ``team!=T1``, ``rep=~"A.*"``: a matcher, else a ValueError saying why.
+
+    A regex must be one RE2 accepts (:func:`compile_regex`); ``check=False`` skips that, to read
+    back matchers stored earlier.
+    """
     if isinstance(value, Matcher):
         return value
     found = _MATCHER.fullmatch(str(value)) if isinstance(value, str) else None
@@ -189,11 +233,8 @@ def parse_matcher(value: object) -> Matcher:
         raise ValueError(f"expected a matcher like region=\"North\" or rep=~\"A.*\", got {value!r}")
     name, op, quoted, bare = found.groups()
     text = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
-    if op in ("=~", "!~"):
-        try:
-            re.compile(text)
-        except re.error as exc:
-            raise ValueError(f"bad regular expression {text!r}: {exc}") from exc
+    if check and op in ("=~", "!~"):
+        compile_regex(text)
     return Matcher(name, op, text)
 
 

@@ -308,8 +308,9 @@ def _copy_alert(alert: AlertInstance, row: AlertRow) -> None:
 
 
 def _silence_of(row: SilenceRow) -> Silence:
-    return Silence(row.id, [parse_matcher(m) for m in row.matchers], row.starts_at, row.ends_at,
-                   row.created_by, row.comment, row.created_at, row.expired_at)
+    matchers = [parse_matcher(m, check=False) for m in row.matchers]
+    return Silence(row.id, matchers, row.starts_at, row.ends_at, row.created_by, row.comment,
+                   row.created_at, row.expired_at)
 
 
 def _message_of(row: OutboxRow) -> OutboxMessage:

@@ -2,12 +2,16 @@
 exactly one delivery per message, and retries of failed messages by ``warnings deliver``.
 
 Time is a fake clock handed to :func:`deliver` (its ``sleep`` moves the clock), the receiver an
-``httpx.MockTransport`` that fails while the outage lasts: nothing really sleeps.
+``httpx.MockTransport`` that fails while the outage lasts: nothing really sleeps. Each test runs
+on SQLite, and on PostgreSQL where ``QUOTACAST_TEST_POSTGRES_URL`` is set (as in
+tests/test_warnings_store.py: skipped locally without it, failing under CI).
 """
 
 from __future__ import annotations
 
+import os
 import random
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -15,9 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from engine.alerting.notify import DeliveryPolicy, backoff, deliver
 from engine.alerting.store import AlertStore, OutboxMessage, utcnow
+from engine.db import Base
+
+POSTGRES_ENV = "QUOTACAST_TEST_POSTGRES_URL"
 
 URL = "http://receiver.test/hook"
 AS_OF = date(2026, 11, 16)
@@ -56,9 +64,31 @@ class Receiver:
         return httpx.Response(200)
 
 
+def _drop_tables(url: str) -> None:
+    engine = sa.create_engine(url)
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty alert database URL of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'alerts.db'}"
+        return
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"{POSTGRES_ENV} is not set under CI")
+        pytest.skip(f"{POSTGRES_ENV} is not set: the PostgreSQL variant runs where it is (CI)")
+    _drop_tables(url)
+    yield url
+    _drop_tables(url)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[AlertStore]:
-    opened = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+def store(db_url: str) -> Iterator[AlertStore]:
+    opened = AlertStore(db_url)
     yield opened
     opened.close()
 
@@ -178,9 +208,8 @@ def test_a_delivered_message_is_never_sent_again(store: AlertStore) -> None:
     assert store.reschedule(clock(), pending=True, dead=True) == 0
 
 
-def test_two_deliverers_never_send_the_same_message(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    one, two = AlertStore(url), AlertStore(url)
+def test_two_deliverers_never_send_the_same_message(db_url: str) -> None:
+    one, two = AlertStore(db_url), AlertStore(db_url)
     _queue(one, 4)
     now = utcnow()
     taken = one.claim_due(now, timedelta(minutes=1))
@@ -208,3 +237,32 @@ def test_a_receiver_refusal_is_given_up_at_once(store: AlertStore) -> None:
     refuse = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(404)))
     report = deliver(store, DeliveryPolicy(), clock=clock, sleep=clock.sleep, client=refuse)
     assert (report.dead, report.failed) == (1, 1) and "refused after 1" in report.errors[0]
+
+
+def test_deliverers_running_at_once_send_each_message_once(db_url: str) -> None:
+    stores = [AlertStore(db_url) for _ in range(3)]
+    keys = _queue(stores[0], 30)
+    received: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def ok(request: httpx.Request) -> httpx.Response:
+        key = httpx.Response(200, content=request.content).json()["dedupKey"]
+        with lock:
+            received[key] += 1
+        return httpx.Response(200)
+
+    client = httpx.Client(transport=httpx.MockTransport(ok))
+    reports: list[int] = []
+
+    def run(store: AlertStore) -> None:
+        reports.append(deliver(store, DeliveryPolicy(max_wait=timedelta(0)), client=client,
+                               now_all=True).delivered)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert dict(received) == dict.fromkeys(keys, 1) and sum(reports) == 30
+    for store in stores:
+        store.close()

@@ -2,8 +2,9 @@
 
 Every other module takes column names from here instead of retyping strings. The schemas
 follow the data contract (README, "Your data"); each table is described once as a
-:class:`TableSpec` (what the loader needs to parse raw text) and turned into a pandera
-``DataFrameSchema`` (what the validator checks on the parsed frame).
+:class:`TableSpec`: how the loader parses raw text, and what the parsed values must satisfy
+(nullability, uniqueness, pandera checks, date order, one parent per child), which
+``engine.io`` evaluates column by column so that any number of bad rows is counted cheaply.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ __all__ = [
     "DS",
     "DTYPES",
     "DUE_DATE",
+    "EARLIEST_DATE",
     "ENTERED_AT",
     "FORWARD_LOOKING_DATES",
+    "FUTURE_SLACK_DAYS",
     "HIERARCHY_LEVELS",
     "INTERACTIONS",
     "INVOICE_ID",
@@ -41,6 +44,7 @@ __all__ = [
     "LEVEL_TEAM",
     "LIST_PRICE",
     "MANAGER",
+    "MAX_ABS_NUMBER",
     "OCCURRED_AT",
     "OPPORTUNITIES",
     "OPPORTUNITY_ID",
@@ -72,7 +76,6 @@ __all__ = [
     "ColumnSpec",
     "TableSpec",
     "Y",
-    "pandera_schema",
 ]
 
 # --- table names -------------------------------------------------------------------------
@@ -145,6 +148,16 @@ PERIOD_PATTERN = r"^\d{4}(Q[1-4]|-(0[1-9]|1[0-2]))?$"
 # the data reaches.
 FORWARD_LOOKING_DATES = frozenset({CLOSE_DATE, ORIGINAL_CLOSE_DATE, DUE_DATE})
 
+# What a sales number or date can be. A number beyond +-MAX_ABS_NUMBER in one row (a thousand
+# trillion in any currency) is a unit or export error, and anything larger soon sums to
+# infinity; inf and NaN are never amounts. No date lies before EARLIEST_DATE. An event (an
+# order, a contact, a stage entered, a deal closed, a payment) cannot have happened after
+# today: a date later than today + FUTURE_SLACK_DAYS (time zones, a clock a little behind) is
+# an error, except in the forward-looking columns above (an open deal's expected close).
+MAX_ABS_NUMBER = 1e15
+EARLIEST_DATE = "1900-01-01"
+FUTURE_SLACK_DAYS = 2
+
 ColumnKind = Literal["id", "text", "date", "number"]
 
 
@@ -175,6 +188,10 @@ class TableSpec:
     # A required table may be absent or empty when this other table has rows (orders, when
     # opportunities exist: won deals are then the revenue).
     optional_with: str | None = None
+    # (earlier, later): date columns whose order is fixed (a deal closes after its creation).
+    ordered_dates: tuple[tuple[str, str], ...] = ()
+    # (child, parent): each child value has one parent (a team lies in one region).
+    one_parent: tuple[tuple[str, str], ...] = ()
 
     @property
     def required_columns(self) -> list[str]:
@@ -245,6 +262,7 @@ TABLES: dict[str, TableSpec] = {
                 ),
                 AMOUNT: (_NON_NEGATIVE,),
             },
+            ordered_dates=((CREATED_AT, CLOSE_DATE),),
         ),
         TableSpec(
             STAGE_HISTORY,
@@ -276,6 +294,7 @@ TABLES: dict[str, TableSpec] = {
                 MANAGER: _opt("text"),
             },
             unique=((REP,),),
+            one_parent=((TEAM, REGION),),
         ),
         TableSpec(
             TARGETS,
@@ -319,29 +338,3 @@ DTYPES: dict[ColumnKind, str] = {
     "number": "float64",
 }
 
-
-def pandera_schema(spec: TableSpec, present: list[str]) -> pa.DataFrameSchema:
-    """The pandera schema of a parsed table, restricted to the columns that are present.
-
-    Parsing (dates, numbers) happens before, in ``engine.io``, so that a bad cell is reported
-    once in plain words; this schema checks what the parsed values must satisfy. Columns beyond
-    the contract are kept (``strict=False``).
-    """
-    columns = {
-        name: pa.Column(
-            DTYPES[col.kind],
-            checks=list(spec.checks.get(name, ())),
-            nullable=col.nullable,
-            unique=(name,) in spec.unique,
-            required=True,
-        )
-        for name, col in spec.columns.items()
-        if name in present
-    }
-    compound = [u for u in spec.unique if len(u) > 1 and all(c in present for c in u)]
-    return pa.DataFrameSchema(
-        columns,
-        strict=False,
-        unique=list(compound[0]) if compound else None,
-        name=spec.name,
-    )

@@ -346,7 +346,7 @@ def _failing(frame: pd.DataFrame, path: Path, fmt: str) -> None:
 def test_write_frame_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "out.csv"
     target.write_text("previous\n")
-    monkeypatch.setattr("engine.io._write", _failing)
+    monkeypatch.setattr("engine.io.write._write", _failing)
     with pytest.raises(RuntimeError):
         write_frame(pd.DataFrame({"a": [1]}), target)
     assert target.read_text() == "previous\n"
@@ -366,7 +366,7 @@ def test_write_data_dir_replaces_whole_or_not_at_all(
             raise RuntimeError("disk full")
         frame.to_csv(path, index=False)
 
-    monkeypatch.setattr("engine.io._write", fail_second)
+    monkeypatch.setattr("engine.io.write._write", fail_second)
     with pytest.raises(RuntimeError):
         write_data_dir({"orders": pd.DataFrame({"a": [2]}), "org": pd.DataFrame()}, target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

@@ -1,0 +1,58 @@
+"""Read a data directory or SQL database into validated frames; write outputs atomically.
+
+Validation happens here, at the edge, and loudly: :func:`load_tables` collects every problem of
+every table (files, encodings, columns, cells, references between tables) and raises one
+:class:`BadInput` carrying all of them, each naming table, line, column and value
+(README, "When the data is wrong"). Inside quotacast the frames are trusted.
+
+- :mod:`engine.io.read`: files and SQL tables into raw frames indexed by line (or SQL key);
+- :mod:`engine.io.checks`: parsing cells and checking what a sales number or date can be;
+- :mod:`engine.io.problems`: problems, capped and summarised per kind with counts;
+- :mod:`engine.io.write`: atomic writes of outputs and data directories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.io.checks import MISSING_TABLE, validate_tables
+from engine.io.problems import MAX_EXAMPLES, BadInput, Problem
+from engine.io.read import is_sql_url, read_source
+from engine.io.tables import Tables, empty_table
+from engine.io.write import atomic_path, output_format, write_data_dir, write_frame
+
+__all__ = [
+    "MAX_EXAMPLES",
+    "BadInput",
+    "Problem",
+    "Tables",
+    "atomic_path",
+    "empty_table",
+    "is_sql_url",
+    "load_tables",
+    "output_format",
+    "read_source",
+    "validate_tables",
+    "write_data_dir",
+    "write_frame",
+]
+
+
+def load_tables(source: str | Path, on_table: Callable[[str], None] | None = None) -> Tables:
+    """Read and validate every table of ``source``; raise :class:`BadInput` with all problems.
+
+    Args:
+        source: a data directory, or a SQLAlchemy URL holding tables of the same names.
+        on_table: called with each table's name as it is read (progress reporting).
+    """
+    raw, problems = read_source(source, on_table)
+    tables, table_problems = validate_tables(raw) if raw or not problems else (Tables({}), [])
+    # A table whose file exists but could not be read is reported as such, not also as missing.
+    unreadable = {p.table for p in problems if p.line == 0}
+    problems += [p for p in table_problems
+                 if not (p.check == MISSING_TABLE and p.table in unreadable)]
+    if problems:
+        raise BadInput(problems)
+    tables.source = str(source)
+    return tables

@@ -266,3 +266,48 @@ def test_deliverers_running_at_once_send_each_message_once(db_url: str) -> None:
     assert dict(received) == dict.fromkeys(keys, 1) and sum(reports) == 30
     for store in stores:
         store.close()
+
+
+def test_a_receiver_that_is_down_costs_one_attempt_per_run_not_one_per_message(
+        store: AlertStore) -> None:
+    _queue(store, 5)
+    other = _queue_more(store, "http://other.test/hook")
+    clock = Clock(utcnow())
+    tried: Counter[str] = Counter()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        tried[request.url.host] += 1
+        if request.url.host == "receiver.test":
+            raise httpx.ConnectTimeout("timed out", request=request)
+        return httpx.Response(200)
+
+    client = httpx.Client(transport=httpx.MockTransport(handle))
+    report = deliver(store, DeliveryPolicy(), clock=clock, sleep=clock.sleep, client=client)
+    assert dict(tried) == {"receiver.test": 1, "other.test": 1}
+    assert (report.delivered, report.retried, report.pending) == (1, 5, 5)
+    assert {m.status for m in store.outbox() if m.dedup_key != other} == {"pending"}
+
+
+def test_sends_that_outlast_the_lease_are_left_to_the_next_deliverer(store: AlertStore) -> None:
+    keys = _queue(store, 3)
+    clock = Clock(utcnow())
+    received: Counter[str] = Counter()
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        clock.sleep(70)  # longer than the 60 s lease
+        received[httpx.Response(200, content=request.content).json()["dedupKey"]] += 1
+        return httpx.Response(200)
+
+    client = httpx.Client(transport=httpx.MockTransport(slow))
+    policy = DeliveryPolicy(max_wait=timedelta(0))
+    first = deliver(store, policy, clock=clock, sleep=clock.sleep, client=client)
+    assert first.delivered == 1 and first.pending == 2
+    for _ in range(3):
+        deliver(store, policy, clock=clock, sleep=clock.sleep, client=client)
+    assert dict(received) == dict.fromkeys(keys, 1)
+
+
+def _queue_more(store: AlertStore, url: str) -> str:
+    message = OutboxMessage("other-0", "ops", "webhook", url, {"groupKey": "other"}, AS_OF)
+    store.commit_evaluation(AS_OF, {}, [], [], [message])
+    return message.dedup_key

@@ -159,11 +159,22 @@ def send(message: OutboxMessage, client: httpx.Client | None = None) -> None:
 
 def _attempt(store: AlertStore, message: OutboxMessage, policy: DeliveryPolicy,
              report: DeliveryReport, now: datetime, client: httpx.Client | None,
-             rng: random.Random) -> None:
+             rng: random.Random, down: dict[str, DeliveryError]) -> None:
+    """One attempt at ``message``; ``down`` holds the webhooks that failed earlier in this call,
+    whose other messages are not sent (one timeout per receiver, not one per message) but
+    rescheduled as failed attempts."""
     if message.id is None:
         raise ValueError("an outbox message must be stored before it is sent")
     try:
-        send(message, client)
+        if message.kind == "webhook" and message.target in down:
+            raise DeliveryError(f"not sent, the receiver failed moments ago: "
+                                f"{down[message.target]}")
+        try:
+            send(message, client)
+        except DeliveryError as exc:
+            if message.kind == "webhook" and not exc.permanent:
+                down[message.target] = exc
+            raise
     except DeliveryError as exc:
         retry_at = now + backoff(message.attempts, policy, rng)
         horizon = (message.created_at or now) + policy.give_up_after
@@ -213,8 +224,13 @@ def deliver(store: AlertStore, policy: DeliveryPolicy | None = None, *,
     while True:
         now = clock()
         claimed = store.claim_due(now, policy.lease)
+        down: dict[str, DeliveryError] = {}
         for message in claimed:
-            _attempt(store, message, policy, report, now, client, rng)
+            if message.next_attempt_at is not None and clock() >= message.next_attempt_at:
+                # Slow receivers used up the lease: another deliverer may hold the message
+                # now, so it is not sent from here (it is retried once the lease is over).
+                continue
+            _attempt(store, message, policy, report, clock(), client, rng, down)
         due = store.next_attempt()
         if due is None or due > deadline:
             break

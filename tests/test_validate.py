@@ -389,3 +389,174 @@ def test_non_utf8_byte_deep_in_a_large_file_names_its_real_line(tmp_path: Path) 
         load_tables(data)
     encoding = [p for p in info.value.problems if "UTF-8" in p.check]
     assert [(p.table, p.line) for p in encoding] == [("customers", 50_002)]
+
+
+# --- what a sales number can be (issue 15) ---------------------------------------------------
+
+FUTURE = "event dated in the future (after {latest})"
+ORDERS_CSV = VALID["orders"]
+DEALS_CSV = VALID["opportunities"]
+
+
+def _latest() -> str:
+    from engine.io.checks import latest_event_date
+
+    return f"{latest_event_date():%Y-%m-%d}"
+
+
+SALES_CASES: dict[str, tuple[str, str, list[str]]] = {
+    "inf amount": ("orders", ORDERS_CSV.replace("120.50", "inf"),
+                   ["orders:2: amount: not a finite number (inf)"]),
+    "-inf amount": ("orders", ORDERS_CSV.replace("900", "-inf"),
+                    ["orders:3: amount: not a finite number (-inf)"]),
+    "1e308 amount": ("orders", ORDERS_CSV.replace("-20", "1e308"),
+                     ["orders:4: amount: beyond +-1,000,000,000,000,000, not a plausible "
+                      "amount (1e308)"]),
+    "order dated 2099": ("orders", ORDERS_CSV.replace("2023-04-02", "2099-04-02"),
+                         ["orders:4: order_date: " + FUTURE + " (2099-04-02)"]),
+    "won deal closed in 2099": (
+        "opportunities", DEALS_CSV.replace("2023-03-04,closed", "2099-03-04,closed"),
+        ["opportunities:2: close_date: closed deal dated in the future (after {latest}) "
+         "(2099-03-04)"]),
+    "close_date before created_at": (
+        "opportunities", DEALS_CSV.replace("2023-02-10,2023-06-30", "2023-02-10,2023-01-30"),
+        ["opportunities:3: close_date: close_date before created_at (2023-01-30 < 2023-02-10)"]),
+    "team under two regions": (
+        "org", VALID["org"] + "cy,north-1,south,sam\n",
+        ["org:2: region: team under more than one region (north-1: north, south)",
+         "org:4: region: team under more than one region (north-1: north, south)"]),
+    "a column named twice": (
+        "orders", ORDERS_CSV.replace("product,opportunity_id", "amount,opportunity_id"),
+        ["orders:1: amount: column named twice in the header (columns 4 and 5)"]),
+    "amount.1 beside amount": (
+        "orders", ORDERS_CSV.replace("product,opportunity_id", "amount.1,opportunity_id"),
+        ["orders:1: amount.1: second copy of a column (amount.1 beside amount)"]),
+    "NUL byte": ("customers", VALID["customers"].replace("smb", "s\x00mb"),
+                 ["customers:2: segment: NUL byte in the cell (s\\x00mb)"]),
+}
+
+
+@pytest.mark.parametrize("case", list(SALES_CASES))
+def test_what_a_sales_number_can_be(case: str, tmp_path: Path) -> None:
+    table, text, expected = SALES_CASES[case]
+    data = write_dir(tmp_path / "d", with_table(table, text))
+    out = tmp_path / "out.csv"
+    code, lines = run_validate(data, out)
+    assert code == 2
+    assert sorted(lines) == sorted(e.format(latest=_latest()) for e in expected)
+    assert list(tmp_path.iterdir()) == [data]
+
+
+def test_a_future_expected_close_of_an_open_deal_is_fine(tmp_path: Path) -> None:
+    deals = DEALS_CSV.replace("2023-06-30", "2099-06-30")
+    tables = load_tables(write_dir(tmp_path / "d", with_table("opportunities", deals)))
+    assert tables["opportunities"]["close_date"].max() == pd.Timestamp("2099-06-30")
+
+
+def _orders_parquet(data: Path, **columns: object) -> None:
+    frame = pd.read_csv(data / "orders.csv", dtype=str)
+    for name, values in columns.items():
+        frame[name] = values
+    (data / "orders.csv").unlink()
+    frame.to_parquet(data / "orders.parquet")
+
+
+def test_typed_parquet_columns_are_checked_like_csv(tmp_path: Path) -> None:
+    booleans = write_dir(tmp_path / "b")
+    _orders_parquet(booleans, amount=[True, False, True])
+    code, lines = run_validate(booleans, tmp_path / "o.csv")
+    assert code == 2
+    assert lines == ["orders:2: amount: not a number (True)",
+                     "orders:3: amount: not a number (False)",
+                     "orders:4: amount: not a number (True)"]
+    floats = write_dir(tmp_path / "f")
+    _orders_parquet(floats, amount=[float("inf"), 1.0, 1e308],
+                    order_date=pd.to_datetime(["2023-03-01", "2099-01-01", "2023-04-02"]))
+    code, lines = run_validate(floats, tmp_path / "o.csv")
+    assert code == 2
+    assert sorted(lines) == [
+        "orders:2: amount: not a finite number (inf)",
+        f"orders:3: order_date: event dated in the future (after {_latest()}) (2099-01-01)",
+        "orders:4: amount: beyond +-1,000,000,000,000,000, not a plausible amount (1e+308)",
+    ]
+
+
+def test_sqlite_text_in_a_real_column_is_a_problem_named_by_key(tmp_path: Path) -> None:
+    path = tmp_path / "crm.db"
+    with sqlite3.connect(path) as con:
+        con.execute("create table orders (order_id text primary key, customer_id text, "
+                    "order_date text, amount real)")
+        con.execute("insert into orders values ('A-1', 'c1', '2023-01-01', 'abc'), "
+                    "('B-2', 'c1', '2023-01-02', 1e999), ('C-3', 'c1', '2023-01-03', 5)")
+    result = runner.invoke(app, ["validate", "--data", f"sqlite:///{path}"])
+    assert result.exit_code == 2, result.output
+    problems = [line for line in result.stderr.splitlines() if line.startswith("orders:")]
+    assert problems == ["orders:A-1: amount: not a number (abc)",
+                        "orders:B-2: amount: not a finite number (inf)"]
+
+
+def test_missing_sqlite_database_is_a_problem_and_creates_nothing(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", "--data", f"sqlite:///{tmp_path}/missing.db"])
+    assert result.exit_code == 2
+    assert "SQLite database not found" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_line_numbers_are_exact_after_quoted_newlines_and_blank_lines(tmp_path: Path) -> None:
+    orders = ('order_id,customer_id,order_date,amount,product\n'
+              'o1,c1,2023-03-01,1,"two\nlines"\n'
+              '\n'
+              'o2,c2,2023-03-04,x,gadget\n')
+    code, lines = run_validate(write_dir(tmp_path / "d", with_table("orders", orders)),
+                               tmp_path / "o.csv")
+    assert code == 2
+    assert lines == ["orders:5: amount: not a number (x)"]
+
+
+def test_an_unreadable_orders_file_is_unreadable_not_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_dir(tmp_path / "d")
+    real = Path.read_bytes
+
+    def refuse(self: Path) -> bytes:
+        if self.name == "orders.csv":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(BadInput) as info:
+        load_tables(data)
+    assert [str(p) for p in info.value.problems] == [
+        "orders:0: -: unreadable file (orders.csv: Permission denied)"]
+
+
+def test_a_corrupt_gzip_is_not_also_called_missing(tmp_path: Path) -> None:
+    without_deals = {k: v for k, v in VALID.items() if k not in ("opportunities", "stage_history")}
+    data = write_dir(tmp_path / "d", without_deals)
+    (data / "orders.csv").unlink()
+    (data / "orders.csv.gz").write_bytes(gzip.compress(ORDERS_CSV.encode())[:30])
+    with pytest.raises(BadInput) as info:
+        load_tables(data)
+    assert [(p.table, p.check) for p in info.value.problems] == [
+        ("orders", "not a readable CSV file")]
+
+
+def test_repeated_problems_are_capped_and_counted(tmp_path: Path) -> None:
+    from engine.io import MAX_EXAMPLES
+
+    rows = "".join(f"o{i},c1,day{i},x{i}\n" for i in range(MAX_EXAMPLES + 25))
+    orders = "order_id,customer_id,order_date,amount\no1,c1,2023-01-01,1\n" + rows
+    data = write_dir(tmp_path / "d", with_table("orders", orders))
+    out = tmp_path / "o.csv"
+    result = runner.invoke(app, ["validate", "--data", str(data), "--out", str(out)])
+    assert result.exit_code == 2
+    stderr = result.stderr.splitlines()
+    kinds = {line.split(": ")[1] for line in stderr if re.match(r"^orders:\d+: ", line)}
+    assert kinds == {"amount", "order_date", "order_id"}  # every kind named
+    for column in ("amount", "order_date"):
+        examples = [line for line in stderr if re.match(rf"^orders:\d+: {column}: ", line)]
+        assert len(examples) == MAX_EXAMPLES
+    assert sum("... and 25 more of the same (orders: amount: not a number)" in line
+               for line in stderr) == 1
+    assert not out.exists()

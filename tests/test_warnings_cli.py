@@ -356,6 +356,8 @@ def test_undelivered_notifications_fail_the_run_loudly_until_deliver_gets_them_o
     still_down = cli("deliver", "--deliver-wait", "0")
     assert still_down.exit_code == 1 and "NOT DELIVERED" in still_down.stderr
     handler.down = False
+    cron = cli("deliver", "--scheduled", "--deliver-wait", "0")  # its retry is minutes away
+    assert cron.exit_code == 1 and handler.accepted == []
     back = cli("deliver", "--deliver-wait", "0")
     assert back.exit_code == 0, back.output
     assert "1 delivered" in back.stderr and "NOT DELIVERED" not in back.stderr

@@ -16,7 +16,8 @@ Tables (prefixed ``warning_`` because the database is shared with the API keys):
 - ``warning_silences``: Alertmanager-like silences (matchers, window in as_of time, author,
   comment).
 - ``warning_outbox``: notifications written in the same transaction as the state change they
-  announce, then delivered (at least once) by :mod:`engine.alerting.notify`.
+  announce, then delivered by :mod:`engine.alerting.notify`, which keeps each message's retry
+  schedule here (``status``, ``attempts``, ``next_attempt_at``).
 
 Dates of alert state are as_of dates (the evaluation date); wall-clock timestamps (naive UTC) only
 record when something was written and schedule delivery retries.

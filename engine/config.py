@@ -6,7 +6,16 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "SetupError", "get_settings"]
+
+
+class SetupError(Exception):
+    """A fault of the environment, not of the code: a setting that names no usable database, a
+    registry file that is not one, a path that cannot be written. Its message says, in plain
+    words, which setting or file and what to do; the CLI prints it and exits with
+    :attr:`exit_code` (1, or 2 for a setting that is bad input)."""
+
+    exit_code = 1
 
 
 class Settings(BaseSettings):

@@ -4,6 +4,10 @@ Alert state (:mod:`engine.alerting.store`) and the API keys (``service/http/keys
 database of ``QUOTACAST_DATABASE_URL`` (``sqlite:///quotacast.db`` by default, PostgreSQL by
 URL). Their tables are declared on the one :class:`Base`; each store creates only its own tables
 (:func:`open_database` takes them), so opening one never creates the other's.
+
+A URL that names no usable database (an unknown scheme, a driver that is not installed, a file
+that is not a database, a server that does not answer) raises :class:`DatabaseUrlError` or
+:class:`DatabaseUnavailableError` with a plain message naming ``QUOTACAST_DATABASE_URL``.
 """
 
 from __future__ import annotations
@@ -16,15 +20,51 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["Base", "create_engine", "driver_url", "open_database"]
+from engine.config import SetupError
+
+__all__ = [
+    "Base",
+    "DatabaseUnavailableError",
+    "DatabaseUrlError",
+    "create_engine",
+    "describe_url",
+    "driver_url",
+    "open_database",
+]
 
 _MEMORY = ("sqlite://", "sqlite:///:memory:")
+SETTING = "QUOTACAST_DATABASE_URL"
+
+
+class DatabaseUrlError(SetupError, sa.exc.ArgumentError):
+    """The URL names no database quotacast can open: bad input in a setting (exit 2)."""
+
+    exit_code = 2
+
+
+class DatabaseUnavailableError(SetupError, sa.exc.OperationalError):
+    """The database named by the URL could not be opened (not a database, unreachable)."""
+
+    def __init__(self, message: str):
+        SetupError.__init__(self, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class Base(DeclarativeBase):
     """Metadata of every quotacast table (JSON for dict and list columns)."""
 
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: sa.JSON, list[str]: sa.JSON}
+
+
+def describe_url(url: str) -> str:
+    """``url`` without its password, for messages."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url.split("@")[-1] if "@" in url else url
 
 
 def driver_url(url: str) -> str:
@@ -35,23 +75,57 @@ def driver_url(url: str) -> str:
     return url
 
 
+_WHAT_TO_DO = (f"set {SETTING} to a sqlite:///FILE or postgresql://USER@HOST/DB URL "
+               "(default sqlite:///quotacast.db)")
+
+
 def create_engine(url: str) -> sa.Engine:
     """An engine for ``url`` (normalised by :func:`driver_url`).
 
     An in-memory SQLite database keeps one shared connection, or every session would see its
     own empty database.
+
+    Raises:
+        DatabaseUrlError: the URL is not a database URL, its scheme is unknown or its driver
+            is not installed.
     """
     url = driver_url(url)
+    shown = describe_url(url)
     options: dict[str, Any] = {}
     if url in _MEMORY:
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
-    return sa.create_engine(url, **options)
+    try:
+        return sa.create_engine(url, **options)
+    except sa.exc.NoSuchModuleError:
+        scheme = url.split(":", 1)[0]
+        raise DatabaseUrlError(f"{SETTING}={shown}: unknown database scheme {scheme!r}; "
+                               f"{_WHAT_TO_DO}") from None
+    except ImportError as exc:  # the dialect is known, its driver is not installed
+        scheme = url.split(":", 1)[0]
+        raise DatabaseUrlError(f"{SETTING}={shown}: the driver for {scheme!r} is not installed "
+                               f"({exc}); install it, or {_WHAT_TO_DO}") from None
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise DatabaseUrlError(f"{SETTING}={shown} is not a database URL ({exc}); "
+                               f"{_WHAT_TO_DO}") from None
 
 
 def open_database(url: str, tables: Iterable[type[Base]]) -> tuple[sa.Engine,
                                                                    sessionmaker[Session]]:
-    """The engine of ``url`` and its session factory, with ``tables`` created if missing."""
+    """The engine of ``url`` and its session factory, with ``tables`` created if missing.
+
+    Raises:
+        DatabaseUrlError: see :func:`create_engine`.
+        DatabaseUnavailableError: the database could not be opened or its tables created.
+    """
     engine = create_engine(url)
     names = [model.__tablename__ for model in tables]
-    Base.metadata.create_all(engine, tables=[Base.metadata.tables[name] for name in names])
+    try:
+        Base.metadata.create_all(engine, tables=[Base.metadata.tables[name] for name in names])
+    except (sa.exc.OperationalError, sa.exc.DatabaseError, sa.exc.InterfaceError) as exc:
+        engine.dispose()
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        raise DatabaseUnavailableError(
+            f"cannot open the quotacast database {SETTING}={describe_url(url)} ({reason}): "
+            "check that the file is a quotacast database (restore it, or point the setting at "
+            "a new file) or that the server is up") from None
     return engine, sessionmaker(engine, expire_on_commit=False)

@@ -9,6 +9,11 @@ version gets the alias ``challenger``; ``champion`` moves only through :func:`pr
 compares the challenger with the champion *on the challenger's holdout*. The training pipeline
 scores the current champion on that same holdout and records it on the new version, so the
 promotion gate needs no data and compares like with like.
+
+Reading never creates a registry: while a ``sqlite:///`` registry file does not exist, the
+reads (champions, promotion, the reachability probe) answer "no registry there" without
+touching it; only :func:`log_and_register` (training) creates one. A file that is not an MLflow
+database, or a server that does not answer, raises :class:`RegistryUnavailableError`.
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ from urllib.parse import urlparse
 import mlflow
 import mlflow.pyfunc
 import pandas as pd
+import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.pyfunc import PythonModel
+
+from engine.config import SetupError
 
 __all__ = [
     "CHALLENGER",
@@ -41,14 +49,17 @@ __all__ = [
     "LoadedModel",
     "PromotionDecision",
     "RegisteredRun",
+    "RegistryMissingError",
     "RegistryUnavailableError",
     "beats",
     "beats_baseline",
     "configure",
     "load_champion",
     "log_and_register",
+    "missing_registry",
     "model_name",
     "promote",
+    "registry_problem",
     "registry_reachable",
 ]
 
@@ -78,9 +89,16 @@ class ChampionMissingError(LookupError):
     """No version of a model carries the ``champion`` alias yet."""
 
 
-class RegistryUnavailableError(RuntimeError):
+class RegistryMissingError(ChampionMissingError):
+    """The registry file does not exist (a misspelt path, or nothing trained yet): no champion,
+    and nothing was created by asking."""
+
+
+class RegistryUnavailableError(SetupError, RuntimeError):
     """The tracking server or database did not answer: not the same as "no champion", and
     never a reason to fall back silently."""
+
+SETTING = "QUOTACAST_MLFLOW_TRACKING_URI"
 
 
 # What the registry answers when the model or its alias does not exist (file, SQL and REST
@@ -88,11 +106,41 @@ class RegistryUnavailableError(RuntimeError):
 _MISSING_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
+# What can go wrong while asking the registry, besides a plain "does not exist" answer.
+_ASKING = (MlflowException, OSError, sa.exc.SQLAlchemyError)
+
+
 def _unavailable(exc: Exception) -> RegistryUnavailableError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    orig = getattr(exc, "orig", None) or exc
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(exc).__name__
+    uri = mlflow.get_registry_uri()
+    if _sqlite_file(uri) is not None:
+        return RegistryUnavailableError(
+            f"the model registry {_sqlite_file(uri)} ({SETTING}) could not be read "
+            f"({first[:200]}): if it is damaged, restore it from a backup or point {SETTING} at "
+            "another file (training creates a new one)")
     return RegistryUnavailableError(
-        f"the model registry at {describe_uri(mlflow.get_registry_uri())} did not answer "
-        f"({first[:200]}); check QUOTACAST_MLFLOW_TRACKING_URI and that the server is up")
+        f"the model registry at {describe_uri(uri)} did not answer "
+        f"({first[:200]}); check {SETTING} and that the server is up")
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` tracking URI (None for servers and in-memory stores)."""
+    if not uri.startswith("sqlite:///") or uri in ("sqlite:///", "sqlite:///:memory:"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def missing_registry() -> Path | None:
+    """The registry file the configured URI names, when it does not exist (else None)."""
+    path = _sqlite_file(mlflow.get_tracking_uri())
+    return path if path is not None and not path.exists() else None
+
+
+def _no_registry(path: Path, kind: str) -> RegistryMissingError:
+    return RegistryMissingError(
+        f"there is no model registry at {path} ({SETTING}); nothing was created. Check the "
+        f"path, or train a model: `quotacast train {_command_args(kind)}` creates it there")
 
 
 class _FrameModel(PythonModel):
@@ -293,7 +341,7 @@ def _by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | Non
         if exc.error_code in _MISSING_CODES:
             return None
         raise _unavailable(exc) from exc
-    except OSError as exc:
+    except _ASKING as exc:
         raise _unavailable(exc) from exc
 
 
@@ -347,12 +395,22 @@ def promote(kind: str, version: str | None = None, force: bool = False) -> Promo
     training time. ``force`` skips the gate.
     """
     name = model_name(kind)
+    absent = missing_registry()
+    if absent is not None:
+        raise _no_registry(absent, kind)
     client = MlflowClient()
     candidate = version or _alias_version(name, CHALLENGER)
     if candidate is None:
         raise ChampionMissingError(f"no challenger for {name}: run `quotacast train "
                                    f"{_command_args(kind)}` first")
-    tags = dict(client.get_model_version(name, candidate).tags)
+    try:
+        tags = dict(client.get_model_version(name, candidate).tags)
+    except MlflowException as exc:
+        if exc.error_code in _MISSING_CODES:
+            raise ChampionMissingError(f"{name} has no version {candidate}") from None
+        raise _unavailable(exc) from exc
+    except _ASKING as exc:
+        raise _unavailable(exc) from exc
     champion = _alias_version(name, CHAMPION)
     if champion == candidate:
         return PromotionDecision(False, candidate, f"v{candidate} is already the champion")
@@ -381,6 +439,9 @@ def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
         RegistryUnavailableError: the registry did not answer (callers must not fall back).
     """
     name = model_name(kind)
+    absent = missing_registry()
+    if absent is not None:
+        raise _no_registry(absent, kind)
     client = MlflowClient()
     mv = _by_alias(client, name, alias)
     if mv is None:
@@ -388,9 +449,12 @@ def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
             f"no {alias} for {name} yet: run `quotacast train {_command_args(kind)}` then "
             f"`quotacast promote {_command_args(kind)}`"
         )
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    try:
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+        run = client.get_run(mv.run_id) if mv.run_id else None
+    except _ASKING as exc:
+        raise _unavailable(exc) from exc
     estimator = pyfunc.unwrap_python_model().estimator
-    run = client.get_run(mv.run_id) if mv.run_id else None
     metrics = dict(run.data.metrics) if run else {}
     holdout = (mv.tags or {}).get(TAG_HOLDOUT, "")
     return LoadedModel(estimator, name, str(mv.version), mv.run_id or "", metrics, holdout)
@@ -398,16 +462,27 @@ def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
 
 def load_pyfunc(kind: str, alias: str = CHAMPION) -> Any:
     """The registered model as MLflow's generic pyfunc (what other tools would load)."""
+    absent = missing_registry()
+    if absent is not None:
+        raise _no_registry(absent, kind)
     return mlflow.pyfunc.load_model(f"models:/{model_name(kind)}@{alias}")
 
 
-def registry_reachable() -> bool:
-    """True when the tracking server or database answers."""
+def registry_problem() -> str | None:
+    """Why the registry cannot be asked, in plain words naming the setting; None when it
+    answers. A registry file that does not exist answers "no models" (and is not created)."""
+    if missing_registry() is not None:
+        return None
     try:
         MlflowClient().search_registered_models(max_results=1)
-    except (MlflowException, OSError):
-        return False
-    return True
+    except _ASKING as exc:
+        return str(_unavailable(exc))
+    return None
+
+
+def registry_reachable() -> bool:
+    """True when the tracking server or database answers (see :func:`registry_problem`)."""
+    return registry_problem() is None
 
 
 def describe_uri(uri: str) -> str:

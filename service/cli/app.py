@@ -12,7 +12,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from engine.config import get_settings
+from engine.config import SetupError, get_settings
 from engine.importers import KINDS, SOURCES, import_dataset
 from engine.io import BadInput, validate_tables, write_data_dir
 from engine.periods import data_end, default_as_of
@@ -31,6 +31,7 @@ from service.cli.common import (
     print_frame,
     read_data,
     settings_of,
+    writing,
 )
 from service.cli.models import plan_app, promote, score_app, train_app
 from service.cli.serve import keys_app, serve
@@ -103,7 +104,8 @@ def import_(
     tables, problems = validate_tables(result.frames)
     if problems:
         bad_input(BadInput(problems))
-    write_data_dir(result.frames, out, fmt=fmt)
+    with writing(out, "--out"):
+        write_data_dir(result.frames, out, fmt=fmt)
     print_frame(table_summary(tables), f"imported {kind} into {out}")
 
 
@@ -149,7 +151,8 @@ def demo(
     _demo_step(f"1. a {size} demo company (seed {seed})")
     with err.status(f"generating the {size} demo company"):
         frames = generate(size, seed=seed)
-        write_data_dir(frames, out)
+        with writing(out, "--out"):
+            write_data_dir(frames, out)
     tables = read_data(str(out))
     print_frame(table_summary(tables), f"demo company written to {out}")
     end = data_end(tables)
@@ -173,7 +176,8 @@ def _run_demo_models(ctx: typer.Context, data: str, end: pd.Timestamp) -> None:
     )
     from service.cli.warnings import evaluate_command
 
-    DEMO_OUTPUT.mkdir(exist_ok=True)
+    with writing(DEMO_OUTPUT, "the demo's results folder (in the working directory)"):
+        DEMO_OUTPUT.mkdir(exist_ok=True)
     _demo_step("2. churn: train, promote, score the at-risk customers")
     train_churn_cmd(ctx, data=data, as_of=None, horizon_days=180, as_json=False)
     _try_promote(ctx, "churn")
@@ -252,12 +256,17 @@ app.command("serve")(serve)
 def main() -> None:
     """Console-script entry point: a Python traceback is never the answer to a user.
 
-    Expected failures exit through ``fail``/``bad_input`` with plain words. Anything else is a
-    bug or an unforeseen shape of data: the user gets one plain line and exit 1, and the
-    traceback goes to a file for the bug report.
+    Expected failures exit through ``fail``/``bad_input`` with plain words; a fault of the
+    environment (:class:`engine.config.SetupError`: a database URL, a registry file) is told
+    the same way, with its own exit code. Anything else is a bug or an unforeseen shape of
+    data: the user gets one plain line and exit 1, and the traceback goes to a file for the bug
+    report.
     """
     try:
         app()  # standalone: usage errors, exits and Ctrl-C end here with their own exit codes
+    except SetupError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise SystemExit(exc.exit_code) from None
     except Exception as exc:  # the last line of defence, see the docstring
         report = _write_crash_report()
         err.print(f"[red]error:[/red] quotacast could not finish ({type(exc).__name__}: {exc}). "

@@ -41,6 +41,7 @@ __all__ = [
     "read_data",
     "settings_of",
     "usage_error",
+    "writing",
 ]
 
 _probe = Console(stderr=True)
@@ -113,11 +114,25 @@ def usage_error(exc: RequestError) -> typer.BadParameter:
     return typer.BadParameter(str(exc), param_hint=exc.option)
 
 
+@contextmanager
+def writing(path: Path, what: str) -> Iterator[None]:
+    """A write to ``path`` (named ``what`` in messages, e.g. ``--out``) that the file system
+    refuses (no permission, a parent that is a file, a full disk) ends in a plain error, exit 1."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        fail(f"cannot write {what} {path}: {reason}{where}; choose a writable location "
+             "(nothing was written there)")
+
+
 def emit(frame: pd.DataFrame, out: Path | None, as_json: bool) -> None:
     """Write results to ``--out`` (atomically) and/or as JSON records on stdout."""
     if out is not None:
         try:
-            write_frame(frame, out)
+            with writing(out, "--out"):
+                write_frame(frame, out)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--out") from exc
         err.print(f"wrote {len(frame):,} rows to {out}")

@@ -48,19 +48,37 @@ HorizonOpt = Annotated[
 ]
 
 
-def use_tracking(ctx: typer.Context) -> None:
+def use_tracking(ctx: typer.Context, trains: bool = False, requires: bool = False) -> None:
     """Point MLflow at ``QUOTACAST_MLFLOW_TRACKING_URI`` (only commands that need it import it).
 
-    A registry that does not answer stops the command with a plain error (exit 1): falling back
-    to "no champion" would quietly give other numbers.
+    A registry that does not answer (a server down, a file that is not an MLflow database)
+    stops the command with a plain error (exit 1): falling back to "no champion" would quietly
+    give other numbers. A registry file that does not exist is said so, loudly: reading
+    commands create nothing and go on without models (or stop, when the command ``requires``
+    one); training commands (``trains``) create it.
     """
     from engine import tracking
 
     uri = settings_of(ctx).mlflow_tracking_uri
     tracking.configure(uri)
-    if not tracking.registry_reachable():
-        fail(f"the model registry at {tracking.describe_uri(uri)} does not answer: check "
-             "QUOTACAST_MLFLOW_TRACKING_URI and that the server is up")
+    problem = tracking.registry_problem()
+    if problem is not None:
+        fail(problem.replace("did not answer", "does not answer", 1))
+    absent = tracking.missing_registry()
+    if absent is None:
+        return
+    if requires:
+        fail(f"there is no model registry at {absent} (QUOTACAST_MLFLOW_TRACKING_URI); nothing "
+             "was created. Check the path, or train a model first (`quotacast train ...` "
+             "creates the registry)")
+    if trains:
+        err.print(f"no model registry at {absent} yet (QUOTACAST_MLFLOW_TRACKING_URI): "
+                  "creating a new one there", markup=False, highlight=False)
+    else:
+        err.print(f"[yellow]warning:[/yellow] there is no model registry at {absent} "
+                  "(QUOTACAST_MLFLOW_TRACKING_URI); nothing was created. Check the path, or "
+                  "train a model first: without one, the fallbacks below are used.",
+                  highlight=False)
 
 
 @train_app.command("churn")
@@ -76,7 +94,7 @@ def train_churn_cmd(
 
     when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
-    use_tracking(ctx)
+    use_tracking(ctx, trains=True)
     with err.status("training the churn model") as status:
         try:
             result = train(
@@ -111,7 +129,7 @@ def promote(
         from service.usecases.forecast import forecast_kind
 
         kind = forecast_kind(_freq(freq), level)
-    use_tracking(ctx)
+    use_tracking(ctx, requires=True)
     decision = _promote_and_say(kind, version=version, force=force)
     if not decision.promoted and not decision.reason.endswith("already the champion"):
         raise typer.Exit(1)
@@ -201,7 +219,7 @@ def train_win_cmd(
     tables = read_data(data_source(ctx, data))
     if not tables.has(OPPORTUNITIES):
         fail("the data has no opportunities table: there is no pipeline to learn from")
-    use_tracking(ctx)
+    use_tracking(ctx, trains=True)
     _notes(funnel_notes(tables))
     with err.status("training the win/slip model") as status:
         try:
@@ -353,7 +371,7 @@ def train_forecast_cmd(
     when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
     _level(tables, level)
-    use_tracking(ctx)
+    use_tracking(ctx, trains=True)
     settings = settings_of(ctx)
     with progress("backtesting forecasters") as step:
         try:

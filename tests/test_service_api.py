@@ -204,11 +204,59 @@ def test_invalid_input_is_422(world: World, method: str, path: str,
     assert isinstance(response.json()["detail"], list)
 
 
-def test_silences_the_schema_cannot_check_are_400(world: World) -> None:
+def _messages(response: Any) -> str:
+    return " ".join(str(error["msg"]) for error in response.json()["detail"])
+
+
+def test_silences_the_schema_cannot_check_are_422(world: World) -> None:
     late = world.post("/v1/silences", {**SILENCE, "ends_at": "2026-10-01"})
-    assert late.status_code == 400 and "must be after" in late.json()["detail"]
+    assert late.status_code == 422 and "must be after" in _messages(late)
     regex = world.post("/v1/silences", {**SILENCE, "matchers": ["rep=~(unclosed"]})
-    assert regex.status_code == 400 and "regular expression" in regex.json()["detail"]
+    assert regex.status_code == 422 and "regular expression" in _messages(regex)
+
+
+@pytest.mark.parametrize("pattern", [
+    r'rep=~"(a)\\1"',  # a backreference: exponential in a backtracking engine
+    'rep=~"(?=a)a"',  # lookahead
+    'rep=~"a{5000}"',  # a repetition too large to compile safely
+    "rep=~" + "(a|a)*" * 60,  # over the length cap of a matcher
+])
+def test_pathological_silence_regexes_are_422(world: World, pattern: str) -> None:
+    response = world.post("/v1/silences", {**SILENCE, "matchers": [pattern]}, who="sales_ops")
+    assert response.status_code == 422, response.text
+    assert "detail" in response.json()
+    listed = world.get("/v1/silences").json()
+    assert all(pattern not in s["matchers"] for s in listed)
+
+
+def test_a_backtracking_silence_is_stored_and_matched_in_linear_time(world: World) -> None:
+    # The issue's (.|.)*Z hung a backtracking engine for minutes on a long label; the
+    # matchers run on RE2, so it is a safe silence and the evaluation that uses it answers.
+    created = world.post("/v1/silences", {**SILENCE, "matchers": ["rep=~(.|.)*Z"]},
+                         who="sales_ops")
+    assert created.status_code == 201, created.text
+    assert world.post("/v1/warnings/evaluate", who="sales_ops").status_code in (200, 409)
+    world.client.delete(f"/v1/silences/{created.json()['id']}", headers=world.headers("admin"))
+
+
+NON_STANDARD_JSON = [
+    b'{"level": "company", "key": "all", "target": NaN}',
+    b'{"level": "company", "key": "all", "target": Infinity}',
+    b'{"level": "company", "key": "all", "target": -Infinity}',
+    b'{"level": "company", "key": "all", "target": 1e400}',
+    b'{"level": "company", "key": "all", "target": 1' + b"0" * 5000 + b"}",
+    b'{"level": "company", "key": "\xff\xfe", "target": 5}',  # not UTF-8
+]
+
+
+@pytest.mark.parametrize("body", NON_STANDARD_JSON, ids=range(len(NON_STANDARD_JSON)))
+@pytest.mark.parametrize("path", ["/v1/feasibility/what-if", "/v1/warnings/evaluate",
+                                  "/v1/silences"])
+def test_non_standard_json_is_422_never_500(world: World, path: str, body: bytes) -> None:
+    headers = {**world.headers("admin"), "content-type": "application/json"}
+    response = world.client.post(path, headers=headers, content=body)
+    assert response.status_code == 422, (body[:60], response.status_code, response.text[:200])
+    assert response.json()["detail"][0]["type"] == "json_invalid"
 
 
 def test_405_lists_every_method_of_the_path(world: World) -> None:
@@ -356,7 +404,7 @@ def test_bodies_over_the_limit_are_413(world: World) -> None:
 
 def test_health_endpoints_need_no_key(world: World) -> None:
     assert world.client.get("/livez").json() == {"status": "ok"}
-    ready = world.client.get("/readyz")
+    ready = world.client.get("/readyz", headers=world.headers("planner"))
     assert ready.status_code == 200
     body = ready.json()
     assert body["ready"] and body["registry"]["reachable"]
@@ -470,3 +518,63 @@ def test_dashboard_of_an_account_manager_shows_their_customers_only(world: World
         world.company.tables.customers[ACCOUNT_MANAGER] == world.company.manager,
         CUSTOMER_ID])
     assert rows and all(line.split('"')[1] in mine for line in rows)
+
+
+# --- abuse --------------------------------------------------------------------------------------
+
+
+def test_readyz_without_a_key_reveals_nothing_but_readiness(world: World) -> None:
+    bare = world.client.get("/readyz")
+    assert bare.status_code == 200 and bare.json() == {"ready": True}
+    customers = set(world.company.tables.customers[CUSTOMER_ID].astype(str))
+    assert not any(c in bare.text for c in customers) and "metrics" not in bare.text
+    detailed = world.client.get("/readyz", headers=world.headers("account_manager"))
+    assert detailed.status_code == 200 and "models" in detailed.json()
+    wrong = world.client.get("/readyz", headers={"X-API-Key": "qk_00000000_" + "A" * 43})
+    assert wrong.status_code == 401
+
+
+@pytest.mark.parametrize(("path", "who"), [
+    ("/", None), ("/", "planner"), ("/v1/warnings", "planner"), ("/v1/warnings", None),
+    ("/v1/customers/NOPE", "admin"), ("/livez", None), ("/readyz", None), ("/docs", None),
+    ("/openapi.json", None), ("/no-such-page", None),
+])
+def test_every_response_carries_the_security_headers(world: World, path: str,
+                                                     who: str | None) -> None:
+    headers = world.headers(who) if who else {}
+    response = world.client.get(path, headers=headers)
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    csp = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
+    if path != "/docs":
+        assert "script-src" not in csp  # the dashboard runs no script at all
+
+
+def test_security_headers_on_a_413_too(world: World) -> None:
+    big = json.dumps({**WHAT_IF, "pad": "x" * 70_000})
+    headers = {**world.headers("admin"), "content-type": "application/json"}
+    response = world.client.post("/v1/feasibility/what-if", headers=headers, content=big)
+    assert response.status_code == 413
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_wrong_keys_are_throttled_per_client_never_valid_keys(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(world.state, "failures",
+                        TokenBucketLimiter(6, burst=3, clock=lambda: now[0]))
+    wrong = {"X-API-Key": "qk_00000000_" + "A" * 43}
+    codes = [world.client.get("/v1/warnings", headers=wrong).status_code for _ in range(5)]
+    assert codes == [401, 401, 401, 429, 429]
+    refused = world.client.get("/v1/warnings", headers=wrong)
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "10"
+    # A valid key from the same client is not locked out, on the API or the dashboard.
+    assert world.get("/v1/warnings", who="planner").status_code == 200
+    assert world.client.get("/", headers=world.headers("planner")).status_code == 200
+    # The dashboard's sign-in with a wrong key spends from the same budget.
+    assert world.client.get("/", params={"key": "qk_bad"}).status_code == 429
+    now[0] += 10.0
+    assert world.client.get("/v1/warnings", headers=wrong).status_code == 401
+    # No key at all is not a guess: always 401.
+    assert world.client.get("/v1/warnings").status_code == 401

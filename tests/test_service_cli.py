@@ -169,3 +169,47 @@ def test_access_log_lines_do_not_show_keys() -> None:
                                ("127.0.0.1:5", "GET", f"/?key={key}", "1.1", 303), None)
     assert RedactKeys().filter(record)
     assert key not in record.getMessage() and "qk_[redacted]" in record.getMessage()
+
+
+def test_keys_add_refuses_an_owner_nobody_has(settings: Settings, tmp_path: Path) -> None:
+    from test_service_support import company_frames
+
+    from engine.io import write_data_dir
+    from engine.schemas import ACCOUNT_MANAGER
+
+    frames = company_frames()
+    data = write_data_dir(frames, tmp_path / "data")
+    owners = sorted(set(frames["customers"][ACCOUNT_MANAGER].dropna().astype(str)))
+    refused = _add(settings, "--role", "account_manager", "--owner", "NOBODY",
+                   "--data", str(data))
+    assert refused.exit_code == 2
+    assert "NOBODY" in refused.output and owners[0] in refused.output
+    assert "Traceback" not in refused.output
+    store = KeyStore(settings.database_url)
+    try:
+        assert store.list_keys(True) == []
+    finally:
+        store.close()
+    accepted = _add(settings, "--role", "account_manager", "--owner", owners[0],
+                    "--data", str(data))
+    assert accepted.exit_code == 0, accepted.output
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: f"sqlite:///{_write(p / 'x.db', b'garbage, not a database' * 10)}",
+    lambda p: f"sqlite:///{_write(p / 'r.sqlite', bytes(range(256)) * 8)}",
+    lambda p: str(_write(p / 'orders.csv', b'order_id\n1\n')),
+    lambda p: "nosuchscheme://host/db",
+])
+def test_serve_on_what_cannot_be_data_is_a_plain_exit_2(
+        settings: Settings, launched: dict[str, Any], tmp_path: Path, make: Any) -> None:
+    result = runner.invoke(_cli(settings), ["serve", "--data", make(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "cannot serve" in result.output and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "app" not in launched
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -64,10 +65,15 @@ def _key(state: AppState, role: str = "admin") -> dict[str, str]:
     return {"X-API-Key": state.keys.create(role)[1]}
 
 
+def _ready(client: TestClient, state: AppState) -> Any:
+    """/readyz with its details (they need a key)."""
+    return client.get("/readyz", headers=_key(state, "planner"))
+
+
 def test_unreachable_registry_at_start_up_serves_without_models(
         dead_registry_app: tuple[TestClient, AppState]) -> None:
     client, state = dead_registry_app
-    ready = client.get("/readyz")
+    ready = _ready(client, state)
     assert ready.status_code == 200
     body = ready.json()
     assert body["ready"] is True and body["registry"]["reachable"] is False
@@ -89,12 +95,12 @@ def test_registry_lost_after_start_up_keeps_the_served_models(
         registry_app: tuple[TestClient, AppState, str]) -> None:
     client, state, uri = registry_app
     headers = _key(state)
-    before = client.get("/readyz").json()
+    before = _ready(client, state).json()
     assert before["registry"]["reachable"] is True
     assert before["models"]["churn"]["version"] == "1"
     tracking.configure(f"http://127.0.0.1:{closed_port()}")
     try:
-        after = client.get("/readyz").json()
+        after = _ready(client, state).json()
         assert after["registry"]["reachable"] is False
         assert after["models"]["churn"]["version"] == "1"
         reloaded = client.post("/v1/models/reload", headers=headers)
@@ -105,13 +111,13 @@ def test_registry_lost_after_start_up_keeps_the_served_models(
         assert client.get("/v1/customers/at-risk", headers=headers).status_code == 200
     finally:
         tracking.configure(uri)
-    assert client.get("/readyz").json()["registry"]["reachable"] is True
+    assert _ready(client, state).json()["registry"]["reachable"] is True
 
 
 def test_a_kind_without_champion_is_reported_and_its_endpoint_is_503(
         registry_app: tuple[TestClient, AppState, str]) -> None:
     client, state, _ = registry_app
-    body = client.get("/readyz").json()
+    body = _ready(client, state).json()
     assert body["models"]["forecast"] is None
     assert "no champion for quotacast-forecast" in body["model_problems"]["forecast"]
     response = client.get("/v1/forecasts", headers=_key(state, "planner"))
@@ -129,10 +135,10 @@ def test_reload_picks_up_a_new_champion_and_drops_stale_results(
         params={}, metrics={"pr_auc": 0.9}, gate_metric="pr_auc", greater_is_better=True,
         holdout="stub")
     tracking.promote("churn", run.version, force=True)
-    assert client.get("/readyz").json()["models"]["churn"]["version"] == "1"
+    assert _ready(client, state).json()["models"]["churn"]["version"] == "1"
     body = client.post("/v1/models/reload", headers=headers).json()
     assert next(m for m in body["models"] if m["kind"] == "churn")["version"] == run.version
-    assert client.get("/readyz").json()["models"]["churn"]["version"] == run.version
+    assert _ready(client, state).json()["models"]["churn"]["version"] == run.version
 
 
 def test_bad_data_is_not_ready_and_says_why(tmp_path: Path) -> None:
@@ -141,7 +147,7 @@ def test_bad_data_is_not_ready_and_says_why(tmp_path: Path) -> None:
     data = write_data_dir(frames, tmp_path / "bad-data")
     for client, state in _client(tmp_path, data, f"http://127.0.0.1:{closed_port()}"):
         assert client.get("/livez").status_code == 200
-        ready = client.get("/readyz")
+        ready = _ready(client, state)
         assert ready.status_code == 503
         body = ready.json()
         assert body["ready"] is False and not body["data"]["ok"]
@@ -155,7 +161,7 @@ def test_bad_data_is_not_ready_and_says_why(tmp_path: Path) -> None:
 
 
 def test_missing_data_directory_is_not_ready(tmp_path: Path) -> None:
-    for client, _ in _client(tmp_path, tmp_path / "nowhere", f"http://127.0.0.1:{closed_port()}"):
-        body = client.get("/readyz").json()
+    for client, state in _client(tmp_path, tmp_path / "nowhere", f"http://127.0.0.1:{closed_port()}"):
+        body = _ready(client, state).json()
         assert body["ready"] is False
         assert any("data directory not found" in p for p in body["data"]["problems"])

@@ -104,7 +104,12 @@ def _registry_template() -> Path:
     12 s, so it is done once per test process and copied."""
     folder = Path(tempfile.mkdtemp(prefix="quotacast-mlflow-template-"))
     atexit.register(shutil.rmtree, folder, True)
-    tracking.configure(f"sqlite:///{folder / 'mlflow.db'}")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    tracking.configure(uri)
+    # Reads never create a registry: MLflow's own client creates it (and runs the migrations).
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()
     assert tracking.registry_reachable()
     return folder / "mlflow.db"
 
@@ -154,7 +159,8 @@ def quiet_options(**overrides: object) -> ServiceSettings:
     """Service settings for tests: few draws, no notification delivery, no cached probe."""
     values: dict[str, object] = {"draws": 2000, "deliver_notifications": False,
                                  "registry_check_seconds": 0.0, "rate_limit_per_minute": 60_000,
-                                 "rate_limit_burst": 10_000}
+                                 "rate_limit_burst": 10_000, "failed_keys_per_minute": 60_000,
+                                 "failed_keys_burst": 10_000}
     values.update(overrides)
     return ServiceSettings(**values)  # type: ignore[arg-type]
 

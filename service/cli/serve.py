@@ -14,10 +14,13 @@ from typing import Annotated
 
 import typer
 
-from service.cli.common import EXIT_FAILURE, DataOpt, err, print_frame, settings_of
+from engine.schemas import ACCOUNT_MANAGER
+from service.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, DataOpt, err, print_frame, settings_of
 from service.http.keys import KeyStore, Role, key_id_of
 
 __all__ = ["RedactKeys", "keys_app", "serve"]
+
+_SHOWN_OWNERS = 20
 
 keys_app = typer.Typer(
     help="API keys of the HTTP service: created once (the key is printed once), revoked by id.",
@@ -29,6 +32,35 @@ def _store(ctx: typer.Context) -> KeyStore:
     return KeyStore(settings_of(ctx).database_url)
 
 
+def _known_owners(source: str) -> list[str] | None:
+    """The account managers of the customers of ``source`` (None: the data does not load)."""
+    from service.usecases.served import load_data
+
+    loaded = load_data(source)
+    if loaded.tables is None:
+        return None
+    customers = loaded.tables.customers
+    if ACCOUNT_MANAGER not in customers.columns:
+        return None
+    return sorted({str(v) for v in customers[ACCOUNT_MANAGER].dropna()})
+
+
+def _check_owner(owner: str, source: str) -> None:
+    """Exit 2 naming the known owners when ``owner`` is not one of them."""
+    owners = _known_owners(source)
+    if owners is None:
+        err.print(f"note: the data {source} could not be loaded, so the owner {owner!r} was not "
+                  "checked against its account managers", markup=False, highlight=False)
+        return
+    if owner in owners:
+        return
+    shown = ", ".join(owners[:_SHOWN_OWNERS]) if owners else "none"
+    more = f" and {len(owners) - _SHOWN_OWNERS} more" if len(owners) > _SHOWN_OWNERS else ""
+    err.print(f"Error: no customer in {source} has the account manager {owner!r}; known "
+              f"owners: {shown}{more}", markup=False, highlight=False)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
 @keys_app.command("add")
 def keys_add(
     ctx: typer.Context,
@@ -37,8 +69,15 @@ def keys_add(
     owner: Annotated[str | None, typer.Option(
         "--owner", help="The account manager's name (as in customers.account_manager); "
         "required for account_manager keys.")] = None,
+    data: DataOpt = None,
 ) -> None:
-    """Create an API key; it is printed once, as the last word of the last line."""
+    """Create an API key; it is printed once, as the last word of the last line.
+
+    An account manager key's owner must be an account manager of the data (checked when the
+    data can be loaded; otherwise a note says it was not).
+    """
+    if owner is not None and role is Role.ACCOUNT_MANAGER:
+        _check_owner(owner, data if data is not None else settings_of(ctx).data)
     store = _store(ctx)
     try:
         key, token = store.create(role, owner)
@@ -131,10 +170,15 @@ def serve(
     import uvicorn
 
     from service.http.app import create_app
+    from service.usecases.served import unreadable
 
     settings = settings_of(ctx)
     if data is not None:
         settings = settings.model_copy(update={"data": data})
+    why = unreadable(settings.data)
+    if why is not None:
+        err.print(f"Error: cannot serve {settings.data}: {why}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT)
     _one_blas_thread()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info")

@@ -17,14 +17,20 @@ from importlib import metadata
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.config import Settings, get_settings
 from models.base import MODEL_KINDS
 from service.http.config import ServiceSettings
 from service.http.errors import refused
+from service.http.jsonbody import validation_failed
 from service.http.metrics import RequestMetrics
-from service.http.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.http.middleware import (
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    SecurityHeadersMiddleware,
+)
 from service.http.routes import ROUTERS
 from service.http.state import AppState, build_state
 from service.usecases.request import Refusal
@@ -119,8 +125,11 @@ def create_app(settings: Settings | None = None,
                   lifespan=lifespan)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Refusal, refused)
-    # Added last = outermost: metrics see every answer, 413s of the body limit included.
+    app.add_exception_handler(RequestValidationError, validation_failed)
+    # Added last = outermost: metrics see every answer, 413s of the body limit included, and
+    # every answer carries the security headers.
     app.add_middleware(BodyLimitMiddleware, limit=options.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=request_metrics)
     for router in ROUTERS:
         app.include_router(router)

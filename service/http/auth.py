@@ -1,4 +1,4 @@
-"""Who may do what: API key authentication, the role matrix, the owner scope, the rate limit.
+"""Who may do what: API key authentication, the role matrix, the owner scope, the rate limits.
 
 The access matrix (``yes``: allowed; ``own``: only the key owner's customers):
 
@@ -13,6 +13,11 @@ The access matrix (``yes``: allowed; ``own``: only the key owner's customers):
 An account manager's key carries its ``owner`` (the name in ``customers.account_manager``):
 another manager's customer answers 404, exactly as an unknown one, so a key cannot probe which
 customers exist; an explicit ``owner=`` filter naming someone else answers 403.
+
+Wrong keys are throttled per client address: each client has a budget of failed attempts
+(a token bucket); past it, a wrong key answers 429 with ``Retry-After`` instead of 401. A valid
+key is checked first and never spends from that budget, so a client guessing keys cannot lock
+out the valid keys of others behind the same address.
 """
 
 from __future__ import annotations
@@ -77,13 +82,31 @@ class Principal:
         return self.owner or f"{self.role.value} key {self.key_id}"
 
 
-def authenticate(keys: KeyStore, token: str | None) -> Principal:
-    """The principal of a key; 401 for no key, an unknown, malformed or revoked one."""
+def authenticate(keys: KeyStore, token: str | None,
+                 failures: TokenBucketLimiter | None = None, client: str = "-") -> Principal:
+    """The principal of a key; 401 for no key, an unknown, malformed or revoked one.
+
+    Args:
+        keys: the key store.
+        token: the key sent, if any.
+        failures: the budget of failed attempts per client (None: not throttled); a wrong key
+            past it answers 429 with ``Retry-After``.
+        client: the client's address, the budget's key.
+    """
     # One message for every failure: telling "revoked" from "unknown" would help a thief.
     if token:
         key = keys.verify(token)
         if key is not None:
             return Principal(key.key_id, key.role, key.owner)
+        if failures is not None:
+            wait = failures.take(client)
+            if wait > 0:
+                retry = failures.retry_after(wait)
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS,
+                    detail=f"too many wrong API keys from this client; retry in {retry} s",
+                    headers={"Retry-After": retry},
+                )
     raise HTTPException(
         status.HTTP_401_UNAUTHORIZED,
         detail="a valid API key is required (X-API-Key header or Authorization: Bearer KEY)",

@@ -20,6 +20,9 @@ class ServiceSettings(BaseSettings):
         rate_limit_per_minute: requests a key may make per minute, on average (token bucket
             refill rate).
         rate_limit_burst: requests a key may make at once (the bucket's size).
+        failed_keys_per_minute: wrong API keys a client (address) may send per minute, on
+            average, before it is answered 429 instead of 401.
+        failed_keys_burst: wrong API keys a client may send at once.
         max_body_bytes: largest request body accepted; larger ones get 413.
         rules: warning rule file (default: ``rules/default.yaml``, as the CLI).
         draws: Monte Carlo draws of a feasibility request.
@@ -35,6 +38,8 @@ class ServiceSettings(BaseSettings):
 
     rate_limit_per_minute: float = Field(default=600.0, gt=0)
     rate_limit_burst: int = Field(default=60, ge=1)
+    failed_keys_per_minute: float = Field(default=10.0, gt=0)
+    failed_keys_burst: int = Field(default=20, ge=1)
     max_body_bytes: int = Field(default=64 * 1024, ge=1)
     rules: str | None = None
     draws: int = Field(default=10_000, ge=100)

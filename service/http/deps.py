@@ -27,6 +27,8 @@ __all__ = [
     "PrincipalDep",
     "StateDep",
     "WarningsEditor",
+    "client_of",
+    "current_principal",
     "get_state",
     "key_from_headers",
 ]
@@ -51,13 +53,21 @@ def key_from_headers(api_key: str | None,
     return api_key or (bearer.credentials if bearer is not None else None)
 
 
+def client_of(request: Request) -> str:
+    """The client's address (the key of its failed-key budget)."""
+    return request.client.host if request.client is not None else "-"
+
+
 def current_principal(
+    request: Request,
     state: StateDep,
     api_key: Annotated[str | None, Security(API_KEY_HEADER)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
 ) -> Principal:
-    """The caller (401 without a valid key), one token of its rate limit taken (429)."""
-    principal = authenticate(state.keys, key_from_headers(api_key, bearer))
+    """The caller (401 without a valid key; 429 past the client's failed-key budget), one token
+    of its rate limit taken (429)."""
+    principal = authenticate(state.keys, key_from_headers(api_key, bearer), state.failures,
+                             client_of(request))
     throttle(state.limiter, principal)
     return principal
 

@@ -11,8 +11,18 @@ import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
+from engine.alerting.rules import parse_matcher
 from engine.schemas import PERIOD_PATTERN
 
 __all__ = [
@@ -107,13 +117,17 @@ class ModelOut(_Out):
 
 
 class ReadyOut(_Out):
-    """Readiness: ready once the data is loaded; models are reported, not required."""
+    """Readiness: ready once the data is loaded; models are reported, not required.
+
+    Without an API key only ``ready`` is answered; the details (the data source and its
+    problems, the models served, the registry) need a valid key of any role.
+    """
 
     ready: bool
-    data: DataStatus
-    models: dict[str, ModelOut | None]
-    model_problems: dict[str, str]
-    registry: RegistryOut
+    data: DataStatus | None = Field(default=None, description="with a key only")
+    models: dict[str, ModelOut | None] | None = Field(default=None, description="with a key only")
+    model_problems: dict[str, str] | None = Field(default=None, description="with a key only")
+    registry: RegistryOut | None = Field(default=None, description="with a key only")
 
 
 class ModelsOut(_Out):
@@ -311,8 +325,9 @@ MatcherText = Annotated[str, StringConstraints(
 class SilenceIn(_In):
     """Mute notifications of matching alerts from ``starts_at`` to ``ends_at`` (as_of dates).
 
-    The window's order and the regular expressions of ``=~``/``!~`` matchers are checked when
-    the silence is stored (400), as the schema cannot express them.
+    Also checked, as invalid input (422) although the schema cannot express them: the window's
+    order, and the regular expressions of ``=~``/``!~`` matchers, which must be RE2 syntax (as
+    Alertmanager's: linear-time matching, no backreferences or lookaround).
     """
 
     matchers: list[MatcherText] = Field(
@@ -321,6 +336,20 @@ class SilenceIn(_In):
     starts_at: IsoDate
     ends_at: IsoDate = Field(description="the first as_of date it no longer applies to")
     comment: str = Field(min_length=1, max_length=1000)
+
+    @field_validator("matchers")
+    @classmethod
+    def _parsed(cls, matchers: list[str]) -> list[str]:
+        for matcher in matchers:
+            parse_matcher(matcher)  # a ValueError saying why: 422
+        return matchers
+
+    @model_validator(mode="after")
+    def _window(self) -> SilenceIn:
+        if self.ends_at <= self.starts_at:
+            raise ValueError(f"ends_at ({self.ends_at}) must be after starts_at "
+                             f"({self.starts_at})")
+        return self
 
 
 class SilenceOut(_Out):

@@ -8,7 +8,7 @@ a champion leave the service up, serving what it has, and /readyz says what is m
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import tracking
@@ -29,12 +29,14 @@ __all__ = ["AppState", "bound_registry_calls", "build_state"]
 @dataclass(kw_only=True)
 class AppState(Served):
     """Everything a request may need; one per app: what the use cases read (:class:`Served`)
-    and what only HTTP needs (its own settings, the keys, the rate limiter, request metrics)."""
+    and what only HTTP needs (its own settings, the keys, the rate limiters, request
+    metrics)."""
 
     options: ServiceSettings
     keys: KeyStore
     limiter: TokenBucketLimiter
     metrics: RequestMetrics
+    failures: TokenBucketLimiter = field(default_factory=lambda: TokenBucketLimiter(10, 20))
 
     def close(self) -> None:
         """Release the database connections."""
@@ -69,6 +71,7 @@ def build_state(settings: Settings, options: ServiceSettings,
         keys=KeyStore(settings.database_url),
         alerts=AlertStore(settings.database_url),
         limiter=TokenBucketLimiter(options.rate_limit_per_minute, options.rate_limit_burst),
+        failures=TokenBucketLimiter(options.failed_keys_per_minute, options.failed_keys_burst),
         metrics=metrics or RequestMetrics(),
         registry=RegistryStatus(tracking.describe_uri(settings.mlflow_tracking_uri)),
     )

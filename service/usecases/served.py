@@ -17,15 +17,24 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pandas as pd
+from sqlalchemy.exc import SQLAlchemyError
 
 from engine import tracking
 from engine.alerting.store import AlertStore
 from engine.config import Settings
-from engine.io import BadInput, Tables, load_tables
+from engine.io import BadInput, Tables, is_sql_url, load_tables
 from engine.periods import data_end, first_day
 from service.usecases.request import DataSpan, Unavailable
 
-__all__ = ["DataState", "Memo", "RegistryStatus", "Served", "load_data", "probe_registry"]
+__all__ = [
+    "DataState",
+    "Memo",
+    "RegistryStatus",
+    "Served",
+    "load_data",
+    "probe_registry",
+    "unreadable",
+]
 
 T = TypeVar("T")
 
@@ -161,13 +170,52 @@ def load_data(source: str) -> DataState:
     except BadInput as bad:
         state.problems = [str(p) for p in bad.problems]
         return state
-    except (OSError, ValueError) as exc:
-        state.problems = [f"-:0: -: cannot read the data ({exc})"]
+    except (OSError, ValueError, ImportError, SQLAlchemyError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        state.problems = [f"-:0: -: cannot read the data ({reason})"]
         return state
     state.tables = tables
     state.end = data_end(tables)
     state.start = first_day(tables)
     return state
+
+
+def unreadable(source: str) -> str | None:
+    """Why ``source`` cannot be data at all (None: it may be; loading says what is wrong).
+
+    Cheap, and creating nothing: a file given where a directory is expected, a database URL
+    whose scheme or driver is unknown, a SQLite file that is not a database. A directory or
+    SQLite file that does not exist, and a database server that does not answer, are left to
+    loading (the service starts not ready and says why).
+    """
+    import sqlalchemy as sa
+
+    if not is_sql_url(source):
+        path = Path(source)
+        if path.exists() and not path.is_dir():
+            return (f"{source} is a file, not a data directory; a SQLite file is given as "
+                    f"sqlite:///{path}")
+        return None
+    try:
+        url = sa.engine.make_url(source)
+        database = url.database or ""
+        if url.get_backend_name() == "sqlite" and (database in ("", ":memory:")
+                                                    or not Path(database).is_file()):
+            return None
+        engine = sa.create_engine(url)
+    except (ImportError, ValueError, SQLAlchemyError) as exc:
+        return f"cannot open the database ({str(exc).splitlines()[0] or type(exc).__name__})"
+    if url.get_backend_name() != "sqlite":  # a server down now may be up later: not ready
+        engine.dispose()
+        return None
+    try:
+        sa.inspect(engine).get_table_names()
+    except (ImportError, ValueError, SQLAlchemyError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return f"cannot open the database ({reason})"
+    finally:
+        engine.dispose()
+    return None
 
 
 def probe_registry(served: Served, max_age: float | None = None) -> bool:

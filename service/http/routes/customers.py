@@ -12,6 +12,7 @@ from models.churn import CHURN_PROBABILITY, REASON_SEPARATOR, REASONS
 from service.http.auth import Principal, customer_owner
 from service.http.deps import CustomerReader, StateDep
 from service.http.errors import errors
+from service.http.jsonbody import StrictJSONRoute
 from service.http.present import number, text
 from service.http.schemas import AtRiskPage, CustomerDetail, CustomerRisk
 from service.usecases.churn import EXPECTED_REVENUE, REVENUE_AT_RISK
@@ -21,7 +22,7 @@ from service.usecases.served import Served
 __all__ = ["at_risk_page", "router"]
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"],
-                   responses=errors(401, 403, 429, 503))
+                   responses=errors(401, 403, 429, 503), route_class=StrictJSONRoute)
 
 
 def _reasons(value: Any) -> list[str]:

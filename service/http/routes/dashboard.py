@@ -19,7 +19,8 @@ from fastapi.templating import Jinja2Templates
 
 from service.http.auth import authenticate, throttle
 from service.http.dashboard import dashboard_context, money, percent
-from service.http.deps import API_KEY_HEADER, BEARER, StateDep, key_from_headers
+from service.http.deps import API_KEY_HEADER, BEARER, StateDep, client_of, key_from_headers
+from service.http.jsonbody import StrictJSONRoute
 
 __all__ = ["COOKIE", "router"]
 
@@ -29,7 +30,7 @@ templates = Jinja2Templates(directory=str(Path(__file__).resolve().parents[1] / 
 templates.env.filters["money"] = money
 templates.env.filters["percent"] = percent
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=StrictJSONRoute)
 
 
 def _signin(request: Request, message: str | None, code: int) -> HTMLResponse:
@@ -62,8 +63,10 @@ def dashboard(
     if not token:
         return _signin(request, None, status.HTTP_401_UNAUTHORIZED)
     try:
-        principal = authenticate(state.keys, token)
-    except HTTPException:
+        principal = authenticate(state.keys, token, state.failures, client_of(request))
+    except HTTPException as exc:
+        if exc.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
+            raise
         return _signin(request, "That key is not valid (unknown or revoked).",
                        status.HTTP_401_UNAUTHORIZED)
     if key is not None:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from engine.schemas import PERIOD_PATTERN
 from service.http.deps import PlanningUser, StateDep
 from service.http.errors import errors
+from service.http.jsonbody import StrictJSONRoute
 from service.http.present import json_value, records
 from service.http.schemas import (
     FeasibilityNode,
@@ -27,7 +28,7 @@ from service.usecases.served import Served
 __all__ = ["feasibility", "router"]
 
 router = APIRouter(prefix="/v1", tags=["feasibility"],
-                   responses=errors(400, 401, 403, 429, 503))
+                   responses=errors(400, 401, 403, 429, 503), route_class=StrictJSONRoute)
 
 Period = Annotated[str | None, Query(
     pattern=PERIOD_PATTERN, max_length=7,

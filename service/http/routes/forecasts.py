@@ -10,13 +10,15 @@ from fastapi import APIRouter, Query
 from engine.schemas import DS
 from service.http.deps import PlanningUser, StateDep
 from service.http.errors import errors
+from service.http.jsonbody import StrictJSONRoute
 from service.http.present import records
 from service.http.schemas import ForecastOut, ForecastPoint
 from service.usecases.forecasts import served_forecast
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["forecasts"], responses=errors(400, 401, 403, 429, 503))
+router = APIRouter(prefix="/v1", tags=["forecasts"], responses=errors(400, 401, 403, 429, 503),
+                   route_class=StrictJSONRoute)
 
 
 @router.get("/forecasts", response_model=ForecastOut)

@@ -1,12 +1,22 @@
-"""Liveness, readiness and Prometheus metrics (no key needed: probes and scrapers)."""
+"""Liveness, readiness and Prometheus metrics (no key needed: probes and scrapers).
+
+/readyz without a key says only whether the service is ready; its details (data source and
+problems, models, registry) name customers and model metrics, so they need a valid key.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Request, Security, status
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
 from models.base import MODEL_KINDS
-from service.http.deps import StateDep
+from service.http.auth import authenticate
+from service.http.deps import API_KEY_HEADER, BEARER, StateDep, client_of, key_from_headers
+from service.http.errors import errors
+from service.http.jsonbody import StrictJSONRoute
 from service.http.metrics import escape_label
 from service.http.routes.models import model_out, registry_out
 from service.http.schemas import DataStatus, LiveOut, ReadyOut
@@ -15,7 +25,7 @@ from service.usecases.champions import served_models
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StrictJSONRoute)
 
 
 @router.get("/livez", response_model=LiveOut)
@@ -41,11 +51,24 @@ def _readiness(state: AppState) -> ReadyOut:
 
 
 @router.get("/readyz", response_model=ReadyOut,
-            responses={503: {"model": ReadyOut, "description": "The data is not loaded."}})
-def readyz(state: StateDep) -> JSONResponse:
-    """Ready once the data is loaded; which models are served and whether the registry answers."""
+            responses={503: {"model": ReadyOut, "description": "The data is not loaded."},
+                       **errors(401, 429)},
+            # The key is optional here (the empty requirement): without one, only `ready`.
+            openapi_extra={"security": [{}]})
+def readyz(
+    request: Request,
+    state: StateDep,
+    api_key: Annotated[str | None, Security(API_KEY_HEADER)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+) -> JSONResponse:
+    """Ready once the data is loaded. With a key (optional; a wrong one is 401): the data's
+    problems, which models are served and whether the registry answers."""
+    token = key_from_headers(api_key, bearer)
+    code = status.HTTP_200_OK if state.data.ok else status.HTTP_503_SERVICE_UNAVAILABLE
+    if not token:
+        return JSONResponse({"ready": state.data.ok}, status_code=code)
+    authenticate(state.keys, token, state.failures, client_of(request))
     report = _readiness(state)
-    code = status.HTTP_200_OK if report.ready else status.HTTP_503_SERVICE_UNAVAILABLE
     return JSONResponse(report.model_dump(mode="json"), status_code=code)
 
 

@@ -8,6 +8,7 @@ from engine import tracking
 from models.base import MODEL_KINDS
 from service.http.deps import ModelAdmin, ModelReader, StateDep
 from service.http.errors import errors
+from service.http.jsonbody import StrictJSONRoute
 from service.http.present import number
 from service.http.schemas import ModelOut, ModelsOut, RegistryOut
 from service.usecases.champions import load_champions, served_models
@@ -15,7 +16,8 @@ from service.usecases.served import Served, probe_registry
 
 __all__ = ["model_out", "registry_out", "router"]
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(401, 403, 429))
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(401, 403, 429),
+                   route_class=StrictJSONRoute)
 
 
 def model_out(kind: str, loaded: tracking.LoadedModel | None) -> ModelOut | None:

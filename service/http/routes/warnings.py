@@ -11,6 +11,7 @@ from engine.alerting.store import AlertInstance
 from engine.alerting.store import Silence as StoreSilence
 from service.http.deps import PlanningUser, StateDep, WarningsEditor
 from service.http.errors import errors
+from service.http.jsonbody import StrictJSONRoute
 from service.http.present import number
 from service.http.schemas import (
     AlertList,
@@ -31,7 +32,8 @@ from service.usecases.served import Served
 
 __all__ = ["alert_list", "router"]
 
-router = APIRouter(prefix="/v1", tags=["warnings"], responses=errors(401, 403, 429))
+router = APIRouter(prefix="/v1", tags=["warnings"], responses=errors(401, 403, 429),
+                   route_class=StrictJSONRoute)
 
 StateName = Literal["normal", "pending", "firing", "resolved", "active", "all"]
 

@@ -131,6 +131,14 @@ def _sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
 
 
+def _client() -> MlflowClient:
+    """A client of the configured registry (opening a SQLite store already reads it)."""
+    try:
+        return MlflowClient()
+    except _ASKING as exc:
+        raise _unavailable(exc) from exc
+
+
 def missing_registry() -> Path | None:
     """The registry file the configured URI names, when it does not exist (else None)."""
     path = _sqlite_file(mlflow.get_tracking_uri())
@@ -306,7 +314,7 @@ def log_and_register(
     if champion is not None and champion_value is not None:
         version_tags[TAG_CHAMPION_VERSION] = champion
         version_tags[TAG_CHAMPION_VALUE] = repr(float(champion_value))
-    client = MlflowClient()
+    client = _client()
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHALLENGER, version)
@@ -346,7 +354,7 @@ def _by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | Non
 
 
 def _alias_version(name: str, alias: str) -> str | None:
-    mv = _by_alias(MlflowClient(), name, alias)
+    mv = _by_alias(_client(), name, alias)
     return None if mv is None else str(mv.version)
 
 
@@ -398,7 +406,7 @@ def promote(kind: str, version: str | None = None, force: bool = False) -> Promo
     absent = missing_registry()
     if absent is not None:
         raise _no_registry(absent, kind)
-    client = MlflowClient()
+    client = _client()
     candidate = version or _alias_version(name, CHALLENGER)
     if candidate is None:
         raise ChampionMissingError(f"no challenger for {name}: run `quotacast train "
@@ -442,7 +450,7 @@ def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
     absent = missing_registry()
     if absent is not None:
         raise _no_registry(absent, kind)
-    client = MlflowClient()
+    client = _client()
     mv = _by_alias(client, name, alias)
     if mv is None:
         raise ChampionMissingError(
@@ -474,7 +482,9 @@ def registry_problem() -> str | None:
     if missing_registry() is not None:
         return None
     try:
-        MlflowClient().search_registered_models(max_results=1)
+        _client().search_registered_models(max_results=1)
+    except RegistryUnavailableError as exc:
+        return str(exc)
     except _ASKING as exc:
         return str(_unavailable(exc))
     return None

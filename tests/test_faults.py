@@ -127,6 +127,7 @@ REGISTRY_COMMANDS = (
     ("feasibility", "--data", "{data}", "--draws", "200"),
     ("recalibrate", "--data", "{data}", "--draws", "200"),
     ("train", "churn", "--data", "{data}"),
+    ("warnings", "evaluate", "--data", "{data}", "--no-deliver"),  # models through providers
 )
 
 

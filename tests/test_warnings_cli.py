@@ -275,7 +275,8 @@ def test_evaluate_since_replays_dates_so_for_can_elapse(cli: Any, data: Path,
     assert states["OverdueHigh"] == "firing"
     assert result.stderr.count("skipped 1 rule(s)") == 1  # said once, not per date
     for bad in (["--since", "2026-12-01"], ["--since", "2026-11-01", "--every", "0"],
-                ["--since", "2026-11-01", "--every", "soon"]):
+                ["--since", "2026-11-01", "--every", "soon"], ["--give-up-after", "soon"],
+                ["--give-up-after", "0"]):
         refused = cli("evaluate", "--data", str(data), "--rules", str(rules), "--as-of",
                       "2026-11-16", *bad)
         assert refused.exit_code == 2, bad

@@ -191,6 +191,8 @@ INVALID: list[tuple[str, str, dict[str, Any] | None, Any]] = [
     ("POST", "/v1/feasibility/what-if", None, {"level": "company"}),
     ("POST", "/v1/silences", None, {**SILENCE, "matchers": ["not a matcher"]}),
     ("POST", "/v1/silences", None, {**SILENCE, "matchers": []}),
+    ("POST", "/v1/silences", None, {**SILENCE, "matchers": ["rep=~A\u0000"]}),
+    ("POST", "/v1/silences", None, {**SILENCE, "comment": "known\u0000"}),
     ("POST", "/v1/warnings/evaluate", None, {"as_of": "2026-13-01"}),
 ]
 

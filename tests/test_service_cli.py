@@ -200,7 +200,7 @@ def test_keys_add_refuses_an_owner_nobody_has(settings: Settings, tmp_path: Path
     lambda p: f"sqlite:///{_write(p / 'r.sqlite', bytes(range(256)) * 8)}",
     lambda p: str(_write(p / 'orders.csv', b'order_id\n1\n')),
     lambda p: "nosuchscheme://host/db",
-])
+], ids=["text-as-sqlite", "random-bytes-sqlite", "a-file-not-a-directory", "unknown-scheme"])
 def test_serve_on_what_cannot_be_data_is_a_plain_exit_2(
         settings: Settings, launched: dict[str, Any], tmp_path: Path, make: Any) -> None:
     result = runner.invoke(_cli(settings), ["serve", "--data", make(tmp_path)])

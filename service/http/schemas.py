@@ -318,8 +318,11 @@ class EvaluationOut(_Out):
     alerts: list[AlertOut] = Field(description="alerts not normal after the evaluation")
 
 
+# No control characters (a NUL byte in a stored matcher or comment helps nobody).
 MatcherText = Annotated[str, StringConstraints(
-    pattern=r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*(=~|!~|!=|=).*$", max_length=300)]
+    pattern=r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*(=~|!~|!=|=)[^\x00-\x1f\x7f]*$", max_length=300)]
+CommentText = Annotated[str, StringConstraints(
+    pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$", min_length=1, max_length=1000)]
 
 
 class SilenceIn(_In):
@@ -335,7 +338,7 @@ class SilenceIn(_In):
         description='label=value, label!=value, label=~regex or label!~regex; all must match')
     starts_at: IsoDate
     ends_at: IsoDate = Field(description="the first as_of date it no longer applies to")
-    comment: str = Field(min_length=1, max_length=1000)
+    comment: CommentText
 
     @field_validator("matchers")
     @classmethod

@@ -135,9 +135,19 @@ def test_planner_sees_feasibility_warnings_and_customers(site: Site,
                                                          browser_context: object) -> None:
     context = browser_context
     page = context.new_page()  # type: ignore[attr-defined]
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
     response = page.goto(f"{site.url}/?key={site.planner}")
     assert response is not None and response.ok
     assert page.url == f"{site.url}/"  # the key left the address bar
+    # The security headers hold and the page still renders under its CSP: the inline styles
+    # apply (the legend's swatches are coloured) and the browser reports no violation.
+    headers = response.all_headers()
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+    swatch = page.locator(".legend span").first.evaluate(
+        "s => getComputedStyle(s).backgroundColor")
+    assert swatch == "rgb(191, 219, 254)"  # #bfdbfe
     cookie = next(c for c in context.cookies() if c["name"] == "quotacast_key")  # type: ignore[attr-defined]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert page.evaluate("document.cookie") == ""  # scripts cannot read the key
@@ -162,6 +172,7 @@ def test_planner_sees_feasibility_warnings_and_customers(site: Site,
     page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
+    assert not [m for m in console if "Content Security Policy" in m], console
 
 
 def test_account_manager_sees_only_their_customers(site: Site, browser_context: object) -> None:

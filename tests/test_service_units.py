@@ -98,3 +98,26 @@ def test_silence_body_checks_the_matcher_shape() -> None:
     with pytest.raises(ValueError, match="pattern"):
         SilenceIn(matchers=["no operator"], starts_at=date(2026, 1, 1),
                   ends_at=date(2026, 2, 1), comment="c")
+
+
+def test_limiter_memory_is_bounded_by_max_keys() -> None:
+    now = [0.0]
+    limiter = TokenBucketLimiter(rate_per_minute=60, burst=2, clock=lambda: now[0], max_keys=10)
+    for i in range(10):
+        limiter.take(f"addr{i}")
+    limiter.take("busy")
+    limiter.take("busy")
+    assert len(limiter) <= 10
+    now[0] += 5.0  # every bucket refills: all may go
+    for i in range(100):
+        limiter.take(f"new{i}")
+    assert len(limiter) <= 10
+    # A spent bucket survives pruning of the refilled ones: its wait is not forgotten.
+    limiter = TokenBucketLimiter(rate_per_minute=1, burst=1, clock=lambda: now[0], max_keys=3)
+    limiter.take("a")
+    limiter.take("b")
+    now[0] += 120.0  # a and b are full again
+    assert limiter.take("guesser") == 0.0  # now spent
+    limiter.take("c")
+    limiter.take("d")  # past max_keys: a and b go
+    assert limiter.take("guesser") > 0

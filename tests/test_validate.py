@@ -559,4 +559,10 @@ def test_repeated_problems_are_capped_and_counted(tmp_path: Path) -> None:
         assert len(examples) == MAX_EXAMPLES
     assert sum("... and 25 more of the same (orders: amount: not a number)" in line
                for line in stderr) == 1
+    # The closing count is every problem: the lines shown plus those the tallies stand for.
+    shown = sum(bool(re.match(r"^orders:\d+: ", line)) for line in stderr)
+    tallied = sum(int(m.group(1).replace(",", "")) for line in stderr
+                  if (m := re.match(r"^\.\.\. and ([\d,]+) more of the same", line)))
+    assert tallied >= 50
+    assert f"{shown + tallied:,} problem(s); nothing was written" in result.stderr
     assert not out.exists()

@@ -68,7 +68,7 @@ def bad_input(problems: BadInput) -> NoReturn:
     """Print every problem, one per line, and exit with status 2."""
     for problem in problems.problems:
         typer.echo(str(problem), err=True)
-    err.print(f"[red]{len(problems.problems)} problem(s); nothing was written.[/red]")
+    err.print(f"[red]{problems.total:,} problem(s); nothing was written.[/red]")
     raise typer.Exit(EXIT_BAD_INPUT)
 
 

@@ -44,6 +44,7 @@ from engine.alerting.store import (
     AlreadyEvaluated,
     Silence,
 )
+from engine.config import SetupError
 from engine.periods import default_as_of
 from features.metrics import MetricContext, catalogue
 from features.metrics.alerting import METRIC_CATALOGUE, metric_source
@@ -110,6 +111,8 @@ def _store(ctx: typer.Context) -> Iterator[AlertStore]:
     url = settings_of(ctx).database_url
     try:
         store = AlertStore(url)
+    except SetupError:
+        raise  # already one plain message naming the setting (the console script prints it)
     except sa.exc.ArgumentError as exc:
         raise typer.BadParameter(f"QUOTACAST_DATABASE_URL is not a database URL: {exc}") from exc
     except sa.exc.SQLAlchemyError as exc:

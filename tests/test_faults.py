@@ -99,6 +99,7 @@ DATABASE_COMMANDS = (
     ("warnings", "deliver"),
     ("warnings", "silence", "list"),
     ("warnings", "evaluate", "--data", "{data}"),
+    ("serve", "--data", "{data}"),  # told before the server starts, never a failed start-up
 )
 
 
@@ -108,6 +109,7 @@ def test_a_broken_database_url_is_one_plain_message(
         capsys: pytest.CaptureFixture[str]) -> None:
     url, says = DATABASE_FAULTS[fault]
     url = url.format(root=world["root"])
+    monkeypatch.setattr("uvicorn.Server.run", lambda self: pytest.fail("the server started"))
     before = _tree(world["root"])
     for command in DATABASE_COMMANDS:
         args = [a.format(data=world["data"]) for a in command]

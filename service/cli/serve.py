@@ -179,6 +179,9 @@ def serve(
     if why is not None:
         err.print(f"Error: cannot serve {settings.data}: {why}", markup=False, highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT)
+    # The service's database (API keys, alerts) is opened before the server starts, so a bad
+    # QUOTACAST_DATABASE_URL is one plain message (engine.config.SetupError), not a failed start-up.
+    _store(ctx).close()
     _one_blas_thread()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info")

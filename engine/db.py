@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -24,11 +25,13 @@ from engine.config import SetupError
 
 __all__ = [
     "Base",
+    "DatabaseMissingError",
     "DatabaseUnavailableError",
     "DatabaseUrlError",
     "create_engine",
     "describe_url",
     "driver_url",
+    "missing_sqlite_file",
     "open_database",
 ]
 
@@ -40,6 +43,10 @@ class DatabaseUrlError(SetupError, sa.exc.ArgumentError):
     """The URL names no database quotacast can open: bad input in a setting (exit 2)."""
 
     exit_code = 2
+
+
+class DatabaseMissingError(SetupError):
+    """A read named a SQLite database file that does not exist (it is not created)."""
 
 
 class DatabaseUnavailableError(SetupError, sa.exc.OperationalError):
@@ -109,14 +116,36 @@ def create_engine(url: str) -> sa.Engine:
                                f"{_WHAT_TO_DO}") from None
 
 
-def open_database(url: str, tables: Iterable[type[Base]]) -> tuple[sa.Engine,
-                                                                   sessionmaker[Session]]:
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite ``url`` when that file does not exist (None otherwise)."""
+    try:
+        parsed = sa.make_url(driver_url(url))
+    except sa.exc.ArgumentError:
+        return None
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
+def open_database(url: str, tables: Iterable[type[Base]], *, must_exist: bool = False
+                  ) -> tuple[sa.Engine, sessionmaker[Session]]:
     """The engine of ``url`` and its session factory, with ``tables`` created if missing.
+
+    Args:
+        must_exist: a read: a SQLite file that does not exist is an error and is not created
+            (a misspelt path must not leave an empty database behind).
 
     Raises:
         DatabaseUrlError: see :func:`create_engine`.
+        DatabaseMissingError: ``must_exist`` and there is no such SQLite file.
         DatabaseUnavailableError: the database could not be opened or its tables created.
     """
+    missing = missing_sqlite_file(url) if must_exist else None
+    if missing is not None:
+        raise DatabaseMissingError(
+            f"there is no quotacast database at {missing} ({SETTING}); nothing was created. "
+            "Check the path; `quotacast warnings evaluate` and `quotacast keys add` create it")
     engine = create_engine(url)
     names = [model.__tablename__ for model in tables]
     try:

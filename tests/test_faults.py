@@ -120,6 +120,29 @@ def test_a_broken_database_url_is_one_plain_message(
     assert _tree(world["root"]) == before
 
 
+READ_COMMANDS = (
+    ("keys", "list"),
+    ("keys", "revoke", "0123abcd"),
+    ("warnings", "list"),
+    ("warnings", "history"),
+    ("warnings", "deliver"),
+    ("warnings", "silence", "list"),
+    ("warnings", "silence", "expire", "s1"),
+)
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+def test_a_read_never_creates_a_misspelt_database(
+        command: tuple[str, ...], world: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    typo = world["root"] / "alerst.db"
+    before = _tree(world["root"])
+    code, output = quotacast(monkeypatch, capsys, world, *command,
+                             database_url=f"sqlite:///{typo}")
+    assert_plain(code, output, (1,), "no quotacast database at")
+    assert _tree(world["root"]) == before
+
+
 # --- QUOTACAST_MLFLOW_TRACKING_URI -------------------------------------------------------------
 
 REGISTRY_COMMANDS = (

@@ -409,7 +409,13 @@ def test_a_silence_regex_re2_refuses_is_a_usage_error_and_nothing_is_stored(cli:
                       "2026-12-01", "--author", "ana", "--comment", "why")
         assert refused.exit_code == 2, bad
         assert "bad regular expression" in refused.stderr and "Traceback" not in refused.output
-    assert "0 silence(s)" in cli("silence", "list", "--all").stderr
+    import contextlib
+
+    from engine.db import DatabaseMissingError
+
+    # Nothing stored: no silence, or not even a database (a read does not create one).
+    with contextlib.suppress(DatabaseMissingError):
+        assert "0 silence(s)" in cli("silence", "list", "--all").stderr
     slow_before = cli("silence", "add", "-m", 'rep=~"(.|.)*Z"', "--starts", "2026-11-01",
                       "--ends", "2026-12-01", "--author", "ana", "--comment", "linear now")
     assert slow_before.exit_code == 0

@@ -324,9 +324,9 @@ def _message_of(row: OutboxRow) -> OutboxMessage:
 class AlertStore:
     """The warning tables at one SQLAlchemy URL; tables are created on first use."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, must_exist: bool = False):
         self.url = url
-        self.engine, self._sessions = open_database(url, _TABLES)
+        self.engine, self._sessions = open_database(url, _TABLES, must_exist=must_exist)
 
     def close(self) -> None:
         """Release the connections."""

@@ -28,8 +28,9 @@ keys_app = typer.Typer(
 )
 
 
-def _store(ctx: typer.Context) -> KeyStore:
-    return KeyStore(settings_of(ctx).database_url)
+def _store(ctx: typer.Context, *, read: bool = False) -> KeyStore:
+    """The API key store; a ``read`` never creates the database (a misspelt path is said)."""
+    return KeyStore(settings_of(ctx).database_url, must_exist=read)
 
 
 def _known_owners(source: str) -> list[str] | None:
@@ -101,7 +102,7 @@ def keys_revoke(
     if found is None:
         raise typer.BadParameter("expected a key id of 8 hex digits or a whole key qk_...",
                                  param_hint="KEY_ID")
-    store = _store(ctx)
+    store = _store(ctx, read=True)
     try:
         done = store.revoke(found)
     finally:
@@ -120,7 +121,7 @@ def keys_list(
     """Keys (ids, roles, owners; never the keys themselves)."""
     import pandas as pd
 
-    store = _store(ctx)
+    store = _store(ctx, read=True)
     try:
         keys = store.list_keys(include_revoked)
     finally:

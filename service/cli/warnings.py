@@ -106,11 +106,12 @@ def _rules(path: Path | None) -> RuleFile:
 
 
 @contextmanager
-def _store(ctx: typer.Context) -> Iterator[AlertStore]:
-    """The alert store of ``QUOTACAST_DATABASE_URL``, closed when the command is done."""
+def _store(ctx: typer.Context, *, read: bool = False) -> Iterator[AlertStore]:
+    """The alert store of ``QUOTACAST_DATABASE_URL``, closed when the command is done; a
+    ``read`` never creates it (a misspelt path is said, not filled with an empty database)."""
     url = settings_of(ctx).database_url
     try:
-        store = AlertStore(url)
+        store = AlertStore(url, must_exist=read)
     except SetupError:
         raise  # already one plain message naming the setting (the console script prints it)
     except sa.exc.ArgumentError as exc:
@@ -390,7 +391,7 @@ def list_command(
 ) -> None:
     """Current alerts (worst first)."""
     states = _states(state)
-    with _store(ctx) as store:
+    with _store(ctx, read=True) as store:
         alerts = store.alerts(rules=rule or None, states=states)
     _show(alerts, f"{len(alerts)} alert(s)")
     emit(alerts_frame(alerts), out, as_json)
@@ -405,7 +406,7 @@ def history_command(
     as_json: JsonOpt = False,
 ) -> None:
     """State changes of alerts, newest first."""
-    with _store(ctx) as store:
+    with _store(ctx, read=True) as store:
         changes = store.history(rule, limit)
     rows = [{"as_of": t.as_of.isoformat(), "rule": t.rule,
              "labels": format_labels(t.labels, skip=(ALERTNAME, "severity")),
@@ -430,7 +431,7 @@ def deliver_command(
     """Send every undelivered notification now: pending ones (a crash or a failing receiver
     left them) and failed ones. Exits 1 while any is still undelivered."""
     policy = _policy(deliver_wait, give_up_after)
-    with _store(ctx) as store:
+    with _store(ctx, read=True) as store:
         report = deliver(store, policy, now_all=not scheduled, retry_failed=not scheduled)
     _note_delivery(report)
     if not (report.delivered or report.dead or report.undelivered):
@@ -545,7 +546,7 @@ def silence_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Silences (not expired unless --all)."""
-    with _store(ctx) as store:
+    with _store(ctx, read=True) as store:
         frame = _silence_rows(store.silences(include_expired))
     print_frame(frame, f"{len(frame)} silence(s)")
     emit(frame, out, as_json)
@@ -555,7 +556,7 @@ def silence_list(
 def silence_expire(ctx: typer.Context, silence_id: Annotated[str, typer.Argument(
         help="The id printed by silence add.")]) -> None:
     """Expire a silence: it stops applying from the next evaluation on."""
-    with _store(ctx) as store:
+    with _store(ctx, read=True) as store:
         done = store.expire_silence(silence_id)
     if not done:
         fail(f"no active silence with id {silence_id}")

@@ -91,8 +91,8 @@ def key_id_of(text: str) -> str | None:
 class KeyStore:
     """The ``api_keys`` table at one SQLAlchemy URL; created on first use."""
 
-    def __init__(self, url: str):
-        self.engine, self._sessions = open_database(url, [_KeyRow])
+    def __init__(self, url: str, *, must_exist: bool = False):
+        self.engine, self._sessions = open_database(url, [_KeyRow], must_exist=must_exist)
 
     def close(self) -> None:
         """Release the connections."""

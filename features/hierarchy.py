@@ -29,9 +29,13 @@ from engine.schemas import (
     ACCOUNT_MANAGER,
     AMOUNT,
     CLOSE_DATE,
+    COMPANY_KEY,
     CUSTOMER_ID,
     CUSTOMERS,
     DS,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
     OPPORTUNITIES,
     OPPORTUNITY_ID,
     ORDER_DATE,
@@ -53,6 +57,8 @@ __all__ = [
     "categorical_columns",
     "customer_column",
     "customer_nodes",
+    "hierarchy_nodes",
+    "node_actuals",
     "opportunity_nodes",
     "rep_hierarchy",
     "revenue_events",
@@ -347,3 +353,36 @@ def attribute_revenue(tables: Tables, as_of: pd.Timestamp | None = None,
     events = revenue_events(tables, as_of=as_of, columns=wanted, with_ids=True)
     order = [CUSTOMER_ID, DS, AMOUNT, *NODE_COLUMNS, OPPORTUNITY_ID, *wanted]
     return events[order]
+
+
+def hierarchy_nodes(tables: Tables) -> pd.DataFrame:
+    """Every node a target may name, as ``level, key``: the company, then regions, teams and
+    reps (sorted). With ``org`` they are its regions, teams and reps; without it the reps are
+    the deals' owners and account managers and the regions the customers' own; ``unassigned``
+    is never a node."""
+    org = tables.get(ORG)
+    reps = rep_hierarchy(tables)[REP]
+    if org is not None:
+        named = {REGION: org[REGION], TEAM: org[TEAM], REP: reps}
+    else:
+        named = {REGION: _column_or_nan(_customers(tables), REGION),
+                 TEAM: pd.Series(dtype=object), REP: reps}
+    rows = [(LEVEL_COMPANY, COMPANY_KEY)]
+    for level in (REGION, TEAM, REP):
+        keys = sorted({str(k) for k in named[level].dropna()} - {UNASSIGNED})
+        rows += [(level, key) for key in keys]
+    return pd.DataFrame(rows, columns=[LEVEL, KEY], dtype=object)
+
+
+def node_actuals(tables: Tables, since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame:
+    """Revenue dated in [since, until) per node of :func:`hierarchy_nodes`: ``level, key,
+    amount`` (0 for a node without revenue; attribution as in :func:`revenue_events`)."""
+    events = revenue_events(tables, as_of=until, since=since)
+    sums = {(LEVEL_COMPANY, COMPANY_KEY): float(events[AMOUNT].sum())}
+    for level in (REGION, TEAM, REP):
+        by_node = events.groupby(events[level].astype(object))[AMOUNT].sum()
+        sums.update({(level, str(k)): float(v) for k, v in by_node.items()})
+    nodes = hierarchy_nodes(tables)
+    amounts = [sums.get((lvl, key), 0.0) for lvl, key in zip(nodes[LEVEL], nodes[KEY],
+                                                              strict=True)]
+    return nodes.assign(**{AMOUNT: amounts})

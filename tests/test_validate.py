@@ -156,6 +156,22 @@ CASES: dict[str, tuple[str, str, list[str]]] = {
             "targets:3: period: period must look like 2017, 2017Q3 or 2017-08 (2023Q5)",
         ],
     ),
+    "target for no node": (
+        "targets",
+        "period,level,key,amount\n2023Q2,company,all,2000\n2023Q2,rep,zoe,1\n"
+        "2023Q2,team,north-9,1\n2023Q2,product,widget,5\n2023Q2,product,sprocket,5\n",
+        [
+            "targets:3: key: no such node (rep zoe)",
+            "targets:4: key: no such node (team north-9)",
+            "targets:6: key: no such node (product sprocket)",
+        ],
+    ),
+    "misspelt column": (
+        "orders",
+        "customer_id,order_date,amuont\nc1,2023-03-01,10\n",
+        ["orders:1: amount: missing required column (amuont: did you mean amount? columns: "
+         "customer_id, order_date, amuont)"],
+    ),
 }
 
 
@@ -566,3 +582,52 @@ def test_repeated_problems_are_capped_and_counted(tmp_path: Path) -> None:
     assert tallied >= 50
     assert f"{shown + tallied:,} problem(s); nothing was written" in result.stderr
     assert not out.exists()
+
+
+def test_column_names_match_whatever_their_case(tmp_path: Path) -> None:
+    data = write_dir(tmp_path / "d", with_table(
+        "orders", "Order_ID,Customer_Id,ORDER_DATE,Amount\no1,c1,2023-03-01,120.5\n"))
+    tables = load_tables(data)
+    assert tables.orders[AMOUNT].tolist() == [120.5]
+    assert tables.orders[ORDER_DATE].dtype == "datetime64[ns]"
+
+
+def test_targets_without_org_match_owners_and_customer_regions(tmp_path: Path) -> None:
+    given = {k: v for k, v in VALID.items() if k != "org"}
+    given["targets"] = ("period,level,key,amount\n2023Q2,rep,ana,1\n2023Q2,region,south,1\n"
+                        "2023Q2,rep,zed,1\n2023Q2,region,mars,1\n")
+    code, lines = run_validate(write_dir(tmp_path / "d", given), tmp_path / "o.csv")
+    assert code == 2
+    assert lines == ["targets:4: key: no such node (rep zed)",
+                     "targets:5: key: no such node (region mars)"]
+
+
+@pytest.mark.parametrize(("table", "column", "cell", "hint"), [
+    ("orders", "amount", "\"¥{n},118.37\"",
+     "hint: amounts carry a currency symbol: use `quotacast import mapped` with "
+     "`currency_symbol`"),
+    ("orders", "amount", "\"{n},118.50\"", "hint: amounts carry thousands separators"),
+    ("orders", "order_date", "13/{m:02d}/2023",
+     "hint: dates look day-first (13/02/2023): use a mapping with `date_format: %d/%m/%Y`"),
+])
+def test_a_repeated_pattern_is_counted_once_with_a_hint(
+        table: str, column: str, cell: str, hint: str, tmp_path: Path) -> None:
+    rows = "".join(
+        f"o{n},c1,{'2023-03-01' if column == 'amount' else cell.format(m=n % 12 + 1)},"
+        f"{cell.format(n=n) if column == 'amount' else '1'}\n" for n in range(1, 151))
+    data = write_dir(tmp_path / "d", with_table(
+        table, "order_id,customer_id,order_date,amount\n" + rows))
+    result = runner.invoke(app, ["validate", "--data", str(data)])
+    assert result.exit_code == 2
+    tally = [line for line in result.stderr.splitlines() if line.startswith("... and")]
+    assert len(tally) == 1 and "140 more of the same" in tally[0]
+    assert hint in tally[0]
+
+
+def test_no_hint_when_no_pattern_is_recognised(tmp_path: Path) -> None:
+    rows = "".join(f"o{n},c1,2023-03-01,lots\n" for n in range(1, 30))
+    data = write_dir(tmp_path / "d", with_table(
+        "orders", "order_id,customer_id,order_date,amount\n" + rows))
+    result = runner.invoke(app, ["validate", "--data", str(data)])
+    assert result.exit_code == 2
+    assert "hint" not in result.stderr

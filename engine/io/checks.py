@@ -18,6 +18,7 @@ count (:func:`engine.io.problems.cell_problems`):
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 
 import numpy as np
@@ -65,6 +66,7 @@ __all__ = [
     "BAD_DATE",
     "MISSING_COLUMN",
     "MISSING_TABLE",
+    "NO_SUCH_NODE",
     "cross_table_problems",
     "derive_customers",
     "latest_event_date",
@@ -232,6 +234,33 @@ def _second_copies(spec: TableSpec, columns: list[str]) -> list[Problem]:
     return problems
 
 
+def _match_case(spec: TableSpec, columns: list[str]) -> list[str]:
+    """Columns named like the contract's but for case (``Amount``) take the contract's name,
+    unless that name is also present as written."""
+    wanted = {name.casefold(): name for name in spec.columns}
+    present = set(columns)
+    renamed = []
+    for name in columns:
+        proper = wanted.get(name.casefold())
+        if proper is not None and proper != name and proper not in present:
+            present.add(proper)
+            name = proper
+        renamed.append(name)
+    return renamed
+
+
+def _missing_column(spec: TableSpec, column: str, columns: list[str]) -> Problem:
+    """A required column that is absent; "did you mean" a present column spelt nearly so."""
+    others = [c for c in columns if c not in spec.columns]
+    close = difflib.get_close_matches(column.casefold(), [c.casefold() for c in others], n=1,
+                                      cutoff=0.75)
+    listed = ", ".join(columns)
+    if close:
+        match = next(c for c in others if c.casefold() == close[0])
+        listed = f"{match}: did you mean {column}? columns: {listed}"
+    return Problem(spec.name, 1, column, MISSING_COLUMN, listed)
+
+
 def parse_table(
     spec: TableSpec,
     raw: pd.DataFrame,
@@ -246,10 +275,11 @@ def parse_table(
     """
     latest = latest_event_date() if latest is None else latest
     keep, columns, problems = own_columns(spec.name, list(raw.columns))
+    columns = _match_case(spec, columns)
     if len(keep) < raw.shape[1] or list(raw.columns) != columns:
         raw = raw.iloc[:, keep].set_axis(columns, axis=1)
     problems += [
-        Problem(spec.name, 1, col, MISSING_COLUMN, ", ".join(columns))
+        _missing_column(spec, col, columns)
         for col in spec.required_columns
         if col not in raw.columns
     ]
@@ -384,7 +414,30 @@ def _reference_problems(
     return cell_problems(child, column, f"unknown {what} (not in {parent})", values[bad])
 
 
+NO_SUCH_NODE = "no such node"
+
+
+def _node_names(frames: dict[str, pd.DataFrame], level: str) -> set[object]:
+    """The keys a target at ``level`` may name: the hierarchy's nodes of that level (from
+    ``org``; without it, reps are the deals' owners and account managers and regions the
+    customers' regions), or the values of a column of customers/orders."""
+    found: set[object] = set()
+    if level in (LEVEL_REGION, LEVEL_TEAM, LEVEL_REP):
+        if ORG in frames:
+            return set(frames[ORG][level].dropna())
+        sources = {LEVEL_REP: ((OPPORTUNITIES, OWNER), (CUSTOMERS, ACCOUNT_MANAGER)),
+                   LEVEL_REGION: ((CUSTOMERS, LEVEL_REGION),), LEVEL_TEAM: ()}[level]
+    else:
+        sources = ((ORDERS, level), (CUSTOMERS, level))
+    for table, column in sources:
+        if table in frames and column in frames[table].columns:
+            found |= set(frames[table][column].dropna())
+    return found
+
+
 def _target_problems(frames: dict[str, pd.DataFrame]) -> list[Problem]:
+    """Levels that exist, the company's key, and a node for every target: a target that
+    matches no node is a problem, never dropped silently."""
     targets = frames[TARGETS]
     allowed = set(HIERARCHY_LEVELS)
     for table in (CUSTOMERS, ORDERS):
@@ -400,10 +453,12 @@ def _target_problems(frames: dict[str, pd.DataFrame]) -> list[Problem]:
     wrong_key = (levels == LEVEL_COMPANY) & (targets[KEY] != COMPANY_KEY)
     problems += cell_problems(TARGETS, KEY, f"company targets use key '{COMPANY_KEY}'",
                               targets.loc[wrong_key, KEY])
-    if ORG in frames:
-        for level in (LEVEL_REGION, LEVEL_TEAM, LEVEL_REP):
-            rows = targets[levels == level]
-            problems += _reference_problems(TARGETS, rows, KEY, ORG, frames[ORG][level], level)
+    unmatched = pd.Series(False, index=targets.index)
+    for level in pd.unique(levels[levels.isin(allowed - {LEVEL_COMPANY})]):
+        rows = levels == level
+        unmatched |= rows & targets[KEY].notna() & ~targets[KEY].isin(_node_names(frames, level))
+    shown = (levels[unmatched].astype(str) + " " + targets.loc[unmatched, KEY].astype(str))
+    problems += cell_problems(TARGETS, KEY, NO_SUCH_NODE, shown)
     return problems
 
 

@@ -5,18 +5,23 @@ that repeats (a million unparseable dates) lists at most :data:`MAX_EXAMPLES` ex
 followed by one tally, ``... and 12,345 more of the same (orders: order_date: ...)``. Checks
 create at most that many :class:`Problem` objects per kind (:func:`cell_problems`), so bad input
 of any size is reported in bounded time and memory.
+
+A tally whose examples show a recognisable pattern carries a hint on what to do
+(:func:`hint_for`): amounts with a currency symbol or thousands separators, day-first dates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from engine.schemas import TABLES
 
-__all__ = ["MAX_EXAMPLES", "BadInput", "Problem", "cell_problems", "line_of"]
+__all__ = ["MAX_EXAMPLES", "BadInput", "Problem", "cell_problems", "hint_for", "line_of"]
 
 # Example lines listed per kind of problem before the rest is counted.
 MAX_EXAMPLES = 10
@@ -30,7 +35,8 @@ class Problem:
     """One thing wrong with the input, printed as ``table:line: column: check (value)``.
 
     A problem with ``more`` > 0 is a tally: that many further problems of the same kind
-    (table, column, check) that are not listed one by one.
+    (table, column, check) that are not listed one by one; its ``hint`` (if any) says what
+    to do about all of them.
     """
 
     table: str
@@ -39,6 +45,7 @@ class Problem:
     check: str
     value: str = ""
     more: int = 0
+    hint: str = ""
 
     @property
     def kind(self) -> tuple[str, str, str]:
@@ -46,8 +53,9 @@ class Problem:
 
     def __str__(self) -> str:
         if self.more:
+            hint = f"; hint: {self.hint}" if self.hint else ""
             return (f"... and {self.more:,} more of the same "
-                    f"({self.table}: {self.column}: {self.check})")
+                    f"({self.table}: {self.column}: {self.check}){hint}")
         return f"{self.table}:{self.line}: {self.column}: {self.check} ({self.value})"
 
 
@@ -79,6 +87,67 @@ def cell_problems(
     return problems
 
 
+# Checks whose repeated examples may show a pattern (the texts of engine.io.checks).
+_NOT_A_NUMBER = "not a number"
+_BAD_DATE_PREFIX = "unparseable date"
+_SLASHED_DATE = re.compile(r"(\d{1,2})([/.\-])(\d{1,2})\2(\d{4}|\d{2})(?:[ T].*)?")
+_THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:([,.' \u00a0])\d{3})+(?:[.,]\d+)?")
+_DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d{1,2}")
+_CURRENCY_WORD = re.compile(r"[A-Z]{3}|RMB|US|R|元|円|원")
+
+
+def _has_currency(value: str) -> bool:
+    """A number with a currency sign or code around it: ``¥67,118.37``, ``USD 10``, ``10 €``."""
+    text = value.strip()
+    if not any(c.isdigit() for c in text):
+        return False
+    rest = re.sub(r"[\d.,'\s\u00a0+\-()]", "", text)
+    if not rest:
+        return False
+    return (all(unicodedata.category(c) == "Sc" for c in rest)
+            or _CURRENCY_WORD.fullmatch(rest.replace("$", "")) is not None)
+
+
+def _mostly(values: Sequence[str], test: Callable[[str], bool]) -> bool:
+    return bool(values) and sum(map(test, values)) * 2 >= len(values)
+
+
+def _date_hint(values: Sequence[str]) -> str:
+    found = [m for m in (_SLASHED_DATE.fullmatch(v.strip()) for v in values) if m]
+    if not found or len(found) * 2 < len(values):
+        return ""
+    sep = found[0].group(2)
+    year = "%Y" if len(found[0].group(4)) == 4 else "%y"
+    day_first = next((m for m in found if int(m.group(1)) > 12), None)
+    month_first = next((m for m in found if int(m.group(3)) > 12), None)
+    if day_first is not None and month_first is None:
+        return (f"dates look day-first ({day_first.group(0)}): use a mapping with "
+                f"`date_format: %d{sep}%m{sep}{year}`")
+    if month_first is not None and day_first is None:
+        return (f"dates look month-first ({month_first.group(0)}): use a mapping with "
+                f"`date_format: %m{sep}%d{sep}{year}`")
+    return (f"dates are not ISO 8601 ({found[0].group(0)}): use a mapping with `date_format` "
+            f"(%d{sep}%m{sep}{year} or %m{sep}%d{sep}{year})")
+
+
+def hint_for(check: str, values: Sequence[str]) -> str:
+    """What to do about a repeated problem whose example ``values`` show a known pattern
+    ("" when none): currency symbols, thousands separators, decimal commas, day-first dates."""
+    if check == _NOT_A_NUMBER:
+        if _mostly(values, _has_currency):
+            return ("amounts carry a currency symbol: use `quotacast import mapped` with "
+                    "`currency_symbol`")
+        if _mostly(values, lambda v: _THOUSANDS.fullmatch(v.strip()) is not None):
+            return ("amounts carry thousands separators: use `quotacast import mapped` with "
+                    "`thousands_separator`")
+        if _mostly(values, lambda v: _DECIMAL_COMMA.fullmatch(v.strip()) is not None):
+            return ("amounts use a decimal comma: use `quotacast import mapped` with "
+                    "`decimal_separator: \",\"`")
+    if check.startswith(_BAD_DATE_PREFIX):
+        return _date_hint(values)
+    return ""
+
+
 def _line_key(line: Line) -> tuple[int, int, str]:
     return (0, line, "") if isinstance(line, int) else (1, 0, line)
 
@@ -105,7 +174,8 @@ def summarise(problems: Iterable[Problem], limit: int = MAX_EXAMPLES) -> tuple[l
         extra = more.get(kind, 0) + max(0, len(ordered) - limit)
         shown = ordered[:limit]
         first = _line_key(shown[0].line) if shown else (2, 0, "")
-        tally = [Problem(kind[0], "", kind[1], kind[2], more=extra)] if extra else []
+        tally = [Problem(kind[0], "", kind[1], kind[2], more=extra,
+                         hint=hint_for(kind[2], [p.value for p in shown]))] if extra else []
         groups.append(((_table_rank(kind[0]), kind[0], first, kind[1], kind[2]), shown + tally))
     groups.sort(key=lambda group: group[0])
     return [p for _, group in groups for p in group], total

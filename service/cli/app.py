@@ -35,6 +35,7 @@ from service.cli.common import (
 )
 from service.cli.models import plan_app, promote, score_app, train_app
 from service.cli.serve import keys_app, serve
+from service.cli.targets import targets_app
 from service.cli.warnings import warnings_app
 
 __all__ = ["app", "main"]
@@ -250,6 +251,7 @@ for _command in plan_app.registered_commands:
     app.registered_commands.append(_command)
 app.add_typer(warnings_app, name="warnings")
 app.add_typer(keys_app, name="keys")
+app.add_typer(targets_app, name="targets")
 app.command("serve")(serve)
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from engine import tracking
 from engine.io import Tables
-from engine.schemas import OPPORTUNITIES
+from engine.schemas import OPPORTUNITIES, PERIOD, TARGETS
 from models.feasibility import (
     CHURN_HORIZON_DAYS,
     Method,
@@ -156,11 +156,29 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
                      "closed to date plus the run rate")
     notes += [n for n in frame.attrs.get("notes", []) if n.startswith("interval check")]
     if frame.empty and not all_nodes:
-        notes.append(f"no node has a target in {period}: add rows to the targets table "
-                     "(period, level, key, amount), or pass --all-nodes to see every node's "
-                     "outlook without one")
+        notes.append(f"no node has a target in {period}{_periods_given(tables)}: "
+                     f"{_how_to_add_targets(tables, period)}, or pass --all-nodes to see every "
+                     "node's outlook without one (P10/P50/P90; no P(attain))")
     frame.attrs["notes"] = notes
     return FeasibilityResult(frame, simulation, notes)
+
+
+def _periods_given(tables: Tables) -> str:
+    """`` (targets has 2017Q1, 2017Q2)``: the periods the targets table covers, if any."""
+    targets = tables.get(TARGETS)
+    if targets is None or targets.empty:
+        return " (the data has no targets table)"
+    periods = sorted(map(str, targets[PERIOD].dropna().unique()))
+    shown = ", ".join(periods[:6]) + (f" and {len(periods) - 6} more" if len(periods) > 6 else "")
+    return f" (targets has {shown})"
+
+
+def _how_to_add_targets(tables: Tables, period: str) -> str:
+    """The command that writes a fillable targets file for ``period``."""
+    source = f"--data {tables.source} " if tables.source else ""
+    return (f"`quotacast targets template {source}--period {period} --out "
+            "targets-to-fill.csv` writes one row per node with past actuals; fill its amount "
+            "column and save it as targets.csv in the data directory")
 
 
 def run_recalibration(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
@@ -174,6 +192,5 @@ def run_recalibration(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
     frame = recalibrate(result.frame, result.simulation, method=method)
     if frame.empty:
         return frame, [*result.notes, f"recalibration: no node has a target in {period}, so "
-                       "there is nothing to recalibrate; add a targets table (period, level, "
-                       "key, amount)"]
+                       f"there is nothing to recalibrate; {_how_to_add_targets(tables, period)}"]
     return frame, [*result.notes, f"recalibration: {method}"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.importers import crm_sales, online_retail, salesforce, superstore
+from engine.importers import crm_sales, hubspot, online_retail, salesforce, superstore
 from engine.importers.common import ImportResult, Source
 
 __all__ = ["KINDS", "SOURCES", "ImportResult", "Source", "import_dataset"]
@@ -27,6 +27,7 @@ SOURCES: dict[str, Source] = {source.name: source for source in (
     crm_sales.SOURCE,
     superstore.SOURCE,
     salesforce.SOURCE,
+    hubspot.SOURCE,
 )}
 KINDS: tuple[str, ...] = tuple(SOURCES)
 

@@ -191,3 +191,25 @@ def test_import_then_feasibility_in_two_commands(tmp_path: Path,
     assert len(tables[STAGE_HISTORY]) == 524
     result = runner.invoke(app, ["feasibility", "--data", "d"])
     assert result.exit_code == 0, result.output
+
+
+def test_deleted_records_and_owners_without_a_role(tmp_path: Path) -> None:
+    """An "Export All" holds recycle-bin rows (dropped, with a note); an owner with no role still
+    gets a place in the org, under '(no role)', so the data validates."""
+    src = tmp_path / "export"
+    shutil.copytree(FIXTURE, src, ignore=shutil.ignore_patterns("source", "*.py"))
+    opps = pd.read_csv(src / "Opportunity.csv", dtype=str, keep_default_na=False)
+    users = pd.read_csv(src / "User.csv", dtype=str, keep_default_na=False)
+    integration = users.loc[users["NAME"] == "Integration User", "ID"].iloc[0]
+    opps.loc[0, "OwnerId"] = integration
+    opps.loc[1, "IsDeleted"] = "true"
+    opps.to_csv(src / "Opportunity.csv", index=False)
+    result = import_dataset("salesforce", src)
+    _, problems = validate_tables(result.frames)
+    assert not problems
+    frames = result.frames
+    assert len(frames[OPPORTUNITIES]) == 293
+    assert "Opportunity: dropped 1 deleted record (IsDeleted = true)" in result.notes
+    org = frames[ORG].set_index(REP)
+    assert org.loc["Integration User", TEAM] == org.loc["Integration User", REGION] == "(no role)"
+    assert frames[OPPORTUNITIES][OWNER].iloc[0] == "Integration User"

@@ -542,7 +542,8 @@ SOURCE = Source(
     "(Order, optional)",
     files=("Opportunity.csv", "Opportunity.csv.gz", "opportunity.csv", "opportunity.csv.gz",
            "OPPORTUNITY.csv"),
-    beside=("User.csv", "UserRole.csv, Account.csv, OpportunityHistory.csv or "
-            "OpportunityFieldHistory.csv, Order.csv (optional)"),
+    beside=("User.csv", "optionally UserRole.csv", "Account.csv",
+            "OpportunityHistory.csv or OpportunityFieldHistory.csv", "Order.csv (any case, "
+            ".csv or .csv.gz)"),
     read=read_salesforce,
 )

@@ -631,3 +631,24 @@ def test_no_hint_when_no_pattern_is_recognised(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", "--data", str(data)])
     assert result.exit_code == 2
     assert "hint" not in result.stderr
+
+
+@pytest.mark.parametrize(("check", "values", "hint"), [
+    ("not a number", ["¥67,118.37", "¥1.00"], "`currency_symbol`"),
+    ("not a number", ["USD 10", "US$ 3"], "`currency_symbol`"),
+    ("not a number", ["1,234.50", "12,000"], 'with `thousands: ","`'),
+    ("not a number", ["1.234,50"], '`thousands: "."`, `decimal: ","`'),
+    ("not a number", ["1234,50"], 'amounts use a decimal comma: use `quotacast import mapped` '
+                                  'with `decimal: ","`'),
+    ("not a number", ["lots", "many"], ""),
+    (BAD_DATE, ["09/13/2023"], "dates look month-first (09/13/2023): use a mapping with "
+                               "`date_format: %m/%d/%Y`"),
+    (BAD_DATE, ["13.09.2023"], "`date_format: %d.%m.%Y`"),
+    (BAD_DATE, ["01/02/2023"], "dates are not ISO 8601 (01/02/2023)"),
+    (BAD_DATE, ["yesterday"], ""),
+])
+def test_hints_for_recognisable_patterns(check: str, values: list[str], hint: str) -> None:
+    from engine.io.problems import hint_for
+
+    found = hint_for(check, values)
+    assert (hint in found) if hint else found == ""

@@ -130,6 +130,17 @@ def _date_hint(values: Sequence[str]) -> str:
             f"(%d{sep}%m{sep}{year} or %m{sep}%d{sep}{year})")
 
 
+def _separators(values: Sequence[str]) -> str:
+    """The mapping settings for numbers like ``1,234.50`` or ``1.234,50``."""
+    found = next(m for m in (_THOUSANDS.fullmatch(v.strip()) for v in values) if m)
+    thousands = found.group(1)
+    decimal = "," if thousands == "." else "."
+    settings = f"`thousands: \"{thousands}\"`"
+    if decimal == ",":
+        settings += ", `decimal: \",\"`"
+    return f"use `quotacast import mapped` with {settings}"
+
+
 def hint_for(check: str, values: Sequence[str]) -> str:
     """What to do about a repeated problem whose example ``values`` show a known pattern
     ("" when none): currency symbols, thousands separators, decimal commas, day-first dates."""
@@ -138,11 +149,10 @@ def hint_for(check: str, values: Sequence[str]) -> str:
             return ("amounts carry a currency symbol: use `quotacast import mapped` with "
                     "`currency_symbol`")
         if _mostly(values, lambda v: _THOUSANDS.fullmatch(v.strip()) is not None):
-            return ("amounts carry thousands separators: use `quotacast import mapped` with "
-                    "`thousands_separator`")
+            return "amounts carry thousands separators: " + _separators(values)
         if _mostly(values, lambda v: _DECIMAL_COMMA.fullmatch(v.strip()) is not None):
             return ("amounts use a decimal comma: use `quotacast import mapped` with "
-                    "`decimal_separator: \",\"`")
+                    "`decimal: \",\"`")
     if check.startswith(_BAD_DATE_PREFIX):
         return _date_hint(values)
     return ""

@@ -150,6 +150,7 @@ def test_cli_import_validate_feasibility(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert "stage_history: 720 stage entries" in result.stderr
     assert "org: region = the team's parent team" in result.stderr
+    assert "check:" not in result.stderr  # both pipelines have won and lost deals
     assert {p.name for p in out.iterdir()} >= {"opportunities.csv", "stage_history.csv",
                                                "orders.csv", "customers.csv", "org.csv"}
     result = runner.invoke(app, ["validate", "--data", str(out)], env=env)
@@ -190,6 +191,21 @@ def test_closed_stages_are_configurable_and_flags_win() -> None:
                                       "Is Deal Closed?": ["true", "true", "false"]}))
     assert list(flagged.frames[OPPORTUNITIES][STATUS]) == ["won", "lost", "open"]
     assert any("status from 'Is Closed Won'" in n for n in flagged.notes)
+
+
+def test_closed_stage_names_from_the_options_file(tmp_path: Path) -> None:
+    _small().to_csv(tmp_path / "deals.csv", index=False)
+    result = import_dataset("hubspot", tmp_path)
+    assert list(result.frames[OPPORTUNITIES][STATUS]) == ["open", "open", "open"]
+    assert any(n.startswith("check: no deal of pipeline 'Renewals' is won") for n in result.notes)
+    (tmp_path / "quotacast-hubspot.yaml").write_text(
+        "won_stages: [Renewed]\nlost_stages: [Churned]\n", encoding="utf-8")
+    result = import_dataset("hubspot", tmp_path)
+    assert list(result.frames[OPPORTUNITIES][STATUS]) == ["won", "lost", "open"]
+    assert not any(n.startswith("check:") for n in result.notes)
+    (tmp_path / "quotacast-hubspot.yaml").write_text("won: [Renewed]\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="holds won_stages and lost_stages"):
+        import_dataset("hubspot", tmp_path)
 
 
 def test_formats_owners_companies_and_missing_hierarchy() -> None:

@@ -13,11 +13,14 @@ SRC is the folder holding the exports as HubSpot names them, or the deals export
 - the users export (``*user*.csv`` or ``*owner*.csv``, optional): ``First Name``, ``Last
   Name`` (or ``Name``), ``Email``, and ``Teams`` (or ``Primary team`` / ``Team``);
 - a teams file (``*team*.csv``, optional): ``Team name``, ``Parent team name`` (HubSpot's team
-  import layout), whose parent team becomes the region.
+  import layout), whose parent team becomes the region;
+- ``quotacast-hubspot.yaml`` (optional): ``won_stages`` and ``lost_stages``, the names of the
+  closed stages when they are not ``Closed Won`` / ``Closed Lost``.
 
 The status comes from ``Is Closed Won`` / ``Is Deal Closed?`` when the export has them, else
 from the stage's name (``Closed Won`` -> won, ``Closed Lost`` -> lost, case-insensitive; other
-names through the ``won_stages`` / ``lost_stages`` options). Won deals with a company become
+names through the ``won_stages`` / ``lost_stages`` options, given to :func:`read_hubspot` or in
+``quotacast-hubspot.yaml``). Won deals with a company become
 orders, as HubSpot exports no order table.
 """
 
@@ -31,6 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from engine.importers.common import (
     ImportResult,
@@ -92,6 +96,7 @@ PIPELINE = "pipeline"
 DEAL_NAME = "deal_name"
 EXITED_AT = "exited_at"
 
+OPTIONS_FILE = "quotacast-hubspot.yaml"
 DEFAULT_WON = ("closed won",)
 DEFAULT_LOST = ("closed lost",)
 NO_OWNER = "(no owner)"
@@ -180,8 +185,13 @@ class _HubSpotSource(Source):
 
 
 def read_hubspot(deals_path: Path, options: Mapping[str, Any] | None = None) -> ImportResult:
-    """The deals export and the exports beside it -> the tables (see :func:`hubspot_tables`)."""
+    """The deals export and the exports beside it -> the tables (see :func:`hubspot_tables`).
+
+    ``options`` (``won_stages``, ``lost_stages``) override those of ``quotacast-hubspot.yaml``
+    beside the deals export.
+    """
     folder = deals_path.parent
+    options = {**_options_file(folder / OPTIONS_FILE), **(options or {})}
     deals, _ = read_text_csv(deals_path)
     require_columns(deals, _Hs.REQUIRED, deals_path.name)
 
@@ -197,6 +207,22 @@ def read_hubspot(deals_path: Path, options: Mapping[str, Any] | None = None) -> 
     users = optional(("*user*.csv", "*User*.csv", "*owner*.csv", "*Owner*.csv"), [])
     teams = optional(("*team*.csv", "*Team*.csv"), [_Hs.TEAM_NAME, _Hs.PARENT_TEAM])
     return hubspot_tables(deals, companies, users, teams, options)
+
+
+def _options_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path.name} is not readable YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    unknown = set(loaded) - {"won_stages", "lost_stages"} if isinstance(loaded, dict) else None
+    if unknown is None or unknown:
+        raise ValueError(f"{path.name} holds won_stages and lost_stages (lists of stage names), "
+                         f"found {sorted(unknown) if unknown else type(loaded).__name__}")
+    return dict(loaded)
 
 
 def parse_hubspot_dates(values: pd.Series, what: str) -> pd.Series:
@@ -254,6 +280,12 @@ def hubspot_status(deals: pd.DataFrame, stage: pd.Series, options: _Options
     how = (f"status from the stage name: {' / '.join(options.won)} -> won, "
            f"{' / '.join(options.lost)} -> lost, any other stage -> open")
     return status, how
+
+
+def _pipelines_without(status: pd.Series, pipeline: pd.Series, which: str) -> list[str]:
+    """Pipelines none of whose deals have status ``which`` (a closed stage name not known)."""
+    found = status.groupby(pipeline.fillna("(no pipeline)")).apply(lambda s: (s == which).any())
+    return sorted(str(p) for p, any_ in found.items() if not any_)
 
 
 def _first(values: pd.Series) -> tuple[pd.Series, int]:
@@ -368,6 +400,11 @@ def hubspot_opportunities(deals: pd.DataFrame, companies: pd.DataFrame | None,
                  f"{counts.get(STATUS_LOST, 0):,} lost, {counts.get(STATUS_OPEN, 0):,} open); "
                  f"stage = Deal Stage; {how}; created_at = Create Date, close_date = Close Date "
                  "(expected for open deals)")
+    for which in (STATUS_WON, STATUS_LOST):
+        for name in _pipelines_without(status, pipeline, which):
+            notes.append(f"check: no deal of pipeline '{name}' is {which}; if its closed stages "
+                         f"have other names, list them as {which}_stages in {OPTIONS_FILE} "
+                         "beside the deals export")
     stages = (opportunities.groupby([PIPELINE, STAGE, STATUS], dropna=False).size()
               .rename("n").reset_index().pipe(_stage_lines))
     notes.insert(1, "stages: " + "; ".join(f"{line} ({n:,})" for line, n in stages))

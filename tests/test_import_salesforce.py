@@ -82,8 +82,11 @@ def test_amounts_per_owner_quarter_and_status_equal_the_source(
     assert set(opps[CUSTOMER_ID].dropna()) <= set(source[CUSTOMERS][CUSTOMER_ID])
     assert opps[CUSTOMER_ID].isna().sum() == source[OPPORTUNITIES][CUSTOMER_ID].isna().sum()
     assert set(imported[CUSTOMERS][ACCOUNT_MANAGER].dropna()) <= set(imported[ORG][REP])
-    # No Order file: no orders are made up; the won deals are the revenue.
-    assert ORDERS not in imported
+    # No Order file: one order per won deal with an account, linked to it.
+    orders, won = imported[ORDERS], opps[opps[STATUS] == "won"]
+    assert len(orders) == won[CUSTOMER_ID].notna().sum() == len(source[ORDERS])
+    assert set(orders[OPPORTUNITY_ID]) == set(won.dropna(subset=[CUSTOMER_ID])[OPPORTUNITY_ID])
+    assert orders[AMOUNT].sum() == pytest.approx(source[ORDERS][AMOUNT].sum())
 
 
 def test_hierarchy_comes_from_the_role_tree(imported: dict[str, pd.DataFrame]) -> None:

@@ -10,8 +10,8 @@ export them (one CSV per object, ``.csv`` or ``.csv.gz``, file names in any case
 - ``OpportunityHistory`` or ``OpportunityFieldHistory`` (optional) -> ``stage_history`` and
   ``original_close_date`` (the first expected close date on record).
 - ``Account`` (optional) -> ``customers``, named by the account's Name.
-- ``Order`` (optional): AccountId, EffectiveDate, TotalAmount -> ``orders``. Without it no
-  orders are made: won opportunities are the revenue, on their close date.
+- ``Order`` (optional): AccountId, EffectiveDate, TotalAmount -> ``orders``. Without it, each
+  won opportunity with an account becomes one order on its close date (as crm-sales does).
 
 Record ids come in a case-sensitive 15-character form and an 18-character form (the same id
 plus a 3-character checksum suffix); both name the same record, so ids are compared by their
@@ -80,6 +80,7 @@ __all__ = [
     "sf_stage_history",
     "sf_tables",
     "unique_names",
+    "won_orders",
 ]
 
 # Extra output columns kept from the export.
@@ -245,8 +246,12 @@ def sf_tables(objects: dict[str, pd.DataFrame]) -> ImportResult:
         orders, order_notes = sf_orders(frames[ORDER], account_name, opps)
         notes += order_notes
     else:
-        notes.append("no Order file: no orders made; won opportunities are the revenue, on "
-                      "their close date")
+        orders = won_orders(opps)
+        orphans = int(((opps[STATUS] == STATUS_WON) & opps[CUSTOMER_ID].isna()).sum())
+        notes.append(f"no Order file: orders = the {len(orders):,} won opportunities with an "
+                     "account (order_id = opportunity_id, order_date = close_date, amount = "
+                     f"Amount); {plural(orphans, 'won deal')} without an account stay won "
+                     "opportunities, which count as revenue on their close date")
     if accounts is not None:
         customers, customer_notes = sf_customers(accounts, account_name, user_name, opps, org,
                                                  orders)
@@ -490,6 +495,18 @@ def sf_orders(order: pd.DataFrame, account_name: pd.Series, opps: pd.DataFrame
     return frame.loc[~no_account].reset_index(drop=True), notes
 
 
+def won_orders(opps: pd.DataFrame) -> pd.DataFrame:
+    """One order per won opportunity that names an account, linked back by opportunity_id."""
+    won = opps[(opps[STATUS] == STATUS_WON) & opps[CUSTOMER_ID].notna()]
+    return pd.DataFrame({
+        ORDER_ID: won[OPPORTUNITY_ID],
+        CUSTOMER_ID: won[CUSTOMER_ID],
+        ORDER_DATE: won[CLOSE_DATE],
+        AMOUNT: won[AMOUNT],
+        OPPORTUNITY_ID: won[OPPORTUNITY_ID],
+    }).reset_index(drop=True)
+
+
 def sf_customers(accounts: pd.DataFrame, account_name: pd.Series, user_name: pd.Series,
                  opps: pd.DataFrame, org: pd.DataFrame | None, orders: pd.DataFrame | None
                  ) -> tuple[pd.DataFrame, list[str]]:
@@ -539,7 +556,7 @@ SOURCE = Source(
     description="Salesforce standard objects (API / Data Loader CSV exports) -> opportunities "
     "(status from IsClosed/IsWon), stage_history (OpportunityHistory or "
     "OpportunityFieldHistory), customers (Account), org (User and UserRole hierarchy), orders "
-    "(Order, optional)",
+    "(Order, else one per won deal)",
     files=("Opportunity.csv", "Opportunity.csv.gz", "opportunity.csv", "opportunity.csv.gz",
            "OPPORTUNITY.csv"),
     beside=("User.csv", "optionally UserRole.csv", "Account.csv",

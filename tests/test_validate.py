@@ -652,3 +652,22 @@ def test_hints_for_recognisable_patterns(check: str, values: list[str], hint: st
 
     found = hint_for(check, values)
     assert (hint in found) if hint else found == ""
+
+
+def test_table_files_match_whatever_their_case(tmp_path: Path) -> None:
+    data = write_dir(tmp_path / "d")
+    (data / "orders.csv").rename(data / "Orders.csv")
+    assert len(load_tables(data).orders) == 3
+
+
+def test_a_missing_table_names_a_file_spelt_nearly_like_it(tmp_path: Path) -> None:
+    tables = {k: v for k, v in VALID.items() if k not in ("orders", "opportunities",
+                                                         "stage_history")}
+    data = write_dir(tmp_path / "d", tables)
+    (data / "order.csv").write_text(VALID["orders"])
+    code, lines = run_validate(data, tmp_path / "o.csv")
+    assert code == 2
+    assert lines == [
+        "orders:0: -: required table is missing (expected orders.csv, orders.csv.gz or "
+        "orders.parquet, or rows in opportunities; found order.csv: did you mean orders?)"
+    ]

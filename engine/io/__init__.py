@@ -14,11 +14,12 @@ every table (files, encodings, columns, cells, references between tables) and ra
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from engine.io.checks import MISSING_TABLE, validate_tables
 from engine.io.problems import MAX_EXAMPLES, BadInput, Problem
-from engine.io.read import is_sql_url, read_source
+from engine.io.read import is_sql_url, near_table_names, read_source
 from engine.io.tables import Tables, empty_table
 from engine.io.write import atomic_path, output_format, write_data_dir, write_frame
 
@@ -39,6 +40,17 @@ __all__ = [
 ]
 
 
+def _did_you_mean(source: str | Path, problem: Problem) -> Problem:
+    """A missing table's problem, naming files of the directory spelt nearly like it."""
+    if is_sql_url(source) or not Path(source).is_dir():
+        return problem
+    near = near_table_names(Path(source), problem.table)
+    if not near:
+        return problem
+    return replace(problem, value=f"{problem.value}; found {', '.join(near)}: did you mean "
+                                  f"{problem.table}?")
+
+
 def load_tables(source: str | Path, on_table: Callable[[str], None] | None = None) -> Tables:
     """Read and validate every table of ``source``; raise :class:`BadInput` with all problems.
 
@@ -50,7 +62,8 @@ def load_tables(source: str | Path, on_table: Callable[[str], None] | None = Non
     tables, table_problems = validate_tables(raw) if raw or not problems else (Tables({}), [])
     # A table whose file exists but could not be read is reported as such, not also as missing.
     unreadable = {p.table for p in problems if p.line == 0}
-    problems += [p for p in table_problems
+    problems += [_did_you_mean(source, p) if p.check == MISSING_TABLE else p
+                 for p in table_problems
                  if not (p.check == MISSING_TABLE and p.table in unreadable)]
     if problems:
         raise BadInput(problems)

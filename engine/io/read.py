@@ -33,6 +33,7 @@ __all__ = [
     "UNREADABLE",
     "find_table_files",
     "is_sql_url",
+    "near_table_names",
     "read_raw_file",
     "read_source",
 ]
@@ -58,12 +59,30 @@ def _split_name(path: Path) -> tuple[str, str]:
     return stem, (dot + ext)
 
 
+_TABLE_NAMES = {name.casefold(): name for name in TABLES}
+
+
+def near_table_names(directory: Path, missing: str) -> list[str]:
+    """Files of ``directory`` named nearly like the table ``missing`` (``order.csv``,
+    ``oportunities.csv``): what a "did you mean" names."""
+    import difflib
+
+    try:
+        names = {_split_name(p)[0].casefold(): p.name for p in directory.iterdir() if p.is_file()}
+    except OSError:
+        return []
+    others = [n for n in names if n not in _TABLE_NAMES]
+    close = difflib.get_close_matches(missing, others, n=3, cutoff=0.75)
+    return [names[n] for n in close]
+
+
 def find_table_files(directory: Path) -> tuple[dict[str, Path], list[Problem]]:
     """Map each known table to its one file in ``directory``; report file-level problems."""
     found: dict[str, list[Path]] = {}
     problems: list[Problem] = []
     for path in sorted(p for p in directory.iterdir() if p.is_file()):
         table, suffix = _split_name(path)
+        table = _TABLE_NAMES.get(table.casefold(), table)  # Orders.csv is orders
         if table not in TABLES:
             continue
         if suffix not in SUFFIXES:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.importers import crm_sales, hubspot, online_retail, salesforce, superstore
+from engine.importers import crm_sales, hubspot, mapped, online_retail, salesforce, superstore
 from engine.importers.common import ImportResult, Source
 
 __all__ = ["KINDS", "SOURCES", "ImportResult", "Source", "import_dataset"]
@@ -28,6 +28,7 @@ SOURCES: dict[str, Source] = {source.name: source for source in (
     superstore.SOURCE,
     salesforce.SOURCE,
     hubspot.SOURCE,
+    mapped.SOURCE,
 )}
 KINDS: tuple[str, ...] = tuple(SOURCES)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -90,6 +91,9 @@ class Source:
             file or the folder holding it.
         read: the main file's path -> the tables and notes.
         beside: other files read from the main file's folder (named in the help).
+        read_with: for a source that needs options from the user (``mapped``: the mapping),
+            (SRC, options by name) -> the tables and notes; used instead of :attr:`read`.
+            With no :attr:`files`, SRC is any existing file or folder.
     """
 
     name: str
@@ -97,13 +101,27 @@ class Source:
     files: tuple[str, ...]
     read: Callable[[Path], ImportResult]
     beside: tuple[str, ...] = ()
+    read_with: Callable[[Path, dict[str, Any]], ImportResult] | None = None
 
     def locate(self, src: Path) -> Path:
         """The main file: ``src`` itself, or the first of :attr:`files` inside folder ``src``."""
+        if not self.files:
+            if src.exists():
+                return src
+            raise ValueError(f"{src} does not exist (expected the {self.name} source's folder "
+                             "or file)")
         return find_file(src, self.files, self.name)
+
+    def load(self, path: Path, options: dict[str, Any] | None = None) -> ImportResult:
+        """The tables from the located ``path``, through :attr:`read_with` when it is set."""
+        if self.read_with is not None:
+            return self.read_with(path, dict(options or {}))
+        return self.read(path)
 
     def files_text(self) -> str:
         """``a.csv.gz or a.csv``; ``main.csv with b.csv, c.csv``: what SRC must hold."""
+        if not self.files:
+            return "a folder of CSV, Excel or Parquet files, or one such file"
         text = " or ".join(self.files)
         return f"{text} with {', '.join(self.beside)}" if self.beside else text
 

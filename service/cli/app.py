@@ -6,6 +6,7 @@ stdout. Exit codes: 0 ok, 1 failure, 2 bad input or usage (CONTRACTS.md section 
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ import typer
 
 from engine.config import SetupError, get_settings
 from engine.importers import KINDS, SOURCES, import_dataset
+from engine.importers.mapped import suggest_mapping
 from engine.io import BadInput, validate_tables, write_data_dir
 from engine.periods import data_end, default_as_of
 from engine.summary import table_summary
@@ -87,19 +89,58 @@ def _import_help() -> str:
 
 @app.command("import", help=_import_help())
 def import_(
+    ctx: typer.Context,
     kind: Annotated[str, typer.Argument(help=f"{', '.join(KINDS[:-1])} or {KINDS[-1]}")],
     src: Annotated[Path, typer.Argument(help="The dataset's folder or main file.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Data directory to create.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Data directory to create.")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv, csv.gz or parquet")] = "csv",
+    mapping: Annotated[
+        Path | None,
+        typer.Option("--mapping", help="mapped: the YAML mapping of tables, columns, values "
+                     "and formats."),
+    ] = None,
+    suggest: Annotated[
+        bool,
+        typer.Option("--suggest", help="mapped: draft a mapping from the files' headers and "
+                     "cells (to stdout, or --mapping-out) instead of importing."),
+    ] = False,
+    mapping_out: Annotated[
+        Path | None,
+        typer.Option("--mapping-out", help="mapped: with --suggest, write the draft here."),
+    ] = None,
 ) -> None:
     if kind not in KINDS:
         raise typer.BadParameter(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind != MAPPED:
+        for given, name in ((mapping, "--mapping"), (suggest, "--suggest"),
+                            (mapping_out, "--mapping-out")):
+            if given:
+                raise typer.BadParameter(f"only for kind {MAPPED}", param_hint=name)
+    if mapping_out is not None and not suggest:
+        raise typer.BadParameter("only with --suggest", param_hint="--mapping-out")
+    if suggest:
+        _suggest_mapping(src, mapping_out)
+        return
+    if out is None:
+        # the message a required --out gave before --suggest existed
+        out_param = next(p for p in ctx.command.params if p.name == "out")
+        raise _MissingParameter(ctx=ctx, param=out_param)
     if fmt not in ("csv", "csv.gz", "parquet"):
         raise typer.BadParameter("expected csv, csv.gz or parquet", param_hint="--format")
+    if kind == MAPPED and mapping is None:
+        raise typer.BadParameter("mapped needs --mapping M.yaml (draft one with --suggest)",
+                                 param_hint="--mapping")
     try:
-        result = import_dataset(kind, src)
+        if kind == MAPPED:
+            source = SOURCES[kind]
+            result = source.load(source.locate(src), {"mapping": mapping})
+        else:
+            result = import_dataset(kind, src)
     except (ValueError, FileNotFoundError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="SRC") from exc
+        hint = "--mapping" if kind == MAPPED and str(exc).startswith("the mapping") else "SRC"
+        raise typer.BadParameter(str(exc), param_hint=hint) from exc
     for note in result.notes:
         err.print(f"- {note}", markup=False, highlight=False)
     tables, problems = validate_tables(result.frames)
@@ -108,6 +149,30 @@ def import_(
     with writing(out, "--out"):
         write_data_dir(result.frames, out, fmt=fmt)
     print_frame(table_summary(tables), f"imported {kind} into {out}")
+
+
+MAPPED = "mapped"
+
+
+# The click typer runs on (its own copy since typer 0.2x): its MissingParameter is what typer
+# reports as "Missing option"; click's own class would escape as a crash.
+_MissingParameter = importlib.import_module(typer.BadParameter.__module__).MissingParameter
+
+
+def _suggest_mapping(src: Path, mapping_out: Path | None) -> None:
+    """``import mapped SRC --suggest``: the draft mapping to stdout or ``--mapping-out``."""
+    try:
+        draft = suggest_mapping(src)
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="SRC") from exc
+    if mapping_out is None:
+        typer.echo(draft, nl=False)
+        return
+    with writing(mapping_out, "--mapping-out"):
+        mapping_out.write_text(draft, encoding="utf-8")
+    err.print(f"wrote a draft mapping to {mapping_out}: check every commented guess, then run "
+              f"quotacast import mapped {src} --mapping {mapping_out} --out DATA",
+              markup=False, highlight=False)
 
 
 DEMO_OUTPUT = Path("demo-output")

@@ -159,6 +159,23 @@ def test_cli_import_validate_feasibility(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
 
 
+def test_xlsx_export_imports_like_the_csv_one(tmp_path: Path,
+                                             imported: dict[str, pd.DataFrame]) -> None:
+    """HubSpot's XLSX export holds real dates and numbers; the result is the same."""
+    deals = _deals()
+    dates = [c for c in deals.columns if c.endswith("Date") or c.startswith("Date ")]
+    typed = deals.assign(**{c: pd.to_datetime(deals[c]) for c in dates},
+                         Amount=pd.to_numeric(deals["Amount"].str.replace(",", "")),
+                         **{"Record ID": pd.to_numeric(deals["Record ID"])})
+    typed.to_excel(tmp_path / "hubspot-crm-exports-all-deals-2017-12-31.xlsx", index=False)
+    for other in EXPORT.glob("*.csv"):
+        if "deals" not in other.name:
+            (tmp_path / other.name).write_bytes(other.read_bytes())
+    frames = import_dataset("hubspot", tmp_path).frames
+    for table in (OPPORTUNITIES, STAGE_HISTORY, ORDERS, CUSTOMERS, ORG):
+        pd.testing.assert_frame_equal(frames[table], imported[table], check_dtype=False)
+
+
 # --- the export's variants, on small frames ---------------------------------------------------
 
 def _small(**extra: list[str]) -> pd.DataFrame:

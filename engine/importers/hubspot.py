@@ -1,6 +1,7 @@
 """hubspot: HubSpot CRM exports (deals, companies, users, teams) -> quotacast tables.
 
-SRC is the folder holding the exports as HubSpot names them, or the deals export itself:
+SRC is the folder holding the exports as HubSpot names them, or the deals export itself;
+each export may be CSV or XLSX (its first sheet):
 
 - the deals export (``hubspot-crm-exports-all-deals-<date>.csv``, or any ``*deals*.csv``):
   ``Record ID``, ``Deal Stage``, ``Amount``, ``Close Date``, ``Create Date``, ``Deal owner``,
@@ -161,11 +162,29 @@ class _Options:
 
 
 def _find(folder: Path, patterns: tuple[str, ...], exclude: Path | None = None) -> Path | None:
+    """The file matching the first pattern that matches (``x.csv`` patterns try ``x.xlsx``)."""
     for pattern in patterns:
-        found = sorted(p for p in folder.glob(pattern) if p.is_file() and p != exclude)
-        if found:
-            return found[-1]  # the latest of dated exports
+        for variant in (pattern, pattern.removesuffix(".csv") + ".xlsx"):
+            found = sorted(p for p in folder.glob(variant) if p.is_file() and p != exclude)
+            if found:
+                return found[-1]  # the latest of dated exports
     return None
+
+
+def _read(path: Path) -> pd.DataFrame:
+    """A CSV export (UTF-8 or Windows-1252) or an XLSX one (its first sheet), as text cells."""
+    if path.suffix.lower() != ".xlsx":
+        return read_text_csv(path)[0]
+    try:
+        frame = pd.read_excel(path, sheet_name=0, dtype=str, keep_default_na=False,
+                              na_values=[""])
+    except ImportError as exc:
+        raise ValueError(f"{path.name}: reading Excel needs openpyxl (pip install openpyxl)"
+                         ) from exc
+    except (ValueError, OSError, KeyError) as exc:
+        raise ValueError(f"{path.name} is not a readable Excel workbook: {exc}") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
 
 
 class _HubSpotSource(Source):
@@ -177,7 +196,7 @@ class _HubSpotSource(Source):
         if src.is_dir():
             found = _find(src, self.files)
             if found is None:
-                raise ValueError(f"no deals export ({' or '.join(self.files)}) in {src} "
+                raise ValueError(f"no deals export ({' or '.join(self.files)}, or .xlsx) in {src} "
                                  "(expected the hubspot export)")
             return found
         raise ValueError(f"{src} does not exist (expected the hubspot export's folder or "
@@ -192,14 +211,14 @@ def read_hubspot(deals_path: Path, options: Mapping[str, Any] | None = None) -> 
     """
     folder = deals_path.parent
     options = {**_options_file(folder / OPTIONS_FILE), **(options or {})}
-    deals, _ = read_text_csv(deals_path)
+    deals = _read(deals_path)
     require_columns(deals, _Hs.REQUIRED, deals_path.name)
 
     def optional(patterns: tuple[str, ...], columns: list[str]) -> pd.DataFrame | None:
         path = _find(folder, patterns, exclude=deals_path)
         if path is None:
             return None
-        frame, _ = read_text_csv(path)
+        frame = _read(path)
         require_columns(frame, columns, path.name)
         return frame
 
@@ -611,8 +630,9 @@ def hubspot_tables(deals: pd.DataFrame, companies: pd.DataFrame | None = None,
 
 SOURCE = _HubSpotSource(
     name="hubspot",
-    description="HubSpot CRM exports (deals with Date entered stage columns, companies, users "
-    "with teams) -> opportunities, stage_history, orders (won deals), customers, org",
+    description="HubSpot CRM exports, CSV or XLSX (deals with Date entered stage columns, "
+    "companies, users with teams) -> opportunities, stage_history, orders (won deals), "
+    "customers, org",
     files=("hubspot-crm-exports-all-deals-*.csv", "*deals*.csv", "*Deals*.csv"),
     beside=("*companies*.csv", "*users*.csv", "*teams*.csv (optional)"),
     read=read_hubspot,

@@ -181,7 +181,7 @@ def test_xlsx_export_imports_like_the_csv_one(tmp_path: Path,
 def _small(**extra: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame({
         "Record ID": ["1", "2", "3"],
-        "Deal Stage": ["Renewed", "Churned", "Renewal Due"],
+        "Deal Stage": ["Renewed", "Churned (Renewals)", "Renewal Due"],
         "Amount": ["12,400.50", "800", ""],
         "Close Date": ["2023-09-13T14:05:00Z", "2023-09-20 10:00", "2023-12-01"],
         "Create Date": ["2023-01-02 09:00", "2023-02-01 09:00", "2023-03-01 09:00"],

@@ -66,8 +66,12 @@ def _by_owner_quarter(opps: pd.DataFrame) -> pd.Series:
 def test_id15_treats_the_18_character_form_as_the_same_record() -> None:
     ids = pd.Series(["0065g000000cPLIAA2", "0065g000000cPLI", " 0065g000000cPLI ", None, ""])
     assert id15(ids).tolist() == ["0065g000000cPLI"] * 3 + [None, None]
-    # 15-character ids are case-sensitive: a different case is a different record.
+    # 15-character ids are case-sensitive: a different case is a different record...
     assert id15(pd.Series(["0065g000000cpli"])).iloc[0] != "0065g000000cPLI"
+    # ...but an 18-character id's suffix records the case, so a spreadsheet's upper-casing of
+    # it is undone.
+    assert id15(pd.Series(["0065G000000CPLIAA2", "0065g000000cpliaa2"])).tolist() == [
+        "0065g000000cPLI"] * 2
 
 
 def test_amounts_per_owner_quarter_and_status_equal_the_source(
@@ -198,7 +202,8 @@ def test_import_then_feasibility_in_two_commands(tmp_path: Path,
 
 def test_deleted_records_and_owners_without_a_role(tmp_path: Path) -> None:
     """An "Export All" holds recycle-bin rows (dropped, with a note); an owner with no role still
-    gets a place in the org, under '(no role)', so the data validates."""
+    gets a place in the org, under '(no role)', so the data validates; several currencies are
+    said, not converted."""
     src = tmp_path / "export"
     shutil.copytree(FIXTURE, src, ignore=shutil.ignore_patterns("source", "*.py"))
     opps = pd.read_csv(src / "Opportunity.csv", dtype=str, keep_default_na=False)
@@ -206,6 +211,7 @@ def test_deleted_records_and_owners_without_a_role(tmp_path: Path) -> None:
     integration = users.loc[users["NAME"] == "Integration User", "ID"].iloc[0]
     opps.loc[0, "OwnerId"] = integration
     opps.loc[1, "IsDeleted"] = "true"
+    opps["CURRENCYISOCODE"] = ["EUR" if i % 10 == 0 else "USD" for i in range(len(opps))]
     opps.to_csv(src / "Opportunity.csv", index=False)
     result = import_dataset("salesforce", src)
     _, problems = validate_tables(result.frames)
@@ -213,6 +219,7 @@ def test_deleted_records_and_owners_without_a_role(tmp_path: Path) -> None:
     frames = result.frames
     assert len(frames[OPPORTUNITIES]) == 293
     assert "Opportunity: dropped 1 deleted record (IsDeleted = true)" in result.notes
+    assert any(n.startswith("amounts are in 2 currencies (USD, EUR)") for n in result.notes)
     org = frames[ORG].set_index(REP)
     assert org.loc["Integration User", TEAM] == org.loc["Integration User", REGION] == "(no role)"
     assert frames[OPPORTUNITIES][OWNER].iloc[0] == "Integration User"

@@ -111,17 +111,36 @@ FIELDS = (
     "IsClosed", "IsWon", "IsDeleted", "Probability", "ForecastCategoryName", "FirstName",
     "LastName", "UserRoleId", "ManagerId", "ParentRoleId", "Industry", "BillingCountry",
     "AnnualRevenue", "NumberOfEmployees", "ParentId", "YearStarted", "OpportunityId", "Field",
-    "OldValue", "NewValue", "EffectiveDate", "TotalAmount", "OrderNumber",
+    "OldValue", "NewValue", "EffectiveDate", "TotalAmount", "OrderNumber", "CurrencyIsoCode",
 )
 NO_ROLE = "(no role)"
 TRUE = frozenset({"true", "1", "yes"})
 FALSE = frozenset({"false", "0", "no", ""})
 
 
+# The 18-character id's suffix: one character per 5-character chunk of the 15-character id,
+# whose bits say which of the chunk's characters are capitals.
+CHECKSUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+
+def _short(value: object) -> object:
+    """One 18-character id -> its 15-character form, letter case restored from the suffix (so
+    an id whose case a spreadsheet changed still names its record)."""
+    if not isinstance(value, str) or len(value) != 18:
+        return value
+    head, suffix = value[:15], value[15:].upper()
+    if any(c not in CHECKSUM for c in suffix):
+        return head
+    chars = []
+    for i, c in enumerate(head):
+        upper = CHECKSUM.index(suffix[i // 5]) >> (i % 5) & 1
+        chars.append(c.upper() if upper else c.lower())
+    return "".join(chars)
+
+
 def id15(values: pd.Series) -> pd.Series:
     """Salesforce ids in their 15-character form: an 18-character id loses its checksum suffix."""
-    text = as_id(values)
-    return text.map(lambda v: v[:15] if isinstance(v, str) and len(v) == 18 else v)
+    return as_id(values).map(_short)
 
 
 def unique_names(ids: pd.Series, names: pd.Series) -> pd.Series:
@@ -314,6 +333,10 @@ def sf_opportunities(opp: pd.DataFrame, user_name: pd.Series, account_name: pd.S
     if amount.isna().any():
         notes.append(f"{plural(int(amount.isna().sum()), 'opportunity')} without Amount: "
                      "amount 0")
+    if "CurrencyIsoCode" in opp.columns and opp["CurrencyIsoCode"].nunique() > 1:
+        codes = opp["CurrencyIsoCode"].value_counts()
+        notes.append(f"amounts are in {len(codes)} currencies ({', '.join(codes.index)}): "
+                     "kept as exported, not converted; quotacast sums them as one currency")
     counts = status.value_counts()
     notes.append(f"opportunities: {len(opp):,} ({counts.get(STATUS_WON, 0):,} won, "
                  f"{counts.get(STATUS_LOST, 0):,} lost, {counts.get(STATUS_OPEN, 0):,} open); "

@@ -48,8 +48,8 @@ def test_template_lists_every_node_with_past_actuals(crm: Path, tmp_path: Path) 
                                  "2017Q4", "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     frame = pd.read_csv(out)
-    assert list(frame.columns) == ["period", "level", "key", "amount", "actual_2017Q3",
-                                   "actual_2016Q4"]
+    # crm-sales has no revenue in 2016Q4: no column of zeros for the year before.
+    assert list(frame.columns) == ["period", "level", "key", "amount", "actual_2017Q3"]
     assert frame["amount"].isna().all() and (frame["period"] == "2017Q4").all()
     assert frame["level"].value_counts().to_dict() == {"company": 1, "region": 3, "team": 6,
                                                        "rep": 35}
@@ -117,3 +117,25 @@ def test_feasibility_without_targets_says_how_to_add_them(crm: Path) -> None:
     assert len(frame) >= 45  # every node, and the unassigned ones
     assert frame["target"].isna().all() and frame["p_attain"].isna().all()
     assert frame["p50"].notna().all()
+
+
+def test_template_shows_the_same_period_a_year_before(tmp_path: Path) -> None:
+    from service.cli.targets import template_frame
+
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "org.csv").write_text("rep,team,region\nana,n1,north\nben,s1,south\n")
+    (data / "customers.csv").write_text("customer_id,account_manager\nc1,ana\nc2,ben\n")
+    (data / "orders.csv").write_text(
+        "customer_id,order_date,amount\nc1,2023-04-03,100\nc2,2023-05-01,40\n"
+        "c1,2024-02-01,7\nc2,2024-03-30,5\n")
+    frame = template_frame(load_tables(data), "2024Q2").set_index(["level", "key"])
+    assert list(frame.columns) == ["period", "amount", "actual_2024Q1", "actual_2023Q2"]
+    assert frame["actual_2023Q2"].to_dict() == {
+        ("company", "all"): 140.0, ("region", "north"): 100.0, ("region", "south"): 40.0,
+        ("team", "n1"): 100.0, ("team", "s1"): 40.0, ("rep", "ana"): 100.0,
+        ("rep", "ben"): 40.0}
+    assert frame.loc[("company", "all"), "actual_2024Q1"] == 12.0
+    monthly = template_frame(load_tables(data), "2024-04")
+    assert [c for c in monthly.columns if c.startswith("actual_")] == ["actual_2024-03",
+                                                                       "actual_2023-04"]

@@ -3,7 +3,7 @@
 ``quotacast targets template --period 2018Q1 --out targets.csv`` writes the targets table's
 columns (``period, level, key, amount``) for the company, every region, team and rep, with
 ``amount`` empty to fill, and beside it what each node sold in the period before and (when the
-data reaches back that far) in the same period a year before, as ``actual_<period>`` columns.
+data has revenue that far back) in the same period a year before, as ``actual_<period>`` columns.
 The filled file is a valid ``targets`` table as it is: extra columns are tolerated (read, never
 used). Rows left without an amount must be deleted (a blank amount is a missing value).
 """
@@ -55,16 +55,19 @@ def _shifted(period: str, months: int) -> str:
 
 def template_frame(tables: Tables, period: str) -> pd.DataFrame:
     """``period, level, key, amount`` (empty) for every node, then ``actual_<period>`` of the
-    period before and, when the data covers it, of the same period a year before."""
+    period before and, when the data has revenue then, of the same period a year before."""
     start, _ = period_bounds(period)
     months = 3 if "Q" in period else 1 if "-" in period else 12
     earliest = first_day(tables)
     frame: pd.DataFrame | None = None
-    for before in dict.fromkeys((_shifted(period, months), _shifted(period, 12))):
+    last, year_ago = _shifted(period, months), _shifted(period, 12)
+    for before in dict.fromkeys((last, year_ago)):
         since, until = period_bounds(before)
         if until <= earliest:
             continue
         actuals = node_actuals(tables, since, until)
+        if before != last and not actuals[AMOUNT].any():
+            continue  # the data has no revenue a year before: no column of zeros
         if frame is None:
             frame = actuals[[LEVEL, KEY]].copy()
             frame.insert(0, PERIOD, period)

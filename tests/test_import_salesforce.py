@@ -223,3 +223,25 @@ def test_deleted_records_and_owners_without_a_role(tmp_path: Path) -> None:
     org = frames[ORG].set_index(REP)
     assert org.loc["Integration User", TEAM] == org.loc["Integration User", REGION] == "(no role)"
     assert frames[OPPORTUNITIES][OWNER].iloc[0] == "Integration User"
+
+
+@pytest.mark.shared_data
+def test_the_whole_pipeline_as_a_salesforce_export(shared_data: Path, tmp_path: Path) -> None:
+    """All 8,800 deals, converted by make_salesforce.py: every owner/quarter/status amount of the
+    source comes back, and the result validates."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_salesforce",
+                                                  FIXTURE / "make_salesforce.py")
+    assert spec is not None and spec.loader is not None
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    assert maker.SHARED.parent == shared_data
+    maker.main(1, tmp_path / "export")
+    frames = import_dataset("salesforce", tmp_path / "export").frames
+    _, problems = validate_tables(frames)
+    assert not problems
+    truth = import_dataset("crm-sales", tmp_path / "export" / "source").frames[OPPORTUNITIES]
+    got = _by_owner_quarter(frames[OPPORTUNITIES])
+    assert len(got) == 356
+    pd.testing.assert_series_equal(got, _by_owner_quarter(truth))

@@ -250,6 +250,10 @@ def test_users_without_parent_teams_and_unknown_owners() -> None:
     assert org.loc["Ann Lee", TEAM] == "East"
     assert org.loc["Ann Lee", REGION] == "East"
     assert org.loc["Bo Ng", TEAM] == "(no team)"
+    by_email = hubspot_tables(_small(**{"Deal owner": ["ANN@example.com", "Bo Ng", ""]}),
+                              users=users)
+    assert list(by_email.frames[OPPORTUNITIES][OWNER]) == ["Ann Lee", "Bo Ng", "(no owner)"]
+    assert any("name their owner by email" in n for n in by_email.notes)
     assert any("not in the users export" in n for n in result.notes)
     _, problems = validate_tables(result.frames)
     assert problems == []

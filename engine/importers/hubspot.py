@@ -510,6 +510,33 @@ def hubspot_customers(companies: pd.DataFrame | None, opportunities: pd.DataFram
     return frame.reset_index(drop=True), notes
 
 
+def _user_names(users: pd.DataFrame) -> pd.Series:
+    """``First Name`` + ``Last Name`` (or ``Name``), else the email."""
+    if _Hs.FIRST in users.columns and _Hs.LAST in users.columns:
+        name = (users[_Hs.FIRST].fillna("").str.strip() + " "
+                + users[_Hs.LAST].fillna("").str.strip()).str.strip()
+    elif _Hs.FULL in users.columns:
+        name = users[_Hs.FULL].fillna("").str.strip()
+    else:
+        raise ValueError("users export lacks First Name and Last Name (or Name); found "
+                         f"{', '.join(users.columns)}")
+    name = name.mask(name == "")
+    if _Hs.EMAIL in users.columns:
+        name = name.fillna(users[_Hs.EMAIL].str.strip())
+    return name
+
+
+def _names_by_email(users: pd.DataFrame | None) -> pd.Series:
+    """lower-case email -> the user's name (deal owners are sometimes written as emails)."""
+    if users is None or _Hs.EMAIL not in users.columns:
+        return pd.Series(dtype=object)
+    names = _user_names(users)
+    email = users[_Hs.EMAIL].str.strip().str.lower()
+    keep = email.notna() & names.notna()
+    return pd.Series(names[keep].to_numpy(), index=email[keep].to_numpy()).groupby(
+        level=0).first()
+
+
 def hubspot_org(users: pd.DataFrame | None, teams: pd.DataFrame | None,
                 owners: pd.Series) -> tuple[pd.DataFrame | None, list[str]]:
     """rep > team > region from the users export's teams and the teams' parent teams."""
@@ -517,17 +544,7 @@ def hubspot_org(users: pd.DataFrame | None, teams: pd.DataFrame | None,
         return None, ["no hierarchy available: no users export beside the deals (First Name, "
                       "Last Name, Teams), so no org table; feasibility works at company and "
                       "rep level only"]
-    if _Hs.FIRST in users.columns and _Hs.LAST in users.columns:
-        name = (users[_Hs.FIRST].fillna("").str.strip() + " "
-                + users[_Hs.LAST].fillna("").str.strip()).str.strip()
-    elif _Hs.FULL in users.columns:
-        name = users[_Hs.FULL].str.strip()
-    else:
-        raise ValueError("users export lacks First Name and Last Name (or Name); found "
-                         f"{', '.join(users.columns)}")
-    name = name.mask(name == "")
-    if _Hs.EMAIL in users.columns:
-        name = name.fillna(users[_Hs.EMAIL].str.strip())
+    name = _user_names(users)
     team_column = _column(users, _Hs.TEAMS)
     if team_column is None:
         team = pd.Series(None, index=users.index, dtype=object)
@@ -602,6 +619,13 @@ def hubspot_tables(deals: pd.DataFrame, companies: pd.DataFrame | None = None,
     notes = [f"read {', '.join(read)} (HubSpot export)"]
     opportunities, opp_notes = hubspot_opportunities(deals, companies, _Options.of(options))
     notes += opp_notes
+    by_email = _names_by_email(users)
+    emails = opportunities[OWNER].str.lower().isin(list(by_email.index))
+    if emails.any():
+        opportunities[OWNER] = opportunities[OWNER].where(
+            ~emails, opportunities[OWNER].str.lower().map(by_email))
+        notes.append(f"{plural(int(emails.sum()), 'deal')} name their owner by email: the "
+                     "user's name from the users export is used")
     frames = {OPPORTUNITIES: opportunities}
     history = hubspot_stage_history(deals, opportunities[OPPORTUNITY_ID].set_axis(deals.index))
     if history is None:

@@ -208,6 +208,9 @@ def test_closed_stages_are_configurable_and_flags_win() -> None:
                                       "Is Deal Closed?": ["true", "true", "false"]}))
     assert list(flagged.frames[OPPORTUNITIES][STATUS]) == ["won", "lost", "open"]
     assert any("status from 'Is Closed Won'" in n for n in flagged.notes)
+    lost = hubspot_tables(_small(**{"Is Closed Won": ["true", "false", "false"],
+                                   "Is closed lost": ["false", "true", "false"]}))
+    assert list(lost.frames[OPPORTUNITIES][STATUS]) == ["won", "lost", "open"]
 
 
 def test_closed_stage_names_from_the_options_file(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ each export may be CSV or XLSX (its first sheet):
 - the deals export (``hubspot-crm-exports-all-deals-<date>.csv``, or any ``*deals*.csv``):
   ``Record ID``, ``Deal Stage``, ``Amount``, ``Close Date``, ``Create Date``, ``Deal owner``,
   ``Pipeline``, ``Associated Company`` and/or ``Associated Company IDs``; optionally ``Deal
-  Name``, ``Is Closed Won`` and ``Is Deal Closed?`` (or ``Is closed``), and the
+  Name``, ``Is Closed Won`` and ``Is Deal Closed?`` (or ``Is closed lost``), and the
   ``Date entered "<stage> (<pipeline>)"`` / ``Date exited ...`` columns (quoted with ``"``,
   ``'`` or not at all), which become ``stage_history``;
 - the companies export (``*compan*.csv``, optional): ``Record ID``, ``Company name``, and
@@ -119,6 +119,7 @@ class _Hs:
     COMPANY_IDS = "Associated Company IDs"
     IS_WON = ("Is Closed Won",)
     IS_CLOSED = ("Is Deal Closed?", "Is closed", "Is Closed")
+    IS_LOST = ("Is closed lost", "Is Closed Lost")
     COMPANY_NAME = "Company name"
     INDUSTRY = "Industry"
     COUNTRY = "Country/Region"
@@ -130,7 +131,6 @@ class _Hs:
     TEAMS = ("Primary team", "Primary Team", "Teams", "Team", "Assigned teams")
     TEAM_NAME = "Team name"
     PARENT_TEAM = "Parent team name"
-    DEALS = "deals"
     REQUIRED: ClassVar[list[str]] = [ID, STAGE, AMOUNT, CLOSE, CREATE, OWNER]
 
 
@@ -292,6 +292,12 @@ def hubspot_status(deals: pd.DataFrame, stage: pd.Series, options: _Options
         status[closed_flag[1]] = STATUS_LOST
         status[won_flag[1]] = STATUS_WON
         return status, f"status from '{won_flag[0]}' and '{closed_flag[0]}'"
+    lost_flag = _flag(deals, _Hs.IS_LOST)
+    if won_flag is not None and lost_flag is not None:
+        status = pd.Series(STATUS_OPEN, index=deals.index)
+        status[lost_flag[1]] = STATUS_LOST
+        status[won_flag[1]] = STATUS_WON
+        return status, f"status from '{won_flag[0]}' and '{lost_flag[0]}'"
     name = stage.str.lower()
     status = pd.Series(STATUS_OPEN, index=deals.index)
     status[name.isin(options.lost)] = STATUS_LOST

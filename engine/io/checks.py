@@ -424,14 +424,14 @@ def _node_names(frames: dict[str, pd.DataFrame], level: str) -> set[object]:
     found: set[object] = set()
     if level in (LEVEL_REGION, LEVEL_TEAM, LEVEL_REP):
         if ORG in frames:
-            return set(frames[ORG][level].dropna())
+            return set(pd.unique(frames[ORG][level].dropna()))
         sources = {LEVEL_REP: ((OPPORTUNITIES, OWNER), (CUSTOMERS, ACCOUNT_MANAGER)),
                    LEVEL_REGION: ((CUSTOMERS, LEVEL_REGION),), LEVEL_TEAM: ()}[level]
     else:
         sources = ((ORDERS, level), (CUSTOMERS, level))
     for table, column in sources:
         if table in frames and column in frames[table].columns:
-            found |= set(frames[table][column].dropna())
+            found.update(pd.unique(frames[table][column].dropna()))
     return found
 
 

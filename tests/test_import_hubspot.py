@@ -176,6 +176,27 @@ def test_xlsx_export_imports_like_the_csv_one(tmp_path: Path,
         pd.testing.assert_frame_equal(frames[table], imported[table], check_dtype=False)
 
 
+@pytest.mark.shared_data
+def test_the_whole_pipeline_as_a_hubspot_export(shared_data: Path, tmp_path: Path) -> None:
+    """All 8,800 deals through make_hubspot.py: every owner/quarter/status amount matches."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_hubspot", HERE / "make_hubspot.py")
+    assert spec is not None and spec.loader is not None
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    assert maker.SHARED.parent == shared_data
+    maker.write_source(None, tmp_path)
+    maker.write_export(tmp_path)
+    ours = import_dataset("hubspot", tmp_path / "export").frames
+    theirs = import_dataset("crm-sales", shared_data / "crm-sales-opportunities").frames
+    assert len(ours[OPPORTUNITIES]) == 8800
+    ours_sums = _by_owner_quarter(ours[OPPORTUNITIES])
+    assert len(ours_sums) == 356
+    pd.testing.assert_series_equal(ours_sums, _by_owner_quarter(theirs[OPPORTUNITIES]))
+    assert len(ours[STAGE_HISTORY]) == 23811
+
+
 # --- the export's variants, on small frames ---------------------------------------------------
 
 def _small(**extra: list[str]) -> pd.DataFrame:

@@ -40,7 +40,7 @@ def test_import_parquet_format(tmp_path: Path) -> None:
 
 def test_import_unknown_kind_or_missing_source_is_a_usage_error(tmp_path: Path) -> None:
     out = tmp_path / "data"
-    unknown = runner.invoke(app, ["import", "salesforce", str(tmp_path), "--out", str(out)])
+    unknown = runner.invoke(app, ["import", "pipedrive", str(tmp_path), "--out", str(out)])
     assert unknown.exit_code == 2 and "unknown kind" in unknown.stderr
     missing = runner.invoke(app, ["import", "superstore", str(tmp_path / "x"), "--out", str(out)])
     assert missing.exit_code == 2

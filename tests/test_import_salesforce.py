@@ -106,19 +106,24 @@ def test_hierarchy_comes_from_the_role_tree(imported: dict[str, pd.DataFrame]) -
 def test_stage_history_is_carried_over(imported: dict[str, pd.DataFrame]) -> None:
     history, opps = imported[STAGE_HISTORY], imported[OPPORTUNITIES]
     closed = opps[STATUS] != "open"
-    # One row per stage entered: the first stage, then Won/Lost for closed deals; the close
-    # date pushes (same stage) add none.
-    assert len(history) == len(opps) + int(closed.sum()) == 524
-    last = history.groupby(OPPORTUNITY_ID).tail(1).set_index(OPPORTUNITY_ID)[STAGE]
-    assert (last.reindex(opps[OPPORTUNITY_ID]).to_numpy() == opps[STAGE].to_numpy()).all()
-    first = history.groupby(OPPORTUNITY_ID).head(1)[STAGE]
-    assert set(first) == {"Prospecting", "Engaging"}
-    # Open deals whose close date was pushed keep the first one as original_close_date.
+    by_deal = history.groupby(OPPORTUNITY_ID)
+    # One run per stage entered: the first stage, then Won/Lost for closed deals.
+    entered = history[STAGE].ne(by_deal[STAGE].shift())
+    assert int(entered.sum()) == len(opps) + int(closed.sum()) == 524
+    last = by_deal.tail(1).set_index(OPPORTUNITY_ID)
+    assert (last[STAGE].reindex(opps[OPPORTUNITY_ID]).to_numpy() == opps[STAGE].to_numpy()).all()
+    assert (last[CLOSE_DATE].reindex(opps[OPPORTUNITY_ID]).to_numpy()
+            == opps[CLOSE_DATE].to_numpy()).all()
+    assert set(by_deal.head(1)[STAGE]) == {"Prospecting", "Engaging"}
+    # Open deals whose close date was pushed 4 weeks out: a row of its own (same stage, new
+    # close_date), and the first close date as original_close_date.
     open_ = opps[~closed]
     pushed = open_[ORIGINAL_CLOSE_DATE] != open_[CLOSE_DATE]
-    assert pushed.sum() > 0
+    assert int(pushed.sum()) == int((~entered).sum()) == 11
     assert ((open_.loc[pushed, CLOSE_DATE] - open_.loc[pushed, ORIGINAL_CLOSE_DATE]).dt.days
             == 28).all()
+    moves = history[~entered]
+    assert set(moves[OPPORTUNITY_ID]) == set(open_.loc[pushed, OPPORTUNITY_ID])
 
 
 def test_field_history_gives_the_same_stage_history(
@@ -143,9 +148,10 @@ def test_field_history_gives_the_same_stage_history(
     frames = import_dataset("salesforce", src).frames
     _, problems = validate_tables(frames)
     assert not problems
-    got = frames[STAGE_HISTORY].sort_values([OPPORTUNITY_ID, "entered_at"]).reset_index(drop=True)
-    want = imported[STAGE_HISTORY].sort_values([OPPORTUNITY_ID, "entered_at"])
-    assert got[[OPPORTUNITY_ID, STAGE]].equals(want[[OPPORTUNITY_ID, STAGE]].reset_index(drop=True))
+    columns = [OPPORTUNITY_ID, STAGE, CLOSE_DATE]
+    got = frames[STAGE_HISTORY].sort_values([OPPORTUNITY_ID, "entered_at"])[columns]
+    want = imported[STAGE_HISTORY].sort_values([OPPORTUNITY_ID, "entered_at"])[columns]
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
     opened = frames[OPPORTUNITIES][STATUS] == "open"
     pd.testing.assert_series_equal(frames[OPPORTUNITIES].loc[opened, ORIGINAL_CLOSE_DATE],
                                    imported[OPPORTUNITIES].loc[opened, ORIGINAL_CLOSE_DATE])
@@ -195,7 +201,7 @@ def test_import_then_feasibility_in_two_commands(tmp_path: Path,
     assert result.exit_code == 0, result.output
     tables = load_tables(tmp_path / "d")
     assert len(tables[OPPORTUNITIES]) == 294
-    assert len(tables[STAGE_HISTORY]) == 524
+    assert len(tables[STAGE_HISTORY]) == 535
     result = runner.invoke(app, ["feasibility", "--data", "d"])
     assert result.exit_code == 0, result.output
 

@@ -362,77 +362,103 @@ def sf_opportunities(opp: pd.DataFrame, user_name: pd.Series, account_name: pd.S
 
 def sf_stage_history(frames: dict[str, pd.DataFrame], opps: pd.DataFrame
                      ) -> tuple[pd.DataFrame | None, pd.Series, list[str]]:
-    """Stage changes from OpportunityHistory (preferred) or OpportunityFieldHistory.
+    """Stage and close-date changes from OpportunityHistory (preferred) or
+    OpportunityFieldHistory.
 
-    Returns the stage_history rows (one per stage entered: consecutive rows in the same stage,
-    e.g. an amount change, collapse into one), the first close date on record per opportunity
-    id, and notes; no rows (``None``) without either file.
+    Returns the stage_history rows: one per change of stage or of expected close date, each
+    with the stage and the close date in effect from then on (``close_date``: what lets close
+    date slips be measured; a row that changed neither, e.g. an amount change, is left out);
+    the first close date on record per opportunity id; and notes. No rows (``None``) without
+    either file.
     """
     known = opps[OPPORTUNITY_ID]
-    created = pd.Series(opps[CREATED_AT].to_numpy(), index=known)
     if HISTORY in frames:
         src = frames[HISTORY]
-        rows = pd.DataFrame({
+        events = pd.DataFrame({
             OPPORTUNITY_ID: id15(src["OpportunityId"]),
             STAGE: src["StageName"].str.strip(),
             ENTERED_AT: _when(src["CreatedDate"], f"{HISTORY}: CreatedDate"),
+            CLOSE_DATE: (_when(src["CloseDate"], f"{HISTORY}: CloseDate").dt.normalize()
+                         if "CloseDate" in src.columns else pd.NaT),
         })
-        close = (_when(src["CloseDate"], f"{HISTORY}: CloseDate")
-                 if "CloseDate" in src.columns else pd.Series(pd.NaT, index=src.index))
-        closes = pd.DataFrame({OPPORTUNITY_ID: rows[OPPORTUNITY_ID], "at": rows[ENTERED_AT],
-                               "close": close, "old": pd.NaT})
         what = f"{HISTORY} (a row per change of stage, amount or close date)"
     elif FIELD_HISTORY in frames:
-        src = frames[FIELD_HISTORY]
-        opp_id = id15(src["OpportunityId"])
-        at = _when(src["CreatedDate"], f"{FIELD_HISTORY}: CreatedDate")
-        field = src["Field"].str.strip()
-        is_stage = field.eq("StageName")
-        changes = pd.DataFrame({OPPORTUNITY_ID: opp_id[is_stage],
-                                STAGE: src.loc[is_stage, "NewValue"].str.strip(),
-                                ENTERED_AT: at[is_stage]})
-        # The stage a deal was created in is the old value of its first change.
-        first = (pd.DataFrame({OPPORTUNITY_ID: opp_id[is_stage], "at": at[is_stage],
-                               STAGE: src.loc[is_stage, "OldValue"].str.strip()})
-                 .sort_values("at", kind="stable").drop_duplicates(OPPORTUNITY_ID))
-        initial = pd.DataFrame({OPPORTUNITY_ID: first[OPPORTUNITY_ID], STAGE: first[STAGE],
-                                ENTERED_AT: first[OPPORTUNITY_ID].map(created)})
-        rows = pd.concat([initial, changes], ignore_index=True)
-        is_close = field.eq("CloseDate")
-        closes = pd.DataFrame({
-            OPPORTUNITY_ID: opp_id[is_close], "at": at[is_close],
-            "close": _when(src.loc[is_close, "NewValue"], f"{FIELD_HISTORY}: NewValue"),
-            "old": _when(src.loc[is_close, "OldValue"], f"{FIELD_HISTORY}: OldValue")})
+        events = _field_events(frames[FIELD_HISTORY], opps)
         what = f"{FIELD_HISTORY} (rows with Field StageName and CloseDate)"
     else:
         return None, pd.Series(dtype="datetime64[ns]"), [
             "no OpportunityHistory or OpportunityFieldHistory file: no stage_history"]
     notes: list[str] = []
-    orphan = ~rows[OPPORTUNITY_ID].isin(known)
+    orphan = ~events[OPPORTUNITY_ID].isin(known)
     if orphan.any():
         notes.append(f"stage_history: dropped {plural(int(orphan.sum()), 'row')} of "
                      f"opportunities not in {OPPORTUNITY}")
-    rows = rows.loc[~orphan].sort_values([OPPORTUNITY_ID, ENTERED_AT], kind="stable")
-    same = rows[STAGE].eq(rows.groupby(OPPORTUNITY_ID)[STAGE].shift())
-    rows = rows.loc[~same]
+    rows = events.loc[~orphan].sort_values([OPPORTUNITY_ID, ENTERED_AT], kind="stable")
+    by_deal = rows.groupby(OPPORTUNITY_ID, sort=False)
+    rows = rows.assign(**{STAGE: by_deal[STAGE].ffill(), CLOSE_DATE: by_deal[CLOSE_DATE].ffill()})
+    # Changes saved together (stage and close date in one edit) are one row: the state after it.
+    rows = rows.drop_duplicates([OPPORTUNITY_ID, ENTERED_AT], keep="last")
+    by_deal = rows.groupby(OPPORTUNITY_ID, sort=False)
+    unchanged = (rows[STAGE].eq(by_deal[STAGE].shift())
+                 & rows[CLOSE_DATE].eq(by_deal[CLOSE_DATE].shift()))
+    rows = rows.loc[~unchanged & rows[STAGE].notna()]
     missing = ~known.isin(rows[OPPORTUNITY_ID])
     if missing.any():
         notes.append(f"{plural(int(missing.sum()), 'opportunity')} without history: their "
                      "current stage entered on their created date")
         rows = pd.concat([rows, pd.DataFrame({OPPORTUNITY_ID: known[missing],
                                               STAGE: opps.loc[missing, STAGE],
-                                              ENTERED_AT: opps.loc[missing, CREATED_AT]})],
+                                              ENTERED_AT: opps.loc[missing, CREATED_AT],
+                                              CLOSE_DATE: opps.loc[missing, CLOSE_DATE]})],
                          ignore_index=True)
-    rows = rows.sort_values([OPPORTUNITY_ID, ENTERED_AT], kind="stable")
-    closes = closes[closes[OPPORTUNITY_ID].isin(known)].sort_values("at", kind="stable")
-    first_close = closes.drop_duplicates(OPPORTUNITY_ID).set_index(OPPORTUNITY_ID)
-    original = first_close["old"].fillna(first_close["close"]).dropna().dt.normalize()
+    rows = rows.sort_values([OPPORTUNITY_ID, ENTERED_AT], kind="stable").reset_index(drop=True)
+    original = rows.dropna(subset=[CLOSE_DATE]).drop_duplicates(OPPORTUNITY_ID).set_index(
+        OPPORTUNITY_ID)[CLOSE_DATE]
     current = pd.Series(opps[CLOSE_DATE].to_numpy(), index=known)
     moved = int((original != current.reindex(original.index)).sum())
-    notes.append(f"stage_history: {len(rows):,} stages entered, from {what}; "
-                 f"original_close_date = the first close date on record ({moved:,} deals "
-                 "closed or expected on another date since)")
-    return rows[[OPPORTUNITY_ID, STAGE, ENTERED_AT]].reset_index(drop=True), original, notes
+    stages = int(rows[STAGE].ne(rows.groupby(OPPORTUNITY_ID)[STAGE].shift()).sum())
+    notes.append(f"stage_history: {len(rows):,} rows ({stages:,} stages entered, the rest close "
+                 f"date moves), from {what}; close_date = the expected close recorded at each "
+                 "change; original_close_date = the first close date on record "
+                 f"({moved:,} deals closed or expected on another date since)")
+    return rows[[OPPORTUNITY_ID, STAGE, ENTERED_AT, CLOSE_DATE]], original, notes
+
+
+def _field_events(src: pd.DataFrame, opps: pd.DataFrame) -> pd.DataFrame:
+    """OpportunityFieldHistory rows -> events (stage or close date changed, the other empty),
+    plus each deal's state at creation: the old values of its first changes, else its current
+    values."""
+    opp_id = id15(src["OpportunityId"])
+    at = _when(src["CreatedDate"], f"{FIELD_HISTORY}: CreatedDate")
+    field = src["Field"].str.strip()
+    is_stage, is_close = field.eq("StageName"), field.eq("CloseDate")
+    stage_rows = pd.DataFrame({OPPORTUNITY_ID: opp_id[is_stage], ENTERED_AT: at[is_stage],
+                               "old": src.loc[is_stage, "OldValue"].str.strip(),
+                               "new": src.loc[is_stage, "NewValue"].str.strip()})
+    close_rows = pd.DataFrame({
+        OPPORTUNITY_ID: opp_id[is_close], ENTERED_AT: at[is_close],
+        "old": _when(src.loc[is_close, "OldValue"], f"{FIELD_HISTORY}: OldValue").dt.normalize(),
+        "new": _when(src.loc[is_close, "NewValue"], f"{FIELD_HISTORY}: NewValue").dt.normalize(),
+    })
+
+    def first_old(rows: pd.DataFrame) -> pd.Series:
+        first = rows.sort_values(ENTERED_AT, kind="stable").drop_duplicates(OPPORTUNITY_ID)
+        return pd.Series(first["old"].to_numpy(), index=first[OPPORTUNITY_ID])
+
+    ids = opps[OPPORTUNITY_ID]
+    initial = pd.DataFrame({
+        OPPORTUNITY_ID: ids,
+        STAGE: ids.map(first_old(stage_rows)).fillna(opps[STAGE]),
+        ENTERED_AT: opps[CREATED_AT],
+        CLOSE_DATE: ids.map(first_old(close_rows)).fillna(opps[CLOSE_DATE]),
+    })
+    return pd.concat([
+        initial,
+        pd.DataFrame({OPPORTUNITY_ID: stage_rows[OPPORTUNITY_ID], STAGE: stage_rows["new"],
+                      ENTERED_AT: stage_rows[ENTERED_AT], CLOSE_DATE: pd.NaT}),
+        pd.DataFrame({OPPORTUNITY_ID: close_rows[OPPORTUNITY_ID], STAGE: None,
+                      ENTERED_AT: close_rows[ENTERED_AT], CLOSE_DATE: close_rows["new"]}),
+    ], ignore_index=True)
 
 
 def sf_org(users: pd.DataFrame, roles: pd.DataFrame | None, user_name: pd.Series,

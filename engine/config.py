@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "SetupError", "get_settings"]
+__all__ = [
+    "DEFAULT_WORKSPACE",
+    "Settings",
+    "SetupError",
+    "get_settings",
+    "sanitize_workspace",
+    "workspace_for",
+]
 
 
 class SetupError(Exception):
@@ -30,6 +39,10 @@ class Settings(BaseSettings):
         warnings_webhook_url: where warning notifications are POSTed (besides the rule file's
             receivers).
         warnings_notify_file: a JSON-lines file that receives every warning notification.
+        workspace: the workspace (models, alerts, silences, outbox and API keys of one data
+            source); unset, it is derived from the data path (:func:`workspace_for`).
+        default_workspace: the workspace that owns the models and alert rows of before
+            workspaces (unset: the workspace of the ``data`` setting, ``demo-data`` by default).
     """
 
     model_config = SettingsConfigDict(
@@ -43,10 +56,55 @@ class Settings(BaseSettings):
     n_jobs: int = 2
     warnings_webhook_url: str | None = None
     warnings_notify_file: str | None = None
+    workspace: str | None = None
+    default_workspace: str | None = None
 
     @property
     def data_path(self) -> Path:
         return Path(self.data)
+
+    def workspace_of(self, data: str | None = None) -> str:
+        """The workspace of a command on ``data`` (default: the ``data`` setting): the
+        ``workspace`` setting when given, else derived from the data path."""
+        if self.workspace:
+            return sanitize_workspace(self.workspace)
+        return workspace_for(data if data is not None else self.data)
+
+    def owns_unscoped(self, workspace: str) -> bool:
+        """Whether ``workspace`` is the default one, which keeps the models and alert rows
+        stored before workspaces existed."""
+        default = self.default_workspace or workspace_for(self.data)
+        return sanitize_workspace(default) == workspace
+
+
+DEFAULT_WORKSPACE = "default"
+
+
+def sanitize_workspace(name: str) -> str:
+    """A workspace name usable in registered model names and SQL rows: lower case letters,
+    digits, ``-`` and ``_`` (anything else becomes ``-``); ``default`` when nothing is left."""
+    cleaned = re.sub(r"[^a-z0-9_-]+", "-", name.strip().lower()).strip("-_")
+    return cleaned[:60] or DEFAULT_WORKSPACE
+
+
+def workspace_for(data: str) -> str:
+    """The default workspace of a data source: the data directory's name (``demo-data`` ->
+    ``demo-data``), or the database's name of a SQL URL (``sqlite:///crm.db`` -> ``crm``)."""
+    text = str(data).strip()
+    if "://" in text:
+        tail = text.split("://", 1)[1].split("?", 1)[0].rstrip("/")
+        name = tail.rsplit("/", 1)[-1]
+        name = Path(name).stem if name.endswith((".db", ".sqlite", ".sqlite3")) else name
+        return sanitize_workspace(name)
+    path = Path(text).expanduser()
+    with contextlib.suppress(OSError):
+        path = path.resolve()
+    name = path.name
+    for suffix in (".csv.gz", ".csv", ".parquet", ".db", ".sqlite"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return sanitize_workspace(name)
 
 
 def get_settings() -> Settings:

@@ -53,9 +53,23 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root(ctx: typer.Context) -> None:
+def _root(
+    ctx: typer.Context,
+    workspace: Annotated[
+        str | None,
+        typer.Option("--workspace", "-w", metavar="NAME",
+                     help="The workspace: the models, alerts, silences and API keys of one data "
+                          "source (default: QUOTACAST_WORKSPACE, else the data directory's "
+                          "name)."),
+    ] = None,
+) -> None:
     """Read the settings once, at the entry point."""
-    ctx.obj = get_settings()
+    settings = get_settings()
+    if workspace is not None:
+        if not workspace.strip():
+            raise typer.BadParameter("expected a name", param_hint="--workspace")
+        settings.workspace = workspace
+    ctx.obj = settings
 
 
 # --- commands -------------------------------------------------------------------------------

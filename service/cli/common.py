@@ -41,6 +41,7 @@ __all__ = [
     "read_data",
     "settings_of",
     "usage_error",
+    "workspace_of",
     "writing",
 ]
 
@@ -195,5 +196,16 @@ AsOfOpt = Annotated[
 
 
 def data_source(ctx: typer.Context, data: str | None) -> str:
-    """``--data`` if given, else the ``QUOTACAST_DATA`` setting."""
-    return data if data is not None else settings_of(ctx).data
+    """``--data`` if given, else the ``QUOTACAST_DATA`` setting (remembered as the command's
+    data source, whose name gives the default workspace)."""
+    source = data if data is not None else settings_of(ctx).data
+    ctx.find_root().meta["quotacast.data"] = source
+    return source
+
+
+def workspace_of(ctx: typer.Context, data: str | None = None) -> str:
+    """The workspace of this command: ``--workspace``/``QUOTACAST_WORKSPACE``, else derived
+    from its data source (``data``, the one :func:`data_source` resolved, else the setting)."""
+    if data is None:
+        data = ctx.find_root().meta.get("quotacast.data")
+    return settings_of(ctx).workspace_of(data)

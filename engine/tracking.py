@@ -4,6 +4,14 @@ Every quotacast model is logged as a pyfunc wrapping a plain Python estimator (a
 ``predict_frame(frame) -> DataFrame | ndarray`` method), so the ``models/`` package stays free
 of MLflow and a churn model's pyfunc returns probabilities, not class labels.
 
+Workspaces: the registry is shared, the models are not. :func:`configure` takes the workspace
+(one data source's models); a model of kind ``churn`` is then registered as
+``quotacast-<workspace>-churn``, tagged ``quotacast.workspace`` and ``quotacast.kind``, and only
+that name is ever read, so a champion is used only on the workspace it was trained for. The
+default workspace (and library use without a workspace) keeps the unscoped names of before
+workspaces, ``quotacast-<kind>``: existing registries keep working unchanged, and no other
+workspace ever reads them. :func:`adopt_unscoped` moves them into a named workspace instead.
+
 Registry conventions: models are registered as ``quotacast-<kind>``; a fresh training run's
 version gets the alias ``challenger``; ``champion`` moves only through :func:`promote`, which
 compares the challenger with the champion *on the challenger's holdout*. The training pipeline
@@ -51,9 +59,12 @@ __all__ = [
     "RegisteredRun",
     "RegistryMissingError",
     "RegistryUnavailableError",
+    "adopt_unscoped",
+    "base_name",
     "beats",
     "beats_baseline",
     "configure",
+    "current_workspace",
     "load_champion",
     "log_and_register",
     "missing_registry",
@@ -61,6 +72,7 @@ __all__ = [
     "promote",
     "registry_problem",
     "registry_reachable",
+    "use_workspace",
 ]
 
 CHAMPION = "champion"
@@ -77,6 +89,14 @@ TAG_CHAMPION_VALUE = "quotacast.champion_metric_value"
 # registered (the evidence is worth keeping) but never promoted, not even as the first champion.
 TAG_BASELINE = "quotacast.baseline"
 TAG_BASELINE_VALUE = "quotacast.baseline_metric_value"
+# Tags on a registered model: whose it is.
+TAG_WORKSPACE = "quotacast.workspace"
+TAG_KIND = "quotacast.kind"
+
+# The workspace the registry is read and written for (None: the unscoped names), and whether
+# it is the default workspace, whose models keep the unscoped names of before workspaces.
+_workspace: str | None = None
+_adopt_unscoped = False
 
 
 class FramePredictor(Protocol):
@@ -192,9 +212,41 @@ class LoadedModel:
     holdout: str = ""
 
 
-def model_name(kind: str) -> str:
-    """The registered model name of a quotacast model kind (``churn`` -> ``quotacast-churn``)."""
+def current_workspace() -> str | None:
+    """The workspace :func:`configure` was given (None: unscoped names)."""
+    return _workspace
+
+
+def base_name(kind: str) -> str:
+    """The unscoped name of a model kind (``churn`` -> ``quotacast-churn``)."""
     return kind if kind.startswith(_PREFIX) else f"{_PREFIX}{kind}"
+
+
+def model_name(kind: str, workspace: str | None = None) -> str:
+    """The registered model name of a quotacast model kind in ``workspace`` (default: the
+    configured one): ``churn`` -> ``quotacast-<workspace>-churn``, or ``quotacast-churn``
+    without a workspace."""
+    if kind.startswith(_PREFIX):
+        return kind
+    if workspace is None:
+        workspace = None if _adopt_unscoped else _workspace
+    return f"{_PREFIX}{workspace}-{kind}" if workspace else f"{_PREFIX}{kind}"
+
+
+def _in_workspace() -> str:
+    """`` in workspace W`` for messages (empty without a workspace)."""
+    return f" in workspace {_workspace}" if _workspace else ""
+
+
+def _train_hint(kind: str) -> str:
+    """The command's first word (the workspace is named by :func:`_data_hint`)."""
+    return "quotacast "
+
+
+def _data_hint() -> str:
+    """Where the training command must run: on the workspace's data, or naming it."""
+    return (f" (on the data of workspace {_workspace}: `--data` of that data, or the global "
+            f"`--workspace {_workspace}`)") if _workspace else ""
 
 
 def _command_args(kind: str) -> str:
@@ -215,8 +267,22 @@ def _artifact_root(tracking_uri: str) -> str | None:
     return (db.parent / "mlruns").as_uri()
 
 
-def configure(tracking_uri: str) -> None:
-    """Point MLflow's tracking store and model registry at ``tracking_uri``."""
+def use_workspace(workspace: str | None, adopt_unscoped: bool = False) -> None:
+    """Read and register the models of ``workspace`` (None: the unscoped names).
+
+    ``adopt_unscoped``: ``workspace`` is the default one, whose models keep the unscoped names
+    of before workspaces (``quotacast-<kind>``, tagged with the workspace when trained now).
+    """
+    global _workspace, _adopt_unscoped
+    _workspace = workspace or None
+    _adopt_unscoped = bool(adopt_unscoped and _workspace)
+
+
+def configure(tracking_uri: str, workspace: str | None = None,
+              adopt_unscoped: bool = False) -> None:
+    """Point MLflow's tracking store and model registry at ``tracking_uri``, for the models of
+    ``workspace`` (see :func:`use_workspace`)."""
+    use_workspace(workspace, adopt_unscoped)
     if tracking_uri.startswith(("http://", "https://")):
         # MLflow's default retries make a dead server take minutes to report; callers (the
         # service's readiness, the CLI) want an answer in seconds.
@@ -288,7 +354,13 @@ def log_and_register(
     name = model_name(kind)
     output = estimator.predict_frame(input_example)
     signature = infer_signature(input_example, output)
-    with mlflow.start_run(experiment_id=_experiment_id(kind), tags=dict(tags or {})) as run:
+    run_tags = dict(tags or {})
+    experiment = kind
+    if _workspace:
+        run_tags[TAG_WORKSPACE] = _workspace
+        if not _adopt_unscoped:
+            experiment = f"{_workspace}/{kind}"
+    with mlflow.start_run(experiment_id=_experiment_id(experiment), tags=run_tags) as run:
         mlflow.log_params({k: _param(v) for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         _log_files(artifacts or {})
@@ -315,6 +387,10 @@ def log_and_register(
         version_tags[TAG_CHAMPION_VERSION] = champion
         version_tags[TAG_CHAMPION_VALUE] = repr(float(champion_value))
     client = _client()
+    if _workspace:
+        version_tags[TAG_WORKSPACE] = _workspace
+        client.set_registered_model_tag(name, TAG_WORKSPACE, _workspace)
+        client.set_registered_model_tag(name, TAG_KIND, kind)
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHALLENGER, version)
@@ -402,15 +478,17 @@ def promote(kind: str, version: str | None = None, force: bool = False) -> Promo
     The comparison uses the champion's metric measured on the challenger's holdout, recorded at
     training time. ``force`` skips the gate.
     """
-    name = model_name(kind)
     absent = missing_registry()
     if absent is not None:
         raise _no_registry(absent, kind)
     client = _client()
+    name = model_name(kind)
     candidate = version or _alias_version(name, CHALLENGER)
     if candidate is None:
-        raise ChampionMissingError(f"no challenger for {name}: run `quotacast train "
-                                   f"{_command_args(kind)}` first")
+        raise ChampionMissingError(
+            f"no challenger for {base_name(kind)}{_in_workspace()}: run "
+            f"`{_train_hint(kind)}train {_command_args(kind)}` first{_data_hint()}"
+            + _unscoped_note(client, kind, CHALLENGER))
     try:
         tags = dict(client.get_model_version(name, candidate).tags)
     except MlflowException as exc:
@@ -446,16 +524,19 @@ def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
         ChampionMissingError: no version carries the alias (callers may fall back).
         RegistryUnavailableError: the registry did not answer (callers must not fall back).
     """
-    name = model_name(kind)
     absent = missing_registry()
     if absent is not None:
         raise _no_registry(absent, kind)
     client = _client()
+    name = model_name(kind)
     mv = _by_alias(client, name, alias)
     if mv is None:
+        hint = _train_hint(kind)
         raise ChampionMissingError(
-            f"no {alias} for {name} yet: run `quotacast train {_command_args(kind)}` then "
-            f"`quotacast promote {_command_args(kind)}`"
+            f"no {alias} for {base_name(kind)}{_in_workspace()} yet: run "
+            f"`{hint}train {_command_args(kind)}` then "
+            f"`{hint}promote {_command_args(kind)}`{_data_hint()}"
+            + _unscoped_note(client, kind, alias)
         )
     try:
         pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
@@ -466,6 +547,54 @@ def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
     metrics = dict(run.data.metrics) if run else {}
     holdout = (mv.tags or {}).get(TAG_HOLDOUT, "")
     return LoadedModel(estimator, name, str(mv.version), mv.run_id or "", metrics, holdout)
+
+
+def _unscoped_note(client: MlflowClient, kind: str, alias: str) -> str:
+    """When the default workspace's model (the unscoped name) has ``alias``: that it is not
+    used in this one."""
+    if not _workspace or _adopt_unscoped or kind.startswith(_PREFIX):
+        return ""
+    try:
+        old = _by_alias(client, base_name(kind), alias)
+    except RegistryUnavailableError:
+        return ""
+    if old is None:
+        return ""
+    return (f" (the {alias} {base_name(kind)} v{old.version} belongs to the default workspace, "
+            "that of QUOTACAST_DATA or QUOTACAST_DEFAULT_WORKSPACE, and is not used here)")
+
+
+def adopt_unscoped(workspace: str) -> list[tuple[str, str]]:
+    """Rename the unscoped models (``quotacast-<kind>``, registered before workspaces) into
+    ``workspace`` (``quotacast-<workspace>-<kind>``), aliases and versions included.
+
+    Returns:
+        the ``(old, new)`` names renamed; a name already taken in the workspace is left alone.
+    """
+    absent = missing_registry()
+    if absent is not None:
+        raise _no_registry(absent, "churn")
+    client = _client()
+    try:
+        found = client.search_registered_models(max_results=1000)
+    except _ASKING as exc:
+        raise _unavailable(exc) from exc
+    names = {m.name: dict(m.tags or {}) for m in found}
+    renamed = []
+    for name, tags in sorted(names.items()):
+        if not name.startswith(_PREFIX) or TAG_WORKSPACE in tags:
+            continue
+        kind = name.removeprefix(_PREFIX)
+        if not kind.startswith(("churn", "win", "forecast")):
+            continue  # a workspace's scoped name from an older spelling, or not ours
+        new = model_name(kind, workspace)
+        if new in names:
+            continue
+        client.rename_registered_model(name, new)
+        client.set_registered_model_tag(new, TAG_WORKSPACE, workspace)
+        client.set_registered_model_tag(new, TAG_KIND, kind)
+        renamed.append((name, new))
+    return renamed
 
 
 def load_pyfunc(kind: str, alias: str = CHAMPION) -> Any:

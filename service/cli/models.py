@@ -25,6 +25,7 @@ from service.cli.common import (
     read_data,
     settings_of,
     usage_error,
+    workspace_of,
 )
 from service.usecases.request import RequestError, resolve_level, resolve_period
 
@@ -49,7 +50,9 @@ HorizonOpt = Annotated[
 
 
 def use_tracking(ctx: typer.Context, trains: bool = False, requires: bool = False) -> None:
-    """Point MLflow at ``QUOTACAST_MLFLOW_TRACKING_URI`` (only commands that need it import it).
+    """Point MLflow at ``QUOTACAST_MLFLOW_TRACKING_URI`` (only commands that need it import it),
+    for the command's workspace (``--workspace``, else its data directory's name): the models of
+    one data source only.
 
     A registry that does not answer (a server down, a file that is not an MLflow database)
     stops the command with a plain error (exit 1): falling back to "no champion" would quietly
@@ -59,8 +62,10 @@ def use_tracking(ctx: typer.Context, trains: bool = False, requires: bool = Fals
     """
     from engine import tracking
 
-    uri = settings_of(ctx).mlflow_tracking_uri
-    tracking.configure(uri)
+    settings = settings_of(ctx)
+    space = workspace_of(ctx)
+    tracking.configure(settings.mlflow_tracking_uri, workspace=space,
+                       adopt_unscoped=settings.owns_unscoped(space))
     problem = tracking.registry_problem()
     if problem is not None:
         fail(problem.replace("did not answer", "does not answer", 1))
@@ -119,6 +124,9 @@ def promote(
                                       "forecaster (D, W, M or Q).")] = "M",
     level: Annotated[str | None, typer.Option("--level", help="forecast only: the level it "
                                               "was trained for (product, segment...).")] = None,
+    data: Annotated[str | None, typer.Option(
+        "--data", "-d", help="The data the model was trained on: its workspace's champion moves "
+        "(default: --workspace, QUOTACAST_WORKSPACE, else QUOTACAST_DATA).")] = None,
 ) -> None:
     """Move the champion alias to the challenger if it is at least as good on the same holdout."""
 
@@ -129,6 +137,8 @@ def promote(
         from service.usecases.forecast import forecast_kind
 
         kind = forecast_kind(_freq(freq), level)
+    if data is not None:
+        data_source(ctx, data)
     use_tracking(ctx, requires=True)
     decision = _promote_and_say(kind, version=version, force=force)
     if not decision.promoted and not decision.reason.endswith("already the champion"):
@@ -194,6 +204,19 @@ def _registered(result: Trained, as_json: bool) -> None:
     if as_json:
         summary = {"run_id": result.run_id, "version": result.version, **result.metrics}
         typer.echo(pd.Series(summary).to_json())
+
+
+def _no_champion_note(ctx: typer.Context, kind: str, notes: list[str]) -> None:
+    """Say when a command ran without ``kind``'s champion: which workspace had none, and how
+    to train one (a champion of another workspace is never used)."""
+    if any(note.startswith(f"{kind} model: champion") for note in notes):
+        return
+    space = workspace_of(ctx)
+    data = ctx.find_root().meta.get("quotacast.data", "DATA")
+    err.print(f"no {kind} champion in workspace {space} (champions of other data sources are "
+              f"never used): `quotacast train {kind} --data {data}` then "
+              f"`quotacast promote {kind} --data {data}` trains one",
+              markup=False, highlight=False, soft_wrap=True)
 
 
 def _notes(notes: list[str]) -> None:
@@ -280,6 +303,7 @@ def feasibility_cmd(
             all_nodes=all_nodes, progress=lambda message: status.update(message),
         )
     _notes(result.notes)
+    _no_champion_note(ctx, "win", result.notes)
     shown = ["level", "key", "target", "closed_to_date", "p_attain", "p10", "p50", "p90",
              "must_hit", "stretch"]
     if not result.frame.empty:

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from engine.config import workspace_for
 from engine.schemas import ACCOUNT_MANAGER
 from service.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, DataOpt, err, print_frame, settings_of
 from service.http.keys import KeyStore, Role, key_id_of
@@ -175,7 +176,9 @@ def serve(
 
     settings = settings_of(ctx)
     if data is not None:
-        settings = settings.model_copy(update={"data": data})
+        # The default workspace stays that of QUOTACAST_DATA, whatever --data serves.
+        default = settings.default_workspace or workspace_for(settings.data)
+        settings = settings.model_copy(update={"data": data, "default_workspace": default})
     why = unreadable(settings.data)
     if why is not None:
         err.print(f"Error: cannot serve {settings.data}: {why}", markup=False, highlight=False)
@@ -188,6 +191,7 @@ def serve(
     config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info")
     # After Config: it (re)configures uvicorn's loggers.
     logging.getLogger("uvicorn.access").addFilter(RedactKeys())
-    err.print(f"serving {settings.data} on http://{host}:{port} (dashboard at /, API docs at "
+    err.print(f"serving {settings.data} (workspace {settings.workspace_of()}) on "
+              f"http://{host}:{port} (dashboard at /, API docs at "
               "/docs)", markup=False, highlight=False)
     uvicorn.Server(config).run()

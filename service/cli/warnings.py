@@ -45,8 +45,9 @@ from engine.alerting.store import (
     Silence,
 )
 from engine.config import SetupError
+from engine.io import Tables
 from engine.periods import default_as_of
-from features.metrics import MetricContext, catalogue
+from features.metrics import ForecastFromAttainment, MetricContext, Providers, catalogue
 from features.metrics.alerting import METRIC_CATALOGUE, metric_source
 from rules import default_rules_path
 from service.cli.common import (
@@ -63,6 +64,7 @@ from service.cli.common import (
     print_frame,
     read_data,
     settings_of,
+    workspace_of,
 )
 from service.usecases.providers import model_providers
 
@@ -103,6 +105,32 @@ def _rules(path: Path | None) -> RuleFile:
         err.print(f"[red]{len(exc.problems)} problem(s) in the rule file; nothing was evaluated."
                   "[/red]")
         raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _workspace_providers(tracking_uri: str, workspace: str, adopt_unscoped: bool) -> Providers:
+    """The champions' metrics (:func:`model_providers`) of ``workspace`` only: the registry is
+    configured for it when a provider is first called, so rules that need no model never touch
+    MLflow."""
+    base = model_providers(None)
+    assert base.churn_scores is not None and base.attainment is not None
+
+    def configured() -> None:
+        from engine import tracking
+
+        tracking.configure(tracking_uri, workspace=workspace, adopt_unscoped=adopt_unscoped)
+
+    def churn_scores(tables: Tables, as_of: pd.Timestamp) -> pd.DataFrame:
+        configured()
+        assert base.churn_scores is not None
+        return base.churn_scores(tables, as_of)
+
+    def attainment(tables: Tables, period: str, as_of: pd.Timestamp) -> pd.DataFrame:
+        configured()
+        assert base.attainment is not None
+        return base.attainment(tables, period, as_of)
+
+    return Providers(churn_scores=churn_scores, attainment=attainment,
+                     period_forecast=ForecastFromAttainment(attainment))
 
 
 @contextmanager
@@ -335,7 +363,9 @@ def evaluate_command(
     when = parse_as_of(as_of)
     day = (when if when is not None else default_as_of(tables)).date()
     dates = _replay_dates(day, since, every)
-    providers = model_providers(settings.mlflow_tracking_uri)
+    space = workspace_of(ctx)
+    providers = _workspace_providers(settings.mlflow_tracking_uri, space,
+                                     settings.owns_unscoped(space))
     delivery: DeliveryReport | None = None
     with _store(ctx) as store:
         resumed = 0

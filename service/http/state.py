@@ -59,7 +59,10 @@ def build_state(settings: Settings, options: ServiceSettings,
                 metrics: RequestMetrics | None = None) -> AppState:
     """Open the stores, load the data and the champions."""
     bound_registry_calls()
-    tracking.configure(settings.mlflow_tracking_uri)
+    # The service serves the workspace of its data (or QUOTACAST_WORKSPACE): its champions only.
+    space = settings.workspace_of()
+    tracking.configure(settings.mlflow_tracking_uri, workspace=space,
+                       adopt_unscoped=settings.owns_unscoped(space))
     state = AppState(
         settings=settings,
         options=options,

@@ -44,6 +44,9 @@ def load_champions(served: Served, kinds: Iterable[str]) -> bool:
     """
     kinds = list(kinds)
     with served.models_lock:
+        # The champions of the workspace served only (its data's, or QUOTACAST_WORKSPACE).
+        space = served.settings.workspace_of()
+        tracking.use_workspace(space, served.settings.owns_unscoped(space))
         if not probe_registry(served, max_age=0):
             for kind in kinds:
                 held = served.models.get(kind)

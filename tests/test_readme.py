@@ -159,6 +159,8 @@ def adapt(words: list[str], company: Company) -> tuple[list[str], dict[str, str]
         new = word
         if word.startswith("../shared/data/"):
             new = str(SHARED_DATA / word.removeprefix("../shared/data/"))
+        elif word.startswith("tests/fixtures/"):  # the repository's own example exports
+            new = str(REPO / word)
         elif option == "--owner" and word not in company.managers:
             new = company.busiest_manager
         elif option == "--period" and word not in company.periods:

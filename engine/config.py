@@ -76,6 +76,16 @@ class Settings(BaseSettings):
         default = self.default_workspace or workspace_for(self.data)
         return sanitize_workspace(default) == workspace
 
+    def store_workspace(self) -> str:
+        """The workspace of the rows in the quotacast database (alerts, silences, outbox, API
+        keys): the named workspace (``workspace`` setting, ``--workspace``), or ``''``, the
+        shared default workspace that holds the rows of before workspaces, when none is named
+        (or the default one is)."""
+        if not self.workspace:
+            return ""
+        named = sanitize_workspace(self.workspace)
+        return "" if self.owns_unscoped(named) else named
+
 
 DEFAULT_WORKSPACE = "default"
 

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy import event
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    ORMExecuteState,
+    Session,
+    mapped_column,
+    sessionmaker,
+    with_loader_criteria,
+)
 from sqlalchemy.pool import StaticPool
 
 from engine.config import SetupError
@@ -28,6 +37,7 @@ __all__ = [
     "DatabaseMissingError",
     "DatabaseUnavailableError",
     "DatabaseUrlError",
+    "Workspaced",
     "create_engine",
     "describe_url",
     "driver_url",
@@ -64,6 +74,40 @@ class Base(DeclarativeBase):
     """Metadata of every quotacast table (JSON for dict and list columns)."""
 
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: sa.JSON, list[str]: sa.JSON}
+
+
+class Workspaced:
+    """A row of one workspace (one data source's alerts, silences, outbox and keys).
+
+    ``''`` is the default workspace: rows stored before workspaces existed have it, so existing
+    databases keep their state (:func:`open_database` adds the column to their tables). The
+    sessions of :func:`open_database` read and write one workspace's rows only.
+    """
+
+    workspace: Mapped[str] = mapped_column(sa.String(64), default="", server_default="",
+                                           index=True)
+
+
+class WorkspaceSession(Session):
+    """A session that sees and writes only the rows of ``info["workspace"]``."""
+
+
+@event.listens_for(WorkspaceSession, "do_orm_execute")
+def _only_the_workspace(state: ORMExecuteState) -> None:
+    if state.is_column_load or state.is_relationship_load:
+        return
+    if state.is_select or state.is_update or state.is_delete:
+        space = state.session.info.get("workspace", "")
+        state.statement = state.statement.options(with_loader_criteria(
+            Workspaced, lambda cls: cls.workspace == space, include_aliases=True))
+
+
+@event.listens_for(WorkspaceSession, "before_flush")
+def _into_the_workspace(session: Session, context: Any, instances: Any) -> None:
+    space = session.info.get("workspace", "")
+    for row in session.new:
+        if isinstance(row, Workspaced):
+            row.workspace = space
 
 
 def describe_url(url: str) -> str:
@@ -128,11 +172,41 @@ def missing_sqlite_file(url: str) -> Path | None:
     return None if path.exists() else path
 
 
-def open_database(url: str, tables: Iterable[type[Base]], *, must_exist: bool = False
-                  ) -> tuple[sa.Engine, sessionmaker[Session]]:
+def _add_workspace_column(engine: sa.Engine, names: list[str]) -> None:
+    """Tables made before workspaces get the ``workspace`` column (their rows: the default
+    workspace ``''``) and the unique constraints that include it: copied aside, recreated,
+    copied back, in one transaction."""
+    inspector = sa.inspect(engine)
+    existing = set(inspector.get_table_names())
+    for name in names:
+        table = Base.metadata.tables[name]
+        if name not in existing or "workspace" not in table.c:
+            continue
+        columns = [c["name"] for c in inspector.get_columns(name)]
+        if "workspace" in columns:
+            continue
+        kept = ", ".join(f'"{c}"' for c in columns if c in table.c)
+        aside = f"_before_workspaces_{name}"
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE TABLE "{aside}" AS SELECT * FROM "{name}"'))
+            conn.execute(sa.text(f'DROP TABLE "{name}"'))
+            table.create(conn)
+            conn.execute(sa.text(f'INSERT INTO "{name}" ({kept}, "workspace") '
+                                 f'SELECT {kept}, \'\' FROM "{aside}"'))
+            conn.execute(sa.text(f'DROP TABLE "{aside}"'))
+            if conn.dialect.name == "postgresql" and "id" in columns:
+                conn.execute(sa.text(
+                    f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+                    f'COALESCE((SELECT MAX(id) FROM "{name}"), 0) + 1, false)'))
+
+
+def open_database(url: str, tables: Iterable[type[Base]], *, must_exist: bool = False,
+                  workspace: str = "") -> tuple[sa.Engine, sessionmaker[Session]]:
     """The engine of ``url`` and its session factory, with ``tables`` created if missing.
 
     Args:
+        workspace: the workspace whose rows the sessions read and write (tables of
+            :class:`Workspaced` rows); ``''`` is the default workspace.
         must_exist: a read: a SQLite file that does not exist is an error and is not created
             (a misspelt path must not leave an empty database behind).
 
@@ -149,6 +223,7 @@ def open_database(url: str, tables: Iterable[type[Base]], *, must_exist: bool = 
     engine = create_engine(url)
     names = [model.__tablename__ for model in tables]
     try:
+        _add_workspace_column(engine, names)
         Base.metadata.create_all(engine, tables=[Base.metadata.tables[name] for name in names])
     except (sa.exc.OperationalError, sa.exc.DatabaseError, sa.exc.InterfaceError) as exc:
         engine.dispose()
@@ -157,4 +232,5 @@ def open_database(url: str, tables: Iterable[type[Base]], *, must_exist: bool = 
             f"cannot open the quotacast database {SETTING}={describe_url(url)} ({reason}): "
             "check that the file is a quotacast database (restore it, or point the setting at "
             "a new file) or that the server is up") from None
-    return engine, sessionmaker(engine, expire_on_commit=False)
+    return engine, sessionmaker(engine, expire_on_commit=False, class_=WorkspaceSession,
+                                info={"workspace": workspace})

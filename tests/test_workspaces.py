@@ -28,6 +28,10 @@ def test_workspace_names_derive_from_the_data_path() -> None:
     assert Settings(data="demo-data").owns_unscoped("demo-data")
     assert not Settings(data="demo-data").owns_unscoped("crm")
     assert Settings(data="x", default_workspace="crm").owns_unscoped("crm")
+    # The quotacast database: the named workspace, else the shared default one ("").
+    assert Settings(data="crm").store_workspace() == ""
+    assert Settings(data="demo-data", workspace="CRM").store_workspace() == "crm"
+    assert Settings(data="demo-data", workspace="demo-data").store_workspace() == ""
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +96,102 @@ def test_the_workspace_option_and_setting_name_the_workspace(
     assert "champion v1 (quotacast-acme-win)" in said
     code, said = _run(env, "--workspace", " ", "feasibility", "--data", str(crm))
     assert code == 2
+
+
+# --- the alert store and the API keys -----------------------------------------------------------
+
+
+def test_alerts_of_one_workspace_never_hold_back_another(two_sources: dict[str, object]) -> None:
+    env, acme, crm = (two_sources[k] for k in ("env", "acme", "crm"))
+    # acme's data runs years later than crm-sales': in one shared store, crm's evaluation is
+    # refused as "earlier than the last evaluation", and the refusal says what to do.
+    code, said = _run(env, "warnings", "evaluate", "--data", str(acme), "--no-deliver")
+    assert code == 0, said
+    code, said = _run(env, "warnings", "evaluate", "--data", str(crm), "--no-deliver")
+    assert code == 2 and "earlier than the last evaluation" in said
+    assert "quotacast --workspace NAME warnings evaluate" in said
+    # Named workspaces: each data source has its own alerts, evaluations and silences.
+    code, said = _run(env, "--workspace", "acme", "warnings", "evaluate", "--data", str(acme),
+                      "--no-deliver")
+    assert code == 0, said
+    code, said = _run(env, "--workspace", "crm", "warnings", "evaluate", "--data", str(crm),
+                      "--no-deliver")
+    assert code == 0, said
+    code, said = _run(env, "--workspace", "acme", "warnings", "silence", "add", "-m",
+                      "alertname=PaceBehindPlan", "--starts", "2026-11-01", "--ends",
+                      "2026-12-01", "--author", "ana", "--comment", "acme only")
+    assert code == 0, said
+    acme_silences = runner.invoke(app, ["--workspace", "acme", "warnings", "silence", "list",
+                                        "--json"], env=env)  # type: ignore[arg-type]
+    crm_silences = runner.invoke(app, ["--workspace", "crm", "warnings", "silence", "list",
+                                       "--json"], env=env)  # type: ignore[arg-type]
+    assert "acme only" in acme_silences.stdout
+    assert "acme only" not in crm_silences.stdout
+
+
+def test_a_database_of_before_workspaces_keeps_its_state(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from engine.alerting.store import AlertStore
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # the table as quotacast created it before workspaces
+        conn.execute(sa.text(
+            "CREATE TABLE warning_evaluations (rule VARCHAR(200) NOT NULL, as_of DATE NOT NULL,"
+            " alerts INTEGER NOT NULL, evaluated_at DATETIME NOT NULL, PRIMARY KEY (rule, as_of))"))
+        conn.execute(sa.text("INSERT INTO warning_evaluations VALUES "
+                             "('PaceBehindPlan', '2026-11-02', 3, '2026-11-02 08:00:00')"))
+    engine.dispose()
+    default = AlertStore(url)
+    other = AlertStore(url, workspace="crm")
+    try:
+        assert str(default.last_evaluated(["PaceBehindPlan"])["PaceBehindPlan"]) == "2026-11-02"
+        assert other.last_evaluated(["PaceBehindPlan"]) == {}
+    finally:
+        default.close()
+        other.close()
+
+
+def test_keys_open_only_their_workspace(tmp_path: Path) -> None:
+    from service.http.keys import KeyStore, Role
+
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    mine, theirs = KeyStore(url, workspace="acme"), KeyStore(url, workspace="crm")
+    try:
+        _, token = mine.create(Role.PLANNER, None)
+        assert mine.verify(token) is not None
+        assert theirs.verify(token) is None
+        assert [k.key_id for k in theirs.list_keys(True)] == []
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def test_one_installation_serves_each_workspace_its_own(two_sources: dict[str, object]) -> None:
+    from fastapi.testclient import TestClient
+    from test_service_support import quiet_options
+
+    from service.http.app import create_app
+
+    env = two_sources["env"]
+    assert isinstance(env, dict)
+
+    def settings(data: object, workspace: str) -> Settings:
+        return Settings(data=str(data), mlflow_tracking_uri=env["QUOTACAST_MLFLOW_TRACKING_URI"],
+                        database_url=env["QUOTACAST_DATABASE_URL"], default_workspace="demo-data",
+                        workspace=workspace)
+
+    acme_app = create_app(settings(two_sources["acme"], "acme"), quiet_options())
+    crm_app = create_app(settings(two_sources["crm"], "crm"), quiet_options())
+    with TestClient(acme_app) as acme, TestClient(crm_app) as crm:
+        acme_key = {"X-API-Key": acme_app.state.quotacast.keys.create("admin")[1]}
+        crm_key = {"X-API-Key": crm_app.state.quotacast.keys.create("admin")[1]}
+        assert crm.get("/v1/models", headers=acme_key).status_code == 401
+        assert "quotacast-acme-win" in acme.get("/v1/models", headers=acme_key).text
+        assert "quotacast-acme-win" not in crm.get("/v1/models", headers=crm_key).text
+        silence = {"matchers": ["alertname=PaceBehindPlan"], "starts_at": "2026-11-01",
+                   "ends_at": "2026-12-01", "comment": "acme only"}
+        assert acme.post("/v1/silences", headers=acme_key, json=silence).status_code == 201
+        assert "acme only" in acme.get("/v1/silences", headers=acme_key).text
+        assert "acme only" not in crm.get("/v1/silences", headers=crm_key).text

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from engine.alerting.rules import Matcher, parse_matcher
-from engine.db import Base, open_database
+from engine.db import Base, Workspaced, open_database
 
 __all__ = [
     "FIRING",
@@ -203,9 +203,10 @@ class AlreadyEvaluated(Exception):
 # --- the tables --------------------------------------------------------------------------------
 
 
-class AlertRow(Base):
+class AlertRow(Workspaced, Base):
     __tablename__ = "warning_alerts"
-    __table_args__ = (sa.UniqueConstraint("rule", "fingerprint", name="uq_warning_alert"),)
+    __table_args__ = (sa.UniqueConstraint("workspace", "rule", "fingerprint",
+                                          name="uq_warning_alert"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     rule: Mapped[str] = mapped_column(sa.String(200), index=True)
@@ -232,7 +233,7 @@ class AlertRow(Base):
     updated_at: Mapped[datetime]
 
 
-class HistoryRow(Base):
+class HistoryRow(Workspaced, Base):
     __tablename__ = "warning_history"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -250,16 +251,18 @@ class HistoryRow(Base):
     recorded_at: Mapped[datetime]
 
 
-class EvaluationRow(Base):
+class EvaluationRow(Workspaced, Base):
     __tablename__ = "warning_evaluations"
 
+    workspace: Mapped[str] = mapped_column(sa.String(64), primary_key=True, default="",
+                                           server_default="")
     rule: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
     as_of: Mapped[date] = mapped_column(primary_key=True)
     alerts: Mapped[int]
     evaluated_at: Mapped[datetime]
 
 
-class SilenceRow(Base):
+class SilenceRow(Workspaced, Base):
     __tablename__ = "warning_silences"
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
@@ -272,11 +275,13 @@ class SilenceRow(Base):
     expired_at: Mapped[datetime | None]
 
 
-class OutboxRow(Base):
+class OutboxRow(Workspaced, Base):
     __tablename__ = "warning_outbox"
+    __table_args__ = (sa.UniqueConstraint("workspace", "dedup_key",
+                                          name="uq_warning_outbox_dedup"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    dedup_key: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    dedup_key: Mapped[str] = mapped_column(sa.String(64))
     receiver: Mapped[str] = mapped_column(sa.String(200))
     kind: Mapped[str] = mapped_column(sa.String(16))
     target: Mapped[str] = mapped_column(sa.Text)
@@ -322,11 +327,17 @@ def _message_of(row: OutboxRow) -> OutboxMessage:
 
 
 class AlertStore:
-    """The warning tables at one SQLAlchemy URL; tables are created on first use."""
+    """The warning tables at one SQLAlchemy URL; tables are created on first use.
 
-    def __init__(self, url: str, *, must_exist: bool = False):
+    The store reads and writes the rows of one ``workspace`` only (``''``: the default
+    workspace, which holds the rows stored before workspaces).
+    """
+
+    def __init__(self, url: str, *, must_exist: bool = False, workspace: str = ""):
         self.url = url
-        self.engine, self._sessions = open_database(url, _TABLES, must_exist=must_exist)
+        self.workspace = workspace
+        self.engine, self._sessions = open_database(url, _TABLES, must_exist=must_exist,
+                                                    workspace=workspace)
 
     def close(self) -> None:
         """Release the connections."""

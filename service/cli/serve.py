@@ -16,7 +16,15 @@ import typer
 
 from engine.config import workspace_for
 from engine.schemas import ACCOUNT_MANAGER
-from service.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, DataOpt, err, print_frame, settings_of
+from service.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    DataOpt,
+    data_source,
+    err,
+    print_frame,
+    settings_of,
+)
 from service.http.keys import KeyStore, Role, key_id_of
 
 __all__ = ["RedactKeys", "keys_app", "serve"]
@@ -30,8 +38,10 @@ keys_app = typer.Typer(
 
 
 def _store(ctx: typer.Context, *, read: bool = False) -> KeyStore:
-    """The API key store; a ``read`` never creates the database (a misspelt path is said)."""
-    return KeyStore(settings_of(ctx).database_url, must_exist=read)
+    """The API key store of the named workspace (``--workspace``; else the shared default one);
+    a ``read`` never creates the database (a misspelt path is said)."""
+    settings = settings_of(ctx)
+    return KeyStore(settings.database_url, must_exist=read, workspace=settings.store_workspace())
 
 
 def _known_owners(source: str) -> list[str] | None:
@@ -78,8 +88,9 @@ def keys_add(
     An account manager key's owner must be an account manager of the data (checked when the
     data can be loaded; otherwise a note says it was not).
     """
+    source = data_source(ctx, data)
     if owner is not None and role is Role.ACCOUNT_MANAGER:
-        _check_owner(owner, data if data is not None else settings_of(ctx).data)
+        _check_owner(owner, source)
     store = _store(ctx)
     try:
         key, token = store.create(role, owner)
@@ -87,7 +98,9 @@ def keys_add(
         raise typer.BadParameter(str(exc)) from exc
     finally:
         store.close()
-    err.print("Store this key now: only its hash is kept, it cannot be shown again.",
+    space = settings_of(ctx).store_workspace()
+    opens = f" It opens the service of workspace {space} only." if space else ""
+    err.print(f"Store this key now: only its hash is kept, it cannot be shown again.{opens}",
               markup=False, highlight=False)
     scope = f" for {key.owner}" if key.owner else ""
     typer.echo(f"created {key.role.value} key {key.key_id}{scope}: {token}")

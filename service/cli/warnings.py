@@ -137,9 +137,10 @@ def _workspace_providers(tracking_uri: str, workspace: str, adopt_unscoped: bool
 def _store(ctx: typer.Context, *, read: bool = False) -> Iterator[AlertStore]:
     """The alert store of ``QUOTACAST_DATABASE_URL``, closed when the command is done; a
     ``read`` never creates it (a misspelt path is said, not filled with an empty database)."""
-    url = settings_of(ctx).database_url
+    settings = settings_of(ctx)
+    url = settings.database_url
     try:
-        store = AlertStore(url, must_exist=read)
+        store = AlertStore(url, must_exist=read, workspace=settings.store_workspace())
     except SetupError:
         raise  # already one plain message naming the setting (the console script prints it)
     except sa.exc.ArgumentError as exc:
@@ -377,6 +378,11 @@ def evaluate_command(
                                   store, at, resume=at < day)
             except OutOfOrder as exc:
                 err.print(f"[red]{exc}[/red]", highlight=False)
+                if not settings.store_workspace():
+                    err.print("if that evaluation was of another data source, give each data "
+                              "source its own workspace: `quotacast --workspace NAME warnings "
+                              "evaluate ...` (or QUOTACAST_WORKSPACE)", markup=False,
+                              highlight=False, soft_wrap=True)
                 raise typer.Exit(EXIT_BAD_INPUT) from None
             except AlreadyEvaluated as exc:
                 fail(f"{exc}; nothing of this run was written, run it again")

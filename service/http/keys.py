@@ -23,7 +23,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from engine.db import Base, open_database
+from engine.db import Base, Workspaced, open_database
 
 __all__ = ["ApiKey", "KeyStore", "Role", "key_id_of"]
 
@@ -56,7 +56,7 @@ class ApiKey:
         return self.revoked_at is None
 
 
-class _KeyRow(Base):
+class _KeyRow(Workspaced, Base):
     __tablename__ = "api_keys"
 
     key_id: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
@@ -91,8 +91,10 @@ def key_id_of(text: str) -> str | None:
 class KeyStore:
     """The ``api_keys`` table at one SQLAlchemy URL; created on first use."""
 
-    def __init__(self, url: str, *, must_exist: bool = False):
-        self.engine, self._sessions = open_database(url, [_KeyRow], must_exist=must_exist)
+    def __init__(self, url: str, *, must_exist: bool = False, workspace: str = ""):
+        self.workspace = workspace
+        self.engine, self._sessions = open_database(url, [_KeyRow], must_exist=must_exist,
+                                                    workspace=workspace)
 
     def close(self) -> None:
         """Release the connections."""

@@ -10,7 +10,7 @@ Workspaces: the registry is shared, the models are not. :func:`configure` takes 
 that name is ever read, so a champion is used only on the workspace it was trained for. The
 default workspace (and library use without a workspace) keeps the unscoped names of before
 workspaces, ``quotacast-<kind>``: existing registries keep working unchanged, and no other
-workspace ever reads them. :func:`adopt_unscoped` moves them into a named workspace instead.
+workspace ever reads them.
 
 Registry conventions: models are registered as ``quotacast-<kind>``; a fresh training run's
 version gets the alias ``challenger``; ``champion`` moves only through :func:`promote`, which
@@ -59,7 +59,6 @@ __all__ = [
     "RegisteredRun",
     "RegistryMissingError",
     "RegistryUnavailableError",
-    "adopt_unscoped",
     "base_name",
     "beats",
     "beats_baseline",
@@ -562,39 +561,6 @@ def _unscoped_note(client: MlflowClient, kind: str, alias: str) -> str:
         return ""
     return (f" (the {alias} {base_name(kind)} v{old.version} belongs to the default workspace, "
             "that of QUOTACAST_DATA or QUOTACAST_DEFAULT_WORKSPACE, and is not used here)")
-
-
-def adopt_unscoped(workspace: str) -> list[tuple[str, str]]:
-    """Rename the unscoped models (``quotacast-<kind>``, registered before workspaces) into
-    ``workspace`` (``quotacast-<workspace>-<kind>``), aliases and versions included.
-
-    Returns:
-        the ``(old, new)`` names renamed; a name already taken in the workspace is left alone.
-    """
-    absent = missing_registry()
-    if absent is not None:
-        raise _no_registry(absent, "churn")
-    client = _client()
-    try:
-        found = client.search_registered_models(max_results=1000)
-    except _ASKING as exc:
-        raise _unavailable(exc) from exc
-    names = {m.name: dict(m.tags or {}) for m in found}
-    renamed = []
-    for name, tags in sorted(names.items()):
-        if not name.startswith(_PREFIX) or TAG_WORKSPACE in tags:
-            continue
-        kind = name.removeprefix(_PREFIX)
-        if not kind.startswith(("churn", "win", "forecast")):
-            continue  # a workspace's scoped name from an older spelling, or not ours
-        new = model_name(kind, workspace)
-        if new in names:
-            continue
-        client.rename_registered_model(name, new)
-        client.set_registered_model_tag(new, TAG_WORKSPACE, workspace)
-        client.set_registered_model_tag(new, TAG_KIND, kind)
-        renamed.append((name, new))
-    return renamed
 
 
 def load_pyfunc(kind: str, alias: str = CHAMPION) -> Any:

@@ -210,3 +210,31 @@ def test_cli_stops_with_a_plain_error_when_the_registry_is_down(
     result = CliRunner().invoke(app, ["promote", "churn"])
     assert result.exit_code == 1
     assert "does not answer" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_workspaces_register_and_read_only_their_own_models(registry: Path) -> None:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{registry / 'mlflow.db'}"
+    tracking.configure(uri, workspace="acme")
+    run = _register(0.8)
+    assert run.model_name == "quotacast-acme-churn"
+    assert tracking.promote("churn", force=True).promoted
+    assert tracking.load_champion("churn").model_name == "quotacast-acme-churn"
+    tags = MlflowClient().get_registered_model("quotacast-acme-churn").tags
+    assert tags[tracking.TAG_WORKSPACE] == "acme" and tags[tracking.TAG_KIND] == "churn"
+    tracking.configure(uri, workspace="crm")
+    with pytest.raises(tracking.ChampionMissingError, match="in workspace crm"):
+        tracking.load_champion("churn")
+    with pytest.raises(tracking.ChampionMissingError, match=r"no challenger .* workspace crm"):
+        tracking.promote("churn")
+    # The default workspace keeps the unscoped names of before workspaces; no other reads them.
+    tracking.configure(uri)
+    _register(0.7)
+    assert tracking.promote("churn", force=True).promoted
+    tracking.configure(uri, workspace="demo-data", adopt_unscoped=True)
+    assert tracking.load_champion("churn").model_name == "quotacast-churn"
+    tracking.configure(uri, workspace="crm")
+    with pytest.raises(tracking.ChampionMissingError, match="belongs to the default workspace"):
+        tracking.load_champion("churn")
+    tracking.configure(uri)

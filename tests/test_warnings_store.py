@@ -36,6 +36,7 @@ from engine.alerting.store import (
     RESOLVED,
     AlertStore,
     AlreadyEvaluated,
+    EvaluationRow,
     SilenceRow,
 )
 from engine.db import Base, driver_url
@@ -429,3 +430,29 @@ def test_a_stored_silence_re2_refuses_is_read_back_and_never_applies(
     series.values[D0] = [("region", "North", None, 0.5)]
     report = evaluate(rules, _source(), store, D0)
     assert report.notifications == 1 and not report.transitions[0].silenced
+
+
+def test_each_workspace_has_its_own_evaluations_and_silences(tmp_path: Path) -> None:
+    """One database, two workspaces: neither sees the other's rows (nor holds it back)."""
+    from engine.db import open_database
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    acme, crm = AlertStore(url, workspace="acme"), AlertStore(url, workspace="crm")
+    try:
+        with acme.transaction() as session:
+            session.add(EvaluationRow(rule="R", as_of=date(2026, 11, 2), alerts=0,
+                                      evaluated_at=datetime(2026, 11, 2)))
+        with crm.transaction() as session:
+            session.add(EvaluationRow(rule="R", as_of=date(2017, 1, 2), alerts=0,
+                                      evaluated_at=datetime(2026, 11, 2)))
+        assert acme.last_evaluated(["R"]) == {"R": date(2026, 11, 2)}
+        assert crm.last_evaluated(["R"]) == {"R": date(2017, 1, 2)}
+        assert AlertStore(url).last_evaluated(["R"]) == {}
+        engine, _ = open_database(url, [EvaluationRow])
+        with engine.connect() as conn:
+            spaces = sorted(conn.execute(sa.text("select workspace from warning_evaluations")))
+        engine.dispose()
+        assert [s[0] for s in spaces] == ["acme", "crm"]
+    finally:
+        acme.close()
+        crm.close()

@@ -39,6 +39,7 @@ from engine.importers.common import (
     plural,
     read_text_csv,
     require_columns,
+    to_numbers,
 )
 from engine.schemas import (
     ACCOUNT_MANAGER,
@@ -177,15 +178,6 @@ def _when(values: pd.Series, what: str) -> pd.Series:
     return parsed.dt.tz_convert(None).astype("datetime64[ns]")
 
 
-def _number(values: pd.Series, what: str) -> pd.Series:
-    parsed = pd.to_numeric(values.str.strip(), errors="coerce").astype("float64")
-    bad = values.notna() & parsed.isna()
-    if bad.any():
-        raise ValueError(f"{what}: {int(bad.sum()):,} value(s) are not numbers, "
-                         f"e.g. {examples(values[bad])}")
-    return parsed
-
-
 def _objects(folder: Path) -> dict[str, Path]:
     """Object name -> its file in ``folder`` (``Opportunity.csv``, ``opportunity.csv.gz``...)."""
     found: dict[str, Path] = {}
@@ -322,7 +314,7 @@ def sf_opportunities(opp: pd.DataFrame, user_name: pd.Series, account_name: pd.S
         how = "no IsClosed/IsWon columns: status from StageName 'Closed Won'/'Closed Lost'"
     status = pd.Series(STATUS_OPEN, index=opp.index).mask(closed, STATUS_LOST).mask(
         closed & won, STATUS_WON)
-    amount = _number(opp["Amount"], f"{OPPORTUNITY}: Amount")
+    amount = to_numbers(opp["Amount"], f"{OPPORTUNITY}: Amount")
     created = _when(opp["CreatedDate"], f"{OPPORTUNITY}: CreatedDate").dt.normalize()
     close = _when(opp["CloseDate"], f"{OPPORTUNITY}: CloseDate").dt.normalize()
     backdated = close < created
@@ -354,7 +346,7 @@ def sf_opportunities(opp: pd.DataFrame, user_name: pd.Series, account_name: pd.S
         OPPORTUNITY_NAME: opp["Name"].str.strip() if "Name" in opp.columns else None,
     })
     if "Probability" in opp.columns:
-        frame[PROBABILITY] = _number(opp["Probability"], f"{OPPORTUNITY}: Probability")
+        frame[PROBABILITY] = to_numbers(opp["Probability"], f"{OPPORTUNITY}: Probability")
     if "ForecastCategoryName" in opp.columns:
         frame[FORECAST_CATEGORY] = opp["ForecastCategoryName"].str.strip()
     return frame.reset_index(drop=True), notes
@@ -529,7 +521,7 @@ def sf_orders(order: pd.DataFrame, account_name: pd.Series, opps: pd.DataFrame
         ORDER_ID: as_id(number) if number is not None else None,
         CUSTOMER_ID: customer,
         ORDER_DATE: _when(order["EffectiveDate"], f"{ORDER}: EffectiveDate").dt.normalize(),
-        AMOUNT: _number(order["TotalAmount"], f"{ORDER}: TotalAmount").fillna(0.0),
+        AMOUNT: to_numbers(order["TotalAmount"], f"{ORDER}: TotalAmount").fillna(0.0),
         OPPORTUNITY_ID: opp_id,
     })
     no_account = frame[CUSTOMER_ID].isna()
@@ -573,7 +565,7 @@ def sf_customers(accounts: pd.DataFrame, account_name: pd.Series, user_name: pd.
         if column not in accounts.columns:
             return pd.Series(float("nan") if number else None, index=accounts.index)
         if number:
-            return _number(accounts[column], f"{ACCOUNT}: {column}")
+            return to_numbers(accounts[column], f"{ACCOUNT}: {column}")
         return as_id(accounts[column])
 
     parent = optional("ParentId")

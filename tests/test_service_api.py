@@ -352,6 +352,9 @@ def test_warnings_evaluate_list_and_silence(world: World) -> None:
     assert evaluated.status_code == 200
     report = evaluated.json()
     assert report["evaluated"] or report["already"]
+    # This service does not deliver: whatever the outbox holds is said to be undelivered.
+    outbox = world.state.alerts.outbox()
+    assert report["undelivered"] == sum(m.status != "delivered" for m in outbox)
     listed = world.get("/v1/warnings", who="planner", state="all").json()
     assert listed["count"] >= len(report["alerts"])
     firing = world.get("/v1/warnings", state="firing").json()["alerts"]

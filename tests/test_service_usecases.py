@@ -117,3 +117,40 @@ def test_wanted_states_are_the_same_rule_for_cli_and_http() -> None:
     with pytest.raises(RequestError, match="active or all; got on-fire") as caught:
         wanted_states(["on-fire"])
     assert caught.value.option == "--state"
+
+
+def test_an_evaluation_says_what_stays_undelivered(tmp_path: Path) -> None:
+    """The receiver is down: the notification waits for a retry, and the evaluation says so."""
+    from engine.config import Settings
+    from service.usecases.alerts import evaluate_rules
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    tables = {
+        "org": ["rep,team,region", "Ana,N1,North", "Cy,S1,South"],
+        "customers": ["customer_id,account_manager", "C1,Ana", "C3,Cy"],
+        "orders": ["customer_id,order_date,amount", "C1,2026-10-05,150", "C3,2026-11-01,300",
+                   "C3,2026-11-15,1"],
+        "targets": ["period,level,key,amount", "2026Q4,region,North,400",
+                    "2026Q4,region,South,200"],
+    }
+    for name, lines in tables.items():
+        (folder / f"{name}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "receivers:\n  - name: down\n    webhook_configs: [{url: 'http://127.0.0.1:9/hook'}]\n"
+        "route: {receiver: down, group_by: [alertname]}\n"
+        "groups:\n  - name: plan\n    rules:\n      - alert: PaceBehindPlan\n"
+        "        metric: pace_against_plan\n        scope: region\n        op: '<'\n"
+        "        threshold: 0.9\n        for: 0\n", encoding="utf-8")
+    settings = Settings(data=str(folder), database_url=f"sqlite:///{tmp_path / 'q.db'}",
+                        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store = AlertStore(settings.database_url)
+    try:
+        served = Served(settings=settings, data=load_data(str(folder)), alerts=store,
+                        registry=RegistryStatus("unused"), rules=rules)
+        done = evaluate_rules(served, date(2026, 11, 16))
+    finally:
+        store.close()
+    assert done.report.notifications >= 1
+    assert done.undelivered == done.report.notifications

@@ -315,6 +315,9 @@ class EvaluationOut(_Out):
     skipped: dict[str, str] = Field(description="rule -> why its metric is not available")
     transitions: int
     notifications: int
+    undelivered: int = Field(
+        0, description="notifications not delivered after this evaluation (waiting for a retry "
+        "with backoff, or given up): `quotacast warnings deliver` sends them")
     alerts: list[AlertOut] = Field(description="alerts not normal after the evaluation")
 
 

@@ -22,10 +22,12 @@ from engine.alerting.rules import ALERTNAME, RuleFile, RuleFileError, load_rules
 from engine.alerting.store import (
     FIRING,
     NORMAL,
+    OUTBOX_DELIVERED,
     PENDING,
     RESOLVED,
     STATES,
     AlertInstance,
+    AlertStore,
     AlreadyEvaluated,
 )
 from engine.alerting.store import Silence as StoreSilence
@@ -72,6 +74,7 @@ class Evaluation:
 
     report: EvaluationReport
     alerts: list[AlertInstance]
+    undelivered: int = 0
 
 
 def worst_first(found: Iterable[AlertInstance]) -> list[AlertInstance]:
@@ -155,7 +158,13 @@ def evaluate_rules(served: Served, as_of: date | None) -> Evaluation:
             deliver(served.alerts, DeliveryPolicy(max_wait=timedelta(0)))
     names = [rule.alert for _, rule in rules.rules]
     now = worst_first(served.alerts.alerts(rules=names, states=ACTIVE_STATES))
-    return Evaluation(report=report, alerts=now)
+    return Evaluation(report=report, alerts=now, undelivered=undelivered(served.alerts))
+
+
+def undelivered(store: AlertStore) -> int:
+    """Notifications not delivered yet: waiting for a retry, being sent, or given up on."""
+    counts = store.outbox_counts()
+    return sum(n for status, n in counts.items() if status != OUTBOX_DELIVERED)
 
 
 def silences(served: Served, include_expired: bool) -> list[StoreSilence]:

@@ -86,7 +86,8 @@ def post_evaluate(
     return EvaluationOut(
         as_of=report.as_of, evaluated=report.evaluated, already=report.already,
         skipped=report.skipped, transitions=len(report.transitions),
-        notifications=report.notifications, alerts=[_alert(a) for a in done.alerts])
+        notifications=report.notifications, undelivered=done.undelivered,
+        alerts=[_alert(a) for a in done.alerts])
 
 
 @router.get("/silences", response_model=list[SilenceOut])

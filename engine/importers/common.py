@@ -42,6 +42,7 @@ __all__ = [
     "read_text_csv",
     "require_columns",
     "to_dates",
+    "to_iso_dates",
     "to_numbers",
 ]
 
@@ -177,6 +178,24 @@ def to_dates(values: pd.Series, fmt: str, what: str) -> pd.Series:
         raise ValueError(f"{what}: {int(bad.sum()):,} value(s) are not dates in the format "
                          f"{fmt}, e.g. {examples(values[bad])}")
     return parsed.astype("datetime64[ns]")
+
+
+def to_iso_dates(values: pd.Series, what: str, written: str = "ISO dates or date-times",
+                 hint: str = "") -> pd.Series:
+    """ISO 8601 dates or date-times (``2017-03-01``, ``2023-09-13 14:05``,
+    ``2017-03-01T14:03:11.000Z``) -> naive timestamps in UTC; empty cells become NaT.
+
+    Args:
+        written: how the values should be written, for the message.
+        hint: appended to the message (what to do instead).
+    """
+    text = values.str.strip()
+    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    bad = text.notna() & parsed.isna()
+    if bad.any():
+        raise ValueError(f"{what}: {int(bad.sum()):,} value(s) are not {written}, "
+                         f"e.g. {examples(values[bad])}{hint}")
+    return parsed.dt.tz_convert(None).astype("datetime64[ns]")
 
 
 def to_numbers(values: pd.Series, what: str) -> pd.Series:

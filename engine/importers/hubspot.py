@@ -46,6 +46,7 @@ from engine.importers.common import (
     plural,
     read_text_csv,
     require_columns,
+    to_iso_dates,
     to_numbers,
 )
 from engine.schemas import (
@@ -246,13 +247,8 @@ def _options_file(path: Path) -> dict[str, Any]:
 
 def parse_hubspot_dates(values: pd.Series, what: str) -> pd.Series:
     """``2023-09-13 14:05``, ``2023-09-13``, ISO 8601 (``...T14:05:00Z``, UTC kept naive)."""
-    text = values.str.strip()
-    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
-    bad = text.notna() & parsed.isna()
-    if bad.any():
-        raise ValueError(f"{what}: {int(bad.sum()):,} value(s) are not dates as HubSpot writes "
-                         f"them (2023-09-13 14:05 or ISO 8601), e.g. {examples(values[bad])}")
-    return parsed.dt.tz_localize(None).astype("datetime64[ns]")
+    return to_iso_dates(values, what,
+                        written="dates as HubSpot writes them (2023-09-13 14:05 or ISO 8601)")
 
 
 def parse_amounts(values: pd.Series, what: str) -> pd.Series:

@@ -42,7 +42,7 @@ from pydantic import (
     model_validator,
 )
 
-from engine.importers.common import ImportResult, Source, examples, plural, to_dates
+from engine.importers.common import ImportResult, Source, examples, plural, to_dates, to_iso_dates
 from engine.schemas import (
     ACCOUNT_MANAGER,
     AMOUNT,
@@ -350,12 +350,8 @@ def parse_dates(values: pd.Series, what: str, fmt: str | None) -> pd.Series:
     text = text.where(text != "")
     if text.notna().any():
         if fmt is None:
-            parsed = pd.to_datetime(text, format="ISO8601", errors="coerce")
-            bad = text.notna() & parsed.isna()
-            if bad.any():
-                raise ValueError(f"{what}: {int(bad.sum()):,} value(s) are not ISO dates "
-                                 f"(2023-09-13), e.g. {examples(text[bad])}; declare "
-                                 "date_format in the mapping (e.g. %d/%m/%Y)")
+            parsed = to_iso_dates(text, what, written="ISO dates (2023-09-13)",
+                                  hint="; declare date_format in the mapping (e.g. %d/%m/%Y)")
         else:
             parsed = to_dates(text, fmt, what)
         out.loc[text.index] = parsed.astype("datetime64[ns]")

@@ -39,6 +39,7 @@ from engine.importers.common import (
     plural,
     read_text_csv,
     require_columns,
+    to_iso_dates,
     to_numbers,
 )
 from engine.schemas import (
@@ -165,17 +166,6 @@ def _flag(values: pd.Series, what: str) -> pd.Series:
         raise ValueError(f"{what}: {int(bad.sum()):,} value(s) are not true/false, "
                          f"e.g. {examples(values[bad])}")
     return text.isin(TRUE)
-
-
-def _when(values: pd.Series, what: str) -> pd.Series:
-    """ISO dates or date-times (``2017-03-01``, ``2017-03-01T14:03:11.000Z``) -> UTC, naive."""
-    text = values.str.strip()
-    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-    bad = text.notna() & parsed.isna()
-    if bad.any():
-        raise ValueError(f"{what}: {int(bad.sum()):,} value(s) are not ISO dates or date-times, "
-                         f"e.g. {examples(values[bad])}")
-    return parsed.dt.tz_convert(None).astype("datetime64[ns]")
 
 
 def _objects(folder: Path) -> dict[str, Path]:
@@ -315,8 +305,8 @@ def sf_opportunities(opp: pd.DataFrame, user_name: pd.Series, account_name: pd.S
     status = pd.Series(STATUS_OPEN, index=opp.index).mask(closed, STATUS_LOST).mask(
         closed & won, STATUS_WON)
     amount = to_numbers(opp["Amount"], f"{OPPORTUNITY}: Amount")
-    created = _when(opp["CreatedDate"], f"{OPPORTUNITY}: CreatedDate").dt.normalize()
-    close = _when(opp["CloseDate"], f"{OPPORTUNITY}: CloseDate").dt.normalize()
+    created = to_iso_dates(opp["CreatedDate"], f"{OPPORTUNITY}: CreatedDate").dt.normalize()
+    close = to_iso_dates(opp["CloseDate"], f"{OPPORTUNITY}: CloseDate").dt.normalize()
     backdated = close < created
     if backdated.any():
         notes.append(f"{plural(int(backdated.sum()), 'opportunity')} close before their "
@@ -369,8 +359,8 @@ def sf_stage_history(frames: dict[str, pd.DataFrame], opps: pd.DataFrame
         events = pd.DataFrame({
             OPPORTUNITY_ID: id15(src["OpportunityId"]),
             STAGE: src["StageName"].str.strip(),
-            ENTERED_AT: _when(src["CreatedDate"], f"{HISTORY}: CreatedDate"),
-            CLOSE_DATE: (_when(src["CloseDate"], f"{HISTORY}: CloseDate").dt.normalize()
+            ENTERED_AT: to_iso_dates(src["CreatedDate"], f"{HISTORY}: CreatedDate"),
+            CLOSE_DATE: (to_iso_dates(src["CloseDate"], f"{HISTORY}: CloseDate").dt.normalize()
                          if "CloseDate" in src.columns else pd.NaT),
         })
         what = f"{HISTORY} (a row per change of stage, amount or close date)"
@@ -421,7 +411,7 @@ def _field_events(src: pd.DataFrame, opps: pd.DataFrame) -> pd.DataFrame:
     plus each deal's state at creation: the old values of its first changes, else its current
     values."""
     opp_id = id15(src["OpportunityId"])
-    at = _when(src["CreatedDate"], f"{FIELD_HISTORY}: CreatedDate")
+    at = to_iso_dates(src["CreatedDate"], f"{FIELD_HISTORY}: CreatedDate")
     field = src["Field"].str.strip()
     is_stage, is_close = field.eq("StageName"), field.eq("CloseDate")
     stage_rows = pd.DataFrame({OPPORTUNITY_ID: opp_id[is_stage], ENTERED_AT: at[is_stage],
@@ -429,8 +419,10 @@ def _field_events(src: pd.DataFrame, opps: pd.DataFrame) -> pd.DataFrame:
                                "new": src.loc[is_stage, "NewValue"].str.strip()})
     close_rows = pd.DataFrame({
         OPPORTUNITY_ID: opp_id[is_close], ENTERED_AT: at[is_close],
-        "old": _when(src.loc[is_close, "OldValue"], f"{FIELD_HISTORY}: OldValue").dt.normalize(),
-        "new": _when(src.loc[is_close, "NewValue"], f"{FIELD_HISTORY}: NewValue").dt.normalize(),
+        "old": to_iso_dates(src.loc[is_close, "OldValue"],
+                            f"{FIELD_HISTORY}: OldValue").dt.normalize(),
+        "new": to_iso_dates(src.loc[is_close, "NewValue"],
+                            f"{FIELD_HISTORY}: NewValue").dt.normalize(),
     })
 
     def first_old(rows: pd.DataFrame) -> pd.Series:
@@ -520,7 +512,7 @@ def sf_orders(order: pd.DataFrame, account_name: pd.Series, opps: pd.DataFrame
     frame = pd.DataFrame({
         ORDER_ID: as_id(number) if number is not None else None,
         CUSTOMER_ID: customer,
-        ORDER_DATE: _when(order["EffectiveDate"], f"{ORDER}: EffectiveDate").dt.normalize(),
+        ORDER_DATE: to_iso_dates(order["EffectiveDate"], f"{ORDER}: EffectiveDate").dt.normalize(),
         AMOUNT: to_numbers(order["TotalAmount"], f"{ORDER}: TotalAmount").fillna(0.0),
         OPPORTUNITY_ID: opp_id,
     })

@@ -40,11 +40,14 @@ from engine.alerting.rules import Matcher, parse_matcher
 from engine.db import Base, Workspaced, open_database
 
 __all__ = [
+    "ACTIVE_STATES",
     "FIRING",
     "NORMAL",
     "PENDING",
     "RESOLVED",
+    "SEVERITY_ORDER",
     "STATES",
+    "STATE_ORDER",
     "AlertInstance",
     "AlertRow",
     "AlertStore",
@@ -62,6 +65,11 @@ __all__ = [
 
 NORMAL, PENDING, FIRING, RESOLVED = "normal", "pending", "firing", "resolved"
 STATES = (NORMAL, PENDING, FIRING, RESOLVED)
+# What "active" alerts are: the ones a person may still need to look at.
+ACTIVE_STATES = (PENDING, FIRING, RESOLVED)
+# Worst first: the order alerts are listed in (CLI and service alike).
+STATE_ORDER = {FIRING: 0, PENDING: 1, RESOLVED: 2, NORMAL: 3}
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 # An outbox message is pending (waiting for its next attempt), sending (claimed by a deliverer
 # until its lease ends), delivered, or dead (given up; ``warnings deliver`` may still retry it).
 OUTBOX_PENDING, OUTBOX_SENDING, OUTBOX_DELIVERED, OUTBOX_DEAD = (

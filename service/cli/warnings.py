@@ -34,10 +34,13 @@ from engine.alerting.rules import (
 from engine.alerting.ruletest import run_rule_tests
 from engine.alerting.state import format_labels, node_name
 from engine.alerting.store import (
+    ACTIVE_STATES,
     FIRING,
     NORMAL,
     PENDING,
     RESOLVED,
+    SEVERITY_ORDER,
+    STATE_ORDER,
     STATES,
     AlertInstance,
     AlertStore,
@@ -72,9 +75,6 @@ __all__ = ["ALERT_COLUMNS", "alerts_frame", "warnings_app"]
 
 ALERT_COLUMNS = ["rule", "labels", "state", "severity", "value", "threshold", "since", "message",
                  "as_of", "silenced", "inhibited"]
-_ACTIVE = (PENDING, FIRING, RESOLVED)
-_STATE_ORDER = {FIRING: 0, PENDING: 1, RESOLVED: 2, NORMAL: 3}
-_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 warnings_app = typer.Typer(
     name="warnings",
@@ -173,8 +173,8 @@ def alerts_frame(alerts: Iterable[AlertInstance]) -> pd.DataFrame:
         "as_of": _iso(a.last_eval_at),
         "silenced": bool(a.silenced_by),
         "inhibited": a.inhibited,
-    } for a in sorted(alerts, key=lambda a: (_STATE_ORDER.get(a.state, 9),
-                                             _SEVERITY_ORDER.get(a.severity, 9), a.rule,
+    } for a in sorted(alerts, key=lambda a: (STATE_ORDER.get(a.state, 9),
+                                             SEVERITY_ORDER.get(a.severity, 9), a.rule,
                                              format_labels(a.labels)))]
     frame = pd.DataFrame(rows, columns=ALERT_COLUMNS)
     return frame.astype({"value": float, "threshold": float, "silenced": bool,
@@ -194,7 +194,7 @@ def _rule_counts(alerts: list[AlertInstance]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows.values()),
                          columns=["rule", "severity", FIRING, "muted", PENDING, RESOLVED, NORMAL])
     frame = frame.loc[:, (frame != 0).any(axis=0)]  # a column of zeros says nothing
-    order = frame["severity"].map(_SEVERITY_ORDER).fillna(9)
+    order = frame["severity"].map(SEVERITY_ORDER).fillna(9)
     firing = frame[FIRING] if FIRING in frame.columns else pd.Series(0, index=frame.index)
     return (frame.assign(_quiet=firing == 0, _order=order, _firing=firing)
             .sort_values(["_quiet", "_order", "_firing", "rule"],
@@ -220,7 +220,7 @@ def _show(alerts: list[AlertInstance], where: str, limit: int = _LIST_LIMIT) -> 
     err.print(_headline(alerts, where), markup=False, highlight=False)
     print_frame(_rule_counts(alerts), "per rule", limit=100)
     told = sorted((a for a in alerts if a.state == FIRING and not a.muted),
-                  key=lambda a: (_SEVERITY_ORDER.get(a.severity, 9), a.since or date.min,
+                  key=lambda a: (SEVERITY_ORDER.get(a.severity, 9), a.since or date.min,
                                  a.rule, format_labels(a.labels)))
     if not told:
         return
@@ -397,7 +397,7 @@ def evaluate_command(
             delivery = deliver(store, policy)
             _note_delivery(delivery)
         names = [rule.alert for _, rule in rule_file.rules]
-        alerts = store.alerts(rules=names, states=_ACTIVE)
+        alerts = store.alerts(rules=names, states=ACTIVE_STATES)
     _show(alerts, f"alerts at {day}")
     emit(alerts_frame(alerts), out, as_json)
     if delivery is not None:
@@ -412,7 +412,7 @@ def _states(state: list[str] | None) -> list[str] | None:
     if unknown:
         raise typer.BadParameter(f"expected {', '.join(STATES)}, active or all; got "
                                  f"{', '.join(unknown)}", param_hint="--state")
-    return sorted({s for c in chosen for s in (_ACTIVE if c == "active" else (c,))})
+    return sorted({s for c in chosen for s in (ACTIVE_STATES if c == "active" else (c,))})
 
 
 @warnings_app.command("list")

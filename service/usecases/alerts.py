@@ -20,11 +20,10 @@ from engine.alerting.notify import DeliveryPolicy, deliver
 from engine.alerting.route import with_extra_receiver
 from engine.alerting.rules import ALERTNAME, RuleFile, RuleFileError, load_rules, parse_matcher
 from engine.alerting.store import (
-    FIRING,
-    NORMAL,
+    ACTIVE_STATES,
     OUTBOX_DELIVERED,
-    PENDING,
-    RESOLVED,
+    SEVERITY_ORDER,
+    STATE_ORDER,
     STATES,
     AlertInstance,
     AlertStore,
@@ -47,9 +46,6 @@ from service.usecases.request import (
 from service.usecases.served import Served
 
 __all__ = [
-    "ACTIVE_STATES",
-    "SEVERITY_ORDER",
-    "STATE_ORDER",
     "Evaluation",
     "add_silence",
     "current_alerts",
@@ -60,11 +56,6 @@ __all__ = [
     "worst_first",
 ]
 
-# What "active" alerts are: the ones a person may still need to look at.
-ACTIVE_STATES = (PENDING, FIRING, RESOLVED)
-# Worst first: the order alerts are listed in.
-STATE_ORDER = {FIRING: 0, PENDING: 1, RESOLVED: 2, NORMAL: 3}
-SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 _evaluation_lock = threading.Lock()
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+
+from engine.alerting.store import AlertStore
+from engine.db import Base
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -65,3 +70,38 @@ def real_data(tmp_path_factory: pytest.TempPathFactory):
         return real_data_dir(name, months, root)
 
     return make
+
+
+# --- the alert database, on SQLite and (where QUOTACAST_TEST_POSTGRES_URL is set) PostgreSQL ----
+
+POSTGRES_ENV = "QUOTACAST_TEST_POSTGRES_URL"
+
+
+def _drop_tables(url: str) -> None:
+    engine = sa.create_engine(url)
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty alert database URL of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'alerts.db'}"
+        return
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"{POSTGRES_ENV} is not set under CI: .ci/run must start PostgreSQL and "
+                        "export it, or the PostgreSQL variant of these tests never runs")
+        pytest.skip(f"{POSTGRES_ENV} is not set: the PostgreSQL variant runs where it is (CI)")
+    _drop_tables(url)
+    yield url
+    _drop_tables(url)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[AlertStore]:
+    opened = AlertStore(db_url)
+    yield opened
+    opened.close()

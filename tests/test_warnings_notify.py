@@ -9,23 +9,15 @@ tests/test_warnings_store.py: skipped locally without it, failing under CI).
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 import httpx
-import pytest
-import sqlalchemy as sa
 
 from engine.alerting.notify import DeliveryPolicy, backoff, deliver
 from engine.alerting.store import AlertStore, OutboxMessage, utcnow
-from engine.db import Base
-
-POSTGRES_ENV = "QUOTACAST_TEST_POSTGRES_URL"
 
 URL = "http://receiver.test/hook"
 AS_OF = date(2026, 11, 16)
@@ -64,33 +56,6 @@ class Receiver:
         return httpx.Response(200)
 
 
-def _drop_tables(url: str) -> None:
-    engine = sa.create_engine(url)
-    Base.metadata.drop_all(engine)
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty alert database URL of each kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'alerts.db'}"
-        return
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail(f"{POSTGRES_ENV} is not set under CI")
-        pytest.skip(f"{POSTGRES_ENV} is not set: the PostgreSQL variant runs where it is (CI)")
-    _drop_tables(url)
-    yield url
-    _drop_tables(url)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[AlertStore]:
-    opened = AlertStore(db_url)
-    yield opened
-    opened.close()
 
 
 def _queue(store: AlertStore, count: int, url: str = URL) -> list[str]:

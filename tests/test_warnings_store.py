@@ -10,7 +10,6 @@ forgot PostgreSQL cannot pass silently.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,47 +38,16 @@ from engine.alerting.store import (
     EvaluationRow,
     SilenceRow,
 )
-from engine.db import Base, driver_url
+from engine.db import driver_url
 from engine.io import Tables
 from features.metrics import METRICS, MetricContext, MetricSpec, Providers
 from features.metrics.alerting import METRIC_CATALOGUE, metric_source
 
-POSTGRES_ENV = "QUOTACAST_TEST_POSTGRES_URL"
 D0 = date(2026, 10, 1)
 DAY = timedelta(days=1)
 
 
 # --- databases -----------------------------------------------------------------------------------
-
-
-def _drop_tables(url: str) -> None:
-    engine = sa.create_engine(url)
-    Base.metadata.drop_all(engine)
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty alert database URL of each kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'alerts.db'}"
-        return
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail(f"{POSTGRES_ENV} is not set under CI: .ci/run must start PostgreSQL and "
-                        "export it, or the PostgreSQL variant of these tests never runs")
-        pytest.skip(f"{POSTGRES_ENV} is not set: the PostgreSQL variant runs where it is (CI)")
-    _drop_tables(url)
-    yield url
-    _drop_tables(url)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[AlertStore]:
-    opened = AlertStore(db_url)
-    yield opened
-    opened.close()
 
 
 # --- a metric whose values the test sets ---------------------------------------------------------

@@ -487,7 +487,7 @@ def promote(kind: str, version: str | None = None, force: bool = False) -> Promo
         raise ChampionMissingError(
             f"no challenger for {base_name(kind)}{_in_workspace()}: run "
             f"`{_train_hint(kind)}train {_command_args(kind)}` first{_data_hint()}"
-            + _unscoped_note(client, kind, CHALLENGER))
+            + _unscoped_note(client, kind, CHALLENGER) + _elsewhere_note(client, kind))
     try:
         tags = dict(client.get_model_version(name, candidate).tags)
     except MlflowException as exc:
@@ -561,6 +561,21 @@ def _unscoped_note(client: MlflowClient, kind: str, alias: str) -> str:
         return ""
     return (f" (the {alias} {base_name(kind)} v{old.version} belongs to the default workspace, "
             "that of QUOTACAST_DATA or QUOTACAST_DEFAULT_WORKSPACE, and is not used here)")
+
+
+def _elsewhere_note(client: MlflowClient, kind: str) -> str:
+    """The other workspaces holding a challenger of ``kind``: where the user probably meant."""
+    try:
+        found = client.search_registered_models(filter_string=f"tags.`{TAG_KIND}` = '{kind}'")
+    except _ASKING:
+        return ""
+    others = sorted(m.tags.get(TAG_WORKSPACE, "") for m in found
+                    if CHALLENGER in (m.aliases or {}) and m.name != model_name(kind))
+    if not others:
+        return ""
+    return (f"; a challenger was trained in workspace {', '.join(others)}: promote it with "
+            f"`quotacast promote {_command_args(kind)} --data D` on the data it was trained on, "
+            f"or `quotacast --workspace {others[0]} promote ...`")
 
 
 def load_pyfunc(kind: str, alias: str = CHAMPION) -> Any:

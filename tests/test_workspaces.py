@@ -195,3 +195,21 @@ def test_one_installation_serves_each_workspace_its_own(two_sources: dict[str, o
         assert acme.post("/v1/silences", headers=acme_key, json=silence).status_code == 201
         assert "acme only" in acme.get("/v1/silences", headers=acme_key).text
         assert "acme only" not in crm.get("/v1/silences", headers=crm_key).text
+
+
+def test_promote_without_the_data_names_the_workspace_that_has_a_challenger(
+        tmp_path: Path, real_data) -> None:
+    """`train win --data D` then a bare `promote win` (the default workspace): the message says
+    where the challenger is and how to promote it."""
+    crm = real_data("crm-sales")
+    env = {"QUOTACAST_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "QUOTACAST_DATABASE_URL": f"sqlite:///{tmp_path / 'quotacast.db'}",
+           "QUOTACAST_DATA": None, "QUOTACAST_WORKSPACE": None,
+           "QUOTACAST_DEFAULT_WORKSPACE": None}
+    code, said = _run(env, "train", "win", "--data", str(crm))
+    assert code == 0, said[-2000:]
+    code, said = _run(env, "promote", "win")
+    assert code == 1
+    flat = " ".join(said.replace("│", " ").split())
+    assert f"a challenger was trained in workspace {workspace_for(str(crm))}" in flat, said
+    assert "quotacast promote win --data D" in flat

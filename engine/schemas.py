@@ -18,12 +18,16 @@ __all__ = [
     "ACCOUNT_MANAGER",
     "AMOUNT",
     "AS_OF",
+    "CATEGORY",
     "CHANNEL",
     "CLOSE_DATE",
+    "COMMITS",
+    "COMMIT_CATEGORIES",
     "COMPANY_KEY",
     "CREATED_AT",
     "CUSTOMERS",
     "CUSTOMER_ID",
+    "DATE",
     "DS",
     "DTYPES",
     "DUE_DATE",
@@ -33,6 +37,7 @@ __all__ = [
     "FUTURE_SLACK_DAYS",
     "HIERARCHY_LEVELS",
     "INTERACTIONS",
+    "INVENTORY",
     "INVOICE_ID",
     "ISSUED_AT",
     "KEY",
@@ -45,7 +50,11 @@ __all__ = [
     "LIST_PRICE",
     "MANAGER",
     "MAX_ABS_NUMBER",
+    "METRIC",
+    "METRICS",
+    "METRIC_REVENUE",
     "OCCURRED_AT",
+    "ON_HAND",
     "OPPORTUNITIES",
     "OPPORTUNITY_ID",
     "OPPORTUNITY_STATUSES",
@@ -70,9 +79,15 @@ __all__ = [
     "STATUS_LOST",
     "STATUS_OPEN",
     "STATUS_WON",
+    "SUBMITTED_AT",
     "TABLES",
     "TARGETS",
     "TEAM",
+    "TIER",
+    "TIERS",
+    "TIER_MUST_HIT",
+    "TIER_PLAN",
+    "TIER_STRETCH",
     "ColumnSpec",
     "TableSpec",
     "Y",
@@ -87,6 +102,8 @@ INTERACTIONS = "interactions"
 ORG = "org"
 TARGETS = "targets"
 RECEIVABLES = "receivables"
+COMMITS = "commits"
+INVENTORY = "inventory"
 
 # --- column names ------------------------------------------------------------------------
 CUSTOMER_ID = "customer_id"
@@ -127,6 +144,12 @@ INVOICE_ID = "invoice_id"
 ISSUED_AT = "issued_at"
 DUE_DATE = "due_date"
 PAID_AT = "paid_at"
+TIER = "tier"
+METRIC = "metric"
+CATEGORY = "category"
+SUBMITTED_AT = "submitted_at"
+DATE = "date"
+ON_HAND = "on_hand"
 
 # Columns of derived frames (features, series, forecasts).
 AS_OF = "as_of"
@@ -139,6 +162,17 @@ OPPORTUNITY_STATUSES = (STATUS_OPEN, STATUS_WON, STATUS_LOST)
 LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM, LEVEL_REP = "company", "region", "team", "rep"
 HIERARCHY_LEVELS = (LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM, LEVEL_REP)
 COMPANY_KEY = "all"
+# Target tiers: the level that must be hit (reached with 90% probability), the plan, the stretch
+# (reached with 30% probability). A targets row without a tier is the plan.
+TIER_MUST_HIT, TIER_PLAN, TIER_STRETCH = "must_hit", "plan", "stretch"
+TIERS = (TIER_MUST_HIT, TIER_PLAN, TIER_STRETCH)
+# What a target measures: revenue (the default) or a process metric, tracked by `review`.
+METRIC_REVENUE = "revenue"
+METRICS = (METRIC_REVENUE, "new_customers", "orders", "pipeline_created", "visits",
+           "retention_rate")
+# A rep's own forecast of a period (Salesforce's forecast categories): the amount they commit
+# to, or their best case.
+COMMIT_CATEGORIES = ("commit", "best_case")
 # Interaction severity may be given as a number or as one of these words.
 SEVERITY_WORDS = {"low": 1.0, "medium": 2.0, "high": 3.0, "critical": 4.0}
 # `2017`, `2017Q3`, `2017-08`.
@@ -169,11 +203,14 @@ class ColumnSpec:
         kind: ``id`` and ``text`` stay strings, ``date`` is parsed as ISO 8601, ``number`` as float.
         required: the column must be present in the table.
         nullable: empty cells are allowed.
+        default: for an optional text column, the value of an absent column or empty cell.
     """
 
     kind: ColumnKind
     required: bool = True
     nullable: bool = False
+    # An optional text column's value where the column is absent or a cell is empty.
+    default: str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,11 +238,18 @@ class TableSpec:
         return [c for c, spec in self.columns.items() if spec.kind == kind]
 
 
-def _opt(kind: ColumnKind) -> ColumnSpec:
-    return ColumnSpec(kind, required=False, nullable=True)
+def _opt(kind: ColumnKind, default: str | None = None) -> ColumnSpec:
+    return ColumnSpec(kind, required=False, nullable=True, default=default)
+
+
+def _one_of(values: tuple[str, ...], what: str) -> pa.Check:
+    return pa.Check.isin(list(values), error=f"unknown {what}, expected one of "
+                         f"{', '.join(values)}")
 
 
 _NON_NEGATIVE = pa.Check.ge(0, error="must not be negative")
+_PERIOD_CHECK = pa.Check.str_matches(PERIOD_PATTERN,
+                                     error="period must look like 2017, 2017Q3 or 2017-08")
 
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
@@ -304,16 +348,44 @@ TABLES: dict[str, TableSpec] = {
                 LEVEL: ColumnSpec("text"),
                 KEY: ColumnSpec("text"),
                 AMOUNT: ColumnSpec("number"),
+                TIER: _opt("text", TIER_PLAN),
+                METRIC: _opt("text", METRIC_REVENUE),
             },
-            unique=((PERIOD, LEVEL, KEY),),
+            unique=((PERIOD, LEVEL, KEY, TIER, METRIC),),
             checks={
-                PERIOD: (
-                    pa.Check.str_matches(
-                        PERIOD_PATTERN, error="period must look like 2017, 2017Q3 or 2017-08"
-                    ),
-                ),
+                PERIOD: (_PERIOD_CHECK,),
                 AMOUNT: (_NON_NEGATIVE,),
+                TIER: (_one_of(TIERS, "tier"),),
+                METRIC: (_one_of(METRICS, "metric"),),
             },
+        ),
+        TableSpec(
+            COMMITS,
+            required=False,
+            columns={
+                PERIOD: ColumnSpec("text"),
+                REP: ColumnSpec("text"),
+                AMOUNT: ColumnSpec("number"),
+                CATEGORY: _opt("text", COMMIT_CATEGORIES[0]),
+                SUBMITTED_AT: _opt("date"),
+            },
+            unique=((PERIOD, REP, CATEGORY, SUBMITTED_AT),),
+            checks={
+                PERIOD: (_PERIOD_CHECK,),
+                AMOUNT: (_NON_NEGATIVE,),
+                CATEGORY: (_one_of(COMMIT_CATEGORIES, "category"),),
+            },
+        ),
+        TableSpec(
+            INVENTORY,
+            required=False,
+            columns={
+                PRODUCT: ColumnSpec("text"),
+                DATE: ColumnSpec("date"),
+                ON_HAND: ColumnSpec("number"),
+            },
+            unique=((PRODUCT, DATE),),
+            checks={ON_HAND: (_NON_NEGATIVE,)},
         ),
         TableSpec(
             RECEIVABLES,

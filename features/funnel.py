@@ -62,7 +62,6 @@ from engine.schemas import (
     STATUS_OPEN,
     STATUS_WON,
     TABLES,
-    TARGETS,
 )
 from features.hierarchy import (
     NODE_COLUMNS,
@@ -724,7 +723,7 @@ def _node_keys(tables: Tables, level: str, targets: pd.DataFrame | None) -> list
 def _period_targets(tables: Tables, targets: pd.DataFrame | None, period: str
                     ) -> pd.DataFrame | None:
     """The targets of ``period`` (default: the data's ``targets`` table)."""
-    chosen = targets if targets is not None else tables.get(TARGETS)
+    chosen = targets if targets is not None else tables.targets()
     if chosen is None:
         return None
     return chosen[chosen[PERIOD].astype(str) == str(period)]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from engine.io import BadInput, load_tables, write_data_dir, write_frame
+from engine.io import BadInput, load_tables, tier_targets, write_data_dir, write_frame
 from engine.schemas import (
     AMOUNT,
     CREATED_AT,
@@ -171,6 +171,36 @@ CASES: dict[str, tuple[str, str, list[str]]] = {
         "customer_id,order_date,amuont\nc1,2023-03-01,10\n",
         ["orders:1: amount: missing required column (amuont: did you mean amount? columns: "
          "customer_id, order_date, amuont)"],
+    ),
+    "unknown tier and metric, a tier given twice": (
+        "targets",
+        "period,level,key,amount,tier,metric\n2023Q2,company,all,2000,,\n"
+        "2023Q2,company,all,1500,must_hit,\n2023Q2,company,all,9,commit,revenue\n"
+        "2023Q2,company,all,5,stretch,profit\n2023Q2,company,all,1800,plan,revenue\n",
+        [
+            "targets:4: tier: unknown tier, expected one of must_hit, plan, stretch (commit)",
+            "targets:5: metric: unknown metric, expected one of revenue, new_customers, orders, "
+            "pipeline_created, visits, retention_rate (profit)",
+            "targets:2: period, level, key, tier, metric: duplicate combination "
+            "(2023Q2/company/all/plan/revenue)",
+            "targets:6: period, level, key, tier, metric: duplicate combination "
+            "(2023Q2/company/all/plan/revenue)",
+        ],
+    ),
+    "commits of no rep, a negative commit, an unknown category": (
+        "commits",
+        "period,rep,amount,category\n2023Q2,ana,100,commit\n2023Q2,zed,5,\n"
+        "2023Q2,ben,-1,best_case\n2023Q2,ben,50,upside\n",
+        [
+            "commits:3: rep: no such node (a commit is a rep's) (zed)",
+            "commits:4: amount: must not be negative (-1.0)",
+            "commits:5: category: unknown category, expected one of commit, best_case (upside)",
+        ],
+    ),
+    "inventory on hand below zero": (
+        "inventory",
+        "product,date,on_hand\nwidget,2023-03-01,10\nwidget,2023-03-02,-4\n",
+        ["inventory:3: on_hand: must not be negative (-4.0)"],
     ),
 }
 
@@ -671,3 +701,19 @@ def test_a_missing_table_names_a_file_spelt_nearly_like_it(tmp_path: Path) -> No
         "orders:0: -: required table is missing (expected orders.csv, orders.csv.gz or "
         "orders.parquet, or rows in opportunities; found order.csv: did you mean orders?)"
     ]
+
+
+def test_target_tiers_and_metrics_are_separate_targets(tmp_path: Path) -> None:
+    given = dict(VALID)
+    given["targets"] = ("period,level,key,amount,tier,metric\n2023Q2,company,all,2000,,\n"
+                        "2023Q2,company,all,1500,must_hit,\n2023Q2,company,all,2600,stretch,\n"
+                        "2023Q2,company,all,12,plan,new_customers\n2023Q2,rep,ben,1200,,\n")
+    tables = load_tables(write_dir(tmp_path / "d", given))
+    plan = tables.targets()
+    assert plan is not None
+    assert plan[AMOUNT].tolist() == [2000.0, 1200.0]
+    assert tier_targets(tables["targets"], "stretch")[AMOUNT].tolist() == [2600.0]
+    assert tier_targets(tables["targets"], metric="new_customers")[AMOUNT].tolist() == [12.0]
+    # a file without the columns is all revenue plan, as before
+    assert tables["targets"]["tier"].tolist() == ["plan", "must_hit", "stretch", "plan", "plan"]
+    assert load_tables(write_dir(tmp_path / "e", VALID)).targets() is not None

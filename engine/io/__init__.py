@@ -20,7 +20,7 @@ from pathlib import Path
 from engine.io.checks import MISSING_TABLE, validate_tables
 from engine.io.problems import MAX_EXAMPLES, BadInput, Problem
 from engine.io.read import is_sql_url, near_table_names, read_source
-from engine.io.tables import Tables, empty_table
+from engine.io.tables import Tables, empty_table, tier_targets
 from engine.io.write import atomic_path, output_format, write_data_dir, write_frame
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "load_tables",
     "output_format",
     "read_source",
+    "tier_targets",
     "validate_tables",
     "write_data_dir",
     "write_frame",

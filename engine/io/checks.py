@@ -30,6 +30,7 @@ from engine.io.tables import Tables, empty_table
 from engine.schemas import (
     ACCOUNT_MANAGER,
     CLOSE_DATE,
+    COMMITS,
     COMPANY_KEY,
     CUSTOMER_ID,
     CUSTOMERS,
@@ -295,6 +296,9 @@ def parse_table(
                                       _shown)
             failed[name] = nul
     for name, col in spec.columns.items():
+        if col.default is not None:
+            frame[name] = (frame[name].where(_as_text(frame[name]).notna(), col.default)
+                           if name in frame.columns else col.default)
         if name not in frame.columns:
             continue
         values = frame[name]
@@ -491,6 +495,11 @@ def cross_table_problems(frames: dict[str, pd.DataFrame], derived: frozenset[str
             )
     if TARGETS in frames:
         problems += _target_problems(frames)
+    if COMMITS in frames:
+        reps = frames[COMMITS][REP]
+        unknown = reps.notna() & ~reps.isin(_node_names(frames, LEVEL_REP))
+        problems += cell_problems(COMMITS, REP, f"{NO_SUCH_NODE} (a commit is a rep's)",
+                                  reps[unknown])
     return problems
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import overload
 
 import pandas as pd
 
@@ -11,14 +12,19 @@ from engine.schemas import (
     CUSTOMER_ID,
     CUSTOMERS,
     DTYPES,
+    METRIC,
+    METRIC_REVENUE,
     OPPORTUNITY_ID,
     ORDER_DATE,
     ORDER_ID,
     ORDERS,
     TABLES,
+    TARGETS,
+    TIER,
+    TIER_PLAN,
 )
 
-__all__ = ["Tables", "empty_table"]
+__all__ = ["Tables", "empty_table", "tier_targets"]
 
 
 @dataclass
@@ -54,6 +60,40 @@ class Tables:
     @property
     def customers(self) -> pd.DataFrame:
         return self.frames[CUSTOMERS]
+
+    def targets(self, tier: str = TIER_PLAN, metric: str = METRIC_REVENUE
+                ) -> pd.DataFrame | None:
+        """The targets of one tier and metric (by default the revenue plan, the targets that
+        feasibility, recalibration and warnings measure); ``None`` without a targets table."""
+        return tier_targets(self.frames.get(TARGETS), tier, metric)
+
+
+@overload
+def tier_targets(targets: pd.DataFrame, tier: str = ..., metric: str = ...) -> pd.DataFrame: ...
+
+
+@overload
+def tier_targets(targets: None, tier: str = ..., metric: str = ...) -> None: ...
+
+
+@overload
+def tier_targets(targets: pd.DataFrame | None, tier: str = ..., metric: str = ...
+                 ) -> pd.DataFrame | None: ...
+
+
+def tier_targets(targets: pd.DataFrame | None, tier: str = TIER_PLAN,
+                 metric: str = METRIC_REVENUE) -> pd.DataFrame | None:
+    """Rows of ``targets`` of one tier and metric; a row without either column or value is the
+    revenue plan (CONTRACTS: ``tier`` defaults to ``plan``, ``metric`` to ``revenue``)."""
+    if targets is None:
+        return None
+    keep = pd.Series(True, index=targets.index)
+    for column, wanted, default in ((TIER, tier, TIER_PLAN), (METRIC, metric, METRIC_REVENUE)):
+        if column in targets.columns:
+            keep &= targets[column].fillna(default) == wanted
+        elif wanted != default:
+            keep[:] = False
+    return targets if keep.all() else targets[keep]
 
 
 _EMPTY_COLUMNS = {ORDERS: (ORDER_ID, CUSTOMER_ID, ORDER_DATE, AMOUNT, OPPORTUNITY_ID)}

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from engine.io import tier_targets
 from engine.periods import period_bounds
 from engine.schemas import AMOUNT, DS, KEY, LEVEL, PERIOD, TARGETS
 from features.metrics.base import (
@@ -105,6 +106,6 @@ def pace_against_plan(context: MetricContext, as_of: pd.Timestamp,
     events = revenue_events(context, as_of)
     revenue = events[(events[DS] >= start) & (events[DS] < end)]
     return stack([
-        _pace_level(context, level, tables[TARGETS], revenue, period, as_of, elapsed)
+        _pace_level(context, level, tier_targets(tables[TARGETS]), revenue, period, as_of, elapsed)
         for level in NODE_SCOPES
     ])

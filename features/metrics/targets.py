@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from engine.io import tier_targets
 from engine.schemas import (
     AMOUNT,
     COMPANY_KEY,
@@ -160,7 +161,7 @@ def forecast_gap(context: MetricContext, as_of: pd.Timestamp,
     require_tables(context.tables, "forecast_gap", TARGETS)
     frame, period = _period_provider(context, as_of, params, "forecast_gap", "period_forecast",
                                      _FORECAST_NEEDS)
-    targets = context.tables[TARGETS]
+    targets = tier_targets(context.tables[TARGETS])
     targets = targets[targets[PERIOD].astype(str) == period].set_index([LEVEL, KEY])
     index = pd.MultiIndex.from_frame(frame[[LEVEL, KEY]])
     target = pd.Series(targets[AMOUNT].reindex(index).to_numpy(), index=frame.index)

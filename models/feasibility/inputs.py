@@ -42,7 +42,6 @@ from engine.schemas import (
     REP,
     STATUS,
     STATUS_WON,
-    TARGETS,
     TEAM,
 )
 from features.deals import deal_inputs, period_features
@@ -271,7 +270,7 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
     """
     as_of = pd.Timestamp(as_of)
     start, end = period_bounds(period)
-    targets = tables.get(TARGETS)
+    targets = tables.targets()
     extra = _extra_levels(targets, period, levels)
     columns = _node_columns(extra)
     window = RestOfPeriod(day_number(as_of), day_number(start), day_number(end))

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from engine.io import Tables
-from engine.schemas import CLOSE_DATE, OPPORTUNITIES, STATUS, STATUS_OPEN, STATUS_WON, TARGETS
+from engine.schemas import CLOSE_DATE, OPPORTUNITIES, STATUS, STATUS_OPEN, STATUS_WON
 from features.deals import LABEL, deal_snapshot_dates, deal_snapshots, win_training_rows
 from models.feasibility.inputs import build_inputs
 from models.feasibility.simulation import Simulation, simulate, summarise
@@ -85,7 +85,7 @@ def feasibility_with_simulation(
     simulation = simulate_period(tables, period, as_of, win_model, draws=draws, seed=seed,
                                  churn=churn, levels=levels, threads=threads)
     simulation.notes[:0] = notes
-    frame = summarise(simulation, tables.get(TARGETS), period, as_of, all_nodes=all_nodes)
+    frame = summarise(simulation, tables.targets(), period, as_of, all_nodes=all_nodes)
     return frame, simulation
 
 

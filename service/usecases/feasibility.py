@@ -19,7 +19,7 @@ import pandas as pd
 
 from engine import tracking
 from engine.io import Tables
-from engine.schemas import OPPORTUNITIES, PERIOD, TARGETS
+from engine.schemas import OPPORTUNITIES, PERIOD
 from models.feasibility import (
     CHURN_HORIZON_DAYS,
     Method,
@@ -165,7 +165,7 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
 
 def _periods_given(tables: Tables) -> str:
     """`` (targets has 2017Q1, 2017Q2)``: the periods the targets table covers, if any."""
-    targets = tables.get(TARGETS)
+    targets = tables.targets()
     if targets is None or targets.empty:
         return " (the data has no targets table)"
     periods = sorted(map(str, targets[PERIOD].dropna().unique()))

@@ -282,7 +282,7 @@ def test_catalogue_documents_every_metric() -> None:
 
 
 UNITS = {"ratio", "share", "probability", "count", "amount", "days"}
-DOMAINS = {"plan", "pipeline", "customers", "churn", "targets"}
+DOMAINS = {"plan", "pipeline", "customers", "churn", "targets", "process", "inventory"}
 
 
 @pytest.mark.parametrize("name", list(METRICS))
@@ -301,7 +301,7 @@ def test_catalogue_order_is_the_listed_order() -> None:
     assert list(METRICS)[:3] == ["pace_against_plan", "pipeline_coverage", "conversion_drop"]
     assert list(METRICS)[-3:] == ["attainment_probability", "forecast_gap",
                                   "pipeline_gap_coverage"]
-    assert len(METRICS) == 16
+    assert len(METRICS) == 18
 
 
 def test_model_providers_wire_churn_and_feasibility() -> None:

@@ -27,6 +27,7 @@ from engine.schemas import (
     LEVEL_REP,
     LEVEL_TEAM,
     OPPORTUNITY_ID,
+    PRODUCT,
     REGION,
     REP,
     TEAM,
@@ -53,7 +54,7 @@ __all__ = [
     "stack",
 ]
 
-SCOPES = ("company", LEVEL_REGION, LEVEL_TEAM, LEVEL_REP, "customer", "opportunity")
+SCOPES = ("company", LEVEL_REGION, LEVEL_TEAM, LEVEL_REP, "customer", "opportunity", PRODUCT)
 NODE_SCOPES = (LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM, LEVEL_REP)
 # Labels of an alert at each scope, ancestors first: the hierarchy is company > region > team >
 # rep, and a customer (its account manager) or an opportunity (its owner) hangs below a rep.
@@ -64,8 +65,10 @@ SCOPE_LABELS: dict[str, tuple[str, ...]] = {
     LEVEL_REP: (REGION, TEAM, REP),
     "customer": (REGION, TEAM, REP, CUSTOMER_ID),
     "opportunity": (REGION, TEAM, REP, OPPORTUNITY_ID),
+    # A product stands beside the hierarchy (inventory metrics), directly below the company.
+    PRODUCT: (PRODUCT,),
 }
-LABEL_COLUMNS = (REGION, TEAM, REP, CUSTOMER_ID, OPPORTUNITY_ID)
+LABEL_COLUMNS = (REGION, TEAM, REP, CUSTOMER_ID, OPPORTUNITY_ID, PRODUCT)
 
 # The default period of the metrics that take one: the quarter containing as_of.
 PERIOD_PARAM = {"period": "quarter"}

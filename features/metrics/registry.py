@@ -28,6 +28,7 @@ from features.metrics.customers import (
     complaint_spike,
     overdue_receivables_ratio,
 )
+from features.metrics.inventory import inventory_turnover
 from features.metrics.pipeline import (
     conversion_drop,
     deal_days_in_stage,
@@ -37,6 +38,7 @@ from features.metrics.pipeline import (
     stalled_deals,
 )
 from features.metrics.plan import pace_against_plan
+from features.metrics.process import target_attainment
 from features.metrics.targets import (
     attainment_probability,
     forecast_gap,
@@ -117,6 +119,25 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
         params={"min_amount": 0},
         needs="opportunities, stage_history",
         fn=deal_days_in_stage),
+    MetricSpec(
+        name="target_attainment", scopes=NODE_SCOPES, unit="ratio",
+        meaning=("Process targets (targets rows whose metric is new_customers, orders, "
+                 "pipeline_created, visits or retention_rate): done to date in the period / the "
+                 "plan to date, like pace_against_plan (retention: rate / target rate); 1 = on "
+                 "plan. target_metric=all gives each node's target furthest behind; no rows "
+                 "without process targets."),
+        params={**PERIOD_PARAM, "target_metric": "all", "min_elapsed_share": 0.1},
+        needs=("targets with a metric column; orders (new_customers, orders, retention_rate), "
+               "opportunities (pipeline_created), interactions of kind visit (visits)"),
+        fn=target_attainment),
+    MetricSpec(
+        name="inventory_turnover", scopes=("product",), unit="ratio",
+        meaning=("Sold over the last window_days (units with an orders quantity column, else "
+                 "revenue) / the time-weighted average on hand over the same days, per product; "
+                 "details.days_of_cover = on hand / sold per day."),
+        params={"window_days": 90},
+        needs="inventory (product, date, on_hand), orders with a product column",
+        fn=inventory_turnover),
     MetricSpec(
         name="complaint_spike", scopes=CUSTOMER_SCOPES, unit="ratio",
         meaning=("Complaints in the last window_days / the usual number per window_days over the "

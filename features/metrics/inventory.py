@@ -92,7 +92,7 @@ def inventory_turnover(context: MetricContext, as_of: pd.Timestamp,
     words = [
         (f"{m:,.0f} {basis} sold in the last {days} days / {a:,.0f} on hand on average = "
          f"turnover {v:.2f}; {latest_:,.0f} on hand = "
-         + (f"{c:,.0f} days of cover" if pd.notna(c) else "no sales to cover")
+         + (f"{c:,.1f} days of cover" if pd.notna(c) else "no sales to cover")
          ) if pd.notna(v) else f"nothing on hand over the last {days} days"
         for m, a, v, latest_, c in zip(moved, average, value, latest, cover, strict=True)
     ]

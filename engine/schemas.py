@@ -175,8 +175,8 @@ METRICS = (METRIC_REVENUE, "new_customers", "orders", "pipeline_created", "visit
 COMMIT_CATEGORIES = ("commit", "best_case")
 # Interaction severity may be given as a number or as one of these words.
 SEVERITY_WORDS = {"low": 1.0, "medium": 2.0, "high": 3.0, "critical": 4.0}
-# `2017`, `2017Q3`, `2017-08`.
-PERIOD_PATTERN = r"^\d{4}(Q[1-4]|-(0[1-9]|1[0-2]))?$"
+# `2017`, `2017Q3`, `2017-08` (years 1900 to 2999).
+PERIOD_PATTERN = r"^(19|2[0-9])[0-9]{2}(Q[1-4]|-(0[1-9]|1[0-2]))?$"
 
 # Dates that lie in the future by design (expected closes, due dates): they do not say how far
 # the data reaches.

@@ -1,13 +1,13 @@
 """Property-based tests of the whole API from its OpenAPI document (schemathesis).
 
 Every operation gets generated valid and invalid requests (fixed seed, a bounded number of
-examples) with an admin key, under schemathesis's default checks; every response must be
-documented (status code, headers, body schema, content type), no request may cause a 500, and
-a schema-valid request must not be refused as invalid (422). Two documented exceptions, which
-no JSON Schema can state, are configured in :data:`CONFIG`: a request may be answered 400 when
-it is well-formed but cannot be answered from this data (an as_of before the first order, an
-owner nobody has, a frequency the served forecaster was not trained for), and a silence whose
-``ends_at`` is not after its ``starts_at`` is invalid input (422).
+examples; ``QUOTACAST_SCHEMATHESIS_EXAMPLES`` raises it for a long run) with an admin key, under
+schemathesis's default checks and nothing configured away: every response must be documented
+(status code, headers, body schema, content type), no request may cause a 500, and a
+schema-valid request is never refused as invalid (400 or 422). What the schema cannot state is
+designed out of the API instead: a silence is a start and a number of days, matchers keep to a
+grammar the schema's pattern states exactly, and a well-formed request the data cannot answer
+(an as_of or period outside it, an owner nobody has, a frequency not served) is a 404.
 
 The schema is loaded eagerly from ``app.openapi()`` (no start-up needed to build it), because
 schemathesis's fixture-based lazy loading (``schemathesis.pytest.from_fixture``) breaks on
@@ -18,6 +18,7 @@ registry the settings point at.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -46,15 +47,10 @@ MAX_EXAMPLES = 8
 _ROOT = Path(tempfile.mkdtemp(prefix="quotacast-schemathesis-"))
 _SETTINGS = settings_for(_ROOT, _ROOT / "data", f"sqlite:///{_ROOT / 'mlflow.db'}")
 app = create_app(_SETTINGS, quiet_options(draws=500))
-ACCEPTED = ["2XX", "3XX", 400, 401, 403, 404, 409, 429]
 CONFIG: dict[str, Any] = {
     "seed": SEED,
-    "generation": {"max-examples": MAX_EXAMPLES},
-    "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED}},
-    "operations": [{
-        "include-path": "/v1/silences", "include-method": "POST",
-        "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, 422]}},
-    }],
+    "generation": {"max-examples": int(os.environ.get("QUOTACAST_SCHEMATHESIS_EXAMPLES",
+                                                      MAX_EXAMPLES))},
 }
 schema = schemathesis.openapi.from_dict(app.openapi(),
                                         config=SchemathesisConfig.from_dict(CONFIG))

@@ -28,12 +28,14 @@ STATUS_OF: dict[type[Refusal], int] = {
 }
 
 _WHY = {
-    400: "The request is well-formed but cannot be answered (a date outside the data, an "
-         "unknown owner, a forecast frequency that is not served).",
+    400: "The request is well-formed but this data cannot answer it (a period with nothing to "
+         "simulate).",
     401: "No API key, or an unknown or revoked one.",
     403: "The key's role may not do this (or an account manager asked for someone else's "
          "customers).",
-    404: "No such resource (another account manager's customer is not found either).",
+    404: "No such resource, or nothing in the data there: an as_of, period or level outside "
+         "the data, an owner nobody has, a forecast frequency or level that is not served "
+         "(another account manager's customer is not found either).",
     409: "The request conflicts with the stored state (an evaluation at an as_of earlier than "
          "the last one).",
     413: "The request body is larger than the service accepts.",

@@ -8,18 +8,18 @@ Field names are the output columns of CONTRACTS.md. Numbers the engine may leave
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     Strict,
     StringConstraints,
-    field_validator,
-    model_validator,
+    WithJsonSchema,
 )
 
 from engine.alerting.rules import parse_matcher
@@ -321,41 +321,73 @@ class EvaluationOut(_Out):
     alerts: list[AlertOut] = Field(description="alerts not normal after the evaluation")
 
 
-# No control characters (a NUL byte in a stored matcher or comment helps nobody).
-MatcherText = Annotated[str, StringConstraints(
-    pattern=r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*(=~|!~|!=|=)[^\x00-\x1f\x7f]*$", max_length=300)]
+# The longest silence the API records (ten years of as_of dates).
+MAX_SILENCE_DAYS = 3660
+
+# A matcher as the API takes it, stated exactly by a pattern so that every matcher the OpenAPI
+# document allows is one the service accepts: ``label=value``/``label!=value`` with any text,
+# and ``label=~regex``/``label!~regex`` (quoted or bare) whose regex is a subset of RE2 that
+# always compiles: literals, ``.``, classes like ``[A-Z0-9_]`` or ``[^a-z]``, escapes (bare
+# only: ``\d \w \s \.``...), one level of groups, alternation, and the quantifiers ``* + ?
+# {n} {n,}`` (n a digit; lazy with ``?``). The CLI's silences take any RE2 expression.
+_LITERAL = r'[^\\^$.\[\]|()?*+{}"\x00-\x1f\x7f]'
+_ESCAPE = r"\\[dDsSwW.\\^$\[\]|()?*+{}]"
+_CLASS = r'\[\^?(?:a-z|A-Z|0-9|[^\\\[\]\-^"\x00-\x1f\x7f])+\]'
+_QUANTIFIER = r"(?:[*+?]|\{[0-9],?\})\??"
+
+
+def _regex_grammar(escapes: bool) -> str:
+    atom = f"(?:{_LITERAL}|\\.|{_CLASS}{'|' + _ESCAPE if escapes else ''})"
+    group = rf"\((?:\?:)?(?:{atom}(?:{_QUANTIFIER})?|\|)*\)"
+    return rf"\^?(?:(?:{atom}|{group})(?:{_QUANTIFIER})?|\|)*\$?"
+
+
+MATCHER_PATTERN = (
+    r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*(?:=(?:[^~\x00-\x1f\x7f][^\x00-\x1f\x7f]*)?"
+    r"|!=[^\x00-\x1f\x7f]*|(?:=~|!~)\s*"
+    rf'(?:"{_regex_grammar(False)}"|{_regex_grammar(True)}))\s*$')
+_MATCHER_RE = re.compile(MATCHER_PATTERN)
+
+
+def _api_matcher(value: str) -> str:
+    """A matcher within the API's grammar (said in words, not as the pattern), RE2-checked."""
+    if not _MATCHER_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a matcher the API takes: label=value, label!=value, "
+            "label=~regex or label!~regex, the regex built from literals, ., classes like "
+            "[A-Z0-9], escapes like \\d (unquoted), one level of (groups), | and the "
+            "quantifiers * + ? {n} {n,} with n one digit (the CLI takes any RE2 expression)")
+    parse_matcher(value)  # a ValueError saying why: 422
+    return value
+
+
+MatcherText = Annotated[str, StringConstraints(max_length=300), AfterValidator(_api_matcher),
+                        WithJsonSchema({"type": "string", "maxLength": 300,
+                                        "pattern": MATCHER_PATTERN})]
 CommentText = Annotated[str, StringConstraints(
     pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$", min_length=1, max_length=1000)]
 
 
 class SilenceIn(_In):
-    """Mute notifications of matching alerts from ``starts_at`` to ``ends_at`` (as_of dates).
+    """Mute notifications of matching alerts for ``days`` as_of dates from ``starts_at``.
 
-    Also checked, as invalid input (422) although the schema cannot express them: the window's
-    order, and the regular expressions of ``=~``/``!~`` matchers, which must be RE2 syntax (as
-    Alertmanager's: linear-time matching, no backreferences or lookaround).
+    The window is a start and a length and the matchers' regexes keep to a grammar stated in
+    the schema (:data:`MATCHER_PATTERN`), so every request the schema allows is one the service
+    accepts (``ends_at`` = ``starts_at`` + ``days`` is in the answer).
     """
 
     matchers: list[MatcherText] = Field(
         min_length=1, max_length=20, examples=[['alertname="PaceBehindPlan"', 'region="North"']],
         description='label=value, label!=value, label=~regex or label!~regex; all must match')
     starts_at: IsoDate
-    ends_at: IsoDate = Field(description="the first as_of date it no longer applies to")
+    days: int = Field(ge=1, le=MAX_SILENCE_DAYS, examples=[14],
+                      description="how many as_of dates it applies to, from starts_at")
     comment: CommentText
 
-    @field_validator("matchers")
-    @classmethod
-    def _parsed(cls, matchers: list[str]) -> list[str]:
-        for matcher in matchers:
-            parse_matcher(matcher)  # a ValueError saying why: 422
-        return matchers
-
-    @model_validator(mode="after")
-    def _window(self) -> SilenceIn:
-        if self.ends_at <= self.starts_at:
-            raise ValueError(f"ends_at ({self.ends_at}) must be after starts_at "
-                             f"({self.starts_at})")
-        return self
+    @property
+    def ends_at(self) -> date:
+        """The first as_of date the silence no longer applies to."""
+        return self.starts_at + timedelta(days=self.days)
 
 
 class SilenceOut(_Out):

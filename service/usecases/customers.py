@@ -17,7 +17,7 @@ import pandas as pd
 from engine.schemas import ACCOUNT_MANAGER, CUSTOMER_ID
 from models.churn import CHURN_PROBABILITY
 from service.usecases.churn import score_churn
-from service.usecases.request import BadRequest, NotFound, Unavailable
+from service.usecases.request import NotFound, Unavailable
 from service.usecases.served import Served
 
 __all__ = ["AtRisk", "CustomerFound", "at_risk", "churn_scores", "find_customer"]
@@ -90,10 +90,10 @@ def at_risk(served: Served, owner: str | None, min_probability: float, page: int
             customers is not checked: it may have none yet).
 
     Raises:
-        BadRequest: ``owner`` is no customer's account manager.
+        NotFound: ``owner`` is no customer's account manager.
     """
     if owner is not None and check_owner and owner not in _known_managers(served):
-        raise BadRequest(f"unknown owner {owner!r}: no customer has this account manager")
+        raise NotFound(f"unknown owner {owner!r}: no customer has this account manager")
     scores = churn_scores(served)
     keep = scores[CHURN_PROBABILITY] >= min_probability
     if owner is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from service.usecases.forecast import ServedForecaster
-from service.usecases.request import BadRequest, Unavailable
+from service.usecases.request import NotFound, Unavailable
 from service.usecases.served import Served
 
 __all__ = ["ServedForecast", "served_forecast"]
@@ -47,12 +47,12 @@ def served_forecast(served: Served, level: str, horizon: int | None,
 
     Raises:
         Unavailable: no forecaster is served.
-        BadRequest: the served forecaster has not that level, frequency or horizon.
+        NotFound: the served forecaster has not that level, frequency or horizon.
     """
     forecaster, version = _forecaster(served)
     problem = forecaster.cannot_answer(freq, level, horizon)
     if problem is not None:
-        raise BadRequest(f"{problem}; train and promote a forecaster with that --freq, --level "
+        raise NotFound(f"{problem}; train and promote a forecaster with that --freq, --level "
                          "or --horizon to ask for it")
     steps = int(forecaster.forecaster.horizon) if horizon is None else horizon
     return ServedForecast(level=level, freq=forecaster.freq, horizon=steps,

@@ -31,6 +31,7 @@ __all__ = [
     "Conflict",
     "DataSpan",
     "NotFound",
+    "OutsideData",
     "Refusal",
     "RequestError",
     "Unavailable",
@@ -83,6 +84,11 @@ class RequestError(BadRequest):
         return "--" + self.parameter.replace("_", "-")
 
 
+class OutsideData(NotFound, RequestError):
+    """A well-formed parameter that names something this data does not have: a date or period
+    outside it, a level it has no column for (HTTP 404, CLI exit 2)."""
+
+
 @dataclass(frozen=True)
 class DataSpan:
     """The days the data covers.
@@ -131,13 +137,14 @@ def resolve_as_of(as_of: str | date | pd.Timestamp | None, span: DataSpan, *,
             history it learns from.
 
     Raises:
-        RequestError: ``as_of`` is not a date, or (``bounded``) outside the data.
+        RequestError: ``as_of`` is not a date; :class:`OutsideData` (``bounded``) outside the
+            data.
     """
     stamp = parse_as_of(as_of)
     if stamp is None:
         return span.default_as_of
     if bounded and not span.start < stamp <= span.end + AS_OF_SLACK:
-        raise RequestError(
+        raise OutsideData(
             "as_of", f"as_of {stamp.date()} is outside the data: expected a date after "
             f"{span.start.date()} and at most {AS_OF_SLACK.days} days after {span.end.date()}")
     return stamp
@@ -152,7 +159,8 @@ def resolve_period(period: str | None, as_of: pd.Timestamp, span: DataSpan | Non
         span: when given, a period more than a year away from the data is refused.
 
     Raises:
-        RequestError: ``period`` is malformed, or (``span``) too far from the data.
+        RequestError: ``period`` is malformed; :class:`OutsideData` (``span``) too far from
+            the data.
     """
     if period is None:
         return default_period(as_of)
@@ -161,7 +169,7 @@ def resolve_period(period: str | None, as_of: pd.Timestamp, span: DataSpan | Non
     except ValueError as exc:
         raise RequestError("period", str(exc)) from exc
     if span is not None and not span.start.year - 1 <= int(period[:4]) <= span.end.year + 1:
-        raise RequestError("period", f"period {period} is too far from the data "
+        raise OutsideData("period", f"period {period} is too far from the data "
                                      f"({span.start.year}..{span.end.year})")
     return period
 
@@ -179,10 +187,10 @@ def resolve_level(level: str | None, tables: Tables | Iterable[str]) -> str | No
         tables: the data, or the known levels themselves.
 
     Raises:
-        RequestError: an unknown level.
+        OutsideData: a level the data does not have.
     """
     known = known_levels(tables) if isinstance(tables, Tables) else set(tables)
     if level is not None and level not in known:
-        raise RequestError("level", f"unknown level {level!r}; expected one of "
+        raise OutsideData("level", f"unknown level {level!r}; expected one of "
                                     f"{', '.join(sorted(known))}")
     return level

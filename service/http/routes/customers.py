@@ -49,7 +49,7 @@ def at_risk_page(served: Served, principal: Principal, owner: str | None,
                       items=[_risk(r) for r in found.rows])
 
 
-@router.get("/at-risk", response_model=AtRiskPage, responses=errors(400))
+@router.get("/at-risk", response_model=AtRiskPage, responses=errors(404))
 def get_at_risk(
     user: CustomerReader,
     state: StateDep,

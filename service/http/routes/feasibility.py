@@ -28,7 +28,7 @@ from service.usecases.served import Served
 __all__ = ["feasibility", "router"]
 
 router = APIRouter(prefix="/v1", tags=["feasibility"],
-                   responses=errors(400, 401, 403, 429, 503), route_class=StrictJSONRoute)
+                   responses=errors(400, 401, 403, 404, 429, 503), route_class=StrictJSONRoute)
 
 Period = Annotated[str | None, Query(
     pattern=PERIOD_PATTERN, max_length=7,

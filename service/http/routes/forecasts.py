@@ -17,7 +17,7 @@ from service.usecases.forecasts import served_forecast
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["forecasts"], responses=errors(400, 401, 403, 429, 503),
+router = APIRouter(prefix="/v1", tags=["forecasts"], responses=errors(401, 403, 404, 429, 503),
                    route_class=StrictJSONRoute)
 
 

@@ -75,7 +75,7 @@ def get_warnings(
 
 
 @router.post("/warnings/evaluate", response_model=EvaluationOut,
-             responses=errors(400, 409, 413, 503))
+             responses=errors(400, 404, 409, 413, 503))
 def post_evaluate(
     user: WarningsEditor, state: StateDep,
     body: Annotated[EvaluateIn | None, Body()] = None,
@@ -100,7 +100,7 @@ def get_silences(
 
 
 @router.post("/silences", response_model=SilenceOut, status_code=status.HTTP_201_CREATED,
-             responses=errors(400, 413))
+             responses=errors(413))
 def post_silence(user: WarningsEditor, state: StateDep, body: SilenceIn) -> SilenceOut:
     """Mute notifications of matching alerts for a window of as_of dates."""
     return _silence(add_silence(state, body.matchers, body.starts_at, body.ends_at, user.name,

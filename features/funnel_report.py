@@ -200,7 +200,7 @@ def _stages(funnel: _Funnel, rows: pd.DataFrame) -> list[str]:
 def _grid(rows: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
     """Every stage for every node that has a row: an idle stage shows 0 open deals."""
     nodes = rows[[LEVEL, KEY]].drop_duplicates()
-    grid = nodes.merge(pd.DataFrame({STAGE: stages}), how="cross")
+    grid = nodes.merge(pd.DataFrame({STAGE: pd.Series(stages, dtype=object)}), how="cross")
     out = grid.merge(rows, on=[LEVEL, KEY, STAGE], how="left")
     counts = [EXITS, TRAILING_EXITS, OPEN_DEALS, OPEN_AMOUNT]
     out[counts] = out[counts].fillna(0.0)
@@ -247,8 +247,9 @@ def funnel_report(tables: Tables, period: str, as_of: pd.Timestamp | str,
     deals = _with_nodes(funnel.state, attributes)
     conversions = _conversions(exits, chosen)
     p90 = _stage_p90(exits)
-    rows = conversions.merge(_open_table(deals, chosen, p90), on=[LEVEL, KEY, STAGE],
-                             how="outer")
+    keys = {LEVEL: object, KEY: object, STAGE: object}  # empty frames come out as float
+    rows = conversions.astype(keys).merge(_open_table(deals, chosen, p90).astype(keys),
+                                          on=[LEVEL, KEY, STAGE], how="outer")
     stages = _stages(funnel, rows)
     frame = _grid(rows, stages)
     frame[STAGE_P90] = frame[STAGE].map(p90).astype(float)

@@ -244,6 +244,14 @@ def test_without_stage_history_open_deals_only_and_a_note() -> None:
     assert not report.frame["bottleneck"].any()
 
 
+def test_without_stage_history_before_the_snapshot_nothing_is_known() -> None:
+    raw = frames()
+    del raw["stage_history"]
+    report = funnel_report(tables_of(raw), PERIOD, T("2024-05-01"))
+    assert report.frame.empty and list(report.frame.columns) == FUNNEL_COLUMNS
+    assert any("have no known stage" in note for note in report.notes)
+
+
 def test_no_opportunities_is_refused_in_plain_words() -> None:
     raw = frames()
     orders_only = tables_of({"orders": raw["orders"], "customers": raw["customers"]})

@@ -22,12 +22,23 @@ from models.forecast.base import CandidateContext, parallel_chunks
 __all__ = ["ProphetForecaster", "prophet_forecast", "prophet_rows"]
 
 
+def _quiet_prophet() -> None:
+    """No third-party chatter: Prophet's "Importing plotly failed" (logged as an error when it
+    is imported: we never plot with plotly) and cmdstanpy's INFO line per fit (cmdstanpy adds
+    its own INFO handler unless its logger already has one: it gets a silent one first)."""
+    logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
+    logging.getLogger("prophet").setLevel(logging.WARNING)
+    stan = logging.getLogger("cmdstanpy")
+    if not any(isinstance(h, logging.NullHandler) for h in stan.handlers):
+        stan.addHandler(logging.NullHandler())
+    stan.setLevel(logging.WARNING)
+
+
 def _prophet_chunk(
     frames: list[tuple[np.ndarray, np.ndarray]], future: pd.DatetimeIndex, daily: bool
 ) -> list[np.ndarray]:
     """Prophet forecasts for a chunk of series (dates, values)."""
-    logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
-    logging.getLogger("prophet").setLevel(logging.WARNING)
+    _quiet_prophet()
     from prophet import Prophet
 
     out = []

@@ -51,6 +51,7 @@ __all__ = [
     "interval_problems",
     "simulate",
     "simulate_deals",
+    "simulate_deals_per_deal",
     "summarise",
 ]
 
@@ -174,6 +175,40 @@ def simulate_deals(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells:
             list(pool.map(run, range(len(bounds))))
     return out
 
+
+
+def simulate_deals_per_deal(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells: int,
+                            draws: int, seed: int, chunk_elements: int = 4_000_000
+                            ) -> np.ndarray:
+    """Wins of independent deals summed per cell, every deal on its own random stream.
+
+    The same distribution as :func:`simulate_deals` with ``clt_max_share=0``, but deal ``i``'s
+    uniforms depend only on ``seed`` and ``i``: changing one deal's probability or amount never
+    moves another deal's draws, and lowering a probability only removes wins, draw by draw
+    (common random numbers, what a scenario compared with its baseline needs).
+    """
+    out = np.zeros((draws, n_cells))
+    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    amount = np.asarray(amount, dtype=float)
+    if len(p) == 0 or draws == 0:
+        return out
+    thr = np.round(p * 65536.0).astype(np.uint32)
+    streams = np.random.SeedSequence(seed).spawn(len(p))
+    width = max(1, chunk_elements // draws)
+    for lo in range(0, len(p), width):
+        hi = min(lo + width, len(p))
+        live = [j for j in range(lo, hi) if thr[j] > 0]
+        if not live:
+            continue
+        uniforms = np.empty((draws, len(live)), dtype=np.uint16)
+        for column, j in enumerate(live):
+            bits = np.random.PCG64(streams[j]).random_raw((draws + 3) // 4)
+            uniforms[:, column] = bits.view(np.uint16)[:draws]
+        won = (uniforms < thr[live]) * amount[live]
+        onehot = sparse.csr_matrix((np.ones(len(live)), (np.arange(len(live)), cell[live])),
+                                   shape=(len(live), n_cells))
+        out += np.asarray((onehot.T @ won.T).T)
+    return out
 
 
 # === cells, nodes and the simulation ============================================================
@@ -305,17 +340,24 @@ def _parents(nodes: pd.DataFrame, cells: pd.DataFrame, levels: Sequence[str]) ->
 
 
 def simulate(inputs: CellInputs, draws: int = 10_000, seed: int = 42,
-             threads: int | None = None, exact: bool = False) -> Simulation:
+             threads: int | None = None, exact: bool = False,
+             per_deal_streams: bool = False) -> Simulation:
     """Draw the period's revenue for every cell and sum the cells into every node.
 
     ``exact`` draws every deal as a Bernoulli (no normal pooling of small deals, see
-    :func:`simulate_deals`).
+    :func:`simulate_deals`); ``per_deal_streams`` also gives every deal its own random stream
+    (:func:`simulate_deals_per_deal`), so that two simulations of the same deals with other
+    probabilities or amounts differ only where those deals are.
     """
     n_cells = len(inputs.cells)
     deal_seed, rate_seed, common_seed = np.random.SeedSequence(seed).spawn(3)
-    deals = simulate_deals(inputs.deal_p, inputs.deal_amount, inputs.deal_cell, n_cells, draws,
-                           int(deal_seed.generate_state(1)[0]), threads=threads,
-                           clt_max_share=0.0 if exact else 0.2)
+    if per_deal_streams:
+        deals = simulate_deals_per_deal(inputs.deal_p, inputs.deal_amount, inputs.deal_cell,
+                                        n_cells, draws, int(deal_seed.generate_state(1)[0]))
+    else:
+        deals = simulate_deals(inputs.deal_p, inputs.deal_amount, inputs.deal_cell, n_cells,
+                               draws, int(deal_seed.generate_state(1)[0]), threads=threads,
+                               clt_max_share=0.0 if exact else 0.2)
     if inputs.pipeline_sigma > 0:
         sigma = inputs.pipeline_sigma
         shared = np.random.default_rng(common_seed).standard_normal((draws, 1))

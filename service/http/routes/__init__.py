@@ -15,6 +15,7 @@ from service.http.routes import (
     forecasts,
     health,
     models,
+    scenario,
     warnings,
 )
 
@@ -23,6 +24,7 @@ __all__ = ["ROUTERS"]
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     feasibility.router,
+    scenario.router,
     customers.router,
     forecasts.router,
     warnings.router,

@@ -297,3 +297,5 @@ def test_cli_refuses_data_without_deals_and_unknown_levels(tmp_path: Path) -> No
     result = runner.invoke(_app(), ["funnel", "--data", str(full), "--levels", "channel"])
     assert result.exit_code == 2
     assert "unknown level" in result.output
+    result = runner.invoke(_app(), ["funnel", "--data", str(full), "--plot", "f.txt"])
+    assert result.exit_code == 2 and "expected a .png" in result.output

@@ -28,6 +28,7 @@ from service.usecases.request import BadRequest, RequestError, resolve_period
 
 __all__ = ["funnel"]
 
+PLOT_FORMATS = (".png", ".svg", ".pdf")
 _SHOWN = ["key", "stage", "exits", "conversion", "trailing_conversion", "median_days",
           "open_deals", "open_amount", "open_aged_share", "bottleneck"]
 
@@ -43,7 +44,8 @@ def funnel(
         "--levels", help="Comma list of node levels (default company,region,team,rep); "
         "product and segment when the data has them.")] = None,
     plot: Annotated[Path | None, typer.Option(
-        "--plot", help="Also draw the company funnel to this .png file.")] = None,
+        "--plot", help="Also draw the company funnel to this .png (or .svg, .pdf) file.")
+    ] = None,
     out: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -51,6 +53,8 @@ def funnel(
     stage, open deals and their aging, and each node's bottleneck stage."""
     from service.usecases.funnel import bottleneck_lines, parse_levels, plot_funnel, run_funnel
 
+    if plot is not None and plot.suffix.lower() not in PLOT_FORMATS:
+        raise typer.BadParameter(f"expected a {', '.join(PLOT_FORMATS)} file", param_hint="--plot")
     when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
     when = when if when is not None else default_as_of(tables)

@@ -125,8 +125,9 @@ def plan(
         err.print(f"- {note}", markup=False, highlight=False)
     frame = result.frame
     shown = frame[(frame["tier"] == "plan") & (frame["period"] == chosen)]
-    print_frame(shown.drop(columns=["tier", "metric"]), f"plan for {chosen} (plan tier; "
-                f"quarters, months, must_hit and stretch in the file)", limit=25)
+    print_frame(shown.drop(columns=["tier", "metric"]), f"plan for {chosen}", limit=25)
+    err.print("(the plan tier of the whole period; its quarters and months and the must_hit "
+              "and stretch tiers are in the file)")
     emit(frame, out, as_json)
     if out is not None:
         err.print(f"save {out.name} as targets.csv in the data directory: feasibility, "

@@ -40,6 +40,7 @@ from engine.schemas import (
     COMMITS,
     COMPANY_KEY,
     DS,
+    HIERARCHY_LEVELS,
     KEY,
     LEVEL,
     LEVEL_COMPANY,
@@ -66,6 +67,7 @@ from models.feasibility import (
 )
 from models.feasibility.plan import (
     PlanMethod,
+    eligible_nodes,
     months_of,
     node_cents,
     plan_rows,
@@ -281,6 +283,30 @@ def _commit_columns(frame: pd.DataFrame, commits: pd.DataFrame,
     return out, notes
 
 
+def _coverage_notes(simulation: Simulation) -> list[str]:
+    """Where the hierarchy stops (a level the data names no node of) and how much expected
+    revenue no named node owns."""
+    nodes = simulation.nodes
+    ok = eligible_nodes(nodes)
+    expected = (simulation.draws.mean(axis=0) if len(simulation.draws)
+                else simulation.closed)
+    notes = []
+    above = LEVEL_COMPANY
+    for level in HIERARCHY_LEVELS[1:]:
+        if not ok[(nodes[LEVEL] == level).to_numpy()].any():
+            notes.append(f"the data names no {level} (org table, account managers, customers' "
+                         f"regions): the plan stops at the {above} level")
+            break
+        above = level
+    orphan = float(expected[~ok & (nodes[LEVEL] == above).to_numpy()].clip(min=0).sum())
+    if orphan > 0:
+        company = float(expected[simulation.node_index(LEVEL_COMPANY, COMPANY_KEY)])
+        notes.append(f"revenue no named {above} owns (unassigned; {orphan:,.0f} expected, "
+                     f"{orphan / company:.0%} of the company's) takes no target: the named "
+                     "nodes share each parent's whole target")
+    return notes
+
+
 def run_plan(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
              company_target: float | None = None, growth: float | None = None,
              p_attain: float | None = None, method: PlanMethod = "even_probability",
@@ -323,6 +349,10 @@ def run_plan(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
         notes.append(f"as of {when.date()} ({(start - when).days} day(s) before {period} "
                      "starts)")
     if revenue_events(tables, as_of=when).empty:
+        if revenue_events(tables).empty:
+            raise BadRequest("the data has no revenue yet (no orders and no won deals): a plan "
+                             "is split by past revenue and its outlook; plan once some revenue "
+                             "has closed")
         raise BadRequest(f"the data has no revenue dated before {when.date()}: there is "
                          f"nothing to plan {period} from; plan a later period")
     _say(progress, "loading the win model")
@@ -366,11 +396,7 @@ def run_plan(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
     simulations = {p: simulate(p) for p in [period, *sub_periods(period)]}
     frame[P_ATTAIN] = _p_attain(frame, simulations)
     frame = frame[list(PLAN_COLUMNS)]
-    named = int(((nodes[KEY].astype(str) == "unassigned")
-                 & (main.draws.mean(axis=0) > 0)).sum()) if len(main.draws) else 0
-    if named:
-        notes.append("revenue no region, team or rep owns (unassigned) takes no target: the "
-                     "named nodes share each parent's whole target")
+    notes += _coverage_notes(main)
     notes.append(f"split over the nodes: {method.replace('_', ' ')}"
                  + (" (each parent's children reach their targets with one common "
                     "probability as of the plan's date)" if method == "even_probability"

@@ -327,10 +327,11 @@ def _process_rows(tables: Tables, period: str, start: pd.Timestamp, end: pd.Time
 
 
 def _drop_empty(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows of ``unassigned`` nodes where nothing was expected, booked or targeted."""
+    """Without the nodes where nothing was targeted, expected or booked (reps who left, an
+    empty ``unassigned``); the company always stays."""
     money = [ACTUAL, EXPECTED, *CAUSES]
-    empty = (frame[KEY] == UNASSIGNED) & (frame[money].abs() < 0.005).all(axis=1) & frame[
-        TARGET].isna()
+    empty = ((frame[money].abs() < 0.005).all(axis=1) & frame[TARGET].isna()
+             & (frame[LEVEL] != LEVEL_COMPANY))
     return frame[~empty].reset_index(drop=True)
 
 

@@ -376,3 +376,36 @@ def test_api_given_scenario_without_shocks_is_the_baseline(client: Any) -> None:
 def test_api_refuses_bad_scenarios(client: Any, body: dict[str, Any], code: int) -> None:
     answer = _post(client, {**body, "as_of": str(AS_OF.date())})
     assert answer.status_code == code, answer.text
+
+
+# --- real data --------------------------------------------------------------------------------
+
+
+@pytest.mark.shared_data
+def test_budget_freeze_on_a_real_crm_lowers_only_nodes_with_pipeline(real_data: Any) -> None:
+    """crm-sales cut to 6 months: open deals carry close dates, stages have no history."""
+    tables = load_tables(str(real_data("crm-sales", 6)))
+    as_of = pd.Timestamp("2017-04-20")
+    result = run_scenario_case(tables, "2017Q2", as_of, load_scenario("budget-freeze"),
+                               draws=500, seed=1, models={})
+    frame = result.frame
+    company_row = frame[frame[LEVEL] == "company"].iloc[0]
+    assert company_row["expected_delta"] < 0
+    assert (frame["expected_delta"] <= 1e-6).all()
+    notes = " ".join(result.notes)
+    assert "ordered by their average age" in notes and "open deals moved" in notes
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["online-retail", "superstore"])
+def test_without_opportunities_recession_moves_only_through_run_rate_and_churn(
+        real_data: Any, name: str) -> None:
+    tables = load_tables(str(real_data(name, 6)))
+    as_of = pd.Timestamp(tables.orders[ORDER_DATE].max()) + pd.Timedelta(days=1)
+    period = f"{as_of.year}Q{as_of.quarter}"
+    result = run_scenario_case(tables, period, as_of, load_scenario("recession"), draws=300,
+                               seed=1, models={})
+    company_row = result.frame[result.frame[LEVEL] == "company"].iloc[0]
+    assert company_row["expected_delta"] < 0
+    notes = " ".join(result.notes)
+    assert "no open deal to change (the data has no opportunities)" in notes

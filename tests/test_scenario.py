@@ -298,6 +298,18 @@ def test_cli_runs_a_library_scenario(cli_env: Path, company: tuple[Path, Tables]
     assert "Traceback" not in result.stderr
 
 
+def test_cli_draws_the_change_per_node(cli_env: Path, company: tuple[Path, Tables]) -> None:
+    picture = cli_env / "scenario.png"
+    result = runner.invoke(app, ["scenario", "--data", str(company[0]), "--as-of",
+                                 str(AS_OF.date()), "--scenario", "recession", "--draws", "300",
+                                 "--plot", str(picture)])
+    assert result.exit_code == 0, result.stderr
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    wrong = runner.invoke(app, ["scenario", "--data", str(company[0]), "--scenario",
+                                "recession", "--plot", str(cli_env / "scenario.gif")])
+    assert wrong.exit_code == 2
+
+
 def test_cli_bad_scenario_file_exits_2(cli_env: Path, company: tuple[Path, Tables]) -> None:
     bad = cli_env / "bad.yaml"
     bad.write_text("name: bad\nshocks:\n  - {kind: win_rate, factor: -1}\n")

@@ -3,6 +3,7 @@ scenario, for every node."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
@@ -23,6 +24,7 @@ from service.cli.common import (
     read_data,
     settings_of,
     usage_error,
+    writing,
 )
 from service.cli.models import use_tracking
 from service.usecases.request import RequestError, resolve_period
@@ -89,6 +91,9 @@ def scenario(
                                        help="Monte Carlo draws.")] = 10_000,
     churn: Annotated[bool, typer.Option(
         "--churn/--no-churn", help="Use the champion churn model's scores.")] = True,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also draw the change per node to this .png (or .svg, .pdf) file.")]
+    = None,
     targets_only: Annotated[bool, typer.Option(
         "--targets-only", help="Only nodes with a target (default: every node).")] = False,
     out: OutOpt = None,
@@ -96,11 +101,18 @@ def scenario(
 ) -> None:
     """Market shocks (scenario file or library) through the feasibility simulation: every
     node's outlook, baseline beside scenario, same seed."""
-    from service.usecases.scenario import ScenarioError, resolve_scenario, run_scenario_case
+    from service.usecases.scenario import (
+        ScenarioError,
+        plot_scenario,
+        resolve_scenario,
+        run_scenario_case,
+    )
 
     if list_library:
         _list()
         return
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise typer.BadParameter("expected a .png, .svg or .pdf file", param_hint="--plot")
     if scenario_ref is None:
         raise typer.BadParameter("give a library scenario (see --list) or a YAML file",
                                  param_hint="--scenario")
@@ -134,6 +146,10 @@ def scenario(
         err.print(f"no node to report in {chosen} (try without --targets-only)",
                   markup=False, highlight=False)
     else:
-        _summary(result.frame, f"scenario {chosen_scenario.name!r}, {chosen} as of "
-                 f"{when.date()}")
+        title = f"scenario {chosen_scenario.name!r}, {chosen} as of {when.date()}"
+        _summary(result.frame, title)
+        if plot is not None:
+            with writing(plot, "--plot"):
+                plot_scenario(result.frame, title, plot)
+            err.print(f"drew the change per node to {plot}")
     emit(result.frame, out, as_json)

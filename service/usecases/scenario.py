@@ -10,11 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from engine import tracking
 from engine.io import Tables
-from engine.schemas import KEY, LEVEL, LEVEL_COMPANY, OPPORTUNITIES
+from engine.schemas import KEY, LEVEL, LEVEL_COMPANY, LEVEL_REGION, OPPORTUNITIES
 from models.feasibility import CHURN_HORIZON_DAYS, fit_stage_rates
 from models.feasibility.scenario import (
     EXPECTED_DELTA,
@@ -34,6 +39,7 @@ __all__ = [
     "ScenarioResult",
     "ServedScenario",
     "most_hurt",
+    "plot_scenario",
     "resolve_scenario",
     "run_scenario_case",
     "scenario_library",
@@ -167,3 +173,43 @@ def served_scenario(served: Served, reference: str | Scenario, period: str | Non
     key = ("scenario", scenario.model_dump_json(), chosen, stamp, versions)
     result = served.feasibility_cache.get(key, compute)
     return ServedScenario(chosen, stamp, served.draws, result)
+
+
+def plot_scenario(frame: pd.DataFrame, title: str, path: Path, count: int = 12) -> None:
+    """The company, the regions and the most hurt other nodes: the change in expected revenue
+    (% of the baseline, the amount beside it) and, where a node has a target, P(attain)
+    baseline -> scenario."""
+    top = frame[frame[LEVEL].isin([LEVEL_COMPANY, LEVEL_REGION])]
+    top = top[top["expected_baseline"].abs() > 0]
+    rest = most_hurt(frame[~frame.index.isin(top.index)], max(count - len(top), 0))
+    shown = pd.concat([top, rest])
+    labels = [f"{lv} {k}" if lv != LEVEL_COMPANY else "company" for lv, k in
+              zip(shown[LEVEL], shown[KEY], strict=True)]
+    base = shown["expected_baseline"].to_numpy(dtype=float)
+    delta = shown[EXPECTED_DELTA].to_numpy(dtype=float)
+    change = np.where(base != 0, delta / np.where(base != 0, np.abs(base), 1.0), 0.0) * 100
+    y = np.arange(len(shown))
+    targeted = shown["p_attain_baseline"].notna().any()
+    fig, axes = plt.subplots(1, 2 if targeted else 1, figsize=(11 if targeted else 8,
+                                                              1.4 + 0.45 * max(len(y), 1)),
+                             sharey=True, squeeze=False)
+    left = axes[0][0]
+    left.barh(y, change, color=["C3" if c < 0 else "C2" for c in change])
+    for i, (c, d) in enumerate(zip(change, delta, strict=True)):
+        left.text(c, i, f" {d:+,.0f} ", va="center", ha="left" if c < 0 else "right",
+                  fontsize=8, color="white")  # inside the bar, clear of the node names
+    left.axvline(0, color="black", linewidth=0.8)
+    left.set_xlabel("expected revenue, scenario vs baseline (%)")
+    left.set_yticks(y, labels)
+    left.invert_yaxis()
+    if targeted:
+        right = axes[0][1]
+        right.scatter(shown["p_attain_baseline"], y, color="C0", label="baseline")
+        right.scatter(shown["p_attain_scenario"], y, color="C3", label="scenario")
+        right.set_xlim(-0.02, 1.02)
+        right.set_xlabel("P(attain target)")
+        right.legend(loc="lower right", fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

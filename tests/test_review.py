@@ -389,6 +389,8 @@ def test_the_command_takes_a_targets_file_and_refuses_a_bad_one(demo_dir: Path,
     refused = _run("--data", str(demo_dir), "--period", PERIOD_Q, "--targets", str(bad))
     assert refused.exit_code == 2  # type: ignore[attr-defined]
     assert "targets:2: amount" in refused.output  # type: ignore[attr-defined]
+    wrong = _run("--data", str(demo_dir), "--period", PERIOD_Q, "--out", str(tmp_path / "x.xlsx"))
+    assert wrong.exit_code == 2 and not (tmp_path / "x.xlsx").exists()  # type: ignore
     early = _run("--data", str(demo_dir), "--period", "2030Q1")
     assert early.exit_code == 1 and "nothing to review" in early.output  # type: ignore
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from engine.io import BadInput
+from engine.io import BadInput, output_format
 from engine.periods import default_as_of
 from engine.schemas import KEY, LEVEL, METRIC, METRIC_REVENUE
 from models.review import CAUSES
@@ -75,6 +75,11 @@ def review(
 
     if report is not None and report.suffix.lower() not in (".md", ".html", ".htm"):
         raise typer.BadParameter("expected a .md or .html file", param_hint="--report")
+    if out is not None:
+        try:
+            output_format(out)  # refused before the work, not after it
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--out") from exc
     when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
     when = when if when is not None else default_as_of(tables)

@@ -405,3 +405,36 @@ def test_the_command_answers_on_a_real_cut(real_data, tmp_path: Path) -> None:  
     assert "no revenue targets" in result.output  # type: ignore[attr-defined]
     frame = pd.read_csv(out)
     assert (frame[list(CAUSES)].sum(axis=1) - frame[VS_EXPECTED]).abs().max() < CENT
+
+
+class _Constant:
+    """A win model that gives every deal the same probability."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"win_probability": self.p}, index=frame.index)
+
+
+def test_champions_are_used_for_the_outlook_and_the_deals(demo: Tables) -> None:
+    from types import SimpleNamespace
+
+    def champion(p: float) -> dict[str, object]:
+        return {"win": SimpleNamespace(estimator=_Constant(p), version="9", model_name="fake")}
+
+    never = run_review(demo, PERIOD_Q, default_as_of(demo), draws=200, checkpoints=1,
+                       champions=champion(0.0))  # type: ignore[arg-type]
+    always = run_review(demo, PERIOD_Q, default_as_of(demo), draws=200, checkpoints=1,
+                        champions=champion(1.0))  # type: ignore[arg-type]
+    assert any("champion v9 (fake)" in note for note in never.notes)
+    low, high = never.company(), always.company()
+    # Nothing expected of the deals: they only bring what they won; every deal won: the lost
+    # and slipped ones cost their whole amount.
+    assert low[DEALS_LOST] == low[DEALS_SLIPPED] == 0.0 < low[PIPELINE_WON]
+    assert high[DEALS_LOST] < 0 and high[DEALS_SLIPPED] < 0
+    assert high[EXPECTED] > low[EXPECTED] and high[ACTUAL] == low[ACTUAL]
+    for company in (low, high):
+        assert abs(sum(company[c] for c in CAUSES) - company[VS_EXPECTED]) < CENT
+    assert not any(note.startswith("pipeline check") for note in [*never.notes,
+                                                                   *always.notes])

@@ -73,18 +73,19 @@ class Settings(BaseSettings):
     def owns_unscoped(self, workspace: str) -> bool:
         """Whether ``workspace`` is the default one, which keeps the models and alert rows
         stored before workspaces existed."""
-        default = self.default_workspace or workspace_for(self.data)
-        return sanitize_workspace(default) == workspace
+        return self.default_workspace_name() == workspace
 
-    def store_workspace(self) -> str:
+    def default_workspace_name(self) -> str:
+        """The default workspace: ``default_workspace``, else that of the ``data`` setting."""
+        return sanitize_workspace(self.default_workspace or workspace_for(self.data))
+
+    def store_workspace(self, data: str | None = None) -> str:
         """The workspace of the rows in the quotacast database (alerts, silences, outbox, API
-        keys): the named workspace (``workspace`` setting, ``--workspace``), or ``''``, the
-        shared default workspace that holds the rows of before workspaces, when none is named
-        (or the default one is)."""
-        if not self.workspace:
-            return ""
-        named = sanitize_workspace(self.workspace)
-        return "" if self.owns_unscoped(named) else named
+        keys) of a command on ``data``: the same as its models' (:meth:`workspace_of`: named,
+        else derived from the data path), stored as ``''`` for the default workspace, which so
+        keeps the rows stored before workspaces existed."""
+        space = self.workspace_of(data)
+        return "" if self.owns_unscoped(space) else space
 
 
 DEFAULT_WORKSPACE = "default"

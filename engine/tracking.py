@@ -4,13 +4,16 @@ Every quotacast model is logged as a pyfunc wrapping a plain Python estimator (a
 ``predict_frame(frame) -> DataFrame | ndarray`` method), so the ``models/`` package stays free
 of MLflow and a churn model's pyfunc returns probabilities, not class labels.
 
-Workspaces: the registry is shared, the models are not. :func:`configure` takes the workspace
-(one data source's models); a model of kind ``churn`` is then registered as
+Workspaces: the registry is shared, the models are not. A :class:`Workspace` value names one
+data source's models; a model of kind ``churn`` is then registered as
 ``quotacast-<workspace>-churn``, tagged ``quotacast.workspace`` and ``quotacast.kind``, and only
 that name is ever read, so a champion is used only on the workspace it was trained for. The
 default workspace (and library use without a workspace) keeps the unscoped names of before
 workspaces, ``quotacast-<kind>``: existing registries keep working unchanged, and no other
-workspace ever reads them.
+workspace ever reads them. Every function that reads or writes the registry takes an optional
+``workspace=``: a process serving several workspaces (the service) passes it each time; a
+command line, which works for one, sets it once with :func:`configure` (the value used when
+none is passed).
 
 Registry conventions: models are registered as ``quotacast-<kind>``; a fresh training run's
 version gets the alias ``challenger``; ``champion`` moves only through :func:`promote`, which
@@ -47,7 +50,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.pyfunc import PythonModel
 
-from engine.config import SetupError
+from engine.config import Settings, SetupError
 
 __all__ = [
     "CHALLENGER",
@@ -59,6 +62,8 @@ __all__ = [
     "RegisteredRun",
     "RegistryMissingError",
     "RegistryUnavailableError",
+    "Workspace",
+    "active_workspace",
     "base_name",
     "beats",
     "beats_baseline",
@@ -92,10 +97,56 @@ TAG_BASELINE_VALUE = "quotacast.baseline_metric_value"
 TAG_WORKSPACE = "quotacast.workspace"
 TAG_KIND = "quotacast.kind"
 
-# The workspace the registry is read and written for (None: the unscoped names), and whether
-# it is the default workspace, whose models keep the unscoped names of before workspaces.
-_workspace: str | None = None
-_adopt_unscoped = False
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The models of one data source in the shared registry: a value, passed down.
+
+    Attributes:
+        name: the workspace (None: library use without one, the unscoped names).
+        adopt_unscoped: ``name`` is the default workspace, whose models keep the unscoped names
+            of before workspaces (``quotacast-<kind>``, tagged with the workspace when trained
+            now).
+    """
+
+    name: str | None = None
+    adopt_unscoped: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.name or None)
+        object.__setattr__(self, "adopt_unscoped", bool(self.adopt_unscoped and self.name))
+
+    @classmethod
+    def of(cls, settings: Settings, data: str | None = None) -> Workspace:
+        """The workspace of a command or a service on ``data`` (default: the ``data``
+        setting), per :meth:`engine.config.Settings.workspace_of` and ``owns_unscoped``."""
+        name = settings.workspace_of(data)
+        return cls(name, settings.owns_unscoped(name))
+
+    @property
+    def scope(self) -> str | None:
+        """The infix of its registered names (None: the unscoped names)."""
+        return None if self.adopt_unscoped else self.name
+
+    def model_name(self, kind: str) -> str:
+        """``churn`` -> ``quotacast-<workspace>-churn`` (``quotacast-churn`` unscoped)."""
+        if kind.startswith(_PREFIX):
+            return kind
+        return f"{_PREFIX}{self.scope}-{kind}" if self.scope else f"{_PREFIX}{kind}"
+
+
+# The workspace used when a call names none (set by :func:`configure` / :func:`use_workspace`;
+# a command line works for one workspace). A process holding several passes them explicitly.
+_default = Workspace()
+
+
+def _space(workspace: Workspace | str | None) -> Workspace:
+    """The workspace a call means: the one given (a bare name is a scoped workspace), else the
+    configured default."""
+    if workspace is None:
+        return _default
+    return workspace if isinstance(workspace, Workspace) else Workspace(workspace)
 
 
 class FramePredictor(Protocol):
@@ -212,8 +263,13 @@ class LoadedModel:
 
 
 def current_workspace() -> str | None:
-    """The workspace :func:`configure` was given (None: unscoped names)."""
-    return _workspace
+    """The name of the workspace :func:`configure` was given (None: unscoped names)."""
+    return _default.name
+
+
+def active_workspace() -> Workspace:
+    """The workspace used by calls that name none (:func:`configure`)."""
+    return _default
 
 
 def base_name(kind: str) -> str:
@@ -221,20 +277,16 @@ def base_name(kind: str) -> str:
     return kind if kind.startswith(_PREFIX) else f"{_PREFIX}{kind}"
 
 
-def model_name(kind: str, workspace: str | None = None) -> str:
+def model_name(kind: str, workspace: Workspace | str | None = None) -> str:
     """The registered model name of a quotacast model kind in ``workspace`` (default: the
-    configured one): ``churn`` -> ``quotacast-<workspace>-churn``, or ``quotacast-churn``
-    without a workspace."""
-    if kind.startswith(_PREFIX):
-        return kind
-    if workspace is None:
-        workspace = None if _adopt_unscoped else _workspace
-    return f"{_PREFIX}{workspace}-{kind}" if workspace else f"{_PREFIX}{kind}"
+    configured one; a bare name is a scoped workspace): ``churn`` ->
+    ``quotacast-<workspace>-churn``, or ``quotacast-churn`` without a workspace."""
+    return _space(workspace).model_name(kind)
 
 
-def _in_workspace() -> str:
+def _in_workspace(space: Workspace) -> str:
     """`` in workspace W`` for messages (empty without a workspace)."""
-    return f" in workspace {_workspace}" if _workspace else ""
+    return f" in workspace {space.name}" if space.name else ""
 
 
 def _train_hint(kind: str) -> str:
@@ -242,10 +294,10 @@ def _train_hint(kind: str) -> str:
     return "quotacast "
 
 
-def _data_hint() -> str:
+def _data_hint(space: Workspace) -> str:
     """Where the training command must run: on the workspace's data, or naming it."""
-    return (f" (on the data of workspace {_workspace}: `--data` of that data, or the global "
-            f"`--workspace {_workspace}`)") if _workspace else ""
+    return (f" (on the data of workspace {space.name}: `--data` of that data, or the global "
+            f"`--workspace {space.name}`)") if space.name else ""
 
 
 def _command_args(kind: str) -> str:
@@ -266,18 +318,19 @@ def _artifact_root(tracking_uri: str) -> str | None:
     return (db.parent / "mlruns").as_uri()
 
 
-def use_workspace(workspace: str | None, adopt_unscoped: bool = False) -> None:
-    """Read and register the models of ``workspace`` (None: the unscoped names).
+def use_workspace(workspace: Workspace | str | None, adopt_unscoped: bool = False) -> None:
+    """Read and register the models of ``workspace`` when a call names none (None: the
+    unscoped names).
 
     ``adopt_unscoped``: ``workspace`` is the default one, whose models keep the unscoped names
     of before workspaces (``quotacast-<kind>``, tagged with the workspace when trained now).
     """
-    global _workspace, _adopt_unscoped
-    _workspace = workspace or None
-    _adopt_unscoped = bool(adopt_unscoped and _workspace)
+    global _default
+    _default = (workspace if isinstance(workspace, Workspace)
+                else Workspace(workspace, adopt_unscoped))
 
 
-def configure(tracking_uri: str, workspace: str | None = None,
+def configure(tracking_uri: str, workspace: Workspace | str | None = None,
               adopt_unscoped: bool = False) -> None:
     """Point MLflow's tracking store and model registry at ``tracking_uri``, for the models of
     ``workspace`` (see :func:`use_workspace`)."""
@@ -332,6 +385,7 @@ def log_and_register(
     baseline: tuple[str, float] | None = None,
     artifacts: Mapping[str, Path | pd.DataFrame | dict[str, Any]] | None = None,
     tags: Mapping[str, str] | None = None,
+    workspace: Workspace | None = None,
 ) -> RegisteredRun:
     """Log a trained estimator with its evidence, register it and alias it ``challenger``.
 
@@ -349,16 +403,18 @@ def log_and_register(
             holdout; :func:`promote` refuses a version that does not strictly beat it.
         artifacts: files, frames (saved as CSV) or dicts (saved as JSON) to attach to the run.
         tags: extra run tags.
+        workspace: whose model it is (default: the configured workspace).
     """
-    name = model_name(kind)
+    space = _space(workspace)
+    name = space.model_name(kind)
     output = estimator.predict_frame(input_example)
     signature = infer_signature(input_example, output)
     run_tags = dict(tags or {})
     experiment = kind
-    if _workspace:
-        run_tags[TAG_WORKSPACE] = _workspace
-        if not _adopt_unscoped:
-            experiment = f"{_workspace}/{kind}"
+    if space.name:
+        run_tags[TAG_WORKSPACE] = space.name
+        if space.scope:
+            experiment = f"{space.scope}/{kind}"
     with mlflow.start_run(experiment_id=_experiment_id(experiment), tags=run_tags) as run:
         mlflow.log_params({k: _param(v) for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
@@ -386,9 +442,9 @@ def log_and_register(
         version_tags[TAG_CHAMPION_VERSION] = champion
         version_tags[TAG_CHAMPION_VALUE] = repr(float(champion_value))
     client = _client()
-    if _workspace:
-        version_tags[TAG_WORKSPACE] = _workspace
-        client.set_registered_model_tag(name, TAG_WORKSPACE, _workspace)
+    if space.name:
+        version_tags[TAG_WORKSPACE] = space.name
+        client.set_registered_model_tag(name, TAG_WORKSPACE, space.name)
         client.set_registered_model_tag(name, TAG_KIND, kind)
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
@@ -471,23 +527,27 @@ def _gate(tags: dict[str, str], champion: str) -> tuple[bool, str]:
     )
 
 
-def promote(kind: str, version: str | None = None, force: bool = False) -> PromotionDecision:
+def promote(kind: str, version: str | None = None, force: bool = False,
+            workspace: Workspace | None = None) -> PromotionDecision:
     """Move ``champion`` to the challenger (or ``version``) if it is at least as good.
 
     The comparison uses the champion's metric measured on the challenger's holdout, recorded at
-    training time. ``force`` skips the gate.
+    training time. ``force`` skips the gate. ``workspace``: whose model (default: the
+    configured workspace).
     """
+    space = _space(workspace)
     absent = missing_registry()
     if absent is not None:
         raise _no_registry(absent, kind)
     client = _client()
-    name = model_name(kind)
+    name = space.model_name(kind)
     candidate = version or _alias_version(name, CHALLENGER)
     if candidate is None:
         raise ChampionMissingError(
-            f"no challenger for {base_name(kind)}{_in_workspace()}: run "
-            f"`{_train_hint(kind)}train {_command_args(kind)}` first{_data_hint()}"
-            + _unscoped_note(client, kind, CHALLENGER) + _elsewhere_note(client, kind))
+            f"no challenger for {base_name(kind)}{_in_workspace(space)}: run "
+            f"`{_train_hint(kind)}train {_command_args(kind)}` first{_data_hint(space)}"
+            + _unscoped_note(client, kind, CHALLENGER, space)
+            + _elsewhere_note(client, kind, space))
     try:
         tags = dict(client.get_model_version(name, candidate).tags)
     except MlflowException as exc:
@@ -516,8 +576,10 @@ def promote(kind: str, version: str | None = None, force: bool = False) -> Promo
     return PromotionDecision(ok, candidate, reason)
 
 
-def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
-    """Load the estimator that carries ``alias`` (default ``champion``) from the registry.
+def load_champion(kind: str, alias: str = CHAMPION,
+                  workspace: Workspace | None = None) -> LoadedModel:
+    """Load the estimator that carries ``alias`` (default ``champion``) from the registry, of
+    ``workspace`` (default: the configured workspace).
 
     Raises:
         ChampionMissingError: no version carries the alias (callers may fall back).
@@ -526,16 +588,17 @@ def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
     absent = missing_registry()
     if absent is not None:
         raise _no_registry(absent, kind)
+    space = _space(workspace)
     client = _client()
-    name = model_name(kind)
+    name = space.model_name(kind)
     mv = _by_alias(client, name, alias)
     if mv is None:
         hint = _train_hint(kind)
         raise ChampionMissingError(
-            f"no {alias} for {base_name(kind)}{_in_workspace()} yet: run "
+            f"no {alias} for {base_name(kind)}{_in_workspace(space)} yet: run "
             f"`{hint}train {_command_args(kind)}` then "
-            f"`{hint}promote {_command_args(kind)}`{_data_hint()}"
-            + _unscoped_note(client, kind, alias)
+            f"`{hint}promote {_command_args(kind)}`{_data_hint(space)}"
+            + _unscoped_note(client, kind, alias, space)
         )
     try:
         pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
@@ -548,10 +611,10 @@ def load_champion(kind: str, alias: str = CHAMPION) -> LoadedModel:
     return LoadedModel(estimator, name, str(mv.version), mv.run_id or "", metrics, holdout)
 
 
-def _unscoped_note(client: MlflowClient, kind: str, alias: str) -> str:
+def _unscoped_note(client: MlflowClient, kind: str, alias: str, space: Workspace) -> str:
     """When the default workspace's model (the unscoped name) has ``alias``: that it is not
     used in this one."""
-    if not _workspace or _adopt_unscoped or kind.startswith(_PREFIX):
+    if not space.scope or kind.startswith(_PREFIX):
         return ""
     try:
         old = _by_alias(client, base_name(kind), alias)
@@ -563,14 +626,14 @@ def _unscoped_note(client: MlflowClient, kind: str, alias: str) -> str:
             "that of QUOTACAST_DATA or QUOTACAST_DEFAULT_WORKSPACE, and is not used here)")
 
 
-def _elsewhere_note(client: MlflowClient, kind: str) -> str:
+def _elsewhere_note(client: MlflowClient, kind: str, space: Workspace) -> str:
     """The other workspaces holding a challenger of ``kind``: where the user probably meant."""
     try:
         found = client.search_registered_models(filter_string=f"tags.`{TAG_KIND}` = '{kind}'")
     except _ASKING:
         return ""
     others = sorted(m.tags.get(TAG_WORKSPACE, "") for m in found
-                    if CHALLENGER in (m.aliases or {}) and m.name != model_name(kind))
+                    if CHALLENGER in (m.aliases or {}) and m.name != space.model_name(kind))
     if not others:
         return ""
     return (f"; a challenger was trained in workspace {', '.join(others)}: promote it with "
@@ -578,12 +641,12 @@ def _elsewhere_note(client: MlflowClient, kind: str) -> str:
             f"or `quotacast --workspace {others[0]} promote ...`")
 
 
-def load_pyfunc(kind: str, alias: str = CHAMPION) -> Any:
+def load_pyfunc(kind: str, alias: str = CHAMPION, workspace: Workspace | None = None) -> Any:
     """The registered model as MLflow's generic pyfunc (what other tools would load)."""
     absent = missing_registry()
     if absent is not None:
         raise _no_registry(absent, kind)
-    return mlflow.pyfunc.load_model(f"models:/{model_name(kind)}@{alias}")
+    return mlflow.pyfunc.load_model(f"models:/{model_name(kind, workspace)}@{alias}")
 
 
 def registry_problem() -> str | None:

@@ -78,9 +78,11 @@ def data(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Any:
-    """Run the sub-app with a temporary database; returns ``run(*args) -> Result``."""
+    """Run the sub-app with a temporary database; returns ``run(*args) -> Result``. The test
+    data is QUOTACAST_DATA's (the default workspace), as for an installation of one source."""
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'alerts.db'}",
-                        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+                        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                        data=str(tmp_path / "data"))
     app = typer.Typer()
 
     @app.callback()

@@ -351,6 +351,16 @@ class AlertStore:
         """Release the connections."""
         self.engine.dispose()
 
+    def other_workspaces(self) -> dict[str, int]:
+        """The other workspaces of this database holding alerts that are not normal, with how
+        many (``''``: the default workspace): for messages that say where the alerts are."""
+        table = AlertRow.__table__
+        query = (sa.select(table.c.workspace, sa.func.count()).where(table.c.state != NORMAL)
+                 .where(table.c.workspace != self.workspace).group_by(table.c.workspace)
+                 .order_by(table.c.workspace))
+        with self.engine.connect() as conn:
+            return {str(space): int(count) for space, count in conn.execute(query)}
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work is committed together, or not at all."""

@@ -30,6 +30,7 @@ __all__ = [
     "DataOpt",
     "JsonOpt",
     "OutOpt",
+    "WorkspaceDataOpt",
     "bad_input",
     "data_source",
     "emit",
@@ -40,6 +41,7 @@ __all__ = [
     "progress",
     "read_data",
     "settings_of",
+    "store_workspace_of",
     "usage_error",
     "workspace_of",
     "writing",
@@ -181,6 +183,15 @@ DataOpt = Annotated[
         help="Data directory or SQLAlchemy URL (default: QUOTACAST_DATA, else ./demo-data).",
     ),
 ]
+WorkspaceDataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        "-d",
+        help="The data source whose workspace this is (only names the workspace, nothing is "
+        "read; default: --workspace, QUOTACAST_WORKSPACE, else QUOTACAST_DATA's).",
+    ),
+]
 OutOpt = Annotated[
     Path | None, typer.Option("--out", "-o", help="Write results to a .csv or .parquet file.")
 ]
@@ -209,3 +220,12 @@ def workspace_of(ctx: typer.Context, data: str | None = None) -> str:
     if data is None:
         data = ctx.find_root().meta.get("quotacast.data")
     return settings_of(ctx).workspace_of(data)
+
+
+def store_workspace_of(ctx: typer.Context, data: str | None = None) -> str:
+    """The workspace of this command's rows in the quotacast database (alerts, silences,
+    outbox, API keys): that of :func:`workspace_of`, ``''`` for the default workspace (which
+    keeps the rows of before workspaces)."""
+    if data is None:
+        data = ctx.find_root().meta.get("quotacast.data")
+    return settings_of(ctx).store_workspace(data)

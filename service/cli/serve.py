@@ -14,16 +14,18 @@ from typing import Annotated
 
 import typer
 
-from engine.config import workspace_for
 from engine.schemas import ACCOUNT_MANAGER
 from service.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     DataOpt,
+    WorkspaceDataOpt,
     data_source,
     err,
     print_frame,
     settings_of,
+    store_workspace_of,
+    workspace_of,
 )
 from service.http.keys import KeyStore, Role, key_id_of
 
@@ -38,10 +40,11 @@ keys_app = typer.Typer(
 
 
 def _store(ctx: typer.Context, *, read: bool = False) -> KeyStore:
-    """The API key store of the named workspace (``--workspace``; else the shared default one);
-    a ``read`` never creates the database (a misspelt path is said)."""
+    """The API key store of the command's workspace (``--workspace``, else that of its data,
+    see :func:`data_source`); a ``read`` never creates the database (a misspelt path is
+    said)."""
     settings = settings_of(ctx)
-    return KeyStore(settings.database_url, must_exist=read, workspace=settings.store_workspace())
+    return KeyStore(settings.database_url, must_exist=read, workspace=store_workspace_of(ctx))
 
 
 def _known_owners(source: str) -> list[str] | None:
@@ -83,7 +86,8 @@ def keys_add(
         "required for account_manager keys.")] = None,
     data: DataOpt = None,
 ) -> None:
-    """Create an API key; it is printed once, as the last word of the last line.
+    """Create an API key of the workspace of the data (--data D, or --workspace); it is printed
+    once, as the last word of the last line. The key opens that workspace only.
 
     An account manager key's owner must be an account manager of the data (checked when the
     data can be loaded; otherwise a note says it was not).
@@ -98,8 +102,7 @@ def keys_add(
         raise typer.BadParameter(str(exc)) from exc
     finally:
         store.close()
-    space = settings_of(ctx).store_workspace()
-    opens = f" It opens the service of workspace {space} only." if space else ""
+    opens = f" It opens the service of workspace {workspace_of(ctx)} only."
     err.print(f"Store this key now: only its hash is kept, it cannot be shown again.{opens}",
               markup=False, highlight=False)
     scope = f" for {key.owner}" if key.owner else ""
@@ -110,8 +113,11 @@ def keys_add(
 def keys_revoke(
     ctx: typer.Context,
     key_id: Annotated[str, typer.Argument(help="The key id (8 hex digits) or the whole key.")],
+    data: WorkspaceDataOpt = None,
 ) -> None:
-    """Revoke a key: it stops working at once."""
+    """Revoke a key of the workspace (of --data D, or --workspace): it stops working at
+    once."""
+    data_source(ctx, data)
     found = key_id_of(key_id)
     if found is None:
         raise typer.BadParameter("expected a key id of 8 hex digits or a whole key qk_...",
@@ -122,7 +128,8 @@ def keys_revoke(
     finally:
         store.close()
     if not done:
-        err.print(f"Error: no active key {found}", markup=False, highlight=False)
+        err.print(f"Error: no active key {found} in workspace {workspace_of(ctx)}",
+                  markup=False, highlight=False)
         raise typer.Exit(EXIT_FAILURE)
     typer.echo(f"revoked key {found}")
 
@@ -131,10 +138,13 @@ def keys_revoke(
 def keys_list(
     ctx: typer.Context,
     include_revoked: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+    data: WorkspaceDataOpt = None,
 ) -> None:
-    """Keys (ids, roles, owners; never the keys themselves)."""
+    """Keys of the workspace (of --data D, or --workspace): ids, roles, owners; never the keys
+    themselves."""
     import pandas as pd
 
+    data_source(ctx, data)
     store = _store(ctx, read=True)
     try:
         keys = store.list_keys(include_revoked)
@@ -144,7 +154,7 @@ def keys_list(
                            "created_at": k.created_at.isoformat(timespec="seconds"),
                            "revoked": k.revoked_at is not None} for k in keys],
                          columns=["key_id", "role", "owner", "created_at", "revoked"])
-    print_frame(frame, f"{len(frame)} key(s)")
+    print_frame(frame, f"{len(frame)} key(s) in workspace {workspace_of(ctx)}")
 
 
 def _one_blas_thread() -> None:
@@ -175,36 +185,59 @@ class RedactKeys(logging.Filter):
         return True
 
 
+ServeDataOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Data directory or SQLAlchemy URL (default: QUOTACAST_DATA, else ./demo-data). "
+        "Repeat it to serve several data sources, one workspace each: a request sees the "
+        "data, models and alerts of its API key's workspace only.",
+    ),
+]
+
+
 def serve(
     ctx: typer.Context,
-    data: DataOpt = None,
+    data: ServeDataOpt = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
-    """Start the HTTP service (API under /v1, dashboard at /) over data D."""
+    """Start the HTTP service (API under /v1, dashboard at /) over data D (--data repeated:
+    several data sources, each its own workspace, in one service)."""
     import uvicorn
 
     from service.http.app import create_app
+    from service.http.state import served_settings
     from service.usecases.served import unreadable
 
     settings = settings_of(ctx)
-    if data is not None:
-        # The default workspace stays that of QUOTACAST_DATA, whatever --data serves.
-        default = settings.default_workspace or workspace_for(settings.data)
-        settings = settings.model_copy(update={"data": data, "default_workspace": default})
-    why = unreadable(settings.data)
-    if why is not None:
-        err.print(f"Error: cannot serve {settings.data}: {why}", markup=False, highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT)
+    sources = list(data or [settings.data])
+    # The default workspace stays that of QUOTACAST_DATA, whatever --data serves.
+    settings = settings.model_copy(update={"data": sources[0],
+                                           "default_workspace": settings.default_workspace_name()})
+    for source in sources:
+        why = unreadable(source)
+        if why is not None:
+            err.print(f"Error: cannot serve {source}: {why}", markup=False, highlight=False)
+            raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        spaces = served_settings(settings, sources)
+    except ValueError as exc:
+        err.print(f"Error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    data_source(ctx, sources[0])
     # The service's database (API keys, alerts) is opened before the server starts, so a bad
     # QUOTACAST_DATABASE_URL is one plain message (engine.config.SetupError), not a failed start-up.
     _store(ctx).close()
     _one_blas_thread()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
-    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info")
+    # One data source: the plain call, as before workspaces.
+    served_app = create_app(settings, sources=sources) if len(sources) > 1 else create_app(settings)
+    config = uvicorn.Config(served_app, host=host, port=port, log_level="info")
     # After Config: it (re)configures uvicorn's loggers.
     logging.getLogger("uvicorn.access").addFilter(RedactKeys())
-    err.print(f"serving {settings.data} (workspace {settings.workspace_of()}) on "
-              f"http://{host}:{port} (dashboard at /, API docs at "
-              "/docs)", markup=False, highlight=False)
+    served = ", ".join(f"{each.data} (workspace {name})" for name, each in spaces.items())
+    err.print(f"serving {served} on http://{host}:{port} (dashboard at /, API docs at /docs)",
+              markup=False, highlight=False)
     uvicorn.Server(config).run()

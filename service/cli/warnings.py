@@ -1,7 +1,9 @@
 """``quotacast warnings ...``: evaluate rules, list alerts and history, silences, rule unit tests.
 
 A typer sub-app mounted by ``service/cli/app.py``: ``app.add_typer(warnings_app, name="warnings")``.
-Alert state lives in the database of ``QUOTACAST_DATABASE_URL`` (see the README).
+Alert state lives in the database of ``QUOTACAST_DATABASE_URL`` (see the README), one workspace's
+rows per command: that of its data (``--data``, named or derived from the path, as for the
+models); the commands that read no data take ``--data D`` only to name its workspace.
 Extra notification targets may come from the settings ``warnings_webhook_url`` and
 ``warnings_notify_file`` (when the Settings class has them) or the ``--webhook`` and
 ``--notify-file`` options; every alert is then sent there too.
@@ -59,6 +61,7 @@ from service.cli.common import (
     DataOpt,
     JsonOpt,
     OutOpt,
+    WorkspaceDataOpt,
     data_source,
     emit,
     err,
@@ -67,6 +70,7 @@ from service.cli.common import (
     print_frame,
     read_data,
     settings_of,
+    store_workspace_of,
     workspace_of,
 )
 from service.usecases.providers import model_providers
@@ -135,12 +139,13 @@ def _workspace_providers(tracking_uri: str, workspace: str, adopt_unscoped: bool
 
 @contextmanager
 def _store(ctx: typer.Context, *, read: bool = False) -> Iterator[AlertStore]:
-    """The alert store of ``QUOTACAST_DATABASE_URL``, closed when the command is done; a
-    ``read`` never creates it (a misspelt path is said, not filled with an empty database)."""
+    """The alert store of ``QUOTACAST_DATABASE_URL``, the rows of this command's workspace
+    (its data's, see :func:`data_source`), closed when the command is done; a ``read`` never
+    creates it (a misspelt path is said, not filled with an empty database)."""
     settings = settings_of(ctx)
     url = settings.database_url
     try:
-        store = AlertStore(url, must_exist=read, workspace=settings.store_workspace())
+        store = AlertStore(url, must_exist=read, workspace=store_workspace_of(ctx))
     except SetupError:
         raise  # already one plain message naming the setting (the console script prints it)
     except sa.exc.ArgumentError as exc:
@@ -151,6 +156,32 @@ def _store(ctx: typer.Context, *, read: bool = False) -> Iterator[AlertStore]:
         yield store
     finally:
         store.close()
+
+
+def _in_workspace(ctx: typer.Context) -> str:
+    """`` in workspace W`` when the command's workspace is not the default one (whose
+    messages stay as they were before workspaces)."""
+    space = store_workspace_of(ctx)
+    return f" in workspace {space}" if space else ""
+
+
+def _elsewhere(ctx: typer.Context, store: AlertStore) -> None:
+    """Nothing here: say which other workspaces of the database hold alerts, and how to name
+    one (a user who evaluated another data source and listed without its --data)."""
+    others = store.other_workspaces()
+    if not others:
+        return
+    default = settings_of(ctx).default_workspace_name()
+    named = ", ".join(f"{space or default + ' (the default)'} ({count})"
+                      for space, count in others.items())
+    err.print(f"alerts of other workspaces: {named}; name one with --data D (the data it was "
+              "evaluated on) or the global --workspace NAME", markup=False, highlight=False,
+              soft_wrap=True)
+    if "" in others:
+        err.print("the default workspace's alerts include those stored before workspaces; if "
+                  "they are of this data, make it the default workspace: "
+                  f"QUOTACAST_DEFAULT_WORKSPACE={workspace_of(ctx)} (or QUOTACAST_DATA)",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def _iso(day: date | None) -> str | None:
@@ -377,12 +408,11 @@ def evaluate_command(
                 report = evaluate(rule_file, metric_source(MetricContext(tables, providers)),
                                   store, at, resume=at < day)
             except OutOfOrder as exc:
-                err.print(f"[red]{exc}[/red]", highlight=False)
-                if not settings.store_workspace():
-                    err.print("if that evaluation was of another data source, give each data "
-                              "source its own workspace: `quotacast --workspace NAME warnings "
-                              "evaluate ...` (or QUOTACAST_WORKSPACE)", markup=False,
-                              highlight=False, soft_wrap=True)
+                err.print(f"[red]{exc}[/red] (workspace {space})", highlight=False)
+                err.print("if that evaluation was of another data source, give each data "
+                          "source its own workspace: `quotacast --workspace NAME warnings "
+                          "evaluate ...` (or QUOTACAST_WORKSPACE)", markup=False,
+                          highlight=False, soft_wrap=True)
                 raise typer.Exit(EXIT_BAD_INPUT) from None
             except AlreadyEvaluated as exc:
                 fail(f"{exc}; nothing of this run was written, run it again")
@@ -398,7 +428,7 @@ def evaluate_command(
             _note_delivery(delivery)
         names = [rule.alert for _, rule in rule_file.rules]
         alerts = store.alerts(rules=names, states=ACTIVE_STATES)
-    _show(alerts, f"alerts at {day}")
+    _show(alerts, f"alerts at {day}{_in_workspace(ctx)}")
     emit(alerts_frame(alerts), out, as_json)
     if delivery is not None:
         _alarm_undelivered(delivery, policy)
@@ -422,14 +452,21 @@ def list_command(
         "--state", "-s", help="normal, pending, firing, resolved, active (default: pending, "
         "firing, resolved) or all; repeatable.")] = None,
     rule: Annotated[list[str] | None, typer.Option("--rule", help="Only these rules.")] = None,
+    data: WorkspaceDataOpt = None,
     out: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Current alerts (worst first)."""
+    """Current alerts (worst first) of the workspace (of --data D, or --workspace)."""
     states = _states(state)
+    data_source(ctx, data)
     with _store(ctx, read=True) as store:
         alerts = store.alerts(rules=rule or None, states=states)
-    _show(alerts, f"{len(alerts)} alert(s)")
+        if not alerts:
+            err.print(f"no alerts in workspace {workspace_of(ctx)}", markup=False,
+                      highlight=False)
+            _elsewhere(ctx, store)
+    if alerts:
+        _show(alerts, f"{len(alerts)} alert(s){_in_workspace(ctx)}")
     emit(alerts_frame(alerts), out, as_json)
 
 
@@ -438,10 +475,12 @@ def history_command(
     ctx: typer.Context,
     rule: Annotated[str | None, typer.Option("--rule", help="Only this rule.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Newest N changes.")] = 200,
+    data: WorkspaceDataOpt = None,
     out: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """State changes of alerts, newest first."""
+    """State changes of alerts, newest first (of the workspace of --data D, or --workspace)."""
+    data_source(ctx, data)
     with _store(ctx, read=True) as store:
         changes = store.history(rule, limit)
     rows = [{"as_of": t.as_of.isoformat(), "rule": t.rule,
@@ -451,7 +490,7 @@ def history_command(
              "message": t.message} for t in changes]
     frame = pd.DataFrame(rows, columns=["as_of", "rule", "labels", "from_state", "to_state",
                                         "value", "threshold", "silenced", "inhibited", "message"])
-    print_frame(frame, f"{len(frame)} state change(s)")
+    print_frame(frame, f"{len(frame)} state change(s){_in_workspace(ctx)}")
     emit(frame, out, as_json)
 
 
@@ -463,15 +502,18 @@ def deliver_command(
     scheduled: Annotated[bool, typer.Option(
         "--scheduled", help="Only send what is due by the retry schedule, not the failed "
         "ones (for a cron job).")] = False,
+    data: WorkspaceDataOpt = None,
 ) -> None:
     """Send every undelivered notification now: pending ones (a crash or a failing receiver
-    left them) and failed ones. Exits 1 while any is still undelivered."""
+    left them) and failed ones, of the workspace (of --data D, or --workspace). Exits 1 while
+    any is still undelivered."""
     policy = _policy(deliver_wait, give_up_after)
+    data_source(ctx, data)
     with _store(ctx, read=True) as store:
         report = deliver(store, policy, now_all=not scheduled, retry_failed=not scheduled)
     _note_delivery(report)
     if not (report.delivered or report.dead or report.undelivered):
-        err.print("nothing to deliver")
+        err.print(f"nothing to deliver{_in_workspace(ctx)}", markup=False, highlight=False)
     _alarm_undelivered(report, policy)
 
 
@@ -557,8 +599,11 @@ def silence_add(
     ends: Annotated[str, typer.Option("--ends", help="First as_of date it no longer applies.")],
     author: Annotated[str, typer.Option("--author", help="Who silences.")],
     comment: Annotated[str, typer.Option("--comment", help="Why.")],
+    data: WorkspaceDataOpt = None,
 ) -> None:
-    """Silence matching alerts from --starts to --ends (as_of dates); prints the id last."""
+    """Silence matching alerts of the workspace (of --data D, or --workspace) from --starts to
+    --ends (as_of dates); prints the id last."""
+    data_source(ctx, data)
     try:
         matchers = [parse_matcher(m) for m in matcher]
     except ValueError as exc:
@@ -570,7 +615,7 @@ def silence_add(
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
     err.print(f"silenced {', '.join(str(m) for m in silence.matchers)} from {silence.starts_at} "
-              f"to {silence.ends_at}", markup=False, highlight=False)
+              f"to {silence.ends_at}{_in_workspace(ctx)}", markup=False, highlight=False)
     typer.echo(f"silence {silence.id}")
 
 
@@ -578,22 +623,26 @@ def silence_add(
 def silence_list(
     ctx: typer.Context,
     include_expired: Annotated[bool, typer.Option("--all", help="Include expired ones.")] = False,
+    data: WorkspaceDataOpt = None,
     out: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Silences (not expired unless --all)."""
+    """Silences of the workspace (of --data D, or --workspace); not expired unless --all."""
+    data_source(ctx, data)
     with _store(ctx, read=True) as store:
         frame = _silence_rows(store.silences(include_expired))
-    print_frame(frame, f"{len(frame)} silence(s)")
+    print_frame(frame, f"{len(frame)} silence(s){_in_workspace(ctx)}")
     emit(frame, out, as_json)
 
 
 @silence_app.command("expire")
 def silence_expire(ctx: typer.Context, silence_id: Annotated[str, typer.Argument(
-        help="The id printed by silence add.")]) -> None:
-    """Expire a silence: it stops applying from the next evaluation on."""
+        help="The id printed by silence add.")], data: WorkspaceDataOpt = None) -> None:
+    """Expire a silence of the workspace (of --data D, or --workspace): it stops applying from
+    the next evaluation on."""
+    data_source(ctx, data)
     with _store(ctx, read=True) as store:
         done = store.expire_silence(silence_id)
     if not done:
-        fail(f"no active silence with id {silence_id}")
+        fail(f"no active silence with id {silence_id} in workspace {workspace_of(ctx)}")
     err.print(f"expired silence {silence_id}", markup=False, highlight=False)

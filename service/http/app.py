@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import metadata
 
@@ -57,7 +57,14 @@ def _version() -> str:
 
 
 def _report(state: AppState) -> None:
-    """Say at start-up what is served, and what is not and why."""
+    """Say at start-up what is served, and what is not and why (per workspace)."""
+    for space in state.every_space():
+        if len(state.every_space()) > 1:
+            log.info("workspace %s:", space.name)
+        _report_one(space)
+
+
+def _report_one(state: AppState) -> None:
     if state.data.ok:
         log.info("data %s loaded (up to %s)", state.data.source,
                  state.data.end.date() if state.data.end is not None else "?")
@@ -98,7 +105,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings | None = None,
-               options: ServiceSettings | None = None) -> FastAPI:
+               options: ServiceSettings | None = None,
+               sources: Sequence[str] | None = None) -> FastAPI:
     """The service over ``settings.data``, its models and stores.
 
     Args:
@@ -106,6 +114,8 @@ def create_app(settings: Settings | None = None,
             environment.
         options: the service's own settings (rate limit, body limit, rules...); default: read
             from the environment.
+        sources: several data sources to serve, one workspace each (default:
+            ``settings.data`` alone); a request is answered from its key's workspace.
     """
     settings = settings if settings is not None else get_settings()
     options = options if options is not None else ServiceSettings()
@@ -113,7 +123,7 @@ def create_app(settings: Settings | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = build_state(settings, options, request_metrics)
+        state = build_state(settings, options, request_metrics, sources)
         app.state.quotacast = state
         _report(state)
         try:

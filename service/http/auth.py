@@ -18,6 +18,10 @@ Wrong keys are throttled per client address: each client has a budget of failed 
 (a token bucket); past it, a wrong key answers 429 with ``Retry-After`` instead of 401. A valid
 key is checked first and never spends from that budget, so a client guessing keys cannot lock
 out the valid keys of others behind the same address.
+
+Workspaces: a key belongs to one workspace, and the principal carries it; every request is
+answered from that workspace's data, models, alerts and silences (:mod:`service.http.deps`), so
+a key of one data source sees nothing of another served by the same process.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from enum import StrEnum
 
 from fastapi import HTTPException, status
 
-from service.http.keys import KeyStore, Role
+from service.http.keys import KeyRing, KeyStore, Role
 from service.http.ratelimit import TokenBucketLimiter
 
 __all__ = [
@@ -67,6 +71,8 @@ class Principal:
     key_id: str
     role: Role
     owner: str | None = None
+    # The workspace the key belongs to (whose data, models and alerts it sees).
+    workspace: str = ""
 
     def can(self, permission: Permission) -> bool:
         return permission in MATRIX[self.role]
@@ -82,12 +88,12 @@ class Principal:
         return self.owner or f"{self.role.value} key {self.key_id}"
 
 
-def authenticate(keys: KeyStore, token: str | None,
+def authenticate(keys: KeyStore | KeyRing, token: str | None,
                  failures: TokenBucketLimiter | None = None, client: str = "-") -> Principal:
     """The principal of a key; 401 for no key, an unknown, malformed or revoked one.
 
     Args:
-        keys: the key store.
+        keys: the key store (or the key ring of the served workspaces).
         token: the key sent, if any.
         failures: the budget of failed attempts per client (None: not throttled); a wrong key
             past it answers 429 with ``Retry-After``.
@@ -97,7 +103,7 @@ def authenticate(keys: KeyStore, token: str | None,
     if token:
         key = keys.verify(token)
         if key is not None:
-            return Principal(key.key_id, key.role, key.owner)
+            return Principal(key.key_id, key.role, key.owner, key.workspace)
         if failures is not None:
             wait = failures.take(client)
             if wait > 0:

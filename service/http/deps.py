@@ -4,6 +4,11 @@ A route states what it needs in its signature (``user: PlanningUser, state: Stat
 FastAPI resolves it in that order: authentication, rate limit and role come before anything
 reads the data, so a caller without a valid key learns nothing else (401 before 403, 404 or
 503).
+
+Workspaces: ``StateDep`` is the state of the caller's workspace (its key's), so every route
+answers from that workspace's data, champions, alerts and silences; ``RootDep`` is the
+service's own state (keys, limits, metrics), for the routes that need no key (probes, the
+dashboard's sign-in).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.http.auth import Permission, Principal, authenticate, authorize, throttle
@@ -25,12 +30,15 @@ __all__ = [
     "ModelReader",
     "PlanningUser",
     "PrincipalDep",
+    "RootDep",
     "StateDep",
     "WarningsEditor",
     "client_of",
     "current_principal",
+    "get_root",
     "get_state",
     "key_from_headers",
+    "space_of",
 ]
 
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
@@ -38,13 +46,13 @@ API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
 BEARER = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
 
 
-def get_state(request: Request) -> AppState:
-    """The state the lifespan built for this app."""
+def get_root(request: Request) -> AppState:
+    """The state the lifespan built for this app (its first workspace's, holding them all)."""
     state: AppState = request.app.state.quotacast
     return state
 
 
-StateDep = Annotated[AppState, Depends(get_state)]
+RootDep = Annotated[AppState, Depends(get_root)]
 
 
 def key_from_headers(api_key: str | None,
@@ -60,7 +68,7 @@ def client_of(request: Request) -> str:
 
 def current_principal(
     request: Request,
-    state: StateDep,
+    state: RootDep,
     api_key: Annotated[str | None, Security(API_KEY_HEADER)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
 ) -> Principal:
@@ -73,6 +81,25 @@ def current_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def space_of(root: AppState, principal: Principal) -> AppState:
+    """The state of the caller's workspace (401 when the service does not serve it)."""
+    try:
+        return root.space(principal.workspace)
+    except LookupError:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="a valid API key is required (X-API-Key header or Authorization: Bearer KEY)",
+            headers={"WWW-Authenticate": 'Bearer realm="quotacast"'}) from None
+
+
+def get_state(root: RootDep, principal: PrincipalDep) -> AppState:
+    """The state of the caller's workspace: its data, champions, alerts and silences."""
+    return space_of(root, principal)
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
 
 
 def allowed(permission: Permission) -> Callable[[Principal], Principal]:

@@ -7,7 +7,9 @@ dictionary or brute-force attack applies, and a fast hash keeps every request's 
 
 The table ``api_keys`` lives in the database of ``QUOTACAST_DATABASE_URL``, beside the warning
 tables (``warning_*``), declared on the one ``Base`` of :mod:`engine.db`; each store creates only
-its own tables.
+its own tables. A key belongs to one workspace (a :class:`KeyStore` reads and writes one
+workspace's keys); a service serving several workspaces verifies a key with a :class:`KeyRing`,
+which says whose the key is.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -25,7 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from engine.db import Base, Workspaced, open_database
 
-__all__ = ["ApiKey", "KeyStore", "Role", "key_id_of"]
+__all__ = ["ApiKey", "KeyRing", "KeyStore", "Role", "key_id_of"]
 
 _PREFIX = "qk"
 _KEY_RE = re.compile(r"^qk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
@@ -50,6 +53,8 @@ class ApiKey:
     owner: str | None
     created_at: datetime
     revoked_at: datetime | None = None
+    # Whose key it is: the workspace as stored ('': the default one), or as served (KeyRing).
+    workspace: str = ""
 
     @property
     def active(self) -> bool:
@@ -76,7 +81,8 @@ def _digest(token: str) -> str:
 
 
 def _key_of(row: _KeyRow) -> ApiKey:
-    return ApiKey(row.key_id, Role(row.role), row.owner, row.created_at, row.revoked_at)
+    return ApiKey(row.key_id, Role(row.role), row.owner, row.created_at, row.revoked_at,
+                  row.workspace or "")
 
 
 def key_id_of(text: str) -> str | None:
@@ -153,3 +159,55 @@ class KeyStore:
             query = query.where(_KeyRow.revoked_at.is_(None))
         with self._sessions.begin() as session:
             return [_key_of(row) for row in session.scalars(query)]
+
+
+class KeyRing:
+    """The keys of the workspaces one service serves: a key opens its own workspace only.
+
+    Args:
+        stores: per served workspace name, the key store of its rows (the first one also
+            creates keys, for a service serving one workspace).
+    """
+
+    def __init__(self, stores: Mapping[str, KeyStore]):
+        if not stores:
+            raise ValueError("a key ring needs at least one workspace")
+        self.stores = dict(stores)
+
+    @property
+    def workspace(self) -> str:
+        """The first workspace's stored name (where :meth:`create` writes)."""
+        return next(iter(self.stores.values())).workspace
+
+    def close(self) -> None:
+        """Release the connections of every store."""
+        for store in self.stores.values():
+            store.close()
+
+    def create(self, role: Role | str, owner: str | None = None) -> tuple[ApiKey, str]:
+        """A key of the first workspace (see :meth:`KeyStore.create`)."""
+        name, store = next(iter(self.stores.items()))
+        key, token = store.create(role, owner)
+        return replace(key, workspace=name), token
+
+    def revoke(self, key_id: str) -> bool:
+        """Revoke a key of any served workspace now; False when unknown or already revoked."""
+        return any(store.revoke(key_id) for store in self.stores.values())
+
+    def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
+        """The keys of every served workspace, oldest first."""
+        found = [replace(key, workspace=name) for name, store in self.stores.items()
+                 for key in store.list_keys(include_revoked)]
+        return sorted(found, key=lambda key: (key.created_at, key.key_id))
+
+    def verify(self, token: str) -> ApiKey | None:
+        """The active key ``token`` is, its ``workspace`` the served workspace it belongs to;
+        None when no served workspace holds it (unknown, malformed, revoked, or another
+        workspace's)."""
+        if _KEY_RE.match(token.strip()) is None:
+            return None
+        for name, store in self.stores.items():
+            key = store.verify(token)
+            if key is not None:
+                return replace(key, workspace=name)
+        return None

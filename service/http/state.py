@@ -3,11 +3,17 @@
 Built once by the lifespan of :func:`service.http.app.create_app` and reached by routes through
 :mod:`service.http.deps`. Loading never raises: bad data, an unreachable registry or a model without
 a champion leave the service up, serving what it has, and /readyz says what is missing and why.
+
+One service may serve several workspaces (``quotacast serve --data A --data B``): one
+:class:`AppState` per workspace (its data, champions, alert store and caches), sharing the
+process's keys, rate limits and request metrics. The first is the root the app holds; a request
+is answered from the state of its key's workspace (:meth:`AppState.space`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,13 +23,13 @@ from engine.config import Settings
 from models.base import MODEL_KINDS
 from rules import default_rules_path
 from service.http.config import ServiceSettings
-from service.http.keys import KeyStore
+from service.http.keys import KeyRing, KeyStore
 from service.http.metrics import RequestMetrics
 from service.http.ratelimit import TokenBucketLimiter
 from service.usecases.champions import load_champions
 from service.usecases.served import RegistryStatus, Served, load_data
 
-__all__ = ["AppState", "bound_registry_calls", "build_state"]
+__all__ = ["AppState", "bound_registry_calls", "build_state", "served_settings"]
 
 
 @dataclass(kw_only=True)
@@ -33,15 +39,45 @@ class AppState(Served):
     metrics)."""
 
     options: ServiceSettings
-    keys: KeyStore
+    keys: KeyStore | KeyRing
     limiter: TokenBucketLimiter
     metrics: RequestMetrics
     failures: TokenBucketLimiter = field(default_factory=lambda: TokenBucketLimiter(10, 20))
+    # Every workspace served, by name (the root's own included); empty: this one alone.
+    spaces: dict[str, AppState] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The workspace served by this state."""
+        return self.registry_workspace().name or ""
+
+    def space(self, workspace: str) -> AppState:
+        """The state of ``workspace`` (a key's): its data, champions and alerts.
+
+        Raises:
+            LookupError: the service does not serve that workspace.
+        """
+        if not self.spaces:
+            return self
+        try:
+            return self.spaces[workspace]
+        except KeyError:
+            raise LookupError(f"workspace {workspace!r} is not served here") from None
+
+    def every_space(self) -> list[AppState]:
+        """Every workspace's state, the root's first."""
+        return list(self.spaces.values()) or [self]
+
+    @property
+    def ready(self) -> bool:
+        """Whether the data of every workspace served is loaded."""
+        return all(space.data.ok for space in self.every_space())
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Release the database connections (of every workspace)."""
         self.keys.close()
-        self.alerts.close()
+        for space in self.every_space():
+            space.alerts.close()
 
 
 def bound_registry_calls(max_retries: int = 1, timeout_seconds: int = 10) -> None:
@@ -55,14 +91,36 @@ def bound_registry_calls(max_retries: int = 1, timeout_seconds: int = 10) -> Non
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_seconds))
 
 
-def build_state(settings: Settings, options: ServiceSettings,
-                metrics: RequestMetrics | None = None) -> AppState:
-    """Open the stores, load the data and the champions."""
-    bound_registry_calls()
-    # The service serves the workspace of its data (or QUOTACAST_WORKSPACE): its champions only.
-    space = settings.workspace_of()
-    tracking.configure(settings.mlflow_tracking_uri, workspace=space,
-                       adopt_unscoped=settings.owns_unscoped(space))
+def served_settings(settings: Settings, sources: Sequence[str]) -> dict[str, Settings]:
+    """The settings of each workspace served, by workspace name: the data of each source; the
+    default workspace stays that of ``settings`` (QUOTACAST_DATA or
+    QUOTACAST_DEFAULT_WORKSPACE), whatever is served.
+
+    Raises:
+        ValueError: two sources of one workspace, or a named workspace for several sources.
+    """
+    default = settings.default_workspace_name()
+    if len(sources) > 1 and settings.workspace:
+        raise ValueError(f"the workspace {settings.workspace!r} is named (--workspace or "
+                         "QUOTACAST_WORKSPACE) but several data sources are served: each is the "
+                         "workspace of its own data, so leave the workspace unnamed")
+    found: dict[str, Settings] = {}
+    for source in sources:
+        each = settings.model_copy(update={"data": source, "default_workspace": default})
+        name = each.workspace_of()
+        if name in found:
+            raise ValueError(f"{found[name].data} and {source} are both workspace {name} (a "
+                             "workspace is the data directory's name): serve one of them, or "
+                             "rename a directory")
+        found[name] = each
+    return found
+
+
+def _space(settings: Settings, options: ServiceSettings, limits: tuple[TokenBucketLimiter, ...],
+           metrics: RequestMetrics, registry: RegistryStatus, keys: KeyStore | KeyRing
+           ) -> AppState:
+    """The state of one workspace: its data, alert store and champions."""
+    limiter, failures = limits
     state = AppState(
         settings=settings,
         options=options,
@@ -71,12 +129,43 @@ def build_state(settings: Settings, options: ServiceSettings,
         draws=options.draws,
         deliver_notifications=options.deliver_notifications,
         registry_check_seconds=options.registry_check_seconds,
-        keys=KeyStore(settings.database_url, workspace=settings.store_workspace()),
+        keys=keys,
         alerts=AlertStore(settings.database_url, workspace=settings.store_workspace()),
-        limiter=TokenBucketLimiter(options.rate_limit_per_minute, options.rate_limit_burst),
-        failures=TokenBucketLimiter(options.failed_keys_per_minute, options.failed_keys_burst),
-        metrics=metrics or RequestMetrics(),
-        registry=RegistryStatus(tracking.describe_uri(settings.mlflow_tracking_uri)),
+        limiter=limiter,
+        failures=failures,
+        metrics=metrics,
+        registry=registry,
+        workspace=tracking.Workspace.of(settings),
     )
     load_champions(state, MODEL_KINDS)
     return state
+
+
+def build_state(settings: Settings, options: ServiceSettings,
+                metrics: RequestMetrics | None = None,
+                sources: Sequence[str] | None = None) -> AppState:
+    """Open the stores, load the data and the champions of every workspace served.
+
+    Args:
+        sources: the data sources served, one workspace each (default: ``settings.data``).
+    """
+    bound_registry_calls()
+    each = served_settings(settings, list(sources or [settings.data]))
+    first = next(iter(each.values()))
+    # The registry is the process's; the workspace is named on every call (the one set here
+    # is only the default of calls that name none).
+    tracking.configure(settings.mlflow_tracking_uri, workspace=tracking.Workspace.of(first))
+    ring = KeyRing({name: KeyStore(s.database_url, workspace=s.store_workspace())
+                    for name, s in each.items()})
+    limits = (TokenBucketLimiter(options.rate_limit_per_minute, options.rate_limit_burst),
+              TokenBucketLimiter(options.failed_keys_per_minute, options.failed_keys_burst))
+    metrics = metrics or RequestMetrics()
+    registry = RegistryStatus(tracking.describe_uri(settings.mlflow_tracking_uri))
+    spaces: dict[str, AppState] = {}
+    for name, space_settings in each.items():
+        own = ring if not spaces else ring.stores[name]
+        spaces[name] = _space(space_settings, options, limits, metrics, registry, own)
+    root = spaces[first.workspace_of()]
+    if len(spaces) > 1:
+        root.spaces = spaces
+    return root

@@ -15,9 +15,9 @@ from service.usecases.served import Served, probe_registry
 __all__ = ["load_champions", "served_models"]
 
 
-def _load_one(served: Served, kind: str) -> None:
+def _load_one(served: Served, kind: str, space: tracking.Workspace) -> None:
     try:
-        loaded = tracking.load_champion(kind)
+        loaded = tracking.load_champion(kind, workspace=space)
     except tracking.ChampionMissingError as exc:
         if kind not in served.models:
             served.model_problems[kind] = str(exc)
@@ -44,9 +44,9 @@ def load_champions(served: Served, kinds: Iterable[str]) -> bool:
     """
     kinds = list(kinds)
     with served.models_lock:
-        # The champions of the workspace served only (its data's, or QUOTACAST_WORKSPACE).
-        space = served.settings.workspace_of()
-        tracking.use_workspace(space, served.settings.owns_unscoped(space))
+        # The champions of the workspace served only (its data's, or QUOTACAST_WORKSPACE),
+        # named on every call: the process may serve several workspaces.
+        space = served.registry_workspace()
         if not probe_registry(served, max_age=0):
             for kind in kinds:
                 held = served.models.get(kind)
@@ -56,7 +56,7 @@ def load_champions(served: Served, kinds: Iterable[str]) -> bool:
             return False
         before = {k: m.version for k, m in served.models.items()}
         for kind in kinds:
-            _load_one(served, kind)
+            _load_one(served, kind, space)
         if before != {k: m.version for k, m in served.models.items()}:
             served.clear_caches()
         return True

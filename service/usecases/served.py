@@ -116,6 +116,9 @@ class Served:
         registry_check_seconds: how long a registry reachability answer is reused.
         models: the champions served, per kind (loaded at start-up and on reload only).
         model_problems: per kind, why it is not (or no longer) loaded.
+        workspace: whose champions are served (None: that of ``settings``, see
+            :meth:`engine.tracking.Workspace.of`); a value, so that one process can serve
+            several workspaces.
     """
 
     settings: Settings
@@ -128,10 +131,15 @@ class Served:
     registry_check_seconds: float = 30.0
     models: dict[str, tracking.LoadedModel] = field(default_factory=dict)
     model_problems: dict[str, str] = field(default_factory=dict)
+    workspace: tracking.Workspace | None = None
     # Small: a large company's draws take tens of MB per (period, as_of).
     feasibility_cache: Memo[Any] = field(default_factory=lambda: Memo(size=6))
     scores_cache: Memo[Any] = field(default_factory=lambda: Memo(size=4))
     models_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def registry_workspace(self) -> tracking.Workspace:
+        """The workspace whose champions are served."""
+        return self.workspace or tracking.Workspace.of(self.settings)
 
     def model(self, kind: str) -> tracking.LoadedModel | None:
         """The served model of ``kind`` (None when there is none)."""

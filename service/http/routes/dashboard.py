@@ -19,7 +19,14 @@ from fastapi.templating import Jinja2Templates
 
 from service.http.auth import authenticate, throttle
 from service.http.dashboard import dashboard_context, money, percent
-from service.http.deps import API_KEY_HEADER, BEARER, StateDep, client_of, key_from_headers
+from service.http.deps import (
+    API_KEY_HEADER,
+    BEARER,
+    RootDep,
+    client_of,
+    key_from_headers,
+    space_of,
+)
 from service.http.jsonbody import StrictJSONRoute
 
 __all__ = ["COOKIE", "router"]
@@ -41,7 +48,7 @@ def _signin(request: Request, message: str | None, code: int) -> HTMLResponse:
     return response
 
 
-def _remember(state: StateDep, key: str) -> RedirectResponse:
+def _remember(state: RootDep, key: str) -> RedirectResponse:
     response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(COOKIE, key, max_age=_SESSION_SECONDS, path="/", httponly=True,
                         samesite="strict", secure=state.options.cookie_secure)
@@ -51,7 +58,7 @@ def _remember(state: StateDep, key: str) -> RedirectResponse:
 @router.get("/", response_class=HTMLResponse)
 def dashboard(
     request: Request,
-    state: StateDep,
+    state: RootDep,
     api_key: Annotated[str | None, Security(API_KEY_HEADER)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
     # No length limits here: an odd value is a bad key (the sign-in page), not a 422.
@@ -73,7 +80,7 @@ def dashboard(
         return _remember(state, key)
     throttle(state.limiter, principal)
     return templates.TemplateResponse(request, "dashboard.html",
-                                      dashboard_context(state, principal))
+                                      dashboard_context(space_of(state, principal), principal))
 
 
 @router.get("/logout")

@@ -14,7 +14,14 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from models.base import MODEL_KINDS
 from service.http.auth import authenticate
-from service.http.deps import API_KEY_HEADER, BEARER, StateDep, client_of, key_from_headers
+from service.http.deps import (
+    API_KEY_HEADER,
+    BEARER,
+    RootDep,
+    client_of,
+    key_from_headers,
+    space_of,
+)
 from service.http.errors import errors
 from service.http.jsonbody import StrictJSONRoute
 from service.http.metrics import escape_label
@@ -57,25 +64,28 @@ def _readiness(state: AppState) -> ReadyOut:
             openapi_extra={"security": [{}]})
 def readyz(
     request: Request,
-    state: StateDep,
+    state: RootDep,
     api_key: Annotated[str | None, Security(API_KEY_HEADER)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
 ) -> JSONResponse:
     """Ready once the data is loaded. With a key (optional; a wrong one is 401): the data's
-    problems, which models are served and whether the registry answers."""
+    problems, which models are served and whether the registry answers (of the key's
+    workspace, when the service serves several: ready once every workspace's data is
+    loaded)."""
     token = key_from_headers(api_key, bearer)
-    code = status.HTTP_200_OK if state.data.ok else status.HTTP_503_SERVICE_UNAVAILABLE
+    code = status.HTTP_200_OK if state.ready else status.HTTP_503_SERVICE_UNAVAILABLE
     if not token:
-        return JSONResponse({"ready": state.data.ok}, status_code=code)
-    authenticate(state.keys, token, state.failures, client_of(request))
-    report = _readiness(state)
+        return JSONResponse({"ready": state.ready}, status_code=code)
+    principal = authenticate(state.keys, token, state.failures, client_of(request))
+    report = _readiness(space_of(state, principal))
+    report.ready = state.ready
     return JSONResponse(report.model_dump(mode="json"), status_code=code)
 
 
 def _gauges(state: AppState) -> str:
     reachable = state.registry.reachable
     lines = ["# HELP quotacast_ready Whether the data is loaded.",
-             "# TYPE quotacast_ready gauge", f"quotacast_ready {int(state.data.ok)}",
+             "# TYPE quotacast_ready gauge", f"quotacast_ready {int(state.ready)}",
              "# HELP quotacast_registry_reachable Last answer of the registry probe.",
              "# TYPE quotacast_registry_reachable gauge",
              f"quotacast_registry_reachable {int(bool(reachable))}",
@@ -92,7 +102,7 @@ def _gauges(state: AppState) -> str:
 @router.get("/metrics", response_class=PlainTextResponse,
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                              "description": "Prometheus text format 0.0.4."}})
-def metrics(state: StateDep) -> PlainTextResponse:
+def metrics(state: RootDep) -> PlainTextResponse:
     """Request counts and latencies per route and status, in the Prometheus text format."""
     return PlainTextResponse(state.metrics.render() + _gauges(state),
                              media_type="text/plain; version=0.0.4; charset=utf-8")

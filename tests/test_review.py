@@ -346,9 +346,13 @@ def test_the_report_has_its_charts(reviewed: ReviewResult, tmp_path: Path) -> No
     written = write_report(reviewed, tmp_path / "review.md")
     text = written[0].read_text()
     assert "# Review of 2026Q2" in text and "attainment" in text
-    for chart in written[1:]:
+    charts = [p for p in written if p.suffix == ".png"]
+    assert len(charts) == 3
+    for chart in charts:
         assert chart.read_bytes()[:4] == b"\x89PNG"
         assert f"]({chart.name})" in text
+    trail = pd.read_csv(tmp_path / "review_checkpoints.csv")
+    assert len(trail) == len(reviewed.trail) and "review_checkpoints.csv" in text
     page = write_report(reviewed, tmp_path / "review.html")[0].read_text()
     assert page.startswith("<!doctype html>") and "review_waterfall.png" in page
 

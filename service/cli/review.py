@@ -112,7 +112,7 @@ def review(
     if report is not None:
         with writing(report, "--report"):
             written = write_report(result, report)
-        err.print(f"wrote the report to {report} (charts: "
+        err.print(f"wrote the report to {report} (beside it: "
                   f"{', '.join(p.name for p in written[1:])})")
     emit(result.frame, out, as_json)
 

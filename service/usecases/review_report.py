@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from engine.io import atomic_path
+from engine.io import atomic_path, write_frame
 from engine.schemas import (
     HIERARCHY_LEVELS,
     KEY,
@@ -259,8 +259,9 @@ def _sections(result: ReviewResult, charts: Sequence[Path]
 
 def write_report(result: ReviewResult, path: Path) -> list[Path]:
     """Write the review as Markdown (``.md``) or HTML (``.html``) with three PNG charts beside
-    it (``<name>_attainment.png``, ``<name>_waterfall.png``, ``<name>_checkpoints.png``);
-    returns every path written.
+    it (``<name>_attainment.png``, ``<name>_waterfall.png``, ``<name>_checkpoints.png``) and
+    the outlook of every node at each checkpoint (``<name>_checkpoints.csv``); returns every
+    path written, the report first.
 
     Raises:
         ValueError: ``path`` is neither ``.md`` nor ``.html``.
@@ -275,11 +276,15 @@ def write_report(result: ReviewResult, path: Path) -> list[Path]:
                            strict=True):
         with atomic_path(chart) as tmp:
             draw(result, tmp)
+    trail = path.with_name(f"{path.stem}_checkpoints.csv")
+    write_frame(result.trail, trail)
     sections = _sections(result, charts)
+    sections.insert(5, ("Every checkpoint", f"P(attain), expected, P10 and P90 of every node at "
+                                            f"each checkpoint: {trail.name}"))
     text = _render_html(sections) if suffix != ".md" else _render_markdown(sections)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    return [path, *charts]
+    return [path, *charts, trail]
 
 
 def _render_markdown(sections: Sequence[tuple[str, str | list[list[str]] | Path]]) -> str:

@@ -216,6 +216,8 @@ def test_the_cli_keys_belong_to_the_workspace_of_their_data(
     assert code == 0 and key_id not in said and f"in workspace {crm_ws}" in said
     code, said = _run(env, "keys", "revoke", key_id, "--data", str(crm))
     assert code == 1 and f"no active key {key_id} in workspace {crm_ws}" in said
+    assert f"it is a key of workspace acme: `quotacast --workspace acme keys revoke {key_id}`" \
+        in " ".join(said.split())
     code, said = _run(env, "keys", "revoke", key_id, "--data", str(acme))
     assert code == 0, said
 

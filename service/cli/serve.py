@@ -125,10 +125,16 @@ def keys_revoke(
     store = _store(ctx, read=True)
     try:
         done = store.revoke(found)
+        owner = None if done else store.workspace_of_key(found)
     finally:
         store.close()
     if not done:
-        err.print(f"Error: no active key {found} in workspace {workspace_of(ctx)}",
+        elsewhere = ""
+        if owner is not None and owner != store.workspace:
+            name = owner or settings_of(ctx).default_workspace_name()
+            elsewhere = (f" (it is a key of workspace {name}: `quotacast --workspace {name} "
+                         f"keys revoke {found}`)")
+        err.print(f"Error: no active key {found} in workspace {workspace_of(ctx)}{elsewhere}",
                   markup=False, highlight=False)
         raise typer.Exit(EXIT_FAILURE)
     typer.echo(f"revoked key {found}")

@@ -152,6 +152,15 @@ class KeyStore:
                 return None
             return _key_of(row)
 
+    def workspace_of_key(self, key_id: str) -> str | None:
+        """The workspace (as stored: ``''`` is the default one) holding the key ``key_id``, in
+        any workspace of the database; None when there is no such key. For messages only."""
+        table = _KeyRow.__table__
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(table.c.workspace)
+                                 .where(table.c.key_id == key_id)).scalar()
+        return None if found is None else str(found)
+
     def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
         """Stored keys, oldest first."""
         query = sa.select(_KeyRow).order_by(_KeyRow.created_at, _KeyRow.key_id)

@@ -325,6 +325,8 @@ def test_without_targets_actuals_and_causes_are_still_reviewed(demo: Tables) -> 
 def test_a_period_not_started_is_refused(demo: Tables) -> None:
     with pytest.raises(ValueError, match="nothing to review yet"):
         run_review(demo, "2030Q1", default_as_of(demo))
+    with pytest.raises(ValueError, match="ended before the data starts"):
+        run_review(demo, "2010Q1", default_as_of(demo))
 
 
 def test_only_orders_data_has_no_deal_causes(demo: Tables) -> None:

@@ -38,7 +38,7 @@ from engine.history import export_at
 from engine.io import BadInput, Tables, tier_targets
 from engine.io.checks import check_table, cross_table_problems, parse_table
 from engine.io.read import read_raw_file
-from engine.periods import period_bounds, period_of
+from engine.periods import first_day, period_bounds, period_of
 from engine.schemas import (
     AMOUNT,
     CHANNEL,
@@ -365,6 +365,11 @@ def run_review(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
         raise ValueError(f"{period} starts on {start.date()}, on or after --as-of "
                          f"{as_of.date()}: there is nothing to review yet; review an earlier "
                          "period or use `quotacast feasibility` for the outlook")
+    first = first_day(tables)
+    if end <= first:
+        raise ValueError(f"{period} ended before the data starts ({first.date()}): there is "
+                         f"nothing to review; review {period_of(first, _freq(period))} or "
+                         "later")
     now = export_at(tables, as_of)
     if targets is not None:
         now = Tables({**now.frames, TARGETS: targets}, now.source, now.derived)
@@ -377,19 +382,19 @@ def run_review(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
         _say(progress, f"replaying the outlook as of {when.date()} ({i}/{len(dates)})")
         outlooks[when] = _outlook(now, period, when, dims, draws=draws, seed=seed,
                                   champions=champions)
-    first = outlooks[start]
-    notes += [f"outlook at the start: {n}" for n in first.notes
+    opening = outlooks[start]
+    notes += [f"outlook at the start: {n}" for n in opening.notes
               if not n.startswith(("no node has a target", "interval check"))]
     _say(progress, "splitting the gap into causes")
-    deals = deal_expectations(export_at(now, start), start, end, first.win_model, dims)
+    deals = deal_expectations(export_at(now, start), start, end, opening.win_model, dims)
     frame = decompose(
         events=period_revenue(now, start, end, as_of, dims),
         deals=deals,
         outcomes=deal_outcomes(now, deals[OPPORTUNITY_ID], end),
         first_purchase=first_purchases(now, as_of),
         churned=churned_customers(now, start, end, as_of, dims),
-        outlook=first.frame, start=start, levels=levels)
-    notes += _pipeline_check(frame, first.frame, deals)
+        outlook=opening.frame, start=start, levels=levels)
+    notes += _pipeline_check(frame, opening.frame, deals)
     notes += _unplaced(frame, dims)
     plan = _targets(now, period, TIER_PLAN)
     frame.insert(0, METRIC, METRIC_REVENUE)
@@ -410,6 +415,11 @@ def run_review(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
     has_targets = not plan.empty
     notes += _notes(has_targets, as_of, start, end, period, process, dims)
     return ReviewResult(frame, trail, period, start, end, as_of, has_targets, notes)
+
+
+def _freq(period: str) -> str:
+    """``Q``, ``M`` or ``Y``: how ``period`` is written."""
+    return "Q" if "Q" in period else "M" if "-" in period else "Y"
 
 
 def _pipeline_check(frame: pd.DataFrame, outlook: pd.DataFrame, deals: pd.DataFrame
@@ -450,8 +460,7 @@ def _notes(has_targets: bool, as_of: pd.Timestamp, start: pd.Timestamp, end: pd.
                      "are empty; actuals and the causes are measured against the outlook at the "
                      "start (pass --targets FILE to review against a targets file)")
     if as_of < end:
-        freq = "Q" if "Q" in period else "M" if "-" in period else "Y"
-        before = period_of(start, freq, ahead=-1)
+        before = period_of(start, _freq(period), ahead=-1)
         notes.append(f"{period} is still running (as of {as_of.date()}): actuals are to date, "
                      "deals_slipped holds the deals still open, and called_on waits for the "
                      f"end; --period {before} reviews the last finished one")

@@ -239,6 +239,27 @@ def test_churn_shock_without_scores_uses_the_observed_rate(
     assert "observed 180-day churn rate" in " ".join(run.notes)
 
 
+def test_churn_shock_with_scores_uses_them(company: tuple[Path, Tables]) -> None:
+    tables = company[1]
+    ids = tables.customers["customer_id"].astype(str)
+    scores = pd.DataFrame({"customer_id": ids, "churn_probability": 0.1})
+    calm = _run(tables, [], churn=scores)
+    run = _run(tables, [{"kind": "churn", "factor": 3.0, "where": {"segment": "enterprise"}}],
+               churn=scores)
+    np.testing.assert_array_equal(calm.frame["expected_baseline"],
+                                  run.frame["expected_baseline"])
+    company_row = run.frame[run.frame[LEVEL] == "company"].iloc[0]
+    assert company_row["expected_delta"] < 0
+    assert "from the churn scores" in " ".join(run.notes)
+
+
+def test_a_win_rate_above_one_is_capped(company: tuple[Path, Tables]) -> None:
+    run = _run(company[1], [{"kind": "win_rate", "factor": 100}])
+    base, shocked = run.simulations
+    np.testing.assert_allclose(shocked.expected_pipeline, shocked.pipeline_in_period)
+    assert shocked.expected_pipeline.sum() > base.expected_pipeline.sum()
+
+
 def test_scenario_as_of_t_ignores_later_rows(company: tuple[Path, Tables]) -> None:
     full = company[1]
     cut = AS_OF + pd.Timedelta(days=20)

@@ -453,6 +453,9 @@ def test_one_service_serves_several_workspaces(two_sources: dict[str, object]) -
         assert customer(acme_customer, crm_key) == 404
         assert customer(crm_customer, crm_key) in (200, 503)
         assert customer(crm_customer, acme_key) == 404
+        # The metrics name the workspace of each served model.
+        assert 'quotacast_model_info{workspace="acme",kind="win",version="1"} 1' in \
+            client.get("/metrics").text
         # The dashboard is the key's workspace's.
         page = client.get("/", headers=crm_key)
         assert page.status_code == 200 and f"data {crm}" in page.text

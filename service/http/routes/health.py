@@ -91,11 +91,15 @@ def _gauges(state: AppState) -> str:
              f"quotacast_registry_reachable {int(bool(reachable))}",
              "# HELP quotacast_model_info The model version served per kind.",
              "# TYPE quotacast_model_info gauge"]
-    for kind in MODEL_KINDS:
-        model = state.model(kind)
-        if model is not None:
-            lines.append(f'quotacast_model_info{{kind="{escape_label(kind)}",'
-                         f'version="{escape_label(model.version)}"}} 1')
+    spaces = state.every_space()
+    for space in spaces:
+        # Several workspaces served: each line names its workspace.
+        where = f'workspace="{escape_label(space.name)}",' if len(spaces) > 1 else ""
+        for kind in MODEL_KINDS:
+            model = space.model(kind)
+            if model is not None:
+                lines.append(f'quotacast_model_info{{{where}kind="{escape_label(kind)}",'
+                             f'version="{escape_label(model.version)}"}} 1')
     return "\n".join(lines) + "\n"
 
 

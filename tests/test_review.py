@@ -84,7 +84,10 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         AMOUNT: [40.0, 2_000.0, 300.0, 5_000_000.0, 0.9],
         METRIC: ["new_customers", "orders", "visits", "pipeline_created", "retention_rate"],
     })
-    frames[TARGETS] = pd.concat([frames[TARGETS], extra], ignore_index=True)
+    levels = pd.DataFrame({PERIOD: PERIOD_Q, LEVEL: ["product", LEVEL_COMPANY],
+                           KEY: ["Analytics", COMPANY_KEY], AMOUNT: [3_000_000.0, 8_000_000.0],
+                           TIER: ["plan", "must_hit"]})
+    frames[TARGETS] = pd.concat([frames[TARGETS], extra, levels], ignore_index=True)
     folder = tmp_path_factory.mktemp("review") / "demo"
     write_data_dir(frames, folder)
     return folder
@@ -140,7 +143,8 @@ def test_attainment_is_actual_over_target_computed_independently(
     targets = pd.read_csv(demo_dir / "targets.csv")
     plan = targets[(targets[PERIOD] == PERIOD_Q) & targets[METRIC].fillna("revenue").eq(
         "revenue") & targets.get(TIER, pd.Series("plan", index=targets.index)).fillna(
-        "plan").eq("plan")].groupby([LEVEL, KEY])[AMOUNT].sum()
+        "plan").eq("plan") & targets[LEVEL].isin(
+        [LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM, LEVEL_REP])].groupby([LEVEL, KEY])[AMOUNT].sum()
     got = _revenue(reviewed).set_index([LEVEL, KEY])
     hierarchy = got[got.index.get_level_values(0).isin(
         [LEVEL_COMPANY, LEVEL_REGION, LEVEL_TEAM, LEVEL_REP])]
@@ -156,6 +160,24 @@ def test_attainment_is_actual_over_target_computed_independently(
                                mine.reindex(with_target.index) / plan.reindex(with_target.index),
                                rtol=1e-12)
     np.testing.assert_allclose(with_target[GAP], with_target["target"] - with_target[ACTUAL])
+
+
+def test_a_product_target_and_a_must_hit_tier_are_reviewed(demo_dir: Path,
+                                                            reviewed: ReviewResult) -> None:
+    start, end = period_bounds(PERIOD_Q)
+    orders = pd.read_csv(demo_dir / "orders.csv", parse_dates=[ORDER_DATE])
+    sold = orders[(orders[ORDER_DATE] >= start) & (orders[ORDER_DATE] < end)
+                  & (orders["product"] == "Analytics")]
+    opps = pd.read_csv(demo_dir / "opportunities.csv", parse_dates=[CLOSE_DATE])
+    won = opps[(opps[STATUS] == STATUS_WON) & ~opps[OPPORTUNITY_ID].isin(
+        set(orders[OPPORTUNITY_ID].dropna())) & (opps[CLOSE_DATE] >= start)
+        & (opps[CLOSE_DATE] < end) & (opps["product"] == "Analytics")]
+    rows = _revenue(reviewed).set_index([LEVEL, KEY])
+    analytics = rows.loc[("product", "Analytics")]
+    assert analytics[ACTUAL] == pytest.approx(sold[AMOUNT].sum() + won[AMOUNT].sum())
+    assert analytics[ATTAINMENT] == pytest.approx(analytics[ACTUAL] / 3_000_000.0)
+    company = rows.loc[(LEVEL_COMPANY, COMPANY_KEY)]
+    assert company["target_must_hit"] == 8_000_000.0 and company["target"] != 8_000_000.0
 
 
 def test_the_causes_add_up_to_the_gap_on_every_node(reviewed: ReviewResult) -> None:

@@ -28,11 +28,18 @@ from engine.schemas import (
 )
 from engine.synthetic import generate
 from features.hierarchy import node_actuals
-from models.feasibility import fit_stage_rates
+from models.feasibility import Simulation, fit_stage_rates
 from models.feasibility.plan import round_table, season_shares, split_cents, sub_periods
 from service.cli.app import app
 from service.usecases.feasibility import run_feasibility
-from service.usecases.plan import COMMIT, COMMIT_GAP, P_ATTAIN_COMMIT, run_plan
+from service.usecases.plan import (
+    COMMIT,
+    COMMIT_GAP,
+    P_ATTAIN_COMMIT,
+    coherent_sub_periods,
+    run_plan,
+)
+from service.usecases.request import BadRequest
 
 AS_OF = pd.Timestamp("2026-11-15")  # the demo's data ends on 2026-11-14
 DRAWS = 2000
@@ -308,3 +315,35 @@ def test_three_months_of_history_split_evenly_and_say_so(tables: Tables) -> None
     assert _cents(months[AMOUNT]).tolist() == pytest.approx(
         (_cents(months[AMOUNT]).sum() * np.array([30, 31, 30]) / 91).round(), abs=1)
     assert COMMITS not in short.frames
+
+
+def _simulation(draws: np.ndarray) -> Simulation:
+    nodes = pd.DataFrame({LEVEL: ["company", "region", "region"], KEY: ["all", "N", "S"],
+                          "parent": [-1, 0, 0]})
+    zero = np.zeros(3)
+    return Simulation(nodes, draws, zero, zero, zero, zero, zero, zero, float("nan"))
+
+
+def test_sub_period_outlooks_are_rescaled_to_add_up_to_the_period() -> None:
+    rng = np.random.default_rng(4)
+    base = rng.gamma(5.0, 1.0, (400, 2))
+    whole = np.c_[base.sum(axis=1), base]
+    sims = {"2027Q1": _simulation(whole * 3)}
+    for m in ("2027-01", "2027-02", "2027-03"):
+        sims[m] = _simulation(whole * 2)  # months ahead: twice too much together
+    out = coherent_sub_periods(sims, "2027Q1")
+    total = sum(out[m].draws.mean(axis=0) for m in ("2027-01", "2027-02", "2027-03"))
+    assert np.allclose(total, out["2027Q1"].draws.mean(axis=0))
+    assert out["2027Q1"] is sims["2027Q1"]
+
+
+def test_growth_accepts_an_export_starting_a_few_days_in_and_refuses_a_real_gap(
+        tables: Tables) -> None:
+    late = cut_history(tables, 13, start="2024-01-03")
+    result = run_plan(late, "2025", pd.Timestamp("2025-01-01"), growth=0.1, draws=300,
+                      models={}, stage_rates=_stage_rates)
+    assert any("the data starts on" in note for note in result.notes)
+    later = cut_history(tables, 13, start="2024-02-01")
+    with pytest.raises(BadRequest, match="--growth needs the revenue of 2024"):
+        run_plan(later, "2025", pd.Timestamp("2025-01-01"), growth=0.1, draws=300, models={},
+                 stage_rates=_stage_rates)

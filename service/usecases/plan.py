@@ -24,7 +24,7 @@ used, so a plan for a period that has begun is the plan one would have made at i
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,7 @@ __all__ = [
     "PLAN_COLUMNS",
     "P_ATTAIN_COMMIT",
     "PlanResult",
+    "coherent_sub_periods",
     "company_amount",
     "run_plan",
 ]
@@ -169,13 +170,16 @@ def company_amount(tables: Tables, period: str, as_of: pd.Timestamp, simulation:
     before = _previous(period)
     since, until = period_bounds(before)
     start = first_day(tables)
-    if since < start:
+    # An export often starts on the first business day: a few days missing are not a gap.
+    slack = pd.Timedelta(days=max(3.0, 0.02 * (until - since).days))
+    if since < start - slack:
         raise BadRequest(f"--growth needs the revenue of {before}, but the data starts on "
                          f"{start.date()}; give --company-target or --p-attain instead")
     if until <= as_of:
         events = revenue_events(tables, as_of=until, since=since)
         base = float(events[AMOUNT].sum())
-        how = f"{before}'s revenue {base:,.2f}"
+        how = f"{before}'s revenue {base:,.2f}" + (
+            f" (the data starts on {start.date()})" if since < start else "")
     else:
         other = simulate(before)
         base = float(other.draws[:, other.node_index(LEVEL_COMPANY, COMPANY_KEY)].mean())
@@ -225,6 +229,44 @@ def _p_attain(frame: pd.DataFrame, simulations: Mapping[str, Simulation]) -> np.
         found = at >= 0
         out[pos[found]] = attained(sim.draws[:, at[found]],
                                    frame.loc[rows, AMOUNT].to_numpy(dtype=float)[found])
+    return out
+
+
+def coherent_sub_periods(simulations: Mapping[str, Simulation], period: str
+                         ) -> dict[str, Simulation]:
+    """The sub-periods' simulations rescaled, node by node, so that their expected revenues
+    add up to the period's (quarters and months each on their own).
+
+    Each sub-period is simulated on its own as of the plan's date; seen months ahead, the run
+    rate of a short window is not estimated on the same footing as the whole period's, and
+    the twelve months' outlooks need not add up to the year's. The period's outlook is the one
+    the split uses (and the one replays check), so each node's sub-period draws are multiplied
+    by one factor per node: the period's expected revenue over the sum of its sub-periods'.
+    """
+    out = dict(simulations)
+    main = simulations[period]
+    index = pd.MultiIndex.from_frame(main.nodes[[LEVEL, KEY]].astype(object))
+    whole = main.draws.mean(axis=0) if len(main.draws) else main.closed
+    subs = sub_periods(period)
+    for group in ([p for p in subs if "Q" in p], [p for p in subs if "-" in p]):
+        if not group:
+            continue
+        total = np.zeros(len(index))
+        at = {}
+        for label in group:
+            sim = simulations[label]
+            at[label] = pd.MultiIndex.from_frame(
+                sim.nodes[[LEVEL, KEY]].astype(object)).get_indexer(index)
+            means = sim.draws.mean(axis=0) if len(sim.draws) else sim.closed
+            total += np.where(at[label] >= 0, means[np.maximum(at[label], 0)], 0.0)
+        factor = np.where(total > 0, whole / np.where(total > 0, total, 1.0), 1.0)
+        factor = np.clip(factor, 0.0, None)
+        for label in group:
+            sim = simulations[label]
+            scale = np.ones(sim.draws.shape[1])
+            found = at[label] >= 0
+            scale[at[label][found]] = factor[found]
+            out[label] = replace(sim, draws=sim.draws * scale)
     return out
 
 
@@ -393,7 +435,11 @@ def run_plan(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
         blocks.append(plan_rows(nodes, period, cents, monthly, months).assign(
             **{TIER: tier, METRIC: METRIC_REVENUE}))
     frame = pd.concat(blocks, ignore_index=True)
-    simulations = {p: simulate(p) for p in [period, *sub_periods(period)]}
+    simulations = coherent_sub_periods({p: simulate(p) for p in [period, *sub_periods(period)]},
+                                       period)
+    if sub_periods(period):
+        notes.append("p_attain of quarters and months: each simulated as of the plan's date, "
+                     "rescaled per node so that their outlooks add up to the period's")
     frame[P_ATTAIN] = _p_attain(frame, simulations)
     frame = frame[list(PLAN_COLUMNS)]
     notes += _coverage_notes(main)

@@ -124,12 +124,14 @@ def _summary(result: ReviewResult) -> None:
     frame = result.frame
     company = result.company()
     state = "final" if result.finished else f"to date, {result.period} still running"
-    if result.has_targets:
+    if company["target"] == company["target"]:  # the company has a target (not NaN)
         err.print(f"{result.period}: actual {company['actual']:,.0f} ({state}) vs target "
                   f"{company['target']:,.0f}: attainment {company['attainment']:.1%}; "
                   f"expected at the start {company['expected']:,.0f}")
     else:
-        err.print(f"{result.period}: actual {company['actual']:,.0f} ({state}); no targets, "
+        which = ("no company target" if result.has_targets
+                 else "no targets (pass --targets FILE)")
+        err.print(f"{result.period}: actual {company['actual']:,.0f} ({state}); {which}, "
                   f"expected at the start {company['expected']:,.0f}")
     causes = ", ".join(f"{c.replace('_', ' ')} {round(company[c]):+,}" for c in CAUSES)
     err.print(f"why actual - expected = {round(company['vs_expected']):+,}: {causes}",

@@ -198,14 +198,19 @@ def _sections(result: ReviewResult, charts: Sequence[Path]
     """The report's content: (title, text | table | picture), in reading order."""
     company = result.company()
     state = "final" if result.finished else f"to date (as of {result.as_of.date()})"
-    headline = (f"Revenue {_money(company[ACTUAL])} ({state}) against a target of "
-                f"{_money(company[TARGET])}: attainment {_share(company[ATTAINMENT])}. "
-                if result.has_targets else
-                f"Revenue {_money(company[ACTUAL])} ({state}). There are no revenue targets "
-                f"for {result.period}, so it is read against the outlook at the start. ")
+    if not pd.isna(company[TARGET]):
+        headline = (f"Revenue {_money(company[ACTUAL])} ({state}) against a target of "
+                    f"{_money(company[TARGET])}: attainment {_share(company[ATTAINMENT])}. ")
+    elif result.has_targets:
+        headline = (f"Revenue {_money(company[ACTUAL])} ({state}). The company has no target "
+                    f"of its own for {result.period}; the nodes' attainment is below. ")
+    else:
+        headline = (f"Revenue {_money(company[ACTUAL])} ({state}). There are no revenue "
+                    f"targets for {result.period}, so it is read against the outlook at the "
+                    "start. ")
     headline += (f"At the start {_money(company[EXPECTED])} was expected; the difference, "
                  f"{_money(company[VS_EXPECTED])}, splits into the causes below.")
-    if result.has_targets and not pd.isna(company[P_ATTAIN_START]):
+    if not pd.isna(company[P_ATTAIN_START]):
         called = company[CALLED_ON]
         headline += (f" P(attain) was {company[P_ATTAIN_START]:.2f} at the start and "
                      f"{_prob(company[P_ATTAIN_MID])} mid-period; "

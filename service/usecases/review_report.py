@@ -134,15 +134,30 @@ def _waterfall_chart(result: ReviewResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _revenue_rows(result: ReviewResult) -> pd.DataFrame:
+    return result.frame[result.frame[METRIC] == METRIC_REVENUE]
+
+
+def _outcome(rows: pd.DataFrame, level: Any, key: Any, result: ReviewResult) -> str:
+    """`` (hit 104%)`` or `` (missed 96%)`` once the period is over, else nothing."""
+    if not result.finished or (level, key) not in rows.index:
+        return ""
+    value: Any = rows.loc[(level, key), ATTAINMENT]
+    share = float(value)
+    return "" if np.isnan(share) else f" ({'hit' if share >= 1 else 'missed'} {share:.0%})"
+
+
 def _trail_chart(result: ReviewResult, path: Path) -> None:
     trail = result.trail[result.trail[LEVEL].isin([LEVEL_COMPANY, "region"])
                          & (result.trail[KEY] != UNASSIGNED)]
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, ax = plt.subplots(figsize=(10, 3.8))
     if result.has_targets and trail[P_ATTAIN].notna().any():
+        rows_of = _revenue_rows(result).set_index([LEVEL, KEY])
         for (level, key), rows in trail.groupby([LEVEL, KEY], sort=False):
             if rows[P_ATTAIN].notna().any():
                 ax.plot(rows[CHECKPOINT], rows[P_ATTAIN], marker="o",
-                        lw=2.2 if level == LEVEL_COMPANY else 1.2, label=f"{level} {key}")
+                        lw=2.2 if level == LEVEL_COMPANY else 1.2,
+                        label=f"{level} {key}{_outcome(rows_of, level, key, result)}")
         ax.axhline(0.5, color="black", lw=0.8, ls=":")
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("P(attain)")
@@ -154,7 +169,7 @@ def _trail_chart(result: ReviewResult, path: Path) -> None:
         ax.axhline(float(result.company()[ACTUAL]), color="black", ls="--", lw=1,
                    label="actual")
         ax.set_ylabel("period revenue")
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.set_title(f"{result.period}: the outlook at each checkpoint")
     fig.autofmt_xdate()
     fig.tight_layout()

@@ -466,3 +466,10 @@ def test_champions_are_used_for_the_outlook_and_the_deals(demo: Tables) -> None:
         assert abs(sum(company[c] for c in CAUSES) - company[VS_EXPECTED]) < CENT
     assert not any(note.startswith("pipeline check") for note in [*never.notes,
                                                                    *always.notes])
+
+
+def test_the_trail_starts_where_the_review_does(reviewed: ReviewResult) -> None:
+    trail = reviewed.trail
+    start = trail[(trail[CHECKPOINT] == trail[CHECKPOINT].min()) & (trail[LEVEL] == LEVEL_COMPANY)]
+    assert start[EXPECTED].iloc[0] == pytest.approx(reviewed.company()[EXPECTED])
+    assert start[P_ATTAIN].iloc[0] == pytest.approx(reviewed.company()["p_attain_start"])

@@ -67,7 +67,14 @@ from features.review import (
     process_actuals,
 )
 from models.feasibility import P_ATTAIN, TARGET, fit_stage_rates
-from models.feasibility.simulation import EXPECTED, P10, P90
+from models.feasibility.simulation import (
+    CLOSED_TO_DATE,
+    EXPECTED,
+    EXPECTED_PIPELINE,
+    EXPECTED_RUN_RATE,
+    P10,
+    P90,
+)
 from models.review import (
     ACTUAL,
     ATTAINMENT,
@@ -261,8 +268,16 @@ def _lookup(frame: pd.DataFrame, values: pd.Series) -> np.ndarray:
 
 
 def _trail(outlooks: Mapping[pd.Timestamp, _Outlook]) -> pd.DataFrame:
-    parts = [o.frame[[LEVEL, KEY, P_ATTAIN, EXPECTED, P10, P90]].assign(**{CHECKPOINT: when})
-             for when, o in outlooks.items()]
+    """Every node's outlook at each checkpoint; ``expected`` as in :func:`models.review
+    .decompose` (closed to date + pipeline + run rate, without Monte Carlo noise)."""
+    parts = []
+    for when, outlook in outlooks.items():
+        frame = outlook.frame
+        part = frame[[LEVEL, KEY, P_ATTAIN, P10, P90]].copy()
+        part[CHECKPOINT] = when
+        part[EXPECTED] = (frame[CLOSED_TO_DATE] + frame[EXPECTED_PIPELINE]
+                          + frame[EXPECTED_RUN_RATE]).to_numpy(dtype=float)
+        parts.append(part)
     trail = pd.concat(parts, ignore_index=True)
     trail[KEY] = trail[KEY].astype(str)
     return trail[list(TRAIL_COLUMNS)]

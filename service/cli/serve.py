@@ -196,6 +196,7 @@ ServeDataOpt = Annotated[
     typer.Option(
         "--data",
         "-d",
+        metavar="D",
         help="Data directory or SQLAlchemy URL (default: QUOTACAST_DATA, else ./demo-data). "
         "Repeat it to serve several data sources, one workspace each: a request sees the "
         "data, models and alerts of its API key's workspace only.",

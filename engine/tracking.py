@@ -33,7 +33,8 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -49,6 +50,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.pyfunc import PythonModel
+from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
 
 from engine.config import Settings, SetupError
 
@@ -348,6 +350,18 @@ def configure(tracking_uri: str, workspace: Workspace | str | None = None,
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
 
 
+@contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """MLflow's own event prints ("Successfully registered model ...", "Created version ...")
+    off while it runs: the command says what was registered in its own words."""
+    was = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        yield
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = was
+
+
 def _experiment_id(name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
@@ -419,14 +433,15 @@ def log_and_register(
         mlflow.log_params({k: _param(v) for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         _log_files(artifacts or {})
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=_FrameModel(estimator),
-            signature=signature,
-            input_example=input_example,
-            registered_model_name=name,
-            pip_requirements=_pip_requirements(),
-        )
+        with _quiet_mlflow():
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=_FrameModel(estimator),
+                signature=signature,
+                input_example=input_example,
+                registered_model_name=name,
+                pip_requirements=_pip_requirements(),
+            )
     version = str(info.registered_model_version)
     champion = _alias_version(name, CHAMPION)
     version_tags = {

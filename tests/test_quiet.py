@@ -33,3 +33,26 @@ def test_a_prophet_fit_prints_nothing_of_prophet_or_cmdstanpy() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "3"
     assert "cmdstanpy" not in done.stderr and "plotly" not in done.stderr, done.stderr
+
+
+_REGISTER = """
+import os, sys
+sys.path.insert(0, "tests")
+from engine import tracking
+from test_tracking import EXAMPLE, ProbaModel
+os.chdir(sys.argv[1])
+tracking.configure("sqlite:///mlflow.db")
+run = tracking.log_and_register(
+    "churn", ProbaModel(), input_example=EXAMPLE, params={}, metrics={"roc_auc": 0.8},
+    gate_metric="roc_auc", greater_is_better=True, holdout="h")
+print(run.version)
+"""
+
+
+def test_registering_a_model_prints_no_mlflow_event_lines(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _REGISTER, str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+    assert "Successfully registered" not in done.stderr, done.stderr
+    assert "Created version" not in done.stderr, done.stderr

@@ -320,7 +320,8 @@ def _commit_columns(frame: pd.DataFrame, commits: pd.DataFrame,
     if has.any():
         view = frame.loc[has, [PERIOD, LEVEL, KEY]].assign(**{AMOUNT: commit[has]})
         p_commit[has] = _p_attain(view, simulations)
-    out = frame.assign(**{COMMIT: commit, COMMIT_GAP: commit - frame[AMOUNT].to_numpy(),
+    gap = np.round(commit - frame[AMOUNT].to_numpy(dtype=float), 2)
+    out = frame.assign(**{COMMIT: commit, COMMIT_GAP: gap,
                           P_ATTAIN_COMMIT: p_commit})
     return out, notes
 

@@ -102,11 +102,14 @@ def plan(
     tables = read_data(data_source(ctx, data))
     try:
         chosen = resolve_period(period, default_as_of(tables))
-        extra = [lv.strip() for lv in (levels or "").split(",") if lv.strip()]
+    except RequestError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--period") from exc
+    extra = [lv.strip() for lv in (levels or "").split(",") if lv.strip()]
+    try:
         for level in extra:
             resolve_level(level, tables)
     except RequestError as exc:
-        raise typer.BadParameter(str(exc), param_hint=exc.option) from exc
+        raise typer.BadParameter(str(exc), param_hint="--levels") from exc
     extra = [lv for lv in extra if lv not in HIERARCHY_LEVELS]
     given_commits = _commits_file(commits) if commits is not None else None
     when = when if when is not None else default_as_of(tables)

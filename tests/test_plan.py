@@ -290,9 +290,11 @@ def test_cli_plan_writes_a_valid_targets_file_and_refuses_plainly(
     data = write_data_dir(frames, tmp_path / "d")
     out = tmp_path / "plan.csv"
     args = ["plan", "--data", str(data), "--period", "2027Q1", "--draws", "500"]
+    picture = tmp_path / "plan.png"
     result = runner.invoke(app, [*args, "--company-target", "9000000", "--levels", "product",
-                                 "--out", str(out)])
+                                 "--out", str(out), "--plot", str(picture)])
     assert result.exit_code == 0, result.stderr
+    assert picture.stat().st_size > 10_000
     written = pd.read_csv(out)
     products = written[(written[LEVEL] == "product") & (written[PERIOD] == "2027Q1")
                        & (written[TIER] == "plan")]

@@ -32,6 +32,7 @@ from service.cli.common import (
     print_frame,
     read_data,
     settings_of,
+    writing,
 )
 from service.usecases.request import BadRequest, RequestError, resolve_level, resolve_period
 
@@ -77,6 +78,8 @@ def plan(
                                        help="Monte Carlo draws.")] = 10_000,
     churn: Annotated[bool, typer.Option(
         "--churn/--no-churn", help="Adjust for churn risk (champion churn model).")] = True,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also draw the plan to this .png (or .svg, .pdf) file.")] = None,
     out: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -86,7 +89,7 @@ def plan(
     `feasibility`, `recalibrate` and `warnings` use its plan rows.
     """
     from service.cli.models import use_tracking
-    from service.usecases.plan import run_plan
+    from service.usecases.plan import plot_plan, run_plan
 
     if not period:
         raise typer.BadParameter("give the period to plan, e.g. --period 2027",
@@ -95,6 +98,8 @@ def plan(
     if given != 1:
         raise typer.BadParameter("give exactly one of --company-target X, --growth G or "
                                  "--p-attain Q", param_hint="--company-target")
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise typer.BadParameter("expected a .png, .svg or .pdf file", param_hint="--plot")
     if method not in ("even_probability", "proportional"):
         raise typer.BadParameter("expected even_probability or proportional",
                                  param_hint="--method")
@@ -132,6 +137,10 @@ def plan(
     err.print("(the plan tier of the whole period; its quarters and months and the must_hit "
               "and stretch tiers are in the file)")
     emit(frame, out, as_json)
+    if plot is not None:
+        with writing(plot, "--plot"):
+            plot_plan(frame, chosen, plot)
+        err.print(f"drew the plan to {plot}")
     if out is not None:
         err.print(f"save {out.name} as targets.csv in the data directory: feasibility, "
                   "recalibrate and warnings read its plan rows")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,6 +89,7 @@ __all__ = [
     "PlanResult",
     "coherent_sub_periods",
     "company_amount",
+    "plot_plan",
     "run_plan",
 ]
 
@@ -461,3 +463,44 @@ def run_plan(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
         if not frame[COMMIT].notna().any():
             notes.append(f"commits: none for {period} or its sub-periods")
     return PlanResult(frame, notes, when, tiers)
+
+
+def plot_plan(frame: pd.DataFrame, period: str, path: Path) -> None:
+    """The plan in one picture: the company's target per month (or per sub-period) in each
+    tier, and the period's plan-tier target of every node of the lowest level planned, with
+    its p_attain."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    company = frame[frame[LEVEL] == LEVEL_COMPANY]
+    subs = [p for p in sub_periods(period) if "-" in p] or [period]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    x = np.arange(len(subs))
+    for tier, colour in ((TIER_MUST_HIT, "C3"), (TIER_PLAN, "C0"), (TIER_STRETCH, "C2")):
+        rows = company[company[TIER] == tier].set_index(PERIOD).reindex(subs)
+        left.plot(x, rows[AMOUNT], marker="o", color=colour, label=tier)
+        if tier == TIER_PLAN:
+            for i, p in enumerate(rows[P_ATTAIN]):
+                if np.isfinite(p):
+                    left.annotate(f"{p:.0%}", (i, rows[AMOUNT].iloc[i]), fontsize=7,
+                                  textcoords="offset points", xytext=(0, 6), ha="center")
+    left.set_xticks(x, [s[-2:] if "-" in s else s for s in subs])
+    left.set_title(f"company target of {period} by month (labels: P(attain) of the plan)",
+                   fontsize=9)
+    left.legend(fontsize=8, frameon=False)
+    plan = frame[(frame[TIER] == TIER_PLAN) & (frame[PERIOD] == period)]
+    levels = [lv for lv in HIERARCHY_LEVELS[1:] if lv in set(plan[LEVEL])]
+    lowest = plan[plan[LEVEL] == levels[-1]] if levels else plan
+    lowest = lowest.sort_values(AMOUNT).tail(40)
+    y = np.arange(len(lowest))
+    right.barh(y, lowest[AMOUNT], color="C0")
+    for i, (amount, p) in enumerate(zip(lowest[AMOUNT], lowest[P_ATTAIN], strict=True)):
+        right.text(float(amount), i, f" {p:.0%}", va="center", fontsize=7)
+    right.set_yticks(y, lowest[KEY].astype(str), fontsize=7)
+    right.set_title(f"{period} plan per {levels[-1] if levels else 'node'} "
+                    "(labels: P(attain) as of the plan's date)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -125,19 +125,20 @@ def plan(dates: dict[str, str], levels: list[str]) -> list[Step]:
         Step("train churn", ("train", "churn", "--data", "{data}")),
         Step("train churn --as-of --horizon-days 60",
              ("train", "churn", "--data", "{data}", "--as-of", mid, "--horizon-days", "60")),
-        Step("promote churn", ("promote", "churn")),
+        Step("promote churn", ("promote", "churn", "--data", "{data}")),
         Step("score churn", ("score", "churn", "--data", "{data}", "--out", "{work}/risk.csv")),
         Step("score churn --as-of", ("score", "churn", "--data", "{data}", "--as-of", mid,
                                      "--out", "{work}/risk_mid.csv")),
         Step("train win", ("train", "win", "--data", "{data}")),
         Step("train win --as-of", ("train", "win", "--data", "{data}", "--as-of", mid)),
-        Step("promote win", ("promote", "win")),
+        Step("promote win", ("promote", "win", "--data", "{data}")),
     ]
     for freq in FREQS:
         steps += [
             Step(f"train forecast {freq}", ("train", "forecast", "--data", "{data}", "--freq",
                                             freq, "--horizon", "3")),
-            Step(f"promote forecast --freq {freq}", ("promote", "forecast", "--freq", freq)),
+            Step(f"promote forecast --freq {freq}", ("promote", "forecast", "--data", "{data}",
+                                                     "--freq", freq)),
             Step(f"forecast {freq} (champion)", ("forecast", "--data", "{data}", "--freq", freq,
                                                  "--horizon", "3", "--out",
                                                  f"{{work}}/fc_{freq}.csv")),
@@ -179,9 +180,28 @@ def plan(dates: dict[str, str], levels: list[str]) -> list[Step]:
         Step("warnings evaluate --since (targets)", (
             "warnings", "evaluate", "--data", "{targets}", "--since", since, "--every", "7d",
             "--no-deliver"), needs_targets=True),
-        Step("warnings list", ("warnings", "list", "--state", "all")),
-        Step("warnings history", ("warnings", "history")),
-        Step("warnings deliver", ("warnings", "deliver", "--deliver-wait", "0")),
+        Step("warnings list", ("warnings", "list", "--data", "{data}", "--state", "all")),
+        Step("warnings history", ("warnings", "history", "--data", "{data}")),
+        Step("warnings deliver", ("warnings", "deliver", "--data", "{data}", "--deliver-wait",
+                                  "0")),
+        Step("plan --growth", ("plan", "--data", "{data}", "--period", dates["next_q"],
+                               "--growth", "0.1", "--draws", "1000", "--out",
+                               "{work}/plan.csv")),
+        Step("plan --p-attain", ("plan", "--data", "{data}", "--period", dates["next_y"],
+                                 "--p-attain", "0.5", "--draws", "1000", "--out",
+                                 "{work}/plan_year.csv")),
+        Step("funnel", ("funnel", "--data", "{data}", "--out", "{work}/funnel.csv")),
+        Step("scenario budget-freeze", ("scenario", "--data", "{data}", "--scenario",
+                                        "budget-freeze", "--draws", "1000", "--out",
+                                        "{work}/freeze.csv")),
+        Step("scenario recession (targets)", (
+            "scenario", "--data", "{targets}", "--scenario", "recession", "--draws", "1000",
+            "--out", "{work}/recession.csv"), needs_targets=True),
+        Step("review (targets)", ("review", "--data", "{targets}", "--period", dates["last_q"],
+                                  "--draws", "1000", "--out", "{work}/review.csv", "--report",
+                                  "{work}/review.md"), needs_targets=True),
+        Step("review", ("review", "--data", "{data}", "--draws", "1000", "--out",
+                        "{work}/review_now.csv")),
         Step("warnings check", ("warnings", "check", "{rules}")),
         Step("warnings metrics", ("warnings", "metrics")),
     ]
@@ -194,7 +214,10 @@ def sweep_dates(tables: object) -> dict[str, str]:
 
     end = default_as_of(tables)  # type: ignore[arg-type]
     mid = end - pd.Timedelta(days=30)
-    return {"end": _day(end), "mid": _day(mid), "since": _day(mid + pd.Timedelta(days=7))}
+    quarter = (end - pd.Timedelta(days=1)).to_period("Q")
+    return {"end": _day(end), "mid": _day(mid), "since": _day(mid + pd.Timedelta(days=7)),
+            "next_q": str(quarter + 1), "last_q": str(quarter - 1),
+            "next_y": str(quarter.year + 1)}
 
 
 def generated_targets(tables: object, as_of: pd.Timestamp) -> pd.DataFrame:

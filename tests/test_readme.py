@@ -58,6 +58,13 @@ CONTRACT_COLUMNS = {
                     "expected", "p10", "p50", "p90", "gap", "must_hit", "stretch"],
     "recalibrate": ["period", "level", "key", "target", "recalibrated_target",
                     "p_attain_before", "p_attain_after"],
+    "plan": ["period", "level", "key", "amount", "tier", "p_attain"],
+    "scenario": [f"{column}_{side}" for side in ("baseline", "scenario")
+                 for column in ("target", "closed_to_date", "p_attain", "expected", "p10", "p50",
+                                "p90", "gap", "must_hit", "stretch")],
+    "review": ["level", "key", "target", "actual", "attainment"],
+    "funnel": ["level", "key", "stage", "conversion", "trailing_conversion", "median_days",
+               "open_deals"],
 }
 
 

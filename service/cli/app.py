@@ -35,7 +35,11 @@ from service.cli.common import (
     settings_of,
     writing,
 )
+from service.cli.funnel import funnel
 from service.cli.models import plan_app, promote, score_app, train_app
+from service.cli.plan import plan
+from service.cli.review import review
+from service.cli.scenario import scenario
 from service.cli.serve import keys_app, serve
 from service.cli.targets import targets_app
 from service.cli.warnings import warnings_app
@@ -323,6 +327,10 @@ def features(
     emit(frame, out, as_json)
 
 
+app.command("plan")(plan)
+app.command("funnel")(funnel)
+app.command("scenario")(scenario)
+app.command("review")(review)
 app.add_typer(train_app, name="train")
 app.add_typer(score_app, name="score")
 app.command()(promote)

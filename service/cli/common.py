@@ -26,12 +26,17 @@ from service.usecases.request import RequestError
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_FAILURE",
+    "PLOT_FORMATS",
     "AsOfOpt",
+    "ChurnOpt",
     "DataOpt",
+    "DrawsOpt",
     "JsonOpt",
     "OutOpt",
+    "PeriodOpt",
     "WorkspaceDataOpt",
     "bad_input",
+    "check_plot",
     "data_source",
     "emit",
     "err",
@@ -204,6 +209,25 @@ AsOfOpt = Annotated[
         "dated row, so every row counts).",
     ),
 ]
+PeriodOpt = Annotated[
+    str | None,
+    typer.Option("--period", "-p", help="2017, 2017Q3 or 2017-08 (default: the quarter of "
+                 "the last day before --as-of)."),
+]
+DrawsOpt = Annotated[int, typer.Option("--draws", min=100, max=1_000_000,
+                                       help="Monte Carlo draws.")]
+ChurnOpt = Annotated[
+    bool, typer.Option("--churn/--no-churn", help="Adjust for churn risk (champion churn model).")
+]
+# What ``--plot`` may write.
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+
+
+def check_plot(plot: Path | None) -> None:
+    """Refuse a ``--plot`` file matplotlib is not asked to write, before any work."""
+    if plot is not None and plot.suffix.lower() not in PLOT_FORMATS:
+        raise typer.BadParameter(f"expected a {', '.join(PLOT_FORMATS)} file",
+                                 param_hint="--plot")
 
 
 def data_source(ctx: typer.Context, data: str | None) -> str:

@@ -14,6 +14,8 @@ from service.cli.common import (
     DataOpt,
     JsonOpt,
     OutOpt,
+    PeriodOpt,
+    check_plot,
     data_source,
     emit,
     err,
@@ -28,7 +30,6 @@ from service.usecases.request import BadRequest, RequestError, resolve_period
 
 __all__ = ["funnel"]
 
-PLOT_FORMATS = (".png", ".svg", ".pdf")
 _SHOWN = ["key", "stage", "exits", "conversion", "trailing_conversion", "median_days",
           "open_deals", "open_amount", "open_aged_share", "bottleneck"]
 
@@ -36,9 +37,7 @@ _SHOWN = ["key", "stage", "exits", "conversion", "trailing_conversion", "median_
 def funnel(
     ctx: typer.Context,
     data: DataOpt = None,
-    period: Annotated[str | None, typer.Option(
-        "--period", "-p", help="2017, 2017Q3 or 2017-08 (default: the quarter of the last day "
-        "before --as-of).")] = None,
+    period: PeriodOpt = None,
     as_of: AsOfOpt = None,
     levels: Annotated[str | None, typer.Option(
         "--levels", help="Comma list of node levels (default company,region,team,rep); "
@@ -53,8 +52,7 @@ def funnel(
     stage, open deals and their aging, and each node's bottleneck stage."""
     from service.usecases.funnel import bottleneck_lines, parse_levels, plot_funnel, run_funnel
 
-    if plot is not None and plot.suffix.lower() not in PLOT_FORMATS:
-        raise typer.BadParameter(f"expected a {', '.join(PLOT_FORMATS)} file", param_hint="--plot")
+    check_plot(plot)
     when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
     when = when if when is not None else default_as_of(tables)

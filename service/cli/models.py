@@ -13,9 +13,12 @@ from engine.schemas import OPPORTUNITIES
 from models.base import FORECAST, MODEL_KINDS
 from service.cli.common import (
     AsOfOpt,
+    ChurnOpt,
     DataOpt,
+    DrawsOpt,
     JsonOpt,
     OutOpt,
+    PeriodOpt,
     data_source,
     emit,
     err,
@@ -257,16 +260,6 @@ def train_win_cmd(
     _registered(result, as_json)
 
 
-PeriodOpt = Annotated[
-    str | None,
-    typer.Option("--period", "-p", help="2017, 2017Q3 or 2017-08 (default: the quarter of "
-                 "the last day before --as-of)."),
-]
-DrawsOpt = Annotated[int, typer.Option("--draws", min=100, max=1_000_000,
-                                       help="Monte Carlo draws.")]
-ChurnOpt = Annotated[
-    bool, typer.Option("--churn/--no-churn", help="Adjust for churn risk (champion churn model).")
-]
 
 
 def _period(period: str | None, when: pd.Timestamp) -> str:

@@ -20,10 +20,13 @@ from engine.periods import default_as_of
 from engine.schemas import COMMITS, HIERARCHY_LEVELS, TABLES
 from service.cli.common import (
     AsOfOpt,
+    ChurnOpt,
     DataOpt,
+    DrawsOpt,
     JsonOpt,
     OutOpt,
     bad_input,
+    check_plot,
     data_source,
     emit,
     err,
@@ -74,10 +77,8 @@ def plan(
         "--commits", help="The reps' commits (period, rep, amount[, category, "
                           "submitted_at]); default the data's commits table.")] = None,
     as_of: AsOfOpt = None,
-    draws: Annotated[int, typer.Option("--draws", min=100, max=1_000_000,
-                                       help="Monte Carlo draws.")] = 10_000,
-    churn: Annotated[bool, typer.Option(
-        "--churn/--no-churn", help="Adjust for churn risk (champion churn model).")] = True,
+    draws: DrawsOpt = 10_000,
+    churn: ChurnOpt = True,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Also draw the plan to this .png (or .svg, .pdf) file.")] = None,
     out: OutOpt = None,
@@ -98,8 +99,7 @@ def plan(
     if given != 1:
         raise typer.BadParameter("give exactly one of --company-target X, --growth G or "
                                  "--p-attain Q", param_hint="--company-target")
-    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise typer.BadParameter("expected a .png, .svg or .pdf file", param_hint="--plot")
+    check_plot(plot)
     if method not in ("even_probability", "proportional"):
         raise typer.BadParameter("expected even_probability or proportional",
                                  param_hint="--method")

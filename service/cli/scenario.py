@@ -14,8 +14,11 @@ from service.cli.common import (
     EXIT_BAD_INPUT,
     AsOfOpt,
     DataOpt,
+    DrawsOpt,
     JsonOpt,
     OutOpt,
+    PeriodOpt,
+    check_plot,
     data_source,
     emit,
     err,
@@ -78,17 +81,14 @@ def _summary(frame: pd.DataFrame, title: str) -> None:
 def scenario(
     ctx: typer.Context,
     data: DataOpt = None,
-    period: Annotated[str | None, typer.Option(
-        "--period", "-p", help="2017, 2017Q3 or 2017-08 (default: the quarter of the last day "
-        "before --as-of).")] = None,
+    period: PeriodOpt = None,
     as_of: AsOfOpt = None,
     scenario_ref: Annotated[str | None, typer.Option(
         "--scenario", "-s", help="A library scenario (see --list) or a scenario YAML file.")]
     = None,
     list_library: Annotated[bool, typer.Option(
         "--list", help="List the ready scenarios and exit.")] = False,
-    draws: Annotated[int, typer.Option("--draws", min=100, max=1_000_000,
-                                       help="Monte Carlo draws.")] = 10_000,
+    draws: DrawsOpt = 10_000,
     churn: Annotated[bool, typer.Option(
         "--churn/--no-churn", help="Use the champion churn model's scores.")] = True,
     plot: Annotated[Path | None, typer.Option(
@@ -111,8 +111,7 @@ def scenario(
     if list_library:
         _list()
         return
-    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise typer.BadParameter("expected a .png, .svg or .pdf file", param_hint="--plot")
+    check_plot(plot)
     if scenario_ref is None:
         raise typer.BadParameter("give a library scenario (see --list) or a YAML file",
                                  param_hint="--scenario")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -69,6 +70,7 @@ __all__ = [
     "base_name",
     "beats",
     "beats_baseline",
+    "champion_kinds",
     "configure",
     "current_workspace",
     "load_champion",
@@ -654,6 +656,25 @@ def _elsewhere_note(client: MlflowClient, kind: str, space: Workspace) -> str:
     return (f"; a challenger was trained in workspace {', '.join(others)}: promote it with "
             f"`quotacast promote {_command_args(kind)} --data D` on the data it was trained on, "
             f"or `quotacast --workspace {others[0]} promote ...`")
+
+
+def champion_kinds(family: str, workspace: Workspace | None = None) -> list[str]:
+    """The kinds of ``family`` (``forecast``: ``forecast``, ``forecast-W-company``...) that
+    have a champion in ``workspace``, sorted; empty when the registry holds none or does not
+    answer (the caller's own loading then says why)."""
+    space = _space(workspace)
+    prefix = space.model_name(family)
+    if missing_registry() is not None:
+        return []
+    try:
+        found = _client().search_registered_models(filter_string=f"name LIKE '{prefix}%'")
+    except (RegistryUnavailableError, *_ASKING):
+        return []
+    # LIKE's ``_`` matches any character: keep the names that really start with the prefix.
+    kinds = {m.name[len(prefix) - len(family):] for m in found
+             if m.name.startswith(prefix) and CHAMPION in (m.aliases or {})}
+    pattern = re.compile(rf"{re.escape(family)}(-[A-Z]-[A-Za-z0-9_.-]+)?")
+    return sorted(k for k in kinds if pattern.fullmatch(k))
 
 
 def load_pyfunc(kind: str, alias: str = CHAMPION, workspace: Workspace | None = None) -> Any:

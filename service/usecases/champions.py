@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from engine import tracking
+from models.base import FORECAST
 from service.usecases.served import Served, probe_registry
 
 __all__ = ["load_champions", "served_models"]
@@ -55,6 +56,9 @@ def load_champions(served: Served, kinds: Iterable[str]) -> bool:
                     else "registry unreachable: not loaded")
             return False
         before = {k: m.version for k, m in served.models.items()}
+        # Every forecaster with a champion is served (one per frequency and level family), not
+        # only the monthly company one.
+        kinds += [k for k in tracking.champion_kinds(FORECAST.name, space) if k not in kinds]
         for kind in kinds:
             _load_one(served, kind, space)
         if before != {k: m.version for k, m in served.models.items()}:
@@ -63,5 +67,8 @@ def load_champions(served: Served, kinds: Iterable[str]) -> bool:
 
 
 def served_models(served: Served, kinds: Iterable[str]) -> dict[str, tracking.LoadedModel | None]:
-    """The model served per kind (None for a kind without one), in the order of ``kinds``."""
-    return {kind: served.model(kind) for kind in kinds}
+    """The model served per kind (None for a kind without one), in the order of ``kinds``,
+    then the other forecasters served (``forecast-W-company``...)."""
+    kinds = list(kinds)
+    extra = sorted(k for k in served.models if k not in kinds)
+    return {kind: served.model(kind) for kind in [*kinds, *extra]}

@@ -1,4 +1,5 @@
-"""Forecasts of the served champion forecaster (the service's forecasts resource).
+"""Forecasts of the served champion forecasters (the service's forecasts resource): one per
+frequency and level family, each answered by its own champion.
 
 The pipeline that trains and promotes the forecaster is :mod:`service.usecases.forecast`; this
 module answers from the champion loaded at start-up, never a fresh registry lookup.
@@ -10,7 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from service.usecases.forecast import ServedForecaster
+from models.base import FORECAST
+from service.usecases.forecast import ServedForecaster, forecast_kind
 from service.usecases.request import NotFound, Unavailable
 from service.usecases.served import Served
 
@@ -28,13 +30,23 @@ class ServedForecast:
     frame: pd.DataFrame
 
 
-def _forecaster(served: Served) -> tuple[ServedForecaster, str]:
-    loaded = served.model("forecast")
-    if loaded is None:
+def _forecaster(served: Served, freq: str | None, level: str
+                ) -> tuple[ServedForecaster, str]:
+    """The served champion that answers ``level`` at ``freq``: the forecaster registered for
+    that frequency and level family (``forecast-W-company``...), else the monthly company one
+    (which also answers when no frequency is asked for)."""
+    asked = forecast_kind(freq or "M", level)
+    kinds = [asked] if freq is not None else list(dict.fromkeys([asked, FORECAST.name]))
+    found = [(kind, served.model(kind)) for kind in kinds if served.model(kind) is not None]
+    if not found and freq is not None and served.model(FORECAST.name) is not None:
+        found = [(FORECAST.name, served.model(FORECAST.name))]  # it says why it cannot answer
+    if not found:
         raise Unavailable("no forecast model is served: run `quotacast train forecast` and "
                           "`quotacast promote forecast`, then POST /v1/models/reload")
+    kind, loaded = found[0]
+    assert loaded is not None
     if not isinstance(loaded.estimator, ServedForecaster):
-        raise Unavailable(f"the forecast champion v{loaded.version} is a "
+        raise Unavailable(f"the {kind} champion v{loaded.version} is a "
                           f"{type(loaded.estimator).__name__}, not a ServedForecaster: retrain it")
     return loaded.estimator, loaded.version
 
@@ -49,7 +61,7 @@ def served_forecast(served: Served, level: str, horizon: int | None,
         Unavailable: no forecaster is served.
         NotFound: the served forecaster has not that level, frequency or horizon.
     """
-    forecaster, version = _forecaster(served)
+    forecaster, version = _forecaster(served, freq, level)
     problem = forecaster.cannot_answer(freq, level, horizon)
     if problem is not None:
         raise NotFound(f"{problem}; train and promote a forecaster with that --freq, --level "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
@@ -19,6 +20,7 @@ from service.cli.common import (
     JsonOpt,
     OutOpt,
     PeriodOpt,
+    check_plot,
     data_source,
     emit,
     err,
@@ -29,6 +31,7 @@ from service.cli.common import (
     settings_of,
     usage_error,
     workspace_of,
+    writing,
 )
 from service.usecases.request import RequestError, resolve_level, resolve_period
 
@@ -318,6 +321,9 @@ def recalibrate_cmd(
     churn: ChurnOpt = True,
     out: OutOpt = None,
     as_json: JsonOpt = False,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also draw the original and recalibrated targets to this .png "
+                       "(or .svg, .pdf) file.")] = None,
 ) -> None:
     """Revised targets for the rest of the period; every parent's total still holds."""
     from service.usecases.feasibility import run_recalibration
@@ -325,6 +331,7 @@ def recalibrate_cmd(
     if method not in ("even_probability", "proportional_p50"):
         raise typer.BadParameter("expected even_probability or proportional_p50",
                                  param_hint="--method")
+    check_plot(plot)
     when = parse_as_of(as_of)
     tables = read_data(data_source(ctx, data))
     when = _as_of_or_end(tables, when)
@@ -339,6 +346,21 @@ def recalibrate_cmd(
     _notes(notes)
     print_frame(frame, f"recalibrated targets for {chosen} as of {when.date()}", limit=30)
     emit(frame, out, as_json)
+    if plot is not None:
+        _plot_recalibration(frame, chosen, when, method, plot)
+
+
+def _plot_recalibration(frame: pd.DataFrame, period: str, when: pd.Timestamp, method: str,
+                        plot: Path) -> None:
+    """``recalibrate --plot``: the picture, or a note saying why there is none."""
+    from service.usecases.recalibration_plot import plot_recalibration, plotted_nodes
+
+    if plotted_nodes(frame)[0].empty:
+        err.print(f"no node has a target in {period}: no picture drawn ({plot} not written)")
+        return
+    with writing(plot, "--plot"):
+        plot_recalibration(frame, period, when, plot, method=method)
+    err.print(f"drew the original and recalibrated targets to {plot}")
 
 
 FreqOpt = Annotated[str, typer.Option("--freq", help="D, W, M or Q.")]

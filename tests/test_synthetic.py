@@ -14,12 +14,14 @@ from engine.schemas import (
     ACCOUNT_MANAGER,
     AMOUNT,
     CLOSE_DATE,
+    COMMITS,
     CREATED_AT,
     CUSTOMER_ID,
     CUSTOMERS,
     DUE_DATE,
     ENTERED_AT,
     INTERACTIONS,
+    INVENTORY,
     ISSUED_AT,
     KEY,
     KIND,
@@ -28,6 +30,7 @@ from engine.schemas import (
     LEVEL_REGION,
     LEVEL_REP,
     LEVEL_TEAM,
+    METRIC,
     OCCURRED_AT,
     OPPORTUNITIES,
     OPPORTUNITY_ID,
@@ -50,6 +53,7 @@ from engine.schemas import (
     TABLES,
     TARGETS,
     TEAM,
+    TIER,
 )
 
 END = pd.Timestamp(syn.DEFAULT_END)
@@ -92,17 +96,23 @@ def test_round_trips_through_a_csv_data_directory(tables: dict[str, pd.DataFrame
         name: len(f) for name, f in tables.items()}
 
 
+# What the generated company does not simulate (yet): reps' own commits, stock on hand, and
+# targets of other tiers or process metrics (its targets are the revenue plan, the defaults).
+NOT_SIMULATED_TABLES = {COMMITS, INVENTORY}
+DEFAULTED_COLUMNS = {TIER, METRIC}
+
+
 def test_every_table_with_contract_and_optional_columns(tables: dict[str, pd.DataFrame]) -> None:
-    assert set(tables) == set(TABLES)
-    for name, spec in TABLES.items():
-        missing = set(spec.columns) - set(tables[name].columns)
+    assert set(tables) == set(TABLES) - NOT_SIMULATED_TABLES
+    for name in tables:
+        missing = set(TABLES[name].columns) - set(tables[name].columns) - DEFAULTED_COLUMNS
         assert not missing, f"{name} lacks {missing}"
         assert len(tables[name]) > 0, name
 
 
 def test_dates_are_dates_amounts_cents_ids_strings(tables: dict[str, pd.DataFrame]) -> None:
-    for name, spec in TABLES.items():
-        frame = tables[name]
+    for name, frame in tables.items():
+        spec = TABLES[name]
         for column in spec.columns_of_kind("date"):
             values = frame[column].dropna()
             assert frame[column].dtype == "datetime64[ns]", (name, column)

@@ -200,3 +200,27 @@ def test_a_bad_key_gets_the_sign_in_form(site: Site, browser_context: object) ->
     assert response is not None and response.status == 401
     assert page.locator("#signin").is_visible()
     assert "not valid" in page.locator("#signin .problem").inner_text()
+
+
+def test_planner_picks_a_scenario_in_the_form(site: Site, browser_context: object) -> None:
+    page = browser_context.new_page()  # type: ignore[attr-defined]
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    page.goto(f"{site.url}/?key={site.planner}")
+    assert page.locator("#scenario-table").count() == 0  # nothing picked yet
+    page.locator("#scenario-form select").select_option("budget-freeze")
+    page.locator("#scenario-form button").click()  # a plain GET form: no script
+    page.wait_for_url(f"{site.url}/?scenario=budget-freeze")
+    section = page.locator("#scenario")
+    assert section.locator("h2").inner_text() == "Scenario: budget freeze"
+    rows = section.locator("#scenario-table tbody tr")
+    assert 1 <= rows.count() <= 15 and rows.first.get_attribute("data-level") == "company"
+    assert "%" in rows.first.locator("td").nth(7).inner_text()
+    assert section.locator("#scenario-notes li").count() >= 1
+    shot = site.shots / "dashboard-scenario.png"
+    section.screenshot(path=str(shot))
+    print(f"screenshot: {shot}")
+    assert not [m for m in console if "Content Security Policy" in m], console
+    manager = browser_context.new_page()  # type: ignore[attr-defined]
+    manager.goto(f"{site.url}/?key={site.manager}&scenario=budget-freeze")
+    assert manager.locator("#scenario").count() == 0

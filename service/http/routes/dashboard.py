@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Cookie, HTTPException, Query, Request, Security, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -18,7 +19,13 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 
 from service.http.auth import authenticate, throttle
-from service.http.dashboard import dashboard_context, money, percent
+from service.http.dashboard import (
+    dashboard_context,
+    money,
+    percent,
+    relative_change,
+    signed_change,
+)
 from service.http.deps import (
     API_KEY_HEADER,
     BEARER,
@@ -36,6 +43,8 @@ _SESSION_SECONDS = 8 * 3600
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parents[1] / "templates"))
 templates.env.filters["money"] = money
 templates.env.filters["percent"] = percent
+templates.env.filters["signed"] = signed_change
+templates.env.globals["relative_change"] = relative_change
 
 router = APIRouter(include_in_schema=False, route_class=StrictJSONRoute)
 
@@ -48,8 +57,10 @@ def _signin(request: Request, message: str | None, code: int) -> HTMLResponse:
     return response
 
 
-def _remember(state: RootDep, key: str) -> RedirectResponse:
-    response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
+def _remember(state: RootDep, key: str, scenario: str | None) -> RedirectResponse:
+    # The picked scenario survives the sign-in; the address is always this page's own.
+    target = "/?" + urlencode({"scenario": scenario}) if scenario else "/"
+    response = RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(COOKIE, key, max_age=_SESSION_SECONDS, path="/", httponly=True,
                         samesite="strict", secure=state.options.cookie_secure)
     return response
@@ -64,8 +75,11 @@ def dashboard(
     # No length limits here: an odd value is a bad key (the sign-in page), not a 422.
     key: Annotated[str | None, Query()] = None,
     cookie: Annotated[str | None, Cookie(alias=COOKIE)] = None,
+    # A ready scenario's name; an unknown one is said so on the page, never a 422.
+    scenario: Annotated[str | None, Query()] = None,
 ) -> Response:
-    """The dashboard for the signed-in key, or the sign-in form."""
+    """The dashboard for the signed-in key, or the sign-in form; ``?scenario=NAME`` adds a
+    ready scenario beside the baseline for the planning roles."""
     token = key or key_from_headers(api_key, bearer) or cookie
     if not token:
         return _signin(request, None, status.HTTP_401_UNAUTHORIZED)
@@ -77,10 +91,11 @@ def dashboard(
         return _signin(request, "That key is not valid (unknown or revoked).",
                        status.HTTP_401_UNAUTHORIZED)
     if key is not None:
-        return _remember(state, key)
+        return _remember(state, key, scenario)
     throttle(state.limiter, principal)
     return templates.TemplateResponse(request, "dashboard.html",
-                                      dashboard_context(space_of(state, principal), principal))
+                                      dashboard_context(space_of(state, principal), principal,
+                                                        scenario))
 
 
 @router.get("/logout")

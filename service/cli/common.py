@@ -19,6 +19,7 @@ from rich.table import Table
 
 from engine.config import Settings
 from engine.io import BadInput, Tables, load_tables, write_frame
+from engine.periods import default_as_of
 from engine.schemas import TABLES
 from service.usecases import request
 from service.usecases.request import RequestError
@@ -45,6 +46,7 @@ __all__ = [
     "print_frame",
     "progress",
     "read_data",
+    "read_period",
     "settings_of",
     "store_workspace_of",
     "usage_error",
@@ -120,6 +122,21 @@ def parse_as_of(value: str | None) -> pd.Timestamp | None:
 def usage_error(exc: RequestError) -> typer.BadParameter:
     """A parameter the request resolver refused, as a usage error (exit 2) naming its option."""
     return typer.BadParameter(str(exc), param_hint=exc.option)
+
+
+def read_period(ctx: typer.Context, data: str | None, period: str | None, as_of: str | None
+                ) -> tuple[Tables, pd.Timestamp, str]:
+    """The tables, the as-of and the period of a planning command: ``--as-of`` checked before
+    the data is read, by default the day after the data's last row (the CLI does not bound it
+    to the data, as the service does); ``--period`` by default the quarter holding the day
+    before it. A period that cannot be is a usage error (exit 2) naming its option."""
+    when = parse_as_of(as_of)
+    tables = read_data(data_source(ctx, data))
+    when = when if when is not None else default_as_of(tables)
+    try:
+        return tables, when, request.resolve_period(period, when)
+    except RequestError as exc:
+        raise usage_error(exc) from exc
 
 
 @contextmanager

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from engine.periods import default_as_of
 from service.cli.common import (
     AsOfOpt,
     DataOpt,
@@ -16,17 +15,14 @@ from service.cli.common import (
     OutOpt,
     PeriodOpt,
     check_plot,
-    data_source,
     emit,
     err,
     fail,
-    parse_as_of,
     print_frame,
-    read_data,
-    usage_error,
+    read_period,
     writing,
 )
-from service.usecases.request import BadRequest, RequestError, resolve_period
+from service.usecases.request import BadRequest
 
 __all__ = ["funnel"]
 
@@ -53,13 +49,7 @@ def funnel(
     from service.usecases.funnel import bottleneck_lines, parse_levels, plot_funnel, run_funnel
 
     check_plot(plot)
-    when = parse_as_of(as_of)
-    tables = read_data(data_source(ctx, data))
-    when = when if when is not None else default_as_of(tables)
-    try:
-        chosen = resolve_period(period, when)
-    except RequestError as exc:
-        raise usage_error(exc) from exc
+    tables, when, chosen = read_period(ctx, data, period, as_of)
     try:
         wanted = parse_levels(levels, tables)
     except BadRequest as exc:

@@ -9,7 +9,6 @@ import pandas as pd
 import typer
 
 from engine.io import Tables
-from engine.periods import default_as_of
 from engine.schemas import OPPORTUNITIES
 from models.base import FORECAST, MODEL_KINDS
 from service.cli.common import (
@@ -28,12 +27,13 @@ from service.cli.common import (
     parse_as_of,
     print_frame,
     read_data,
+    read_period,
     settings_of,
     usage_error,
     workspace_of,
     writing,
 )
-from service.usecases.request import RequestError, resolve_level, resolve_period
+from service.usecases.request import RequestError, resolve_level
 
 if TYPE_CHECKING:  # mlflow is imported only by the commands that need it
     from engine import tracking
@@ -230,12 +230,6 @@ def _notes(notes: list[str]) -> None:
         err.print(f"- {note}", markup=False, highlight=False)
 
 
-def _as_of_or_end(tables: Tables, when: pd.Timestamp | None) -> pd.Timestamp:
-    """The as-of of a planning command: any date (the CLI does not bound it to the data, as
-    the service does), by default the day after the data's last row."""
-    return when if when is not None else default_as_of(tables)
-
-
 @train_app.command("win")
 def train_win_cmd(
     ctx: typer.Context, data: DataOpt = None, as_of: AsOfOpt = None, as_json: JsonOpt = False
@@ -265,13 +259,6 @@ def train_win_cmd(
 
 
 
-def _period(period: str | None, when: pd.Timestamp) -> str:
-    try:
-        return resolve_period(period, when)
-    except RequestError as exc:
-        raise usage_error(exc) from exc
-
-
 @plan_app.command("feasibility")
 def feasibility_cmd(
     ctx: typer.Context,
@@ -288,10 +275,7 @@ def feasibility_cmd(
     """Is the target achievable? P(attain), P10/P50/P90, gap, must-hit and stretch per node."""
     from service.usecases.feasibility import run_feasibility
 
-    when = parse_as_of(as_of)
-    tables = read_data(data_source(ctx, data))
-    when = _as_of_or_end(tables, when)
-    chosen = _period(period, when)
+    tables, when, chosen = read_period(ctx, data, period, as_of)
     use_tracking(ctx)
     with err.status(f"simulating {chosen} as of {when.date()}") as status:
         result = run_feasibility(
@@ -332,10 +316,7 @@ def recalibrate_cmd(
         raise typer.BadParameter("expected even_probability or proportional_p50",
                                  param_hint="--method")
     check_plot(plot)
-    when = parse_as_of(as_of)
-    tables = read_data(data_source(ctx, data))
-    when = _as_of_or_end(tables, when)
-    chosen = _period(period, when)
+    tables, when, chosen = read_period(ctx, data, period, as_of)
     use_tracking(ctx)
     with err.status(f"recalibrating {chosen} as of {when.date()}") as status:
         frame, notes = run_recalibration(

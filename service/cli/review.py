@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from engine.io import BadInput, output_format
-from engine.periods import default_as_of
 from engine.schemas import KEY, LEVEL, METRIC, METRIC_REVENUE
 from models.review import CAUSES
 from service.cli.common import (
@@ -18,19 +17,15 @@ from service.cli.common import (
     JsonOpt,
     OutOpt,
     bad_input,
-    data_source,
     emit,
     err,
     fail,
-    parse_as_of,
     print_frame,
-    read_data,
+    read_period,
     settings_of,
-    usage_error,
     writing,
 )
 from service.cli.models import use_tracking
-from service.usecases.request import RequestError, resolve_period
 
 if TYPE_CHECKING:  # pandas and matplotlib are imported only when the command runs
     from service.usecases.review import ReviewResult
@@ -80,13 +75,7 @@ def review(
             output_format(out)  # refused before the work, not after it
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--out") from exc
-    when = parse_as_of(as_of)
-    tables = read_data(data_source(ctx, data))
-    when = when if when is not None else default_as_of(tables)
-    try:
-        chosen = resolve_period(period, when)
-    except RequestError as exc:
-        raise usage_error(exc) from exc
+    tables, when, chosen = read_period(ctx, data, period, as_of)
     given = None
     if targets is not None:
         if not targets.is_file():

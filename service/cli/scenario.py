@@ -9,7 +9,6 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from engine.periods import default_as_of
 from service.cli.common import (
     EXIT_BAD_INPUT,
     AsOfOpt,
@@ -19,18 +18,14 @@ from service.cli.common import (
     OutOpt,
     PeriodOpt,
     check_plot,
-    data_source,
     emit,
     err,
-    parse_as_of,
     print_frame,
-    read_data,
+    read_period,
     settings_of,
-    usage_error,
     writing,
 )
 from service.cli.models import use_tracking
-from service.usecases.request import RequestError, resolve_period
 
 __all__ = ["scenario"]
 
@@ -122,13 +117,7 @@ def scenario(
             typer.echo(line, err=True)
         err.print("[red]the scenario is not valid; nothing was written.[/red]")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    when = parse_as_of(as_of)
-    tables = read_data(data_source(ctx, data))
-    when = when if when is not None else default_as_of(tables)
-    try:
-        chosen = resolve_period(period, when)
-    except RequestError as exc:
-        raise usage_error(exc) from exc
+    tables, when, chosen = read_period(ctx, data, period, as_of)
     use_tracking(ctx)
     with err.status(f"scenario {chosen_scenario.name}: {chosen} as of {when.date()}") as status:
         try:

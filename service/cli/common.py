@@ -50,6 +50,7 @@ __all__ = [
     "settings_of",
     "store_workspace_of",
     "usage_error",
+    "use_tracking",
     "workspace_of",
     "writing",
 ]
@@ -270,3 +271,40 @@ def store_workspace_of(ctx: typer.Context, data: str | None = None) -> str:
     if data is None:
         data = ctx.find_root().meta.get("quotacast.data")
     return settings_of(ctx).store_workspace(data)
+
+
+def use_tracking(ctx: typer.Context, trains: bool = False, requires: bool = False) -> None:
+    """Point MLflow at ``QUOTACAST_MLFLOW_TRACKING_URI`` (only commands that need it import it),
+    for the command's workspace (``--workspace``, else its data directory's name): the models of
+    one data source only.
+
+    A registry that does not answer (a server down, a file that is not an MLflow database)
+    stops the command with a plain error (exit 1): falling back to "no champion" would quietly
+    give other numbers. A registry file that does not exist is said so, loudly: reading
+    commands create nothing and go on without models (or stop, when the command ``requires``
+    one); training commands (``trains``) create it.
+    """
+    from engine import tracking
+
+    settings = settings_of(ctx)
+    space = workspace_of(ctx)
+    tracking.configure(settings.mlflow_tracking_uri, workspace=space,
+                       adopt_unscoped=settings.owns_unscoped(space))
+    problem = tracking.registry_problem()
+    if problem is not None:
+        fail(problem.replace("did not answer", "does not answer", 1))
+    absent = tracking.missing_registry()
+    if absent is None:
+        return
+    if requires:
+        fail(f"there is no model registry at {absent} (QUOTACAST_MLFLOW_TRACKING_URI); nothing "
+             "was created. Check the path, or train a model first (`quotacast train ...` "
+             "creates the registry)")
+    if trains:
+        err.print(f"no model registry at {absent} yet (QUOTACAST_MLFLOW_TRACKING_URI): "
+                  "creating a new one there", markup=False, highlight=False)
+    else:
+        err.print(f"[yellow]warning:[/yellow] there is no model registry at {absent} "
+                  "(QUOTACAST_MLFLOW_TRACKING_URI); nothing was created. Check the path, or "
+                  "train a model first: without one, the fallbacks below are used.",
+                  highlight=False)

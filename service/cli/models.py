@@ -30,6 +30,7 @@ from service.cli.common import (
     read_period,
     settings_of,
     usage_error,
+    use_tracking,
     workspace_of,
     writing,
 )
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # mlflow is imported only by the commands that need it
     from engine import tracking
     from service.usecases.train import Trained
 
-__all__ = ["plan_app", "promote", "score_app", "train_app", "use_tracking"]
+__all__ = ["plan_app", "promote", "score_app", "train_app"]
 
 train_app = typer.Typer(help="Train a model, log it to MLflow and register it as challenger.",
                         no_args_is_help=True)
@@ -53,43 +54,6 @@ HorizonOpt = Annotated[
                  help="Churn horizon H in days (default: train picks the longest of "
                       "180/90/60/30 the history allows; score uses the model's)."),
 ]
-
-
-def use_tracking(ctx: typer.Context, trains: bool = False, requires: bool = False) -> None:
-    """Point MLflow at ``QUOTACAST_MLFLOW_TRACKING_URI`` (only commands that need it import it),
-    for the command's workspace (``--workspace``, else its data directory's name): the models of
-    one data source only.
-
-    A registry that does not answer (a server down, a file that is not an MLflow database)
-    stops the command with a plain error (exit 1): falling back to "no champion" would quietly
-    give other numbers. A registry file that does not exist is said so, loudly: reading
-    commands create nothing and go on without models (or stop, when the command ``requires``
-    one); training commands (``trains``) create it.
-    """
-    from engine import tracking
-
-    settings = settings_of(ctx)
-    space = workspace_of(ctx)
-    tracking.configure(settings.mlflow_tracking_uri, workspace=space,
-                       adopt_unscoped=settings.owns_unscoped(space))
-    problem = tracking.registry_problem()
-    if problem is not None:
-        fail(problem.replace("did not answer", "does not answer", 1))
-    absent = tracking.missing_registry()
-    if absent is None:
-        return
-    if requires:
-        fail(f"there is no model registry at {absent} (QUOTACAST_MLFLOW_TRACKING_URI); nothing "
-             "was created. Check the path, or train a model first (`quotacast train ...` "
-             "creates the registry)")
-    if trains:
-        err.print(f"no model registry at {absent} yet (QUOTACAST_MLFLOW_TRACKING_URI): "
-                  "creating a new one there", markup=False, highlight=False)
-    else:
-        err.print(f"[yellow]warning:[/yellow] there is no model registry at {absent} "
-                  "(QUOTACAST_MLFLOW_TRACKING_URI); nothing was created. Check the path, or "
-                  "train a model first: without one, the fallbacks below are used.",
-                  highlight=False)
 
 
 @train_app.command("churn")

@@ -35,6 +35,7 @@ from service.cli.common import (
     print_frame,
     read_data,
     settings_of,
+    use_tracking,
     writing,
 )
 from service.usecases.request import BadRequest, RequestError, resolve_level, resolve_period
@@ -89,7 +90,6 @@ def plan(
     The file written is a targets table: save it as targets.csv in the data directory and
     `feasibility`, `recalibrate` and `warnings` use its plan rows.
     """
-    from service.cli.models import use_tracking
     from service.usecases.plan import plot_plan, run_plan
 
     if not period:

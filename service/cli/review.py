@@ -23,9 +23,9 @@ from service.cli.common import (
     print_frame,
     read_period,
     settings_of,
+    use_tracking,
     writing,
 )
-from service.cli.models import use_tracking
 
 if TYPE_CHECKING:  # pandas and matplotlib are imported only when the command runs
     from service.usecases.review import ReviewResult

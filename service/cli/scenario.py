@@ -23,9 +23,9 @@ from service.cli.common import (
     print_frame,
     read_period,
     settings_of,
+    use_tracking,
     writing,
 )
-from service.cli.models import use_tracking
 
 __all__ = ["scenario"]
 

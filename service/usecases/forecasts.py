@@ -35,18 +35,15 @@ def _forecaster(served: Served, freq: str | None, level: str
     """The served champion that answers ``level`` at ``freq``: the forecaster registered for
     that frequency and level family (``forecast-W-company``...), else the monthly company one
     (which also answers when no frequency is asked for)."""
-    asked = forecast_kind(freq or "M", level)
-    kinds = [asked] if freq is not None else list(dict.fromkeys([asked, FORECAST.name]))
-    found = [(kind, served.model(kind)) for kind in kinds if served.model(kind) is not None]
-    if not found and freq is not None and served.model(FORECAST.name) is not None:
-        found = [(FORECAST.name, served.model(FORECAST.name))]  # it says why it cannot answer
-    if not found:
+    # The monthly company champion answers when its own family has none (and then says why it
+    # cannot, if it cannot).
+    kind = forecast_kind(freq or "M", level)
+    loaded = served.model(kind) or served.model(FORECAST.name)
+    if loaded is None:
         raise Unavailable("no forecast model is served: run `quotacast train forecast` and "
                           "`quotacast promote forecast`, then POST /v1/models/reload")
-    kind, loaded = found[0]
-    assert loaded is not None
     if not isinstance(loaded.estimator, ServedForecaster):
-        raise Unavailable(f"the {kind} champion v{loaded.version} is a "
+        raise Unavailable(f"the forecast champion v{loaded.version} is a "
                           f"{type(loaded.estimator).__name__}, not a ServedForecaster: retrain it")
     return loaded.estimator, loaded.version
 

@@ -11,6 +11,7 @@ import typer
 from engine.io import Tables
 from engine.schemas import OPPORTUNITIES
 from models.base import FORECAST, MODEL_KINDS
+from service.cli.board import record_simulation
 from service.cli.common import (
     AsOfOpt,
     ChurnOpt,
@@ -248,6 +249,7 @@ def feasibility_cmd(
         )
     _notes(result.notes)
     _no_champion_note(ctx, "win", result.notes)
+    record_simulation(ctx, tables, result.simulation, chosen, when)  # the board's trend
     shown = ["level", "key", "target", "closed_to_date", "p_attain", "p10", "p50", "p90",
              "must_hit", "stretch"]
     if not result.frame.empty:

@@ -55,6 +55,7 @@ from engine.periods import default_as_of
 from features.metrics import ForecastFromAttainment, MetricContext, Providers, catalogue
 from features.metrics.alerting import METRIC_CATALOGUE, metric_source
 from rules import default_rules_path
+from service.cli.board import SnapshotRecorder
 from service.cli.common import (
     EXIT_BAD_INPUT,
     AsOfOpt,
@@ -396,8 +397,9 @@ def evaluate_command(
     day = (when if when is not None else default_as_of(tables)).date()
     dates = _replay_dates(day, since, every)
     space = workspace_of(ctx)
-    providers = _workspace_providers(settings.mlflow_tracking_uri, space,
-                                     settings.owns_unscoped(space))
+    snapshots = SnapshotRecorder(ctx, tables)  # each date's feasibility, for the board's trend
+    providers = snapshots.wrap(_workspace_providers(settings.mlflow_tracking_uri, space,
+                                                    settings.owns_unscoped(space)))
     delivery: DeliveryReport | None = None
     with _store(ctx) as store:
         resumed = 0
@@ -416,6 +418,7 @@ def evaluate_command(
                 raise typer.Exit(EXIT_BAD_INPUT) from None
             except AlreadyEvaluated as exc:
                 fail(f"{exc}; nothing of this run was written, run it again")
+            snapshots.record(at)
             if at < day and report.already and not report.evaluated:
                 resumed += 1
                 continue

@@ -9,6 +9,13 @@ The access matrix (``yes``: allowed; ``own``: only the key owner's customers):
     customers        customers/at-risk, customers/{id}           yes   yes     yes       own
     models           models (read)                               yes   yes     yes       -
     models:admin     models/reload                               yes   -       -         -
+    board            trend, changes, commits (read)              yes   yes     yes       own
+    commits:write    commits (submit)                            yes   yes     yes       own
+
+On the board (``board``, ``commits:write``) an account manager's own node is its rep node
+(``level=rep``, ``key=owner``: the name a customer's ``account_manager`` and a deal's ``owner``
+share): naming any other node answers 403, and lists without a node show its own only
+(:func:`board_node`, :func:`board_nodes`).
 
 An account manager's key carries its ``owner`` (the name in ``customers.account_manager``):
 another manager's customer answers 404, exactly as an unknown one, so a key cannot probe which
@@ -40,6 +47,8 @@ __all__ = [
     "Principal",
     "authenticate",
     "authorize",
+    "board_node",
+    "board_nodes",
     "customer_owner",
     "throttle",
 ]
@@ -53,14 +62,19 @@ class Permission(StrEnum):
     CUSTOMERS = "customers"
     MODELS = "models"
     MODELS_ADMIN = "models:admin"
+    BOARD = "board"
+    COMMITS_WRITE = "commits:write"
 
 
 MATRIX: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
-    Role.PLANNER: frozenset({Permission.PLANNING, Permission.CUSTOMERS, Permission.MODELS}),
+    Role.PLANNER: frozenset({Permission.PLANNING, Permission.CUSTOMERS, Permission.MODELS,
+                             Permission.BOARD, Permission.COMMITS_WRITE}),
     Role.SALES_OPS: frozenset({Permission.PLANNING, Permission.WARNINGS_WRITE,
-                               Permission.CUSTOMERS, Permission.MODELS}),
-    Role.ACCOUNT_MANAGER: frozenset({Permission.CUSTOMERS}),
+                               Permission.CUSTOMERS, Permission.MODELS, Permission.BOARD,
+                               Permission.COMMITS_WRITE}),
+    Role.ACCOUNT_MANAGER: frozenset({Permission.CUSTOMERS, Permission.BOARD,
+                                     Permission.COMMITS_WRITE}),
 }
 
 
@@ -155,3 +169,32 @@ def customer_owner(principal: Principal, owner: str | None) -> str | None:
         raise HTTPException(status.HTTP_403_FORBIDDEN,
                             detail="an account manager key sees its own customers only")
     return mine
+
+
+_REP = "rep"
+_COMPANY = ("company", "all")
+
+
+def board_node(principal: Principal, level: str | None, key: str | None) -> tuple[str, str]:
+    """The board node a request is about: the one named (``level`` and ``key`` together), else
+    the company; an account manager's is always its own rep node (naming another: 403)."""
+    if (level is None) != (key is None):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            detail="give level and key together (or neither)")
+    mine = principal.scoped_to
+    if mine is None:
+        return (level, key) if level is not None and key is not None else _COMPANY
+    if level is not None and (level, key) != (_REP, mine):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            detail="an account manager key sees and submits for its own rep "
+                                   "node only")
+    return _REP, mine
+
+
+def board_nodes(principal: Principal, level: str | None, key: str | None
+                ) -> list[tuple[str, str]] | None:
+    """The nodes a board list shows: every node (None), the one named, or an account
+    manager's own rep node only."""
+    if principal.scoped_to is None and level is None and key is None:
+        return None
+    return [board_node(principal, level, key)]

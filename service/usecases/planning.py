@@ -28,6 +28,7 @@ from models.feasibility import (
     fit_stage_rates,
     recalibrate,
 )
+from service.usecases.board import record_run
 from service.usecases.feasibility import run_feasibility
 from service.usecases.request import BadRequest, NotFound, resolve_as_of, resolve_period
 from service.usecases.served import Served
@@ -82,6 +83,7 @@ def _simulate(served: Served, period: str, as_of: pd.Timestamp,
                                  stage_rates=stage_rates)
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
+    record_run(served, result, period, as_of)  # the board's trend: one snapshot per computation
     return FeasibilityRun(period, as_of, result.frame, result.simulation, result.notes,
                           served.draws)
 

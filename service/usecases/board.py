@@ -1,0 +1,480 @@
+"""The board's trend: feasibility snapshots per node and as-of, and what changed between two.
+
+Snapshots are written by every feasibility computation that a person or a schedule asks for
+(``quotacast feasibility``, ``quotacast warnings evaluate``, the service's feasibility, which the
+dashboard reads) into the quotacast database (:class:`engine.board_store.BoardStore`); the trend
+of a node reads them back, one row per week.
+
+"What changed" between two as-ofs ``since < until`` of a node and period compares the deals as
+they stood at each date (:func:`features.funnel.opportunity_state`: only rows dated before each
+as-of), in four groups:
+
+- **won** / **lost**: closed won / lost in ``[since, until)``;
+- **slipped**: open at both dates, expected at ``since`` to close before the period ends and at
+  ``until`` after it (its close date moved out of the period);
+- **created**: created in ``[since, until)``, still open at ``until`` and expected to close in
+  the period.
+
+Each deal's effect on the expected revenue of the period is its amount times what it changed:
+a won deal brings its amount less what was already expected of it (``p`` times its amount when
+it was counted at ``since``), a lost or slipped deal takes away ``p`` times its amount, a
+created one adds ``p`` times its amount, where ``p`` is the node's average in-period win
+probability at ``since`` (expected pipeline / pipeline in period of the ``since`` snapshot).
+The P(attain) delta (the two snapshots' difference) is attributed to each group by passing the
+group's expected-revenue effect through the ``since`` snapshot's fan taken as a normal (centred
+where it gives the snapshot's P(attain), spread (P90 - P10) / 2.563): the group's share is
+``Phi(z + effect / sigma) - p_attain(since)``; what the groups do not explain (time passing,
+the run rate, deals re-scored) is ``other``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from scipy.stats import norm
+
+from engine.alerting.store import AlertStore
+from engine.board_store import SNAPSHOT_NUMBERS, BoardStore
+from engine.io import Tables
+from engine.periods import period_bounds
+from engine.schemas import (
+    AMOUNT,
+    AS_OF,
+    CLOSE_DATE,
+    COMPANY_KEY,
+    CREATED_AT,
+    CUSTOMER_ID,
+    KEY,
+    LEVEL,
+    LEVEL_COMPANY,
+    LEVEL_REGION,
+    LEVEL_REP,
+    LEVEL_TEAM,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    OWNER,
+    PERIOD,
+    STAGE,
+    STATUS,
+    STATUS_LOST,
+    STATUS_OPEN,
+    STATUS_WON,
+)
+from features.funnel import opportunity_state
+from features.hierarchy import customer_column, hierarchy_nodes, opportunity_nodes
+from models.feasibility import Simulation, summarise
+from service.usecases.feasibility import FeasibilityResult
+from service.usecases.request import NotFound, OutsideData, resolve_level
+from service.usecases.served import Served
+
+__all__ = [
+    "CHANGE_COLUMNS",
+    "CHANGE_GROUPS",
+    "DEAL_COLUMNS",
+    "TREND_COLUMNS",
+    "Changes",
+    "Trend",
+    "board_changes",
+    "board_store",
+    "board_trend",
+    "changes_between",
+    "default_since",
+    "every_node",
+    "record_run",
+    "record_snapshots",
+    "resolve_node",
+    "snapshot_rows",
+    "trend_frame",
+]
+
+log = logging.getLogger(__name__)
+
+TREND_COLUMNS = (AS_OF, "target", "closed_to_date", "p10", "p50", "p90", "p_attain",
+                 "expected", "must_hit", "stretch", "p_attain_delta", "source")
+CHANGE_GROUPS = ("won", "lost", "slipped", "created")
+DEAL_COLUMNS = ("change", OPPORTUNITY_ID, OWNER, CUSTOMER_ID, AMOUNT, STAGE, CREATED_AT,
+                "close_date_before", "close_date_after", "expected_effect", "p_attain_effect")
+CHANGE_COLUMNS = ("change", "deals", AMOUNT, "expected_effect", "p_attain_effect")
+# (P90 - P10) of a normal, in standard deviations.
+_P10_P90_WIDTH = 2 * float(norm.ppf(0.9))
+
+
+# --- snapshots ----------------------------------------------------------------------------------
+
+
+def snapshot_rows(frame: pd.DataFrame, as_of: pd.Timestamp | date | None = None
+                  ) -> list[dict[str, Any]]:
+    """The snapshot rows of a feasibility frame (``period, level, key`` and the numbers of
+    :data:`engine.board_store.SNAPSHOT_NUMBERS`; ``as_of`` from the frame unless given)."""
+    if frame is None or frame.empty:
+        return []
+    when = frame[AS_OF] if as_of is None and AS_OF in frame.columns else None
+    rows = []
+    for i, (_, row) in enumerate(frame.iterrows()):
+        stamp = as_of if when is None else when.iloc[i]
+        if stamp is None or pd.isna(stamp):
+            continue
+        rows.append({PERIOD: str(row[PERIOD]), AS_OF: pd.Timestamp(stamp).date(),
+                     LEVEL: str(row[LEVEL]), KEY: str(row[KEY]),
+                     **{name: row.get(name) for name in SNAPSHOT_NUMBERS}})
+    return rows
+
+
+def record_snapshots(store: BoardStore, frame: pd.DataFrame, source: str,
+                     as_of: pd.Timestamp | date | None = None) -> int:
+    """Store the snapshot of a feasibility frame (same period/as_of/node: replaced); how many
+    node rows were written."""
+    return store.write_snapshots(snapshot_rows(frame, as_of), source)
+
+
+def every_node(tables: Tables, simulation: Simulation, period: str,
+               as_of: pd.Timestamp | date) -> pd.DataFrame:
+    """The feasibility frame of every simulated node, with a target or not (what a snapshot
+    keeps: a node's trend does not need a target)."""
+    return summarise(simulation, tables.targets(), period, pd.Timestamp(as_of), all_nodes=True)
+
+
+_STORES: weakref.WeakKeyDictionary[AlertStore, BoardStore] = weakref.WeakKeyDictionary()
+
+
+def board_store(served: Served) -> BoardStore:
+    """The board tables of the served workspace, on the alert store's database connection."""
+    alerts = served.alerts
+    store = _STORES.get(alerts)
+    if store is None:
+        store = BoardStore(engine=alerts.engine, workspace=alerts.workspace)
+        _STORES[alerts] = store
+    return store
+
+
+def record_run(served: Served, result: FeasibilityResult, period: str, as_of: pd.Timestamp,
+               source: str = "service") -> int:
+    """Snapshot every node of a feasibility the service computed; a database problem is
+    logged, never raised (the feasibility answer matters more than its snapshot)."""
+    try:
+        frame = every_node(served.tables(), result.simulation, period, as_of)
+        return record_snapshots(board_store(served), frame, source)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("feasibility snapshot not written: %s", str(exc).splitlines()[0][:200])
+        return 0
+
+
+def resolve_node(tables: Tables, level: str, key: str) -> tuple[str, str]:
+    """A node of the data: the company, a region, team or rep of its hierarchy, or a value of
+    a category column.
+
+    Raises:
+        OutsideData: a level the data does not have (404).
+        NotFound: no such node (404).
+    """
+    resolve_level(level, tables)
+    if level == LEVEL_COMPANY:
+        if key != COMPANY_KEY:
+            raise NotFound(f"the company node is {COMPANY_KEY!r}, not {key!r}")
+        return level, key
+    if level in (LEVEL_REGION, LEVEL_TEAM, LEVEL_REP):
+        nodes = hierarchy_nodes(tables)
+        known = set(nodes.loc[nodes[LEVEL] == level, KEY].astype(str))
+    else:
+        known = set()
+        for frame in tables.frames.values():
+            if level in frame.columns:
+                known |= set(frame[level].dropna().astype(str).unique())
+    if key not in known:
+        raise NotFound(f"no {level} {key!r} in the data")
+    return level, key
+
+
+# --- trend ---------------------------------------------------------------------------------------
+
+
+def trend_frame(store: BoardStore, period: str, level: str, key: str, *,
+                until: date | None = None, weekly: bool = True) -> pd.DataFrame:
+    """The node's snapshots of ``period`` (columns :data:`TREND_COLUMNS`), oldest first.
+
+    Args:
+        until: only snapshots as of this date or earlier (point in time).
+        weekly: one row per calendar week (Monday to Sunday): its latest as_of.
+    """
+    frame = store.snapshots(period, level, key, until=until)
+    if weekly and not frame.empty:
+        week = pd.to_datetime(frame[AS_OF]).dt.to_period("W-SUN")
+        frame = frame.assign(_week=week).drop_duplicates("_week", keep="last").drop(
+            columns="_week")
+    frame = frame.reset_index(drop=True)
+    frame["p_attain_delta"] = frame["p_attain"].diff()
+    return frame[list(TREND_COLUMNS)]
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A node's weekly snapshots of a period."""
+
+    period: str
+    level: str
+    key: str
+    frame: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def _period_of(served: Served, period: str | None, as_of: date | None) -> tuple[str, date]:
+    from service.usecases.request import resolve_as_of, resolve_period
+
+    span = served.span()
+    stamp = resolve_as_of(as_of, span)
+    return resolve_period(period, stamp, span), stamp.date()
+
+
+def board_trend(served: Served, level: str, key: str, period: str | None = None,
+                as_of: date | None = None) -> Trend:
+    """The weekly trend of one node (service): snapshots as of ``as_of`` or earlier (default
+    the data's as-of), period default: the quarter holding it.
+
+    Raises:
+        RequestError/OutsideData: bad period or as_of.
+    """
+    chosen, until = _period_of(served, period, as_of)
+    frame = trend_frame(board_store(served), chosen, level, key, until=until)
+    notes = []
+    if frame.empty:
+        notes.append(f"no snapshot of {level} {key} in {chosen} yet: snapshots are written by "
+                     "`quotacast feasibility`, `quotacast warnings evaluate` and each "
+                     "feasibility the service computes (the dashboard's)")
+    elif len(frame) == 1:
+        notes.append("one snapshot so far: the trend needs a second week")
+    return Trend(chosen, level, key, frame, notes)
+
+
+# --- what changed --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed for one node between two as-ofs.
+
+    Attributes:
+        since, until: the two as-ofs (only rows dated before each are used).
+        p_attain_since, p_attain_until: the node's snapshots' P(attain) (None without one).
+        p_attain_delta: their difference (None when either is missing).
+        groups: one row per change group and ``other``: :data:`CHANGE_COLUMNS`.
+        deals: the deals that changed: :data:`DEAL_COLUMNS`, largest effect first.
+        notes: how the numbers were obtained, what is missing.
+    """
+
+    period: str
+    level: str
+    key: str
+    since: date
+    until: date
+    p_attain_since: float | None
+    p_attain_until: float | None
+    p_attain_delta: float | None
+    groups: pd.DataFrame
+    deals: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def _node_deals(tables: Tables, level: str, key: str) -> pd.Series:
+    """The opportunity ids of a node (all for the company)."""
+    opps = tables[OPPORTUNITIES]
+    ids = opps[OPPORTUNITY_ID].astype(object)
+    if level == LEVEL_COMPANY:
+        return ids
+    if level in (LEVEL_REP, LEVEL_TEAM, LEVEL_REGION):
+        nodes = opportunity_nodes(tables)
+        return nodes.loc[nodes[level].astype(str) == key, OPPORTUNITY_ID]
+    if level in opps.columns:
+        return ids[opps[level].astype(str) == key]
+    if CUSTOMER_ID in opps.columns:
+        values = customer_column(tables, level, opps[CUSTOMER_ID])
+        if values.notna().any():
+            return ids[values.astype(str) == key]
+    raise OutsideData("level", f"the deals have no {level!r} to find {level} {key!r} by")
+
+
+def _snapshot(store: BoardStore, period: str, level: str, key: str, day: date
+              ) -> dict[str, Any] | None:
+    found = store.snapshots(period, level, key, since=day, until=day)
+    return None if found.empty else {str(k): v for k, v in found.iloc[-1].items()}
+
+
+def _win_share(snapshot: dict[str, Any] | None) -> tuple[float, str]:
+    """The node's average in-period win probability of its open pipeline, and how it was
+    found."""
+    if snapshot is not None:
+        pipeline, expected = snapshot.get("pipeline_in_period"), snapshot.get(
+            "expected_pipeline")
+        if (pipeline is not None and expected is not None and np.isfinite(pipeline)
+                and np.isfinite(expected) and pipeline > 0):
+            return float(min(max(expected / pipeline, 0.0), 1.0)), "the since snapshot"
+    return 0.5, "none known (no since snapshot with pipeline): 0.5 assumed"
+
+
+def _p_effect(snapshot: dict[str, Any] | None, effect: np.ndarray) -> np.ndarray:
+    """P(attain) change of each expected-revenue effect through the snapshot's fan."""
+    effect = np.asarray(effect, dtype=float)
+    if snapshot is None:
+        return np.full(effect.shape, np.nan)
+    p = snapshot.get("p_attain")
+    spread = (snapshot.get("p90") or 0.0) - (snapshot.get("p10") or 0.0)
+    if p is None or not np.isfinite(p):
+        return np.full(effect.shape, np.nan)
+    if not np.isfinite(spread) or spread <= 0:
+        return np.zeros(effect.shape)
+    z = norm.ppf(min(max(p, 1e-4), 1 - 1e-4))
+    return np.asarray(norm.cdf(z + effect / (spread / _P10_P90_WIDTH)) - p)
+
+
+def changes_between(tables: Tables, store: BoardStore, period: str, level: str, key: str,
+                    since: date, until: date) -> Changes:
+    """The deals of a node won, lost, slipped and created in ``[since, until)`` and the
+    P(attain) delta of its snapshots, attributed as the module docstring says.
+
+    Raises:
+        OutsideData: ``since`` is not before ``until``, or the node's level is unknown.
+    """
+    if not since < until:
+        raise OutsideData("since", f"since {since} must be before until {until}")
+    start, end = period_bounds(period)
+    before, after = _snapshot(store, period, level, key, since), _snapshot(
+        store, period, level, key, until)
+    notes: list[str] = []
+    p_since = None if before is None else _finite(before.get("p_attain"))
+    p_until = None if after is None else _finite(after.get("p_attain"))
+    delta = None if p_since is None or p_until is None else p_until - p_since
+    for day, found in ((since, before), (until, after)):
+        if found is None:
+            notes.append(f"no snapshot of {level} {key} in {period} as of {day}: its P(attain) "
+                         "is not known")
+    share, how = _win_share(before)
+    notes.append(f"expected effects: deals valued at the node's average in-period win "
+                 f"probability at {since}, {share:.0%} ({how})")
+    deals = _changed_deals(tables, level, key, pd.Timestamp(since), pd.Timestamp(until),
+                           start, end, share)
+    deals["p_attain_effect"] = _p_effect(before, deals["expected_effect"].to_numpy())
+    order = deals["p_attain_effect"].abs().fillna(deals["expected_effect"].abs())
+    deals = deals.assign(_o=order).sort_values("_o", ascending=False, kind="stable").drop(
+        columns="_o").reset_index(drop=True)
+    groups = _groups(deals, before, after, delta)
+    return Changes(period, level, key, since, until, p_since, p_until, delta, groups,
+                   deals[list(DEAL_COLUMNS)], notes)
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _changed_deals(tables: Tables, level: str, key: str, since: pd.Timestamp,
+                   until: pd.Timestamp, start: pd.Timestamp, end: pd.Timestamp,
+                   share: float) -> pd.DataFrame:
+    empty = pd.DataFrame({c: pd.Series(dtype=object) for c in DEAL_COLUMNS})
+    if not tables.has(OPPORTUNITIES):
+        return empty
+    mine = set(_node_deals(tables, level, key))
+    at_since = opportunity_state(tables, since)
+    at_until = opportunity_state(tables, until)
+    at_since = at_since[at_since[OPPORTUNITY_ID].isin(mine)].set_index(OPPORTUNITY_ID)
+    at_until = at_until[at_until[OPPORTUNITY_ID].isin(mine)].set_index(OPPORTUNITY_ID)
+    close_before = at_since[CLOSE_DATE].reindex(at_until.index)
+    open_before = at_since[STATUS].reindex(at_until.index) == STATUS_OPEN
+    # Counted at since: open then and not expected after the period (unknown counts).
+    counted = open_before & ~(close_before >= end)
+    status, close = at_until[STATUS], at_until[CLOSE_DATE]
+    closed_now = (status != STATUS_OPEN) & (close >= since) & (close < until)
+    change = pd.Series(None, index=at_until.index, dtype=object)
+    change[closed_now & (status == STATUS_WON) & (close >= start) & (close < end)] = "won"
+    change[closed_now & (status == STATUS_LOST)] = "lost"
+    slipped = (open_before & (status == STATUS_OPEN) & (close_before < end)
+               & (close_before >= start) & (close >= end))
+    change[slipped] = "slipped"
+    created = ((at_until[CREATED_AT] >= since) & (status == STATUS_OPEN)
+               & ~(close >= end) & ~(close < start))
+    change[created] = "created"
+    rows = at_until[change.notna()].assign(change=change[change.notna()])
+    if rows.empty:
+        return empty
+    amount = rows[AMOUNT].astype(float)
+    was = counted.reindex(rows.index).fillna(False).astype(bool)
+    effect = np.select(
+        [rows["change"] == "won", rows["change"] == "lost", rows["change"] == "slipped",
+         rows["change"] == "created"],
+        [amount * np.where(was, 1 - share, 1.0), -amount * np.where(was, share, 0.0),
+         -amount * share, amount * share], 0.0)
+    out = rows.reset_index().assign(
+        close_date_before=close_before.reindex(rows.index).to_numpy(),
+        close_date_after=rows[CLOSE_DATE].to_numpy(), expected_effect=effect)
+    for column in DEAL_COLUMNS:
+        if column not in out.columns:
+            out[column] = np.nan
+    return out
+
+
+def _groups(deals: pd.DataFrame, before: dict[str, Any] | None,
+            after: dict[str, Any] | None, delta: float | None) -> pd.DataFrame:
+    """One row per change group, then ``other``: what the snapshots' change of expected
+    revenue and of P(attain) keeps beyond the groups' (time passing, the run rate, deals
+    re-scored)."""
+    rows: list[dict[str, Any]] = []
+    for name in CHANGE_GROUPS:
+        mine = deals[deals["change"] == name]
+        effect = float(mine["expected_effect"].sum())
+        p = float(_p_effect(before, np.array([effect]))[0]) if len(mine) else 0.0
+        rows.append({"change": name, "deals": len(mine),
+                     AMOUNT: float(mine[AMOUNT].astype(float).sum()),
+                     "expected_effect": effect, "p_attain_effect": p})
+    explained = float(sum(float(r["p_attain_effect"]) for r in rows))
+    other = (delta - explained) if delta is not None and np.isfinite(explained) else np.nan
+    moved = np.nan
+    if before is not None and after is not None:
+        start, end = _finite(before.get("expected")), _finite(after.get("expected"))
+        if start is not None and end is not None:
+            moved = end - start - float(sum(float(r["expected_effect"]) for r in rows))
+    rows.append({"change": "other", "deals": 0, AMOUNT: 0.0, "expected_effect": moved,
+                 "p_attain_effect": other})
+    return pd.DataFrame(rows, columns=list(CHANGE_COLUMNS))
+
+
+def default_since(store: BoardStore, period: str, level: str, key: str, until: date
+                  ) -> date:
+    """The snapshot as-of a week or more before ``until`` (the latest such), else the
+    previous snapshot, else a week before ``until``."""
+    days = [d for d in pd.to_datetime(store.snapshots(period, level, key, until=until)[AS_OF])
+            .dt.date if d < until]
+    week_ago = [d for d in days if d <= until - timedelta(days=7)]
+    if week_ago:
+        return max(week_ago)
+    if days:
+        return max(days)
+    return until - timedelta(days=7)
+
+
+def board_changes(served: Served, level: str, key: str, period: str | None = None,
+                  since: date | None = None, until: date | None = None) -> Changes:
+    """What changed for a node (service): ``until`` defaults to the node's latest snapshot
+    (else the data's as-of), ``since`` to :func:`default_since`.
+
+    Raises:
+        RequestError/OutsideData: bad period or dates; NotFound: no deals to compare.
+    """
+    chosen, as_of = _period_of(served, period, until)
+    store = board_store(served)
+    if until is None:
+        known = store.snapshots(chosen, level, key, until=as_of)
+        until = pd.Timestamp(known[AS_OF].iloc[-1]).date() if not known.empty else as_of
+    start = since or default_since(store, chosen, level, key, until)
+    tables = served.tables()
+    if not tables.has(OPPORTUNITIES):
+        raise NotFound("the data has no opportunities table: there are no deals to compare")
+    return changes_between(tables, store, chosen, level, key, start, until)

@@ -1,7 +1,7 @@
 """The board's JSON API over a real app: trend from the service's own feasibility snapshots, what
 changed between two weeks, commits beside their probability, and role scoping.
 
-One app per module (the small generated company with a ``commits`` table, stub champions, a
+One app per module (a tiny generated company with a ``commits`` table, stub champions, a
 temporary SQLite database): every feasibility the service computes stores a snapshot, so two
 ``/v1/feasibility`` calls a week apart make a two-point trend.
 """
@@ -16,22 +16,24 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from test_service_support import (
+    SEED,
     Company,
-    fresh_registry,
-    make_company,
+    StubWin,
     quiet_options,
     quiet_registry,
-    register_stubs,
     settings_for,
 )
 
-from engine.io import load_tables
+from engine.io import load_tables, write_data_dir
+from engine.synthetic import SizeSpec, generate
+from engine.tracking import LoadedModel
 from service.http.app import create_app
 from service.http.state import AppState
 
 PERIOD = "2026Q4"
 WEEK1, WEEK2 = "2026-11-09", "2026-11-16"
 ROLES = ("admin", "planner", "sales_ops", "account_manager")
+TINY = SizeSpec("tiny", 150, 2, 2, (1, 1), (2, 2))  # four reps: fast to generate and simulate
 
 
 @dataclass
@@ -52,21 +54,23 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("board-api")
-    company = make_company(root)
+    frames = generate(TINY, seed=SEED)
+    managers = frames["customers"]["account_manager"].value_counts().index
     # The reps' own commits, as an export carries them: the history before any submission.
-    pd.DataFrame({"period": [PERIOD, PERIOD], "rep": [company.manager] * 2,
-                  "amount": [100_000.0, 150_000.0], "category": ["commit", "commit"],
-                  "submitted_at": ["2026-10-01", "2026-10-15"]}).to_csv(
-        company.data / "commits.csv", index=False)
-    company = Company(company.data, load_tables(str(company.data)), company.manager,
-                      company.other_manager)
-    uri = fresh_registry(root)
+    frames["commits"] = pd.DataFrame({
+        "period": [PERIOD, PERIOD], "rep": [managers[0]] * 2, "amount": [100_000.0, 150_000.0],
+        "category": ["commit", "commit"], "submitted_at": ["2026-10-01", "2026-10-15"]})
+    data = write_data_dir(frames, root / "data")
+    company = Company(data, load_tables(str(data)), str(managers[0]), str(managers[1]))
+    # No registry: the stub win model of the other service tests is served as the champion
+    # (the board needs no model of its own; fitting stage rates per as_of would cost seconds).
+    uri = f"sqlite:///{root / 'no-registry' / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         quiet_registry(patch)
-        register_stubs(uri, company.tables)
         app = create_app(settings_for(root, company.data, uri), quiet_options())
         with TestClient(app) as client:
             state: AppState = app.state.quotacast
+            state.models["win"] = LoadedModel(StubWin(), "stub-win", "1", "stub", {})
             keys = {role: state.keys.create(role)[1] for role in ROLES[:3]}
             keys["account_manager"] = state.keys.create("account_manager", company.manager)[1]
             keys["other_manager"] = state.keys.create("account_manager",
@@ -180,7 +184,8 @@ def test_an_account_manager_sees_and_submits_for_its_own_rep_only(world: World) 
     assert (mine["level"], mine["key"]) == ("rep", me)
     assert len(mine["points"]) == 2
     for path in ("/v1/trend", "/v1/changes", "/v1/commits"):
-        for level, key in (("rep", other), ("company", "all"), ("team", "North A")):
+        team = str(world.company.tables["org"]["team"].iloc[0])
+        for level, key in (("rep", other), ("company", "all"), ("team", team)):
             response = world.get(path, who="account_manager", level=level, key=key)
             assert response.status_code == 403, (path, level, response.text)
     refused = world.post("/v1/commits", {"level": "rep", "key": other, "amount": 1},

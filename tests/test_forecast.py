@@ -311,12 +311,14 @@ def test_structural_reconciliation_needs_no_errors_and_keeps_the_top(org: pd.Dat
 
 
 def test_with_prior_pulls_weights_of_few_windows_towards_the_default() -> None:
-    # Models lgbm, ets, theta; the default pair is ets and theta.
+    # Models lgbm, ets, theta; the default is ets and theta (worth four windows of evidence).
     weights = np.array([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
-    out = with_prior(weights, np.array([1, 0, 99]), np.array([False, True, True]))
-    np.testing.assert_allclose(out[0], [0.5, 0.25, 0.25])  # one window: half the default
+    out = with_prior(weights, np.array([4, 0, 396]), np.array([False, True, True]))
+    np.testing.assert_allclose(out[0], [0.5, 0.25, 0.25])  # four windows: half the default
     np.testing.assert_allclose(out[1], [0.0, 0.5, 0.5])  # no evidence: the default
     np.testing.assert_allclose(out[2], [0.99, 0.005, 0.005])
+    three = with_prior(weights[:1], np.array([3]), np.array([False, True, True]))
+    assert three[0, 0] < 0.5  # three windows cannot outvote the default
     np.testing.assert_allclose(out.sum(axis=1), 1.0)
 
 
@@ -332,6 +334,19 @@ def test_observed_season_indices_are_shrunk_and_only_for_one_season() -> None:
     three = observed_season_indices(np.tile(season, 3)[None, :], 4)
     short = observed_season_indices(np.array([[np.nan, 1.0, 2.0, 3.0]]), 4)
     assert np.allclose(three, 1.0) and np.allclose(short, 1.0)
+
+
+def test_observed_season_is_pooled_over_series_that_share_it() -> None:
+    """Series that share one observed season keep more of it than a lone series (half-way to
+    flat); a series with two observed seasons averages them."""
+    season = np.array([1.0, 1.0, 1.0, 2.0]) * 100.0
+    lone = observed_season_indices(season[None, :], 4)
+    shared = observed_season_indices(np.vstack([season * (1 + i / 10) for i in range(6)]), 4)
+    assert np.isclose(lone[0, 3], 1.3)  # the ratio 1.6, half-way to 1
+    assert np.all(shared[:, 3] > 1.5)  # six agreeing series: 6/7 of the way
+    two = observed_season_indices(np.tile(season, 2)[None, :], 4, seasons_needed=3)
+    assert two[0, 3] > lone[0, 3]  # two seasons: shrunk by 2/3, not 1/2
+    assert np.allclose(observed_season_indices(np.tile(season, 2)[None, :], 4), 1.0)
 
 
 @pytest.mark.parametrize("name", CANDIDATES)
@@ -560,7 +575,7 @@ def test_prophet_candidate_on_a_tiny_case() -> None:
 
 def test_bad_parameters_raise(company: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="unknown or no candidates"):
-        RevenueForecaster(candidates=("arima",)).fit(company)
+        RevenueForecaster(candidates=("tbats",)).fit(company)
     with pytest.raises(ValueError, match="interval"):
         RevenueForecaster(interval=0.9).fit(company)
 

@@ -17,7 +17,12 @@ from models.forecast.base import CandidateContext, Forecaster
 from models.forecast.lgbm import LgbmForecaster
 from models.forecast.naive import SeasonalNaiveForecaster
 from models.forecast.prophet import ProphetForecaster
-from models.forecast.statistical import EtsForecaster, ThetaForecaster
+from models.forecast.statistical import (
+    ArimaForecaster,
+    AutoEtsForecaster,
+    EtsForecaster,
+    ThetaForecaster,
+)
 
 __all__ = ["CANDIDATES", "DEFAULT_PAIR", "REGISTRY", "Candidate"]
 
@@ -29,22 +34,26 @@ class Candidate:
     Attributes:
         build: the factory; returns None when the candidate has nothing to forecast in this
             fit (it then produces no forecasts, and its combination weight is zero).
-        deseasonalise: forecast the series divided by their one observed season when no
-            backtest window trained on a full season (seasonal models that need more than
-            two seasons of data: see :mod:`models.forecast.season`).
+        deseasonalise: the seasons of data the model needs to find seasonality itself
+            (0: not a seasonal model); series that saw at least one season but fewer are
+            forecast divided by their observed season (see :mod:`models.forecast.season`).
     """
 
     build: Callable[[CandidateContext], Forecaster | None]
-    deseasonalise: bool = False
+    deseasonalise: int = 0
 
 
 REGISTRY: dict[str, Candidate] = {
     "seasonal_naive": Candidate(SeasonalNaiveForecaster.build),
-    "ets": Candidate(EtsForecaster.build, deseasonalise=True),
-    "theta": Candidate(ThetaForecaster.build, deseasonalise=True),
+    "ets": Candidate(EtsForecaster.build, deseasonalise=3),
+    "theta": Candidate(ThetaForecaster.build, deseasonalise=4),
+    "arima": Candidate(ArimaForecaster.build, deseasonalise=3),
+    "autoets": Candidate(AutoEtsForecaster.build, deseasonalise=3),
     "prophet": Candidate(ProphetForecaster.build),
     "lgbm": Candidate(LgbmForecaster.build),
 }
 CANDIDATES = tuple(REGISTRY)
-# The combination's default without backtest evidence: a strong, cheap pair.
-DEFAULT_PAIR = ("ets", "theta")
+# The combination's default without (enough) backtest evidence: the statistical models, the M4
+# lesson. Theta is left out of the default (it stays a candidate): its undamped drift, fitted on
+# a few months that end in a seasonal peak, runs away on young series.
+DEFAULT_PAIR = ("ets", "arima", "autoets")

@@ -8,17 +8,21 @@ How :class:`RevenueForecaster` works, in the order ``fit`` does it:
    (:mod:`models.forecast.candidates`) that was asked for forecasts from ``n_windows`` rolling
    origins (the last ``n_windows`` horizons by default) using only data before each origin,
    then once more from the end of the data: ``seasonal_naive`` (:mod:`~models.forecast.naive`),
-   ``ets`` and ``theta`` (statsforecast, :mod:`~models.forecast.statistical`), ``prophet``
-   (on the levels its budget allows, :mod:`~models.forecast.prophet`) and ``lgbm`` (one global
-   LightGBM, :mod:`~models.forecast.lgbm`). ETS and Theta see at most the last
-   ``_MAX_HISTORY`` periods (10 years of months).
+   ``ets``, ``theta``, ``arima`` and ``autoets`` (statsforecast, one batched call per model
+   family, :mod:`~models.forecast.statistical`), ``prophet`` (on the levels its budget allows,
+   :mod:`~models.forecast.prophet`) and ``lgbm`` (one global LightGBM,
+   :mod:`~models.forecast.lgbm`). The statistical models see at most the last
+   ``_MAX_HISTORY`` periods (10 years of months). A series that saw at least one season, but
+   fewer than a model needs to find seasonality itself (two or three seasons for ETS and
+   ARIMA, four for Theta), is forecast divided by its observed season's indices, pooled over
+   the panel's series and shrunk by the evidence (:mod:`models.forecast.season`).
 3. **Combination** (:mod:`models.forecast.combine`): each series' candidates are weighted by
-   their backtest MASE, shrunk towards their level's and blended with the default pair (ETS and
-   Theta) while evidence is thin. When every backtest window trained on less than a season but
-   the full history holds one (12 months of a monthly series), the windows measured forecasts
-   that could not be seasonal: the final forecasts then ignore them and use the default with
-   the seasonal naive added, ETS and Theta forecasting the series divided by the observed
-   season's shrunk indices (:mod:`models.forecast.season`).
+   their backtest MASE, shrunk towards their level's and blended with the default combination
+   (ETS, AutoARIMA and AutoETS: the M4 lesson) as if the default had four windows of evidence,
+   so a few noisy windows cannot pick a single model. When every backtest window trained on
+   less than a season but the full history holds one (12 months of a monthly series), the
+   windows measured forecasts that could not be seasonal: the final forecasts then ignore them
+   and use the default with the seasonal naive added.
 4. **Reconciliation** (with a hierarchy, :mod:`models.forecast.reconciliation`): bottom-up,
    ``wls_struct`` or MinT (shrink), whichever did best in the backtest, averaged over levels.
 5. **Conformal intervals** (:mod:`models.forecast.conformal`): backtest errors of the final
@@ -289,19 +293,17 @@ class RevenueForecaster:
     ) -> ModelFn:
         """The candidates as one backtest function: each fitted on the training panel and
         asked for ``horizon`` periods, in registry order (one progress unit each)."""
-        # Without a backtest window trained on a full season, nothing measured whether the
-        # season matters: the seasonal models then use the observed season's indices (and the
-        # default combination adds the seasonal naive, see ``_learn``).
-        no_seasonal_window = all(c < plan.season for c in plan.cutoffs)
-
         def run(train: Panel, horizon: int) -> dict[str, np.ndarray]:
             out: dict[str, np.ndarray] = {}
-            unseasoned = no_seasonal_window and train.values.shape[1] >= plan.season
+            # Series that saw one season but are too short for the seasonal models use the
+            # observed season's indices (see ``models.forecast.season``).
+            unseasoned = train.values.shape[1] >= plan.season
             for name in models:
                 forecaster = forecasters.get(name)
                 if forecaster is not None:
-                    if unseasoned and REGISTRY[name].deseasonalise:
-                        forecaster = Deseasonalised(forecaster, plan.season)
+                    needed = REGISTRY[name].deseasonalise
+                    if unseasoned and needed:
+                        forecaster = Deseasonalised(forecaster, plan.season, needed)
                     out[name] = forecaster.fit(train).predict(horizon)
                 tick()
             return out

@@ -19,30 +19,43 @@ from models.forecast.base import Forecaster
 __all__ = ["Deseasonalised", "observed_season_indices"]
 
 
-def observed_season_indices(values: np.ndarray, season: int) -> np.ndarray:
+def observed_season_indices(values: np.ndarray, season: int, seasons_needed: int = 2
+                            ) -> np.ndarray:
     """``(n_series, season)`` multiplicative indices of the last ``season`` grid positions, for
-    series that have seen at least one full season but are too short for the seasonal models
-    (statsforecast's ETS and Theta need more than two seasons); 1 elsewhere.
+    series that have seen at least one full season but fewer than ``seasons_needed``, the
+    seasons a model needs to find seasonality itself (statsforecast's ETS fits seasonal models
+    from two, its Theta only from four); 1 elsewhere.
 
-    One season's ratios to its own mean mix seasonality with noise (and trend: a trend fitted
-    on one season would absorb a peak at its end), so they are shrunk towards 1 by the
-    evidence: ``k / (k + 1)`` for ``k`` full seasons observed (half-way with one season).
+    Each series' ratios to its seasons' means are averaged over its ``k`` full seasons (aligned
+    on the end of the data). That mixes seasonality with noise (and trend: a trend fitted on
+    one season would absorb a peak at its end), so the ratios are shrunk by the evidence. The
+    series of a panel mostly share their season (every store peaks in December): each series'
+    ratios are the pooled ratios of the ``m`` eligible series, shrunk towards 1 by
+    ``m k / (m k + 1)``, plus its own deviation from them shrunk by ``k / (k + 1)``. A lone
+    series is shrunk half-way towards 1 with one season; twenty series that agree keep almost
+    all of their common season.
     """
     n_series, n_dates = values.shape
     out = np.ones((n_series, season))
     if season < 2 or n_dates < season:
         return out
     n_obs = np.sum(np.isfinite(values), axis=1)
-    last = values[:, -season:]
-    for i in range(n_series):
-        y = last[i]
-        if not (season <= n_obs[i] < 2 * season) or not np.all(np.isfinite(y)):
+    k = np.minimum(n_obs // season, n_dates // season)
+    ok = (k >= 1) & (n_obs < seasons_needed * season)
+    ratios = np.full((n_series, season), np.nan)
+    for i in np.flatnonzero(ok):
+        y = values[i, n_dates - k[i] * season:].reshape(k[i], season)
+        if not np.all(np.isfinite(y)) or np.any(y <= 0):
+            ok[i] = False
             continue
-        if np.any(y <= 0):
-            continue
-        ratio = y / y.mean()
-        k = n_obs[i] // season
-        out[i] = 1.0 + (ratio - 1.0) * k / (k + 1.0)
+        ratios[i] = (y / y.mean(axis=1, keepdims=True)).mean(axis=0)
+    if not ok.any():
+        return out
+    ratio = ratios[ok]
+    pooled = ratio.mean(axis=0)
+    kk = k[ok].astype(float)[:, None]
+    m = float(ok.sum())
+    out[ok] = 1.0 + (pooled - 1.0) * m * kk / (m * kk + 1.0) + (ratio - pooled) * kk / (kk + 1.0)
     return out
 
 
@@ -57,6 +70,7 @@ class Deseasonalised:
 
     inner: Forecaster
     season: int
+    seasons_needed: int = 2
 
     def fit(self, train: Panel) -> Deseasonalised:
         self.train_ = train
@@ -64,7 +78,7 @@ class Deseasonalised:
 
     def predict(self, horizon: int) -> np.ndarray:
         train, season = self.train_, self.season
-        indices = observed_season_indices(train.values, season)
+        indices = observed_season_indices(train.values, season, self.seasons_needed)
         if np.allclose(indices, 1.0):
             return self.inner.fit(train).predict(horizon)
         n_dates = train.values.shape[1]

@@ -1,13 +1,17 @@
-"""The statsforecast candidates: ``ets`` (AutoETS) and ``theta``.
+"""The statsforecast candidates: ``ets``, ``autoets``, ``theta`` and ``arima``.
 
 - ``ets``: statsforecast AutoETS (multiplicative errors on positive data, additive otherwise).
   Its specification (error/trend/season/damping) is chosen once, at the oldest origin with
   enough data for seasonal models, and only re-estimated afterwards: choosing costs ~5x
   estimating, and on the dev data (see benchmarks/forecast.py) re-choosing at every origin
   changed the combination's MASE by less than 0.5%. Fitted per series, in parallel chunks.
+- ``autoets``: statsforecast AutoETS as it comes (damped trends included, chosen afresh at every
+  fit), over all series at once (one ``StatsForecast`` call).
 - ``theta``: statsforecast Theta over all series at once (one ``StatsForecast`` call).
+- ``arima``: statsforecast AutoARIMA over all series at once (one ``StatsForecast`` call); left
+  out at D and W, where its seasonal search is too slow.
 
-Both see at most the last ``max_history`` periods (10 years of months): on long series this
+All see at most the last ``max_history`` periods (10 years of months): on long series this
 was both faster and more accurate (older regimes mislead them).
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,13 +28,25 @@ from engine.schemas import KEY, LEVEL
 from models.backtest import Panel
 from models.forecast.base import CandidateContext, parallel_chunks, recent
 
-__all__ = ["EtsForecaster", "EtsSpec", "ThetaForecaster", "ets_one", "theta_forecast"]
+__all__ = [
+    "ArimaForecaster",
+    "AutoEtsForecaster",
+    "EtsForecaster",
+    "EtsSpec",
+    "ThetaForecaster",
+    "arima_forecast",
+    "ets_one",
+    "sf_forecast",
+    "theta_forecast",
+]
 
 
-def theta_forecast(train: Panel, horizon: int, season: int, max_history: int) -> np.ndarray:
-    """statsforecast Theta over all series at once (naive where Theta cannot fit)."""
+def sf_forecast(train: Panel, horizon: int, models: list[Any], max_history: int
+                ) -> dict[str, np.ndarray]:
+    """statsforecast ``models`` over all series at once: one ``StatsForecast`` call (naive
+    where a model cannot fit). Returns each model's alias -> ``(n_series, horizon)``."""
     from statsforecast import StatsForecast
-    from statsforecast.models import Naive, Theta
+    from statsforecast.models import Naive
 
     ys = recent(train.values, max_history)
     frame = pd.DataFrame(
@@ -39,14 +56,32 @@ def theta_forecast(train: Panel, horizon: int, season: int, max_history: int) ->
             "y": np.concatenate(ys),
         }
     )
-    model = StatsForecast(models=[Theta(season_length=season)], freq=1, fallback_model=Naive())
+    model = StatsForecast(models=models, freq=1, fallback_model=Naive())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = model.forecast(df=frame, h=horizon)
     # Integer time stamps continue each series' own length: align on the step instead.
     out["step"] = out.groupby("unique_id").cumcount()
-    wide = out.pivot(index="unique_id", columns="step", values="Theta")
-    return wide.reindex(np.arange(len(ys))).to_numpy(float)
+    result = {}
+    for m in models:
+        wide = out.pivot(index="unique_id", columns="step", values=m.alias)
+        result[m.alias] = wide.reindex(np.arange(len(ys))).to_numpy(float)
+    return result
+
+
+def theta_forecast(train: Panel, horizon: int, season: int, max_history: int) -> np.ndarray:
+    """statsforecast Theta over all series at once (naive where Theta cannot fit)."""
+    from statsforecast.models import Theta
+
+    return sf_forecast(train, horizon, [Theta(season_length=season)], max_history)["Theta"]
+
+
+def arima_forecast(train: Panel, horizon: int, season: int, max_history: int) -> np.ndarray:
+    """statsforecast AutoARIMA over all series at once (naive where it cannot fit)."""
+    from statsforecast.models import AutoARIMA
+
+    return sf_forecast(train, horizon, [AutoARIMA(season_length=season)],
+                       max_history)["AutoARIMA"]
 
 
 EtsSpec = tuple[str, bool | None]
@@ -146,3 +181,51 @@ class ThetaForecaster:
 
     def predict(self, horizon: int) -> np.ndarray:
         return theta_forecast(self.train_, horizon, self.season, self.max_history)
+
+
+@dataclass
+class ArimaForecaster:
+    """``arima``: statsforecast AutoARIMA over all series at once (one call per fit)."""
+
+    season: int
+    max_history: int
+
+    @classmethod
+    def build(cls, context: CandidateContext) -> ArimaForecaster | None:
+        """None at D and W: a seasonal ARIMA search over 7 or 52 lags per series costs far
+        more than the other candidates together."""
+        if context.letter in ("D", "W"):
+            context.notes.append(f"arima left out at freq {context.letter} (its seasonal "
+                                 "search is too slow there)")
+            return None
+        return cls(context.season, context.max_history)
+
+    def fit(self, train: Panel) -> ArimaForecaster:
+        self.train_ = train
+        return self
+
+    def predict(self, horizon: int) -> np.ndarray:
+        return arima_forecast(self.train_, horizon, self.season, self.max_history)
+
+
+@dataclass
+class AutoEtsForecaster:
+    """``autoets``: statsforecast AutoETS as it comes (every error, trend, season and damping
+    it can choose, re-chosen at every fit), over all series at once (one call per fit)."""
+
+    season: int
+    max_history: int
+
+    @classmethod
+    def build(cls, context: CandidateContext) -> AutoEtsForecaster:
+        return cls(context.season, context.max_history)
+
+    def fit(self, train: Panel) -> AutoEtsForecaster:
+        self.train_ = train
+        return self
+
+    def predict(self, horizon: int) -> np.ndarray:
+        from statsforecast.models import AutoETS
+
+        return sf_forecast(self.train_, horizon, [AutoETS(season_length=self.season)],
+                           self.max_history)["AutoETS"]

@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape
 
 from service.http.schemas import FeasibilityNode
 
-__all__ = ["feasibility_svg", "risk_colour"]
+__all__ = ["fan_svg", "feasibility_svg", "paired_bars_svg", "risk_colour", "trend_svg"]
 
 _ROW = 24
 _LABEL = 190
@@ -102,5 +102,180 @@ def feasibility_svg(nodes: Sequence[FeasibilityNode], title: str) -> str:
     if not drawn:
         parts.append(f'<text x="{_LABEL}" y="{_TOP + 16}" class="label">no node has a target '
                      "in this period</text>")
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+# === the board's charts ========================================================================
+
+
+def _money(value: float) -> str:
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+def _svg_open(width: float, height: float, label: str, css_class: str) -> list[str]:
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" class="chart {css_class}" '
+            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+            f'aria-label="{escape(label)}">',
+            f"<title>{escape(label)}</title>",
+            "<style>.label{font:12px sans-serif;fill:#111827}.tick{font:10px sans-serif;"
+            "fill:#4b5563}.p{font:bold 12px sans-serif}</style>"]
+
+
+def fan_svg(*, target: float | None, closed: float, p10: float, p50: float, p90: float,
+            stretch: float, start_day: float, as_of_day: float, end_day: float,
+            label: str) -> str:
+    """One node's period as a fan: revenue closed to date (a straight line from the period
+    start: the daily path is not drawn), then from as-of to the period end the 10-90% range
+    of the simulated total, the must-hit (P10) to stretch (P70) range darker, the median as a
+    line, and the target as a dashed red line. ``*_day``: days since any fixed origin."""
+    width, height, left, right, top, bottom = 600, 230, 64, 96, 14, 28
+    plot_w, plot_h = width - left - right, height - top - bottom
+    span = max(end_day - start_day, 1.0)
+    now = min(max(as_of_day, start_day), end_day)
+    highest = max(p90, stretch, closed, target or 0.0, 1.0) * 1.08
+
+    def x(day: float) -> float:
+        return left + plot_w * (day - start_day) / span
+
+    def y(value: float) -> float:
+        return top + plot_h * (1 - max(value, 0.0) / highest)
+
+    parts = _svg_open(width, height, label, "fan")
+    for i in range(5):  # horizontal grid with amounts
+        value = highest * i / 4
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" '
+                     f'y2="{y(value):.1f}" stroke="#e5e7eb"/>')
+        parts.append(f'<text x="{left - 6}" y="{y(value) + 3:.1f}" text-anchor="end" '
+                     f'class="tick">{_money(value)}</text>')
+    parts.append(f'<text x="{left}" y="{height - 8}" class="tick">period start</text>')
+    parts.append(f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end" '
+                 'class="tick">period end</text>')
+    if start_day < now < end_day:
+        parts.append(f'<line x1="{x(now):.1f}" x2="{x(now):.1f}" y1="{top}" '
+                     f'y2="{top + plot_h}" stroke="#9ca3af" stroke-dasharray="3 3"/>')
+        parts.append(f'<text x="{x(now):.1f}" y="{height - 8}" text-anchor="middle" '
+                     'class="tick">as of</text>')
+    cx, cy = x(now), y(closed)
+    ex = x(end_day)
+    if now < end_day:
+        parts.append(f'<polygon points="{cx:.1f},{cy:.1f} {ex:.1f},{y(p90):.1f} '
+                     f'{ex:.1f},{y(p10):.1f}" fill="#bfdbfe" class="band">'
+                     "<title>P10-P90</title></polygon>")
+        parts.append(f'<polygon points="{cx:.1f},{cy:.1f} {ex:.1f},{y(stretch):.1f} '
+                     f'{ex:.1f},{y(p10):.1f}" fill="#60a5fa"><title>must-hit to stretch'
+                     "</title></polygon>")
+        parts.append(f'<line x1="{cx:.1f}" y1="{cy:.1f}" x2="{ex:.1f}" y2="{y(p50):.1f}" '
+                     'stroke="#111827" stroke-width="2"><title>median</title></line>')
+    parts.append(f'<line x1="{x(start_day):.1f}" y1="{y(0):.1f}" x2="{cx:.1f}" y2="{cy:.1f}" '
+                 'stroke="#1e3a8a" stroke-width="3" class="closed"><title>closed to date'
+                 "</title></line>")
+    if target:
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(target):.1f}" '
+                     f'y2="{y(target):.1f}" stroke="#dc2626" stroke-width="2" '
+                     'stroke-dasharray="6 3" class="target-line"><title>target</title></line>')
+    labels = [("P90", p90), ("P50", p50), ("P10", p10)] if now < end_day else []
+    labels += [("closed", closed)] + ([("target", target)] if target else [])
+    placed: list[float] = []
+    for name, value in sorted(labels, key=lambda item: -item[1]):
+        at = y(value) + 4
+        while any(abs(at - other) < 12 for other in placed):
+            at += 12
+        placed.append(at)
+        colour = "#b91c1c" if name == "target" else "#111827"
+        parts.append(f'<text x="{left + plot_w + 6}" y="{at:.1f}" class="label" '
+                     f'fill="{colour}" style="fill:{colour}">{name} {_money(value)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def paired_bars_svg(rows: Sequence[tuple[str, float, float]], names: tuple[str, str],
+                    label: str) -> str:
+    """Two bars per row (``(name, first, second)``), e.g. expected revenue baseline beside a
+    scenario, on one scale, with each value written at the bar's end."""
+    bar, gap, left, plot, top = 10, 10, 190, 420, 24
+    height = top + len(rows) * (2 * bar + gap) + 8
+    width = left + plot + 80
+    highest = max([max(a, b) for _, a, b in rows] + [1.0])
+    parts = _svg_open(width, height, label, "pairs")
+    parts.append(f'<rect x="{left}" y="4" width="10" height="10" fill="#94a3b8"/>'
+                 f'<text x="{left + 14}" y="13" class="tick">{escape(names[0])}</text>'
+                 f'<rect x="{left + 120}" y="4" width="10" height="10" fill="#c2410c"/>'
+                 f'<text x="{left + 134}" y="13" class="tick">{escape(names[1])}</text>')
+    for i, (name, first, second) in enumerate(rows):
+        y0 = top + i * (2 * bar + gap)
+        parts.append(f'<text x="{left - 8}" y="{y0 + bar + 4}" text-anchor="end" '
+                     f'class="label">{escape(name)}</text>')
+        for j, (value, colour) in enumerate(((first, "#94a3b8"), (second, "#c2410c"))):
+            w = plot * max(value, 0.0) / highest
+            parts.append(f'<rect x="{left}" y="{y0 + j * bar}" width="{w:.1f}" '
+                         f'height="{bar - 1}" fill="{colour}"><title>{escape(names[j])}: '
+                         f'{_money(value)}</title></rect>')
+            parts.append(f'<text x="{left + w + 4:.1f}" y="{y0 + j * bar + bar - 2}" '
+                         f'class="tick">{_money(value)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def trend_svg(points: Sequence[tuple[str, float | None, float | None, float | None]],
+              target: float | None, label: str) -> str:
+    """P(attain) (right axis, percent) and the median forecast and closed to date (left axis,
+    amounts) at each snapshot date: ``(date, p_attain, p50, closed)``."""
+    width, height, left, right, top, bottom = 600, 220, 64, 48, 14, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    amounts = [v for _, _, a, b in points for v in (a, b) if v is not None]
+    highest = max([*amounts, target or 0.0, 1.0]) * 1.08
+    n = len(points)
+
+    def x(i: int) -> float:
+        return left + (plot_w * i / (n - 1) if n > 1 else plot_w / 2)
+
+    def y_amount(value: float) -> float:
+        return top + plot_h * (1 - max(value, 0.0) / highest)
+
+    def y_share(value: float) -> float:
+        return top + plot_h * (1 - min(max(value, 0.0), 1.0))
+
+    parts = _svg_open(width, height, label, "trend")
+    for i in range(5):
+        value = highest * i / 4
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y_amount(value):.1f}" '
+                     f'y2="{y_amount(value):.1f}" stroke="#e5e7eb"/>')
+        parts.append(f'<text x="{left - 6}" y="{y_amount(value) + 3:.1f}" text-anchor="end" '
+                     f'class="tick">{_money(value)}</text>')
+        parts.append(f'<text x="{left + plot_w + 6}" y="{y_share(i / 4) + 3:.1f}" '
+                     f'class="tick">{i * 25}%</text>')
+    if target:
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y_amount(target):.1f}" '
+                     f'y2="{y_amount(target):.1f}" stroke="#dc2626" stroke-dasharray="6 3">'
+                     "<title>target</title></line>")
+    series = ((2, "#111827", "median forecast (P50)", y_amount),
+              (3, "#1e3a8a", "closed to date", y_amount),
+              (1, "#15803d", "P(attain)", y_share))
+    for index, colour, name, scale in series:
+        xy = [(x(i), scale(float(p[index])))  # type: ignore[arg-type]
+              for i, p in enumerate(points) if p[index] is not None]
+        if not xy:
+            continue
+        dash = ' stroke-dasharray="2 2"' if index == 1 else ""
+        if len(xy) > 1:
+            path = " ".join(f"{a:.1f},{b:.1f}" for a, b in xy)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" '
+                         f'stroke-width="2"{dash}><title>{name}</title></polyline>')
+        for a, b in xy:
+            parts.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{colour}">'
+                         f"<title>{name}</title></circle>")
+    for i, point in enumerate(points):
+        parts.append(f'<text x="{x(i):.1f}" y="{height - 24}" text-anchor="middle" '
+                     f'class="tick">{escape(point[0])}</text>')
+    legend = [("#111827", "P50"), ("#1e3a8a", "closed"), ("#15803d", "P(attain), right axis")]
+    for j, (colour, name) in enumerate(legend):
+        lx = left + j * 140
+        parts.append(f'<rect x="{lx}" y="{height - 12}" width="10" height="3" '
+                     f'fill="{colour}"/><text x="{lx + 14}" y="{height - 7}" '
+                     f'class="tick">{name}</text>')
     parts.append("</svg>")
     return "\n".join(parts)

@@ -213,7 +213,8 @@ def test_every_role_reads_the_board(world: World, role: str) -> None:
     ({"level": "planet", "key": "Mars"}, 404),
     ({"level": "company", "key": "everyone"}, 404),
     ({"as_of": "1999-01-01"}, 404),
-    ({"level": "rep"}, 400),
+    ({"level": "rep"}, 404),
+    ({"key": "Nobody Atall"}, 404),
     ({"period": "2026Q5"}, 422),
     ({"key": "x" * 201, "level": "rep"}, 422),
 ])

@@ -176,19 +176,23 @@ _COMPANY = ("company", "all")
 
 
 def board_node(principal: Principal, level: str | None, key: str | None) -> tuple[str, str]:
-    """The board node a request is about: the one named (``level`` and ``key`` together), else
-    the company; an account manager's is always its own rep node (naming another: 403)."""
-    if (level is None) != (key is None):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            detail="give level and key together (or neither)")
+    """The board node a request is about: ``level`` (default the company) and ``key`` (the
+    company's is ``all``; another level without a key: 404, no such node). An account manager's
+    is always its own rep node: naming any other answers 403."""
     mine = principal.scoped_to
-    if mine is None:
-        return (level, key) if level is not None and key is not None else _COMPANY
-    if level is not None and (level, key) != (_REP, mine):
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            detail="an account manager key sees and submits for its own rep "
-                                   "node only")
-    return _REP, mine
+    if mine is not None:
+        if (level, key) not in ((None, None), (None, mine), (_REP, mine)):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                detail="an account manager key sees and submits for its own "
+                                       "rep node only")
+        return _REP, mine
+    chosen = level or _COMPANY[0]
+    if key is None and chosen == _COMPANY[0]:
+        key = _COMPANY[1]
+    if key is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail=f"which {chosen}? give its key (level={chosen}&key=NAME)")
+    return chosen, key
 
 
 def board_nodes(principal: Principal, level: str | None, key: str | None

@@ -148,8 +148,8 @@ class CommitIn(_In):
     level: str | None = Field(default=None, min_length=1, max_length=100, examples=["rep"])
     key: str | None = Field(default=None, min_length=1, max_length=200,
                             examples=["Darcel Schlecht"])
-    amount: Annotated[float, Strict()] | Annotated[int, Strict()] = Field(
-        ge=0, le=1e15, description="the amount committed")
+    amount: Annotated[float, Strict()] = Field(ge=0, le=1e15,
+                                               description="the amount committed")
     category: Category = "commit"
     period: PeriodText | None = Field(default=None,
                                       description="default: the quarter holding as_of")

@@ -115,7 +115,7 @@ def commit_history(store: BoardStore, tables: Tables | None, period: str | None 
         frame = frame[frame[PERIOD] == period]
     if wanted is not None:
         pairs = list(zip(frame[LEVEL].astype(str), frame[KEY].astype(str), strict=True))
-        frame = frame[[p in wanted for p in pairs]]
+        frame = frame[np.array([p in wanted for p in pairs], dtype=bool)]
     frame = frame.assign(_order=np.arange(len(frame)))
     frame[SUBMITTED_AT] = pd.to_datetime(frame[SUBMITTED_AT])
     frame = frame.sort_values([SUBMITTED_AT, "_order"], kind="stable", na_position="first")

@@ -8,7 +8,7 @@ show its own node only.
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import pandas as pd
@@ -61,13 +61,18 @@ def _cell(value: Any) -> Any:
     if value is None or value is pd.NaT:
         return None
     if isinstance(value, pd.Timestamp):
-        return None if pd.isna(value) else value.to_pydatetime()
+        return None if pd.isna(value) else _utc(value.to_pydatetime())
     try:
         if pd.isna(value):
             return None
     except (TypeError, ValueError):
         pass
     return json_value(value)
+
+
+def _utc(value: datetime) -> datetime:
+    """A stored wall-clock time (naive UTC) as an RFC 3339 date-time."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _day(value: Any) -> date | None:
@@ -152,4 +157,5 @@ def post_commit(user: CommitWriter, state: StateDep, body: CommitIn) -> Submitte
     resolve_node(state.tables(), chosen_level, chosen_key)
     done = submit_commit(state, chosen_level, chosen_key, float(body.amount), body.category,
                          body.period, body.as_of, submitted_by=user.name, note=body.note)
-    return SubmittedOut(**asdict(done.record), p_reach=done.p_reach)
+    record = asdict(done.record) | {"submitted_at": _utc(done.record.submitted_at)}
+    return SubmittedOut(**record, p_reach=done.p_reach)

@@ -7,6 +7,7 @@ a temporary SQLite database and a temporary MLflow registry holding stub champio
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +26,16 @@ from test_service_support import (
 )
 
 from engine.schemas import ACCOUNT_MANAGER, CUSTOMER_ID
+from models.feasibility.scenario import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_NAMES,
+    MAX_SHOCKS,
+    MAX_TITLE_LENGTH,
+)
 from service.http.app import create_app
+from service.http.config import ServiceSettings
+from service.http.jsonbody import MAX_INT_DIGITS
 from service.http.ratelimit import TokenBucketLimiter
 from service.http.state import AppState
 
@@ -415,6 +425,118 @@ def test_bodies_over_the_limit_are_413(world: World) -> None:
     small = world.client.post("/v1/feasibility/what-if", headers=headers,
                               content=json.dumps(WHAT_IF))
     assert small.status_code == 200
+
+
+BODY_LIMIT: int = ServiceSettings.model_fields["max_body_bytes"].default
+
+# The longest compact UTF-8 JSON a string can take per character: 4 bytes, or 6 for a control
+# character (written \u001f) unless its pattern is one negated class that leaves them out (or
+# only the two-byte escapes \t \n \r \b \f in).
+_CONTROLS = [chr(c) for c in (*range(0x20), 0x7F)]
+_SHORT_ESCAPES = set("\t\n\r\b\f")
+
+
+def _bytes_per_char(schema: dict[str, Any]) -> int:
+    match = re.fullmatch(r"\^(\[\^[^\]]*\])[+*]\$", schema.get("pattern", ""))
+    if match is None:
+        return 6
+    allowed = [c for c in _CONTROLS if re.fullmatch(match.group(1), c)]
+    return 4 if set(allowed) <= _SHORT_ESCAPES else 6
+
+
+def _longest(schema: dict[str, Any], components: dict[str, Any]) -> float:
+    """The most bytes a value valid under ``schema`` takes as compact UTF-8 JSON (inf when the
+    schema does not bound it)."""
+    while "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[-1]]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            return max(_longest(part, components) for part in schema[key])
+    for key in ("const", "enum"):
+        if key in schema:
+            values = [schema[key]] if key == "const" else schema[key]
+            return max(len(json.dumps(v, ensure_ascii=False).encode()) for v in values)
+    kind = schema.get("type")
+    if kind == "string":
+        if schema.get("format") == "date":  # YYYY-MM-DD (IsoDate refuses anything else)
+            return 12
+        return 2 + _bytes_per_char(schema) * schema.get("maxLength", math.inf)
+    if kind in ("number", "integer"):  # repr of a float; the strict parser's longest integer
+        return 24 if kind == "number" else MAX_INT_DIGITS + 1
+    if kind in ("boolean", "null"):
+        return 5
+    if kind == "array":
+        return 2 + schema.get("maxItems", math.inf) * (_longest(schema["items"], components) + 1)
+    if kind == "object":
+        if schema.get("additionalProperties", True) is not False:
+            return math.inf
+        sizes = sorted((len(json.dumps(name).encode()) + 2 + _longest(part, components)
+                        for name, part in schema.get("properties", {}).items()), reverse=True)
+        return 2 + sum(sizes[:schema.get("maxProperties", len(sizes))])
+    return math.inf
+
+
+def test_every_schema_valid_body_fits_well_under_the_body_limit(world: World) -> None:
+    """The OpenAPI document bounds every request body (maxItems, maxLength, maxProperties) so
+    that the longest body it allows is at most half the default limit: a valid request is never
+    a 413."""
+    document = world.client.get("/openapi.json").json()
+    components = document["components"]["schemas"]
+    longest = {(method, path): _longest(op["requestBody"]["content"]["application/json"]
+                                        ["schema"], components)
+               for path, ops in document["paths"].items() for method, op in ops.items()
+               if "requestBody" in op}
+    assert ("post", "/v1/scenario") in longest and ("post", "/v1/silences") in longest
+    assert all(size <= BODY_LIMIT / 2 for size in longest.values()), longest
+
+
+def _largest_scenario(char: str) -> dict[str, Any]:
+    """The biggest scenario the bounds allow, every name of ``char``s."""
+    names = [char * MAX_NAME_LENGTH] * MAX_NAMES
+    where = {"customer_id": names, "segment": names, "region": names}
+    return {"name": char * MAX_TITLE_LENGTH, "description": char * MAX_DESCRIPTION_LENGTH,
+            "shocks": [{"kind": "win_rate", "factor": 0.5, "where": where}] * MAX_SHOCKS}
+
+
+def test_the_largest_scenario_is_taken_and_one_more_is_a_422_not_a_413(world: World) -> None:
+    largest = _largest_scenario("\U0001f600")  # 4 bytes each in UTF-8
+    body = json.dumps({"scenario": largest}, ensure_ascii=False).encode()
+    assert len(body) < BODY_LIMIT / 2
+    answer = world.post("/v1/scenario", {"scenario": largest})
+    assert answer.status_code == 200, answer.text[:300]
+    where = largest["shocks"][0]["where"]
+    over = [
+        {**largest, "shocks": largest["shocks"] * 2},
+        {**largest, "shocks": [{**largest["shocks"][0],
+                                "where": {**where, "customer_id": where["customer_id"] * 2}}]},
+        {**largest, "shocks": [{**largest["shocks"][0], "where": {**where, "rep": "Ana"}}]},
+        {**largest, "name": largest["name"] + "x"},
+        {**largest, "shocks": [{"kind": "lose", "where": {"segment": "x" * 41}}]},
+        {**largest, "shocks": [{"kind": "lose", "where": {"segment": "a\x00b"}}]},
+    ]
+    for scenario in over:
+        refused = world.post("/v1/scenario", {"scenario": scenario})
+        assert refused.status_code == 422, refused.text
+
+
+def test_scenario_outside_the_data_is_a_documented_404(world: World) -> None:
+    documented = _operations(world)
+    assert {"400", "404", "413", "503"} <= set(documented[("POST", "/v1/scenario")]["responses"])
+    assert not {"400", "404", "503"} & set(documented[("GET", "/v1/scenarios")]["responses"])
+    for body, says in [({"scenario": "budget-freeze", "as_of": "1990-01-01"}, "1990-01-01"),
+                       ({"scenario": "budget-freeze", "period": "1990Q1"}, "1990Q1"),
+                       ({"scenario": "no-such-scenario"}, "no-such-scenario")]:
+        answer = world.post("/v1/scenario", body)
+        assert answer.status_code == 404, (body, answer.text)
+        assert says in answer.json()["detail"]
+
+
+def test_a_scenario_body_over_the_limit_is_a_plain_413(world: World) -> None:
+    big = {"scenario": "budget-freeze", "pad": "x" * 70_000}
+    refused = world.post("/v1/scenario", big)
+    assert refused.status_code == 413
+    detail = refused.json()["detail"]
+    assert detail.startswith("request body larger than 65,536 bytes") and "smaller" in detail
 
 
 # --- health, metrics, OpenAPI -------------------------------------------------------------------

@@ -149,8 +149,22 @@ def _values(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)] | int | float
-Names = Name | Annotated[list[Name], Field(min_length=1, max_length=1000)]
+# Bounds of a scenario, in files and in the service alike, small enough that any scenario the
+# schema allows is a request body of a few tens of KiB (the service refuses larger ones): at
+# most MAX_SHOCKS shocks, each limited by at most MAX_CONDITIONS conditions of at most MAX_NAMES
+# names of at most MAX_NAME_LENGTH characters (no control characters).
+MAX_SHOCKS = 6
+MAX_CONDITIONS = 3
+MAX_NAMES = 8
+MAX_NAME_LENGTH = 40
+MAX_TITLE_LENGTH = 100
+MAX_DESCRIPTION_LENGTH = 500
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # tabs and line breaks allowed
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH,
+                                        pattern=NAME_PATTERN)] | int | float
+Names = Name | Annotated[list[Name], Field(min_length=1, max_length=MAX_NAMES)]
 
 
 def _no_null(schema: dict[str, Any]) -> None:
@@ -165,7 +179,8 @@ _Absent: Any = Field(default=None, json_schema_extra=_no_null)
 class _Where(BaseModel):
     """Conditions that must all hold; a value or a list of values each."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"maxProperties": MAX_CONDITIONS})
 
     @model_validator(mode="before")
     @classmethod
@@ -179,6 +194,9 @@ class _Where(BaseModel):
             if empty:
                 raise ValueError(f"{', '.join(empty)}: no value (give one, or leave the key "
                                  "out)")
+            if len(value) > MAX_CONDITIONS:
+                raise ValueError(f"{len(value)} conditions; a where takes at most "
+                                 f"{MAX_CONDITIONS} (split the shock in two)")
         return value
 
 
@@ -301,9 +319,9 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=2000)
-    shocks: list[Shock] = Field(default_factory=list, max_length=100)
+    name: str = Field(min_length=1, max_length=MAX_TITLE_LENGTH, pattern=NAME_PATTERN)
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH, pattern=TEXT_PATTERN)
+    shocks: list[Shock] = Field(default_factory=list, max_length=MAX_SHOCKS)
 
 
 _UNION_MEMBERS = frozenset({"constrained-str", "str", "int", "float"})
@@ -342,8 +360,11 @@ def parse_scenario(raw: Any, source: str = "scenario") -> Scenario:
             if problem["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 where, message = f"{where}.kind", f"expected one of {', '.join(KINDS)}"
             elif any(_is_member(part) for part in problem["loc"]):
-                message = ("expected a name or a number" if where.endswith(STAGE_FROM) else
-                           "expected a name, a number or a non-empty list of them")
+                names = (f"(a name: 1 to {MAX_NAME_LENGTH} characters, no control "
+                         "characters)")
+                message = (f"expected a name or a number {names}" if where.endswith(STAGE_FROM)
+                           else "expected a name, a number or a non-empty list of them (at "
+                                f"most {MAX_NAMES}) {names}")
             line = f"{source}: {where}: {message}{shown}"
             if line not in lines:
                 lines.append(line)

@@ -52,8 +52,10 @@ class MetricsMiddleware:
 
 
 def too_large_detail(limit: int) -> str:
-    """The 413 message."""
-    return f"request body larger than {limit} bytes"
+    """The 413 message: the limit, and that every body the schema allows fits under it."""
+    return (f"request body larger than {limit:,} bytes, the most this service takes: send a "
+            "smaller one (every body the OpenAPI document allows fits: see its maxItems and "
+            "maxLength)")
 
 
 async def _reply_413(send: Send, limit: int) -> None:

@@ -361,8 +361,10 @@ def _api_matcher(value: str) -> str:
     return value
 
 
-MatcherText = Annotated[str, StringConstraints(max_length=300), AfterValidator(_api_matcher),
-                        WithJsonSchema({"type": "string", "maxLength": 300,
+MAX_MATCHER_LENGTH = 200
+MatcherText = Annotated[str, StringConstraints(max_length=MAX_MATCHER_LENGTH),
+                        AfterValidator(_api_matcher),
+                        WithJsonSchema({"type": "string", "maxLength": MAX_MATCHER_LENGTH,
                                         "pattern": MATCHER_PATTERN})]
 CommentText = Annotated[str, StringConstraints(
     pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$", min_length=1, max_length=1000)]

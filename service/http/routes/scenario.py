@@ -17,8 +17,8 @@ from service.usecases.scenario import scenario_library, served_scenario
 
 __all__ = ["ScenarioIn", "ScenarioNode", "ScenarioOut", "router"]
 
-router = APIRouter(prefix="/v1", tags=["scenario"],
-                   responses=errors(400, 401, 403, 429, 503), route_class=StrictJSONRoute)
+router = APIRouter(prefix="/v1", tags=["scenario"], responses=errors(401, 403, 429),
+                   route_class=StrictJSONRoute)
 
 LibraryName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=100)]
 Number = float | None
@@ -99,10 +99,16 @@ def get_scenarios(user: PlanningUser) -> list[LibraryEntry]:
             for name, ready in scenario_library().items()]
 
 
-@router.post("/scenario", response_model=ScenarioOut, responses=errors(404, 413))
+@router.post("/scenario", response_model=ScenarioOut,
+             responses=errors(400, 404, 413, 503))
 def post_scenario(user: PlanningUser, state: StateDep, body: ScenarioIn) -> ScenarioOut:
     """Every node's outlook under market shocks, beside the baseline (same simulation, same
-    seed)."""
+    seed).
+
+    404 when the data cannot answer: an as_of or period outside it, no library scenario of that
+    name, or a stage the data does not have (as every planning route). A scenario is bounded
+    (shocks, conditions, names and their lengths: see the schema) so that any the schema allows
+    fits well under the service's body limit."""
     run = served_scenario(state, body.scenario, body.period, body.as_of)
     frame = run.result.frame
     nodes = [ScenarioNode(**{name: json_value(value) for name, value in

@@ -456,6 +456,11 @@ def test_champions_are_used_for_the_outlook_and_the_deals(demo: Tables) -> None:
     always = run_review(demo, PERIOD_Q, default_as_of(demo), draws=200, checkpoints=1,
                         champions=champion(1.0))  # type: ignore[arg-type]
     assert any("champion v9 (fake)" in note for note in never.notes)
+    # one wording for a missing champion (the outlook's), and the caveat once
+    assert sum("no champion churn model" in note for note in never.notes) == 1
+    assert sum(note.startswith("champions: the registered") for note in never.notes) == 1
+    assert not any(note.startswith(("win: no champion", "churn: no champion registered"))
+                   for note in never.notes)
     low, high = never.company(), always.company()
     # Nothing expected of the deals: they only bring what they won; every deal won: the lost
     # and slipped ones cost their whole amount.

@@ -65,7 +65,7 @@ def review(
 ) -> None:
     """Review a period: target, actual, attainment and the gap's causes per node and dimension;
     when P(attain) called the outcome; top and bottom performers."""
-    from service.usecases.review import load_champions, read_targets_file, run_review
+    from service.usecases.review import read_targets_file, registered_champions, run_review
     from service.usecases.review_report import write_report
 
     if report is not None and report.suffix.lower() not in (".md", ".html", ".htm"):
@@ -84,11 +84,10 @@ def review(
             given = read_targets_file(targets, tables)
         except BadInput as problems:
             bad_input(problems)
-    notes: list[str] = []
     models = None
     if champions:
         use_tracking(ctx)
-        models = load_champions(notes)
+        models = registered_champions()
     with err.status(f"reviewing {chosen} as of {when.date()}") as status:
         try:
             result = run_review(tables, chosen, when, checkpoints=checkpoints, draws=draws,
@@ -96,7 +95,7 @@ def review(
                                 progress=lambda message: status.update(message))
         except ValueError as exc:
             fail(str(exc))
-    _say([*notes, *result.notes])
+    _say(result.notes)
     _summary(result)
     if report is not None:
         with writing(report, "--report"):

@@ -98,8 +98,8 @@ __all__ = [
     "REVIEW_COLUMNS",
     "ReviewResult",
     "checkpoint_dates",
-    "load_champions",
     "read_targets_file",
+    "registered_champions",
     "run_review",
 ]
 
@@ -191,19 +191,19 @@ def read_targets_file(path: Path, tables: Tables) -> pd.DataFrame:
     return parsed.reset_index(drop=True)
 
 
-def load_champions(notes: list[str]) -> dict[str, tracking.LoadedModel]:
-    """The registered champions (win, churn) of the current workspace, those that exist."""
+def registered_champions() -> dict[str, tracking.LoadedModel]:
+    """The win and churn champions registered in the current workspace, those that exist, for
+    ``run_review(champions=...)`` (the outlooks' notes say which one each used or missed).
+
+    Not :func:`service.usecases.champions.load_champions`, which (re)loads every kind a running
+    service serves into its state and keeps the old ones when the registry does not answer.
+    """
     found = {}
     for kind in ("win", "churn"):
         try:
             found[kind] = tracking.load_champion(kind)
         except tracking.ChampionMissingError:
-            notes.append(f"{kind}: no champion registered; "
-                         + ("historical stage win rates are used" if kind == "win"
-                            else "no churn adjustment"))
-    if found:
-        notes.append("champions: the registered models may have been trained on data from "
-                     "after the checkpoints, so the outlook may know more than it did then")
+            continue
     return found
 
 
@@ -241,10 +241,11 @@ def _outlook(tables: Tables, period: str, when: pd.Timestamp, dims: Sequence[str
         fitted["win"] = model
         return model, note
 
+    # With champions, a missing one is named by the feasibility notes (win: stage rates; churn:
+    # no adjustment); point in time, churn is left out (its scores would come from later data).
     result = run_feasibility(past, period, when, draws=draws, seed=seed, levels=dims,
-                             all_nodes=True, use_churn=champions is not None and
-                             "churn" in champions, models=champions or {},
-                             stage_rates=stage_rates)
+                             all_nodes=True, use_churn=champions is not None,
+                             models=champions or {}, stage_rates=stage_rates)
     win = champions.get("win") if champions else None
     model = win.estimator if win is not None else fitted.get("win")
     return _Outlook(result.frame, model, result.notes)
@@ -389,6 +390,9 @@ def run_review(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
     if targets is not None:
         now = Tables({**now.frames, TARGETS: targets}, now.source, now.derived)
     notes: list[str] = []
+    if champions:
+        notes.append("champions: the registered models may have been trained on data from "
+                     "after the checkpoints, so the outlook may know more than it did then")
     dims = _dimensions(now, period)
     levels = [*HIERARCHY_LEVELS, *dims]
     dates = [d for d in checkpoint_dates(start, end, checkpoints) if d < as_of]

@@ -153,17 +153,38 @@ def _column_or_nan(frame: pd.DataFrame, column: str) -> pd.Series:
     return pd.Series(np.nan, index=frame.index, dtype=object)
 
 
+# A column of numbers is a level only with at most this many distinct values (a tier 1/2/3);
+# more (quantities, counts, years, amounts) is a measure, not something to group rows by.
+MAX_NUMERIC_LEVEL_VALUES = 10
+
+
 def _is_categorical(values: pd.Series) -> bool:
-    """Text or categorical values (what a level can group by)."""
-    return bool(
-        pd.api.types.is_object_dtype(values)
-        or pd.api.types.is_string_dtype(values)
-        or isinstance(values.dtype, pd.CategoricalDtype)
-    )
+    """Names a level can group by: text or categorical values that are not all numbers, or
+    numbers with few distinct values (:data:`MAX_NUMERIC_LEVEL_VALUES`).
+
+    Extra columns are read as text, so ``quantity`` arrives as ``"6"``, ``"12"``...: a text
+    column whose every value reads as a number counts as numbers.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return True
+    if pd.api.types.is_bool_dtype(values):
+        return True
+    distinct = pd.Series(pd.unique(values.dropna()))
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+        return len(distinct) <= MAX_NUMERIC_LEVEL_VALUES
+    if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+        return False
+    text = distinct.astype(str).str.strip()
+    text = text[text != ""]
+    numbers = pd.to_numeric(text, errors="coerce")
+    return bool(numbers.isna().any()) or len(text) <= MAX_NUMERIC_LEVEL_VALUES
 
 
 def categorical_columns(tables: Tables) -> dict[str, str]:
-    """Categorical columns usable as levels: column -> table (``orders`` wins over customers)."""
+    """Categorical columns usable as levels: column -> table (``orders`` wins over customers).
+
+    Columns of numbers with many distinct values (quantity, n_lines, profit, employees) are
+    measures, not levels (:func:`_is_categorical`)."""
     found: dict[str, str] = {}
     for table in (ORDERS, CUSTOMERS):
         frame = tables.get(table)

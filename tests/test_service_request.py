@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from engine.io import Tables, load_tables
+from engine.schemas import ORDERS
 from service.usecases.request import (
     AS_OF_SLACK,
     DataSpan,
+    OutsideData,
     RequestError,
+    known_levels,
     parse_as_of,
     resolve_as_of,
     resolve_level,
@@ -73,3 +79,30 @@ def test_level_is_checked_against_the_known_ones() -> None:
     with pytest.raises(RequestError, match="unknown level 'planet'") as caught:
         resolve_level("planet", known)
     assert caught.value.parameter == "level"
+
+
+REAL = Path(__file__).parent / "fixtures" / "real"
+
+
+def test_numeric_columns_are_not_levels_and_asking_for_one_says_why() -> None:
+    tables = load_tables(str(REAL / "online-retail"))  # quantity and n_lines: numbers as text
+    assert known_levels(tables) == {"company", "region", "team", "rep"}
+    for column in ("quantity", "n_lines"):
+        with pytest.raises(OutsideData, match=f"'{column}' is a column of orders but not a "
+                                               "level: it holds numbers") as caught:
+            resolve_level(column, tables)
+        assert caught.value.parameter == "level"
+    with pytest.raises(OutsideData, match="unknown level 'colour'"):
+        resolve_level("colour", tables)
+
+
+def test_text_and_few_valued_number_columns_are_levels() -> None:
+    tables = load_tables(str(REAL / "online-retail"))
+    orders = tables[ORDERS].copy()
+    orders["tier"] = (orders.index % 3 + 1).astype(str)  # a code of three values: a level
+    orders["brand"] = np.where(orders.index % 2 == 0, "acme", "12")  # text, some look numeric
+    orders["lines"] = orders["n_lines"]  # many distinct numbers: a measure
+    extended = Tables({**tables.frames, ORDERS: orders}, tables.source, tables.derived)
+    assert {"tier", "brand"} <= known_levels(extended)
+    assert "lines" not in known_levels(extended)
+    assert resolve_level("tier", extended) == "tier"

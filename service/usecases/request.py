@@ -22,7 +22,7 @@ import pandas as pd
 
 from engine.io import Tables
 from engine.periods import as_of_after, data_end, default_period, first_day, period_bounds
-from engine.schemas import HIERARCHY_LEVELS
+from engine.schemas import CUSTOMERS, HIERARCHY_LEVELS, ORDERS
 from features.hierarchy import categorical_columns
 
 __all__ = [
@@ -187,10 +187,25 @@ def resolve_level(level: str | None, tables: Tables | Iterable[str]) -> str | No
         tables: the data, or the known levels themselves.
 
     Raises:
-        OutsideData: a level the data does not have.
+        OutsideData: a level the data does not have (a column of numbers, dates or ids, such
+            as ``quantity``, is said to be one).
     """
     known = known_levels(tables) if isinstance(tables, Tables) else set(tables)
     if level is not None and level not in known:
-        raise OutsideData("level", f"unknown level {level!r}; expected one of "
-                                    f"{', '.join(sorted(known))}")
+        expected = f"expected one of {', '.join(sorted(known))}"
+        where = _column_table(tables, level) if isinstance(tables, Tables) else None
+        if where is not None:
+            raise OutsideData("level", f"{level!r} is a column of {where} but not a level: it "
+                                        "holds numbers, dates or ids, and a level groups rows "
+                                        f"by a name such as a product or a segment; {expected}")
+        raise OutsideData("level", f"unknown level {level!r}; {expected}")
     return level
+
+
+def _column_table(tables: Tables, column: str) -> str | None:
+    """The table among orders and customers that has ``column``, if any."""
+    for table in (ORDERS, CUSTOMERS):
+        frame = tables.get(table)
+        if frame is not None and column in frame.columns:
+            return table
+    return None

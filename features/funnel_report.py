@@ -24,9 +24,15 @@ in funnel order:
   completed visits to that stage (period and trailing window).
 - ``shortfall``: how far the period's conversion is below the trailing rate (points; the
   period's rate shrunk towards the trailing one by the same pseudo-exits, so a stage seen
-  twice does not fall 50 points); ``bottleneck_score`` = positive shortfall x open amount (the
-  value stuck behind a worse conversion); ``bottleneck`` marks the stage with the largest
-  score per node (none when no stage converts worse than usual with value in it).
+  twice does not fall 50 points); ``shortfall_z``: the raw drop (trailing minus period rate) in
+  binomial standard errors of the trailing rate over the period's exits,
+  ``sqrt(p (1 - p) / exits)``; ``bottleneck_score`` = positive shortfall x open amount (the
+  value stuck behind a worse conversion).
+- ``bottleneck`` marks, per node, the stage with the largest score among those whose shortfall
+  is **material** (none when no stage's is): at least :data:`MIN_EXITS` exits in the period, a
+  drop of at least :data:`MIN_RELATIVE_DROP` of the trailing rate, and beyond noise, at least
+  :data:`MATERIAL_Z` standard errors (a rate that did not change falls that far by chance about
+  one time in 40). Two exits fewer than usual out of fifty is not a bottleneck.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from engine.io import Tables
@@ -71,10 +78,14 @@ from features.funnel import (
 
 __all__ = [
     "FUNNEL_COLUMNS",
+    "MATERIAL_Z",
+    "MIN_EXITS",
+    "MIN_RELATIVE_DROP",
     "TRAILING_PERIODS",
     "FunnelReport",
     "funnel_levels",
     "funnel_report",
+    "material_shortfall",
     "report_date",
     "trailing_start",
 ]
@@ -84,6 +95,12 @@ __all__ = [
 TRAILING_PERIODS = 4
 # The quantile of a stage's completed visit durations past which an open deal counts as aged.
 AGED_QUANTILE = 0.9
+# A shortfall is material (its stage can be a bottleneck) with at least MIN_EXITS exits in the
+# period, a drop of at least MIN_RELATIVE_DROP of the trailing rate, and a drop of at least
+# MATERIAL_Z binomial standard errors.
+MIN_EXITS = 5
+MIN_RELATIVE_DROP = 0.10
+MATERIAL_Z = 2.0
 
 EXITS, CONVERSION = "exits", "conversion"
 TRAILING_EXITS, TRAILING_CONVERSION = "trailing_exits", "trailing_conversion"
@@ -91,12 +108,13 @@ MEDIAN_DAYS = "median_days"
 OPEN_DEALS, OPEN_AMOUNT = "open_deals", "open_amount"
 OPEN_MEDIAN_AGE, OPEN_AGED_SHARE, STAGE_P90 = ("open_median_age_days", "open_aged_share",
                                                "stage_p90_days")
-SHORTFALL, SCORE, BOTTLENECK = "shortfall", "bottleneck_score", "bottleneck"
+SHORTFALL, SHORTFALL_Z = "shortfall", "shortfall_z"
+SCORE, BOTTLENECK = "bottleneck_score", "bottleneck"
 
 FUNNEL_COLUMNS = [
     PERIOD, AS_OF, LEVEL, KEY, STAGE, STAGE_INDEX, EXITS, CONVERSION, TRAILING_EXITS,
     TRAILING_CONVERSION, MEDIAN_DAYS, OPEN_DEALS, OPEN_AMOUNT, OPEN_MEDIAN_AGE, OPEN_AGED_SHARE,
-    STAGE_P90, SHORTFALL, SCORE, BOTTLENECK,
+    STAGE_P90, SHORTFALL, SHORTFALL_Z, SCORE, BOTTLENECK,
 ]
 
 # Exit counts of the windows, as funnel.py's windowed exits name them.
@@ -208,15 +226,35 @@ def _grid(rows: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
     return out
 
 
+def material_shortfall(exits: pd.Series, conversion: pd.Series, trailing: pd.Series
+                       ) -> tuple[pd.Series, pd.Series]:
+    """The drop below the trailing rate in binomial standard errors, and whether it is material
+    (:data:`MIN_EXITS`, :data:`MIN_RELATIVE_DROP`, :data:`MATERIAL_Z`; see the module
+    docstring). A trailing rate of 1 has no noise: any drop of 10% on 5 exits is material."""
+    n = exits.astype(float)
+    p = trailing.astype(float)
+    drop = (p - conversion.astype(float)).where(n > 0)
+    error = (p * (1.0 - p) / n.where(n > 0)).pow(0.5)
+    z = drop / error.where(error > 0)
+    exact = drop.notna() & (error == 0)  # a trailing rate of 0 or 1: any drop is beyond noise
+    z[exact] = np.sign(drop[exact]) * np.inf
+    material = ((n >= MIN_EXITS) & (drop >= MIN_RELATIVE_DROP * p) & (z >= MATERIAL_Z)
+                & (p > 0)).fillna(False).astype(bool)
+    return z.astype(float), material
+
+
 def _bottlenecks(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add ``shortfall``, ``bottleneck_score`` and ``bottleneck`` (one stage per node at most)."""
+    """Add ``shortfall``, ``shortfall_z``, ``bottleneck_score`` and ``bottleneck`` (one stage
+    per node at most, among those whose shortfall is material)."""
     n = frame[EXITS].astype(float)
     trailing = frame[TRAILING_CONVERSION]
     shrunk = (n * frame[CONVERSION].fillna(0.0) + PRIOR_STRENGTH * trailing) / (n + PRIOR_STRENGTH)
     shortfall = (trailing - shrunk).where(n > 0)
     score = shortfall.clip(lower=0.0) * frame[OPEN_AMOUNT]
-    frame = frame.assign(**{SHORTFALL: shortfall, SCORE: score})
-    ranked = frame[frame[SCORE] > 0].sort_values(SCORE, ascending=False, kind="stable")
+    z, material = material_shortfall(frame[EXITS], frame[CONVERSION], trailing)
+    frame = frame.assign(**{SHORTFALL: shortfall, SHORTFALL_Z: z, SCORE: score})
+    ranked = frame[material & (frame[SCORE] > 0)].sort_values(SCORE, ascending=False,
+                                                              kind="stable")
     worst = ranked.drop_duplicates([LEVEL, KEY]).index
     frame[BOTTLENECK] = frame.index.isin(worst)
     return frame

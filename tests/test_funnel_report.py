@@ -38,7 +38,16 @@ from engine.schemas import (
     TEAM,
 )
 from features.funnel import HISTORY_MISSING_NOTE, PRIOR_STRENGTH
-from features.funnel_report import FUNNEL_COLUMNS, funnel_report, report_date, trailing_start
+from features.funnel_report import (
+    FUNNEL_COLUMNS,
+    MATERIAL_Z,
+    MIN_EXITS,
+    MIN_RELATIVE_DROP,
+    funnel_report,
+    material_shortfall,
+    report_date,
+    trailing_start,
+)
 from service.cli.funnel import funnel
 from service.usecases.funnel import NO_DEALS, bottleneck_lines, run_funnel
 from service.usecases.request import BadRequest
@@ -183,8 +192,11 @@ def test_bottleneck_is_the_stage_converting_below_trailing_with_value_stuck(
     frame = funnel_report(tables, PERIOD, END).frame
     marked = frame[frame["bottleneck"]]
     assert set(zip(marked[LEVEL], marked[KEY], marked[STAGE], strict=True)) == {
-        ("company", "all", "a"), ("region", "east", "a"), ("team", "t1", "a"),
-        ("rep", "r1", "a")}
+        ("region", "east", "a"), ("team", "t1", "a"), ("rep", "r1", "a")}
+    # the company's a: 60% on 10 exits vs 75%, 1.1 standard errors: noise, not a bottleneck
+    company = row(frame, "company", "all", "a")
+    assert company["shortfall"] > 0 and company["bottleneck_score"] > 0
+    assert company["shortfall_z"] == pytest.approx(0.15 / (0.75 * 0.25 / 10) ** 0.5)
     k = PRIOR_STRENGTH
     trailing = (8 + k * 0.75) / (8 + k)
     assert row(frame, "rep", "r1", "a")["shortfall"] == pytest.approx(
@@ -192,8 +204,52 @@ def test_bottleneck_is_the_stage_converting_below_trailing_with_value_stuck(
     # r2 converts better than usual: no bottleneck although 400 waits in b
     assert not frame[(frame[KEY] == "r2")]["bottleneck"].any()
     lines = bottleneck_lines(frame)
-    assert len(lines) == 4
-    assert lines[-1].startswith("rep r1: bottleneck a: conversion 33% (6 exits) vs trailing 86%")
+    assert len(lines) == 3
+    assert lines[-1].startswith("rep r1: bottleneck a: conversion 33% (6 exits) vs trailing 86% "
+                                "(3.7 standard errors below)")
+
+
+@pytest.mark.parametrize(("exits", "conversion", "trailing", "material"), [
+    (50, 0.73, 0.753, False),   # two deals fewer than usual out of fifty: noise
+    (50, 0.62, 0.753, True),    # 13 points, 2.2 standard errors
+    (4, 0.0, 0.8, False),       # too few exits to tell
+    (1000, 0.70, 0.75, False),  # beyond noise, but only 7% below the usual rate
+    (8, 0.38, 0.69, False),     # 31 points on 8 exits: 1.9 standard errors
+    (6, 0.5, 1.0, True),        # a stage that always converted: no noise
+    (30, 0.9, 0.7, False),      # better than usual
+])
+def test_a_shortfall_is_material_with_enough_exits_a_real_drop_and_beyond_noise(
+        exits: int, conversion: float, trailing: float, material: bool) -> None:
+    z, flagged = material_shortfall(pd.Series([exits]), pd.Series([conversion]),
+                                    pd.Series([trailing]))
+    assert bool(flagged.iloc[0]) is material
+    assert bool(z.iloc[0] > 0) is (conversion < trailing)
+    assert MIN_EXITS == 5 and MIN_RELATIVE_DROP == 0.10 and MATERIAL_Z == 2.0
+
+
+def test_a_tiny_shortfall_with_value_stuck_is_not_a_bottleneck() -> None:
+    """Before the materiality rule any stage a little below its trailing rate with open value
+    was the bottleneck: here 10 of 12 exits forward against 12 of 13 before."""
+    raw = frames()
+    rows: list[tuple] = []
+    history: list[tuple] = []
+    base, spring = T("2023-06-01"), T("2024-04-01")
+    for i in range(13):
+        _deal(rows, history, f"x{i}", "r2", ["a", "b"] if i else ["a"],
+              base + pd.Timedelta(days=20 * i), 5, "won" if i else "lost", 10.0, product="p2")
+    for i in range(12):
+        _deal(rows, history, f"y{i}", "r2", ["a", "b"] if i > 1 else ["a"],
+              spring + pd.Timedelta(days=4 * i), 3, "won" if i > 1 else "lost", 10.0,
+              product="p2")
+    _deal(rows, history, "stuck", "r2", ["a"], T("2024-06-20"), 5, None, 900.0, product="p2")
+    raw["opportunities"] = _text(pd.DataFrame(rows, columns=list(raw["opportunities"].columns)))
+    raw["stage_history"] = _text(pd.DataFrame(history, columns=[OPPORTUNITY_ID, STAGE,
+                                                                ENTERED_AT]))
+    frame = funnel_report(tables_of(raw), PERIOD, END).frame
+    a = row(frame, "rep", "r2", "a")
+    assert a["exits"] == 12 and a["conversion"] == pytest.approx(10 / 12)
+    assert a["shortfall"] > 0 and a["open_amount"] == 900.0  # what used to flag it
+    assert not frame["bottleneck"].any()
 
 
 def test_product_level_on_request(tables: Tables) -> None:

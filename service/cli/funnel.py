@@ -46,7 +46,13 @@ def funnel(
 ) -> None:
     """Funnel of a period per node and stage: conversion vs the trailing 4 periods, days in
     stage, open deals and their aging, and each node's bottleneck stage."""
-    from service.usecases.funnel import bottleneck_lines, parse_levels, plot_funnel, run_funnel
+    from service.usecases.funnel import (
+        NO_BOTTLENECK,
+        bottleneck_lines,
+        parse_levels,
+        plot_funnel,
+        run_funnel,
+    )
 
     check_plot(plot)
     tables, when, chosen = read_period(ctx, data, period, as_of)
@@ -73,7 +79,7 @@ def funnel(
     if not frame.empty and frame["conversion"].isna().all():
         err.print("no bottleneck: no stage exit was measured (conversion needs stage_history)")
     elif not lines and not frame.empty:
-        err.print("no bottleneck: no stage converts below its trailing rate with value in it")
+        err.print(NO_BOTTLENECK)
     if plot is not None:
         with writing(plot, "--plot"):
             plot_funnel(frame, plot)

@@ -19,14 +19,21 @@ from engine.io import Tables
 from engine.periods import period_bounds
 from engine.schemas import KEY, LEVEL, LEVEL_COMPANY, OPPORTUNITIES, STAGE
 from features.funnel_report import (
+    MATERIAL_Z,
+    MIN_EXITS,
+    MIN_RELATIVE_DROP,
     FunnelReport,
     funnel_levels,
     funnel_report,
 )
 from service.usecases.request import BadRequest
 
-__all__ = ["NO_DEALS", "bottleneck_lines", "parse_levels", "plot_funnel", "run_funnel"]
+__all__ = ["NO_BOTTLENECK", "NO_DEALS", "bottleneck_lines", "parse_levels", "plot_funnel",
+           "run_funnel"]
 
+NO_BOTTLENECK = (f"no bottleneck: no stage with value in it converts materially below its "
+                 f"trailing rate (at least {MIN_EXITS} exits, {MIN_RELATIVE_DROP:.0%} below "
+                 f"and {MATERIAL_Z:g} binomial standard errors)")
 NO_DEALS = ("no opportunities table: the funnel needs deals (an opportunities table, and "
             "stage_history for conversion and velocity); this data has orders only")
 
@@ -72,13 +79,18 @@ def _money(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _errors(z: float) -> str:
+    return "no noise in the trailing rate" if np.isinf(z) else f"{z:.1f} standard errors below"
+
+
 def bottleneck_lines(frame: pd.DataFrame) -> list[str]:
     """One line per node with a bottleneck: the stage, its conversion against the trailing
-    rate, and the value stuck in it."""
+    rate and by how many standard errors, and the value stuck in it."""
     rows = frame[frame["bottleneck"].astype(bool)]
     return [
         f"{r[LEVEL]} {r[KEY]}: bottleneck {r[STAGE]}: conversion {_pct(r['conversion'])} "
-        f"({int(r['exits'])} exits) vs trailing {_pct(r['trailing_conversion'])}, "
+        f"({int(r['exits'])} exits) vs trailing {_pct(r['trailing_conversion'])} "
+        f"({_errors(r['shortfall_z'])}), "
         f"{_money(float(r['open_amount']))} in {int(r['open_deals'])} open deals, "
         f"{_pct(r['open_aged_share'])} aged past the stage's p90"
         for _, r in rows.iterrows()

@@ -156,28 +156,39 @@ def _column_or_nan(frame: pd.DataFrame, column: str) -> pd.Series:
 # A column of numbers is a level only with at most this many distinct values (a tier 1/2/3);
 # more (quantities, counts, years, amounts) is a measure, not something to group rows by.
 MAX_NUMERIC_LEVEL_VALUES = 10
+_LOOK_AT = 1_000
+
+
+def _head(values: pd.Series) -> pd.Series:
+    """The first :data:`_LOOK_AT` values that are not missing (without copying a long column
+    unless its start is mostly missing)."""
+    head = values.iloc[:10 * _LOOK_AT].dropna()
+    if len(head) < _LOOK_AT < len(values):
+        head = values.dropna()
+    return head.iloc[:_LOOK_AT]
 
 
 def _is_categorical(values: pd.Series) -> bool:
     """Names a level can group by: text or categorical values that are not all numbers, or
     numbers with few distinct values (:data:`MAX_NUMERIC_LEVEL_VALUES`).
 
-    Extra columns are read as text, so ``quantity`` arrives as ``"6"``, ``"12"``...: a text
-    column whose every value reads as a number counts as numbers.
+    Extra columns are read as text, so ``quantity`` arrives as ``"6"``, ``"12"``...: text that
+    reads as numbers counts as numbers. Decided on the first :data:`_LOOK_AT` values (a column
+    whose first thousand values are numbers is one of numbers), all of them only to count the
+    distinct values of a column of few, so millions of rows cost little.
     """
-    if isinstance(values.dtype, pd.CategoricalDtype):
+    if isinstance(values.dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(values):
         return True
-    if pd.api.types.is_bool_dtype(values):
-        return True
-    distinct = pd.Series(pd.unique(values.dropna()))
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
-        return len(distinct) <= MAX_NUMERIC_LEVEL_VALUES
-    if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+    numeric = pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)
+    if not numeric:
+        if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+            return False
+        text = _head(values).astype(str).str.strip()
+        if pd.to_numeric(text[text != ""], errors="coerce").isna().any():
+            return True
+    if _head(values).nunique() > MAX_NUMERIC_LEVEL_VALUES:
         return False
-    text = distinct.astype(str).str.strip()
-    text = text[text != ""]
-    numbers = pd.to_numeric(text, errors="coerce")
-    return bool(numbers.isna().any()) or len(text) <= MAX_NUMERIC_LEVEL_VALUES
+    return bool(values.nunique() <= MAX_NUMERIC_LEVEL_VALUES)
 
 
 def categorical_columns(tables: Tables) -> dict[str, str]:

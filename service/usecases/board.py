@@ -68,7 +68,7 @@ from engine.schemas import (
     STATUS_OPEN,
     STATUS_WON,
 )
-from features.funnel import opportunity_state
+from features.funnel import funnel_notes, opportunity_state
 from features.hierarchy import customer_column, hierarchy_nodes, opportunity_nodes
 from models.feasibility import Simulation, summarise
 from service.usecases.feasibility import FeasibilityResult
@@ -354,6 +354,13 @@ def changes_between(tables: Tables, store: BoardStore, period: str, level: str, 
         if found is None:
             notes.append(f"no snapshot of {level} {key} in {period} as of {day}: its P(attain) "
                          "is not known")
+    if before is not None and after is not None and delta is None:
+        notes.append(f"{level} {key} has no target in {period}: its P(attain), and so the "
+                     "part of it each group explains, is unknown; the expected effects stand")
+    if tables.has(OPPORTUNITIES) and funnel_notes(tables):
+        notes.append("slipped deals cannot be seen: the data records no expected close date "
+                     "per stage change (stage_history with close_date), so a deal's expected "
+                     f"close at {since} is unknown")
     share, how = _win_share(before)
     notes.append(f"expected effects: deals valued at the node's average in-period win "
                  f"probability at {since}, {share:.0%} ({how})")
@@ -430,7 +437,7 @@ def _groups(deals: pd.DataFrame, before: dict[str, Any] | None,
     for name in CHANGE_GROUPS:
         mine = deals[deals["change"] == name]
         effect = float(mine["expected_effect"].sum())
-        p = float(_p_effect(before, np.array([effect]))[0]) if len(mine) else 0.0
+        p = float(_p_effect(before, np.array([effect]))[0])
         rows.append({"change": name, "deals": len(mine),
                      AMOUNT: float(mine[AMOUNT].astype(float).sum()),
                      "expected_effect": effect, "p_attain_effect": p})

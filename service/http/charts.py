@@ -110,9 +110,11 @@ def feasibility_svg(nodes: Sequence[FeasibilityNode], title: str) -> str:
 
 
 def _money(value: float) -> str:
+    # Rounded to 3 significant digits first, so 999,600 reads 1M (not 1e+03k).
+    rounded = float(f"{value:.3g}") if value else 0.0
     for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= size:
-            return f"{value / size:.3g}{suffix}"
+        if abs(rounded) >= size:
+            return f"{rounded / size:.3g}{suffix}"
     return f"{value:.0f}"
 
 

@@ -1,0 +1,234 @@
+"""The board in a real browser, as each role: headless Chromium (Debian's) driven by Playwright.
+
+A real uvicorn server (the launcher of ``test_dashboard.py``) serves the small demo company with
+stub win and churn champions; ``warnings evaluate`` runs at two dates a week apart, so every
+node has two weekly snapshots. Each role then walks the board: open it, drill from the company
+to a rep (by the links of the children tables), change the period with the picker, open the
+deals behind a gap, submit a commit and read it beside its probability, and read the trend.
+An account manager starts on their own rep and is refused everyone else's node. A screenshot
+of every step is saved in the test run's temporary directory (its path is printed).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from test_dashboard import ARGS, CHROMIUM, _serving
+from test_service_support import (
+    Company,
+    fresh_registry,
+    make_company,
+    quiet_options,
+    quiet_registry,
+    register_stubs,
+    settings_for,
+)
+
+from engine.schemas import OPPORTUNITIES, OPPORTUNITY_ID, OWNER
+from service.http.app import create_app
+from service.http.state import AppState
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
+                       reason=f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)"),
+]
+
+EVALUATED = ("2026-11-09", "2026-11-16")  # a week apart, the second the data's as-of
+
+
+@dataclass
+class Site:
+    url: str
+    state: AppState
+    company: Company
+    keys: dict[str, str]
+    shots: Path
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("board")
+    company = make_company(root)
+    uri = fresh_registry(root)
+    with pytest.MonkeyPatch.context() as patch:
+        quiet_registry(patch)
+        register_stubs(uri, company.tables, kinds=("churn", "win"))
+        app = create_app(settings_for(root, company.data, uri), quiet_options())
+        with _serving(app) as url:
+            state: AppState = app.state.quotacast
+            keys = {role: state.keys.create(role)[1]
+                    for role in ("admin", "planner", "sales_ops")}
+            keys["account_manager"] = state.keys.create("account_manager", company.manager)[1]
+            for day in EVALUATED:
+                done = httpx.post(f"{url}/v1/warnings/evaluate", json={"as_of": day},
+                                  headers={"X-API-Key": keys["sales_ops"]}, timeout=120)
+                assert done.status_code == 200, done.text
+            yield Site(url, state, company, keys, tmp_path_factory.mktemp("board-shots"))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class Walk:
+    """One role's page, with a numbered screenshot per step."""
+
+    def __init__(self, site: Site, browser: object, role: str):
+        self.site, self.role, self.step = site, role, 0
+        self.context = browser.new_context(viewport={"width": 1200, "height": 900})  # type: ignore[attr-defined]
+        self.page = self.context.new_page()
+        self.console: list[str] = []
+        self.page.on("console", lambda message: self.console.append(message.text))
+
+    def shot(self, name: str, section: str | None = None) -> Path:
+        """The window (scrolled to ``section`` when given); the whole page is slower to
+        render and the steps are what a person looks at."""
+        self.step += 1
+        path = self.site.shots / f"board-{self.role}-{self.step:02d}-{name}.png"
+        if section is not None:
+            self.page.locator(section).scroll_into_view_if_needed()
+        self.page.screenshot(path=str(path))
+        print(f"screenshot: {path}")
+        return path
+
+    def open(self) -> None:
+        response = self.page.goto(f"{self.site.url}/board?key={self.site.keys[self.role]}")
+        assert response is not None and response.ok
+        assert self.page.url == f"{self.site.url}/board"  # the key left the address bar
+
+    def close(self) -> None:
+        assert not [m for m in self.console if "Content Security Policy" in m], self.console
+        self.context.close()
+
+
+def _node_title(walk: Walk) -> str:
+    return walk.page.locator("#node-title").inner_text()
+
+
+def _commit_and_read(walk: Walk, amount: str) -> str:
+    """Submit a commit for the node on screen; the row of the saved call, as text."""
+    form = walk.page.locator("#commit-form")
+    form.locator("select[name=category]").select_option("commit")
+    form.locator("input[name=amount]").fill(amount)
+    form.locator("input[name=note]").fill(f"{walk.role}'s call")
+    form.locator("button[type=submit]").click()
+    walk.page.wait_for_load_state()
+    if walk.page.locator("#commit-saved").count() == 0:
+        walk.shot("commit-refused")
+        raise AssertionError(walk.page.content()[:3000])
+    saved = walk.page.locator("#commit-saved").inner_text()
+    assert "Saved: commit of" in saved and "probability of reaching it" in saved
+    assert re.search(r"\d+%\.$", saved.strip()), saved
+    node = walk.page.locator("#commit-form input[name=node]").get_attribute("value")
+    row = walk.page.locator(f'#commits-table tr[data-key="{node}"][data-category="commit"]')
+    assert row.count() == 1
+    assert row.locator("td.p-reach").inner_text().strip().endswith("%")
+    return row.inner_text()
+
+
+def _trend(walk: Walk) -> None:
+    trend = walk.page.locator("#trend")
+    trend.scroll_into_view_if_needed()
+    assert trend.locator("svg.trend").is_visible()
+    dates = trend.locator("#trend-table tbody tr td:first-child").all_inner_texts()
+    assert set(EVALUATED) <= set(dates), dates
+
+
+@pytest.mark.parametrize("role", ["planner", "sales_ops", "admin"])
+def test_a_planning_role_walks_the_board(site: Site, browser: object, role: str) -> None:
+    walk = Walk(site, browser, role)
+    walk.open()
+    assert _node_title(walk).startswith("company: 2026Q4 as of 2026-11-16")
+    walk.shot("company")
+    for level in ("region", "team", "rep"):  # drill down by the first child's link
+        link = walk.page.locator(f'table.children[data-level="{level}"] tbody tr td:first-child a')
+        name = link.first.inner_text()
+        link.first.click()
+        walk.page.wait_for_load_state()
+        assert _node_title(walk).startswith(f"{level} {name}: 2026Q4")
+        crumbs = walk.page.locator("#breadcrumb li").all_inner_texts()
+        assert crumbs[0] == "company" and crumbs[-1] == f"{level} {name}"
+        walk.shot(level)
+    walk.page.locator("#breadcrumb a").first.click()  # back to the company
+    walk.page.wait_for_load_state()
+    walk.page.locator("#period-select").select_option("2026Q3")
+    walk.page.locator("#picker button[type=submit]").click()
+    walk.page.wait_for_load_state()
+    assert _node_title(walk).startswith("company: 2026Q3")
+    assert "2026Q3 ended on 2026-09-30" in walk.page.locator("#period-notice").inner_text()
+    walk.shot("period-2026Q3")
+    walk.page.goto(f"{site.url}/board")  # back to the current period
+    walk.page.locator("a.deals-link").first.click()  # the largest gap's deals
+    walk.page.wait_for_load_state()
+    assert walk.page.url.endswith("#deals")
+    deals = walk.page.locator("#deals-table tbody tr")
+    assert deals.count() >= 1
+    drops = [float(t.rstrip("%")) for t in
+             deals.locator("td:last-child").all_inner_texts()]
+    assert drops == sorted(drops, reverse=True)
+    walk.shot("deals", "#deals")
+    row = _commit_and_read(walk, "2500000")
+    assert "2.5M" in row
+    walk.shot("commit", "#commits")
+    walk.page.goto(f"{site.url}/board")
+    _trend(walk)
+    walk.shot("trend", "#trend")
+    walk.close()
+
+
+def test_an_account_manager_walks_their_own_board_only(site: Site, browser: object) -> None:
+    walk = Walk(site, browser, "account_manager")
+    me, other = site.company.manager, site.company.other_manager
+    walk.open()
+    assert _node_title(walk).startswith(f"rep {me}: 2026Q4")
+    assert walk.page.locator("#breadcrumb li").all_inner_texts() == [f"rep {me}"]
+    assert walk.page.locator("#children, #scenario, #recalibration").count() == 0
+    walk.shot("my-rep")
+    for level, node in (("region", "North"), ("rep", other), ("company", "all")):
+        response = walk.page.goto(f"{site.url}/board?level={level}&node={node}")
+        assert response is not None and response.status == 403
+        assert "not yours" in walk.page.locator("#not-yours").inner_text()
+        assert other not in walk.page.content() or level == "rep"
+        assert walk.page.locator("#node, #deals").count() == 0
+    walk.shot("not-yours")
+    walk.page.goto(f"{site.url}/board")
+    walk.page.locator("#period-select").select_option("2026Q3")
+    walk.page.locator("#picker button[type=submit]").click()
+    walk.page.wait_for_load_state()
+    assert _node_title(walk).startswith(f"rep {me}: 2026Q3")
+    walk.shot("period-2026Q3")
+    walk.page.goto(f"{site.url}/board#deals")
+    opps = site.company.tables[OPPORTUNITIES].set_index(OPPORTUNITY_ID)
+    shown = walk.page.locator("#deals-table tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.deal)")
+    assert shown and {opps.loc[d, OWNER] for d in shown} == {me}
+    walk.shot("deals", "#deals")
+    row = _commit_and_read(walk, "900000")
+    assert "900k" in row
+    assert walk.page.locator("#commits-table tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.key)") == [me] * walk.page.locator(
+        "#commits-table tbody tr").count()
+    walk.shot("commit", "#commits")
+    walk.page.goto(f"{site.url}/board")
+    _trend(walk)
+    customers = walk.page.locator("#at-risk-table tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.customer)")
+    managed = site.company.tables.customers.set_index("customer_id")["account_manager"]
+    assert customers and {managed[c] for c in customers} == {me}
+    walk.shot("trend", "#trend")
+    walk.close()

@@ -13,8 +13,11 @@ compared on one holdout, and served through ``predict_frame`` (what MLflow's pyf
     distorts the probabilities, which the calibration step then maps back to observed rates.
     Boosting stops early on rows the trees did not learn from: either a later time slice, or
     (cross-fitting, what the pipeline uses) each of four boosters on the customers left out
-    of its training folds; the model averages the boosters' log-odds and the out-of-fold
-    log-odds fit the calibration map: isotonic when there are enough cases on both sides,
+    of its training folds; cross-fitted, the trees are grown twice (the given settings and
+    smaller, slower trees, :data:`TREE_OPTIONS`) and the setting whose out-of-fold log-odds
+    rank the latest training snapshots best is kept; the model averages the boosters'
+    log-odds and the out-of-fold log-odds fit the calibration map: isotonic when there are
+    enough cases on both sides,
     else Platt scaling on the log-odds, both strictly increasing so the ranking (ROC-AUC,
     PR-AUC) is exactly that of the trees.
     Reasons come from LightGBM's per-row contributions (``pred_contrib=True``, TreeSHAP on the
@@ -57,6 +60,8 @@ __all__ = [
     "LINEAR_WEIGHTS",
     "REASONS",
     "REASON_SEPARATOR",
+    "SMALL_TREES",
+    "TREE_OPTIONS",
     "ChurnModel",
     "RecencyCycleRule",
     "RfmLogistic",
@@ -87,6 +92,17 @@ ISOTONIC_MIN_CLASS = 100
 _TIE_BREAK = 1e-3
 # Weights of the RFM logistic regression in the blended score, tried on the inner slice.
 LINEAR_WEIGHTS = (0.0, 0.25, 0.5, 0.75)
+# Tree settings tried by the cross-fitted model, chosen on the inner slice: the constructor's
+# as given, and smaller, slower trees (fewer leaves, larger leaves, a smaller step) for the
+# few thousand noisy rows of a young history, where the given ones stop after a few dozen
+# rounds having learnt little more than recency and frequency.
+SMALL_TREES: Mapping[str, Any] = {"learning_rate": 0.03, "num_leaves": 4,
+                                  "min_child_samples": 100}
+TREE_OPTIONS: tuple[Mapping[str, Any], ...] = ({}, SMALL_TREES)
+# Constructor parameter -> LightGBM parameter (what a tree option may override).
+_LGB_NAMES = {"learning_rate": "learning_rate", "num_leaves": "num_leaves",
+              "min_child_samples": "min_data_in_leaf", "subsample": "bagging_fraction",
+              "colsample_bytree": "feature_fraction", "reg_lambda": "lambda_l2"}
 _P_MIN, _P_MAX = 1e-4, 1 - 1e-4
 
 Calibration = Literal["auto", "isotonic", "sigmoid"]
@@ -471,6 +487,13 @@ class ChurnModel:
             out-of-fold scores on an inner validation slice (the latest quarter of the
             training ``periods``, all rows without them); only the cross-fitted mode
             (``groups``) blends. The choice is ``linear_weight_``.
+        tree_options: overrides of the tree settings above (``learning_rate``,
+            ``num_leaves``, ``min_child_samples``, ``subsample``, ``colsample_bytree``,
+            ``reg_lambda``; ``{}`` is the settings as given) among which the cross-fitted mode
+            chooses the one whose out-of-fold log-odds rank the inner slice best (ROC-AUC; the
+            first on a tie), before the blend weight is chosen. None (default) is
+            :data:`TREE_OPTIONS`; ``[{}]`` keeps the given settings. The choice is
+            ``tree_option_``.
     """
 
     # The churn horizon the model was trained for (set by the pipeline; None when unknown).
@@ -495,6 +518,7 @@ class ChurnModel:
         random_state: int = 42,
         n_jobs: int = 1,
         linear_weight: float | None = None,
+        tree_options: Sequence[Mapping[str, Any]] | None = None,
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -513,6 +537,7 @@ class ChurnModel:
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.linear_weight = linear_weight
+        self.tree_options = tree_options
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor parameters (scikit-learn convention; logged with each run)."""
@@ -536,21 +561,23 @@ class ChurnModel:
                 "random_state",
                 "n_jobs",
                 "linear_weight",
+                "tree_options",
             )
         }
 
     # -- fitting ------------------------------------------------------------------------------
 
-    def _lgb_params(self) -> dict[str, Any]:
+    def _lgb_params(self, option: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """LightGBM's parameters: the constructor's, with a tree option's overrides."""
+        unknown = sorted(set(option or {}) - set(_LGB_NAMES))
+        if unknown:
+            raise ValueError(f"a tree option may only set {', '.join(_LGB_NAMES)}; got "
+                             f"{', '.join(unknown)}")
+        given = {name: getattr(self, name) for name in _LGB_NAMES} | dict(option or {})
         return {
             "objective": "binary",
-            "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves,
-            "min_data_in_leaf": self.min_child_samples,
-            "bagging_fraction": self.subsample,
-            "bagging_freq": 1 if self.subsample < 1 else 0,
-            "feature_fraction": self.colsample_bytree,
-            "lambda_l2": self.reg_lambda,
+            **{_LGB_NAMES[name]: value for name, value in given.items()},
+            "bagging_freq": 1 if given["subsample"] < 1 else 0,
             "metric": "binary_logloss",
             "seed": self.random_state,
             "num_threads": self.n_jobs,
@@ -586,11 +613,11 @@ class ChurnModel:
         return out
 
     def _train(self, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame, y_val: np.ndarray,
-               seed: int) -> lgb.Booster:
+               seed: int, option: Mapping[str, Any] | None = None) -> lgb.Booster:
         train = lgb.Dataset(X, y, weight=self._weights(y), free_raw_data=False)
         late = lgb.Dataset(X_val, y_val, weight=self._weights(y_val), reference=train)
         return lgb.train(
-            {**self._lgb_params(), "seed": seed},
+            {**self._lgb_params(option), "seed": seed},
             train,
             num_boost_round=self.n_estimators,
             valid_sets=[late],
@@ -636,6 +663,7 @@ class ChurnModel:
         _both_classes(y_fit, "training slice")
         self.__dict__.pop("linear_", None)
         self.linear_weight_ = 0.0
+        self.tree_option_: dict[str, Any] = {}
         self._prepare(X)
         train_m = self._matrix(X)
         if X_cal is not None:
@@ -651,27 +679,29 @@ class ChurnModel:
             fold = _folds(groups, n_folds)
             if len(np.unique(fold)) < 2:
                 raise ValueError("cross-fitting needs at least two groups")
-            self.boosters_, margin = [], np.zeros(len(y_fit))
+            for k in np.unique(fold):
+                _both_classes(y_fit[fold != k], "training folds")
+                _both_classes(y_fit[fold == k], "validation fold")
+            inner = _inner(periods, len(y_fit))
+            options = list(TREE_OPTIONS if self.tree_options is None else self.tree_options)
+            if not options:
+                raise ValueError("tree_options needs at least one option ({} for the given "
+                                 "settings)")
+            fits = [self._cross_fit(train_m, y_fit, fold, option) for option in options]
+            best = _best_option([margin for _, margin in fits], y_fit, inner)
+            self.tree_option_ = dict(options[best])
+            self.boosters_, margin = fits[best]
             linear = self._linear_columns()
             linear_margin = np.zeros(len(y_fit))
-            for k in np.unique(fold):
-                out = fold == k
-                _both_classes(y_fit[~out], "training folds")
-                _both_classes(y_fit[out], "validation fold")
-                booster = self._train(train_m.loc[~out], y_fit[~out], train_m.loc[out],
-                                      y_fit[out], self.random_state + int(k))
-                self.boosters_.append(booster)
-                best = int(booster.best_iteration or self.n_estimators)
-                margin[out] = booster.predict(train_m.loc[out], num_iteration=best,
-                                              raw_score=True)
-                if linear:
+            if linear:
+                for k in np.unique(fold):
+                    out = fold == k
                     part = RfmLogistic(*linear).fit(train_m.loc[~out], y_fit[~out])
                     linear_margin[out] = part.log_odds(train_m.loc[out])
             self._best()
             if linear:
                 self.scales_ = (_spread(margin), _spread(linear_margin))
-                self.linear_weight_ = self._choose_weight(margin, linear_margin, y_fit,
-                                                          _inner(periods, len(y_fit)))
+                self.linear_weight_ = self._choose_weight(margin, linear_margin, y_fit, inner)
                 if self.linear_weight_ > 0:
                     self.linear_ = RfmLogistic(*linear).fit(train_m, y_fit)
                     margin = self._blend(margin, linear_margin)
@@ -690,7 +720,23 @@ class ChurnModel:
             state["iterations_"] = [state["best_iteration_"]]
         state.setdefault("linear_weight", 0.0)
         state.setdefault("linear_weight_", 0.0)
+        state.setdefault("tree_options", [{}])
+        state.setdefault("tree_option_", {})
         self.__dict__.update(state)
+
+    def _cross_fit(self, X: pd.DataFrame, y: np.ndarray, fold: np.ndarray,
+                   option: Mapping[str, Any]) -> tuple[list[lgb.Booster], np.ndarray]:
+        """One booster per fold, trained on the other folds and stopped early on its own, with
+        one tree option; the boosters and the out-of-fold log-odds."""
+        boosters, margin = [], np.zeros(len(y))
+        for k in np.unique(fold):
+            out = fold == k
+            booster = self._train(X.loc[~out], y[~out], X.loc[out], y[out],
+                                  self.random_state + int(k), option)
+            boosters.append(booster)
+            best = int(booster.best_iteration or self.n_estimators)
+            margin[out] = booster.predict(X.loc[out], num_iteration=best, raw_score=True)
+        return boosters, margin
 
     def _linear_columns(self) -> tuple[str, str, str] | None:
         """Recency, frequency and monetary columns of the blended regression, or None (no
@@ -855,6 +901,15 @@ def _inner(periods: object, n: int) -> np.ndarray:
     return values.isin(latest).to_numpy()
 
 
+def _best_option(margins: Sequence[np.ndarray], y: np.ndarray, inner: np.ndarray) -> int:
+    """Which out-of-fold log-odds rank the inner slice best (ROC-AUC; the first on a tie, and
+    the first when the slice holds a single outcome)."""
+    if len(margins) == 1 or len(np.unique(y[inner])) < 2:
+        return 0
+    scores = [roc_auc_score(y[inner], margin[inner]) for margin in margins]
+    return int(np.argmax(scores))
+
+
 def _spread(values: np.ndarray) -> float:
     """Standard deviation, 1 when there is none (a constant score)."""
     spread = float(np.std(values))
@@ -1003,5 +1058,7 @@ def describe_params(model: ChurnModel) -> Mapping[str, Any]:
         n_calibration=model.n_calibration_,
         n_boosters=len(model.boosters_),
         rfm_logistic_weight=model.linear_weight_,
+        tree_option=", ".join(f"{k}={v}" for k, v in
+                              getattr(model, "tree_option_", {}).items()) or "as given",
     )
     return params

@@ -37,10 +37,12 @@ from models.churn import (
     CHURN_PROBABILITY,
     REASON_SEPARATOR,
     REASONS,
+    SMALL_TREES,
     ChurnModel,
     RecencyCycleRule,
     RfmLogistic,
     _inner,
+    describe_params,
     phrase_reason,
 )
 from models.classification import (
@@ -217,6 +219,32 @@ def test_cross_fitted_model_blends_the_rfm_regression() -> None:
     assert blended.linear_weight_ == 0.5 and trees.linear_weight_ == 0.0
 
 
+def test_cross_fitted_model_chooses_its_trees_on_the_inner_slice() -> None:
+    frame, y = _tiny_frame(2400, seed=4)
+    periods = np.repeat(np.arange(8), 300)
+    fit = partial(ChurnModel, n_estimators=120, linear_weight=0.0)
+    # A crippled option (a step so small the trees learn nothing) against the given settings:
+    # the inner slice keeps the given ones, in either order, and the boosters are theirs.
+    crippled = {"learning_rate": 1e-6}
+    first = fit(tree_options=[crippled, {}]).fit(frame, y, groups=frame[CUSTOMER_ID],
+                                                   periods=periods)
+    given = fit(tree_options=[{}]).fit(frame, y, groups=frame[CUSTOMER_ID], periods=periods)
+    assert first.tree_option_ == {} and given.tree_option_ == {}
+    X = given._matrix(frame)
+    assert np.allclose(first._margin(X), given._margin(X))
+    alone = fit(tree_options=[crippled]).fit(frame, y, groups=frame[CUSTOMER_ID],
+                                             periods=periods)
+    assert alone.tree_option_ == crippled
+    assert np.ptp(alone._margin(X)) < 1e-3 < np.ptp(given._margin(X))
+    # The default tries the given settings and the small trees; the choice is logged.
+    default = fit().fit(frame, y, groups=frame[CUSTOMER_ID], periods=periods)
+    assert default.tree_option_ in ({}, dict(SMALL_TREES))
+    assert describe_params(default)["tree_option"] in (
+        "as given", "learning_rate=0.03, num_leaves=4, min_child_samples=100")
+    with pytest.raises(ValueError, match="a tree option may only set"):
+        fit(tree_options=[{"max_depth": 3}]).fit(frame, y, groups=frame[CUSTOMER_ID])
+
+
 def test_inner_slice_is_the_latest_quarter_of_the_periods() -> None:
     periods = pd.Series(pd.to_datetime(["2026-01-05", "2026-01-12", "2026-01-19", "2026-01-26",
                                         "2026-02-02", "2026-02-09", "2026-02-16", "2026-02-23"]))
@@ -354,7 +382,9 @@ def test_probabilities_are_calibrated_on_the_demo_company() -> None:
     table = training_table(tables, split.as_ofs, 180, pipeline.LOOKBACK_DAYS, last,
                            extra=btyd_columns)
     train, holdout = pipeline._slices(table, split)
-    model = ChurnModel().fit(train, train[CHURNED], groups=train[CUSTOMER_ID])
+    # The calibration map is what is judged here (the tree settings' choice has its own test):
+    # one setting keeps this medium-company fit within its time.
+    model = ChurnModel(tree_options=[{}]).fit(train, train[CHURNED], groups=train[CUSTOMER_ID])
     p = model.predict_proba_frame(holdout)[CHURN_PROBABILITY]
     reliability = reliability_table(holdout[CHURNED], p)
     judged = reliability.loc[reliability["n"] >= MIN_BIN_CASES]

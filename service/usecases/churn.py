@@ -426,6 +426,10 @@ def _fit_candidates(train: pd.DataFrame, horizon_days: int, seed: int, notes: li
                                                   periods=train[AS_OF])
         model.horizon_days_ = horizon_days
         out["lightgbm"] = model
+        if model.tree_option_:
+            notes.append("LightGBM grows smaller, slower trees (" + ", ".join(
+                f"{k} {v}" for k, v in model.tree_option_.items()) + "): they rank the latest "
+                "training snapshots better out of fold than the default ones")
         if model.linear_weight_ > 0:
             notes.append(f"LightGBM is blended with the RFM logistic regression (weight "
                          f"{model.linear_weight_:g}, the best on the latest training snapshots "

@@ -19,6 +19,7 @@ import typer
 
 from engine.board_store import BoardStore
 from engine.config import SetupError
+from engine.db import DatabaseMissingError
 from engine.io import Tables
 from engine.periods import default_period
 from engine.schemas import (
@@ -280,7 +281,7 @@ def trend(
                                                   start, last)
                     except RequestError as exc:
                         raise typer.BadParameter(str(exc), param_hint="--since") from exc
-    except SetupError:
+    except DatabaseMissingError:  # nothing stored yet; other database problems are said as such
         frame = pd.DataFrame()
     if frame.empty:
         source = f"--data {tables.source} " if tables.source else ""

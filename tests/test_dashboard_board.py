@@ -149,6 +149,7 @@ def test_a_period_without_revenue_yet_opens_on_the_last_one_with_revenue(tmp_pat
     class Data:  # what the picker reads of the served state
         name, models = "cut", {}
         data = type("Source", (), {"source": str(tmp_path / "data")})
+        settings = type("Settings", (), {"database_url": None})
 
         def tables(self) -> object:
             return tables

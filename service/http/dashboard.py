@@ -276,7 +276,8 @@ def _versions(state: AppState) -> tuple[tuple[str, str], ...]:
 def _cached(state: AppState, what: str, period: str, as_of: pd.Timestamp,
             compute: Callable[[], T]) -> T:
     """A board value computed once per workspace, data, period, as-of and served models."""
-    key = (state.name, state.data.source, what, period, as_of, _versions(state))
+    key = (state.name, state.data.source, state.settings.database_url, what, period, as_of,
+           _versions(state))
     return _BOARD.get(key, compute)
 
 

@@ -48,7 +48,7 @@ from models.feasibility import P_ATTAIN, TARGET, fit_stage_rates
 from models.win import WIN_PROBABILITY
 from service.usecases.planning import FeasibilityRun, feasibility_run
 from service.usecases.request import NotFound
-from service.usecases.served import Served
+from service.usecases.served import Memo, Served
 
 __all__ = [
     "DEAL_COLUMNS",
@@ -60,6 +60,7 @@ __all__ = [
     "loss_effect",
 ]
 
+_DEALS: Memo[pd.DataFrame] = Memo(size=8)  # per workspace, data, period, as-of and models
 SLIP_RISK = "slip_risk"
 EXPECTED_AMOUNT = "expected_amount"
 P_ATTAIN_IF_LOST = "p_attain_if_lost"
@@ -125,9 +126,11 @@ def _next_period(start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.Timestamp, 
 def deal_frame(served: Served, run: FeasibilityRun) -> pd.DataFrame:
     """Every deal open at the run's as-of with its nodes, in-period win probability and slip
     risk (cached per period, as-of and models)."""
-    versions = tuple(sorted((k, m.version) for k, m in served.models.items()))
-    key = ("deals", run.period, run.as_of, versions)
-    return served.feasibility_cache.get(key, lambda: _deal_frame(served, run))
+    versions = tuple(sorted((k, str(m.version)) for k, m in served.models.items()))
+    key = (served.registry_workspace().name, served.data.source, run.period, run.as_of,
+           versions)
+    # Its own cache: the simulations' (a few large entries) keeps its room for them.
+    return _DEALS.get(key, lambda: _deal_frame(served, run))
 
 
 def _deal_frame(served: Served, run: FeasibilityRun) -> pd.DataFrame:

@@ -139,6 +139,19 @@ def test_the_picker_changes_the_period_and_says_why_a_period_looks_empty(world: 
     assert "expected an ISO date" in world.board("planner", expect=400, as_of="yesterday")
 
 
+def test_odd_parameters_are_plain_messages_never_a_traceback(world: World) -> None:
+    long = "x" * 5000
+    for params, code, said in (({"period": long}, 400, "period must look like"),
+                               ({"level": "region", "node": long}, 404, "No node region"),
+                               ({"level": "team"}, 404, "Give the team too"),
+                               ({"as_of": "2026-02-30"}, 400, "expected an ISO date")):
+        page = world.board("planner", expect=code, **params)
+        assert said in html.unescape(page) and "Traceback" not in page
+        assert len(page) < 20_000  # the odd text is not echoed whole
+    refused = world.board("manager", expect=403, level=long, node=long)
+    assert "not yours" in refused and len(refused) < 20_000
+
+
 def test_a_period_without_revenue_yet_opens_on_the_last_one_with_revenue(tmp_path: Path
                                                                          ) -> None:
     frames = dict(company_frames())

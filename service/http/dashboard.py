@@ -541,12 +541,15 @@ def board_context(state: AppState, principal: Principal, *, period: str | None =
     An account manager sees its own rep node, deals and customers only; naming another node
     answers 403 with a plain "not yours" section and nothing of that node.
     """
+    # A period or date is a few characters; longer text is wrong anyway (and said so, shortly).
+    period, as_of = (period or "")[:40] or None, (as_of or "")[:40] or None
     context: dict[str, Any] = {
         "principal": principal, "data": state.data, "colour": risk_colour,
         "planning": principal.can(Permission.PLANNING), "board_url": board_url,
         "picked_scenario": scenario or "", "method": method or "even_probability"}
     if _forbidden(principal, level, key):
-        context["not_yours"] = (f"{level or 'that level'} {key or ''} is not yours: an account "
+        context["not_yours"] = (f"{(level or 'that level')[:100]} {(key or '')[:100]} is not "
+                                "yours: an account "
                                 "manager's board shows their own rep node, deals and customers "
                                 "only.")
         return status.HTTP_403_FORBIDDEN, context
@@ -568,10 +571,12 @@ def board_context(state: AppState, principal: Principal, *, period: str | None =
     wanted = (LEVEL_REP, mine) if mine else (level or LEVEL_COMPANY, key or COMPANY_KEY)
     at = view.index.get(wanted)
     if at is None:
+        shown = [w if len(w) <= 100 else w[:100] + "..." for w in wanted]
         context["problem"] = (
-            f"No node {wanted[0]} {wanted[1]!r} in the simulation of {run.period} as of "
+            f"No node {shown[0]} {shown[1]!r} in the simulation of {run.period} as of "
             f"{run.as_of.date()}" + (": nothing is recorded in your name" if mine else "")
-            + ".")
+            + "." + (f" Give the {shown[0]} too (node=NAME), or pick it from its parent's "
+                     "list." if level and not key and not mine else ""))
         code = status.HTTP_200_OK if mine else status.HTTP_404_NOT_FOUND
         if mine:
             context["deals"] = Section()

@@ -113,7 +113,7 @@ def dashboard(
 
 
 # Board parameters: free text checked by the page itself (a plain message, never a 422).
-Text = Annotated[str | None, Query(max_length=200)]
+Text = Annotated[str | None, Query()]
 
 
 @router.get("/board", response_class=HTMLResponse)

@@ -218,6 +218,17 @@ def test_a_commit_is_shown_beside_its_probability(world: World) -> None:
     assert "is not a number" in bad
 
 
+def test_a_commit_form_of_another_site_is_refused(world: World) -> None:
+    form = {"period": "2026Q4", "level": "region", "node": "North", "amount": "1"}
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+        response = world.client.post("/board/commit", data=form,
+                                     headers={"X-API-Key": world.keys["planner"], **headers})
+        assert response.status_code == 403
+    history = world.client.get("/v1/commits", params={"level": "region", "key": "North"},
+                               headers={"X-API-Key": world.keys["planner"]}).json()["history"]
+    assert all(h["amount"] != 1 for h in history)
+
+
 def test_the_trend_has_a_point_per_week_computed(world: World) -> None:
     # Each feasibility the service computes is a snapshot (so is each warnings evaluate,
     # which the browser walk uses): the board as of a week earlier writes one.

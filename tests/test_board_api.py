@@ -224,6 +224,13 @@ def test_outside_the_data_is_404_and_bad_parameters_4xx(world: World, params: di
     assert response.status_code == code, response.text
 
 
+@pytest.mark.parametrize("since", ["1677-01-01", "1999-01-01", "2999-12-31"])
+def test_changes_since_a_day_outside_the_data_is_404(world: World, since: str) -> None:
+    response = world.get("/v1/changes", since=since)
+    assert response.status_code == 404, response.text
+    assert "since" in response.json()["detail"]
+
+
 @pytest.mark.parametrize("body", [
     {"amount": -1},
     {"amount": 1e16},

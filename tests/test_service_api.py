@@ -101,6 +101,11 @@ MATRIX: list[tuple[str, str, Any, set[str], int]] = [
     ("GET", "/v1/customers/no-such-customer", None, set(ROLES), 404),
     ("GET", "/v1/models", None, PLANNING, 200),
     ("POST", "/v1/models/reload", None, {"admin"}, 200),
+    ("GET", "/v1/trend", None, set(ROLES), 200),
+    ("GET", "/v1/changes", None, set(ROLES), 200),
+    ("GET", "/v1/commits", None, set(ROLES), 200),
+    ("POST", "/v1/commits", {"amount": 1000}, set(ROLES), 201),
+    ("GET", "/v1/deals", None, set(ROLES), 200),
 ]
 
 

@@ -19,6 +19,7 @@ from engine.importers.mapped import suggest_mapping
 from engine.io import BadInput, validate_tables, write_data_dir
 from engine.periods import data_end, default_as_of
 from engine.summary import table_summary
+from service.cli import board
 from service.cli.common import (
     EXIT_BAD_INPUT,
     AsOfOpt,
@@ -331,6 +332,8 @@ app.command("plan")(plan)
 app.command("funnel")(funnel)
 app.command("scenario")(scenario)
 app.command("review")(review)
+app.command("commit")(board.commit)
+app.command("trend")(board.trend)
 app.add_typer(train_app, name="train")
 app.add_typer(score_app, name="score")
 app.command()(promote)

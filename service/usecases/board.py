@@ -233,6 +233,17 @@ def _period_of(served: Served, period: str | None, as_of: date | None) -> tuple[
     return resolve_period(period, stamp, span), stamp.date()
 
 
+def _inside_data(served: Served, name: str, day: date) -> None:
+    """Refuse a date the data cannot speak for, as an as-of is refused (OutsideData)."""
+    from service.usecases.request import AS_OF_SLACK, OutsideData
+
+    span = served.span()
+    if not span.start < pd.Timestamp(day) <= span.end + AS_OF_SLACK:
+        raise OutsideData(name, f"{name} {day} is outside the data: expected a date after "
+                          f"{span.start.date()} and at most {AS_OF_SLACK.days} days after "
+                          f"{span.end.date()}")
+
+
 def board_trend(served: Served, level: str, key: str, period: str | None = None,
                 as_of: date | None = None) -> Trend:
     """The weekly trend of one node (service): snapshots as of ``as_of`` or earlier (default
@@ -480,6 +491,8 @@ def board_changes(served: Served, level: str, key: str, period: str | None = Non
     if until is None:
         known = store.snapshots(chosen, level, key, until=as_of)
         until = pd.Timestamp(known[AS_OF].iloc[-1]).date() if not known.empty else as_of
+    if since is not None:
+        _inside_data(served, "since", since)
     start = since or default_since(store, chosen, level, key, until)
     tables = served.tables()
     if not tables.has(OPPORTUNITIES):

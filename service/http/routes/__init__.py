@@ -9,8 +9,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.http.routes import (
+    board,
     customers,
     dashboard,
+    deals,
     feasibility,
     forecasts,
     health,
@@ -25,6 +27,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     feasibility.router,
     scenario.router,
+    board.router,
+    deals.router,
     customers.router,
     forecasts.router,
     warnings.router,

@@ -34,12 +34,12 @@ from engine.synthetic import generate
 from models.backtest import PARTIAL, Panel, backtest, rolling_origin_splits, to_panel
 from models.forecast import CANDIDATES, RevenueForecaster, sane_intervals
 from models.forecast.base import CandidateContext, Forecaster
-from models.forecast.candidates import REGISTRY, Candidate
+from models.forecast.candidates import REGISTRY, Candidate, default_models
 from models.forecast.combine import with_prior
 from models.forecast.naive import mean_forecast
 from models.forecast.reconciliation import reconciled
 from models.forecast.season import observed_season_indices
-from models.forecast.statistical import ets_one
+from models.forecast.statistical import ARIMA_BUDGET, ets_one
 from models.metrics import (
     YHAT,
     YHAT_P10,
@@ -347,6 +347,26 @@ def test_observed_season_is_pooled_over_series_that_share_it() -> None:
     two = observed_season_indices(np.tile(season, 2)[None, :], 4, seasons_needed=3)
     assert two[0, 3] > lone[0, 3]  # two seasons: shrunk by 2/3, not 1/2
     assert np.allclose(observed_season_indices(np.tile(season, 2)[None, :], 4), 1.0)
+
+
+def test_default_combination_is_the_statistical_models_theta_only_on_long_series() -> None:
+    models = ["seasonal_naive", "ets", "theta", "arima", "autoets", "lgbm"]
+    assert default_models(models, 24, 12) == ["ets", "arima", "autoets"]
+    assert default_models(models, 48, 12) == ["ets", "theta", "arima", "autoets"]
+    assert default_models(["seasonal_naive", "lgbm"], 48, 12) == ["seasonal_naive", "lgbm"]
+
+
+def test_arima_is_left_out_where_it_would_be_too_slow_and_says_so() -> None:
+    def context(letter: str, n_series: int) -> CandidateContext:
+        ids = pd.DataFrame({LEVEL: ["rep"] * n_series, KEY: range(n_series)})
+        return CandidateContext(season=12, letter=letter, max_history=120, seed=0, n_jobs=1,
+                                ids=ids, n_fits=4, budget=0.5, notes=[])
+
+    small, weekly = context("M", 5), context("W", 5)
+    many = context("M", ARIMA_BUDGET // 4 + 1)
+    assert REGISTRY["arima"].build(small) is not None and not small.notes
+    assert REGISTRY["arima"].build(weekly) is None and "freq W" in weekly.notes[0]
+    assert REGISTRY["arima"].build(many) is None and "budget" in many.notes[0]
 
 
 @pytest.mark.parametrize("name", CANDIDATES)

@@ -24,7 +24,7 @@ from models.forecast.statistical import (
     ThetaForecaster,
 )
 
-__all__ = ["CANDIDATES", "DEFAULT_PAIR", "REGISTRY", "Candidate"]
+__all__ = ["CANDIDATES", "DEFAULT_PAIR", "REGISTRY", "Candidate", "default_models"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,16 @@ REGISTRY: dict[str, Candidate] = {
 }
 CANDIDATES = tuple(REGISTRY)
 # The combination's default without (enough) backtest evidence: the statistical models, the M4
-# lesson. Theta is left out of the default (it stays a candidate): its undamped drift, fitted on
-# a few months that end in a seasonal peak, runs away on young series.
-DEFAULT_PAIR = ("ets", "arima", "autoets")
+# lesson. Theta joins it only from four seasons of history, when statsforecast's Theta models
+# the season itself: on younger series its undamped drift, fitted on a few months that end in a
+# seasonal peak, runs away (it stays a candidate, weighted by its backtest).
+DEFAULT_PAIR = ("ets", "theta", "arima", "autoets")
+_THETA_SEASONS = 4
+
+
+def default_models(models: list[str], n_periods: int, season: int) -> list[str]:
+    """The default combination among ``models`` for a history of ``n_periods`` (every model
+    when none of the default is there)."""
+    young = n_periods < _THETA_SEASONS * season
+    default = [m for m in DEFAULT_PAIR if m in models and not (young and m == "theta")]
+    return default or list(models)

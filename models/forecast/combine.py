@@ -1,17 +1,17 @@
 """The backtest-weighted combination of the candidates' forecasts.
 
-Each series' candidates are scored by backtest MASE. ``backtest_weights`` (default) shrinks
-each series' scores towards its level's average (three windows are a noisy verdict on one
-series: the level's average counts as ``_SHRINK_WINDOWS`` windows), keeps the best ``_TOP_K``
-candidates and weights them by inverse squared score. ``level_weights`` uses the level's
-average only, ``select`` the single best candidate, ``mean`` equal weights. Without any evidence
-a series gets the mean of the default models (:data:`~models.forecast.candidates.DEFAULT_PAIR`:
-ETS, AutoARIMA and AutoETS, the M4 lesson that a combination of statistical models beats any
-one of them), and the backtest weights are blended with that default as if it had earned
-``_PRIOR_WINDOWS`` windows of evidence (:func:`with_prior`): a verdict of a few windows is noisy
-(on the demo company LightGBM did best in the first window, on 16 months, and worst by far in
-the next two), so the pull towards the default fades only as windows accumulate (half-way with
-four).
+Each series' candidates are scored by backtest MASE. ``backtest_weights`` (default) shrinks each
+series' scores towards its level's average (three windows are a noisy verdict on one series: the
+level's average counts as ``_SHRINK_WINDOWS`` windows), keeps the best ``_TOP_K`` candidates and
+weights them by inverse squared score. ``level_weights`` uses the level's average only,
+``select`` the single best candidate, ``mean`` equal weights. Without any evidence a series gets
+the mean of the default models (:func:`~models.forecast.candidates.default_models`: ETS,
+AutoARIMA and AutoETS, plus Theta from four seasons of history: the M4 lesson that a combination
+of statistical models beats any one of them), and the backtest weights are blended with that
+default as if it had earned ``_PRIOR_WINDOWS`` windows of evidence (:func:`with_prior`): a
+verdict of a few windows is noisy (on the demo company LightGBM did best in the first window, on
+16 months, and worst by far in the next two), so the pull towards the default fades only as
+windows accumulate (half-way with four).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def combine(
     """Weighted mean of the models' forecasts, ignoring a model where it has none.
 
     A series with no usable weight (no backtest evidence) gets the equal-weight mean of the
-    ``default`` models (ETS, AutoARIMA and AutoETS), else of every model it has.
+    ``default`` models (ETS, AutoARIMA, AutoETS, Theta), else of every model it has.
     """
     stack = np.stack(
         [

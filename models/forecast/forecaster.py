@@ -18,11 +18,11 @@ How :class:`RevenueForecaster` works, in the order ``fit`` does it:
    the panel's series and shrunk by the evidence (:mod:`models.forecast.season`).
 3. **Combination** (:mod:`models.forecast.combine`): each series' candidates are weighted by
    their backtest MASE, shrunk towards their level's and blended with the default combination
-   (ETS, AutoARIMA and AutoETS: the M4 lesson) as if the default had four windows of evidence,
-   so a few noisy windows cannot pick a single model. When every backtest window trained on
-   less than a season but the full history holds one (12 months of a monthly series), the
-   windows measured forecasts that could not be seasonal: the final forecasts then ignore them
-   and use the default with the seasonal naive added.
+   (ETS, AutoARIMA and AutoETS, plus Theta from four seasons: the M4 lesson) as if the default
+   had four windows of evidence, so a few noisy windows cannot pick a single model. When every
+   backtest window trained on less than a season but the full history holds one (12 months of a
+   monthly series), the windows measured forecasts that could not be seasonal: the final
+   forecasts then ignore them and use the default with the seasonal naive added.
 4. **Reconciliation** (with a hierarchy, :mod:`models.forecast.reconciliation`): bottom-up,
    ``wls_struct`` or MinT (shrink), whichever did best in the backtest, averaged over levels.
 5. **Conformal intervals** (:mod:`models.forecast.conformal`): backtest errors of the final
@@ -68,7 +68,7 @@ from models.backtest import (
     window_table,
 )
 from models.forecast.base import COMBINED, RECONCILED, CandidateContext, Forecaster
-from models.forecast.candidates import CANDIDATES, DEFAULT_PAIR, REGISTRY
+from models.forecast.candidates import CANDIDATES, REGISTRY, default_models
 from models.forecast.combine import (
     COMBINATIONS,
     combined_forecast,
@@ -335,7 +335,7 @@ class RevenueForecaster:
         """Combination, reconciliation, calibration and the tables, from the windows."""
         panel = plan.panel
         levels = panel.ids[LEVEL].astype(str).to_numpy()
-        default: list[str] = [m for m in DEFAULT_PAIR if m in models] or models
+        default = default_models(models, panel.values.shape[1], plan.season)
         for w in windows:
             weights = learned_weights(known_before(windows, w.cutoff), models, levels, default,
                                       self.combine)

@@ -1,11 +1,12 @@
-"""Seasonality from one observed season, for series too short for the seasonal models.
+"""Seasonality from the seasons observed, for series too short for a model's own seasonality.
 
-When every backtest window trained on less than a season but the full history holds one (12
-months of a monthly series), nothing measured whether the season matters: ETS and Theta then
-forecast the series divided by the observed season's shrunk indices and the forecasts are
-re-seasoned (:class:`Deseasonalised`). On aus-retail per state from 12 months this took MASE
-from 4.35 to 1.06 (benchmarks/history_sweep.py).
-"""
+A series that saw at least one season but fewer than a model needs to find seasonality itself
+(statsforecast's ETS and ARIMA: three seasons here, Theta: four) is forecast divided by its
+observed season's indices, pooled over the panel's series and shrunk by the evidence, and the
+forecasts are re-seasoned (:class:`Deseasonalised`), in the backtest windows and the final fit
+alike. On aus-retail per state from 12 months this took MASE from 4.35 to 1.06 with the season
+of each series alone, and pooling the season over the series took it to about 0.6
+(benchmarks/history_sweep.py)."""
 
 from __future__ import annotations
 

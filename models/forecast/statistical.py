@@ -9,7 +9,8 @@
   fit), over all series at once (one ``StatsForecast`` call).
 - ``theta``: statsforecast Theta over all series at once (one ``StatsForecast`` call).
 - ``arima``: statsforecast AutoARIMA over all series at once (one ``StatsForecast`` call); left
-  out at D and W, where its seasonal search is too slow.
+  out at D and W, where its seasonal search is too slow, and on panels beyond ``ARIMA_BUDGET``
+  series-fits (about a second per series and fit).
 
 All see at most the last ``max_history`` periods (10 years of months): on long series this
 was both faster and more accurate (older regimes mislead them).
@@ -29,6 +30,7 @@ from models.backtest import Panel
 from models.forecast.base import CandidateContext, parallel_chunks, recent
 
 __all__ = [
+    "ARIMA_BUDGET",
     "ArimaForecaster",
     "AutoEtsForecaster",
     "EtsForecaster",
@@ -85,6 +87,8 @@ def arima_forecast(train: Panel, horizon: int, season: int, max_history: int) ->
 
 
 EtsSpec = tuple[str, bool | None]
+# Most series x fits (backtest origins + 1) AutoARIMA is run on in one ``RevenueForecaster.fit``.
+ARIMA_BUDGET = 240
 
 
 def ets_one(
@@ -192,11 +196,17 @@ class ArimaForecaster:
 
     @classmethod
     def build(cls, context: CandidateContext) -> ArimaForecaster | None:
-        """None at D and W: a seasonal ARIMA search over 7 or 52 lags per series costs far
-        more than the other candidates together."""
+        """None at D and W (a seasonal search over 7 or 52 lags) and beyond
+        :data:`ARIMA_BUDGET` series-fits: AutoARIMA costs about a second per series and fit,
+        far more than the other candidates together."""
         if context.letter in ("D", "W"):
             context.notes.append(f"arima left out at freq {context.letter} (its seasonal "
                                  "search is too slow there)")
+            return None
+        fits = len(context.ids) * context.n_fits
+        if fits > ARIMA_BUDGET:
+            context.notes.append(f"arima left out: {fits} series-fits would exceed its budget "
+                                 f"of {ARIMA_BUDGET}")
             return None
         return cls(context.season, context.max_history)
 

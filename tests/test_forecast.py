@@ -683,6 +683,15 @@ def test_a_first_month_covered_in_part_is_left_out_of_training() -> None:
     assert any("the first month, 2019-01-01, is covered only 39%" in n for n in notes)
 
 
+def test_a_first_month_covered_in_part_is_scaled_when_it_completes_the_only_season() -> None:
+    tables = daily_tables("2019-12-31", start="2019-01-20")  # 12 months, the first from the 20th
+    data = _series(tables, "M", [LEVEL_COMPANY], None)
+    assert any("covered only 39%" in n and "scaled up" in n for n in data.notes)
+    company = data.complete.sort_values(DS)
+    assert len(company) == 12
+    assert company[Y].iloc[0] > 0.7 * company[Y].iloc[1:].mean()
+
+
 def test_sane_intervals_orders_clips_and_keeps_the_mean_inside() -> None:
     rng = np.random.default_rng(11)
     n = 200

@@ -55,6 +55,7 @@ from engine.schemas import (
 )
 from features.hierarchy import rep_hierarchy
 from features.revenue import PARTIAL, DataEnd, revenue_series
+from models.backtest import season_length
 from models.base import FORECAST
 from models.forecast import COMBINED, RECONCILED, RevenueForecaster, sane_intervals
 from models.metrics import YHAT, YHAT_P10, YHAT_P50, YHAT_P90
@@ -212,13 +213,24 @@ def _without_short_first_period(complete: pd.DataFrame, end: DataEnd, freq: str,
                                 start: pd.Timestamp | None) -> tuple[pd.DataFrame, list[str]]:
     """The complete periods without a first one the data covers only in part (it would read as
     a slump), when at least three periods remain. Data that starts before the first period
-    with revenue (deals created earlier) covers that period."""
+    with revenue (deals created earlier) covers that period. When leaving it out would lose
+    the only full season (12 months that start on the 3rd), it is kept and its revenue scaled
+    up to the whole period instead."""
     first = complete[DS].min()
     if start is not None and start <= first:
         return complete, []
-    if end.first_covered >= 1.0 or complete[DS].nunique() < 4:
+    n_periods = complete[DS].nunique()
+    if end.first_covered >= 1.0 or n_periods < 4:
         return complete, []
-    note = (f"the first {PERIOD_NAMES[freq]}, {first.date()}, is covered only "
+    name = PERIOD_NAMES[freq]
+    season = season_length(freq)
+    if (n_periods - 1) // season < n_periods // season and end.first_covered > 0:
+        note = (f"the first {name}, {first.date()}, is covered only {end.first_covered:.0%} by "
+                f"the data: its revenue is scaled up to a whole {name} (leaving it out would "
+                "lose the only full season)")
+        scaled = complete[Y].where(complete[DS] != first, complete[Y] / end.first_covered)
+        return complete.assign(**{Y: scaled}), [note]
+    note = (f"the first {name}, {first.date()}, is covered only "
             f"{end.first_covered:.0%} by the data: left out of training")
     return complete[complete[DS] > first], [note]
 

@@ -69,8 +69,10 @@ from models.feasibility import (
     simulate,
     simulate_deals,
 )
-from models.feasibility.inputs import _pipeline_matured
+from models.feasibility.backtest import MAX_SCALE, earlier_points, rest_scale
+from models.feasibility.inputs import _pipeline_matured, rest_of_period_scale
 from models.feasibility.run_rate import _error_model
+from models.feasibility.simulation import scaled_odds
 from models.win import WIN_PROBABILITY, period_spread
 from service.usecases.feasibility import run_feasibility, run_recalibration
 
@@ -613,3 +615,84 @@ def test_recalibration_without_targets_says_so(tables: Tables, registry: Path) -
     untargeted = Tables({k: v for k, v in tables.frames.items() if k != TARGETS})
     frame, notes = run_recalibration(untargeted, PERIOD, AS_OF, draws=200, use_churn=False)
     assert frame.empty and "no node has a target in 2024Q3" in notes[-1]
+
+
+# --- the rest of the period, judged at the same point of earlier periods ------------------------
+
+
+def test_earlier_points_are_the_same_day_of_periods_already_over() -> None:
+    points = earlier_points("2017Q3", "2017-07-20")
+    assert [(p.period, p.as_of) for p in points] == [
+        ("2017Q2", pd.Timestamp("2017-04-20")), ("2017Q1", pd.Timestamp("2017-01-20")),
+        ("2016Q4", pd.Timestamp("2016-10-20")), ("2016Q3", pd.Timestamp("2016-07-20"))]
+    # A plan check 30 days before the quarter: earlier quarters seen 30 days before theirs;
+    # 2017Q2 is not over on 2017-06-01, so it is not one of them.
+    plan = earlier_points("2017Q3", "2017-06-01")
+    assert plan[0].period == "2017Q1" and plan[0].as_of == pd.Timestamp("2016-12-02")
+    assert all(p.end <= pd.Timestamp("2017-06-01") for p in plan)
+    # A day past a short month's end is its last day; a period over has no rest.
+    assert earlier_points("2017-03", "2017-03-31")[0].as_of == pd.Timestamp("2017-02-28")
+    assert earlier_points("2017Q2", "2017-07-01") == []
+
+
+def test_rest_scale_is_the_shrunk_mean_log_ratio_with_its_spread() -> None:
+    scale = rest_scale(np.array([200.0, 200.0]), np.array([100.0, 100.0]), ["b", "a"])
+    assert scale.factor == pytest.approx(2.0 ** (2 / 3))
+    assert scale.sigma > 0 and "b 2.00, a 2.00" in scale.note
+    # Periods without revenue or outlook say nothing; none at all: no correction.
+    assert rest_scale(np.array([0.0]), np.array([100.0]), ["a"]).factor == 1.0
+    assert rest_scale(np.array([1e9]), np.array([1.0]), ["a"]).factor == MAX_SCALE
+
+
+def test_scaled_odds_keep_certain_and_impossible_deals() -> None:
+    p = np.array([0.0, 0.01, 0.5, 1.0])
+    out = scaled_odds(p, 3.0)
+    assert out[0] == 0.0 and out[3] == 1.0
+    assert out[1] == pytest.approx(0.03, rel=0.03) and out[2] == pytest.approx(0.75)
+    np.testing.assert_array_equal(scaled_odds(p, 1.0), p)
+
+
+class ScaledWin:
+    """A win model stub: the same small probability for every deal."""
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({WIN_PROBABILITY: np.full(len(frame), self.p)}, index=frame.index)
+
+
+@pytest.mark.shared_data
+def test_a_win_model_that_under_predicts_is_corrected_by_earlier_quarters(real_data) -> None:
+    """crm-sales at nine months: a win model giving every open deal 4% (a young model's
+    extrapolation does much the same) is scaled up by what 2017Q2 brought at the same point,
+    and the company outlook moves towards the quarter's actual revenue."""
+    full = load_tables(str(real_data("crm-sales")))
+    tables = load_tables(str(real_data("crm-sales", 9)))
+    as_of = default_as_of(tables)
+    period = period_of(as_of - pd.Timedelta(days=1), "Q")
+    model = ScaledWin(0.04)
+    scale = rest_of_period_scale(tables, period, as_of, model)
+    assert scale.periods and scale.periods[0] == "2017Q2" and scale.factor > 1.2
+    # Before the period starts (a plan, a plan check) the outlook is left as estimated.
+    start = pd.Period(period, freq="Q").start_time
+    assert rest_of_period_scale(tables, period, start, model).factor == 1.0
+    sims = [simulate(build_inputs(tables, period, as_of, model, rest_backtest=on), draws=2000,
+                     seed=3) for on in (False, True)]
+    company = [s.draws[:, s.node_index(LEVEL_COMPANY, COMPANY_KEY)] for s in sims]
+    orders = full[ORDERS]
+    start, end = pd.Period(period, freq="Q").start_time, pd.Period(period, freq="Q").end_time
+    actual = orders.loc[orders[ORDER_DATE].between(start, end), AMOUNT].sum()
+    before, after = (abs(float(np.median(c)) / actual - 1) for c in company)
+    assert after < before
+    assert any(n.startswith("rest of period:") for n in sims[1].notes)
+    # Coherent still: the company's draws are the sum of its regions'.
+    regions = sims[1].nodes[LEVEL] == LEVEL_REGION
+    np.testing.assert_allclose(sims[1].draws[:, regions.to_numpy()].sum(axis=1), company[1],
+                               rtol=1e-9)
+
+
+def test_rest_scale_ignores_outlooks_that_are_not_finite() -> None:
+    scale = rest_scale(np.array([100.0, 100.0]), np.array([np.inf, 50.0]), ["b", "a"])
+    assert scale.periods == ("a",) and np.isfinite(scale.sigma)
+    assert scale.factor == pytest.approx(2.0 ** 0.5)

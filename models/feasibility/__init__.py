@@ -13,11 +13,19 @@ The revenue of a period, for every node of the hierarchy, is simulated as the su
 4. **churn**, where revenue recurs: only as a deviation from the usual churn the run rate
    already holds, so nothing is counted twice.
 
+Pipeline wins and run rate are then checked together against what the rest of each of the
+last few periods brought, seen from the same point of those periods (with what was known then):
+the mean log ratio of realised to expected, shrunk, scales the run rate and the odds of every
+deal's win, and its spread is the least spread the company's rest of period is given.
+
 The package, one concern a module:
 
 - ``run_rate``: the run-rate forecaster and its own backtest (:func:`estimate_run_rate`);
 - ``inputs``: the tables as of a date, gathered by cell (:func:`build_inputs`), with the churn
   adjustment;
+- ``backtest``: the rest of a period judged at the same point of earlier periods
+  (:func:`models.feasibility.backtest.rest_scale`; the tables side is
+  :func:`models.feasibility.inputs.rest_of_period_scale`);
 - ``simulation``: the Monte Carlo (:func:`simulate`) and its summary: P(attain)
   (:func:`attained`), quantiles, must-hit and stretch (:func:`summarise`);
 - ``period``: all of it for one period in one call (:func:`feasibility`), with historical stage

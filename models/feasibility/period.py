@@ -26,10 +26,12 @@ __all__ = ["feasibility", "feasibility_with_simulation", "fit_stage_rates", "sim
 
 def simulate_period(tables: Tables, period: str, as_of: pd.Timestamp | str, win_model: Any, *,
                     draws: int = 10_000, seed: int = 42, churn: pd.DataFrame | None = None,
-                    levels: Sequence[str] | None = None, threads: int | None = None
-                    ) -> Simulation:
-    """:func:`build_inputs` then :func:`simulate`."""
-    inputs = build_inputs(tables, period, as_of, win_model, churn=churn, levels=levels)
+                    levels: Sequence[str] | None = None, threads: int | None = None,
+                    rest_backtest: bool = True) -> Simulation:
+    """:func:`build_inputs` then :func:`simulate` (``rest_backtest`` as in
+    :func:`build_inputs`)."""
+    inputs = build_inputs(tables, period, as_of, win_model, churn=churn, levels=levels,
+                          rest_backtest=rest_backtest)
     return simulate(inputs, draws=draws, seed=seed, threads=threads)
 
 

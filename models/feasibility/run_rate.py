@@ -144,6 +144,12 @@ class RunRate:
         scale = np.exp(self.bias_common + self.bias + var / 2)
         return np.where(self.active, (self.mean + self.shift) * scale - self.shift, 0.0)
 
+    def central(self) -> np.ndarray:
+        """Median of the draws per rep (the floor aside): unlike :meth:`expected`, not blown
+        up by the wide spread of a rep with a short or erratic history."""
+        scale = np.exp(self.bias_common + self.bias)
+        return np.where(self.active, (self.mean + self.shift) * scale - self.shift, 0.0)
+
     def draw(self, draws: int, rng: np.random.Generator) -> np.ndarray:
         """``draws x reps`` run-rate draws."""
         n = len(self.mean)

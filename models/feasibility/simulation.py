@@ -12,6 +12,7 @@ feasibility frame (:data:`FEASIBILITY_COLUMNS`): the probability of reaching the
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,10 +50,12 @@ __all__ = [
     "Simulation",
     "attained",
     "interval_problems",
+    "scaled_odds",
     "simulate",
     "simulate_deals",
     "simulate_deals_per_deal",
     "summarise",
+    "widening_sigma",
 ]
 
 # --- output vocabulary ----------------------------------------------------------------------
@@ -233,6 +236,13 @@ class CellInputs:
         levels: the levels of the nodes, hierarchy first.
         pipeline_sigma: spread of the company-wide factor that multiplies every cell's
             pipeline wins in a draw (deals of one period share fortunes).
+        rest_scale: factor on the rest of the period, from how far the same outlook erred
+            at the same point of earlier periods (:mod:`models.feasibility.backtest`): it
+            multiplies the run rate and the odds of every deal's win (:func:`scaled_odds`: a
+            certain deal stays certain); 1 leaves both as estimated.
+        rest_sigma: spread of a company-wide factor of mean 1 on the rest of the period
+            (:func:`widening_sigma`): what widens it to the spread those earlier periods
+            showed around the corrected outlook (0: no widening).
     """
 
     cells: pd.DataFrame
@@ -249,6 +259,8 @@ class CellInputs:
     conversion: float = float("nan")
     notes: list[str] = field(default_factory=list)
     pipeline_sigma: float = 0.0
+    rest_scale: float = 1.0
+    rest_sigma: float = 0.0
 
 
 @dataclass
@@ -339,6 +351,40 @@ def _parents(nodes: pd.DataFrame, cells: pd.DataFrame, levels: Sequence[str]) ->
     return parent
 
 
+def scaled_odds(p: np.ndarray, factor: float) -> np.ndarray:
+    """Win probabilities whose odds are multiplied by ``factor``: 0 and 1 stay put, small
+    probabilities scale by about ``factor``."""
+    p = np.asarray(p, dtype=float)
+    if factor == 1.0:
+        return p
+    return np.where(p >= 1.0, 1.0, p * factor / np.maximum(1.0 - p + p * factor, 1e-12))
+
+
+def widening_sigma(inputs: CellInputs, sigma: float, draws: int = 400) -> float:
+    """The spread of a company-wide factor (mean 1) that widens the company's rest of period
+    (pipeline wins plus run rate, after ``rest_scale``) to log spread ``sigma``; 0 when its
+    own spread is already as wide.
+
+    Its own spread is worked out from the inputs, not from a simulation's draws, so that a
+    shocked copy of the inputs keeps the same widening (a scenario moves only what it shocks):
+    deals as independent Bernoulli amounts times the pipeline's common factor, the run rate
+    from a few hundred draws of a fixed stream.
+    """
+    if sigma <= 0:
+        return 0.0
+    p, amount = scaled_odds(inputs.deal_p, inputs.rest_scale), inputs.deal_amount
+    pipeline = float(np.sum(p * amount))
+    common = math.expm1(inputs.pipeline_sigma**2)
+    var_deals = (float(np.sum(p * (1 - p) * amount**2)) * (1 + common) + pipeline**2 * common)
+    rates = inputs.run_rate.draw(draws, np.random.default_rng(0)).sum(axis=1)
+    mean = pipeline + inputs.rest_scale * float(rates.mean())
+    if mean <= 0:
+        return 0.0
+    var = var_deals + inputs.rest_scale**2 * float(rates.var())
+    own = math.log1p(var / mean**2)  # lognormal log-variance
+    return math.sqrt(max(sigma**2 - own, 0.0))
+
+
 def simulate(inputs: CellInputs, draws: int = 10_000, seed: int = 42,
              threads: int | None = None, exact: bool = False,
              per_deal_streams: bool = False) -> Simulation:
@@ -350,12 +396,14 @@ def simulate(inputs: CellInputs, draws: int = 10_000, seed: int = 42,
     probabilities or amounts differ only where those deals are.
     """
     n_cells = len(inputs.cells)
-    deal_seed, rate_seed, common_seed = np.random.SeedSequence(seed).spawn(3)
+    deal_seed, rate_seed, common_seed, rest_seed = np.random.SeedSequence(seed).spawn(4)
+    scale = float(inputs.rest_scale)
+    deal_p = scaled_odds(inputs.deal_p, scale)
     if per_deal_streams:
-        deals = simulate_deals_per_deal(inputs.deal_p, inputs.deal_amount, inputs.deal_cell,
+        deals = simulate_deals_per_deal(deal_p, inputs.deal_amount, inputs.deal_cell,
                                         n_cells, draws, int(deal_seed.generate_state(1)[0]))
     else:
-        deals = simulate_deals(inputs.deal_p, inputs.deal_amount, inputs.deal_cell, n_cells,
+        deals = simulate_deals(deal_p, inputs.deal_amount, inputs.deal_cell, n_cells,
                                draws, int(deal_seed.generate_state(1)[0]), threads=threads,
                                clt_max_share=0.0 if exact else 0.2)
     if inputs.pipeline_sigma > 0:
@@ -366,21 +414,27 @@ def simulate(inputs: CellInputs, draws: int = 10_000, seed: int = 42,
     # Churn moves run rate between reps; it cannot take a rep below its floor.
     floor = np.broadcast_to(np.asarray(inputs.run_rate.floor, dtype=float), rates.shape[1:])
     rates = np.maximum(rates + inputs.churn_rep, floor)
-    totals = deals + rates[:, inputs.rep_of_cell] * inputs.share_cell + inputs.closed_cell
+    rest = deals + scale * rates[:, inputs.rep_of_cell] * inputs.share_cell
+    if inputs.rest_sigma > 0:
+        extra = float(inputs.rest_sigma)
+        z = np.random.default_rng(rest_seed).standard_normal((draws, 1))
+        rest *= np.exp(extra * z - extra**2 / 2)  # mean 1: the expectation stays
+    totals = rest + inputs.closed_cell
     nodes, matrix = _node_matrix(inputs.cells, inputs.levels)
     node_draws = np.asarray((matrix @ totals.T).T)
     expected_rate = ((inputs.run_rate.expected() + inputs.churn_rep)[inputs.rep_of_cell]
                      * inputs.share_cell)
     counted = inputs.deal_p > 0
     per_cell = {
-        "pipeline": np.bincount(inputs.deal_cell, inputs.deal_p * inputs.deal_amount, n_cells),
-        "rate": expected_rate,
-        "churn": inputs.churn_rep[inputs.rep_of_cell] * inputs.share_cell,
+        "pipeline": np.bincount(inputs.deal_cell, deal_p * inputs.deal_amount, n_cells),
+        "rate": scale * expected_rate,
+        "churn": scale * inputs.churn_rep[inputs.rep_of_cell] * inputs.share_cell,
         "amount": np.bincount(inputs.deal_cell[counted], inputs.deal_amount[counted], n_cells),
         "count": np.bincount(inputs.deal_cell[counted], minlength=n_cells).astype(float),
     }
     sums = {k: matrix @ v for k, v in per_cell.items()}
-    lowest = matrix @ (inputs.closed_cell + floor[inputs.rep_of_cell] * inputs.share_cell)
+    lowest = matrix @ (inputs.closed_cell
+                       + scale * floor[inputs.rep_of_cell] * inputs.share_cell)
     return Simulation(nodes, node_draws, matrix @ inputs.closed_cell, sums["pipeline"],
                       sums["rate"], sums["churn"], sums["amount"], sums["count"],
                       inputs.conversion, list(inputs.notes), lowest)

@@ -200,6 +200,23 @@ def test_an_alert_kept_firing_still_says_what_made_it_fire() -> None:
     assert alert.last_eval_at == D0 + 14 * DAY
 
 
+def test_an_alert_resolving_on_a_missing_value_keeps_its_last_words() -> None:
+    # keep_firing_for over: it resolves on a sample without a value (e.g. a gap the run rate
+    # covers), and its message still names the last breach, never "<no value>".
+    rules = _rules()
+    group, rule = rules.rules[0]
+    kept = rule.model_copy(update={"for_": timedelta(0), "keep_firing_for": timedelta(days=7)})
+    rules = rules.model_copy(update={"groups": [group.model_copy(update={"rules": [kept]})]})
+    low = _frame(("region", "North", None, 0.5))
+    nan = _frame(("region", "North", None, float("nan")))
+    alerts, moves = _run(rules, [low, nan, nan], [0, 7, 14])
+    assert moves == [[(NORMAL, FIRING)], [], [(FIRING, RESOLVED)]]
+    (alert,) = alerts.values()
+    assert (alert.state, alert.value, alert.message) == (
+        RESOLVED, 0.5, "region North at 50%: pace 0.5")
+    assert "<no value>" not in alert.message
+
+
 def test_scopes_outside_the_rule_are_ignored() -> None:
     rules = _rules()
     frame = _frame(("rep", "North", "N1", 0.1))

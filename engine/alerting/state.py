@@ -193,8 +193,11 @@ def apply_rule(group: Group, rule: Rule, frame: pd.DataFrame,
         base = old if old is not None else AlertInstance(rule.alert, fp, labels or {})
         stepped = step(base, breached, as_of, rule.for_, rule.keep_firing_for)
         # Kept firing after the breach cleared (keep_firing_for): the alert still says what
-        # made it fire, as Prometheus keeps the last firing sample, not "<no value>x".
-        kept = stepped.state == FIRING and not breached
+        # made it fire, as Prometheus keeps the last firing sample, not "<no value>x". A known
+        # alert whose metric has no value now (a gap the run rate covers) keeps its last words
+        # too, also when it resolves.
+        kept = (stepped.state == FIRING and not breached) or (
+            old is not None and _value(sample) is None)
         new = _refresh(stepped, rule, None if kept else sample, as_of, catalogue)
         alerts.append(new)
         before = old.state if old is not None else NORMAL

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -68,7 +68,8 @@ from service.usecases.served import Memo
 __all__ = ["AT_RISK_ROWS", "BOARD_DEALS", "SCENARIO_ROWS", "BoardNode", "BoardNodes", "Picker",
            "Section", "board_context", "board_nodes", "board_url", "dashboard_context",
            "last_revenue_day", "money", "percent", "period_choices", "ranked_by_gap",
-           "relative_change", "scenario_rows", "signed_change", "submit_board_commit"]
+           "relative_change", "scenario_rows", "signed_change", "submit_board_commit",
+           "unknown_scenario"]
 
 AT_RISK_ROWS = 20
 SCENARIO_ROWS = 15
@@ -158,6 +159,14 @@ def scenario_rows(nodes: list[ScenarioNode], count: int = SCENARIO_ROWS) -> list
     return top + [rest[i] for i in most_hurt(frame, count - len(top)).index]
 
 
+def unknown_scenario(picked: str, ready: Mapping[str, Any]) -> str | None:
+    """Why ``picked`` is not a ready scenario's name, or None when it is one."""
+    if _SCENARIO_NAME.fullmatch(picked) and picked in ready:
+        return None
+    shown = picked if len(picked) <= 100 else picked[:100] + "..."
+    return f"There is no ready scenario named {shown!r}. Pick one of: {', '.join(ready)}."
+
+
 def _scenario_section(state: AppState, principal: Principal, picked: str | None) -> Section:
     """The scenario picker and, for a picked library scenario, its comparison."""
     if not principal.can(Permission.PLANNING):
@@ -169,10 +178,8 @@ def _scenario_section(state: AppState, principal: Principal, picked: str | None)
         "picked": picked})
     if picked is None:
         return section
-    if not _SCENARIO_NAME.fullmatch(picked) or picked not in ready:
-        shown = picked if len(picked) <= 100 else picked[:100] + "..."
-        section.problem = (f"There is no ready scenario named {shown!r}. Pick one of: "
-                           f"{', '.join(ready)}.")
+    section.problem = unknown_scenario(picked, ready)
+    if section.problem:
         return section
     try:
         result = post_scenario(principal, state, ScenarioIn(scenario=picked))
@@ -461,10 +468,8 @@ def _board_scenario(state: AppState, principal: Principal, picked: str | None,
         return section
     section.extra["picked"] = picked
     ready = _library()
-    if not _SCENARIO_NAME.fullmatch(picked) or picked not in ready:
-        shown = picked if len(picked) <= 100 else picked[:100] + "..."
-        section.problem = (f"There is no ready scenario named {shown!r}. Pick one of: "
-                           f"{', '.join(ready)}.")
+    section.problem = unknown_scenario(picked, ready)
+    if section.problem:
         return section
     try:
         result = post_scenario(principal, state, ScenarioIn(

@@ -202,6 +202,15 @@ def plan(dates: dict[str, str], levels: list[str]) -> list[Step]:
                                   "{work}/review.md"), needs_targets=True),
         Step("review", ("review", "--data", "{data}", "--draws", "1000", "--out",
                         "{work}/review_now.csv")),
+        Step("trend (after the evaluations)", ("trend", "--data", "{targets}", "--out",
+                                                "{work}/trend.csv"), needs_targets=True),
+        Step("trend --as-of", ("trend", "--data", "{data}", "--as-of", mid, "--level",
+                               "company", "--key", "all")),
+        Step("commit", ("commit", "--data", "{data}", "--amount", "100000", "--draws", "1000",
+                        "--out", "{work}/commit.csv")),
+        Step("commit best_case --as-of", (
+            "commit", "--data", "{data}", "--as-of", mid, "--amount", "150000", "--category",
+            "best_case", "--draws", "1000")),
         Step("warnings check", ("warnings", "check", "{rules}")),
         Step("warnings metrics", ("warnings", "metrics")),
     ]

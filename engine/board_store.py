@@ -39,6 +39,7 @@ __all__ = [
     "CommitRecord",
     "CommitRow",
     "SnapshotRow",
+    "finite_number",
 ]
 
 # The numbers a snapshot keeps per node (feasibility's vocabulary, models.feasibility).
@@ -109,7 +110,7 @@ class CommitRecord:
     note: str
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
     """A float both databases accept (None for missing, NaN or inf)."""
     if value is None:
         return None
@@ -150,7 +151,6 @@ class BoardStore:
             self._sessions = sessionmaker(engine, expire_on_commit=False,
                                           class_=WorkspaceSession,
                                           info={"workspace": workspace})
-        self.url = self.engine.url.render_as_string(hide_password=False)
 
     def close(self) -> None:
         """Release the connections (only those this store opened)."""
@@ -173,7 +173,7 @@ class BoardStore:
         chosen: dict[tuple[str, date, str, str], dict[str, Any]] = {}
         for row in rows:
             node = (str(row["period"]), _day(row["as_of"]), str(row["level"]), str(row["key"]))
-            chosen[node] = {name: _number(row.get(name)) for name in SNAPSHOT_NUMBERS}
+            chosen[node] = {name: finite_number(row.get(name)) for name in SNAPSHOT_NUMBERS}
         if not chosen:
             return 0
         with self.transaction() as session:

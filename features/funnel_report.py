@@ -64,6 +64,7 @@ from engine.schemas import (
 from features.funnel import (
     CLOSE_HISTORY_MISSING_NOTE,
     DAYS_IN_STAGE,
+    MIN_EXITS,
     PRIOR_STRENGTH,
     STAGE_INDEX,
     _conversion_table,
@@ -97,8 +98,8 @@ TRAILING_PERIODS = 4
 AGED_QUANTILE = 0.9
 # A shortfall is material (its stage can be a bottleneck) with at least MIN_EXITS exits in the
 # period, a drop of at least MIN_RELATIVE_DROP of the trailing rate, and a drop of at least
-# MATERIAL_Z binomial standard errors.
-MIN_EXITS = 5
+# MATERIAL_Z binomial standard errors (MIN_EXITS: the funnel's own, a conversion counts towards
+# a drop only with that many exits).
 MIN_RELATIVE_DROP = 0.10
 MATERIAL_Z = 2.0
 

@@ -105,6 +105,15 @@ def test_trend_without_snapshots_says_what_to_run(world: dict[str, Path],
     assert "no snapshot" in err and "warnings evaluate" in err
 
 
+@pytest.mark.parametrize("since", ["abc", "1677-01-01", "1999-01-01"])
+def test_trend_since_a_day_that_is_no_date_of_the_data_is_a_usage_error(
+        world: dict[str, Path], monkeypatch: pytest.MonkeyPatch, since: str) -> None:
+    code, _, err = _run(world, monkeypatch, "trend", "--data", str(world["data"]),
+                        "--period", PERIOD, "--since", since)
+    assert code == 2, err
+    assert "since" in err and "quotacast could not finish" not in err
+
+
 def test_commit_is_stored_with_history_beside_its_probability(
         world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     store = _store(world)

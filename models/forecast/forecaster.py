@@ -13,7 +13,7 @@ How :class:`RevenueForecaster` works, in the order ``fit`` does it:
    :mod:`~models.forecast.prophet`) and ``lgbm`` (one global LightGBM,
    :mod:`~models.forecast.lgbm`). The statistical models see at most the last
    ``_MAX_HISTORY`` periods (10 years of months). A series that saw at least one season, but
-   fewer than a model needs to find seasonality itself (two or three seasons for ETS and
+   fewer than a model needs to find seasonality itself (three seasons for ETS and
    ARIMA, four for Theta), is forecast divided by its observed season's indices, pooled over
    the panel's series and shrunk by the evidence (:mod:`models.forecast.season`).
 3. **Combination** (:mod:`models.forecast.combine`): each series' candidates are weighted by

@@ -24,8 +24,8 @@ def observed_season_indices(values: np.ndarray, season: int, seasons_needed: int
                             ) -> np.ndarray:
     """``(n_series, season)`` multiplicative indices of the last ``season`` grid positions, for
     series that have seen at least one full season but fewer than ``seasons_needed``, the
-    seasons a model needs to find seasonality itself (statsforecast's ETS fits seasonal models
-    from two, its Theta only from four); 1 elsewhere.
+    seasons a model needs to find seasonality itself (the candidates ask three for ETS and
+    ARIMA, four for Theta: ``Candidate.deseasonalise``); 1 elsewhere.
 
     Each series' ratios to its seasons' means are averaged over its ``k`` full seasons (aligned
     on the end of the data). That mixes seasonality with noise (and trend: a trend fitted on

@@ -63,7 +63,13 @@ from service.usecases.commits import (
     latest_commits,
     submit,
 )
-from service.usecases.request import BadRequest, NotFound, RequestError
+from service.usecases.request import (
+    BadRequest,
+    DataSpan,
+    NotFound,
+    RequestError,
+    resolve_as_of,
+)
 
 __all__ = ["SnapshotRecorder", "commit", "record_feasibility", "record_simulation", "trend"]
 
@@ -266,6 +272,11 @@ def trend(
     tables, when, chosen = read_period(ctx, data, period, as_of)
     node = _node(tables, level, key, None)
     until = when.date() if as_of is not None else None
+    try:  # a --since outside the data is refused like an --as-of
+        start_at = (resolve_as_of(since, DataSpan.of(tables), option="since").date()
+                    if since is not None else None)
+    except RequestError as exc:
+        raise usage_error(exc) from exc
     try:
         with board_store(ctx, read=True) as store:
             frame = trend_frame(store, chosen, node[0], node[1], until=until,
@@ -273,8 +284,7 @@ def trend(
             changes = None
             if not frame.empty:
                 last = pd.Timestamp(frame[AS_OF].iloc[-1]).date()
-                start = (pd.Timestamp(since).date() if since is not None
-                         else default_since(store, chosen, node[0], node[1], last))
+                start = start_at or default_since(store, chosen, node[0], node[1], last)
                 if start < last:
                     try:
                         changes = changes_between(tables, store, chosen, node[0], node[1],
@@ -288,8 +298,9 @@ def trend(
         fail(f"no snapshot of {node[0]} {node[1]} in {chosen} yet: run `quotacast warnings "
              f"evaluate {source}--as-of DATE` on dates a week apart (or `quotacast "
              f"feasibility {source}--period {chosen} --as-of DATE`); each stores one")
+    rows = "every snapshot" if every else "one row per week"
     print_frame(frame.drop(columns=["source"]),
-                f"trend of {node[0]} {node[1]} in {chosen} (one row per week)", limit=60)
+                f"trend of {node[0]} {node[1]} in {chosen} ({rows})", limit=60)
     if changes is not None:
         _print_changes(changes)
     emit(frame.assign(**{PERIOD: chosen, "level": node[0], "key": node[1]}), out, as_json)

@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape
 
 from service.http.schemas import FeasibilityNode
 
-__all__ = ["fan_svg", "feasibility_svg", "paired_bars_svg", "risk_colour", "trend_svg"]
+__all__ = ["fan_svg", "feasibility_svg", "money", "paired_bars_svg", "risk_colour", "trend_svg"]
 
 _ROW = 24
 _LABEL = 190
@@ -109,7 +109,10 @@ def feasibility_svg(nodes: Sequence[FeasibilityNode], title: str) -> str:
 # === the board's charts ========================================================================
 
 
-def _money(value: float) -> str:
+def money(value: float | None) -> str:
+    """1234567 -> 1.23M: amounts as people read them."""
+    if value is None:
+        return "n/a"
     # Rounded to 3 significant digits first, so 999,600 reads 1M (not 1e+03k).
     rounded = float(f"{value:.3g}") if value else 0.0
     for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -152,7 +155,7 @@ def fan_svg(*, target: float | None, closed: float, p10: float, p50: float, p90:
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" '
                      f'y2="{y(value):.1f}" stroke="#e5e7eb"/>')
         parts.append(f'<text x="{left - 6}" y="{y(value) + 3:.1f}" text-anchor="end" '
-                     f'class="tick">{_money(value)}</text>')
+                     f'class="tick">{money(value)}</text>')
     parts.append(f'<text x="{left}" y="{height - 8}" class="tick">period start</text>')
     parts.append(f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end" '
                  'class="tick">period end</text>')
@@ -189,7 +192,7 @@ def fan_svg(*, target: float | None, closed: float, p10: float, p50: float, p90:
         placed.append(at)
         colour = "#b91c1c" if name == "target" else "#111827"
         parts.append(f'<text x="{left + plot_w + 6}" y="{at:.1f}" class="label" '
-                     f'fill="{colour}" style="fill:{colour}">{name} {_money(value)}</text>')
+                     f'fill="{colour}" style="fill:{colour}">{name} {money(value)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -215,9 +218,9 @@ def paired_bars_svg(rows: Sequence[tuple[str, float, float]], names: tuple[str, 
             w = plot * max(value, 0.0) / highest
             parts.append(f'<rect x="{left}" y="{y0 + j * bar}" width="{w:.1f}" '
                          f'height="{bar - 1}" fill="{colour}"><title>{escape(names[j])}: '
-                         f'{_money(value)}</title></rect>')
+                         f'{money(value)}</title></rect>')
             parts.append(f'<text x="{left + w + 4:.1f}" y="{y0 + j * bar + bar - 2}" '
-                         f'class="tick">{_money(value)}</text>')
+                         f'class="tick">{money(value)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -247,7 +250,7 @@ def trend_svg(points: Sequence[tuple[str, float | None, float | None, float | No
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y_amount(value):.1f}" '
                      f'y2="{y_amount(value):.1f}" stroke="#e5e7eb"/>')
         parts.append(f'<text x="{left - 6}" y="{y_amount(value) + 3:.1f}" text-anchor="end" '
-                     f'class="tick">{_money(value)}</text>')
+                     f'class="tick">{money(value)}</text>')
         parts.append(f'<text x="{left + plot_w + 6}" y="{y_share(i / 4) + 3:.1f}" '
                      f'class="tick">{i * 25}%</text>')
     if target:

@@ -42,7 +42,14 @@ from models.feasibility import MUST_HIT_QUANTILE, P_ATTAIN, STRETCH_QUANTILE, TA
 from models.feasibility.scenario import EXPECTED_DELTA
 from service.http.auth import Permission, Principal, board_node
 from service.http.auth import board_nodes as board_nodes_of
-from service.http.charts import fan_svg, feasibility_svg, paired_bars_svg, risk_colour, trend_svg
+from service.http.charts import (
+    fan_svg,
+    feasibility_svg,
+    money,
+    paired_bars_svg,
+    risk_colour,
+    trend_svg,
+)
 from service.http.errors import status_of
 from service.http.routes.customers import at_risk_page
 from service.http.routes.deals import DealsOut, deals_for
@@ -87,18 +94,6 @@ class Section:
     content: Any = None
     problem: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def money(value: float | None) -> str:
-    """1234567 -> 1.23M: amounts as people read them."""
-    if value is None:
-        return "n/a"
-    # Rounded to 3 significant digits first, so 999,600 reads 1M (not 1e+03k).
-    rounded = float(f"{value:.3g}") if value else 0.0
-    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(rounded) >= size:
-            return f"{rounded / size:.3g}{suffix}"
-    return f"{value:.0f}"
 
 
 def percent(value: float | None) -> str:

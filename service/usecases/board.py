@@ -30,7 +30,6 @@ the run rate, deals re-scored) is ``other``.
 from __future__ import annotations
 
 import logging
-import math
 import weakref
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -42,7 +41,7 @@ import sqlalchemy as sa
 from scipy.stats import norm
 
 from engine.alerting.store import AlertStore
-from engine.board_store import SNAPSHOT_NUMBERS, BoardStore
+from engine.board_store import SNAPSHOT_NUMBERS, BoardStore, finite_number
 from engine.io import Tables
 from engine.periods import period_bounds
 from engine.schemas import (
@@ -72,7 +71,13 @@ from features.funnel import funnel_notes, opportunity_state
 from features.hierarchy import customer_column, hierarchy_nodes, opportunity_nodes
 from models.feasibility import Simulation, summarise
 from service.usecases.feasibility import FeasibilityResult
-from service.usecases.request import NotFound, OutsideData, resolve_level
+from service.usecases.request import (
+    NotFound,
+    OutsideData,
+    resolve_as_of,
+    resolve_level,
+    resolve_period,
+)
 from service.usecases.served import Served
 
 __all__ = [
@@ -110,29 +115,22 @@ _P10_P90_WIDTH = 2 * float(norm.ppf(0.9))
 # --- snapshots ----------------------------------------------------------------------------------
 
 
-def snapshot_rows(frame: pd.DataFrame, as_of: pd.Timestamp | date | None = None
-                  ) -> list[dict[str, Any]]:
-    """The snapshot rows of a feasibility frame (``period, level, key`` and the numbers of
-    :data:`engine.board_store.SNAPSHOT_NUMBERS`; ``as_of`` from the frame unless given)."""
-    if frame is None or frame.empty:
+def snapshot_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The snapshot rows of a feasibility frame with an ``as_of`` column (``period, level,
+    key`` and the numbers of :data:`engine.board_store.SNAPSHOT_NUMBERS`)."""
+    if frame is None or frame.empty or AS_OF not in frame.columns:
         return []
-    when = frame[AS_OF] if as_of is None and AS_OF in frame.columns else None
-    rows = []
-    for i, (_, row) in enumerate(frame.iterrows()):
-        stamp = as_of if when is None else when.iloc[i]
-        if stamp is None or pd.isna(stamp):
-            continue
-        rows.append({PERIOD: str(row[PERIOD]), AS_OF: pd.Timestamp(stamp).date(),
-                     LEVEL: str(row[LEVEL]), KEY: str(row[KEY]),
-                     **{name: row.get(name) for name in SNAPSHOT_NUMBERS}})
-    return rows
+    dated = frame[frame[AS_OF].notna()]
+    return [{PERIOD: str(row[PERIOD]), AS_OF: pd.Timestamp(row[AS_OF]).date(),
+             LEVEL: str(row[LEVEL]), KEY: str(row[KEY]),
+             **{name: row.get(name) for name in SNAPSHOT_NUMBERS}}
+            for _, row in dated.iterrows()]
 
 
-def record_snapshots(store: BoardStore, frame: pd.DataFrame, source: str,
-                     as_of: pd.Timestamp | date | None = None) -> int:
+def record_snapshots(store: BoardStore, frame: pd.DataFrame, source: str) -> int:
     """Store the snapshot of a feasibility frame (same period/as_of/node: replaced); how many
     node rows were written."""
-    return store.write_snapshots(snapshot_rows(frame, as_of), source)
+    return store.write_snapshots(snapshot_rows(frame), source)
 
 
 def every_node(tables: Tables, simulation: Simulation, period: str,
@@ -226,22 +224,9 @@ class Trend:
 
 
 def _period_of(served: Served, period: str | None, as_of: date | None) -> tuple[str, date]:
-    from service.usecases.request import resolve_as_of, resolve_period
-
     span = served.span()
     stamp = resolve_as_of(as_of, span)
     return resolve_period(period, stamp, span), stamp.date()
-
-
-def _inside_data(served: Served, name: str, day: date) -> None:
-    """Refuse a date the data cannot speak for, as an as-of is refused (OutsideData)."""
-    from service.usecases.request import AS_OF_SLACK, OutsideData
-
-    span = served.span()
-    if not span.start < pd.Timestamp(day) <= span.end + AS_OF_SLACK:
-        raise OutsideData(name, f"{name} {day} is outside the data: expected a date after "
-                          f"{span.start.date()} and at most {AS_OF_SLACK.days} days after "
-                          f"{span.end.date()}")
 
 
 def board_trend(served: Served, level: str, key: str, period: str | None = None,
@@ -358,8 +343,8 @@ def changes_between(tables: Tables, store: BoardStore, period: str, level: str, 
     before, after = _snapshot(store, period, level, key, since), _snapshot(
         store, period, level, key, until)
     notes: list[str] = []
-    p_since = None if before is None else _finite(before.get("p_attain"))
-    p_until = None if after is None else _finite(after.get("p_attain"))
+    p_since = None if before is None else finite_number(before.get("p_attain"))
+    p_until = None if after is None else finite_number(after.get("p_attain"))
     delta = None if p_since is None or p_until is None else p_until - p_since
     for day, found in ((since, before), (until, after)):
         if found is None:
@@ -384,14 +369,6 @@ def changes_between(tables: Tables, store: BoardStore, period: str, level: str, 
     groups = _groups(deals, before, after, delta)
     return Changes(period, level, key, since, until, p_since, p_until, delta, groups,
                    deals[list(DEAL_COLUMNS)], notes)
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _changed_deals(tables: Tables, level: str, key: str, since: pd.Timestamp,
@@ -456,7 +433,7 @@ def _groups(deals: pd.DataFrame, before: dict[str, Any] | None,
     other = (delta - explained) if delta is not None and np.isfinite(explained) else np.nan
     moved = np.nan
     if before is not None and after is not None:
-        start, end = _finite(before.get("expected")), _finite(after.get("expected"))
+        start, end = finite_number(before.get("expected")), finite_number(after.get("expected"))
         if start is not None and end is not None:
             moved = end - start - float(sum(float(r["expected_effect"]) for r in rows))
     rows.append({"change": "other", "deals": 0, AMOUNT: 0.0, "expected_effect": moved,
@@ -492,7 +469,7 @@ def board_changes(served: Served, level: str, key: str, period: str | None = Non
         known = store.snapshots(chosen, level, key, until=as_of)
         until = pd.Timestamp(known[AS_OF].iloc[-1]).date() if not known.empty else as_of
     if since is not None:
-        _inside_data(served, "since", since)
+        since = resolve_as_of(since, served.span(), option="since").date()
     start = since or default_since(store, chosen, level, key, until)
     tables = served.tables()
     if not tables.has(OPPORTUNITIES):

@@ -39,7 +39,7 @@ from engine.schemas import (
 )
 from models.feasibility import Simulation, attained
 from service.usecases.board import board_store
-from service.usecases.request import BadRequest, NotFound
+from service.usecases.request import BadRequest
 from service.usecases.served import Served
 
 __all__ = [
@@ -221,15 +221,12 @@ def submit_commit(served: Served, level: str, key: str, amount: float,
         NotFound: the simulation has no such node (nothing is stored).
         BadRequest: a bad category or amount.
     """
-    from service.usecases.planning import feasibility_run, what_if
+    from service.usecases.planning import what_if
 
-    run = feasibility_run(served, period, as_of)
-    try:
-        run.simulation.node_index(level, key)
-    except KeyError as exc:
-        raise NotFound(f"no node {level}={key!r} in the simulation of {run.period}") from exc
-    record = submit(board_store(served), run.period, level, key, amount, category,
-                    submitted_by, as_of=run.as_of.date(), note=note)
-    chance = what_if(served, level, key, float(amount), run.period, run.as_of.date())
+    # First the chance (an unknown node is NotFound there), then the submission: nothing is
+    # stored for a node the simulation does not have.
+    chance = what_if(served, level, key, float(amount), period, as_of)
+    record = submit(board_store(served), chance.period, level, key, amount, category,
+                    submitted_by, as_of=chance.as_of, note=note)
     p = float(chance.p_attain)
-    return Submitted(record, p if np.isfinite(p) else None, run.as_of.date())
+    return Submitted(record, p if np.isfinite(p) else None, chance.as_of)

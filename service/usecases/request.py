@@ -112,21 +112,23 @@ class DataSpan:
         return as_of_after(self.end)
 
 
-def parse_as_of(value: str | date | pd.Timestamp | None) -> pd.Timestamp | None:
-    """An as-of as a timestamp at midnight (None stays None); an ISO date when given as text."""
+def parse_as_of(value: str | date | pd.Timestamp | None, option: str = "as_of"
+                ) -> pd.Timestamp | None:
+    """An as-of as a timestamp at midnight (None stays None); an ISO date when given as text.
+    ``option`` names the date in the message (``as_of``, ``since``)."""
     if value is None:
         return None
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, str):
             return pd.Timestamp(date.fromisoformat(value))
-        except ValueError as exc:
-            raise RequestError(
-                "as_of", f"expected an ISO date like 2017-08-31, got {value!r}") from exc
-    return pd.Timestamp(value).normalize()
+        return pd.Timestamp(value).normalize()
+    except (ValueError, OverflowError) as exc:  # pandas' OutOfBoundsDatetime is a ValueError
+        raise RequestError(
+            option, f"expected an ISO date like 2017-08-31 after 1677, got {value!r}") from exc
 
 
 def resolve_as_of(as_of: str | date | pd.Timestamp | None, span: DataSpan, *,
-                  bounded: bool = True) -> pd.Timestamp:
+                  bounded: bool = True, option: str = "as_of") -> pd.Timestamp:
     """The as-of of a request: the one given, else the day after the data's last date.
 
     Args:
@@ -135,17 +137,18 @@ def resolve_as_of(as_of: str | date | pd.Timestamp | None, span: DataSpan, *,
         bounded: refuse an as_of not after the data's first day or more than
             :data:`AS_OF_SLACK` past its last day, which keeps every simulation inside the
             history it learns from.
+        option: the date's name in messages (``since`` for the start of a comparison).
 
     Raises:
         RequestError: ``as_of`` is not a date; :class:`OutsideData` (``bounded``) outside the
             data.
     """
-    stamp = parse_as_of(as_of)
+    stamp = parse_as_of(as_of, option)
     if stamp is None:
         return span.default_as_of
     if bounded and not span.start < stamp <= span.end + AS_OF_SLACK:
         raise OutsideData(
-            "as_of", f"as_of {stamp.date()} is outside the data: expected a date after "
+            option, f"{option} {stamp.date()} is outside the data: expected a date after "
             f"{span.start.date()} and at most {AS_OF_SLACK.days} days after {span.end.date()}")
     return stamp
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path
+from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -43,6 +45,14 @@ class Settings(BaseSettings):
             source); unset, it is derived from the data path (:func:`workspace_for`).
         default_workspace: the workspace that owns the models and alert rows of before
             workspaces (unset: the workspace of the ``data`` setting, ``demo-data`` by default).
+        engine: where the commands that grow with the data compute: ``pandas`` (one machine)
+            or ``spark``.
+        spark_master: the Spark master of the ``spark`` engine (``local[*]``: every core here).
+        mlflow_artifacts: where MLflow stores model files of new experiments when the tracking
+            store is a database URL (unset: the tracking server's own artifact store, or
+            ``./mlruns``).
+        reload_seconds: the service re-reads its data and records a board snapshot every this
+            many seconds (0: load once at start-up).
     """
 
     model_config = SettingsConfigDict(
@@ -58,6 +68,10 @@ class Settings(BaseSettings):
     warnings_notify_file: str | None = None
     workspace: str | None = None
     default_workspace: str | None = None
+    engine: Literal["pandas", "spark"] = "pandas"
+    spark_master: str = "local[*]"
+    mlflow_artifacts: str | None = None
+    reload_seconds: float = Field(default=0.0, ge=0.0)
 
     @property
     def data_path(self) -> Path:

@@ -25,14 +25,32 @@ Reading never creates a registry: while a ``sqlite:///`` registry file does not 
 reads (champions, promotion, the reachability probe) answer "no registry there" without
 touching it; only :func:`log_and_register` (training) creates one. A file that is not an MLflow
 database, or a server that does not answer, raises :class:`RegistryUnavailableError`.
+
+Models that travel: every model is logged with the quotacast code it unpickles (the packages
+``engine``, ``features``, ``models`` and ``service`` as MLflow ``code_paths``, put first on
+``sys.path`` when the model loads) and pinned requirements of what that code and the pickle
+import (the installed versions, those of ``constraints.txt``), never ``quotacast`` itself, which
+no package index has. So ``mlflow.pyfunc.spark_udf`` scores it on Spark workers and
+``mlflow models serve`` starts it from a virtual environment holding only its
+``requirements.txt``. Where the model files go: a ``sqlite:///`` store keeps them beside the
+database file; another database URL puts them under the ``artifacts`` location given to
+:func:`configure` (``QUOTACAST_MLFLOW_ARTIFACTS``) and refuses to train without one (MLflow would
+write them to ``./mlruns`` of whichever machine trained); an ``http(s)://`` tracking server
+stores them in its own (proxied) artifact store, and nothing is written locally.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib.util
+import io
 import json
 import logging
 import os
 import re
+import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -42,6 +60,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+import cloudpickle
 import mlflow
 import mlflow.pyfunc
 import pandas as pd
@@ -314,12 +333,44 @@ def _command_args(kind: str) -> str:
     return f"{model} --freq {freq}" + ("" if group in ("", "company") else f" --level {group}")
 
 
-def _artifact_root(tracking_uri: str) -> str | None:
-    """Artifacts live beside a SQLite store (``mlruns/`` next to ``mlflow.db``)."""
-    if not tracking_uri.startswith("sqlite:///"):
+ARTIFACTS_SETTING = "QUOTACAST_MLFLOW_ARTIFACTS"
+# Where new experiments of a database store put their model files (:func:`configure`).
+_artifacts: str | None = None
+
+
+def _is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def _location(artifacts: str) -> str:
+    """A URI for the artifacts setting: URIs as given, a plain path made absolute."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", artifacts):
+        return artifacts.rstrip("/")
+    return Path(artifacts).expanduser().resolve().as_uri()
+
+
+def _artifact_root(tracking_uri: str, artifacts: str | None = None) -> str | None:
+    """Where a new experiment keeps its model files (None: the tracking server's own store).
+
+    A tracking server decides itself (its proxied artifact store: nothing is written here); a
+    database store uses ``artifacts`` when given, else a SQLite store keeps them beside its file
+    (``mlruns/`` next to ``mlflow.db``); any other database without ``artifacts`` raises
+    :class:`engine.config.SetupError` rather than let MLflow write them to ``./mlruns`` of the
+    machine that trains, where no other machine finds them.
+    """
+    if _is_server(tracking_uri):
         return None
-    db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
-    return (db.parent / "mlruns").as_uri()
+    if artifacts:
+        return _location(artifacts)
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
+        return (db.parent / "mlruns").as_uri()
+    raise SetupError(
+        f"the model registry {describe_uri(tracking_uri)} is a database, and {ARTIFACTS_SETTING} "
+        "is not set: model files would go to ./mlruns of this machine, where no other machine "
+        f"finds them. Set {ARTIFACTS_SETTING} to a location every machine reads (s3://..., a "
+        "shared directory), or point QUOTACAST_MLFLOW_TRACKING_URI at an `mlflow server` "
+        "(docs/team-setup.md)")
 
 
 def use_workspace(workspace: Workspace | str | None, adopt_unscoped: bool = False) -> None:
@@ -335,11 +386,17 @@ def use_workspace(workspace: Workspace | str | None, adopt_unscoped: bool = Fals
 
 
 def configure(tracking_uri: str, workspace: Workspace | str | None = None,
-              adopt_unscoped: bool = False) -> None:
+              adopt_unscoped: bool = False, artifacts: str | None = None) -> None:
     """Point MLflow's tracking store and model registry at ``tracking_uri``, for the models of
-    ``workspace`` (see :func:`use_workspace`)."""
+    ``workspace`` (see :func:`use_workspace`).
+
+    ``artifacts``: where new experiments of a database store keep their model files (the
+    ``mlflow_artifacts`` setting; see :func:`_artifact_root`); a tracking server uses its own.
+    """
+    global _artifacts
     use_workspace(workspace, adopt_unscoped)
-    if tracking_uri.startswith(("http://", "https://")):
+    _artifacts = artifacts or None
+    if _is_server(tracking_uri):
         # MLflow's default retries make a dead server take minutes to report; callers (the
         # service's readiness, the CLI) want an answer in seconds.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -368,7 +425,7 @@ def _experiment_id(name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
-    root = _artifact_root(mlflow.get_tracking_uri())
+    root = _artifact_root(mlflow.get_tracking_uri(), _artifacts)
     location = f"{root}/{name}" if root else None
     return str(mlflow.create_experiment(name, artifact_location=location))
 
@@ -431,18 +488,22 @@ def log_and_register(
         run_tags[TAG_WORKSPACE] = space.name
         if space.scope:
             experiment = f"{space.scope}/{kind}"
-    with mlflow.start_run(experiment_id=_experiment_id(experiment), tags=run_tags) as run:
+    python_model = _FrameModel(estimator)
+    requirements = pip_requirements(python_model)
+    with (mlflow.start_run(experiment_id=_experiment_id(experiment), tags=run_tags) as run,
+          tempfile.TemporaryDirectory() as code):
         mlflow.log_params({k: _param(v) for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         _log_files(artifacts or {})
         with _quiet_mlflow():
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=_FrameModel(estimator),
+                python_model=python_model,
                 signature=signature,
                 input_example=input_example,
                 registered_model_name=name,
-                pip_requirements=_pip_requirements(),
+                pip_requirements=requirements,
+                code_paths=code_paths(Path(code)),
             )
     version = str(info.registered_model_version)
     champion = _alias_version(name, CHAMPION)
@@ -469,19 +530,146 @@ def log_and_register(
     return RegisteredRun(run.info.run_id, name, version, {k: float(v) for k, v in metrics.items()})
 
 
-# Stated rather than inferred: MLflow's inference imports the model in a subprocess (7 s a
-# model) and cannot see that unpickling needs the quotacast package itself.
-_SERVING_PACKAGES = ("pandas", "numpy", "scikit-learn", "lightgbm", "statsforecast", "prophet")
+# The quotacast packages, logged as code with every model (a model's pickle names their
+# classes); ``rules`` holds data files only, and the code is the same on every floor.
+CODE_PACKAGES = ("engine", "features", "models", "service")
 
 
-def _pip_requirements() -> list[str]:
-    pins = []
-    for dist in (*_SERVING_PACKAGES, "quotacast"):
-        try:
-            pins.append(f"{dist}=={metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
+def code_paths(into: Path) -> list[str]:
+    """Copies of the quotacast packages in ``into`` (without byte code), for ``code_paths``:
+    MLflow stores them in the model's ``code/`` directory and puts that first on ``sys.path``
+    wherever the model loads (MLflow's documented way to ship a model's own code)."""
+    paths = []
+    for package in CODE_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
             continue
-    return pins
+        source = Path(next(iter(spec.submodule_search_locations)))
+        target = into / package
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        paths.append(str(target))
+    return paths
+
+
+class _ModuleRecorder(cloudpickle.Pickler):
+    """A pickling pass that notes the module of every class, function and object pickled."""
+
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO(), protocol=cloudpickle.DEFAULT_PROTOCOL)
+        self.modules: set[str] = set()
+
+    def reducer_override(self, obj: Any) -> Any:
+        named = (obj if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__qualname__"))
+                 else type(obj))
+        module = getattr(named, "__module__", None)
+        if isinstance(module, str):
+            self.modules.add(module)
+        return super().reducer_override(obj)
+
+
+def pickled_modules(obj: Any) -> set[str]:
+    """The modules unpickling ``obj`` imports (those of its classes and functions)."""
+    recorder = _ModuleRecorder()
+    recorder.dump(obj)
+    return recorder.modules
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of one of our modules (without importing it)."""
+    top = module.split(".")[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations))).parent
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_imports(module: str, path: Path) -> set[str]:
+    """The modules ``module`` imports when it is imported (module level, outside
+    ``if TYPE_CHECKING:``), with the packages of each."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    parent = ".".join(parts[: len(parts) - node.level + 1])
+                    base = f"{parent}.{base}" if base else parent
+                found.add(base)
+                found.update(f"{base}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.If):
+                test = ast.unparse(node.test)
+                if "TYPE_CHECKING" not in test:
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+            elif isinstance(node, ast.With):
+                visit(node.body)
+
+    visit(tree.body)
+    return found
+
+
+def imported_packages(modules: set[str]) -> set[str]:
+    """The top-level third-party packages that importing ``modules`` imports: ours are followed
+    through their module-level imports (and their parent packages), others named as they are."""
+    external: set[str] = set()
+    seen: set[str] = set()
+    todo = list(modules)
+    while todo:
+        module = todo.pop()
+        if module in seen or not module:
+            continue
+        seen.add(module)
+        top = module.split(".")[0]
+        if top not in CODE_PACKAGES:
+            external.add(top)
+            continue
+        parts = module.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        path = _module_file(module)
+        if path is not None:
+            todo.extend(_module_imports(module, path))
+    return {top for top in external
+            if top not in sys.stdlib_module_names and top not in ("builtins", "__main__")}
+
+
+@functools.cache
+def _distributions() -> Mapping[str, list[str]]:
+    """Top-level package -> the installed distributions providing it (read once)."""
+    return metadata.packages_distributions()
+
+
+def pip_requirements(model: Any) -> list[str]:
+    """Pinned requirements of what loading ``model`` imports: the distributions of the packages
+    its pickle and the quotacast modules it names import, at their installed versions (those of
+    ``constraints.txt``). quotacast itself travels as code (:func:`code_paths`)."""
+    owners = _distributions()
+    pins: set[str] = set()
+    for top in imported_packages(pickled_modules(model)):
+        for dist in owners.get(top, []):
+            if dist.lower() == "quotacast":
+                continue
+            try:
+                pins.add(f"{dist}=={metadata.version(dist)}")
+            except metadata.PackageNotFoundError:
+                continue
+    return sorted(pins, key=str.lower)
 
 
 def _param(value: Any) -> Any:

@@ -17,7 +17,7 @@ Cases (every model of a case is scored on the same holdout customers):
 - ``crm-sales`` and ``superstore`` (whole imports): the gate must refuse a chance-level model;
 - ``demo (medium)``: the generated company, 180-day horizon.
 
-Models: ``ours`` is what training registers (the best candidate on the holdout); ``lightgbm``
+Models: ``ours`` is what training registers (the best candidate out of fold); ``lightgbm``
 (stacked on point-in-time BG/NBD outputs, blended with an RFM logistic regression at the weight
 the latest training snapshots pick out of fold; the weight is printed) and ``bg_nbd`` (our
 scipy BG/NBD, refitted on the purchases before the holdout) are the candidates;
@@ -144,7 +144,7 @@ def run_case(case: Case) -> tuple[pd.DataFrame, Any]:
     candidates = pipeline._fit_candidates(train, split.horizon_days, 42, notes)
     models = {**candidates, **pipeline.fit_baselines(train)}
     table = pipeline.evaluate_models(models, holdout)
-    chosen = pipeline._best_candidate(table, candidates)
+    chosen, _ = pipeline._best_candidate(candidates, train)
     baseline = pipeline.gate_baseline(table, holdout)
     value = float(table["pr_auc"].astype(float).to_dict()[chosen])
     gate = "promotable" if value > baseline[1] else f"refused (< {baseline[0]})"

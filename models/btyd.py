@@ -207,6 +207,10 @@ class BtydChurn:
         # A customer BG/NBD could not score (no purchase): as much at risk as can be.
         return np.asarray(logit(np.clip(np.nan_to_num(p, nan=_P_MAX), _P_MIN, _P_MAX)))
 
+    def log_odds(self, frame: pd.DataFrame) -> np.ndarray:
+        """BG/NBD's churn log-odds per row, before the calibration map (its ranking)."""
+        return self._score(frame)
+
     def fit(self, X: pd.DataFrame, y: object) -> BtydChurn:
         """Learn the monotone map from BG/NBD's log-odds to the observed churn rate."""
         labels = np.asarray(y, dtype=int)

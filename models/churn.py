@@ -48,7 +48,7 @@ from scipy.special import expit
 from sklearn.exceptions import NotFittedError
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -65,8 +65,11 @@ __all__ = [
     "ChurnModel",
     "RecencyCycleRule",
     "RfmLogistic",
+    "best_on_inner",
     "describe_params",
     "feature_columns",
+    "inner_metrics",
+    "inner_slice",
     "phrase_reason",
     "reason_family",
 ]
@@ -649,6 +652,10 @@ class ChurnModel:
           out-of-fold log-odds, so every row trains and every row calibrates, never both in
           one booster.
 
+        ``inner_metrics_`` holds the ROC-AUC and PR-AUC of the final (blended) score on rows no
+        booster scoring them learned from: the inner slice of the out-of-fold scores, or the
+        later slice. The pipeline compares candidates on it, never on its holdout.
+
         Args:
             X: training feature frame.
             y: 1 for churned, 0 otherwise.
@@ -673,6 +680,7 @@ class ChurnModel:
             self.boosters_ = [self._train(train_m, y_fit, late_m, y_late, self.random_state)]
             self._best()
             margin, y_margin = self._margin(late_m), y_late
+            self.inner_metrics_ = inner_metrics(y_late, margin, np.ones(y_late.size, bool))
         else:
             if groups is None:
                 raise ValueError("fit needs a calibration slice (X_cal, y_cal) or groups")
@@ -682,13 +690,13 @@ class ChurnModel:
             for k in np.unique(fold):
                 _both_classes(y_fit[fold != k], "training folds")
                 _both_classes(y_fit[fold == k], "validation fold")
-            inner = _inner(periods, len(y_fit))
+            inner = inner_slice(periods, len(y_fit))
             options = list(TREE_OPTIONS if self.tree_options is None else self.tree_options)
             if not options:
                 raise ValueError("tree_options needs at least one option ({} for the given "
                                  "settings)")
             fits = [self._cross_fit(train_m, y_fit, fold, option) for option in options]
-            best = _best_option([margin for _, margin in fits], y_fit, inner)
+            best = best_on_inner([margin for _, margin in fits], y_fit, inner)
             self.tree_option_ = dict(options[best])
             self.boosters_, margin = fits[best]
             linear = self._linear_columns()
@@ -706,6 +714,7 @@ class ChurnModel:
                     self.linear_ = RfmLogistic(*linear).fit(train_m, y_fit)
                     margin = self._blend(margin, linear_margin)
             y_margin = y_fit
+            self.inner_metrics_ = inner_metrics(y_fit, margin, inner)
         self.calibration_method_ = _calibration_method(y_margin, self.calibration)
         self.calibrator_ = _Calibrator(self.calibration_method_).fit(margin, y_margin)
         self.n_train_, self.n_calibration_ = int(y_fit.size), int(y_margin.size)
@@ -754,14 +763,11 @@ class ChurnModel:
     def _choose_weight(self, trees: np.ndarray, linear: np.ndarray, y: np.ndarray,
                        inner: np.ndarray) -> float:
         """The given weight, else the one of :data:`LINEAR_WEIGHTS` whose blend of out-of-fold
-        log-odds ranks the inner slice best (ROC-AUC; the first, lightest, on a tie)."""
+        log-odds ranks the inner slice best (:func:`best_on_inner`: the lightest on a tie)."""
         if self.linear_weight is not None:
             return float(self.linear_weight)
-        if len(np.unique(y[inner])) < 2:
-            return 0.0
-        scores = [roc_auc_score(y[inner], self._blend(trees[inner], linear[inner], w))
-                  for w in LINEAR_WEIGHTS]
-        return float(LINEAR_WEIGHTS[int(np.argmax(scores))])
+        blends = [self._blend(trees, linear, w) for w in LINEAR_WEIGHTS]
+        return float(LINEAR_WEIGHTS[best_on_inner(blends, y, inner)])
 
     def _score(self, X: pd.DataFrame, trees: np.ndarray) -> np.ndarray:
         """The calibrated score from the boosters' log-odds (blended when fitted so)."""
@@ -889,7 +895,7 @@ def _folds(groups: object, n_folds: int) -> np.ndarray:
     return (hashed % np.uint64(max(n_folds, 2))).astype(int)
 
 
-def _inner(periods: object, n: int) -> np.ndarray:
+def inner_slice(periods: object, n: int) -> np.ndarray:
     """Rows of the latest quarter of the distinct periods (at least one); all without them."""
     if periods is None:
         return np.ones(n, dtype=bool)
@@ -901,13 +907,29 @@ def _inner(periods: object, n: int) -> np.ndarray:
     return values.isin(latest).to_numpy()
 
 
-def _best_option(margins: Sequence[np.ndarray], y: np.ndarray, inner: np.ndarray) -> int:
-    """Which out-of-fold log-odds rank the inner slice best (ROC-AUC; the first on a tie, and
-    the first when the slice holds a single outcome)."""
-    if len(margins) == 1 or len(np.unique(y[inner])) < 2:
+def best_on_inner(scores: Sequence[np.ndarray], y: np.ndarray, inner: np.ndarray,
+                  metric: Callable[[np.ndarray, np.ndarray], float] = roc_auc_score) -> int:
+    """Which of several out-of-sample scores ranks the inner slice best.
+
+    The one rule behind every choice the churn model and its pipeline make on the training
+    data (tree setting, blend weight, registered candidate): ``metric`` (ROC-AUC by default)
+    of each score on the ``inner`` rows; the first wins a tie, and the first is kept when the
+    slice holds a single outcome (nothing to rank).
+    """
+    if len(scores) == 1 or len(np.unique(y[inner])) < 2:
         return 0
-    scores = [roc_auc_score(y[inner], margin[inner]) for margin in margins]
-    return int(np.argmax(scores))
+    values = [float(metric(y[inner], np.asarray(score)[inner])) for score in scores]
+    return int(np.argmax(values))
+
+
+def inner_metrics(y: np.ndarray, score: np.ndarray, inner: np.ndarray) -> dict[str, float]:
+    """ROC-AUC and PR-AUC of an out-of-sample score on the inner slice (NaN when it holds a
+    single outcome)."""
+    labels, values = np.asarray(y)[inner], np.asarray(score, dtype=float)[inner]
+    if len(np.unique(labels)) < 2:
+        return {"roc_auc": float("nan"), "pr_auc": float("nan")}
+    return {"roc_auc": float(roc_auc_score(labels, values)),
+            "pr_auc": float(average_precision_score(labels, values))}
 
 
 def _spread(values: np.ndarray) -> float:

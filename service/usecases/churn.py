@@ -22,10 +22,11 @@ longest one it can.
 Candidates: LightGBM stacked on the features and on a BG/NBD refitted before every snapshot
 (``btyd_`` columns), its log-odds blended with an RFM logistic regression's at the weight that
 ranks the latest quarter of the training snapshots best out of fold (never the holdout), and
-the BG/NBD itself. The registered model is the candidate with the best
-holdout PR-AUC; it is promotable only when it beats the simplest baseline (the recency rule, or
-chance when that is higher) on the same holdout. Scoring without a champion falls back on the
-BG/NBD fitted on the data before as_of (:func:`score_churn_fallback`).
+the BG/NBD itself. The registered model is the candidate with the best PR-AUC on that same
+inner slice (LightGBM's out-of-fold score, BG/NBD's point-in-time one), so the holdout chooses
+nothing: it only gates. The registered model is promotable only when it beats the simplest
+baseline (the recency rule, or chance when that is higher) on the holdout. Scoring without a
+champion falls back on the BG/NBD fitted on the data before as_of (:func:`score_churn_fallback`).
 
 Boundary convention (``features.customer``, ``features.labels``): ``as_of`` is a midnight; rows
 dated before it are history, rows dated on or after it are the future.
@@ -62,6 +63,8 @@ from models.churn import (
     RecencyCycleRule,
     RfmLogistic,
     describe_params,
+    inner_metrics,
+    inner_slice,
 )
 from models.classification import (
     classification_metrics,
@@ -448,11 +451,25 @@ def _fit_candidates(train: pd.DataFrame, horizon_days: int, seed: int, notes: li
     return out
 
 
-def _best_candidate(comparison: pd.DataFrame, candidates: dict[str, Any]) -> str:
-    """Best holdout PR-AUC; a tie goes to the simpler BG/NBD."""
-    ranked = sorted(candidates, key=lambda name: (
-        float(np.nan_to_num(_value(comparison, name), nan=-1.0)), name == "bg_nbd"))
-    return ranked[-1]
+def _best_candidate(candidates: dict[str, Any], train: pd.DataFrame
+                    ) -> tuple[str, dict[str, dict[str, float]]]:
+    """The candidate with the best gate metric on the inner slice of the training rows (the
+    latest quarter of the training snapshots, :func:`models.churn.inner_slice`), never on the
+    holdout; a tie goes to the simpler BG/NBD. Also returns every candidate's inner metrics.
+
+    LightGBM's are those of its out-of-fold score (:attr:`ChurnModel.inner_metrics_`); BG/NBD's
+    are those of ``btyd_p_churn``, refitted before every snapshot, so out of sample as well.
+    """
+    y = train[CHURNED].to_numpy()
+    inner = inner_slice(train[AS_OF], len(train))
+    scores: dict[str, dict[str, float]] = {}
+    for name, model in candidates.items():
+        scores[name] = (inner_metrics(y, model.log_odds(train), inner)
+                        if isinstance(model, BtydChurn) else dict(model.inner_metrics_))
+    gate = CHURN.gate_metric
+    names = sorted(candidates, key=lambda name: name != "bg_nbd")  # BG/NBD first: wins ties
+    values = [float(np.nan_to_num(scores[name].get(gate, np.nan), nan=-1.0)) for name in names]
+    return names[int(np.argmax(values))], scores
 
 
 def _artifacts(model: Any, holdout: pd.DataFrame, p: np.ndarray, comparison: pd.DataFrame,
@@ -533,8 +550,8 @@ def train_churn(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed
     stacked on BG/NBD outputs and BG/NBD itself are the candidates, the recency rule and the
     RFM logistic regression the baselines, and all of them, plus the current champion (if
     any), are scored on the same holdout. The best candidate by the gate metric
-    (:data:`models.base.CHURN`) is registered as ``challenger``, with the simplest baseline's
-    value as its promotion gate.
+    (:data:`models.base.CHURN`) on the inner slice of the training snapshots is registered
+    as ``challenger``, with the simplest baseline's holdout value as its promotion gate.
 
     Args:
         tables: validated tables.
@@ -558,18 +575,20 @@ def train_churn(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed
     baselines = fit_baselines(train)
     say(progress, f"evaluating on the holdout of {split.holdout.date()}")
     comparison = evaluate_models({**candidates, **baselines}, holdout)
-    chosen = _best_candidate(comparison, candidates)
+    chosen, inner = _best_candidate(candidates, train)
     model = candidates[chosen]
     baseline = gate_baseline(comparison, holdout)
     value = _value(comparison, chosen)
     promotable = beats_baseline(CHURN, value, baseline[1])
-    notes += _verdict(comparison, chosen, baseline, promotable)
+    notes += _verdict(comparison, chosen, inner, baseline, promotable)
     p = _probabilities(model, holdout)
     segments = segment_auc(holdout[CHURNED].to_numpy(), p, holdout[_SEGMENT_FEATURE]
                            if _SEGMENT_FEATURE in holdout else np.full(len(holdout), None))
     champion, _ = champion_value(CHURN.name, classifier_score(
         CHURN, holdout, holdout[CHURNED].to_numpy(), _probabilities), notes)
     metrics = _metrics(comparison, chosen, segments, champion, baseline)
+    metrics |= {f"{name}_inner_{k}": v for name, values in inner.items()
+                for k, v in values.items() if np.isfinite(v)}
     say(progress, "logging to MLflow")
     described = dict(model.describe()) if isinstance(model, BtydChurn) else dict(
         describe_params(model))
@@ -646,14 +665,17 @@ def _split_notes(split: ChurnSplit, train: pd.DataFrame, holdout: pd.DataFrame,
     return notes
 
 
-def _verdict(comparison: pd.DataFrame, chosen: str, baseline: tuple[str, float],
-             promotable: bool) -> list[str]:
+def _verdict(comparison: pd.DataFrame, chosen: str, inner: dict[str, dict[str, float]],
+             baseline: tuple[str, float], promotable: bool) -> list[str]:
     gate = CHURN.gate_metric
     row = comparison.loc[chosen]
     names = {"lightgbm": "LightGBM (stacked on BG/NBD)", "bg_nbd": "BG/NBD"}
+    chosen_by = ", ".join(f"{names.get(n, n)} {v.get(gate, np.nan):.4f}" for n, v in
+                          inner.items())
     others = ", ".join(f"{names.get(n, n)} {comparison.loc[n, gate]:.4f}"
                        for n in comparison.index if n != chosen)
-    notes = [f"registered {names[chosen]}, the best candidate on the holdout: ROC-AUC "
+    notes = [f"registered {names[chosen]}, the best candidate on the latest training snapshots "
+             f"out of sample ({gate} {chosen_by}); on the holdout: ROC-AUC "
              f"{row['roc_auc']:.4f}, {gate} {row[gate]:.4f} (others: {others})"]
     what = ("the recency rule's" if baseline[0] == CHURN.baseline else
             "chance level (what a random ranking reaches once in 100 on this holdout)")

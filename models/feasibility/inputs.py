@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,12 +55,12 @@ from features.hierarchy import (
     rep_hierarchy,
 )
 from models.churn import CHURN_PROBABILITY
-from models.feasibility.backtest import RestScale, earlier_points, rest_scale
+from models.feasibility.backtest import PastPoint, RestScale, earlier_points, rest_scale
 from models.feasibility.run_rate import RestOfPeriod, day_number, estimate_run_rate
 from models.feasibility.simulation import CellInputs, widening_sigma
 from models.win import WIN_PROBABILITY
 
-__all__ = ["CHURN_HORIZON_DAYS", "build_inputs", "churn_adjustment"]
+__all__ = ["CHURN_HORIZON_DAYS", "build_inputs", "churn_adjustment", "revenue_by_node"]
 
 # The horizon churn_probability refers to unless told otherwise (train_churn's default).
 CHURN_HORIZON_DAYS = 180
@@ -255,6 +256,16 @@ def _pipeline_matured(tables: Tables, as_of: pd.Timestamp, quantile: float = 0.9
     return day_number(first) + int(max(cycle, 0.0))
 
 
+def revenue_by_node(tables: Tables, as_of: pd.Timestamp | str,
+                    levels: Sequence[str] | None = None) -> pd.DataFrame:
+    """Revenue events dated before ``as_of`` with ``ds``, ``amount`` and the node of every
+    level but company (rep, team, region and ``levels``), keys written as the simulation's
+    nodes are (missing: ``unassigned``)."""
+    extra = sorted({lv for lv in (levels or []) if lv not in HIERARCHY_LEVELS})
+    events = attribute_revenue(tables, as_of=pd.Timestamp(as_of), columns=extra)
+    return pd.concat([events[[DS, AMOUNT]], _filled(events, _node_columns(extra))], axis=1)
+
+
 def rest_of_period_scale(tables: Tables, period: str, as_of: pd.Timestamp | str,
                          win_model: Any, events: pd.DataFrame | None = None) -> RestScale:
     """The company-wide factor on the rest of ``period`` (:mod:`models.feasibility.backtest`).
@@ -295,23 +306,65 @@ def rest_of_period_scale(tables: Tables, period: str, as_of: pd.Timestamp | str,
     amount = events[AMOUNT].to_numpy(dtype=float)
     realised, expected, used = [], [], []
     for point in points:
-        before = (day < point.as_of).to_numpy()
-        if not before.any():
+        key = (id(tables), id(win_model), point.period, point.as_of)
+        cached = _REST_CACHE.get(key)
+        if cached is not None and cached[0]() is tables and cached[1]() is win_model:
+            outcome = cached[2]
+        else:
+            outcome = _rest_at(tables, point, win_model, events, codes, len(names), day, amount)
+            _remember(key, tables, win_model, outcome)
+        if outcome is None:
             continue
-        past = events[before]
-        window = RestOfPeriod(day_number(point.as_of), day_number(point.start),
-                              day_number(point.end))
-        data_start = max(day_number(past[DS].min()), _pipeline_matured(tables, point.as_of))
-        if window.as_of <= data_start:  # no run-rate history then: the outlook was a floor
-            continue
-        run_rate = estimate_run_rate(past, codes[before], len(names), window, data_start)
-        deals = _open_deals(tables, point.as_of, point.start, point.end, win_model)
-        pipeline = float((deals["p"] * deals[AMOUNT]).sum())
-        rest = ((day >= max(point.as_of, point.start)) & (day < point.end)).to_numpy()
-        realised.append(float(amount[rest].sum()))
-        expected.append(pipeline + float(run_rate.central().sum()))
+        realised.append(outcome[0])
+        expected.append(outcome[1])
         used.append(point.period)
     return rest_scale(np.array(realised), np.array(expected), used)
+
+
+# Realised and expected rest of an earlier period, by (tables, win model, period, point): the
+# same points come back for every period simulated as of nearby dates (a plan's quarters and
+# months, a scenario after its feasibility, the p_attain backtest's replays). Weak references
+# to the tables and the model are kept with the entry and compared by identity, so another
+# object never hits and nothing is kept alive; tables are taken as unchanged once built
+# (every step derives new frames).
+_REST_CACHE: dict[tuple[int, int, str, pd.Timestamp],
+                  tuple[weakref.ref[Any], weakref.ref[Any], tuple[float, float] | None]] = {}
+_REST_CACHE_SIZE = 64
+
+
+def _remember(key: tuple[int, int, str, pd.Timestamp], tables: Tables, win_model: Any,
+              outcome: tuple[float, float] | None) -> None:
+    try:
+        refs = weakref.ref(tables), weakref.ref(win_model)
+    except TypeError:  # an object without weak references is simply not cached
+        return
+    _REST_CACHE[key] = (*refs, outcome)
+    while len(_REST_CACHE) > _REST_CACHE_SIZE:
+        _REST_CACHE.pop(next(iter(_REST_CACHE)))
+
+
+def _rest_at(tables: Tables, point: PastPoint, win_model: Any, events: pd.DataFrame,
+             codes: np.ndarray, n_reps: int, day: pd.Series, amount: np.ndarray
+             ) -> tuple[float, float] | None:
+    """Realised and expected rest of ``point``'s period seen from its date; None when that
+    says nothing (no revenue before it, or no run-rate history yet).
+
+    Only rows dated before the point enter the expectation, and only the point's own period
+    its realisation, so the answer does not depend on the later date it is asked from."""
+    before = (day < point.as_of).to_numpy()
+    if not before.any():
+        return None
+    past = events[before]
+    window = RestOfPeriod(day_number(point.as_of), day_number(point.start),
+                          day_number(point.end))
+    data_start = max(day_number(past[DS].min()), _pipeline_matured(tables, point.as_of))
+    if window.as_of <= data_start:  # no run-rate history then: the outlook was a floor
+        return None
+    run_rate = estimate_run_rate(past, codes[before], n_reps, window, data_start)
+    deals = _open_deals(tables, point.as_of, point.start, point.end, win_model)
+    pipeline = float((deals["p"] * deals[AMOUNT]).sum())
+    rest = ((day >= max(point.as_of, point.start)) & (day < point.end)).to_numpy()
+    return float(amount[rest].sum()), pipeline + float(run_rate.central().sum())
 
 
 def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_model: Any, *,
@@ -339,7 +392,6 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
     window = RestOfPeriod(day_number(as_of), day_number(start), day_number(end))
     events = _with_created(tables, attribute_revenue(tables, as_of=as_of, columns=extra))
     events_nodes = _filled(events, columns)
-    # Before the open deals at as_of: a scenario's recorder keeps the last deals it was asked.
     scale = (rest_of_period_scale(tables, period, as_of, win_model, events) if rest_backtest
              else RestScale(1.0))
     deals = _open_deals(tables, as_of, start, end, win_model)
@@ -387,6 +439,7 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
         run_rate=run_rate, share_cell=share, churn_rep=churn_rep,
         levels=[*HIERARCHY_LEVELS, *extra], conversion=conversion or float("nan"),
         notes=notes, pipeline_sigma=pipeline_sigma, rest_scale=scale.factor,
+        deal_frame=deals.reset_index(drop=True),
     )
     inputs.rest_sigma = widening_sigma(inputs, scale.sigma)
     return inputs

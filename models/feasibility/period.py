@@ -12,16 +12,50 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from engine.io import Tables
-from engine.schemas import CLOSE_DATE, OPPORTUNITIES, STATUS, STATUS_OPEN, STATUS_WON
+from engine.periods import period_bounds, period_of
+from engine.schemas import (
+    CLOSE_DATE,
+    DS,
+    KEY,
+    LEVEL,
+    OPPORTUNITIES,
+    PERIOD,
+    STATUS,
+    STATUS_OPEN,
+    STATUS_WON,
+)
 from features.deals import LABEL, deal_snapshot_dates, deal_snapshots, win_training_rows
-from models.feasibility.inputs import build_inputs
-from models.feasibility.simulation import Simulation, simulate, summarise
+from models.feasibility.backtest import earlier_points
+from models.feasibility.inputs import build_inputs, revenue_by_node
+from models.feasibility.pace import (
+    PACE,
+    Choice,
+    choose,
+    elapsed,
+    node_totals,
+    pace_probability,
+    pace_sigmas,
+)
+from models.feasibility.simulation import (
+    CLOSED_TO_DATE,
+    P_ATTAIN,
+    TARGET,
+    Simulation,
+    simulate,
+    summarise,
+)
 from models.win import FLAT_WIN_RATE, StageRateWinModel
 
-__all__ = ["feasibility", "feasibility_with_simulation", "fit_stage_rates", "simulate_period"]
+__all__ = ["BACKTEST_DRAWS", "feasibility", "feasibility_with_simulation", "fit_stage_rates",
+           "pace_choice", "simulate_period"]
+
+# Draws of each replayed earlier period in the p_attain backtest (a Brier per level needs no
+# more).
+BACKTEST_DRAWS = 2_000
 
 
 def simulate_period(tables: Tables, period: str, as_of: pd.Timestamp | str, win_model: Any, *,
@@ -38,7 +72,8 @@ def simulate_period(tables: Tables, period: str, as_of: pd.Timestamp | str, win_
 def feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
                 draws: int = 10_000, seed: int = 42, win_model: Any = None,
                 churn: pd.DataFrame | None = None, levels: Sequence[str] | None = None,
-                all_nodes: bool = False, threads: int | None = None) -> pd.DataFrame:
+                all_nodes: bool = False, threads: int | None = None,
+                pace_check: bool = True) -> pd.DataFrame:
     """Attainment distribution of every node with a target in ``period``, as of ``as_of``.
 
     The frame of :func:`feasibility_with_simulation` (same arguments); use that one when the
@@ -46,14 +81,14 @@ def feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
     """
     return feasibility_with_simulation(
         tables, period, as_of, draws=draws, seed=seed, win_model=win_model, churn=churn,
-        levels=levels, all_nodes=all_nodes, threads=threads)[0]
+        levels=levels, all_nodes=all_nodes, threads=threads, pace_check=pace_check)[0]
 
 
 def feasibility_with_simulation(
         tables: Tables, period: str, as_of: pd.Timestamp | str, *, draws: int = 10_000,
         seed: int = 42, win_model: Any = None, churn: pd.DataFrame | None = None,
         levels: Sequence[str] | None = None, all_nodes: bool = False,
-        threads: int | None = None) -> tuple[pd.DataFrame, Simulation]:
+        threads: int | None = None, pace_check: bool = True) -> tuple[pd.DataFrame, Simulation]:
     """Attainment distribution of every node with a target in ``period``, as of ``as_of``.
 
     Works before the period (a plan check: pipeline expected to close plus run rate), during it
@@ -72,6 +107,9 @@ def feasibility_with_simulation(
         levels: extra levels to report besides those with targets.
         all_nodes: also report hierarchy nodes without a target.
         threads: worker threads of the deal simulation.
+        pace_check: during the period, replay the procedure at the same point of earlier
+            periods and use the pace rule's ``p_attain`` at the levels where the simulation
+            did not beat it there (:func:`pace_choice`); the notes say which.
 
     Returns:
         The frame (:data:`models.feasibility.simulation.FEASIBILITY_COLUMNS` then
@@ -88,7 +126,95 @@ def feasibility_with_simulation(
                                  churn=churn, levels=levels, threads=threads)
     simulation.notes[:0] = notes
     frame = summarise(simulation, tables.targets(), period, as_of, all_nodes=all_nodes)
+    if pace_check and frame[TARGET].notna().any():
+        choice, p_pace = pace_choice(tables, period, as_of, frame, win_model, levels=levels,
+                                     seed=seed)
+        if choice.note:
+            paced = frame[LEVEL].map(choice.method).eq(PACE).to_numpy()
+            if paced.any():
+                frame[P_ATTAIN] = np.where(paced, p_pace, frame[P_ATTAIN].to_numpy(float))
+            frame.attrs["notes"] = [*frame.attrs.get("notes", []), choice.note]
+            simulation.notes.append(choice.note)
     return frame, simulation
+
+
+def pace_choice(tables: Tables, period: str, as_of: pd.Timestamp | str, frame: pd.DataFrame,
+                win_model: Any, *, levels: Sequence[str] | None = None, seed: int = 42,
+                draws: int = BACKTEST_DRAWS) -> tuple[Choice, np.ndarray]:
+    """Which ``p_attain`` each level of ``frame`` should use, and the pace rule's per row.
+
+    The procedure (:func:`feasibility_with_simulation` without this check, ``win_model`` and
+    no churn) is replayed at the same point of the last few periods of the same length
+    (:func:`models.feasibility.backtest.earlier_points`, only rows dated before each point),
+    and so is the pace rule (:mod:`models.feasibility.pace`); both are scored against whether
+    each node with a target then reached it (:func:`models.feasibility.pace.choose`). Nothing
+    is judged (an empty note) before the period starts or once it is over: then there is no
+    pace. Only rows dated before ``as_of`` are read.
+    """
+    as_of = pd.Timestamp(as_of)
+    fraction = elapsed(period, as_of)
+    empty = np.full(len(frame), np.nan)
+    if not 0.0 < fraction < 1.0:
+        return Choice(), empty
+    events = revenue_by_node(tables, as_of, levels=[*(levels or []), *frame[LEVEL].unique()])
+    if events.empty:
+        return Choice(), empty
+    first = events[DS].min()
+    asked = [str(level) for level in frame[LEVEL].unique()]
+    targets = tables.targets()
+    cases, used = [], []
+    for point in earlier_points(period, as_of):
+        if targets is None or not (targets[PERIOD].astype(str) == point.period).any():
+            continue
+        if point.start < first:  # the data starts inside it: its revenue is not whole
+            continue
+        past, _ = feasibility_with_simulation(
+            tables, point.period, point.as_of, draws=draws, seed=seed, win_model=win_model,
+            levels=levels, pace_check=False)
+        if past.empty:
+            continue
+        share = elapsed(point.period, point.as_of)
+        if share <= 0.0:
+            continue
+        sigmas = pace_sigmas(events[events[DS] < point.as_of],
+                             _whole_periods(point.period, point.as_of, first), share, asked)
+        totals = {str(level): node_totals(events, str(level), point.start, point.end)
+                  for level in past[LEVEL].unique()}
+        actual = np.array([totals[str(level)].get(key, 0.0)
+                           for level, key in zip(past[LEVEL], past[KEY], strict=True)])
+        target = past[TARGET].to_numpy(dtype=float)
+        cases.append(pd.DataFrame({
+            "level": past[LEVEL].astype(str).to_numpy(),
+            "p_simulation": past[P_ATTAIN].to_numpy(dtype=float),
+            "p_pace": pace_probability(past[CLOSED_TO_DATE].to_numpy(dtype=float), target,
+                                       share, past[LEVEL].map(sigmas).to_numpy(dtype=float)),
+            "outcome": (actual >= target - 1e-9 * np.maximum(np.abs(target), 1.0)).astype(float),
+        }))
+        used.append(point.period)
+    if not used:
+        return choose(pd.DataFrame(), asked, used), empty
+    choice = choose(pd.concat(cases, ignore_index=True), asked, used)
+    sigmas = pace_sigmas(events, _whole_periods(period, as_of, first), fraction, asked)
+    p_pace = pace_probability(frame[CLOSED_TO_DATE].to_numpy(dtype=float),
+                              frame[TARGET].to_numpy(dtype=float), fraction,
+                              frame[LEVEL].map(sigmas).to_numpy(dtype=float))
+    return choice, p_pace
+
+
+def _whole_periods(period: str, as_of: pd.Timestamp, first: pd.Timestamp) -> list[str]:
+    """Earlier periods of ``period``'s length over by ``as_of`` that the data covers whole."""
+    text = str(period).strip()
+    freq = "Y" if len(text) == 4 else ("Q" if "Q" in text else "M")
+    start = period_bounds(period)[0]
+    out = []
+    for back in range(1, 10_000):
+        label = period_of(start, freq, -back)
+        k_start, k_end = period_bounds(label)
+        if k_start < first:
+            break
+        if k_end <= as_of:
+            out.append(label)
+    return out
 
 
 def _won_and_lost(tables: Tables, as_of: pd.Timestamp) -> bool:

@@ -496,24 +496,6 @@ def _unmatched(attributes: pd.DataFrame, where: Mapping[str, tuple[str, ...]]) -
 # === applying the shocks ======================================================================
 
 
-@dataclass
-class _Recorder:
-    """A win model that remembers the open deals it was asked about (the order of the cell
-    inputs' deals) and otherwise is the model it wraps."""
-
-    model: Any
-    deals: pd.DataFrame | None = None
-
-    def predict_frame(self, deals: pd.DataFrame) -> pd.DataFrame:
-        self.deals = deals
-        return self.model.predict_frame(deals)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "model":  # not yet set (copy, pickle): no recursion
-            raise AttributeError(name)
-        return getattr(self.model, name)
-
-
 def _slipped_p(win_model: Any, deals: pd.DataFrame, days: np.ndarray, baseline_p: np.ndarray,
                start: pd.Timestamp, end: pd.Timestamp, as_of: pd.Timestamp) -> np.ndarray:
     """In-period win probabilities once the deals' expected closes moved by ``days``."""
@@ -800,11 +782,10 @@ def run_scenario(tables: Tables, period: str, as_of: pd.Timestamp | str, scenari
         ValueError: the period or ``as_of`` cannot be simulated (from the engine).
     """
     as_of = pd.Timestamp(as_of)
-    recorder = _Recorder(win_model)
     wanted = sorted({*(levels or []), *scenario_levels(scenario)})
-    inputs = build_inputs(tables, period, as_of, recorder, churn=churn, levels=wanted,
+    inputs = build_inputs(tables, period, as_of, win_model, churn=churn, levels=wanted,
                           churn_horizon_days=churn_horizon_days)
-    shocked, notes = shock_inputs(tables, period, as_of, scenario, inputs, recorder.deals,
+    shocked, notes = shock_inputs(tables, period, as_of, scenario, inputs, inputs.deal_frame,
                                   win_model, churn=churn, churn_horizon_days=churn_horizon_days)
     targets = tables.targets()
     simulations = tuple(simulate(i, draws=draws, seed=seed, threads=threads,

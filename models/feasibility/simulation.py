@@ -243,6 +243,9 @@ class CellInputs:
         rest_sigma: spread of a company-wide factor of mean 1 on the rest of the period
             (:func:`widening_sigma`): what widens it to the spread those earlier periods
             showed around the corrected outlook (0: no widening).
+        deal_frame: the open deals as the win model was asked about them (one row per entry
+            of ``deal_p``, same order), what a scenario's shocks select from; ``None`` when
+            the inputs were made by hand.
     """
 
     cells: pd.DataFrame
@@ -261,6 +264,7 @@ class CellInputs:
     pipeline_sigma: float = 0.0
     rest_scale: float = 1.0
     rest_sigma: float = 0.0
+    deal_frame: pd.DataFrame | None = None
 
 
 @dataclass

@@ -120,6 +120,12 @@ def test_a_shrinking_crm_falls_back_to_the_pace_rule_where_it_did_better(real_da
     assert company["p_attain"] != pytest.approx(float((draws >= company["target"]).mean()),
                                                 abs=1e-3)
     assert company["p_attain"] < 0.5  # 2017Q4 fell short of 2017Q3 (2.80M vs 2.98M)
+    # The simulation says which levels are paced, so a what-if on another target agrees.
+    fraction, sigma = simulation.paced[LEVEL_COMPANY]
+    assert fraction == pytest.approx(elapsed(period, as_of))
+    assert pace_probability(np.array([company["closed_to_date"]]), np.array([company["target"]]),
+                            fraction, sigma)[0] == pytest.approx(company["p_attain"])
+    assert LEVEL_REP not in simulation.paced
     # Without the check, the simulation's own share.
     plain, _ = feasibility_with_simulation(tables, period, as_of, draws=1000, win_model=model,
                                            pace_check=False)

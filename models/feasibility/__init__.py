@@ -18,6 +18,10 @@ last few periods brought, seen from the same point of those periods (with what w
 the mean log ratio of realised to expected, shrunk, scales the run rate and the odds of every
 deal's win, and its spread is the least spread the company's rest of period is given.
 
+Finally the whole p_attain procedure is replayed at the same point of those periods and
+compared with the pace rule (closed to date / share elapsed): a level where the simulation did
+not beat it there reports the pace rule's p_attain, and the notes say so.
+
 The package, one concern a module:
 
 - ``run_rate``: the run-rate forecaster and its own backtest (:func:`estimate_run_rate`);
@@ -29,7 +33,11 @@ The package, one concern a module:
 - ``simulation``: the Monte Carlo (:func:`simulate`) and its summary: P(attain)
   (:func:`attained`), quantiles, must-hit and stretch (:func:`summarise`);
 - ``period``: all of it for one period in one call (:func:`feasibility`), with historical stage
-  rates when no win model is given (:func:`fit_stage_rates`);
+  rates when no win model is given (:func:`fit_stage_rates`), and the p_attain backtest
+  (:func:`models.feasibility.period.pace_choice`);
+- ``pace``: the pace rule (closed to date / share elapsed) and the choice, level by level,
+  between its p_attain and the simulation's by how each did at the same point of earlier
+  periods;
 - ``recalibration``: revised targets that keep every parent's total (:func:`recalibrate`).
 """
 

@@ -119,11 +119,14 @@ class LevelScore:
 
 @dataclass(frozen=True)
 class Choice:
-    """Which ``p_attain`` each level uses, and why (``note``; empty when nothing was judged)."""
+    """Which ``p_attain`` each level uses, and why (``note``; empty when nothing was judged),
+    with the share of the period elapsed and the pace rule's spread per level now."""
 
     levels: dict[str, LevelScore] = field(default_factory=dict)
     periods: tuple[str, ...] = ()
     note: str = ""
+    fraction: float = float("nan")
+    sigmas: dict[str, float] = field(default_factory=dict)
 
     def method(self, level: str) -> str:
         score = self.levels.get(level)

@@ -10,6 +10,7 @@ frame (:func:`models.feasibility.simulation.summarise`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -133,6 +134,9 @@ def feasibility_with_simulation(
             paced = frame[LEVEL].map(choice.method).eq(PACE).to_numpy()
             if paced.any():
                 frame[P_ATTAIN] = np.where(paced, p_pace, frame[P_ATTAIN].to_numpy(float))
+            simulation.paced = {level: (choice.fraction, choice.sigmas[level])
+                                for level, score in choice.levels.items()
+                                if score.method == PACE}
             frame.attrs["notes"] = [*frame.attrs.get("notes", []), choice.note]
             simulation.notes.append(choice.note)
     return frame, simulation
@@ -198,7 +202,7 @@ def pace_choice(tables: Tables, period: str, as_of: pd.Timestamp | str, frame: p
     p_pace = pace_probability(frame[CLOSED_TO_DATE].to_numpy(dtype=float),
                               frame[TARGET].to_numpy(dtype=float), fraction,
                               frame[LEVEL].map(sigmas).to_numpy(dtype=float))
-    return choice, p_pace
+    return replace(choice, fraction=fraction, sigmas=sigmas), p_pace
 
 
 def _whole_periods(period: str, as_of: pd.Timestamp, first: pd.Timestamp) -> list[str]:

@@ -284,6 +284,10 @@ class Simulation:
         lowest: the lowest revenue each node's draws may take: closed to date plus its reps'
             run-rate floors (below closed to date only where returns made past windows
             negative); ``None`` for simulations made without it.
+        paced: the levels whose p_attain is the pace rule's, not the share of these draws
+            (:mod:`models.feasibility.pace`): level -> (share of the period elapsed, log
+            spread), what :func:`models.feasibility.pace.pace_probability` needs for another
+            target of the same node.
     """
 
     nodes: pd.DataFrame
@@ -297,6 +301,7 @@ class Simulation:
     conversion: float
     notes: list[str] = field(default_factory=list)
     lowest: np.ndarray | None = None
+    paced: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def node_index(self, level: str, key: str) -> int:
         """Row of a node; KeyError when absent."""

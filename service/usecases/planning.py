@@ -28,6 +28,7 @@ from models.feasibility import (
     fit_stage_rates,
     recalibrate,
 )
+from models.feasibility.pace import pace_probability
 from service.usecases.board import record_run
 from service.usecases.feasibility import run_feasibility
 from service.usecases.request import BadRequest, NotFound, resolve_as_of, resolve_period
@@ -112,7 +113,8 @@ def _node_row(run: FeasibilityRun, level: str, key: str) -> pd.Series | None:
 
 def what_if(served: Served, level: str, key: str, target: float, period: str | None = None,
             as_of: date | None = None) -> WhatIf:
-    """P(attain) of a proposed target for one node, from the same draws as its feasibility.
+    """P(attain) of a proposed target for one node, from the same draws as its feasibility
+    (from the pace rule at a level whose feasibility uses it: :mod:`models.feasibility.pace`).
 
     Every simulated node can be asked about, with or without a target of its own.
 
@@ -129,9 +131,13 @@ def what_if(served: Served, level: str, key: str, target: float, period: str | N
     quantiles = (np.quantile(draws, [MUST_HIT_QUANTILE, 0.5, STRETCH_QUANTILE, 0.9])
                  if len(draws) else np.full(4, np.nan))
     expected = float(draws.mean()) if len(draws) else float(run.simulation.closed[column])
+    paced = run.simulation.paced.get(level)
+    p_attain = (float(pace_probability(np.array([run.simulation.closed[column]]),
+                                       np.array([target]), *paced)[0])
+                if paced is not None else attained(draws, target, expected))
     return WhatIf(
         period=run.period, as_of=run.as_of.date(), level=level, key=key, proposed_target=target,
-        p_attain=attained(draws, target, expected),
+        p_attain=p_attain,
         current_target=None if current is None else current[TARGET],
         p_attain_current=None if current is None else current[P_ATTAIN],
         expected=expected, p10=quantiles[0], p50=quantiles[1], p90=quantiles[3],

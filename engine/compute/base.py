@@ -1,0 +1,252 @@
+"""The compute interface and its pandas implementation (one machine, the default).
+
+A use case asks an engine for three things: the end of the data (:meth:`ComputeEngine.data_end`),
+the tables it needs with only the columns it reads and only the rows dated before its as-of
+(:meth:`ComputeEngine.read`, the date filter pushed into the read), and a pure function of
+pandas frames run once per group of keys (:meth:`ComputeEngine.apply_by_group`). Both engines
+run the same function on the same groups in the same row order, so their results are identical
+to the last bit: a group is a bucket of keys (CRC-32 of the key's text modulo the number of
+buckets, which Spark computes with the same ``crc32``), and every frame of a group is sorted by
+all its columns before the function sees it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from engine.io import Tables, load_tables
+from engine.io.read import is_sql_url
+from engine.periods import data_end
+from engine.schemas import DTYPES, TABLES
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "ComputeEngine",
+    "ComputeError",
+    "GroupFn",
+    "PandasEngine",
+    "TableRead",
+    "bucket_of",
+    "canonical_order",
+    "column_dtype",
+    "empty_group",
+    "finish",
+    "parquet_tables",
+]
+
+# Groups of keys per run: enough for every core of a small cluster to hold a few groups.
+DEFAULT_BUCKETS = 16
+GroupFn = Callable[[dict[str, pd.DataFrame]], pd.DataFrame]
+
+
+class ComputeError(Exception):
+    """A failure of the engine (Spark cannot start, a file it cannot parse), in plain words."""
+
+
+@dataclass(frozen=True)
+class TableRead:
+    """What a command reads of one table.
+
+    Attributes:
+        table: the table's name (``engine.schemas``).
+        columns: the columns it reads; those the source lacks are skipped (optional columns).
+        date: when given, only rows with this date before the as-of are read (rows without it
+            are dropped too: a row with no date is never before the as-of).
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    date: str | None = None
+
+
+def column_dtype(table: str, column: str) -> str:
+    """The pandas dtype of a column after validation (``engine.schemas.DTYPES``)."""
+    spec = TABLES[table].columns.get(column)
+    return DTYPES[spec.kind] if spec is not None else "object"
+
+
+def _coerce(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """The validated dtypes, whatever the reader produced; text NAs as ``None``."""
+    out: dict[str, np.ndarray] = {}
+    for column in frame.columns:
+        dtype = column_dtype(table, column)
+        if dtype == "object":
+            out[column] = _objects(frame[column])
+        else:
+            out[column] = frame[column].to_numpy(dtype=dtype)
+    return pd.DataFrame(out, columns=list(frame.columns))
+
+
+def _objects(values: pd.Series) -> np.ndarray:
+    """Python objects with ``None`` for every missing value."""
+    array = values.to_numpy(dtype=object, copy=True)
+    array[pd.isna(array)] = None
+    return array
+
+
+def canonical_order(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """One row order whatever order the rows arrived in: sorted by every column (stable), so
+    sums over rows add in the same order on every engine."""
+    frame = _coerce(frame, table)
+    if len(frame) > 1 and len(frame.columns):
+        frame = frame.sort_values(list(frame.columns), kind="mergesort", na_position="last",
+                                  ignore_index=True)
+    return frame
+
+
+def bucket_of(keys: pd.Series, buckets: int) -> np.ndarray:
+    """The group of each key: CRC-32 of its UTF-8 text modulo ``buckets`` (-1 for a missing
+    key). Each distinct key is hashed once."""
+    codes, uniques = pd.factorize(keys)
+    hashed = np.array([zlib.crc32(str(value).encode("utf-8")) % buckets for value in uniques],
+                      dtype=np.int64)
+    return np.append(hashed, -1)[codes]
+
+
+def empty_group(columns: Mapping[str, Sequence[str]]) -> dict[str, pd.DataFrame]:
+    """Frames without rows but with the validated dtypes, for finding a function's output."""
+    return {
+        table: pd.DataFrame({c: pd.Series([], dtype=column_dtype(table, c)) for c in cols})
+        for table, cols in columns.items()
+    }
+
+
+def finish(parts: Iterable[pd.DataFrame], template: pd.DataFrame, sort_by: str) -> pd.DataFrame:
+    """The groups' results as one frame shaped like ``template`` (the function's output on no
+    rows): its columns in its order, its dtypes (categoricals over the values present), rows
+    sorted by ``sort_by``."""
+    frames = [p for p in parts if len(p)]
+    if not frames:
+        return template.copy()
+    plain = [f.astype({c: object for c in f.columns
+                       if isinstance(f[c].dtype, pd.CategoricalDtype)}) for f in frames]
+    joined = pd.concat(plain, ignore_index=True)[list(template.columns)]
+    joined = joined.sort_values(sort_by, kind="mergesort", ignore_index=True)
+    for column in template.columns:
+        dtype = template[column].dtype
+        if isinstance(dtype, pd.CategoricalDtype):
+            joined[column] = pd.Categorical(_objects(joined[column]))
+        elif joined[column].dtype != dtype:
+            joined[column] = joined[column].astype(dtype)
+    return joined
+
+
+def parquet_tables(source: str) -> dict[str, Path] | None:
+    """The tables of a Parquet data directory, or None when ``source`` is not one.
+
+    A Parquet data directory holds a sub-directory per table (``orders/``, possibly
+    partitioned, e.g. ``orders/year=2024/part-0.parquet``) with Parquet files inside, and may
+    hold single ``<table>.parquet`` files beside them.
+    """
+    if is_sql_url(source):
+        return None
+    root = Path(source)
+    if not root.is_dir():
+        return None
+    found: dict[str, Path] = {}
+    has_directory = False
+    for name in TABLES:
+        folder, single = root / name, root / f"{name}.parquet"
+        if folder.is_dir() and next(folder.rglob("*.parquet"), None) is not None:
+            found[name], has_directory = folder, True
+        elif single.is_file():
+            found[name] = single
+    return found if has_directory else None
+
+
+class ComputeEngine(Protocol):
+    """Where a use case computes (see the module docstring)."""
+
+    name: str
+
+    def data_end(self, source: str) -> pd.Timestamp: ...
+
+    def read(self, source: str, reads: Sequence[TableRead], before: pd.Timestamp) -> Any: ...
+
+    def apply_by_group(self, frames: Any, key: str, fn: GroupFn, template: pd.DataFrame,
+                       buckets: int = DEFAULT_BUCKETS) -> pd.DataFrame: ...
+
+    def close(self) -> None: ...
+
+
+def _prune(frame: pd.DataFrame, read: TableRead, before: pd.Timestamp) -> pd.DataFrame:
+    frame = frame[[c for c in read.columns if c in frame.columns]]
+    if read.date is not None and read.date in frame.columns:
+        frame = frame[frame[read.date] < before]
+    return frame
+
+
+class PandasEngine:
+    """Everything in this process: data directories and SQL URLs through the validating
+    loader (every problem reported, exit 2), Parquet data directories through pyarrow with the
+    columns and the date filter pushed into the scan."""
+
+    name = "pandas"
+
+    def __init__(self) -> None:
+        self._loaded: tuple[str, Tables] | None = None
+
+    def _tables(self, source: str) -> Tables:
+        if self._loaded is None or self._loaded[0] != source:
+            self._loaded = (source, load_tables(source))
+        return self._loaded[1]
+
+    def data_end(self, source: str) -> pd.Timestamp:
+        if (paths := parquet_tables(source)) is not None:
+            return data_end(Tables(_read_parquet_dates(paths)))
+        return data_end(self._tables(source))
+
+    def read(self, source: str, reads: Sequence[TableRead], before: pd.Timestamp
+             ) -> dict[str, pd.DataFrame]:
+        if (paths := parquet_tables(source)) is not None:
+            return {r.table: _coerce(_scan_parquet(paths[r.table], r, before), r.table)
+                    for r in reads if r.table in paths}
+        tables = self._tables(source)
+        return {r.table: _prune(tables[r.table], r, before)
+                for r in reads if tables.has(r.table) and r.table not in tables.derived}
+
+    def apply_by_group(self, frames: dict[str, pd.DataFrame], key: str, fn: GroupFn,
+                       template: pd.DataFrame, buckets: int = DEFAULT_BUCKETS) -> pd.DataFrame:
+        groups = {name: bucket_of(frame[key], buckets) for name, frame in frames.items()}
+        parts = []
+        for bucket in sorted(set().union(*(set(g[g >= 0].tolist()) for g in groups.values()))):
+            group = {name: canonical_order(frame[groups[name] == bucket], name)
+                     for name, frame in frames.items()}
+            parts.append(fn(group))
+        return finish(parts, template, key)
+
+    def close(self) -> None:
+        self._loaded = None
+
+
+def _scan_parquet(path: Path, read: TableRead, before: pd.Timestamp) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    dataset = ds.dataset(path, format="parquet", partitioning="hive")
+    columns = [c for c in read.columns if c in dataset.schema.names]
+    where = None
+    if read.date is not None and read.date in columns:
+        kind = dataset.schema.field(read.date).type
+        where = ds.field(read.date) < pa.scalar(before.to_pydatetime()).cast(kind)
+    return dataset.to_table(columns=columns, filter=where).to_pandas()
+
+
+def _read_parquet_dates(paths: Mapping[str, Path]) -> dict[str, pd.DataFrame]:
+    """The date columns (and deals' status) of every table: all :func:`data_end` reads."""
+    import pyarrow.dataset as ds
+
+    frames = {}
+    for name, path in paths.items():
+        dataset = ds.dataset(path, format="parquet", partitioning="hive")
+        wanted = [*TABLES[name].columns_of_kind("date"), "status"]
+        columns = [c for c in wanted if c in dataset.schema.names]
+        frames[name] = _coerce(dataset.to_table(columns=columns).to_pandas(), name)
+    return frames

@@ -1,0 +1,256 @@
+"""The Spark engine: the same group functions, run by ``groupBy(...).applyInPandas``.
+
+Imported only when a command asks for ``--engine spark`` (``engine.compute.open_engine``), so
+every other command starts without Spark. Reads prune columns and push the date filter into
+the scan (Parquet row groups are skipped by their statistics); the tables a function needs
+travel together to each group as one tagged frame (``_table`` plus ``<table>__<column>``
+columns, null where a row belongs to another table), since ``cogroup`` takes only two.
+The JVM's own messages (its start-up notices, log4j) go to a log file, not the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pyspark.errors import PySparkException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from engine.compute.base import (
+    DEFAULT_BUCKETS,
+    ComputeError,
+    GroupFn,
+    TableRead,
+    canonical_order,
+    column_dtype,
+    finish,
+    parquet_tables,
+)
+from engine.io.read import find_table_files, is_sql_url
+from engine.schemas import CLOSE_DATE, FORWARD_LOOKING_DATES, STATUS, STATUS_OPEN, TABLES
+
+__all__ = ["SparkEngine", "spark_session"]
+
+_TABLE, _GROUP = "_table", "_group"
+_SPARK_TYPES = {"object": "string", "datetime64[ns]": "timestamp_ntz", "float64": "double"}
+
+
+def log_path() -> Path:
+    """Where the JVM's messages go (one file per user, appended)."""
+    return Path(tempfile.gettempdir()) / f"quotacast-spark-{os.getuid()}.log"
+
+
+@contextlib.contextmanager
+def _jvm_output_to_log() -> Iterator[None]:
+    """The JVM started inside inherits a stderr pointing at the log file, for good."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log_path(), "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def spark_session(master: str, shuffle_partitions: int = DEFAULT_BUCKETS,
+                  driver_memory: str | None = None) -> SparkSession:
+    """A quiet Spark session (no UI, no progress bars, errors only, UTC)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.master(master).appName("quotacast")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.python.worker.faulthandler.enabled", "false")
+    )
+    if driver_memory:
+        builder = builder.config("spark.driver.memory", driver_memory)
+    try:
+        with _jvm_output_to_log():
+            session = builder.getOrCreate()
+    except (PySparkException, OSError, RuntimeError) as exc:
+        raise ComputeError(f"Spark did not start ({exc.__class__.__name__}); it needs Java 17 "
+                           f"or later on the PATH or in JAVA_HOME; see {log_path()}") from exc
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def _header(path: Path) -> list[str]:
+    opener: Any = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+        import csv
+
+        return [name.strip() for name in next(csv.reader(handle), [])]
+
+
+def _schema(table: str, names: Sequence[str]) -> T.StructType:
+    return T.StructType([
+        T.StructField(name, T._parse_datatype_string(_SPARK_TYPES[column_dtype(table, name)])
+                      if name in TABLES[table].columns else T.StringType(), True)
+        for name in names
+    ])
+
+
+class SparkEngine:
+    """Spark local or a cluster (``master``); see the module docstring."""
+
+    name = "spark"
+
+    def __init__(self, master: str = "local[*]", session: SparkSession | None = None) -> None:
+        self.master = master
+        self._session = session
+        self._owned = session is None
+
+    @property
+    def session(self) -> SparkSession:
+        if self._session is None:
+            # A session already running in this process (a notebook, a test) is used and left
+            # running; one started here is stopped by close().
+            active = SparkSession.getActiveSession()
+            self._owned = active is None
+            self._session = active if active is not None else spark_session(self.master)
+        return self._session
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _frame(self, source: str, table: str) -> DataFrame | None:
+        if is_sql_url(source):
+            raise ComputeError("the spark engine reads data directories of CSV or Parquet "
+                               "files; for a database, use --engine pandas")
+        if (paths := parquet_tables(source)) is not None:
+            path = paths.get(table)
+            if path is None:
+                return None
+            frame = self.session.read.parquet(str(path))
+            return frame.select(*[
+                F.col(c).cast(_SPARK_TYPES[column_dtype(table, c)]).alias(c)
+                if c in TABLES[table].columns else F.col(c) for c in frame.columns])
+        files, _ = find_table_files(Path(source))
+        path = files.get(table)
+        if path is None:
+            return None
+        if path.name.endswith(".parquet"):
+            return self.session.read.parquet(str(path))
+        return (self.session.read.option("header", "true").option("mode", "FAILFAST")
+                .option("escape", '"').option("multiLine", "true")
+                .schema(_schema(table, _header(path))).csv(str(path)))
+
+    def data_end(self, source: str) -> pd.Timestamp:
+        try:
+            return self._data_end(source)
+        except PySparkException as exc:
+            raise ComputeError(_plain(exc)) from exc
+
+    def _data_end(self, source: str) -> pd.Timestamp:
+        """:func:`engine.periods.data_end` in one Spark job: the latest event date of every
+        table (a closed deal's close date counts, an open deal's expected one does not)."""
+        ends: DataFrame | None = None
+        for table in TABLES:
+            frame = self._frame(source, table)
+            if frame is None:
+                continue
+            dates = [F.col(c) for c in TABLES[table].columns_of_kind("date")
+                     if c in frame.columns and c not in FORWARD_LOOKING_DATES]
+            if STATUS in frame.columns and CLOSE_DATE in frame.columns:
+                dates.append(F.when(~F.col(STATUS).eqNullSafe(STATUS_OPEN), F.col(CLOSE_DATE)))
+            if not dates:
+                continue
+            latest = dates[0] if len(dates) == 1 else F.greatest(*dates)
+            one = frame.agg(F.max(latest).cast("timestamp_ntz").alias("end"))
+            ends = one if ends is None else ends.unionByName(one)
+        if ends is None:
+            raise ValueError("the data holds no dates")
+        latest_day = ends.agg(F.max("end").alias("end")).toPandas()["end"].iloc[0]
+        if pd.isna(latest_day):
+            raise ValueError("the data holds no dates")
+        return pd.Timestamp(latest_day).normalize()
+
+    def read(self, source: str, reads: Sequence[TableRead], before: pd.Timestamp
+             ) -> dict[str, DataFrame]:
+        try:
+            return self._read(source, reads, before)
+        except PySparkException as exc:
+            raise ComputeError(_plain(exc)) from exc
+
+    def _read(self, source: str, reads: Sequence[TableRead], before: pd.Timestamp
+              ) -> dict[str, DataFrame]:
+        out = {}
+        limit = F.lit(pd.Timestamp(before).to_pydatetime()).cast("timestamp_ntz")
+        for read in reads:
+            frame = self._frame(source, read.table)
+            if frame is None:
+                continue
+            frame = frame.select(*[c for c in read.columns if c in frame.columns])
+            if read.date is not None and read.date in frame.columns:
+                frame = frame.where(F.col(read.date) < limit)
+            out[read.table] = frame
+        return out
+
+    # --- computing -------------------------------------------------------------------------
+
+    def apply_by_group(self, frames: Mapping[str, DataFrame], key: str, fn: GroupFn,
+                       template: pd.DataFrame, buckets: int = DEFAULT_BUCKETS) -> pd.DataFrame:
+        columns = {name: list(frame.columns) for name, frame in frames.items()}
+        packed: DataFrame | None = None
+        for name, frame in frames.items():
+            tagged = frame.where(F.col(key).isNotNull()).select(
+                (F.crc32(F.col(key).cast("string")) % buckets).alias(_GROUP),
+                F.lit(name).alias(_TABLE),
+                *[F.col(c).alias(f"{name}__{c}") for c in frame.columns],
+            )
+            packed = tagged if packed is None else packed.unionByName(
+                tagged, allowMissingColumns=True)
+        if packed is None:
+            return template.copy()
+        schema = ", ".join(f"`{c}` {_SPARK_TYPES.get(str(t), 'string')}"
+                           for c, t in template.dtypes.items())
+
+        def run(group: pd.DataFrame) -> pd.DataFrame:
+            tables = {}
+            for name, cols in columns.items():
+                rows = group.loc[group[_TABLE] == name, [f"{name}__{c}" for c in cols]]
+                rows.columns = cols
+                tables[name] = canonical_order(rows, name)
+            result = fn(tables)
+            return result.astype({c: object for c in result.columns
+                                  if isinstance(result[c].dtype, pd.CategoricalDtype)})
+
+        try:
+            result = packed.groupBy(_GROUP).applyInPandas(run, schema).toPandas()
+        except PySparkException as exc:
+            raise ComputeError(_plain(exc)) from exc
+        return finish([result], template, key)
+
+    def _collect(self, frame: DataFrame, table: str) -> pd.DataFrame:
+        try:
+            out = frame.toPandas()
+        except PySparkException as exc:
+            raise ComputeError(_plain(exc)) from exc
+        return out.astype({c: column_dtype(table, c) for c in out.columns
+                           if c in TABLES[table].columns})
+
+    def close(self) -> None:
+        if self._session is not None and self._owned:
+            self._session.stop()
+        self._session = None
+
+
+def _plain(exc: Exception) -> str:
+    """The first line of a Spark failure, without the JVM stack."""
+    text = str(exc).strip().splitlines()
+    first = next((line for line in text if line.strip()), exc.__class__.__name__)
+    return f"Spark failed: {first[:300]} (details: {log_path()})"

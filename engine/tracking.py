@@ -401,6 +401,9 @@ def configure(tracking_uri: str, workspace: Workspace | str | None = None,
         # service's readiness, the CLI) want an answer in seconds.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    # A model's files (its code among them) are fetched on every load: no progress bars on
+    # the terminal of a command that reads a champion.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     # MLflow's start-up chatter (schema migrations, the CloudPickle notice about our own models
@@ -806,7 +809,7 @@ def load_champion(kind: str, alias: str = CHAMPION,
             + _unscoped_note(client, kind, alias, space)
         )
     try:
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+        pyfunc = _load_here(f"models:/{name}@{alias}")
         run = client.get_run(mv.run_id) if mv.run_id else None
     except _ASKING as exc:
         raise _unavailable(exc) from exc
@@ -814,6 +817,19 @@ def load_champion(kind: str, alias: str = CHAMPION,
     metrics = dict(run.data.metrics) if run else {}
     holdout = (mv.tags or {}).get(TAG_HOLDOUT, "")
     return LoadedModel(estimator, name, str(mv.version), mv.run_id or "", metrics, holdout)
+
+
+def _load_here(uri: str) -> Any:
+    """Load a model into this process, which already has the quotacast code: the installed
+    packages stay the ones imported (MLflow would put the model's own copy first on
+    ``sys.path`` for good; a later top-level import would then mix versions)."""
+    for package in CODE_PACKAGES:
+        importlib.import_module(package)
+    path = list(sys.path)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    finally:
+        sys.path[:] = path
 
 
 def _unscoped_note(client: MlflowClient, kind: str, alias: str, space: Workspace) -> str:
@@ -870,7 +886,7 @@ def load_pyfunc(kind: str, alias: str = CHAMPION, workspace: Workspace | None = 
     absent = missing_registry()
     if absent is not None:
         raise _no_registry(absent, kind)
-    return mlflow.pyfunc.load_model(f"models:/{model_name(kind, workspace)}@{alias}")
+    return _load_here(f"models:/{model_name(kind, workspace)}@{alias}")
 
 
 def registry_problem() -> str | None:

@@ -3,6 +3,7 @@ database, and never into ./mlruns of the training machine."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -56,8 +57,12 @@ def test_training_writes_under_the_artifacts_setting_not_the_working_directory(
             holdout="h")
         assert list(store.glob("churn/models/*/artifacts/MLmodel"))
         assert not (work / "mlruns").exists() and not (tmp_path / "db" / "mlruns").exists()
+        path = list(sys.path)
         assert tracking.load_pyfunc("churn", tracking.CHALLENGER).predict(
             pd.DataFrame({"a": [3.0]}))["churn_probability"].tolist() == [0.5]
+        # Loaded here, the installed code stays the one imported: the model's copy of it is
+        # not left first on sys.path.
+        assert sys.path == path
         assert run.version == "1"
     finally:
         tracking.configure(previous)

@@ -3,9 +3,12 @@
 The service runs in this process (FastAPI's test client, the whole HTTP stack: keys, rate
 limits, templates) over the demo company of ``--size`` (default ``medium``) in a temporary
 directory, with no champion models (the stage-rate fallback: what a fresh install serves).
-Each page is asked once cold (its simulation computed) and then ``--repeat`` times warm (the
-simulation cached per workspace, period and as-of); the table gives the cold time and the
-median and worst warm time, in milliseconds. The goal: every page under 300 ms warm.
+The service computes the current period in the background at start-up (its warm-up, timed and
+printed); the pages are asked once that is done, as a user arriving after start-up would. Each
+page is asked once cold (the first view of that page: its node's deals, trend, what changed and
+commits computed, and for another period or a scenario its simulation) and then ``--repeat``
+times warm (cached); the table gives the cold time and the median and worst warm time, in
+milliseconds. The goal: every page of the current period under 300 ms, cold and warm.
 
     .venv/bin/python benchmarks/board.py                 # medium
     .venv/bin/python benchmarks/board.py --size small --repeat 5
@@ -86,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                 "manager": state.keys.create("account_manager", manager)[1]}
         print(f"period {default_period(as_of)} as of {as_of.date()}, {args.draws:,} draws; "
               f"account manager {manager}")
+        while state.reload.warmed_in is None:  # the background warm-up of the current period
+            time.sleep(0.05)
+        print(f"warm-up at start-up: {state.reload.warmed_in:.1f} s (current period's "
+              "simulation, board and dashboard)")
         for name, who, path, params in _pages(manager, str(mine["region"]), str(mine["team"]),
                                               str(mine[REP]), earlier):
             times = []
@@ -107,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     slow = [r for r in rows if r[2] >= TARGET_MS]
     print("every page under 300 ms warm" if not slow
           else f"{len(slow)} page(s) at or over {TARGET_MS:.0f} ms warm")
+    current = [r for r in rows if not r[0].startswith(("/board period", "/board + scenario"))]
+    cold = [r for r in current if r[1] >= TARGET_MS]
+    print("every page of the current period under 300 ms cold (first view)" if not cold
+          else f"{len(cold)} page(s) of the current period at or over {TARGET_MS:.0f} ms cold: "
+          + ", ".join(r[0] for r in cold))
     return 0
 
 

@@ -160,7 +160,7 @@ def quiet_options(**overrides: object) -> ServiceSettings:
     values: dict[str, object] = {"draws": 2000, "deliver_notifications": False,
                                  "registry_check_seconds": 0.0, "rate_limit_per_minute": 60_000,
                                  "rate_limit_burst": 10_000, "failed_keys_per_minute": 60_000,
-                                 "failed_keys_burst": 10_000}
+                                 "failed_keys_burst": 10_000, "warm_up": False}
     values.update(overrides)
     return ServiceSettings(**values)  # type: ignore[arg-type]
 

@@ -109,9 +109,12 @@ def record_feasibility(ctx: typer.Context, frame: pd.DataFrame, source: str) -> 
 
 
 def record_simulation(ctx: typer.Context, tables: Tables, simulation: Simulation, period: str,
-                      as_of: pd.Timestamp, source: str = "feasibility") -> int:
-    """Store the snapshot of every node of a feasibility simulation (:func:`record_feasibility`)."""
-    return record_feasibility(ctx, every_node(tables, simulation, period, as_of), source)
+                      as_of: pd.Timestamp, source: str = "feasibility",
+                      frame: pd.DataFrame | None = None) -> int:
+    """Store the snapshot of every node of a feasibility simulation (:func:`record_feasibility`);
+    ``frame``: the feasibility's answer, whose P(attain) the snapshot keeps
+    (:func:`service.usecases.board.every_node`)."""
+    return record_feasibility(ctx, every_node(tables, simulation, period, as_of, frame), source)
 
 
 @dataclass
@@ -167,7 +170,7 @@ class SnapshotRecorder:
             _not_stored(exc)
             return
         record_simulation(self.ctx, self.tables, result.simulation, period, pd.Timestamp(at),
-                          "warnings")
+                          "warnings", result.frame)
 
 
 def _node(tables: Tables, level: str | None, key: str | None, rep: str | None

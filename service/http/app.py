@@ -1,7 +1,9 @@
 """The FastAPI application: :func:`create_app` builds one over the given settings.
 
-At start-up (the lifespan) the app loads and validates the data once, opens the key and alert
-stores, and loads the ``champion`` of every model kind from the MLflow registry. Nothing there
+At start-up (the lifespan) the app loads and validates the data, opens the key and alert
+stores, and loads the ``champion`` of every model kind from the MLflow registry; a background
+thread then computes the current period (:mod:`service.http.reload`) and, with
+``QUOTACAST_RELOAD_SECONDS`` > 0, reloads the data whenever its files change. Nothing there
 stops it from starting: bad data leaves it not ready (503 on /readyz, with the problems), an
 unreachable registry or a kind without champion leaves it serving without that model (503 on
 the endpoints that need it), and /readyz and the log say which versions it serves.
@@ -31,6 +33,7 @@ from service.http.middleware import (
     MetricsMiddleware,
     SecurityHeadersMiddleware,
 )
+from service.http.reload import DataWatcher
 from service.http.routes import ROUTERS
 from service.http.state import AppState, build_state
 from service.usecases.request import Refusal
@@ -126,9 +129,14 @@ def create_app(settings: Settings | None = None,
         state = build_state(settings, options, request_metrics, sources)
         app.state.quotacast = state
         _report(state)
+        watcher = DataWatcher(state, every=settings.reload_seconds, warm_up=options.warm_up)
+        if settings.reload_seconds > 0:
+            log.info("data checked for changes every %g s", settings.reload_seconds)
+        watcher.start()
         try:
             yield
         finally:
+            watcher.stop()
             state.close()
 
     app = FastAPI(title="quotacast", version=_version(), description=_DESCRIPTION,

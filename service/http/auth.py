@@ -43,6 +43,7 @@ from service.http.ratelimit import TokenBucketLimiter
 
 __all__ = [
     "MATRIX",
+    "NOT_YOURS",
     "Permission",
     "Principal",
     "authenticate",
@@ -50,6 +51,7 @@ __all__ = [
     "board_node",
     "board_nodes",
     "customer_owner",
+    "names_other_node",
     "throttle",
 ]
 
@@ -173,20 +175,35 @@ def customer_owner(principal: Principal, owner: str | None) -> str | None:
 
 _REP = "rep"
 _COMPANY = ("company", "all")
+NOT_YOURS = "an account manager key sees and submits for its own rep node only"
+
+
+def names_other_node(principal: Principal, level: str | None, key: str | None) -> bool:
+    """Whether an account manager's request names a node other than its own rep node.
+
+    The one rule of the board's scope (pages, ``/v1/deals``, trend, changes and commits): an
+    account manager may name nothing, its rep level, its own name, or both
+    (``level=rep&key=<owner>``); anything else (another rep, the company, a team, its own name
+    at another level) is another node. An empty value counts as not given. Other roles name
+    any node: always False.
+    """
+    mine = principal.scoped_to
+    if mine is None:
+        return False
+    return (level or None) not in (None, _REP) or (key or None) not in (None, mine)
 
 
 def board_node(principal: Principal, level: str | None, key: str | None) -> tuple[str, str]:
     """The board node a request is about: ``level`` (default the company) and ``key`` (the
     company's is ``all``; another level without a key: 404, no such node). An account manager's
-    is always its own rep node: naming any other answers 403."""
+    is always its own rep node: naming any other (:func:`names_other_node`) answers 403."""
     mine = principal.scoped_to
     if mine is not None:
-        if (level, key) not in ((None, None), (None, mine), (_REP, mine)):
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                detail="an account manager key sees and submits for its own "
-                                       "rep node only")
+        if names_other_node(principal, level, key):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=NOT_YOURS)
         return _REP, mine
     chosen = level or _COMPANY[0]
+    key = key or None
     if key is None and chosen == _COMPANY[0]:
         key = _COMPANY[1]
     if key is None:

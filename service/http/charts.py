@@ -132,11 +132,15 @@ def _svg_open(width: float, height: float, label: str, css_class: str) -> list[s
 
 def fan_svg(*, target: float | None, closed: float, p10: float, p50: float, p90: float,
             stretch: float, start_day: float, as_of_day: float, end_day: float,
-            label: str) -> str:
-    """One node's period as a fan: revenue closed to date (a straight line from the period
-    start: the daily path is not drawn), then from as-of to the period end the 10-90% range
-    of the simulated total, the must-hit (P10) to stretch (P70) range darker, the median as a
-    line, and the target as a dashed red line. ``*_day``: days since any fixed origin."""
+            label: str, path: Sequence[float] | None = None) -> str:
+    """One node's period as a fan: revenue closed to date, then from as-of to the period end
+    the 10-90% range of the simulated total, the must-hit (P10) to stretch (P70) range darker,
+    the median as a line, and the target as a dashed red line. ``*_day``: days since any fixed
+    origin.
+
+    ``path``: the closed to date cumulated at the end of each day from the period's start
+    (:func:`service.usecases.board.closed_path`), drawn as a step line that ends at
+    ``closed``; without it, a straight line from the start to ``closed``."""
     width, height, left, right, top, bottom = 600, 230, 64, 96, 14, 28
     plot_w, plot_h = width - left - right, height - top - bottom
     span = max(end_day - start_day, 1.0)
@@ -175,9 +179,21 @@ def fan_svg(*, target: float | None, closed: float, p10: float, p50: float, p90:
                      "</title></polygon>")
         parts.append(f'<line x1="{cx:.1f}" y1="{cy:.1f}" x2="{ex:.1f}" y2="{y(p50):.1f}" '
                      'stroke="#111827" stroke-width="2"><title>median</title></line>')
-    parts.append(f'<line x1="{x(start_day):.1f}" y1="{y(0):.1f}" x2="{cx:.1f}" y2="{cy:.1f}" '
-                 'stroke="#1e3a8a" stroke-width="3" class="closed"><title>closed to date'
-                 "</title></line>")
+    if path:
+        points = [(x(start_day), y(0))]
+        for day, total in enumerate(path, start=1):  # day ``day - 1`` ends at ``total``
+            at, level = x(min(start_day + day, now)), y(total)
+            if level != points[-1][1]:  # a step where the day added revenue
+                points += [(at, points[-1][1]), (at, level)]
+        points.append((cx, cy))
+        drawn = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+        parts.append(f'<polyline points="{drawn}" fill="none" stroke="#1e3a8a" '
+                     'stroke-width="3" stroke-linejoin="round" class="closed closed-path">'
+                     "<title>closed to date, day by day</title></polyline>")
+    else:
+        parts.append(f'<line x1="{x(start_day):.1f}" y1="{y(0):.1f}" x2="{cx:.1f}" '
+                     f'y2="{cy:.1f}" stroke="#1e3a8a" stroke-width="3" class="closed">'
+                     "<title>closed to date</title></line>")
     if target:
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(target):.1f}" '
                      f'y2="{y(target):.1f}" stroke="#dc2626" stroke-width="2" '

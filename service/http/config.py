@@ -30,6 +30,8 @@ class ServiceSettings(BaseSettings):
         deliver_notifications: send warning notifications right after an evaluation (one
             attempt; the rest stays in the outbox for ``quotacast warnings deliver``).
         cookie_secure: mark the dashboard's key cookie ``Secure`` (behind HTTPS).
+        warm_up: compute the current period's simulation and first pages in the background at
+            start-up (and after each reload), so the first view does not wait for them.
     """
 
     model_config = SettingsConfigDict(
@@ -46,3 +48,4 @@ class ServiceSettings(BaseSettings):
     registry_check_seconds: float = Field(default=30.0, ge=0)
     deliver_notifications: bool = True
     cookie_secure: bool = False
+    warm_up: bool = True

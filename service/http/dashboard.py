@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -40,7 +43,7 @@ from engine.schemas import (
 from models.base import MODEL_KINDS
 from models.feasibility import MUST_HIT_QUANTILE, P_ATTAIN, STRETCH_QUANTILE, TARGET, Method
 from models.feasibility.scenario import EXPECTED_DELTA
-from service.http.auth import Permission, Principal, board_node
+from service.http.auth import Permission, Principal, board_node, names_other_node
 from service.http.auth import board_nodes as board_nodes_of
 from service.http.charts import (
     fan_svg,
@@ -58,7 +61,15 @@ from service.http.routes.scenario import ScenarioIn, ScenarioNode, post_scenario
 from service.http.routes.warnings import alert_list
 from service.http.schemas import AlertList, FeasibilityNode, FeasibilityOut
 from service.http.state import AppState
-from service.usecases.board import board_changes, board_store, board_trend
+from service.usecases.board import (
+    DIMENSION_DRAWS,
+    board_changes,
+    board_store,
+    board_trend,
+    closed_path,
+    dimension_levels,
+    dimension_run,
+)
 from service.usecases.commits import list_commits, submit_commit
 from service.usecases.planning import FeasibilityRun, feasibility_run, recalibration
 from service.usecases.request import (
@@ -74,9 +85,9 @@ from service.usecases.served import Memo
 
 __all__ = ["AT_RISK_ROWS", "BOARD_DEALS", "SCENARIO_ROWS", "BoardNode", "BoardNodes", "Picker",
            "Section", "board_context", "board_nodes", "board_url", "dashboard_context",
-           "last_revenue_day", "money", "percent", "period_choices", "ranked_by_gap",
-           "relative_change", "scenario_rows", "signed_change", "submit_board_commit",
-           "unknown_scenario"]
+           "forget_board", "last_revenue_day", "money", "percent", "period_choices",
+           "ranked_by_gap", "relative_change", "scenario_rows", "signed_change",
+           "submit_board_commit", "unknown_scenario"]
 
 AT_RISK_ROWS = 20
 SCENARIO_ROWS = 15
@@ -271,6 +282,43 @@ class BoardNodes:
         return out[::-1]
 
 
+def forget_board() -> None:
+    """Forget every computed board value (the data changed: see :mod:`service.http.reload`)."""
+    _BOARD.clear()
+    _BACKGROUND.clear()
+
+
+class Background:
+    """Values computed on one background thread, which a page shows once they are done
+    instead of waiting for them (the dimensions' simulation: seconds at a large company)."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._futures: OrderedDict[Hashable, Future[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quotacast-board")
+
+    def future(self, key: Hashable, compute: Callable[[], Any]) -> Future[Any]:
+        """The computation of ``key``, started when it is not known yet."""
+        with self._lock:
+            found = self._futures.get(key)
+            if found is None:
+                found = self._pool.submit(compute)
+                self._futures[key] = found
+                while len(self._futures) > self.size:
+                    self._futures.popitem(last=False)
+            else:
+                self._futures.move_to_end(key)
+            return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._futures.clear()
+
+
+_BACKGROUND = Background()
+
+
 def _versions(state: AppState) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, str(m.version)) for k, m in state.models.items()))
 
@@ -418,7 +466,8 @@ def _resolve_picker(state: AppState, period: str | None, as_of: str | None) -> P
     return picker
 
 
-def _node_section(view: BoardNodes, at: int, picker: Picker) -> dict[str, Any]:
+def _node_section(state: AppState, view: BoardNodes, at: int, picker: Picker
+                  ) -> dict[str, Any]:
     node = view.nodes[at]
     start, end = period_bounds(picker.period)
     origin = start
@@ -427,10 +476,14 @@ def _node_section(view: BoardNodes, at: int, picker: Picker) -> dict[str, Any]:
              f"{money(node.p50)}, P90 {money(node.p90)}"
              + (f" against a target of {money(node.target)}, P(attain) "
                 f"{percent(node.p_attain)}" if node.target is not None else ", no target"))
+    tables = state.tables()
+    path = _cached(state, f"closed path {node.level} {node.key}", picker.period, picker.as_of,
+                   lambda: [float(v) for v in closed_path(tables, picker.period, picker.as_of,
+                                                          node.level, node.key)])
     fan = fan_svg(target=node.target, closed=node.closed, p10=node.p10, p50=node.p50,
                   p90=node.p90, stretch=node.stretch, start_day=0.0,
                   as_of_day=float((picker.as_of - origin).days),
-                  end_day=float((end - origin).days), label=label)
+                  end_day=float((end - origin).days), label=label, path=path)
     return {"node": node, "fan": Markup(fan), "fan_label": label}
 
 
@@ -524,19 +577,63 @@ def _board_deals(state: AppState, principal: Principal, picker: Picker, node: Bo
     return _section(True, build)
 
 
-def _forbidden(principal: Principal, level: str | None, key: str | None) -> bool:
-    """An account manager naming a node other than its own rep."""
-    mine = principal.scoped_to
-    if mine is None or (not level and not key):
-        return False
-    return not (level == LEVEL_REP and key in (None, "", mine))
+_HIERARCHY_ONLY = ("{what} kept per node of the hierarchy (company, region, team, rep); "
+                   "{node} has no target, so its outlook above is what the board shows of it.")
+
+
+def _dimension_levels(state: AppState, run: FeasibilityRun, view: BoardNodes) -> list[str]:
+    """The data's dimensions no target of the period names (product, segment, channel)."""
+    return _cached(state, "dimension levels", run.period, run.as_of, lambda: dimension_levels(
+        state.tables(), {str(n.level) for n in view.nodes}))
+
+
+def _dimensions(state: AppState, run: FeasibilityRun, levels: list[str], wait: bool
+                ) -> tuple[BoardNodes | None, str | None]:
+    """The dimension ``levels``' nodes: ``(nodes, problem)``. Simulated once per period,
+    as-of and models on a background thread (:func:`service.usecases.board.dimension_run`);
+    without ``wait``, ``nodes`` is None until that is done (and the problem says so)."""
+    models = dict(state.models)
+    key = (state.name, state.data.source, state.settings.database_url, "dimensions",
+           run.period, run.as_of, tuple(levels), _versions(state))
+
+    def compute() -> BoardNodes:
+        result = dimension_run(state, run.period, run.as_of, levels, models)
+        return board_nodes(FeasibilityRun(run.period, run.as_of, result.frame,
+                                          result.simulation, result.notes,
+                                          len(result.simulation.draws)))
+
+    future = _BACKGROUND.future(key, compute)
+    if not wait and not future.done():
+        return None, (f"The {', '.join(levels)} nodes of {run.period} are being simulated in "
+                      "the background: reload the page in a few seconds.")
+    try:
+        return future.result(), None
+    except (Refusal, ValueError) as exc:
+        return None, f"The {', '.join(levels)} nodes cannot be simulated: {exc}"
+
+
+def _dimension_section(state: AppState, levels: list[str], nodes: BoardNodes | None,
+                       problem: str | None) -> Section:
+    """The company's dimension nodes, per level, largest expected first."""
+    if not levels:
+        return Section()
+    extra = {"levels": levels, "draws": min(state.draws, DIMENSION_DRAWS)}
+    if nodes is None:
+        return Section(shown=True, problem=problem, extra=extra)
+    groups = {level: sorted((n for n in nodes.nodes if n.level == level
+                             and (n.expected or n.closed)), key=lambda n: -n.expected)
+              for level in levels}
+    return Section(shown=True, content={k: v for k, v in groups.items() if v}, extra=extra)
 
 
 def board_context(state: AppState, principal: Principal, *, period: str | None = None,
                   as_of: str | None = None, level: str | None = None, key: str | None = None,
-                  scenario: str | None = None, method: str | None = None
-                  ) -> tuple[int, dict[str, Any]]:
+                  scenario: str | None = None, method: str | None = None,
+                  wait_dimensions: bool = False) -> tuple[int, dict[str, Any]]:
     """The status code and template variables of the board for this caller.
+
+    ``wait_dimensions``: the company page waits for its dimension nodes (product, segment,
+    channel) instead of saying they are being computed (the warm-up does).
 
     An account manager sees its own rep node, deals and customers only; naming another node
     answers 403 with a plain "not yours" section and nothing of that node.
@@ -547,7 +644,7 @@ def board_context(state: AppState, principal: Principal, *, period: str | None =
         "principal": principal, "data": state.data, "colour": risk_colour,
         "planning": principal.can(Permission.PLANNING), "board_url": board_url,
         "picked_scenario": scenario or "", "method": method or "even_probability"}
-    if _forbidden(principal, level, key):
+    if names_other_node(principal, level, key):
         context["not_yours"] = (f"{(level or 'that level')[:100]} {(key or '')[:100]} is not "
                                 "yours: an account "
                                 "manager's board shows their own rep node, deals and customers "
@@ -570,6 +667,18 @@ def board_context(state: AppState, principal: Principal, *, period: str | None =
     mine = principal.scoped_to
     wanted = (LEVEL_REP, mine) if mine else (level or LEVEL_COMPANY, key or COMPANY_KEY)
     at = view.index.get(wanted)
+    dimensions = [] if mine else _dimension_levels(state, run, view)
+    context["dimensions"] = Section()
+    if at is None and wanted[0] in dimensions:  # a product, segment or channel node
+        found, why = _dimensions(state, run, dimensions, wait=True)
+        if found is not None and wanted in found.index:
+            view, at = found, found.index[wanted]
+        elif why:
+            context["problem"] = why
+            return status.HTTP_503_SERVICE_UNAVAILABLE, context
+    elif at == view.index.get((LEVEL_COMPANY, COMPANY_KEY)) and dimensions:
+        context["dimensions"] = _dimension_section(
+            state, dimensions, *_dimensions(state, run, dimensions, wait=wait_dimensions))
     if at is None:
         shown = [w if len(w) <= 100 else w[:100] + "..." for w in wanted]
         context["problem"] = (
@@ -589,12 +698,24 @@ def board_context(state: AppState, principal: Principal, *, period: str | None =
     node = chain[-1]
     kids = [] if mine else [k for k in (view.nodes[i] for i in view.children(at))
                             if k.target is not None or k.expected or k.closed]
-    context.update(_node_section(view, at, picker))
+    context.update(_node_section(state, view, at, picker))
     context["crumbs"] = chain
     context["children"] = (_children_section(view, at, run.period) if not mine
                            else {"groups": {}, "chart": None, "count": 0})
     context["targets_missing"] = not any(n.target is not None for n in view.nodes)
     context["notes"] = run.notes
+    context["trend"] = _board_trend(state, picker, node)
+    context["changes"] = _board_changes(state, picker, node, context["trend"])
+    if node.level in dimensions:  # simulated beside the hierarchy, for its outlook only
+        context["draws"] = min(state.draws, DIMENSION_DRAWS)
+        context["deals"] = Section(shown=True, problem=_HIERARCHY_ONLY.format(
+            what="The deals behind a gap are", node=node.name))
+        context["commits"] = Section(shown=True, extra={"can_submit": False},
+                                     problem=_HIERARCHY_ONLY.format(
+                                         what="Commits are", node=node.name))
+        context["scenario"] = context["recalibration"] = Section()
+        context["at_risk"] = Section()
+        return status.HTTP_200_OK, context
     context["draws"] = run.draws
     context["deals"] = _board_deals(state, principal, picker, node)
     context["scenario"] = _board_scenario(state, principal, scenario, picker, chain,
@@ -602,8 +723,6 @@ def board_context(state: AppState, principal: Principal, *, period: str | None =
     context["recalibration"] = (
         _board_recalibration(state, picker, node, kids, method or "even_probability")
         if principal.can(Permission.PLANNING) else Section())
-    context["trend"] = _board_trend(state, picker, node)
-    context["changes"] = _board_changes(state, picker, node, context["trend"])
     context["commits"] = _board_commits(state, principal, picker, node, kids)
     context["at_risk"] = _section(mine is not None, lambda: at_risk_page(
         state, principal, None, 0.0, 1, AT_RISK_ROWS))

@@ -8,7 +8,7 @@ Field names are the output columns of CONTRACTS.md. Numbers the engine may leave
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -47,6 +47,7 @@ __all__ = [
     "RecalibrationNode",
     "RecalibrationOut",
     "RegistryOut",
+    "ReloadOut",
     "SilenceIn",
     "SilenceOut",
     "WhatIfIn",
@@ -101,6 +102,22 @@ class DataStatus(_Out):
     problems: list[str] = Field(default_factory=list)
 
 
+class ReloadOut(_Out):
+    """How the data is kept fresh (``QUOTACAST_RELOAD_SECONDS``)."""
+
+    every_seconds: float = Field(description="0: the data is loaded once, at start-up")
+    watched: bool = Field(description="whether the source's files are watched for changes")
+    checked_at: datetime | None = None
+    loaded_at: datetime | None = Field(default=None, description="when the data served was "
+                                       "loaded")
+    loads: int = Field(description="loads so far, start-up included")
+    problems: list[str] = Field(default_factory=list, description=(
+        "why the latest changed data was refused (the data loaded before is still served); "
+        "empty: the latest data is served"))
+    warmed_in: float | None = Field(default=None, description=(
+        "seconds the last background computation of the current period took"))
+
+
 class RegistryOut(_Out):
     uri: str
     reachable: bool
@@ -128,6 +145,7 @@ class ReadyOut(_Out):
     models: dict[str, ModelOut | None] | None = Field(default=None, description="with a key only")
     model_problems: dict[str, str] | None = Field(default=None, description="with a key only")
     registry: RegistryOut | None = Field(default=None, description="with a key only")
+    reload: ReloadOut | None = Field(default=None, description="with a key only")
 
 
 class ModelsOut(_Out):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from engine import tracking
@@ -29,7 +30,36 @@ from service.http.ratelimit import TokenBucketLimiter
 from service.usecases.champions import load_champions
 from service.usecases.served import RegistryStatus, Served, load_data
 
-__all__ = ["AppState", "bound_registry_calls", "build_state", "served_settings"]
+__all__ = ["AppState", "Fingerprint", "ReloadStatus", "bound_registry_calls", "build_state",
+           "served_settings"]
+
+# Each file of a data source: its name, modification time (ns) and size.
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+@dataclass
+class ReloadStatus:
+    """What the watcher of one workspace last did (``/readyz`` reports it).
+
+    Attributes:
+        every_seconds: the interval (0: the data is loaded once).
+        watched: whether the source can be fingerprinted (files, a SQLite file).
+        checked_at: the last check (UTC).
+        loaded_at: when the data served was loaded (UTC).
+        loads: how many times the data was loaded (start-up included).
+        problems: why the last changed data was refused (empty: the data served is the
+            latest); the old data is served meanwhile.
+        warmed_in: seconds the last warm-up took (None: not run yet or running).
+    """
+
+    every_seconds: float = 0.0
+    watched: bool = True
+    checked_at: datetime | None = None
+    loaded_at: datetime | None = None
+    loads: int = 1
+    problems: list[str] = field(default_factory=list)
+    warmed_in: float | None = None
+    fingerprint: Fingerprint | None = None
 
 
 @dataclass(kw_only=True)
@@ -45,6 +75,8 @@ class AppState(Served):
     failures: TokenBucketLimiter = field(default_factory=lambda: TokenBucketLimiter(10, 20))
     # Every workspace served, by name (the root's own included); empty: this one alone.
     spaces: dict[str, AppState] = field(default_factory=dict)
+    # What the data watcher last did (service.http.reload).
+    reload: ReloadStatus = field(default_factory=ReloadStatus)
 
     @property
     def name(self) -> str:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.schemas import COMPANY_KEY, LEVEL_COMPANY, LEVEL_REP
-from service.http.auth import Principal
+from service.http.auth import Principal, board_node
 from service.http.deps import CustomerReader, StateDep
 from service.http.errors import errors
 from service.http.jsonbody import StrictJSONRoute
@@ -82,18 +81,11 @@ class DealsOut(_Out):
 
 def scoped_node(principal: Principal, level: str | None, key: str | None
                 ) -> tuple[str, str, str | None]:
-    """The node a caller may ask about and the owner filter its deals take: an account manager
-    its own rep node only (403 for another), the other roles any node (default: the company).
-    """
-    mine = principal.scoped_to
-    if mine is None:
-        return level or LEVEL_COMPANY, key or COMPANY_KEY, None
-    if (level, key) not in ((None, None), (LEVEL_REP, mine)) and not (
-            level == LEVEL_REP and key is None):
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            detail="an account manager key sees its own rep node and deals "
-                                   "only")
-    return LEVEL_REP, mine, mine
+    """The node a caller may ask about and the owner filter its deals take: the board's one
+    scope rule (:func:`service.http.auth.board_node`): an account manager its own rep node
+    only (403 for another), the other roles any node (default: the company)."""
+    node_level, node_key = board_node(principal, level, key)
+    return node_level, node_key, principal.scoped_to
 
 
 def _out(view: DealsView) -> DealsOut:

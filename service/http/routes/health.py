@@ -6,6 +6,7 @@ problems, models, registry) name customers and model metrics, so they need a val
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Request, Security, status
@@ -26,7 +27,7 @@ from service.http.errors import errors
 from service.http.jsonbody import StrictJSONRoute
 from service.http.metrics import escape_label
 from service.http.routes.models import model_out, registry_out
-from service.http.schemas import DataStatus, LiveOut, ReadyOut
+from service.http.schemas import DataStatus, LiveOut, ReadyOut, ReloadOut
 from service.http.state import AppState
 from service.usecases.champions import served_models
 
@@ -54,6 +55,8 @@ def _readiness(state: AppState) -> ReadyOut:
         models={k: model_out(k, m) for k, m in served_models(state, MODEL_KINDS).items()},
         model_problems=dict(sorted(state.model_problems.items())),
         registry=registry_out(state),
+        reload=ReloadOut(**{k: v for k, v in asdict(state.reload).items()
+                            if k != "fingerprint"}),
     )
 
 

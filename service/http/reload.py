@@ -1,0 +1,224 @@
+"""Fresh data on a clock, and the current period computed before anyone asks.
+
+**Warm-up.** At start-up and after each reload a background thread computes what the first view
+of the board and of the dashboard needs: the simulation of the current period at the data's
+as-of (the one ``/``, ``/v1/feasibility`` and ``/board`` open on), the board's company page
+(deals, trend, what changed, commits) and the dashboard's sections. The caches compute each
+value once (:class:`service.usecases.served.Memo`), so a request arriving meanwhile waits for
+the value being computed instead of computing it again. Each simulation writes the board's
+snapshot of every node (:func:`service.usecases.board.record_run`, the writer the CLI's
+``feasibility`` and ``warnings evaluate`` use).
+
+**Reload** (``QUOTACAST_RELOAD_SECONDS`` > 0): every interval the data source's fingerprint
+(each file's name, size and modification time; a SQLite database's file) is compared with the
+one loaded. When it changed, the data is loaded and validated anew:
+
+- valid: it replaces the served data, the caches keyed by the data are emptied, and the warm-up
+  runs again, so a snapshot per node is recorded at the new as-of: the trend grows on the
+  schedule the data changes on;
+- not valid: the old data keeps being served (never a 500), the log says why and ``/readyz``
+  (with a key) reports the problems under ``reload``; the same bad files are not read again
+  until they change.
+
+A database server (PostgreSQL...) has no cheap fingerprint: its data is not watched (``/readyz``
+says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from engine.io import is_sql_url
+from service.http.auth import Principal
+from service.http.keys import Role
+from service.http.state import AppState, Fingerprint, ReloadStatus
+from service.usecases.request import Refusal
+from service.usecases.served import DataState, load_data
+
+__all__ = ["DataWatcher", "fingerprint", "reload_once", "snapshot", "warm"]
+
+log = logging.getLogger("quotacast.service")
+
+# Who the warm-up computes the pages for: a planning role sees every section a page computes.
+_WARM = Principal(key_id="warm-up", role=Role.PLANNER)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _sqlite_file(source: str) -> Path | None:
+    import sqlalchemy as sa
+
+    try:
+        url = sa.engine.make_url(source)
+    except sa.exc.ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def fingerprint(source: str) -> Fingerprint | None:
+    """The name, size and modification time (ns) of every file of the data source, sorted;
+    a SQLite database: its file (and its write-ahead log). None: a database server, which
+    has no cheap fingerprint. A missing directory is the empty fingerprint."""
+    if is_sql_url(source):
+        path = _sqlite_file(source)
+        if path is None:
+            return None
+        files = [p for p in (path, path.with_name(path.name + "-wal")) if p.is_file()]
+        root = path.parent
+    else:
+        root = Path(source)
+        if not root.is_dir():
+            return ()
+        files = [p for p in root.rglob("*")
+                 if p.is_file() and not any(part.startswith(".")
+                                            for part in p.relative_to(root).parts)]
+    out = []
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:  # removed between the listing and now
+            continue
+        out.append((str(path.relative_to(root)), stat.st_mtime_ns, stat.st_size))
+    return tuple(sorted(out))
+
+
+def warm(state: AppState) -> float:
+    """Compute the current period's simulation and the first pages of the board and the
+    dashboard (cached), for every workspace; seconds taken. Never raises: what cannot be
+    computed is computed (and refused) again when asked."""
+    from service.http.dashboard import board_context, dashboard_context
+    from service.http.routes.dashboard import templates
+
+    began = time.perf_counter()
+    for page in ("board.html", "dashboard.html", "signin.html"):  # compiled once, kept
+        templates.get_template(page)
+    for space in state.every_space():
+        if not space.data.ok:
+            continue
+        # The company page first (its period's simulation), then the dashboard's, then the
+        # company page's product/segment/channel nodes (simulated on their own thread).
+        for name, build in (("board", lambda s=space: board_context(s, _WARM)),
+                            ("dashboard", lambda s=space: dashboard_context(s, _WARM)),
+                            ("board", lambda s=space: board_context(s, _WARM,
+                                                                    wait_dimensions=True))):
+            try:
+                build()
+            except Refusal:
+                pass
+            except Exception as exc:  # a warm-up must never kill the service
+                log.warning("warm-up of the %s of %s failed: %s", name, space.data.source,
+                            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+    return time.perf_counter() - began
+
+
+def snapshot(space: AppState) -> None:
+    """The current period's simulation at the data's as-of (which records its snapshot);
+    a refusal (no period to simulate) is left to the requests to say."""
+    from service.usecases.planning import feasibility_run
+
+    with contextlib.suppress(Refusal):
+        feasibility_run(space, None, None)
+
+
+def _forget(space: AppState) -> None:
+    """Empty every cache keyed by the data (the service's and the board's)."""
+    from service.http.dashboard import forget_board
+
+    space.clear_caches()
+    forget_board()
+
+
+def reload_once(space: AppState, load: Callable[[str], DataState] = load_data) -> bool:
+    """Check one workspace's data source and load it anew when its fingerprint changed;
+    whether new data is now served. Bad new data keeps the old data (and says why)."""
+    status = space.reload
+    status.checked_at = _now()
+    found = fingerprint(space.data.source)
+    if found is None or found == status.fingerprint:
+        return False
+    status.fingerprint = found
+    fresh = load(space.data.source)
+    if not fresh.ok:
+        status.problems = list(fresh.problems[:200])
+        served = space.data.end.date() if space.data.end is not None else None
+        log.warning("data %s changed but was NOT reloaded (%d problems; still serving the data "
+                    "of %s, up to %s): %s", space.data.source, len(fresh.problems),
+                    status.loaded_at, served, "; ".join(fresh.problems[:3]))
+        return False
+    space.data = fresh
+    _forget(space)
+    status.problems = []
+    status.loaded_at = _now()
+    status.loads += 1
+    log.info("data %s reloaded (up to %s)", fresh.source,
+             fresh.end.date() if fresh.end is not None else "?")
+    return True
+
+
+class DataWatcher:
+    """One background thread: the warm-up at start, then (``every`` > 0) a reload check of
+    every workspace each ``every`` seconds, and a warm-up after each reload. Without
+    ``warm_up`` only the current period's simulation (its snapshot) is computed after each
+    load."""
+
+    def __init__(self, state: AppState, every: float, warm_up: bool = True):
+        self.state = state
+        self.every = every
+        self.warm_up = warm_up
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        for space in state.every_space():
+            watched = fingerprint(space.data.source)
+            space.reload = ReloadStatus(every_seconds=every, watched=watched is not None,
+                                        loaded_at=_now(), fingerprint=watched)
+            if every > 0 and watched is None:
+                log.warning("data %s is a database server: it is not watched for changes "
+                            "(QUOTACAST_RELOAD_SECONDS applies to files and SQLite)",
+                            space.data.source)
+
+    def start(self) -> None:
+        if not self.warm_up and self.every <= 0:
+            return
+        self._thread = threading.Thread(target=self._run, name="quotacast-data-watcher",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _warm(self, full: bool = True) -> None:
+        if not full:  # no warm-up asked: only the snapshot of the current period
+            for space in self.state.every_space():
+                if space.data.ok:
+                    snapshot(space)
+            return
+        spent = warm(self.state)
+        for space in self.state.every_space():
+            space.reload.warmed_in = round(spent, 3)
+        log.info("current period computed in the background in %.1f s", spent)
+
+    def _run(self) -> None:
+        self._warm(self.warm_up)
+        while self.every > 0 and not self._stop.wait(self.every):
+            changed = False
+            for space in self.state.every_space():
+                try:
+                    changed |= reload_once(space)
+                except Exception as exc:  # the watcher must keep watching
+                    log.warning("reload check of %s failed: %s", space.data.source,
+                                str(exc).splitlines()[0][:200] if str(exc)
+                                else type(exc).__name__)
+            if changed and not self._stop.is_set():
+                self._warm(self.warm_up)

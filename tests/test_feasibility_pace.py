@@ -173,7 +173,7 @@ def test_earlier_points_are_replayed_once_per_tables_and_model(real_data) -> Non
     first = feasibility_inputs.rest_of_period_scale(tables, "2017Q4", as_of, model)
     asked = len(model.asked)
     assert asked >= 2 and first.periods
-    # The same points again (and a later date of the same quarter): nothing is asked again.
+    # The same points again: nothing is asked again.
     again = feasibility_inputs.rest_of_period_scale(tables, "2017Q4", as_of, model)
     assert again == first and len(model.asked) == asked
     # Another model, or another tables object, replays them.

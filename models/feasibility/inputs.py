@@ -267,12 +267,12 @@ def revenue_by_node(tables: Tables, as_of: pd.Timestamp | str,
 
 
 def rest_of_period_scale(tables: Tables, period: str, as_of: pd.Timestamp | str,
-                         win_model: Any, events: pd.DataFrame | None = None) -> RestScale:
+                         win_model: Any) -> RestScale:
     """The company-wide factor on the rest of ``period`` (:mod:`models.feasibility.backtest`).
 
     At the same point of each earlier period (:func:`models.feasibility.backtest
     .earlier_points`), the open pipeline's expected wins (``win_model`` on the deals open
-    then) plus the run rate estimated from the revenue before that date (its central value,
+    then) plus the run rate estimated from the revenue known then (its central value,
     :meth:`models.feasibility.run_rate.RunRate.central`) are compared with the revenue the
     rest of that period brought. Only rows dated before ``as_of`` are used: the
     earlier periods ended by then. Pipeline and run rate are judged together: on a young
@@ -281,6 +281,9 @@ def rest_of_period_scale(tables: Tables, period: str, as_of: pd.Timestamp | str,
     a day earlier pipeline). (The win model was trained on outcomes up to ``as_of``, so on the
     periods it learned from it errs less than it will ahead: the factor rather under-corrects.)
 
+    Each point depends only on the tables, the model and the point itself (not on ``as_of``),
+    so it is worked out once per tables and model (:data:`_REST_CACHE`).
+
     Only once the period has started: before it (a plan, a plan check) the factor is 1.
 
     Args:
@@ -288,7 +291,6 @@ def rest_of_period_scale(tables: Tables, period: str, as_of: pd.Timestamp | str,
         period: the period simulated.
         as_of: the date T.
         win_model: the model the simulation uses.
-        events: revenue events before ``as_of`` with ``created_at`` (computed when omitted).
     """
     as_of = pd.Timestamp(as_of)
     if as_of <= period_bounds(period)[0]:
@@ -296,22 +298,14 @@ def rest_of_period_scale(tables: Tables, period: str, as_of: pd.Timestamp | str,
         # correction made crm-sales plans miss their stated probabilities by 0.17 instead of
         # 0.11 (benchmarks/plan_replay.py), so plans and plan checks are left as estimated.
         return RestScale(1.0)
-    points = earlier_points(period, as_of)
-    if not points:
-        return RestScale(1.0)
-    if events is None:
-        events = _with_created(tables, attribute_revenue(tables, as_of=as_of, columns=[]))
-    codes, names = pd.factorize(_filled(events, [REP])[REP])
-    day = events[DS]
-    amount = events[AMOUNT].to_numpy(dtype=float)
     realised, expected, used = [], [], []
-    for point in points:
+    for point in earlier_points(period, as_of):
         key = (id(tables), id(win_model), point.period, point.as_of)
         cached = _REST_CACHE.get(key)
         if cached is not None and cached[0]() is tables and cached[1]() is win_model:
             outcome = cached[2]
         else:
-            outcome = _rest_at(tables, point, win_model, events, codes, len(names), day, amount)
+            outcome = _rest_at(tables, point, win_model)
             _remember(key, tables, win_model, outcome)
         if outcome is None:
             continue
@@ -322,8 +316,9 @@ def rest_of_period_scale(tables: Tables, period: str, as_of: pd.Timestamp | str,
 
 
 # Realised and expected rest of an earlier period, by (tables, win model, period, point): the
-# same points come back for every period simulated as of nearby dates (a plan's quarters and
-# months, a scenario after its feasibility, the p_attain backtest's replays). Weak references
+# same points come back whenever a period is simulated again as of a date of the same point
+# (a scenario or a what-if after its feasibility, the service asked again) and in the p_attain
+# backtest, whose replays of earlier periods look at the same earlier points. Weak references
 # to the tables and the model are kept with the entry and compared by identity, so another
 # object never hits and nothing is kept alive; tables are taken as unchanged once built
 # (every step derives new frames).
@@ -343,28 +338,28 @@ def _remember(key: tuple[int, int, str, pd.Timestamp], tables: Tables, win_model
         _REST_CACHE.pop(next(iter(_REST_CACHE)))
 
 
-def _rest_at(tables: Tables, point: PastPoint, win_model: Any, events: pd.DataFrame,
-             codes: np.ndarray, n_reps: int, day: pd.Series, amount: np.ndarray
-             ) -> tuple[float, float] | None:
+def _rest_at(tables: Tables, point: PastPoint, win_model: Any) -> tuple[float, float] | None:
     """Realised and expected rest of ``point``'s period seen from its date; None when that
     says nothing (no revenue before it, or no run-rate history yet).
 
-    Only rows dated before the point enter the expectation, and only the point's own period
-    its realisation, so the answer does not depend on the later date it is asked from."""
-    before = (day < point.as_of).to_numpy()
-    if not before.any():
+    The expectation reads the revenue as known at the point (rows dated before it), the
+    realisation the revenue of the period as known at its end: neither depends on the later
+    date the point is looked at from."""
+    past = _with_created(tables, attribute_revenue(tables, as_of=point.as_of, columns=[]))
+    if past.empty:
         return None
-    past = events[before]
+    codes, names = pd.factorize(_filled(past, [REP])[REP])
     window = RestOfPeriod(day_number(point.as_of), day_number(point.start),
                           day_number(point.end))
     data_start = max(day_number(past[DS].min()), _pipeline_matured(tables, point.as_of))
     if window.as_of <= data_start:  # no run-rate history then: the outlook was a floor
         return None
-    run_rate = estimate_run_rate(past, codes[before], n_reps, window, data_start)
+    run_rate = estimate_run_rate(past, codes, len(names), window, data_start)
     deals = _open_deals(tables, point.as_of, point.start, point.end, win_model)
     pipeline = float((deals["p"] * deals[AMOUNT]).sum())
-    rest = ((day >= max(point.as_of, point.start)) & (day < point.end)).to_numpy()
-    return float(amount[rest].sum()), pipeline + float(run_rate.central().sum())
+    known = attribute_revenue(tables, as_of=point.end, columns=[])
+    rest = (known[DS] >= max(point.as_of, point.start)) & (known[DS] < point.end)
+    return float(known.loc[rest, AMOUNT].sum()), pipeline + float(run_rate.central().sum())
 
 
 def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_model: Any, *,
@@ -392,7 +387,7 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
     window = RestOfPeriod(day_number(as_of), day_number(start), day_number(end))
     events = _with_created(tables, attribute_revenue(tables, as_of=as_of, columns=extra))
     events_nodes = _filled(events, columns)
-    scale = (rest_of_period_scale(tables, period, as_of, win_model, events) if rest_backtest
+    scale = (rest_of_period_scale(tables, period, as_of, win_model) if rest_backtest
              else RestScale(1.0))
     deals = _open_deals(tables, as_of, start, end, win_model)
     deal_nodes = _deal_nodes(tables, deals, extra) if len(deals) else _filled(deals, columns)

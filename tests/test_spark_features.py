@@ -153,6 +153,23 @@ def test_cli_engine_option_and_setting(spark: object, demo: dict[str, Path], tmp
     assert not spark.session.sparkContext._jsc.sc().isStopped()  # type: ignore[attr-defined]
 
 
+def test_spark_on_bad_cells_and_a_database_answers_in_words(
+        spark: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.cli.app import app
+
+    (tmp_path / "orders.csv").write_text("customer_id,order_date,amount\nc1,2026-13-01,5\n")
+    monkeypatch.setenv("QUOTACAST_SPARK_MASTER", "local[1]")
+    runner = CliRunner()
+    bad = runner.invoke(app, ["features", "--data", str(tmp_path), "--engine", "spark",
+                              "--out", str(tmp_path / "f.csv")])
+    assert bad.exit_code == 2, bad.output
+    assert "2026-13-01" in bad.output and "quotacast validate" in bad.output
+    assert "Traceback" not in bad.output and "at org.apache" not in bad.output
+    assert not (tmp_path / "f.csv").exists()
+    sql = runner.invoke(app, ["features", "--data", "sqlite:///x.db", "--engine", "spark"])
+    assert sql.exit_code == 1 and "--engine pandas" in sql.output
+
+
 def test_cli_bad_engine_and_pandas_path_without_spark(demo: dict[str, Path]) -> None:
     """A wrong --engine is a usage error; the pandas path never loads the Spark engine nor
     starts a JVM (pandera imports parts of pyspark by itself when it is installed)."""

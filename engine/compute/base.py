@@ -47,7 +47,12 @@ GroupFn = Callable[[dict[str, pd.DataFrame]], pd.DataFrame]
 
 
 class ComputeError(Exception):
-    """A failure of the engine (Spark cannot start, a file it cannot parse), in plain words."""
+    """A failure of the engine (Spark cannot start, a file it cannot parse), in plain words;
+    :attr:`exit_code` 2 when the data is at fault, else 1."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)

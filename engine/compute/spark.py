@@ -13,13 +13,16 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from py4j.protocol import Py4JError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -152,8 +155,8 @@ class SparkEngine:
     def data_end(self, source: str) -> pd.Timestamp:
         try:
             return self._data_end(source)
-        except PySparkException as exc:
-            raise ComputeError(_plain(exc)) from exc
+        except (PySparkException, Py4JError) as exc:
+            raise _plain(exc) from exc
 
     def _data_end(self, source: str) -> pd.Timestamp:
         """:func:`engine.periods.data_end` in one Spark job: the latest event date of every
@@ -174,7 +177,9 @@ class SparkEngine:
             ends = one if ends is None else ends.unionByName(one)
         if ends is None:
             raise ValueError("the data holds no dates")
-        latest_day = ends.agg(F.max("end").alias("end")).toPandas()["end"].iloc[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            latest_day = ends.agg(F.max("end").alias("end")).toPandas()["end"].iloc[0]
         if pd.isna(latest_day):
             raise ValueError("the data holds no dates")
         return pd.Timestamp(latest_day).normalize()
@@ -183,8 +188,8 @@ class SparkEngine:
              ) -> dict[str, DataFrame]:
         try:
             return self._read(source, reads, before)
-        except PySparkException as exc:
-            raise ComputeError(_plain(exc)) from exc
+        except (PySparkException, Py4JError) as exc:
+            raise _plain(exc) from exc
 
     def _read(self, source: str, reads: Sequence[TableRead], before: pd.Timestamp
               ) -> dict[str, DataFrame]:
@@ -230,18 +235,12 @@ class SparkEngine:
                                   if isinstance(result[c].dtype, pd.CategoricalDtype)})
 
         try:
-            result = packed.groupBy(_GROUP).applyInPandas(run, schema).toPandas()
-        except PySparkException as exc:
-            raise ComputeError(_plain(exc)) from exc
+            with warnings.catch_warnings():  # pyspark warns before raising; the error says it
+                warnings.simplefilter("ignore")
+                result = packed.groupBy(_GROUP).applyInPandas(run, schema).toPandas()
+        except (PySparkException, Py4JError) as exc:
+            raise _plain(exc) from exc
         return finish([result], template, key)
-
-    def _collect(self, frame: DataFrame, table: str) -> pd.DataFrame:
-        try:
-            out = frame.toPandas()
-        except PySparkException as exc:
-            raise ComputeError(_plain(exc)) from exc
-        return out.astype({c: column_dtype(table, c) for c in out.columns
-                           if c in TABLES[table].columns})
 
     def close(self) -> None:
         if self._session is not None and self._owned:
@@ -249,8 +248,18 @@ class SparkEngine:
         self._session = None
 
 
-def _plain(exc: Exception) -> str:
-    """The first line of a Spark failure, without the JVM stack."""
-    text = str(exc).strip().splitlines()
-    first = next((line for line in text if line.strip()), exc.__class__.__name__)
-    return f"Spark failed: {first[:300]} (details: {log_path()})"
+_CAUSE = re.compile(r"Caused by: [\w.$]+: (?:\[[A-Z_.]+\] )?(.+?)(?: SQLSTATE: \w+)?$", re.M)
+
+
+def _plain(exc: Exception) -> ComputeError:
+    """A Spark failure in a few words: its innermost cause, without the JVM stack. A cell that
+    cannot be parsed is bad input (exit 2)."""
+    text = str(exc)
+    causes = _CAUSE.findall(text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = causes[-1] if causes else (lines[0] if lines else exc.__class__.__name__)
+    first = re.sub(r"\s+", " ", first)[:300]
+    if "Cannot parse" in text or "MALFORMED_RECORD" in text:
+        return ComputeError(f"a cell of the data could not be read as its type ({first}); "
+                            "`quotacast validate --data D` lists every problem", exit_code=2)
+    return ComputeError(f"Spark failed: {first} (details: {log_path()})")

@@ -13,6 +13,7 @@ import typer
 from engine.compute import ComputeError, open_engine
 from engine.io import BadInput
 from service.cli.common import (
+    EXIT_BAD_INPUT,
     AsOfOpt,
     DataOpt,
     JsonOpt,
@@ -60,6 +61,11 @@ def features(
     except BadInput as problems:
         bad_input(problems)
     except ComputeError as exc:
+        if exc.exit_code == EXIT_BAD_INPUT:
+            err.print(f"[red]bad input:[/red] {exc}", highlight=False)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        fail(str(exc))
+    except ValueError as exc:  # the data holds no dates
         fail(str(exc))
     frame = run.frame
     err.print(f"{len(frame):,} customers x {frame.shape[1] - 2} features as of "

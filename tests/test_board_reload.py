@@ -141,3 +141,31 @@ def test_fingerprint_follows_the_files(tmp_path: Path) -> None:
     assert fingerprint(str(tmp_path / "missing")) == ()
     assert fingerprint("postgresql+psycopg://u@localhost/db") is None  # not watched
     assert fingerprint(f"sqlite:///{tmp_path / 'none.db'}") == ()
+
+
+def test_the_current_period_is_computed_before_anyone_asks(tmp_path: Path) -> None:
+    data = write_data_dir(generate(TINY, seed=SEED), tmp_path / "data")
+    settings = settings_for(tmp_path, data, f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}")
+    with pytest.MonkeyPatch.context() as patch:
+        quiet_registry(patch)
+        app = create_app(settings, quiet_options(draws=500, warm_up=True))
+        with TestClient(app) as client:
+            state: AppState = app.state.quotacast
+            _until(lambda: state.reload.warmed_in is not None)
+            # Nobody asked: the period's simulation and every node's page are cached, and
+            # the simulation left its snapshot.
+            computed = [k for k in state.feasibility_cache._items if k[0] == "feasibility"]
+            assert [(k[1], str(k[2].date())) for k in computed] == [
+                (PERIOD, str((state.span().end + pd.Timedelta(days=1)).date()))]
+            assert not board_store(state).snapshots(PERIOD, "company", "all").empty
+            from service.http.dashboard import _BOARD
+
+            pages = {k[3] for k in _BOARD._items if k[0] == state.name}
+            assert "nodes" in pages and any(p.startswith("changes team") for p in pages)
+            assert any(p.startswith("deals None rep") for p in pages)
+            key = state.keys.create("planner")[1]
+            assert client.get("/board", headers={"X-API-Key": key}).status_code == 200
+            again = [k for k in state.feasibility_cache._items if k[0] == "feasibility"]
+            assert again == computed  # the page used it, nothing computed anew
+            assert client.get("/readyz", headers={"X-API-Key": key}).json()["reload"][
+                "warmed_in"] > 0

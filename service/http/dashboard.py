@@ -83,11 +83,31 @@ from service.usecases.request import (
 from service.usecases.scenario import most_hurt, scenario_library
 from service.usecases.served import Memo
 
-__all__ = ["AT_RISK_ROWS", "BOARD_DEALS", "SCENARIO_ROWS", "BoardNode", "BoardNodes", "Picker",
-           "Section", "board_context", "board_nodes", "board_url", "dashboard_context",
-           "forget_board", "last_revenue_day", "money", "percent", "period_choices",
-           "ranked_by_gap", "relative_change", "scenario_rows", "signed_change",
-           "submit_board_commit", "unknown_scenario"]
+__all__ = [
+    "AT_RISK_ROWS",
+    "BOARD_DEALS",
+    "SCENARIO_ROWS",
+    "BoardNode",
+    "BoardNodes",
+    "Picker",
+    "Section",
+    "board_context",
+    "board_nodes",
+    "board_url",
+    "cached_nodes",
+    "dashboard_context",
+    "forget_board",
+    "last_revenue_day",
+    "money",
+    "percent",
+    "period_choices",
+    "ranked_by_gap",
+    "relative_change",
+    "scenario_rows",
+    "signed_change",
+    "submit_board_commit",
+    "unknown_scenario",
+]
 
 AT_RISK_ROWS = 20
 SCENARIO_ROWS = 15
@@ -232,7 +252,9 @@ def dashboard_context(state: AppState, principal: Principal,
 
 BOARD_DEALS = 25
 BOARD_CHILDREN_CHART = 12
-_BOARD: Memo[Any] = Memo(size=64)  # per (workspace, data, period, as-of, models): see _cached
+# Per (workspace, data, period, as-of, models): see _cached. Large enough for the few values of
+# every node page of a period (the warm-up computes them all: service.http.reload).
+_BOARD: Memo[Any] = Memo(size=2048)
 _QUANTILES = (MUST_HIT_QUANTILE, 0.5, STRETCH_QUANTILE, 0.9)
 
 
@@ -280,6 +302,13 @@ class BoardNodes:
         while self.parent[out[-1]] >= 0:
             out.append(self.parent[out[-1]])
         return out[::-1]
+
+
+def cached_nodes(state: AppState) -> BoardNodes | None:
+    """The nodes of the board's default period (None: not computed yet)."""
+    picker = _resolve_picker(state, None, None)
+    run = feasibility_run(state, picker.period, picker.as_of.date())
+    return _cached(state, "nodes", run.period, run.as_of, lambda: board_nodes(run))
 
 
 def forget_board() -> None:

@@ -32,7 +32,9 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from engine.io import is_sql_url
 from service.http.auth import Principal
@@ -41,12 +43,15 @@ from service.http.state import AppState, Fingerprint, ReloadStatus
 from service.usecases.request import Refusal
 from service.usecases.served import DataState, load_data
 
-__all__ = ["DataWatcher", "fingerprint", "reload_once", "snapshot", "warm"]
+__all__ = ["WARM_NODES", "DataWatcher", "fingerprint", "reload_once", "snapshot", "warm"]
 
 log = logging.getLogger("quotacast.service")
+T = TypeVar("T")
 
 # Who the warm-up computes the pages for: a planning role sees every section a page computes.
 _WARM = Principal(key_id="warm-up", role=Role.PLANNER)
+# Node pages computed ahead at most (a large company's reps beyond it are computed when asked).
+WARM_NODES = 300
 
 
 def _now() -> datetime:
@@ -102,22 +107,22 @@ def warm(state: AppState) -> float:
     began = time.perf_counter()
     for page in ("board.html", "dashboard.html", "signin.html"):  # compiled once, kept
         templates.get_template(page)
+    # The key lookup's first query (its statement compiled, a connection opened): a made-up,
+    # well-formed key that no store holds.
+    with contextlib.suppress(Exception):
+        state.keys.verify("qk_00000000_" + "A" * 43)
     for space in state.every_space():
         if not space.data.ok:
             continue
         # The company page first (its period's simulation), then the dashboard's, then the
-        # company page's product/segment/channel nodes (simulated on their own thread).
-        for name, build in (("board", lambda s=space: board_context(s, _WARM)),
-                            ("dashboard", lambda s=space: dashboard_context(s, _WARM)),
-                            ("board", lambda s=space: board_context(s, _WARM,
-                                                                    wait_dimensions=True))):
-            try:
-                build()
-            except Refusal:
-                pass
-            except Exception as exc:  # a warm-up must never kill the service
-                log.warning("warm-up of the %s of %s failed: %s", name, space.data.source,
-                            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        # company page's product/segment/channel nodes (simulated on their own thread), then
+        # every other node's page (deals, trend, what changed, commits, closed path: a tenth
+        # of a second or two each).
+        _quietly("board", space, partial(board_context, space, _WARM))
+        _quietly("dashboard", space, partial(dashboard_context, space, _WARM))
+        _quietly("board", space, partial(board_context, space, _WARM, wait_dimensions=True))
+        for level, key in _quietly("board", space, partial(_nodes, space)) or []:
+            _quietly("board", space, partial(board_context, space, _WARM, level=level, key=key))
     return time.perf_counter() - began
 
 
@@ -130,6 +135,29 @@ def snapshot(space: AppState) -> None:
         feasibility_run(space, None, None)
 
 
+def _quietly(name: str, space: AppState, build: Callable[[], T]) -> T | None:
+    """``build()``, or None when it refuses or fails (a warm-up must never kill the service:
+    what fails here is computed, and said, again when asked)."""
+    try:
+        return build()
+    except Refusal:
+        return None
+    except Exception as exc:
+        log.warning("warm-up of the %s of %s failed: %s", name, space.data.source,
+                    str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        return None
+
+
+def _nodes(space: AppState, most: int = WARM_NODES) -> list[tuple[str, str]]:
+    """The current period's hierarchy nodes below the company (its board's), top down."""
+    from service.http.dashboard import cached_nodes
+
+    found = cached_nodes(space)
+    if found is None:
+        return []
+    return [(n.level, n.key) for n in found.nodes if n.level != "company"][:most]
+
+
 def _forget(space: AppState) -> None:
     """Empty every cache keyed by the data (the service's and the board's)."""
     from service.http.dashboard import forget_board
@@ -138,16 +166,25 @@ def _forget(space: AppState) -> None:
     forget_board()
 
 
-def reload_once(space: AppState, load: Callable[[str], DataState] = load_data) -> bool:
-    """Check one workspace's data source and load it anew when its fingerprint changed;
-    whether new data is now served. Bad new data keeps the old data (and says why)."""
+def reload_once(space: AppState, load: Callable[[str], DataState] = load_data,
+                settle: float = 0.1) -> bool:
+    """Check one workspace's data source and load it anew when its fingerprint changed and
+    then stayed the same for ``settle`` seconds and while it was read (a file half written is
+    not read); whether new data is now served. Bad new data keeps the old data (and says
+    why)."""
     status = space.reload
     status.checked_at = _now()
     found = fingerprint(space.data.source)
     if found is None or found == status.fingerprint:
         return False
-    status.fingerprint = found
+    # A file being written (an export copied in, a CSV rewritten) is read once it settles.
+    time.sleep(settle)
+    if fingerprint(space.data.source) != found:
+        return False
     fresh = load(space.data.source)
+    if fingerprint(space.data.source) != found:  # changed while it was read: next time
+        return False
+    status.fingerprint = found
     if not fresh.ok:
         status.problems = list(fresh.problems[:200])
         served = space.data.end.date() if space.data.end is not None else None
@@ -215,7 +252,7 @@ class DataWatcher:
             changed = False
             for space in self.state.every_space():
                 try:
-                    changed |= reload_once(space)
+                    changed |= reload_once(space, settle=min(1.0, self.every / 2))
                 except Exception as exc:  # the watcher must keep watching
                     log.warning("reload check of %s failed: %s", space.data.source,
                                 str(exc).splitlines()[0][:200] if str(exc)

@@ -401,6 +401,9 @@ def configure(tracking_uri: str, workspace: Workspace | str | None = None,
         # service's readiness, the CLI) want an answer in seconds.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        # MLflow prints "View run ... at: <url>" on stdout after every run logged to a
+        # server, into a command's --json output; the command names the run itself.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # A model's files (its code among them) are fetched on every load: no progress bars on
     # the terminal of a command that reads a champion.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -554,11 +557,21 @@ def code_paths(into: Path) -> list[str]:
     return paths
 
 
+class _Discard(io.RawIOBase):
+    """A file that keeps nothing: the pass is for the modules, not the bytes."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
 class _ModuleRecorder(cloudpickle.Pickler):
     """A pickling pass that notes the module of every class, function and object pickled."""
 
     def __init__(self) -> None:
-        super().__init__(io.BytesIO(), protocol=cloudpickle.DEFAULT_PROTOCOL)
+        super().__init__(_Discard(), protocol=cloudpickle.DEFAULT_PROTOCOL)
         self.modules: set[str] = set()
 
     def reducer_override(self, obj: Any) -> Any:

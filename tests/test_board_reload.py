@@ -163,6 +163,7 @@ def test_the_current_period_is_computed_before_anyone_asks(tmp_path: Path) -> No
             pages = {k[3] for k in _BOARD._items if k[0] == state.name}
             assert "nodes" in pages and any(p.startswith("changes team") for p in pages)
             assert any(p.startswith("deals None rep") for p in pages)
+            assert any(p.startswith("closed path channel") for p in pages)  # the dimensions
             key = state.keys.create("planner")[1]
             assert client.get("/board", headers={"X-API-Key": key}).status_code == 200
             again = [k for k in state.feasibility_cache._items if k[0] == "feasibility"]

@@ -304,11 +304,15 @@ class BoardNodes:
         return out[::-1]
 
 
-def cached_nodes(state: AppState) -> BoardNodes | None:
-    """The nodes of the board's default period (None: not computed yet)."""
+def cached_nodes(state: AppState) -> list[BoardNode]:
+    """Every node of the board's default period: the hierarchy's (and levels the targets
+    name), then the product/segment/channel nodes (waiting for their simulation)."""
     picker = _resolve_picker(state, None, None)
     run = feasibility_run(state, picker.period, picker.as_of.date())
-    return _cached(state, "nodes", run.period, run.as_of, lambda: board_nodes(run))
+    view = _cached(state, "nodes", run.period, run.as_of, lambda: board_nodes(run))
+    levels = _dimension_levels(state, run, view)
+    extra = _dimensions(state, run, levels, wait=True)[0] if levels else None
+    return view.nodes + [n for n in (extra.nodes if extra else []) if n.level in levels]
 
 
 def forget_board() -> None:

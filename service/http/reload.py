@@ -149,13 +149,11 @@ def _quietly(name: str, space: AppState, build: Callable[[], T]) -> T | None:
 
 
 def _nodes(space: AppState, most: int = WARM_NODES) -> list[tuple[str, str]]:
-    """The current period's hierarchy nodes below the company (its board's), top down."""
+    """The current period's nodes below the company (its board's), top down, then its
+    product/segment/channel nodes."""
     from service.http.dashboard import cached_nodes
 
-    found = cached_nodes(space)
-    if found is None:
-        return []
-    return [(n.level, n.key) for n in found.nodes if n.level != "company"][:most]
+    return [(n.level, n.key) for n in cached_nodes(space) if n.level != "company"][:most]
 
 
 def _forget(space: AppState) -> None:

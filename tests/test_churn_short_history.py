@@ -199,3 +199,17 @@ def test_later_rows_change_nothing_as_of_t(real_data) -> None:
     assert tables[0][CHURNED].between(0, 1).all()
     scored = [score_churn_fallback(x, as_of=t)[0] for x in (six, nine)]
     pd.testing.assert_frame_equal(scored[0], scored[1])
+
+
+def test_no_candidate_says_why_in_the_error() -> None:
+    # Neither candidate fits (four customers, nobody bought twice): the error names both
+    # reasons itself, since the notes are never printed when training stops.
+    frame = pd.DataFrame({"customer_id": ["a", "b", "c", "d"], "churned": [0, 1, 0, 1],
+                          "as_of": pd.to_datetime(["2026-01-05"] * 2 + ["2026-01-12"] * 2),
+                          "btyd_p_churn": [np.nan] * 4})
+    with pytest.raises(ValueError) as err:
+        pipeline._fit_candidates(frame, 30, 42, [])
+    message = str(err.value)
+    assert "LightGBM left out: the training folds needs both churners" in message
+    assert "BG/NBD left out: no customer had a repeat purchase" in message
+    assert "use more history" in message

@@ -446,8 +446,9 @@ def _fit_candidates(train: pd.DataFrame, horizon_days: int, seed: int, notes: li
     else:
         notes.append("BG/NBD left out: no customer had a repeat purchase before the snapshots")
     if not out:
-        raise ValueError("too little history to train any churn candidate (see the notes); "
-                         "use more history")
+        why = "; ".join(n for n in notes if " left out" in n)
+        raise ValueError(f"too little history to train any churn candidate ({why}); use more "
+                         "history; meanwhile `quotacast score churn` answers with its fallback")
     return out
 
 

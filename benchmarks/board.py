@@ -39,6 +39,8 @@ def _pages(manager: str, region: str, team: str, rep: str, period: str
         ("/board region", "planner", "/board", {"level": "region", "node": region}),
         ("/board team", "planner", "/board", {"level": "team", "node": team}),
         ("/board rep", "planner", "/board", {"level": "rep", "node": rep}),
+        ("/board channel (no target)", "planner", "/board", {"level": "channel",
+                                                             "node": "direct"}),
         (f"/board period {period}", "planner", "/board", {"period": period}),
         ("/board + scenario", "planner", "/board", {"scenario": "budget-freeze"}),
         ("/board + recalibration p50", "planner", "/board", {"method": "proportional_p50"}),

@@ -17,12 +17,11 @@ from engine.config import SetupError, get_settings
 from engine.importers import KINDS, SOURCES, import_dataset
 from engine.importers.mapped import suggest_mapping
 from engine.io import BadInput, validate_tables, write_data_dir
-from engine.periods import data_end, default_as_of
+from engine.periods import data_end
 from engine.summary import table_summary
 from service.cli import board
 from service.cli.common import (
     EXIT_BAD_INPUT,
-    AsOfOpt,
     DataOpt,
     JsonOpt,
     OutOpt,
@@ -30,12 +29,12 @@ from service.cli.common import (
     data_source,
     emit,
     err,
-    parse_as_of,
     print_frame,
     read_data,
     settings_of,
     writing,
 )
+from service.cli.features import features
 from service.cli.funnel import funnel
 from service.cli.models import plan_app, promote, score_app, train_app
 from service.cli.plan import plan
@@ -308,26 +307,7 @@ def _demo_where_to_look(tracking_uri: str, data: str) -> None:
               f"{data} and open http://127.0.0.1:8000/?key=THE_KEY")
 
 
-@app.command()
-def features(
-    ctx: typer.Context,
-    data: DataOpt = None,
-    as_of: AsOfOpt = None,
-    out: OutOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Point-in-time customer feature table: one row per customer, rows dated before --as-of."""
-    from features.customer import customer_features
-
-    when = parse_as_of(as_of)
-    tables = read_data(data_source(ctx, data))
-    when = when if when is not None else default_as_of(tables)
-    with err.status(f"computing customer features as of {when.date()}"):
-        frame = customer_features(tables, when)
-    err.print(f"{len(frame):,} customers x {frame.shape[1] - 2} features as of {when.date()}")
-    emit(frame, out, as_json)
-
-
+app.command("features")(features)
 app.command("plan")(plan)
 app.command("funnel")(funnel)
 app.command("scenario")(scenario)

@@ -289,7 +289,8 @@ def use_tracking(ctx: typer.Context, trains: bool = False, requires: bool = Fals
     settings = settings_of(ctx)
     space = workspace_of(ctx)
     tracking.configure(settings.mlflow_tracking_uri, workspace=space,
-                       adopt_unscoped=settings.owns_unscoped(space))
+                       adopt_unscoped=settings.owns_unscoped(space),
+                       artifacts=settings.mlflow_artifacts)
     problem = tracking.registry_problem()
     if problem is not None:
         fail(problem.replace("did not answer", "does not answer", 1))

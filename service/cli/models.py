@@ -249,7 +249,8 @@ def feasibility_cmd(
         )
     _notes(result.notes)
     _no_champion_note(ctx, "win", result.notes)
-    record_simulation(ctx, tables, result.simulation, chosen, when)  # the board's trend
+    # the board's trend
+    record_simulation(ctx, tables, result.simulation, chosen, when, frame=result.frame)
     shown = ["level", "key", "target", "closed_to_date", "p_attain", "p10", "p50", "p90",
              "must_hit", "stretch"]
     if not result.frame.empty:

@@ -15,8 +15,8 @@ Muted alerts still change state and history; they are only not notified.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Protocol
 
@@ -24,7 +24,7 @@ from engine.alerting.catalogue import MetricCatalogue
 from engine.alerting.rules import InhibitRule, matches_all
 from engine.alerting.store import FIRING, AlertInstance, Silence
 
-__all__ = ["CONCERN", "Inhibitor", "Muter", "Silencer", "mute"]
+__all__ = ["CONCERN", "Inhibitor", "Muter", "Silencer", "mute", "mutes_pairwise"]
 
 # The label that names what a rule is about (attainment, receivables...): rules sharing it are
 # related for inhibition by hierarchy.
@@ -55,6 +55,11 @@ class Silencer:
 class Inhibitor:
     """Mutes the alerts a firing source inhibits (id: the first such source's fingerprint).
 
+    The firing sources are indexed once (by the labels that must be equal: the source scope's
+    labels for hierarchy, ``equal`` for each inhibit rule), so each alert looks up its few
+    candidate sources instead of comparing itself with every source; the answer is the one
+    :func:`mutes_pairwise` gives.
+
     Attributes:
         sources: candidate sources (only firing ones inhibit; an alert never inhibits itself).
         rules: the rule file's ``inhibit_rules``.
@@ -66,17 +71,14 @@ class Inhibitor:
     rules: Sequence[InhibitRule]
     by_hierarchy: bool
     catalogue: MetricCatalogue
+    _index: _Index = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", _Index.build(self))
 
     def mutes(self, alert: AlertInstance) -> list[str]:
-        for source in self.sources:
-            if source.state != FIRING or (source.rule, source.fingerprint) == (
-                    alert.rule, alert.fingerprint):
-                continue
-            if self.by_hierarchy and self._below(source, alert):
-                return [source.fingerprint]
-            if any(_inhibits(rule, source, alert) for rule in self.rules):
-                return [source.fingerprint]
-        return []
+        first = self._index.first(self, alert)
+        return [] if first is None else [self.sources[first].fingerprint]
 
     def _below(self, source: AlertInstance, target: AlertInstance) -> bool:
         """``target`` is a related alert (:func:`_related`) at a node under ``source``'s node."""
@@ -87,6 +89,96 @@ class Inhibitor:
         if len(labels[src]) >= len(labels[dst]):
             return False
         return all(target.labels.get(k) == source.labels.get(k) for k in labels[src])
+
+
+def mutes_pairwise(inhibitor: Inhibitor, alert: AlertInstance) -> list[str]:
+    """The reference answer of :meth:`Inhibitor.mutes`: every source compared with ``alert``."""
+    for source in inhibitor.sources:
+        if source.state != FIRING or (source.rule, source.fingerprint) == (
+                alert.rule, alert.fingerprint):
+            continue
+        if inhibitor.by_hierarchy and inhibitor._below(source, alert):
+            return [source.fingerprint]
+        if any(_inhibits(rule, source, alert) for rule in inhibitor.rules):
+            return [source.fingerprint]
+    return []
+
+
+_Key = tuple[str | None, ...]
+
+
+@dataclass
+class _Index:
+    """Firing sources (their positions, in order) by the labels a target must share.
+
+    ``node``: (source scope, its scope labels' values) -> per rule name the positions, and per
+    non-empty ``concern`` label the positions with their severity rank (hierarchy).
+    ``equal``: per inhibit rule, the ``equal`` labels' values -> positions of the sources
+    its source matchers match.
+    """
+
+    node: dict[tuple[str, _Key], tuple[dict[str, list[int]], dict[str, list[tuple[int, int]]]]]
+    equal: list[dict[_Key, list[int]]]
+
+    @staticmethod
+    def build(inhibitor: Inhibitor) -> _Index:
+        scopes = inhibitor.catalogue.scope_labels
+        node: dict[tuple[str, _Key], tuple[dict[str, list[int]],
+                                          dict[str, list[tuple[int, int]]]]] = {}
+        equal: list[dict[_Key, list[int]]] = [{} for _ in inhibitor.rules]
+        for i, source in enumerate(inhibitor.sources):
+            if source.state != FIRING:
+                continue
+            got = source.labels.get
+            scope = got("scope", "")
+            if inhibitor.by_hierarchy and scope in scopes:
+                by_rule, by_concern = node.setdefault(
+                    (scope, tuple(got(k) for k in scopes[scope])), ({}, {}))
+                by_rule.setdefault(source.rule, []).append(i)
+                concern = got(CONCERN)
+                if concern:
+                    by_concern.setdefault(concern, []).append(
+                        (i, _SEVERITY_RANK.get(got("severity", ""), 0)))
+            for rule, found in zip(inhibitor.rules, equal, strict=True):
+                if matches_all(rule.source_matchers, source.labels):
+                    found.setdefault(tuple(got(k) for k in rule.equal), []).append(i)
+        return _Index(node, equal)
+
+    def first(self, inhibitor: Inhibitor, alert: AlertInstance) -> int | None:
+        """The position of the first firing source that mutes ``alert`` (None: none does)."""
+        sources, me = inhibitor.sources, (alert.rule, alert.fingerprint)
+
+        def not_me(positions: Iterable[int]) -> int | None:
+            return next((i for i in positions
+                         if (sources[i].rule, sources[i].fingerprint) != me), None)
+
+        found: list[int] = []
+        got = alert.labels.get
+        scopes = inhibitor.catalogue.scope_labels
+        scope = got("scope", "")
+        if self.node and scope in scopes:
+            depth, concern = len(scopes[scope]), got(CONCERN)
+            rank = _SEVERITY_RANK.get(got("severity", ""), 0)
+            for src, own in scopes.items():
+                if len(own) >= depth:
+                    continue
+                bucket = self.node.get((src, tuple(got(k) for k in own)))
+                if bucket is None:
+                    continue
+                by_rule, by_concern = bucket
+                hit = not_me(by_rule.get(alert.rule, []))
+                if hit is not None:
+                    found.append(hit)
+                if concern:
+                    hit = not_me(i for i, r in by_concern.get(concern, []) if r >= rank)
+                    if hit is not None:
+                        found.append(hit)
+        for rule, index in zip(inhibitor.rules, self.equal, strict=True):
+            if index and matches_all(rule.target_matchers, alert.labels):
+                hit = not_me(index.get(tuple(got(k) for k in rule.equal), []))
+                if hit is not None:
+                    found.append(hit)
+        return min(found) if found else None
 
 
 def _related(source: AlertInstance, target: AlertInstance) -> bool:

@@ -15,7 +15,7 @@ import itertools
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
 import numpy as np
@@ -67,6 +67,8 @@ class CandidateContext:
         budget: the cost an expensive candidate may spend, as a fraction of one fit per series
             (``RevenueForecaster``'s ``prophet_budget``).
         notes: the fit's plain-language notes; a factory says here what it left out.
+        shared: state the candidates of one fit share, by name (the statsforecast candidates
+            put their common batch here, :class:`~models.forecast.statistical.StatsBatch`).
     """
 
     season: int
@@ -78,6 +80,7 @@ class CandidateContext:
     n_fits: int
     budget: float
     notes: list[str]
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 def recent(values: np.ndarray, max_history: int) -> list[np.ndarray]:

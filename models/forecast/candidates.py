@@ -56,7 +56,8 @@ CANDIDATES = tuple(REGISTRY)
 # The combination's default without (enough) backtest evidence: the statistical models, the M4
 # lesson. Theta joins it only from four seasons of history, when statsforecast's Theta models
 # the season itself: on younger series its undamped drift, fitted on a few months that end in a
-# seasonal peak, runs away (it stays a candidate, weighted by its backtest).
+# seasonal peak, runs away (it stays a candidate, weighted by its backtest). AutoARIMA leaves it
+# under one season, for the same reason.
 DEFAULT_PAIR = ("ets", "theta", "arima", "autoets")
 _THETA_SEASONS = 4
 
@@ -66,4 +67,8 @@ def default_models(models: list[str], n_periods: int, season: int) -> list[str]:
     when none of the default is there)."""
     young = n_periods < _THETA_SEASONS * season
     default = [m for m in DEFAULT_PAIR if m in models and not (young and m == "theta")]
+    if n_periods < season:
+        # Under one season AutoARIMA's differences and drift extrapolate the part of the
+        # season it saw (a run-up to a December peak becomes a trend).
+        default = [m for m in default if m != "arima"] or default
     return default or list(models)

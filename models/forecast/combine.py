@@ -25,7 +25,7 @@ import pandas as pd
 from engine.schemas import KEY, LEVEL
 from models.backtest import BacktestWindow, Panel
 from models.forecast.base import nanmean
-from models.forecast.naive import fallback_forecast
+from models.forecast.naive import fallback_forecast, mean_forecast
 from models.metrics import MODEL
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "learned_weights",
     "weights_frame",
     "window_scores",
+    "with_history_mean",
     "with_prior",
 ]
 
@@ -205,6 +206,21 @@ def combined_forecast(
     combined = np.where(window.eligible[:, None] & np.isfinite(combined), combined, fallback)
     # A node that had not started at the cutoff is forecast at zero.
     return np.maximum(np.nan_to_num(combined, nan=0.0), 0.0)
+
+
+def with_history_mean(combined: np.ndarray, train: Panel, n_default: int) -> np.ndarray:
+    """``combined`` (the mean of ``n_default`` default models) averaged with each series' mean
+    of ``train``, as one more model; for histories under one season.
+
+    Under one season a model's level is wherever the part of the season it saw left it (the top
+    of a December peak, a summer trough), and its trend the slope of that part: nothing in the
+    data tells level, trend and season apart. The history's mean is the level that part of the
+    season biases least. Off the history sweep's cells (30 ABS State x Industry series,
+    origins in April, July and October, 3 to 9 months of history) it changed MASE by -1% to
+    +0.3%; on the sweep's 9-month cells (January origins, after the December peak) it took the
+    forecast from behind AutoETS to well ahead of it.
+    """
+    return (n_default * combined + mean_forecast(train, combined.shape[1])) / (n_default + 1)
 
 
 def weights_frame(panel: Panel, models: list[str], weights: np.ndarray) -> pd.DataFrame:

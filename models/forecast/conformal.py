@@ -7,7 +7,8 @@ than ``_MIN_CALIBRATION`` errors are available, rescaled by the fitted growth of
 the step, :func:`error_growth`); their 10/50/90% quantiles, times the series' scale and spread,
 are added to ``yhat``. With fewer than :data:`MIN_WINDOWS` windows or :data:`MIN_ERRORS` errors
 the bands are widened to at least a random walk's (:func:`widened`), and
-:func:`sane_intervals` checks every forecast row before it is kept.
+:func:`sane_intervals` checks every forecast row before it is kept. Young histories (under two
+seasons) use the errors and their opposites (:func:`mirrored`): bands centred on the forecast.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "calibration",
     "conformal_quantiles",
     "error_growth",
+    "mirrored",
     "sane_intervals",
     "scaled_errors",
     "series_spread",
@@ -205,24 +207,38 @@ def scaled_errors(window: BacktestWindow, pred: np.ndarray, scale: np.ndarray) -
     return errors
 
 
+def mirrored(errors: list[np.ndarray], symmetric: bool) -> list[np.ndarray]:
+    """``errors`` and, when ``symmetric``, their opposites: quantiles of the result give a band
+    centred on the forecast whose half-width is the 80% quantile of the absolute errors.
+
+    A young series' few backtest windows cover part of one season, and the sign of their errors
+    says which part (the run-up to a December peak: all under-forecasts), not a lasting bias:
+    the next months can as well be on the other side. Their size still says how far off a
+    forecast of that series goes.
+    """
+    return [*errors, *(-e for e in errors)] if symmetric else errors
+
+
 def calibration(
     windows: list[BacktestWindow],
     name: str,
     scale: np.ndarray,
     levels: np.ndarray,
     horizon: int,
+    symmetric: bool = False,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The quantiles (:func:`conformal_quantiles`) and the spread (:func:`series_spread`) of
     model ``name``'s forecasts from the errors of every window, in units of ``scale`` (the
-    scale of the forecasts they will calibrate)."""
+    scale of the forecasts they will calibrate); ``symmetric``: see :func:`mirrored`."""
     usable = [scaled_errors(w, w.preds[name], scale) for w in windows if name in w.preds]
     spread = series_spread(usable, levels)
-    usable = [e / spread[:, None] for e in usable]
+    usable = mirrored([e / spread[:, None] for e in usable], symmetric)
     return (conformal_quantiles(usable, levels, horizon) if usable else {}), spread
 
 
 def window_bands(
-    windows: list[BacktestWindow], window: BacktestWindow, name: str, levels: np.ndarray
+    windows: list[BacktestWindow], window: BacktestWindow, name: str, levels: np.ndarray,
+    symmetric: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Model ``name``'s forecasts of one backtest window (NaN on ineligible series) and their
     ``(n_series, steps, 3)`` bands, calibrated only on the errors known at its cutoff."""
@@ -232,15 +248,16 @@ def window_bands(
         if name in k.preds
     ]
     own = series_spread(known, levels)
-    known = [e / own[:, None] for e in known]
+    known = mirrored([e / own[:, None] for e in known], symmetric)
     q = conformal_quantiles(known, levels, window.steps) if known else {}
     pred = np.where(window.eligible[:, None], window.preds[name], np.nan)
     return pred, apply_quantiles(pred, window.scale * own, levels, q)
 
 
-def _in_sample_quantiles(panel: Panel, horizon: int, scales: np.ndarray | None = None
-                         ) -> dict[str, np.ndarray]:
-    """10/50/90% quantiles of scaled one-step naive errors, widened by sqrt(step).
+def _in_sample_quantiles(panel: Panel, horizon: int, scales: np.ndarray | None = None,
+                         symmetric: bool = False) -> dict[str, np.ndarray]:
+    """10/50/90% quantiles of scaled one-step naive errors (and their opposites when
+    ``symmetric``), widened by sqrt(step).
 
     The last resort when no backtest window exists: a random walk's error grows with the
     square root of the horizon. ``scales`` (default each series' mean absolute one-step change)
@@ -255,13 +272,16 @@ def _in_sample_quantiles(panel: Panel, horizon: int, scales: np.ndarray | None =
     with np.errstate(divide="ignore", invalid="ignore"):
         scaled = (diffs / np.where(scale > 0, scale, np.nan)).ravel()
     scaled = scaled[np.isfinite(scaled)]
+    if symmetric:
+        scaled = np.concatenate([scaled, -scaled])
     base = _finite_sample_quantiles(scaled) if scaled.size else np.array([-1.0, 0.0, 1.0])
     steps = np.sqrt(np.arange(1, horizon + 1))[:, None]
     return {"": base[None, :] * steps}
 
 
 def widened(quantiles: dict[str, np.ndarray], panel: Panel, scales: np.ndarray, horizon: int,
-            n_windows: int, n_errors: int, notes: list[str]) -> dict[str, np.ndarray]:
+            n_windows: int, n_errors: int, notes: list[str], symmetric: bool = False
+            ) -> dict[str, np.ndarray]:
     """The conformal quantiles, widened when fewer than :data:`MIN_WINDOWS` windows or
     :data:`MIN_ERRORS` errors back them.
 
@@ -271,7 +291,7 @@ def widened(quantiles: dict[str, np.ndarray], panel: Panel, scales: np.ndarray, 
     """
     if n_windows >= MIN_WINDOWS and n_errors >= MIN_ERRORS and quantiles:
         return quantiles
-    floor = _in_sample_quantiles(panel, horizon, scales)[""]
+    floor = _in_sample_quantiles(panel, horizon, scales, symmetric)[""]
     if not quantiles:
         notes.append("no backtest window: 80% intervals are a random walk's (quantiles of the "
                      "one-step changes of the history, growing with the square root of the step)")

@@ -22,15 +22,21 @@ How :class:`RevenueForecaster` works, in the order ``fit`` does it:
    had four windows of evidence, so a few noisy windows cannot pick a single model. When every
    backtest window trained on less than a season but the full history holds one (12 months of a
    monthly series), the windows measured forecasts that could not be seasonal: the final
-   forecasts then ignore them and use the default with the seasonal naive added.
+   forecasts then ignore them and use the default with the seasonal naive added. A history
+   under one season ignores them too (they saw even less of the season) and uses the default
+   without AutoARIMA, averaged with each series' mean (nothing tells level, trend and season
+   apart yet: :func:`~models.forecast.combine.with_history_mean`).
 4. **Reconciliation** (with a hierarchy, :mod:`models.forecast.reconciliation`): bottom-up,
    ``wls_struct`` or MinT (shrink), whichever did best in the backtest, averaged over levels.
 5. **Conformal intervals** (:mod:`models.forecast.conformal`): backtest errors of the final
    forecasts, scaled, pooled per level and horizon step; their 10/50/90% quantiles are added to
    ``yhat``. The same method calibrates every candidate, so ``metrics_`` compares them on equal
-   terms. With fewer than ``MIN_WINDOWS`` windows or ``MIN_ERRORS`` errors the bands are widened
-   to at least a random walk's, and ``sane_intervals`` checks every forecast row before it is
-   kept.
+   terms. Under two seasons of history the errors are mirrored (bands centred on the forecast:
+   a few windows' errors take the sign of the part of the season they covered) and, when the
+   final forecasts are seasonal, windows trained on under a season are left out. With fewer than
+   ``MIN_WINDOWS`` windows or ``MIN_ERRORS`` errors the bands are widened to at least a random
+   walk's (on the deseasonalised history where the forecasts carry an observed season), and
+   ``sane_intervals`` checks every forecast row before it is kept.
 6. **Short series** (fewer than ``min_history`` observations) get a fallback: seasonal naive
    with at least one season, else the mean; their intervals use the seasonal naive's
    calibration. ``notes_`` says which series fell back and anything else worth knowing.
@@ -74,6 +80,7 @@ from models.forecast.combine import (
     combined_forecast,
     learned_weights,
     weights_frame,
+    with_history_mean,
 )
 from models.forecast.conformal import (
     apply_quantiles,
@@ -83,11 +90,11 @@ from models.forecast.conformal import (
     window_bands,
 )
 from models.forecast.reconciliation import align_tree, reconcile_windows
-from models.forecast.season import Deseasonalised
+from models.forecast.season import Deseasonalised, observed_season_indices
 from models.metrics import YHAT, YHAT_P10, YHAT_P50, YHAT_P90, metrics_table
 from models.reconcile import Hierarchy
 
-__all__ = ["Progress", "RevenueForecaster", "short_min_history"]
+__all__ = ["Progress", "RevenueForecaster", "short_min_history", "young_history"]
 
 # Longest history (periods) the statistical candidates see.
 _MAX_HISTORY = {"D": 364, "W": 156, "M": 120, "Q": 40}
@@ -96,6 +103,13 @@ _MAX_HISTORY = {"D": 364, "W": 156, "M": 120, "Q": 40}
 _MIN_SHORT_HISTORY = 3
 
 Progress = Callable[[int, int], None]
+
+
+def young_history(n_periods: int, season: int) -> bool:
+    """Under two seasons: the backtest windows see at most part of one season (their errors'
+    sign follows it) and intervals are made symmetric (:func:`~models.forecast.conformal
+    .mirrored`)."""
+    return n_periods < 2 * season
 
 
 def short_min_history(n_periods: int, season: int) -> int:
@@ -337,22 +351,33 @@ class RevenueForecaster:
         levels = panel.ids[LEVEL].astype(str).to_numpy()
         default = default_models(models, panel.values.shape[1], plan.season)
         for w in windows:
-            weights = learned_weights(known_before(windows, w.cutoff), models, levels, default,
-                                      self.combine)
-            w.preds[COMBINED] = combined_forecast(plan.panel, w, models, weights, default,
-                                                  plan.season)
+            # A forecast from under one season of history uses the default anchored on the
+            # history's mean (``_combined``); the windows it could learn from saw even less.
+            known = known_before(windows, w.cutoff) if w.cutoff >= plan.season else []
+            window_default = (default_models(models, w.cutoff, plan.season)
+                              if w.cutoff < plan.season else default)
+            weights = learned_weights(known, models, levels, window_default, self.combine)
+            w.preds[COMBINED] = self._combined(plan, w, models, weights, window_default)
         # Windows all trained on less than a season scored forecasts that could not be
         # seasonal (seasonal naive was plain naive): no evidence about final forecasts that
-        # have a season. They then use the default, with the seasonal naive added.
+        # have a season. They then use the default, with the seasonal naive added. A history
+        # under one season has only such windows, and its forecasts use the default too.
         final_windows, final_default = windows, default
         if final.cutoff >= plan.season and all(w.cutoff < plan.season for w in windows):
             final_windows = []
             if "seasonal_naive" in models:
                 final_default = [*default, "seasonal_naive"]
+        elif final.cutoff < plan.season:
+            final_windows = []
+            if windows:
+                notes.append(
+                    f"history under one season ({final.cutoff} periods of {plan.season}): the "
+                    f"forecast is the default combination ({', '.join(final_default)}) with the "
+                    "history's mean, not weighted by a backtest whose windows cover only part of "
+                    "a season")
         weights = learned_weights(final_windows, models, levels, final_default, self.combine)
         self.weights_ = weights_frame(panel, models, weights)
-        final.preds[COMBINED] = combined_forecast(panel, final, models, weights, final_default,
-                                                  plan.season)
+        final.preds[COMBINED] = self._combined(plan, final, models, weights, final_default)
         short = np.flatnonzero(~final.eligible)
         if short.size:
             names = ", ".join(
@@ -371,6 +396,16 @@ class RevenueForecaster:
                                                      levels, notes)
         self._calibrate(plan, models, windows, final, levels, output)
 
+    def _combined(self, plan: _Plan, window: BacktestWindow, models: list[str],
+                  weights: np.ndarray, default: list[str]) -> np.ndarray:
+        """The combination of a window (or of the final fit); from under one season of
+        history, averaged with the history's mean as one more default model
+        (:func:`~models.forecast.combine.with_history_mean`)."""
+        combined = combined_forecast(plan.panel, window, models, weights, default, plan.season)
+        if window.cutoff < plan.season:
+            combined = with_history_mean(combined, plan.panel.head(window.cutoff), len(default))
+        return combined
+
     def _calibrate(
         self,
         plan: _Plan,
@@ -385,24 +420,56 @@ class RevenueForecaster:
         scored = [*models, COMBINED, *([RECONCILED] if output == RECONCILED else [])]
         tables, quantiles = [], {}
         spread: dict[str, np.ndarray] = {}
+        symmetric = young_history(panel.values.shape[1], plan.season)
+        if symmetric:
+            self.notes_.append(
+                f"young history ({panel.values.shape[1]} periods, under two seasons): 80% "
+                "intervals are centred on the forecast, as wide as the backtest's absolute "
+                "errors (the sign of a few windows' errors says which part of the season they "
+                "covered, not a lasting bias)")
         for name in scored:
             quantiles[name], spread[name] = calibration(windows, name, final.scale, levels,
-                                                        self.horizon)
+                                                        self.horizon, symmetric)
             for w in windows:
                 if name not in w.preds:
                     continue
-                pred, bands = window_bands(windows, w, name, levels)
+                pred, bands = window_bands(windows, w, name, levels, symmetric)
                 tables.append(window_table(panel, w, {name: pred}, {name: bands}))
         self.backtest_ = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
         self.metrics_ = metrics_table(self.backtest_) if len(self.backtest_) else pd.DataFrame()
         backed = [w for w in windows if output in w.preds]
+        seasonal = [w for w in backed if w.cutoff >= plan.season]
+        if final.cutoff >= plan.season and len(seasonal) < len(backed):
+            # Windows trained on under a season forecast without the season the final
+            # forecasts have: their errors overstate the final ones (several times over on
+            # monthly retail with 12 to 18 months), so only the others calibrate.
+            self.notes_.append(
+                f"{len(backed) - len(seasonal)} backtest window(s) trained on under one season "
+                "left out of the intervals (their forecasts could not be seasonal)")
+            backed = seasonal
+            quantiles[output], spread[output] = calibration(
+                backed, output, final.scale, levels, self.horizon, symmetric)
         n_errors = sum(int(np.isfinite(w.actual[w.eligible]).sum()) for w in backed)
-        quantiles[output] = widened(quantiles[output], panel, final.scale, self.horizon,
-                                    len(backed), n_errors, self.notes_)
+        quantiles[output] = widened(quantiles[output], self._floor_panel(plan), final.scale,
+                                    self.horizon, len(backed), n_errors, self.notes_, symmetric)
         self.quantiles_ = quantiles[output]
         self.spread_ = spread[output]
         frame = self._forecast_frame(plan, final, levels, quantiles, output)
         self.forecast_ = sane_intervals(frame, self.notes_)
+
+    @staticmethod
+    def _floor_panel(plan: _Plan) -> Panel:
+        """The panel whose one-step changes set the random-walk floor of the intervals: the
+        history divided by its observed season's indices where the forecasts carry them
+        (:func:`~models.forecast.season.observed_season_indices`: one season seen, too few for
+        the models' own), since their errors do not include the seasonal swings."""
+        panel, season = plan.panel, plan.season
+        indices = observed_season_indices(panel.values, season, 3)
+        if np.allclose(indices, 1.0):
+            return panel
+        n_dates = panel.values.shape[1]
+        past = np.tile(indices, int(np.ceil(n_dates / season)) + 1)[:, -n_dates:]
+        return Panel(panel.ids, panel.dates, panel.values / past, panel.freq)
 
     def _forecast_frame(
         self,

@@ -6,11 +6,15 @@
   estimating, and on the dev data (see benchmarks/forecast.py) re-choosing at every origin
   changed the combination's MASE by less than 0.5%. Fitted per series, in parallel chunks.
 - ``autoets``: statsforecast AutoETS as it comes (damped trends included, chosen afresh at every
-  fit), over all series at once (one ``StatsForecast`` call).
+  fit), over all series at once.
 - ``theta``: statsforecast Theta over all series at once (one ``StatsForecast`` call).
-- ``arima``: statsforecast AutoARIMA over all series at once (one ``StatsForecast`` call); left
-  out at D and W, where its seasonal search is too slow, and on panels beyond ``ARIMA_BUDGET``
-  series-fits (about a second per series and fit).
+- ``arima``: statsforecast AutoARIMA over all series at once; left out at D and W, where its
+  seasonal search is too slow, and on panels beyond ``ARIMA_BUDGET`` series-fits (about a
+  second per series and fit).
+
+``autoets`` and ``arima`` share one ``StatsForecast`` call per panel (:class:`StatsBatch`): they
+always see the same panel, and statsforecast falls back per model and series, so each one's
+forecasts are those of a call of its own.
 
 All see at most the last ``max_history`` periods (10 years of months): on long series this
 was both faster and more accurate (older regimes mislead them).
@@ -18,8 +22,9 @@ was both faster and more accurate (older regimes mislead them).
 
 from __future__ import annotations
 
+import hashlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,8 +40,8 @@ __all__ = [
     "AutoEtsForecaster",
     "EtsForecaster",
     "EtsSpec",
+    "StatsBatch",
     "ThetaForecaster",
-    "arima_forecast",
     "ets_one",
     "sf_forecast",
     "theta_forecast",
@@ -78,17 +83,57 @@ def theta_forecast(train: Panel, horizon: int, season: int, max_history: int) ->
     return sf_forecast(train, horizon, [Theta(season_length=season)], max_history)["Theta"]
 
 
-def arima_forecast(train: Panel, horizon: int, season: int, max_history: int) -> np.ndarray:
-    """statsforecast AutoARIMA over all series at once (naive where it cannot fit)."""
-    from statsforecast.models import AutoARIMA
-
-    return sf_forecast(train, horizon, [AutoARIMA(season_length=season)],
-                       max_history)["AutoARIMA"]
-
-
 EtsSpec = tuple[str, bool | None]
 # Most series x fits (backtest origins + 1) AutoARIMA is run on in one ``RevenueForecaster.fit``.
 ARIMA_BUDGET = 240
+
+
+@dataclass
+class StatsBatch:
+    """The statsforecast models of one ``RevenueForecaster.fit`` (AutoETS, AutoARIMA) in one
+    ``StatsForecast`` call per panel and horizon.
+
+    Each candidate joins (:meth:`join`) when it is built, before any forecast; the first one
+    asked for forecasts on a panel runs every member's model, and the others read the result.
+    Panels are recognised by their values (the deseasonalised panel of each candidate is built
+    afresh but holds the same numbers), so a result never serves a different panel.
+    """
+
+    season: int
+    max_history: int
+    members: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._result: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def of(cls, context: CandidateContext) -> StatsBatch:
+        """The batch of ``context``'s fit (created by the first candidate that asks)."""
+        batch = context.shared.setdefault("statsforecast", cls(context.season,
+                                                              context.max_history))
+        assert isinstance(batch, StatsBatch)
+        return batch
+
+    def join(self, alias: str) -> StatsBatch:
+        if alias not in self.members:
+            self.members.append(alias)
+        return self
+
+    def _models(self) -> list[Any]:
+        from statsforecast.models import AutoARIMA, AutoETS
+
+        build = {"AutoETS": AutoETS, "AutoARIMA": AutoARIMA}
+        return [build[alias](season_length=self.season) for alias in self.members]
+
+    def forecast(self, train: Panel, horizon: int, alias: str) -> np.ndarray:
+        """``alias``'s ``(n_series, horizon)`` forecasts of ``train``."""
+        values = np.ascontiguousarray(train.values, dtype=float)
+        key = (values.shape, horizon, hashlib.blake2b(values.tobytes(), digest_size=16).digest())
+        if key != self._key:
+            self._result = sf_forecast(train, horizon, self._models(), self.max_history)
+            self._key = key
+        return self._result[alias]
 
 
 def ets_one(
@@ -189,10 +234,10 @@ class ThetaForecaster:
 
 @dataclass
 class ArimaForecaster:
-    """``arima``: statsforecast AutoARIMA over all series at once (one call per fit)."""
+    """``arima``: statsforecast AutoARIMA over all series at once (in the fit's
+    :class:`StatsBatch`)."""
 
-    season: int
-    max_history: int
+    batch: StatsBatch
 
     @classmethod
     def build(cls, context: CandidateContext) -> ArimaForecaster | None:
@@ -208,34 +253,31 @@ class ArimaForecaster:
             context.notes.append(f"arima left out: {fits} series-fits would exceed its budget "
                                  f"of {ARIMA_BUDGET}")
             return None
-        return cls(context.season, context.max_history)
+        return cls(StatsBatch.of(context).join("AutoARIMA"))
 
     def fit(self, train: Panel) -> ArimaForecaster:
         self.train_ = train
         return self
 
     def predict(self, horizon: int) -> np.ndarray:
-        return arima_forecast(self.train_, horizon, self.season, self.max_history)
+        return self.batch.forecast(self.train_, horizon, "AutoARIMA")
 
 
 @dataclass
 class AutoEtsForecaster:
     """``autoets``: statsforecast AutoETS as it comes (every error, trend, season and damping
-    it can choose, re-chosen at every fit), over all series at once (one call per fit)."""
+    it can choose, re-chosen at every fit), over all series at once (in the fit's
+    :class:`StatsBatch`)."""
 
-    season: int
-    max_history: int
+    batch: StatsBatch
 
     @classmethod
     def build(cls, context: CandidateContext) -> AutoEtsForecaster:
-        return cls(context.season, context.max_history)
+        return cls(StatsBatch.of(context).join("AutoETS"))
 
     def fit(self, train: Panel) -> AutoEtsForecaster:
         self.train_ = train
         return self
 
     def predict(self, horizon: int) -> np.ndarray:
-        from statsforecast.models import AutoETS
-
-        return sf_forecast(self.train_, horizon, [AutoETS(season_length=self.season)],
-                           self.max_history)["AutoETS"]
+        return self.batch.forecast(self.train_, horizon, "AutoETS")

@@ -24,11 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from engine.alerting.catalogue import EXPLANATION, SCOPE_COLUMN, VALUE, MetricCatalogue
@@ -157,12 +159,73 @@ def _refresh(alert: AlertInstance, rule: Rule, sample: Mapping[str, Any] | None,
                    last_eval_at=as_of)
 
 
-def _samples(rule: Rule, group: Group, frame: pd.DataFrame, catalogue: MetricCatalogue
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+        "==": operator.eq, "!=": operator.ne}
+
+
+def _worth_a_look(rows: pd.DataFrame, rule: Rule, group: Group,
+                  prior: Mapping[str, AlertInstance], catalogue: MetricCatalogue
+                  ) -> pd.DataFrame:
+    """The rows of a rule's frame that breach (as :func:`compare` says, on the whole column) or
+    whose scope and scope labels are those of a prior alert; :func:`apply_rule` drops the rest
+    (a label set that never breached), so they need no dict, labels or fingerprint. A customer
+    rule over 200,000 customers builds a few hundred instead.
+
+    ``rows`` is returned whole when the shortcut could differ: values that are not numbers,
+    group or rule labels that override an identity label, a scope the catalogue does not
+    know, or two rows of one label set (the last one wins, as in :func:`_samples`).
+    """
+    if rows.empty or VALUE not in rows.columns or rule.op not in _OPS:
+        return rows
+    scopes = (rows[SCOPE_COLUMN].astype(str) if SCOPE_COLUMN in rows.columns
+              else pd.Series(rule.scope[0], index=rows.index))
+    present = set(scopes.unique())
+    if not present <= set(catalogue.scope_labels):
+        return rows
+    names = [n for n in dict.fromkeys(n for s in present for n in catalogue.scope_labels[s])
+             if n in rows.columns]
+    if {**group.labels, **rule.labels}.keys() & {ALERTNAME, "scope", "severity",
+                                                   *catalogue.label_columns()}:
+        return rows
+    try:
+        values = pd.to_numeric(rows[VALUE], errors="raise").astype(float)
+    except (TypeError, ValueError):
+        return rows
+    if pd.concat([scopes, rows[names]], axis=1).duplicated().any():
+        return rows
+    keep = (_OPS[rule.op](values, rule.threshold) & values.notna()).to_numpy(copy=True)
+    known: dict[str, set[tuple[str | None, ...]]] = {}
+    for alert in prior.values():
+        scope = alert.labels.get("scope", "")
+        if scope in catalogue.scope_labels:
+            known.setdefault(scope, set()).add(
+                tuple(alert.labels.get(k) for k in catalogue.scope_labels[scope]))
+    for scope, keys in known.items():
+        at = (scopes == scope).to_numpy() & ~keep
+        if not at.any():
+            continue
+        columns = [rows.loc[at, k].map(_label_value) if k in rows.columns
+                   else pd.Series(None, index=rows.index[at], dtype=object)
+                   for k in catalogue.scope_labels[scope]]
+        found = [key in keys for key in zip(*columns, strict=True)] if columns else [
+            () in keys] * int(at.sum())
+        keep[np.flatnonzero(at)] = found
+    return rows[keep]
+
+
+def _samples(rule: Rule, group: Group, frame: pd.DataFrame, catalogue: MetricCatalogue,
+             prior: Mapping[str, AlertInstance] | None = None
              ) -> dict[str, tuple[dict[str, str], dict[str, Any]]]:
-    """Per fingerprint: the alert labels and the metric row, for the rule's scopes."""
+    """Per fingerprint: the alert labels and the metric row, for the rule's scopes.
+
+    With ``prior`` (the rule's alerts), only the rows :func:`apply_rule` can use: those that
+    breach and those of a label set with a prior alert (see :func:`_worth_a_look`).
+    """
     if frame.empty:
         return {}
     rows = frame[frame[SCOPE_COLUMN].isin(rule.scope)] if SCOPE_COLUMN in frame.columns else frame
+    if prior is not None:
+        rows = _worth_a_look(rows, rule, group, prior, catalogue)
     out = {}
     for record in rows.to_dict(orient="records"):
         sample = {str(k): v for k, v in record.items()}
@@ -182,7 +245,7 @@ def apply_rule(group: Group, rule: Rule, frame: pd.DataFrame,
         prior: the rule's alerts by fingerprint before this evaluation.
         catalogue: the scopes' labels (an alert's identity).
     """
-    samples = _samples(rule, group, frame, catalogue)
+    samples = _samples(rule, group, frame, catalogue, prior)
     alerts, transitions = [], []
     for fp in sorted(set(samples) | set(prior)):
         labels, sample = samples.get(fp, (None, None))

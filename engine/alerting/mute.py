@@ -55,8 +55,9 @@ class Silencer:
 class Inhibitor:
     """Mutes the alerts a firing source inhibits (id: the first such source's fingerprint).
 
-    The firing sources are indexed once (by the labels that must be equal: the source scope's
-    labels for hierarchy, ``equal`` for each inhibit rule), so each alert looks up its few
+    The firing sources are indexed when the inhibitor is made (by the labels that must be
+    equal: the source scope's labels for hierarchy, ``equal`` for each inhibit rule; a source
+    changed afterwards is not seen), so each alert looks up its few
     candidate sources instead of comparing itself with every source; the answer is the one
     :func:`mutes_pairwise` gives.
 

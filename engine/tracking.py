@@ -564,7 +564,8 @@ class _Discard(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        return len(data)
+        # protocol 5 hands large arrays over as a PickleBuffer, which has no len()
+        return memoryview(data).nbytes
 
 
 class _ModuleRecorder(cloudpickle.Pickler):

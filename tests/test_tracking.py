@@ -238,3 +238,14 @@ def test_workspaces_register_and_read_only_their_own_models(registry: Path) -> N
     with pytest.raises(tracking.ChampionMissingError, match="belongs to the default workspace"):
         tracking.load_champion("churn")
     tracking.configure(uri)
+
+
+def test_module_pass_takes_large_arrays() -> None:
+    """A forecaster holds arrays large enough for pickle protocol 5 to hand them over as
+    buffers: the pass that finds a model's modules must take them (it crashed `train forecast`
+    on crm-sales)."""
+    import numpy as np
+
+    from engine.tracking import pickled_modules
+
+    assert "numpy" in pickled_modules({"weights": np.zeros(200_000)})

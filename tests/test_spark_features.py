@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,6 @@ from engine.periods import default_as_of
 from engine.synthetic import generate
 from features.customer import customer_features
 from service.usecases.scaled import features_on
-from tests.conftest import real_data_dir
 
 pytest.importorskip("pyspark")
 REPO = Path(__file__).resolve().parents[1]
@@ -49,9 +48,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def real(real_data: Callable[..., Path]) -> Path:
     """A real slice with deals: the first 6 months of the CRM sales dataset."""
-    return real_data_dir("crm-sales", 6, tmp_path_factory.mktemp("real"))
+    return real_data("crm-sales", 6)
 
 
 def test_pandas_engine_is_the_feature_function(demo: dict[str, Path]) -> None:

@@ -38,10 +38,13 @@ from models.feasibility.pace import (
     SIMULATION,
     choose,
     elapsed,
+    pace_mean,
     pace_probability,
+    pace_quantiles,
     pace_sigmas,
 )
 from models.feasibility.period import fit_stage_rates
+from models.feasibility.simulation import interval_problems
 from models.win import WIN_PROBABILITY
 
 
@@ -50,6 +53,12 @@ def test_pace_probability_is_a_lognormal_around_the_pace() -> None:
                          np.array([100.0, 50.0, np.nan, 10.0]), 0.25, 0.3)
     assert p[0] == pytest.approx(0.5)  # on pace exactly
     assert p[1] > 0.98 and np.isnan(p[2]) and p[3] < 1e-6
+    # Its distribution never falls below what is closed: a target already closed is reached,
+    # however wide the spread; the range has the pace as median and closed as floor.
+    assert pace_probability(np.array([95.0]), np.array([90.0]), 0.9, 2.0)[0] == 1.0
+    q = pace_quantiles(np.array([25.0, 90.0]), 0.9, 0.8, [0.1, 0.5, 0.9])
+    assert q[0].tolist() == [25.0, 90.0] and q[1] == pytest.approx([25 / 0.9, 100.0])
+    assert pace_mean(np.array([0.0]), 0.5, 0.3)[0] < 1e-3
     assert elapsed("2017Q3", "2017-06-01") == 0.0 and elapsed("2017Q3", "2017-10-02") == 1.0
     assert elapsed("2017Q3", "2017-08-16") == pytest.approx(46 / 92)
 
@@ -131,6 +140,41 @@ def test_a_shrinking_crm_falls_back_to_the_pace_rule_where_it_did_better(real_da
                                            pace_check=False)
     assert plain.loc[0, "p_attain"] == pytest.approx(float((draws >= company["target"]).mean()))
     assert not any(n.startswith("p_attain:") for n in plain.attrs["notes"])
+
+
+@pytest.mark.shared_data
+def test_a_paced_level_answers_with_the_pace_rules_range(real_data) -> None:
+    """Same crm-sales setup: where p_attain is the pace rule's, P10/P50/P90, expected,
+    must-hit and stretch come from the same distribution, so P50 reaches the target exactly
+    when p_attain is at least one half (the simulation said P50 3.39M for a 2.98M target with
+    p_attain 0.09); the other levels keep the simulation's."""
+    tables = _prior_quarter_targets(load_tables(str(real_data("crm-sales", 12))))
+    as_of = default_as_of(tables)
+    model, _ = fit_stage_rates(tables, as_of)
+    frame, simulation = feasibility_with_simulation(tables, "2017Q4", as_of, draws=1000,
+                                                    win_model=model)
+    note = next(n for n in frame.attrs["notes"] if n.startswith("p_attain:"))
+    assert "so is the range" in note
+    paced = frame[frame[LEVEL].isin(list(simulation.paced))]
+    assert LEVEL_COMPANY in set(paced[LEVEL]) and len(paced)
+    for row in paced.itertuples():
+        assert (row.p50 >= row.target) == (row.p_attain >= 0.5), row
+        assert row.closed_to_date <= row.p10 <= row.p50 <= row.stretch <= row.p90
+        assert row.must_hit == row.p10 and row.gap == pytest.approx(row.target - row.expected)
+        fraction, sigma = simulation.paced[row.level]
+        assert row.expected == pytest.approx(
+            pace_mean(np.array([row.closed_to_date]), fraction, sigma)[0])
+        # What the what-if reads from simulation.paced gives the same range.
+        q = pace_quantiles(np.array([row.closed_to_date]), fraction, sigma, [0.1, 0.5, 0.7, 0.9])
+        assert q[:, 0] == pytest.approx([row.p10, row.p50, row.stretch, row.p90])
+    assert interval_problems(paced) == []
+    company = paced[paced[LEVEL] == LEVEL_COMPANY].iloc[0]
+    draws = simulation.draws[:, simulation.node_index(LEVEL_COMPANY, COMPANY_KEY)]
+    assert company["p50"] < company["target"] and company["p_attain"] < 0.5
+    assert company["p50"] != pytest.approx(float(np.quantile(draws, 0.5)), rel=1e-3)
+    rep = frame[frame[LEVEL] == LEVEL_REP].iloc[0]
+    rep_draws = simulation.draws[:, simulation.node_index(LEVEL_REP, rep[KEY])]
+    assert rep["p50"] == pytest.approx(float(np.quantile(rep_draws, 0.5)))
 
 
 @pytest.mark.shared_data

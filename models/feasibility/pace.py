@@ -1,10 +1,12 @@
 """The pace rule, and the level-by-level choice between it and the simulation by backtest.
 
 The **pace rule** is the simplest outlook of a period in progress: revenue closed to date divided
-by the share of the period elapsed, turned into a probability of reaching the target by a
-lognormal whose spread is the root mean square of ``log(actual / pace)`` at the same share of
-the earlier periods of the same length (by level; :data:`DEFAULT_PACE_SIGMA` while a level has
-fewer than :data:`MIN_PACE_RATIOS` of them) (:func:`pace_probability`, :func:`pace_sigmas`).
+by the share of the period elapsed (the pace), times a lognormal whose spread is the root mean
+square of ``log(actual / pace)`` at the same share of the earlier periods of the same length (by
+level; :data:`DEFAULT_PACE_SIGMA` while a level has fewer than :data:`MIN_PACE_RATIOS` of them)
+(:func:`pace_sigmas`), and never below what is already closed. One distribution gives both the
+probability of reaching a target (:func:`pace_probability`) and the range (:func:`pace_quantiles`,
+:func:`pace_mean`).
 
 The simulation is only worth using where it beats that rule. The whole ``p_attain`` procedure
 is therefore replayed at the same point of the last few periods (with what was known then;
@@ -12,7 +14,8 @@ is therefore replayed at the same point of the last few periods (with what was k
 the same points, and both are scored (Brier) against whether each node then reached its target
 (:func:`choose`). A level keeps the simulation's ``p_attain`` only when its backtest Brier is at
 most the pace rule's; otherwise that level's ``p_attain`` is the pace rule's, and the notes say
-so (its quantiles stay the simulation's). A level never judged (no earlier period with targets
+so; its range (P10/P50/P90, expected, must-hit, stretch) is then the pace rule's too, so that
+the numbers of a node agree. A level never judged (no earlier period with targets
 seen at the same point) keeps the simulation, and the notes say that too.
 """
 
@@ -38,7 +41,9 @@ __all__ = [
     "choose",
     "elapsed",
     "node_totals",
+    "pace_mean",
     "pace_probability",
+    "pace_quantiles",
     "pace_sigmas",
 ]
 
@@ -59,12 +64,38 @@ def elapsed(period: str, as_of: pd.Timestamp | str) -> float:
 
 def pace_probability(closed: np.ndarray, target: np.ndarray, fraction: float,
                      sigma: float | np.ndarray) -> np.ndarray:
-    """P(closed / fraction * lognormal(0, sigma) >= target), per node."""
-    pace = np.maximum(np.asarray(closed, dtype=float) / fraction, _EPS)
+    """P(max(closed, closed / fraction * lognormal(0, sigma)) >= target), per node (1 where
+    the node already closed its target; NaN where there is no target)."""
+    closed = np.asarray(closed, dtype=float)
+    pace = np.maximum(closed / fraction, _EPS)
     target = np.asarray(target, dtype=float)
     with np.errstate(invalid="ignore"):
         z = (np.log(pace) - np.log(np.maximum(target, _EPS))) / sigma
-    return np.where(np.isnan(target), np.nan, norm.cdf(z))
+        reached = closed >= target - 1e-9 * np.maximum(np.abs(target), 1.0)
+    return np.where(np.isnan(target), np.nan, np.where(reached, 1.0, norm.cdf(z)))
+
+
+def pace_quantiles(closed: np.ndarray, fraction: float, sigma: float | np.ndarray,
+                   quantiles: Sequence[float]) -> np.ndarray:
+    """``quantiles x nodes``: the quantiles of the distribution of :func:`pace_probability`
+    (median the pace, never below ``closed``)."""
+    closed = np.asarray(closed, dtype=float)
+    pace = np.maximum(closed / fraction, _EPS)
+    z = norm.ppf(np.asarray(quantiles, dtype=float))[:, None]
+    return np.maximum(closed, pace * np.exp(z * np.asarray(sigma, dtype=float)))
+
+
+def pace_mean(closed: np.ndarray, fraction: float, sigma: float | np.ndarray) -> np.ndarray:
+    """Per node: the mean of the distribution of :func:`pace_probability`,
+    ``E[max(closed, X)]`` with ``X = pace * lognormal(0, sigma)``."""
+    closed = np.asarray(closed, dtype=float)
+    sigma = np.asarray(sigma, dtype=float)
+    pace = np.maximum(closed / fraction, _EPS)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # X below closed with probability norm.cdf(a); -inf when nothing is closed.
+        a = (np.log(np.maximum(closed, 0.0)) - np.log(pace)) / sigma
+    below = np.where(np.isneginf(a), 0.0, closed * norm.cdf(a))
+    return below + pace * np.exp(sigma ** 2 / 2) * norm.cdf(sigma - a)
 
 
 def node_totals(events: pd.DataFrame, level: str, start: pd.Timestamp, end: pd.Timestamp,
@@ -174,7 +205,8 @@ def _note(scores: dict[str, LevelScore], periods: Sequence[str]) -> str:
             f"against the pace rule (closed to date / share elapsed, lognormal): {listed}")
     if fallback:
         text += (f". Where the simulation did not beat the pace rule ({', '.join(fallback)}), "
-                 "p_attain is the pace rule's; its P10/P50/P90 stay the simulation's")
+                 "p_attain is the pace rule's, and so is the range (P10/P50/P90, expected, "
+                 "must-hit, stretch: pace times the lognormal, never below closed to date)")
     if unjudged:
         text += f". Not judged (no target then): {', '.join(unjudged)}; the simulation is used"
     return text

@@ -38,12 +38,25 @@ from models.feasibility.pace import (
     choose,
     elapsed,
     node_totals,
+    pace_mean,
     pace_probability,
+    pace_quantiles,
     pace_sigmas,
 )
 from models.feasibility.simulation import (
     CLOSED_TO_DATE,
+    EXPECTED,
+    GAP,
+    MUST_HIT,
+    MUST_HIT_QUANTILE,
+    P10,
+    P50,
+    P80_QUANTILE,
+    P90,
     P_ATTAIN,
+    PIPELINE_NEEDED,
+    STRETCH,
+    STRETCH_QUANTILE,
     TARGET,
     Simulation,
     simulate,
@@ -110,7 +123,9 @@ def feasibility_with_simulation(
         threads: worker threads of the deal simulation.
         pace_check: during the period, replay the procedure at the same point of earlier
             periods and use the pace rule's ``p_attain`` at the levels where the simulation
-            did not beat it there (:func:`pace_choice`); the notes say which.
+            did not beat it there (:func:`pace_choice`), with the pace rule's range too
+            (quantiles, expected, gap, must-hit, stretch, pipeline needed); the notes say
+            which levels.
 
     Returns:
         The frame (:data:`models.feasibility.simulation.FEASIBILITY_COLUMNS` then
@@ -134,12 +149,33 @@ def feasibility_with_simulation(
             paced = frame[LEVEL].map(choice.method).eq(PACE).to_numpy()
             if paced.any():
                 frame[P_ATTAIN] = np.where(paced, p_pace, frame[P_ATTAIN].to_numpy(float))
+                _pace_range(frame, paced, choice.fraction, choice.sigmas,
+                            simulation.conversion)
             simulation.paced = {level: (choice.fraction, choice.sigmas[level])
                                 for level, score in choice.levels.items()
                                 if score.method == PACE}
             frame.attrs["notes"] = [*frame.attrs.get("notes", []), choice.note]
             simulation.notes.append(choice.note)
     return frame, simulation
+
+
+def _pace_range(frame: pd.DataFrame, paced: np.ndarray, fraction: float,
+                sigmas: dict[str, float], conversion: float) -> None:
+    """At the ``paced`` rows of ``frame``, the pace rule's range in place of the simulation's:
+    the distribution its ``p_attain`` comes from (:mod:`models.feasibility.pace`)."""
+    closed = frame.loc[paced, CLOSED_TO_DATE].to_numpy(dtype=float)
+    sigma = frame.loc[paced, LEVEL].map(sigmas).to_numpy(dtype=float)
+    target = frame.loc[paced, TARGET].to_numpy(dtype=float)
+    q = pace_quantiles(closed, fraction, sigma,
+                       [MUST_HIT_QUANTILE, P80_QUANTILE, 0.5, STRETCH_QUANTILE, 0.9])
+    expected = pace_mean(closed, fraction, sigma)
+    p_attain = frame.loc[paced, P_ATTAIN].to_numpy(dtype=float)
+    won_share = conversion if conversion > 0 else np.nan
+    needed = np.where(p_attain >= 0.8, 0.0, np.maximum(target - q[1], 0.0) / won_share)
+    for column, values in ((EXPECTED, expected), (P10, q[0]), (P50, q[2]), (P90, q[4]),
+                           (GAP, target - expected), (MUST_HIT, q[0]), (STRETCH, q[3]),
+                           (PIPELINE_NEEDED, needed)):
+        frame.loc[paced, column] = values
 
 
 def pace_choice(tables: Tables, period: str, as_of: pd.Timestamp | str, frame: pd.DataFrame,

@@ -81,7 +81,13 @@ from features.hierarchy import (
     hierarchy_nodes,
     opportunity_nodes,
 )
-from models.feasibility import P_ATTAIN, Simulation, fit_stage_rates, summarise
+from models.feasibility import (
+    FEASIBILITY_COLUMNS,
+    P_ATTAIN,
+    Simulation,
+    fit_stage_rates,
+    summarise,
+)
 from service.usecases.feasibility import FeasibilityResult, run_feasibility
 from service.usecases.request import (
     NotFound,
@@ -156,16 +162,18 @@ def every_node(tables: Tables, simulation: Simulation, period: str,
     """The feasibility frame of every simulated node, with a target or not (what a snapshot
     keeps: a node's trend does not need a target).
 
-    ``frame``: the feasibility's own answer, whose ``p_attain`` wins for the nodes it has (a
-    level whose P(attain) the pace rule gives there, not the draws), so that a snapshot says
-    what the feasibility said."""
+    ``frame``: the feasibility's own answer, whose ``p_attain`` and range win for the nodes it
+    has (a level whose P(attain) and range the pace rule gives there, not the draws), so that
+    a snapshot says what the feasibility said."""
     out = summarise(simulation, tables.targets(), period, pd.Timestamp(as_of), all_nodes=True)
     if frame is not None and not frame.empty and P_ATTAIN in frame.columns:
-        said = frame.drop_duplicates([LEVEL, KEY]).set_index([LEVEL, KEY])[P_ATTAIN]
+        said = frame.drop_duplicates([LEVEL, KEY]).set_index([LEVEL, KEY])
         keys = pd.MultiIndex.from_arrays([out[LEVEL], out[KEY]])
-        found = said.reindex(keys).to_numpy(dtype=float)
         known = keys.isin(said.index)
-        out[P_ATTAIN] = np.where(known, found, out[P_ATTAIN].to_numpy(dtype=float))
+        for column in FEASIBILITY_COLUMNS[3:]:  # after period, level, key
+            if column in said.columns:
+                found = said[column].reindex(keys).to_numpy(dtype=float)
+                out[column] = np.where(known, found, out[column].to_numpy(dtype=float))
     return out
 
 

@@ -28,7 +28,7 @@ from models.feasibility import (
     fit_stage_rates,
     recalibrate,
 )
-from models.feasibility.pace import pace_probability
+from models.feasibility.pace import pace_mean, pace_probability, pace_quantiles
 from service.usecases.board import record_run
 from service.usecases.feasibility import run_feasibility
 from service.usecases.request import BadRequest, NotFound, resolve_as_of, resolve_period
@@ -114,7 +114,8 @@ def _node_row(run: FeasibilityRun, level: str, key: str) -> pd.Series | None:
 def what_if(served: Served, level: str, key: str, target: float, period: str | None = None,
             as_of: date | None = None) -> WhatIf:
     """P(attain) of a proposed target for one node, from the same draws as its feasibility
-    (from the pace rule at a level whose feasibility uses it: :mod:`models.feasibility.pace`).
+    (from the pace rule's distribution at a level whose feasibility uses it, range included:
+    :mod:`models.feasibility.pace`).
 
     Every simulated node can be asked about, with or without a target of its own.
 
@@ -128,13 +129,17 @@ def what_if(served: Served, level: str, key: str, target: float, period: str | N
         raise NotFound(f"no node {level}={key!r} in the simulation of {run.period}") from exc
     draws = run.simulation.draws[:, column]
     current = _node_row(run, level, key)
-    quantiles = (np.quantile(draws, [MUST_HIT_QUANTILE, 0.5, STRETCH_QUANTILE, 0.9])
-                 if len(draws) else np.full(4, np.nan))
-    expected = float(draws.mean()) if len(draws) else float(run.simulation.closed[column])
+    levels = [MUST_HIT_QUANTILE, 0.5, STRETCH_QUANTILE, 0.9]
     paced = run.simulation.paced.get(level)
-    p_attain = (float(pace_probability(np.array([run.simulation.closed[column]]),
-                                       np.array([target]), *paced)[0])
-                if paced is not None else attained(draws, target, expected))
+    closed = np.array([run.simulation.closed[column]])
+    if paced is not None:  # the pace rule's distribution, as in the node's feasibility
+        quantiles = pace_quantiles(closed, *paced, levels)[:, 0]
+        expected = float(pace_mean(closed, *paced)[0])
+        p_attain = float(pace_probability(closed, np.array([target]), *paced)[0])
+    else:
+        quantiles = np.quantile(draws, levels) if len(draws) else np.full(4, np.nan)
+        expected = float(draws.mean()) if len(draws) else float(closed[0])
+        p_attain = attained(draws, target, expected)
     return WhatIf(
         period=run.period, as_of=run.as_of.date(), level=level, key=key, proposed_target=target,
         p_attain=p_attain,

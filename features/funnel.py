@@ -375,8 +375,10 @@ def _slips(state: pd.DataFrame, closes: pd.DataFrame | None) -> pd.DataFrame:
     return state
 
 
-def _funnel_at(tables: Tables, as_of: pd.Timestamp | str) -> _Funnel:
-    """Reconstruct every deal created before ``as_of`` as it stood then."""
+def _funnel_at(tables: Tables, as_of: pd.Timestamp | str,
+               snapshot: pd.Timestamp | None = None) -> _Funnel:
+    """Reconstruct every deal created before ``as_of`` as it stood then (``snapshot``: the
+    date of the whole opportunities table when ``tables`` hold only some deals)."""
     as_of = pd.Timestamp(as_of)
     everything = _opportunities(tables)
     opps = everything[everything[CREATED_AT] < as_of].reset_index(drop=True)
@@ -385,7 +387,8 @@ def _funnel_at(tables: Tables, as_of: pd.Timestamp | str) -> _Funnel:
     runs = _stage_runs(history, order)
     closes = _recorded_closes(history) if CLOSE_DATE in history.columns else None
     status_at = _status_at(opps, as_of)
-    describes = _snapshot_describes(opps, status_at, as_of >= snapshot_date(tables))
+    described = snapshot_date(tables) if snapshot is None else pd.Timestamp(snapshot)
+    describes = _snapshot_describes(opps, status_at, as_of >= described)
     keep = [c for c in (OPPORTUNITY_ID, OWNER, CUSTOMER_ID, AMOUNT, CREATED_AT,
                         PRODUCT) if c in opps.columns]
     state = opps[keep].assign(**{STATUS: status_at,
@@ -396,8 +399,12 @@ def _funnel_at(tables: Tables, as_of: pd.Timestamp | str) -> _Funnel:
     return _Funnel(as_of, _slips(state, closes), runs, order)
 
 
-def opportunity_state(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFrame:
+def opportunity_state(tables: Tables, as_of: pd.Timestamp | str,
+                      snapshot: pd.Timestamp | None = None) -> pd.DataFrame:
     """Every deal created before ``as_of`` as it stood then.
+
+    ``snapshot`` is the date the opportunities table describes (:func:`snapshot_date`, the
+    default); give it when ``tables`` hold only some of the deals (a bucket of them).
 
     Columns: ``opportunity_id, owner, customer_id, amount, created_at, [product], status`` (at T),
     ``close_date`` (actual if closed before T, else expected at T), ``stage`` (at T),
@@ -405,7 +412,7 @@ def opportunity_state(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFrame
     :func:`stage_order`), ``history_exact``, ``days_in_stage``, ``close_slips``,
     ``days_slipped``. Unknown is NaN.
     """
-    return _funnel_at(tables, as_of).state
+    return _funnel_at(tables, as_of, snapshot).state
 
 
 # --- per-deal features -----------------------------------------------------------------------

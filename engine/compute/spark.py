@@ -194,6 +194,7 @@ class SparkEngine:
     def _read(self, source: str, reads: Sequence[TableRead], before: pd.Timestamp
               ) -> dict[str, DataFrame]:
         out = {}
+        _ = self.session  # started before any column expression is built (F.lit needs it)
         limit = F.lit(pd.Timestamp(before).to_pydatetime()).cast("timestamp_ntz")
         for read in reads:
             frame = self._frame(source, read.table)

@@ -4,6 +4,13 @@ Metrics that other modules compute (churn scores, the feasibility simulation, a 
 forecast) are reached through :class:`Providers`, plain callables; ``None`` means not wired, and
 the metrics that need it are skipped as unavailable. One :class:`MetricContext` serves every
 rule of an evaluation, so two rules on one metric compute it once.
+
+What a metric computes customer by customer or deal by deal (complaint counts, receivable
+sums, days in stage) is a :class:`KeyedPart`: a pure function of one group of keys' rows,
+run per CRC-32 bucket of keys by a compute engine (:mod:`engine.compute`). In this process the
+buckets run on the context's tables (:func:`keyed_on_tables`); ``warnings evaluate --engine
+spark`` gives the context a :data:`KeyedCompute` that runs them on Spark. Both engines see the
+same buckets in the same row order, so the parts, and the alerts built on them, are identical.
 """
 
 from __future__ import annotations
@@ -14,16 +21,28 @@ from typing import Any
 
 import pandas as pd
 
+from engine.compute import (
+    DEFAULT_BUCKETS,
+    ComputeEngine,
+    GroupFn,
+    PandasEngine,
+    TableRead,
+    empty_group,
+)
 from engine.io import Tables
 from engine.schemas import KEY, LEVEL
 
 __all__ = [
     "ChurnScores",
     "ForecastFromAttainment",
+    "KeyedCompute",
+    "KeyedPart",
     "MetricContext",
     "MetricFn",
     "PeriodFrame",
     "Providers",
+    "keyed_on_engine",
+    "keyed_on_tables",
 ]
 
 ChurnScores = Callable[[Tables, pd.Timestamp], pd.DataFrame]
@@ -70,19 +89,86 @@ class Providers:
     period_forecast: PeriodFrame | None = None
 
 
+@dataclass(frozen=True)
+class KeyedPart:
+    """A part of a metric that each key's rows alone decide (a customer's, a deal's).
+
+    Attributes:
+        name: names the part and its parameters (the cache key, with the as_of).
+        key: the column the rows are grouped by (``customer_id``, ``opportunity_id``).
+        reads: the tables, columns and event dates it reads; rows dated on or after the as_of
+            are never read.
+        fn: ``{table: rows of a bucket of keys} -> one row per key`` (a module-level function or
+            a ``functools.partial`` of one: Spark ships it to its workers).
+    """
+
+    name: str
+    key: str
+    reads: tuple[TableRead, ...]
+    fn: GroupFn
+
+
+# (part, as_of) -> the part's rows of every key, sorted by the key.
+KeyedCompute = Callable[[KeyedPart, pd.Timestamp], pd.DataFrame]
+
+
+def _run_part(engine: ComputeEngine, frames: Any, part: KeyedPart) -> pd.DataFrame:
+    columns = {name: list(frame.columns) for name, frame in frames.items()}
+    template = part.fn(empty_group(columns))
+    return engine.apply_by_group(frames, part.key, part.fn, template, DEFAULT_BUCKETS)
+
+
+def keyed_on_tables(tables: Tables) -> KeyedCompute:
+    """Parts computed in this process on ``tables``, bucket by bucket like every engine."""
+    engine = PandasEngine()
+
+    def compute(part: KeyedPart, as_of: pd.Timestamp) -> pd.DataFrame:
+        frames = {}
+        for read in part.reads:
+            if not tables.has(read.table) or read.table in tables.derived:
+                continue
+            frame = tables[read.table]
+            frame = frame[[c for c in read.columns if c in frame.columns]]
+            if read.date is not None and read.date in frame.columns:
+                frame = frame[frame[read.date] < as_of]
+            frames[read.table] = frame
+        return _run_part(engine, frames, part)
+
+    return compute
+
+
+def keyed_on_engine(engine: ComputeEngine, source: str) -> KeyedCompute:
+    """Parts computed on ``engine`` (e.g. Spark) from the data source ``source``: only the
+    columns a part reads and only the rows dated before the as_of are read."""
+
+    def compute(part: KeyedPart, as_of: pd.Timestamp) -> pd.DataFrame:
+        return _run_part(engine, engine.read(source, part.reads, before=as_of), part)
+
+    return compute
+
+
 @dataclass
 class MetricContext:
-    """Tables, providers and a cache shared by the metrics of one evaluation."""
+    """Tables, providers and a cache shared by the metrics of one evaluation; ``keyed``
+    computes the metrics' :class:`KeyedPart` (default: in this process, on ``tables``)."""
 
     tables: Tables
     providers: Providers = field(default_factory=Providers)
     cache: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    keyed: KeyedCompute | None = None
 
     def cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
         """``compute()`` once per key (two rules on one metric compute it once)."""
         if key not in self.cache:
             self.cache[key] = compute()
         return self.cache[key]
+
+    def by_key(self, part: KeyedPart, as_of: pd.Timestamp) -> pd.DataFrame:
+        """The rows of ``part`` at ``as_of``, one per key (cached)."""
+        when = pd.Timestamp(as_of)
+        run = self.keyed if self.keyed is not None else keyed_on_tables(self.tables)
+        frame: pd.DataFrame = self.cached(("keyed", part.name, when), lambda: run(part, when))
+        return frame
 
 
 MetricFn = Callable[[MetricContext, pd.Timestamp, Mapping[str, Any]], pd.DataFrame]

@@ -6,12 +6,14 @@ metrics share.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from engine.alerting.catalogue import EXPLANATION, SCOPE_COLUMN
+from engine.compute import TableRead
 from engine.schemas import (
     AMOUNT,
     COMPANY_KEY,
@@ -42,14 +44,18 @@ from features.metrics.base import (
     revenue_events,
     stack,
 )
-from features.metrics.context import MetricContext
+from features.metrics.context import KeyedPart, MetricContext
 
 __all__ = [
     "CUSTOMER_SCOPES",
     "TOP_CUSTOMERS",
     "cached_customer_nodes",
+    "complaint_counts",
+    "complaint_part",
     "complaint_spike",
     "customer_rollup",
+    "invoice_part",
+    "invoice_sums",
     "overdue_receivables_ratio",
     "with_top_customers",
 ]
@@ -141,21 +147,43 @@ def _yearly_revenue(context: MetricContext, as_of: pd.Timestamp) -> pd.Series:
 CUSTOMER_SCOPES = ("company", LEVEL_REGION, LEVEL_TEAM, LEVEL_REP, "customer")
 
 
+def complaint_counts(frames: dict[str, pd.DataFrame], as_of: pd.Timestamp, window_days: int,
+                     baseline_days: int) -> pd.DataFrame:
+    """Per customer with any (a :class:`KeyedPart`, one bucket of customers): ``complaints``
+    in the ``window_days`` before ``as_of`` and ``baseline_complaints`` in the
+    ``baseline_days`` before those."""
+    found = frames[INTERACTIONS]
+    complaints = found[found[KIND].astype(str).str.strip().str.lower() == KIND_COMPLAINT]
+    recent_from = as_of - pd.Timedelta(days=window_days)
+    baseline_from = recent_from - pd.Timedelta(days=baseline_days)
+    when = complaints[OCCURRED_AT]
+    counts = pd.DataFrame({
+        "complaints": (when >= recent_from) & (when < as_of),
+        "baseline_complaints": (when >= baseline_from) & (when < recent_from),
+    }).astype(float).groupby(complaints[CUSTOMER_ID].to_numpy(dtype=object)).sum()
+    counts = counts[counts.sum(axis=1) > 0]
+    return pd.DataFrame({CUSTOMER_ID: counts.index.to_numpy(dtype=object),
+                         "complaints": counts["complaints"].to_numpy(dtype=float),
+                         "baseline_complaints": counts["baseline_complaints"].to_numpy(
+                             dtype=float)})
+
+
+def complaint_part(as_of: pd.Timestamp, window_days: int, baseline_days: int) -> KeyedPart:
+    """:func:`complaint_counts` as a part computed customer by customer."""
+    return KeyedPart(
+        name=f"complaint_counts:{window_days}:{baseline_days}", key=CUSTOMER_ID,
+        reads=(TableRead(INTERACTIONS, (CUSTOMER_ID, OCCURRED_AT, KIND), OCCURRED_AT),),
+        fn=partial(complaint_counts, as_of=pd.Timestamp(as_of), window_days=window_days,
+                   baseline_days=baseline_days))
+
+
 def complaint_spike(context: MetricContext, as_of: pd.Timestamp,
                     params: Mapping[str, Any]) -> pd.DataFrame:
     """Recent complaints against their trailing rate, per customer and per account manager."""
     require_tables(context.tables, "complaint_spike", INTERACTIONS)
     window, baseline = int(params["window_days"]), int(params["baseline_days"])
-    found = context.tables[INTERACTIONS]
-    complaints = found[found[KIND].astype(str).str.strip().str.lower() == KIND_COMPLAINT]
-    recent_from = as_of - pd.Timedelta(days=window)
-    baseline_from = recent_from - pd.Timedelta(days=baseline)
-    when = complaints[OCCURRED_AT]
-    counts = pd.DataFrame({
-        "complaints": (when >= recent_from) & (when < as_of),
-        "baseline_complaints": (when >= baseline_from) & (when < recent_from),
-    }).astype(float).groupby(complaints[CUSTOMER_ID].to_numpy()).sum()
-    counts = counts[counts.sum(axis=1) > 0].rename_axis(CUSTOMER_ID)
+    counts = context.by_key(complaint_part(as_of, window, baseline), as_of)
+    counts = counts.set_index(CUSTOMER_ID)[["complaints", "baseline_complaints"]]
     floor = float(params["min_revenue"])
     if floor > 0:
         revenue = _yearly_revenue(context, as_of).reindex(counts.index).fillna(0.0)
@@ -189,42 +217,73 @@ def _usual_lateness(invoices: pd.DataFrame, paid_at: pd.Series, as_of: pd.Timest
     return late.groupby(invoices.loc[paid, CUSTOMER_ID].to_numpy()).quantile(0.9)
 
 
-def _open_invoices(context: MetricContext, as_of: pd.Timestamp, params: Mapping[str, Any]
-                   ) -> pd.DataFrame:
+def _open_invoices(invoices: pd.DataFrame, as_of: pd.Timestamp, grace_days: float,
+                   usual_lateness: bool, max_days_overdue: float) -> pd.DataFrame:
     """Invoices outstanding at ``as_of`` with ``days_overdue``, ``allowed`` (days of lateness
     that count as normal) and ``late``; those past ``max_days_overdue`` are left out."""
-    invoices = context.tables[RECEIVABLES]
     paid_at = invoices[PAID_AT] if PAID_AT in invoices.columns else pd.Series(
         pd.NaT, index=invoices.index)
     # Outstanding at T: issued before T and not paid before T (a later payment was not known).
     open_ = (invoices[ISSUED_AT] < as_of) & (paid_at.isna() | (paid_at >= as_of))
-    allowed = pd.Series(float(params["grace_days"]), index=invoices.index)
-    if params["usual_lateness"]:
+    allowed = pd.Series(float(grace_days), index=invoices.index)
+    if usual_lateness:
         usual = _usual_lateness(invoices, paid_at, as_of)
         allowed = allowed + invoices[CUSTOMER_ID].map(usual).astype(float).fillna(0.0)
     days = (as_of - invoices[DUE_DATE]).dt.days.astype(float)
     out = invoices[open_].assign(days_overdue=days[open_], allowed=allowed[open_])
-    cap = float(params["max_days_overdue"])
-    if cap > 0:  # longer overdue: written off or with collections, no longer news
-        out = out[out["days_overdue"] <= cap]
+    if max_days_overdue > 0:  # longer overdue: written off or with collections, no longer news
+        out = out[out["days_overdue"] <= max_days_overdue]
     return out.assign(late=out["days_overdue"] > out["allowed"])
+
+
+INVOICE_SUMS = ("outstanding", "overdue", "overdue_invoices")
+
+
+def invoice_sums(frames: dict[str, pd.DataFrame], as_of: pd.Timestamp, grace_days: float,
+                 usual_lateness: bool, max_days_overdue: float) -> pd.DataFrame:
+    """Per customer with outstanding invoices at ``as_of`` (a :class:`KeyedPart`, one bucket
+    of customers): ``outstanding``, ``overdue`` (amounts), ``overdue_invoices``,
+    ``oldest_days_overdue`` (NaN when none is late) and ``allowed`` (days of lateness that
+    count as normal)."""
+    invoices = _open_invoices(frames[RECEIVABLES], as_of, grace_days, usual_lateness,
+                              max_days_overdue)
+    late = invoices["late"]
+    owner = invoices[CUSTOMER_ID].to_numpy(dtype=object)
+    amount = invoices[AMOUNT].astype(float)
+    sums = pd.DataFrame({
+        "outstanding": amount,
+        "overdue": amount.where(late, 0.0),
+        "overdue_invoices": late.astype(float),
+        "oldest_days_overdue": invoices["days_overdue"].where(late),
+        "allowed": invoices["allowed"],
+    }).groupby(owner).agg({"outstanding": "sum", "overdue": "sum", "overdue_invoices": "sum",
+                           "oldest_days_overdue": "max", "allowed": "max"})
+    out = pd.DataFrame({CUSTOMER_ID: sums.index.to_numpy(dtype=object)})
+    for column in sums.columns:
+        out[column] = sums[column].to_numpy(dtype=float)
+    return out
+
+
+def invoice_part(as_of: pd.Timestamp, params: Mapping[str, Any]) -> KeyedPart:
+    """:func:`invoice_sums` as a part computed customer by customer."""
+    grace, usual = float(params["grace_days"]), bool(params["usual_lateness"])
+    cap = float(params["max_days_overdue"])
+    return KeyedPart(
+        name=f"invoice_sums:{grace}:{usual}:{cap}", key=CUSTOMER_ID,
+        reads=(TableRead(RECEIVABLES, (CUSTOMER_ID, ISSUED_AT, DUE_DATE, PAID_AT, AMOUNT),
+                         ISSUED_AT),),
+        fn=partial(invoice_sums, as_of=pd.Timestamp(as_of), grace_days=grace,
+                   usual_lateness=usual, max_days_overdue=cap))
 
 
 def overdue_receivables_ratio(context: MetricContext, as_of: pd.Timestamp,
                               params: Mapping[str, Any]) -> pd.DataFrame:
     """Overdue share of outstanding receivables, per customer, account manager and region."""
     require_tables(context.tables, "overdue_receivables_ratio", RECEIVABLES)
-    invoices = _open_invoices(context, as_of, params)
-    late = invoices["late"]
-    owner = invoices[CUSTOMER_ID].to_numpy()
-    amount = invoices[AMOUNT].astype(float)
-    sums = pd.DataFrame({
-        "outstanding": amount,
-        "overdue": amount.where(late, 0.0),
-        "overdue_invoices": late.astype(float),
-    }).groupby(owner).sum().rename_axis(CUSTOMER_ID)
-    oldest = invoices["days_overdue"].where(late).groupby(owner).max()
-    allowed = invoices["allowed"].groupby(owner).max()
+    per_customer = context.by_key(invoice_part(as_of, params), as_of).set_index(CUSTOMER_ID)
+    sums = per_customer[list(INVOICE_SUMS)]
+    oldest = per_customer["oldest_days_overdue"]
+    allowed = per_customer["allowed"]
     floor = float(params["min_overdue"])
 
     def finish(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:

@@ -5,13 +5,18 @@ slipped deals, days in stage.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import pandas as pd
 
+from engine.compute import TableRead
+from engine.io import Tables
 from engine.schemas import (
     AMOUNT,
     CLOSE_DATE,
+    CREATED_AT,
+    ENTERED_AT,
     KEY,
     LEVEL,
     OPPORTUNITIES,
@@ -20,11 +25,20 @@ from engine.schemas import (
     PERIOD,
     REGION,
     REP,
+    STAGE,
     STAGE_HISTORY,
+    STATUS,
+    STATUS_OPEN,
+    TABLES,
     TARGETS,
     TEAM,
 )
-from features.funnel import F_DAYS_IN_STAGE, F_STAGE, funnel_node_metrics, opportunity_features
+from features.funnel import (
+    DAYS_IN_STAGE,
+    funnel_node_metrics,
+    opportunity_state,
+    snapshot_date,
+)
 from features.hierarchy import opportunity_nodes
 from features.metrics.base import (
     NODE_SCOPES,
@@ -37,11 +51,13 @@ from features.metrics.base import (
     resolve_period,
     stack,
 )
-from features.metrics.context import MetricContext
+from features.metrics.context import KeyedPart, MetricContext
 
 __all__ = [
     "conversion_drop",
     "deal_days_in_stage",
+    "deal_part",
+    "open_deal_stages",
     "pipeline_coverage",
     "slipped_deals",
     "slipped_share",
@@ -153,21 +169,50 @@ def slipped_share(context: MetricContext, as_of: pd.Timestamp,
         ["slipped_deals", "open_deals", "open_pipeline"])
 
 
+def open_deal_stages(frames: dict[str, pd.DataFrame], as_of: pd.Timestamp,
+                     snapshot: pd.Timestamp) -> pd.DataFrame:
+    """Per deal open at ``as_of`` whose stage entry is known (a :class:`KeyedPart`, one bucket
+    of deals): ``owner, amount, stage, days_in_stage, close_date`` (expected at ``as_of``);
+    ``snapshot`` is the date the whole opportunities table describes."""
+    state = opportunity_state(Tables(frames), as_of, snapshot=snapshot)
+    deals = state[(state[STATUS] == STATUS_OPEN) & state[DAYS_IN_STAGE].notna()]
+    return pd.DataFrame({
+        OPPORTUNITY_ID: deals[OPPORTUNITY_ID].to_numpy(dtype=object),
+        OWNER: deals[OWNER].to_numpy(dtype=object),
+        AMOUNT: deals[AMOUNT].to_numpy(dtype=float),
+        STAGE: deals[STAGE].to_numpy(dtype=object),
+        DAYS_IN_STAGE: deals[DAYS_IN_STAGE].to_numpy(dtype=float),
+        CLOSE_DATE: deals[CLOSE_DATE].to_numpy(dtype="datetime64[ns]"),
+    })
+
+
+def deal_part(as_of: pd.Timestamp, snapshot: pd.Timestamp) -> KeyedPart:
+    """:func:`open_deal_stages` as a part computed deal by deal (every column of the deals
+    and of their stage changes, rows dated before ``as_of``)."""
+    return KeyedPart(
+        name=f"open_deal_stages:{pd.Timestamp(snapshot).isoformat()}", key=OPPORTUNITY_ID,
+        reads=(TableRead(OPPORTUNITIES, tuple(TABLES[OPPORTUNITIES].columns), CREATED_AT),
+               TableRead(STAGE_HISTORY, tuple(TABLES[STAGE_HISTORY].columns), ENTERED_AT)),
+        fn=partial(open_deal_stages, as_of=pd.Timestamp(as_of),
+                   snapshot=pd.Timestamp(snapshot)))
+
+
 def deal_days_in_stage(context: MetricContext, as_of: pd.Timestamp,
                        params: Mapping[str, Any]) -> pd.DataFrame:
     """Per open deal: days since it entered its stage."""
     tables = context.tables
     require_tables(tables, "deal_days_in_stage", OPPORTUNITIES, STAGE_HISTORY)
-    deals = opportunity_features(tables, as_of)
-    deals = deals[deals[F_DAYS_IN_STAGE].notna()].reset_index(drop=True)
-    nodes = opportunity_nodes(tables).set_index(OPPORTUNITY_ID)
+    snapshot = context.cached(("snapshot_date",), lambda: snapshot_date(tables))
+    deals = context.by_key(deal_part(as_of, snapshot), as_of)
+    nodes = context.cached(("opportunity_nodes",),
+                           lambda: opportunity_nodes(tables).set_index(OPPORTUNITY_ID))
     ids = deals[OPPORTUNITY_ID].astype(object)
     labels = pd.DataFrame({c: ids.map(nodes[c]) for c in (REGION, TEAM, REP)})
     labels[OPPORTUNITY_ID] = ids
     words = [f"deal {i} ({money(a)}, owner {o}) in stage {s} for {d:.0f} days"
-             for i, a, o, s, d in zip(ids, deals[AMOUNT], deals[OWNER], deals[F_STAGE],
-                                      deals[F_DAYS_IN_STAGE], strict=True)]
-    days = deals[F_DAYS_IN_STAGE].where(deals[AMOUNT] >= float(params["min_amount"]))
+             for i, a, o, s, d in zip(ids, deals[AMOUNT], deals[OWNER], deals[STAGE],
+                                      deals[DAYS_IN_STAGE], strict=True)]
+    days = deals[DAYS_IN_STAGE].where(deals[AMOUNT] >= float(params["min_amount"]))
     return metric_frame("opportunity", labels, days, pd.Series(words, dtype=object),
-                        {"stage": deals[F_STAGE], AMOUNT: deals[AMOUNT],
+                        {"stage": deals[STAGE], AMOUNT: deals[AMOUNT],
                          CLOSE_DATE: deals[CLOSE_DATE].dt.date.astype(str)})

@@ -49,10 +49,11 @@ from engine.alerting.store import (
     AlreadyEvaluated,
     Silence,
 )
+from engine.compute import ComputeError, open_engine, parquet_tables
 from engine.config import SetupError
 from engine.io import Tables
 from engine.periods import default_as_of
-from features.metrics import ForecastFromAttainment, MetricContext, Providers, catalogue
+from features.metrics import ForecastFromAttainment, Providers, catalogue
 from features.metrics.alerting import METRIC_CATALOGUE, metric_source
 from rules import default_rules_path
 from service.cli.board import SnapshotRecorder
@@ -74,6 +75,8 @@ from service.cli.common import (
     store_workspace_of,
     workspace_of,
 )
+from service.cli.features import EngineOpt
+from service.usecases.alerts import evaluation_context, warning_tables
 from service.usecases.providers import model_providers
 
 __all__ = ["ALERT_COLUMNS", "alerts_frame", "warnings_app"]
@@ -378,11 +381,14 @@ def evaluate_command(
         "as they are).")] = None,
     every: Annotated[str, typer.Option(
         "--every", help="Step between replayed dates (a duration like 7d or 1w).")] = "7d",
+    engine: EngineOpt = None,
 ) -> None:
     """Evaluate the rules at --as-of, update alert states, send notifications, summarise.
 
     Exits 1, after the summary, while a notification is not delivered (a receiver is down):
-    it stays queued and is retried by the next run or by `warnings deliver`.
+    it stays queued and is retried by the next run or by `warnings deliver`. With --engine
+    spark the customer- and deal-level metrics are computed on Spark; the rules, silences,
+    inhibition and the alert store stay on this machine (the same alerts as pandas).
     """
     policy = _policy(deliver_wait, give_up_after)
     rule_file = _rules(rules)
@@ -392,7 +398,13 @@ def evaluate_command(
         webhook or settings.warnings_webhook_url,
         notify_file or settings.warnings_notify_file,
     )
-    tables = read_data(data_source(ctx, data))
+    source = data_source(ctx, data)
+    name = engine or settings.engine
+    if parquet_tables(source) is None:
+        tables = read_data(source)
+    else:
+        with err.status("reading the Parquet tables"):
+            tables = warning_tables(source)
     when = parse_as_of(as_of)
     day = (when if when is not None else default_as_of(tables)).date()
     dates = _replay_dates(day, since, every)
@@ -401,14 +413,19 @@ def evaluate_command(
     providers = snapshots.wrap(_workspace_providers(settings.mlflow_tracking_uri, space,
                                                     settings.owns_unscoped(space)))
     delivery: DeliveryReport | None = None
-    with _store(ctx) as store:
+    with _store(ctx) as store, open_engine(name, settings.spark_master) as compute:
         resumed = 0
         for at in dates:
             try:
                 # Replayed dates before --as-of that some rule already got past are left as
                 # they are: rerunning an interrupted replay resumes it.
-                report = evaluate(rule_file, metric_source(MetricContext(tables, providers)),
-                                  store, at, resume=at < day)
+                context = evaluation_context(tables, providers, compute, source)
+                report = evaluate(rule_file, metric_source(context), store, at, resume=at < day)
+            except ComputeError as exc:
+                if exc.exit_code == EXIT_BAD_INPUT:
+                    err.print(f"[red]bad input:[/red] {exc}", highlight=False)
+                    raise typer.Exit(EXIT_BAD_INPUT) from None
+                fail(f"{exc}; nothing of this date was written, run it again")
             except OutOfOrder as exc:
                 err.print(f"[red]{exc}[/red] (workspace {space})", highlight=False)
                 err.print("if that evaluation was of another data source, give each data "

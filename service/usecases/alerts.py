@@ -30,9 +30,12 @@ from engine.alerting.store import (
     AlreadyEvaluated,
 )
 from engine.alerting.store import Silence as StoreSilence
-from engine.io import Tables
+from engine.compute import ComputeEngine, PandasEngine, TableRead, parquet_tables
+from engine.io import Tables, load_tables
+from engine.schemas import TABLES
 from features.metrics import ForecastFromAttainment, MetricContext, Providers
 from features.metrics.alerting import METRIC_CATALOGUE, metric_source
+from features.metrics.context import keyed_on_engine
 from service.usecases.churn import score_churn
 from service.usecases.planning import feasibility_run
 from service.usecases.request import (
@@ -50,9 +53,11 @@ __all__ = [
     "add_silence",
     "current_alerts",
     "evaluate_rules",
+    "evaluation_context",
     "expire_silence",
     "silences",
     "wanted_states",
+    "warning_tables",
     "worst_first",
 ]
 
@@ -126,6 +131,32 @@ def _providers(served: Served) -> Providers:
     return Providers(churn_scores=churn_scores_at if churn is not None else None,
                      attainment=attainment,
                      period_forecast=ForecastFromAttainment(attainment))
+
+
+def warning_tables(source: str) -> Tables:
+    """The tables an evaluation reads in this process (the node metrics, the providers): a
+    data directory or database through the validating loader; a Parquet data directory (a
+    folder per table, possibly partitioned) every column the schema knows, through pyarrow.
+
+    Raises:
+        BadInput: the data does not validate (the loader's problems).
+    """
+    if (paths := parquet_tables(source)) is None:
+        return load_tables(source)
+    reads = [TableRead(name, tuple(TABLES[name].columns)) for name in paths]
+    return Tables(PandasEngine().read(source, reads, before=pd.Timestamp.max), source=source)
+
+
+def evaluation_context(tables: Tables, providers: Providers, engine: ComputeEngine | None = None,
+                       source: str | None = None) -> MetricContext:
+    """The metrics' context of one evaluation: the customer- and deal-level parts of the
+    metrics (complaint counts, receivable sums, days in stage) computed bucket by bucket on
+    ``engine`` from ``source`` (Spark: read there, never loaded here), or in this process on
+    ``tables`` when ``engine`` is None or pandas; the rollups, the node metrics, the rules,
+    muting and the alert store stay here. Both engines give the same parts to the last bit."""
+    if engine is None or engine.name == "pandas" or source is None:
+        return MetricContext(tables, providers)
+    return MetricContext(tables, providers, keyed=keyed_on_engine(engine, source))
 
 
 def evaluate_rules(served: Served, as_of: date | None) -> Evaluation:

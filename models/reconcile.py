@@ -21,6 +21,17 @@ What is coherent, and why:
 The hierarchy frame has one row per bottom node and one column per level, named after the
 level (``rep``, ``team``, ``region``); the company (key ``all``) is implied. Levels are ordered
 by their number of distinct nodes, most first, so the bottom level is the finest one.
+
+Memory: nothing here holds an ``n_nodes x n_nodes`` or ``n_nodes x n_bottom`` dense matrix, so
+50,000 reps reconcile in seconds and megabytes. The summing matrix is sparse (one entry per
+node and bottom node below it). MinT is solved in its constraint form (Wickramasuriya,
+Athanasopoulos & Hyndman 2019): with ``C = [-S_upper, I]`` the reconciled forecasts are
+``y - W C' (C W C')^-1 C y``, and ``C W C'`` is only ``n_upper x n_upper`` and sparse for a
+diagonal ``W`` (a node couples only with its ancestors and descendants). ``wls_struct``'s ``W``
+is diagonal; the shrunk covariance is a diagonal plus ``errors @ errors.T`` scaled, i.e.
+diagonal plus rank ``n_samples``, handled exactly by the Woodbury identity. Both give the
+same numbers as the textbook dense ``(S' W^-1 S)^-1 S' W^-1`` (kept as :func:`mint_projection`
+for small trees and tests) to rounding.
 """
 
 from __future__ import annotations
@@ -31,6 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
+from scipy.sparse.linalg import splu
 
 from engine.schemas import COMPANY_KEY, DS, KEY, LEVEL, LEVEL_COMPANY
 from models.metrics import YHAT
@@ -38,10 +51,12 @@ from models.metrics import YHAT
 __all__ = [
     "Hierarchy",
     "build_hierarchy",
+    "mint_bottom",
     "mint_projection",
     "reconcile_bottom_up",
     "reconcile_mint",
     "shrunk_covariance",
+    "shrunk_covariance_parts",
 ]
 
 
@@ -51,17 +66,23 @@ class Hierarchy:
 
     Attributes:
         nodes: ``level`` and ``key`` of every node, bottom nodes first (row ``i`` of ``summing``).
-        summing: ``(n_nodes, n_bottom)`` 0/1 matrix: node value = ``summing @ bottom values``.
+        summing: ``(n_nodes, n_bottom)`` sparse 0/1 matrix: node value = ``summing @ bottom
+            values``; its first ``n_bottom`` rows are the identity.
         levels: level names from bottom to top.
     """
 
     nodes: pd.DataFrame
-    summing: np.ndarray
+    summing: sparse.csr_array
     levels: list[str]
 
     @property
     def n_bottom(self) -> int:
         return int(self.summing.shape[1])
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Number of bottom nodes under each node (``wls_struct``'s variances)."""
+        return np.asarray(self.summing.sum(axis=1), dtype=float).ravel()
 
 
 def _ordered_levels(frame: pd.DataFrame) -> list[str]:
@@ -83,7 +104,7 @@ def _check_tree(frame: pd.DataFrame, levels: list[str]) -> None:
 
 
 def build_hierarchy(hierarchy: pd.DataFrame, levels: Sequence[str] | None = None) -> Hierarchy:
-    """Nodes and summing matrix of a hierarchy frame.
+    """Nodes and (sparse) summing matrix of a hierarchy frame.
 
     Args:
         hierarchy: one row per bottom node, one column per level (e.g. ``rep``, ``team``,
@@ -104,15 +125,25 @@ def build_hierarchy(hierarchy: pd.DataFrame, levels: Sequence[str] | None = None
     frame = frame[wanted].astype(str).drop_duplicates()
     ordered = _ordered_levels(frame)
     _check_tree(frame, ordered)
+    # Bottom nodes (columns) in key order; each level's nodes in key order, as a sorted
+    # groupby lists them. A tree's bottom keys are unique, so the bottom block is I.
     bottom = frame[ordered[0]].to_numpy()
-    nodes, rows = [], []
+    frame = frame.iloc[np.argsort(bottom, kind="stable")]
+    n_bottom = len(frame)
+    levels_out, keys, row_parts = [], [], []
+    offset = 0
     for level in ordered:
-        for key, members in frame.groupby(level, sort=True)[ordered[0]]:
-            nodes.append((level, key))
-            rows.append(np.isin(bottom, members.to_numpy()))
-    order = np.argsort(bottom, kind="stable")
-    summing = np.array(rows, dtype=float)[:, order]
-    ids = pd.DataFrame(nodes, columns=[LEVEL, KEY])
+        names, codes = np.unique(frame[level].to_numpy(), return_inverse=True)
+        levels_out.append(np.full(len(names), level, dtype=object))
+        keys.append(names.astype(object))
+        row_parts.append(codes.ravel() + offset)
+        offset += len(names)
+    rows = np.concatenate(row_parts)
+    columns = np.tile(np.arange(n_bottom), len(ordered))
+    summing = sparse.csr_array(
+        (np.ones(len(rows)), (rows, columns)), shape=(offset, n_bottom)
+    )
+    ids = pd.DataFrame({LEVEL: np.concatenate(levels_out), KEY: np.concatenate(keys)})
     return Hierarchy(ids, summing, ordered)
 
 
@@ -168,41 +199,116 @@ def reconcile_bottom_up(
     return result
 
 
-def shrunk_covariance(errors: np.ndarray) -> np.ndarray:
-    """Schäfer-Strimmer shrinkage of the error covariance towards its diagonal.
+def shrunk_covariance_parts(errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Schäfer-Strimmer shrinkage of the error covariance towards its diagonal, as
+    ``diag(diagonal) + factor @ factor.T``, never forming the ``n_nodes x n_nodes`` matrix.
+
+    The shrunk covariance ``(1 - lam) E E' / n + lam diag(E E' / n) + floor I`` of errors
+    ``E`` with ``n`` samples is a diagonal plus a rank-``n`` term; the shrinkage intensity
+    ``lam`` needs only sums over all pairs, computed from ``n x n`` Gram matrices.
 
     Args:
         errors: ``(n_nodes, n_samples)`` forecast errors (assumed mean zero, so the
             second-moment matrix is used, as MinT does).
 
     Returns:
-        ``(n_nodes, n_nodes)`` positive definite covariance.
+        ``diagonal`` (``n_nodes``, positive) and ``factor`` (``n_nodes x n_samples``).
     """
+    errors = np.asarray(errors, dtype=float)
     n = errors.shape[1]
-    cov = errors @ errors.T / n
-    std = np.sqrt(np.diag(cov))
+    variances = np.einsum("ij,ij->i", errors, errors) / n
+    std = np.sqrt(variances)
     safe = np.where(std > 0, std, 1.0)
     x = errors / safe[:, None]
-    corr = x @ x.T / n
-    # Variance of each correlation estimate (Schäfer & Strimmer 2005, eq. for var(r_ij)).
     squares = x**2
-    var_corr = (squares @ squares.T - n * corr**2) * n / max(n - 1, 1) ** 3
-    off = ~np.eye(len(cov), dtype=bool)
-    denominator = float(np.sum(corr[off] ** 2))
-    lam = 1.0 if denominator == 0 else float(np.clip(np.sum(var_corr[off]) / denominator, 0, 1))
-    shrunk = (1 - lam) * cov + lam * np.diag(np.diag(cov))
+    # Sums over the off-diagonal pairs i != j of corr_ij^2 and of var(corr_ij) (Schäfer &
+    # Strimmer 2005): every pair's sum is a Frobenius norm of a samples x samples matrix.
+    corr_diag = squares.sum(axis=1) / n
+    all_corr2 = float(np.sum((x.T @ x) ** 2)) / n**2
+    off_corr2 = all_corr2 - float(np.sum(corr_diag**2))
+    column_sums = squares.sum(axis=0)
+    off_squares = float(column_sums @ column_sums) - float(np.sum(squares**2))
+    off_var = (off_squares - n * off_corr2) * n / max(n - 1, 1) ** 3
+    # No pairs (one node) or no correlation at all: shrink fully to the diagonal.
+    none = off_corr2 <= 1e-12 * max(all_corr2, 1e-300)
+    lam = 1.0 if none else float(np.clip(off_var / off_corr2, 0, 1))
     # A node that never erred (an all-zero series) would make the matrix singular.
-    floor = 1e-9 * max(float(np.max(np.diag(cov))), 1e-12)
-    return shrunk + np.eye(len(cov)) * floor
+    floor = 1e-9 * max(float(np.max(variances, initial=0.0)), 1e-12)
+    return lam * variances + floor, np.sqrt((1 - lam) / n) * errors
 
 
-def mint_projection(summing: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+def shrunk_covariance(errors: np.ndarray) -> np.ndarray:
+    """The dense ``(n_nodes, n_nodes)`` shrunk covariance of :func:`shrunk_covariance_parts`
+    (positive definite); for small trees and tests."""
+    diagonal, factor = shrunk_covariance_parts(errors)
+    return np.diag(diagonal) + factor @ factor.T
+
+
+def mint_projection(summing: np.ndarray | sparse.sparray, covariance: np.ndarray) -> np.ndarray:
     """MinT bottom-level weights ``P = (S' W^-1 S)^-1 S' W^-1``, shape ``(n_bottom, n_nodes)``.
 
-    Reconciled forecasts are ``summing @ P @ base``.
+    Dense and ``O(n_nodes^3)``: the textbook form, for small trees and tests. Reconciled
+    forecasts are ``summing @ P @ base``; :func:`mint_bottom` gives ``P @ base`` without
+    any dense matrix.
     """
-    w_inv_s = np.linalg.solve(covariance, summing)
-    return np.linalg.solve(summing.T @ w_inv_s, w_inv_s.T)
+    dense = sparse.csr_array(summing).toarray() if sparse.issparse(summing) else summing
+    w_inv_s = np.linalg.solve(covariance, dense)
+    return np.linalg.solve(dense.T @ w_inv_s, w_inv_s.T)
+
+
+def mint_bottom(
+    summing: np.ndarray | sparse.sparray,
+    base: np.ndarray,
+    diagonal: np.ndarray,
+    factor: np.ndarray | None = None,
+) -> np.ndarray:
+    """MinT's reconciled bottom forecasts ``P @ base`` for ``W = diag(diagonal) + factor
+    factor'`` (``factor`` None: diagonal ``W``, e.g. ``wls_struct``), with sparse algebra.
+
+    Constraint form: ``C = [-S_upper, I]``, ``y~ = y - W C' (C W C')^-1 C y``; ``C W C'`` is
+    ``C diag C'`` (sparse, ``n_upper x n_upper``) plus ``Q Q'`` with ``Q = C factor``, solved by
+    a sparse LU and the Woodbury identity. Memory and time grow with the number of nodes
+    times the number of periods (and samples), plus the factorisation of the upper nodes'
+    sparse ``C diag C'``.
+
+    Args:
+        summing: ``(n_nodes, n_bottom)`` summing matrix whose first ``n_bottom`` rows are the
+            identity (as :func:`build_hierarchy` makes it).
+        base: ``(n_nodes,)`` or ``(n_nodes, n_periods)`` base forecasts.
+        diagonal: ``(n_nodes,)`` positive diagonal of ``W``.
+        factor: ``(n_nodes, k)`` low-rank part of ``W``, or None.
+
+    Returns:
+        ``(n_bottom,)`` or ``(n_bottom, n_periods)`` reconciled bottom forecasts.
+    """
+    matrix = sparse.csr_array(summing, dtype=float)
+    n_bottom = int(matrix.shape[1])
+    values = np.asarray(base, dtype=float)
+    flat = values.ndim == 1
+    values = values.reshape(len(values), -1)
+    if (matrix[:n_bottom] != sparse.eye_array(n_bottom, format="csr")).nnz:
+        raise ValueError("summing matrix must start with the bottom nodes (an identity block)")
+    upper = matrix[n_bottom:]
+    bottom = values[:n_bottom]
+    if upper.shape[0] == 0:
+        return bottom[:, 0] if flat else bottom.copy()
+    d = np.asarray(diagonal, dtype=float)
+    d_bottom = d[:n_bottom]
+    gap = values[n_bottom:] - upper @ bottom  # C y: how far the base is from coherent
+    core = sparse.diags_array(d[n_bottom:]) + upper @ sparse.diags_array(d_bottom) @ upper.T
+    lu = splu(sparse.csc_array(core))
+    k_inv_gap = lu.solve(np.asfortranarray(gap))
+    if factor is None:
+        z = k_inv_gap
+        out = bottom + d_bottom[:, None] * (upper.T @ z)
+    else:
+        f = np.asarray(factor, dtype=float)
+        q = f[n_bottom:] - upper @ f[:n_bottom]
+        k_inv_q = lu.solve(np.asfortranarray(q))
+        small = np.eye(q.shape[1]) + q.T @ k_inv_q
+        z = k_inv_gap - k_inv_q @ np.linalg.solve(small, q.T @ k_inv_gap)
+        out = bottom + d_bottom[:, None] * (upper.T @ z) - f[:n_bottom] @ (q.T @ z)
+    return out[:, 0] if flat else out
 
 
 def reconcile_mint(
@@ -233,7 +339,7 @@ def reconcile_mint(
     errors = errors.reindex(base.index)
     if base.isna().any().any() or errors.isna().any().any():
         raise ValueError("MinT needs a forecast and residuals for every node of the hierarchy")
-    covariance = shrunk_covariance(errors.to_numpy(float))
-    projection = mint_projection(tree.summing, covariance)
-    values = tree.summing @ projection @ base.to_numpy(float)
+    diagonal, factor = shrunk_covariance_parts(errors.to_numpy(float))
+    bottom = mint_bottom(tree.summing, base.to_numpy(float), diagonal, factor)
+    values = tree.summing @ bottom
     return _long(tree.nodes, base.columns, values, YHAT)

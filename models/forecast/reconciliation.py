@@ -19,7 +19,7 @@ import pandas as pd
 from engine.schemas import COMPANY_KEY, KEY, LEVEL, LEVEL_COMPANY
 from models.backtest import BacktestWindow, Panel, known_before
 from models.forecast.base import COMBINED, RECONCILED, nanmean
-from models.reconcile import Hierarchy, build_hierarchy, mint_projection, shrunk_covariance
+from models.reconcile import Hierarchy, build_hierarchy, mint_bottom, shrunk_covariance_parts
 
 __all__ = [
     "DEFAULT_RECONCILIATION",
@@ -101,26 +101,27 @@ def _panel_with_nodes(panel: Panel, tree: Hierarchy, notes: list[str]) -> tuple[
         for lv, k in tree.nodes.iloc[: tree.n_bottom].itertuples(index=False)
     ]
     bottom = np.nan_to_num(panel.values[bottom_rows], nan=0.0)
-    started_bottom = ~np.isnan(panel.values[bottom_rows])
-    extra_ids, extra_values, rows = [], [], []
+    started_bottom = (~np.isnan(panel.values[bottom_rows])).astype(float)
+    extra_ids, missing, rows = [], [], []
     for i, (lv, k) in enumerate(tree.nodes.itertuples(index=False)):
         key = (str(lv), str(k))
         if key in index:
             rows.append(index[key])
             continue
-        members = tree.summing[i] > 0
-        started = started_bottom[members].any(axis=0)
-        extra_values.append(np.where(started, tree.summing[i] @ bottom, np.nan))
+        missing.append(i)
         extra_ids.append({LEVEL: lv, KEY: k})
         rows.append(panel.n_series + len(extra_ids) - 1)
     if extra_ids:
+        members = tree.summing[missing]
+        started = (members @ started_bottom) > 0
+        extra_values = np.where(started, members @ bottom, np.nan)
         notes.append(
             f"{len(extra_ids)} hierarchy node(s) had no series: history summed from their "
             "bottom nodes"
         )
         ids = pd.concat([panel.ids, pd.DataFrame(extra_ids)], ignore_index=True)
         panel = Panel(
-            ids, panel.dates, np.vstack([panel.values, np.array(extra_values)]), panel.freq
+            ids, panel.dates, np.vstack([panel.values, extra_values]), panel.freq
         )
     _note_incoherent_history(panel, tree, np.array(rows), notes)
     return panel, np.array(rows)
@@ -203,7 +204,8 @@ def reconciled(
 
     Bottom forecasts are clipped at zero before summing so that every level stays
     non-negative and coherent. MinT (shrink) takes its covariance from ``others``' errors
-    (the structural diagonal without any).
+    (the structural diagonal without any). Sparse throughout (see :mod:`models.reconcile`):
+    no ``n_nodes x n_nodes`` matrix at any size, so tens of thousands of reps fit.
     """
     out = base.copy()
     node_base = np.nan_to_num(base[rows], nan=0.0)
@@ -211,8 +213,7 @@ def reconciled(
     if method == "wls_struct" or (method == "mint_shrink" and not others):
         # MinT with the structural diagonal (each node's variance proportional to its number
         # of bottom nodes): needs no errors at all (Athanasopoulos et al. 2017).
-        covariance = np.diag(tree.summing.sum(axis=1))
-        bottom = mint_projection(tree.summing, covariance) @ node_base
+        bottom = mint_bottom(tree.summing, node_base, tree.sizes)
     elif method == "mint_shrink":
         errors = np.hstack(
             [
@@ -221,7 +222,7 @@ def reconciled(
                 for w in others
             ]
         )
-        bottom = mint_projection(tree.summing, shrunk_covariance(errors)) @ node_base
+        bottom = mint_bottom(tree.summing, node_base, *shrunk_covariance_parts(errors))
     out[rows] = tree.summing @ np.maximum(bottom, 0.0)
     return out
 

@@ -37,18 +37,23 @@ class Candidate:
         deseasonalise: the seasons of data the model needs to find seasonality itself
             (0: not a seasonal model); series that saw at least one season but fewer are
             forecast divided by their observed season (see :mod:`models.forecast.season`).
+        per_series: each series' forecasts depend on that series alone (given the panel-wide
+            season pool): the candidate may run on any part of the panel, e.g. on groups of
+            series on Spark (:mod:`models.forecast.local`). Global models (LightGBM) and
+            Prophet, whose budget picks levels over the whole panel, run on the whole panel.
     """
 
     build: Callable[[CandidateContext], Forecaster | None]
     deseasonalise: int = 0
+    per_series: bool = False
 
 
 REGISTRY: dict[str, Candidate] = {
-    "seasonal_naive": Candidate(SeasonalNaiveForecaster.build),
-    "ets": Candidate(EtsForecaster.build, deseasonalise=3),
-    "theta": Candidate(ThetaForecaster.build, deseasonalise=4),
-    "arima": Candidate(ArimaForecaster.build, deseasonalise=3),
-    "autoets": Candidate(AutoEtsForecaster.build, deseasonalise=3),
+    "seasonal_naive": Candidate(SeasonalNaiveForecaster.build, per_series=True),
+    "ets": Candidate(EtsForecaster.build, deseasonalise=3, per_series=True),
+    "theta": Candidate(ThetaForecaster.build, deseasonalise=4, per_series=True),
+    "arima": Candidate(ArimaForecaster.build, deseasonalise=3, per_series=True),
+    "autoets": Candidate(AutoEtsForecaster.build, deseasonalise=3, per_series=True),
     "prophet": Candidate(ProphetForecaster.build),
     "lgbm": Candidate(LgbmForecaster.build),
 }

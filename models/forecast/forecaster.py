@@ -89,6 +89,7 @@ from models.forecast.conformal import (
     widened,
     window_bands,
 )
+from models.forecast.local import LocalRunner, local_job, run_here
 from models.forecast.reconciliation import align_tree, reconcile_windows
 from models.forecast.season import Deseasonalised, observed_season_indices
 from models.metrics import YHAT, YHAT_P10, YHAT_P50, YHAT_P90, metrics_table
@@ -244,6 +245,7 @@ class RevenueForecaster:
         series: pd.DataFrame,
         hierarchy: pd.DataFrame | None = None,
         progress: Progress | None = None,
+        runner: LocalRunner | None = None,
     ) -> RevenueForecaster:
         """Backtest the candidates, learn the combination and intervals, refit on all data.
 
@@ -252,6 +254,9 @@ class RevenueForecaster:
             hierarchy: one row per bottom node with one column per level (e.g. ``rep``,
                 ``team``, ``region``) to reconcile forecasts across; ``None`` for none.
             progress: called as ``progress(done, total)`` after every unit of work.
+            runner: where the per-series candidates run (:mod:`models.forecast.local`), e.g.
+                on groups of series on Spark; default the whole panel in this process. The
+                result is the same wherever they run.
 
         Returns:
             self.
@@ -270,7 +275,12 @@ class RevenueForecaster:
             if progress is not None:
                 progress(done[0], total)
 
-        model_fn = self._model_fn(plan, models, self._forecasters(plan, models, notes), tick)
+        forecasters = self._forecasters(plan, models, notes)
+        local = {n: f for n, f in forecasters.items() if REGISTRY[n].per_series}
+        job = local_job(local, {n: REGISTRY[n].deseasonalise for n in local}, plan.panel,
+                        plan.cutoffs, self.horizon, plan.min_history, plan.season)
+        done_here = dict(zip(job.cutoffs, (runner or run_here)(job, plan.panel), strict=True))
+        model_fn = self._model_fn(plan, models, forecasters, done_here, tick)
         windows = backtest_panel(
             model_fn, plan.panel, plan.cutoffs, self.horizon, plan.min_history, plan.season
         )
@@ -303,18 +313,25 @@ class RevenueForecaster:
         plan: _Plan,
         models: list[str],
         forecasters: dict[str, Forecaster],
+        done: dict[int, dict[str, np.ndarray]],
         tick: Callable[[], None],
     ) -> ModelFn:
         """The candidates as one backtest function: each fitted on the training panel and
-        asked for ``horizon`` periods, in registry order (one progress unit each)."""
+        asked for ``horizon`` periods, in registry order (one progress unit each). The
+        per-series candidates' forecasts were made beforehand (``done``: cutoff -> name ->
+        forecasts of every series of the panel); their eligible rows are taken."""
         def run(train: Panel, horizon: int) -> dict[str, np.ndarray]:
             out: dict[str, np.ndarray] = {}
+            cutoff = train.values.shape[1]
+            eligible = plan.panel.head(cutoff).n_obs >= plan.min_history
             # Series that saw one season but are too short for the seasonal models use the
             # observed season's indices (see ``models.forecast.season``).
-            unseasoned = train.values.shape[1] >= plan.season
+            unseasoned = cutoff >= plan.season
             for name in models:
                 forecaster = forecasters.get(name)
-                if forecaster is not None:
+                if name in done.get(cutoff, {}):
+                    out[name] = done[cutoff][name][eligible]
+                elif forecaster is not None:
                     needed = REGISTRY[name].deseasonalise
                     if unseasoned and needed:
                         forecaster = Deseasonalised(forecaster, plan.season, needed)

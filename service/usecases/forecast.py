@@ -37,9 +37,12 @@ import numpy as np
 import pandas as pd
 
 from engine import tracking
+from engine.compute import canonical_order
 from engine.io import Tables
 from engine.periods import PERIOD_NAMES, first_day
 from engine.schemas import (
+    AMOUNT,
+    CUSTOMER_ID,
     DS,
     KEY,
     LEVEL,
@@ -47,6 +50,10 @@ from engine.schemas import (
     LEVEL_REGION,
     LEVEL_REP,
     LEVEL_TEAM,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    ORDER_DATE,
+    ORDERS,
     ORG,
     REGION,
     REP,
@@ -58,6 +65,7 @@ from features.revenue import PARTIAL, DataEnd, revenue_series
 from models.backtest import season_length
 from models.base import FORECAST
 from models.forecast import COMBINED, RECONCILED, RevenueForecaster, sane_intervals
+from models.forecast.local import LocalRunner
 from models.metrics import YHAT, YHAT_P10, YHAT_P50, YHAT_P90
 from service.usecases.train import (
     Progress,
@@ -167,10 +175,41 @@ def forecast_kind(freq: str, level: str | None) -> str:
 
 
 def _hierarchy(tables: Tables, levels: Sequence[str]) -> pd.DataFrame | None:
+    """One row per rep (sorted: the same tree whatever order ``org`` was read in)."""
     if not set(HIERARCHY) <= set(levels):
         return None
     frame = rep_hierarchy(tables)[[REP, TEAM, REGION]]
+    frame = frame.sort_values(REP, kind="mergesort", ignore_index=True)
     return frame if len(frame) else None
+
+
+def orders_by_day(orders: pd.DataFrame) -> pd.DataFrame:
+    """Orders summed per customer, day, deal (and level column: every column but the
+    amount), the rows added in :func:`engine.compute.canonical_order`. Summed on the whole
+    table or on buckets of customers (a compute engine), the sums are the same to the last
+    bit: revenue series, and so forecasts, do not depend on how the rows were read."""
+    orders = canonical_order(orders, ORDERS)
+    keys = [c for c in orders.columns if c != AMOUNT]
+    summed = orders.groupby(keys, dropna=False, sort=True)[AMOUNT].sum().reset_index()
+    return canonical_order(summed[list(orders.columns)], ORDERS)
+
+
+def revenue_tables(tables: Tables, levels: Sequence[str]) -> Tables:
+    """The tables revenue series are summed from, in one row order: orders with only the
+    columns attribution reads (:func:`orders_by_day`), deals by id. Every engine and every
+    read order gives the same series to the last bit (forecasts react to the last bit:
+    AutoETS's and AutoARIMA's choices and optimisers)."""
+    frames = dict(tables.frames)
+    orders = tables.get(ORDERS)
+    if orders is not None:
+        wanted = (CUSTOMER_ID, ORDER_DATE, AMOUNT, OPPORTUNITY_ID, *levels)
+        frames[ORDERS] = orders_by_day(orders[[c for c in dict.fromkeys(wanted)
+                                               if c in orders.columns]])
+    opps = tables.get(OPPORTUNITIES)
+    if opps is not None:
+        frames[OPPORTUNITIES] = opps.sort_values(OPPORTUNITY_ID, kind="mergesort",
+                                                 ignore_index=True)
+    return Tables(frames, source=tables.source, derived=tables.derived)
 
 
 @dataclass(frozen=True)
@@ -192,7 +231,8 @@ def _series(tables: Tables, freq: str, levels: Sequence[str], as_of: pd.Timestam
         ValueError: no revenue before ``as_of``, or ``freq`` finer than the data's own period.
     """
     when = training_as_of(tables, as_of)
-    series = revenue_series(tables, freq, levels=list(levels), as_of=when)
+    series = revenue_series(revenue_tables(tables, levels), freq, levels=list(levels),
+                            as_of=when)
     if series.empty:
         raise ValueError(f"no revenue dated before {when.date()}: nothing to forecast from")
     end: DataEnd = series.attrs["data_end"]
@@ -259,12 +299,13 @@ def _end_notes(complete: pd.DataFrame, partial: pd.DataFrame, end: DataEnd, freq
         f"whole {name}, never below the revenue already booked in it")
     return notes
 def _fit(series: pd.DataFrame, hierarchy: pd.DataFrame | None, params: dict[str, Any],
-         progress: Progress | None) -> RevenueForecaster:
+         progress: Progress | None, runner: LocalRunner | None = None) -> RevenueForecaster:
     def counted(done: int, total: int) -> None:
         say(progress, f"{done}/{total}")
 
     return RevenueForecaster(**params).fit(series, hierarchy,
-                                           progress=None if progress is None else counted)
+                                           progress=None if progress is None else counted,
+                                           runner=runner)
 
 
 def _final_model(metrics: pd.DataFrame) -> str:
@@ -298,7 +339,8 @@ def _holdout(series: pd.DataFrame, params: dict[str, Any]) -> str:
 
 
 def _champion_score(series: pd.DataFrame, hierarchy: pd.DataFrame | None, holdout: str,
-                    params: dict[str, Any]) -> Callable[[tracking.LoadedModel], Scored]:
+                    params: dict[str, Any], runner: LocalRunner | None = None
+                    ) -> Callable[[tracking.LoadedModel], Scored]:
     """How :func:`service.usecases.train.champion_value` scores a forecast champion: its own
     backtest when it was trained on exactly this holdout, else its choices re-backtested on
     the same series and windows."""
@@ -317,7 +359,7 @@ def _champion_score(series: pd.DataFrame, hierarchy: pd.DataFrame | None, holdou
         # The champion's own choices, on today's windows (same horizon and windows as ours).
         theirs |= {k: params[k] for k in ("horizon", "n_windows", "n_jobs")}
         try:
-            refit = _fit(series, hierarchy, theirs, None)
+            refit = _fit(series, hierarchy, theirs, None, runner)
         except ValueError as exc:
             return None, f" could not be re-backtested ({exc})"
         if refit.metrics_.empty:
@@ -357,7 +399,8 @@ def _fan_charts(model: RevenueForecaster, series: pd.DataFrame, folder: Path, to
 def train_forecast(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed: int = 42,
                    progress: Progress | None = None, freq: str = "M", level: str | None = None,
                    horizon: int | None = None, n_windows: int = 3, n_jobs: int = 1,
-                   candidates: Sequence[str] | None = None) -> ForecastTraining:
+                   candidates: Sequence[str] | None = None,
+                   runner: LocalRunner | None = None) -> ForecastTraining:
     """Backtest the candidates, log everything to MLflow and register a ``challenger``.
 
     Args:
@@ -372,6 +415,8 @@ def train_forecast(tables: Tables, *, as_of: pd.Timestamp | str | None = None, s
         n_windows: rolling backtest origins.
         n_jobs: parallel workers.
         candidates: the forecasters to backtest (default all of them).
+        runner: where the per-series candidates are fitted (default here; on a compute engine:
+            :func:`service.usecases.scaled_forecast.engine_runner`).
 
     Raises:
         ValueError: too little history for a single backtest window (in plain words).
@@ -383,7 +428,7 @@ def train_forecast(tables: Tables, *, as_of: pd.Timestamp | str | None = None, s
     params: dict[str, Any] = {"freq": freq, "horizon": horizon or HORIZONS[freq],
                               "n_windows": n_windows, "n_jobs": n_jobs, "seed": seed,
                               **_candidates(candidates)}
-    model = _fit(series, hierarchy, params, progress)
+    model = _fit(series, hierarchy, params, progress, runner)
     if model.metrics_.empty:
         periods = series[DS].nunique()
         name = PERIOD_NAMES[freq]
@@ -395,7 +440,7 @@ def train_forecast(tables: Tables, *, as_of: pd.Timestamp | str | None = None, s
     notes = [*data.notes, *model.notes_]
     holdout = _holdout(series, params)
     champion, _ = champion_value(
-        kind, _champion_score(series, hierarchy, holdout, params), notes,
+        kind, _champion_score(series, hierarchy, holdout, params, runner), notes,
         no_champion=f"no champion for {tracking.model_name(kind)} yet: the first promotion "
                     "needs no comparison (but must beat the seasonal naive)")
     metrics = _summary(model.metrics_)
@@ -428,14 +473,16 @@ def train_forecast(tables: Tables, *, as_of: pd.Timestamp | str | None = None, s
 def forecast_fresh(tables: Tables, *, freq: str, horizon: int, level: str | None = None,
                    n_jobs: int = 1, seed: int = 42, as_of: pd.Timestamp | str | None = None,
                    candidates: Sequence[str] | None = None,
-                   progress: Progress | None = None) -> tuple[pd.DataFrame, list[str]]:
+                   progress: Progress | None = None, runner: LocalRunner | None = None
+                   ) -> tuple[pd.DataFrame, list[str]]:
     """Fit a forecaster on the data before ``as_of`` (``--fit``) and forecast ``horizon``
-    periods from the first one not complete in the data."""
+    periods from the first one not complete in the data (the per-series candidates fitted
+    where ``runner`` says, default here)."""
     levels = forecast_levels(tables, level)
     data = _series(tables, freq, levels, as_of)
     params = {"freq": freq, "horizon": horizon, "n_windows": 3, "n_jobs": n_jobs, "seed": seed,
               **_candidates(candidates)}
-    model = _fit(data.complete, _hierarchy(tables, levels), params, progress)
+    model = _fit(data.complete, _hierarchy(tables, levels), params, progress, runner)
     notes = [*data.notes, *model.notes_]
     frame = _booked_floor(model.predict(horizon), data.partial, notes)
     return _only(frame, level), notes

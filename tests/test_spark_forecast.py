@@ -1,0 +1,181 @@
+"""``forecast --fit`` / ``train forecast`` on a compute engine: the pandas forecasts, exactly.
+
+The per-series candidates are fitted on CRC-32 buckets of series (``engine_runner``), the
+series' rows read with column and date pruning (``engine_tables``). One local[1] Spark session
+serves the module; the pandas engine tests need no Spark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from engine.compute import PandasEngine
+from engine.io import Tables, load_tables, write_data_dir
+from engine.synthetic import generate
+from features.revenue import revenue_series
+from models.backtest import to_panel
+from models.forecast.local import local_job, run_here
+from models.forecast.season import observed_season_indices, season_pool
+from models.forecast.statistical import AutoEtsForecaster, StatsBatch, ThetaForecaster
+from service.usecases.forecast import forecast_fresh, orders_by_day
+from service.usecases.scaled_forecast import engine_runner, engine_tables
+
+pytest.importorskip("pyspark")
+
+# The per-series families (AutoARIMA, slow, shares AutoETS's batch) and one global model.
+CANDIDATES = ("seasonal_naive", "ets", "theta", "autoets", "lgbm")
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[object]:
+    from engine.compute.spark import SparkEngine, spark_session
+
+    session = spark_session("local[1]", shuffle_partitions=4, driver_memory="1g")
+    yield SparkEngine("local[1]", session=session)
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_data_dir(generate("small", seed=5), tmp_path_factory.mktemp("demo") / "csv")
+
+
+@pytest.fixture(scope="module")
+def real(real_data: Callable[..., Path]) -> Path:
+    """Superstore's first 6 months (orders with product categories and customer regions)."""
+    return real_data("superstore", 6)
+
+
+def _fresh(tables: Tables, **kw: Any) -> pd.DataFrame:
+    frame, _ = forecast_fresh(tables, freq="M", horizon=4, candidates=CANDIDATES, **kw)
+    return frame
+
+
+def test_orders_summed_the_same_whatever_the_read_order() -> None:
+    """Revenue sums do not depend on the order rows were read in (forecasts react to the last
+    bit), nor on summing per bucket of customers."""
+    rng = np.random.default_rng(0)
+    orders = pd.DataFrame({"customer_id": rng.choice(["a", "b", "c"], 300).astype(object),
+                           "order_date": pd.to_datetime("2026-01-01")
+                           + pd.to_timedelta(rng.integers(0, 3, 300), unit="D"),
+                           "amount": rng.random(300) * 1e3})
+    whole = orders_by_day(orders)
+    shuffled = orders_by_day(orders.sample(frac=1.0, random_state=1))
+    pd.testing.assert_frame_equal(whole, shuffled, check_exact=True)
+    parts = [orders_by_day(orders[orders["customer_id"] == c]) for c in ("c", "a", "b")]
+    joined = pd.concat(parts).sort_values("customer_id", kind="mergesort", ignore_index=True)
+    pd.testing.assert_frame_equal(whole, joined, check_exact=True)
+    assert len(whole) == 9
+
+
+def test_groups_of_series_fit_the_same_here_and_on_an_engine(demo: Path) -> None:
+    """The per-series candidates run on CRC-32 groups of series: in this process (the
+    default), on the pandas engine, and whatever order the series come in, the same numbers
+    to the last bit. The season pooled over every series travels with the job, so a group's
+    short series are deseasonalised as in the whole panel."""
+    tables = load_tables(demo)
+    panel = to_panel(revenue_series(tables, "M", ["company", "region", "team", "rep"]), "M")
+    # 16 periods: one season seen, too few for Theta's own, so the pooled season is used.
+    panel = panel.head(16)
+    job = local_job({"theta": ThetaForecaster(12, 120), "autoets": AutoEtsForecaster(
+        StatsBatch(12, 120, ["AutoETS"]))}, {"theta": 4, "autoets": 3}, panel, [10, 13], 4,
+        3, 12)
+    assert job.pools[(16, 4)].active and job.pools[(16, 4)].m > 1
+    here = run_here(job, panel)
+    engine = engine_runner(PandasEngine())(job, panel)
+    backwards = np.arange(panel.n_series)[::-1]
+    reversed_here = run_here(job, panel.subset(backwards))
+    assert [list(p) for p in here] == [["theta", "autoets"]] * 3
+    for got, again, expected in zip(engine, reversed_here, here, strict=True):
+        for name in expected:
+            assert np.isfinite(expected[name]).all()
+            np.testing.assert_array_equal(got[name], expected[name])
+            np.testing.assert_array_equal(again[name], expected[name][backwards])
+    # Half of the series pooled on their own would get other indices.
+    rows = np.arange(panel.n_series) % 2 == 0
+    half = panel.subset(rows).values
+    own = observed_season_indices(half, 12, 4)
+    pooled = observed_season_indices(half, 12, 4, season_pool(panel.values, 12, 4))
+    np.testing.assert_array_equal(
+        pooled, observed_season_indices(panel.values, 12, 4)[rows])
+    assert not np.array_equal(own, pooled)
+
+
+def test_pandas_engine_in_buckets_is_the_pandas_forecast(demo: Path) -> None:
+    """Pruned reads (orders summed per customer and day in buckets) and bucketed fits on the
+    pandas engine give the pandas pipeline's forecasts to the last bit."""
+    tables = load_tables(demo)
+    expected = _fresh(tables, level="rep")
+    engine = PandasEngine()
+    pruned, when = engine_tables(engine, str(demo), None, "rep")
+    assert set(pruned["orders"].columns) <= {"customer_id", "order_date", "amount",
+                                            "opportunity_id"}
+    got = _fresh(pruned, level="rep", as_of=when, runner=engine_runner(engine))
+    assert expected["level"].eq("rep").all() and len(expected) > 20
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def _grown(source: Path, when: pd.Timestamp, target: Path) -> Path:
+    """``source`` with rows dated on or after ``when``: a huge order of a known customer and a
+    new customer's, a won deal created and closed later."""
+    tables = load_tables(source)
+    frames = {n: f.copy() for n, f in tables.frames.items() if n not in tables.derived}
+    orders = frames["orders"]
+    late = orders.iloc[:2].copy()
+    late["order_date"] = [when, when + pd.Timedelta(days=40)]
+    late["customer_id"] = [orders["customer_id"].iloc[0], "NEW-1"]
+    late["amount"] = 1e7
+    if "order_id" in late.columns:
+        late["order_id"] = ["LATE-1", "LATE-2"]
+    frames["orders"] = pd.concat([orders, late], ignore_index=True)
+    if "opportunities" in frames:
+        opps = frames["opportunities"]
+        deal = opps.iloc[:1].assign(opportunity_id="LATE-D", status="won", amount=5e6,
+                                    created_at=when, close_date=when + pd.Timedelta(days=9))
+        frames["opportunities"] = pd.concat([opps, deal], ignore_index=True)
+    return write_data_dir(frames, target)
+
+
+def test_spark_equals_pandas_and_later_rows_change_nothing(spark: object, demo: Path,
+                                                           tmp_path: Path) -> None:
+    """Spark local (reads, bucketed fits) on the data with later rows appended gives the
+    pandas forecast of the original data, as of a day inside it, exactly."""
+    tables = load_tables(demo)
+    when = pd.Timestamp("2026-07-01")
+    expected = _fresh(tables, level="rep", as_of=when)
+    grown = _grown(demo, when, tmp_path / "grown")
+    pruned, used = engine_tables(spark, str(grown), when, "rep")  # type: ignore[arg-type]
+    assert used == when and pruned["orders"]["order_date"].max() < when
+    got = _fresh(pruned, level="rep", as_of=used,
+                 runner=engine_runner(spark))  # type: ignore[arg-type]
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_cli_fit_on_spark_real_data(spark: object, real: Path, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``forecast --fit --level product`` on real data: QUOTACAST_ENGINE=spark writes the
+    pandas command's file byte for byte (every candidate, the default), reusing the session."""
+    from service.cli.app import app
+
+    runner = CliRunner()
+    monkeypatch.setenv("QUOTACAST_SPARK_MASTER", "local[1]")
+    args = ["forecast", "--fit", "--data", str(real), "--level", "product", "--freq", "M",
+            "--horizon", "2"]
+    plain = runner.invoke(app, [*args, "--out", str(tmp_path / "pandas.csv")])
+    assert plain.exit_code == 0, plain.output
+    monkeypatch.setenv("QUOTACAST_ENGINE", "spark")
+    on_spark = runner.invoke(app, [*args, "--out", str(tmp_path / "spark.csv")])
+    assert on_spark.exit_code == 0, on_spark.output
+    frame = pd.read_csv(tmp_path / "spark.csv")
+    assert set(frame["key"]) == {"Furniture", "Office Supplies", "Technology"}
+    assert (tmp_path / "spark.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
+    assert not spark.session.sparkContext._jsc.sc().isStopped()  # type: ignore[attr-defined]
+    wrong = runner.invoke(app, [*args, "--level", "nope"])
+    assert wrong.exit_code == 2 and "Traceback" not in wrong.output

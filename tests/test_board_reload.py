@@ -9,6 +9,7 @@ the warm-up at start-up (the first page finds its period computed) and the data 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ from test_service_support import SEED, quiet_options, quiet_registry, settings_f
 from engine.io import write_data_dir
 from engine.synthetic import SizeSpec, generate
 from service.http.app import create_app
+from service.http.dashboard import library_names
 from service.http.reload import fingerprint
 from service.http.state import AppState
 from service.usecases.board import board_store
+from service.usecases.served import Memo
 
 TINY = SizeSpec("tiny", 150, 2, 2, (1, 1), (2, 2))  # four reps: fast to generate and simulate
 PERIOD = "2026Q4"
@@ -151,6 +154,10 @@ def test_the_current_period_is_computed_before_anyone_asks(tmp_path: Path) -> No
         app = create_app(settings, quiet_options(draws=500, warm_up=True))
         with TestClient(app) as client:
             state: AppState = app.state.quotacast
+            # A request in flight: the current period is computed (requests wait for it
+            # anyway), the lowest-priority rest is not started while anyone is answered.
+            state.metrics.begin()
+            assert state.reload.warmed_in is None
             _until(lambda: state.reload.warmed_in is not None)
             # Nobody asked: the period's simulation and every node's page are cached, and
             # the simulation left its snapshot.
@@ -164,9 +171,68 @@ def test_the_current_period_is_computed_before_anyone_asks(tmp_path: Path) -> No
             assert "nodes" in pages and any(p.startswith("changes team") for p in pages)
             assert any(p.startswith("deals None rep") for p in pages)
             assert any(p.startswith("closed path channel") for p in pages)  # the dimensions
+            time.sleep(1.0)
+            assert state.reload.warmed_more_in is None  # held back by the request in flight
+            assert [k for k in state.feasibility_cache._items if k[0] != "stage-rates"
+                    ] == computed
+            state.metrics.end()
             key = state.keys.create("planner")[1]
             assert client.get("/board", headers={"X-API-Key": key}).status_code == 200
             again = [k for k in state.feasibility_cache._items if k[0] == "feasibility"]
-            assert again == computed  # the page used it, nothing computed anew
-            assert client.get("/readyz", headers={"X-API-Key": key}).json()["reload"][
-                "warmed_in"] > 0
+            assert computed[0] in again  # the page used it, nothing computed anew
+
+            # Then, when idle: the previous quarter (its simulation and node pages) and each
+            # ready scenario beside the current period.
+            _until(lambda: state.reload.warmed_more_in is not None)
+            cached = list(state.feasibility_cache._items)
+            assert ("2026Q3", computed[0][2]) in [(k[1], k[2]) for k in cached
+                                                  if k[0] == "feasibility"]
+            scenarios = [k for k in cached if k[0] == "scenario"]
+            assert len(scenarios) == len(library_names()) == 4
+            assert {(k[2], k[3]) for k in scenarios} == {(PERIOD, computed[0][2])}
+            pages = {(k[3], k[4]) for k in _BOARD._items if k[0] == state.name}
+            assert any(what.startswith("changes rep") and period == "2026Q3"
+                       for what, period in pages)
+            ready = client.get("/readyz", headers={"X-API-Key": key}).json()["reload"]
+            assert ready["warmed_in"] > 0 and ready["warmed_more_in"] > 0
+            # A page of the previous quarter now computes nothing anew.
+            before = list(state.feasibility_cache._items)
+            page = client.get("/board", params={"period": "2026Q3", "level": "region",
+                                                "node": "North"},
+                              headers={"X-API-Key": key})
+            assert page.status_code == 200 and "2026Q3" in page.text
+            assert set(state.feasibility_cache._items) == set(before)
+
+
+def test_a_long_computation_holds_up_no_other_key() -> None:
+    """The caches compute each key on its own: a value being computed (a background
+    simulation) does not hold up a cached value or another key; the same key waits for it."""
+    memo: Memo[int] = Memo(size=4)
+    memo.get("cached", lambda: 1)
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def slow() -> int:
+        calls.append("slow")
+        started.set()
+        release.wait(10)
+        return 2
+
+    worker = threading.Thread(target=memo.get, args=("slow", slow))
+    worker.start()
+    assert started.wait(10)
+    began = time.monotonic()
+    assert memo.get("cached", lambda: 99) == 1
+    assert memo.get("other", lambda: 3) == 3
+    assert time.monotonic() - began < 1.0
+    waiter: list[int] = []
+    second = threading.Thread(target=lambda: waiter.append(memo.get("slow", slow)))
+    second.start()
+    time.sleep(0.1)
+    assert not waiter  # waits for the value being computed
+    release.set()
+    worker.join(10)
+    second.join(10)
+    assert waiter == [2] and calls == ["slow"]
+    memo.clear()
+    assert not memo.peek("cached")

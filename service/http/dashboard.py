@@ -96,8 +96,10 @@ __all__ = [
     "board_url",
     "cached_nodes",
     "dashboard_context",
+    "default_picker",
     "forget_board",
     "last_revenue_day",
+    "library_names",
     "money",
     "percent",
     "period_choices",
@@ -253,8 +255,9 @@ def dashboard_context(state: AppState, principal: Principal,
 BOARD_DEALS = 25
 BOARD_CHILDREN_CHART = 12
 # Per (workspace, data, period, as-of, models): see _cached. Large enough for the few values of
-# every node page of a period (the warm-up computes them all: service.http.reload).
-_BOARD: Memo[Any] = Memo(size=2048)
+# every node page of the current and the previous period (the warm-up computes them all:
+# service.http.reload), a few kB each.
+_BOARD: Memo[Any] = Memo(size=8192)
 _QUANTILES = (MUST_HIT_QUANTILE, 0.5, STRETCH_QUANTILE, 0.9)
 
 
@@ -304,15 +307,26 @@ class BoardNodes:
         return out[::-1]
 
 
-def cached_nodes(state: AppState) -> list[BoardNode]:
-    """Every node of the board's default period: the hierarchy's (and levels the targets
-    name), then the product/segment/channel nodes (waiting for their simulation)."""
-    picker = _resolve_picker(state, None, None)
+def cached_nodes(state: AppState, period: str | None = None) -> list[BoardNode]:
+    """Every node of the board's default period (or ``period``, at the default as-of): the
+    hierarchy's (and levels the targets name), then the product/segment/channel nodes
+    (waiting for their simulation)."""
+    picker = _resolve_picker(state, period, None)
     run = feasibility_run(state, picker.period, picker.as_of.date())
     view = _cached(state, "nodes", run.period, run.as_of, lambda: board_nodes(run))
     levels = _dimension_levels(state, run, view)
     extra = _dimensions(state, run, levels, wait=True)[0] if levels else None
     return view.nodes + [n for n in (extra.nodes if extra else []) if n.level in levels]
+
+
+def default_picker(state: AppState) -> Picker:
+    """The period and as-of the board opens on when none is asked."""
+    return _resolve_picker(state, None, None)
+
+
+def library_names() -> list[str]:
+    """The names of the ready scenarios the board offers."""
+    return list(_library())
 
 
 def forget_board() -> None:

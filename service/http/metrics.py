@@ -14,6 +14,7 @@ so a scan of made-up URLs cannot grow the series without bound; unmatched paths 
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -44,6 +45,25 @@ class RequestMetrics:
         self._count: dict[tuple[str, str, str], int] = defaultdict(int)
         self._hist: dict[tuple[str, str, str], list[int]] = {}
         self._sum: dict[tuple[str, str, str], float] = defaultdict(float)
+        self._active = 0  # requests being answered now
+        self._quiet_since = time.monotonic()  # when the last request was answered
+
+    def begin(self) -> None:
+        """A request started (:meth:`end` when it is answered)."""
+        with self._lock:
+            self._active += 1
+
+    def end(self) -> None:
+        """A request begun with :meth:`begin` was answered."""
+        with self._lock:
+            self._active = max(0, self._active - 1)
+            self._quiet_since = time.monotonic()
+
+    def idle(self, quiet: float = 0.0) -> bool:
+        """Whether no request is being answered, nor was in the last ``quiet`` seconds (the
+        background warm-up starts its next step only then)."""
+        with self._lock:
+            return self._active == 0 and time.monotonic() - self._quiet_since >= quiet
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one finished request."""

@@ -43,9 +43,11 @@ class MetricsMiddleware:
                 status[0] = message["status"]
             await send(message)
 
+        self.metrics.begin()
         try:
             await self.app(scope, receive, send_status)
         finally:
+            self.metrics.end()
             route = scope.get("route")
             name = getattr(route, "path", None) or "unmatched"
             self.metrics.observe(scope["method"], name, status[0], time.perf_counter() - start)

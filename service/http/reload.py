@@ -9,6 +9,14 @@ the value being computed instead of computing it again. Each simulation writes t
 snapshot of every node (:func:`service.usecases.board.record_run`, the writer the CLI's
 ``feasibility`` and ``warnings evaluate`` use).
 
+**Then, at the lowest priority, what a weekly call opens next** (:func:`more_steps`): the
+previous quarter (its simulation, company page and node pages) and each ready scenario of the
+library beside the current period. One small step at a time, each started only when no request
+is being answered nor was for a quarter of a second (:meth:`RequestMetrics.idle`), so a page
+asked meanwhile is not queued behind it; a simulation holds no lock a request needs (the caches
+compute each key on its own: :class:`service.usecases.served.Memo`). A reload or a stop
+interrupts it between steps.
+
 **Reload** (``QUOTACAST_RELOAD_SECONDS`` > 0): every interval the data source's fingerprint
 (each file's name, size and modification time; a SQLite database's file) is compared with the
 one loaded. When it changed, the data is loaded and validated anew:
@@ -30,11 +38,13 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
+
+import pandas as pd
 
 from engine.io import is_sql_url
 from service.http.auth import Principal
@@ -43,7 +53,8 @@ from service.http.state import AppState, Fingerprint, ReloadStatus
 from service.usecases.request import Refusal
 from service.usecases.served import DataState, load_data
 
-__all__ = ["WARM_NODES", "DataWatcher", "fingerprint", "reload_once", "snapshot", "warm"]
+__all__ = ["QUIET_SECONDS", "WARM_NODES", "WARM_PERIODS", "DataWatcher", "fingerprint",
+           "more_steps", "previous_periods", "reload_once", "snapshot", "warm"]
 
 log = logging.getLogger("quotacast.service")
 T = TypeVar("T")
@@ -52,6 +63,10 @@ T = TypeVar("T")
 _WARM = Principal(key_id="warm-up", role=Role.PLANNER)
 # Node pages computed ahead at most (a large company's reps beyond it are computed when asked).
 WARM_NODES = 300
+# Quarters before the current one computed ahead, at the lowest priority.
+WARM_PERIODS = 1
+# A background step starts only after this long without a request.
+QUIET_SECONDS = 0.25
 
 
 def _now() -> datetime:
@@ -126,6 +141,41 @@ def warm(state: AppState) -> float:
     return time.perf_counter() - began
 
 
+def previous_periods(space: AppState, count: int = WARM_PERIODS) -> list[str]:
+    """The ``count`` quarters before the board's default period, latest first."""
+    from engine.periods import period_bounds, period_of
+    from service.http.dashboard import default_picker
+
+    start = period_bounds(default_picker(space).period)[0]
+    out = []
+    for _ in range(count):
+        start = period_bounds(period_of(start - pd.Timedelta(days=1), "Q"))[0]
+        out.append(period_of(start, "Q"))
+    return out
+
+
+def more_steps(space: AppState) -> Iterator[Callable[[], object]]:
+    """What a weekly call opens after the current period, one small step each: the previous
+    quarters' company pages (their simulation and product/segment/channel nodes), each ready
+    scenario beside the current period, then the previous quarters' node pages. Lazy: a
+    step's nodes are read when it is reached. Each step never raises (:func:`_quietly`)."""
+    from service.http.dashboard import board_context, library_names
+
+    if not space.data.ok:
+        return
+    periods = _quietly("board", space, partial(previous_periods, space)) or []
+    for period in periods:
+        yield partial(_quietly, "board", space, partial(
+            board_context, space, _WARM, period=period, wait_dimensions=True))
+    for name in library_names():
+        yield partial(_quietly, "scenario", space, partial(
+            board_context, space, _WARM, scenario=name))
+    for period in periods:
+        for level, key in _quietly("board", space, partial(_nodes, space, period=period)) or []:
+            yield partial(_quietly, "board", space, partial(
+                board_context, space, _WARM, period=period, level=level, key=key))
+
+
 def snapshot(space: AppState) -> None:
     """The current period's simulation at the data's as-of (which records its snapshot);
     a refusal (no period to simulate) is left to the requests to say."""
@@ -148,12 +198,14 @@ def _quietly(name: str, space: AppState, build: Callable[[], T]) -> T | None:
         return None
 
 
-def _nodes(space: AppState, most: int = WARM_NODES) -> list[tuple[str, str]]:
-    """The current period's nodes below the company (its board's), top down, then its
-    product/segment/channel nodes."""
+def _nodes(space: AppState, most: int = WARM_NODES, period: str | None = None
+           ) -> list[tuple[str, str]]:
+    """The nodes below the company of the current period (or ``period``) as its board shows
+    them, top down, then its product/segment/channel nodes."""
     from service.http.dashboard import cached_nodes
 
-    return [(n.level, n.key) for n in cached_nodes(space) if n.level != "company"][:most]
+    return [(n.level, n.key) for n in cached_nodes(space, period)
+            if n.level != "company"][:most]
 
 
 def _forget(space: AppState) -> None:
@@ -233,27 +285,62 @@ class DataWatcher:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _warm(self, full: bool = True) -> None:
+    def _warm(self, full: bool = True) -> Iterator[Callable[[], object]]:
+        """The current period computed now; the steps to compute after it, when idle."""
         if not full:  # no warm-up asked: only the snapshot of the current period
             for space in self.state.every_space():
                 if space.data.ok:
                     snapshot(space)
-            return
+            return iter(())
+        for space in self.state.every_space():
+            space.reload.warmed_in = space.reload.warmed_more_in = None
         spent = warm(self.state)
         for space in self.state.every_space():
             space.reload.warmed_in = round(spent, 3)
         log.info("current period computed in the background in %.1f s", spent)
+        return self._more()
+
+    def _more(self) -> Iterator[Callable[[], object]]:
+        began = time.perf_counter()
+        for space in self.state.every_space():
+            yield from more_steps(space)
+        spent = time.perf_counter() - began
+        for space in self.state.every_space():
+            space.reload.warmed_more_in = round(spent, 3)
+        log.info("previous quarter and ready scenarios computed in the background in %.1f s",
+                 spent)
+
+    def _check(self) -> bool:
+        """Reload every workspace whose data changed; whether any did."""
+        changed = False
+        for space in self.state.every_space():
+            try:
+                changed |= reload_once(space, settle=min(1.0, self.every / 2))
+            except Exception as exc:  # the watcher must keep watching
+                log.warning("reload check of %s failed: %s", space.data.source,
+                            str(exc).splitlines()[0][:200] if str(exc)
+                            else type(exc).__name__)
+        return changed
 
     def _run(self) -> None:
-        self._warm(self.warm_up)
-        while self.every > 0 and not self._stop.wait(self.every):
-            changed = False
-            for space in self.state.every_space():
-                try:
-                    changed |= reload_once(space, settle=min(1.0, self.every / 2))
-                except Exception as exc:  # the watcher must keep watching
-                    log.warning("reload check of %s failed: %s", space.data.source,
-                                str(exc).splitlines()[0][:200] if str(exc)
-                                else type(exc).__name__)
-            if changed and not self._stop.is_set():
-                self._warm(self.warm_up)
+        steps: Iterator[Callable[[], object]] | None = self._warm(self.warm_up)
+        due = time.monotonic() + self.every
+        while not self._stop.is_set():
+            if self.every > 0 and time.monotonic() >= due:
+                if self._check() and not self._stop.is_set():
+                    steps = self._warm(self.warm_up)  # the steps left were of the old data
+                due = time.monotonic() + self.every
+                continue
+            if steps is None:  # nothing left but the clock
+                if self.every <= 0:
+                    return
+                self._stop.wait(max(0.0, due - time.monotonic()))
+                continue
+            if not self.state.metrics.idle(QUIET_SECONDS):  # requests first
+                self._stop.wait(0.05)
+                continue
+            step = next(steps, None)
+            if step is None:
+                steps = None
+                continue
+            step()

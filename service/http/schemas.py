@@ -116,6 +116,9 @@ class ReloadOut(_Out):
         "empty: the latest data is served"))
     warmed_in: float | None = Field(default=None, description=(
         "seconds the last background computation of the current period took"))
+    warmed_more_in: float | None = Field(default=None, description=(
+        "seconds the background computation of the previous quarter and the ready scenarios "
+        "took after it, at the lowest priority (null: not done yet)"))
 
 
 class RegistryOut(_Out):

@@ -50,6 +50,8 @@ class ReloadStatus:
         problems: why the last changed data was refused (empty: the data served is the
             latest); the old data is served meanwhile.
         warmed_in: seconds the last warm-up took (None: not run yet or running).
+        warmed_more_in: seconds the lowest-priority rest of it took, after ``warmed_in``:
+            the previous quarter and the ready scenarios (None: not done yet).
     """
 
     every_seconds: float = 0.0
@@ -59,6 +61,7 @@ class ReloadStatus:
     loads: int = 1
     problems: list[str] = field(default_factory=list)
     warmed_in: float | None = None
+    warmed_more_in: float | None = None
     fingerprint: Fingerprint | None = None
 
 

@@ -71,34 +71,76 @@ class RegistryStatus:
     checked_at: float = float("-inf")
 
 
+class _Pending:
+    """A value being computed: who computes it, and when it is done."""
+
+    def __init__(self) -> None:
+        self.owner = threading.get_ident()
+        self.done = threading.Event()
+
+
 class Memo(Generic[T]):
     """A small LRU cache whose values are computed once even under concurrent requests.
 
-    One lock for everything: the values are CPU-bound simulations on a two-core machine, so
-    computing two of them at once would not be faster, and a request for a value being computed
-    waits for it instead of computing it again. Re-entrant: a value may be computed from
-    another value of the same cache.
+    A request for a value being computed waits for it instead of computing it again; values of
+    different keys are computed independently, so a long computation (a background warm-up's
+    simulation of another period) never holds up a request for a value already cached or for
+    another key. When the computation fails, each waiter computes the value itself (and is
+    told why it fails). Re-entrant: a value may be computed from another value of the same
+    cache.
     """
 
     def __init__(self, size: int = 8):
         self.size = size
         self._items: OrderedDict[Hashable, T] = OrderedDict()
-        self._lock = threading.RLock()
+        self._pending: dict[Hashable, _Pending] = {}
+        self._lock = threading.Lock()
+        self._generation = 0  # a value computed before clear() is not kept
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
+        while True:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key]
+                pending = self._pending.get(key)
+                if pending is None:
+                    pending = self._pending[key] = _Pending()
+                    generation = self._generation
+                    break
+            if pending.owner == threading.get_ident():  # asked again while computing it
+                return compute()
+            pending.done.wait()
+        try:
             value = compute()
-            self._items[key] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-            return value
+        except BaseException:
+            with self._lock:
+                if self._pending.get(key) is pending:
+                    del self._pending[key]
+            pending.done.set()
+            raise
+        with self._lock:
+            if generation == self._generation:
+                self._items[key] = value
+                self._items.move_to_end(key)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+            if self._pending.get(key) is pending:
+                del self._pending[key]
+        pending.done.set()
+        return value
+
+    def peek(self, key: Hashable) -> bool:
+        """Whether the value of ``key`` is cached (computed, not only being computed)."""
+        with self._lock:
+            return key in self._items
 
     def clear(self) -> None:
+        """Forget every value; those being computed are not kept either."""
         with self._lock:
             self._items.clear()
+            self._pending.clear()
+            self._generation += 1
 
 
 @dataclass(kw_only=True)
@@ -132,8 +174,10 @@ class Served:
     models: dict[str, tracking.LoadedModel] = field(default_factory=dict)
     model_problems: dict[str, str] = field(default_factory=dict)
     workspace: tracking.Workspace | None = None
-    # Small: a large company's draws take tens of MB per (period, as_of).
-    feasibility_cache: Memo[Any] = field(default_factory=lambda: Memo(size=6))
+    # Small: a large company's draws take tens of MB per (period, as_of). Room for what the
+    # service's warm-up keeps (stage rates, the current and previous quarter, the four ready
+    # scenarios' frames) and three more.
+    feasibility_cache: Memo[Any] = field(default_factory=lambda: Memo(size=10))
     scores_cache: Memo[Any] = field(default_factory=lambda: Memo(size=4))
     models_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -22,15 +22,16 @@ import pytest
 from test_dashboard import ARGS, CHROMIUM, _serving
 from test_service_support import (
     Company,
-    fresh_registry,
+    StubChurn,
+    StubWin,
     make_company,
     quiet_options,
     quiet_registry,
-    register_stubs,
     settings_for,
 )
 
 from engine.schemas import OPPORTUNITIES, OPPORTUNITY_ID, OWNER
+from engine.tracking import LoadedModel
 from service.http.app import create_app
 from service.http.state import AppState
 
@@ -43,6 +44,22 @@ pytestmark = [
 ]
 
 EVALUATED = ("2026-11-09", "2026-11-16")  # a week apart, the second the data's as-of
+# The walk reads the board, not the warnings: one rule whose metric is the period's feasibility
+# (which writes the snapshots the trend draws), so each `warnings evaluate` computes that and
+# not every metric of the default pack (half its time here).
+# Enough draws for every probability the walk reads (P(attain), the drop if a deal is lost,
+# P(reach) of a commit); each simulation is quicker than with the service tests' 2,000.
+DRAWS = 500
+RULES = """
+groups:
+  - name: plan
+    rules:
+      - alert: AttainmentProbabilityLow
+        metric: attainment_probability
+        scope: [company, region]
+        op: "<"
+        threshold: 0.4
+"""
 
 
 @dataclass
@@ -58,13 +75,20 @@ class Site:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("board")
     company = make_company(root)
-    uri = fresh_registry(root)
+    (root / "rules.yaml").write_text(RULES, encoding="utf-8")
+    # No registry: the stub churn and win champions are served as loaded (what a registry's
+    # champions become once loaded), which spares the walk the registry's set-up (seconds).
+    uri = f"sqlite:///{root / 'no-registry' / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         quiet_registry(patch)
-        register_stubs(uri, company.tables, kinds=("churn", "win"))
-        app = create_app(settings_for(root, company.data, uri), quiet_options())
+        app = create_app(settings_for(root, company.data, uri),
+                         quiet_options(rules=str(root / "rules.yaml"), draws=DRAWS))
         with _serving(app) as url:
             state: AppState = app.state.quotacast
+            state.models.update({
+                "churn": LoadedModel(StubChurn(), "stub-churn", "1", "stub", {}),
+                "win": LoadedModel(StubWin(), "stub-win", "1", "stub", {})})
+            state.model_problems.clear()
             keys = {role: state.keys.create(role)[1]
                     for role in ("admin", "planner", "sales_ops")}
             keys["account_manager"] = state.keys.create("account_manager", company.manager)[1]
@@ -72,6 +96,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 done = httpx.post(f"{url}/v1/warnings/evaluate", json={"as_of": day},
                                   headers={"X-API-Key": keys["sales_ops"]}, timeout=120)
                 assert done.status_code == 200, done.text
+                assert done.json()["evaluated"] == ["AttainmentProbabilityLow"], done.text
             yield Site(url, state, company, keys, tmp_path_factory.mktemp("board-shots"))
 
 

@@ -13,13 +13,28 @@ Run from the repository root::
 ``--company large`` (or ``small``, ``medium``) instead times the whole ``quotacast
 feasibility`` path on a generated demo company without champions: the stage-rate fallback
 win model, the inputs (closed revenue, open deals, run rate and its backtests) and the draws.
+
+``--scale`` measures memory: simulate + summarise on a synthetic hierarchy (``--reps`` reps in
+teams of 10 and regions of 50, ``--deals`` open deals) for each of ``--scale-draws``, each run
+in its own process whose peak RSS is read from the kernel (``wait4``), on this working tree
+("blocks") and on the committed version ``--before`` checked out in a temporary git worktree
+("whole arrays", the draws x cells path). The old path needs several draws x cells float64
+arrays at once, so it is run only up to ``--before-max-draws`` draws (the machine is shared);
+where both ran, the answers are compared (the same draws: identical to the last bit)::
+
+    nice .venv/bin/python benchmarks/feasibility.py --scale --reps 50000 --deals 500000 \
+        --scale-draws 1000 2000 10000 --before-max-draws 2000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -27,7 +42,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# A child run of --scale imports the version under test from its root (a git worktree for the
+# committed version before the blocks).
+sys.path.insert(0, os.environ.get("FEASIBILITY_BENCH_ROOT",
+                                  str(Path(__file__).resolve().parents[1])))
 
 from engine.schemas import (
     AMOUNT,
@@ -54,6 +72,7 @@ from models.feasibility import (
 )
 
 PANDAS_DRAWS = 200
+HERE = Path(__file__).resolve().parents[1]
 
 
 def scenario(n_deals: int, n_reps: int, seed: int = 0) -> CellInputs:
@@ -165,6 +184,127 @@ def whole_company(size: str, draws: int) -> None:
     print(f"process max RSS {rss:.1f} GiB (the generated tables included)")
 
 
+# The commit before feasibility drew in blocks (its simulate holds draws x cells arrays).
+BEFORE = "0748e22"
+
+
+def child(reps: int, deals: int, draws: int, out: Path, engine: str = "pandas",
+          master: str = "local[2]") -> None:
+    """One measured run (in its own process): simulate + summarise, the answer to ``out``;
+    ``engine`` spark runs the blocks of draws as Spark tasks."""
+    from contextlib import nullcontext
+
+    inputs = scenario(deals, reps)
+    targets = targets_for(inputs)
+    kwargs = {}
+    context: object = nullcontext()
+    if engine == "spark":
+        from engine.compute import open_engine
+        from service.usecases.feasibility import engine_blocks
+
+        context = open_engine("spark", master)
+    with context as compute:  # type: ignore[attr-defined]
+        if compute is not None:
+            kwargs["blocks"] = engine_blocks(compute)
+        t0 = time.perf_counter()
+        simulation = simulate(inputs, draws=draws, seed=1, **kwargs)
+        t1 = time.perf_counter()
+    frame = summarise(simulation, targets, "2026Q4", pd.Timestamp("2026-11-16"))
+    t2 = time.perf_counter()
+    frame.to_pickle(out)
+    company = frame[frame[LEVEL] == LEVEL_COMPANY].iloc[0]
+    print(json.dumps({"simulate s": t1 - t0, "summarise s": t2 - t1,
+                      "store": str(simulation.draws.dtype), "nodes": len(simulation.nodes),
+                      "company p_attain": float(company["p_attain"]),
+                      "company p50": float(company["p50"])}))
+
+
+def measured(root: Path, reps: int, deals: int, draws: int, out: Path,
+             engine: str = "pandas") -> dict[str, object]:
+    """A child run on ``root``'s code: its answer, wall and CPU seconds, its own peak RSS
+    (``wait4``) and the peak RSS of its whole process tree (sampled; the JVM and Spark's
+    Python workers included), in GiB."""
+    import psutil
+
+    env = {**os.environ, "FEASIBILITY_BENCH_ROOT": str(root), "PYTHONPATH": str(root)}
+    t0 = time.perf_counter()
+    proc = psutil.Popen([sys.executable, str(HERE / "benchmarks" / "feasibility.py"),
+                         "--child", str(out), "--reps", str(reps), "--deals", str(deals),
+                         "--draws", str(draws), "--engine", engine], env=env, cwd=root,
+                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    tree_peak = 0
+    status, usage = 0, None
+    while True:
+        try:
+            tree = [proc, *proc.children(recursive=True)]
+            tree_peak = max(tree_peak, sum(p.memory_info().rss for p in tree
+                                           if p.is_running()))
+        except psutil.Error:
+            pass
+        try:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid:
+            break
+        time.sleep(0.2)
+    assert proc.stdout is not None
+    text = proc.stdout.read()
+    code = os.waitstatus_to_exitcode(status)
+    nan = float("nan")
+    result: dict[str, object] = {
+        "wall s": time.perf_counter() - t0,
+        "CPU s": usage.ru_utime + usage.ru_stime if usage else nan,
+        "peak RSS GiB": usage.ru_maxrss / 2**20 if usage else nan,
+        "tree peak GiB": tree_peak / 2**30}
+    if code != 0:
+        return {**result, "failed": f"exit {code}"}
+    return {**json.loads(text.strip().splitlines()[-1]), **result}
+
+
+def scale(reps: int, deals: int, draws_list: list[int], before: str, before_max: int,
+          spark_draws: int = 0) -> None:
+    """Peak memory and time of blocks (this tree) against whole arrays (``before``), and of
+    blocks as Spark tasks at ``spark_draws`` draws (0: not run)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(old), before],
+                       cwd=HERE, check=True)
+        try:
+            for draws in sorted({*draws_list, *([spark_draws] if spark_draws else [])}):
+                runs = {}
+                if draws in draws_list:
+                    runs["blocks (this tree)"] = (HERE, "pandas")
+                if draws == spark_draws:
+                    runs["blocks as Spark local[2] tasks"] = (HERE, "spark")
+                if draws in draws_list and draws <= before_max:
+                    runs[f"whole arrays ({before})"] = (old, "pandas")
+                frames = {}
+                for name, (root, engine) in runs.items():
+                    out = Path(tmp) / f"{name.split()[0]}-{engine}-{draws}.pkl"
+                    result = measured(root, reps, deals, draws, out, engine)
+                    rows.append({"path": name, "draws": draws, **result})
+                    print(rows[-1], flush=True)
+                    if out.exists():
+                        frames[name] = pd.read_pickle(out)
+                names = list(frames)
+                for other in names[1:]:
+                    a, b = frames[names[0]], frames[other]
+                    gap = float(np.nanmax(np.abs(a["p_attain"] - b["p_attain"])))
+                    print(f"{draws:,} draws, {names[0]} vs {other}: the feasibility frames are "
+                          f"{'identical' if a.equals(b) else 'different'} (largest P(attain) "
+                          f"difference {gap:.2g})", flush=True)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=HERE,
+                           check=False)
+    table = pd.DataFrame(rows)
+    pd.set_option("display.width", 250)
+    print(f"\nFeasibility memory: {reps:,} reps (+ teams, regions, company), {deals:,} open "
+          "deals; each run in its own process (peak RSS from the kernel; tree: sampled)")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:,.3f}"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=10_000)
@@ -173,7 +313,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pandas-draws", type=int, default=PANDAS_DRAWS)
     parser.add_argument("--company", choices=["small", "medium", "large"],
                         help="time the whole path on a generated company instead")
+    parser.add_argument("--scale", action="store_true",
+                        help="peak memory of blocks against whole arrays (see above)")
+    parser.add_argument("--scale-draws", type=int, nargs="+", default=[1_000, 10_000])
+    parser.add_argument("--before", default=BEFORE)
+    parser.add_argument("--before-max-draws", type=int, default=2_000)
+    parser.add_argument("--spark-draws", type=int, default=0,
+                        help="with --scale: also draw this many on Spark local[2]")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--engine", default="pandas", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        child(args.reps, args.deals, args.draws, args.child, args.engine)
+        return 0
+    if args.scale:
+        scale(args.reps, args.deals, args.scale_draws, args.before, args.before_max_draws,
+              args.spark_draws)
+        return 0
     if args.company:
         whole_company(args.company, args.draws)
         return 0

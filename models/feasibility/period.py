@@ -58,6 +58,7 @@ from models.feasibility.simulation import (
     STRETCH,
     STRETCH_QUANTILE,
     TARGET,
+    BlockRunner,
     Simulation,
     simulate,
     summarise,
@@ -75,12 +76,13 @@ BACKTEST_DRAWS = 2_000
 def simulate_period(tables: Tables, period: str, as_of: pd.Timestamp | str, win_model: Any, *,
                     draws: int = 10_000, seed: int = 42, churn: pd.DataFrame | None = None,
                     levels: Sequence[str] | None = None, threads: int | None = None,
-                    rest_backtest: bool = True) -> Simulation:
+                    rest_backtest: bool = True, blocks: BlockRunner | None = None
+                    ) -> Simulation:
     """:func:`build_inputs` then :func:`simulate` (``rest_backtest`` as in
-    :func:`build_inputs`)."""
+    :func:`build_inputs`; ``blocks`` runs the blocks of draws, as in :func:`simulate`)."""
     inputs = build_inputs(tables, period, as_of, win_model, churn=churn, levels=levels,
                           rest_backtest=rest_backtest)
-    return simulate(inputs, draws=draws, seed=seed, threads=threads)
+    return simulate(inputs, draws=draws, seed=seed, threads=threads, blocks=blocks)
 
 
 def feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
@@ -102,7 +104,8 @@ def feasibility_with_simulation(
         tables: Tables, period: str, as_of: pd.Timestamp | str, *, draws: int = 10_000,
         seed: int = 42, win_model: Any = None, churn: pd.DataFrame | None = None,
         levels: Sequence[str] | None = None, all_nodes: bool = False,
-        threads: int | None = None, pace_check: bool = True) -> tuple[pd.DataFrame, Simulation]:
+        threads: int | None = None, pace_check: bool = True,
+        blocks: BlockRunner | None = None) -> tuple[pd.DataFrame, Simulation]:
     """Attainment distribution of every node with a target in ``period``, as of ``as_of``.
 
     Works before the period (a plan check: pipeline expected to close plus run rate), during it
@@ -126,6 +129,9 @@ def feasibility_with_simulation(
             did not beat it there (:func:`pace_choice`), with the pace rule's range too
             (quantiles, expected, gap, must-hit, stretch, pipeline needed); the notes say
             which levels.
+        blocks: runs the blocks of draws of the simulation (default: one after another
+            here; :func:`service.usecases.feasibility.engine_blocks` on Spark); the draws
+            are the same wherever they ran. The pace check's replays stay here.
 
     Returns:
         The frame (:data:`models.feasibility.simulation.FEASIBILITY_COLUMNS` then
@@ -139,7 +145,7 @@ def feasibility_with_simulation(
         win_model, note = fit_stage_rates(tables, as_of)
         notes.append(note)
     simulation = simulate_period(tables, period, as_of, win_model, draws=draws, seed=seed,
-                                 churn=churn, levels=levels, threads=threads)
+                                 churn=churn, levels=levels, threads=threads, blocks=blocks)
     simulation.notes[:0] = notes
     frame = summarise(simulation, tables.targets(), period, as_of, all_nodes=all_nodes)
     if pace_check and frame[TARGET].notna().any():

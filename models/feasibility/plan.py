@@ -219,7 +219,7 @@ def split_nodes(simulation: Simulation, total: float, method: PlanMethod = "even
         raise ValueError(f"unknown method {method!r}: {' or '.join(PLAN_METHODS)}")
     nodes = simulation.nodes
     ok = eligible_nodes(nodes)
-    expected = simulation.draws.mean(axis=0) if len(simulation.draws) else simulation.closed
+    expected = simulation.mean()
     amount = np.full(len(nodes), np.nan)
     root = np.flatnonzero(((nodes[LEVEL] == LEVEL_COMPANY)
                            & (nodes[KEY] == COMPANY_KEY)).to_numpy())

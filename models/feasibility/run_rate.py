@@ -152,12 +152,24 @@ class RunRate:
 
     def draw(self, draws: int, rng: np.random.Generator) -> np.ndarray:
         """``draws x reps`` run-rate draws."""
-        n = len(self.mean)
-        common = rng.standard_normal((draws, 1)) * self.sigma_common
-        own = rng.standard_normal((draws, n)) * self.sigma
+        return self.from_normals([rng.standard_normal((draws, width))
+                                  for width in self.normal_widths()])
+
+    def normal_widths(self) -> list[int]:
+        """Columns of the standard normals a draw takes from its generator, in the order
+        drawn (each a ``draws x width`` block): the company factor, one per rep, then one per
+        group of each grouping."""
+        return [1, len(self.mean), *(int(codes.max()) + 1 if codes.size else 0
+                                     for codes in self.group_codes)]
+
+    def from_normals(self, normals: Sequence[np.ndarray]) -> np.ndarray:
+        """Run-rate draws (rows x reps) from the standard normals of :meth:`normal_widths`
+        (rows of each block): :meth:`draw` for any block of draws, to the last bit."""
+        common = normals[0] * self.sigma_common
+        own = normals[1] * self.sigma
         log = self.bias_common + self.bias + common + own
-        for codes, sigma in zip(self.group_codes, self.group_sigmas, strict=True):
-            shared = rng.standard_normal((draws, int(codes.max()) + 1 if codes.size else 0))
+        for codes, sigma, shared in zip(self.group_codes, self.group_sigmas, normals[2:],
+                                        strict=True):
             log = log + sigma * shared[:, codes]
         values = np.maximum((self.mean + self.shift) * np.exp(log) - self.shift, self.floor)
         return np.where(self.active, values, 0.0)

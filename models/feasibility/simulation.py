@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, overload
 
 import numpy as np
@@ -39,21 +40,33 @@ from engine.schemas import (
 from models.feasibility.run_rate import RunRate
 
 __all__ = [
+    "BLOCK_ELEMENTS",
     "EXTRA_COLUMNS",
     "FEASIBILITY_COLUMNS",
+    "FLOAT64_STORE",
     "LEVEL_ORDER",
     "MUST_HIT_QUANTILE",
     "P_ATTAIN",
     "STRETCH_QUANTILE",
     "TARGET",
+    "BlockRunner",
     "CellInputs",
+    "DealDraws",
+    "DrawPlan",
     "Simulation",
     "attained",
+    "block_rows",
+    "deal_draws",
+    "draw_block",
+    "draw_plan",
     "interval_problems",
+    "local_blocks",
+    "node_quantiles",
     "scaled_odds",
     "simulate",
     "simulate_deals",
     "simulate_deals_per_deal",
+    "store_dtype",
     "summarise",
     "widening_sigma",
 ]
@@ -100,6 +113,194 @@ def _clt_deals(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells: int
     return small & (count[cell] >= min_count)
 
 
+def _uint16s(seed: np.random.SeedSequence, start: int, count: int) -> np.ndarray:
+    """Positions ``start .. start + count`` of the 16-bit stream of ``seed``: four per 64-bit
+    word of its PCG64, jumped to (``advance``) instead of drawn, so any slice of a stream costs
+    only its own length."""
+    bits = np.random.PCG64(seed)
+    if start >= 4:
+        bits.advance(start // 4)
+    skip = start % 4
+    return bits.random_raw((skip + count + 3) // 4).view(np.uint16)[skip: skip + count]
+
+
+def _normal_states(rng: np.random.Generator, width: int, bounds: Sequence[tuple[int, int]]
+                   ) -> list[dict[str, Any]]:
+    """The state of ``rng`` at the start of each block of rows of a ``draws x width`` array of
+    standard normals drawn from it, leaving ``rng`` after the whole array (the normals are
+    drawn and dropped a few million at a time: a normal takes a varying number of words, so
+    the stream cannot be jumped)."""
+    states = []
+    step = max(1, 1_000_000 // max(width, 1))
+    for lo, hi in bounds:
+        states.append(dict(rng.bit_generator.state))
+        for row in range(lo, hi, step):
+            rng.standard_normal((min(step, hi - row), width))
+    return states
+
+
+def _normals_at(state: dict[str, Any], rows: int, width: int) -> np.ndarray:
+    """``rows x width`` standard normals from a saved PCG64 state."""
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = state
+    return rng.standard_normal((rows, width))
+
+
+def _run_parts(parts: Sequence[Callable[[], None]], threads: int | None) -> None:
+    workers = threads or min(2, os.cpu_count() or 1)
+    if workers == 1 or len(parts) <= 1:
+        for part in parts:
+            part()
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda part: part(), parts))
+
+
+@dataclass
+class DealDraws:
+    """Wins of independent deals summed per cell, for any block of draws (rows) on its own.
+
+    Made by :func:`deal_draws`; :meth:`rows` gives rows ``lo .. hi`` of the ``draws x cells``
+    array of :func:`simulate_deals` (or :func:`simulate_deals_per_deal`) to the last bit, for
+    blocks in any order, so that blocks can be drawn one at a time (memory bounded by the
+    block) or on different machines. Picklable.
+    """
+
+    draws: int
+    n_cells: int
+    certain: np.ndarray | None = None  # per cell: deals won in every draw
+    normal_mean: np.ndarray | None = None  # per used cell (pooled small deals)
+    normal_sd: np.ndarray | None = None
+    normal_used: np.ndarray | None = None
+    normal_states: list[dict[str, Any]] = field(default_factory=list)
+    normal_bounds: list[tuple[int, int]] = field(default_factory=list)
+    # Bernoulli deals, sorted by cell (one stream per chunk of ``chunk_rows`` draws).
+    thr16: np.ndarray | None = None
+    amount32: np.ndarray | None = None
+    starts: np.ndarray | None = None
+    targets: np.ndarray | None = None
+    chunk_rows: int = 1
+    streams: list[np.random.SeedSequence] = field(default_factory=list)
+    # Per-deal streams (common random numbers): deal i draws from its own stream.
+    per_deal: bool = False
+    deal_thr: np.ndarray | None = None
+    deal_amount: np.ndarray | None = None
+    deal_cell: np.ndarray | None = None
+    deal_streams: list[np.random.SeedSequence] = field(default_factory=list)
+    deal_width: int = 1
+    threads: int | None = None
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo .. hi`` (draws) x cells, float64."""
+        out = np.zeros((hi - lo, self.n_cells))
+        if hi <= lo:
+            return out
+        if self.per_deal:
+            self._per_deal(out, lo, hi)
+            return out
+        if self.certain is not None:
+            out += self.certain
+        if self.normal_used is not None and self.normal_used.size:
+            assert self.normal_mean is not None and self.normal_sd is not None
+            used = self.normal_used
+            if (lo, hi) not in self.normal_bounds:
+                raise ValueError(f"draws {lo}..{hi} are not one of the blocks planned")
+            state = self.normal_states[self.normal_bounds.index((lo, hi))]
+            z = _normals_at(state, hi - lo, used.size)
+            out[:, used] += self.normal_mean[used] + z * self.normal_sd[used]
+        if self.thr16 is not None:
+            self._bernoulli(out, lo, hi)
+        return out
+
+    def _bernoulli(self, out: np.ndarray, lo: int, hi: int) -> None:
+        assert self.thr16 is not None and self.amount32 is not None
+        assert self.starts is not None and self.targets is not None
+        n, size = len(self.thr16), self.chunk_rows
+        thr16, amount, starts, targets = self.thr16, self.amount32, self.starts, self.targets
+
+        def part(i: int, a: int, b: int) -> Callable[[], None]:
+            def run() -> None:
+                uniforms = _uint16s(self.streams[i], (a - i * size) * n,
+                                    (b - a) * n).reshape(b - a, n)
+                won = np.multiply(uniforms < thr16, amount, dtype=np.float32)
+                out[a - lo: b - lo, targets] += np.add.reduceat(won, starts, axis=1)
+            return run
+
+        parts = []
+        for i in range(lo // size, (hi - 1) // size + 1):
+            a, b = max(lo, i * size), min(hi, (i + 1) * size)
+            parts.append(part(i, a, b))
+        _run_parts(parts, self.threads)
+
+    def _per_deal(self, out: np.ndarray, lo: int, hi: int) -> None:
+        assert self.deal_thr is not None and self.deal_amount is not None
+        assert self.deal_cell is not None
+        thr, amount, cell, rows = self.deal_thr, self.deal_amount, self.deal_cell, hi - lo
+        for first in range(0, len(thr), self.deal_width):
+            last = min(first + self.deal_width, len(thr))
+            live = [j for j in range(first, last) if thr[j] > 0]
+            if not live:
+                continue
+            uniforms = np.empty((rows, len(live)), dtype=np.uint16)
+            for column, j in enumerate(live):
+                uniforms[:, column] = _uint16s(self.deal_streams[j], lo, rows)
+            won = (uniforms < thr[live]) * amount[live]
+            onehot = sparse.csr_matrix((np.ones(len(live)),
+                                        (np.arange(len(live)), cell[live])),
+                                       shape=(len(live), self.n_cells))
+            out += np.asarray((onehot.T @ won.T).T)
+
+
+def deal_draws(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells: int,
+               draws: int, seed: int, *, blocks: Sequence[tuple[int, int]] | None = None,
+               threads: int | None = None, chunk_elements: int = 4_000_000,
+               clt_max_share: float = 0.2, clt_min_count: int = 50,
+               per_deal_streams: bool = False) -> DealDraws:
+    """The deals' draws, ready to be made block by block (``blocks``: the row ranges that
+    :meth:`DealDraws.rows` will be asked for; default one block of every draw). See
+    :func:`simulate_deals` and :func:`simulate_deals_per_deal` for what is drawn."""
+    bounds = list(blocks) if blocks is not None else ([(0, draws)] if draws else [])
+    p = np.asarray(p, dtype=float)
+    amount = np.asarray(amount, dtype=float)
+    cell = np.asarray(cell)
+    if per_deal_streams:
+        p = np.clip(p, 0.0, 1.0)
+        return DealDraws(draws, n_cells, per_deal=True,
+                         deal_thr=np.round(p * 65536.0).astype(np.uint32), deal_amount=amount,
+                         deal_cell=cell,
+                         deal_streams=np.random.SeedSequence(seed).spawn(len(p)),
+                         deal_width=max(1, chunk_elements // max(draws, 1)))
+    plan = DealDraws(draws, n_cells, threads=threads)
+    thr = np.round(p * 65536.0)
+    certain = thr >= 65536
+    if certain.any():
+        plan.certain = np.bincount(cell[certain], weights=amount[certain], minlength=n_cells)
+    keep = (thr > 0) & ~certain
+    small = keep & _clt_deals(p, amount, cell, n_cells, clt_max_share, clt_min_count)
+    normal_seed, bernoulli_seed = np.random.SeedSequence(seed).spawn(2)
+    if small.any():
+        plan.normal_mean = np.bincount(cell[small], p[small] * amount[small], n_cells)
+        plan.normal_sd = np.sqrt(np.bincount(cell[small], (p * (1 - p) * amount**2)[small],
+                                             n_cells))
+        plan.normal_used = np.flatnonzero(plan.normal_sd > 0)
+        plan.normal_bounds = bounds
+        plan.normal_states = _normal_states(np.random.default_rng(normal_seed),
+                                            plan.normal_used.size, bounds)
+    keep &= ~small
+    if not keep.any() or draws == 0:
+        return plan
+    order = np.argsort(cell[keep], kind="stable")
+    cells = cell[keep][order]
+    plan.thr16 = thr[keep][order].astype(np.uint16)
+    plan.amount32 = np.asarray(amount, dtype=np.float32)[keep][order]
+    plan.starts = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
+    plan.targets = cells[plan.starts]
+    n = len(plan.thr16)
+    plan.chunk_rows = max(1, min(draws, chunk_elements // n))
+    plan.streams = bernoulli_seed.spawn(-(-draws // plan.chunk_rows))
+    return plan
+
+
 def simulate_deals(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells: int,
                    draws: int, seed: int, *, threads: int | None = None,
                    chunk_elements: int = 4_000_000, clt_max_share: float = 0.2,
@@ -131,53 +332,9 @@ def simulate_deals(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells:
             of the cell's normal.
         clt_min_count: fewest small deals in a cell for the normal to be used.
     """
-    out = np.zeros((draws, n_cells))
-    p = np.asarray(p, dtype=float)
-    amount = np.asarray(amount, dtype=float)
-    thr = np.round(p * 65536.0)
-    certain = thr >= 65536
-    if certain.any():
-        out += np.bincount(cell[certain], weights=amount[certain], minlength=n_cells)
-    keep = (thr > 0) & ~certain
-    small = keep & _clt_deals(p, amount, cell, n_cells, clt_max_share, clt_min_count)
-    normal_seed, bernoulli_seed = np.random.SeedSequence(seed).spawn(2)
-    if small.any():
-        mean = np.bincount(cell[small], p[small] * amount[small], n_cells)
-        sd = np.sqrt(np.bincount(cell[small], (p * (1 - p) * amount**2)[small], n_cells))
-        used = np.flatnonzero(sd > 0)
-        z = np.random.default_rng(normal_seed).standard_normal((draws, used.size))
-        out[:, used] += mean[used] + z * sd[used]
-    keep &= ~small
-    if not keep.any() or draws == 0:
-        return out
-    order = np.argsort(cell[keep], kind="stable")
-    cells = cell[keep][order]
-    thr16 = thr[keep][order].astype(np.uint16)
-    amt = np.asarray(amount, dtype=np.float32)[keep][order]
-    starts = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
-    targets = cells[starts]
-    n = len(thr16)
-    size = max(1, min(draws, chunk_elements // n))
-    bounds = [(lo, min(lo + size, draws)) for lo in range(0, draws, size)]
-    streams = bernoulli_seed.spawn(len(bounds))
-
-    def run(i: int) -> None:
-        lo, hi = bounds[i]
-        rows = hi - lo
-        bits = np.random.PCG64(streams[i]).random_raw((rows * n + 3) // 4)
-        uniforms = bits.view(np.uint16)[: rows * n].reshape(rows, n)
-        won = np.multiply(uniforms < thr16, amt, dtype=np.float32)
-        out[lo:hi, targets] += np.add.reduceat(won, starts, axis=1)
-
-    workers = threads or min(2, os.cpu_count() or 1)
-    if workers == 1 or len(bounds) == 1:
-        for i in range(len(bounds)):
-            run(i)
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(run, range(len(bounds))))
-    return out
-
+    return deal_draws(p, amount, cell, n_cells, draws, seed, threads=threads,
+                      chunk_elements=chunk_elements, clt_max_share=clt_max_share,
+                      clt_min_count=clt_min_count).rows(0, draws)
 
 
 def simulate_deals_per_deal(p: np.ndarray, amount: np.ndarray, cell: np.ndarray, n_cells: int,
@@ -190,28 +347,8 @@ def simulate_deals_per_deal(p: np.ndarray, amount: np.ndarray, cell: np.ndarray,
     moves another deal's draws, and lowering a probability only removes wins, draw by draw
     (common random numbers, what a scenario compared with its baseline needs).
     """
-    out = np.zeros((draws, n_cells))
-    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
-    amount = np.asarray(amount, dtype=float)
-    if len(p) == 0 or draws == 0:
-        return out
-    thr = np.round(p * 65536.0).astype(np.uint32)
-    streams = np.random.SeedSequence(seed).spawn(len(p))
-    width = max(1, chunk_elements // draws)
-    for lo in range(0, len(p), width):
-        hi = min(lo + width, len(p))
-        live = [j for j in range(lo, hi) if thr[j] > 0]
-        if not live:
-            continue
-        uniforms = np.empty((draws, len(live)), dtype=np.uint16)
-        for column, j in enumerate(live):
-            bits = np.random.PCG64(streams[j]).random_raw((draws + 3) // 4)
-            uniforms[:, column] = bits.view(np.uint16)[:draws]
-        won = (uniforms < thr[live]) * amount[live]
-        onehot = sparse.csr_matrix((np.ones(len(live)), (np.arange(len(live)), cell[live])),
-                                   shape=(len(live), n_cells))
-        out += np.asarray((onehot.T @ won.T).T)
-    return out
+    return deal_draws(p, amount, cell, n_cells, draws, seed, chunk_elements=chunk_elements,
+                      per_deal_streams=True).rows(0, draws)
 
 
 # === cells, nodes and the simulation ============================================================
@@ -275,7 +412,8 @@ class Simulation:
         nodes: ``level``, ``key`` and ``parent`` (row number of the parent node, -1 for the
             company) of each node; hierarchy levels nest (rep > team > region > company),
             extra levels hang directly under the company.
-        draws: ``draws x nodes`` total period revenue (closed to date included).
+        draws: ``draws x nodes`` total period revenue (closed to date included); float64,
+            or float32 for stores over :data:`FLOAT64_STORE` numbers.
         closed: closed-to-date revenue per node.
         expected_pipeline, expected_run_rate, churn: mean of each component per node.
         pipeline_in_period, deals_in_period: open deals counted (probability > 0) per node.
@@ -288,6 +426,9 @@ class Simulation:
             (:mod:`models.feasibility.pace`): level -> (share of the period elapsed, log
             spread), what :func:`models.feasibility.pace.pace_probability` needs for another
             target of the same node.
+        means: mean of each node's draws summed in float64 block by block (set by
+            :func:`simulate` when the store is float32; a copy made with other draws drops
+            it); ``None``: the mean of ``draws``.
     """
 
     nodes: pd.DataFrame
@@ -302,6 +443,18 @@ class Simulation:
     notes: list[str] = field(default_factory=list)
     lowest: np.ndarray | None = None
     paced: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Not an init field: a copy with other draws (dataclasses.replace) does not keep it.
+    means: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+
+    def mean(self) -> np.ndarray:
+        """Mean of each node's draws (closed to date when there are none)."""
+        if not len(self.draws):
+            return self.closed
+        if self.means is not None:
+            return self.means
+        if self.draws.dtype == np.float64:
+            return self.draws.mean(axis=0)
+        return self.draws.mean(axis=0, dtype=np.float64)
 
     def node_index(self, level: str, key: str) -> int:
         """Row of a node; KeyError when absent."""
@@ -394,43 +547,157 @@ def widening_sigma(inputs: CellInputs, sigma: float, draws: int = 400) -> float:
     return math.sqrt(max(sigma**2 - own, 0.0))
 
 
+# Draws per block: a block's arrays (cells, reps, nodes wide) hold about this many numbers, so
+# the memory of a simulation is its per-node store plus a few blocks, whatever the draws.
+BLOCK_ELEMENTS = 2_000_000
+# Node stores up to this many numbers are float64 (1 GiB); larger ones float32 (half of it;
+# every quantile within float32 rounding, about 6e-8 of the value).
+FLOAT64_STORE = 2**27
+
+BlockRunner = Callable[[Callable[[int], np.ndarray], int], Iterable[tuple[int, np.ndarray]]]
+
+
+def local_blocks(fn: Callable[[int], np.ndarray], n_blocks: int
+                 ) -> Iterator[tuple[int, np.ndarray]]:
+    """Blocks one after another in this process (the pandas engine)."""
+    for b in range(n_blocks):
+        yield b, fn(b)
+
+
+@dataclass
+class DrawPlan:
+    """Everything a block of draws needs (:func:`draw_block`), independent of the other
+    blocks and picklable, so blocks are drawn one at a time or on other machines.
+
+    Every random stream of :func:`simulate` is positioned at the start of every block
+    (:class:`DealDraws`, the run rate's normals from saved generator states, the company-wide
+    factors precomputed per draw): block ``b`` holds exactly rows ``lo .. hi`` of the draws
+    made all at once, so the result does not depend on the blocks or on where they ran.
+    """
+
+    bounds: list[tuple[int, int]]
+    matrix: sparse.csr_matrix
+    deals: DealDraws
+    run_rate: RunRate
+    rate_widths: list[int]
+    rate_states: list[list[dict[str, Any]]]  # per block, per normal block of the run rate
+    churn_rep: np.ndarray
+    floor: np.ndarray
+    rep_of_cell: np.ndarray
+    share_cell: np.ndarray
+    closed_cell: np.ndarray
+    scale: float
+    pipeline_factor: np.ndarray | None  # per draw (draws x 1)
+    rest_factor: np.ndarray | None
+
+
+def block_rows(n_wide: int, draws: int, elements: int = BLOCK_ELEMENTS) -> int:
+    """Draws per block when a row is ``n_wide`` numbers."""
+    return max(1, min(max(draws, 1), elements // max(n_wide, 1)))
+
+
+def draw_plan(inputs: CellInputs, draws: int, seed: int = 42, *, threads: int | None = None,
+              exact: bool = False, per_deal_streams: bool = False,
+              rows: int | None = None, at_least: int = 1,
+              matrix: sparse.csr_matrix | None = None) -> DrawPlan:
+    """The plan of :func:`simulate` in blocks of ``rows`` draws (default: about
+    :data:`BLOCK_ELEMENTS` numbers per array of a block, and ``at_least`` blocks)."""
+    n_cells = len(inputs.cells)
+    if matrix is None:
+        matrix = _node_matrix(inputs.cells, inputs.levels)[1]
+    if rows is None:
+        rows = min(block_rows(max(n_cells, matrix.shape[0], len(inputs.reps)), draws),
+                   max(1, -(-draws // max(at_least, 1))))
+    bounds = [(lo, min(lo + rows, draws)) for lo in range(0, draws, rows)]
+    deal_seed, rate_seed, common_seed, rest_seed = np.random.SeedSequence(seed).spawn(4)
+    scale = float(inputs.rest_scale)
+    deal_p = scaled_odds(inputs.deal_p, scale)
+    deals = deal_draws(deal_p, inputs.deal_amount, inputs.deal_cell, n_cells, draws,
+                       int(deal_seed.generate_state(1)[0]), blocks=bounds, threads=threads,
+                       clt_max_share=0.0 if exact else 0.2, per_deal_streams=per_deal_streams)
+    pipeline = None
+    if inputs.pipeline_sigma > 0:
+        sigma = inputs.pipeline_sigma
+        shared = np.random.default_rng(common_seed).standard_normal((draws, 1))
+        pipeline = np.exp(sigma * shared - sigma**2 / 2)  # mean 1: the expectation stays
+    rate_rng = np.random.default_rng(rate_seed)
+    widths = inputs.run_rate.normal_widths()
+    per_width = [_normal_states(rate_rng, width, bounds) for width in widths]
+    rest = None
+    if inputs.rest_sigma > 0:
+        extra = float(inputs.rest_sigma)
+        z = np.random.default_rng(rest_seed).standard_normal((draws, 1))
+        rest = np.exp(extra * z - extra**2 / 2)  # mean 1: the expectation stays
+    floor = np.broadcast_to(np.asarray(inputs.run_rate.floor, dtype=float),
+                            (len(inputs.run_rate.mean),))
+    return DrawPlan(bounds, matrix, deals, inputs.run_rate, widths,
+                    [list(states) for states in zip(*per_width, strict=True)]
+                    if bounds else [], np.asarray(inputs.churn_rep, dtype=float), floor,
+                    inputs.rep_of_cell, inputs.share_cell, np.asarray(inputs.closed_cell),
+                    scale, pipeline, rest)
+
+
+def draw_block(plan: DrawPlan, b: int) -> np.ndarray:
+    """Block ``b`` of the draws: ``rows x nodes`` revenue (float64), every node the sum of its
+    cells."""
+    lo, hi = plan.bounds[b]
+    deals = plan.deals.rows(lo, hi)
+    if plan.pipeline_factor is not None:
+        deals *= plan.pipeline_factor[lo:hi]
+    normals = [_normals_at(state, hi - lo, width)
+               for state, width in zip(plan.rate_states[b], plan.rate_widths, strict=True)]
+    rates = plan.run_rate.from_normals(normals)
+    # Churn moves run rate between reps; it cannot take a rep below its floor.
+    rates = np.maximum(rates + plan.churn_rep, plan.floor)
+    rest = deals + plan.scale * rates[:, plan.rep_of_cell] * plan.share_cell
+    if plan.rest_factor is not None:
+        rest *= plan.rest_factor[lo:hi]
+    totals = rest + plan.closed_cell
+    return np.asarray((plan.matrix @ totals.T).T)
+
+
+def store_dtype(draws: int, n_nodes: int) -> np.dtype[Any]:
+    """float64 for a node store of up to :data:`FLOAT64_STORE` numbers, else float32."""
+    return np.dtype(np.float64 if draws * n_nodes <= FLOAT64_STORE else np.float32)
+
+
 def simulate(inputs: CellInputs, draws: int = 10_000, seed: int = 42,
              threads: int | None = None, exact: bool = False,
-             per_deal_streams: bool = False) -> Simulation:
+             per_deal_streams: bool = False, *, blocks: BlockRunner | None = None,
+             rows: int | None = None, dtype: Any = None) -> Simulation:
     """Draw the period's revenue for every cell and sum the cells into every node.
 
     ``exact`` draws every deal as a Bernoulli (no normal pooling of small deals, see
     :func:`simulate_deals`); ``per_deal_streams`` also gives every deal its own random stream
     (:func:`simulate_deals_per_deal`), so that two simulations of the same deals with other
     probabilities or amounts differ only where those deals are.
+
+    The draws are made in blocks of ``rows`` draws (:func:`draw_plan`, :func:`draw_block`),
+    each summed up the hierarchy at once and written into the per-node store, so memory is
+    that store (``draws x nodes``, ``dtype``: default :func:`store_dtype`) plus a block,
+    never ``draws x cells``. ``blocks`` runs the blocks (default :func:`local_blocks`; the
+    Spark engine runs them as tasks, and its ``at_least`` attribute, if any, is the fewest
+    blocks to cut the draws into). The draws are the same to the last bit whatever the
+    blocks and wherever they ran; with a float32 store the means (``expected``) are still
+    summed in float64 from the blocks.
     """
     n_cells = len(inputs.cells)
-    deal_seed, rate_seed, common_seed, rest_seed = np.random.SeedSequence(seed).spawn(4)
-    scale = float(inputs.rest_scale)
-    deal_p = scaled_odds(inputs.deal_p, scale)
-    if per_deal_streams:
-        deals = simulate_deals_per_deal(deal_p, inputs.deal_amount, inputs.deal_cell,
-                                        n_cells, draws, int(deal_seed.generate_state(1)[0]))
-    else:
-        deals = simulate_deals(deal_p, inputs.deal_amount, inputs.deal_cell, n_cells,
-                               draws, int(deal_seed.generate_state(1)[0]), threads=threads,
-                               clt_max_share=0.0 if exact else 0.2)
-    if inputs.pipeline_sigma > 0:
-        sigma = inputs.pipeline_sigma
-        shared = np.random.default_rng(common_seed).standard_normal((draws, 1))
-        deals *= np.exp(sigma * shared - sigma**2 / 2)  # mean 1: the expectation stays
-    rates = inputs.run_rate.draw(draws, np.random.default_rng(rate_seed))
-    # Churn moves run rate between reps; it cannot take a rep below its floor.
-    floor = np.broadcast_to(np.asarray(inputs.run_rate.floor, dtype=float), rates.shape[1:])
-    rates = np.maximum(rates + inputs.churn_rep, floor)
-    rest = deals + scale * rates[:, inputs.rep_of_cell] * inputs.share_cell
-    if inputs.rest_sigma > 0:
-        extra = float(inputs.rest_sigma)
-        z = np.random.default_rng(rest_seed).standard_normal((draws, 1))
-        rest *= np.exp(extra * z - extra**2 / 2)  # mean 1: the expectation stays
-    totals = rest + inputs.closed_cell
     nodes, matrix = _node_matrix(inputs.cells, inputs.levels)
-    node_draws = np.asarray((matrix @ totals.T).T)
+    plan = draw_plan(inputs, draws, seed, threads=threads, exact=exact,
+                     per_deal_streams=per_deal_streams, rows=rows, matrix=matrix,
+                     at_least=int(getattr(blocks, "at_least", 1)))
+    kind = store_dtype(draws, len(nodes)) if dtype is None else np.dtype(dtype)
+    # Node-major (each node's draws contiguous): a node's column is read whole, and means
+    # are summed pairwise along it.
+    node_draws = np.empty((len(nodes), draws), dtype=kind).T
+    sums = None if kind == np.float64 else np.zeros(len(nodes))
+    for b, block in (blocks or local_blocks)(partial(draw_block, plan), len(plan.bounds)):
+        lo, hi = plan.bounds[b]
+        node_draws[lo:hi] = block
+        if sums is not None:
+            sums += block.sum(axis=0)
+    scale = plan.scale
+    deal_p = scaled_odds(inputs.deal_p, scale)
     expected_rate = ((inputs.run_rate.expected() + inputs.churn_rep)[inputs.rep_of_cell]
                      * inputs.share_cell)
     counted = inputs.deal_p > 0
@@ -441,13 +708,16 @@ def simulate(inputs: CellInputs, draws: int = 10_000, seed: int = 42,
         "amount": np.bincount(inputs.deal_cell[counted], inputs.deal_amount[counted], n_cells),
         "count": np.bincount(inputs.deal_cell[counted], minlength=n_cells).astype(float),
     }
-    sums = {k: matrix @ v for k, v in per_cell.items()}
+    sums_of = {k: matrix @ v for k, v in per_cell.items()}
     lowest = matrix @ (inputs.closed_cell
-                       + scale * floor[inputs.rep_of_cell] * inputs.share_cell)
-    return Simulation(nodes, node_draws, matrix @ inputs.closed_cell, sums["pipeline"],
-                      sums["rate"], sums["churn"], sums["amount"], sums["count"],
-                      inputs.conversion, list(inputs.notes), lowest)
-
+                       + scale * plan.floor[inputs.rep_of_cell] * inputs.share_cell)
+    simulation = Simulation(nodes, node_draws, matrix @ inputs.closed_cell,
+                            sums_of["pipeline"], sums_of["rate"], sums_of["churn"],
+                            sums_of["amount"], sums_of["count"], inputs.conversion,
+                            list(inputs.notes), lowest)
+    if sums is not None and draws:
+        simulation.means = sums / draws
+    return simulation
 
 
 # === summary ==================================================================================
@@ -488,11 +758,37 @@ def attained(draws: np.ndarray, target: Any, expected: Any = None) -> Any:
     if len(draws) == 0 and expected is not None:
         p = (np.asarray(expected, dtype=float) >= target).astype(float)
     else:
-        tolerance = 1e-9 * np.maximum(np.abs(target), 1.0)
+        # float32 draws (large stores) are rounded to about 6e-8 of their value.
+        relative = max(1e-9, 4.0 * float(np.finfo(draws.dtype).eps))
+        tolerance = relative * np.maximum(np.abs(target), 1.0)
         with np.errstate(invalid="ignore"):
-            p = (draws >= target - tolerance).mean(axis=0)
+            if draws.ndim == 2 and target.ndim == 1:
+                p = np.empty(draws.shape[1])
+                for a, b in _column_blocks(draws):
+                    p[a:b] = (draws[:, a:b] >= target[a:b] - tolerance[a:b]).mean(axis=0)
+            else:
+                p = (draws >= target - tolerance).mean(axis=0)
     p = np.where(np.isnan(target), np.nan, p)
     return float(p) if p.ndim == 0 else p
+
+
+def _column_blocks(draws: np.ndarray, elements: int = BLOCK_ELEMENTS
+                   ) -> Iterator[tuple[int, int]]:
+    """Column ranges of ``draws`` of about ``elements`` numbers each."""
+    width = max(1, elements // max(len(draws), 1))
+    for a in range(0, draws.shape[1], width):
+        yield a, min(a + width, draws.shape[1])
+
+
+def node_quantiles(draws: np.ndarray, quantiles: Sequence[float], n_nodes: int) -> np.ndarray:
+    """``len(quantiles) x nodes`` quantiles of each node's draws (float64; NaN without
+    draws), a block of nodes at a time, so the copy sorting needs is a block, not the
+    store."""
+    out = np.full((len(quantiles), n_nodes), np.nan)
+    if len(draws):
+        for a, b in _column_blocks(draws, BLOCK_ELEMENTS // 4):
+            out[:, a:b] = np.quantile(draws[:, a:b], quantiles, axis=0)
+    return out
 
 
 def summarise(simulation: Simulation, targets: pd.DataFrame | None, period: str,
@@ -504,9 +800,9 @@ def summarise(simulation: Simulation, targets: pd.DataFrame | None, period: str,
     """
     nodes, draws = simulation.nodes, simulation.draws
     target = _targets_of(nodes, targets, period)
-    q = np.quantile(draws, [MUST_HIT_QUANTILE, P80_QUANTILE, 0.5, STRETCH_QUANTILE, 0.9],
-                    axis=0) if len(draws) else np.full((5, len(nodes)), np.nan)
-    expected = draws.mean(axis=0) if len(draws) else simulation.closed
+    q = node_quantiles(draws, [MUST_HIT_QUANTILE, P80_QUANTILE, 0.5, STRETCH_QUANTILE, 0.9],
+                       len(nodes))
+    expected = simulation.mean()
     p_attain = attained(draws, target)
     conversion = simulation.conversion if simulation.conversion > 0 else np.nan
     needed = np.where(p_attain >= 0.8, 0.0, np.maximum(target - q[1], 0.0) / conversion)

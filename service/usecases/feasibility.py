@@ -11,17 +11,20 @@ Each ingredient falls back rather than failing, and says so in the notes:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from engine import tracking
+from engine.compute import ComputeEngine, ComputeError
 from engine.io import Tables
 from engine.schemas import OPPORTUNITIES, PERIOD
 from models.feasibility import (
     CHURN_HORIZON_DAYS,
+    BlockRunner,
     Method,
     Simulation,
     feasibility_with_simulation,
@@ -32,8 +35,10 @@ from service.usecases import churn as churn_pipeline
 
 __all__ = [
     "FeasibilityResult",
+    "SparkBlocks",
     "champion_churn_scores",
     "champion_win_model",
+    "engine_blocks",
     "run_feasibility",
     "run_recalibration",
 ]
@@ -54,6 +59,53 @@ class FeasibilityResult:
     frame: pd.DataFrame
     simulation: Simulation
     notes: list[str] = field(default_factory=list)
+
+
+class SparkBlocks:
+    """Blocks of draws as Spark tasks (``--engine spark``): each block of draws is a partition
+    that draws its deals and run rates from its own positioned streams and sums its cells up
+    the hierarchy (:func:`models.feasibility.simulation.draw_block`); only the ``draws x
+    nodes`` block comes back. Blocks go out in waves of ``wave`` tasks, so the driver holds
+    the node store plus one wave. The draws are those of the pandas engine to the last bit.
+
+    Args:
+        session: the engine's Spark session.
+        at_least: blocks the draws are split into at the least (default twice the
+            engine's parallelism), so that they spread over the executors.
+    """
+
+    def __init__(self, session: Any, at_least: int | None = None) -> None:
+        self.session = session
+        parallelism = max(1, int(session.sparkContext.defaultParallelism))
+        self.wave = 4 * parallelism  # blocks of a few MB each: a wave is well under 1 GiB
+        self.at_least = at_least if at_least is not None else 2 * parallelism
+
+    def __call__(self, fn: Callable[[int], np.ndarray], n_blocks: int
+                 ) -> Iterator[tuple[int, np.ndarray]]:
+        context = self.session.sparkContext
+        shared = context.broadcast(fn)  # the plan goes to each executor once, not per task
+        try:
+            for first in range(0, n_blocks, self.wave):
+                wave = list(range(first, min(first + self.wave, n_blocks)))
+                try:
+                    done = (context.parallelize(wave, len(wave))
+                            .map(lambda b: (b, shared.value(b))).collect())
+                except Exception as exc:  # a JVM or worker failure: said in one line
+                    line = next((x.strip() for x in str(exc).splitlines() if x.strip()),
+                                exc.__class__.__name__)
+                    raise ComputeError(f"the Spark tasks drawing the simulation failed: "
+                                       f"{line[:300]}") from exc
+                yield from done
+        finally:
+            shared.destroy()
+
+
+def engine_blocks(engine: ComputeEngine) -> BlockRunner | None:
+    """Where the blocks of draws run on ``engine``: Spark tasks on the Spark engine's own
+    session, ``None`` (one after another here) on pandas."""
+    if getattr(engine, "name", "pandas") != "spark":
+        return None
+    return SparkBlocks(engine.session)  # type: ignore[attr-defined]
 
 
 def _say(progress: Progress | None, message: str) -> None:
@@ -112,7 +164,8 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
                     churn_horizon_days: int = CHURN_HORIZON_DAYS,
                     models: Mapping[str, tracking.LoadedModel] | None = None,
                     stage_rates: StageRates = fit_stage_rates,
-                    progress: Progress | None = None) -> FeasibilityResult:
+                    progress: Progress | None = None,
+                    blocks: BlockRunner | None = None) -> FeasibilityResult:
     """Attainment distribution per node with a target in ``period`` (``quotacast feasibility``).
 
     Args:
@@ -130,9 +183,11 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
             the registry.
         stage_rates: fits the fallback win model (the service passes a cached one).
         progress: called with a short message at each stage.
+        blocks: where the blocks of draws run (:func:`engine_blocks`; default here).
 
     Raises:
         ValueError: the period or ``as_of`` cannot be simulated (from the engine).
+        ComputeError: the Spark tasks failed.
     """
     as_of = pd.Timestamp(as_of)
     notes: list[str] = []
@@ -147,7 +202,7 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
     _say(progress, f"simulating {draws:,} draws")
     frame, simulation = feasibility_with_simulation(
         tables, period, as_of, draws=draws, seed=seed, win_model=win_model, churn=churn,
-        levels=levels, all_nodes=all_nodes)
+        levels=levels, all_nodes=all_nodes, blocks=blocks)
     notes += [n for n in simulation.notes if not n.startswith("churn:") or churn is not None]
     if not tables.has(OPPORTUNITIES):
         # Notes about deals that do not exist help nobody: say once where revenue comes from.

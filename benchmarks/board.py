@@ -135,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             if response.status_code != 200:
                 raise SystemExit(f"{path} {params}: {response.status_code} "
                                  f"{response.text[:300]}")
+            if path == "/board" and ('id="node-title"' not in response.text
+                                     or 'id="board-problem"' in response.text):
+                raise SystemExit(f"{path} {params}: the page shows no node")
+            if params.get("scenario") and 'id="scenario-table"' not in response.text:
+                raise SystemExit(f"{path} {params}: the page shows no scenario")
             return spent
 
         # 1. Current-period pages while the lowest-priority rest runs, one every 0.5 s.

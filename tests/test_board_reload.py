@@ -183,7 +183,7 @@ def test_the_current_period_is_computed_before_anyone_asks(tmp_path: Path) -> No
 
             # Then, when idle: the previous quarter (its simulation and node pages) and each
             # ready scenario beside the current period.
-            _until(lambda: state.reload.warmed_more_in is not None)
+            _until(lambda: state.reload.warmed_more_in is not None, 180.0)
             cached = list(state.feasibility_cache._items)
             assert ("2026Q3", computed[0][2]) in [(k[1], k[2]) for k in cached
                                                   if k[0] == "feasibility"]

@@ -16,6 +16,12 @@ Run from the repository root::
 
     nice .venv/bin/python benchmarks/reconcile.py --reps 1000 2000 5000 20000 50000 \
         --dense-max 5000
+
+``--forecast DATA`` instead checks real data: ``quotacast forecast --fit --data DATA --freq F
+--level L`` run twice, once as is and once with the two reconciliation modules of ``--before``
+(everything else this tree's code), and the forecasts and summaries compared::
+
+    nice .venv/bin/python benchmarks/reconcile.py --forecast /work/data/crm-sales --level rep
 """
 
 from __future__ import annotations
@@ -176,6 +182,76 @@ def run(reps_list: list[int], methods: list[str], before: str, dense_max: int) -
     print(table.to_string(index=False, float_format=lambda x: f"{x:,.3g}"))
 
 
+def forecast_child(old: Path | None, args: list[str]) -> int:
+    """``quotacast`` with ``args``; with ``old``, the reconciliation modules under it."""
+    import importlib.util
+
+    import models.forecast.forecaster as forecaster
+    import models.reconcile as current
+    from service.cli.app import main as cli
+
+    if old is not None:
+        def load(name: str, path: str) -> object:
+            spec = importlib.util.spec_from_file_location(name, old / path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+            return module
+
+        sys.modules["models.reconcile"] = load("dense_reconcile", "models/reconcile.py")
+        dense = load("dense_reconciliation", "models/forecast/reconciliation.py")
+        sys.modules["models.reconcile"] = current
+        forecaster.align_tree = dense.align_tree  # type: ignore[attr-defined]
+        forecaster.reconcile_windows = dense.reconcile_windows  # type: ignore[attr-defined]
+    sys.argv = ["quotacast", *args]
+    return int(cli() or 0)
+
+
+def forecast_check(data: str, freq: str, level: str, before: str) -> int:
+    """The forecast of ``data`` with the sparse and the dense reconciliation, compared."""
+    frames, notes = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "dense"
+        subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(old), before],
+                       cwd=HERE, check=True)
+        try:
+            for name in ("sparse", "dense"):
+                out = Path(tmp) / f"{name}.csv"
+                args = ["forecast", "--fit", "--data", data, "--freq", freq, "--level", level,
+                        "-o", str(out)]
+                extra = ["--dense-root", str(old)] if name == "dense" else []
+                t0 = time.perf_counter()
+                done = subprocess.run([sys.executable, str(HERE / "benchmarks" / "reconcile.py"),
+                                       "--forecast-child", *extra, "--", *args], cwd=HERE,
+                                      capture_output=True, text=True)
+                print(f"{name}: exit {done.returncode} in {time.perf_counter() - t0:.1f} s",
+                      flush=True)
+                if done.returncode != 0:
+                    print(done.stderr[-2000:])
+                    return 1
+                frames[name] = pd.read_csv(out)
+                notes[name] = [line for line in done.stderr.splitlines()
+                               if not line.startswith("wrote ")]
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=HERE,
+                           check=False)
+    sparse, dense = frames["sparse"], frames["dense"]
+    values = [c for c in dense.columns if c.startswith("yhat")]
+    same_rows = sparse.drop(columns=values).equals(dense.drop(columns=values))
+    a, b = sparse[values].to_numpy(float), dense[values].to_numpy(float)
+    scale = float(np.max(np.abs(b)))
+    gap = float(np.max(np.abs(a - b)))
+    close = same_rows and bool(np.allclose(a, b, rtol=1e-9, atol=1e-9 * scale))
+    print(f"{data} --freq {freq} --level {level}: {len(dense)} rows; largest difference "
+          f"{gap:.3g} ({gap / scale:.2g} of the largest value); within rtol 1e-9: {close}; "
+          f"summaries identical: {notes['sparse'] == notes['dense']}")
+    for line in notes["sparse"]:
+        if "reconciliation:" in line:
+            print(line[:160])
+    return 0 if close else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, nargs="+", default=[2_000, 5_000, 50_000])
@@ -183,11 +259,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", default=BEFORE, help="commit of the dense code")
     parser.add_argument("--dense-max", type=int, default=5_000,
                         help="largest number of reps the dense code is run at")
+    parser.add_argument("--forecast", metavar="DATA",
+                        help="compare the forecast of DATA with the dense reconciliation")
+    parser.add_argument("--freq", default="M")
+    parser.add_argument("--level", default="rep")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--forecast-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--dense-root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.forecast_child:
+        return forecast_child(args.dense_root, args.rest)
     if args.child:
         child(args.reps[0], args.method[0], args.child)
         return 0
+    if args.forecast:
+        return forecast_check(args.forecast, args.freq, args.level, args.before)
     run(args.reps, args.method, args.before, args.dense_max)
     return 0
 

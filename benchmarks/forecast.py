@@ -27,6 +27,14 @@ up to its origin. Scores pool every series and origin:
 
 Run from the repository root: ``.venv/bin/python -m benchmarks.forecast [--suite real]``.
 
+``--suite engine`` (issue 19: forecasts on a compute engine): ``quotacast forecast --fit
+--level rep --freq M`` on a demo company (``--size``, default medium, written once as a CSV
+data directory under ``benchmarks/out/forecast_engine/``) with each ``--engines`` (default
+pandas and spark, Spark at ``--master``, default ``local[2]``), each in its own process: wall
+time, peak memory of the whole process tree (the JVM and Spark's Python workers included),
+and whether the forecasts are identical (the ``--out`` files byte for byte, and the largest
+relative difference). Results are appended to ``benchmarks/out/forecast_engine.jsonl``.
+
 ``--suite real`` (issue 13: real data as users have it), against AutoETS and the seasonal naive
 in the same run, on three origins each:
 
@@ -43,8 +51,11 @@ in the same run, on three origins each:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import resource
+import subprocess
 import sys
 import time
 import warnings
@@ -394,6 +405,81 @@ def _limited(dataset: Dataset, limit: int) -> Dataset:
     return Dataset(dataset.name, dataset.series[mask], dataset.hierarchy, dataset.freq)
 
 
+ENGINE_OUT = Path(__file__).resolve().parent / "out" / "forecast_engine"
+
+
+def _demo_company(size: str, seed: int) -> Path:
+    """The demo company as a CSV data directory (generated once, then reused)."""
+    from engine.io import write_data_dir
+    from engine.synthetic import generate
+
+    target = ENGINE_OUT / f"{size}-seed{seed}"
+    if not (target / ".complete").exists():
+        write_data_dir(generate(size, seed=seed), target)
+        (target / ".complete").write_text("")
+    return target
+
+
+def _measure(command: list[str], env: dict[str, str]) -> dict[str, object]:
+    """Wall seconds and peak RSS (GiB) of a command's whole process tree."""
+    import psutil
+
+    start = time.perf_counter()
+    process = psutil.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    while process.poll() is None:
+        try:
+            tree = [process, *process.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    said = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    return {"seconds": round(time.perf_counter() - start, 1),
+            "peak_gib": round(peak / 2**30, 2), "exit": process.returncode,
+            "said": said[-800:]}
+
+
+def engine_suite(size: str, seed: int, engines: list[str], master: str) -> None:
+    """``forecast --fit --level rep --freq M`` on each engine (see the module docstring)."""
+    data = _demo_company(size, seed)
+    quotacast = Path(sys.executable).with_name("quotacast")
+    results = {}
+    for name in engines:
+        out = ENGINE_OUT / f"{size}-seed{seed}-{name}.csv"
+        env = {**os.environ, "QUOTACAST_ENGINE": name, "QUOTACAST_SPARK_MASTER": master}
+        command = [str(quotacast), "forecast", "--fit", "--level", "rep", "--freq", "M",
+                   "--data", str(data), "--out", str(out)]
+        results[name] = _measure(command, env) | {"out": out}
+        got = results[name]
+        print(f"{name:>7}: {got['seconds']:7.1f} s  {got['peak_gib']:5.2f} GiB peak "
+              f"(process tree)  exit {got['exit']}", flush=True)
+        if got["exit"] != 0:
+            print(got["said"])
+    frames = {n: pd.read_csv(r["out"]) for n, r in results.items() if r["exit"] == 0}
+    same, worst = None, None
+    if len(frames) == 2:
+        a, b = frames.values()
+        paths = [r["out"] for r in results.values()]
+        same = Path(paths[0]).read_bytes() == Path(paths[1]).read_bytes()
+        cols = ["yhat", "yhat_p10", "yhat_p50", "yhat_p90"]
+        diff = (a[cols] - b[cols]).abs().to_numpy() / a[cols].abs().clip(lower=1e-9).to_numpy()
+        worst = float(np.nanmax(diff)) if len(a) == len(b) else None
+        first = frames[engines[0]]
+        print(f"forecasts: {first['key'].nunique()} reps x {first['ds'].nunique()} months; "
+              f"files byte-identical: {same}; largest relative difference: {worst}")
+        ratio = [results[n] for n in engines]
+        print(f"{engines[1]}/{engines[0]}: time x{ratio[1]['seconds'] / ratio[0]['seconds']:.2f}"
+              f", peak memory x{ratio[1]['peak_gib'] / max(ratio[0]['peak_gib'], 1e-9):.2f}")
+    record = {"size": size, "seed": seed, "master": master, "identical": same,
+              "max_rel_diff": worst, "cores": os.cpu_count(),
+              "load_1m": round(os.getloadavg()[0], 1),
+              **{n: {k: v for k, v in r.items() if k in ("seconds", "peak_gib", "exit")}
+                 for n, r in results.items()}}
+    with open(ENGINE_OUT.parent / "forecast_engine.jsonl", "a") as log:
+        log.write(json.dumps(record) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data directory")
@@ -403,9 +489,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="*", default=None, choices=list(METHODS),
                         help="default: all for --suite monthly; ours, AutoETS and seasonal "
                         "naive for --suite real")
-    parser.add_argument("--suite", choices=("monthly", "real"), default="monthly")
+    parser.add_argument("--suite", choices=("monthly", "real", "engine"), default="monthly")
+    parser.add_argument("--size", default="medium", help="--suite engine: demo company size")
+    parser.add_argument("--seed", type=int, default=42, help="--suite engine: its seed")
+    parser.add_argument("--engines", nargs="*", default=["pandas", "spark"],
+                        help="--suite engine: the engines to run, in order")
+    parser.add_argument("--master", default="local[2]", help="--suite engine: Spark master")
     parser.add_argument("--datasets", nargs="*", default=None, help="names to run (default all)")
     args = parser.parse_args(argv)
+    if args.suite == "engine":
+        engine_suite(args.size, args.seed, args.engines, args.master)
+        return
     retail_csv = args.data / "aus-retail-turnover" / "aus_retail.csv"
     if args.suite == "real":
         datasets = [

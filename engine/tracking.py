@@ -99,6 +99,7 @@ __all__ = [
     "promote",
     "registry_problem",
     "registry_reachable",
+    "score_on_spark",
     "use_workspace",
 ]
 
@@ -901,6 +902,40 @@ def load_pyfunc(kind: str, alias: str = CHAMPION, workspace: Workspace | None = 
     if absent is not None:
         raise _no_registry(absent, kind)
     return _load_here(f"models:/{model_name(kind, workspace)}@{alias}")
+
+
+_SPARK_TYPES = {"float64": "double", "datetime64[ns]": "timestamp_ntz", "bool": "boolean"}
+
+
+def score_on_spark(session: Any, frame: pd.DataFrame, kind: str, version: str, key: str,
+                   result_type: str, workspace: Workspace | None = None) -> pd.DataFrame:
+    """``frame`` scored on Spark by the registered version ``version`` of ``kind`` through
+    ``mlflow.pyfunc.spark_udf`` (the model's own logged code, run by the workers' Python):
+    the ``key`` column and the fields of ``result_type`` (``"name type, ..."``), one row per
+    row of ``frame`` in its order. Columns other than floats and dates travel as text."""
+    from pyspark.sql import functions as F
+
+    schema = ", ".join(f"`{c}` {_SPARK_TYPES.get(str(t), 'string')}"
+                       for c, t in frame.dtypes.items())
+    text = [c for c, t in frame.dtypes.items() if str(t) not in _SPARK_TYPES]
+    plain = frame.astype(dict.fromkeys(text, object))
+    for column in text:  # missing text as None (Arrow refuses a float NaN in a text column)
+        values = plain[column].to_numpy(dtype=object, copy=True)
+        values[pd.isna(values)] = None
+        plain[column] = values
+    uri = f"models:/{model_name(kind, workspace)}/{version}"
+    try:
+        with _quiet_mlflow():
+            udf = mlflow.pyfunc.spark_udf(session, uri, result_type=result_type,
+                                          env_manager="local")
+    except _ASKING as exc:
+        raise _unavailable(exc) from exc
+    data = session.createDataFrame(plain, schema=schema)
+    fields = [part.strip().split()[0] for part in result_type.split(",")]
+    scored = (data.withColumn("_scored", udf(F.struct(*[F.col(f"`{c}`") for c in frame.columns])))
+              .select(key, *[F.col(f"_scored.{f}").alias(f) for f in fields]).toPandas())
+    by_key = scored.set_index(key)
+    return by_key.loc[frame[key].to_numpy()].reset_index()
 
 
 def registry_problem() -> str | None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,14 +46,28 @@ import numpy as np
 import pandas as pd
 
 from engine import tracking
+from engine.compute import bucket_of
 from engine.history import tables_before
 from engine.io import Tables
 from engine.schemas import ACCOUNT_MANAGER, AS_OF, CUSTOMER_ID, CUSTOMERS, ORDER_DATE
-from features.customer import FEATURE_DESCRIPTIONS, customer_history, features_at
+from features.customer import (
+    FEATURE_DESCRIPTIONS,
+    CustomerHistory,
+    as_of_day,
+    customer_history,
+    features_at,
+)
 from features.labels import CHURNED, churn_codes
-from features.table import training_table
+from features.table import _concat_snapshots
 from models.base import CHURN
-from models.btyd import BTYD_P_CHURN, BtydChurn, btyd_columns
+from models.btyd import (
+    BTYD_P_CHURN,
+    BtydChurn,
+    BtydSummary,
+    btyd_columns,
+    btyd_features,
+    purchase_summary,
+)
 from models.churn import (
     CHURN_PROBABILITY,
     CYCLE,
@@ -91,13 +105,19 @@ __all__ = [
     "HORIZONS",
     "LOOKBACK_DAYS",
     "MIN_HISTORY_DAYS",
+    "PART",
     "REVENUE_AT_RISK",
+    "SAMPLE_BUCKETS",
     "SCORE_COLUMNS",
+    "TRAIN_ROW_BUDGET",
     "ChurnSplit",
     "ChurnTraining",
+    "Sample",
+    "assemble_snapshots",
     "candidate_splits",
     "chance_level",
     "choose_horizon",
+    "choose_sample",
     "evaluate_models",
     "expected_revenue",
     "fit_baselines",
@@ -106,9 +126,12 @@ __all__ = [
     "score_churn",
     "score_churn_fallback",
     "serving_example",
+    "snapshot_counts",
+    "snapshot_parts",
     "supported_horizon",
     "tables_before",
     "train_churn",
+    "train_on_snapshots",
 ]
 
 LOOKBACK_DAYS = 365  # active at T: a purchase in the year before T (labels and scoring agree)
@@ -139,6 +162,12 @@ _REVENUE_FEATURE = "hist_monetary_365d"
 _TENURE_FEATURE = "hist_tenure_days"
 _SEGMENT_FEATURE = "cat_segment"
 _DAY = pd.Timedelta(days=1)
+# The trainer's budget of snapshot rows (an active customer at one snapshot, about 70 columns:
+# 1,000,000 rows is about 0.6 GB as a table, a few times that inside LightGBM's cross-fitting).
+# Beyond it, a deterministic sample of customers is kept (:class:`Sample`); no demo or real
+# dataset here comes near it (online-retail: about 100,000 rows).
+TRAIN_ROW_BUDGET = 1_000_000
+SAMPLE_BUCKETS = 1000  # customers' sample buckets: CRC-32 of the id modulo this
 
 
 # --- the time split --------------------------------------------------------------------------
@@ -512,19 +541,236 @@ def _metrics(comparison: pd.DataFrame, chosen: str, segments: pd.DataFrame,
     return metrics
 
 
-def _labelled(past: Tables, cutoff: pd.Timestamp, horizon_days: int | None
-              ) -> tuple[ChurnSplit, pd.DataFrame, pd.DataFrame]:
-    """The split, training rows and holdout rows. Without a given horizon, the next shorter
+# --- snapshot tables, built from one bucket of customers or from all of them ------------------
+#
+# :func:`snapshot_parts` runs where the customers' rows are (the whole tables in this process,
+# or each bucket of customers on a compute engine, ``service.usecases.scaled``); it returns
+# plain rows whose union over buckets :func:`assemble_snapshots` turns into the table. Every
+# feature and label of a customer depends on its own rows only; the BG/NBD under the ``btyd_``
+# columns is fitted on every customer at once, so the parts carry each customer's purchase
+# summary (x, t_x, T; identical ones pooled with their count) and the fit happens on the union.
+# The fit pools identical triples itself, so it is the same fit to the last bit.
+
+PART = "_part"  # what a part row is: a customer row, pooled BG/NBD inputs, a manager, counts
+_ROW, _POOL, _MANAGER, _COUNT = "row", "pool", "manager", "count"
+_WEIGHT, _X, _T_X, _AGE, _SAMPLE = "_weight", "_btyd_x", "_btyd_t_x", "_btyd_T", "_sample"
+_INTERNAL = frozenset({PART, _WEIGHT, _X, _T_X, _AGE, _SAMPLE, CHURNED, ACCOUNT_MANAGER})
+_CATEGORY_PREFIX = "cat_"  # features.customer's categorical columns
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Which customers the snapshot tables keep: those whose sample bucket (CRC-32 of the id
+    modulo :data:`SAMPLE_BUCKETS`, :func:`engine.compute.bucket_of`) is below ``cut``; a kept
+    customer keeps all its snapshots, the holdout's included.
+
+    Attributes:
+        cut: buckets kept (:data:`SAMPLE_BUCKETS`: every customer).
+        rows: snapshot rows kept; total: the snapshot rows of every customer.
+        budget: the row budget it was sized for.
+    """
+
+    cut: int
+    rows: int
+    total: int
+    budget: int
+
+    @property
+    def whole(self) -> bool:
+        return self.cut >= SAMPLE_BUCKETS
+
+    def describe(self) -> str:
+        if self.whole:
+            return "all customers"
+        return f"{self.cut} of {SAMPLE_BUCKETS} CRC-32 buckets of the customer id"
+
+    def note(self) -> str | None:
+        """The summary line when the sample bites (None when every customer is kept)."""
+        if self.whole:
+            return None
+        return (f"sample: the snapshots hold {self.total:,} rows, more than the trainer's "
+                f"budget of {self.budget:,}; kept the customers in {self.describe()} "
+                f"({self.rows:,} rows, {self.rows / max(self.total, 1):.0%}; every snapshot of "
+                "a kept customer; BG/NBD still fitted on every customer), the same customers "
+                "on every run and engine")
+
+
+def _sample_buckets(history: CustomerHistory) -> np.ndarray:
+    return bucket_of(pd.Series(history.ids, dtype=object), SAMPLE_BUCKETS)
+
+
+def snapshot_counts(history: CustomerHistory, as_ofs: Sequence[pd.Timestamp],
+                    horizon_days: int) -> pd.DataFrame:
+    """Snapshot rows per sample bucket (the customers active at each as_of, counted): one row
+    per bucket with rows, ``_sample`` the bucket, ``_weight`` the rows, ``customer_id`` its
+    first customer (a key for the engines' row order)."""
+    buckets = _sample_buckets(history)
+    counts = np.zeros(SAMPLE_BUCKETS, np.int64)
+    for as_of in as_ofs:
+        active, _ = churn_codes(history.orders.purchases, as_of, horizon_days, LOOKBACK_DAYS)
+        counts += np.bincount(buckets[active], minlength=SAMPLE_BUCKETS)
+    present = np.flatnonzero(counts)
+    valid = buckets >= 0
+    seen, first = np.unique(buckets[valid], return_index=True)
+    ids = np.asarray(history.ids, dtype=object)[valid][first]
+    by_bucket = dict(zip(seen.tolist(), ids, strict=True))
+    return pd.DataFrame({
+        CUSTOMER_ID: np.array([by_bucket[b] for b in present.tolist()], dtype=object),
+        _SAMPLE: present.astype(np.float64),
+        _WEIGHT: counts[present].astype(np.float64),
+    })
+
+
+def choose_sample(counts: pd.DataFrame, budget: int = TRAIN_ROW_BUDGET) -> Sample:
+    """The first sample buckets whose snapshot rows fit ``budget`` (every customer when all
+    fit; at least one bucket). ``counts``: :func:`snapshot_counts`' rows, of one or many
+    buckets of customers."""
+    per = np.bincount(counts[_SAMPLE].to_numpy(dtype=np.int64),
+                      weights=counts[_WEIGHT].to_numpy(dtype=float), minlength=SAMPLE_BUCKETS)
+    running = np.cumsum(per.astype(np.int64))
+    total = int(running[-1])
+    if total <= budget:
+        return Sample(SAMPLE_BUCKETS, total, total, budget)
+    cut = max(int(np.searchsorted(running, budget, side="right")), 1)
+    return Sample(cut, int(running[cut - 1]), total, budget)
+
+
+def _manager_values(ids: pd.Series, managers: pd.Series) -> np.ndarray:
+    """Each customer's account manager (missing: NaN, or None when the data names none)."""
+    if not len(managers):
+        return np.full(len(ids), None, dtype=object)
+    return ids.map(managers).to_numpy()
+
+
+def snapshot_parts(history: CustomerHistory, as_ofs: Sequence[pd.Timestamp], horizon_days: int,
+                   *, cut: int = SAMPLE_BUCKETS, labels: bool = True,
+                   managers: pd.Series | None = None) -> pd.DataFrame:
+    """What these customers (one bucket, or all) contribute to the snapshot tables.
+
+    Rows by ``_part``:
+
+    - ``row``: an active customer at an as_of, kept by the sample (``cut``): its features
+      (:func:`features.customer.features_at`), its label as 0.0/1.0 (NaN without ``labels``),
+      its BG/NBD purchase summary (``_btyd_x``, ``_btyd_t_x``, ``_btyd_T``);
+    - ``pool``: the summaries of the other customers with a purchase before the as_of,
+      identical ones pooled, their count in ``_weight`` (the BG/NBD is fitted on everyone);
+    - with ``managers`` (customer_id -> account manager; scoring): each row's manager in
+      ``account_manager``, and a ``manager`` row per distinct manager of these customers.
+
+    Every column is float, text or a date, so a compute engine carries it unchanged.
+    """
+    purchases = history.orders.purchases
+    keep = _sample_buckets(history) < cut if cut < SAMPLE_BUCKETS else None
+    frames = []
+    for as_of in as_ofs:
+        stamp, day = as_of_day(as_of)
+        active, churned = churn_codes(purchases, stamp, horizon_days, LOOKBACK_DAYS)
+        if keep is not None:
+            kept = keep[active]
+            active, churned = active[kept], churned[kept]
+        days = purchases.count(purchases.day0, day)
+        summary = purchase_summary(purchases.first_before(day), purchases.last_before(day),
+                                   days, day)
+        rows = features_at(history, stamp, rows=active)
+        rows[CHURNED] = churned.astype(np.float64) if labels else np.nan
+        rows[_X], rows[_T_X], rows[_AGE] = summary.x[active], summary.t_x[active], summary.T[
+            active]
+        rows[_WEIGHT] = 1.0
+        rows[PART] = _ROW
+        if managers is not None:
+            rows[ACCOUNT_MANAGER] = _manager_values(rows[CUSTOMER_ID], managers)
+        others = days > 0
+        others[active] = False
+        triples = np.column_stack([summary.x[others], summary.t_x[others], summary.T[others]])
+        unique, counts = np.unique(triples, axis=0, return_counts=True)
+        frames += [rows, pd.DataFrame({
+            AS_OF: np.full(len(unique), stamp.to_datetime64(), dtype="datetime64[ns]"),
+            _X: unique[:, 0], _T_X: unique[:, 1], _AGE: unique[:, 2],
+            _WEIGHT: counts.astype(np.float64), PART: _POOL})]
+    if managers is not None:
+        named = np.asarray(pd.unique(managers.dropna().astype(object)), dtype=object)
+        frames.append(pd.DataFrame({ACCOUNT_MANAGER: named,
+                                    PART: _MANAGER}))
+    for frame in frames:  # plain text: the snapshots' categories differ
+        for column in frame.columns:
+            if isinstance(frame[column].dtype, pd.CategoricalDtype):
+                frame[column] = frame[column].to_numpy(dtype=object)
+    parts = pd.concat(frames, ignore_index=True)
+    if managers is None:
+        parts[ACCOUNT_MANAGER] = None
+    return parts
+
+
+def _rows_of(parts: pd.DataFrame, stamp: pd.Timestamp) -> pd.DataFrame:
+    rows = parts.loc[(parts[PART] == _ROW) & (parts[AS_OF] == stamp)]
+    return rows.sort_values(CUSTOMER_ID, kind="mergesort", ignore_index=True)
+
+
+def assemble_snapshots(parts: pd.DataFrame, as_ofs: Sequence[pd.Timestamp], horizon_days: int,
+                       labels: bool = True) -> pd.DataFrame:
+    """The snapshot table from the parts of every bucket of customers (:func:`snapshot_parts`):
+    the features, the ``btyd_`` columns of a BG/NBD fitted per as_of on every customer's
+    summary, then ``churned`` (int8) with ``labels``; sorted by as_of then customer, the
+    categoricals' categories the union over the snapshots (``features.table``'s layout)."""
+    features = [c for c in parts.columns if c not in _INTERNAL]
+    pools = parts.loc[parts[PART] == _POOL]
+    frames = []
+    for as_of in sorted({as_of_day(t)[0] for t in as_ofs}):
+        rows = _rows_of(parts, as_of)
+        pool = pools.loc[pools[AS_OF] == as_of]
+        weights = pool[_WEIGHT].to_numpy(dtype=np.int64)
+
+        def stacked(name: str, rows: pd.DataFrame = rows, pool: pd.DataFrame = pool,
+                    weights: np.ndarray = weights) -> np.ndarray:
+            return np.concatenate([rows[name].to_numpy(dtype=float),
+                                   np.repeat(pool[name].to_numpy(dtype=float), weights)])
+
+        summary = BtydSummary(stacked(_X), stacked(_T_X), stacked(_AGE))
+        btyd, _ = btyd_features(summary, np.arange(len(summary.x)), np.arange(len(rows)),
+                                horizon_days)
+        table = rows[features].copy()
+        for name in features:
+            if name.startswith(_CATEGORY_PREFIX):
+                table[name] = pd.Categorical(rows[name].to_numpy(dtype=object))
+        for name, values in btyd.items():
+            table[name] = values
+        if labels:
+            table[CHURNED] = rows[CHURNED].to_numpy(dtype=float).astype(np.int8)
+        frames.append(table)
+    return _concat_snapshots(frames)
+
+
+SnapshotBuilder = Callable[[ChurnSplit], tuple[pd.DataFrame, Sample]]
+
+
+def snapshots_in_memory(past: Tables, row_budget: int = TRAIN_ROW_BUDGET) -> SnapshotBuilder:
+    """Builds a split's snapshot table from tables in this process (every customer at once),
+    sampled to ``row_budget`` rows."""
+    history = customer_history(past)
+
+    def build(split: ChurnSplit) -> tuple[pd.DataFrame, Sample]:
+        sample = choose_sample(snapshot_counts(history, split.as_ofs, split.horizon_days),
+                               row_budget)
+        parts = snapshot_parts(history, split.as_ofs, split.horizon_days, cut=sample.cut)
+        return assemble_snapshots(parts, split.as_ofs, split.horizon_days), sample
+
+    return build
+
+
+def labelled_snapshots(build: SnapshotBuilder, first: pd.Timestamp, cutoff: pd.Timestamp,
+                       horizon_days: int | None
+                       ) -> tuple[ChurnSplit, pd.DataFrame, pd.DataFrame, Sample]:
+    """The split, training rows, holdout rows and the sample, for data from the first order
+    day ``first`` up to ``cutoff`` (excluded). Without a given horizon, the next shorter
     allowed horizon is tried when a longer one leaves a slice with a single outcome."""
-    first, last = _first_order_day(past), cutoff - _DAY
+    last = cutoff - _DAY
     if horizon_days is not None:
         splits = [plan_split(first, last, horizon_days)]
     else:
         splits = candidate_splits(first, last) or [choose_horizon(first, last)]
     skipped: list[str] = []
     for split in splits:
-        table = training_table(past, split.as_ofs, split.horizon_days, LOOKBACK_DAYS,
-                               split.last_day, extra=btyd_columns)
+        table, sample = build(split)
         try:
             train, holdout = _slices(table, split)
         except ValueError:
@@ -537,13 +783,13 @@ def _labelled(past: Tables, cutoff: pd.Timestamp, horizon_days: int | None
                                split.step_days, f"the longest of {'/'.join(map(str, HORIZONS))} "
                                "days whose slices hold both outcomes; skipped "
                                + ", ".join(skipped))
-        return split, train, holdout
+        return split, train, holdout, sample
     raise AssertionError("unreachable: the last split raises")
 
 
 def train_churn(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed: int = 42,
-                progress: Progress | None = None, horizon_days: int | None = None
-                ) -> ChurnTraining:
+                progress: Progress | None = None, horizon_days: int | None = None,
+                row_budget: int = TRAIN_ROW_BUDGET) -> ChurnTraining:
     """Train the candidates, evaluate them on a later snapshot, log to MLflow, register the best.
 
     Only data dated before ``as_of`` is used (default: the day after the data's last row). The
@@ -561,6 +807,7 @@ def train_churn(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed
         progress: called with a short message at each stage.
         horizon_days: churned = no purchase within this many days of a snapshot; None chooses
             the longest of :data:`HORIZONS` the history allows.
+        row_budget: snapshot rows the trainer takes at most (:class:`Sample`).
 
     Raises:
         ValueError: as_of before any data, or too little history for the split.
@@ -568,9 +815,26 @@ def train_churn(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed
     cutoff = _churn_as_of(tables, as_of)
     past = tables_before(tables, cutoff)
     say(progress, "building the training snapshots")
-    split, train, holdout = _labelled(past, cutoff, horizon_days)
+    first = _first_order_day(past)
+    split, train, holdout, sample = labelled_snapshots(snapshots_in_memory(past, row_budget),
+                                                       first, cutoff, horizon_days)
+    return train_on_snapshots(split, train, holdout, sample, cutoff, first, seed=seed,
+                              progress=progress)
+
+
+def train_on_snapshots(split: ChurnSplit, train: pd.DataFrame, holdout: pd.DataFrame,
+                       sample: Sample, cutoff: pd.Timestamp, first: pd.Timestamp, *,
+                       seed: int = 42, progress: Progress | None = None,
+                       built_on: str | None = None) -> ChurnTraining:
+    """:func:`train_churn` from its snapshot tables on: fit, evaluate, log and register.
+    ``built_on``: where the tables were built, for the summary (None: this process)."""
     horizon = split.horizon_days
-    notes = _split_notes(split, train, holdout, cutoff, _first_order_day(past))
+    notes = _split_notes(split, train, holdout, cutoff, first)
+    if built_on is not None:
+        notes.insert(0, f"snapshot tables built on {built_on}, with the same feature and label "
+                        "functions as pandas")
+    if (sampled := sample.note()) is not None:
+        notes.append(sampled)
     say(progress, f"training LightGBM and BG/NBD on {len(train):,} rows")
     candidates = _fit_candidates(train, horizon, seed, notes)
     baselines = fit_baselines(train)
@@ -597,7 +861,8 @@ def train_churn(tables: Tables, *, as_of: pd.Timestamp | str | None = None, seed
               "lookback_days": LOOKBACK_DAYS, "as_of": str(cutoff.date()),
               "holdout_as_of": str(split.holdout.date()), "train_snapshots": len(split.train),
               "step_days": split.step_days, "horizon_choice": split.chosen or "given",
-              "gate_metric": CHURN.gate_metric, "gate_baseline": baseline[0]}
+              "gate_metric": CHURN.gate_metric, "gate_baseline": baseline[0],
+              "sample": sample.describe(), "snapshot_rows": sample.rows}
     with tempfile.TemporaryDirectory() as tmp:
         run = register(
             CHURN, model, input_example=serving_example(holdout.drop(columns=[CHURNED])),
@@ -753,16 +1018,14 @@ def _active_features(tables: Tables, as_of: pd.Timestamp, horizon_days: int) -> 
     return features
 
 
-def _scored(tables: Tables, stamp: pd.Timestamp, features: pd.DataFrame, scored: pd.DataFrame,
-            revenue_days: int, owner: str | None) -> pd.DataFrame:
-    managers = _account_managers(tables)
-    manager = features[CUSTOMER_ID].map(managers) if len(managers) else pd.Series(
-        None, index=features.index, dtype=object)
+def _scored(manager: np.ndarray, stamp: pd.Timestamp, features: pd.DataFrame,
+            scored: pd.DataFrame, revenue_days: int, owner: str | None) -> pd.DataFrame:
+    """The scores table: ``manager`` is each feature row's account manager."""
     expected = expected_revenue(features, revenue_days)
     p = scored[CHURN_PROBABILITY].to_numpy(dtype=float)
     out = pd.DataFrame({
         CUSTOMER_ID: features[CUSTOMER_ID].to_numpy(),
-        ACCOUNT_MANAGER: manager.to_numpy(),
+        ACCOUNT_MANAGER: manager,
         CHURN_PROBABILITY: p,
         REVENUE_AT_RISK: expected * p,
         REASONS: scored[REASONS].to_numpy() if REASONS in scored else "",
@@ -818,7 +1081,8 @@ def score_churn(tables: Tables, *, as_of: pd.Timestamp | None = None,
     feature_days = trained or horizon_days or FALLBACK_HORIZON_DAYS
     features = _active_features(tables, stamp, feature_days)
     scored = pd.DataFrame(estimator.predict_frame(features), index=features.index)
-    return _scored(tables, stamp, features, scored, horizon_days or feature_days, owner)
+    return _scored(_manager_values(features[CUSTOMER_ID], _account_managers(tables)), stamp,
+                   features, scored, horizon_days or feature_days, owner)
 
 
 def _recency_fallback(features: pd.DataFrame) -> pd.DataFrame:
@@ -843,6 +1107,14 @@ def score_churn_fallback(tables: Tables, *, as_of: pd.Timestamp | None = None,
     stamp = _check_scoring(tables, as_of, horizon_days, owner)
     horizon = horizon_days or FALLBACK_HORIZON_DAYS
     features = _active_features(tables, stamp, horizon)
+    scored, note = _fallback_scores(features, stamp, horizon)
+    frame = _scored(_manager_values(features[CUSTOMER_ID], _account_managers(tables)), stamp,
+                    features, scored, horizon, owner)
+    return frame, note
+
+
+def _fallback_scores(features: pd.DataFrame, stamp: pd.Timestamp, horizon: int
+                     ) -> tuple[pd.DataFrame, str]:
     if features[BTYD_P_CHURN].notna().any():
         scored = BtydChurn(horizon).predict_frame(features)
         note = (f"no churn champion: scored with a BG/NBD model fitted on the purchases before "
@@ -852,5 +1124,49 @@ def score_churn_fallback(tables: Tables, *, as_of: pd.Timestamp | None = None,
         note = (f"no churn champion and too few repeat purchases for BG/NBD: ranked by the "
                 f"recency-against-own-cycle rule (fallback; a ranking score, not a calibrated "
                 f"{horizon}-day probability)")
-    frame = _scored(tables, stamp, features, scored, horizon, owner)
-    return frame, note
+    return scored, note
+
+
+ChampionScorer = Callable[[tracking.LoadedModel, pd.DataFrame], pd.DataFrame]
+
+
+def score_parts(parts: pd.DataFrame, stamp: pd.Timestamp, *, horizon_days: int | None = None,
+                owner: str | None = None, predict: ChampionScorer | None = None
+                ) -> tuple[pd.DataFrame, str | None]:
+    """:func:`score_churn` (then :func:`score_churn_fallback` without a champion) from the
+    parts of every bucket of customers (:func:`snapshot_parts` at ``stamp`` with managers):
+    the same checks, features, BG/NBD and scores.
+
+    Args:
+        predict: scores the feature rows with the champion (e.g. on Spark through the
+            registered model's ``spark_udf``); default its ``predict_frame`` in this process.
+
+    Returns:
+        The scores and, when no champion answered, the fallback's line.
+    """
+    if horizon_days is not None and horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    if not (parts[PART].isin([_ROW, _POOL])).any():
+        raise ValueError(f"as_of {stamp.date()} is not after the first purchase: there is no "
+                         "history before it")
+    if owner is not None:
+        named = parts.loc[parts[PART] == _MANAGER, ACCOUNT_MANAGER].dropna().unique()
+        _check_owner(owner, [str(m) for m in named])
+    rows = _rows_of(parts, stamp)
+    note: str | None = None
+    try:
+        loaded = tracking.load_champion(CHURN.name)
+    except tracking.ChampionMissingError:
+        horizon = horizon_days or FALLBACK_HORIZON_DAYS
+        features = assemble_snapshots(parts, [stamp], horizon, labels=False)
+        scored, note = _fallback_scores(features, stamp, horizon)
+        revenue_days = horizon
+    else:
+        feature_days = _model_horizon(loaded.estimator) or horizon_days or FALLBACK_HORIZON_DAYS
+        features = assemble_snapshots(parts, [stamp], feature_days, labels=False)
+        scored = (predict(loaded, features) if predict is not None
+                  else pd.DataFrame(loaded.estimator.predict_frame(features),
+                                    index=features.index))
+        revenue_days = horizon_days or feature_days
+    manager = rows[ACCOUNT_MANAGER].to_numpy(dtype=object)
+    return _scored(manager, stamp, features, scored, revenue_days, owner), note

@@ -91,6 +91,16 @@ def _group_total(target: np.ndarray, revised: np.ndarray, parent: int, rows: np.
     return original * float(revised[parent] / target[parent])
 
 
+def _medians(draws: np.ndarray, elements: int = 500_000) -> np.ndarray:
+    """The median of each node's draws, a block of nodes at a time (no copy of the store)."""
+    out = np.full(draws.shape[1], np.nan)
+    if len(draws):
+        width = max(1, elements // len(draws))
+        for a in range(0, draws.shape[1], width):
+            out[a:a + width] = np.median(draws[:, a:a + width], axis=0)
+    return out
+
+
 def recalibrate(feasibility_frame: pd.DataFrame, simulation: Simulation, *,
                 method: Method = "even_probability") -> pd.DataFrame:
     """Revised targets for the rest of the period that keep every parent's total.
@@ -127,13 +137,14 @@ def recalibrate(feasibility_frame: pd.DataFrame, simulation: Simulation, *,
     index = pd.MultiIndex.from_frame(nodes[[LEVEL, KEY]].astype(object))
     target = keyed.reindex(index).to_numpy(dtype=float)
     revised = target.copy()
-    sorted_draws = np.sort(simulation.draws, axis=0)
-    median_rest = np.median(simulation.draws, axis=0) - simulation.closed
+    median_rest = _medians(simulation.draws) - simulation.closed
     for parent, rows in _groups(nodes, ~np.isnan(target)):  # parents, top-down
         total = _group_total(target, revised, parent, rows)
         group = np.zeros(len(rows), dtype=np.int64)
         if method == "even_probability":
-            values = _even_probability(sorted_draws[:, rows], group, np.array([total]))
+            # Only this group's children are sorted: never a copy of the whole store.
+            values = _even_probability(np.sort(simulation.draws[:, rows], axis=0), group,
+                                       np.array([total]))
             weights = median_rest[rows]
         else:
             closed = simulation.closed[rows]

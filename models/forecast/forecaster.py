@@ -15,7 +15,10 @@ How :class:`RevenueForecaster` works, in the order ``fit`` does it:
    ``_MAX_HISTORY`` periods (10 years of months). A series that saw at least one season, but
    fewer than a model needs to find seasonality itself (three seasons for ETS and
    ARIMA, four for Theta), is forecast divided by its observed season's indices, pooled over
-   the panel's series and shrunk by the evidence (:mod:`models.forecast.season`).
+   the panel's series and shrunk by the evidence (:mod:`models.forecast.season`). The
+   per-series candidates (all but Prophet and LightGBM) run on groups of series, the CRC-32
+   bucket of each series id (:mod:`models.forecast.local`): in this process by default, or on
+   a compute engine (``fit``'s ``runner``), with the same numbers to the last bit.
 3. **Combination** (:mod:`models.forecast.combine`): each series' candidates are weighted by
    their backtest MASE, shrunk towards their level's and blended with the default combination
    (ETS, AutoARIMA and AutoETS, plus Theta from four seasons: the M4 lesson) as if the default

@@ -194,7 +194,9 @@ def run_step(step: Step, data: Path, engines: list[str], args: argparse.Namespac
         result = measure(argv, env, cwd=scratch)
         said = result.pop("said")
         if result["exit"] != 0:
-            result["error"] = said.strip().splitlines()[-1] if said.strip() else "no words"
+            words = [line.strip(" │╭╮╰╯─") for line in said.splitlines()]
+            words = [w for w in words if any(ch.isalpha() for ch in w)]
+            result["error"] = " ".join(words[-2:]) if words else "no words"
         results[engine] = result
         outputs.append(out)
         databases.append(database)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from engine.io import Tables, load_tables
-from engine.io.read import is_sql_url
+from engine.io.read import parquet_tables
 from engine.periods import data_end
 from engine.schemas import DTYPES, TABLES
 
@@ -141,29 +141,6 @@ def finish(parts: Iterable[pd.DataFrame], template: pd.DataFrame, sort_by: str) 
         elif joined[column].dtype != dtype:
             joined[column] = joined[column].astype(dtype)
     return joined
-
-
-def parquet_tables(source: str) -> dict[str, Path] | None:
-    """The tables of a Parquet data directory, or None when ``source`` is not one.
-
-    A Parquet data directory holds a sub-directory per table (``orders/``, possibly
-    partitioned, e.g. ``orders/year=2024/part-0.parquet``) with Parquet files inside, and may
-    hold single ``<table>.parquet`` files beside them.
-    """
-    if is_sql_url(source):
-        return None
-    root = Path(source)
-    if not root.is_dir():
-        return None
-    found: dict[str, Path] = {}
-    has_directory = False
-    for name in TABLES:
-        folder, single = root / name, root / f"{name}.parquet"
-        if folder.is_dir() and next(folder.rglob("*.parquet"), None) is not None:
-            found[name], has_directory = folder, True
-        elif single.is_file():
-            found[name] = single
-    return found if has_directory else None
 
 
 class ComputeEngine(Protocol):

@@ -34,6 +34,7 @@ __all__ = [
     "find_table_files",
     "is_sql_url",
     "near_table_names",
+    "parquet_tables",
     "read_raw_file",
     "read_source",
 ]
@@ -255,11 +256,15 @@ def _header(data: bytes) -> list[object]:
 
 
 def _read_parquet(table: str, path: Path) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """A Parquet file, or a table's folder of them (partition folders such as ``year=2024``
+    are not read as a column)."""
     import pyarrow as pa
+    import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
     try:
-        arrow = pq.ParquetFile(path).read()
+        arrow = (ds.dataset(path, format="parquet").to_table() if path.is_dir()
+                 else pq.ParquetFile(path).read())
         keep, kept, problems = own_columns(table, list(arrow.column_names))
         if len(keep) < arrow.num_columns:
             arrow = arrow.select(keep).rename_columns(kept).replace_schema_metadata(None)
@@ -274,8 +279,9 @@ def _read_parquet(table: str, path: Path) -> tuple[pd.DataFrame | None, list[Pro
 
 
 def read_raw_file(table: str, path: Path) -> tuple[pd.DataFrame | None, list[Problem]]:
-    """Read one file as text cells (CSV) or as stored (Parquet), indexed by line number."""
-    if path.name.endswith(".parquet"):
+    """Read one file as text cells (CSV) or as stored (Parquet: a file or a table's folder),
+    indexed by line number (a Parquet row's number plus one, as if under a header line)."""
+    if path.name.endswith(".parquet") or path.is_dir():
         return _read_parquet(table, path)
     return _read_csv(table, path)
 
@@ -352,6 +358,12 @@ def _read_directory(
     except OSError as exc:
         return {}, [Problem("-", 0, "-", "cannot read the data directory",
                             f"{directory}: {_reason(exc)}")]
+    return _read_files(files, problems, on_table)
+
+
+def _read_files(files: dict[str, Path], problems: list[Problem],
+                on_table: Callable[[str], None] | None
+                ) -> tuple[dict[str, pd.DataFrame], list[Problem]]:
     raw: dict[str, pd.DataFrame] = {}
     for table, path in files.items():
         if on_table:
@@ -363,10 +375,36 @@ def _read_directory(
     return raw, problems
 
 
+def parquet_tables(source: str | Path) -> dict[str, Path] | None:
+    """The tables of a Parquet data directory, or None when ``source`` is not one.
+
+    A Parquet data directory holds a sub-directory per table (``orders/``, possibly
+    partitioned, e.g. ``orders/year=2024/part-0.parquet``) with Parquet files inside, and may
+    hold single ``<table>.parquet`` files beside them.
+    """
+    if is_sql_url(str(source)):
+        return None
+    root = Path(source)
+    if not root.is_dir():
+        return None
+    found: dict[str, Path] = {}
+    has_directory = False
+    for name in TABLES:
+        folder, single = root / name, root / f"{name}.parquet"
+        if folder.is_dir() and next(folder.rglob("*.parquet"), None) is not None:
+            found[name], has_directory = folder, True
+        elif single.is_file():
+            found[name] = single
+    return found if has_directory else None
+
+
 def read_source(
     source: str | Path, on_table: Callable[[str], None] | None = None
 ) -> tuple[dict[str, pd.DataFrame], list[Problem]]:
-    """Read every known table of a directory or SQL URL without parsing cells."""
+    """Read every known table of a directory (CSV files, or Parquet: a folder per table) or SQL
+    URL; CSV cells are not parsed here."""
     if is_sql_url(source):
         return _read_sql(str(source), on_table)
+    if (paths := parquet_tables(source)) is not None:
+        return _read_files(paths, [], on_table)
     return _read_directory(Path(source), on_table)

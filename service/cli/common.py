@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from engine.compute import ComputeError
 from engine.config import Settings
 from engine.io import BadInput, Tables, load_tables, write_frame
 from engine.periods import default_as_of
@@ -81,6 +82,21 @@ def bad_input(problems: BadInput) -> NoReturn:
         typer.echo(str(problem), err=True)
     err.print(f"[red]{problems.total:,} problem(s); nothing was written.[/red]")
     raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@contextmanager
+def engine_failures() -> Iterator[None]:
+    """A compute engine's failures in plain words (``--engine``): data it cannot read exits 2
+    with every problem, anything else (Spark cannot start, a database URL on Spark) exits 1."""
+    try:
+        yield
+    except BadInput as problems:
+        bad_input(problems)
+    except ComputeError as exc:
+        if exc.exit_code == EXIT_BAD_INPUT:
+            err.print(f"[red]bad input:[/red] {exc}", highlight=False)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        fail(str(exc))
 
 
 @contextmanager

@@ -10,17 +10,15 @@ from typing import Annotated, Literal
 
 import typer
 
-from engine.compute import ComputeError, open_engine
-from engine.io import BadInput
+from engine.compute import open_engine
 from service.cli.common import (
-    EXIT_BAD_INPUT,
     AsOfOpt,
     DataOpt,
     JsonOpt,
     OutOpt,
-    bad_input,
     data_source,
     emit,
+    engine_failures,
     err,
     fail,
     parse_as_of,
@@ -55,16 +53,9 @@ def features(
     source = data_source(ctx, data)
     where = f"Spark {settings.spark_master}" if name == "spark" else "pandas"
     try:
-        with open_engine(name, settings.spark_master) as compute, \
+        with engine_failures(), open_engine(name, settings.spark_master) as compute, \
                 err.status(f"computing customer features on {where}"):
             run = features_on(compute, source, when)
-    except BadInput as problems:
-        bad_input(problems)
-    except ComputeError as exc:
-        if exc.exit_code == EXIT_BAD_INPUT:
-            err.print(f"[red]bad input:[/red] {exc}", highlight=False)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-        fail(str(exc))
     except ValueError as exc:  # the data holds no dates
         fail(str(exc))
     frame = run.frame

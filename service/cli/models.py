@@ -23,6 +23,7 @@ from service.cli.common import (
     check_plot,
     data_source,
     emit,
+    engine_failures,
     err,
     fail,
     parse_as_of,
@@ -35,10 +36,15 @@ from service.cli.common import (
     workspace_of,
     writing,
 )
+from service.cli.features import EngineOpt
 from service.usecases.request import RequestError, resolve_level
 
 if TYPE_CHECKING:  # mlflow is imported only by the commands that need it
+    from contextlib import ExitStack
+
     from engine import tracking
+    from engine.config import Settings
+    from models.forecast.local import LocalRunner
     from service.usecases.train import Trained
 
 __all__ = ["plan_app", "promote", "score_app", "train_app"]
@@ -64,20 +70,32 @@ def train_churn_cmd(
     as_of: AsOfOpt = None,
     horizon_days: HorizonOpt = None,
     as_json: JsonOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Train LightGBM and BG/NBD on weekly snapshots, evaluate on a later one, register the best."""
+    from engine.compute import open_engine
+    from service.usecases.scaled import train_churn_on
     from service.usecases.train import train
 
+    settings = settings_of(ctx)
+    name = engine or settings.engine
     when = parse_as_of(as_of)
-    tables = read_data(data_source(ctx, data))
+    source = data_source(ctx, data)
+    tables = read_data(source) if name == "pandas" else None
     use_tracking(ctx, trains=True)
-    with err.status("training the churn model") as status:
+    where = f" on Spark {settings.spark_master}" if name == "spark" else ""
+    with err.status(f"training the churn model{where}") as status:
+        def step(message: str) -> None:
+            status.update(f"churn: {message}")
+
         try:
-            result = train(
-                "churn", tables, as_of=when, seed=settings_of(ctx).seed,
-                progress=lambda message: status.update(f"churn: {message}"),
-                horizon_days=horizon_days,
-            )
+            if tables is not None:
+                result = train("churn", tables, as_of=when, seed=settings.seed, progress=step,
+                               horizon_days=horizon_days)
+            else:
+                with engine_failures(), open_engine(name, settings.spark_master) as compute:
+                    result = train_churn_on(compute, source, as_of=when, seed=settings.seed,
+                                            progress=step, horizon_days=horizon_days)
         except ValueError as exc:
             fail(str(exc))
     _notes(result.notes)
@@ -141,27 +159,54 @@ def score_churn_cmd(
     = None,
     out: OutOpt = None,
     as_json: JsonOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """At-risk customers, riskiest first by revenue at risk, with the reasons in plain words."""
     from engine import tracking
+    from engine.compute import open_engine
     from service.usecases.churn import score_churn, score_churn_fallback
+    from service.usecases.scaled import score_churn_on
 
+    settings = settings_of(ctx)
+    name = engine or settings.engine
     when = parse_as_of(as_of)
-    tables = read_data(data_source(ctx, data))
-    if tables.orders.empty:
-        fail("the orders table is empty: no customer has bought yet, so there is no churn risk "
-             "to score")
-    use_tracking(ctx)
-    with err.status("scoring churn risk"):
+    source = data_source(ctx, data)
+    if name == "spark":
+        use_tracking(ctx)
         try:
-            try:
-                scores = score_churn(tables, as_of=when, horizon_days=horizon_days, owner=owner)
-            except tracking.ChampionMissingError:
-                scores, fallback = score_churn_fallback(tables, as_of=when,
-                                                        horizon_days=horizon_days, owner=owner)
-                err.print(fallback, markup=False, highlight=False)
+            with engine_failures(), open_engine(name, settings.spark_master) as compute, \
+                    err.status(f"scoring churn risk on Spark {settings.spark_master}"):
+                run = score_churn_on(compute, source, as_of=when, horizon_days=horizon_days,
+                                     owner=owner)
         except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from exc
+            if str(exc).startswith(("unknown owner", "horizon_days")):
+                raise typer.BadParameter(str(exc)) from exc
+            fail(str(exc))
+        scores = run.frame
+        if run.fallback is not None:
+            err.print(f"{run.fallback}; computed on the driver from the features Spark "
+                      "computed", markup=False, highlight=False)
+        else:
+            err.print(f"features on Spark {settings.spark_master}, champion scored there "
+                      "through its spark_udf", markup=False, highlight=False)
+    else:
+        tables = read_data(source)
+        if tables.orders.empty:
+            fail("the orders table is empty: no customer has bought yet, so there is no churn "
+                 "risk to score")
+        use_tracking(ctx)
+        with err.status("scoring churn risk"):
+            try:
+                try:
+                    scores = score_churn(tables, as_of=when, horizon_days=horizon_days,
+                                         owner=owner)
+                except tracking.ChampionMissingError:
+                    scores, fallback = score_churn_fallback(tables, as_of=when,
+                                                            horizon_days=horizon_days,
+                                                            owner=owner)
+                    err.print(fallback, markup=False, highlight=False)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from exc
     at_risk = scores["revenue_at_risk"].sum()
     err.print(f"{len(scores):,} active customers; revenue at risk {at_risk:,.0f}")
     print_frame(scores.head(10), "riskiest customers", limit=10)
@@ -236,16 +281,23 @@ def feasibility_cmd(
                                             help="Also nodes without a target.")] = False,
     out: OutOpt = None,
     as_json: JsonOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Is the target achievable? P(attain), P10/P50/P90, gap, must-hit and stretch per node."""
-    from service.usecases.feasibility import run_feasibility
+    from engine.compute import open_engine
+    from service.usecases.feasibility import engine_blocks, run_feasibility
 
+    settings = settings_of(ctx)
+    name = engine or settings.engine
     tables, when, chosen = read_period(ctx, data, period, as_of)
     use_tracking(ctx)
-    with err.status(f"simulating {chosen} as of {when.date()}") as status:
+    where = f" on Spark {settings.spark_master}" if name == "spark" else ""
+    with engine_failures(), open_engine(name, settings.spark_master) as compute, \
+            err.status(f"simulating {chosen} as of {when.date()}{where}") as status:
         result = run_feasibility(
-            tables, chosen, when, draws=draws, seed=settings_of(ctx).seed, use_churn=churn,
+            tables, chosen, when, draws=draws, seed=settings.seed, use_churn=churn,
             all_nodes=all_nodes, progress=lambda message: status.update(message),
+            blocks=engine_blocks(compute),
         )
     _notes(result.notes)
     _no_champion_note(ctx, "win", result.notes)
@@ -332,6 +384,27 @@ def _level(tables: Tables, level: str | None) -> None:
         raise usage_error(exc) from exc
 
 
+def _forecast_data(stack: ExitStack, settings: Settings, engine: str | None, source: str,
+                   when: pd.Timestamp | None, level: str | None
+                   ) -> tuple[Tables, pd.Timestamp | None, LocalRunner | None]:
+    """The tables of a forecast command, its as-of and where its per-series candidates are
+    fitted: loaded here for pandas (no runner: fitted here); read on Spark with the runner
+    that fits there (the engine stays open until ``stack`` closes)."""
+    from service.usecases.scaled_forecast import engine_data
+
+    name = engine or settings.engine
+    if name != "spark":
+        return read_data(source), when, None
+    try:
+        with engine_failures(), \
+                err.status(f"reading revenue rows on Spark {settings.spark_master}"):
+            on = stack.enter_context(engine_data(name, settings.spark_master, source, when,
+                                                 level))
+    except ValueError as exc:  # the data holds no dates
+        fail(str(exc))
+    return on.tables, on.as_of, on.runner
+
+
 @train_app.command("forecast")
 def train_forecast_cmd(
     ctx: typer.Context,
@@ -344,29 +417,36 @@ def train_forecast_cmd(
     promote_now: Annotated[bool, typer.Option(
         "--promote", help="Promote it at once if it passes the gate (as `quotacast promote "
         "forecast --freq F --level L` would).")] = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Backtest the candidate forecasters, log them to MLflow, register the challenger.
 
     Each frequency and level set has its own registered model and champion, so a weekly or a
-    product forecaster is trained beside the monthly one.
+    product forecaster is trained beside the monthly one. With --engine spark the series'
+    rows are read on Spark and the per-series candidates fitted there (the same forecaster).
     """
+    from contextlib import ExitStack
+
     from service.cli.common import progress
     from service.usecases.forecast import forecast_kind
     from service.usecases.train import train
 
     freq = _freq(freq)
     when = parse_as_of(as_of)
-    tables = read_data(data_source(ctx, data))
-    _level(tables, level)
-    use_tracking(ctx, trains=True)
     settings = settings_of(ctx)
-    with progress("backtesting forecasters") as step:
-        try:
-            result = train("forecast", tables, as_of=when, seed=settings.seed,
-                           progress=step, freq=freq, level=level, horizon=horizon,
-                           n_jobs=settings.n_jobs)
-        except ValueError as exc:
-            fail(str(exc))
+    source = data_source(ctx, data)
+    with ExitStack() as stack:
+        tables, when, runner = _forecast_data(stack, settings, engine, source, when, level)
+        _level(tables, level)
+        use_tracking(ctx, trains=True)
+        with progress("backtesting forecasters") as step:
+            try:
+                with engine_failures():
+                    result = train("forecast", tables, as_of=when, seed=settings.seed,
+                                   progress=step, freq=freq, level=level, horizon=horizon,
+                                   n_jobs=settings.n_jobs, runner=runner)
+            except ValueError as exc:
+                fail(str(exc))
     _notes(result.notes)
     table = result.table.sort_values(["level", "mase"])
     print_frame(table[["model", "level", "mase", "wape", "coverage_80"]],
@@ -392,39 +472,47 @@ def forecast_cmd(
     out: OutOpt = None,
     as_json: JsonOpt = False,
     as_of: AsOfOpt = None,
+    engine: EngineOpt = None,
 ) -> None:
     """Revenue forecast per node of a level, with P10/P50/P90 (champion model, or --fit).
 
     Forecasts start with the first period not complete in the data before --as-of: an
-    incomplete last period is forecast whole (never below what it already booked).
+    incomplete last period is forecast whole (never below what it already booked). With
+    --engine spark the series' rows are read on Spark and --fit fits the per-series candidates
+    there (the same forecasts as pandas).
     """
+    from contextlib import ExitStack
+
     from engine import tracking
     from service.usecases.forecast import forecast_champion, forecast_fresh
 
     freq = _freq(freq)
     when = parse_as_of(as_of)
-    tables = read_data(data_source(ctx, data))
-    _level(tables, level)
     settings = settings_of(ctx)
-    why_fresh = None
-    if not fit:
-        use_tracking(ctx)
-        try:
-            frame, version, notes = forecast_champion(tables, freq, horizon, level, as_of=when)
-            err.print(f"forecast by champion v{version}")
-        except (tracking.ChampionMissingError, ValueError) as exc:
-            why_fresh = str(exc)
-    if fit or why_fresh is not None:
-        if why_fresh is not None:
-            err.print(f"{why_fresh}; fitting a fresh forecaster on this data instead (as --fit)",
-                      markup=False, highlight=False)
-        try:
-            with err.status("fitting forecasters"):
-                frame, notes = forecast_fresh(tables, freq=freq, horizon=horizon, level=level,
-                                              n_jobs=settings.n_jobs, seed=settings.seed,
-                                              as_of=when)
-        except ValueError as exc:
-            fail(str(exc))
+    source = data_source(ctx, data)
+    with ExitStack() as stack:
+        tables, when, runner = _forecast_data(stack, settings, engine, source, when, level)
+        _level(tables, level)
+        why_fresh = None
+        if not fit:
+            use_tracking(ctx)
+            try:
+                frame, version, notes = forecast_champion(tables, freq, horizon, level,
+                                                          as_of=when)
+                err.print(f"forecast by champion v{version}")
+            except (tracking.ChampionMissingError, ValueError) as exc:
+                why_fresh = str(exc)
+        if fit or why_fresh is not None:
+            if why_fresh is not None:
+                err.print(f"{why_fresh}; fitting a fresh forecaster on this data instead (as "
+                          "--fit)", markup=False, highlight=False)
+            try:
+                with engine_failures(), err.status("fitting forecasters"):
+                    frame, notes = forecast_fresh(tables, freq=freq, horizon=horizon,
+                                                  level=level, n_jobs=settings.n_jobs,
+                                                  seed=settings.seed, as_of=when, runner=runner)
+            except ValueError as exc:
+                fail(str(exc))
     _notes(notes)
     print_frame(frame, f"revenue forecast ({level or 'company'}, {horizon} x {freq})", limit=24)
     emit(frame, out, as_json)

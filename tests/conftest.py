@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -105,3 +106,14 @@ def store(db_url: str) -> Iterator[AlertStore]:
     opened = AlertStore(db_url)
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    """One local[1] Spark engine per test module (4 shuffle partitions, a 1 GB driver)."""
+    pytest.importorskip("pyspark")
+    from engine.compute.spark import SparkEngine, spark_session
+
+    session = spark_session("local[1]", shuffle_partitions=4, driver_memory="1g")
+    yield SparkEngine("local[1]", session=session)
+    session.stop()

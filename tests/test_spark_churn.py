@@ -39,15 +39,6 @@ TRAIN_AS_OF, TRAIN_HORIZON = pd.Timestamp("2024-08-01"), 30
 
 
 @pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    from engine.compute.spark import SparkEngine, spark_session
-
-    session = spark_session("local[1]", shuffle_partitions=4, driver_memory="1g")
-    yield SparkEngine("local[1]", session=session)
-    session.stop()
-
-
-@pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_data_dir(generate("small", seed=7), tmp_path_factory.mktemp("demo") / "small")
 

@@ -23,15 +23,6 @@ pytest.importorskip("pyspark")
 
 
 @pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    from engine.compute.spark import SparkEngine, spark_session
-
-    session = spark_session("local[1]", shuffle_partitions=4, driver_memory="1g")
-    yield SparkEngine("local[1]", session=session)
-    session.stop()
-
-
-@pytest.fixture(scope="module")
 def real(real_data: Callable[..., Path]) -> Path:
     """A real slice with deals, reps, teams and targets-free: the first 6 months of the CRM
     sales dataset."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +26,6 @@ from service.usecases.scaled import features_on
 
 pytest.importorskip("pyspark")
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    from engine.compute.spark import SparkEngine, spark_session
-
-    session = spark_session("local[1]", shuffle_partitions=4)
-    yield SparkEngine("local[1]", session=session)
-    session.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ serves the module; the pandas engine tests need no Spark.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,6 @@ pytest.importorskip("pyspark")
 
 # The per-series families (AutoARIMA, slow, shares AutoETS's batch) and one global model.
 CANDIDATES = ("seasonal_naive", "ets", "theta", "autoets", "lgbm")
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    from engine.compute.spark import SparkEngine, spark_session
-
-    session = spark_session("local[1]", shuffle_partitions=4, driver_memory="1g")
-    yield SparkEngine("local[1]", session=session)
-    session.stop()
 
 
 @pytest.fixture(scope="module")

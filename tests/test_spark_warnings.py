@@ -7,7 +7,6 @@ One local[1] Spark session serves the whole module; the in-process path needs no
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -79,15 +78,6 @@ groups:
         severity: info
         annotations: {summary: "{{ explanation }}"}
 """
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
-    from engine.compute.spark import SparkEngine, spark_session
-
-    session = spark_session("local[1]", shuffle_partitions=4, driver_memory="1g")
-    yield SparkEngine("local[1]", session=session)
-    session.stop()
 
 
 @pytest.fixture(scope="module")

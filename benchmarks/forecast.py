@@ -55,7 +55,6 @@ import json
 import logging
 import os
 import resource
-import subprocess
 import sys
 import time
 import warnings
@@ -420,28 +419,10 @@ def _demo_company(size: str, seed: int) -> Path:
     return target
 
 
-def _measure(command: list[str], env: dict[str, str]) -> dict[str, object]:
-    """Wall seconds and peak RSS (GiB) of a command's whole process tree."""
-    import psutil
-
-    start = time.perf_counter()
-    process = psutil.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    while process.poll() is None:
-        try:
-            tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.2)
-    said = process.stderr.read().decode(errors="replace") if process.stderr else ""
-    return {"seconds": round(time.perf_counter() - start, 1),
-            "peak_gib": round(peak / 2**30, 2), "exit": process.returncode,
-            "said": said[-800:]}
-
-
 def engine_suite(size: str, seed: int, engines: list[str], master: str) -> None:
     """``forecast --fit --level rep --freq M`` on each engine (see the module docstring)."""
+    from benchmarks.scale import measure  # wall time and peak RSS of the process tree
+
     data = _demo_company(size, seed)
     quotacast = Path(sys.executable).with_name("quotacast")
     results = {}
@@ -450,7 +431,7 @@ def engine_suite(size: str, seed: int, engines: list[str], master: str) -> None:
         env = {**os.environ, "QUOTACAST_ENGINE": name, "QUOTACAST_SPARK_MASTER": master}
         command = [str(quotacast), "forecast", "--fit", "--level", "rep", "--freq", "M",
                    "--data", str(data), "--out", str(out)]
-        results[name] = _measure(command, env) | {"out": out}
+        results[name] = measure(command, env) | {"out": out}
         got = results[name]
         print(f"{name:>7}: {got['seconds']:7.1f} s  {got['peak_gib']:5.2f} GiB peak "
               f"(process tree)  exit {got['exit']}", flush=True)

@@ -155,6 +155,14 @@ class ComputeEngine(Protocol):
     def apply_by_group(self, frames: Any, key: str, fn: GroupFn, template: pd.DataFrame,
                        buckets: int = DEFAULT_BUCKETS) -> pd.DataFrame: ...
 
+    def minimum(self, frame: Any, column: str) -> Any:
+        """The smallest value of ``column`` of a frame this engine read (None without rows)."""
+        ...
+
+    def from_pandas(self, frame: pd.DataFrame, schema: str) -> Any:
+        """``frame`` where this engine computes (``schema``: Spark's DDL of its columns)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -203,6 +211,12 @@ class PandasEngine:
                      for name, frame in frames.items()}
             parts.append(fn(group))
         return finish(parts, template, key)
+
+    def minimum(self, frame: pd.DataFrame, column: str) -> Any:
+        return frame[column].min() if len(frame) else None
+
+    def from_pandas(self, frame: pd.DataFrame, schema: str) -> pd.DataFrame:
+        return frame
 
     def close(self) -> None:
         self._loaded = None

@@ -243,6 +243,15 @@ class SparkEngine:
             raise _plain(exc) from exc
         return finish([result], template, key)
 
+    def minimum(self, frame: DataFrame, column: str) -> Any:
+        try:
+            return frame.agg(F.min(column).alias("first")).toPandas()["first"].iloc[0]
+        except (PySparkException, Py4JError) as exc:
+            raise _plain(exc) from exc
+
+    def from_pandas(self, frame: pd.DataFrame, schema: str) -> DataFrame:
+        return self.session.createDataFrame(frame, schema=schema)
+
     def close(self) -> None:
         if self._session is not None and self._owned:
             self._session.stop()

@@ -28,7 +28,6 @@ import pandas as pd
 from engine.compute import (
     DEFAULT_BUCKETS,
     ComputeEngine,
-    ComputeError,
     GroupFn,
     TableRead,
     empty_group,
@@ -144,23 +143,11 @@ def _on_groups(engine: ComputeEngine, frames: Any, fn: GroupFn, buckets: int) ->
     return engine.apply_by_group(frames, CUSTOMER_ID, fn, fn(empty_group(columns)), buckets)
 
 
-def _first_order_day(frames: Any) -> pd.Timestamp | None:
+def _first_order_day(engine: ComputeEngine, frames: Any) -> pd.Timestamp | None:
     """The first order day among the rows read (None without orders): one aggregate on the
     engine's own frame, no shuffle."""
     orders = frames.get(ORDERS)
-    if orders is None:
-        return None
-    if isinstance(orders, pd.DataFrame):
-        first = orders[ORDER_DATE].min() if len(orders) else None
-    else:  # a Spark DataFrame
-        from pyspark.sql import functions as F
-
-        try:
-            first = orders.agg(F.min(ORDER_DATE).alias("first")).toPandas()["first"].iloc[0]
-        except Exception as exc:  # Spark's own errors (JVM, parsing): said in plain words
-            raise ComputeError(f"Spark failed reading the orders: {exc.__class__.__name__}; "
-                               "`quotacast validate --data D` lists problems of the data"
-                               ) from exc
+    first = None if orders is None else engine.minimum(orders, ORDER_DATE)
     return None if first is None or pd.isna(first) else pd.Timestamp(first).normalize()
 
 
@@ -184,7 +171,7 @@ def train_churn_on(engine: ComputeEngine, source: str, *, as_of: pd.Timestamp | 
     budget = churn.TRAIN_ROW_BUDGET if row_budget is None else row_budget
     cutoff = _as_of(engine, source, as_of)
     frames = engine.read(source, FEATURE_READS, before=cutoff)
-    first = _first_order_day(frames)
+    first = _first_order_day(engine, frames)
     if first is None:
         raise ValueError("the orders table is empty: nothing to learn churn from"
                          if as_of is None else f"as_of {cutoff.date()} is not after the first "

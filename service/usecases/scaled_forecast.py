@@ -169,14 +169,6 @@ def fit_group(frames: dict[str, pd.DataFrame], job: LocalJob, dates: pd.Datetime
     return pd.concat(parts, ignore_index=True) if parts else _template(job.horizon)
 
 
-def _to_engine(engine: ComputeEngine, frame: pd.DataFrame) -> Any:
-    """``frame`` where ``engine`` computes: as it is for pandas, a Spark frame for Spark."""
-    session = getattr(engine, "session", None)
-    if session is None:
-        return frame
-    return session.createDataFrame(frame, schema=_SERIES_SCHEMA)
-
-
 def engine_runner(engine: ComputeEngine, buckets: int = DEFAULT_BUCKETS) -> LocalRunner:
     """A :data:`~models.forecast.local.LocalRunner` that fits groups of series on ``engine``
     (see the module docstring)."""
@@ -184,7 +176,7 @@ def engine_runner(engine: ComputeEngine, buckets: int = DEFAULT_BUCKETS) -> Loca
     def run(job: LocalJob, panel: Panel) -> list[dict[str, np.ndarray]]:
         fn = partial(fit_group, job=job, dates=panel.dates, freq=panel.freq)
         template = _template(job.horizon)
-        frames = {ORDERS: _to_engine(engine, _series_rows(panel))}
+        frames = {ORDERS: engine.from_pandas(_series_rows(panel), _SERIES_SCHEMA)}
         result = engine.apply_by_group(frames, _SID, fn, template, buckets)
         return _reassembled(result, job, panel)
 

@@ -31,6 +31,7 @@ from features.labels import CHURNED, churn_codes, label_window_complete
 __all__ = [
     "DROPPED_AS_OFS",
     "ExtraColumns",
+    "concat_snapshots",
     "snapshot_dates",
     "snapshot_rows",
     "training_table",
@@ -67,7 +68,7 @@ def snapshot_rows(history: CustomerHistory, as_of: pd.Timestamp, horizon_days: i
     return table
 
 
-def _concat_snapshots(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def concat_snapshots(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Stack snapshots, giving each categorical column the union of the snapshots' categories."""
     if len(frames) > 1:
         for column in frames[0].select_dtypes("category").columns:
@@ -117,6 +118,6 @@ def training_table(tables: Tables, as_ofs: Sequence[pd.Timestamp], horizon_days:
     frames = [snapshot_rows(history, t, horizon_days, lookback_days, extra=extra)
               for t in kept] or [
         snapshot_rows(history, end, horizon_days, lookback_days, extra=extra).iloc[:0]]
-    table = _concat_snapshots(frames)
+    table = concat_snapshots(frames)
     table.attrs[DROPPED_AS_OFS] = dropped
     return table

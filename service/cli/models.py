@@ -37,7 +37,7 @@ from service.cli.common import (
     writing,
 )
 from service.cli.features import EngineOpt
-from service.usecases.request import RequestError, resolve_level
+from service.usecases.request import BadRequest, RequestError, resolve_level
 
 if TYPE_CHECKING:  # mlflow is imported only by the commands that need it
     from contextlib import ExitStack
@@ -178,9 +178,9 @@ def score_churn_cmd(
                     err.status(f"scoring churn risk on Spark {settings.spark_master}"):
                 run = score_churn_on(compute, source, as_of=when, horizon_days=horizon_days,
                                      owner=owner)
+        except BadRequest as exc:
+            raise typer.BadParameter(str(exc)) from exc
         except ValueError as exc:
-            if str(exc).startswith(("unknown owner", "horizon_days")):
-                raise typer.BadParameter(str(exc)) from exc
             fail(str(exc))
         scores = run.frame
         if run.fallback is not None:

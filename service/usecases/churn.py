@@ -58,7 +58,7 @@ from features.customer import (
     features_at,
 )
 from features.labels import CHURNED, churn_codes
-from features.table import _concat_snapshots
+from features.table import concat_snapshots
 from models.base import CHURN
 from models.btyd import (
     BTYD_P_CHURN,
@@ -87,6 +87,7 @@ from models.classification import (
     reliability_table,
     segment_auc,
 )
+from service.usecases.request import BadRequest
 from service.usecases.train import (
     Progress,
     beats_baseline,
@@ -251,7 +252,7 @@ def plan_split(first_day: pd.Timestamp, last_day: pd.Timestamp, horizon_days: in
             needs and the longest horizon this history supports.
     """
     if horizon_days <= 0:
-        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+        raise BadRequest(f"horizon_days must be positive, got {horizon_days}")
     holdout = last_day.normalize() + pd.Timedelta(days=1 - horizon_days)
     train, step = _training_snapshots(first_day, holdout, horizon_days, min_history_days)
     if len(train) < min_train_snapshots:
@@ -737,7 +738,7 @@ def assemble_snapshots(parts: pd.DataFrame, as_ofs: Sequence[pd.Timestamp], hori
         if labels:
             table[CHURNED] = rows[CHURNED].to_numpy(dtype=float).astype(np.int8)
         frames.append(table)
-    return _concat_snapshots(frames)
+    return concat_snapshots(frames)
 
 
 SnapshotBuilder = Callable[[ChurnSplit], tuple[pd.DataFrame, Sample]]
@@ -983,17 +984,17 @@ def _account_managers(tables: Tables) -> pd.Series:
 
 
 def _check_owner(owner: str, known: Sequence[str]) -> None:
-    """ValueError naming the close matches, or the known account managers."""
+    """BadRequest naming the close matches, or the known account managers."""
     if owner in known:
         return
     if not known:
-        raise ValueError(f"unknown owner {owner!r}: the data names no account managers "
+        raise BadRequest(f"unknown owner {owner!r}: the data names no account managers "
                          f"(customers.{ACCOUNT_MANAGER} is absent or empty)")
     close = difflib.get_close_matches(owner, known, n=3, cutoff=0.6)
     hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close else
             f"known account managers: {', '.join(sorted(known)[:20])}"
             + (f" and {len(known) - 20} more" if len(known) > 20 else ""))
-    raise ValueError(f"unknown owner {owner!r}: {hint}")
+    raise BadRequest(f"unknown owner {owner!r}: {hint}")
 
 
 def _model_horizon(estimator: Any) -> int | None:
@@ -1042,7 +1043,7 @@ def _check_scoring(tables: Tables, as_of: pd.Timestamp | None, horizon_days: int
                    owner: str | None) -> pd.Timestamp:
     stamp = _churn_as_of(tables, as_of)
     if horizon_days is not None and horizon_days <= 0:
-        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+        raise BadRequest(f"horizon_days must be positive, got {horizon_days}")
     if owner is not None:
         _check_owner(owner, [str(m) for m in _account_managers(tables).dropna().unique()])
     return stamp
@@ -1145,7 +1146,7 @@ def score_parts(parts: pd.DataFrame, stamp: pd.Timestamp, *, horizon_days: int |
         The scores and, when no champion answered, the fallback's line.
     """
     if horizon_days is not None and horizon_days <= 0:
-        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+        raise BadRequest(f"horizon_days must be positive, got {horizon_days}")
     if not (parts[PART].isin([_ROW, _POOL])).any():
         raise ValueError(f"as_of {stamp.date()} is not after the first purchase: there is no "
                          "history before it")

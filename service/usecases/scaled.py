@@ -57,6 +57,7 @@ from engine.schemas import (
     STATUS,
 )
 from features.customer import as_of_day, customer_features, customer_history
+from service.usecases.request import BadRequest
 
 if TYPE_CHECKING:  # churn brings LightGBM and MLflow: imported only by the churn use cases
     from engine import tracking
@@ -243,7 +244,7 @@ def score_churn_on(engine: ComputeEngine, source: str, *, as_of: pd.Timestamp | 
 
     stamp = _as_of(engine, source, as_of)
     if horizon_days is not None and horizon_days <= 0:
-        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+        raise BadRequest(f"horizon_days must be positive, got {horizon_days}")
     frames = engine.read(source, FEATURE_READS, before=stamp)
     if ORDERS not in frames:
         raise ValueError("the orders table is empty: no customer has bought yet, so there is "

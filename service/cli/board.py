@@ -26,9 +26,12 @@ from engine.schemas import (
     AS_OF,
     COMMIT_CATEGORIES,
     COMPANY_KEY,
+    HIERARCHY_LEVELS,
     LEVEL_COMPANY,
     LEVEL_REP,
     PERIOD,
+    PRODUCT,
+    SEGMENT,
 )
 from features.metrics import ForecastFromAttainment, Providers
 from models.feasibility import Simulation
@@ -206,6 +209,10 @@ def commit(
     period: PeriodOpt = None,
     as_of: AsOfOpt = None,
     rep: Annotated[str | None, typer.Option("--rep", help="The rep committing.")] = None,
+    product: Annotated[str | None, typer.Option(
+        "--product", help="A product's commit (forecast by product family).")] = None,
+    segment: Annotated[str | None, typer.Option(
+        "--segment", help="A customer segment's commit.")] = None,
     level: LevelOpt = None,
     key: KeyOpt = None,
     category: Annotated[str, typer.Option(
@@ -218,10 +225,22 @@ def commit(
     out: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit a commit or best case for a node and period; shown beside P(reaching it)."""
+    """Submit a commit or best case for a node and period; shown beside P(reaching it).
+
+    The node: --rep R, --product P, --segment S, or --level L --key K (default: the company).
+    A product or segment no target names is simulated as a node of its own, beside the
+    hierarchy, as the board does."""
     if category not in COMMIT_CATEGORIES:
         raise typer.BadParameter(f"expected {' or '.join(COMMIT_CATEGORIES)}",
                                  param_hint="--category")
+    named = [(flag, lv, value) for flag, lv, value in
+             (("--product", PRODUCT, product), ("--segment", SEGMENT, segment)) if value]
+    if named:
+        flag, level_of, value = named[0]
+        if len(named) > 1 or rep is not None or level is not None or key is not None:
+            raise typer.BadParameter("give one node: --rep, --product, --segment, or --level "
+                                     "with --key", param_hint=flag)
+        level, key = level_of, value
     tables, when, chosen = read_period(ctx, data, period, as_of)
     node = _node(tables, level, key, rep)
     with board_store(ctx) as store:
@@ -236,8 +255,10 @@ def commit(
 
     with err.status(f"simulating {chosen} as of {when.date()}") as status:
         try:
+            # A level beside the hierarchy (product, segment...) is simulated as nodes too.
             result = run_feasibility(tables, chosen, when, draws=draws,
                                      seed=settings_of(ctx).seed,
+                                     levels=None if node[0] in HIERARCHY_LEVELS else [node[0]],
                                      progress=lambda message: status.update(message))
         except ValueError as exc:
             fail(f"the commit was stored, but {chosen} cannot be simulated as of "

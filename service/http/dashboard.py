@@ -68,9 +68,9 @@ from service.usecases.board import (
     board_trend,
     closed_path,
     dimension_levels,
-    dimension_run,
 )
 from service.usecases.commits import list_commits, submit_commit
+from service.usecases.dimensions import dimension_feasibility
 from service.usecases.planning import FeasibilityRun, feasibility_run, recalibration
 from service.usecases.request import (
     AS_OF_SLACK,
@@ -624,10 +624,6 @@ def _board_deals(state: AppState, principal: Principal, picker: Picker, node: Bo
     return _section(True, build)
 
 
-_HIERARCHY_ONLY = ("{what} kept per node of the hierarchy (company, region, team, rep); "
-                   "{node} has no target, so its outlook above is what the board shows of it.")
-
-
 def _dimension_levels(state: AppState, run: FeasibilityRun, view: BoardNodes) -> list[str]:
     """The data's dimensions no target of the period names (product, segment, channel)."""
     return _cached(state, "dimension levels", run.period, run.as_of, lambda: dimension_levels(
@@ -637,17 +633,15 @@ def _dimension_levels(state: AppState, run: FeasibilityRun, view: BoardNodes) ->
 def _dimensions(state: AppState, run: FeasibilityRun, levels: list[str], wait: bool
                 ) -> tuple[BoardNodes | None, str | None]:
     """The dimension ``levels``' nodes: ``(nodes, problem)``. Simulated once per period,
-    as-of and models on a background thread (:func:`service.usecases.board.dimension_run`);
+    as-of and models on a background thread
+    (:func:`service.usecases.dimensions.dimension_feasibility`);
     without ``wait``, ``nodes`` is None until that is done (and the problem says so)."""
-    models = dict(state.models)
     key = (state.name, state.data.source, state.settings.database_url, "dimensions",
            run.period, run.as_of, tuple(levels), _versions(state))
 
     def compute() -> BoardNodes:
-        result = dimension_run(state, run.period, run.as_of, levels, models)
-        return board_nodes(FeasibilityRun(run.period, run.as_of, result.frame,
-                                          result.simulation, result.notes,
-                                          len(result.simulation.draws)))
+        # The simulation the deals, commits and API of these nodes read too.
+        return board_nodes(dimension_feasibility(state, run, levels))
 
     future = _BACKGROUND.future(key, compute)
     if not wait and not future.done():
@@ -753,13 +747,10 @@ def board_context(state: AppState, principal: Principal, *, period: str | None =
     context["notes"] = run.notes
     context["trend"] = _board_trend(state, picker, node)
     context["changes"] = _board_changes(state, picker, node, context["trend"])
-    if node.level in dimensions:  # simulated beside the hierarchy, for its outlook only
+    if node.level in dimensions:  # simulated beside the hierarchy: outlook, deals, commits
         context["draws"] = min(state.draws, DIMENSION_DRAWS)
-        context["deals"] = Section(shown=True, problem=_HIERARCHY_ONLY.format(
-            what="The deals behind a gap are", node=node.name))
-        context["commits"] = Section(shown=True, extra={"can_submit": False},
-                                     problem=_HIERARCHY_ONLY.format(
-                                         what="Commits are", node=node.name))
+        context["deals"] = _board_deals(state, principal, picker, node)
+        context["commits"] = _board_commits(state, principal, picker, node, [])
         context["scenario"] = context["recalibration"] = Section()
         context["at_risk"] = Section()
         return status.HTTP_200_OK, context

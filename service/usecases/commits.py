@@ -10,7 +10,9 @@ the first submission made here: its rows are listed as submitted by ``data`` (a 
 The probability of a commit is P(total >= amount) from the draws of the node's feasibility
 simulation (:func:`service.usecases.planning.what_if` in the service; the CLI's own
 :func:`service.usecases.feasibility.run_feasibility` simulation), the same draws as its
-P(attain).
+P(attain). A product, segment or channel node no target names is a node of the dimensions'
+simulation (:func:`service.usecases.dimensions.node_run`), whose draws its fan shows: its
+commits' P(reach) is read off those.
 """
 
 from __future__ import annotations
@@ -194,13 +196,22 @@ class Submitted:
 def list_commits(served: Served, period: str | None = None, as_of: date | None = None,
                  nodes: Iterable[tuple[str, str]] | None = None) -> CommitBoard:
     """The latest commits of ``period`` (of ``nodes`` when given) beside P(reach) from the
-    period's feasibility simulation as of ``as_of`` (defaults as the feasibility's)."""
+    period's feasibility simulation as of ``as_of`` (defaults as the feasibility's); those of
+    product, segment and channel nodes no target names from the dimensions' simulation."""
+    from service.usecases.dimensions import dimension_feasibility, run_dimensions
     from service.usecases.planning import feasibility_run
 
     run = feasibility_run(served, period, as_of)
     history = commit_history(board_store(served), served.tables(), run.period, nodes)
     latest = latest_commits(history)
     table = commit_probabilities(latest, run.simulation, run.frame)
+    if not table.empty:
+        levels = run_dimensions(served, run)
+        elsewhere = (table["p_reach"].isna() & table[LEVEL].isin(levels)).to_numpy()
+        if elsewhere.any():
+            dims = dimension_feasibility(served, run, levels)
+            filled = commit_probabilities(latest[elsewhere], dims.simulation, dims.frame)
+            table = pd.concat([table[~elsewhere], filled]).sort_index()
     notes = []
     if table.empty:
         notes.append(f"no commit for {run.period} yet: submit one with POST /v1/commits or "
@@ -215,18 +226,28 @@ def submit_commit(served: Served, level: str, key: str, amount: float,
                   as_of: date | None = None, submitted_by: str = "", note: str = ""
                   ) -> Submitted:
     """Store a submission for a node and return it with P(total >= amount) (the what-if of
-    the same simulation).
+    the same simulation; a product, segment or channel node no target names: the draws of
+    the dimensions' simulation).
 
     Raises:
-        NotFound: the simulation has no such node (nothing is stored).
+        NotFound: neither simulation has such a node (nothing is stored).
         BadRequest: a bad category or amount.
     """
-    from service.usecases.planning import what_if
+    from service.usecases.dimensions import has_node, node_run
+    from service.usecases.planning import feasibility_run, what_if
 
     # First the chance (an unknown node is NotFound there), then the submission: nothing is
     # stored for a node the simulation does not have.
-    chance = what_if(served, level, key, float(amount), period, as_of)
-    record = submit(board_store(served), chance.period, level, key, amount, category,
-                    submitted_by, as_of=chance.as_of, note=note)
-    p = float(chance.p_attain)
-    return Submitted(record, p if np.isfinite(p) else None, chance.as_of)
+    main = feasibility_run(served, period, as_of)
+    if has_node(main, level, key):
+        chance = what_if(served, level, key, float(amount), period, as_of)
+        chosen, p, day = chance.period, float(chance.p_attain), chance.as_of
+    else:
+        run = node_run(served, period, as_of, level, key)
+        column = run.simulation.node_index(level, key)
+        draws = run.simulation.draws[:, column]
+        mean = float(draws.mean()) if len(draws) else float(run.simulation.closed[column])
+        chosen, p, day = run.period, attained(draws, float(amount), mean), run.as_of.date()
+    record = submit(board_store(served), chosen, level, key, amount, category,
+                    submitted_by, as_of=day, note=note)
+    return Submitted(record, p if np.isfinite(p) else None, day)

@@ -14,6 +14,13 @@ every deal open at ``as_of`` under the node with what the simulation counts for 
   the spread (:func:`loss_effect`); the deals are sorted by that drop (``p_attain_drop``),
   then by ``amount x win_probability``.
 
+The node's simulation is the one it lives in (:func:`service.usecases.dimensions.node_run`):
+the period's feasibility for the hierarchy and the levels its targets name, the dimensions'
+simulation for a product or segment no target names. A node without a target sorts its deals
+by their effect on its expected total (``amount x win_probability``, the drop of the expected
+total if the deal is lost). A level the deals do not carry (channel: orders have one, deals do
+not) lists no deal and says so (``placed`` False).
+
 The pipeline by stage sums the same deals. Nothing here changes the simulation.
 """
 
@@ -25,6 +32,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from engine.io import Tables
 from engine.periods import period_bounds
 from engine.schemas import (
     AMOUNT,
@@ -46,8 +54,8 @@ from features.funnel import F_DAYS_SLIPPED, F_STAGE
 from features.hierarchy import UNASSIGNED, customer_column, opportunity_nodes
 from models.feasibility import P_ATTAIN, TARGET, fit_stage_rates
 from models.win import WIN_PROBABILITY
-from service.usecases.planning import FeasibilityRun, feasibility_run
-from service.usecases.request import NotFound
+from service.usecases.dimensions import deals_carry, node_run
+from service.usecases.planning import FeasibilityRun
 from service.usecases.served import Memo, Served
 
 __all__ = [
@@ -58,9 +66,11 @@ __all__ = [
     "deal_frame",
     "deals_behind",
     "loss_effect",
+    "unplaced_note",
 ]
 
-_DEALS: Memo[pd.DataFrame] = Memo(size=8)  # per workspace, data, period, as-of and models
+# Per workspace, data, period, as-of, levels and models.
+_DEALS: Memo[tuple[Tables, pd.DataFrame]] = Memo(size=8)
 SLIP_RISK = "slip_risk"
 EXPECTED_AMOUNT = "expected_amount"
 P_ATTAIN_IF_LOST = "p_attain_if_lost"
@@ -89,6 +99,8 @@ class DealsView:
         stages: :data:`STAGE_COLUMNS`, the same deals by stage (largest expected first).
         later: deals open under the node but expected to close after the period end.
         total: deals counted in the period before ``limit``.
+        placed: False when the deals carry no value of the node's level (a channel): none is
+            listed, and the notes say why.
     """
 
     period: str
@@ -104,6 +116,7 @@ class DealsView:
     later: int
     total: int
     notes: list[str] = field(default_factory=list)
+    placed: bool = True
 
 
 def _win_model(served: Served, as_of: pd.Timestamp) -> object:
@@ -125,17 +138,24 @@ def _next_period(start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.Timestamp, 
 
 def deal_frame(served: Served, run: FeasibilityRun) -> pd.DataFrame:
     """Every deal open at the run's as-of with its nodes, in-period win probability and slip
-    risk (cached per period, as-of and models)."""
+    risk (cached per tables, period, as-of, the run's levels and models)."""
     versions = tuple(sorted((k, str(m.version)) for k, m in served.models.items()))
-    key = (served.registry_workspace().name, served.data.source, run.period, run.as_of,
-           versions)
-    # Its own cache: the simulations' (a few large entries) keeps its room for them.
-    return _DEALS.get(key, lambda: _deal_frame(served, run))
+    tables = served.tables()
+    levels = tuple(sorted(str(v) for v in run.simulation.nodes[LEVEL].unique()))
+    key = (served.registry_workspace().name, served.data.source, id(tables), run.period,
+           run.as_of, levels, versions)
+    # Its own cache: the simulations' (a few large entries) keeps its room for them. The
+    # tables are kept beside the frame: an id reused by tables loaded anew is not a hit.
+    found = _DEALS.get(key, lambda: (tables, _deal_frame(served, run)))
+    if found[0] is not tables:
+        _DEALS.clear()
+        found = _DEALS.get(key, lambda: (tables, _deal_frame(served, run)))
+    return found[1]
 
 
 def _deal_frame(served: Served, run: FeasibilityRun) -> pd.DataFrame:
     tables = served.tables()
-    empty = pd.DataFrame({c: pd.Series(dtype=object) for c in (*DEAL_COLUMNS, IN_PERIOD)})
+    empty = _no_deals()
     if not tables.has(OPPORTUNITIES):
         return empty
     as_of = run.as_of
@@ -178,6 +198,10 @@ def _deal_frame(served: Served, run: FeasibilityRun) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def _no_deals() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in (*DEAL_COLUMNS, IN_PERIOD)})
+
+
 def loss_effect(draws: np.ndarray, target: float, amount: np.ndarray, p: np.ndarray
                 ) -> np.ndarray:
     """P(attain) minus P(attain if the deal is lost), per deal, from one node's draws.
@@ -207,11 +231,7 @@ def loss_effect(draws: np.ndarray, target: float, amount: np.ndarray, p: np.ndar
 
 
 def _node_row(run: FeasibilityRun, level: str, key: str) -> tuple[int, pd.Series | None]:
-    try:
-        column = run.simulation.node_index(level, key)
-    except KeyError as exc:
-        raise NotFound(f"no node {level}={key!r} in the simulation of {run.period} as of "
-                       f"{run.as_of.date()}") from exc
+    column = run.simulation.node_index(level, key)  # node_run found it there
     match = run.frame[(run.frame[LEVEL] == level) & (run.frame[KEY] == key)]
     return column, (None if match.empty else match.iloc[0])
 
@@ -239,13 +259,15 @@ def deals_behind(served: Served, period: str | None, as_of: date | None,
         RequestError / OutsideData: the period or as-of cannot be answered.
         NotFound: the simulation has no such node.
     """
-    run = feasibility_run(served, period, as_of)
+    run = node_run(served, period, as_of, level, key)
     column, row = _node_row(run, level, key)
     draws = run.simulation.draws[:, column]
     expected = float(draws.mean()) if len(draws) else float(run.simulation.closed[column])
     target = None if row is None or pd.isna(row[TARGET]) else float(row[TARGET])
     p_attain = None if row is None or pd.isna(row[P_ATTAIN]) else float(row[P_ATTAIN])
-    every = deal_frame(served, run)
+    tables = served.tables()
+    placed = level in HIERARCHY_LEVELS or deals_carry(tables, level)
+    every = deal_frame(served, run) if placed else _no_deals()
     mine = every[_under(every, level, key)]
     if owner is not None:
         mine = mine[mine[REP] == owner]
@@ -266,13 +288,25 @@ def deals_behind(served: Served, period: str | None, as_of: date | None,
     notes = [EFFECT_MEASURE]
     if target is None:
         notes.append(f"{level} {key} has no target in {run.period}: deals are sorted by "
-                     "amount x win probability")
-    if not served.tables().has(OPPORTUNITIES):
+                     "amount x win probability, the drop of its expected total if the deal "
+                     "is lost")
+    if not tables.has(OPPORTUNITIES):
         notes.append("the data has no opportunities table: there are no deals to show")
+    elif not placed:
+        notes.append(unplaced_note(level, key))
     return DealsView(
         period=run.period, as_of=run.as_of.date(), level=level, key=key, target=target,
         expected=expected, p_attain=p_attain,
         gap=None if target is None else target - expected,
         deals=counted[list(DEAL_COLUMNS)].head(limit).reset_index(drop=True),
         stages=stages[list(STAGE_COLUMNS)].reset_index(drop=True),
-        later=int((~mine[IN_PERIOD].astype(bool)).sum()), total=len(counted), notes=notes)
+        later=int((~mine[IN_PERIOD].astype(bool)).sum()), total=len(counted), notes=notes,
+        placed=placed)
+
+
+def unplaced_note(level: str, key: str) -> str:
+    """Why a node of a level the deals do not carry lists no deal."""
+    return (f"deals carry no {level}: neither the opportunities nor the customers table has a "
+            f"{level} column, so the simulation counts every open deal under "
+            f"{level} {UNASSIGNED} and no deal can be placed under {level} {key}; the company's "
+            "page lists them all")

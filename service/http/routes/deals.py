@@ -1,8 +1,11 @@
 """The deals behind a node's gap: open deals sorted by their effect on the node's P(attain),
 and the pipeline by stage (:mod:`service.usecases.deals`).
 
+Every node of the board: the hierarchy's and the data's product, segment and channel
+(``level=product&key=...``, from the dimensions' simulation when no target names them).
 An account manager's key sees its own rep node and its own deals only: without ``level`` it
-answers for ``rep=<owner>``, and naming another node answers 403.
+answers for ``rep=<owner>``, and naming another node (a product or segment too, whose deals
+are other reps') answers 403.
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ class DealsOut(_Out):
     effect_measure: str = Field(description="how the deals are sorted")
     total: int = Field(description="deals counted in the period (before limit)")
     later: int = Field(description="open deals expected to close after the period")
+    placed: bool = Field(default=True, description=(
+        "false for a level the deals do not carry (channel: orders have one, deals do not): "
+        "no deal is listed and the notes say why"))
     deals: list[Deal]
     stages: list[StagePipeline]
     notes: list[str]
@@ -104,7 +110,7 @@ def _out(view: DealsView) -> DealsOut:
                     target=number(view.target), expected=number(view.expected) or 0.0,
                     p_attain=number(view.p_attain), gap=number(view.gap),
                     effect_measure=EFFECT_MEASURE, total=view.total, later=view.later,
-                    deals=deals, stages=stages, notes=view.notes)
+                    placed=view.placed, deals=deals, stages=stages, notes=view.notes)
 
 
 def deals_for(served: Served, principal: Principal, period: str | None, as_of: date | None,

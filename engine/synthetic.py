@@ -22,7 +22,8 @@ forward-looking dates: expected close dates of open deals and due dates of invoi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -78,7 +79,7 @@ from engine.schemas import (
     TEAM,
 )
 
-__all__ = ["DEFAULT_END", "SIZES", "SizeSpec", "generate", "generate_with_truth"]
+__all__ = ["DEFAULT_END", "SIZES", "SizeSpec", "generate", "generate_blocks", "generate_with_truth"]
 
 DEFAULT_END = date(2026, 11, 15)
 
@@ -935,10 +936,12 @@ def _receivables(orders: _Orders, cust: _Customers, churn_day: np.ndarray, cal: 
 # === frames ====================================================================================
 
 
-def _ids(prefix: str, n: int) -> np.ndarray:
-    """``prefix`` + zero-padded 1..n as strings (object array); Arrow is 3x faster than pandas."""
-    width = max(len(str(n)), 6)
-    digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(1, n + 1)), pa.string()), width, "0")
+def _ids(prefix: str, n: int, first: int = 0) -> np.ndarray:
+    """``prefix`` + zero-padded first+1..first+n as strings (object array); Arrow is 3x faster
+    than pandas."""
+    width = max(len(str(first + n)), 6)
+    digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(first + 1, first + n + 1)), pa.string()),
+                          width, "0")
     ids = pc.binary_join_element_wise(prefix, digits, "")
     out = np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object)
     del digits, ids
@@ -970,13 +973,13 @@ def _customer_frame(cust: _Customers, ids: np.ndarray, keep: np.ndarray, org: _O
     })
 
 
-def _order_frame(orders: _Orders, cust_ids: np.ndarray, deal_ids: np.ndarray, cal: _Calendar
-                 ) -> pd.DataFrame:
+def _order_frame(orders: _Orders, cust_ids: np.ndarray, deal_ids: np.ndarray, cal: _Calendar,
+                 first: int = 0) -> pd.DataFrame:
     deal = np.full(orders.deal.size, None, dtype=object)
     linked = np.flatnonzero(orders.deal >= 0)
     deal[linked] = deal_ids[orders.deal[linked]]
     return _frame({
-        ORDER_ID: _ids("O", len(orders.day)),
+        ORDER_ID: _ids("O", len(orders.day), first),
         CUSTOMER_ID: cust_ids[orders.cust],
         ORDER_DATE: cal.dates(orders.day),
         AMOUNT: np.round(orders.amount, 2),
@@ -1076,10 +1079,10 @@ def _interaction_frame(sim: _Simulation, created: np.ndarray, cust_ids: np.ndarr
 
 
 def _receivable_frame(orders: _Orders, bills: dict[str, np.ndarray], cust_ids: np.ndarray,
-                      cal: _Calendar) -> pd.DataFrame:
+                      cal: _Calendar, first: int = 0) -> pd.DataFrame:
     rows = bills["row"]
     return _frame({
-        INVOICE_ID: _ids("INV", rows.size),
+        INVOICE_ID: _ids("INV", rows.size, first),
         CUSTOMER_ID: cust_ids[orders.cust[rows]],
         ISSUED_AT: cal.dates(orders.day[rows]),
         DUE_DATE: cal.dates(bills["due"]),
@@ -1130,16 +1133,16 @@ def _rngs(seed: int, n: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
-def _kept_ids(mask: np.ndarray, prefix: str) -> np.ndarray:
+def _kept_ids(mask: np.ndarray, prefix: str, first: int = 0) -> np.ndarray:
     """Ids for the kept rows (in index order), ``None`` for the dropped ones."""
     ids = np.full(mask.size, None, dtype=object)
-    ids[mask] = _ids(prefix, int(mask.sum()))
+    ids[mask] = _ids(prefix, int(mask.sum()), first)
     return ids
 
 
 @dataclass(frozen=True)
 class _Company:
-    """Everything simulated, before it is dressed as tables."""
+    """Everything simulated for a set of customers, before it is dressed as tables."""
 
     cal: _Calendar
     org: _Org
@@ -1147,14 +1150,23 @@ class _Company:
     sim: _Simulation
     deals: _Deals
     orders: _Orders  # from the first day of the data
-    targets: pd.DataFrame
+    revenue: np.ndarray  # (reps, months since the warm-up January), what targets are planned on
 
 
-def _simulate_company(spec: SizeSpec, end: date, rngs: list[np.random.Generator]) -> _Company:
-    """Org, customers, weekly simulation, deals, orders and the targets planned from them."""
-    r_org, r_cust, r_sim, r_deal, r_ord, r_tgt = rngs
-    cal = _calendar(spec, end)
-    org = _org(spec, r_org)
+@dataclass(frozen=True)
+class _Numbering:
+    """Ids already given (customers, deals, orders, invoices): the next block continues."""
+
+    customers: int = 0
+    deals: int = 0
+    orders: int = 0
+    invoices: int = 0
+
+
+def _simulate_customers(spec: SizeSpec, cal: _Calendar, org: _Org, end: date,
+                        rngs: list[np.random.Generator]) -> _Company:
+    """Customers, weekly simulation, deals, orders and their revenue by rep and month."""
+    r_cust, r_sim, r_deal, r_ord = rngs
     cust = _customers(spec, cal, org, r_cust)
     sim = _simulate(cust, cal, r_sim)
     deals = _deals(cust, sim, org, cal, r_deal)
@@ -1163,41 +1175,46 @@ def _simulate_company(spec: SizeSpec, end: date, rngs: list[np.random.Generator]
     orders = orders.take(np.flatnonzero(orders.day <= cal.end))  # the last week runs past it
     n_months = 12 * (end.year - cal.first_year + 2)  # the warm-up year and the data years
     revenue = _revenue_by_rep_month(orders, deals, cust, cal, len(org.names), n_months)
-    targets = _targets(revenue, org, cal, end.year, r_tgt)
     orders = orders.take(np.flatnonzero(orders.day >= cal.data_start))
-    return _Company(cal, org, cust, sim, deals, orders, targets)
+    return _Company(cal, org, cust, sim, deals, orders, revenue)
 
 
-def _deal_ids(c: _Company, kept_customers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _deal_ids(c: _Company, kept_customers: np.ndarray, first: int = 0
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Deals in the data (closed since the data start, or open), numbered by creation."""
     deals = c.deals
     rows = np.flatnonzero((deals.close >= c.cal.data_start) & kept_customers[deals.cust])
     rows = rows[np.argsort(deals.created[rows], kind="stable")]
     ids = np.full(deals.close.size, None, dtype=object)
-    ids[rows] = _ids("D", rows.size)
+    ids[rows] = _ids("D", rows.size, first)
     return rows, ids
 
 
-def _tables(c: _Company, rngs: list[np.random.Generator]
-            ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """The data directory's tables and the truth frame."""
+def _tables(c: _Company, targets: pd.DataFrame | None, rngs: list[np.random.Generator],
+            numbering: _Numbering = _Numbering()
+            ) -> tuple[dict[str, pd.DataFrame], np.ndarray, _Numbering]:
+    """The data directory's tables (the org and ``targets`` unless None), the customer ids by
+    simulated customer (None: churned in the warm-up) and the ids given so far."""
     r_bill, r_out = rngs
     kept = c.sim.state.churn_day >= c.cal.data_start  # who churned in the warm-up is gone
-    cust_ids = _kept_ids(kept, "C")
-    deal_rows, deal_ids = _deal_ids(c, kept)
+    cust_ids = _kept_ids(kept, "C", numbering.customers)
+    deal_rows, deal_ids = _deal_ids(c, kept, numbering.deals)
     bills = _receivables(c.orders, c.cust, c.sim.state.churn_day, c.cal, r_bill)
     tables = {
-        ORDERS: _order_frame(c.orders, cust_ids, deal_ids, c.cal),
+        ORDERS: _order_frame(c.orders, cust_ids, deal_ids, c.cal, numbering.orders),
         CUSTOMERS: _customer_frame(c.cust, cust_ids, kept, c.org, c.cal),
         OPPORTUNITIES: _opportunity_frame(c.deals, deal_rows, deal_ids, cust_ids, c.org, c.cal,
                                             r_out),
         STAGE_HISTORY: _history_frame(c.deals, deal_ids, c.cal, r_out),
         INTERACTIONS: _interaction_frame(c.sim, c.cust.created, cust_ids, c.cal),
-        ORG: c.org.frame,
-        TARGETS: c.targets,
-        RECEIVABLES: _receivable_frame(c.orders, bills, cust_ids, c.cal),
     }
-    return tables, _truth_frame(c.sim, c.cust, cust_ids, kept, c.cal)
+    if targets is not None:
+        tables |= {ORG: c.org.frame, TARGETS: targets}
+    tables[RECEIVABLES] = _receivable_frame(c.orders, bills, cust_ids, c.cal, numbering.invoices)
+    given = _Numbering(numbering.customers + int(kept.sum()), numbering.deals + deal_rows.size,
+                       numbering.orders + len(c.orders.day),
+                       numbering.invoices + bills["row"].size)
+    return tables, cust_ids, given
 
 
 def generate_with_truth(size: str | SizeSpec = "small", seed: int = 42, end: date = DEFAULT_END
@@ -1215,8 +1232,15 @@ def generate_with_truth(size: str | SizeSpec = "small", seed: int = 42, end: dat
         ``signals_before_churn``, the start of a decline, incidents, the own cycle, whether a
         late payer, and the churn-logit contributions (at churn, or at the end for the others).
     """
-    rngs = _rngs(seed, 8)
-    return _tables(_simulate_company(_spec(size), end, rngs[:6]), rngs[6:])
+    r_org, r_cust, r_sim, r_deal, r_ord, r_tgt, r_bill, r_out = _rngs(seed, 8)
+    spec = _spec(size)
+    cal = _calendar(spec, end)
+    org = _org(spec, r_org)
+    c = _simulate_customers(spec, cal, org, end, [r_cust, r_sim, r_deal, r_ord])
+    targets = _targets(c.revenue, org, cal, end.year, r_tgt)
+    tables, cust_ids, _ = _tables(c, targets, [r_bill, r_out])
+    kept = pd.notna(cust_ids)
+    return tables, _truth_frame(c.sim, c.cust, cust_ids, kept, cal)
 
 
 def generate(size: str | SizeSpec = "small", seed: int = 42, end: date = DEFAULT_END
@@ -1230,3 +1254,42 @@ def generate(size: str | SizeSpec = "small", seed: int = 42, end: date = DEFAULT
         end: last date of the data (mid Q4 by default, so a quarter is in progress).
     """
     return generate_with_truth(size, seed, end)[0]
+
+
+def generate_blocks(size: str | SizeSpec = "small", seed: int = 42, end: date = DEFAULT_END,
+                    block: int | None = None) -> Iterator[dict[str, pd.DataFrame]]:
+    """The demo company a block of customers at a time, in the memory of one block.
+
+    The calendar, the org and the targets' random stream are the company's; each block of
+    ``block`` customers (the last one what is left) is simulated on its own: the first on the
+    streams of :func:`generate`, block ``b`` on streams seeded by ``(seed, b)``, so the company
+    depends on the seed and the block size, never on the machine. Ids continue from block to
+    block. With one block (``block`` None or at least ``size``'s customers) the tables are
+    those of :func:`generate`.
+
+    Yields:
+        Each block's orders, customers, opportunities, stage_history, interactions and
+        receivables, then a last dict with the org and the targets, planned bottom-up from
+        every block's revenue.
+    """
+    spec = _spec(size)
+    block = spec.customers if block is None else block
+    if block < 1:
+        raise ValueError(f"block must be a positive number of customers, got {block}")
+    r_org, r_cust, r_sim, r_deal, r_ord, r_tgt, r_bill, r_out = _rngs(seed, 8)
+    cal = _calendar(spec, end)
+    org = _org(spec, r_org)
+    revenue: np.ndarray | None = None
+    numbering = _Numbering()
+    for b, first in enumerate(range(0, spec.customers, block)):
+        streams = ([r_cust, r_sim, r_deal, r_ord, r_bill, r_out] if b == 0 else
+                   [np.random.default_rng(s) for s in np.random.SeedSequence([seed, b]).spawn(6)])
+        part = replace(spec, customers=min(block, spec.customers - first))
+        c = _simulate_customers(part, cal, org, end, streams[:4])
+        revenue = c.revenue if revenue is None else revenue + c.revenue
+        tables, _, numbering = _tables(c, None, streams[4:], numbering)
+        del c
+        yield tables
+        del tables
+    assert revenue is not None  # at least one customer block
+    yield {ORG: org.frame, TARGETS: _targets(revenue, org, cal, end.year, r_tgt)}

@@ -12,7 +12,9 @@ the P(attain) drop of its deals agree with the fan the board draws for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from datetime import date
+from typing import Any
 
 from engine.io import Tables
 from engine.schemas import CUSTOMER_ID, LEVEL, OPPORTUNITIES
@@ -20,7 +22,7 @@ from features.hierarchy import customer_column
 from service.usecases.board import dimension_levels, dimension_run
 from service.usecases.planning import FeasibilityRun, feasibility_run
 from service.usecases.request import BadRequest, NotFound
-from service.usecases.served import Served
+from service.usecases.served import Memo, Served
 
 __all__ = ["deals_carry", "dimension_feasibility", "has_node", "node_run", "run_dimensions"]
 
@@ -34,9 +36,27 @@ def has_node(run: FeasibilityRun, level: str, key: str) -> bool:
     return True
 
 
+# Answers read off the loaded tables (which levels are dimensions, which the deals carry):
+# a scan of every table, asked on every deals or commits request of a dimension node.
+_OF_TABLES: Memo[tuple[Tables, Any]] = Memo(size=32)
+
+
+def _of_tables(tables: Tables, key: Hashable, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per loaded tables and ``key`` (tables loaded anew are new tables,
+    even when Python reuses the old ones' id)."""
+    found = _OF_TABLES.get((id(tables), key), lambda: (tables, compute()))
+    if found[0] is not tables:
+        _OF_TABLES.clear()
+        found = _OF_TABLES.get((id(tables), key), lambda: (tables, compute()))
+    return found[1]
+
+
 def run_dimensions(served: Served, run: FeasibilityRun) -> list[str]:
     """The data's dimensions the run does not simulate (no target of its period names them)."""
-    return dimension_levels(served.tables(), {str(v) for v in run.simulation.nodes[LEVEL]})
+    tables = served.tables()
+    simulated = frozenset(str(v) for v in run.simulation.nodes[LEVEL].unique())
+    return list(_of_tables(tables, ("dimensions", simulated),
+                           lambda: tuple(dimension_levels(tables, set(simulated)))))
 
 
 def dimension_feasibility(served: Served, run: FeasibilityRun,
@@ -88,6 +108,10 @@ def deals_carry(tables: Tables, level: str) -> bool:
     """Whether a deal can be placed at ``level``: the opportunities table has the column, or
     its customers' rows do (a deal's segment is its customer's). Orders carry a channel, deals
     do not: a deal has no channel unless the data gives it one."""
+    return bool(_of_tables(tables, ("deals carry", level), lambda: _deals_carry(tables, level)))
+
+
+def _deals_carry(tables: Tables, level: str) -> bool:
     opps = tables.get(OPPORTUNITIES)
     if opps is None:
         return False

@@ -91,6 +91,27 @@ def test_a_level_keeps_the_simulation_only_where_it_beats_the_pace_rule() -> Non
     assert nothing.method("company") == SIMULATION and "not checked" in nothing.note
 
 
+def test_a_level_whose_earlier_targets_were_all_hit_answers_with_the_pace_rule() -> None:
+    """Seeded: every earlier target was hit and the simulation was surer of it than the pace
+    rule (lower Brier), yet the check never saw a miss, so the simpler pace rule answers; one
+    missed target among the same cases and the Brier decides again."""
+    rng = np.random.default_rng(13)
+    n = 30
+    cases = pd.DataFrame({"level": "rep", "p_simulation": rng.uniform(0.85, 1.0, n),
+                          "p_pace": rng.uniform(0.4, 0.9, n), "outcome": 1.0})
+    choice = choose(cases, ["rep"], ["2017Q2"])
+    score = choice.levels["rep"]
+    assert score.brier_simulation < score.brier_pace and score.missed == 0
+    assert choice.method("rep") == PACE
+    assert "Every earlier target was hit at rep" in choice.note
+    assert "30 targets, 0 missed" in choice.note
+    one_miss = cases.assign(outcome=np.r_[0.0, np.ones(n - 1)])
+    choice = choose(one_miss, ["rep"], ["2017Q2"])
+    assert choice.levels["rep"].missed == 1
+    assert choice.levels["rep"].brier_simulation < choice.levels["rep"].brier_pace
+    assert choice.method("rep") == SIMULATION and "Every earlier target" not in choice.note
+
+
 # --- crm-sales, targets = each node's revenue of the prior quarter ----------------------------
 
 
@@ -140,6 +161,34 @@ def test_a_shrinking_crm_falls_back_to_the_pace_rule_where_it_did_better(real_da
                                            pace_check=False)
     assert plain.loc[0, "p_attain"] == pytest.approx(float((draws >= company["target"]).mean()))
     assert not any(n.startswith("p_attain:") for n in plain.attrs["notes"])
+
+
+@pytest.mark.shared_data
+def test_a_crm_whose_only_checked_quarter_was_all_hit_answers_with_the_pace_rule(real_data
+                                                                                 ) -> None:
+    """crm-sales at nine months, targets the prior quarter's revenue: the only earlier quarter
+    with targets (2017Q2, targets a third of what came) saw every target hit, so no level keeps
+    the unproven simulation; each answers with the pace rule, the lower (safer) P(attain) here,
+    and 2017Q3 was indeed missed at the company (2.98M against a 3.09M target)."""
+    tables = _prior_quarter_targets(load_tables(str(real_data("crm-sales", 9))))
+    as_of = default_as_of(tables)
+    period = "2017Q3"
+    assert period_bounds(period)[0] < as_of < period_bounds(period)[1]
+    model, _ = fit_stage_rates(tables, as_of)
+    frame, simulation = feasibility_with_simulation(tables, period, as_of, draws=1000,
+                                                    win_model=model)
+    note = next(n for n in frame.attrs["notes"] if n.startswith("p_attain:"))
+    assert "same point of 2017Q2, " in note and "0 missed" in note
+    assert "Every earlier target was hit at company, region, team, rep" in note
+    assert set(simulation.paced) == set(frame[LEVEL])
+    plain, _ = feasibility_with_simulation(tables, period, as_of, draws=1000, win_model=model,
+                                           pace_check=False)
+    company = frame[frame[LEVEL] == LEVEL_COMPANY].iloc[0]
+    fraction, sigma = simulation.paced[LEVEL_COMPANY]
+    assert company["p_attain"] == pytest.approx(pace_probability(
+        np.array([company["closed_to_date"]]), np.array([company["target"]]), fraction,
+        sigma)[0])
+    assert company["p_attain"] < 0.5 < plain.loc[0, "p_attain"]
 
 
 @pytest.mark.shared_data

@@ -13,10 +13,20 @@ is therefore replayed at the same point of the last few periods (with what was k
 :func:`models.feasibility.period.feasibility_with_simulation`), the pace rule is worked out at
 the same points, and both are scored (Brier) against whether each node then reached its target
 (:func:`choose`). A level keeps the simulation's ``p_attain`` only when its backtest Brier is at
-most the pace rule's; otherwise that level's ``p_attain`` is the pace rule's, and the notes say
-so; its range (P10/P50/P90, expected, must-hit, stretch) is then the pace rule's too, so that
-the numbers of a node agree. A level never judged (no earlier period with targets
-seen at the same point) keeps the simulation, and the notes say that too.
+most the pace rule's **and** at least one of its earlier targets was missed; otherwise that
+level's ``p_attain`` is the pace rule's, and the notes say so; its range (P10/P50/P90, expected,
+must-hit, stretch) is then the pace rule's too, so that the numbers of a node agree.
+
+Why a miss is needed: when every earlier target of a level was hit, the Brier score only
+rewards confidence that a target will be hit (targets far below what came rank any optimistic
+method first) and says nothing of whether the simulation warns of a miss, the error this
+engine exists to catch. Such a check cannot show that the simulation beats the simpler rule, so
+the simpler rule answers (a model never replaces its baseline unproven). On crm-sales at nine
+months the only earlier quarter with targets (2017Q2, targets a third of what came) was all hit,
+the simulation scored better there, and the quarter that followed was missed at most levels.
+A level never judged at all (no earlier period with targets seen at the same point) keeps the
+simulation, and the notes say that too: there is no check to fail, and a first quarter with
+targets is the common case of a young CRM.
 """
 
 from __future__ import annotations
@@ -139,13 +149,15 @@ def pace_sigmas(events: pd.DataFrame, periods: Sequence[str], fraction: float,
 
 @dataclass(frozen=True)
 class LevelScore:
-    """One level's backtest: Brier of the simulation and of the pace rule on the same cases."""
+    """One level's backtest: Brier of the simulation and of the pace rule on the same cases,
+    and how many of those targets were missed."""
 
     level: str
     method: str
     cases: int
     brier_simulation: float = float("nan")
     brier_pace: float = float("nan")
+    missed: int = 0
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,8 @@ def choose(cases: pd.DataFrame, levels: Sequence[str], periods: Sequence[str]) -
         levels: the levels asked about (those of the frame being answered).
         periods: the earlier periods the cases come from (for the note).
 
-    A level keeps the simulation unless the pace rule's Brier is lower on its cases.
+    A level with cases keeps the simulation only when at least one of them was a missed target
+    and the pace rule's Brier is not lower; a level without cases keeps the simulation.
     """
     scores: dict[str, LevelScore] = {}
     for level in levels:
@@ -184,8 +197,9 @@ def choose(cases: pd.DataFrame, levels: Sequence[str], periods: Sequence[str]) -
         y = part["outcome"].to_numpy(dtype=float)
         sim = float(np.mean((part["p_simulation"].to_numpy(dtype=float) - y) ** 2))
         pace = float(np.mean((part["p_pace"].to_numpy(dtype=float) - y) ** 2))
-        method = PACE if pace < sim else SIMULATION
-        scores[level] = LevelScore(level, method, len(part), sim, pace)
+        missed = int(np.sum(y < 1.0))
+        method = PACE if pace < sim or not missed else SIMULATION
+        scores[level] = LevelScore(level, method, len(part), sim, pace, missed)
     return Choice(scores, tuple(periods), _note(scores, periods))
 
 
@@ -198,11 +212,16 @@ def _note(scores: dict[str, LevelScore], periods: Sequence[str]) -> str:
     listed = "; ".join(
         f"{s.level}: {'pace rule' if s.method == PACE else 'simulation'} "
         f"(Brier {s.brier_simulation:.3f} simulation vs {s.brier_pace:.3f} pace, "
-        f"{s.cases} targets)" for s in judged)
+        f"{s.cases} targets, {s.missed} missed)" for s in judged)
     unjudged = [s.level for s in scores.values() if not s.cases]
     fallback = [s.level for s in judged if s.method == PACE]
+    unproven = [s.level for s in judged if not s.missed]
     text = (f"p_attain: replayed at the same point of {', '.join(periods)}, the simulation "
             f"against the pace rule (closed to date / share elapsed, lognormal): {listed}")
+    if unproven:
+        text += (f". Every earlier target was hit at {', '.join(unproven)}: a check without a "
+                 "miss cannot show that the simulation warns of one, so the pace rule (the "
+                 "simpler) answers there")
     if fallback:
         text += (f". Where the simulation did not beat the pace rule ({', '.join(fallback)}), "
                  "p_attain is the pace rule's, and so is the range (P10/P50/P90, expected, "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,15 @@ def test_the_product_page_lists_its_deals_and_their_effect_on_its_expected_total
         world: World) -> None:
     product = _busiest(world, PRODUCT)
     api = world.get("/v1/deals", period=PERIOD, level=PRODUCT, key=product).json()
+    for _ in range(600):  # the company page lists the product with a link to its deals
+        company = html.unescape(_section(world.get("/board", period=PERIOD).text,
+                                         "dimensions"))
+        if "being simulated" not in company:
+            break
+        time.sleep(0.05)
+    links = re.findall(r'<a class="deals-link" href="([^"]*)"', company)
+    assert any(f"level={PRODUCT}&node={product.replace(' ', '+')}" in link
+               and link.endswith("#deals") for link in links), links
     page = world.get("/board", period=PERIOD, level=PRODUCT, node=product)
     assert page.status_code == 200, page.text[-1500:]
     deals = html.unescape(_section(page.text, "deals"))

@@ -480,17 +480,17 @@ def feasibility_cell(cell: Cell, full: Tables, tables: Tables, state: WinState) 
     models = {} if state.model is None else {"win": tracking.LoadedModel(
         state.model, tracking.model_name("win"), state.version, "", {})}
     period = quarter_at(as_of)
-    frame = run_feasibility(tables, period, as_of, draws=DRAWS, use_churn=False,
-                            models=models).frame
+    result = run_feasibility(tables, period, as_of, draws=DRAWS, use_churn=False, models=models)
     notes = []
-    if frame.empty:
+    if result.frame.empty:
         following = str(pd.Period(period, freq="Q") + 1)
         notes.append(f"no node has a target in {period}; {following} scored as a plan check")
         if period_bounds(following)[1] > default_as_of(full):
             raise ValueError(f"no target in {period} and {following} ends after the data")
         period = following
-        frame = run_feasibility(tables, period, as_of, draws=DRAWS, use_churn=False,
-                                models=models).frame
+        result = run_feasibility(tables, period, as_of, draws=DRAWS, use_churn=False,
+                                 models=models)
+    frame = result.frame
     cell.answered = True
     start, end = period_bounds(period)
     fraction = max((as_of - start).days, 0) / (end - start).days
@@ -513,6 +513,8 @@ def feasibility_cell(cell: Cell, full: Tables, tables: Tables, state: WinState) 
     notes.append(f"win model used: {used}")
     notes.append(f"{period} at {fraction:.0%} elapsed, {len(frame)} nodes, "
                  f"{y.mean():.0%} reached target")
+    paced = [level for level in HIERARCHY_LEVELS if level in result.simulation.paced]
+    notes.append(f"p_attain by the pace rule at: {', '.join(paced) or 'no level'}")
     cell.note = "; ".join(notes)
     return cell
 

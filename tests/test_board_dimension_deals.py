@@ -135,6 +135,7 @@ def test_a_dimension_nodes_deals_are_its_own_sorted_by_their_effect(world: World
         assert (body["level"], body["key"], body["placed"]) == (level, key, True)
         assert body["target"] is None and body["p_attain"] is None
         assert any("no target" in n for n in body["notes"])
+        assert "expected total" in body["effect_measure"]
         assert {values[d["opportunity_id"]] for d in body["deals"]} == {key}
         expected = [d["expected_amount"] for d in body["deals"]]
         assert expected == sorted(expected, reverse=True)  # the drop of the expected total

@@ -61,6 +61,7 @@ from service.usecases.served import Memo, Served
 __all__ = [
     "DEAL_COLUMNS",
     "EFFECT_MEASURE",
+    "EFFECT_MEASURE_NO_TARGET",
     "STAGE_COLUMNS",
     "DealsView",
     "deal_frame",
@@ -87,6 +88,11 @@ EFFECT_MEASURE = (
     "the node's simulated draws (the draws without the deal approximated by moving them down "
     "by amount x win probability and narrowing them by the deal's own spread); then by amount "
     "x win probability. slip_risk: the win "
+    "model's probability that the deal is won in the next period instead of this one.")
+# A node without a target (a product or segment no target names): no P(attain) to drop.
+EFFECT_MEASURE_NO_TARGET = (
+    "sorted by expected_amount (amount x win probability): how much the node's expected total "
+    "falls if the deal is lost (the node has no target, so no P(attain)). slip_risk: the win "
     "model's probability that the deal is won in the next period instead of this one.")
 
 
@@ -117,6 +123,7 @@ class DealsView:
     total: int
     notes: list[str] = field(default_factory=list)
     placed: bool = True
+    effect_measure: str = EFFECT_MEASURE
 
 
 def _win_model(served: Served, as_of: pd.Timestamp) -> object:
@@ -285,7 +292,8 @@ def deals_behind(served: Served, period: str | None, as_of: date | None,
               .agg(deals=(OPPORTUNITY_ID, "size"), amount=(AMOUNT, "sum"),
                    expected_amount=(EXPECTED_AMOUNT, "sum"))
               .reset_index().sort_values(EXPECTED_AMOUNT, ascending=False, kind="stable"))
-    notes = [EFFECT_MEASURE]
+    measure = EFFECT_MEASURE if target is not None else EFFECT_MEASURE_NO_TARGET
+    notes = [measure]
     if target is None:
         notes.append(f"{level} {key} has no target in {run.period}: deals are sorted by "
                      "amount x win probability, the drop of its expected total if the deal "
@@ -301,7 +309,7 @@ def deals_behind(served: Served, period: str | None, as_of: date | None,
         deals=counted[list(DEAL_COLUMNS)].head(limit).reset_index(drop=True),
         stages=stages[list(STAGE_COLUMNS)].reset_index(drop=True),
         later=int((~mine[IN_PERIOD].astype(bool)).sum()), total=len(counted), notes=notes,
-        placed=placed)
+        placed=placed, effect_measure=measure)
 
 
 def unplaced_note(level: str, key: str) -> str:

@@ -22,7 +22,7 @@ from service.http.errors import errors
 from service.http.jsonbody import StrictJSONRoute
 from service.http.present import number, records, text
 from service.http.routes.feasibility import AsOf, Period
-from service.usecases.deals import DEAL_COLUMNS, EFFECT_MEASURE, DealsView, deals_behind
+from service.usecases.deals import DEAL_COLUMNS, DealsView, deals_behind
 from service.usecases.served import Served
 
 __all__ = ["Deal", "DealsOut", "StagePipeline", "deals_for", "router", "scoped_node"]
@@ -109,7 +109,7 @@ def _out(view: DealsView) -> DealsOut:
     return DealsOut(period=view.period, as_of=view.as_of, level=view.level, key=view.key,
                     target=number(view.target), expected=number(view.expected) or 0.0,
                     p_attain=number(view.p_attain), gap=number(view.gap),
-                    effect_measure=EFFECT_MEASURE, total=view.total, later=view.later,
+                    effect_measure=view.effect_measure, total=view.total, later=view.later,
                     placed=view.placed, deals=deals, stages=stages, notes=view.notes)
 
 

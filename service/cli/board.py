@@ -225,11 +225,9 @@ def commit(
     out: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit a commit or best case for a node and period; shown beside P(reaching it).
-
-    The node: --rep R, --product P, --segment S, or --level L --key K (default: the company).
-    A product or segment no target names is simulated as a node of its own, beside the
-    hierarchy, as the board does."""
+    """Submit a commit or best case for a node and period (--rep, --product, --segment, or
+    --level with --key; default: the company), shown beside P(reaching it); a product or
+    segment no target names is simulated as a node of its own, as on the board."""
     if category not in COMMIT_CATEGORIES:
         raise typer.BadParameter(f"expected {' or '.join(COMMIT_CATEGORIES)}",
                                  param_hint="--category")

@@ -5,8 +5,10 @@ Usage::
     .venv/bin/python benchmarks/churn.py [--data ../data] [--months 3 6 9 13] [--no-demo]
         [--no-large]
 
-Prints one table (dataset, months, horizon, model, ROC-AUC, PR-AUC, Brier, top-decile lift, n)
-and, unless ``--no-large``, one line for scoring the ``large`` demo company end to end.
+Prints one table (dataset, months, horizon, model, ROC-AUC, PR-AUC, Brier, top-decile lift, n),
+then, for online-retail, ours minus BG/NBD (ours and lifetimes'), recency and RFM (ROC-AUC and
+PR-AUC) with the 95% interval of a paired bootstrap of the holdout customers, and, unless
+``--no-large``, one line for scoring the ``large`` demo company end to end.
 
 Cases (every model of a case is scored on the same holdout customers):
 
@@ -70,6 +72,9 @@ SHOWN = ("roc_auc", "pr_auc", "brier", "top_decile_lift", "base_rate", "n")
 GIB = 2**30
 BGNBD_PENALTIES = (0.0, 0.001, 0.01, 0.1, 1.0)
 _DAY = pd.Timedelta(days=1)
+BOOTSTRAP_DRAWS = 1000
+# What ours is compared with in the paired bootstrap (the README's peers).
+PEERS = ("bg_nbd", "bg_nbd (lifetimes)", "recency (days)", "rfm_logistic")
 
 
 # --- BG/NBD from lifetimes, an independent check ----------------------------------------------
@@ -134,12 +139,52 @@ class Case:
     horizon_days: int | None = None
 
 
-def run_case(case: Case) -> tuple[pd.DataFrame, Any]:
-    """Split as ``train churn`` would, fit candidates and baselines, score all on the holdout."""
+def paired_bootstrap(y: np.ndarray, ours: np.ndarray, peer: np.ndarray,
+                     draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> dict[str, tuple[float, ...]]:
+    """ROC-AUC and PR-AUC of ``ours`` minus ``peer`` on the same customers, with the 95%
+    interval of the difference over ``draws`` resamples of the customers (both scores on each
+    resample, so the noise the two share cancels)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, tuple[float, ...]] = {}
+    for name, metric in (("roc_auc", roc_auc_score), ("pr_auc", average_precision_score)):
+        diffs = []
+        for _ in range(draws):
+            rows = rng.integers(0, len(y), len(y))
+            if y[rows].min() == y[rows].max():
+                continue
+            diffs.append(metric(y[rows], ours[rows]) - metric(y[rows], peer[rows]))
+        lo, hi = np.percentile(diffs, [2.5, 97.5])
+        out[name] = (float(metric(y, ours) - metric(y, peer)), float(lo), float(hi))
+    return out
+
+
+def differences(case: Case, horizon: int, y: np.ndarray, scores: dict[str, np.ndarray],
+                ours: str, draws: int = BOOTSTRAP_DRAWS) -> pd.DataFrame:
+    """Ours against each peer of :data:`PEERS`: the difference and its paired 95% interval."""
+    rows = []
+    for peer in PEERS:
+        if peer not in scores:
+            continue
+        ci = paired_bootstrap(y, scores[ours], scores[peer], draws)
+        rows.append({"dataset": case.dataset, "months": case.months, "horizon": horizon,
+                     "vs": peer, **{f"{m}_{part}": v[i] for m, v in ci.items()
+                                    for i, part in enumerate(("diff", "lo", "hi"))}})
+    return pd.DataFrame(rows)
+
+
+def run_case(case: Case, bootstrap: bool = False, draws: int = BOOTSTRAP_DRAWS
+             ) -> tuple[pd.DataFrame, Any, pd.DataFrame]:
+    """Split as ``train churn`` would, fit candidates and baselines, score all on the holdout;
+    with ``bootstrap``, also ours against each peer with paired 95% intervals over ``draws``
+    resamples."""
     start = time.perf_counter()
     cutoff = default_as_of(case.tables)
     past = tables_before(case.tables, cutoff)
-    split, train, holdout = pipeline._labelled(past, cutoff, case.horizon_days)
+    split, train, holdout, _ = pipeline.labelled_snapshots(
+        pipeline.snapshots_in_memory(past), pipeline._first_order_day(past), cutoff,
+        case.horizon_days)
     notes: list[str] = []
     candidates = pipeline._fit_candidates(train, split.horizon_days, 42, notes)
     models = {**candidates, **pipeline.fit_baselines(train)}
@@ -149,12 +194,15 @@ def run_case(case: Case) -> tuple[pd.DataFrame, Any]:
     value = float(table["pr_auc"].astype(float).to_dict()[chosen])
     gate = "promotable" if value > baseline[1] else f"refused (< {baseline[0]})"
     y = holdout[CHURNED].to_numpy()
+    scores = {name: pipeline._probabilities(model, holdout) for name, model in models.items()}
     recency = holdout["hist_recency_days"].to_numpy(dtype=float)
-    table.loc["recency (days)"] = classification_metrics(
-        y, (pd.Series(recency).rank(pct=True).fillna(1.0) * 0.98 + 0.01).to_numpy())
+    scores["recency (days)"] = (pd.Series(recency).rank(pct=True).fillna(1.0) * 0.98
+                                + 0.01).to_numpy()
+    table.loc["recency (days)"] = classification_metrics(y, scores["recency (days)"])
     try:
         p_bg = bgnbd_churn(past.orders, split.holdout, split.horizon_days,
                            holdout[CUSTOMER_ID])
+        scores["bg_nbd (lifetimes)"] = p_bg
         table.loc["bg_nbd (lifetimes)"] = classification_metrics(y, p_bg)
     except (ImportError, RuntimeError) as exc:
         print(f"  lifetimes BG/NBD left out: {exc}", file=sys.stderr)
@@ -169,7 +217,9 @@ def run_case(case: Case) -> tuple[pd.DataFrame, Any]:
     table = table.loc[[m for m in order if m in table.index]]
     out = table.assign(dataset=case.dataset, months=case.months,
                        horizon=split.horizon_days, gate=gate)
-    return out.rename_axis("model").reset_index(), candidates.get("lightgbm")
+    diffs = (differences(case, split.horizon_days, y, scores, chosen, draws) if bootstrap
+             else pd.DataFrame())
+    return out.rename_axis("model").reset_index(), candidates.get("lightgbm"), diffs
 
 
 def real_cases(root: Path, months: list[int]) -> list[Case]:
@@ -262,15 +312,20 @@ def main(argv: list[str] | None = None) -> None:
 
         demo = validate_tables(generate("medium", seed=args.seed))[0]
         cases.append(Case("demo (medium)", "all", demo, HORIZON))
-    rows, ours = [], None
+    rows, diffs, ours = [], [], None
     for case in cases:
-        table, model = run_case(case)
+        table, model, diff = run_case(case, bootstrap=case.dataset == "online-retail")
         rows.append(table)
+        diffs.append(diff)
         ours = model if case.dataset.startswith("demo") else ours
     table = pd.concat(rows, ignore_index=True)[["dataset", "months", "horizon", "model",
                                                 *SHOWN, "gate"]]
     table["n"] = table["n"].astype(int)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nours minus peer on the same holdout customers, 95% paired bootstrap interval "
+          f"({BOOTSTRAP_DRAWS:,} resamples):")
+    print(pd.concat(diffs, ignore_index=True).to_string(
+        index=False, float_format=lambda v: f"{v:+.3f}"))
     if not args.no_large and ours is not None:
         m = score_large(ours, args.cache, args.seed)
         print(f"\nscore churn, large company: {m['customers']:,.0f} active customers (of "

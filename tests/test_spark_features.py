@@ -151,10 +151,11 @@ def test_spark_on_bad_cells_and_a_database_answers_in_words(
     assert "2026-13-01" in bad.output and "quotacast validate" in bad.output
     assert "Traceback" not in bad.output and "at org.apache" not in bad.output
     assert not (tmp_path / "f.csv").exists()
-    # QUOTACAST_ENGINE=spark picks Spark, which refuses a database URL in words.
+    # QUOTACAST_ENGINE=spark picks Spark, which reads a database as pandas does: a SQLite
+    # file that is not there is bad input, in words.
     monkeypatch.setenv("QUOTACAST_ENGINE", "spark")
     sql = runner.invoke(app, ["features", "--data", "sqlite:///x.db"])
-    assert sql.exit_code == 1 and "--engine pandas" in sql.output
+    assert sql.exit_code == 2 and "SQLite database not found" in sql.output
     monkeypatch.setenv("QUOTACAST_ENGINE", "pandas")
     assert runner.invoke(app, ["features", "--data", "sqlite:///x.db"]).exit_code == 2
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,6 +38,7 @@ __all__ = [
     "empty_group",
     "finish",
     "parquet_tables",
+    "typed_frame",
 ]
 
 # Groups of keys per run: enough for every core of a small cluster to hold a few groups.
@@ -174,9 +174,9 @@ def _prune(frame: pd.DataFrame, read: TableRead, before: pd.Timestamp) -> pd.Dat
 
 
 class PandasEngine:
-    """Everything in this process: data directories and SQL URLs through the validating
-    loader (every problem reported, exit 2), Parquet data directories through pyarrow with the
-    columns and the date filter pushed into the scan."""
+    """Everything in this process: CSV data directories through the validating loader (every
+    problem reported, exit 2); Parquet and Delta data directories and SQL databases with the
+    columns and the date filter pushed into the read (:mod:`engine.compute.sources`)."""
 
     name = "pandas"
 
@@ -189,15 +189,20 @@ class PandasEngine:
         return self._loaded[1]
 
     def data_end(self, source: str) -> pd.Timestamp:
-        if (paths := parquet_tables(source)) is not None:
-            return data_end(Tables(_read_parquet_dates(paths)))
+        from engine.compute.sources import pruned_source
+
+        if (pruned := pruned_source(source)) is not None:
+            return data_end(Tables(_source_dates(pruned)))
         return data_end(self._tables(source))
 
     def read(self, source: str, reads: Sequence[TableRead], before: pd.Timestamp
              ) -> dict[str, pd.DataFrame]:
-        if (paths := parquet_tables(source)) is not None:
-            return {r.table: _coerce(_scan_parquet(paths[r.table], r, before), r.table)
-                    for r in reads if r.table in paths}
+        from engine.compute.sources import pruned_source
+
+        if (pruned := pruned_source(source)) is not None:
+            present = pruned.tables
+            return {r.table: typed_frame(pruned.scan(r, before), r.table)
+                    for r in reads if r.table in present}
         tables = self._tables(source)
         return {r.table: _prune(tables[r.table], r, before)
                 for r in reads if tables.has(r.table) and r.table not in tables.derived}
@@ -222,27 +227,20 @@ class PandasEngine:
         self._loaded = None
 
 
-def _scan_parquet(path: Path, read: TableRead, before: pd.Timestamp) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
-    dataset = ds.dataset(path, format="parquet", partitioning="hive")
-    columns = [c for c in read.columns if c in dataset.schema.names]
-    where = None
-    if read.date is not None and read.date in columns:
-        kind = dataset.schema.field(read.date).type
-        where = ds.field(read.date) < pa.scalar(before.to_pydatetime()).cast(kind)
-    return dataset.to_table(columns=columns, filter=where).to_pandas()
+def typed_frame(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """:func:`_coerce`; a stored value that is not of its column's type (text in a number
+    column of a database) is bad input, exit 2."""
+    try:
+        return _coerce(frame, table)
+    except (ValueError, TypeError) as exc:
+        raise ComputeError(f"{table}: a cell could not be read as its column's type ({exc}); "
+                           "`quotacast validate --data D` lists every problem",
+                           exit_code=2) from exc
 
 
-def _read_parquet_dates(paths: Mapping[str, Path]) -> dict[str, pd.DataFrame]:
-    """The date columns (and deals' status) of every table: all :func:`data_end` reads."""
-    import pyarrow.dataset as ds
-
-    frames = {}
-    for name, path in paths.items():
-        dataset = ds.dataset(path, format="parquet", partitioning="hive")
-        wanted = [*TABLES[name].columns_of_kind("date"), "status"]
-        columns = [c for c in wanted if c in dataset.schema.names]
-        frames[name] = _coerce(dataset.to_table(columns=columns).to_pandas(), name)
-    return frames
+def _source_dates(source: Any) -> dict[str, pd.DataFrame]:
+    """The date columns (and deals' status) of every table of a pruned source
+    (:class:`engine.compute.sources.PrunedSource`): all :func:`data_end` reads."""
+    return {name: typed_frame(source.scan(TableRead(
+        name, (*TABLES[name].columns_of_kind("date"), "status")), None), name)
+        for name in sorted(source.tables)}

@@ -2,7 +2,12 @@
 
 Imported only when a command asks for ``--engine spark`` (``engine.compute.open_engine``), so
 every other command starts without Spark. Reads prune columns and push the date filter into
-the scan (Parquet row groups are skipped by their statistics); the tables a function needs
+the scan (Parquet row groups are skipped by their statistics): a Delta table is read as the
+Parquet files of its snapshot that delta-rs lists (files dated wholly on or after the as-of
+left out); a PostgreSQL database through JDBC (Spark sends the columns and the date filter in
+its ``SELECT``, split on an integer primary key when the table has one); a database without a
+JDBC driver here (SQLite) through the pandas engine's pruned ``SELECT``, handed to Spark. The
+tables a function needs
 travel together to each group as one tagged frame (``_table`` plus ``<table>__<column>``
 columns, null where a row belongs to another table), since ``cogroup`` takes only two.
 The JVM's own messages (its start-up notices, log4j) go to a log file, not the terminal.
@@ -37,6 +42,15 @@ from engine.compute.base import (
     column_dtype,
     finish,
     parquet_tables,
+    typed_frame,
+)
+from engine.compute.sources import (
+    DeltaSource,
+    SqlSource,
+    delta_files,
+    jdbc_jars,
+    jdbc_options,
+    pruned_source,
 )
 from engine.io.read import find_table_files, is_sql_url
 from engine.schemas import CLOSE_DATE, FORWARD_LOOKING_DATES, STATUS, STATUS_OPEN, TABLES
@@ -82,6 +96,8 @@ def spark_session(master: str, shuffle_partitions: int = DEFAULT_BUCKETS,
     )
     if driver_memory:
         builder = builder.config("spark.driver.memory", driver_memory)
+    if jars := jdbc_jars():  # JDBC drivers must be on the classpath when the JVM starts
+        builder = builder.config("spark.jars", ",".join(jars))
     try:
         with _jvm_output_to_log():
             session = builder.getOrCreate()
@@ -108,6 +124,14 @@ def _schema(table: str, names: Sequence[str]) -> T.StructType:
     ])
 
 
+def _typed(frame: DataFrame, table: str) -> DataFrame:
+    """The schema's columns in the engine's types (a cast Spark drops where the type is
+    already right, so filters on them still reach the source)."""
+    return frame.select(*[
+        F.col(c).cast(_SPARK_TYPES[column_dtype(table, c)]).alias(c)
+        if c in TABLES[table].columns else F.col(c) for c in frame.columns])
+
+
 class SparkEngine:
     """Spark local or a cluster (``master``); see the module docstring."""
 
@@ -130,18 +154,27 @@ class SparkEngine:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _frame(self, source: str, table: str) -> DataFrame | None:
+    def _frame(self, source: str, table: str, read: TableRead | None = None,
+               before: pd.Timestamp | None = None) -> DataFrame | None:
+        """The table as Spark reads it (``read``/``before``: what a Delta table's file list
+        or a database without JDBC is pruned to; Spark prunes the rest itself)."""
         if is_sql_url(source):
-            raise ComputeError("the spark engine reads data directories of CSV or Parquet "
-                               "files; for a database, use --engine pandas")
+            return self._sql_frame(source, table, read, before)
+        if (delta := pruned_source(source)) is not None and isinstance(delta, DeltaSource):
+            path = delta.paths.get(table)
+            if path is None:
+                return None
+            snapshot = delta_files(path, read or TableRead(table, ()), before)
+            if not snapshot:
+                return self.session.createDataFrame(
+                    [], _schema(table, [c for c in (read.columns if read else ())
+                                        if c in TABLES[table].columns]))
+            return _typed(self.session.read.parquet(*snapshot), table)
         if (paths := parquet_tables(source)) is not None:
             path = paths.get(table)
             if path is None:
                 return None
-            frame = self.session.read.parquet(str(path))
-            return frame.select(*[
-                F.col(c).cast(_SPARK_TYPES[column_dtype(table, c)]).alias(c)
-                if c in TABLES[table].columns else F.col(c) for c in frame.columns])
+            return _typed(self.session.read.parquet(str(path)), table)
         files, _ = find_table_files(Path(source))
         path = files.get(table)
         if path is None:
@@ -151,6 +184,29 @@ class SparkEngine:
         return (self.session.read.option("header", "true").option("mode", "FAILFAST")
                 .option("escape", '"').option("multiLine", "true")
                 .schema(_schema(table, _header(path))).csv(str(path)))
+
+    def _sql_frame(self, url: str, table: str, read: TableRead | None,
+                   before: pd.Timestamp | None) -> DataFrame | None:
+        database = SqlSource(url)
+        try:
+            if table not in database.tables:
+                return None
+            options = jdbc_options(url)
+            if options is None:  # no JDBC driver (SQLite): the pruned SELECT, run here
+                wanted = read or TableRead(table, tuple(database.columns(table)))
+                frame = typed_frame(database.scan(wanted, before), table)
+                return self.session.createDataFrame(frame, _schema(table, list(frame.columns)))
+            reader = (self.session.read.format("jdbc").options(**options)
+                      .option("dbtable", table).option("preferTimestampNTZ", "true"))
+            if (key := database.integer_key(table)) is not None:
+                column, low, high = key
+                reader = (reader.option("partitionColumn", column)
+                          .option("lowerBound", str(low)).option("upperBound", str(high + 1))
+                          .option("numPartitions",
+                                  str(self.session.sparkContext.defaultParallelism)))
+            return _typed(reader.load(), table)
+        finally:
+            database.close()
 
     def data_end(self, source: str) -> pd.Timestamp:
         try:
@@ -163,7 +219,8 @@ class SparkEngine:
         table (a closed deal's close date counts, an open deal's expected one does not)."""
         ends: DataFrame | None = None
         for table in TABLES:
-            frame = self._frame(source, table)
+            frame = self._frame(source, table, TableRead(
+                table, (*TABLES[table].columns_of_kind("date"), STATUS)))
             if frame is None:
                 continue
             dates = [F.col(c) for c in TABLES[table].columns_of_kind("date")
@@ -197,7 +254,7 @@ class SparkEngine:
         _ = self.session  # started before any column expression is built (F.lit needs it)
         limit = F.lit(pd.Timestamp(before).to_pydatetime()).cast("timestamp_ntz")
         for read in reads:
-            frame = self._frame(source, read.table)
+            frame = self._frame(source, read.table, read, before)
             if frame is None:
                 continue
             frame = frame.select(*[c for c in read.columns if c in frame.columns])

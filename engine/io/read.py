@@ -1,11 +1,11 @@
-"""Reading a data directory (CSV, gzipped CSV, Parquet) or a SQL database into raw frames.
+"""Reading a data directory (CSV, gzipped CSV, Parquet, Delta) or a SQL database into raw frames.
 
 Nothing is parsed here beyond what the file format stores; each frame is indexed by where its
 rows sit, so that every problem found later names it:
 
 - CSV: the line in the file where the record starts, counting the header as line 1. Records
   with quoted line breaks and skipped blank lines are counted exactly.
-- Parquet: the row number plus one, as if the table were a CSV file with a header.
+- Parquet and Delta: the row number plus one, as if the table were a CSV file with a header.
 - SQL: the row's primary key (the 1-based row number when the table has none).
 
 Problems with a whole file are on line 0, problems with the header (a column named twice, a
@@ -22,6 +22,7 @@ import re
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -31,9 +32,12 @@ from engine.schemas import TABLES
 
 __all__ = [
     "UNREADABLE",
+    "delta_tables",
     "find_table_files",
+    "is_delta_table",
     "is_sql_url",
     "near_table_names",
+    "open_sql",
     "parquet_tables",
     "read_raw_file",
     "read_source",
@@ -278,9 +282,43 @@ def _read_parquet(table: str, path: Path) -> tuple[pd.DataFrame | None, list[Pro
     return frame, problems
 
 
+def _read_delta(table: str, path: Path) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """A Delta table's current snapshot (``deltalake``, no JVM), without the partition column
+    the writer added (``year``: not a column of the table)."""
+    try:
+        from deltalake import DeltaTable
+    except ImportError:
+        return None, [Problem(table, 0, "-", UNREADABLE,
+                              f"{path.name}: a Delta table needs pip install 'quotacast[delta]'")]
+    try:
+        delta = DeltaTable(str(path))
+        added = [c for c in delta.metadata().partition_columns if c not in TABLES[table].columns]
+        arrow = delta.to_pyarrow_table()
+        arrow = arrow.drop_columns(added) if added else arrow
+    except PermissionError as exc:
+        return None, [Problem(table, 0, "-", UNREADABLE, f"{path.name}: {_reason(exc)}")]
+    except Exception as exc:  # delta-rs: its own error types
+        return None, [Problem(table, 0, "-", "not a readable Delta table", _reason(exc))]
+    keep, kept, problems = own_columns(table, list(arrow.column_names))
+    if len(keep) < arrow.num_columns:
+        arrow = arrow.select(keep).rename_columns(kept)
+    frame = arrow.to_pandas()
+    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.index = pd.RangeIndex(2, len(frame) + 2)
+    return frame, problems
+
+
+def is_delta_table(path: Path) -> bool:
+    """A folder holding a Delta table (its transaction log ``_delta_log``)."""
+    return (path / "_delta_log").is_dir()
+
+
 def read_raw_file(table: str, path: Path) -> tuple[pd.DataFrame | None, list[Problem]]:
-    """Read one file as text cells (CSV) or as stored (Parquet: a file or a table's folder),
-    indexed by line number (a Parquet row's number plus one, as if under a header line)."""
+    """Read one file as text cells (CSV) or as stored (Parquet: a file or a table's folder;
+    Delta: a table's folder), indexed by line number (a Parquet or Delta row's number plus
+    one, as if under a header line)."""
+    if path.is_dir() and is_delta_table(path):
+        return _read_delta(table, path)
     if path.name.endswith(".parquet") or path.is_dir():
         return _read_parquet(table, path)
     return _read_csv(table, path)
@@ -291,23 +329,33 @@ def _sql_problem(check: str, detail: object) -> list[Problem]:
                     else str(detail))]
 
 
-def _read_sql(
-    url: str, on_table: Callable[[str], None] | None
-) -> tuple[dict[str, pd.DataFrame], list[Problem]]:
+def open_sql(url: str) -> tuple[Any, list[Problem]]:
+    """A SQLAlchemy engine on ``url``, or None and the problem (not a URL, a SQLite file that
+    does not exist: reading never creates a database, no driver)."""
     import sqlalchemy as sa
 
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError as exc:
-        return {}, _sql_problem("not a database URL", exc)
+        return None, _sql_problem("not a database URL", exc)
     database = parsed.database or ""
     if (parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
             and not database.startswith("file:") and not Path(database).is_file()):
-        return {}, _sql_problem("SQLite database not found", database)
+        return None, _sql_problem("SQLite database not found", database)
     try:
-        engine = sa.create_engine(parsed)
+        return sa.create_engine(parsed), []
     except (sa.exc.SQLAlchemyError, ImportError) as exc:
-        return {}, _sql_problem("cannot open the SQL database (driver or URL)", exc)
+        return None, _sql_problem("cannot open the SQL database (driver or URL)", exc)
+
+
+def _read_sql(
+    url: str, on_table: Callable[[str], None] | None
+) -> tuple[dict[str, pd.DataFrame], list[Problem]]:
+    import sqlalchemy as sa
+
+    engine, opening = open_sql(url)
+    if engine is None:
+        return {}, opening
     raw: dict[str, pd.DataFrame] = {}
     problems: list[Problem] = []
     try:
@@ -385,7 +433,7 @@ def parquet_tables(source: str | Path) -> dict[str, Path] | None:
     if is_sql_url(str(source)):
         return None
     root = Path(source)
-    if not root.is_dir():
+    if not root.is_dir() or delta_tables(root) is not None:
         return None
     found: dict[str, Path] = {}
     has_directory = False
@@ -398,13 +446,23 @@ def parquet_tables(source: str | Path) -> dict[str, Path] | None:
     return found if has_directory else None
 
 
+def delta_tables(source: str | Path) -> dict[str, Path] | None:
+    """The tables of a Delta data directory (a folder per table, each a Delta table holding
+    ``_delta_log``), or None when ``source`` is not one."""
+    if is_sql_url(str(source)) or not Path(source).is_dir():
+        return None
+    root = Path(source)
+    found = {name: root / name for name in TABLES if is_delta_table(root / name)}
+    return found or None
+
+
 def read_source(
     source: str | Path, on_table: Callable[[str], None] | None = None
 ) -> tuple[dict[str, pd.DataFrame], list[Problem]]:
-    """Read every known table of a directory (CSV files, or Parquet: a folder per table) or SQL
-    URL; CSV cells are not parsed here."""
+    """Read every known table of a directory (CSV files, or Parquet or Delta: a folder per
+    table) or SQL URL; CSV cells are not parsed here."""
     if is_sql_url(source):
         return _read_sql(str(source), on_table)
-    if (paths := parquet_tables(source)) is not None:
+    if (paths := delta_tables(source) or parquet_tables(source)) is not None:
         return _read_files(paths, [], on_table)
     return _read_directory(Path(source), on_table)

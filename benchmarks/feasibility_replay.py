@@ -47,7 +47,6 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -73,14 +72,13 @@ from features.deals import deal_snapshot_dates, deal_snapshots, win_training_row
 from features.hierarchy import attribute_revenue
 from models.classification import MIN_BIN_CASES, plot_calibration, reliability_table
 from models.feasibility import Simulation, feasibility_with_simulation
+from models.feasibility.pace import DEFAULT_PACE_SIGMA, pace_probability, pace_sigmas
 from models.win import StageRateWinModel, labelled_rows
 from service.usecases.win import fit_win_model
 
 OUT = Path(__file__).resolve().parent / "out"
 CRM_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "crm-sales-opportunities"
 FRACTIONS = (1 / 3, 2 / 3)
-DEFAULT_PACE_SIGMA = 0.3
-_EPS = 1e-4
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -167,22 +165,25 @@ def checkpoint(tables: Tables, period: str, fraction: float) -> pd.Timestamp:
     return start + pd.Timedelta(days=round((end - start).days * fraction))
 
 
-def pace_probability(closed: np.ndarray, target: np.ndarray, fraction: float, sigma: float
-                     ) -> np.ndarray:
-    pace = np.maximum(closed / fraction, _EPS)
-    z = (np.log(pace) - np.log(np.maximum(target, _EPS))) / sigma
-    return norm.cdf(z)
+def earlier_quarters(events: pd.DataFrame, as_of: pd.Timestamp) -> list[str]:
+    """Quarters over before ``as_of`` that the data covers whole (the pace rule's spread is
+    measured on them, as ``feasibility`` does)."""
+    first = events[DS].min()
+    quarters = sorted(events[DS].dt.to_period("Q").astype(str).unique())
+    return [q for q in quarters
+            if period_bounds(q)[1] <= as_of and period_bounds(q)[0] >= first]
 
 
-def pace_sigma(history: pd.DataFrame, level: str, fraction: float, before: pd.Timestamp
-               ) -> float:
-    """Dispersion of log(actual / pace) at this level and checkpoint in quarters already over."""
-    rows = history[(history["level"] == level) & (np.isclose(history["fraction"], fraction))
-                   & (history["period_end"] <= before)]
-    ratios = rows["log_ratio"].replace([np.inf, -np.inf], np.nan).dropna()
-    if len(ratios) < 5:
-        return DEFAULT_PACE_SIGMA
-    return float(max(np.sqrt((ratios**2).mean()), 0.05))
+def pace_peer(tables: Tables, frame: pd.DataFrame, fraction: float, as_of: pd.Timestamp
+              ) -> np.ndarray:
+    """The pace rule's P(attain) per row of ``frame``: ``models.feasibility.pace``, the rule
+    ``feasibility`` itself falls back to, with its spread from the quarters known at ``as_of``."""
+    events = attribute_revenue(tables, columns=[])
+    events = events[events[DS] < as_of]
+    sigmas = pace_sigmas(events, earlier_quarters(events, as_of), fraction, HIERARCHY_LEVELS)
+    sigma = frame[LEVEL].astype(str).map(sigmas).fillna(DEFAULT_PACE_SIGMA).to_numpy(dtype=float)
+    return pace_probability(frame["closed_to_date"].to_numpy(dtype=float),
+                            frame["target"].to_numpy(dtype=float), fraction, sigma)
 
 
 def pit(simulation: Simulation, frame: pd.DataFrame, outcome: np.ndarray) -> np.ndarray:
@@ -205,34 +206,21 @@ def replay(name: str, tables: Tables, draws: int, seed: int) -> pd.DataFrame:
     print(f"[{name}] {len(quarters)} quarters, deal snapshots in {time.time() - t0:.0f} s",
           file=sys.stderr)
     rows: list[pd.DataFrame] = []
-    history = pd.DataFrame({"level": pd.Series(dtype=object), "fraction": pd.Series(dtype=float),
-                            "period_end": pd.Series(dtype="datetime64[ns]"),
-                            "log_ratio": pd.Series(dtype=float)})
     for period in quarters:  # a dozen quarters
-        end = period_bounds(period)[1]
         model = win_model_at(tables, snapshots, checkpoint(tables, period, FRACTIONS[0]))
         for fraction in FRACTIONS:
             as_of = checkpoint(tables, period, fraction)
+            known = known_at(tables, as_of)
             frame, simulation = feasibility_with_simulation(
-                known_at(tables, as_of), period, as_of, draws=draws, seed=seed,
+                known, period, as_of, draws=draws, seed=seed,
                 win_model=model)
             index = pd.MultiIndex.from_frame(frame[[PERIOD, LEVEL, KEY]])
             outcome_amount = actual.reindex(index).fillna(0.0).to_numpy()
             frame = frame.assign(actual=outcome_amount, fraction=fraction, dataset=name,
                                  outcome=(outcome_amount >= frame["target"]).astype(int),
                                  pit=pit(simulation, frame, outcome_amount))
-            frame["p_pace"] = np.nan
-            for level, part in frame.groupby(LEVEL):
-                sigma = pace_sigma(history, str(level), fraction, as_of)
-                frame.loc[part.index, "p_pace"] = pace_probability(
-                    part["closed_to_date"].to_numpy(), part["target"].to_numpy(), fraction,
-                    sigma)
+            frame["p_pace"] = pace_peer(known, frame, fraction, as_of)
             rows.append(frame)
-            pace = np.maximum(frame["closed_to_date"] / fraction, _EPS)
-            seen = pd.DataFrame({
-                "level": frame[LEVEL], "fraction": fraction, "period_end": end,
-                "log_ratio": np.log(np.maximum(frame["actual"], _EPS) / pace)})
-            history = seen if history.empty else pd.concat([history, seen], ignore_index=True)
         print(f"[{name}] {period} done ({time.time() - t0:.0f} s)", file=sys.stderr)
     return pd.concat(rows, ignore_index=True)
 

@@ -86,7 +86,6 @@ from engine.periods import (  # noqa: E402
 )
 from engine.schemas import (  # noqa: E402
     AMOUNT,
-    COMPANY_KEY,
     CUSTOMER_ID,
     DS,
     HIERARCHY_LEVELS,
@@ -109,7 +108,6 @@ __all__ = [
     "forecast_cell",
     "main",
     "mase_and_coverage",
-    "pace_sigmas",
     "peer_forecasts",
     "summary_table",
     "win_cell",
@@ -429,37 +427,6 @@ def win_cell(cell: Cell, tables: Tables, state: WinState) -> Cell:
 # --- feasibility -------------------------------------------------------------------------------
 
 
-def pace_sigmas(events: pd.DataFrame, as_of: pd.Timestamp, fraction: float,
-                default: float) -> dict[str, float]:
-    """Per level: RMS of log(actual / pace) at ``fraction`` of every quarter over before as_of.
-
-    ``events`` are revenue events (``ds``, ``amount`` and one column per hierarchy level but
-    company). A level with fewer than five finite ratios gets ``default``.
-    """
-    out: dict[str, float] = {}
-    quarters = sorted(events[DS].dt.to_period("Q").astype(str).unique())
-    ratios: dict[str, list[float]] = {level: [] for level in HIERARCHY_LEVELS}
-    first = events[DS].min()
-    for quarter in quarters:
-        start, end = period_bounds(quarter)
-        if end > as_of or start < first:  # not over yet, or the data starts inside it
-            continue
-        checkpoint = start + pd.Timedelta(days=round((end - start).days * fraction))
-        inside = events[(events[DS] >= start) & (events[DS] < end)]
-        for level in HIERARCHY_LEVELS:
-            keys = (pd.Series(COMPANY_KEY, index=inside.index) if level == LEVEL_COMPANY
-                    else inside[level].astype(object))
-            total = inside[AMOUNT].groupby(keys).sum()
-            early = inside[AMOUNT].where(inside[DS] < checkpoint, 0.0).groupby(keys).sum()
-            pace = np.maximum(early / fraction, 1e-4)
-            ratio = np.log(np.maximum(total, 1e-4) / pace)
-            ratios[level] += [float(r) for r in ratio if np.isfinite(r)]
-    for level, values in ratios.items():
-        out[level] = (max(float(np.sqrt(np.mean(np.square(values)))), 0.05)
-                      if len(values) >= 5 else default)
-    return out
-
-
 def quarter_at(as_of: pd.Timestamp) -> str:
     """The quarter in progress at ``as_of`` (the one that holds it), e.g. ``2017Q2``."""
     return str(pd.Timestamp(as_of).to_period("Q"))
@@ -472,7 +439,6 @@ def feasibility_cell(cell: Cell, full: Tables, tables: Tables, state: WinState) 
     revenue), the next quarter is scored as a plan check made at the cut; the pace rule cannot
     speak before a quarter starts, so ours stands alone there.
     """
-    from features.hierarchy import attribute_revenue
     from service.usecases.feasibility import run_feasibility
 
     replay = _bench("feasibility_replay")
@@ -500,13 +466,7 @@ def feasibility_cell(cell: Cell, full: Tables, tables: Tables, state: WinState) 
     p_ours = frame["p_attain"].to_numpy(dtype=float)
     cell.scores[OURS] = {"brier": float(np.mean((p_ours - y) ** 2))}
     if fraction > 0:
-        sigmas = pace_sigmas(attribute_revenue(tables, columns=[]), as_of, fraction,
-                             replay.DEFAULT_PACE_SIGMA)
-        p_pace = np.array([
-            replay.pace_probability(np.array([c]), np.array([t]), fraction,
-                                    sigmas.get(str(lv), replay.DEFAULT_PACE_SIGMA))[0]
-            for c, t, lv in zip(frame["closed_to_date"], frame["target"], frame[LEVEL],
-                                strict=True)])
+        p_pace = replay.pace_peer(tables, frame, fraction, as_of)
         cell.scores["pace rule"] = {"brier": float(np.mean((p_pace - y) ** 2))}
     used = "our win model" if state.model is not None else "stage-rate fallback"
     cell.gate = "-"

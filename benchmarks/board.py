@@ -11,12 +11,14 @@ benchmark times:
    background's steps run between and under them): does it slow a request?
 2. once it is done, each page once cold (the first view of that page) and then ``--repeat``
    times warm (cached): the current period's pages, the previous quarter's and the scenarios'
-   (computed ahead), and last, for comparison in the same run, a quarter and a scenario of a
-   quarter nobody computed ahead (what a first view of those cost before: "not ahead").
+   (computed ahead), and last a quarter and a scenario of a quarter nobody computed ahead
+   ("not ahead"). The first view of those answers at once (202, "being computed, reload")
+   while the page is computed in the background; the benchmark then reloads every quarter of
+   a second and gives how long after the first view the full page came ("full after").
 
-The table gives the cold time and the median and worst warm time, in milliseconds, and the
-machine's load average is printed beside it. The goal: every page under 300 ms, cold and warm,
-for the current period, the previous quarter and the ready scenarios.
+The table gives the cold time (the first answer) and the median and worst warm time, in
+milliseconds, and the machine's load average is printed beside it. The goal: every page's
+first answer under 300 ms, cold and warm, and while the background work runs.
 
     .venv/bin/python benchmarks/board.py                 # medium
     .venv/bin/python benchmarks/board.py --size small --repeat 5
@@ -127,11 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         pages = _pages(manager, str(mine["region"]), str(mine["team"]), str(mine[REP]),
                        previous, older)
 
-        def ask(who: str, path: str, params: dict[str, str]) -> float:
+        def ask(who: str, path: str, params: dict[str, str]) -> tuple[float, bool]:
+            """Milliseconds, and whether the page was full (not 202 "being computed")."""
             began = time.perf_counter()
             response = client.get(path, params=params or None,
                                   headers={"X-API-Key": keys[who]})
             spent = (time.perf_counter() - began) * 1000
+            if path == "/board" and response.status_code == 202:
+                if 'id="board-computing"' not in response.text:
+                    raise SystemExit(f"{path} {params}: 202 without saying what is computed")
+                return spent, False
             if response.status_code != 200:
                 raise SystemExit(f"{path} {params}: {response.status_code} "
                                  f"{response.text[:300]}")
@@ -140,14 +147,27 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{path} {params}: the page shows no node")
             if params.get("scenario") and 'id="scenario-table"' not in response.text:
                 raise SystemExit(f"{path} {params}: the page shows no scenario")
-            return spent
+            return spent, True
+
+        def full(who: str, path: str, params: dict[str, str]) -> tuple[float, float | None]:
+            """The first view's milliseconds, and seconds until the full page came (None: the
+            first view was the full page)."""
+            began = time.perf_counter()
+            first, done = ask(who, path, params)
+            if done:
+                return first, None
+            while not done:
+                time.sleep(0.25)
+                done = ask(who, path, params)[1]
+            return first, time.perf_counter() - began
 
         # 1. Current-period pages while the lowest-priority rest runs, one every 0.5 s.
-        during = []
+        during: list[float] = []
+        idle: list[float] = []
         current = pages[1:5]
         while state.reload.warmed_more_in is None:
             _, who, path, params = current[len(during) % len(current)]
-            during.append(ask(who, path, params))
+            during.append(ask(who, path, params)[0])
             time.sleep(0.5)
         print(f"previous quarter {previous} and {len(_library())} ready scenarios computed "
               f"after it, at the lowest priority: {state.reload.warmed_more_in:.1f} s; "
@@ -155,26 +175,38 @@ def main(argv: list[str] | None = None) -> int:
         if during:
             print(f"current-period pages asked every 0.5 s meanwhile: {len(during)}, median "
                   f"{statistics.median(during):.0f} ms, max {max(during):.0f} ms")
+            # The peer of those, in the same run: the same pages the same way, nothing in the
+            # background (what the machine's own load costs them).
+            for i in range(min(len(during), 40)):
+                _, who, path, params = current[i % len(current)]
+                idle.append(ask(who, path, params)[0])
+                time.sleep(0.5)
+            print(f"the same pages, nothing in the background: {len(idle)}, median "
+                  f"{statistics.median(idle):.0f} ms, max {max(idle):.0f} ms; {_load()}")
         # 2. Every page cold, then warm.
         for name, who, path, params in pages:
-            times = [ask(who, path, params) for _ in range(args.repeat + 1)]
-            warm = times[1:]
-            rows.append((name, times[0], statistics.median(warm), max(warm)))
+            cold, after = full(who, path, params)
+            warm = [ask(who, path, params)[0] for _ in range(args.repeat)]
+            rows.append((name, cold, after, statistics.median(warm), max(warm)))
     width = max(len(r[0]) for r in rows)
-    print(f"{'page':<{width}}  {'cold ms':>8}  {'warm median':>11}  {'warm max':>8}")
-    for name, cold, median, worst in rows:
-        flag = "" if median < TARGET_MS else f"  over {TARGET_MS:.0f} ms"
-        print(f"{name:<{width}}  {cold:8.0f}  {median:11.0f}  {worst:8.0f}{flag}")
+    print(f"{'page':<{width}}  {'cold ms':>8}  {'full after':>10}  {'warm median':>11}  "
+          f"{'warm max':>8}")
+    for name, cold, after, median, worst in rows:
+        flag = "" if max(cold, median) < TARGET_MS else f"  over {TARGET_MS:.0f} ms"
+        later = "" if after is None else f"{after:.1f} s"
+        print(f"{name:<{width}}  {cold:8.0f}  {later:>10}  {median:11.0f}  {worst:8.0f}{flag}")
     print(_load())
-    slow = [r for r in rows if r[2] >= TARGET_MS]
+    slow = [r for r in rows if r[3] >= TARGET_MS]
     print("every page under 300 ms warm" if not slow
           else f"{len(slow)} page(s) at or over {TARGET_MS:.0f} ms warm")
-    ahead = [r for r in rows if "(not ahead)" not in r[0]]
-    cold = [r for r in ahead if r[1] >= TARGET_MS]
-    print("every page of the current period, the previous quarter and the ready scenarios "
-          "under 300 ms cold (first view)" if not cold
-          else f"{len(cold)} page(s) computed ahead at or over {TARGET_MS:.0f} ms cold: "
-          + ", ".join(r[0] for r in cold))
+    cold_slow = [r for r in rows if r[1] >= TARGET_MS]
+    print("every page's first view under 300 ms (cold)" if not cold_slow
+          else f"{len(cold_slow)} page(s) at or over {TARGET_MS:.0f} ms cold: "
+          + ", ".join(r[0] for r in cold_slow))
+    if during:
+        print(f"pages asked while the background work ran: max {max(during):.0f} ms"
+              + ("" if max(during) < TARGET_MS else f", over {TARGET_MS:.0f} ms")
+              + f" (with nothing in the background: max {max(idle):.0f} ms)")
     return 0
 
 

@@ -32,6 +32,10 @@ class ServiceSettings(BaseSettings):
         cookie_secure: mark the dashboard's key cookie ``Secure`` (behind HTTPS).
         warm_up: compute the current period's simulation and first pages in the background at
             start-up (and after each reload), so the first view does not wait for them.
+        first_view_seconds: how long a board page whose simulation is not computed yet waits
+            for it before answering 202 "being computed, reload" (its computation goes on in
+            the background: :mod:`service.http.board_first`); None: it waits until done. Only
+            with ``warm_up`` (no background work without it).
     """
 
     model_config = SettingsConfigDict(
@@ -49,3 +53,4 @@ class ServiceSettings(BaseSettings):
     deliver_notifications: bool = True
     cookie_secure: bool = False
     warm_up: bool = True
+    first_view_seconds: float | None = Field(default=0.1, ge=0)

@@ -54,6 +54,7 @@ from service.http.charts import (
     trend_svg,
 )
 from service.http.errors import status_of
+from service.http.metrics import Yielding
 from service.http.routes.customers import at_risk_page
 from service.http.routes.deals import DealsOut, deals_for
 from service.http.routes.feasibility import feasibility
@@ -81,7 +82,7 @@ from service.usecases.request import (
     resolve_period,
 )
 from service.usecases.scenario import most_hurt, scenario_library
-from service.usecases.served import Memo
+from service.usecases.served import Memo, result_of
 
 __all__ = [
     "AT_RISK_ROWS",
@@ -350,13 +351,18 @@ class Background:
         with self._lock:
             found = self._futures.get(key)
             if found is None:
-                found = self._pool.submit(compute)
+                found = self._pool.submit(Yielding.inherit(compute))
                 self._futures[key] = found
                 while len(self._futures) > self.size:
                     self._futures.popitem(last=False)
             else:
                 self._futures.move_to_end(key)
             return found
+
+    def forget(self, key: Hashable) -> None:
+        """Drop the computation of ``key`` (its result was used)."""
+        with self._lock:
+            self._futures.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
@@ -648,7 +654,7 @@ def _dimensions(state: AppState, run: FeasibilityRun, levels: list[str], wait: b
         return None, (f"The {', '.join(levels)} nodes of {run.period} are being simulated in "
                       "the background: reload the page in a few seconds.")
     try:
-        return future.result(), None
+        return result_of(future), None
     except (Refusal, ValueError) as exc:
         return None, f"The {', '.join(levels)} nodes cannot be simulated: {exc}"
 

@@ -17,6 +17,12 @@ asked meanwhile is not queued behind it; a simulation holds no lock a request ne
 compute each key on its own: :class:`service.usecases.served.Memo`). A reload or a stop
 interrupts it between steps.
 
+**Requests first, within a step too.** During such a step the watcher's thread steps aside at
+its next Python call while a request is being answered (:class:`service.http.metrics.Yielding`),
+so a page asked in the middle of a background simulation does not share the interpreter with
+it; not while a request waits for a value the thread computes. (The current period is computed
+first regardless: its first views wait for it anyway.)
+
 **Reload** (``QUOTACAST_RELOAD_SECONDS`` > 0): every interval the data source's fingerprint
 (each file's name, size and modification time; a SQLite database's file) is compared with the
 one loaded. When it changed, the data is loaded and validated anew:
@@ -49,6 +55,7 @@ import pandas as pd
 from engine.io import is_sql_url
 from service.http.auth import Principal
 from service.http.keys import Role
+from service.http.metrics import Yielding
 from service.http.state import AppState, Fingerprint, ReloadStatus
 from service.usecases.request import Refusal
 from service.usecases.served import DataState, load_data
@@ -210,10 +217,12 @@ def _nodes(space: AppState, most: int = WARM_NODES, period: str | None = None
 
 def _forget(space: AppState) -> None:
     """Empty every cache keyed by the data (the service's and the board's)."""
+    from service.http.board_first import forget_first_views
     from service.http.dashboard import forget_board
 
     space.clear_caches()
     forget_board()
+    forget_first_views()
 
 
 def reload_once(space: AppState, load: Callable[[str], DataState] = load_data,
@@ -264,6 +273,7 @@ class DataWatcher:
         self.warm_up = warm_up
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.yielding = Yielding(state.metrics)
         for space in state.every_space():
             watched = fingerprint(space.data.source)
             space.reload = ReloadStatus(every_seconds=every, watched=watched is not None,
@@ -307,8 +317,9 @@ class DataWatcher:
         spent = time.perf_counter() - began
         for space in self.state.every_space():
             space.reload.warmed_more_in = round(spent, 3)
-        log.info("previous quarter and ready scenarios computed in the background in %.1f s",
-                 spent)
+        log.info("previous quarter and ready scenarios computed in the background in %.1f s "
+                 "(paused %d times, %.1f s in all, for requests)", spent, self.yielding.pauses,
+                 self.yielding.paused)
 
     def _check(self) -> bool:
         """Reload every workspace whose data changed; whether any did."""
@@ -339,8 +350,12 @@ class DataWatcher:
             if not self.state.metrics.idle(QUIET_SECONDS):  # requests first
                 self._stop.wait(0.05)
                 continue
-            step = next(steps, None)
+            self.yielding.install()  # the step steps aside while a request is answered
+            try:
+                step = next(steps, None)
+                if step is not None:
+                    step()
+            finally:
+                self.yielding.remove()
             if step is None:
                 steps = None
-                continue
-            step()

@@ -34,7 +34,8 @@ from service.usecases.feasibility import run_feasibility
 from service.usecases.request import BadRequest, NotFound, resolve_as_of, resolve_period
 from service.usecases.served import Served
 
-__all__ = ["FeasibilityRun", "WhatIf", "feasibility_run", "recalibration", "what_if"]
+__all__ = ["FeasibilityRun", "WhatIf", "feasibility_run", "recalibration", "simulated",
+           "what_if"]
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,18 @@ def feasibility_run(served: Served, period: str | None,
     stamp = resolve_as_of(as_of, span)
     chosen = resolve_period(period, stamp, span)
     models = dict(served.models)  # a copy: a reload may change the models meanwhile
-    versions = tuple(sorted((k, m.version) for k, m in models.items()))
-    key = ("feasibility", chosen, stamp, versions)
+    key = _key(chosen, stamp, models)
     return served.feasibility_cache.get(key, lambda: _simulate(served, chosen, stamp, models))
+
+
+def _key(period: str, as_of: pd.Timestamp, models: Mapping[str, Any]) -> tuple[Any, ...]:
+    return ("feasibility", period, as_of, tuple(sorted((k, m.version) for k, m in models.items())))
+
+
+def simulated(served: Served, period: str, as_of: pd.Timestamp) -> bool:
+    """Whether the simulation of a resolved ``period`` as of ``as_of`` with the served models
+    is cached (:func:`feasibility_run` answers it at once)."""
+    return served.feasibility_cache.peek(_key(period, as_of, dict(served.models)))
 
 
 def _node_row(run: FeasibilityRun, level: str, key: str) -> pd.Series | None:

@@ -43,6 +43,7 @@ __all__ = [
     "resolve_scenario",
     "run_scenario_case",
     "scenario_library",
+    "scenario_simulated",
     "served_scenario",
 ]
 
@@ -154,7 +155,6 @@ def served_scenario(served: Served, reference: str | Scenario, period: str | Non
     stamp = resolve_as_of(as_of, span)
     chosen = resolve_period(period, stamp, span)
     models = dict(served.models)
-    versions = tuple(sorted((k, m.version) for k, m in models.items()))
 
     def stage_rates(tables: Tables, when: pd.Timestamp) -> tuple[Any, str]:
         return served.feasibility_cache.get(
@@ -170,9 +170,23 @@ def served_scenario(served: Served, reference: str | Scenario, period: str | Non
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
 
-    key = ("scenario", scenario.model_dump_json(), chosen, stamp, versions)
-    result = served.feasibility_cache.get(key, compute)
+    result = served.feasibility_cache.get(_key(scenario, chosen, stamp, models), compute)
     return ServedScenario(chosen, stamp, served.draws, result)
+
+
+def _key(scenario: Scenario, period: str, as_of: pd.Timestamp,
+         models: Mapping[str, Any]) -> tuple[Any, ...]:
+    return ("scenario", scenario.model_dump_json(), period, as_of,
+            tuple(sorted((k, m.version) for k, m in models.items())))
+
+
+def scenario_simulated(served: Served, name: str, period: str, as_of: pd.Timestamp) -> bool:
+    """Whether the library scenario ``name`` of a resolved ``period`` as of ``as_of`` with the
+    served models is cached (:func:`served_scenario` answers it at once); an unknown name
+    is: it is refused at once."""
+    ready = scenario_library()
+    return name not in ready or served.feasibility_cache.peek(
+        _key(ready[name], period, as_of, dict(served.models)))
 
 
 def plot_scenario(frame: pd.DataFrame, title: str, path: Path, count: int = 12) -> None:

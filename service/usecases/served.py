@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -32,8 +33,12 @@ __all__ = [
     "RegistryStatus",
     "Served",
     "load_data",
+    "mark_background",
     "probe_registry",
+    "result_of",
     "unreadable",
+    "wait_for",
+    "waiters",
 ]
 
 T = TypeVar("T")
@@ -71,6 +76,47 @@ class RegistryStatus:
     checked_at: float = float("-inf")
 
 
+_WAITERS = [0]  # threads waiting now for a value another thread computes (every Memo)
+_WAITERS_LOCK = threading.Lock()
+_THREAD = threading.local()
+
+
+def waiters() -> int:
+    """How many threads (background ones aside) wait now for a value another thread is
+    computing (in any :class:`Memo`, or a future read with :func:`result_of`): a background
+    computation that pauses for requests must not pause then, since a request may be waiting
+    for it (see :class:`service.http.metrics.Yielding`)."""
+    return _WAITERS[0]
+
+
+def mark_background(on: bool) -> None:
+    """Mark the calling thread as background work (or not): its waits are not counted in
+    :func:`waiters` (a background thread waiting for another must not keep it running)."""
+    _THREAD.background = on
+
+
+def wait_for(done: threading.Event, timeout: float | None = None) -> bool:
+    """``done.wait(timeout)``, counted in :func:`waiters` meanwhile (unless the calling thread
+    is background work)."""
+    if getattr(_THREAD, "background", False):
+        return done.wait(timeout)
+    with _WAITERS_LOCK:
+        _WAITERS[0] += 1
+    try:
+        return done.wait(timeout)
+    finally:
+        with _WAITERS_LOCK:
+            _WAITERS[0] -= 1
+
+
+def result_of(future: Future[T]) -> T:
+    """``future.result()``, its wait counted in :func:`waiters`."""
+    done = threading.Event()
+    future.add_done_callback(lambda _: done.set())
+    wait_for(done)
+    return future.result()
+
+
 class _Pending:
     """A value being computed: who computes it, and when it is done."""
 
@@ -99,18 +145,19 @@ class Memo(Generic[T]):
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         while True:
+            fresh = _Pending()  # made outside the lock: no Python call runs while it is held
             with self._lock:
                 if key in self._items:
                     self._items.move_to_end(key)
                     return self._items[key]
                 pending = self._pending.get(key)
                 if pending is None:
-                    pending = self._pending[key] = _Pending()
+                    pending = self._pending[key] = fresh
                     generation = self._generation
                     break
             if pending.owner == threading.get_ident():  # asked again while computing it
                 return compute()
-            pending.done.wait()
+            wait_for(pending.done)
         try:
             value = compute()
         except BaseException:

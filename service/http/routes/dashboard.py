@@ -20,6 +20,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from service.http.auth import Principal, authenticate, throttle
+from service.http.board_first import board_page
 from service.http.dashboard import (
     board_context,
     board_url,
@@ -143,9 +144,9 @@ def board(
     if key is not None:
         return _remember(state, key, board_url(**params))
     throttle(state.limiter, principal)
-    code, context = board_context(space_of(state, principal), principal, period=period,
-                                  as_of=as_of, level=level, key=node, scenario=scenario,
-                                  method=method)
+    code, context = board_page(space_of(state, principal), principal, period=period,
+                               as_of=as_of, level=level, key=node, scenario=scenario,
+                               method=method)
     return templates.TemplateResponse(request, "board.html", context, status_code=code)
 
 

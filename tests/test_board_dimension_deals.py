@@ -13,6 +13,7 @@ typer's runner on the same data.
 
 from __future__ import annotations
 
+import getpass
 import html
 import json
 import re
@@ -292,6 +293,8 @@ def test_commit_on_a_product_and_a_segment_from_the_command_line(
         assert (latest["level"], latest["key"]) == (level, key)
         assert latest["p_reach"] is not None and 0 <= latest["p_reach"] <= 1
         assert f"stored the commit of {level} {key}" in err
+        # Without --by the submitter is the person at the keyboard, never the product's name.
+        assert latest["submitted_by"] == getpass.getuser() != key
     code, _, err = _cli(world, monkeypatch, "commit", "--data", str(world.data), "--product",
                         product, "--segment", segment, "--amount", "5")
     assert code == 2 and "give one node" in err

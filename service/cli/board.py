@@ -7,6 +7,7 @@ of the command's workspace (that of its data), beside the alerts.
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -196,6 +197,17 @@ def _node(tables: Tables, level: str | None, key: str | None, rep: str | None
                                  ) from exc
 
 
+def _submitter(node: tuple[str, str]) -> str:
+    """Who submits when ``--by`` is not given: the rep on a rep's node, else the login name
+    (a product's or a region's name is no person)."""
+    if node[0] == LEVEL_REP:
+        return node[1]
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in some containers
+        return "unnamed"
+
+
 LevelOpt = Annotated[str | None, typer.Option(
     "--level", help="company (default), region, team, rep or a category column.")]
 KeyOpt = Annotated[str | None, typer.Option("--key", help="The node's name (with --level).")]
@@ -219,7 +231,8 @@ def commit(
         "--category", help="commit (default) or best_case (Salesforce's forecast categories).")]
     = COMMIT_CATEGORIES[0],
     by: Annotated[str | None, typer.Option(
-        "--by", help="Who submits (default: the rep, or the node's name).")] = None,
+        "--by", help="Who submits (default: the rep on a rep's node, else your login name).")
+    ] = None,
     note: Annotated[str, typer.Option("--note", help="A comment kept with it.")] = "",
     draws: DrawsOpt = 10_000,
     out: OutOpt = None,
@@ -243,7 +256,7 @@ def commit(
     node = _node(tables, level, key, rep)
     with board_store(ctx) as store:
         try:
-            submit(store, chosen, node[0], node[1], amount, category, by or node[1],
+            submit(store, chosen, node[0], node[1], amount, category, by or _submitter(node),
                    as_of=when.date(), note=note)
         except BadRequest as exc:
             raise typer.BadParameter(str(exc), param_hint="--amount") from exc

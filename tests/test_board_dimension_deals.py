@@ -224,6 +224,23 @@ def test_a_product_commit_is_kept_with_history_beside_its_probability(world: Wor
     assert mine and mine[0]["p_reach"] == pytest.approx(latest["p_reach"])
 
 
+def test_a_what_if_on_a_product_reads_the_draws_of_its_fan(world: World) -> None:
+    product = _busiest(world, PRODUCT)
+    run = node_run(world.state, PERIOD, None, PRODUCT, product)
+    draws = run.simulation.draws[:, run.simulation.node_index(PRODUCT, product)]
+    proposed = float(np.quantile(draws, 0.5))
+    response = world.post("/v1/feasibility/what-if", {"level": PRODUCT, "key": product,
+                                                      "target": proposed, "period": PERIOD})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["p_attain"] == pytest.approx(attained(draws, proposed, float(draws.mean())))
+    assert body["p50"] == pytest.approx(float(np.quantile(draws, 0.5)))
+    assert body["current_target"] is None
+    missing = world.post("/v1/feasibility/what-if", {"level": PRODUCT, "key": "Nothing Such",
+                                                     "target": 5.0, "period": PERIOD})
+    assert missing.status_code == 404
+
+
 def test_the_board_form_commits_on_a_segment(world: World) -> None:
     segment = _busiest(world, SEGMENT)
     page = world.get("/board", period=PERIOD, level=SEGMENT, node=segment).text

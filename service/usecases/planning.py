@@ -31,7 +31,7 @@ from models.feasibility import (
 from models.feasibility.pace import pace_mean, pace_probability, pace_quantiles
 from service.usecases.board import record_run
 from service.usecases.feasibility import run_feasibility
-from service.usecases.request import BadRequest, NotFound, resolve_as_of, resolve_period
+from service.usecases.request import BadRequest, resolve_as_of, resolve_period
 from service.usecases.served import Served
 
 __all__ = ["FeasibilityRun", "WhatIf", "feasibility_run", "recalibration", "simulated",
@@ -127,16 +127,16 @@ def what_if(served: Served, level: str, key: str, target: float, period: str | N
     (from the pace rule's distribution at a level whose feasibility uses it, range included:
     :mod:`models.feasibility.pace`).
 
-    Every simulated node can be asked about, with or without a target of its own.
+    Every simulated node can be asked about, with or without a target of its own: a product,
+    segment or channel no target names from the board's simulation of those nodes.
 
     Raises:
-        NotFound: the simulation has no such node.
+        NotFound: neither simulation has such a node.
     """
-    run = feasibility_run(served, period, as_of)
-    try:
-        column = run.simulation.node_index(level, key)
-    except KeyError as exc:
-        raise NotFound(f"no node {level}={key!r} in the simulation of {run.period}") from exc
+    from service.usecases.dimensions import node_run  # dimensions builds on this module
+
+    run = node_run(served, period, as_of, level, key)
+    column = run.simulation.node_index(level, key)
     draws = run.simulation.draws[:, column]
     current = _node_row(run, level, key)
     levels = [MUST_HIT_QUANTILE, 0.5, STRETCH_QUANTILE, 0.9]

@@ -76,22 +76,38 @@ STEPS: dict[str, Step] = {s.name: s for s in (
 )}
 
 
-def company(size: str, factor: int, seed: int, root: Path) -> Path:
-    """The Parquet data directory of ``size`` x ``factor`` (generated once, then reused)."""
+def company(size: str, factor: int, seed: int, root: Path, block: int | None = None) -> Path:
+    """The Parquet data directory of ``size`` x ``factor`` (generated once, then reused).
+
+    Generated a block of ``block`` customers at a time (default ``size``'s customers;
+    ``engine.synthetic.generate_blocks``), each block's files added to the directory before the
+    next is simulated: the memory of one block whatever the factor. With the default block, 1x
+    is ``synthetic.generate``'s company and the first third of 3x is 1x's customers."""
+    import resource
+
     target = root / f"{size}-x{factor}-seed{seed}"
     done = target / ".complete"
     if done.exists():
         return target
+    if target.exists():  # a generation cut short: its blocks would be written twice
+        shutil.rmtree(target)
     from engine import synthetic
     from engine.compute.parquet import write_parquet_dir
 
-    spec = synthetic.SIZES[size]
-    spec = replace(spec, name=f"{size}x{factor}", customers=spec.customers * factor)
+    base = synthetic.SIZES[size]
+    spec = replace(base, name=f"{size}x{factor}", customers=base.customers * factor)
     start = time.perf_counter()
-    frames = synthetic.generate(spec, seed=seed)
-    write_parquet_dir(frames, target)
-    rows = {name: len(frame) for name, frame in frames.items()}
-    done.write_text(json.dumps({"rows": rows, "seconds": round(time.perf_counter() - start, 1)}))
+    rows: dict[str, int] = {}
+    block = block or base.customers
+    for part, frames in enumerate(synthetic.generate_blocks(spec, seed=seed, block=block)):
+        write_parquet_dir(frames, target, part=part)
+        for name, frame in frames.items():
+            rows[name] = rows.get(name, 0) + len(frame)
+        del frames  # else alive while the next block is simulated
+        print(f"  generated block {part}: {time.perf_counter() - start:.0f} s", flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    done.write_text(json.dumps({"rows": rows, "seconds": round(time.perf_counter() - start, 1),
+                                "peak_gib": round(peak, 2), "block": block}))
     return target
 
 
@@ -313,6 +329,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="large", choices=("small", "medium", "large"))
     parser.add_argument("--factor", type=int, default=1, help="customers x this (3, 10)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--block", type=int, default=None,
+                        help="customers generated at a time (default: the size's customers; "
+                             "smaller holds less memory but makes another company)")
     parser.add_argument("--engines", nargs="+", default=["pandas", "spark"],
                         choices=("pandas", "spark"))
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
@@ -331,10 +350,11 @@ def main(argv: list[str] | None = None) -> None:
 
     args.root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    data = company(args.size, args.factor, args.seed, args.root)
+    data = company(args.size, args.factor, args.seed, args.root, args.block)
     info = json.loads((data / ".complete").read_text())
     print(f"company {data.name}: {info['rows'].get('customers', 0):,} customers, "
-          f"{info['rows'].get('orders', 0):,} orders (generated in {info['seconds']} s; "
+          f"{info['rows'].get('orders', 0):,} orders (generated in {info['seconds']} s, "
+          f"{info.get('peak_gib', '?')} GiB peak; "
           f"ready in {time.perf_counter() - start:.0f} s)", flush=True)
     scratch = args.root / "runs"
     scratch.mkdir(exist_ok=True)

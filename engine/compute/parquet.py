@@ -20,9 +20,15 @@ def _event_date(name: str, frame: pd.DataFrame) -> str | None:
     return next((c for c in dates if c in frame.columns and c not in FORWARD_LOOKING_DATES), None)
 
 
-def write_parquet_dir(frames: Mapping[str, pd.DataFrame], directory: Path) -> Path:
+def write_parquet_dir(frames: Mapping[str, pd.DataFrame], directory: Path,
+                      part: int | None = None) -> Path:
     """``directory/<table>/year=YYYY/*.parquet`` for dated tables, ``directory/<table>/`` one
-    file for the others (hive partitioning: readers skip the years a date filter excludes)."""
+    file for the others (hive partitioning: readers skip the years a date filter excludes).
+
+    With ``part`` the frames are one more block of the directory's rows (a company generated a
+    block of customers at a time): the dated tables' files ``part-<part>-*.parquet`` are added
+    beside the earlier blocks' instead of replacing their years; an undated table is still
+    written whole."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -45,5 +51,7 @@ def write_parquet_dir(frames: Mapping[str, pd.DataFrame], directory: Path) -> Pa
         years = table[date].dt.year.astype("Int64").astype(str).replace("<NA>", "none")
         pq.write_to_dataset(arrow(table.assign(**{PARTITION: years})), target,
                             partition_cols=[PARTITION],
-                            existing_data_behavior="delete_matching")
+                            **({"existing_data_behavior": "delete_matching"} if part is None else
+                               {"existing_data_behavior": "overwrite_or_ignore",
+                                "basename_template": f"part-{part}-{{i}}.parquet"}))
     return directory

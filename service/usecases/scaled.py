@@ -31,6 +31,7 @@ from engine.compute import (
     GroupFn,
     TableRead,
     empty_group,
+    parquet_tables,
 )
 from engine.io.tables import Tables, empty_table
 from engine.schemas import (
@@ -66,8 +67,10 @@ if TYPE_CHECKING:  # churn brings LightGBM and MLflow: imported only by the chur
 
 __all__ = [
     "FEATURE_READS",
+    "ROWS_PER_BUCKET",
     "ChurnScores",
     "FeatureRun",
+    "bucket_count",
     "bucket_features",
     "features_on",
     "score_churn_on",
@@ -83,6 +86,29 @@ FEATURE_READS: tuple[TableRead, ...] = (
     TableRead(RECEIVABLES, (CUSTOMER_ID, ISSUED_AT, DUE_DATE, PAID_AT, AMOUNT), ISSUED_AT),
     TableRead(OPPORTUNITIES, (CUSTOMER_ID, CREATED_AT, CLOSE_DATE, STATUS, AMOUNT), CREATED_AT),
 )
+
+
+# Rows of the tables read that one bucket holds, at most (about): a Spark worker holds a
+# bucket's rows as pandas frames at once, about 0.9 GiB a million rows (large x3, 16 buckets of
+# 3.6M rows: workers of 3.3 GiB). Large x1 (19M rows) stays at DEFAULT_BUCKETS.
+ROWS_PER_BUCKET = 1_500_000
+
+
+def bucket_count(source: str, reads: Sequence[TableRead]) -> int:
+    """The buckets a per-customer step of ``source`` runs in: :data:`DEFAULT_BUCKETS`, or more
+    when a Parquet data directory's tables of ``reads`` hold more than
+    :data:`ROWS_PER_BUCKET` rows a bucket (counted from the files' metadata, nothing read).
+    A customer's rows are all in one bucket, so another count changes a worker's memory and
+    the answers only by rounding (running sums cross the bucket's other customers: 1e-12
+    relative); both engines take the same count and agree to the last bit."""
+    paths = parquet_tables(source)
+    if not paths:
+        return DEFAULT_BUCKETS
+    import pyarrow.dataset as ds
+
+    rows = sum(ds.dataset(paths[r.table], format="parquet", partitioning="hive").count_rows()
+               for r in reads if r.table in paths)
+    return max(DEFAULT_BUCKETS, -(-rows // ROWS_PER_BUCKET))
 
 
 @dataclass(frozen=True)
@@ -101,16 +127,17 @@ def bucket_features(frames: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> pd.
 
 
 def features_on(engine: ComputeEngine, source: str, as_of: pd.Timestamp | None = None,
-                buckets: int = DEFAULT_BUCKETS) -> FeatureRun:
+                buckets: int | None = None) -> FeatureRun:
     """The customer feature table of ``source`` at ``as_of`` (default: the day after the data's
-    last dated row), computed on ``engine``."""
+    last dated row), computed on ``engine`` in ``buckets`` (default :func:`bucket_count`)."""
     when = as_of_day(as_of if as_of is not None else engine.data_end(source)
                      + pd.Timedelta(days=1))[0]
     frames = engine.read(source, FEATURE_READS, before=when)
     fn = partial(bucket_features, as_of=when)
     columns = {name: list(frame.columns) for name, frame in frames.items()}
     template = fn(empty_group(columns))
-    return FeatureRun(engine.apply_by_group(frames, CUSTOMER_ID, fn, template, buckets), when)
+    count = bucket_count(source, FEATURE_READS) if buckets is None else buckets
+    return FeatureRun(engine.apply_by_group(frames, CUSTOMER_ID, fn, template, count), when)
 
 
 # --- churn -----------------------------------------------------------------------------------
@@ -160,12 +187,13 @@ def _as_of(engine: ComputeEngine, source: str, as_of: pd.Timestamp | None) -> pd
 def train_churn_on(engine: ComputeEngine, source: str, *, as_of: pd.Timestamp | None = None,
                    seed: int = 42, progress: Progress | None = None,
                    horizon_days: int | None = None, row_budget: int | None = None,
-                   buckets: int = DEFAULT_BUCKETS) -> churn.ChurnTraining:
+                   buckets: int | None = None) -> churn.ChurnTraining:
     """:func:`service.usecases.churn.train_churn` with the snapshot tables built on ``engine``:
     reads only what the features use, dated before the cutoff; counts the snapshot rows per
     sample bucket (orders only) to size the sample to ``row_budget``; then builds the kept
     customers' rows bucket by bucket. Same split, same tables, same training.
-    ``row_budget``: default :data:`service.usecases.churn.TRAIN_ROW_BUDGET`."""
+    ``row_budget``: default :data:`service.usecases.churn.TRAIN_ROW_BUDGET`; ``buckets``:
+    default :func:`bucket_count`."""
     from service.usecases import churn
     from service.usecases.train import say
 
@@ -178,7 +206,8 @@ def train_churn_on(engine: ComputeEngine, source: str, *, as_of: pd.Timestamp | 
                          if as_of is None else f"as_of {cutoff.date()} is not after the first "
                          "order: there is no history before it")
     say(progress, f"building the training snapshots on {engine.name}")
-    build = snapshot_builder(engine, frames, budget, buckets)
+    count = bucket_count(source, FEATURE_READS) if buckets is None else buckets
+    build = snapshot_builder(engine, frames, budget, count)
     split, train, holdout, sample = churn.labelled_snapshots(build, first, cutoff, horizon_days)
     return churn.train_on_snapshots(split, train, holdout, sample, cutoff, first, seed=seed,
                                     progress=progress, built_on=engine.name)
@@ -234,12 +263,12 @@ def _spark_scorer(engine: ComputeEngine) -> churn.ChampionScorer:
 
 def score_churn_on(engine: ComputeEngine, source: str, *, as_of: pd.Timestamp | None = None,
                    horizon_days: int | None = None, owner: str | None = None,
-                   buckets: int = DEFAULT_BUCKETS) -> ChurnScores:
+                   buckets: int | None = None) -> ChurnScores:
     """:func:`service.usecases.churn.score_churn` on ``engine``: the active customers'
     features and BG/NBD summaries computed bucket by bucket, the BG/NBD fitted on their union,
     then the champion scores the rows (on Spark: its ``spark_udf`` on the workers; on pandas:
     in this process). Without a champion, the BG/NBD (or recency) fallback answers on the
-    driver from the same features."""
+    driver from the same features. ``buckets``: default :func:`bucket_count`."""
     from service.usecases import churn
 
     stamp = _as_of(engine, source, as_of)
@@ -251,7 +280,7 @@ def score_churn_on(engine: ComputeEngine, source: str, *, as_of: pd.Timestamp | 
                          "no churn risk to score")
     parts = _on_groups(engine, frames, partial(_bucket_parts, as_ofs=[stamp], horizon_days=1,
                                                cut=churn.SAMPLE_BUCKETS, labels=False),
-                       buckets)
+                       bucket_count(source, FEATURE_READS) if buckets is None else buckets)
     predict = _spark_scorer(engine) if engine.name == "spark" else None
     frame, fallback = churn.score_parts(parts, stamp, horizon_days=horizon_days, owner=owner,
                                         predict=predict)

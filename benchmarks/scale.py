@@ -91,6 +91,8 @@ def company(size: str, factor: int, seed: int, root: Path, block: int | None = N
         return target
     if target.exists():  # a generation cut short: its blocks would be written twice
         shutil.rmtree(target)
+    import pyarrow as pa
+
     from engine import synthetic
     from engine.compute.parquet import write_parquet_dir
 
@@ -104,6 +106,7 @@ def company(size: str, factor: int, seed: int, root: Path, block: int | None = N
         for name, frame in frames.items():
             rows[name] = rows.get(name, 0) + len(frame)
         del frames  # else alive while the next block is simulated
+        pa.default_memory_pool().release_unused()  # Arrow's pool keeps the written buffers
         print(f"  generated block {part}: {time.perf_counter() - start:.0f} s", flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     done.write_text(json.dumps({"rows": rows, "seconds": round(time.perf_counter() - start, 1),

@@ -302,6 +302,23 @@ def win_training_rows(
         return _empty_rows(snapshots)
     pairs = _period_pairs(seen[AS_OF], windows)
     pairs = pairs[pairs[PERIOD_END] <= as_of]
+    # A block of snapshot rows at a time: each row's pairs, features and label depend on that
+    # row alone (the merge keeps the snapshot rows' order), so the blocks stacked are the whole
+    # at once, without ever holding every row x period pair (about five per row) before the
+    # filter drops most of them.
+    parts = [_training_block(seen.iloc[start:start + _BLOCK_ROWS], pairs, opportunities)
+             for start in range(0, len(seen), _BLOCK_ROWS)]
+    kept = [p for p in parts if len(p)] or parts[:1]
+    return kept[0] if len(kept) == 1 else pd.concat(kept, ignore_index=True)
+
+
+# Snapshot rows paired with their periods at a time (win_training_rows).
+_BLOCK_ROWS = 100_000
+
+
+def _training_block(seen: pd.DataFrame, pairs: pd.DataFrame, opportunities: pd.DataFrame
+                    ) -> pd.DataFrame:
+    """:func:`win_training_rows` of some snapshot rows, with the periods ``pairs`` offers."""
     rows = seen.merge(pairs, on=AS_OF, how="inner")
     rows = pd.concat(
         [rows, period_features(rows, rows[PERIOD_START], rows[PERIOD_END], rows[AS_OF])], axis=1

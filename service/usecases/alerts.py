@@ -31,8 +31,8 @@ from engine.alerting.store import (
 )
 from engine.alerting.store import Silence as StoreSilence
 from engine.compute import ComputeEngine, PandasEngine, TableRead, parquet_tables
-from engine.io import Tables, load_tables
-from engine.schemas import INVOICE_ID, ORDER_ID, TABLES
+from engine.io import ROW_IDS, Tables, load_tables, release_unused_memory
+from engine.schemas import TABLES
 from features.metrics import ForecastFromAttainment, MetricContext, Providers
 from features.metrics.alerting import METRIC_CATALOGUE, metric_source
 from features.metrics.context import keyed_on_engine
@@ -133,11 +133,6 @@ def _providers(served: Served) -> Providers:
                      period_forecast=ForecastFromAttainment(attainment))
 
 
-# Row identifiers no metric or provider reads (one distinct string per row: about a third of
-# the orders' and receivables' memory on a large company).
-_ROW_IDS = frozenset({ORDER_ID, INVOICE_ID})
-
-
 def warning_tables(source: str) -> Tables:
     """The tables an evaluation reads in this process (the node metrics, the providers): a
     data directory or database through the validating loader; a Parquet data directory (a
@@ -148,10 +143,12 @@ def warning_tables(source: str) -> Tables:
         BadInput: the data does not validate (the loader's problems).
     """
     if (paths := parquet_tables(source)) is None:
-        return load_tables(source)
-    reads = [TableRead(name, tuple(c for c in TABLES[name].columns if c not in _ROW_IDS))
+        return load_tables(source, skip=ROW_IDS)
+    reads = [TableRead(name, tuple(c for c in TABLES[name].columns if c not in ROW_IDS))
              for name in paths]
-    return Tables(PandasEngine().read(source, reads, before=pd.Timestamp.max), source=source)
+    frames = PandasEngine().read(source, reads, before=pd.Timestamp.max)
+    release_unused_memory()  # the tables' Arrow copies, kept by Arrow's pool otherwise
+    return Tables(frames, source=source)
 
 
 def evaluation_context(tables: Tables, providers: Providers, engine: ComputeEngine | None = None,

@@ -87,7 +87,8 @@ def bad_input(problems: BadInput) -> NoReturn:
 @contextmanager
 def engine_failures() -> Iterator[None]:
     """A compute engine's failures in plain words (``--engine``): data it cannot read exits 2
-    with every problem, anything else (Spark cannot start, a database URL on Spark) exits 1."""
+    with every problem, anything else (Spark cannot start, a Delta table Spark cannot read)
+    exits 1."""
     try:
         yield
     except BadInput as problems:

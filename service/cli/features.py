@@ -32,7 +32,8 @@ EngineOpt = Annotated[
     typer.Option("--engine", metavar="pandas|spark",
                  help="Where to compute: pandas (this machine) or spark (QUOTACAST_SPARK_MASTER, "
                       "default local[*]); default QUOTACAST_ENGINE, else pandas. Spark reads "
-                      "data directories of CSV files or of Parquet files (a folder per table)."),
+                      "CSV, Parquet or Delta data directories and SQL databases (PostgreSQL "
+                      "through JDBC)."),
 ]
 
 

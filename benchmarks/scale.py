@@ -13,6 +13,9 @@ sampled every 0.2 s), and checks that both engines answer the same:
 - ``train-churn``, ``score-churn``, ``forecast`` (``--fit --level rep``), ``feasibility``:
   run when ``quotacast <command> --help`` offers ``--engine`` (else skipped, saying so);
   their tables compared (identical, or the largest difference of each number column).
+  Every step runs in one model workspace (``--workspace``, default ``scale``): ``train-churn``
+  promotes the model it trains, and ``score-churn`` on any company scores with it (train on
+  ``--size medium``, score the large ones).
 
 Each result is appended to ``scale.jsonl``; the summary table takes a step not run this time
 from its latest record there (marked ``earlier``). With records of 1x and 3x (or 10x) of a
@@ -206,8 +209,10 @@ def run_step(step: Step, data: Path, engines: list[str], args: argparse.Namespac
                # Spark's own way to size the JVM before it starts.
                "PYSPARK_SUBMIT_ARGS": f"--driver-memory {args.driver_memory} pyspark-shell",
                "QUOTACAST_DATABASE_URL": f"sqlite:///{database}",
-               # Each engine its own model registry: score churn uses that engine's champion.
-               "QUOTACAST_MLFLOW_TRACKING_URI": f"sqlite:///{scratch / f'mlflow-{engine}.db'}"}
+               # Each engine its own model registry: score churn uses that engine's champion,
+               # in one workspace for every company (a champion trained on one scores all).
+               "QUOTACAST_MLFLOW_TRACKING_URI": f"sqlite:///{scratch / f'mlflow-{engine}.db'}",
+               "QUOTACAST_WORKSPACE": args.workspace}
         argv = [QUOTACAST, *step.command, "--data", str(data), "--engine", engine,
                 *step.options, *(("--out", str(out)) if step.writes else ())]
         result = measure(argv, env, cwd=scratch)
@@ -216,6 +221,11 @@ def run_step(step: Step, data: Path, engines: list[str], args: argparse.Namespac
             words = [line.strip(" │╭╮╰╯─") for line in said.splitlines()]
             words = [w for w in words if any(ch.isalpha() for ch in w)]
             result["error"] = " ".join(words[-2:]) if words else "no words"
+        if step.name == "train-churn" and result["exit"] == 0:
+            # The new model is the challenger; score churn uses the champion.
+            promoted = subprocess.run([QUOTACAST, "promote", "churn"], env=env, cwd=scratch,
+                                      capture_output=True, text=True, timeout=600)
+            result["promoted"] = promoted.returncode == 0
         results[engine] = result
         outputs.append(out)
         databases.append(database)
@@ -342,6 +352,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--driver-memory", default="6g",
                         help="Spark's driver memory (local mode: the whole Spark heap)")
     parser.add_argument("--root", type=Path, default=OUT)
+    parser.add_argument("--workspace", default="scale",
+                        help="the model workspace of every step: train churn on one company "
+                             "(then promoted), score churn on the others")
     parser.add_argument("--nodes", type=int, default=20, help="cluster of the estimate")
     parser.add_argument("--cores-per-node", type=int, default=8)
     parser.add_argument("--estimate-scale", type=float, default=55.0,

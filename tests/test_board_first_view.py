@@ -14,12 +14,9 @@ from dataclasses import dataclass
 import pytest
 from fastapi.testclient import TestClient
 from test_service_support import (
-    fresh_registry,
-    make_company,
     quiet_options,
-    quiet_registry,
-    register_stubs,
     settings_for,
+    stubbed_service,
 )
 
 from service.http import reload
@@ -58,11 +55,7 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("first-view")
-    company = make_company(root)
-    uri = fresh_registry(root)
-    with pytest.MonkeyPatch.context() as patch:
-        quiet_registry(patch)
-        register_stubs(uri, company.tables, kinds=("churn", "win"))
+    with stubbed_service(root) as (company, uri, patch):
         # The warm-up on (first views answer at once only with it), its work left out (it
         # would compute the current and the previous quarter, never OLDER); a first view
         # never waits, so its first answer is always the 202.

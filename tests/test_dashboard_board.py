@@ -16,12 +16,9 @@ from fastapi.testclient import TestClient
 from test_service_support import (
     Company,
     company_frames,
-    fresh_registry,
-    make_company,
     quiet_options,
-    quiet_registry,
-    register_stubs,
     settings_for,
+    stubbed_service,
 )
 
 from engine.io import load_tables, write_data_dir
@@ -59,11 +56,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("board")
-    company = make_company(root)
-    uri = fresh_registry(root)
-    with pytest.MonkeyPatch.context() as patch:
-        quiet_registry(patch)
-        register_stubs(uri, company.tables, kinds=("churn", "win"))
+    with stubbed_service(root) as (company, uri, _patch):
         app = create_app(settings_for(root, company.data, uri), quiet_options())
         with TestClient(app) as client:
             state: AppState = app.state.quotacast

@@ -12,12 +12,9 @@ from dataclasses import dataclass
 import pytest
 from fastapi.testclient import TestClient
 from test_service_support import (
-    fresh_registry,
-    make_company,
     quiet_options,
-    quiet_registry,
-    register_stubs,
     settings_for,
+    stubbed_service,
 )
 
 from service.http.app import create_app
@@ -43,11 +40,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("dashboard-scenario")
-    company = make_company(root)
-    uri = fresh_registry(root)
-    with pytest.MonkeyPatch.context() as patch:
-        quiet_registry(patch)
-        register_stubs(uri, company.tables, kinds=("churn", "win"))
+    with stubbed_service(root) as (company, uri, _patch):
         app = create_app(settings_for(root, company.data, uri), quiet_options())
         with TestClient(app) as client:
             state: AppState = app.state.quotacast

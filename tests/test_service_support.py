@@ -15,6 +15,8 @@ import shutil
 import socket
 import tempfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +149,19 @@ def register_stubs(tracking_uri: str, tables: Tables, kinds: tuple[str, ...] = (
         versions["forecast"] = _register("forecast", served,
                                          pd.DataFrame({"horizon": [3.0]}), "skill")
     return versions
+
+
+@contextmanager
+def stubbed_service(root: Path, kinds: tuple[str, ...] = ("churn", "win")
+                    ) -> Iterator[tuple[Company, str, pytest.MonkeyPatch]]:
+    """The small company with stub champions of ``kinds`` in a fresh registry, MLflow kept
+    quiet: ``(company, tracking uri, the patch to add to)``, undone on exit."""
+    company = make_company(root)
+    uri = fresh_registry(root)
+    with pytest.MonkeyPatch.context() as patch:
+        quiet_registry(patch)
+        register_stubs(uri, company.tables, kinds=kinds)
+        yield company, uri, patch
 
 
 def settings_for(root: Path, data: Path | str, tracking_uri: str) -> Settings:

@@ -66,3 +66,27 @@ def test_feasibility_reads_a_parquet_directory(company: dict[str, Path], tmp_pat
         assert result.exit_code == 0, result.output
         runs[kind] = pd.read_csv(out)
     pd.testing.assert_frame_equal(runs["csv"], runs["parquet"])
+
+
+@pytest.mark.parametrize("bad_cell", ["inf amount", "order in 2099"])
+def test_engine_reads_of_a_parquet_directory_refuse_what_the_loader_refuses(
+        company: dict[str, Path], tmp_path: Path, bad_cell: str) -> None:
+    """``--engine pandas`` reads a Parquet directory pruned, past the loader; a cell the loader
+    would refuse still stops it with every problem and its line (exit 2), never an answer
+    computed from it (an order dated 2099 would move the default as-of to 2100)."""
+    tables = load_tables(company["csv"])
+    orders = tables.orders.copy()
+    if bad_cell == "inf amount":
+        orders.loc[orders.index[3], "amount"] = np.inf
+        expected = "amount: not a finite number (inf)"
+    else:
+        orders.loc[orders.index[3], "order_date"] = pd.Timestamp("2099-01-01")
+        expected = "order_date: event dated in the future"
+    bad = write_parquet_dir({**tables.frames, "orders": orders}, tmp_path / "bad")
+    out = tmp_path / "features.csv"
+    result = CliRunner().invoke(app, ["features", "--data", str(bad), "--engine", "pandas",
+                                      "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "orders:" in result.output
+    assert not out.exists()
+

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -174,3 +175,19 @@ def test_cli_bad_engine_and_pandas_path_without_spark(demo: dict[str, Path]) -> 
               "ctx = sys.modules.get('pyspark.core.context'); "
               "assert ctx is None or ctx.SparkContext._gateway is None")
     subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=120)
+
+
+def test_spark_refuses_an_event_dated_in_the_future(demo: dict[str, Path], tmp_path: Path,
+                                                    spark: Any) -> None:
+    """An order dated 2099 (which the loader refuses) would move Spark's default as-of to
+    2100: the data's end is bad input there too (exit 2), naming the date."""
+    from engine.compute import ComputeError
+
+    tables = load_tables(demo["csv"])
+    orders = tables.orders.copy()
+    orders.loc[orders.index[3], "order_date"] = pd.Timestamp("2099-01-01")
+    bad = write_parquet_dir({**tables.frames, "orders": orders}, tmp_path / "bad")
+    with pytest.raises(ComputeError) as caught:
+        spark.data_end(str(bad))
+    assert caught.value.exit_code == 2 and "2099-01-01" in str(caught.value)
+    assert spark.data_end(str(demo["parquet"])) == PandasEngine().data_end(str(demo["parquet"]))

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from engine.io import Tables, load_tables
+from engine.io.checks import suspect_cells
 from engine.io.read import parquet_tables
 from engine.periods import data_end
 from engine.schemas import DTYPES, TABLES
@@ -192,7 +193,7 @@ class PandasEngine:
         from engine.compute.sources import pruned_source
 
         if (pruned := pruned_source(source)) is not None:
-            return data_end(Tables(_source_dates(pruned)))
+            return data_end(Tables(_checked(source, _source_dates(pruned))))
         return data_end(self._tables(source))
 
     def read(self, source: str, reads: Sequence[TableRead], before: pd.Timestamp
@@ -201,8 +202,8 @@ class PandasEngine:
 
         if (pruned := pruned_source(source)) is not None:
             present = pruned.tables
-            return {r.table: typed_frame(pruned.scan(r, before), r.table)
-                    for r in reads if r.table in present}
+            return _checked(source, {r.table: typed_frame(pruned.scan(r, before), r.table)
+                                     for r in reads if r.table in present})
         tables = self._tables(source)
         return {r.table: _prune(tables[r.table], r, before)
                 for r in reads if tables.has(r.table) and r.table not in tables.derived}
@@ -236,6 +237,15 @@ def typed_frame(frame: pd.DataFrame, table: str) -> pd.DataFrame:
         raise ComputeError(f"{table}: a cell could not be read as its column's type ({exc}); "
                            "`quotacast validate --data D` lists every problem",
                            exit_code=2) from exc
+
+
+def _checked(source: str, frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """``frames`` of a pruned read, once no cell of them is one the loader would refuse (an
+    ``inf`` amount, an order dated 2099); else the source goes through the validating loader,
+    which raises :class:`engine.io.BadInput` naming every problem with its line (exit 2)."""
+    if any(suspect_cells(table, frame) for table, frame in frames.items()):
+        load_tables(source)
+    return frames
 
 
 def _source_dates(source: Any) -> dict[str, pd.DataFrame]:

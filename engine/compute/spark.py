@@ -52,6 +52,7 @@ from engine.compute.sources import (
     jdbc_options,
     pruned_source,
 )
+from engine.io.checks import latest_event_date
 from engine.io.read import find_table_files, is_sql_url
 from engine.schemas import CLOSE_DATE, FORWARD_LOOKING_DATES, STATUS, STATUS_OPEN, TABLES
 
@@ -239,7 +240,12 @@ class SparkEngine:
             latest_day = ends.agg(F.max("end").alias("end")).toPandas()["end"].iloc[0]
         if pd.isna(latest_day):
             raise ValueError("the data holds no dates")
-        return pd.Timestamp(latest_day).normalize()
+        if (day := pd.Timestamp(latest_day)) > (allowed := latest_event_date()):
+            # The loader refuses such a row (an order dated 2099): the data ends before it.
+            raise ComputeError(f"an event is dated {day:%Y-%m-%d}, in the future (after "
+                               f"{allowed:%Y-%m-%d}); `quotacast validate --data D` lists "
+                               "every problem with its line", exit_code=2)
+        return day.normalize()
 
     def read(self, source: str, reads: Sequence[TableRead], before: pd.Timestamp
              ) -> dict[str, DataFrame]:

@@ -72,6 +72,7 @@ __all__ = [
     "derive_customers",
     "latest_event_date",
     "parse_table",
+    "suspect_cells",
     "validate_tables",
 ]
 
@@ -345,6 +346,33 @@ def parse_table(
         frame[name] = parsed
         failed[name] = bad | failed[name] if name in failed else bad
     return frame, problems, failed
+
+
+def suspect_cells(table: str, frame: pd.DataFrame, latest: pd.Timestamp | None = None) -> list[str]:
+    """The columns of an already-typed frame (a pruned read of Parquet, Delta or SQL, which
+    skips the loader) holding a value :func:`parse_table` would refuse: a number not finite or
+    beyond :data:`MAX_ABS_NUMBER`, a date before :data:`EARLIEST_DATE` or, for an event, in the
+    future. Cheap and vectorised; the caller then reads the source through the loader to name
+    every problem with its line."""
+    latest = latest_event_date() if latest is None else latest
+    spec = TABLES[table]
+    found = []
+    for name in frame.columns:
+        column = spec.columns.get(name)
+        if column is None:
+            continue
+        values = frame[name]
+        if column.kind == "number":
+            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+            present = ~np.isnan(numbers)
+            if (~np.isfinite(numbers[present]) | (np.abs(numbers[present]) > MAX_ABS_NUMBER)).any():
+                found.append(name)
+        elif column.kind == "date" and pd.api.types.is_datetime64_any_dtype(values):
+            early = values < pd.Timestamp(EARLIEST_DATE)
+            future = (values > latest) if name not in FORWARD_LOOKING_DATES else early & False
+            if (early | future).any():
+                found.append(name)
+    return found
 
 
 # --- checking parsed tables ------------------------------------------------------------------

@@ -127,7 +127,13 @@ def spark() -> Iterator[object]:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
+    from engine.compute.sources import jdbc_jars
+
+    # The JVM this starts serves every later module of the run: it carries the JDBC jars as
+    # engine.compute.spark.spark_session's would (tests/test_sql_delta_sources.py reads
+    # PostgreSQL through JDBC in the same process).
     session = (SparkSession.builder.master("local[1]").appName("quotacast-model-travel")
+               .config("spark.jars", ",".join(jdbc_jars()))
                .config("spark.ui.enabled", "false")
                .config("spark.sql.shuffle.partitions", "1")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")

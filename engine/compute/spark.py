@@ -193,6 +193,8 @@ class SparkEngine:
             if table not in database.tables:
                 return None
             options = jdbc_options(url)
+            if options is not None and not self._loads(options["driver"]):
+                options = None  # a JVM started without the jar (a session made elsewhere)
             if options is None:  # no JDBC driver (SQLite): the pruned SELECT, run here
                 wanted = read or TableRead(table, tuple(database.columns(table)))
                 frame = typed_frame(database.scan(wanted, before), table)
@@ -208,6 +210,17 @@ class SparkEngine:
             return _typed(reader.load(), table)
         finally:
             database.close()
+
+    def _loads(self, driver: str) -> bool:
+        """Whether this session's JVM can load the JDBC ``driver`` class: only a JVM started
+        with its jar can (:func:`spark_session` adds it; a session made elsewhere may not)."""
+        jvm = self.session.sparkContext._jvm
+        try:  # Spark's own class lookup, the one its JDBC reader uses
+            jvm.org.apache.spark.util.Utils.classForName(  # type: ignore[union-attr]
+                driver, True, False)
+        except Py4JError:
+            return False
+        return True
 
     def data_end(self, source: str) -> pd.Timestamp:
         try:

@@ -24,7 +24,7 @@ from engine.io import Tables, load_tables
 from engine.io.checks import suspect_cells
 from engine.io.read import parquet_tables
 from engine.periods import data_end
-from engine.schemas import DTYPES, TABLES
+from engine.schemas import DTYPES, STATUS, TABLES
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -252,5 +252,5 @@ def _source_dates(source: Any) -> dict[str, pd.DataFrame]:
     """The date columns (and deals' status) of every table of a pruned source
     (:class:`engine.compute.sources.PrunedSource`): all :func:`data_end` reads."""
     return {name: typed_frame(source.scan(TableRead(
-        name, (*TABLES[name].columns_of_kind("date"), "status")), None), name)
+        name, (*TABLES[name].columns_of_kind("date"), STATUS)), None), name)
         for name in sorted(source.tables)}

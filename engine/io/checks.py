@@ -368,9 +368,10 @@ def suspect_cells(table: str, frame: pd.DataFrame, latest: pd.Timestamp | None =
             if (~np.isfinite(numbers[present]) | (np.abs(numbers[present]) > MAX_ABS_NUMBER)).any():
                 found.append(name)
         elif column.kind == "date" and pd.api.types.is_datetime64_any_dtype(values):
-            early = values < pd.Timestamp(EARLIEST_DATE)
-            future = (values > latest) if name not in FORWARD_LOOKING_DATES else early & False
-            if (early | future).any():
+            refused = values < pd.Timestamp(EARLIEST_DATE)
+            if name not in FORWARD_LOOKING_DATES:
+                refused |= values > latest
+            if refused.any():
                 found.append(name)
     return found
 

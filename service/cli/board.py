@@ -28,6 +28,7 @@ from engine.schemas import (
     COMMIT_CATEGORIES,
     COMPANY_KEY,
     HIERARCHY_LEVELS,
+    LEVEL,
     LEVEL_COMPANY,
     LEVEL_REP,
     PERIOD,
@@ -52,10 +53,13 @@ from service.cli.common import (
     store_workspace_of,
     usage_error,
     use_tracking,
+    workspace_of,
 )
 from service.usecases.board import (
     changes_between,
     default_since,
+    dimension_levels,
+    dimension_snapshot,
     every_node,
     record_snapshots,
     resolve_node,
@@ -75,7 +79,8 @@ from service.usecases.request import (
     resolve_as_of,
 )
 
-__all__ = ["SnapshotRecorder", "commit", "record_feasibility", "record_simulation", "trend"]
+__all__ = ["SnapshotRecorder", "champions", "commit", "record_dimensions", "record_feasibility",
+           "record_simulation", "trend"]
 
 # Draws of the feasibility a `warnings evaluate` date computes for its snapshot when no rule
 # needed one (a P(attain) within about a point of the 10,000-draw one, in a fifth of the time).
@@ -115,10 +120,69 @@ def record_feasibility(ctx: typer.Context, frame: pd.DataFrame, source: str) -> 
 def record_simulation(ctx: typer.Context, tables: Tables, simulation: Simulation, period: str,
                       as_of: pd.Timestamp, source: str = "feasibility",
                       frame: pd.DataFrame | None = None) -> int:
-    """Store the snapshot of every node of a feasibility simulation (:func:`record_feasibility`);
-    ``frame``: the feasibility's answer, whose P(attain) the snapshot keeps
-    (:func:`service.usecases.board.every_node`)."""
-    return record_feasibility(ctx, every_node(tables, simulation, period, as_of, frame), source)
+    """Store the snapshot of every node of a feasibility simulation (:func:`record_feasibility`)
+    and of the data's product, segment and channel nodes it does not simulate
+    (:func:`record_dimensions`); ``frame``: the feasibility's answer, whose P(attain) the
+    snapshot keeps (:func:`service.usecases.board.every_node`)."""
+    written = record_feasibility(ctx, every_node(tables, simulation, period, as_of, frame),
+                                 source)
+    simulated = {str(v) for v in simulation.nodes[LEVEL].unique()}
+    return written + record_dimensions(ctx, tables, period, as_of, simulated, source)
+
+
+_CHAMPIONS = "quotacast.board.champions"
+
+
+def champions(ctx: typer.Context) -> dict[str, Any]:
+    """The win and churn champions of the command's workspace, loaded once per command (what
+    the service's board simulates the dimensions with); a kind without one is left out (its
+    fallback is used, as the service does).
+
+    Raises:
+        SetupError: the registry did not answer.
+    """
+    found = ctx.meta.get(_CHAMPIONS)
+    if found is None:
+        from engine import tracking
+
+        settings = settings_of(ctx)
+        space = workspace_of(ctx)
+        tracking.configure(settings.mlflow_tracking_uri, workspace=space,
+                           adopt_unscoped=settings.owns_unscoped(space),
+                           artifacts=settings.mlflow_artifacts)
+        found = {}
+        for kind in ("win", "churn"):
+            try:
+                found[kind] = tracking.load_champion(kind)
+            except tracking.ChampionMissingError:
+                continue
+        ctx.meta[_CHAMPIONS] = found
+    return dict(found)
+
+
+def record_dimensions(ctx: typer.Context, tables: Tables, period: str, as_of: pd.Timestamp,
+                      simulated: set[str], source: str, *, unless_stored: bool = False) -> int:
+    """Store the snapshot of the data's product, segment and channel nodes that no
+    ``simulated`` level covers, from the simulation the board draws them with
+    (:func:`service.usecases.board.dimension_snapshot`), so their trend and "what changed"
+    fill week by week like the hierarchy's. ``unless_stored``: not when the store already has
+    each such level's snapshot of that date. A problem is said in one note."""
+    levels = dimension_levels(tables, simulated)
+    if not levels:
+        return 0
+    day = pd.Timestamp(as_of)
+    try:
+        if unless_stored:
+            with board_store(ctx) as store:
+                have = store.snapshots(period, since=day.date(), until=day.date())
+            if set(levels) <= set(have[LEVEL]):
+                return 0
+        frame = dimension_snapshot(tables, period, day, simulated,
+                                   seed=settings_of(ctx).seed, models=champions(ctx))
+    except (SetupError, sa.exc.SQLAlchemyError, ValueError) as exc:
+        _not_stored(exc)
+        return 0
+    return record_feasibility(ctx, frame, source)
 
 
 @dataclass
@@ -150,19 +214,26 @@ class SnapshotRecorder:
                          period_forecast=ForecastFromAttainment(attainment))
 
     def record(self, at: date) -> None:
-        frames = [f for (_, day), f in self.seen.items() if day == at and not f.empty]
+        frames = [(period, f) for (period, day), f in self.seen.items()
+                  if day == at and not f.empty]
         if frames:
-            for frame in frames:
+            for period, frame in frames:
                 record_feasibility(self.ctx, frame.assign(**{AS_OF: pd.Timestamp(at)}),
                                    "warnings")
+                simulated = {*HIERARCHY_LEVELS, *(str(v) for v in frame[LEVEL].unique())}
+                record_dimensions(self.ctx, self.tables, period, pd.Timestamp(at), simulated,
+                                  "warnings", unless_stored=True)
             return
         period = default_period(pd.Timestamp(at))
         try:
             with board_store(self.ctx) as store:
-                if (period, at) in store.snapshot_dates(period):
-                    return
+                stored = (period, at) in store.snapshot_dates(period)
         except (SetupError, sa.exc.SQLAlchemyError) as exc:
             _not_stored(exc)
+            return
+        if stored:  # its dimensions too, unless an earlier version left them out
+            record_dimensions(self.ctx, self.tables, period, pd.Timestamp(at),
+                              set(HIERARCHY_LEVELS), "warnings", unless_stored=True)
             return
         from service.usecases.feasibility import run_feasibility
 

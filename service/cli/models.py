@@ -11,7 +11,7 @@ import typer
 from engine.io import Tables
 from engine.schemas import OPPORTUNITIES
 from models.base import FORECAST, MODEL_KINDS
-from service.cli.board import record_simulation
+from service.cli.board import champions, record_simulation
 from service.cli.common import (
     AsOfOpt,
     ChurnOpt,
@@ -294,10 +294,11 @@ def feasibility_cmd(
     where = f" on Spark {settings.spark_master}" if name == "spark" else ""
     with engine_failures(), open_engine(name, settings.spark_master) as compute, \
             err.status(f"simulating {chosen} as of {when.date()}{where}") as status:
+        status.update("loading the win model")
         result = run_feasibility(
             tables, chosen, when, draws=draws, seed=settings.seed, use_churn=churn,
             all_nodes=all_nodes, progress=lambda message: status.update(message),
-            blocks=engine_blocks(compute),
+            blocks=engine_blocks(compute), models=champions(ctx),  # loaded once: the snapshot's too
         )
     _notes(result.notes)
     _no_champion_note(ctx, "win", result.notes)

@@ -37,6 +37,7 @@ from features.metrics import ForecastFromAttainment, MetricContext, Providers
 from features.metrics.alerting import METRIC_CATALOGUE, metric_source
 from features.metrics.context import keyed_on_engine
 from service.usecases.churn import score_churn
+from service.usecases.dimensions import record_dimensions
 from service.usecases.planning import feasibility_run
 from service.usecases.request import (
     BadRequest,
@@ -182,6 +183,8 @@ def evaluate_rules(served: Served, as_of: date | None) -> Evaluation:
             raise Conflict(str(exc)) from exc
         if served.deliver_notifications:
             deliver(served.alerts, DeliveryPolicy(max_wait=timedelta(0)))
+    # The board's trend of the product, segment and channel nodes, beside the hierarchy's.
+    record_dimensions(served, stamp.date())
     names = [rule.alert for _, rule in rules.rules]
     now = worst_first(served.alerts.alerts(rules=names, states=ACTIVE_STATES))
     return Evaluation(report=report, alerts=now, undelivered=undelivered(served.alerts))

@@ -115,7 +115,9 @@ __all__ = [
     "closed_path",
     "default_since",
     "dimension_levels",
+    "dimension_nodes",
     "dimension_run",
+    "dimension_snapshot",
     "every_node",
     "record_run",
     "record_snapshots",
@@ -273,13 +275,44 @@ def dimension_run(served: Served, period: str, as_of: pd.Timestamp, levels: list
 
     result = run_feasibility(tables, period, as_of, draws=min(served.draws, DIMENSION_DRAWS),
                              seed=served.settings.seed, levels=levels, all_nodes=True,
-                             models=models, stage_rates=stage_rates)
+                             models=models, stage_rates=stage_rates, pace_check=False)
     try:
-        frame = every_node(tables, result.simulation, period, as_of, result.frame)
-        record_snapshots(board_store(served), frame[frame[LEVEL].isin(levels)], "service")
+        record_snapshots(board_store(served),
+                         dimension_nodes(tables, result, period, as_of, levels), "service")
     except sa.exc.SQLAlchemyError as exc:
         log.warning("dimension snapshot not written: %s", str(exc).splitlines()[0][:200])
     return result
+
+
+def dimension_nodes(tables: Tables, result: FeasibilityResult, period: str,
+                    as_of: pd.Timestamp | date, levels: list[str]) -> pd.DataFrame:
+    """The snapshot frame of the dimension ``levels``' nodes of a dimensions' simulation
+    (:func:`every_node`, the other levels left out: the period's feasibility snapshots
+    them)."""
+    frame = every_node(tables, result.simulation, period, as_of, result.frame)
+    return frame[frame[LEVEL].isin(levels)]
+
+
+def dimension_snapshot(tables: Tables, period: str, as_of: pd.Timestamp, simulated: set[str],
+                       *, seed: int, models: dict[str, Any] | None = None,
+                       draws: int = DIMENSION_DRAWS) -> pd.DataFrame:
+    """What the board's dimensions' simulation (:func:`dimension_run`) snapshots, computed
+    outside the service (``quotacast feasibility`` and ``warnings evaluate``): the nodes of the
+    data's product, segment and channel that none of the ``simulated`` levels covers, from
+    :data:`DIMENSION_DRAWS` draws at most, the same seed and ``models`` (the champions by kind;
+    None: the registry's), so its trend continues the board's. Empty when the data has no such
+    dimension.
+
+    Raises:
+        ValueError: the period cannot be simulated (from the engine).
+    """
+    levels = dimension_levels(tables, simulated)
+    if not levels:
+        return pd.DataFrame()
+    result = run_feasibility(tables, period, as_of, draws=min(draws, DIMENSION_DRAWS),
+                             seed=seed, levels=levels, all_nodes=True, models=models,
+                             pace_check=False)
+    return dimension_nodes(tables, result, period, as_of, levels)
 
 
 _PERIOD_EVENTS: Memo[tuple[Tables, pd.DataFrame]] = Memo(size=4)

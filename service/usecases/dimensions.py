@@ -16,15 +16,18 @@ from collections.abc import Callable, Hashable
 from datetime import date
 from typing import Any
 
+import pandas as pd
+
 from engine.io import Tables
 from engine.schemas import CUSTOMER_ID, LEVEL, OPPORTUNITIES
 from features.hierarchy import customer_column
 from service.usecases.board import dimension_levels, dimension_run
-from service.usecases.planning import FeasibilityRun, feasibility_run
-from service.usecases.request import BadRequest, NotFound
+from service.usecases.planning import FeasibilityRun, feasibility_run, simulated
+from service.usecases.request import BadRequest, NotFound, resolve_period
 from service.usecases.served import Memo, Served
 
-__all__ = ["deals_carry", "dimension_feasibility", "has_node", "node_run", "run_dimensions"]
+__all__ = ["deals_carry", "dimension_feasibility", "has_node", "node_run", "record_dimensions",
+           "run_dimensions"]
 
 
 def has_node(run: FeasibilityRun, level: str, key: str) -> bool:
@@ -81,6 +84,30 @@ def dimension_feasibility(served: Served, run: FeasibilityRun,
                               result.notes, len(result.simulation.draws))
 
     return served.feasibility_cache.get(key, compute)
+
+
+def record_dimensions(served: Served, as_of: date) -> bool:
+    """After an evaluation at ``as_of`` that computed the feasibility of its period (a rule on
+    the attainment, whose nodes it snapshots): the dimensions' simulation of the same period
+    and as-of too (:func:`dimension_feasibility`, cached for the board), which snapshots the
+    product, segment and channel nodes, so their trend and "what changed" fill with the
+    evaluations like the hierarchy's (once: a simulation cached since wrote its snapshot
+    then). Whether the dimensions are simulated (not when the period's feasibility was not
+    computed, or the data has no such dimension)."""
+    span = served.span()
+    stamp = pd.Timestamp(as_of)
+    period = resolve_period(None, stamp, span)
+    if not simulated(served, period, stamp):
+        return False
+    run = feasibility_run(served, period, stamp.date())
+    levels = run_dimensions(served, run)
+    if not levels:
+        return False
+    try:
+        dimension_feasibility(served, run, levels)
+    except BadRequest:
+        return False
+    return True
 
 
 def node_run(served: Served, period: str | None, as_of: date | None, level: str, key: str

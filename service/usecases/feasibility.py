@@ -165,7 +165,8 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
                     models: Mapping[str, tracking.LoadedModel] | None = None,
                     stage_rates: StageRates = fit_stage_rates,
                     progress: Progress | None = None,
-                    blocks: BlockRunner | None = None) -> FeasibilityResult:
+                    blocks: BlockRunner | None = None,
+                    pace_check: bool = True) -> FeasibilityResult:
     """Attainment distribution per node with a target in ``period`` (``quotacast feasibility``).
 
     Args:
@@ -184,6 +185,9 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
         stage_rates: fits the fallback win model (the service passes a cached one).
         progress: called with a short message at each stage.
         blocks: where the blocks of draws run (:func:`engine_blocks`; default here).
+        pace_check: replay earlier periods to choose the pace rule where it did better
+            (:func:`models.feasibility.period.pace_choice`); it only changes nodes with a
+            target, so a run read for nodes without one (the board's products) skips it.
 
     Raises:
         ValueError: the period or ``as_of`` cannot be simulated (from the engine).
@@ -202,7 +206,7 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
     _say(progress, f"simulating {draws:,} draws")
     frame, simulation = feasibility_with_simulation(
         tables, period, as_of, draws=draws, seed=seed, win_model=win_model, churn=churn,
-        levels=levels, all_nodes=all_nodes, blocks=blocks)
+        levels=levels, all_nodes=all_nodes, blocks=blocks, pace_check=pace_check)
     notes += [n for n in simulation.notes if not n.startswith("churn:") or churn is not None]
     if not tables.has(OPPORTUNITIES):
         # Notes about deals that do not exist help nobody: say once where revenue comes from.

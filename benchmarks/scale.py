@@ -119,21 +119,28 @@ def company(size: str, factor: int, seed: int, root: Path, block: int | None = N
 
 def measure(command: list[str], env: dict[str, str], cwd: Path | None = None
             ) -> dict[str, Any]:
-    """Wall seconds, peak RSS (GiB) of a command's whole process tree, and its last words."""
+    """Wall seconds, peak RSS (GiB) of a command's whole process tree, and its last words;
+    with Spark also the peak of the command's own Python process (the driver's Python:
+    what it collects) and of the JVM (Spark's driver and, in local mode, its executors)."""
     start = time.perf_counter()
     process = psutil.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
-    peak = 0
+    peak = python = jvm = 0
     while process.poll() is None:
         try:
             tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
+            sizes = [(p.name(), p.memory_info().rss) for p in tree if p.is_running()]
+            peak = max(peak, sum(rss for _, rss in sizes))
+            python = max(python, sizes[0][1])
+            jvm = max(jvm, sum(rss for name, rss in sizes if name == "java"))
+        except (psutil.Error, IndexError):
             pass
         time.sleep(0.2)
     seconds = time.perf_counter() - start
     said = process.stderr.read().decode(errors="replace")
     return {"seconds": round(seconds, 1), "peak_gib": round(peak / 2**30, 2),
+            **({"python_gib": round(python / 2**30, 2), "jvm_gib": round(jvm / 2**30, 2)}
+               if jvm else {}),
             "exit": process.returncode, "said": said[-1500:]}
 
 
@@ -233,8 +240,10 @@ def run_step(step: Step, data: Path, engines: list[str], args: argparse.Namespac
         bar = ""
         if engine == "pandas" and data.name.startswith("large-x1"):
             bar = f"  (bar {PANDAS_BAR_GIB:g} GiB: {'under' if peak < PANDAS_BAR_GIB else 'OVER'})"
+        parts = (f" (driver's Python {result['python_gib']:.2f}, JVM {result['jvm_gib']:.2f})"
+                 if "jvm_gib" in result else "")
         print(f"  {step.name:<12} {engine:>6}: {result['seconds']:8.1f} s {peak:6.2f} GiB peak"
-              f"{bar}{'' if result['exit'] == 0 else '  FAILED: ' + result['error']}",
+              f"{parts}{bar}{'' if result['exit'] == 0 else '  FAILED: ' + result['error']}",
               flush=True)
     if len(engines) == 2 and all(results[e]["exit"] == 0 for e in engines) and step.writes:
         check: Callable[[], tuple[bool, str]] = (

@@ -7,6 +7,7 @@ serves the module; the pandas engine tests need no Spark.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,16 @@ from typer.testing import CliRunner
 
 from engine.compute import PandasEngine
 from engine.io import Tables, load_tables, write_data_dir
+from engine.periods import first_day
 from engine.synthetic import generate
+from features.hierarchy import rep_hierarchy
 from features.revenue import revenue_series
+from features.revenue_nodes import orders_by_day, revenue_node_tables
 from models.backtest import to_panel
 from models.forecast.local import local_job, run_here
 from models.forecast.season import observed_season_indices, season_pool
 from models.forecast.statistical import AutoEtsForecaster, StatsBatch, ThetaForecaster
-from service.usecases.forecast import forecast_fresh, orders_by_day
+from service.usecases.forecast import forecast_fresh
 from service.usecases.scaled_forecast import engine_runner, engine_tables
 
 pytest.importorskip("pyspark")
@@ -111,6 +115,77 @@ def test_pandas_engine_in_buckets_is_the_pandas_forecast(demo: Path) -> None:
     got = _fresh(pruned, level="rep", as_of=when, runner=engine_runner(engine))
     assert expected["level"].eq("rep").all() and len(expected) > 20
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def _summed_per_customer_day(tables: Tables, levels: list[str]) -> Tables:
+    """The tables as revenue series were summed before node-day sums: orders per customer
+    and day (a peer for the attribution, not for the last bit)."""
+    frames = dict(tables.frames)
+    orders = tables.orders
+    wanted = ("customer_id", "order_date", "amount", "opportunity_id", *levels)
+    frames["orders"] = orders_by_day(orders[[c for c in dict.fromkeys(wanted)
+                                             if c in orders.columns]])
+    return Tables(frames)
+
+
+def _edges(tables: Tables, when: pd.Timestamp) -> Tables:
+    """Deals that cross groups: an order of one customer linked to another customer's deal,
+    a won deal without a customer, a won deal whose only order comes after ``when``."""
+    frames = {n: f.copy() for n, f in tables.frames.items()}
+    opps, orders = frames["opportunities"], frames["orders"]
+    owner = str(opps["owner"].dropna().iloc[-1])
+    deals = pd.DataFrame({
+        "opportunity_id": ["X-CROSS", "X-NOCUST", "X-LATE"],
+        "customer_id": [orders["customer_id"].iloc[0], None, orders["customer_id"].iloc[1]],
+        "owner": owner, "status": "won", "stage": opps["stage"].iloc[0] if "stage" in opps
+        else None, "amount": [7e3, 8e3, 9e3],
+        "created_at": when - pd.Timedelta(days=90), "close_date": when - pd.Timedelta(days=20)})
+    frames["opportunities"] = pd.concat([opps, deals], ignore_index=True)
+    extra = orders.iloc[:2].copy()
+    extra["customer_id"] = [orders["customer_id"].iloc[-1], orders["customer_id"].iloc[1]]
+    extra["opportunity_id"] = ["X-CROSS", "X-LATE"]
+    extra["order_date"] = [when - pd.Timedelta(days=10), when + pd.Timedelta(days=5)]
+    extra["amount"] = [7e3, 9e3]
+    if "order_id" in extra.columns:
+        extra["order_id"] = ["X-1", "X-2"]
+    frames["orders"] = pd.concat([orders, extra], ignore_index=True)
+    return Tables(frames)
+
+
+@pytest.mark.parametrize("with_org", [True, False])
+def test_node_day_sums_attribute_revenue_as_before(with_org: bool) -> None:
+    """Revenue summed per node and day first (revenue_node_tables) gives the series of the
+    tables summed per customer and day: the same nodes and periods, values to rounding; the
+    same reps in the hierarchy and the same first day. A deal another customer's order links
+    to belongs to its owner, a won deal without a customer or whose order comes later counts
+    once; the pandas engine in 4 buckets gives the same tables to the last bit (without an
+    org chart, but for an order linked to another customer's deal: its region, the deal's
+    customer's, is known only when both customers share a bucket; see revenue_nodes)."""
+    when = pd.Timestamp("2026-07-01")
+    tables = _edges(Tables(generate("small", seed=5)), when)
+    if not with_org:
+        frames = {n: f for n, f in tables.frames.items() if n not in ("org", "targets")}
+        orders = frames["orders"]
+        frames["orders"] = orders[orders["opportunity_id"].ne("X-CROSS")]
+        tables = Tables(frames)
+    levels = ["company", "region", "team", "rep"]
+    nodes = revenue_node_tables(tables, levels, when)
+    got = revenue_series(nodes, "M", levels, as_of=when)
+    expected = revenue_series(_summed_per_customer_day(tables, levels), "M", levels, as_of=when)
+    pd.testing.assert_frame_equal(got.drop(columns="y"), expected.drop(columns="y"))
+    np.testing.assert_allclose(got["y"], expected["y"], rtol=1e-12)
+    assert len(nodes["orders"]) < len(tables["orders"]) / 2
+    reps = [rep_hierarchy(t).sort_values("rep", ignore_index=True) for t in (nodes, tables)]
+    pd.testing.assert_frame_equal(reps[0], reps[1])
+    assert first_day(nodes) == first_day(tables)
+    # On an engine: the three steps in buckets, the same sums to the last bit.
+    source = write_data_dir(tables.frames, Path(tempfile.mkdtemp()) / "edges")
+    bucketed, _ = engine_tables(PandasEngine(), str(source), when, "rep", buckets=4)
+    for name in ("orders", "customers"):
+        pd.testing.assert_frame_equal(
+            bucketed[name].sort_values(list(bucketed[name].columns)[:2], ignore_index=True),
+            nodes[name].sort_values(list(nodes[name].columns)[:2], ignore_index=True),
+            check_exact=True)
 
 
 def _grown(source: Path, when: pd.Timestamp, target: Path) -> Path:

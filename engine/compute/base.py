@@ -154,7 +154,16 @@ class ComputeEngine(Protocol):
     def read(self, source: str, reads: Sequence[TableRead], before: pd.Timestamp) -> Any: ...
 
     def apply_by_group(self, frames: Any, key: str, fn: GroupFn, template: pd.DataFrame,
-                       buckets: int = DEFAULT_BUCKETS) -> pd.DataFrame: ...
+                       buckets: int = DEFAULT_BUCKETS, *, keys: Mapping[str, str] | None = None,
+                       collect: bool = True) -> Any:
+        """``fn`` on each bucket of keys, its results as one frame shaped like ``template``
+        (rows sorted by ``key``, a column of ``template``).
+
+        ``keys`` names another key column for some frames (a frame's rows go to the bucket of
+        that column's value; rows without a key go nowhere). ``collect=False`` leaves the
+        result where the engine computes (a frame to pass to the next ``apply_by_group``, never
+        brought to this process; pandas: the frame itself)."""
+        ...
 
     def minimum(self, frame: Any, column: str) -> Any:
         """The smallest value of ``column`` of a frame this engine read (None without rows)."""
@@ -209,8 +218,12 @@ class PandasEngine:
                 for r in reads if tables.has(r.table) and r.table not in tables.derived}
 
     def apply_by_group(self, frames: dict[str, pd.DataFrame], key: str, fn: GroupFn,
-                       template: pd.DataFrame, buckets: int = DEFAULT_BUCKETS) -> pd.DataFrame:
-        groups = {name: bucket_of(frame[key], buckets) for name, frame in frames.items()}
+                       template: pd.DataFrame, buckets: int = DEFAULT_BUCKETS, *,
+                       keys: Mapping[str, str] | None = None, collect: bool = True
+                       ) -> pd.DataFrame:
+        key_of = {name: (keys or {}).get(name, key) for name in frames}
+        groups = {name: bucket_of(frame[key_of[name]], buckets)
+                  for name, frame in frames.items()}
         parts = []
         for bucket in sorted(set().union(*(set(g[g >= 0].tolist()) for g in groups.values()))):
             group = {name: canonical_order(frame[groups[name] == bucket], name)

@@ -285,21 +285,22 @@ class SparkEngine:
     # --- computing -------------------------------------------------------------------------
 
     def apply_by_group(self, frames: Mapping[str, DataFrame], key: str, fn: GroupFn,
-                       template: pd.DataFrame, buckets: int = DEFAULT_BUCKETS) -> pd.DataFrame:
+                       template: pd.DataFrame, buckets: int = DEFAULT_BUCKETS, *,
+                       keys: Mapping[str, str] | None = None, collect: bool = True) -> Any:
         columns = {name: list(frame.columns) for name, frame in frames.items()}
         packed: DataFrame | None = None
         for name, frame in frames.items():
-            tagged = frame.where(F.col(key).isNotNull()).select(
-                (F.crc32(F.col(key).cast("string")) % buckets).alias(_GROUP),
+            by = (keys or {}).get(name, key)
+            tagged = frame.where(F.col(by).isNotNull()).select(
+                (F.crc32(F.col(by).cast("string")) % buckets).alias(_GROUP),
                 F.lit(name).alias(_TABLE),
                 *[F.col(c).alias(f"{name}__{c}") for c in frame.columns],
             )
             packed = tagged if packed is None else packed.unionByName(
                 tagged, allowMissingColumns=True)
         if packed is None:
-            return template.copy()
-        schema = ", ".join(f"`{c}` {_SPARK_TYPES.get(str(t), 'string')}"
-                           for c, t in template.dtypes.items())
+            return template.copy() if collect else self.from_pandas(template, _ddl(template))
+        schema = _ddl(template)
 
         def run(group: pd.DataFrame) -> pd.DataFrame:
             tables = {}
@@ -311,10 +312,13 @@ class SparkEngine:
             return result.astype({c: object for c in result.columns
                                   if isinstance(result[c].dtype, pd.CategoricalDtype)})
 
+        applied = packed.groupBy(_GROUP).applyInPandas(run, schema)
+        if not collect:
+            return applied
         try:
             with warnings.catch_warnings():  # pyspark warns before raising; the error says it
                 warnings.simplefilter("ignore")
-                result = packed.groupBy(_GROUP).applyInPandas(run, schema).toPandas()
+                result = applied.toPandas()
         except (PySparkException, Py4JError) as exc:
             raise _plain(exc) from exc
         return finish([result], template, key)
@@ -332,6 +336,12 @@ class SparkEngine:
         if self._session is not None and self._owned:
             self._session.stop()
         self._session = None
+
+
+def _ddl(template: pd.DataFrame) -> str:
+    """Spark's DDL of a function's output (``template``: its output on no rows)."""
+    return ", ".join(f"`{c}` {_SPARK_TYPES.get(str(t), 'string')}"
+                     for c, t in template.dtypes.items())
 
 
 _CAUSE = re.compile(r"Caused by: [\w.$]+: (?:\[[A-Z_.]+\] )?(.+?)(?: SQLSTATE: \w+)?$", re.M)

@@ -37,12 +37,9 @@ import numpy as np
 import pandas as pd
 
 from engine import tracking
-from engine.compute import canonical_order
 from engine.io import Tables
 from engine.periods import PERIOD_NAMES, first_day
 from engine.schemas import (
-    AMOUNT,
-    CUSTOMER_ID,
     DS,
     KEY,
     LEVEL,
@@ -50,10 +47,6 @@ from engine.schemas import (
     LEVEL_REGION,
     LEVEL_REP,
     LEVEL_TEAM,
-    OPPORTUNITIES,
-    OPPORTUNITY_ID,
-    ORDER_DATE,
-    ORDERS,
     ORG,
     REGION,
     REP,
@@ -62,6 +55,7 @@ from engine.schemas import (
 )
 from features.hierarchy import rep_hierarchy
 from features.revenue import PARTIAL, DataEnd, revenue_series
+from features.revenue_nodes import revenue_node_tables
 from models.backtest import season_length
 from models.base import FORECAST
 from models.forecast import COMBINED, RECONCILED, RevenueForecaster, sane_intervals
@@ -183,33 +177,12 @@ def _hierarchy(tables: Tables, levels: Sequence[str]) -> pd.DataFrame | None:
     return frame if len(frame) else None
 
 
-def orders_by_day(orders: pd.DataFrame) -> pd.DataFrame:
-    """Orders summed per customer, day, deal (and level column: every column but the
-    amount), the rows added in :func:`engine.compute.canonical_order`. Summed on the whole
-    table or on buckets of customers (a compute engine), the sums are the same to the last
-    bit: revenue series, and so forecasts, do not depend on how the rows were read."""
-    orders = canonical_order(orders, ORDERS)
-    keys = [c for c in orders.columns if c != AMOUNT]
-    summed = orders.groupby(keys, dropna=False, sort=True)[AMOUNT].sum().reset_index()
-    return canonical_order(summed[list(orders.columns)], ORDERS)
-
-
-def revenue_tables(tables: Tables, levels: Sequence[str]) -> Tables:
-    """The tables revenue series are summed from, in one row order: orders with only the
-    columns attribution reads (:func:`orders_by_day`), deals by id. Every engine and every
-    read order gives the same series to the last bit (forecasts react to the last bit:
-    AutoETS's and AutoARIMA's choices and optimisers)."""
-    frames = dict(tables.frames)
-    orders = tables.get(ORDERS)
-    if orders is not None:
-        wanted = (CUSTOMER_ID, ORDER_DATE, AMOUNT, OPPORTUNITY_ID, *levels)
-        frames[ORDERS] = orders_by_day(orders[[c for c in dict.fromkeys(wanted)
-                                               if c in orders.columns]])
-    opps = tables.get(OPPORTUNITIES)
-    if opps is not None:
-        frames[OPPORTUNITIES] = opps.sort_values(OPPORTUNITY_ID, kind="mergesort",
-                                                 ignore_index=True)
-    return Tables(frames, source=tables.source, derived=tables.derived)
+def revenue_tables(tables: Tables, levels: Sequence[str], as_of: pd.Timestamp) -> Tables:
+    """The tables revenue series are summed from: revenue summed per node and day
+    (:func:`features.revenue_nodes.revenue_node_tables`), so every engine and every read order
+    gives the same series to the last bit (forecasts react to the last bit: AutoETS's and
+    AutoARIMA's choices and optimisers)."""
+    return revenue_node_tables(tables, levels, as_of)
 
 
 @dataclass(frozen=True)
@@ -231,7 +204,7 @@ def _series(tables: Tables, freq: str, levels: Sequence[str], as_of: pd.Timestam
         ValueError: no revenue before ``as_of``, or ``freq`` finer than the data's own period.
     """
     when = training_as_of(tables, as_of)
-    series = revenue_series(revenue_tables(tables, levels), freq, levels=list(levels),
+    series = revenue_series(revenue_tables(tables, levels, when), freq, levels=list(levels),
                             as_of=when)
     if series.empty:
         raise ValueError(f"no revenue dated before {when.date()}: nothing to forecast from")

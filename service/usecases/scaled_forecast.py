@@ -58,9 +58,16 @@ from engine.schemas import (
     STATUS,
     TEAM,
 )
+from features.revenue_nodes import (
+    AT,
+    deal_rows,
+    node_day_sums,
+    node_tables,
+    order_node_days,
+    rep_names,
+)
 from models.backtest import Panel
 from models.forecast.local import LocalJob, LocalRunner, run_local, series_ids
-from service.usecases.forecast import orders_by_day
 
 __all__ = [
     "SERIES_READS",
@@ -84,6 +91,8 @@ _KEYS = {ORDERS: CUSTOMER_ID, CUSTOMERS: CUSTOMER_ID, OPPORTUNITIES: OPPORTUNITY
 # The series as orders-shaped rows (see the module docstring).
 _SID, _DS, _Y = CUSTOMER_ID, ORDER_DATE, AMOUNT
 _SERIES_SCHEMA = f"{_SID} string, {_DS} timestamp_ntz, {_Y} double"
+_ORDERS_SCHEMA = _SERIES_SCHEMA
+_LINKED_SCHEMA = f"{CUSTOMER_ID} string, {ORDER_DATE} timestamp_ntz, {OPPORTUNITY_ID} string"
 _WINDOW, _MODEL = "window", "model"
 
 
@@ -97,32 +106,89 @@ def series_reads(level: str | None) -> tuple[TableRead, ...]:
                            r.date) for r in SERIES_READS)
 
 
-def _orders_of_bucket(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One bucket of customers' orders summed per customer, day, deal and level column."""
-    return orders_by_day(frames[ORDERS])
-
-
 def _as_read(frames: dict[str, pd.DataFrame], table: str) -> pd.DataFrame:
     return frames[table]
+
+
+def _names(frames: dict[str, pd.DataFrame], table: str, column: str) -> pd.DataFrame:
+    return rep_names(frames[table], column)
 
 
 def engine_tables(engine: ComputeEngine, source: str, as_of: pd.Timestamp | None,
                   level: str | None = None, buckets: int = DEFAULT_BUCKETS
                   ) -> tuple[Tables, pd.Timestamp]:
     """The tables revenue series are built from, read on ``engine`` as of ``as_of`` (default
-    the day after the data's last dated row), and that as-of (midnight)."""
+    the day after the data's last dated row), and that as-of (midnight): revenue summed per
+    node and day on the engine (:mod:`features.revenue_nodes`, its three steps each on
+    buckets of keys), so only nodes x days rows, the org chart and the reps' names reach
+    this process."""
     when = (pd.Timestamp(as_of) if as_of is not None
             else as_of_after(engine.data_end(source))).normalize()
     read = engine.read(source, series_reads(level), before=when)
-    frames: dict[str, pd.DataFrame] = {}
-    for table, frame in read.items():
-        one = {table: frame}
-        fn: Any = _orders_of_bucket if table == ORDERS else partial(_as_read, table=table)
-        template = fn(empty_group({table: list(frame.columns)}))
-        frames[table] = engine.apply_by_group(one, _KEYS[table], fn, template, buckets)
-    if ORDERS not in frames:  # a deals-only source: orders without rows, as the loader gives
-        frames[ORDERS] = empty_table(ORDERS)[[CUSTOMER_ID, ORDER_DATE, AMOUNT]]
-    return Tables(frames, source=source), when
+    orders = read.get(ORDERS)
+    if orders is None:  # a deals-only source: orders without rows, as the loader gives
+        orders = engine.from_pandas(empty_table(ORDERS)[[CUSTOMER_ID, ORDER_DATE, AMOUNT]],
+                                    _ORDERS_SCHEMA)
+    customers, deals = read.get(CUSTOMERS), read.get(OPPORTUNITIES)
+    columns = {ORDERS: _columns(orders), **({CUSTOMERS: _columns(customers)} if customers
+                                           is not None else {}),
+               **({OPPORTUNITIES: _columns(deals)} if deals is not None else {})}
+    extra = [c for c in ([] if level is None or level in HIERARCHY_LEVELS else [level])
+             if any(c in cols for cols in columns.values())]
+    org = None
+    if ORG in read:
+        org = engine.apply_by_group({ORG: read[ORG]}, REP, partial(_as_read, table=ORG),
+                                    empty_group({ORG: _columns(read[ORG])})[ORG], buckets)
+        org = org[[REP, TEAM, REGION]]
+    group: dict[str, Any] = {ORDERS: orders}
+    if customers is not None:
+        group[CUSTOMERS] = customers
+    names = []
+    first_created = None
+    if deals is not None:
+        if OPPORTUNITY_ID not in columns[ORDERS]:
+            linked = engine.from_pandas(
+                empty_table(ORDERS)[[CUSTOMER_ID, ORDER_DATE, OPPORTUNITY_ID]], _LINKED_SCHEMA)
+        else:
+            linked = orders
+        step1 = partial(deal_rows, as_of=when)
+        template = step1(empty_group({ORDERS: _columns(linked),
+                                      OPPORTUNITIES: columns[OPPORTUNITIES]}))
+        group[OPPORTUNITIES] = engine.apply_by_group(
+            {ORDERS: linked, OPPORTUNITIES: deals}, OPPORTUNITY_ID, step1, template, buckets,
+            collect=False)
+        first_created = engine.minimum(deals, CREATED_AT) if CREATED_AT in columns[
+            OPPORTUNITIES] else None
+        if OWNER in columns[OPPORTUNITIES]:
+            names.append(_distinct(engine, deals, OPPORTUNITIES, OWNER, buckets))
+    if customers is not None and ACCOUNT_MANAGER in columns[CUSTOMERS]:
+        names.append(_distinct(engine, customers, CUSTOMERS, ACCOUNT_MANAGER, buckets))
+    step2 = partial(order_node_days, org=org, levels=extra, as_of=when)
+    empty = empty_group({t: _columns(f) for t, f in group.items() if t != OPPORTUNITIES})
+    if OPPORTUNITIES in group:
+        empty[OPPORTUNITIES] = template
+    days = engine.apply_by_group(group, CUSTOMER_ID, step2, step2(empty), buckets,
+                                 keys={OPPORTUNITIES: AT}, collect=False)
+    sums = engine.apply_by_group({ORDERS: days}, CUSTOMER_ID, node_day_sums,
+                                 node_day_sums({ORDERS: step2(empty)}), buckets)
+    reps = (pd.concat(names, ignore_index=True).drop_duplicates(ignore_index=True)
+            if names else rep_names(None, ACCOUNT_MANAGER))
+    first = None if first_created is None or pd.isna(first_created) else pd.Timestamp(
+        first_created)
+    return node_tables(sums, org, reps, extra, first, deals is not None), when
+
+
+def _columns(frame: Any) -> list[str]:
+    return list(frame.columns)
+
+
+def _distinct(engine: ComputeEngine, frame: Any, table: str, column: str, buckets: int
+              ) -> pd.DataFrame:
+    """The distinct names of a column, found on the engine (a few hundred reps)."""
+    fn = partial(_names, table=table, column=column)
+    template = fn(empty_group({table: [column]}))
+    return engine.apply_by_group({table: frame[[column]]}, ACCOUNT_MANAGER, fn, template,
+                                 buckets, keys={table: column})
 
 
 # --- the per-series candidates on groups of series ---------------------------------------------

@@ -4,8 +4,10 @@ A real uvicorn server (the launcher of ``test_dashboard.py``) serves the small d
 stub win and churn champions; ``warnings evaluate`` runs at two dates a week apart, so every
 node has two weekly snapshots. Each role then walks the board: open it, drill from the company
 to a rep (by the links of the children tables), change the period with the picker, open the
-deals behind a gap, submit a commit and read it beside its probability, and read the trend.
-An account manager starts on their own rep and is refused everyone else's node. A screenshot
+deals behind a gap, submit a commit and read it beside its probability, and read the trend; a
+planner does the same on a product and on a segment (nodes no target names, simulated beside the
+hierarchy, whose trend the evaluations fill too). An account manager starts on their own rep and
+is refused everyone else's node, products and segments included. A screenshot
 of every step is saved in the test run's temporary directory (its path is printed).
 """
 
@@ -113,8 +115,8 @@ def browser() -> Iterator[object]:
 class Walk:
     """One role's page, with a numbered screenshot per step."""
 
-    def __init__(self, site: Site, browser: object, role: str):
-        self.site, self.role, self.step = site, role, 0
+    def __init__(self, site: Site, browser: object, role: str, name: str | None = None):
+        self.site, self.role, self.step, self.name = site, role, 0, name or role
         self.context = browser.new_context(viewport={"width": 1200, "height": 900})  # type: ignore[attr-defined]
         self.page = self.context.new_page()
         self.console: list[str] = []
@@ -124,7 +126,7 @@ class Walk:
         """The window (scrolled to ``section`` when given); the whole page is slower to
         render and the steps are what a person looks at."""
         self.step += 1
-        path = self.site.shots / f"board-{self.role}-{self.step:02d}-{name}.png"
+        path = self.site.shots / f"board-{self.name}-{self.step:02d}-{name}.png"
         if section is not None:
             self.page.locator(section).scroll_into_view_if_needed()
         self.page.screenshot(path=str(path))
@@ -216,6 +218,70 @@ def test_a_planning_role_walks_the_board(site: Site, browser: object, role: str)
     walk.close()
 
 
+def _amount(text: str) -> float:
+    """An amount as the board prints it (``3.56M``, ``40.3k``, ``950``)."""
+    text = text.strip().replace(",", "")
+    scale = {"k": 1e3, "M": 1e6, "B": 1e9}.get(text[-1:], 1.0)
+    return float(text.rstrip("kMB")) * scale
+
+
+def _dimension_link(walk: Walk, level: str) -> object:
+    """The company board's links to the ``level`` nodes (a product, segment... no target names),
+    once their simulation is done (the page says when it is still running: reload)."""
+    for _ in range(20):
+        links = walk.page.locator(
+            f'#dimensions table.children[data-level="{level}"] tbody tr td:first-child a')
+        if links.count():
+            return links
+        walk.page.wait_for_timeout(500)
+        walk.page.reload()
+    raise AssertionError(walk.page.locator("#dimensions").inner_text())
+
+
+@pytest.mark.parametrize("level", ["product", "segment"])
+def test_a_planner_walks_onto_a_product_and_a_segment(site: Site, browser: object,
+                                                      level: str) -> None:
+    walk = Walk(site, browser, "planner", f"planner-{level}")
+    walk.open()
+    links = _dimension_link(walk, level)
+    name = links.first.inner_text()  # type: ignore[attr-defined]
+    walk.shot(f"company-by-{level}", "#dimensions")
+    links.first.click()  # type: ignore[attr-defined]
+    walk.page.wait_for_load_state()
+    node_url = walk.page.url
+    assert _node_title(walk).startswith(f"{level} {name}: 2026Q4 as of 2026-11-16")
+    crumbs = walk.page.locator("#breadcrumb li").all_inner_texts()
+    assert crumbs[0] == "company" and crumbs[-1] == f"{level} {name}"
+    assert walk.page.locator("#node svg.fan").is_visible()
+    assert "no target" in walk.page.locator("#node-numbers").inner_text()
+    walk.shot(level)
+    # Its deals: no target, so sorted by the drop of its expected total if lost.
+    walk.page.locator("#deals").scroll_into_view_if_needed()
+    assert "expected total drop if lost" in walk.page.locator("#deals").inner_text()
+    deals = walk.page.locator("#deals-table tbody tr")
+    assert deals.count() >= 1
+    walk.shot("deals", "#deals")
+    # A commit of its median, beside the probability of reaching it: from the draws of its
+    # fan, so about even.
+    median = _amount(walk.page.locator("#node-numbers tr", has_text="median").locator(
+        "td").inner_text())
+    row = _commit_and_read(walk, f"{median:.0f}")
+    assert f"{level} {name}" in row
+    reach = walk.page.locator(f'#commits-table tr[data-level="{level}"] td.p-reach').inner_text()
+    assert 0.2 <= float(reach.strip().rstrip("%")) / 100 <= 0.8, reach
+    walk.shot("commit", "#commits")
+    # Its trend: the snapshots the service's two evaluations left of it, and what changed.
+    walk.page.goto(node_url)
+    _trend(walk)
+    sources = walk.page.locator("#trend-table tbody tr td:last-child").all_inner_texts()
+    assert sources and set(sources) == {"service"}
+    assert "What changed from 2026-11-09 to 2026-11-16" in walk.page.locator(
+        "#changes-title").inner_text()
+    assert walk.page.locator("#changes-table tbody tr").count() == 5  # 4 groups and other
+    walk.shot("trend", "#trend")
+    walk.close()
+
+
 def test_an_account_manager_walks_their_own_board_only(site: Site, browser: object) -> None:
     walk = Walk(site, browser, "account_manager")
     me, other = site.company.manager, site.company.other_manager
@@ -224,12 +290,16 @@ def test_an_account_manager_walks_their_own_board_only(site: Site, browser: obje
     assert walk.page.locator("#breadcrumb li").all_inner_texts() == [f"rep {me}"]
     assert walk.page.locator("#children, #scenario, #recalibration").count() == 0
     walk.shot("my-rep")
-    for level, node in (("region", "North"), ("rep", other), ("company", "all")):
+    opps = site.company.tables[OPPORTUNITIES]
+    product = str(opps["product"].value_counts().index[0])
+    segment = str(site.company.tables.customers["segment"].value_counts().index[0])
+    for level, node in (("region", "North"), ("rep", other), ("company", "all"),
+                        ("product", product), ("segment", segment)):
         response = walk.page.goto(f"{site.url}/board?level={level}&node={node}")
         assert response is not None and response.status == 403
         assert "not yours" in walk.page.locator("#not-yours").inner_text()
         assert other not in walk.page.content() or level == "rep"
-        assert walk.page.locator("#node, #deals").count() == 0
+        assert walk.page.locator("#node, #deals, #commits, #trend").count() == 0
     walk.shot("not-yours")
     walk.page.goto(f"{site.url}/board")
     walk.page.locator("#period-select").select_option("2026Q3")

@@ -63,6 +63,7 @@ __all__ = [
     "local_blocks",
     "node_quantiles",
     "scaled_odds",
+    "set_part_wrapper",
     "simulate",
     "simulate_deals",
     "simulate_deals_per_deal",
@@ -146,14 +147,33 @@ def _normals_at(state: dict[str, Any], rows: int, width: int) -> np.ndarray:
     return rng.standard_normal((rows, width))
 
 
+def _as_is(part: Callable[[], None]) -> Callable[[], None]:
+    return part
+
+
+# How a part handed to a worker thread runs: made on the calling thread, run on the worker
+# (see :func:`set_part_wrapper`).
+_WRAP: list[Callable[[Callable[[], None]], Callable[[], None]]] = [_as_is]
+
+
+def set_part_wrapper(wrap: Callable[[Callable[[], None]], Callable[[], None]] | None) -> None:
+    """How each part of the draws handed to a worker thread is run: ``wrap(part)``, called on
+    the thread that asked for the draws (None: as it is). The service makes the parts of its
+    background work step aside for requests on the workers too, as the asking thread does
+    (:meth:`service.http.metrics.Yielding.inherit`); the draws do not depend on it."""
+    _WRAP[0] = wrap or _as_is
+
+
 def _run_parts(parts: Sequence[Callable[[], None]], threads: int | None) -> None:
     workers = threads or min(2, os.cpu_count() or 1)
     if workers == 1 or len(parts) <= 1:
         for part in parts:
             part()
     else:
+        wrap = _WRAP[0]
+        wrapped = [wrap(part) for part in parts]
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda part: part(), parts))
+            list(pool.map(lambda part: part(), wrapped))
 
 
 @dataclass

@@ -53,6 +53,7 @@ from typing import TypeVar
 import pandas as pd
 
 from engine.io import is_sql_url
+from models.feasibility.simulation import set_part_wrapper
 from service.http.auth import Principal
 from service.http.keys import Role
 from service.http.metrics import Yielding
@@ -60,8 +61,8 @@ from service.http.state import AppState, Fingerprint, ReloadStatus
 from service.usecases.request import Refusal
 from service.usecases.served import DataState, load_data
 
-__all__ = ["QUIET_SECONDS", "WARM_NODES", "WARM_PERIODS", "DataWatcher", "fingerprint",
-           "more_steps", "previous_periods", "reload_once", "snapshot", "warm"]
+__all__ = ["PAUSE_STEP", "QUIET_SECONDS", "WARM_NODES", "WARM_PERIODS", "DataWatcher",
+           "fingerprint", "more_steps", "previous_periods", "reload_once", "snapshot", "warm"]
 
 log = logging.getLogger("quotacast.service")
 T = TypeVar("T")
@@ -74,6 +75,10 @@ WARM_NODES = 300
 WARM_PERIODS = 1
 # A background step starts only after this long without a request.
 QUIET_SECONDS = 0.25
+# While paused for a request, the background looks whether it is answered this often: each look
+# takes the interpreter from the request for a moment (on a loaded machine, the wait for the
+# scheduler to run the look too), so few looks; resuming a little late costs nobody anything.
+PAUSE_STEP = 0.025
 
 
 def _now() -> datetime:
@@ -273,7 +278,9 @@ class DataWatcher:
         self.warm_up = warm_up
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.yielding = Yielding(state.metrics)
+        self.yielding = Yielding(state.metrics, step=PAUSE_STEP)
+        # The simulation's worker threads step aside too (the draws of a background step).
+        set_part_wrapper(Yielding.inherit)
         for space in state.every_space():
             watched = fingerprint(space.data.source)
             space.reload = ReloadStatus(every_seconds=every, watched=watched is not None,

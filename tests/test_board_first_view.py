@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -93,6 +94,32 @@ def test_a_period_not_computed_answers_at_once_then_from_the_full_simulation(sit
     assert re.search(rf'aria-label="company, {OLDER} as of 2026-11-16: closed', full)
     # Computed now: every later view is the full page at once.
     assert site.board("planner", period=OLDER)[0] == 200
+
+
+def test_a_reload_while_the_rest_of_the_page_is_computed_says_so_again(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The page's simulation done, the rest of it still being computed for its first view: a
+    # reload does not compute it too (seconds at a medium company) but says so again at once.
+    from service.http import board_first  # after the app (they import each other)
+
+    release = threading.Event()
+    real = board_first.board_context
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        release.wait(20)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(board_first, "board_context", slow)
+    code, _ = site.board("planner", period="2025Q3")
+    assert code == 202
+    monkeypatch.setattr(board_first, "not_computed", lambda *args: [])  # simulation done
+    began = time.perf_counter()
+    code, again = site.board("planner", period="2025Q3")
+    assert code == 202 and time.perf_counter() - began < 10
+    assert "the page of 2025Q3 as of 2026-11-16" in _computing(again)
+    release.set()
+    full = site.full("planner", period="2025Q3")
+    assert 'id="node-title"' in full and 'id="board-computing"' not in full
 
 
 def test_a_scenario_of_a_period_not_computed_says_so_then_shows_it(site: Site) -> None:

@@ -14,6 +14,7 @@ shown. Without the warm-up (``QUOTACAST_WARM_UP=false``: no background work) or 
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from concurrent.futures import wait
 from functools import partial
 from typing import Any
@@ -37,8 +38,17 @@ from service.usecases.scenario import scenario_simulated
 
 __all__ = ["board_page", "forget_first_views", "not_computed"]
 
-# Pages being computed for their first view (one thread: the machine's other core serves).
-_FIRST = Background(size=32)
+class _FirstViews(Background):
+    """The pages being computed for their first view (one thread: the other core serves)."""
+
+    def running(self, key: Hashable) -> bool:
+        """Whether the page of ``key`` is being computed (started and not done)."""
+        with self._lock:
+            found = self._futures.get(key)
+            return found is not None and not found.done()
+
+
+_FIRST = _FirstViews(size=32)
 
 
 def forget_first_views() -> None:
@@ -76,10 +86,13 @@ def board_page(state: AppState, principal: Principal, *, period: str | None = No
     except Refusal:  # said by the page itself
         return board_context(state, principal, **params)
     missing = not_computed(state, principal, picker, scenario)
-    if not missing:
-        return board_context(state, principal, **params)
     asked = (state.name, state.data.source, state.settings.database_url, principal.key_id,
              picker.period, picker.as_of, level, key, scenario, method, _versions(state))
+    if not missing and not _FIRST.running(asked):
+        return board_context(state, principal, **params)
+    # Its simulation done, the rest of a page being computed is not computed by a reload too
+    # (that would take the reload a second): it is said, once more, to be computed.
+    missing = missing or [f"the page of {picker.period} as of {picker.as_of.date()}"]
     future = _FIRST.future(asked, partial(board_context, state, principal, **params))
     if patience > 0:
         wait([future], timeout=patience)

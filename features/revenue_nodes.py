@@ -116,13 +116,11 @@ def node_id(events: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
         codes, _ = pd.factorize(codes * (int(part.max(initial=0)) + 1) + part)
     day, _ = pd.factorize(events[DS])
     codes, _ = pd.factorize(codes * (int(day.max(initial=0)) + 1) + day)
-    _, first = np.unique(codes, return_index=True)
-    texts = np.empty(len(first), dtype=object)
-    days = pd.DatetimeIndex(events[DS].to_numpy()[first]).strftime("%Y-%m-%d")
-    for n, row in enumerate(first):
-        cells = [events[c].iat[row] for c in columns]
-        texts[codes[row]] = _SEP.join([*(_MISSING if pd.isna(v) else str(v) for v in cells),
-                                       days[n]])
+    _, first = np.unique(codes, return_index=True)  # codes are 0..k-1: first[k] is k's
+    texts = pd.DatetimeIndex(events[DS].to_numpy()[first]).strftime("%Y-%m-%d").to_numpy(object)
+    for column in reversed(columns):
+        values = events[column].iloc[first].astype(object)
+        texts = values.where(values.notna(), _MISSING).astype(str).to_numpy(object) + _SEP + texts
     return texts[codes]
 
 

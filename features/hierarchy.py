@@ -17,6 +17,7 @@ own ``region`` column is not used.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -30,6 +31,7 @@ from engine.schemas import (
     AMOUNT,
     CLOSE_DATE,
     COMPANY_KEY,
+    CREATED_AT,
     CUSTOMER_ID,
     CUSTOMERS,
     DS,
@@ -276,12 +278,13 @@ def _customer_categorical(tables: Tables, column: str, cust_pos: np.ndarray) -> 
 
 
 def _extra_columns(tables: Tables, columns: Sequence[str], own: pd.DataFrame,
-                   cust_pos: np.ndarray) -> dict[str, object]:
-    """Categorical columns of each event: its own (order or deal) value, else its customer's."""
+                   cust_pos: np.ndarray, keep: np.ndarray | None = None) -> dict[str, object]:
+    """Categorical columns of each event: its own (order or deal) value, else its customer's
+    (``own``'s rows picked by ``keep``, all when None; ``cust_pos`` already picked)."""
     extra: dict[str, object] = {}
     for column in columns:
         if column in own.columns:
-            extra[column] = own[column].to_numpy(dtype=object)
+            extra[column] = _picked(own[column].to_numpy(dtype=object), keep)
         else:
             extra[column] = _customer_categorical(tables, column, cust_pos)
     return extra
@@ -289,13 +292,59 @@ def _extra_columns(tables: Tables, columns: Sequence[str], own: pd.DataFrame,
 
 def _dated(frame: pd.DataFrame, column: str, window: _Window) -> pd.DataFrame:
     """Rows of ``frame`` dated in [since, as_of) (open ends where None)."""
+    keep = _in_window(frame[column], window)
+    return frame if keep is None else frame[keep]
+
+
+def _in_window(dates: pd.Series, window: _Window) -> np.ndarray | None:
+    """Which ``dates`` lie in [since, as_of) (open ends where None); None when all do."""
     since, as_of = window
-    keep = pd.Series(True, index=frame.index)
+    keep = np.ones(len(dates), dtype=bool)
     if since is not None:
-        keep &= frame[column] >= since
+        keep &= (dates >= since).to_numpy()
     if as_of is not None:
-        keep &= frame[column] < as_of
-    return frame if bool(keep.all()) else frame[keep]
+        keep &= (dates < as_of).to_numpy()
+    return None if bool(keep.all()) else keep
+
+
+@dataclass(frozen=True)
+class _OrderRows:
+    """Each order's row in ``customers`` and in ``opportunities`` (-1: none), found once."""
+
+    customer: np.ndarray
+    deal: np.ndarray
+
+
+# The orders' rows, by the (orders, customers, opportunities) frames they were found in: every
+# window of the same tables (a feasibility run looks at a dozen: its as-of, each backtest point
+# and each earlier period's end) indexes them instead of hashing millions of ids again. Weak
+# references, compared by identity, so other frames never hit and nothing is kept alive;
+# frames are taken as unchanged once built (every step derives new frames).
+_ORDER_ROWS: list[tuple[tuple[weakref.ref[pd.DataFrame] | None, ...], _OrderRows]] = []
+
+
+def _frames_key(tables: Tables) -> tuple[weakref.ref[pd.DataFrame] | None, ...]:
+    return tuple(None if (frame := tables.get(name)) is None else weakref.ref(frame)
+                 for name in (ORDERS, CUSTOMERS, OPPORTUNITIES))
+
+
+def _same_frames(key: tuple[weakref.ref[pd.DataFrame] | None, ...], tables: Tables) -> bool:
+    return all((ref is None and tables.get(name) is None)
+               or (ref is not None and ref() is tables.get(name))
+               for ref, name in zip(key, (ORDERS, CUSTOMERS, OPPORTUNITIES), strict=True))
+
+
+def _order_rows(tables: Tables, lookup: _NodeLookup) -> _OrderRows:
+    """Rows of every order's customer and linked deal (:data:`_ORDER_ROWS`), as int32."""
+    for key, rows in _ORDER_ROWS:
+        if _same_frames(key, tables) and len(rows.customer) == len(tables[ORDERS]):
+            return rows
+    orders = tables[ORDERS]
+    found = _OrderRows(
+        customer=_positions(lookup.customer_ids, orders[CUSTOMER_ID]).astype(np.int32),
+        deal=_deal_positions(lookup, _column_or_nan(orders, OPPORTUNITY_ID)).astype(np.int32))
+    _ORDER_ROWS[:] = [(_frames_key(tables), found)]  # one set of tables at a time
+    return found
 
 
 def _deal_positions(lookup: _NodeLookup, linked_ids: pd.Series) -> np.ndarray:
@@ -306,60 +355,85 @@ def _deal_positions(lookup: _NodeLookup, linked_ids: pd.Series) -> np.ndarray:
     return positions
 
 
+def _created_at(tables: Tables, deal_pos: np.ndarray) -> pd.Series:
+    """The ``created_at`` of each deal row (NaT at -1 or without ``opportunities``)."""
+    opps = tables.get(OPPORTUNITIES)
+    if opps is None or CREATED_AT not in opps.columns:
+        return pd.Series(np.full(len(deal_pos), np.datetime64("NaT"), dtype="datetime64[ns]"))
+    created = opps[CREATED_AT].to_numpy(dtype="datetime64[ns]")
+    return pd.Series(np.append(created, np.datetime64("NaT"))[deal_pos])
+
+
+def _picked(values: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    return values if keep is None else values[keep]
+
+
 def _order_events(tables: Tables, lookup: _NodeLookup, window: _Window, columns: Sequence[str],
-                  with_ids: bool) -> pd.DataFrame:
-    """Revenue events from orders, attributed to the linked deal's owner or the account manager."""
-    orders = _dated(tables[ORDERS], ORDER_DATE, window)
-    linked_ids = _column_or_nan(orders, OPPORTUNITY_ID)
-    cust_pos = _positions(lookup.customer_ids, orders[CUSTOMER_ID])
-    ids = {CUSTOMER_ID: orders[CUSTOMER_ID].to_numpy(dtype=object),
-           OPPORTUNITY_ID: linked_ids.to_numpy(dtype=object)} if with_ids else {}
+                  with_ids: bool, with_created: bool) -> pd.DataFrame:
+    """Revenue events from orders, attributed to the linked deal's owner or the account manager.
+
+    The orders frame is never copied: its columns and the rows found once
+    (:func:`_order_rows`) are indexed by the window's mask."""
+    orders = tables[ORDERS]
+    keep = _in_window(orders[ORDER_DATE], window)
+    rows = _order_rows(tables, lookup)
+    cust_pos, deal_pos = _picked(rows.customer, keep), _picked(rows.deal, keep)
+    ids = {CUSTOMER_ID: _picked(orders[CUSTOMER_ID].to_numpy(dtype=object), keep),
+           OPPORTUNITY_ID: _picked(_column_or_nan(orders, OPPORTUNITY_ID).to_numpy(dtype=object),
+                                   keep)} if with_ids else {}
     return pd.DataFrame({
-        DS: orders[ORDER_DATE].to_numpy(),
-        AMOUNT: orders[AMOUNT].to_numpy(dtype=float),
-        **_node_columns(lookup, cust_pos, _deal_positions(lookup, linked_ids)),
+        DS: _picked(orders[ORDER_DATE].to_numpy(), keep),
+        AMOUNT: _picked(orders[AMOUNT].to_numpy(dtype=float), keep),
+        **_node_columns(lookup, cust_pos, deal_pos),
         **ids,
-        **_extra_columns(tables, columns, orders, cust_pos),
+        **({CREATED_AT: _created_at(tables, deal_pos).to_numpy()} if with_created else {}),
+        **_extra_columns(tables, columns, orders, cust_pos, keep),
     })
 
 
 def _won_deal_events(tables: Tables, lookup: _NodeLookup, window: _Window,
-                     columns: Sequence[str], with_ids: bool) -> pd.DataFrame:
+                     columns: Sequence[str], with_ids: bool, with_created: bool
+                     ) -> pd.DataFrame:
     """Revenue events of won opportunities that no (visible) order carries, on ``close_date``."""
     opps = tables[OPPORTUNITIES]
     # Point in time: an order that arrives after as_of does not yet replace the deal's revenue.
-    orders = _dated(tables[ORDERS], ORDER_DATE, (None, window[1]))
-    carried = _column_or_nan(orders, OPPORTUNITY_ID).dropna().unique()
-    won = (opps[STATUS] == STATUS_WON) & ~opps[OPPORTUNITY_ID].isin(carried)
+    before = _in_window(tables[ORDERS][ORDER_DATE], (None, window[1]))
+    carried_rows = _picked(_order_rows(tables, lookup).deal, before)
+    carried = np.zeros(len(opps) + 1, dtype=bool)
+    carried[carried_rows] = True  # -1 (unlinked orders) marks the spare last slot
+    won = (opps[STATUS] == STATUS_WON).to_numpy() & ~carried[:-1]
     deals = _dated(opps[won], CLOSE_DATE, window)
     customer_ids = _column_or_nan(deals, CUSTOMER_ID)
     cust_pos = _positions(lookup.customer_ids, customer_ids)
+    deal_pos = _positions(lookup.deal_ids, deals[OPPORTUNITY_ID])
     ids = {CUSTOMER_ID: customer_ids.to_numpy(dtype=object),
            OPPORTUNITY_ID: deals[OPPORTUNITY_ID].to_numpy(dtype=object)} if with_ids else {}
     return pd.DataFrame({
         DS: deals[CLOSE_DATE].to_numpy(),
         AMOUNT: deals[AMOUNT].to_numpy(dtype=float),
-        **_node_columns(lookup, cust_pos, _positions(lookup.deal_ids, deals[OPPORTUNITY_ID])),
+        **_node_columns(lookup, cust_pos, deal_pos),
         **ids,
+        **({CREATED_AT: _created_at(tables, deal_pos).to_numpy()} if with_created else {}),
         **_extra_columns(tables, columns, deals, cust_pos),
     })
 
 
 def revenue_events(tables: Tables, as_of: pd.Timestamp | None = None,
                    columns: Sequence[str] = (), since: pd.Timestamp | None = None,
-                   with_ids: bool = False) -> pd.DataFrame:
+                   with_ids: bool = False, with_created: bool = False) -> pd.DataFrame:
     """Like :func:`attribute_revenue`, lean: ``ds, amount, rep, team, region`` + ``columns``.
 
     ``since`` keeps events dated on or after it (a won deal is still matched against every
-    order before ``as_of``); ``with_ids`` adds ``customer_id`` and ``opportunity_id``.
+    order before ``as_of``); ``with_ids`` adds ``customer_id`` and ``opportunity_id``;
+    ``with_created`` adds ``created_at``, the linked deal's creation date (NaT when unlinked).
     """
     wanted = list(columns)
     lookup = _node_lookup(tables)
     window = (None if since is None else pd.Timestamp(since),
               None if as_of is None else pd.Timestamp(as_of))
-    parts = [_order_events(tables, lookup, window, wanted, with_ids)]
+    parts = [_order_events(tables, lookup, window, wanted, with_ids, with_created)]
     if tables.has(OPPORTUNITIES):
-        parts.append(_won_deal_events(tables, lookup, window, wanted, with_ids))
+        parts.append(_won_deal_events(tables, lookup, window, wanted, with_ids, with_created))
     events = pd.concat(parts, ignore_index=True)
     if events[DS].dtype != "datetime64[ns]":
         events[DS] = events[DS].astype("datetime64[ns]")

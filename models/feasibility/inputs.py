@@ -48,11 +48,11 @@ from engine.schemas import (
 from features.deals import deal_inputs, period_features
 from features.hierarchy import (
     UNASSIGNED,
-    attribute_revenue,
     customer_column,
     customer_nodes,
     opportunity_nodes,
     rep_hierarchy,
+    revenue_events,
 )
 from models.churn import CHURN_PROBABILITY
 from models.feasibility.backtest import PastPoint, RestScale, earlier_points, rest_scale
@@ -136,16 +136,6 @@ def _deal_nodes(tables: Tables, deals: pd.DataFrame, extra: Sequence[str]) -> pd
     return _filled(out, _node_columns(extra))
 
 
-def _with_created(tables: Tables, events: pd.DataFrame) -> pd.DataFrame:
-    """Events plus the creation date of their linked deal (NaT when unlinked)."""
-    opps = tables.get(OPPORTUNITIES)
-    if opps is None:
-        return events.assign(**{CREATED_AT: pd.Series(pd.NaT, index=events.index,
-                                                         dtype="datetime64[ns]")})
-    created = opps.drop_duplicates(OPPORTUNITY_ID).set_index(OPPORTUNITY_ID)[CREATED_AT]
-    return events.assign(**{CREATED_AT: events[OPPORTUNITY_ID].map(created)})
-
-
 def _reps(tables: Tables, events: pd.DataFrame, deal_nodes: pd.DataFrame,
           targets: pd.DataFrame | None) -> np.ndarray:
     named = [rep_hierarchy(tables)[REP], events[REP], deal_nodes[REP]]
@@ -170,6 +160,27 @@ def _cells(frames: Sequence[pd.DataFrame], columns: Sequence[str]) -> pd.DataFra
     stacked = pd.concat([f[list(columns)] for f in frames], ignore_index=True)
     return stacked.drop_duplicates().sort_values(list(columns), kind="stable").reset_index(
         drop=True)
+
+
+def _distinct_nodes(events: pd.DataFrame, columns: Sequence[str]
+                    ) -> tuple[pd.DataFrame, np.ndarray]:
+    """The distinct node combinations of ``events`` (``_filled``) and each event's row there.
+
+    Millions of events hold a few thousand combinations: they are found on the columns' codes,
+    and only they are written as text and matched to cells."""
+    codes = [pd.factorize(events[c], use_na_sentinel=True)[0].astype(np.int64) + 1
+             for c in columns]
+    sizes = [int(c.max(initial=0)) + 1 for c in codes]
+    if float(np.prod(np.array(sizes, dtype=float))) >= 2.0**62:  # too many to pack: as text
+        filled = _filled(events, columns)
+        return filled, np.arange(len(filled))
+    key = np.zeros(len(events), dtype=np.int64)
+    for column_codes, size in zip(codes, sizes, strict=True):
+        key = key * size + column_codes
+    inverse, uniques = pd.factorize(key)
+    one = np.zeros(len(uniques), dtype=np.int64)
+    one[inverse] = np.arange(len(inverse))  # an event of each combination (any: all alike)
+    return _filled(events.iloc[one], columns).reset_index(drop=True), inverse
 
 
 def _cell_codes(cells: pd.DataFrame, frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
@@ -214,20 +225,20 @@ def _open_deals(tables: Tables, as_of: pd.Timestamp, start: pd.Timestamp, end: p
     return deals.assign(p=np.where(outside, 0.0, np.clip(p, 0.0, 1.0)))
 
 
-def _customer_run_rate(events: pd.DataFrame, as_of: pd.Timestamp, window_days: int
-                       ) -> pd.Series:
-    """Each customer's unlinked revenue of the last year, scaled to the window."""
-    recent = events[(events[DS] >= as_of - pd.Timedelta(days=365))
-                    & events[OPPORTUNITY_ID].isna()]
+def _customer_run_rate(tables: Tables, as_of: pd.Timestamp, window_days: int) -> pd.Series:
+    """Each customer's unlinked revenue of the last year before ``as_of``, scaled to the
+    window."""
+    events = revenue_events(tables, as_of=as_of, since=as_of - pd.Timedelta(days=365),
+                            with_ids=True)
+    recent = events[events[OPPORTUNITY_ID].isna()]
     return recent.groupby(CUSTOMER_ID)[AMOUNT].sum() * window_days / 365.0
 
 
-def _churn_by_rep(tables: Tables, churn: pd.DataFrame | None, events: pd.DataFrame,
-                  as_of: pd.Timestamp, window: RestOfPeriod, reps: np.ndarray, horizon_days: int
-                  ) -> np.ndarray:
+def _churn_by_rep(tables: Tables, churn: pd.DataFrame | None, as_of: pd.Timestamp,
+                  window: RestOfPeriod, reps: np.ndarray, horizon_days: int) -> np.ndarray:
     if churn is None or window.length <= 0:
         return np.zeros(len(reps))
-    revenue = _customer_run_rate(events, as_of, window.length)
+    revenue = _customer_run_rate(tables, as_of, window.length)
     adjust = churn_adjustment(churn, revenue, window.length, horizon_days)
     owner = customer_nodes(tables).drop_duplicates(CUSTOMER_ID).set_index(CUSTOMER_ID)[REP]
     rep = adjust.index.to_series().map(owner).fillna(UNASSIGNED).astype(str)
@@ -262,7 +273,7 @@ def revenue_by_node(tables: Tables, as_of: pd.Timestamp | str,
     level but company (rep, team, region and ``levels``), keys written as the simulation's
     nodes are (missing: ``unassigned``)."""
     extra = sorted({lv for lv in (levels or []) if lv not in HIERARCHY_LEVELS})
-    events = attribute_revenue(tables, as_of=pd.Timestamp(as_of), columns=extra)
+    events = revenue_events(tables, as_of=pd.Timestamp(as_of), columns=extra)
     return pd.concat([events[[DS, AMOUNT]], _filled(events, _node_columns(extra))], axis=1)
 
 
@@ -345,10 +356,10 @@ def _rest_at(tables: Tables, point: PastPoint, win_model: Any) -> tuple[float, f
     The expectation reads the revenue as known at the point (rows dated before it), the
     realisation the revenue of the period as known at its end: neither depends on the later
     date the point is looked at from."""
-    past = _with_created(tables, attribute_revenue(tables, as_of=point.as_of, columns=[]))
+    past = revenue_events(tables, as_of=point.as_of, with_created=True)
     if past.empty:
         return None
-    codes, names = pd.factorize(_filled(past, [REP])[REP])
+    codes, names = pd.factorize(past[REP])  # by first appearance, as of the reps' names
     window = RestOfPeriod(day_number(point.as_of), day_number(point.start),
                           day_number(point.end))
     data_start = max(day_number(past[DS].min()), _pipeline_matured(tables, point.as_of))
@@ -357,9 +368,8 @@ def _rest_at(tables: Tables, point: PastPoint, win_model: Any) -> tuple[float, f
     run_rate = estimate_run_rate(past, codes, len(names), window, data_start)
     deals = _open_deals(tables, point.as_of, point.start, point.end, win_model)
     pipeline = float((deals["p"] * deals[AMOUNT]).sum())
-    known = attribute_revenue(tables, as_of=point.end, columns=[])
-    rest = (known[DS] >= max(point.as_of, point.start)) & (known[DS] < point.end)
-    return float(known.loc[rest, AMOUNT].sum()), pipeline + float(run_rate.central().sum())
+    rest = revenue_events(tables, as_of=point.end, since=max(point.as_of, point.start))
+    return float(rest[AMOUNT].sum()), pipeline + float(run_rate.central().sum())
 
 
 def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_model: Any, *,
@@ -385,8 +395,8 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
     extra = _extra_levels(targets, period, levels)
     columns = _node_columns(extra)
     window = RestOfPeriod(day_number(as_of), day_number(start), day_number(end))
-    events = _with_created(tables, attribute_revenue(tables, as_of=as_of, columns=extra))
-    events_nodes = _filled(events, columns)
+    events = revenue_events(tables, as_of=as_of, columns=extra, with_created=True)
+    events_nodes, event_row = _distinct_nodes(events, columns)
     scale = (rest_of_period_scale(tables, period, as_of, win_model) if rest_backtest
              else RestScale(1.0))
     deals = _open_deals(tables, as_of, start, end, win_model)
@@ -396,7 +406,7 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
     cells = _cells([home_cells, events_nodes, deal_nodes], columns)
     cell_rep = pd.Index(reps).get_indexer(pd.Index(cells[REP]))
     home = _cell_codes(cells, home_cells, columns)
-    event_cell = _cell_codes(cells, events_nodes, columns)
+    event_cell = _cell_codes(cells, events_nodes, columns)[event_row]
     in_period = ((events[DS] >= start) & (events[DS] < end)).to_numpy()
     closed = np.bincount(event_cell[in_period], events[AMOUNT].to_numpy()[in_period],
                          len(cells))
@@ -408,7 +418,7 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
     recent = (events[DS] >= as_of - pd.Timedelta(days=365)).to_numpy()
     share = _run_rate_shares(len(cells), cell_rep, home, event_cell[recent],
                              events[AMOUNT].to_numpy()[recent])
-    churn_rep = _churn_by_rep(tables, churn, events, as_of, window, reps, churn_horizon_days)
+    churn_rep = _churn_by_rep(tables, churn, as_of, window, reps, churn_horizon_days)
     days_left = window.end - max(window.as_of, window.start)
     conversion = (win_model.conversion_at(days_left)
                   if hasattr(win_model, "conversion_at") and days_left > 0 else float("nan"))

@@ -10,6 +10,10 @@ of a product is the one the board's own simulation of that product writes.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +114,10 @@ def test_trend_of_a_dimension_node_on_the_command_line(
     assert {(r["level"], r["key"]) for r in rows} == {(level, key)}
     assert f"what changed from {WEEK1} to {WEEK2}" in err
     assert "has no target" in err  # its P(attain) is unknown, the expected effects stand
+    # The printed tables leave out the columns no target leaves empty; the JSON keeps them.
+    assert "expected_effect" in err and "closed_to_date" in err
+    assert "p_attain" not in err and "target" not in err.replace("has no target", "")
+    assert all(r["p_attain"] is None and r["target"] is None for r in rows)
 
 
 def test_the_service_reads_them_and_its_board_simulation_writes_the_same(
@@ -166,3 +174,42 @@ def test_the_services_own_evaluations_fill_the_trend_of_a_segment(
     assert trend.status_code == 200, trend.text
     assert [(p["as_of"], p["source"]) for p in trend.json()["points"]] == [
         (WEEK1, "service"), (WEEK2, "service")]
+
+
+QUOTACAST = [sys.executable, "-c",
+             "import sys; from service.cli.app import main; sys.exit(main())"]
+# A logger's own line (``INFO:alembic...``, ``2026/01/01 12:00:00 INFO mlflow...``,
+# ``12:00:01 - cmdstanpy - INFO``), a Python warning, or a library's known chatter: never
+# quotacast's own (which says ``note:`` or ``warning:`` in lower case).
+_CHATTER = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)[: ]|^\d{4}[/-]\d{2}[/-]\d{2} "
+                      r"\d{2}:\d{2}:\d{2}|^\d{2}:\d{2}:\d{2} - |Warning: |Importing plotly "
+                      r"failed|Successfully registered|Created version|py4j")
+
+
+def test_the_commands_print_no_third_party_line_and_each_note_once(
+        world: dict[str, Any], tmp_path: Path) -> None:
+    """``feasibility`` and ``warnings evaluate`` (which now also simulate the segments) and
+    ``trend`` of a segment, each in a fresh interpreter (a logger's import-time set-up would be
+    hidden in this one): a segment's trend from the two."""
+    env = {**os.environ, "QUOTACAST_DATABASE_URL": f"sqlite:///{tmp_path / 'quotacast.db'}",
+           "QUOTACAST_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "QUOTACAST_DATA": str(world["data"]), "QUOTACAST_N_JOBS": "1", "COLUMNS": "200"}
+    segment = world["segment"]
+    commands = [
+        ["feasibility", "--period", PERIOD, "--as-of", WEEK1, "--draws", "500"],
+        ["warnings", "evaluate", "--rules", str(world["rules"]), "--as-of", WEEK2,
+         "--no-deliver"],
+        ["trend", "--period", PERIOD, "--level", "segment", "--key", segment, "--json"],
+    ]
+    for args in commands:
+        done = subprocess.run([*QUOTACAST, *args], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert done.returncode == 0, (args, done.stderr)
+        lines = [line.strip() for line in (done.stdout + done.stderr).splitlines()
+                 if line.strip()]
+        assert not [line for line in lines if _CHATTER.search(line)], (args, lines)
+        notes = [line for line in lines if line.startswith(("note:", "- ", "warning:"))]
+        assert len(notes) == len(set(notes)), (args, notes)
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [(r["as_of"][:10], r["source"]) for r in rows] == [(WEEK1, "feasibility"),
+                                                              (WEEK2, "warnings")]

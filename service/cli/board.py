@@ -350,8 +350,8 @@ def commit(
               f"{amount:,.2f}", markup=False, highlight=False)
     shown = ["category", "amount", "p_reach", "target", "p_attain", "p50", "submitted_by",
              "submitted_at", "submissions"]
-    print_frame(table[shown], f"commits of {node[0]} {node[1]} in {chosen} beside P(reach) as of "
-                f"{when.date()}")
+    print_frame(_no_target_columns(table[shown]), f"commits of {node[0]} {node[1]} in {chosen} "
+                f"beside P(reach) as of {when.date()}")
     emit(table, out, as_json)
 
 
@@ -405,11 +405,22 @@ def trend(
              f"evaluate {source}--as-of DATE` on dates a week apart (or `quotacast "
              f"feasibility {source}--period {chosen} --as-of DATE`); each stores one")
     rows = "every snapshot" if every else "one row per week"
-    print_frame(frame.drop(columns=["source"]),
+    print_frame(_no_target_columns(frame.drop(columns=["source"])),
                 f"trend of {node[0]} {node[1]} in {chosen} ({rows})", limit=60)
     if changes is not None:
         _print_changes(changes)
     emit(frame.assign(**{PERIOD: chosen, "level": node[0], "key": node[1]}), out, as_json)
+
+
+# Columns a node without a target leaves empty on every row (a product no target names).
+_TARGET_COLUMNS = ("target", "p_attain", "p_attain_delta", "p_attain_effect")
+
+
+def _no_target_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The printed table without the target and P(attain) columns when they are empty on
+    every row (a node without a target: its note says so); JSON keeps them."""
+    empty = [c for c in _TARGET_COLUMNS if c in frame.columns and frame[c].isna().all()]
+    return frame.drop(columns=empty) if len(frame) else frame
 
 
 def _percent(value: Any) -> str:
@@ -419,12 +430,14 @@ def _percent(value: Any) -> str:
 def _print_changes(changes: Any) -> None:
     err.print(f"what changed from {changes.since} to {changes.until}: P(attain) "
               f"{_percent(changes.p_attain_delta)}", markup=False, highlight=False)
-    print_frame(changes.groups, "by deal group (p_attain_effect: its part of the delta; "
-                "other: time, run rate, re-scored deals)")
+    groups = _no_target_columns(changes.groups)
+    part = ("p_attain_effect: its part of the delta; " if "p_attain_effect" in groups.columns
+            else "")
+    print_frame(groups, f"by deal group ({part}other: time, run rate, re-scored deals)")
     if not changes.deals.empty:
         shown = ["change", "opportunity_id", "owner", "amount", "stage", "close_date_before",
                  "close_date_after", "expected_effect", "p_attain_effect"]
-        print_frame(changes.deals[shown], "deals that changed (largest effect first)",
-                    limit=10)
+        print_frame(_no_target_columns(changes.deals[shown]),
+                    "deals that changed (largest effect first)", limit=10)
     for line in changes.notes:
         err.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)

@@ -8,7 +8,11 @@ Usage::
 Prints one table (dataset, months, horizon, model, ROC-AUC, PR-AUC, Brier, top-decile lift, n),
 then, for online-retail, ours minus BG/NBD (ours and lifetimes'), recency and RFM (ROC-AUC and
 PR-AUC) with the 95% interval of a paired bootstrap of the holdout customers, and, unless
-``--no-large``, one line for scoring the ``large`` demo company end to end.
+``--no-large``, one line for scoring the ``large`` demo company end to end. For each
+online-retail case it also says (on stderr) how far the best weighted average of LightGBM's,
+BG/NBD's and the RFM regression's log-odds gets past BG/NBD when the weights are chosen on the
+holdout itself (:func:`blend_ceiling`): no blend or stack of the three that training chooses
+can do better on that holdout.
 
 Cases (every model of a case is scored on the same holdout customers):
 
@@ -65,7 +69,7 @@ from models.classification import classification_metrics  # noqa: E402
 from service.usecases import churn as pipeline  # noqa: E402
 from service.usecases.churn import score_churn, tables_before  # noqa: E402
 
-__all__ = ["bgnbd_churn", "main", "run_case"]
+__all__ = ["bgnbd_churn", "blend_ceiling", "main", "run_case"]
 
 HORIZON = 180
 SHOWN = ("roc_auc", "pr_auc", "brier", "top_decile_lift", "base_rate", "n")
@@ -75,6 +79,9 @@ _DAY = pd.Timedelta(days=1)
 BOOTSTRAP_DRAWS = 1000
 # What ours is compared with in the paired bootstrap (the README's peers).
 PEERS = ("bg_nbd", "bg_nbd (lifetimes)", "recency (days)", "rfm_logistic")
+# What a blend could make of: the registered LightGBM, our BG/NBD and the RFM regression.
+BLENDED = ("lightgbm", "bg_nbd", "rfm_logistic")
+BLEND_STEP = 0.125
 
 
 # --- BG/NBD from lifetimes, an independent check ----------------------------------------------
@@ -160,6 +167,34 @@ def paired_bootstrap(y: np.ndarray, ours: np.ndarray, peer: np.ndarray,
     return out
 
 
+def blend_ceiling(y: np.ndarray, scores: dict[str, np.ndarray],
+                  names: tuple[str, ...] = BLENDED, step: float = BLEND_STEP
+                  ) -> tuple[dict[str, float], float]:
+    """The best ROC-AUC any weighted average of the models' standardized log-odds reaches on
+    these customers (weights on a grid of ``step``, summing to one), chosen on the same
+    customers: an upper bound for any blend or stack of them that training could choose, not a
+    model. Returns the weights and the ROC-AUC."""
+    from itertools import product
+
+    from scipy.special import logit
+    from sklearn.metrics import roc_auc_score
+
+    z = {}
+    for name in names:
+        odds = logit(np.clip(scores[name], 1e-6, 1 - 1e-6))
+        z[name] = (odds - odds.mean()) / (odds.std() or 1.0)
+    steps = round(1 / step)
+    best: tuple[dict[str, float], float] = ({}, -np.inf)
+    for parts in product(range(steps + 1), repeat=len(names) - 1):
+        if sum(parts) > steps:
+            continue
+        weights = dict(zip(names, [p * step for p in parts] + [1 - sum(parts) * step],
+                           strict=True))
+        value = float(roc_auc_score(y, sum(w * z[n] for n, w in weights.items())))
+        best = (weights, value) if value > best[1] else best
+    return best
+
+
 def differences(case: Case, horizon: int, y: np.ndarray, scores: dict[str, np.ndarray],
                 ours: str, draws: int = BOOTSTRAP_DRAWS) -> pd.DataFrame:
     """Ours against each peer of :data:`PEERS`: the difference and its paired 95% interval."""
@@ -219,6 +254,12 @@ def run_case(case: Case, bootstrap: bool = False, draws: int = BOOTSTRAP_DRAWS
                        horizon=split.horizon_days, gate=gate)
     diffs = (differences(case, split.horizon_days, y, scores, chosen, draws) if bootstrap
              else pd.DataFrame())
+    if bootstrap and set(BLENDED) <= set(scores):
+        weights, value = blend_ceiling(y, scores)
+        top = float(table["roc_auc"].astype(float)["bg_nbd"])
+        print(f"{case.dataset} {case.months}: the best blend on the holdout itself (an upper "
+              f"bound, not a model): " + ", ".join(f"{n} {w:.3g}" for n, w in weights.items())
+              + f", ROC-AUC {value:.4f}, BG/NBD {value - top:+.4f}", file=sys.stderr)
     return out.rename_axis("model").reset_index(), candidates.get("lightgbm"), diffs
 
 

@@ -51,3 +51,20 @@ def test_a_case_runs_and_compares_ours_with_each_peer(bench: ModuleType) -> None
         peer = table.set_index("model").loc[row["vs"]]
         assert row["roc_auc_diff"] == pytest.approx(ours["roc_auc"] - peer["roc_auc"])
         assert row["roc_auc_lo"] <= row["roc_auc_diff"] <= row["roc_auc_hi"]
+
+
+def test_blend_ceiling_is_at_least_each_model_alone(bench: ModuleType) -> None:
+    from scipy.special import expit
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    scores = {name: expit(y + rng.normal(scale=s, size=300))
+              for name, s in (("lightgbm", 1.0), ("bg_nbd", 1.5), ("rfm_logistic", 2.0))}
+    weights, value = bench.blend_ceiling(y, scores)
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert all(w >= 0 for w in weights.values())
+    for p in scores.values():
+        assert value >= roc_auc_score(y, p) - 1e-12
+    # Independent noise: averaging beats the best one alone.
+    assert value > max(roc_auc_score(y, p) for p in scores.values())

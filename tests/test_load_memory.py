@@ -6,7 +6,9 @@
 - ``validate_tables(raw, consume=True)`` parses each raw table in place and lets it go: the
   same tables and problems as the copying path;
 - missing text shares one NaN object (no float object per empty cell);
-- ``win_training_rows`` paired block by block is the whole at once.
+- ``win_training_rows`` paired block by block is the whole at once;
+- ``lean_tables`` reads a Parquet data directory without ever reading its row ids: the same
+  tables and problems as ``load_tables(..., skip=ROW_IDS)``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from engine.compute.parquet import write_parquet_dir
 from engine.io import ROW_IDS, BadInput, load_tables, validate_tables
 from engine.io.checks import _as_text
+from engine.io.memory import lean_tables
 from engine.schemas import AMOUNT, INVOICE_ID, OPPORTUNITIES, ORDER_ID, ORDERS, RECEIVABLES
 from engine.synthetic import generate
 from features import deals
@@ -95,3 +99,33 @@ def test_win_training_rows_in_blocks_are_the_whole(monkeypatch: pytest.MonkeyPat
     blocks = win_training_rows(snapshots, tables[OPPORTUNITIES], as_of, windows=(30,))
     assert len(whole) > 0
     pd.testing.assert_frame_equal(blocks, whole)
+
+
+def _same_tables(lean: object, whole: object) -> None:
+    assert set(lean.frames) == set(whole.frames)  # type: ignore[attr-defined]
+    for name, frame in lean.frames.items():  # type: ignore[attr-defined]
+        pd.testing.assert_frame_equal(frame, whole[name], check_exact=True)  # type: ignore[index]
+
+
+def test_lean_parquet_tables_are_the_loaders_without_row_ids(tmp_path: Path) -> None:
+    data = write_parquet_dir(generate("small", seed=5), tmp_path / "p")
+    lean = lean_tables(data)
+    assert ORDER_ID not in lean[ORDERS].columns and INVOICE_ID not in lean[RECEIVABLES].columns
+    _same_tables(lean, load_tables(data, skip=ROW_IDS))
+    assert lean.source == str(data)
+    csv = write_dir(tmp_path / "c")  # any other source: the loader, row ids dropped
+    _same_tables(lean_tables(csv), load_tables(csv, skip=ROW_IDS))
+
+
+def test_lean_parquet_reports_what_the_loader_reports(tmp_path: Path) -> None:
+    frames = generate("small", seed=5)
+    orders = frames[ORDERS].astype({AMOUNT: str})  # stored as text, parsed by the checks
+    orders.loc[orders.index[3], AMOUNT] = "lots"  # a bad cell in a column that is read
+    orders[ORDER_ID] = "same"  # garbage only in a row id: never read
+    data = write_parquet_dir({**frames, ORDERS: orders}, tmp_path / "p")
+    with pytest.raises(BadInput) as lean:
+        lean_tables(data)
+    with pytest.raises(BadInput) as whole:
+        load_tables(data, skip=ROW_IDS)
+    assert [str(p) for p in lean.value.problems] == [str(p) for p in whole.value.problems]
+    assert [(p.table, p.column) for p in lean.value.problems] == [(ORDERS, AMOUNT)]

@@ -20,8 +20,13 @@ interrupts it between steps.
 **Requests first, within a step too.** During such a step the watcher's thread steps aside at
 its next Python call while a request is being answered (:class:`service.http.metrics.Yielding`),
 so a page asked in the middle of a background simulation does not share the interpreter with
-it; not while a request waits for a value the thread computes. (The current period is computed
-first regardless: its first views wait for it anyway.)
+it; not while a request waits for a value the thread computes. The simulation's worker threads
+(the draws of a step) step aside too (:func:`models.feasibility.simulation.set_part_wrapper`),
+and a paused step looks whether the request is answered every :data:`PAUSE_STEP` seconds only
+(each look takes the interpreter from the request for a moment). What each step keeps is
+frozen out of the garbage collector's full passes (:func:`freeze_kept`), which no step aside can
+interrupt. (The current period is computed first regardless: its first views wait for it
+anyway.)
 
 **Reload** (``QUOTACAST_RELOAD_SECONDS`` > 0): every interval the data source's fingerprint
 (each file's name, size and modification time; a SQLite database's file) is compared with the
@@ -41,6 +46,7 @@ says so).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -62,7 +68,8 @@ from service.usecases.request import Refusal
 from service.usecases.served import DataState, load_data
 
 __all__ = ["PAUSE_STEP", "QUIET_SECONDS", "WARM_NODES", "WARM_PERIODS", "DataWatcher",
-           "fingerprint", "more_steps", "previous_periods", "reload_once", "snapshot", "warm"]
+           "fingerprint", "freeze_kept", "more_steps", "previous_periods", "reload_once",
+           "snapshot", "warm"]
 
 log = logging.getLogger("quotacast.service")
 T = TypeVar("T")
@@ -151,6 +158,18 @@ def warm(state: AppState) -> float:
         for level, key in _quietly("board", space, partial(_nodes, space)) or []:
             _quietly("board", space, partial(board_context, space, _WARM, level=level, key=key))
     return time.perf_counter() - began
+
+
+def freeze_kept() -> None:
+    """What the warm-up computed, kept (caches: a few hundred thousand Python objects at the
+    medium company) is left out of the garbage collector's full passes from now on
+    (:func:`gc.freeze`; the young garbage collected first): a full pass over them holds the
+    interpreter for a third of a second (seconds on a loaded machine) in whichever thread
+    allocates at that moment, a request's or the background's, and no step aside can
+    interrupt it. Frozen objects are still freed when no longer referenced (a reload's old
+    caches); :meth:`DataWatcher.stop` unfreezes them."""
+    gc.collect(1)
+    gc.freeze()
 
 
 def previous_periods(space: AppState, count: int = WARM_PERIODS) -> list[str]:
@@ -301,6 +320,7 @@ class DataWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        gc.unfreeze()  # what the warm-up kept is the collector's again
 
     def _warm(self, full: bool = True) -> Iterator[Callable[[], object]]:
         """The current period computed now; the steps to compute after it, when idle."""
@@ -312,6 +332,7 @@ class DataWatcher:
         for space in self.state.every_space():
             space.reload.warmed_in = space.reload.warmed_more_in = None
         spent = warm(self.state)
+        freeze_kept()
         for space in self.state.every_space():
             space.reload.warmed_in = round(spent, 3)
         log.info("current period computed in the background in %.1f s", spent)
@@ -364,5 +385,6 @@ class DataWatcher:
                     step()
             finally:
                 self.yielding.remove()
+            freeze_kept()
             if step is None:
                 steps = None

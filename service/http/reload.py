@@ -166,8 +166,9 @@ def freeze_kept() -> None:
     (:func:`gc.freeze`; the young garbage collected first): a full pass over them holds the
     interpreter for a third of a second (seconds on a loaded machine) in whichever thread
     allocates at that moment, a request's or the background's, and no step aside can
-    interrupt it. Frozen objects are still freed when no longer referenced (a reload's old
-    caches); :meth:`DataWatcher.stop` unfreezes them."""
+    interrupt it. Frozen objects are still freed when no longer referenced; a reload's
+    warm-up unfreezes first (the old caches' reference cycles are collected again) and
+    :meth:`DataWatcher.stop` unfreezes them."""
     gc.collect(1)
     gc.freeze()
 
@@ -331,6 +332,7 @@ class DataWatcher:
             return iter(())
         for space in self.state.every_space():
             space.reload.warmed_in = space.reload.warmed_more_in = None
+        gc.unfreeze()  # a reload's old caches: their reference cycles are collectable again
         spent = warm(self.state)
         freeze_kept()
         for space in self.state.every_space():

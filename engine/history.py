@@ -80,7 +80,9 @@ def tables_before(tables: Tables, cutoff: pd.Timestamp | str) -> Tables:
     for name, column in _DATED.items():
         frame = frames.get(name)
         if frame is not None and column in frame.columns:
-            frames[name] = frame.loc[frame[column] < cutoff]
+            keep = frame[column] < cutoff
+            if not keep.all():  # else the frame itself: no copy of a table kept whole
+                frames[name] = frame.loc[keep]
     receivables = frames.get(RECEIVABLES)
     if receivables is not None and PAID_AT in receivables.columns:
         late = receivables[PAID_AT] >= cutoff

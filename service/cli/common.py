@@ -20,6 +20,7 @@ from rich.table import Table
 from engine.compute import ComputeError
 from engine.config import Settings
 from engine.io import BadInput, Tables, load_tables, write_frame
+from engine.io.memory import lean_tables
 from engine.periods import default_as_of
 from engine.schemas import TABLES
 from service.usecases import request
@@ -119,9 +120,15 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[[s
         yield step
 
 
-def read_data(source: str) -> Tables:
-    """Load and validate a data source; bad input exits 2 with every problem listed."""
+def read_data(source: str, lean: bool = False) -> Tables:
+    """Load and validate a data source; bad input exits 2 with every problem listed.
+
+    ``lean``: without the row ids (``order_id``, ``invoice_id``), for a command that never
+    reads them (:func:`engine.io.memory.lean_tables`)."""
     try:
+        if lean:
+            with err.status("reading tables"):
+                return lean_tables(source)
         with progress("reading tables", total=len(TABLES)) as step:
             return load_tables(source, on_table=step)
     except BadInput as problems:
@@ -142,14 +149,14 @@ def usage_error(exc: RequestError) -> typer.BadParameter:
     return typer.BadParameter(str(exc), param_hint=exc.option)
 
 
-def read_period(ctx: typer.Context, data: str | None, period: str | None, as_of: str | None
-                ) -> tuple[Tables, pd.Timestamp, str]:
+def read_period(ctx: typer.Context, data: str | None, period: str | None, as_of: str | None,
+                lean: bool = False) -> tuple[Tables, pd.Timestamp, str]:
     """The tables, the as-of and the period of a planning command: ``--as-of`` checked before
     the data is read, by default the day after the data's last row (the CLI does not bound it
     to the data, as the service does); ``--period`` by default the quarter holding the day
     before it. A period that cannot be is a usage error (exit 2) naming its option."""
     when = parse_as_of(as_of)
-    tables = read_data(data_source(ctx, data))
+    tables = read_data(data_source(ctx, data), lean=lean)
     when = when if when is not None else default_as_of(tables)
     try:
         return tables, when, request.resolve_period(period, when)

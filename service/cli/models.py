@@ -81,7 +81,7 @@ def train_churn_cmd(
     name = engine or settings.engine
     when = parse_as_of(as_of)
     source = data_source(ctx, data)
-    tables = read_data(source) if name == "pandas" else None
+    tables = read_data(source, lean=True) if name == "pandas" else None
     use_tracking(ctx, trains=True)
     where = f" on Spark {settings.spark_master}" if name == "spark" else ""
     with err.status(f"training the churn model{where}") as status:
@@ -190,7 +190,7 @@ def score_churn_cmd(
             err.print(f"features on Spark {settings.spark_master}, champion scored there "
                       "through its spark_udf", markup=False, highlight=False)
     else:
-        tables = read_data(source)
+        tables = read_data(source, lean=True)
         if tables.orders.empty:
             fail("the orders table is empty: no customer has bought yet, so there is no churn "
                  "risk to score")
@@ -289,7 +289,7 @@ def feasibility_cmd(
 
     settings = settings_of(ctx)
     name = engine or settings.engine
-    tables, when, chosen = read_period(ctx, data, period, as_of)
+    tables, when, chosen = read_period(ctx, data, period, as_of, lean=True)
     use_tracking(ctx)
     where = f" on Spark {settings.spark_master}" if name == "spark" else ""
     with engine_failures(), open_engine(name, settings.spark_master) as compute, \
@@ -395,7 +395,7 @@ def _forecast_data(stack: ExitStack, settings: Settings, engine: str | None, sou
 
     name = engine or settings.engine
     if name != "spark":
-        return read_data(source), when, None
+        return read_data(source, lean=True), when, None
     try:
         with engine_failures(), \
                 err.status(f"reading revenue rows on Spark {settings.spark_master}"):

@@ -68,6 +68,27 @@ def test_feasibility_reads_a_parquet_directory(company: dict[str, Path], tmp_pat
     pd.testing.assert_frame_equal(runs["csv"], runs["parquet"])
 
 
+def test_warnings_read_a_parquet_directory_as_the_loader_reads_csv(
+        company: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every column the file holds reaches the metrics (a stage change's close_date, a
+    target's tier): the same alerts from either directory."""
+    from service.usecases.alerts import warning_tables
+
+    csv, parquet = warning_tables(str(company["csv"])), warning_tables(str(company["parquet"]))
+    for name, frame in csv.frames.items():
+        assert set(parquet.frames[name].columns) == set(frame.columns), name
+    runs = {}
+    for kind in ("csv", "parquet"):
+        monkeypatch.setenv("QUOTACAST_HOME", str(tmp_path / kind))
+        out = tmp_path / f"{kind}-alerts.csv"
+        result = CliRunner().invoke(app, ["warnings", "evaluate", "--data", str(company[kind]),
+                                          "--no-deliver", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        runs[kind] = pd.read_csv(out).sort_values(["rule", "labels"], ignore_index=True)
+    assert len(runs["csv"]) > 0
+    pd.testing.assert_frame_equal(runs["csv"], runs["parquet"])
+
+
 @pytest.mark.parametrize("bad_cell", ["inf amount", "order in 2099"])
 def test_engine_reads_of_a_parquet_directory_refuse_what_the_loader_refuses(
         company: dict[str, Path], tmp_path: Path, bad_cell: str) -> None:

@@ -30,9 +30,9 @@ from engine.alerting.store import (
     AlreadyEvaluated,
 )
 from engine.alerting.store import Silence as StoreSilence
-from engine.compute import ComputeEngine, PandasEngine, TableRead, parquet_tables
-from engine.io import ROW_IDS, Tables, load_tables, release_unused_memory
-from engine.schemas import TABLES
+from engine.compute import ComputeEngine
+from engine.io import Tables
+from engine.io.memory import lean_tables
 from features.metrics import ForecastFromAttainment, MetricContext, Providers
 from features.metrics.alerting import METRIC_CATALOGUE, metric_source
 from features.metrics.context import keyed_on_engine
@@ -135,21 +135,17 @@ def _providers(served: Served) -> Providers:
 
 
 def warning_tables(source: str) -> Tables:
-    """The tables an evaluation reads in this process (the node metrics, the providers): a
-    data directory or database through the validating loader; a Parquet data directory (a
-    folder per table, possibly partitioned) every column the schema knows but the row ids
-    (``order_id``, ``invoice_id``), through pyarrow.
+    """The tables an evaluation reads in this process (the node metrics, the providers):
+    every table validated, without the row ids (``order_id``, ``invoice_id``), which no
+    metric reads; a Parquet data directory's ids are never read
+    (:func:`engine.io.memory.lean_tables`). Every other column is kept, the schema's and the
+    file's own (a target's ``tier`` and ``metric``, a stage change's ``close_date``), so the
+    metrics see what the loader gives any other command.
 
     Raises:
         BadInput: the data does not validate (the loader's problems).
     """
-    if (paths := parquet_tables(source)) is None:
-        return load_tables(source, skip=ROW_IDS)
-    reads = [TableRead(name, tuple(c for c in TABLES[name].columns if c not in ROW_IDS))
-             for name in paths]
-    frames = PandasEngine().read(source, reads, before=pd.Timestamp.max)
-    release_unused_memory()  # the tables' Arrow copies, kept by Arrow's pool otherwise
-    return Tables(frames, source=source)
+    return lean_tables(source)
 
 
 def evaluation_context(tables: Tables, providers: Providers, engine: ComputeEngine | None = None,

@@ -7,8 +7,8 @@
   same tables and problems as the copying path;
 - missing text shares one NaN object (no float object per empty cell);
 - ``win_training_rows`` paired block by block is the whole at once;
-- ``lean_tables`` reads a Parquet data directory without ever reading its row ids: the same
-  tables and problems as ``load_tables(..., skip=ROW_IDS)``.
+- ``load_tables(..., skip=ROW_IDS)`` reads a Parquet data directory without ever reading its
+  row ids: the whole read's tables without them, and the problems of the columns read.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import pandas as pd
 import pytest
 
 from engine.compute.parquet import write_parquet_dir
-from engine.io import ROW_IDS, BadInput, load_tables, validate_tables
+from engine.io import ROW_IDS, BadInput, Tables, load_tables, validate_tables
 from engine.io.checks import _as_text
-from engine.io.memory import lean_tables
 from engine.schemas import AMOUNT, INVOICE_ID, OPPORTUNITIES, ORDER_ID, ORDERS, RECEIVABLES
 from engine.synthetic import generate
 from features import deals
@@ -109,12 +108,11 @@ def _same_tables(lean: object, whole: object) -> None:
 
 def test_lean_parquet_tables_are_the_loaders_without_row_ids(tmp_path: Path) -> None:
     data = write_parquet_dir(generate("small", seed=5), tmp_path / "p")
-    lean = lean_tables(data)
+    lean, whole = load_tables(data, skip=ROW_IDS), load_tables(data)
     assert ORDER_ID not in lean[ORDERS].columns and INVOICE_ID not in lean[RECEIVABLES].columns
-    _same_tables(lean, load_tables(data, skip=ROW_IDS))
+    _same_tables(lean, Tables({name: frame.drop(columns=[c for c in ROW_IDS if c in frame])
+                               for name, frame in whole.frames.items()}))
     assert lean.source == str(data)
-    csv = write_dir(tmp_path / "c")  # any other source: the loader, row ids dropped
-    _same_tables(lean_tables(csv), load_tables(csv, skip=ROW_IDS))
 
 
 def test_lean_parquet_reports_what_the_loader_reports(tmp_path: Path) -> None:
@@ -124,8 +122,9 @@ def test_lean_parquet_reports_what_the_loader_reports(tmp_path: Path) -> None:
     orders[ORDER_ID] = "same"  # garbage only in a row id: never read
     data = write_parquet_dir({**frames, ORDERS: orders}, tmp_path / "p")
     with pytest.raises(BadInput) as lean:
-        lean_tables(data)
-    with pytest.raises(BadInput) as whole:
         load_tables(data, skip=ROW_IDS)
-    assert [str(p) for p in lean.value.problems] == [str(p) for p in whole.value.problems]
+    with pytest.raises(BadInput) as whole:
+        load_tables(data)  # the ids read too: the same cell's problem, and the ids' own
+    assert [str(p) for p in lean.value.problems] == [
+        str(p) for p in whole.value.problems if p.column != ORDER_ID]
     assert [(p.table, p.column) for p in lean.value.problems] == [(ORDERS, AMOUNT)]

@@ -78,11 +78,12 @@ def load_tables(source: str | Path, on_table: Callable[[str], None] | None = Non
         source: a data directory, or a SQLAlchemy URL holding tables of the same names.
         on_table: called with each table's name as it is read (progress reporting).
         skip: columns a command never reads (e.g. :data:`ROW_IDS`): dropped from each table
-            as soon as it is read, so neither checked (a duplicate order id is then not a
+            as soon as it is read (a Parquet directory's files are not asked for them), so
+            neither checked (a duplicate order id is then not a
             problem) nor kept; every other column is checked as always, and a bad cell there
             is still reported with all the others.
     """
-    raw, problems = read_source(source, on_table)
+    raw, problems = read_source(source, on_table, frozenset(c.casefold() for c in skip))
     if skip:
         raw = {name: _without(frame, skip) for name, frame in raw.items()}
     release_unused_memory()  # the Arrow copies of Parquet tables, now frames

@@ -259,19 +259,24 @@ def _header(data: bytes) -> list[object]:
         return []
 
 
-def _read_parquet(table: str, path: Path) -> tuple[pd.DataFrame | None, list[Problem]]:
+def _read_parquet(table: str, path: Path, skip: frozenset[str] = frozenset()
+                  ) -> tuple[pd.DataFrame | None, list[Problem]]:
     """A Parquet file, or a table's folder of them (partition folders such as ``year=2024``
-    are not read as a column)."""
+    are not read as a column). Columns named in ``skip`` (casefold) are never read from the
+    file, so never converted to Python strings and then dropped."""
     import pyarrow as pa
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
     try:
-        arrow = (ds.dataset(path, format="parquet").to_table() if path.is_dir()
-                 else pq.ParquetFile(path).read())
-        keep, kept, problems = own_columns(table, list(arrow.column_names))
-        if len(keep) < arrow.num_columns:
-            arrow = arrow.select(keep).rename_columns(kept).replace_schema_metadata(None)
+        if skip:
+            arrow, problems = _parquet_without(table, path, skip)
+        else:
+            arrow = (ds.dataset(path, format="parquet").to_table() if path.is_dir()
+                     else pq.ParquetFile(path).read())
+            keep, kept, problems = own_columns(table, list(arrow.column_names))
+            if len(keep) < arrow.num_columns:
+                arrow = arrow.select(keep).rename_columns(kept).replace_schema_metadata(None)
         frame = arrow.to_pandas()
     except PermissionError as exc:
         return None, [Problem(table, 0, "-", UNREADABLE, f"{path.name}: {_reason(exc)}")]
@@ -280,6 +285,30 @@ def _read_parquet(table: str, path: Path) -> tuple[pd.DataFrame | None, list[Pro
     frame.columns = [str(c).strip() for c in frame.columns]
     frame.index = pd.RangeIndex(2, len(frame) + 2)
     return frame, problems
+
+
+def _parquet_without(table: str, path: Path, skip: frozenset[str]) -> tuple[Any, list[Problem]]:
+    """The table's own columns of a Parquet file or folder (:func:`own_columns`) but those in
+    ``skip`` (casefold), only those read from the file; and the columns' problems."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    dataset = ds.dataset(path, format="parquet") if path.is_dir() else None
+    file = None if dataset is not None else pq.ParquetFile(path)
+    names = list(dataset.schema.names if dataset is not None
+                 else file.schema_arrow.names)  # type: ignore[union-attr]
+    keep, kept, problems = own_columns(table, names)
+    wanted = [(position, name) for position, name in zip(keep, kept, strict=True)
+              if name.casefold() not in skip]
+    if len(set(names)) == len(names):  # read only the wanted columns
+        read = [names[position] for position, _ in wanted]
+        arrow = (dataset.to_table(columns=read) if dataset is not None
+                 else file.read(columns=read))  # type: ignore[union-attr]
+    else:  # a name given twice: by position
+        whole = dataset.to_table() if dataset is not None else file.read()  # type: ignore[union-attr]
+        arrow = whole.select([position for position, _ in wanted])
+    return (arrow.rename_columns([name for _, name in wanted]).replace_schema_metadata(None),
+            problems)
 
 
 def _read_delta(table: str, path: Path) -> tuple[pd.DataFrame | None, list[Problem]]:
@@ -313,14 +342,16 @@ def is_delta_table(path: Path) -> bool:
     return (path / "_delta_log").is_dir()
 
 
-def read_raw_file(table: str, path: Path) -> tuple[pd.DataFrame | None, list[Problem]]:
+def read_raw_file(table: str, path: Path, skip: frozenset[str] = frozenset()
+                  ) -> tuple[pd.DataFrame | None, list[Problem]]:
     """Read one file as text cells (CSV) or as stored (Parquet: a file or a table's folder;
     Delta: a table's folder), indexed by line number (a Parquet or Delta row's number plus
-    one, as if under a header line)."""
+    one, as if under a header line). ``skip`` (casefold names): columns a Parquet read leaves
+    in the file; other formats read them (the caller drops them)."""
     if path.is_dir() and is_delta_table(path):
         return _read_delta(table, path)
     if path.name.endswith(".parquet") or path.is_dir():
-        return _read_parquet(table, path)
+        return _read_parquet(table, path, skip)
     return _read_csv(table, path)
 
 
@@ -410,13 +441,13 @@ def _read_directory(
 
 
 def _read_files(files: dict[str, Path], problems: list[Problem],
-                on_table: Callable[[str], None] | None
+                on_table: Callable[[str], None] | None, skip: frozenset[str] = frozenset()
                 ) -> tuple[dict[str, pd.DataFrame], list[Problem]]:
     raw: dict[str, pd.DataFrame] = {}
     for table, path in files.items():
         if on_table:
             on_table(table)
-        frame, file_problems = read_raw_file(table, path)
+        frame, file_problems = read_raw_file(table, path, skip)
         problems.extend(file_problems)
         if frame is not None:
             raw[table] = frame
@@ -457,12 +488,14 @@ def delta_tables(source: str | Path) -> dict[str, Path] | None:
 
 
 def read_source(
-    source: str | Path, on_table: Callable[[str], None] | None = None
+    source: str | Path, on_table: Callable[[str], None] | None = None,
+    skip: frozenset[str] = frozenset()
 ) -> tuple[dict[str, pd.DataFrame], list[Problem]]:
     """Read every known table of a directory (CSV files, or Parquet or Delta: a folder per
-    table) or SQL URL; CSV cells are not parsed here."""
+    table) or SQL URL; CSV cells are not parsed here. ``skip`` (casefold names): columns a
+    Parquet directory's files are not asked for (:func:`read_raw_file`)."""
     if is_sql_url(source):
         return _read_sql(str(source), on_table)
     if (paths := delta_tables(source) or parquet_tables(source)) is not None:
-        return _read_files(paths, [], on_table)
+        return _read_files(paths, [], on_table, skip)
     return _read_directory(Path(source), on_table)

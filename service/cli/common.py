@@ -19,8 +19,7 @@ from rich.table import Table
 
 from engine.compute import ComputeError
 from engine.config import Settings
-from engine.io import BadInput, Tables, load_tables, write_frame
-from engine.io.memory import lean_tables
+from engine.io import ROW_IDS, BadInput, Tables, load_tables, write_frame
 from engine.periods import default_as_of
 from engine.schemas import TABLES
 from service.usecases import request
@@ -124,13 +123,10 @@ def read_data(source: str, lean: bool = False) -> Tables:
     """Load and validate a data source; bad input exits 2 with every problem listed.
 
     ``lean``: without the row ids (``order_id``, ``invoice_id``), for a command that never
-    reads them (:func:`engine.io.memory.lean_tables`)."""
+    reads them (``load_tables(skip=ROW_IDS)``: a Parquet directory's ids are never read)."""
     try:
-        if lean:
-            with err.status("reading tables"):
-                return lean_tables(source)
         with progress("reading tables", total=len(TABLES)) as step:
-            return load_tables(source, on_table=step)
+            return load_tables(source, on_table=step, skip=ROW_IDS if lean else ())
     except BadInput as problems:
         bad_input(problems)
 

@@ -31,8 +31,7 @@ from engine.alerting.store import (
 )
 from engine.alerting.store import Silence as StoreSilence
 from engine.compute import ComputeEngine
-from engine.io import Tables
-from engine.io.memory import lean_tables
+from engine.io import ROW_IDS, Tables, load_tables
 from features.metrics import ForecastFromAttainment, MetricContext, Providers
 from features.metrics.alerting import METRIC_CATALOGUE, metric_source
 from features.metrics.context import keyed_on_engine
@@ -138,14 +137,14 @@ def warning_tables(source: str) -> Tables:
     """The tables an evaluation reads in this process (the node metrics, the providers):
     every table validated, without the row ids (``order_id``, ``invoice_id``), which no
     metric reads; a Parquet data directory's ids are never read
-    (:func:`engine.io.memory.lean_tables`). Every other column is kept, the schema's and the
+    (:func:`engine.io.load_tables` with ``skip``). Every other column is kept, the schema's and the
     file's own (a target's ``tier`` and ``metric``, a stage change's ``close_date``), so the
     metrics see what the loader gives any other command.
 
     Raises:
         BadInput: the data does not validate (the loader's problems).
     """
-    return lean_tables(source)
+    return load_tables(source, skip=ROW_IDS)
 
 
 def evaluation_context(tables: Tables, providers: Providers, engine: ComputeEngine | None = None,

@@ -177,14 +177,6 @@ def _hierarchy(tables: Tables, levels: Sequence[str]) -> pd.DataFrame | None:
     return frame if len(frame) else None
 
 
-def revenue_tables(tables: Tables, levels: Sequence[str], as_of: pd.Timestamp) -> Tables:
-    """The tables revenue series are summed from: revenue summed per node and day
-    (:func:`features.revenue_nodes.revenue_node_tables`), so every engine and every read order
-    gives the same series to the last bit (forecasts react to the last bit: AutoETS's and
-    AutoARIMA's choices and optimisers)."""
-    return revenue_node_tables(tables, levels, as_of)
-
-
 @dataclass(frozen=True)
 class _Series:
     """Complete periods to learn from, the trailing partial period (revenue so far) and the
@@ -204,8 +196,11 @@ def _series(tables: Tables, freq: str, levels: Sequence[str], as_of: pd.Timestam
         ValueError: no revenue before ``as_of``, or ``freq`` finer than the data's own period.
     """
     when = training_as_of(tables, as_of)
-    series = revenue_series(revenue_tables(tables, levels, when), freq, levels=list(levels),
-                            as_of=when)
+    # revenue summed per node and day first, so every engine and every read order gives the
+    # same series to the last bit (forecasts react to the last bit: AutoETS's and AutoARIMA's
+    # choices and optimisers)
+    series = revenue_series(revenue_node_tables(tables, levels, when), freq,
+                            levels=list(levels), as_of=when)
     if series.empty:
         raise ValueError(f"no revenue dated before {when.date()}: nothing to forecast from")
     end: DataEnd = series.attrs["data_end"]

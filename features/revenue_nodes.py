@@ -27,6 +27,8 @@ customers fall in the same group (else it is ``unassigned``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -59,6 +61,13 @@ from features.hierarchy import UNASSIGNED, revenue_events
 
 __all__ = [
     "AT",
+    "CUBE_COLUMNS",
+    "SIGN",
+    "UNTIL",
+    "CubeTables",
+    "cube_events",
+    "cube_node_days",
+    "dated_deal_rows",
     "deal_rows",
     "extra_levels",
     "node_day_sums",
@@ -67,6 +76,7 @@ __all__ = [
     "order_node_days",
     "orders_by_day",
     "rep_names",
+    "revenue_cube",
     "revenue_node_tables",
 ]
 
@@ -224,3 +234,145 @@ def revenue_node_tables(tables: Tables, levels: Sequence[str], as_of: pd.Timesta
     reps = pd.concat([rep_names(deals, OWNER), rep_names(customers, ACCOUNT_MANAGER)],
                      ignore_index=True).drop_duplicates(ignore_index=True)
     return node_tables(sums, org, reps, extra, first_created, deals is not None)
+
+
+# === feasibility: revenue events summed per node, day, deal creation day and sign =============
+#
+# Feasibility reads revenue events as of several dates (its as-of, each backtest point, each
+# earlier period's end), with the linked deal's creation day (the run rate counts revenue whose
+# deal did not exist yet). The same three steps sum them per node, day, creation day, sign and
+# "until" (below), so only those sums reach the driver; :func:`cube_events` answers
+# :func:`features.hierarchy.revenue_events` from them for any date up to the as-of.
+#
+# A won deal no order carries is revenue on its close date; once an order linked to it exists,
+# the order is. Seen from a date between the two, the deal is still alone: step 1 gives such a
+# deal a second row (its id suffixed, so no order carries it) whose events are kept only as of
+# dates up to its first linked order's day (``until``).
+
+UNTIL = "_until"  # the first day a linked order carries a won deal (events kept before it)
+SIGN = "_sign"  # "-" for refunds: a node-day's sales and refunds are summed apart
+_ALONE = "\x1ealone"  # suffix of a deal's row that stays alone until its first linked order
+CUBE_COLUMNS = (DS, AMOUNT, REP, TEAM, REGION)
+
+
+@dataclass
+class CubeTables(Tables):
+    """Tables whose revenue events come from ``revenue`` (:func:`revenue_cube`), built as of
+    ``as_of`` with the extra ``levels``; their ``orders`` hold no rows. Feasibility reads
+    revenue through :func:`cube_events` then (``models.feasibility.inputs``)."""
+
+    revenue: pd.DataFrame | None = None
+    levels: tuple[str, ...] = ()
+    as_of: pd.Timestamp | None = None
+    whole: Tables | None = None  # the tables these were read from, when loaded here
+
+
+def _day_text(values: pd.Series) -> pd.Series:
+    """Dates as ``YYYY-MM-DD`` texts (None where missing)."""
+    days = pd.to_datetime(values).dt.strftime("%Y-%m-%d").to_numpy(dtype=object)
+    days[values.isna().to_numpy()] = None
+    return pd.Series(days, index=values.index, dtype=object)
+
+
+def dated_deal_rows(frames: Mapping[str, pd.DataFrame], as_of: pd.Timestamp) -> pd.DataFrame:
+    """Step 1 for feasibility: :func:`deal_rows` with ``_until`` (None), and for each won deal
+    whose first linked order (before ``as_of``) came on a later day than its close, one more
+    row: the deal alone until that day (id suffixed, ``_at`` its own customer)."""
+    rows = deal_rows(frames, as_of).assign(**{UNTIL: None}).astype({UNTIL: object})
+    deals = frames[OPPORTUNITIES]
+    orders = _before(frames[ORDERS], ORDER_DATE, as_of)
+    linked = orders[orders[OPPORTUNITY_ID].notna()]
+    if linked.empty or deals.empty or CLOSE_DATE not in deals.columns:
+        return rows
+    first = linked.groupby(OPPORTUNITY_ID, sort=True)[ORDER_DATE].min().dt.normalize()
+    won = deals[deals[STATUS] == STATUS_WON]
+    carried = won[OPPORTUNITY_ID].map(first)
+    late = (carried > won[CLOSE_DATE].dt.normalize()).to_numpy()
+    if not late.any():
+        return rows
+    copies = won[late]
+    own = (copies[CUSTOMER_ID] if CUSTOMER_ID in copies.columns
+           else pd.Series(None, index=copies.index, dtype=object))
+    copies = copies.assign(**{
+        OPPORTUNITY_ID: copies[OPPORTUNITY_ID].astype(str) + _ALONE,
+        AT: own.astype(object).where(own.notna(), ""),
+        UNTIL: _day_text(carried[late])})
+    return pd.concat([rows, copies[rows.columns]], ignore_index=True).astype(
+        {AT: object, UNTIL: object})
+
+
+def cube_node_days(frames: Mapping[str, pd.DataFrame], org: pd.DataFrame | None,
+                   levels: Sequence[str], as_of: pd.Timestamp) -> pd.DataFrame:
+    """Step 2 for feasibility on one group of customers: like :func:`order_node_days`, the
+    id joining rep, team, region, ``levels``, the linked deal's creation day, ``_until`` and
+    the sign (each order day's sales and refunds summed apart)."""
+    orders = _before(frames[ORDERS], ORDER_DATE, as_of)
+    orders = orders.assign(**{SIGN: np.where(orders[AMOUNT].to_numpy(float) < 0, "-", "+")
+                              .astype(object)})
+    present: dict[str, pd.DataFrame] = {ORDERS: orders_by_day(orders).drop(columns=[SIGN])}
+    if (customers := frames.get(CUSTOMERS)) is not None:
+        present[CUSTOMERS] = customers
+    until = pd.Series(dtype=object)
+    if (deals := frames.get(OPPORTUNITIES)) is not None:
+        deals = deals.drop(columns=[AT]).drop_duplicates(OPPORTUNITY_ID, ignore_index=True)
+        until = deals.set_index(OPPORTUNITY_ID)[UNTIL].dropna()
+        present[OPPORTUNITIES] = deals.drop(columns=[UNTIL])
+    if org is not None:
+        present[ORG] = org
+    events = revenue_events(Tables(present), as_of=as_of, columns=list(levels), with_ids=True,
+                            with_created=True)
+    events[DS] = events[DS].dt.normalize()
+    events[CREATED_AT] = _day_text(events[CREATED_AT])
+    events[UNTIL] = events[OPPORTUNITY_ID].map(until).astype(object)
+    events[SIGN] = np.where(events[AMOUNT].to_numpy(float) < 0, "-", "+").astype(object)
+    key = node_id(events, [REP, TEAM, REGION, *levels, CREATED_AT, UNTIL, SIGN])
+    return pd.DataFrame({CUSTOMER_ID: key, ORDER_DATE: events[DS].to_numpy(),
+                         AMOUNT: events[AMOUNT].to_numpy(dtype=float)})
+
+
+def revenue_cube(sums: pd.DataFrame, levels: Sequence[str]) -> pd.DataFrame:
+    """The node-day sums of step 3 (:func:`node_day_sums` of :func:`cube_node_days`' rows) as
+    events: ``ds, amount, rep, team, region``, ``levels``, ``created_at`` and ``_until``
+    (NaT where none); node columns as categoricals."""
+    head = sums[CUSTOMER_ID].astype(str).str.rsplit(_SEP, n=1).str[0]
+    codes, uniques = pd.factorize(head)
+    names = [REP, TEAM, REGION, *levels, CREATED_AT, UNTIL, SIGN]
+    parts = pd.DataFrame([str(u).split(_SEP) for u in uniques], columns=names, dtype=object)
+    parts = parts.mask(parts == _MISSING)
+    cube: dict[str, object] = {
+        DS: pd.DatetimeIndex(sums[ORDER_DATE]).as_unit("ns").to_numpy(),
+        AMOUNT: sums[AMOUNT].to_numpy(dtype=float)}
+    for column in (REP, TEAM, REGION, *levels):
+        values = parts[column]
+        cats = pd.Index(pd.unique(values.dropna()), dtype=object)
+        unique_codes = cats.get_indexer(pd.Index(values.to_numpy(dtype=object), dtype=object))
+        cube[column] = pd.Categorical.from_codes(cast("Sequence[int]", unique_codes[codes]),
+                                                 categories=cats)
+    for column in (CREATED_AT, UNTIL):
+        days = pd.to_datetime(parts[column]).to_numpy(dtype="datetime64[ns]")
+        cube[column] = days[codes] if len(codes) else np.zeros(0, "datetime64[ns]")
+    return pd.DataFrame(cube)
+
+
+def cube_events(cube: pd.DataFrame, as_of: pd.Timestamp | None = None,
+                since: pd.Timestamp | None = None, columns: Sequence[str] = (),
+                with_created: bool = False) -> pd.DataFrame:
+    """:func:`features.hierarchy.revenue_events` (without ids) from the sums of
+    :func:`revenue_cube`, as of any date up to the one the cube was built at: events dated in
+    ``[since, as_of)``, a won deal's alone row only up to its first linked order's day."""
+    keep = np.ones(len(cube), dtype=bool)
+    if as_of is not None:
+        as_of = pd.Timestamp(as_of)
+        until = cube[UNTIL]
+        keep &= (cube[DS] < as_of).to_numpy() & (until.isna() | (until >= as_of)).to_numpy()
+    if since is not None:
+        keep &= (cube[DS] >= pd.Timestamp(since)).to_numpy()
+    picked = cube[keep]
+    out = {c: picked[c].to_numpy() if c in (DS, AMOUNT) else picked[c].reset_index(drop=True)
+           for c in CUBE_COLUMNS}
+    for column in columns:
+        out[column] = (picked[column].reset_index(drop=True) if column in picked.columns
+                       else pd.Series(np.nan, index=range(len(picked)), dtype=object))
+    if with_created:
+        out[CREATED_AT] = picked[CREATED_AT].to_numpy()
+    return pd.DataFrame(out)

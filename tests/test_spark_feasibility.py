@@ -9,15 +9,22 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from engine.io import load_tables
+from engine.compute import PandasEngine
+from engine.io import load_tables, write_data_dir
 from engine.periods import default_as_of
+from engine.schemas import AMOUNT, CREATED_AT, DS, REGION, REP, TEAM
+from engine.synthetic import generate
+from features.hierarchy import revenue_events
+from features.revenue_nodes import CubeTables, cube_events
 from service.usecases.feasibility import SparkBlocks, engine_blocks, run_feasibility
+from service.usecases.scaled_feasibility import feasibility_tables
 
 pytest.importorskip("pyspark")
 
@@ -27,6 +34,94 @@ def real(real_data: Callable[..., Path]) -> Path:
     """A real slice with deals, reps, teams and targets-free: the first 6 months of the CRM
     sales dataset."""
     return real_data("crm-sales", 6)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small demo company, a third of its won deals that orders carry closed three weeks
+    before their first order (so, seen from between the two, such a deal is revenue alone)."""
+    frames = generate("small", seed=5)
+    deals, orders = frames["opportunities"].copy(), frames["orders"]
+    first = orders.dropna(subset=["opportunity_id"]).groupby("opportunity_id")["order_date"].min()
+    carried = deals["opportunity_id"].map(first)
+    moved = (deals["status"] == "won") & carried.notna() & (np.arange(len(deals)) % 3 == 0)
+    earlier = (carried - pd.Timedelta(days=21)).where(moved)
+    deals.loc[moved, "close_date"] = np.maximum(earlier[moved], deals.loc[moved, "created_at"])
+    frames["opportunities"] = deals
+    return write_data_dir(frames, tmp_path_factory.mktemp("demo") / "csv")
+
+
+def _by_node_day(events: pd.DataFrame) -> pd.Series:
+    keys = [events[c].astype(object).fillna("?") for c in (REP, TEAM, REGION)]
+    keys += [events[DS].dt.normalize(), events[CREATED_AT].dt.normalize().fillna(pd.Timestamp(0))]
+    return events.groupby(keys)[AMOUNT].sum()
+
+
+def test_summed_revenue_answers_every_date_as_the_orders_do(demo: Path) -> None:
+    """Revenue summed per node, day, deal creation day and sign on the engine gives, as of any
+    earlier date and from any day, the events of the orders themselves: the same sums per
+    node, day and creation day, and a won deal counted on its close only until an order
+    carries it."""
+    tables = load_tables(str(demo))
+    read = feasibility_tables(PandasEngine(), str(demo), None)
+    assert read is not None
+    summed, as_of = read
+    assert isinstance(summed, CubeTables) and summed.revenue is not None
+    assert summed.orders.empty and as_of == default_as_of(tables)
+    assert len(summed.revenue) < len(tables.orders) / 2
+    for days, since in ((0, None), (45, None), (200, 30), (400, None), (700, 365)):
+        when = as_of - pd.Timedelta(days=days)
+        start = None if since is None else when - pd.Timedelta(days=since)
+        mine = cube_events(summed.revenue, as_of=when, since=start, with_created=True)
+        theirs = revenue_events(tables, as_of=when, since=start, with_created=True)
+        a, b = _by_node_day(mine), _by_node_day(theirs)
+        pd.testing.assert_index_equal(a.index, b.index)
+        np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-12, atol=1e-6)
+        assert (mine[AMOUNT] < 0).sum() <= (theirs[AMOUNT] < 0).sum()
+    assert int(summed.revenue["_until"].notna().sum()) > 10  # deals alone until an order
+
+
+def test_summed_tables_give_the_feasibility_within_monte_carlo(demo: Path) -> None:
+    """Feasibility on the summed tables: the closed to date of the whole tables, the same
+    notes (the same win rates, run rate, backtests), P(attain) and quantiles within Monte
+    Carlo error (the deals come in another order, so each draws other numbers)."""
+    tables = load_tables(str(demo))
+    read = feasibility_tables(PandasEngine(), str(demo), None)
+    assert read is not None
+    summed, as_of = read
+    period = str((as_of - pd.Timedelta(days=1)).to_period("Q"))
+    args: dict[str, Any] = dict(draws=2_000, seed=42, all_nodes=True, models={},
+                                use_churn=False)
+    whole = run_feasibility(tables, period, as_of, **args)
+    lean = run_feasibility(summed, period, as_of, **args)
+    assert whole.notes == lean.notes
+    a = whole.frame.sort_values(["level", "key"], ignore_index=True)
+    b = lean.frame.sort_values(["level", "key"], ignore_index=True)
+    pd.testing.assert_frame_equal(a[["level", "key"]], b[["level", "key"]])
+    np.testing.assert_allclose(a["closed_to_date"], b["closed_to_date"], rtol=1e-12)
+    assert float((a["p_attain"] - b["p_attain"]).abs().max()) < 0.02
+    for q in ("p10", "p50", "p90"):
+        np.testing.assert_allclose(a[q], b[q], rtol=0.01)
+
+
+def test_spark_sums_the_pandas_tables(spark: object, demo: Path) -> None:
+    """The engines read and sum the same tables, row for row, so the feasibility is the same
+    to the last bit."""
+    here = feasibility_tables(PandasEngine(), str(demo), None)
+    there = feasibility_tables(spark, str(demo), None)  # type: ignore[arg-type]
+    assert here is not None and there is not None
+    assert here[1] == there[1]
+    pd.testing.assert_frame_equal(here[0].revenue, there[0].revenue, check_exact=True)
+    for name in ("opportunities", "stage_history", "customers", "org"):
+        pd.testing.assert_frame_equal(here[0][name], there[0][name], check_exact=True)
+    period = str((here[1] - pd.Timedelta(days=1)).to_period("Q"))
+    args: dict[str, Any] = dict(draws=1_000, seed=42, all_nodes=True, models={},
+                                use_churn=False)
+    a = run_feasibility(here[0], period, here[1], **args)
+    b = run_feasibility(there[0], period, there[1],
+                        blocks=engine_blocks(spark), **args)  # type: ignore[arg-type]
+    pd.testing.assert_frame_equal(a.frame, b.frame, check_exact=True)
+    assert a.notes == b.notes
 
 
 def test_spark_blocks_give_the_pandas_feasibility(spark: object, real: Path) -> None:

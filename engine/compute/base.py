@@ -198,10 +198,19 @@ class PandasEngine:
             self._loaded = (source, load_tables(source))
         return self._loaded[1]
 
+    def _held(self, source: str) -> bool:
+        return self._loaded is not None and self._loaded[0] == source
+
+    def hold(self, source: str, tables: Tables) -> PandasEngine:
+        """Read ``source`` from ``tables``, already loaded here (the command's own read), instead
+        of reading it again; returns the engine."""
+        self._loaded = (source, tables)
+        return self
+
     def data_end(self, source: str) -> pd.Timestamp:
         from engine.compute.sources import pruned_source
 
-        if (pruned := pruned_source(source)) is not None:
+        if not self._held(source) and (pruned := pruned_source(source)) is not None:
             return data_end(Tables(_checked(source, _source_dates(pruned))))
         return data_end(self._tables(source))
 
@@ -209,7 +218,7 @@ class PandasEngine:
              ) -> dict[str, pd.DataFrame]:
         from engine.compute.sources import pruned_source
 
-        if (pruned := pruned_source(source)) is not None:
+        if not self._held(source) and (pruned := pruned_source(source)) is not None:
             present = pruned.tables
             return _checked(source, {r.table: typed_frame(pruned.scan(r, before), r.table)
                                      for r in reads if r.table in present})

@@ -54,6 +54,7 @@ from features.hierarchy import (
     rep_hierarchy,
     revenue_events,
 )
+from features.revenue_nodes import CubeTables, cube_events
 from models.churn import CHURN_PROBABILITY
 from models.feasibility.backtest import PastPoint, RestScale, earlier_points, rest_scale
 from models.feasibility.run_rate import RestOfPeriod, day_number, estimate_run_rate
@@ -99,6 +100,22 @@ def churn_adjustment(scores: pd.DataFrame, customer_revenue: pd.Series, window_d
 
 
 # === building the inputs from tables ============================================================
+
+
+def _revenue(tables: Tables, as_of: pd.Timestamp, since: pd.Timestamp | None = None,
+             columns: Sequence[str] = (), with_created: bool = False) -> pd.DataFrame:
+    """:func:`features.hierarchy.revenue_events`, or, for tables whose revenue was summed on a
+    compute engine (:class:`features.revenue_nodes.CubeTables`), the same events from those
+    sums (:func:`features.revenue_nodes.cube_events`)."""
+    if isinstance(tables, CubeTables) and tables.revenue is not None:
+        if tables.as_of is not None and pd.Timestamp(as_of) > tables.as_of:
+            raise ValueError(f"revenue was summed as of {tables.as_of.date()}, not "
+                             f"{pd.Timestamp(as_of).date()}")
+        return cube_events(tables.revenue, as_of=as_of, since=since, columns=columns,
+                           with_created=with_created)
+    return revenue_events(tables, as_of=as_of, since=since, columns=columns,
+                          with_created=with_created)
+
 
 
 def _extra_levels(targets: pd.DataFrame | None, period: str,
@@ -228,6 +245,9 @@ def _open_deals(tables: Tables, as_of: pd.Timestamp, start: pd.Timestamp, end: p
 def _customer_run_rate(tables: Tables, as_of: pd.Timestamp, window_days: int) -> pd.Series:
     """Each customer's unlinked revenue of the last year before ``as_of``, scaled to the
     window."""
+    if isinstance(tables, CubeTables):
+        raise ValueError("churn scores need each customer's orders, which these tables hold "
+                         "summed per node")
     events = revenue_events(tables, as_of=as_of, since=as_of - pd.Timedelta(days=365),
                             with_ids=True)
     recent = events[events[OPPORTUNITY_ID].isna()]
@@ -273,7 +293,7 @@ def revenue_by_node(tables: Tables, as_of: pd.Timestamp | str,
     level but company (rep, team, region and ``levels``), keys written as the simulation's
     nodes are (missing: ``unassigned``)."""
     extra = sorted({lv for lv in (levels or []) if lv not in HIERARCHY_LEVELS})
-    events = revenue_events(tables, as_of=pd.Timestamp(as_of), columns=extra)
+    events = _revenue(tables, pd.Timestamp(as_of), columns=extra)
     return pd.concat([events[[DS, AMOUNT]], _filled(events, _node_columns(extra))], axis=1)
 
 
@@ -356,7 +376,7 @@ def _rest_at(tables: Tables, point: PastPoint, win_model: Any) -> tuple[float, f
     The expectation reads the revenue as known at the point (rows dated before it), the
     realisation the revenue of the period as known at its end: neither depends on the later
     date the point is looked at from."""
-    past = revenue_events(tables, as_of=point.as_of, with_created=True)
+    past = _revenue(tables, point.as_of, with_created=True)
     if past.empty:
         return None
     codes, names = pd.factorize(past[REP])  # by first appearance, as of the reps' names
@@ -368,7 +388,7 @@ def _rest_at(tables: Tables, point: PastPoint, win_model: Any) -> tuple[float, f
     run_rate = estimate_run_rate(past, codes, len(names), window, data_start)
     deals = _open_deals(tables, point.as_of, point.start, point.end, win_model)
     pipeline = float((deals["p"] * deals[AMOUNT]).sum())
-    rest = revenue_events(tables, as_of=point.end, since=max(point.as_of, point.start))
+    rest = _revenue(tables, point.end, since=max(point.as_of, point.start))
     return float(rest[AMOUNT].sum()), pipeline + float(run_rate.central().sum())
 
 
@@ -395,7 +415,7 @@ def build_inputs(tables: Tables, period: str, as_of: pd.Timestamp | str, win_mod
     extra = _extra_levels(targets, period, levels)
     columns = _node_columns(extra)
     window = RestOfPeriod(day_number(as_of), day_number(start), day_number(end))
-    events = revenue_events(tables, as_of=as_of, columns=extra, with_created=True)
+    events = _revenue(tables, as_of, columns=extra, with_created=True)
     events_nodes, event_row = _distinct_nodes(events, columns)
     scale = (rest_of_period_scale(tables, period, as_of, win_model) if rest_backtest
              else RestScale(1.0))

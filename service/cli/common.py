@@ -146,14 +146,30 @@ def usage_error(exc: RequestError) -> typer.BadParameter:
 
 
 def read_period(ctx: typer.Context, data: str | None, period: str | None, as_of: str | None,
-                lean: bool = False) -> tuple[Tables, pd.Timestamp, str]:
+                lean: bool = False, engine: Any = None) -> tuple[Tables, pd.Timestamp, str]:
     """The tables, the as-of and the period of a planning command: ``--as-of`` checked before
     the data is read, by default the day after the data's last row (the CLI does not bound it
     to the data, as the service does); ``--period`` by default the quarter holding the day
-    before it. A period that cannot be is a usage error (exit 2) naming its option."""
+    before it. A period that cannot be is a usage error (exit 2) naming its option.
+    ``engine``: feasibility's tables read on that compute engine, revenue summed there
+    (:func:`service.usecases.scaled_feasibility.feasibility_tables`; wrap the call in
+    :func:`engine_failures`)."""
     when = parse_as_of(as_of)
-    tables = read_data(data_source(ctx, data), lean=lean)
-    when = when if when is not None else default_as_of(tables)
+    read: tuple[Tables, pd.Timestamp] | None = None
+    if engine is not None:
+        from service.usecases.scaled_feasibility import feasibility_tables
+
+        source = data_source(ctx, data)  # pandas: loaded here as always (the snapshots')
+        whole = None if engine.name == "spark" else read_data(source, lean=lean)
+        try:
+            read = feasibility_tables(engine, source, when, whole=whole)
+        except ValueError as exc:  # the data holds no dates
+            fail(str(exc))
+    if read is not None:
+        tables, when = read
+    else:
+        tables = read_data(data_source(ctx, data), lean=lean)
+        when = when if when is not None else default_as_of(tables)
     try:
         return tables, when, request.resolve_period(period, when)
     except RequestError as exc:

@@ -286,24 +286,28 @@ def feasibility_cmd(
     """Is the target achievable? P(attain), P10/P50/P90, gap, must-hit and stretch per node."""
     from engine.compute import open_engine
     from service.usecases.feasibility import engine_blocks, run_feasibility
+    from service.usecases.scaled_feasibility import snapshot_tables
 
     settings = settings_of(ctx)
     name = engine or settings.engine
-    tables, when, chosen = read_period(ctx, data, period, as_of, lean=True)
     use_tracking(ctx)
+    models = champions(ctx)  # loaded once: the snapshot's too
     where = f" on Spark {settings.spark_master}" if name == "spark" else ""
-    with engine_failures(), open_engine(name, settings.spark_master) as compute, \
-            err.status(f"simulating {chosen} as of {when.date()}{where}") as status:
-        status.update("loading the win model")
-        result = run_feasibility(
-            tables, chosen, when, draws=draws, seed=settings.seed, use_churn=churn,
-            all_nodes=all_nodes, progress=lambda message: status.update(message),
-            blocks=engine_blocks(compute), models=champions(ctx),  # loaded once: the snapshot's too
-        )
+    with engine_failures(), open_engine(name, settings.spark_master) as compute:
+        # Revenue summed on the engine, unless a churn champion is to score every customer.
+        summed = None if churn and "churn" in models else compute
+        tables, when, chosen = read_period(ctx, data, period, as_of, lean=True, engine=summed)
+        with err.status(f"simulating {chosen} as of {when.date()}{where}") as status:
+            status.update("loading the win model")
+            result = run_feasibility(
+                tables, chosen, when, draws=draws, seed=settings.seed, use_churn=churn,
+                all_nodes=all_nodes, progress=lambda message: status.update(message),
+                blocks=engine_blocks(compute), models=models)
     _notes(result.notes)
     _no_champion_note(ctx, "win", result.notes)
     # the board's trend
-    record_simulation(ctx, tables, result.simulation, chosen, when, frame=result.frame)
+    record_simulation(ctx, snapshot_tables(tables), result.simulation, chosen, when,
+                      frame=result.frame)
     shown = ["level", "key", "target", "closed_to_date", "p_attain", "p10", "p50", "p90",
              "must_hit", "stretch"]
     if not result.frame.empty:

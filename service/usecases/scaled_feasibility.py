@@ -1,0 +1,203 @@
+"""Feasibility's tables read on a compute engine (``feasibility --engine pandas|spark``).
+
+The orders are the big table (90 million rows on the 10x demo company); feasibility needs only
+their revenue per node and day, with each linked deal's creation day (the run rate counts
+revenue whose deal did not exist yet) and whether a won deal was carried by an order yet. So
+the engine reads only the revenue columns dated before the as-of and sums them in the three
+steps of :mod:`features.revenue_nodes` (by deal, by customer, by node and day), each on CRC-32
+buckets of keys; only those sums reach this process (:class:`features.revenue_nodes
+.CubeTables`), beside the org chart, the targets, the customers' owners and regions, the deals
+and their stage history (dated before the as-of). Both engines run the same functions on the
+same buckets and hand over the tables in the same row order, so the feasibility is the same to
+the last bit on either.
+
+Not on this path: the churn adjustment (it scores every customer's orders; the command reads
+the whole tables when a churn champion is to be applied) and the snapshots of the product,
+segment and channel nodes the board's trend keeps (their columns are not read here).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pandas as pd
+
+from engine.compute import ComputeEngine, PandasEngine, TableRead, empty_group
+from engine.io.tables import Tables, empty_table
+from engine.periods import as_of_after, default_as_of
+from engine.schemas import (
+    ACCOUNT_MANAGER,
+    AMOUNT,
+    CLOSE_DATE,
+    CREATED_AT,
+    CUSTOMER_ID,
+    CUSTOMERS,
+    ENTERED_AT,
+    HIERARCHY_LEVELS,
+    KEY,
+    LEVEL,
+    OPPORTUNITIES,
+    OPPORTUNITY_ID,
+    ORDER_DATE,
+    ORDER_ID,
+    ORDERS,
+    ORG,
+    OWNER,
+    REGION,
+    REP,
+    STAGE_HISTORY,
+    STATUS,
+    TABLES,
+    TARGETS,
+    TEAM,
+)
+from features.revenue_nodes import (
+    AT,
+    CubeTables,
+    cube_node_days,
+    dated_deal_rows,
+    node_day_sums,
+    revenue_cube,
+)
+from service.usecases.scaled import bucket_count
+
+__all__ = ["FEASIBILITY_READS", "feasibility_tables", "snapshot_tables"]
+
+_ORDERS_SCHEMA = f"{CUSTOMER_ID} string, {ORDER_DATE} timestamp_ntz, {AMOUNT} double"
+_LINKED_SCHEMA = f"{CUSTOMER_ID} string, {ORDER_DATE} timestamp_ntz, {OPPORTUNITY_ID} string"
+
+
+def _all(table: str) -> tuple[str, ...]:
+    """Every column of ``table``; a deal's stage history also its expected close then."""
+    extra = (CLOSE_DATE,) if table == STAGE_HISTORY else ()
+    return tuple(c for c in (*TABLES[table].columns, *extra) if c != ORDER_ID)
+
+
+# The tables that come whole (dated ones before the as-of), each by its key.
+_WHOLE: dict[str, tuple[str, str | None]] = {
+    ORG: (REP, None), TARGETS: (KEY, None), OPPORTUNITIES: (OPPORTUNITY_ID, CREATED_AT),
+    STAGE_HISTORY: (OPPORTUNITY_ID, ENTERED_AT)}
+FEASIBILITY_READS: tuple[TableRead, ...] = (
+    *(TableRead(t, _all(t), date) for t, (_, date) in _WHOLE.items()),
+    TableRead(CUSTOMERS, (CUSTOMER_ID, ACCOUNT_MANAGER, REGION)),
+    TableRead(ORDERS, (CUSTOMER_ID, ORDER_DATE, AMOUNT, OPPORTUNITY_ID), ORDER_DATE),
+)
+_REVENUE_DEALS = (OPPORTUNITY_ID, OWNER, CUSTOMER_ID, STATUS, CREATED_AT, CLOSE_DATE, AMOUNT)
+
+
+def _as_read(frames: dict[str, pd.DataFrame], table: str) -> pd.DataFrame:
+    return frames[table]
+
+
+def _columns(frame: Any) -> list[str]:
+    return list(frame.columns)
+
+
+def _extra_levels(targets: pd.DataFrame | None, present: set[str]) -> list[str]:
+    """The targets' levels that are not the hierarchy's but a column the data has."""
+    if targets is None or targets.empty:
+        return []
+    return sorted({str(lv) for lv in targets[LEVEL].dropna().unique()
+                   if lv not in HIERARCHY_LEVELS and lv in present})
+
+
+def _whole(engine: ComputeEngine, frame: Any, table: str, key: str, buckets: int
+           ) -> pd.DataFrame:
+    """A table brought here, in the engines' one row order (by key, then every column)."""
+    fn = partial(_as_read, table=table)
+    return engine.apply_by_group({table: frame}, key, fn,
+                                 empty_group({table: _columns(frame)})[table], buckets)
+
+
+def snapshot_tables(tables: Tables) -> Tables:
+    """The tables the board's snapshots of a feasibility are recorded from: the whole tables
+    summed ones were read from when they were loaded here (pandas), else ``tables`` (on Spark,
+    where no process holds the orders, the product, segment and channel nodes are not
+    snapshot: their columns are not read)."""
+    whole = tables.whole if isinstance(tables, CubeTables) else None
+    return whole if whole is not None else tables
+
+
+def feasibility_tables(engine: ComputeEngine, source: str, as_of: pd.Timestamp | None,
+                       buckets: int | None = None, whole: Tables | None = None
+                       ) -> tuple[Tables, pd.Timestamp] | None:
+    """Feasibility's tables read on ``engine`` as of ``as_of`` (default: the day after the
+    data's last dated row), and that as-of: :class:`features.revenue_nodes.CubeTables`.
+    ``buckets``: of customers (default :func:`service.usecases.scaled.bucket_count` of the
+    orders; the sums do not depend on it).
+
+    ``whole``: the tables, already loaded here (the pandas engine): read from them instead of
+    ``source`` (as the pandas engine reads a CSV directory), so Spark and pandas start from
+    the same rows; they stay available for the board's snapshots (:func:`snapshot_tables`).
+    Without a customers table (the loader derives one from the orders) the answer is
+    ``whole`` itself, or None when nothing was loaded here: read the whole tables then.
+
+    Raises:
+        engine.compute.ComputeError: the engine failed (in plain words; exit code in it).
+        engine.io.BadInput: the pandas engine found problems in the data.
+        ValueError: the data holds no dates.
+    """
+    if whole is not None:
+        if CUSTOMERS in whole.derived:
+            return whole, (pd.Timestamp(as_of) if as_of is not None
+                           else default_as_of(whole))
+        engine = PandasEngine().hold(source, whole)
+    if buckets is None:
+        buckets = bucket_count(source, [r for r in FEASIBILITY_READS if r.table == ORDERS])
+    when = (pd.Timestamp(as_of) if as_of is not None
+            else as_of_after(engine.data_end(source))).normalize()
+    targets_read = engine.read(source, [r for r in FEASIBILITY_READS if r.table == TARGETS],
+                               before=when)
+    targets = (_whole(engine, targets_read[TARGETS], TARGETS, KEY, buckets)
+               if TARGETS in targets_read else None)
+    first = engine.read(source, [r for r in FEASIBILITY_READS if r.table != TARGETS],
+                        before=when)
+    if CUSTOMERS not in first:
+        return None
+    present = {c for t in (ORDERS, CUSTOMERS, OPPORTUNITIES) if t in first
+               for c in _columns(first[t])}
+    extra = _extra_levels(targets, present)
+    if extra:  # the targets name a level of the data's own (product...): read it too
+        reads = [TableRead(r.table, tuple(dict.fromkeys((*r.columns, *extra))), r.date)
+                 if r.table in (ORDERS, CUSTOMERS) else r
+                 for r in FEASIBILITY_READS if r.table != TARGETS]
+        first = engine.read(source, reads, before=when)
+    frames: dict[str, pd.DataFrame] = {} if targets is None else {TARGETS: targets}
+    for table, (key, _) in _WHOLE.items():
+        if table in first and table != TARGETS:
+            frames[table] = _whole(engine, first[table], table, key, buckets)
+    customers = first[CUSTOMERS]
+    frames[CUSTOMERS] = _whole(engine, customers, CUSTOMERS, CUSTOMER_ID, buckets)
+    org = frames[ORG][[REP, TEAM, REGION]] if ORG in frames else None
+    orders = first.get(ORDERS)
+    if orders is None:  # a deals-only source: orders without rows, as the loader gives
+        orders = engine.from_pandas(empty_table(ORDERS)[[CUSTOMER_ID, ORDER_DATE, AMOUNT]],
+                                    _ORDERS_SCHEMA)
+    columns = {ORDERS: _columns(orders), CUSTOMERS: _columns(customers)}
+    group: dict[str, Any] = {ORDERS: orders, CUSTOMERS: customers}
+    template = None
+    if OPPORTUNITIES in first:
+        deals = first[OPPORTUNITIES]
+        deals = deals[[c for c in dict.fromkeys((*_REVENUE_DEALS, *extra))
+                       if c in _columns(deals)]]
+        linked = orders if OPPORTUNITY_ID in columns[ORDERS] else engine.from_pandas(
+            empty_table(ORDERS)[[CUSTOMER_ID, ORDER_DATE, OPPORTUNITY_ID]], _LINKED_SCHEMA)
+        step1 = partial(dated_deal_rows, as_of=when)
+        template = step1(empty_group({ORDERS: _columns(linked),
+                                      OPPORTUNITIES: _columns(deals)}))
+        group[OPPORTUNITIES] = engine.apply_by_group(
+            {ORDERS: linked, OPPORTUNITIES: deals}, OPPORTUNITY_ID, step1, template, buckets,
+            collect=False)
+    step2 = partial(cube_node_days, org=org, levels=extra, as_of=when)
+    empty = empty_group(columns)
+    if template is not None:
+        empty[OPPORTUNITIES] = template
+    days = engine.apply_by_group(group, CUSTOMER_ID, step2, step2(empty), buckets,
+                                 keys={OPPORTUNITIES: AT}, collect=False)
+    sums = engine.apply_by_group({ORDERS: days}, CUSTOMER_ID, node_day_sums,
+                                 node_day_sums({ORDERS: step2(empty)}), buckets)
+    frames[ORDERS] = empty_table(ORDERS)[[CUSTOMER_ID, ORDER_DATE, AMOUNT]]
+    tables = CubeTables(frames, source=str(source), revenue=revenue_cube(sums, extra),
+                        levels=tuple(extra), as_of=when, whole=whole)
+    return tables, when

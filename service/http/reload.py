@@ -17,6 +17,13 @@ asked meanwhile is not queued behind it; a simulation holds no lock a request ne
 compute each key on its own: :class:`service.usecases.served.Memo`). A reload or a stop
 interrupts it between steps.
 
+**In a process of its own** (``QUOTACAST_WARM_PROCESS``, on by default): after the current
+period's company page and dashboard, the rest (the current period's node pages, then the above)
+is computed by a child process at the lowest OS priority, and this thread only copies each
+step's values into the caches between requests (:mod:`service.http.warm_process`): a page
+asked meanwhile never shares the interpreter with a simulation. Where a process cannot start,
+or it fails, the rest is computed in this thread as below.
+
 **Requests first, within a step too.** During such a step the watcher's thread steps aside at
 its next Python call while a request is being answered (:class:`service.http.metrics.Yielding`),
 so a page asked in the middle of a background simulation does not share the interpreter with
@@ -64,12 +71,13 @@ from service.http.auth import Principal
 from service.http.keys import Role
 from service.http.metrics import Yielding
 from service.http.state import AppState, Fingerprint, ReloadStatus
+from service.http.warm_process import WarmProcess
 from service.usecases.request import Refusal
 from service.usecases.served import DataState, load_data
 
 __all__ = ["PAUSE_STEP", "QUIET_SECONDS", "WARM_NODES", "WARM_PERIODS", "DataWatcher",
-           "fingerprint", "freeze_kept", "more_steps", "previous_periods", "reload_once",
-           "snapshot", "warm"]
+           "fingerprint", "freeze_kept", "more_steps", "node_steps", "previous_periods",
+           "reload_once", "rest_steps", "snapshot", "warm"]
 
 log = logging.getLogger("quotacast.service")
 T = TypeVar("T")
@@ -86,6 +94,14 @@ QUIET_SECONDS = 0.25
 # takes the interpreter from the request for a moment (on a loaded machine, the wait for the
 # scheduler to run the look too), so few looks; resuming a little late costs nobody anything.
 PAUSE_STEP = 0.025
+
+
+def _waiting() -> None:
+    """The step of the warm-up's process while nothing of it came: nothing to do."""
+
+
+def _copied_in() -> None:
+    """The step of the warm-up's process once a step's values are copied: nothing left."""
 
 
 def _now() -> datetime:
@@ -131,10 +147,11 @@ def fingerprint(source: str) -> Fingerprint | None:
     return tuple(sorted(out))
 
 
-def warm(state: AppState) -> float:
+def warm(state: AppState, nodes: bool = True) -> float:
     """Compute the current period's simulation and the first pages of the board and the
     dashboard (cached), for every workspace; seconds taken. Never raises: what cannot be
-    computed is computed (and refused) again when asked."""
+    computed is computed (and refused) again when asked. Without ``nodes``, the pages of the
+    nodes below the company are left to :func:`rest_steps`."""
     from service.http.dashboard import board_context, dashboard_context
     from service.http.routes.dashboard import templates
 
@@ -155,8 +172,8 @@ def warm(state: AppState) -> float:
         _quietly("board", space, partial(board_context, space, _WARM))
         _quietly("dashboard", space, partial(dashboard_context, space, _WARM))
         _quietly("board", space, partial(board_context, space, _WARM, wait_dimensions=True))
-        for level, key in _quietly("board", space, partial(_nodes, space)) or []:
-            _quietly("board", space, partial(board_context, space, _WARM, level=level, key=key))
+        for step in node_steps(space) if nodes else ():
+            step()
     return time.perf_counter() - began
 
 
@@ -203,9 +220,24 @@ def more_steps(space: AppState) -> Iterator[Callable[[], object]]:
         yield partial(_quietly, "scenario", space, partial(
             board_context, space, _WARM, scenario=name))
     for period in periods:
-        for level, key in _quietly("board", space, partial(_nodes, space, period=period)) or []:
-            yield partial(_quietly, "board", space, partial(
-                board_context, space, _WARM, period=period, level=level, key=key))
+        yield from node_steps(space, period)
+
+
+def node_steps(space: AppState, period: str | None = None) -> Iterator[Callable[[], object]]:
+    """The page of each node below the company of the current period (or ``period``), one
+    step each (:func:`_nodes`: their list is read when the first step is asked)."""
+    from service.http.dashboard import board_context
+
+    for level, key in _quietly("board", space, partial(_nodes, space, period=period)) or []:
+        yield partial(_quietly, "board", space, partial(
+            board_context, space, _WARM, period=period, level=level, key=key))
+
+
+def rest_steps(space: AppState) -> Iterator[Callable[[], object]]:
+    """What :func:`warm` without its nodes leaves: the current period's node pages, then
+    :func:`more_steps` (what :mod:`service.http.warm_process` computes in its own process)."""
+    yield from node_steps(space)
+    yield from more_steps(space)
 
 
 def snapshot(space: AppState) -> None:
@@ -290,12 +322,19 @@ class DataWatcher:
     """One background thread: the warm-up at start, then (``every`` > 0) a reload check of
     every workspace each ``every`` seconds, and a warm-up after each reload. Without
     ``warm_up`` only the current period's simulation (its snapshot) is computed after each
-    load."""
+    load. With ``process`` (default: ``QUOTACAST_WARM_PROCESS``, on) the warm-up's rest is
+    computed in a process of its own (:mod:`service.http.warm_process`) and this thread
+    copies its values in between requests; without, or when the process fails, this thread
+    computes it, stepping aside for requests."""
 
-    def __init__(self, state: AppState, every: float, warm_up: bool = True):
+    def __init__(self, state: AppState, every: float, warm_up: bool = True,
+                 process: bool | None = None):
         self.state = state
         self.every = every
         self.warm_up = warm_up
+        self.process = state.options.warm_process if process is None else process
+        self.child: WarmProcess | None = None  # the warm-up's process, while it runs
+        self.copied = 0  # values the warm-up's process computed, copied here (last warm-up)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.yielding = Yielding(state.metrics, step=PAUSE_STEP)
@@ -321,6 +360,7 @@ class DataWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._end_child()
         gc.unfreeze()  # what the warm-up kept is the collector's again
 
     def _warm(self, full: bool = True) -> Iterator[Callable[[], object]]:
@@ -332,18 +372,54 @@ class DataWatcher:
             return iter(())
         for space in self.state.every_space():
             space.reload.warmed_in = space.reload.warmed_more_in = None
+        self._end_child()  # computing for the old data
         gc.unfreeze()  # a reload's old caches: their reference cycles are collectable again
-        spent = warm(self.state)
+        spent = warm(self.state, nodes=not self.process)
         freeze_kept()
         for space in self.state.every_space():
             space.reload.warmed_in = round(spent, 3)
         log.info("current period computed in the background in %.1f s", spent)
+        if self.process:
+            child = WarmProcess(self.state)
+            if child.start():
+                self.child = child
+                return self._copied(child)
+            return self._more(nodes=True)
         return self._more()
 
-    def _more(self) -> Iterator[Callable[[], object]]:
+    def _end_child(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+            self.child = None
+
+    def _copied(self, child: WarmProcess) -> Iterator[Callable[[], object]]:
+        """The values the warm-up's process computes, one step's at a time (a step that
+        copies nothing when none came yet); when it fails, the rest computed here."""
         began = time.perf_counter()
+        while True:
+            outcome = child.take(PAUSE_STEP)
+            if outcome == "done":
+                break
+            if outcome == "failed":
+                log.warning("the warm-up's process failed (%s): its rest is computed in the "
+                            "service's process", child.failed)
+                self.child = None
+                yield from self._more(nodes=True, began=began)
+                return
+            yield _copied_in if outcome == "step" else _waiting
+        self.child = None
+        self.copied = child.copied
+        spent = time.perf_counter() - began
         for space in self.state.every_space():
-            yield from more_steps(space)
+            space.reload.warmed_more_in = round(spent, 3)
+        log.info("current period's nodes, previous quarter and ready scenarios computed in the "
+                 "warm-up's process in %.1f s (%d values copied)", spent, child.copied)
+
+    def _more(self, nodes: bool = False, began: float | None = None
+              ) -> Iterator[Callable[[], object]]:
+        began = time.perf_counter() if began is None else began
+        for space in self.state.every_space():
+            yield from rest_steps(space) if nodes else more_steps(space)
         spent = time.perf_counter() - began
         for space in self.state.every_space():
             space.reload.warmed_more_in = round(spent, 3)
@@ -387,6 +463,7 @@ class DataWatcher:
                     step()
             finally:
                 self.yielding.remove()
-            freeze_kept()
+            if step is not _waiting:  # nothing kept by a step that copied nothing
+                freeze_kept()
             if step is None:
                 steps = None

@@ -87,7 +87,20 @@ _REVENUE_DEALS = (OPPORTUNITY_ID, OWNER, CUSTOMER_ID, STATUS, CREATED_AT, CLOSE_
 
 
 def _as_read(frames: dict[str, pd.DataFrame], table: str) -> pd.DataFrame:
-    return frames[table]
+    """The table as read; a column outside the schema (a stage's expected close) as the
+    text of its day, as a CSV file gives it (what any engine can return as text)."""
+    frame = frames[table]
+    extra = [c for c in frame.columns if c not in TABLES[table].columns]
+    if not extra or frame.empty:
+        return frame
+    out = frame.copy()
+    for column in extra:
+        values = out[column]
+        if values.map(lambda v: isinstance(v, pd.Timestamp)).any():
+            days = pd.to_datetime(values).dt.strftime("%Y-%m-%d").to_numpy(dtype=object)
+            days[values.isna().to_numpy()] = None
+            out[column] = days
+    return out
 
 
 def _columns(frame: Any) -> list[str]:

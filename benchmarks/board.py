@@ -23,23 +23,40 @@ came, and the median and worst warm time, in milliseconds, and the machine's loa
 printed beside it. The goal: every answer under 300 ms, cold, reloaded and warm, and while the
 background work runs.
 
+With ``--peer DIR`` (a checkout of other code, e.g. ``git worktree add --detach DIR HEAD``)
+the benchmark generates the company once and runs section 1 (the page kinds with the
+background on and off) for the peer's code and for this checkout's, one after the other in the
+same run, at the machine's ordinary load and then with ``--load N`` busy Python loops that it
+starts itself (at its own priority, the service's), and prints one table per load: before (the
+peer) and after. ``--during S`` stops asking after S seconds of background work; the
+"nothing in background" columns then stay empty for a background not done by then (a warm-up
+at the lowest OS priority may get no CPU beside busy loops).
+
     .venv/bin/python benchmarks/board.py                 # medium
     .venv/bin/python benchmarks/board.py --size small --repeat 5
+    nice -n 10 .venv/bin/python benchmarks/board.py --peer /tmp/peer --load 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = str(Path(__file__).resolve().parents[1])
+# --code DIR: the service's code from another checkout (the peer's run; its spawned processes
+# read the same argument).
+CODE = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--code"), HERE)
+sys.path.insert(0, CODE)
 
 __all__ = ["main"]
 
@@ -97,6 +114,71 @@ def _spread_table(during: dict[str, list[float]], idle: dict[str, list[float]]) 
               f"{_spread(calm):>37}")
 
 
+def _busy(count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` Python loops that keep a core busy each (at this process's priority)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(count)]
+
+
+def _stop(loops: list[subprocess.Popen[bytes]]) -> None:
+    for loop in loops:
+        loop.kill()
+        loop.wait()
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Section 1 for the peer's code and this checkout's, at the ordinary and an added load."""
+    from engine.io import write_data_dir
+    from engine.synthetic import generate
+
+    root = Path(tempfile.mkdtemp(prefix="quotacast-board-peer-"))
+    started = time.perf_counter()
+    data = write_data_dir(generate(args.size, seed=42), root / "data")
+    print(f"demo company {args.size} generated once ({time.perf_counter() - started:.1f} s); "
+          f"peer {args.peer}, this checkout {HERE}")
+    runs: dict[tuple[int, str], dict[str, Any]] = {}
+    for load in sorted({0, args.load}):
+        loops = _busy(load)
+        try:
+            for label, code in (("before", args.peer), ("after", HERE)):
+                command = [sys.executable, str(Path(__file__).resolve()), "--code", code,
+                           "--data", str(data), "--json", "--size", args.size,
+                           "--draws", str(args.draws), "--during", str(args.during)]
+                done = subprocess.run(command, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    print(done.stdout[-2000:], done.stderr[-3000:])
+                    raise SystemExit(f"the {label} run failed ({done.returncode})")
+                found = json.loads(done.stdout.strip().splitlines()[-1])
+                runs[(load, label)] = found
+                print(f"added load {load}, {label} ({found['code']}): warm-up "
+                      f"{found['warmed_in']:.1f} s, rest "
+                      + (f"{found['more_in']:.1f} s" if found["more_in"] is not None
+                         else f"not done in {args.during:.0f} s")
+                      + f"; {found['load']}", flush=True)
+        finally:
+            _stop(loops)
+    for load in sorted({0, args.load}):
+        before, after = runs[(load, "before")], runs[(load, "after")]
+        print(f"\nadded load: {load} busy loop(s); load average during the runs: before "
+              f"{before['load']}, after {after['load']}")
+        kinds = list(before["during"]) or list(after["during"])
+        width = max(len(k) for k in kinds)
+        print(f"{'page':<{width}}  {'':>6}  {'n':>3}  {'background: median p95 max':>26}  "
+              f"{'n':>3}  {'nothing: median p95 max':>23}")
+        for kind in kinds:
+            for label, run in (("before", before), ("after", after)):
+                on, off = run["during"].get(kind, []), run["idle"].get(kind, [])
+                print(f"{kind:<{width}}  {label:>6}  {len(on):3d}  {_spread(on):>26}  "
+                      f"{len(off):3d}  {_spread(off):>23}")
+        for label, run in (("before", before), ("after", after)):
+            every = [v for values in run["during"].values() for v in values]
+            print(f"{label}: pages while the background ran, max "
+                  + (f"{max(every):.0f} ms" if every else "-")
+                  + ("" if not every or max(every) < TARGET_MS
+                     else f" (over {TARGET_MS:.0f} ms)"))
+    return 0
+
+
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.1f} {five:.1f} {fifteen:.1f} ({os.cpu_count()} cores)"
@@ -107,10 +189,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="medium", help="demo company size (default medium)")
     parser.add_argument("--repeat", type=int, default=7, help="warm requests per page")
     parser.add_argument("--draws", type=int, default=10_000, help="Monte Carlo draws")
+    parser.add_argument("--load", type=int, default=0,
+                        help="busy Python loops started beside the service (an added load)")
+    parser.add_argument("--during", type=float, default=600.0,
+                        help="seconds at most of asking pages while the background runs")
+    parser.add_argument("--peer", help="another checkout: its code and this one's compared")
+    parser.add_argument("--code", default=HERE, help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)  # generated once by --peer
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.peer:
+        return _compare(args)
+    loops = _busy(args.load)
+    try:
+        return _run(args)
+    finally:
+        _stop(loops)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """One run of the service (of ``--code``) over the company; ``--json``: section 1 only,
+    its numbers on the last line."""
 
     from fastapi.testclient import TestClient
 
+    import service
     from engine.config import Settings
     from engine.io import load_tables, write_data_dir
     from engine.periods import default_as_of, default_period, period_of
@@ -123,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(tempfile.mkdtemp(prefix="quotacast-board-bench-"))
     started = time.perf_counter()
-    data = write_data_dir(generate(args.size, seed=42), root / "data")
+    data = (Path(args.data) if args.data
+            else write_data_dir(generate(args.size, seed=42), root / "data"))
     tables = load_tables(str(data))
     print(f"demo company {args.size}: {len(tables.orders):,} orders, "
           f"{len(tables['opportunities']):,} deals ({time.perf_counter() - started:.1f} s)")
@@ -192,15 +296,18 @@ def main(argv: list[str] | None = None) -> int:
         idle: dict[str, list[float]] = {}
         current = pages[1:5]
         asked = 0
-        while state.reload.warmed_more_in is None:
+        stop_at = time.monotonic() + args.during
+        while state.reload.warmed_more_in is None and time.monotonic() < stop_at:
             name, who, path, params = current[asked % len(current)]
             during.setdefault(name, []).append(ask(who, path, params)[0])
             asked += 1
             time.sleep(0.5)
+        more = state.reload.warmed_more_in
         print(f"previous quarter {previous} and {len(_library())} ready scenarios computed "
-              f"after it, at the lowest priority: {state.reload.warmed_more_in:.1f} s; "
-              f"{_load()}")
-        if during:
+              "after it, at the lowest priority: "
+              + (f"{more:.1f} s" if more is not None else f"not done in {args.during:.0f} s")
+              + f"; {_load()}")
+        if during and state.reload.warmed_more_in is not None:
             # The peer of those, in the same run: the same pages the same way, nothing in the
             # background (what the machine's own load costs them).
             for i in range(min(asked, 40)):
@@ -210,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"current-period pages asked every 0.5 s while the background ran ({asked}), "
                   f"then with nothing in the background ({min(asked, 40)}); {_load()}")
             _spread_table(during, idle)
+        if args.json:
+            print(json.dumps({"code": str(Path(service.__file__).parents[1]),
+                              "warmed_in": state.reload.warmed_in,
+                              "more_in": state.reload.warmed_more_in,
+                              "during": during, "idle": idle, "load": _load()}))
+            return 0
         # 2. Every page cold, then warm.
         for name, who, path, params in pages:
             cold, after, reload = full(who, path, params)

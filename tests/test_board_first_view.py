@@ -60,7 +60,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         # The warm-up on (first views answer at once only with it), its work left out (it
         # would compute the current and the previous quarter, never OLDER); a first view
         # never waits, so its first answer is always the 202.
-        patch.setattr(reload, "warm", lambda state, nodes=True: 0.0)
+        patch.setattr(reload, "warm", lambda state: 0.0)
         patch.setattr(reload, "more_steps", lambda space: iter(()))
         app = create_app(settings_for(root, company.data, uri),
                          quiet_options(warm_up=True, first_view_seconds=0.0,

@@ -17,12 +17,11 @@ asked meanwhile is not queued behind it; a simulation holds no lock a request ne
 compute each key on its own: :class:`service.usecases.served.Memo`). A reload or a stop
 interrupts it between steps.
 
-**In a process of its own** (``QUOTACAST_WARM_PROCESS``, on by default): after the current
-period's company page and dashboard, the rest (the current period's node pages, then the above)
-is computed by a child process at the lowest OS priority, and this thread only copies each
-step's values into the caches between requests (:mod:`service.http.warm_process`): a page
-asked meanwhile never shares the interpreter with a simulation. Where a process cannot start,
-or it fails, the rest is computed in this thread as below.
+**In a process of its own** (``QUOTACAST_WARM_PROCESS``, on by default): these steps are
+computed by a child process at the lowest OS priority, and this thread only copies each step's
+values into the caches between requests (:mod:`service.http.warm_process`): a page asked
+meanwhile never shares the interpreter with a simulation. Where a process cannot start, or it
+fails, they are computed in this thread as below.
 
 **Requests first, within a step too.** During such a step the watcher's thread steps aside at
 its next Python call while a request is being answered (:class:`service.http.metrics.Yielding`),
@@ -77,7 +76,7 @@ from service.usecases.served import DataState, load_data
 
 __all__ = ["PAUSE_STEP", "QUIET_SECONDS", "WARM_NODES", "WARM_PERIODS", "DataWatcher",
            "fingerprint", "freeze_kept", "more_steps", "node_steps", "previous_periods",
-           "reload_once", "rest_steps", "snapshot", "warm"]
+           "reload_once", "snapshot", "warm"]
 
 log = logging.getLogger("quotacast.service")
 T = TypeVar("T")
@@ -147,11 +146,10 @@ def fingerprint(source: str) -> Fingerprint | None:
     return tuple(sorted(out))
 
 
-def warm(state: AppState, nodes: bool = True) -> float:
+def warm(state: AppState) -> float:
     """Compute the current period's simulation and the first pages of the board and the
     dashboard (cached), for every workspace; seconds taken. Never raises: what cannot be
-    computed is computed (and refused) again when asked. Without ``nodes``, the pages of the
-    nodes below the company are left to :func:`rest_steps`."""
+    computed is computed (and refused) again when asked."""
     from service.http.dashboard import board_context, dashboard_context
     from service.http.routes.dashboard import templates
 
@@ -172,7 +170,7 @@ def warm(state: AppState, nodes: bool = True) -> float:
         _quietly("board", space, partial(board_context, space, _WARM))
         _quietly("dashboard", space, partial(dashboard_context, space, _WARM))
         _quietly("board", space, partial(board_context, space, _WARM, wait_dimensions=True))
-        for step in node_steps(space) if nodes else ():
+        for step in node_steps(space):
             step()
     return time.perf_counter() - began
 
@@ -231,13 +229,6 @@ def node_steps(space: AppState, period: str | None = None) -> Iterator[Callable[
     for level, key in _quietly("board", space, partial(_nodes, space, period=period)) or []:
         yield partial(_quietly, "board", space, partial(
             board_context, space, _WARM, period=period, level=level, key=key))
-
-
-def rest_steps(space: AppState) -> Iterator[Callable[[], object]]:
-    """What :func:`warm` without its nodes leaves: the current period's node pages, then
-    :func:`more_steps` (what :mod:`service.http.warm_process` computes in its own process)."""
-    yield from node_steps(space)
-    yield from more_steps(space)
 
 
 def snapshot(space: AppState) -> None:
@@ -374,7 +365,7 @@ class DataWatcher:
             space.reload.warmed_in = space.reload.warmed_more_in = None
         self._end_child()  # computing for the old data
         gc.unfreeze()  # a reload's old caches: their reference cycles are collectable again
-        spent = warm(self.state, nodes=not self.process)
+        spent = warm(self.state)
         freeze_kept()
         for space in self.state.every_space():
             space.reload.warmed_in = round(spent, 3)
@@ -384,7 +375,6 @@ class DataWatcher:
             if child.start():
                 self.child = child
                 return self._copied(child)
-            return self._more(nodes=True)
         return self._more()
 
     def _end_child(self) -> None:
@@ -404,7 +394,7 @@ class DataWatcher:
                 log.warning("the warm-up's process failed (%s): its rest is computed in the "
                             "service's process", child.failed)
                 self.child = None
-                yield from self._more(nodes=True, began=began)
+                yield from self._more(began)
                 return
             yield _copied_in if outcome == "step" else _waiting
         self.child = None
@@ -412,14 +402,13 @@ class DataWatcher:
         spent = time.perf_counter() - began
         for space in self.state.every_space():
             space.reload.warmed_more_in = round(spent, 3)
-        log.info("current period's nodes, previous quarter and ready scenarios computed in the "
-                 "warm-up's process in %.1f s (%d values copied)", spent, child.copied)
+        log.info("previous quarter and ready scenarios computed in the warm-up's process in "
+                 "%.1f s (%d values copied)", spent, child.copied)
 
-    def _more(self, nodes: bool = False, began: float | None = None
-              ) -> Iterator[Callable[[], object]]:
+    def _more(self, began: float | None = None) -> Iterator[Callable[[], object]]:
         began = time.perf_counter() if began is None else began
         for space in self.state.every_space():
-            yield from rest_steps(space) if nodes else more_steps(space)
+            yield from more_steps(space)
         spent = time.perf_counter() - began
         for space in self.state.every_space():
             space.reload.warmed_more_in = round(spent, 3)

@@ -1,16 +1,17 @@
 """The warm-up's rest in a process of its own, at the lowest OS priority (issue 18).
 
-After the current period's first pages (computed in this process: their first views wait for
-them anyway, :func:`service.http.reload.warm`), what the warm-up computes ahead (the current
-period's node pages, the previous quarter and the ready scenarios:
-:func:`service.http.reload.rest_steps`) is computed by a child process started with
-``spawn`` that lowers its own priority (:data:`NICE`), loads the same data and the same models
-and computes the same steps with the same code. After each step it sends what the step added
-to the caches a board page reads (:func:`caches`: the simulations, the board's values, the
-product/segment/channel nodes), each value pickled on its own; this process copies them into
-its caches (:meth:`service.usecases.served.Memo.offer`) between requests, so a page asked
-meanwhile never shares the interpreter with a simulation, and finds the values as if they had
-been computed here (the same keys and values: pickling is exact).
+After the current period's pages (computed in this process: their first views wait for them
+anyway, :func:`service.http.reload.warm`), what the warm-up computes ahead at the lowest
+priority (the previous quarter and the ready scenarios: :func:`service.http.reload.more_steps`)
+is computed by a child process started with ``spawn`` that lowers its own priority
+(:data:`NICE`), loads the same data and the same models and computes the same steps with the
+same code. After each step it sends what the step added to the caches a board page reads
+(:func:`caches`: the simulations, the board's values, the product/segment/channel nodes), each
+value pickled on its own; this process copies them into its caches
+(:meth:`service.usecases.served.Memo.offer`) one value at a time, only while no request is
+being answered, so a page asked meanwhile never shares the interpreter with a simulation nor
+waits for more than one value's copy, and finds the values as if they had been computed here
+(the same keys and values: pickling is exact).
 
 What is cached here already (or being computed for a request) is kept, never replaced; the
 child skips what this process held when it started. When the data the child loads is not the
@@ -71,6 +72,18 @@ def _known(state: AppState) -> dict[str, set[Hashable]]:
     return {name: {key for key, _ in held(cache)} for name, cache in caches(state).items()}
 
 
+def _lowest_priority() -> None:
+    """This process (and the threads it starts) at the lowest priority: niceness :data:`NICE`
+    and, on Linux, the idle scheduling class (a CPU only when nothing else wants it, and
+    preempted at once when a request's thread wakes up)."""
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+    idle = getattr(os, "SCHED_IDLE", None)
+    if idle is not None:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, idle, os.sched_param(0))
+
+
 def _context() -> Any:
     """How the child is started: ``spawn`` (a fresh interpreter: no copy of this process's
     threads and locks, which ``fork`` would copy mid-request)."""
@@ -93,12 +106,11 @@ def _child(conn: Connection, settings: Settings, options: ServiceSettings, sourc
            fingerprints: list[Fingerprint | None], known: dict[str, set[Hashable]]) -> None:
     """The child process: load, compute every rest step, send each step's new values, then
     ``("done", seconds)``; ``("failed", why)`` when it cannot."""
-    with contextlib.suppress(OSError):
-        os.nice(NICE)
+    _lowest_priority()
     state: AppState | None = None
     try:
         import service.http.app  # noqa: F401  (the routes first: the modules' import order)
-        from service.http.reload import fingerprint, rest_steps
+        from service.http.reload import fingerprint, more_steps
         from service.http.state import build_state
 
         began = time.perf_counter()
@@ -114,7 +126,7 @@ def _child(conn: Connection, settings: Settings, options: ServiceSettings, sourc
         found = caches(state)
         sent = {name: set(keys) for name, keys in known.items()}
         for space in spaces:
-            for step in rest_steps(space):
+            for step in more_steps(space):
                 step()
                 conn.send_bytes(pickle.dumps(("step", _new(found, sent))))
         conn.send_bytes(pickle.dumps(("done", time.perf_counter() - began)))
@@ -138,6 +150,7 @@ class WarmProcess:
         self.failed: str | None = None
         self.seconds: float | None = None  # the child's time from its start to done
         self._conn: Connection | None = None
+        self._left: Batch = []  # received, not copied yet (a request came)
         self._process: Any = None
         self._caches = caches(state)
 
@@ -166,8 +179,11 @@ class WarmProcess:
 
     def take(self, wait: float) -> Outcome:
         """Copy one step's values into this process's caches when one comes within ``wait``
-        seconds: ``"step"``; ``"waiting"``: none came; ``"done"``: the child finished;
-        ``"failed"``: it failed or died (:attr:`failed` says why)."""
+        seconds: ``"step"`` (also when a request came in the middle: the rest of the step's
+        values are copied at the next call); ``"waiting"``: none came; ``"done"``: the child
+        finished; ``"failed"``: it failed or died (:attr:`failed` says why)."""
+        if self._left:
+            return self._copy()
         if self._conn is None:
             return "failed" if self.failed else "done"
         try:
@@ -186,7 +202,13 @@ class WarmProcess:
             self.seconds = float(payload)
             self.stop()
             return "done"
-        for name, key, value in payload:
+        self._left = list(reversed(payload))
+        return self._copy()
+
+    def _copy(self) -> Outcome:
+        """Copy the values received, one at a time, until a request is being answered."""
+        while self._left and self.state.metrics.idle():
+            name, key, value = self._left.pop()
             cache = self._caches.get(name)
             self.offered += 1
             if cache is not None and cache.offer(key, pickle.loads(value)):

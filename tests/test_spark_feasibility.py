@@ -124,6 +124,29 @@ def test_spark_sums_the_pandas_tables(spark: object, demo: Path) -> None:
     assert a.notes == b.notes
 
 
+def test_spark_sums_the_pandas_tables_of_a_parquet_directory(spark: object, demo: Path,
+                                                             tmp_path: Path) -> None:
+    """From a Parquet data directory too (dates typed by the files, a stage's expected close
+    among them): the same tables on either engine, and as the loader's tables give them."""
+    from engine.compute.parquet import write_parquet_dir
+
+    tables = load_tables(str(demo))
+    target = tmp_path / "parquet"
+    write_parquet_dir({n: f for n, f in tables.frames.items() if n not in tables.derived},
+                      target)
+    here = feasibility_tables(PandasEngine(), str(target), None)
+    loaded = feasibility_tables(PandasEngine(), str(target), None,
+                                whole=load_tables(str(target)))
+    there = feasibility_tables(spark, str(target), None)  # type: ignore[arg-type]
+    assert here is not None and there is not None and loaded is not None
+    for name in ("opportunities", "stage_history", "customers", "org"):
+        pd.testing.assert_frame_equal(here[0][name], there[0][name], check_exact=True)
+        pd.testing.assert_frame_equal(loaded[0][name], there[0][name], check_exact=True)
+    assert isinstance(there[0], CubeTables) and isinstance(loaded[0], CubeTables)
+    pd.testing.assert_frame_equal(loaded[0].revenue, there[0].revenue, check_exact=True)
+    assert there[0]["stage_history"]["close_date"].notna().any()
+
+
 def test_spark_blocks_give_the_pandas_feasibility(spark: object, real: Path) -> None:
     """Every node's draws, P(attain), quantiles and notes as on pandas; the draws really went
     out as several Spark tasks."""

@@ -1,10 +1,10 @@
 """The warm-up's rest computed in a process of its own (issue 18: pages fast during it).
 
-Over a real app on a tiny generated company: after the current period's first pages, the
-current period's node pages, the previous quarter and the ready scenarios are computed by a
-child process (:mod:`service.http.warm_process`) and copied into the service's caches; the
-pages then compute nothing anew, and they are the same, byte for byte, as the pages the
-service computes itself. When the child fails (its data is not the service's) or cannot start,
+Over a real app on a tiny generated company: after the current period's pages, the previous
+quarter and the ready scenarios are computed by a child process
+(:mod:`service.http.warm_process`) and copied into the service's caches; the pages then
+compute nothing anew, and they are the same, byte for byte, as the pages the service's own
+warm-up computes. When the child fails (its data is not the service's) or cannot start,
 the service computes the rest itself.
 """
 
@@ -75,7 +75,7 @@ def test_the_rest_is_computed_in_a_process_and_its_pages_are_the_same(
             assert "failed" not in caplog.text
             as_of = state.span().end + pd.Timedelta(days=1)
             # Copied here: the previous quarter and every ready scenario, never computed in
-            # this process (it computed the current period's company page only).
+            # this process (it computed the current period's pages only).
             assert simulated(state, PREVIOUS, as_of)
             assert all(scenario_simulated(state, name, PERIOD, as_of)
                        for name in library_names())

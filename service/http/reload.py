@@ -17,7 +17,7 @@ asked meanwhile is not queued behind it; a simulation holds no lock a request ne
 compute each key on its own: :class:`service.usecases.served.Memo`). A reload or a stop
 interrupts it between steps.
 
-**In a process of its own** (``QUOTACAST_WARM_PROCESS``, on by default): these steps are
+**In a process of its own** (``QUOTACAST_WARM_PROCESS=true``; off by default): these steps are
 computed by a child process at the lowest OS priority, and this thread only copies each step's
 values into the caches between requests (:mod:`service.http.warm_process`): a page asked
 meanwhile never shares the interpreter with a simulation. Where a process cannot start, or it
@@ -313,7 +313,7 @@ class DataWatcher:
     """One background thread: the warm-up at start, then (``every`` > 0) a reload check of
     every workspace each ``every`` seconds, and a warm-up after each reload. Without
     ``warm_up`` only the current period's simulation (its snapshot) is computed after each
-    load. With ``process`` (default: ``QUOTACAST_WARM_PROCESS``, on) the warm-up's rest is
+    load. With ``process`` (default: ``QUOTACAST_WARM_PROCESS``, off) the warm-up's rest is
     computed in a process of its own (:mod:`service.http.warm_process`) and this thread
     copies its values in between requests; without, or when the process fails, this thread
     computes it, stepping aside for requests."""

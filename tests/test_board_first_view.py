@@ -63,8 +63,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         patch.setattr(reload, "warm", lambda state: 0.0)
         patch.setattr(reload, "more_steps", lambda space: iter(()))
         app = create_app(settings_for(root, company.data, uri),
-                         quiet_options(warm_up=True, first_view_seconds=0.0,
-                                       warm_process=False))
+                         quiet_options(warm_up=True, first_view_seconds=0.0))
         with TestClient(app) as client:
             state: AppState = app.state.quotacast
             keys = {"planner": state.keys.create("planner")[1],

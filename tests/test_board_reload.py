@@ -152,8 +152,7 @@ def test_the_current_period_is_computed_before_anyone_asks(tmp_path: Path) -> No
     settings = settings_for(tmp_path, data, f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}")
     with pytest.MonkeyPatch.context() as patch:
         quiet_registry(patch)
-        # In this process (the warm-up's own process: test_board_warm_process.py).
-        app = create_app(settings, quiet_options(draws=500, warm_up=True, warm_process=False))
+        app = create_app(settings, quiet_options(draws=500, warm_up=True))
         with TestClient(app) as client:
             state: AppState = app.state.quotacast
             # A request in flight: the current period is computed (requests wait for it

@@ -36,12 +36,6 @@ class ServiceSettings(BaseSettings):
             for it before answering 202 "being computed, reload" (its computation goes on in
             the background: :mod:`service.http.board_first`); None: it waits until done. Only
             with ``warm_up`` (no background work without it).
-        warm_process: compute the warm-up's lowest-priority rest (the previous quarter, the
-            ready scenarios) in a process of its own at the lowest OS priority, its results
-            copied into this one's caches, so a request never shares the interpreter with it
-            (:mod:`service.http.warm_process`); off by default: on 2 busy cores it was no
-            faster for pages and got too little CPU to finish (README). False, or where a
-            process cannot start: in a thread of this process that steps aside for requests.
     """
 
     model_config = SettingsConfigDict(
@@ -60,4 +54,3 @@ class ServiceSettings(BaseSettings):
     cookie_secure: bool = False
     warm_up: bool = True
     first_view_seconds: float | None = Field(default=0.1, ge=0)
-    warm_process: bool = False

@@ -364,26 +364,6 @@ class Background:
         with self._lock:
             self._futures.pop(key, None)
 
-    def done(self) -> list[tuple[Hashable, Any]]:
-        """The key and value of every computation done without an exception."""
-        with self._lock:
-            found = list(self._futures.items())
-        return [(k, f.result()) for k, f in found
-                if f.done() and not f.cancelled() and f.exception() is None]
-
-    def offer(self, key: Hashable, value: Any) -> bool:
-        """Keep ``value``, computed elsewhere (the warm-up's process), as the done computation
-        of ``key`` unless ``key`` is known here; whether it was kept."""
-        done: Future[Any] = Future()
-        done.set_result(value)
-        with self._lock:
-            if key in self._futures:
-                return False
-            self._futures[key] = done
-            while len(self._futures) > self.size:
-                self._futures.popitem(last=False)
-            return True
-
     def clear(self) -> None:
         with self._lock:
             self._futures.clear()

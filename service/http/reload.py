@@ -17,12 +17,6 @@ asked meanwhile is not queued behind it; a simulation holds no lock a request ne
 compute each key on its own: :class:`service.usecases.served.Memo`). A reload or a stop
 interrupts it between steps.
 
-**In a process of its own** (``QUOTACAST_WARM_PROCESS=true``; off by default): these steps are
-computed by a child process at the lowest OS priority, and this thread only copies each step's
-values into the caches between requests (:mod:`service.http.warm_process`): a page asked
-meanwhile never shares the interpreter with a simulation. Where a process cannot start, or it
-fails, they are computed in this thread as below.
-
 **Requests first, within a step too.** During such a step the watcher's thread steps aside at
 its next Python call while a request is being answered (:class:`service.http.metrics.Yielding`),
 so a page asked in the middle of a background simulation does not share the interpreter with
@@ -70,13 +64,12 @@ from service.http.auth import Principal
 from service.http.keys import Role
 from service.http.metrics import Yielding
 from service.http.state import AppState, Fingerprint, ReloadStatus
-from service.http.warm_process import WarmProcess
 from service.usecases.request import Refusal
 from service.usecases.served import DataState, load_data
 
 __all__ = ["PAUSE_STEP", "QUIET_SECONDS", "WARM_NODES", "WARM_PERIODS", "DataWatcher",
-           "fingerprint", "freeze_kept", "more_steps", "node_steps", "previous_periods",
-           "reload_once", "snapshot", "warm"]
+           "fingerprint", "freeze_kept", "more_steps", "previous_periods", "reload_once",
+           "snapshot", "warm"]
 
 log = logging.getLogger("quotacast.service")
 T = TypeVar("T")
@@ -93,14 +86,6 @@ QUIET_SECONDS = 0.25
 # takes the interpreter from the request for a moment (on a loaded machine, the wait for the
 # scheduler to run the look too), so few looks; resuming a little late costs nobody anything.
 PAUSE_STEP = 0.025
-
-
-def _waiting() -> None:
-    """The step of the warm-up's process while nothing of it came: nothing to do."""
-
-
-def _copied_in() -> None:
-    """The step of the warm-up's process once a step's values are copied: nothing left."""
 
 
 def _now() -> datetime:
@@ -170,8 +155,8 @@ def warm(state: AppState) -> float:
         _quietly("board", space, partial(board_context, space, _WARM))
         _quietly("dashboard", space, partial(dashboard_context, space, _WARM))
         _quietly("board", space, partial(board_context, space, _WARM, wait_dimensions=True))
-        for step in node_steps(space):
-            step()
+        for level, key in _quietly("board", space, partial(_nodes, space)) or []:
+            _quietly("board", space, partial(board_context, space, _WARM, level=level, key=key))
     return time.perf_counter() - began
 
 
@@ -218,17 +203,9 @@ def more_steps(space: AppState) -> Iterator[Callable[[], object]]:
         yield partial(_quietly, "scenario", space, partial(
             board_context, space, _WARM, scenario=name))
     for period in periods:
-        yield from node_steps(space, period)
-
-
-def node_steps(space: AppState, period: str | None = None) -> Iterator[Callable[[], object]]:
-    """The page of each node below the company of the current period (or ``period``), one
-    step each (:func:`_nodes`: their list is read when the first step is asked)."""
-    from service.http.dashboard import board_context
-
-    for level, key in _quietly("board", space, partial(_nodes, space, period=period)) or []:
-        yield partial(_quietly, "board", space, partial(
-            board_context, space, _WARM, period=period, level=level, key=key))
+        for level, key in _quietly("board", space, partial(_nodes, space, period=period)) or []:
+            yield partial(_quietly, "board", space, partial(
+                board_context, space, _WARM, period=period, level=level, key=key))
 
 
 def snapshot(space: AppState) -> None:
@@ -313,19 +290,12 @@ class DataWatcher:
     """One background thread: the warm-up at start, then (``every`` > 0) a reload check of
     every workspace each ``every`` seconds, and a warm-up after each reload. Without
     ``warm_up`` only the current period's simulation (its snapshot) is computed after each
-    load. With ``process`` (default: ``QUOTACAST_WARM_PROCESS``, off) the warm-up's rest is
-    computed in a process of its own (:mod:`service.http.warm_process`) and this thread
-    copies its values in between requests; without, or when the process fails, this thread
-    computes it, stepping aside for requests."""
+    load."""
 
-    def __init__(self, state: AppState, every: float, warm_up: bool = True,
-                 process: bool | None = None):
+    def __init__(self, state: AppState, every: float, warm_up: bool = True):
         self.state = state
         self.every = every
         self.warm_up = warm_up
-        self.process = state.options.warm_process if process is None else process
-        self.child: WarmProcess | None = None  # the warm-up's process, while it runs
-        self.copied = 0  # values the warm-up's process computed, copied here (last warm-up)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.yielding = Yielding(state.metrics, step=PAUSE_STEP)
@@ -351,7 +321,6 @@ class DataWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self._end_child()
         gc.unfreeze()  # what the warm-up kept is the collector's again
 
     def _warm(self, full: bool = True) -> Iterator[Callable[[], object]]:
@@ -363,50 +332,16 @@ class DataWatcher:
             return iter(())
         for space in self.state.every_space():
             space.reload.warmed_in = space.reload.warmed_more_in = None
-        self._end_child()  # computing for the old data
         gc.unfreeze()  # a reload's old caches: their reference cycles are collectable again
         spent = warm(self.state)
         freeze_kept()
         for space in self.state.every_space():
             space.reload.warmed_in = round(spent, 3)
         log.info("current period computed in the background in %.1f s", spent)
-        if self.process:
-            child = WarmProcess(self.state)
-            if child.start():
-                self.child = child
-                return self._copied(child)
         return self._more()
 
-    def _end_child(self) -> None:
-        if self.child is not None:
-            self.child.stop()
-            self.child = None
-
-    def _copied(self, child: WarmProcess) -> Iterator[Callable[[], object]]:
-        """The values the warm-up's process computes, one step's at a time (a step that
-        copies nothing when none came yet); when it fails, the rest computed here."""
+    def _more(self) -> Iterator[Callable[[], object]]:
         began = time.perf_counter()
-        while True:
-            outcome = child.take(PAUSE_STEP)
-            if outcome == "done":
-                break
-            if outcome == "failed":
-                log.warning("the warm-up's process failed (%s): its rest is computed in the "
-                            "service's process", child.failed)
-                self.child = None
-                yield from self._more(began)
-                return
-            yield _copied_in if outcome == "step" else _waiting
-        self.child = None
-        self.copied = child.copied
-        spent = time.perf_counter() - began
-        for space in self.state.every_space():
-            space.reload.warmed_more_in = round(spent, 3)
-        log.info("previous quarter and ready scenarios computed in the warm-up's process in "
-                 "%.1f s (%d values copied)", spent, child.copied)
-
-    def _more(self, began: float | None = None) -> Iterator[Callable[[], object]]:
-        began = time.perf_counter() if began is None else began
         for space in self.state.every_space():
             yield from more_steps(space)
         spent = time.perf_counter() - began
@@ -452,7 +387,6 @@ class DataWatcher:
                     step()
             finally:
                 self.yielding.remove()
-            if step is not _waiting:  # nothing kept by a step that copied nothing
-                freeze_kept()
+            freeze_kept()
             if step is None:
                 steps = None

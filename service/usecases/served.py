@@ -182,22 +182,6 @@ class Memo(Generic[T]):
         with self._lock:
             return key in self._items
 
-    def items(self) -> list[tuple[Hashable, T]]:
-        """Every cached key and value (a copy of the list), least recently used first."""
-        with self._lock:
-            return list(self._items.items())
-
-    def offer(self, key: Hashable, value: T) -> bool:
-        """Keep ``value``, computed elsewhere (the warm-up's process), as that of ``key``
-        unless a value of ``key`` is cached or being computed here; whether it was kept."""
-        with self._lock:
-            if key in self._items or key in self._pending:
-                return False
-            self._items[key] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-            return True
-
     def clear(self) -> None:
         """Forget every value; those being computed are not kept either."""
         with self._lock:

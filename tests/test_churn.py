@@ -17,6 +17,7 @@ import pytest
 from sklearn.exceptions import NotFittedError
 
 from engine import tracking
+from engine.compute import bucket_of
 from engine.io import Tables, validate_tables
 from engine.schemas import (
     ACCOUNT_MANAGER,
@@ -30,7 +31,7 @@ from engine.schemas import (
 )
 from engine.schemas import AS_OF as AS_OF_COLUMN
 from engine.synthetic import generate
-from features.customer import customer_features
+from features.customer import customer_features, customer_history
 from features.labels import CHURNED
 from features.table import training_table
 from models.btyd import BtydChurn, btyd_columns
@@ -353,6 +354,23 @@ def test_split_label_windows_never_overlap(horizon: int) -> None:
     gaps = {b - a for a, b in zip(split.train, split.train[1:], strict=False)}
     assert gaps == {pd.Timedelta(days=split.step_days)} and split.step_days % 7 == 0
     assert len(split.train) <= pipeline.MAX_SNAPSHOTS
+
+
+@pytest.mark.parametrize("cut", [pipeline.SAMPLE_BUCKETS, 300])
+def test_snapshots_built_one_as_of_at_a_time_are_the_assembled_parts(small: Tables,
+                                                                      cut: int) -> None:
+    """Training builds its table a snapshot at a time (never every snapshot's parts at once):
+    the same table as the engines' parts assembled, dtypes and category unions included."""
+    history = customer_history(tables_before(small, AS_OF))
+    as_ofs = list(plan_split(pd.Timestamp("2024-01-01"), AS_OF - DAY, 90).train[-3:])
+    table = pipeline.snapshot_table(history, as_ofs[::-1], 90, cut=cut)
+    parts = pipeline.snapshot_parts(history, as_ofs, 90, cut=cut)
+    pd.testing.assert_frame_equal(table, pipeline.assemble_snapshots(parts, as_ofs, 90),
+                                  check_exact=True)
+    assert list(table[AS_OF_COLUMN].unique()) == as_ofs and table[CHURNED].dtype == np.int8
+    assert table["cat_region"].cat.categories.is_monotonic_increasing
+    buckets = bucket_of(table[CUSTOMER_ID], pipeline.SAMPLE_BUCKETS)
+    assert len(table) > 300 and (buckets < cut).all() and (buckets >= 300).any() == (cut > 300)
 
 
 def test_training_sees_nothing_after_as_of(small: Tables, trained: ChurnTraining) -> None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -436,8 +436,13 @@ class ChurnTraining:
 
 def _slices(table: pd.DataFrame, split: ChurnSplit) -> tuple[pd.DataFrame, pd.DataFrame]:
     as_of = table[AS_OF]
-    train = table.loc[as_of.isin(list(split.train))]
-    holdout = table.loc[as_of == split.holdout]
+    train_rows, holdout_rows = as_of.isin(list(split.train)), as_of == split.holdout
+    first = int(np.argmax(holdout_rows.to_numpy())) if holdout_rows.any() else len(table)
+    if train_rows.iloc[:first].all() and holdout_rows.iloc[first:].all():
+        # the holdout is the last snapshot: both slices are views, not a copy of the table
+        train, holdout = table.iloc[:first], table.iloc[first:]
+    else:
+        train, holdout = table.loc[train_rows], table.loc[holdout_rows]
     for name, frame in (("training", train), ("holdout", holdout)):
         churned = int(frame[CHURNED].sum())
         if churned in (0, len(frame)):
@@ -544,9 +549,11 @@ def _metrics(comparison: pd.DataFrame, chosen: str, segments: pd.DataFrame,
 
 # --- snapshot tables, built from one bucket of customers or from all of them ------------------
 #
-# :func:`snapshot_parts` runs where the customers' rows are (the whole tables in this process,
-# or each bucket of customers on a compute engine, ``service.usecases.scaled``); it returns
-# plain rows whose union over buckets :func:`assemble_snapshots` turns into the table. Every
+# :func:`snapshot_parts` runs where the customers' rows are (each bucket of customers on a
+# compute engine, ``service.usecases.scaled``); it returns plain rows whose union over buckets
+# :func:`assemble_snapshots` turns into the table. In this process :func:`snapshot_table` makes
+# the same table one as_of at a time (the parts of every as_of at once, each pooled summary
+# widened to every feature column, were most of ``train churn``'s peak on a large company). Every
 # feature and label of a customer depends on its own rows only; the BG/NBD under the ``btyd_``
 # columns is fitted on every customer at once, so the parts carry each customer's purchase
 # summary (x, t_x, T; identical ones pooled with their count) and the fit happens on the union.
@@ -643,6 +650,43 @@ def _manager_values(ids: pd.Series, managers: pd.Series) -> np.ndarray:
     return ids.map(managers).to_numpy()
 
 
+def _parts_at(history: CustomerHistory, as_of: pd.Timestamp, horizon_days: int,
+              keep: np.ndarray | None, labels: bool, managers: pd.Series | None
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One as_of's ``row`` and ``pool`` parts (:func:`snapshot_parts`), the rows in customer
+    code order with their categoricals as features_at made them."""
+    purchases = history.orders.purchases
+    stamp, day = as_of_day(as_of)
+    active, churned = churn_codes(purchases, stamp, horizon_days, LOOKBACK_DAYS)
+    if keep is not None:
+        kept = keep[active]
+        active, churned = active[kept], churned[kept]
+    days = purchases.count(purchases.day0, day)
+    summary = purchase_summary(purchases.first_before(day), purchases.last_before(day),
+                               days, day)
+    rows = features_at(history, stamp, rows=active)
+    rows[CHURNED] = churned.astype(np.float64) if labels else np.nan
+    rows[_X], rows[_T_X], rows[_AGE] = summary.x[active], summary.t_x[active], summary.T[active]
+    rows[_WEIGHT] = 1.0
+    rows[PART] = _ROW
+    if managers is not None:
+        rows[ACCOUNT_MANAGER] = _manager_values(rows[CUSTOMER_ID], managers)
+    others = days > 0
+    others[active] = False
+    triples = np.column_stack([summary.x[others], summary.t_x[others], summary.T[others]])
+    unique, counts = np.unique(triples, axis=0, return_counts=True)
+    pool = pd.DataFrame({
+        AS_OF: np.full(len(unique), stamp.to_datetime64(), dtype="datetime64[ns]"),
+        _X: unique[:, 0], _T_X: unique[:, 1], _AGE: unique[:, 2],
+        _WEIGHT: counts.astype(np.float64), PART: _POOL})
+    return rows, pool
+
+
+def _kept(history: CustomerHistory, cut: int) -> np.ndarray | None:
+    """Which customers the sample keeps (None: every one)."""
+    return _sample_buckets(history) < cut if cut < SAMPLE_BUCKETS else None
+
+
 def snapshot_parts(history: CustomerHistory, as_ofs: Sequence[pd.Timestamp], horizon_days: int,
                    *, cut: int = SAMPLE_BUCKETS, labels: bool = True,
                    managers: pd.Series | None = None) -> pd.DataFrame:
@@ -660,34 +704,10 @@ def snapshot_parts(history: CustomerHistory, as_ofs: Sequence[pd.Timestamp], hor
 
     Every column is float, text or a date, so a compute engine carries it unchanged.
     """
-    purchases = history.orders.purchases
-    keep = _sample_buckets(history) < cut if cut < SAMPLE_BUCKETS else None
-    frames = []
+    keep = _kept(history, cut)
+    frames: list[pd.DataFrame] = []
     for as_of in as_ofs:
-        stamp, day = as_of_day(as_of)
-        active, churned = churn_codes(purchases, stamp, horizon_days, LOOKBACK_DAYS)
-        if keep is not None:
-            kept = keep[active]
-            active, churned = active[kept], churned[kept]
-        days = purchases.count(purchases.day0, day)
-        summary = purchase_summary(purchases.first_before(day), purchases.last_before(day),
-                                   days, day)
-        rows = features_at(history, stamp, rows=active)
-        rows[CHURNED] = churned.astype(np.float64) if labels else np.nan
-        rows[_X], rows[_T_X], rows[_AGE] = summary.x[active], summary.t_x[active], summary.T[
-            active]
-        rows[_WEIGHT] = 1.0
-        rows[PART] = _ROW
-        if managers is not None:
-            rows[ACCOUNT_MANAGER] = _manager_values(rows[CUSTOMER_ID], managers)
-        others = days > 0
-        others[active] = False
-        triples = np.column_stack([summary.x[others], summary.t_x[others], summary.T[others]])
-        unique, counts = np.unique(triples, axis=0, return_counts=True)
-        frames += [rows, pd.DataFrame({
-            AS_OF: np.full(len(unique), stamp.to_datetime64(), dtype="datetime64[ns]"),
-            _X: unique[:, 0], _T_X: unique[:, 1], _AGE: unique[:, 2],
-            _WEIGHT: counts.astype(np.float64), PART: _POOL})]
+        frames += _parts_at(history, as_of, horizon_days, keep, labels, managers)
     if managers is not None:
         named = np.asarray(pd.unique(managers.dropna().astype(object)), dtype=object)
         frames.append(pd.DataFrame({ACCOUNT_MANAGER: named,
@@ -702,43 +722,103 @@ def snapshot_parts(history: CustomerHistory, as_ofs: Sequence[pd.Timestamp], hor
     return parts
 
 
-def _rows_of(parts: pd.DataFrame, stamp: pd.Timestamp) -> pd.DataFrame:
-    rows = parts.loc[(parts[PART] == _ROW) & (parts[AS_OF] == stamp)]
+def _by_customer(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values(CUSTOMER_ID, kind="mergesort", ignore_index=True)
+
+
+def _rows_of(parts: pd.DataFrame, stamp: pd.Timestamp) -> pd.DataFrame:
+    return _by_customer(parts.loc[(parts[PART] == _ROW) & (parts[AS_OF] == stamp)])
+
+
+def _snapshot(rows: pd.DataFrame, pool: pd.DataFrame, horizon_days: int, labels: bool
+              ) -> pd.DataFrame:
+    """One as_of's snapshot from its ``row`` parts (sorted by customer) and ``pool`` parts:
+    the features, the ``btyd_`` columns of a BG/NBD fitted on every customer's summary (the
+    rows', then each pooled one repeated by its count), then ``churned`` (int8) with
+    ``labels``; each categorical's categories the values of these rows."""
+    weights = pool[_WEIGHT].to_numpy(dtype=np.int64)
+
+    def stacked(name: str) -> np.ndarray:
+        return np.concatenate([rows[name].to_numpy(dtype=float),
+                               np.repeat(pool[name].to_numpy(dtype=float), weights)])
+
+    summary = BtydSummary(stacked(_X), stacked(_T_X), stacked(_AGE))
+    btyd, _ = btyd_features(summary, np.arange(len(summary.x)), np.arange(len(rows)),
+                            horizon_days)
+    table = rows[[c for c in rows.columns if c not in _INTERNAL]].copy()
+    for name in table.columns:
+        if name.startswith(_CATEGORY_PREFIX):
+            table[name] = pd.Categorical(rows[name].to_numpy(dtype=object))
+    for name, values in btyd.items():
+        table[name] = values
+    if labels:
+        table[CHURNED] = rows[CHURNED].to_numpy(dtype=float).astype(np.int8)
+    return table
+
+
+def _stamps(as_ofs: Sequence[pd.Timestamp]) -> list[pd.Timestamp]:
+    return sorted({as_of_day(t)[0] for t in as_ofs})
 
 
 def assemble_snapshots(parts: pd.DataFrame, as_ofs: Sequence[pd.Timestamp], horizon_days: int,
                        labels: bool = True) -> pd.DataFrame:
     """The snapshot table from the parts of every bucket of customers (:func:`snapshot_parts`):
-    the features, the ``btyd_`` columns of a BG/NBD fitted per as_of on every customer's
-    summary, then ``churned`` (int8) with ``labels``; sorted by as_of then customer, the
-    categoricals' categories the union over the snapshots (``features.table``'s layout)."""
-    features = [c for c in parts.columns if c not in _INTERNAL]
+    each as_of's :func:`_snapshot`, sorted by as_of then customer, the categoricals'
+    categories the union over the snapshots (``features.table``'s layout)."""
     pools = parts.loc[parts[PART] == _POOL]
-    frames = []
-    for as_of in sorted({as_of_day(t)[0] for t in as_ofs}):
-        rows = _rows_of(parts, as_of)
-        pool = pools.loc[pools[AS_OF] == as_of]
-        weights = pool[_WEIGHT].to_numpy(dtype=np.int64)
+    return concat_snapshots([_snapshot(_rows_of(parts, stamp), pools.loc[pools[AS_OF] == stamp],
+                                       horizon_days, labels)
+                             for stamp in _stamps(as_ofs)])
 
-        def stacked(name: str, rows: pd.DataFrame = rows, pool: pd.DataFrame = pool,
-                    weights: np.ndarray = weights) -> np.ndarray:
-            return np.concatenate([rows[name].to_numpy(dtype=float),
-                                   np.repeat(pool[name].to_numpy(dtype=float), weights)])
 
-        summary = BtydSummary(stacked(_X), stacked(_T_X), stacked(_AGE))
-        btyd, _ = btyd_features(summary, np.arange(len(summary.x)), np.arange(len(rows)),
-                                horizon_days)
-        table = rows[features].copy()
-        for name in features:
-            if name.startswith(_CATEGORY_PREFIX):
-                table[name] = pd.Categorical(rows[name].to_numpy(dtype=object))
-        for name, values in btyd.items():
-            table[name] = values
-        if labels:
-            table[CHURNED] = rows[CHURNED].to_numpy(dtype=float).astype(np.int8)
-        frames.append(table)
-    return concat_snapshots(frames)
+def _stacked(snapshots: Iterator[pd.DataFrame], sizes: Sequence[int]) -> pd.DataFrame:
+    """:func:`features.table.concat_snapshots` of the snapshots (of ``sizes`` rows each) as
+    they are made, holding the table and one snapshot at once (not every snapshot and the
+    table): the float columns are filled into one preallocated block, the others (ids, dates,
+    labels, categoricals, a few bytes a row) stacked as ``concat_snapshots`` does."""
+    block: np.ndarray | None = None
+    floats: list[str] = []
+    columns: list[str] = []
+    rest: list[pd.DataFrame] = []
+    start = 0
+    for snapshot in snapshots:
+        if block is None:
+            columns = list(snapshot.columns)
+            floats = [c for c in columns if snapshot[c].dtype == np.float64]
+            block = np.empty((len(floats), sum(sizes)), np.float64)
+        block[:, start:start + len(snapshot)] = snapshot[floats].to_numpy().T
+        start += len(snapshot)
+        rest.append(snapshot[[c for c in columns if c not in floats]].copy())
+    if block is None or start != block.shape[1]:
+        raise AssertionError("the snapshots hold other rows than counted")
+    others = concat_snapshots(rest)
+    table = pd.DataFrame(block.T, columns=floats, copy=False)
+    for position, name in enumerate(columns):
+        if name not in floats:
+            table.insert(position, name, others[name].array)
+    return table
+
+
+def snapshot_table(history: CustomerHistory, as_ofs: Sequence[pd.Timestamp], horizon_days: int,
+                   *, cut: int = SAMPLE_BUCKETS) -> pd.DataFrame:
+    """``assemble_snapshots(snapshot_parts(history, as_ofs, horizon_days, cut=cut), ...)`` (the
+    same table, to the bit) built one as_of at a time in this process: only one snapshot's
+    parts are alive beside the table, never the union of every snapshot's rows and pooled
+    summaries (which the parts frame widens to every feature column) nor every snapshot and
+    their concatenation."""
+    keep = _kept(history, cut)
+    stamps = _stamps(as_ofs)
+    sizes = []
+    for stamp in stamps:
+        active, _ = churn_codes(history.orders.purchases, stamp, horizon_days, LOOKBACK_DAYS)
+        sizes.append(len(active) if keep is None else int(keep[active].sum()))
+
+    def snapshots() -> Iterator[pd.DataFrame]:
+        for stamp in stamps:
+            rows, pool = _parts_at(history, stamp, horizon_days, keep, True, None)
+            yield _snapshot(_by_customer(rows), pool, horizon_days, True)
+
+    return _stacked(snapshots(), sizes)
 
 
 SnapshotBuilder = Callable[[ChurnSplit], tuple[pd.DataFrame, Sample]]
@@ -752,8 +832,7 @@ def snapshots_in_memory(past: Tables, row_budget: int = TRAIN_ROW_BUDGET) -> Sna
     def build(split: ChurnSplit) -> tuple[pd.DataFrame, Sample]:
         sample = choose_sample(snapshot_counts(history, split.as_ofs, split.horizon_days),
                                row_budget)
-        parts = snapshot_parts(history, split.as_ofs, split.horizon_days, cut=sample.cut)
-        return assemble_snapshots(parts, split.as_ofs, split.horizon_days), sample
+        return snapshot_table(history, split.as_ofs, split.horizon_days, cut=sample.cut), sample
 
     return build
 

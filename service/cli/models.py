@@ -290,17 +290,26 @@ def feasibility_cmd(
 
     settings = settings_of(ctx)
     name = engine or settings.engine
-    use_tracking(ctx)
-    models = champions(ctx)  # loaded once: the snapshot's too
     where = f" on Spark {settings.spark_master}" if name == "spark" else ""
     with engine_failures(), open_engine(name, settings.spark_master) as compute:
-        # On Spark revenue is summed on the executors (the orders never reach this process),
-        # unless a churn champion is to score every customer. One machine reads the whole
-        # tables as the board, the plan and the service do, so their P(attain) is the
-        # command's to the last digit (the summed tables hand the deals over in id order:
-        # other draws, the same answer within Monte Carlo error).
-        summed = compute if name == "spark" and not (churn and "churn" in models) else None
-        tables, when, chosen = read_period(ctx, data, period, as_of, lean=True, engine=summed)
+        if name == "spark":
+            # Revenue summed on the executors (the orders never reach this process), unless
+            # a churn champion is to score every customer: the champions first, of the
+            # workspace the data source names.
+            data_source(ctx, data)
+            use_tracking(ctx)
+            models = champions(ctx)  # loaded once: the snapshot's too
+            summed = None if churn and "churn" in models else compute
+            tables, when, chosen = read_period(ctx, data, period, as_of, lean=True,
+                                               engine=summed)
+        else:
+            # One machine reads the whole tables, as the board, the plan and the service do,
+            # so their P(attain) is the command's to the last digit (the summed tables hand
+            # the deals over in id order: other draws, the same answer within Monte Carlo
+            # error).
+            tables, when, chosen = read_period(ctx, data, period, as_of, lean=True)
+            use_tracking(ctx)
+            models = champions(ctx)
         with err.status(f"simulating {chosen} as of {when.date()}{where}") as status:
             status.update("loading the win model")
             result = run_feasibility(

@@ -151,18 +151,16 @@ def read_period(ctx: typer.Context, data: str | None, period: str | None, as_of:
     the data is read, by default the day after the data's last row (the CLI does not bound it
     to the data, as the service does); ``--period`` by default the quarter holding the day
     before it. A period that cannot be is a usage error (exit 2) naming its option.
-    ``engine``: feasibility's tables read on that compute engine, revenue summed there
-    (:func:`service.usecases.scaled_feasibility.feasibility_tables`; wrap the call in
-    :func:`engine_failures`)."""
+    ``engine``: feasibility's tables read on that compute engine (Spark), revenue summed
+    there (:func:`service.usecases.scaled_feasibility.feasibility_tables`; wrap the call in
+    :func:`engine_failures`); the whole tables when the data has no customers table."""
     when = parse_as_of(as_of)
     read: tuple[Tables, pd.Timestamp] | None = None
     if engine is not None:
         from service.usecases.scaled_feasibility import feasibility_tables
 
-        source = data_source(ctx, data)  # pandas: loaded here as always (the snapshots')
-        whole = None if engine.name == "spark" else read_data(source, lean=lean)
         try:
-            read = feasibility_tables(engine, source, when, whole=whole)
+            read = feasibility_tables(engine, data_source(ctx, data), when)
         except ValueError as exc:  # the data holds no dates
             fail(str(exc))
     if read is not None:

@@ -13,6 +13,7 @@ that is not a database, a server that does not answer) raises :class:`DatabaseUr
 from __future__ import annotations
 
 import importlib.util
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -130,11 +131,31 @@ _WHAT_TO_DO = (f"set {SETTING} to a sqlite:///FILE or postgresql://USER@HOST/DB 
                "(default sqlite:///quotacast.db)")
 
 
+BUSY_TIMEOUT_MS = 5000
+
+
+def _wal(dbapi_connection: Any, _record: Any) -> None:
+    """A SQLite file in write-ahead-log mode, waiting up to 5 s for a lock: a board page reads
+    while a ``warnings evaluate`` or the service's warm-up writes snapshots, instead of waiting
+    for the write (or failing with "database is locked"). A file that cannot switch (a
+    read-only directory) stays in its journal mode; a file that is not a database fails at its
+    first query, with :func:`open_database`'s plain message."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.Error:  # the connection stays usable as it was
+        pass
+    finally:
+        cursor.close()
+
+
 def create_engine(url: str) -> sa.Engine:
     """An engine for ``url`` (normalised by :func:`driver_url`).
 
     An in-memory SQLite database keeps one shared connection, or every session would see its
-    own empty database.
+    own empty database. A SQLite file is opened in write-ahead-log mode (:func:`_wal`), so
+    readers never wait for a writer; PostgreSQL is left as it is.
 
     Raises:
         DatabaseUrlError: the URL is not a database URL, its scheme is unknown or its driver
@@ -146,7 +167,7 @@ def create_engine(url: str) -> sa.Engine:
     if url in _MEMORY:
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     try:
-        return sa.create_engine(url, **options)
+        engine = sa.create_engine(url, **options)
     except sa.exc.NoSuchModuleError:
         scheme = url.split(":", 1)[0]
         raise DatabaseUrlError(f"{SETTING}={shown}: unknown database scheme {scheme!r}; "
@@ -158,6 +179,9 @@ def create_engine(url: str) -> sa.Engine:
     except (sa.exc.ArgumentError, ValueError) as exc:
         raise DatabaseUrlError(f"{SETTING}={shown} is not a database URL ({exc}); "
                                f"{_WHAT_TO_DO}") from None
+    if engine.dialect.name == "sqlite" and url not in _MEMORY:
+        event.listen(engine, "connect", _wal)
+    return engine
 
 
 def missing_sqlite_file(url: str) -> Path | None:

@@ -5,7 +5,9 @@ time, on a few hand-made deals."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,6 +76,29 @@ def test_workspaces_see_only_their_own_rows(db_url: str) -> None:
     finally:
         north.close()
         south.close()
+
+
+def test_a_board_page_reads_while_another_process_writes(tmp_path: Path) -> None:
+    """SQLite in write-ahead-log mode: a reader (a board page) is answered at once, with the
+    rows committed before, while a writer (``warnings evaluate``, the service's warm-up) holds
+    the database's write lock; in the default journal mode the read waited for the write
+    (and failed with "database is locked" after the 5 s busy timeout)."""
+    url = f"sqlite:///{tmp_path / 'quotacast.db'}"
+    board = BoardStore(url)
+    try:
+        board.write_snapshots([_snapshot("2026-11-09", 0.4, 100.0)], "feasibility")
+        with board.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        writer = sqlite3.connect(tmp_path / "quotacast.db", timeout=0.2)
+        try:
+            writer.execute("BEGIN EXCLUSIVE")
+            writer.execute("DELETE FROM board_snapshots")
+            assert list(board.snapshots("2026Q4")["p_attain"]) == [0.4]
+        finally:
+            writer.rollback()
+            writer.close()
+    finally:
+        board.close()
 
 
 def test_commits_keep_every_submission_and_the_latest_wins(board: BoardStore) -> None:

@@ -8,7 +8,8 @@ deals behind a gap, submit a commit and read it beside its probability, and read
 planner does the same on a product and on a segment (nodes no target names, simulated beside the
 hierarchy, whose trend the evaluations fill too). An account manager starts on their own rep and
 is refused everyone else's node, products and segments included. A screenshot
-of every step is saved in the test run's temporary directory (its path is printed).
+of every step is saved in the run's screenshot directory and attached to the test's report
+(``conftest.py``: ``QUOTACAST_TEST_SCREENSHOTS``).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, screenshots: Path) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("board")
     company = make_company(root)
     (root / "rules.yaml").write_text(RULES, encoding="utf-8")
@@ -99,7 +100,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                                   headers={"X-API-Key": keys["sales_ops"]}, timeout=120)
                 assert done.status_code == 200, done.text
                 assert done.json()["evaluated"] == ["AttainmentProbabilityLow"], done.text
-            yield Site(url, state, company, keys, tmp_path_factory.mktemp("board-shots"))
+            yield Site(url, state, company, keys, screenshots)
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +283,25 @@ def test_a_planner_walks_onto_a_product_and_a_segment(site: Site, browser: objec
     walk.close()
 
 
+def _nothing_of_others(walk: Walk, where: str) -> None:
+    """The page names no rep but the account manager, no team or region, and lists no deal,
+    customer or commit of anyone else."""
+    me = walk.site.company.manager
+    org = walk.site.company.tables["org"]
+    text = walk.page.content()
+    named = [name for name in {*org["rep"], *org["team"], *org["region"]} - {me}
+             if re.search(rf"\b{re.escape(str(name))}\b", text)]
+    assert named == [], (where, named)
+    opps = walk.site.company.tables[OPPORTUNITIES].set_index(OPPORTUNITY_ID)
+    managed = walk.site.company.tables.customers.set_index("customer_id")["account_manager"]
+    listed = walk.page.locator("[data-deal], [data-customer], [data-rep], [data-key]").evaluate_all(
+        "rows => rows.map(r => [r.dataset.deal, r.dataset.customer, r.dataset.rep, r.dataset.key])")
+    for deal, customer, rep, key in listed:
+        assert deal is None or opps.loc[deal, OWNER] == me, (where, deal)
+        assert customer is None or managed[customer] == me, (where, customer)
+        assert rep in (None, me) and key in (None, me), (where, rep, key)
+
+
 def test_an_account_manager_walks_their_own_board_only(site: Site, browser: object) -> None:
     walk = Walk(site, browser, "account_manager")
     me, other = site.company.manager, site.company.other_manager
@@ -290,6 +310,7 @@ def test_an_account_manager_walks_their_own_board_only(site: Site, browser: obje
     assert walk.page.locator("#breadcrumb li").all_inner_texts() == [f"rep {me}"]
     assert walk.page.locator("#children, #scenario, #recalibration").count() == 0
     walk.shot("my-rep")
+    _nothing_of_others(walk, "my-rep")
     opps = site.company.tables[OPPORTUNITIES]
     product = str(opps["product"].value_counts().index[0])
     segment = str(site.company.tables.customers["segment"].value_counts().index[0])
@@ -307,18 +328,21 @@ def test_an_account_manager_walks_their_own_board_only(site: Site, browser: obje
     walk.page.wait_for_load_state()
     assert _node_title(walk).startswith(f"rep {me}: 2026Q3")
     walk.shot("period-2026Q3")
+    _nothing_of_others(walk, "period-2026Q3")
     walk.page.goto(f"{site.url}/board#deals")
     opps = site.company.tables[OPPORTUNITIES].set_index(OPPORTUNITY_ID)
     shown = walk.page.locator("#deals-table tbody tr").evaluate_all(
         "rows => rows.map(r => r.dataset.deal)")
     assert shown and {opps.loc[d, OWNER] for d in shown} == {me}
     walk.shot("deals", "#deals")
+    _nothing_of_others(walk, "deals")
     row = _commit_and_read(walk, "900000")
     assert "900k" in row
     assert walk.page.locator("#commits-table tbody tr").evaluate_all(
         "rows => rows.map(r => r.dataset.key)") == [me] * walk.page.locator(
         "#commits-table tbody tr").count()
     walk.shot("commit", "#commits")
+    _nothing_of_others(walk, "commit")
     walk.page.goto(f"{site.url}/board")
     _trend(walk)
     customers = walk.page.locator("#at-risk-table tbody tr").evaluate_all(
@@ -326,4 +350,94 @@ def test_an_account_manager_walks_their_own_board_only(site: Site, browser: obje
     managed = site.company.tables.customers.set_index("customer_id")["account_manager"]
     assert customers and {managed[c] for c in customers} == {me}
     walk.shot("trend", "#trend")
+    _nothing_of_others(walk, "trend")
     walk.close()
+
+
+# What a person with a screen reader, or without a mouse, or with low vision needs of a page,
+# checked in the browser on the rendered page (its computed styles): every control and link has
+# a name, every chart a role and a label, every table a caption or a label; and every visible
+# text's contrast with what is behind it is at least WCAG AA's 4.5:1 (3:1 for large text),
+# the colours blended through any translucent background or opacity on the way up.
+_AUDIT = (Path(__file__).parent / "audit.js").read_text(encoding="utf-8")
+
+
+def _audit(walk: Walk, where: str) -> None:
+    problems = walk.page.evaluate(_AUDIT)
+    assert problems == [], (where, problems)
+
+
+def _tab_to(walk: Walk, selector: str, limit: int = 250) -> list[str]:
+    """Press Tab until ``selector`` has the focus (the names of what was focused on the way);
+    each focused element shows a visible focus outline."""
+    passed: list[str] = []
+    for _ in range(limit):
+        walk.page.keyboard.press("Tab")
+        found = walk.page.evaluate(
+            """(selector) => {
+                 const el = document.activeElement;
+                 const s = getComputedStyle(el);
+                 return {hit: el.matches(selector), tag: el.tagName.toLowerCase(),
+                         id: el.id, text: (el.textContent || '').trim().slice(0, 40),
+                         outline: s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2,
+                         style: [s.outlineStyle, s.outlineWidth, s.outlineColor].join(' ')};
+               }""", selector)
+        passed.append(found["id"] or f"{found['tag']}:{found['text']}")
+        assert found["outline"], f"no visible focus on {passed[-1]}: {found['style']}"
+        if found["hit"]:
+            return passed
+    raise AssertionError(f"{selector} was never reached by Tab: {passed[:40]}")
+
+
+def test_the_board_is_labelled_contrasted_and_usable_from_the_keyboard(site: Site,
+                                                                        browser: object) -> None:
+    """Every page kind of the walk passes the audit above, as a planner (with a scenario and
+    the recalibration) and as an account manager; and a planner without a mouse changes the
+    period, drills down and submits a commit with the keyboard only."""
+    walk = Walk(site, browser, "planner", "planner-keyboard")
+    walk.open()
+    _audit(walk, "company")
+    region = walk.page.locator('table.children[data-level="region"] tbody tr td:first-child a')
+    region.first.click()
+    walk.page.wait_for_load_state()
+    _audit(walk, "region")
+    walk.page.goto(f"{site.url}/board?scenario=budget-freeze&method=proportional_p50")
+    assert walk.page.locator("#scenario-table").count() == 1
+    assert walk.page.locator("#recalibration-table").count() == 1
+    _audit(walk, "scenario and recalibration")
+    walk.page.goto(f"{site.url}/board?period=2027Q1")
+    _audit(walk, "a period after the as-of")
+    # The keyboard only, from the top of the company page.
+    walk.page.goto(f"{site.url}/board")
+    first = _tab_to(walk, "a.skip", limit=1)
+    assert first == ["a:Skip to the content"]
+    _tab_to(walk, "#period-select")
+    before = walk.page.evaluate(
+        "(() => { const s = document.activeElement; "
+        "return s.options[s.selectedIndex - 1].value; })()")
+    walk.page.keyboard.press("ArrowUp")  # the period listed before the current one
+    _tab_to(walk, "#picker button[type=submit]")
+    walk.page.keyboard.press("Enter")
+    walk.page.wait_for_load_state()
+    assert _node_title(walk).startswith(f"company: {before} as of 2026-11-16")
+    walk.page.goto(f"{site.url}/board")
+    _tab_to(walk, 'table.children[data-level="region"] tbody tr td:first-child a')
+    name = walk.page.evaluate("document.activeElement.textContent.trim()")
+    walk.page.keyboard.press("Enter")
+    walk.page.wait_for_load_state()
+    assert _node_title(walk).startswith(f"region {name}: 2026Q4")
+    _tab_to(walk, "#commit-amount")
+    walk.page.keyboard.type("1234567")
+    walk.page.keyboard.press("Enter")
+    walk.page.wait_for_load_state()
+    saved = walk.page.locator("#commit-saved").inner_text()
+    assert "Saved: commit of 1.23M" in saved, saved
+    _audit(walk, "a saved commit")
+    walk.shot("keyboard-commit", "#commits")
+    walk.close()
+    manager = Walk(site, browser, "account_manager", "account_manager-audit")
+    manager.open()
+    _audit(manager, "an account manager's rep")
+    manager.page.goto(f"{site.url}/board?level=region&node=North")
+    _audit(manager, "not yours")
+    manager.close()

@@ -3,8 +3,8 @@
 A real uvicorn server on a free local port serves a generated small company with champions
 trained through the pipelines and the default warning rules evaluated twice, 14 days apart (so
 that rules with a ``for`` of up to 14 days can fire). The page is loaded as a planner and
-as an account manager; a screenshot of each is saved in a temporary directory (its path is
-printed) for a person to look at.
+as an account manager; a screenshot of each is saved in the run's screenshot directory and
+attached to the test's report (``conftest.py``) for a person to look at.
 
 CI needs ``apt-get install -y chromium`` and ``pip install playwright``; Playwright's own
 browser download (``playwright install``) is not used.
@@ -103,7 +103,7 @@ def _evaluate_warnings(url: str, state: AppState) -> None:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, screenshots: Path) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("dashboard")
     company = make_company(root)
     uri = fresh_registry(root)
@@ -116,7 +116,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             _evaluate_warnings(url, state)
             yield Site(url, state, company, state.keys.create("planner")[1],
                        state.keys.create("account_manager", company.manager)[1],
-                       tmp_path_factory.mktemp("screenshots"))  # pytest keeps recent runs'
+                       screenshots)
 
 
 @pytest.fixture

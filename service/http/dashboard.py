@@ -98,6 +98,7 @@ __all__ = [
     "cached_nodes",
     "dashboard_context",
     "default_picker",
+    "empty_node_notice",
     "forget_board",
     "last_revenue_day",
     "library_names",
@@ -519,6 +520,20 @@ def _resolve_picker(state: AppState, period: str | None, as_of: str | None) -> P
     return picker
 
 
+def empty_node_notice(node: BoardNode, period: str, as_of: pd.Timestamp) -> str | None:
+    """Why a node's numbers are all 0 (nothing closed, nothing expected), or None when they
+    are not: the board never shows an empty period without saying why."""
+    if node.closed or node.expected or node.p90:
+        return None
+    _, end = period_bounds(period)
+    if as_of >= end:
+        return (f"{node.name} closed nothing in {period}: no revenue of it is dated in the "
+                "period, which has ended, so every number here is 0.")
+    return (f"{node.name} has no revenue dated in {period} before {as_of.date()}, no open deal "
+            "expected to close in it and no run rate to carry into it, so every number of its "
+            "outlook is 0.")
+
+
 def _node_section(state: AppState, view: BoardNodes, at: int, picker: Picker
                   ) -> dict[str, Any]:
     node = view.nodes[at]
@@ -537,7 +552,8 @@ def _node_section(state: AppState, view: BoardNodes, at: int, picker: Picker
                   p90=node.p90, stretch=node.stretch, start_day=0.0,
                   as_of_day=float((picker.as_of - origin).days),
                   end_day=float((end - origin).days), label=label, path=path)
-    return {"node": node, "fan": Markup(fan), "fan_label": label}
+    return {"node": node, "fan": Markup(fan), "fan_label": label,
+            "node_notice": empty_node_notice(node, picker.period, picker.as_of)}
 
 
 def _children_section(view: BoardNodes, at: int, period: str) -> dict[str, Any]:

@@ -160,14 +160,17 @@ def _with_close_fallback(tables: Tables, deals: pd.DataFrame, as_of: pd.Timestam
     )
 
 
-def deal_inputs(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFrame:
+def deal_inputs(tables: Tables, as_of: pd.Timestamp | str,
+                snapshot: pd.Timestamp | None = None) -> pd.DataFrame:
     """Every deal open at ``as_of`` with its funnel features (see :mod:`features.funnel`).
 
     The expected close date falls back to ``original_close_date`` where the funnel cannot
-    reconstruct it (no close dates in ``stage_history``).
+    reconstruct it (no close dates in ``stage_history``). ``snapshot``: the date the whole
+    opportunities table describes, when ``tables`` hold a bucket of the deals
+    (:func:`features.funnel.opportunity_state`).
     """
     as_of = pd.Timestamp(as_of)
-    deals = opportunity_features(tables, as_of)
+    deals = opportunity_features(tables, as_of, snapshot)
     deals = _with_close_fallback(tables, deals, as_of)
     deals = _with_creation_amounts(tables, deals, as_of)
     value = deals[_AMOUNT_FEATURE_SOURCE] if _AMOUNT_FEATURE_SOURCE in deals.columns else deals[
@@ -222,16 +225,18 @@ def deal_snapshot_dates(
 
 
 def deal_snapshots(
-    tables: Tables, dates: Sequence[pd.Timestamp], progress: Callable[[str], None] | None = None
+    tables: Tables, dates: Sequence[pd.Timestamp], progress: Callable[[str], None] | None = None,
+    snapshot: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """:func:`deal_inputs` at each date, stacked (``as_of`` tells them apart).
+    """:func:`deal_inputs` at each date, stacked (``as_of`` tells them apart; ``snapshot`` as
+    there).
 
     Features at a date use only rows dated before it, so a stack built once over the whole
     history serves every later training as_of (the replay benchmark relies on it).
     """
     frames = []
     for date in dates:
-        frames.append(deal_inputs(tables, date))
+        frames.append(deal_inputs(tables, date, snapshot))
         if progress is not None:
             progress(f"deals at {pd.Timestamp(date).date()}")
     if not frames:

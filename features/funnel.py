@@ -104,6 +104,7 @@ __all__ = [
     "STAGE_INDEX",
     "funnel_node_metrics",
     "funnel_notes",
+    "open_at_any",
     "opportunity_features",
     "opportunity_state",
     "snapshot_date",
@@ -329,6 +330,17 @@ def _status_at(opps: pd.DataFrame, as_of: pd.Timestamp) -> pd.Series:
     return opps[STATUS].where(closed, STATUS_OPEN)
 
 
+def open_at_any(opps: pd.DataFrame, dates: Sequence[pd.Timestamp]) -> pd.Series:
+    """Whether each deal was open at one of ``dates`` at least (created before it and not
+    closed before it): the deals whose stage history a state at those dates reads."""
+    created = opps[CREATED_AT]
+    open_at = pd.Series(False, index=opps.index)
+    for date in dates:
+        when = pd.Timestamp(date)
+        open_at |= (created < when) & (_status_at(opps, when) == STATUS_OPEN)
+    return open_at
+
+
 def _snapshot_describes(opps: pd.DataFrame, status_at: pd.Series, snapshot_ok: bool
                         ) -> pd.Series:
     """Where the opportunities row itself tells the state at T (see module docstring)."""
@@ -461,13 +473,15 @@ def _overdue(close: pd.Series, as_of: pd.Timestamp) -> pd.Series:
     return (close < as_of).astype(float).where(close.notna())
 
 
-def opportunity_features(tables: Tables, as_of: pd.Timestamp | str) -> pd.DataFrame:
+def opportunity_features(tables: Tables, as_of: pd.Timestamp | str,
+                         snapshot: pd.Timestamp | None = None) -> pd.DataFrame:
     """One row per deal open at ``as_of``: ids, owner, amount, expected ``close_date``, funnel_*.
 
     Also ``product`` (of the deal) and ``segment`` (of its customer) when the tables have them.
+    ``snapshot``: as in :func:`opportunity_state` (a bucket of the deals).
     """
     when = pd.Timestamp(as_of)
-    state = opportunity_state(tables, when)
+    state = opportunity_state(tables, when, snapshot)
     deals = state[state[STATUS] == STATUS_OPEN]
     closed = state[state[STATUS] != STATUS_OPEN]
     base = [c for c in (OPPORTUNITY_ID, OWNER, CUSTOMER_ID, AMOUNT, CLOSE_DATE,

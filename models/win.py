@@ -42,6 +42,8 @@ from features.funnel import F_STAGE
 from models.classification import classification_metrics
 
 __all__ = [
+    "COUNT_KEYS",
+    "COUNT_ROWS",
     "DAYS_LEFT_EDGES",
     "FLAT_WIN_RATE",
     "ROLLING_WINDOWS",
@@ -49,11 +51,13 @@ __all__ = [
     "StageRateWinModel",
     "TimeSplit",
     "WinModel",
+    "add_counts",
     "conversion_curve",
     "holdout_metrics",
     "labelled_rows",
     "period_spread",
     "sized_split",
+    "stage_rate_counts",
     "time_split",
 ]
 
@@ -222,10 +226,15 @@ def _days_left_bucket(days_left: pd.Series) -> np.ndarray:
 
 def conversion_curve(rows: pd.DataFrame) -> pd.Series:
     """Amount-weighted share of open pipeline won inside the period, by days-left bucket."""
-    bucket = _days_left_bucket(rows[P_DAYS_LEFT])
     amount = rows[AMOUNT].to_numpy(dtype=float)
-    won = pd.Series(amount * rows[LABEL].to_numpy(), index=bucket).groupby(level=0).sum()
-    total = pd.Series(amount, index=bucket).groupby(level=0).sum()
+    return _conversion(pd.DataFrame({_AMOUNT: amount, _WON_AMOUNT: amount * rows[LABEL]
+                                     .to_numpy()}, index=_days_left_bucket(rows[P_DAYS_LEFT])))
+
+
+def _conversion(amounts: pd.DataFrame) -> pd.Series:
+    """:func:`conversion_curve` from amounts and won amounts indexed by days-left bucket."""
+    won = amounts[_WON_AMOUNT].groupby(level=0).sum()
+    total = amounts[_AMOUNT].groupby(level=0).sum()
     rate = (won / total.where(total > 0)).reindex(range(len(DAYS_LEFT_EDGES) - 1))
     overall = float(won.sum() / total.sum()) if total.sum() > 0 else 0.0
     # Buckets never observed borrow the nearest observed one (days left only grow conversion).
@@ -247,17 +256,68 @@ def period_spread(rows: pd.DataFrame, p: np.ndarray, min_expected: float = 5.0) 
     if rows.empty or LABEL not in rows.columns or len(p) != len(rows):
         return math.nan
     amount = rows[AMOUNT].to_numpy(dtype=float).clip(min=0.0)
-    frame = pd.DataFrame({
-        "g1": rows[AS_OF].to_numpy(), "g2": rows[PERIOD_END].to_numpy(),
+    return _spread(pd.DataFrame({
+        AS_OF: rows[AS_OF].to_numpy(), PERIOD_END: rows[PERIOD_END].to_numpy(),
         "exp": p * amount, "won": rows[LABEL].to_numpy(dtype=float) * amount,
         "var": p * (1 - p) * amount**2, "n": p,
-    })
-    groups = frame.groupby(["g1", "g2"])[["exp", "won", "var", "n"]].sum()
+    }), min_expected)
+
+
+def _spread(terms: pd.DataFrame, min_expected: float = 5.0) -> float:
+    """:func:`period_spread` from per-row (or per-cell) ``exp, won, var, n`` terms with their
+    snapshot and period end."""
+    groups = terms.groupby([AS_OF, PERIOD_END])[["exp", "won", "var", "n"]].sum()
     groups = groups[(groups["n"] >= min_expected) & (groups["exp"] > 0)]
     if len(groups) < MIN_SPREAD_GROUPS:
         return math.nan
     excess = (groups["won"] / groups["exp"] - 1.0) ** 2 - groups["var"] / groups["exp"] ** 2
     return float(math.sqrt(max(float(excess.mean()), 0.0)))
+
+
+# What the stage-rate model learns from, summed per (snapshot, period end, stage, days-left
+# bucket) cell (stage_rate_counts): all StageRateWinModel.fit needs, and sums of disjoint sets
+# of rows add up (buckets of deals summed elsewhere: fit_counts of their sum).
+STAGE_KEY = "stage_key"
+DAYS_LEFT_BUCKET = "days_left_bucket"
+COUNT_KEYS = (AS_OF, PERIOD_END, STAGE_KEY, DAYS_LEFT_BUCKET)
+COUNT_ROWS, _WINS, _AMOUNT, _WON_AMOUNT = "rows", "wins", "amount", "won_amount"
+_CLIPPED, _CLIPPED_WON, _CLIPPED_SQUARED = "amount_clipped", "won_clipped", "clipped_squared"
+COUNT_SUMS = (COUNT_ROWS, _WINS, _AMOUNT, _WON_AMOUNT, _CLIPPED, _CLIPPED_WON, _CLIPPED_SQUARED)
+
+
+def stage_rate_counts(rows: pd.DataFrame) -> pd.DataFrame:
+    """The sums :meth:`StageRateWinModel.fit_counts` learns from, per :data:`COUNT_KEYS` cell
+    of labelled rows (:func:`features.deals.win_training_rows`): rows, wins, amount, won
+    amount, and the amount clipped at 0 with its won part and square (the period spread's).
+    Counts of disjoint rows add up: :func:`add_counts`."""
+    if rows.empty or LABEL not in rows.columns:
+        return _no_counts()
+    stage, bucket = StageRateWinModel._keys(rows)
+    y = rows[LABEL].to_numpy(dtype=float)
+    amount = rows[AMOUNT].to_numpy(dtype=float)
+    clipped = amount.clip(min=0.0)
+    frame = pd.DataFrame({
+        AS_OF: rows[AS_OF].to_numpy(dtype="datetime64[ns]"),
+        PERIOD_END: rows[PERIOD_END].to_numpy(dtype="datetime64[ns]"),
+        STAGE_KEY: stage, DAYS_LEFT_BUCKET: bucket.astype(np.int64),
+        COUNT_ROWS: 1.0, _WINS: y, _AMOUNT: amount, _WON_AMOUNT: amount * y,
+        _CLIPPED: clipped, _CLIPPED_WON: clipped * y, _CLIPPED_SQUARED: clipped**2})
+    return add_counts(frame)
+
+
+def add_counts(counts: pd.DataFrame) -> pd.DataFrame:
+    """:func:`stage_rate_counts` of several sets of rows (stacked), summed per cell."""
+    if counts.empty:
+        return _no_counts()
+    return counts.groupby(list(COUNT_KEYS), sort=True, as_index=False)[list(COUNT_SUMS)].sum()
+
+
+def _no_counts() -> pd.DataFrame:
+    return pd.DataFrame({AS_OF: pd.Series(dtype="datetime64[ns]"),
+                         PERIOD_END: pd.Series(dtype="datetime64[ns]"),
+                         STAGE_KEY: pd.Series(dtype=object),
+                         DAYS_LEFT_BUCKET: pd.Series(dtype=np.int64),
+                         **{c: pd.Series(dtype=float) for c in COUNT_SUMS}})
 
 
 class _Converts:
@@ -315,39 +375,53 @@ class StageRateWinModel(_Converts):
 
         With no rows at all every deal gets :data:`FLAT_WIN_RATE`.
         """
-        if rows.empty or LABEL not in rows.columns:
+        return self.fit_counts(stage_rate_counts(rows))
+
+    def fit_counts(self, counts: pd.DataFrame) -> StageRateWinModel:
+        """Learn the rates from the training rows' :func:`stage_rate_counts` (summed over
+        buckets of deals with :func:`add_counts`): the same rates as :meth:`fit` on the rows."""
+        if counts.empty or counts[COUNT_ROWS].sum() == 0:
             self.overall_ = FLAT_WIN_RATE
             self.bucket_rate_ = pd.Series(dtype=float)
             self.cell_rate_ = pd.Series(dtype=float)
             self.conversion_ = pd.Series([FLAT_WIN_RATE] * (len(DAYS_LEFT_EDGES) - 1))
             self.period_spread_ = math.nan
             return self
-        stage, bucket = self._keys(rows)
-        y = rows[LABEL].to_numpy(dtype=float)
-        self.overall_ = float((y.sum() + 1.0) / (len(y) + 2.0))
-        by_bucket = pd.Series(y).groupby(bucket).agg(["sum", "count"])
-        self.bucket_rate_ = (by_bucket["sum"] + self.overall_ * self.prior_strength) / (
-            by_bucket["count"] + self.prior_strength
+        stage = counts[STAGE_KEY].to_numpy(dtype=object)
+        bucket = counts[DAYS_LEFT_BUCKET].to_numpy(dtype=np.int64)
+        sums = counts[[_WINS, COUNT_ROWS]]
+        self.overall_ = float((sums[_WINS].sum() + 1.0) / (sums[COUNT_ROWS].sum() + 2.0))
+        by_bucket = sums.groupby(bucket).sum()
+        self.bucket_rate_ = (by_bucket[_WINS] + self.overall_ * self.prior_strength) / (
+            by_bucket[COUNT_ROWS] + self.prior_strength
         )
-        by_cell = pd.Series(y).groupby([stage, bucket]).agg(["sum", "count"])
+        by_cell = sums.groupby([stage, bucket]).sum()
         prior = self.bucket_rate_.reindex(by_cell.index.get_level_values(1)).to_numpy()
-        self.cell_rate_ = (by_cell["sum"] + prior * self.prior_strength) / (
-            by_cell["count"] + self.prior_strength
+        self.cell_rate_ = (by_cell[_WINS] + prior * self.prior_strength) / (
+            by_cell[COUNT_ROWS] + self.prior_strength
         )
-        self.conversion_ = conversion_curve(rows)
-        self.period_spread_ = period_spread(rows, self.predict_frame(rows)[WIN_PROBABILITY]
-                                            .to_numpy(dtype=float))
+        self.conversion_ = _conversion(counts[[_AMOUNT, _WON_AMOUNT]].set_axis(bucket))
+        p = self._rates(stage, bucket)
+        self.period_spread_ = _spread(pd.DataFrame({
+            AS_OF: counts[AS_OF].to_numpy(), PERIOD_END: counts[PERIOD_END].to_numpy(),
+            "exp": p * counts[_CLIPPED].to_numpy(), "won": counts[_CLIPPED_WON].to_numpy(),
+            "var": p * (1 - p) * counts[_CLIPPED_SQUARED].to_numpy(),
+            "n": p * counts[COUNT_ROWS].to_numpy()}))
         return self
+
+    def _rates(self, stage: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+        """The rate of each (stage, days-left bucket): the cell's, else the bucket's, else
+        the overall one."""
+        cells = pd.MultiIndex.from_arrays([stage, bucket])
+        p = self.cell_rate_.reindex(cells).to_numpy()
+        fallback = self.bucket_rate_.reindex(bucket).fillna(self.overall_).to_numpy()
+        return np.where(np.isnan(p), fallback, p)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``win_probability`` per row (a deal seen at a date, with period features)."""
         _check_fitted(self, "cell_rate_")
         stage, bucket = self._keys(frame)
-        cells = pd.MultiIndex.from_arrays([stage, bucket])
-        p = self.cell_rate_.reindex(cells).to_numpy()
-        fallback = self.bucket_rate_.reindex(bucket).fillna(self.overall_).to_numpy()
-        p = np.where(np.isnan(p), fallback, p)
-        return pd.DataFrame({WIN_PROBABILITY: p}, index=frame.index)
+        return pd.DataFrame({WIN_PROBABILITY: self._rates(stage, bucket)}, index=frame.index)
 
 
 # --- the model: LightGBM boosted from the stage rates, stopped on a later slice -------------

@@ -17,14 +17,22 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.compute import PandasEngine
-from engine.io import load_tables, write_data_dir
+from engine.io import Tables, load_tables, write_data_dir
 from engine.periods import default_as_of
 from engine.schemas import AMOUNT, CREATED_AT, DS, REGION, REP, TEAM
 from engine.synthetic import generate
+from features.funnel import snapshot_date
 from features.hierarchy import revenue_events
 from features.revenue_nodes import CubeTables, cube_events
+from models.feasibility import fit_stage_rates
+from models.feasibility.period import stage_rate_counts_at, stage_rate_dates
+from models.win import COUNT_ROWS, add_counts
 from service.usecases.feasibility import SparkBlocks, engine_blocks, run_feasibility
-from service.usecases.scaled_feasibility import feasibility_tables
+from service.usecases.scaled_feasibility import (
+    engine_stage_rates,
+    feasibility_dates,
+    feasibility_tables,
+)
 
 pytest.importorskip("pyspark")
 
@@ -120,6 +128,74 @@ def test_spark_sums_the_pandas_tables(spark: object, demo: Path) -> None:
     a = run_feasibility(here[0], period, here[1], **args)
     b = run_feasibility(there[0], period, there[1],
                         blocks=engine_blocks(spark), **args)  # type: ignore[arg-type]
+    pd.testing.assert_frame_equal(a.frame, b.frame, check_exact=True)
+    assert a.notes == b.notes
+
+
+def _rates(model: Any) -> tuple[Any, ...]:
+    return (model.overall_, model.bucket_rate_, model.cell_rate_, model.conversion_,
+            model.period_spread_)
+
+
+def test_stage_rates_counted_bucket_by_bucket_are_the_whole_tables_rates(
+        spark: object, demo: Path) -> None:
+    """Without a champion the stage rates are learned from sums each bucket of deals counts
+    where the engine computes: the same rates, to the last bit, as fitted on the whole tables
+    here, on either engine; another as-of (the pace check's) is fitted here as before."""
+    read = feasibility_tables(spark, str(demo), None)  # type: ignore[arg-type]
+    assert read is not None
+    tables, when = read
+    expected, note = fit_stage_rates(tables, when)
+    assert "deal snapshots" in note  # learned from rows, not the flat rate
+    for engine in (spark, PandasEngine()):
+        model, said = engine_stage_rates(engine, tables)(tables, when)  # type: ignore[arg-type]
+        assert said == note
+        for a, b in zip(_rates(model), _rates(expected), strict=True):
+            if isinstance(a, pd.Series):
+                pd.testing.assert_series_equal(a, b, check_exact=True, check_names=False)
+            else:
+                assert a == b or (np.isnan(a) and np.isnan(b))
+    earlier = when - pd.Timedelta(days=60)
+    model, _ = engine_stage_rates(spark, tables)(tables, earlier)  # type: ignore[arg-type]
+    pd.testing.assert_series_equal(model.cell_rate_, fit_stage_rates(tables, earlier)[0].cell_rate_)
+    # a bucket's sums are its deals' alone: two halves of the demo's deals add up to the whole
+    dates = stage_rate_dates(tables, when)
+    whole = stage_rate_counts_at(tables, dates, when)
+    ids = tables["opportunities"]["opportunity_id"]
+    halves = []
+    for keep in (ids.str[-1] < "5", ids.str[-1] >= "5"):
+        kept = set(ids[keep])
+        part = Tables({"opportunities": tables["opportunities"][keep],
+                       "stage_history": tables["stage_history"][
+                           tables["stage_history"]["opportunity_id"].isin(kept)]})
+        halves.append(stage_rate_counts_at(part, dates, when, snapshot_date(tables)))
+    summed = add_counts(pd.concat(halves, ignore_index=True))
+    assert summed[COUNT_ROWS].sum() == whole[COUNT_ROWS].sum() > 0
+    pd.testing.assert_frame_equal(summed, whole, check_exact=False, rtol=1e-12)
+
+
+def test_the_stage_history_of_deals_open_when_seen_gives_the_whole_historys_answer(
+        demo: Path) -> None:
+    """Without a champion win model only the stage history of the deals open at the dates
+    the feasibility sees deals at (the as-of and its p_attain check's earlier points) is
+    brought here: the same feasibility, to the last bit, from a fraction of the history."""
+    engine = PandasEngine()
+    whole = feasibility_tables(engine, str(demo), None)
+    assert whole is not None
+    when = whole[1]
+    period = str((when - pd.Timedelta(days=40)).to_period("Q"))
+    dates = feasibility_dates(period, when)
+    assert len(dates) > 1  # the check replays earlier points too
+    lean = feasibility_tables(engine, str(demo), when, open_at=dates)
+    assert lean is not None
+    history = lean[0]["stage_history"]
+    assert 0 < len(history) < 0.8 * len(whole[0]["stage_history"])
+    args: dict[str, Any] = dict(draws=1_000, seed=42, models={}, use_churn=False)
+    a = run_feasibility(whole[0], period, when, **args,
+                        stage_rates=engine_stage_rates(engine, whole[0]))
+    b = run_feasibility(lean[0], period, when, **args,
+                        stage_rates=engine_stage_rates(engine, lean[0]))
+    assert any("earlier" in n for n in a.notes), a.notes  # the p_attain check replayed
     pd.testing.assert_frame_equal(a.frame, b.frame, check_exact=True)
     assert a.notes == b.notes
 

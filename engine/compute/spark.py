@@ -59,7 +59,8 @@ from engine.schemas import CLOSE_DATE, FORWARD_LOOKING_DATES, STATUS, STATUS_OPE
 __all__ = ["SparkEngine", "spark_session"]
 
 _TABLE, _GROUP = "_table", "_group"
-_SPARK_TYPES = {"object": "string", "datetime64[ns]": "timestamp_ntz", "float64": "double"}
+_SPARK_TYPES = {"object": "string", "datetime64[ns]": "timestamp_ntz", "float64": "double",
+                "int64": "bigint"}
 
 
 def log_path() -> Path:

@@ -29,7 +29,7 @@ from engine.schemas import (
     STATUS_OPEN,
     STATUS_WON,
 )
-from features.deals import LABEL, deal_snapshot_dates, deal_snapshots, win_training_rows
+from features.deals import deal_snapshot_dates, deal_snapshots, win_training_rows
 from models.feasibility.backtest import earlier_points
 from models.feasibility.inputs import build_inputs, revenue_by_node
 from models.feasibility.pace import (
@@ -63,10 +63,11 @@ from models.feasibility.simulation import (
     simulate,
     summarise,
 )
-from models.win import FLAT_WIN_RATE, StageRateWinModel
+from models.win import COUNT_ROWS, FLAT_WIN_RATE, StageRateWinModel, stage_rate_counts
 
-__all__ = ["BACKTEST_DRAWS", "feasibility", "feasibility_with_simulation", "fit_stage_rates",
-           "pace_choice", "simulate_period"]
+__all__ = ["BACKTEST_DRAWS", "STAGE_RATE_EVERY_DAYS", "feasibility",
+           "feasibility_with_simulation", "fit_stage_rates", "pace_choice", "simulate_period",
+           "stage_rate_counts_at", "stage_rate_dates"]
 
 # Draws of each replayed earlier period in the p_attain backtest (a Brier per level needs no
 # more).
@@ -272,23 +273,55 @@ def _won_and_lost(tables: Tables, as_of: pd.Timestamp) -> bool:
     return bool((closed == STATUS_WON).any() and (closed != STATUS_WON).any())
 
 
-def fit_stage_rates(tables: Tables, as_of: pd.Timestamp, every_days: int = 28
-                    ) -> tuple[StageRateWinModel, str]:
+# Days between the snapshots the stage rates are learned from.
+STAGE_RATE_EVERY_DAYS = 28
+
+
+def stage_rate_dates(tables: Tables, as_of: pd.Timestamp,
+                     every_days: int = STAGE_RATE_EVERY_DAYS) -> list[pd.Timestamp]:
+    """The dates the deals are seen at to learn the stage rates as of ``as_of``: none without
+    won and lost deals before it (:func:`features.deals.deal_snapshot_dates` otherwise)."""
+    if not _won_and_lost(tables, pd.Timestamp(as_of)):
+        return []
+    return deal_snapshot_dates(tables, as_of, every_days=every_days)
+
+
+def stage_rate_counts_at(tables: Tables, dates: Sequence[pd.Timestamp], as_of: pd.Timestamp,
+                         snapshot: pd.Timestamp | None = None) -> pd.DataFrame:
+    """The stage-rate model's sums (:func:`models.win.stage_rate_counts`) of the deals in
+    ``tables`` seen at ``dates``, labelled as of ``as_of``. Each deal's rows depend on that
+    deal alone, so the sums over buckets of the deals (``snapshot``: the date the whole
+    opportunities table describes) add up to the sums over all of them
+    (:func:`models.win.add_counts`)."""
+    opportunities = tables.get(OPPORTUNITIES)
+    if not len(dates) or opportunities is None or opportunities.empty:
+        return stage_rate_counts(pd.DataFrame())
+    rows = win_training_rows(deal_snapshots(tables, dates, snapshot=snapshot),
+                             opportunities, as_of)
+    return stage_rate_counts(rows)
+
+
+def fit_stage_rates(tables: Tables, as_of: pd.Timestamp,
+                    every_days: int = STAGE_RATE_EVERY_DAYS,
+                    counts: pd.DataFrame | None = None) -> tuple[StageRateWinModel, str]:
     """Historical in-period win rates by stage (the fallback win model) and a note saying so.
 
     Without won and lost deals before ``as_of`` there is nothing to learn rates from: every
-    open deal gets :data:`models.win.FLAT_WIN_RATE` (and the note says so).
+    open deal gets :data:`models.win.FLAT_WIN_RATE` (and the note says so). ``counts``: the
+    sums of the deals' snapshots (:func:`stage_rate_counts_at` summed over buckets of the
+    deals, on a compute engine), else they are built here from ``tables``.
     """
-    dates = deal_snapshot_dates(tables, as_of, every_days=every_days)
-    rows = (win_training_rows(deal_snapshots(tables, dates), tables[OPPORTUNITIES], as_of)
-            if dates and _won_and_lost(tables, as_of) else pd.DataFrame())
-    if rows.empty or LABEL not in rows.columns:
-        return StageRateWinModel().fit(pd.DataFrame()), (
+    if counts is None:
+        counts = stage_rate_counts_at(tables, stage_rate_dates(tables, as_of, every_days),
+                                      as_of)
+    rows = int(counts[COUNT_ROWS].sum()) if len(counts) else 0
+    if not rows:
+        return StageRateWinModel().fit_counts(counts), (
             "win model: no champion and no won and lost deals before "
             f"{pd.Timestamp(as_of).date()}; every open deal expected in the period is counted "
             f"at a flat {FLAT_WIN_RATE:.0%} win rate")
-    return StageRateWinModel().fit(rows), (
+    return StageRateWinModel().fit_counts(counts), (
         "win model: no champion registered (a trained win model becomes champion only when "
         "it beats stage rates on its holdout); historical in-period win rates by stage and "
         "days left "
-        f"({len(rows):,} deal snapshots) are used instead")
+        f"({rows:,} deal snapshots) are used instead")

@@ -146,21 +146,28 @@ def usage_error(exc: RequestError) -> typer.BadParameter:
 
 
 def read_period(ctx: typer.Context, data: str | None, period: str | None, as_of: str | None,
-                lean: bool = False, engine: Any = None) -> tuple[Tables, pd.Timestamp, str]:
+                lean: bool = False, engine: Any = None, open_history: bool = False
+                ) -> tuple[Tables, pd.Timestamp, str]:
     """The tables, the as-of and the period of a planning command: ``--as-of`` checked before
     the data is read, by default the day after the data's last row (the CLI does not bound it
     to the data, as the service does); ``--period`` by default the quarter holding the day
     before it. A period that cannot be is a usage error (exit 2) naming its option.
     ``engine``: feasibility's tables read on that compute engine (Spark), revenue summed
     there (:func:`service.usecases.scaled_feasibility.feasibility_tables`; wrap the call in
-    :func:`engine_failures`); the whole tables when the data has no customers table."""
+    :func:`engine_failures`); the whole tables when the data has no customers table.
+    ``open_history``: with ``engine``, only the stage history of the deals open at the dates
+    the feasibility sees deals at (without a champion win model)."""
     when = parse_as_of(as_of)
     read: tuple[Tables, pd.Timestamp] | None = None
     if engine is not None:
-        from service.usecases.scaled_feasibility import feasibility_tables
+        from engine.periods import as_of_after
+        from service.usecases.scaled_feasibility import feasibility_dates, feasibility_tables
 
+        source = data_source(ctx, data)
         try:
-            read = feasibility_tables(engine, data_source(ctx, data), when)
+            when = when if when is not None else as_of_after(engine.data_end(source))
+            dates = feasibility_dates(_period(period, when), when) if open_history else []
+            read = feasibility_tables(engine, source, when, open_at=dates)
         except ValueError as exc:  # the data holds no dates
             fail(str(exc))
     if read is not None:
@@ -168,8 +175,13 @@ def read_period(ctx: typer.Context, data: str | None, period: str | None, as_of:
     else:
         tables = read_data(data_source(ctx, data), lean=lean)
         when = when if when is not None else default_as_of(tables)
+    return tables, when, _period(period, when)
+
+
+def _period(period: str | None, when: pd.Timestamp) -> str:
+    """``--period`` checked, by default the quarter holding the day before ``when``."""
     try:
-        return tables, when, request.resolve_period(period, when)
+        return request.resolve_period(period, when)
     except RequestError as exc:
         raise usage_error(exc) from exc
 

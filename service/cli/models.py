@@ -285,8 +285,9 @@ def feasibility_cmd(
 ) -> None:
     """Is the target achievable? P(attain), P10/P50/P90, gap, must-hit and stretch per node."""
     from engine.compute import open_engine
+    from models.feasibility import fit_stage_rates
     from service.usecases.feasibility import engine_blocks, run_feasibility
-    from service.usecases.scaled_feasibility import snapshot_tables
+    from service.usecases.scaled_feasibility import engine_stage_rates, snapshot_tables
 
     settings = settings_of(ctx)
     name = engine or settings.engine
@@ -301,7 +302,8 @@ def feasibility_cmd(
             models = champions(ctx)  # loaded once: the snapshot's too
             summed = None if churn and "churn" in models else compute
             tables, when, chosen = read_period(ctx, data, period, as_of, lean=True,
-                                               engine=summed)
+                                               engine=summed, open_history="win" not in models)
+            stage_rates = engine_stage_rates(compute, tables)
         else:
             # One machine reads the whole tables, as the board, the plan and the service do,
             # so their P(attain) is the command's to the last digit (the summed tables hand
@@ -310,12 +312,13 @@ def feasibility_cmd(
             tables, when, chosen = read_period(ctx, data, period, as_of, lean=True)
             use_tracking(ctx)
             models = champions(ctx)
+            stage_rates = fit_stage_rates
         with err.status(f"simulating {chosen} as of {when.date()}{where}") as status:
             status.update("loading the win model")
             result = run_feasibility(
                 tables, chosen, when, draws=draws, seed=settings.seed, use_churn=churn,
                 all_nodes=all_nodes, progress=lambda message: status.update(message),
-                blocks=engine_blocks(compute), models=models)
+                blocks=engine_blocks(compute), models=models, stage_rates=stage_rates)
     _notes(result.notes)
     _no_champion_note(ctx, "win", result.notes)
     # the board's trend

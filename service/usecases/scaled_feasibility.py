@@ -11,6 +11,11 @@ and their stage history (dated before the as-of). Both engines run the same func
 same buckets and hand over the tables in the same row order, so the feasibility is the same to
 the last bit on either.
 
+Without a champion win model, the stage rates are learned from the deals seen every few weeks
+back (:func:`engine_stage_rates`): each bucket of deals is seen and labelled where the engine
+computes, and only the sums the rates are learned from (a few thousand cells,
+:func:`models.win.stage_rate_counts`) reach this process; the rates are those of one machine.
+
 Not on this path: the churn adjustment (it scores every customer's orders; the command reads
 the whole tables when a churn champion is to be applied) and the snapshots of the product,
 segment and channel nodes the board's trend keeps (their columns are not read here).
@@ -18,6 +23,7 @@ segment and channel nodes the board's trend keeps (their columns are not read he
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -52,6 +58,7 @@ from engine.schemas import (
     TARGETS,
     TEAM,
 )
+from features.funnel import open_at_any, snapshot_date
 from features.revenue_nodes import (
     AT,
     CubeTables,
@@ -60,9 +67,14 @@ from features.revenue_nodes import (
     node_day_sums,
     revenue_cube,
 )
+from models.feasibility import fit_stage_rates
+from models.feasibility.backtest import earlier_points
+from models.feasibility.period import stage_rate_counts_at, stage_rate_dates
+from models.win import StageRateWinModel, add_counts
 from service.usecases.scaled import bucket_count
 
-__all__ = ["FEASIBILITY_READS", "feasibility_tables", "snapshot_tables"]
+__all__ = ["FEASIBILITY_READS", "engine_stage_rates", "feasibility_dates", "feasibility_tables",
+           "snapshot_tables"]
 
 _ORDERS_SCHEMA = f"{CUSTOMER_ID} string, {ORDER_DATE} timestamp_ntz, {AMOUNT} double"
 _LINKED_SCHEMA = f"{CUSTOMER_ID} string, {ORDER_DATE} timestamp_ntz, {OPPORTUNITY_ID} string"
@@ -123,6 +135,36 @@ def _whole(engine: ComputeEngine, frame: Any, table: str, key: str, buckets: int
                                  empty_group({table: _columns(frame)})[table], buckets)
 
 
+def _history_of_open(frames: dict[str, pd.DataFrame], dates: list[pd.Timestamp]
+                     ) -> pd.DataFrame:
+    """One bucket's stage history (as read, :func:`_as_read`) of the deals open at one of
+    ``dates`` at least."""
+    history = _as_read(frames, STAGE_HISTORY)
+    deals = frames[OPPORTUNITIES]
+    kept = deals.loc[open_at_any(deals, dates).to_numpy(), OPPORTUNITY_ID]
+    return history[history[OPPORTUNITY_ID].isin(kept)]
+
+
+def _open_history(engine: ComputeEngine, first: dict[str, Any], dates: list[pd.Timestamp],
+                  buckets: int) -> pd.DataFrame:
+    """The stage history of the deals open at one of ``dates``, brought here in the engines'
+    one row order (as :func:`_whole`)."""
+    group = {OPPORTUNITIES: first[OPPORTUNITIES], STAGE_HISTORY: first[STAGE_HISTORY]}
+    fn = partial(_history_of_open, dates=dates)
+    columns = {name: _columns(frame) for name, frame in group.items()}
+    return engine.apply_by_group(group, OPPORTUNITY_ID, fn, fn(empty_group(columns)), buckets)
+
+
+def feasibility_dates(period: str, as_of: pd.Timestamp) -> list[pd.Timestamp]:
+    """The dates a feasibility of ``period`` as of ``as_of`` sees deals at: ``as_of``, the
+    same point of the earlier periods its rest-of-period factor and p_attain check replay,
+    and theirs of each of those replays (:func:`models.feasibility.backtest.earlier_points`
+    twice over)."""
+    points = earlier_points(period, as_of)
+    again = [q.as_of for p in points for q in earlier_points(p.period, p.as_of)]
+    return sorted({pd.Timestamp(as_of), *(p.as_of for p in points), *again})
+
+
 def snapshot_tables(tables: Tables) -> Tables:
     """The tables the board's snapshots of a feasibility are recorded from: the whole tables
     summed ones were read from when they were loaded here (pandas), else ``tables`` (on Spark,
@@ -133,12 +175,20 @@ def snapshot_tables(tables: Tables) -> Tables:
 
 
 def feasibility_tables(engine: ComputeEngine, source: str, as_of: pd.Timestamp | None,
-                       buckets: int | None = None, whole: Tables | None = None
+                       buckets: int | None = None, whole: Tables | None = None,
+                       open_at: Sequence[pd.Timestamp] = ()
                        ) -> tuple[Tables, pd.Timestamp] | None:
     """Feasibility's tables read on ``engine`` as of ``as_of`` (default: the day after the
     data's last dated row), and that as-of: :class:`features.revenue_nodes.CubeTables`.
     ``buckets``: of customers (default :func:`service.usecases.scaled.bucket_count` of the
     orders; the sums do not depend on it).
+
+    ``open_at``: the dates deals will be seen at here (:func:`feasibility_dates`): only the
+    stage history of deals open at one of them comes here (the rest of it stays where the
+    engine computes; the stage rates are counted there, :func:`engine_stage_rates`). The
+    deals' stages, expected closes and days in stage at those dates are the same; the stage
+    order is inferred from that history, so a champion win model (which reads it) wants the
+    whole history: ``()``, the default.
 
     ``whole``: the tables, already loaded here (the pandas engine): read from them instead of
     ``source`` (as the pandas engine reads a CSV directory), so Spark and pandas start from
@@ -179,7 +229,10 @@ def feasibility_tables(engine: ComputeEngine, source: str, as_of: pd.Timestamp |
     frames: dict[str, pd.DataFrame] = {} if targets is None else {TARGETS: targets}
     for table, (key, _) in _WHOLE.items():
         if table in first and table != TARGETS:
-            frames[table] = _whole(engine, first[table], table, key, buckets)
+            if table == STAGE_HISTORY and open_at and OPPORTUNITIES in first:
+                frames[table] = _open_history(engine, first, list(open_at), buckets)
+            else:
+                frames[table] = _whole(engine, first[table], table, key, buckets)
     customers = first[CUSTOMERS]
     frames[CUSTOMERS] = _whole(engine, customers, CUSTOMERS, CUSTOMER_ID, buckets)
     org = frames[ORG][[REP, TEAM, REGION]] if ORG in frames else None
@@ -214,3 +267,49 @@ def feasibility_tables(engine: ComputeEngine, source: str, as_of: pd.Timestamp |
     tables = CubeTables(frames, source=str(source), revenue=revenue_cube(sums, extra),
                         levels=tuple(extra), as_of=when, whole=whole)
     return tables, when
+
+
+# --- the stage rates, learned bucket by bucket of deals ----------------------------------------
+
+_DEAL_READS = tuple(r for r in FEASIBILITY_READS if r.table in (OPPORTUNITIES, STAGE_HISTORY))
+
+
+def deal_counts(frames: dict[str, pd.DataFrame], dates: list[pd.Timestamp],
+                as_of: pd.Timestamp, snapshot: pd.Timestamp) -> pd.DataFrame:
+    """The stage rates' sums of one bucket of deals (:func:`models.feasibility.period
+    .stage_rate_counts_at`), read as the whole tables are (:func:`_as_read`), each row labelled
+    with the bucket's first deal id (``opportunity_id``), which only orders the buckets' sums
+    the same way on every engine (:func:`models.win.add_counts` drops it)."""
+    tables = Tables({table: _as_read(frames, table) for table in frames})
+    counts = stage_rate_counts_at(tables, dates, as_of, snapshot)
+    deals = frames[OPPORTUNITIES][OPPORTUNITY_ID]
+    first = str(deals.min()) if len(deals) else ""
+    return counts.assign(**{OPPORTUNITY_ID: first})[[OPPORTUNITY_ID, *counts.columns]]
+
+
+def engine_stage_rates(engine: ComputeEngine, tables: Tables
+                       ) -> Callable[[Tables, pd.Timestamp], tuple[StageRateWinModel, str]]:
+    """:func:`models.feasibility.fit_stage_rates` for ``run_feasibility(stage_rates=)``, with
+    the deals seen and labelled on ``engine`` (read again from the source of ``tables``,
+    dated before the as-of asked) bucket by bucket of deals; only the sums come here: the
+    rates of the whole tables to the last bit, also when ``tables`` hold only the stage
+    history of some deals (:func:`feasibility_tables` ``open_at``). Tables not read on an
+    engine, or asked after their as-of, are fitted here as before."""
+
+    def fit(given: Tables, as_of: pd.Timestamp) -> tuple[StageRateWinModel, str]:
+        when = pd.Timestamp(as_of)
+        if (not isinstance(tables, CubeTables) or given is not tables or tables.as_of is None
+                or when > tables.as_of):
+            return fit_stage_rates(given, when)
+        dates = stage_rate_dates(tables, when)
+        if not dates:
+            return fit_stage_rates(given, when, counts=add_counts(pd.DataFrame()))
+        frames = engine.read(tables.source, _DEAL_READS, before=when)
+        step = partial(deal_counts, dates=dates, as_of=when, snapshot=snapshot_date(tables))
+        columns = {name: _columns(frame) for name, frame in frames.items()}
+        buckets = bucket_count(tables.source, _DEAL_READS)
+        parts = engine.apply_by_group(frames, OPPORTUNITY_ID, step, step(empty_group(columns)),
+                                      buckets)
+        return fit_stage_rates(given, when, counts=add_counts(parts))
+
+    return fit

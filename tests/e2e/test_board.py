@@ -1,8 +1,9 @@
 """The board in a real browser, as each role: headless Chromium (Debian's) driven by Playwright.
 
 A real uvicorn server (the launcher of ``test_dashboard.py``) serves the small demo company with
-stub win and churn champions; ``warnings evaluate`` runs at two dates a week apart, so every
-node has two weekly snapshots. Each role then walks the board: open it, drill from the company
+stub win and churn champions (in a registry); before it starts, the command ``quotacast warnings
+evaluate`` runs at two dates a week apart on its database, so every node has two weekly
+snapshots. Each role then walks the board: open it, drill from the company
 to a rep (by the links of the children tables), change the period with the picker, open the
 deals behind a gap, submit a commit and read it beside its probability, and read the trend; a
 planner does the same on a product and on a segment (nodes no target names, simulated beside the
@@ -20,21 +21,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from test_dashboard import ARGS, CHROMIUM, _serving
 from test_service_support import (
     Company,
-    StubChurn,
-    StubWin,
-    make_company,
     quiet_options,
-    quiet_registry,
     settings_for,
+    stubbed_service,
 )
+from typer.testing import CliRunner
 
 from engine.schemas import OPPORTUNITIES, OPPORTUNITY_ID, OWNER
-from engine.tracking import LoadedModel
+from service.cli.app import app as cli
 from service.http.app import create_app
 from service.http.state import AppState
 
@@ -77,29 +75,27 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, screenshots: Path) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("board")
-    company = make_company(root)
     (root / "rules.yaml").write_text(RULES, encoding="utf-8")
-    # No registry: the stub churn and win champions are served as loaded (what a registry's
-    # champions become once loaded), which spares the walk the registry's set-up (seconds).
-    uri = f"sqlite:///{root / 'no-registry' / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        quiet_registry(patch)
-        app = create_app(settings_for(root, company.data, uri),
-                         quiet_options(rules=str(root / "rules.yaml"), draws=DRAWS))
+    # Stub churn and win champions in a fresh registry, served by the command and the service.
+    with stubbed_service(root) as (company, uri, _patch):
+        settings = settings_for(root, company.data, uri)
+        # The two weekly snapshots come from the command a sales team schedules, on the
+        # service's database and data (its settings), before the service starts (as a cron
+        # job would have).
+        env = {"QUOTACAST_DATABASE_URL": settings.database_url,
+               "QUOTACAST_MLFLOW_TRACKING_URI": uri, "QUOTACAST_DATA": str(company.data)}
+        for day in EVALUATED:
+            done = CliRunner().invoke(cli, [
+                "warnings", "evaluate", "--data", str(company.data), "--rules",
+                str(root / "rules.yaml"), "--as-of", day, "--no-deliver"], env=env)
+            assert done.exit_code == 0, done.stdout + done.stderr
+        app = create_app(settings, quiet_options(rules=str(root / "rules.yaml"), draws=DRAWS))
         with _serving(app) as url:
             state: AppState = app.state.quotacast
-            state.models.update({
-                "churn": LoadedModel(StubChurn(), "stub-churn", "1", "stub", {}),
-                "win": LoadedModel(StubWin(), "stub-win", "1", "stub", {})})
-            state.model_problems.clear()
+            assert {"churn", "win"} <= set(state.models), state.model_problems
             keys = {role: state.keys.create(role)[1]
                     for role in ("admin", "planner", "sales_ops")}
             keys["account_manager"] = state.keys.create("account_manager", company.manager)[1]
-            for day in EVALUATED:
-                done = httpx.post(f"{url}/v1/warnings/evaluate", json={"as_of": day},
-                                  headers={"X-API-Key": keys["sales_ops"]}, timeout=120)
-                assert done.status_code == 200, done.text
-                assert done.json()["evaluated"] == ["AttainmentProbabilityLow"], done.text
             yield Site(url, state, company, keys, screenshots)
 
 
@@ -271,11 +267,13 @@ def test_a_planner_walks_onto_a_product_and_a_segment(site: Site, browser: objec
     reach = walk.page.locator(f'#commits-table tr[data-level="{level}"] td.p-reach').inner_text()
     assert 0.2 <= float(reach.strip().rstrip("%")) / 100 <= 0.8, reach
     walk.shot("commit", "#commits")
-    # Its trend: the snapshots the service's two evaluations left of it, and what changed.
+    # Its trend: the snapshots the two `warnings evaluate` runs left of it (the latest one
+    # the service's own simulation of the as-of replaces), and what changed.
     walk.page.goto(node_url)
     _trend(walk)
-    sources = walk.page.locator("#trend-table tbody tr td:last-child").all_inner_texts()
-    assert sources and set(sources) == {"service"}
+    points = dict(zip(*(walk.page.locator(f"#trend-table tbody tr td:{cell}").all_inner_texts()
+                        for cell in ("first-child", "last-child")), strict=True))
+    assert points[EVALUATED[0]] == "warnings", points
     assert "What changed from 2026-11-09 to 2026-11-16" in walk.page.locator(
         "#changes-title").inner_text()
     assert walk.page.locator("#changes-table tbody tr").count() == 5  # 4 groups and other

@@ -43,6 +43,8 @@ from service.usecases.churn import train_churn
 from service.usecases.win import train_win
 
 sync_api = pytest.importorskip("playwright.sync_api")
+# The board's accessibility audit (test_board.py), on the dashboard's pages too.
+AUDIT = (Path(__file__).parent / "audit.js").read_text(encoding="utf-8")
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -168,6 +170,8 @@ def test_planner_sees_feasibility_warnings_and_customers(site: Site,
 
     customers = page.locator("#at-risk-table tbody tr")
     assert customers.count() == 20
+    problems = page.evaluate(AUDIT)  # labels, captions, contrast: as on the board
+    assert problems == [], problems
     shot = site.shots / "dashboard-planner.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}")
@@ -189,6 +193,8 @@ def test_account_manager_sees_only_their_customers(site: Site, browser_context: 
         "rows => rows.map(r => r.dataset.customer)")
     assert shown and set(shown) <= mine
     assert site.company.manager in page.locator("header .who").inner_text()
+    problems = page.evaluate(AUDIT)
+    assert problems == [], problems
     shot = site.shots / "dashboard-account-manager.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}")
@@ -198,6 +204,8 @@ def test_a_bad_key_gets_the_sign_in_form(site: Site, browser_context: object) ->
     page = browser_context.new_page()  # type: ignore[attr-defined]
     response = page.goto(f"{site.url}/?key=qk_00000000_{'x' * 43}")
     assert response is not None and response.status == 401
+    problems = page.evaluate(AUDIT)
+    assert problems == [], problems
     assert page.locator("#signin").is_visible()
     assert "not valid" in page.locator("#signin .problem").inner_text()
 

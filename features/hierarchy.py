@@ -64,6 +64,7 @@ __all__ = [
     "opportunity_nodes",
     "rep_hierarchy",
     "revenue_events",
+    "unlinked_year_revenue",
 ]
 
 UNASSIGNED = "unassigned"
@@ -438,6 +439,17 @@ def revenue_events(tables: Tables, as_of: pd.Timestamp | None = None,
     if events[DS].dtype != "datetime64[ns]":
         events[DS] = events[DS].astype("datetime64[ns]")
     return events
+
+
+def unlinked_year_revenue(tables: Tables, as_of: pd.Timestamp) -> pd.Series:
+    """Each customer's revenue from orders no deal is linked to, dated in the year (365 days)
+    before ``as_of``: the recurring revenue churn puts at risk. A customer's sum depends on
+    that customer's orders alone (buckets of customers sum to the whole)."""
+    when = pd.Timestamp(as_of)
+    events = revenue_events(tables, as_of=when, since=when - pd.Timedelta(days=365),
+                            with_ids=True)
+    recent = events[events[OPPORTUNITY_ID].isna()]
+    return recent.groupby(CUSTOMER_ID)[AMOUNT].sum()
 
 
 def attribute_revenue(tables: Tables, as_of: pd.Timestamp | None = None,

@@ -265,6 +265,9 @@ class CubeTables(Tables):
     levels: tuple[str, ...] = ()
     as_of: pd.Timestamp | None = None
     whole: Tables | None = None  # the tables these were read from, when loaded here
+    # Each customer's unlinked revenue of the year before as_of (unlinked_year_revenue),
+    # summed where the tables were read: the churn adjustment's, when a champion scores.
+    customer_revenue: pd.Series | None = None
 
 
 def _day_text(values: pd.Series) -> pd.Series:

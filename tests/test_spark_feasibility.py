@@ -297,3 +297,38 @@ def test_cli_engine_spark_prints_the_pandas_answer(spark: object, real: Path, tm
     assert a["p50"].astype(float).gt(0).any()
     assert any(r["level"] == "rep" for r in rows(plain))
     assert not spark.session.sparkContext._jsc.sc().isStopped()  # type: ignore[attr-defined]
+
+
+def test_cli_engine_spark_scores_churn_on_the_engine(spark: object, demo: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a churn champion, ``feasibility --engine spark`` scores the customers and sums
+    their revenue of the year on the engine (the orders still never come whole to the
+    driver): the same churn adjustment per node as pandas, and the same customers scored."""
+    from service.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+    env = {"QUOTACAST_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "QUOTACAST_DATABASE_URL": f"sqlite:///{tmp_path / 'alerts.db'}",
+           "QUOTACAST_SPARK_MASTER": "local[1]", "QUOTACAST_N_JOBS": "1"}
+    runner = CliRunner()
+    for step in (["train", "churn"], ["promote", "churn"]):
+        done = runner.invoke(app, [*step, "--data", str(demo)], env=env)
+        assert done.exit_code == 0, done.output
+    args = ["feasibility", "--data", str(demo), "--draws", "1000", "--json"]
+    plain = runner.invoke(app, args, env=env)
+    on_spark = runner.invoke(app, [*args, "--engine", "spark"], env=env)
+    assert plain.exit_code == 0, plain.output
+    assert on_spark.exit_code == 0, on_spark.output
+
+    def scored(output: str) -> list[str]:
+        return [line for line in output.splitlines() if "churn: champion v1 scored" in line]
+
+    assert scored(plain.output) and scored(plain.output) == scored(on_spark.output)
+    a, b = (pd.DataFrame(json.loads(r.stdout.strip().splitlines()[-1]))
+            .sort_values(["level", "key"], ignore_index=True) for r in (plain, on_spark))
+    pd.testing.assert_frame_equal(a[["level", "key"]], b[["level", "key"]])
+    churn_a, churn_b = (f["churn_adjustment"].astype(float) for f in (a, b))
+    assert churn_a.abs().max() > 0  # the adjustment applied on both
+    np.testing.assert_allclose(churn_b, churn_a, rtol=0.005, atol=1e-6)
+    np.testing.assert_allclose(a["closed_to_date"], b["closed_to_date"], rtol=1e-12)
+    assert float((a["p_attain"].astype(float) - b["p_attain"].astype(float)).abs().max()) < 0.02

@@ -53,6 +53,7 @@ from features.hierarchy import (
     opportunity_nodes,
     rep_hierarchy,
     revenue_events,
+    unlinked_year_revenue,
 )
 from features.revenue_nodes import CubeTables, cube_events
 from models.churn import CHURN_PROBABILITY
@@ -243,15 +244,15 @@ def _open_deals(tables: Tables, as_of: pd.Timestamp, start: pd.Timestamp, end: p
 
 
 def _customer_run_rate(tables: Tables, as_of: pd.Timestamp, window_days: int) -> pd.Series:
-    """Each customer's unlinked revenue of the last year before ``as_of``, scaled to the
-    window."""
+    """Each customer's unlinked revenue of the last year before ``as_of``
+    (:func:`features.hierarchy.unlinked_year_revenue`), scaled to the window; summed tables
+    carry it, summed where they were read, for their own as-of only."""
     if isinstance(tables, CubeTables):
-        raise ValueError("churn scores need each customer's orders, which these tables hold "
-                         "summed per node")
-    events = revenue_events(tables, as_of=as_of, since=as_of - pd.Timedelta(days=365),
-                            with_ids=True)
-    recent = events[events[OPPORTUNITY_ID].isna()]
-    return recent.groupby(CUSTOMER_ID)[AMOUNT].sum() * window_days / 365.0
+        if tables.customer_revenue is None or tables.as_of != pd.Timestamp(as_of):
+            raise ValueError("churn scores need each customer's revenue of the last year, "
+                             "which these tables hold summed per node")
+        return tables.customer_revenue * window_days / 365.0
+    return unlinked_year_revenue(tables, as_of) * window_days / 365.0
 
 
 def _churn_by_rep(tables: Tables, churn: pd.DataFrame | None, as_of: pd.Timestamp,

@@ -286,24 +286,32 @@ def feasibility_cmd(
     """Is the target achievable? P(attain), P10/P50/P90, gap, must-hit and stretch per node."""
     from engine.compute import open_engine
     from models.feasibility import fit_stage_rates
-    from service.usecases.feasibility import engine_blocks, run_feasibility
-    from service.usecases.scaled_feasibility import engine_stage_rates, snapshot_tables
+    from service.usecases.feasibility import engine_blocks, run_feasibility, score_churn_here
+    from service.usecases.scaled import engine_churn_scorer
+    from service.usecases.scaled_feasibility import (
+        engine_stage_rates,
+        snapshot_tables,
+        with_customer_revenue,
+    )
 
     settings = settings_of(ctx)
     name = engine or settings.engine
     where = f" on Spark {settings.spark_master}" if name == "spark" else ""
     with engine_failures(), open_engine(name, settings.spark_master) as compute:
         if name == "spark":
-            # Revenue summed on the executors (the orders never reach this process), unless
-            # a churn champion is to score every customer: the champions first, of the
-            # workspace the data source names.
-            data_source(ctx, data)
+            # Revenue summed on the executors (the orders never reach this process), the
+            # stage rates counted there, and a churn champion scores the customers there:
+            # the champions first, of the workspace the data source names.
+            source = data_source(ctx, data)
             use_tracking(ctx)
             models = champions(ctx)  # loaded once: the snapshot's too
-            summed = None if churn and "churn" in models else compute
             tables, when, chosen = read_period(ctx, data, period, as_of, lean=True,
-                                               engine=summed, open_history="win" not in models)
+                                               engine=compute, open_history="win" not in models)
             stage_rates = engine_stage_rates(compute, tables)
+            scorer = engine_churn_scorer(compute, source)
+            if churn and "churn" in models:
+                with err.status(f"summing each customer's revenue{where}"):
+                    tables = with_customer_revenue(compute, tables)
         else:
             # One machine reads the whole tables, as the board, the plan and the service do,
             # so their P(attain) is the command's to the last digit (the summed tables hand
@@ -312,13 +320,14 @@ def feasibility_cmd(
             tables, when, chosen = read_period(ctx, data, period, as_of, lean=True)
             use_tracking(ctx)
             models = champions(ctx)
-            stage_rates = fit_stage_rates
+            stage_rates, scorer = fit_stage_rates, score_churn_here
         with err.status(f"simulating {chosen} as of {when.date()}{where}") as status:
             status.update("loading the win model")
             result = run_feasibility(
                 tables, chosen, when, draws=draws, seed=settings.seed, use_churn=churn,
                 all_nodes=all_nodes, progress=lambda message: status.update(message),
-                blocks=engine_blocks(compute), models=models, stage_rates=stage_rates)
+                blocks=engine_blocks(compute), models=models, stage_rates=stage_rates,
+                churn_scorer=scorer)
     _notes(result.notes)
     _no_champion_note(ctx, "win", result.notes)
     # the board's trend

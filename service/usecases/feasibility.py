@@ -34,6 +34,7 @@ from models.feasibility import (
 from service.usecases import churn as churn_pipeline
 
 __all__ = [
+    "ChurnScorer",
     "FeasibilityResult",
     "SparkBlocks",
     "champion_churn_scores",
@@ -41,6 +42,7 @@ __all__ = [
     "engine_blocks",
     "run_feasibility",
     "run_recalibration",
+    "score_churn_here",
 ]
 
 Progress = Callable[[str], None]
@@ -137,19 +139,31 @@ def champion_win_model(notes: list[str],
     return loaded.estimator
 
 
+# Scores the customers at an as-of with a horizon in days, with the champion given: from the
+# tables here (score_churn_here, the default) or on a compute engine (feasibility on Spark).
+ChurnScorer = Callable[[Tables, pd.Timestamp, int, tracking.LoadedModel], pd.DataFrame]
+
+
+def score_churn_here(tables: Tables, as_of: pd.Timestamp, horizon_days: int,
+                     loaded: tracking.LoadedModel) -> pd.DataFrame:
+    """The default :data:`ChurnScorer`: the champion scores the customers of ``tables``."""
+    return churn_pipeline.score_churn(tables, as_of=as_of, horizon_days=horizon_days,
+                                      model=loaded.estimator)
+
+
 def champion_churn_scores(tables: Tables, as_of: pd.Timestamp, notes: list[str],
                           horizon_days: int = CHURN_HORIZON_DAYS,
-                          models: Mapping[str, tracking.LoadedModel] | None = None
-                          ) -> pd.DataFrame | None:
+                          models: Mapping[str, tracking.LoadedModel] | None = None,
+                          scorer: ChurnScorer = score_churn_here) -> pd.DataFrame | None:
     """Churn probabilities at ``as_of`` from the champion churn model, or None with a note
-    (no champion, or no customer it can score at ``as_of``)."""
+    (no champion, or no customer it can score at ``as_of``). ``scorer``: where the customers
+    are scored (default: from ``tables`` here)."""
     loaded = _champion("churn", models)
     if loaded is None:
         notes.append("churn: no champion churn model, churn adjustment skipped")
         return None
     try:
-        scores = churn_pipeline.score_churn(tables, as_of=as_of, horizon_days=horizon_days,
-                                            model=loaded.estimator)
+        scores = scorer(tables, as_of, horizon_days, loaded)
     except ValueError as exc:
         notes.append(f"churn: not scored at {as_of.date()} ({exc}); churn adjustment skipped")
         return None
@@ -166,7 +180,8 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
                     stage_rates: StageRates = fit_stage_rates,
                     progress: Progress | None = None,
                     blocks: BlockRunner | None = None,
-                    pace_check: bool = True) -> FeasibilityResult:
+                    pace_check: bool = True,
+                    churn_scorer: ChurnScorer = score_churn_here) -> FeasibilityResult:
     """Attainment distribution per node with a target in ``period`` (``quotacast feasibility``).
 
     Args:
@@ -188,6 +203,8 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
         pace_check: replay earlier periods to choose the pace rule where it did better
             (:func:`models.feasibility.period.pace_choice`); it only changes nodes with a
             target, so a run read for nodes without one (the board's products) skips it.
+        churn_scorer: where the champion churn model scores the customers (default: from
+            ``tables`` here; on Spark :func:`service.usecases.scaled.engine_churn_scorer`).
 
     Raises:
         ValueError: the period or ``as_of`` cannot be simulated (from the engine).
@@ -201,8 +218,10 @@ def run_feasibility(tables: Tables, period: str, as_of: pd.Timestamp | str, *,
         _say(progress, "no champion win model: fitting historical stage win rates")
         win_model, note = stage_rates(tables, as_of)
         notes.append(note)
-    churn = (champion_churn_scores(tables, as_of, notes, churn_horizon_days, models)
-             if use_churn else None)
+    if use_churn:
+        _say(progress, "scoring churn risk")
+    churn = (champion_churn_scores(tables, as_of, notes, churn_horizon_days, models,
+                                   churn_scorer) if use_churn else None)
     _say(progress, f"simulating {draws:,} draws")
     frame, simulation = feasibility_with_simulation(
         tables, period, as_of, draws=draws, seed=seed, win_model=win_model, churn=churn,

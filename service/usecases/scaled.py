@@ -18,7 +18,7 @@ the registered model's ``mlflow.pyfunc.spark_udf``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -72,6 +72,7 @@ __all__ = [
     "FeatureRun",
     "bucket_count",
     "bucket_features",
+    "engine_churn_scorer",
     "features_on",
     "score_churn_on",
     "snapshot_builder",
@@ -285,3 +286,24 @@ def score_churn_on(engine: ComputeEngine, source: str, *, as_of: pd.Timestamp | 
     frame, fallback = churn.score_parts(parts, stamp, horizon_days=horizon_days, owner=owner,
                                         predict=predict)
     return ChurnScores(frame, stamp, fallback)
+
+
+def engine_churn_scorer(engine: ComputeEngine, source: str
+                        ) -> Callable[[Tables, pd.Timestamp, int, Any], pd.DataFrame]:
+    """Where ``run_feasibility(churn_scorer=)`` scores the customers when its tables were read
+    on ``engine`` (``feasibility --engine spark``): :func:`score_churn_on` the ``source`` with
+    the registry's champion (the one the feasibility was given: both come from the
+    workspace's registry).
+
+    Raises:
+        ValueError: no customer to score, or the champion did not answer (the fallback did).
+    """
+
+    def score(tables: Tables, as_of: pd.Timestamp, horizon_days: int, loaded: Any
+              ) -> pd.DataFrame:
+        scored = score_churn_on(engine, source, as_of=as_of, horizon_days=horizon_days)
+        if scored.fallback is not None:
+            raise ValueError(f"the champion did not answer: {scored.fallback}")
+        return scored.frame
+
+    return score

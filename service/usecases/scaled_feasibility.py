@@ -24,6 +24,7 @@ segment and channel nodes the board's trend keeps (their columns are not read he
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -59,6 +60,7 @@ from engine.schemas import (
     TEAM,
 )
 from features.funnel import open_at_any, snapshot_date
+from features.hierarchy import unlinked_year_revenue
 from features.revenue_nodes import (
     AT,
     CubeTables,
@@ -74,7 +76,7 @@ from models.win import StageRateWinModel, add_counts
 from service.usecases.scaled import bucket_count
 
 __all__ = ["FEASIBILITY_READS", "engine_stage_rates", "feasibility_dates", "feasibility_tables",
-           "snapshot_tables"]
+           "snapshot_tables", "with_customer_revenue"]
 
 _ORDERS_SCHEMA = f"{CUSTOMER_ID} string, {ORDER_DATE} timestamp_ntz, {AMOUNT} double"
 _LINKED_SCHEMA = f"{CUSTOMER_ID} string, {ORDER_DATE} timestamp_ntz, {OPPORTUNITY_ID} string"
@@ -313,3 +315,41 @@ def engine_stage_rates(engine: ComputeEngine, tables: Tables
         return fit_stage_rates(given, when, counts=add_counts(parts))
 
     return fit
+
+
+# --- the churn adjustment's revenue, summed bucket by bucket of customers ----------------------
+
+
+def _year_revenue(frames: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> pd.DataFrame:
+    """One bucket of customers' :func:`features.hierarchy.unlinked_year_revenue`, as rows."""
+    revenue = unlinked_year_revenue(_revenue_tables(frames), as_of)
+    return pd.DataFrame({CUSTOMER_ID: revenue.index.to_numpy(dtype=object),
+                         AMOUNT: revenue.to_numpy(dtype=float)})
+
+
+def _revenue_tables(frames: dict[str, pd.DataFrame]) -> Tables:
+    orders = frames.get(ORDERS)
+    if orders is None:  # a deals-only source: orders without rows, as the loader gives
+        orders = empty_table(ORDERS)[[CUSTOMER_ID, ORDER_DATE, AMOUNT]]
+    return Tables({**frames, ORDERS: orders})
+
+
+def with_customer_revenue(engine: ComputeEngine, tables: Tables) -> Tables:
+    """Summed tables (:func:`feasibility_tables`) with each customer's unlinked revenue of the
+    year before their as-of, summed on ``engine`` bucket by bucket of customers (their
+    orders, deals and customer rows): what the churn adjustment weighs a customer's churn
+    probability by, without the orders coming here. Other tables are returned as they are."""
+    if not isinstance(tables, CubeTables) or tables.as_of is None:
+        return tables
+    when = tables.as_of
+    reads = [TableRead(ORDERS, (CUSTOMER_ID, ORDER_DATE, AMOUNT, OPPORTUNITY_ID), ORDER_DATE),
+             *(r for r in FEASIBILITY_READS if r.table in (OPPORTUNITIES, CUSTOMERS))]
+    frames = engine.read(tables.source, reads, before=when)
+    fn = partial(_year_revenue, as_of=when)
+    columns = {name: _columns(frame) for name, frame in frames.items()}
+    sums = engine.apply_by_group(frames, CUSTOMER_ID, fn, fn(empty_group(columns)),
+                                 bucket_count(tables.source, reads))
+    revenue = pd.Series(sums[AMOUNT].to_numpy(dtype=float),
+                        index=pd.Index(sums[CUSTOMER_ID].to_numpy(dtype=object),
+                                       name=CUSTOMER_ID), name=AMOUNT)
+    return replace(tables, customer_revenue=revenue)

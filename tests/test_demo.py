@@ -39,7 +39,19 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.setenv("QUOTACAST_DATABASE_URL", f"sqlite:///{workdir / 'quotacast.db'}")
         result = runner.invoke(app, ["demo", "--size", "small"])
     assert result.exit_code == 0, result.stderr[-3000:]
+    (workdir / "demo-said.txt").write_text(result.stderr)
     return workdir
+
+
+def test_demo_says_each_note_once(demo_dir: Path) -> None:
+    """The demo chains feasibility and recalibration on the same data: their notes (and the
+    "no champion" hints) are printed once, not once per command."""
+    said = (demo_dir / "demo-said.txt").read_text().splitlines()
+    notes = [line for line in said if line.startswith("- ") and ":" in line]
+    assert any(n.startswith("- win model:") for n in notes)
+    assert any(n.startswith("- rest of period:") for n in notes) or len(notes) > 5
+    repeated = sorted({n for n in notes if notes.count(n) > 1})
+    assert not repeated, repeated
 
 
 @pytest.mark.parametrize("name", list(CONTRACT))

@@ -114,13 +114,15 @@ class RestScale:
 
 
 def rest_scale(realised: np.ndarray, expected: np.ndarray, periods: list[str] | tuple[str, ...],
-               prior_periods: float = PRIOR_PERIODS, max_scale: float = MAX_SCALE) -> RestScale:
+               prior_periods: float = PRIOR_PERIODS, max_scale: float = MAX_SCALE,
+               deals: bool = True) -> RestScale:
     """The company-wide factor from earlier periods' realised and expected rest of period.
 
     ``exp(mean(log(realised / expected)) * n / (n + prior_periods))`` over the ``n`` periods
     where both are positive, kept within ``[1 / max_scale, max_scale]``; 1 without any. The
     spread is the root mean square of the log ratios around that factor, pooled with
-    :data:`PRIOR_SIGMA` worth :data:`PRIOR_SIGMA_PERIODS` periods.
+    :data:`PRIOR_SIGMA` worth :data:`PRIOR_SIGMA_PERIODS` periods. ``deals``: whether the
+    data has deals (the note names their odds only then).
     """
     realised = np.asarray(realised, dtype=float)
     expected = np.asarray(expected, dtype=float)
@@ -139,8 +141,9 @@ def rest_scale(realised: np.ndarray, expected: np.ndarray, periods: list[str] | 
     ratios = tuple(float(r) for r in np.exp(logs))
     listed = ", ".join(f"{p} {r:.2f}" for p, r in zip(used, ratios, strict=True))
     note = (f"rest of period: at the same point of earlier periods the outlook for the rest "
-            f"of the period brought realised/expected {listed}; the run rate and the odds of "
-            f"deal wins are scaled by {factor:.2f} (their mean log ratio shrunk by "
+            f"of the period brought realised/expected {listed}; the run rate"
+            f"{' and the odds of deal wins are' if deals else ' is'} scaled by {factor:.2f} "
+            f"(their mean log ratio shrunk by "
             f"{prior_periods:g} pseudo-period towards no correction); the company's rest of "
             f"period spreads at least {sigma:.2f} (log scale), as those ratios did")
     return RestScale(factor, sigma, ratios, tuple(used), note)

@@ -344,7 +344,8 @@ def rest_of_period_scale(tables: Tables, period: str, as_of: pd.Timestamp | str,
         realised.append(outcome[0])
         expected.append(outcome[1])
         used.append(point.period)
-    return rest_scale(np.array(realised), np.array(expected), used)
+    return rest_scale(np.array(realised), np.array(expected), used,
+                      deals=tables.has(OPPORTUNITIES))
 
 
 # Realised and expected rest of an earlier period, by (tables, win model, period, point): the

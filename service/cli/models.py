@@ -98,7 +98,7 @@ def train_churn_cmd(
                                             progress=step, horizon_days=horizon_days)
         except ValueError as exc:
             fail(str(exc))
-    _notes(result.notes)
+    _notes(ctx, result.notes)
     baselines = result.baselines.rename_axis("model").reset_index()
     print_frame(baselines, "holdout metrics (ours against the baselines)")
     _registered(result, as_json)
@@ -229,15 +229,27 @@ def _no_champion_note(ctx: typer.Context, kind: str, notes: list[str]) -> None:
         return
     space = workspace_of(ctx)
     data = ctx.find_root().meta.get("quotacast.data", "DATA")
-    err.print(f"no {kind} champion in workspace {space} (champions of other data sources are "
-              f"never used): `quotacast train {kind} --data {data}` then "
-              f"`quotacast promote {kind} --data {data}` trains one",
-              markup=False, highlight=False, soft_wrap=True)
+    line = (f"no {kind} champion in workspace {space} (champions of other data sources are "
+            f"never used): `quotacast train {kind} --data {data}` then "
+            f"`quotacast promote {kind} --data {data}` trains one")
+    if _first_time(ctx, line):
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def _notes(notes: list[str]) -> None:
+def _notes(ctx: typer.Context, notes: list[str]) -> None:
+    """The notes, each once per run (``quotacast demo`` runs several commands in one)."""
     for note in notes:
-        err.print(f"- {note}", markup=False, highlight=False)
+        if _first_time(ctx, note):
+            err.print(f"- {note}", markup=False, highlight=False)
+
+
+def _first_time(ctx: typer.Context, line: str) -> bool:
+    """Whether ``line`` was not said yet in this run (it counts as said now)."""
+    said: set[str] = ctx.find_root().meta.setdefault("quotacast.said", set())
+    if line in said:
+        return False
+    said.add(line)
+    return True
 
 
 @train_app.command("win")
@@ -253,7 +265,7 @@ def train_win_cmd(
     if not tables.has(OPPORTUNITIES):
         fail("the data has no opportunities table: there is no pipeline to learn from")
     use_tracking(ctx, trains=True)
-    _notes(funnel_notes(tables))
+    _notes(ctx, funnel_notes(tables))
     with err.status("training the win/slip model") as status:
         try:
             result = train(
@@ -262,7 +274,7 @@ def train_win_cmd(
             )
         except ValueError as exc:
             fail(str(exc))
-    _notes(result.notes)
+    _notes(ctx, result.notes)
     print_frame(result.comparison.rename_axis("model").reset_index(), "holdout metrics")
     _registered(result, as_json)
 
@@ -328,8 +340,9 @@ def feasibility_cmd(
                 all_nodes=all_nodes, progress=lambda message: status.update(message),
                 blocks=engine_blocks(compute), models=models, stage_rates=stage_rates,
                 churn_scorer=scorer)
-    _notes(result.notes)
-    _no_champion_note(ctx, "win", result.notes)
+    _notes(ctx, result.notes)
+    if tables.has(OPPORTUNITIES):  # no deals: no win model to train either
+        _no_champion_note(ctx, "win", result.notes)
     # the board's trend
     record_simulation(ctx, snapshot_tables(tables), result.simulation, chosen, when,
                       frame=result.frame)
@@ -373,7 +386,7 @@ def recalibrate_cmd(
             draws=draws, seed=settings_of(ctx).seed, use_churn=churn,
             progress=lambda message: status.update(message),
         )
-    _notes(notes)
+    _notes(ctx, notes)
     print_frame(frame, f"recalibrated targets for {chosen} as of {when.date()}", limit=30)
     emit(frame, out, as_json)
     if plot is not None:
@@ -477,7 +490,7 @@ def train_forecast_cmd(
                                    n_jobs=settings.n_jobs, runner=runner)
             except ValueError as exc:
                 fail(str(exc))
-    _notes(result.notes)
+    _notes(ctx, result.notes)
     table = result.table.sort_values(["level", "mase"])
     print_frame(table[["model", "level", "mase", "wape", "coverage_80"]],
                 "backtest accuracy per model and level", limit=40)
@@ -543,6 +556,6 @@ def forecast_cmd(
                                                   seed=settings.seed, as_of=when, runner=runner)
             except ValueError as exc:
                 fail(str(exc))
-    _notes(notes)
+    _notes(ctx, notes)
     print_frame(frame, f"revenue forecast ({level or 'company'}, {horizon} x {freq})", limit=24)
     emit(frame, out, as_json)

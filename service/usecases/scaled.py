@@ -72,6 +72,7 @@ __all__ = [
     "FeatureRun",
     "bucket_count",
     "bucket_features",
+    "bucket_tables",
     "engine_churn_scorer",
     "features_on",
     "score_churn_on",
@@ -144,7 +145,9 @@ def features_on(engine: ComputeEngine, source: str, as_of: pd.Timestamp | None =
 # --- churn -----------------------------------------------------------------------------------
 
 
-def _bucket_tables(frames: dict[str, pd.DataFrame]) -> Tables:
+def bucket_tables(frames: dict[str, pd.DataFrame]) -> Tables:
+    """One bucket's frames as tables; a deals-only source's orders without rows, as the
+    loader gives them."""
     if ORDERS not in frames:  # a deals-only source: orders without rows, as the loader gives
         frames = {**frames, ORDERS: empty_table(ORDERS)[[CUSTOMER_ID, ORDER_DATE, AMOUNT]]}
     return Tables(frames)
@@ -154,14 +157,14 @@ def _bucket_counts(frames: dict[str, pd.DataFrame], as_ofs: Sequence[pd.Timestam
                    horizon_days: int) -> pd.DataFrame:
     from service.usecases import churn
 
-    return churn.snapshot_counts(customer_history(_bucket_tables(frames)), as_ofs, horizon_days)
+    return churn.snapshot_counts(customer_history(bucket_tables(frames)), as_ofs, horizon_days)
 
 
 def _bucket_parts(frames: dict[str, pd.DataFrame], as_ofs: Sequence[pd.Timestamp],
                   horizon_days: int, cut: int, labels: bool) -> pd.DataFrame:
     from service.usecases import churn
 
-    tables = _bucket_tables(frames)
+    tables = bucket_tables(frames)
     managers = None if labels else churn._account_managers(tables)
     return churn.snapshot_parts(customer_history(tables), as_ofs, horizon_days, cut=cut,
                                 labels=labels, managers=managers)

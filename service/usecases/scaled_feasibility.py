@@ -16,9 +16,12 @@ back (:func:`engine_stage_rates`): each bucket of deals is seen and labelled whe
 computes, and only the sums the rates are learned from (a few thousand cells,
 :func:`models.win.stage_rate_counts`) reach this process; the rates are those of one machine.
 
-Not on this path: the churn adjustment (it scores every customer's orders; the command reads
-the whole tables when a churn champion is to be applied) and the snapshots of the product,
-segment and channel nodes the board's trend keeps (their columns are not read here).
+With a churn champion, the customers are scored on the engine
+(:func:`service.usecases.scaled.engine_churn_scorer`) and each customer's unlinked revenue of
+the year is summed there (:func:`with_customer_revenue`): the churn adjustment's weights.
+
+Not on this path: the snapshots of the product, segment and channel nodes the board's trend
+keeps (their columns are not read here).
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ from models.feasibility import fit_stage_rates
 from models.feasibility.backtest import earlier_points
 from models.feasibility.period import stage_rate_counts_at, stage_rate_dates
 from models.win import StageRateWinModel, add_counts
-from service.usecases.scaled import bucket_count
+from service.usecases.scaled import bucket_count, bucket_tables
 
 __all__ = ["FEASIBILITY_READS", "engine_stage_rates", "feasibility_dates", "feasibility_tables",
            "snapshot_tables", "with_customer_revenue"]
@@ -322,16 +325,9 @@ def engine_stage_rates(engine: ComputeEngine, tables: Tables
 
 def _year_revenue(frames: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> pd.DataFrame:
     """One bucket of customers' :func:`features.hierarchy.unlinked_year_revenue`, as rows."""
-    revenue = unlinked_year_revenue(_revenue_tables(frames), as_of)
+    revenue = unlinked_year_revenue(bucket_tables(frames), as_of)
     return pd.DataFrame({CUSTOMER_ID: revenue.index.to_numpy(dtype=object),
                          AMOUNT: revenue.to_numpy(dtype=float)})
-
-
-def _revenue_tables(frames: dict[str, pd.DataFrame]) -> Tables:
-    orders = frames.get(ORDERS)
-    if orders is None:  # a deals-only source: orders without rows, as the loader gives
-        orders = empty_table(ORDERS)[[CUSTOMER_ID, ORDER_DATE, AMOUNT]]
-    return Tables({**frames, ORDERS: orders})
 
 
 def with_customer_revenue(engine: ComputeEngine, tables: Tables) -> Tables:

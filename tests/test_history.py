@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from conftest import REAL_FIXTURES
 
 from engine.history import cut_history, export_at
 from engine.io import load_tables, write_data_dir
@@ -21,6 +20,10 @@ from engine.schemas import (
     STATUS,
     STATUS_OPEN,
 )
+
+# The real-data slices of tests/fixtures/real (the tests' conftest names the same folder; a
+# `from conftest import` would find tests/e2e/conftest.py when the whole suite is collected).
+REAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "real"
 
 
 def test_export_at_keeps_rows_before_the_day_and_reopens_later_closes() -> None:

@@ -315,12 +315,13 @@ def fit_stage_rates(tables: Tables, as_of: pd.Timestamp,
         counts = stage_rate_counts_at(tables, stage_rate_dates(tables, as_of, every_days),
                                       as_of)
     rows = int(counts[COUNT_ROWS].sum()) if len(counts) else 0
+    model = StageRateWinModel().fit_counts(counts)
     if not rows:
-        return StageRateWinModel().fit_counts(counts), (
+        return model, (
             "win model: no champion and no won and lost deals before "
             f"{pd.Timestamp(as_of).date()}; every open deal expected in the period is counted "
             f"at a flat {FLAT_WIN_RATE:.0%} win rate")
-    return StageRateWinModel().fit_counts(counts), (
+    return model, (
         "win model: no champion registered (a trained win model becomes champion only when "
         "it beats stage rates on its holdout); historical in-period win rates by stage and "
         "days left "

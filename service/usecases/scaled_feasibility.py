@@ -7,7 +7,8 @@ the engine reads only the revenue columns dated before the as-of and sums them i
 steps of :mod:`features.revenue_nodes` (by deal, by customer, by node and day), each on CRC-32
 buckets of keys; only those sums reach this process (:class:`features.revenue_nodes
 .CubeTables`), beside the org chart, the targets, the customers' owners and regions, the deals
-and their stage history (dated before the as-of). Both engines run the same functions on the
+and their stage history (dated before the as-of; given ``open_at``, only the history of the
+deals open at those dates). Both engines run the same functions on the
 same buckets and hand over the tables in the same row order, so the feasibility is the same to
 the last bit on either.
 
@@ -307,14 +308,14 @@ def engine_stage_rates(engine: ComputeEngine, tables: Tables
                 or when > tables.as_of):
             return fit_stage_rates(given, when)
         dates = stage_rate_dates(tables, when)
-        if not dates:
-            return fit_stage_rates(given, when, counts=add_counts(pd.DataFrame()))
-        frames = engine.read(tables.source, _DEAL_READS, before=when)
-        step = partial(deal_counts, dates=dates, as_of=when, snapshot=snapshot_date(tables))
-        columns = {name: _columns(frame) for name, frame in frames.items()}
-        buckets = bucket_count(tables.source, _DEAL_READS)
-        parts = engine.apply_by_group(frames, OPPORTUNITY_ID, step, step(empty_group(columns)),
-                                      buckets)
+        parts = pd.DataFrame()
+        if dates:
+            frames = engine.read(tables.source, _DEAL_READS, before=when)
+            step = partial(deal_counts, dates=dates, as_of=when, snapshot=snapshot_date(tables))
+            columns = {name: _columns(frame) for name, frame in frames.items()}
+            parts = engine.apply_by_group(frames, OPPORTUNITY_ID, step,
+                                          step(empty_group(columns)),
+                                          bucket_count(tables.source, _DEAL_READS))
         return fit_stage_rates(given, when, counts=add_counts(parts))
 
     return fit
@@ -338,8 +339,7 @@ def with_customer_revenue(engine: ComputeEngine, tables: Tables) -> Tables:
     if not isinstance(tables, CubeTables) or tables.as_of is None:
         return tables
     when = tables.as_of
-    reads = [TableRead(ORDERS, (CUSTOMER_ID, ORDER_DATE, AMOUNT, OPPORTUNITY_ID), ORDER_DATE),
-             *(r for r in FEASIBILITY_READS if r.table in (OPPORTUNITIES, CUSTOMERS))]
+    reads = [r for r in FEASIBILITY_READS if r.table in (ORDERS, OPPORTUNITIES, CUSTOMERS)]
     frames = engine.read(tables.source, reads, before=when)
     fn = partial(_year_revenue, as_of=when)
     columns = {name: _columns(frame) for name, frame in frames.items()}
